@@ -1,0 +1,215 @@
+//! `loopsy start|stop|restart`: the daemon's lifecycle.
+//!
+//! `start` launches `loopsy start --foreground` detached, with its output in `logs/daemon.log`,
+//! and returns once the daemon answers `/health` (or reports why it did not come up).
+//! `stop` signals only the process that holds the instance lock (see `instance`).
+
+use std::fs::OpenOptions;
+use std::io::{Read, Seek, SeekFrom};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use argh::FromArgs;
+
+use crate::config::Config;
+use crate::instance::{self, Daemon, Signalled};
+use crate::paths::Paths;
+
+/// How long `start` waits for the daemon to answer.
+const START_TIMEOUT: Duration = Duration::from_secs(15);
+/// Rotate the daemon log at start once it is bigger than this.
+const DAEMON_LOG_MAX: u64 = 10 * 1024 * 1024;
+
+/// start the daemon in the background (or in the foreground for service managers and tests)
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "start")]
+pub struct StartArgs {
+    /// run in this process, logging to stderr, until SIGTERM or SIGINT
+    #[argh(switch)]
+    foreground: bool,
+    /// listen on this port instead of server.port (0 picks a free one)
+    #[argh(option)]
+    port: Option<u16>,
+    /// listen on this address instead of server.host
+    #[argh(option)]
+    host: Option<String>,
+    /// name of the service manager running this daemon (set by generated units)
+    #[argh(option)]
+    managed_by: Option<String>,
+}
+
+/// stop the running daemon gracefully
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "stop")]
+pub struct StopArgs {
+    /// seconds to wait for the daemon to exit (default 20)
+    #[argh(option, default = "20")]
+    timeout: u64,
+}
+
+/// stop the daemon if it runs, then start it
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "restart")]
+pub struct RestartArgs {
+    /// listen on this port instead of server.port
+    #[argh(option)]
+    port: Option<u16>,
+    /// listen on this address instead of server.host
+    #[argh(option)]
+    host: Option<String>,
+}
+
+pub fn start(args: StartArgs, paths: &Paths) -> anyhow::Result<ExitCode> {
+    let mut config = super::load_config(paths)?;
+    if let Some(port) = args.port {
+        config.server.port = port;
+    }
+    if let Some(host) = &args.host {
+        host.parse::<std::net::IpAddr>().with_context(|| format!("--host '{host}' is not an IP address"))?;
+        config.server.host = host.clone();
+    }
+    if args.foreground {
+        crate::logger::init(config.logging.level.filter());
+        for key in Config::unknown_keys(&std::fs::read_to_string(paths.config_file()).unwrap_or_default()) {
+            log::warn!("{}: unknown key '{key}' ignored", paths.config_file().display());
+        }
+        crate::daemon::run(paths.clone(), config, args.managed_by)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    start_background(paths, &config, args.port, args.host.as_deref())
+}
+
+fn start_background(paths: &Paths, config: &Config, port: Option<u16>, host: Option<&str>) -> anyhow::Result<ExitCode> {
+    match instance::probe(paths)? {
+        Daemon::Running(info) => {
+            println!("loopsy daemon already running (PID {}) at {}", info.pid, info.url);
+            return Ok(ExitCode::SUCCESS);
+        }
+        Daemon::Starting { pid } => {
+            println!("loopsy daemon already starting (PID {pid})");
+            return Ok(ExitCode::SUCCESS);
+        }
+        Daemon::NotRunning => {}
+    }
+    std::fs::create_dir_all(paths.logs_dir())?;
+    let log_path = paths.daemon_log();
+    rotate_if_large(&log_path);
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("opening {}", log_path.display()))?;
+    let log_start = log.metadata()?.len();
+
+    let exe = std::env::current_exe().context("finding the loopsy binary")?;
+    let mut command = Command::new(exe);
+    command.arg("--home").arg(paths.home()).args(["start", "--foreground"]);
+    if let Some(port) = port {
+        command.args(["--port", &port.to_string()]);
+    }
+    if let Some(host) = host {
+        command.args(["--host", host]);
+    }
+    command.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+    detach(&mut command);
+    let mut child = command.spawn().context("spawning the daemon")?;
+    let pid = child.id();
+
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            let output = read_from(&log_path, log_start);
+            bail!("the daemon exited during start-up ({status}):\n{}", output.trim_end());
+        }
+        if let Daemon::Running(info) = instance::probe(paths)? {
+            if info.pid == pid && healthy(&info.url) {
+                println!("loopsy daemon started (PID {pid}) at {}", info.url);
+                println!("  Logs: {}", log_path.display());
+                let _ = config;
+                return Ok(ExitCode::SUCCESS);
+            }
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the daemon (PID {pid}) did not answer within {} s; see {}",
+                START_TIMEOUT.as_secs(),
+                log_path.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn healthy(url: &str) -> bool {
+    let client = crate::peer::Client::new(url, None).with_timeout(Duration::from_secs(2));
+    smol::block_on(client.get::<serde_json::Value>("/api/v1/health")).is_ok()
+}
+
+/// A new session, so the daemon outlives the terminal and its signals.
+fn detach(command: &mut Command) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::setsid() < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+}
+
+fn rotate_if_large(path: &std::path::Path) {
+    if std::fs::metadata(path).is_ok_and(|m| m.len() > DAEMON_LOG_MAX) {
+        let _ = std::fs::rename(path, path.with_extension("log.1"));
+    }
+}
+
+fn read_from(path: &std::path::Path, offset: u64) -> String {
+    let mut text = String::new();
+    if let Ok(mut file) = std::fs::File::open(path) {
+        let _ = file.seek(SeekFrom::Start(offset));
+        let _ = file.read_to_string(&mut text);
+    }
+    text
+}
+
+pub fn stop(args: StopArgs, paths: &Paths) -> anyhow::Result<ExitCode> {
+    match stop_daemon(paths, Duration::from_secs(args.timeout))? {
+        Some(pid) => println!("loopsy daemon stopped (PID {pid})"),
+        None => println!("loopsy daemon is not running"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Stops the daemon of `paths`; returns its PID, or `None` if none was running.
+fn stop_daemon(paths: &Paths, timeout: Duration) -> anyhow::Result<Option<u32>> {
+    let pid = match instance::signal(paths, libc::SIGTERM)? {
+        Signalled::Sent { pid } => pid,
+        Signalled::NotRunning => {
+            // Files left by a daemon that died without cleaning up name nobody now.
+            crate::instance::RuntimeInfo::remove(paths);
+            return Ok(None);
+        }
+    };
+    let deadline = Instant::now() + timeout;
+    while instance::lock_holder(&paths.lock_file())? == Some(pid) {
+        if Instant::now() > deadline {
+            bail!("the daemon (PID {pid}) did not stop within {} s", timeout.as_secs());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(Some(pid))
+}
+
+pub fn restart(args: RestartArgs, paths: &Paths) -> anyhow::Result<ExitCode> {
+    super::load_config(paths)?;
+    if let Some(pid) = stop_daemon(paths, Duration::from_secs(20))? {
+        println!("loopsy daemon stopped (PID {pid})");
+    }
+    start(StartArgs { foreground: false, port: args.port, host: args.host, managed_by: None }, paths)
+}

@@ -1,0 +1,66 @@
+//! The command line: one file per subcommand, each with its `argh` struct and a `run`.
+
+mod daemon;
+mod init;
+mod key;
+mod logs;
+mod status;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use argh::FromArgs;
+
+use crate::config::Config;
+use crate::paths::Paths;
+
+/// Let AI coding agents on different machines work together over the LAN.
+#[derive(FromArgs, Debug)]
+pub struct Loopsy {
+    /// data directory (default: $LOOPSY_HOME, else ~/.loopsy)
+    #[argh(option)]
+    pub home: Option<PathBuf>,
+    #[argh(subcommand)]
+    pub command: Command,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand)]
+pub enum Command {
+    Init(init::Args),
+    Start(daemon::StartArgs),
+    Stop(daemon::StopArgs),
+    Restart(daemon::RestartArgs),
+    Status(status::Args),
+    Key(key::Args),
+    Logs(logs::Args),
+    Version(VersionArgs),
+}
+
+/// print the version
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "version")]
+pub struct VersionArgs {}
+
+/// Runs the parsed command. Exit codes: 0 success, 1 "ran fine, the answer is no", 2 error.
+pub fn run(args: Loopsy) -> anyhow::Result<ExitCode> {
+    let paths = Paths::resolve(args.home.as_deref())?;
+    match args.command {
+        Command::Init(cmd) => init::run(cmd, &paths),
+        Command::Start(cmd) => daemon::start(cmd, &paths),
+        Command::Stop(cmd) => daemon::stop(cmd, &paths),
+        Command::Restart(cmd) => daemon::restart(cmd, &paths),
+        Command::Status(cmd) => status::run(cmd, &paths),
+        Command::Key(cmd) => key::run(cmd, &paths),
+        Command::Logs(cmd) => logs::run(cmd, &paths),
+        Command::Version(_) => {
+            println!("loopsy {} (protocol {})", env!("CARGO_PKG_VERSION"), crate::identity::PROTOCOL_VERSION);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Loads the config of `paths` for a command that needs it.
+fn load_config(paths: &Paths) -> anyhow::Result<Config> {
+    Ok(Config::load(paths)?)
+}

@@ -1,0 +1,184 @@
+//! The HTTP boundary's one error type, [`ApiError`], and the one place it becomes a response.
+//!
+//! Handlers return `Err(ApiError)` through `?`; tide turns every error into a 500, and
+//! [`render`] (an `After` middleware) maps it to the status and the JSON body of 1.0.21:
+//! `{"error":{"code":N,"message":"..."}}`, or `{"error":"..."}` for the routes where 1.0.21 used
+//! that family. Anything that is not an `ApiError` is a bug and answers 500 with a generic text.
+
+use serde_json::json;
+use tide::http::StatusCode;
+
+/// Numeric error codes of 1.0.21 (§0.1) plus the ones this implementation adds (9004 and up).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u16)]
+pub enum ErrorCode {
+    AuthMissingKey = 1001,
+    AuthInvalidKey = 1002,
+    PeerNotFound = 2001,
+    PeerUnreachable = 2003,
+    ExecCommandDenied = 3001,
+    ExecMaxConcurrent = 3003,
+    ExecFailed = 3004,
+    ExecJobNotFound = 3006,
+    TransferPathDenied = 4001,
+    TransferFileNotFound = 4002,
+    TransferTooLarge = 4003,
+    TransferChecksumMismatch = 4004,
+    TransferFailed = 4005,
+    ContextKeyNotFound = 5001,
+    ContextValueTooLarge = 5002,
+    ContextMaxEntries = 5003,
+    ContextRevisionConflict = 5004,
+    Internal = 9001,
+    RateLimited = 9002,
+    InvalidRequest = 9003,
+    RouteNotFound = 9004,
+    MethodNotAllowed = 9005,
+    PayloadTooLarge = 9006,
+    UnsupportedMediaType = 9007,
+    ShuttingDown = 9008,
+}
+
+impl ErrorCode {
+    /// The HTTP status of each code: the one table that decides it.
+    pub fn status(self) -> StatusCode {
+        use ErrorCode::*;
+        match self {
+            AuthMissingKey => StatusCode::Unauthorized,
+            AuthInvalidKey => StatusCode::Forbidden,
+            PeerNotFound | ExecJobNotFound | ContextKeyNotFound | RouteNotFound => StatusCode::NotFound,
+            PeerUnreachable => StatusCode::BadGateway,
+            // 1.0.21 answered these with 400, and its clients only look at the message.
+            ExecCommandDenied
+            | ExecMaxConcurrent
+            | ExecFailed
+            | TransferPathDenied
+            | TransferFileNotFound
+            | TransferChecksumMismatch
+            | TransferFailed
+            | ContextValueTooLarge
+            | ContextMaxEntries
+            | InvalidRequest => StatusCode::BadRequest,
+            TransferTooLarge | PayloadTooLarge => StatusCode::PayloadTooLarge,
+            ContextRevisionConflict => StatusCode::Conflict,
+            MethodNotAllowed => StatusCode::MethodNotAllowed,
+            UnsupportedMediaType => StatusCode::UnsupportedMediaType,
+            RateLimited => StatusCode::TooManyRequests,
+            ShuttingDown => StatusCode::ServiceUnavailable,
+            Internal => StatusCode::InternalServerError,
+        }
+    }
+}
+
+/// Which JSON shape the error body has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Family {
+    /// `{"error":{"code":N,"message":"..."}}`
+    Coded(ErrorCode),
+    /// `{"error":"..."}` with the given status (1.0.21's AI-task and pairing routes).
+    Plain(StatusCode),
+}
+
+/// An error answered to an HTTP client.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct ApiError {
+    family: Family,
+    message: String,
+    /// Seconds, sent as `Retry-After`.
+    retry_after: Option<u64>,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
+        ApiError { family: Family::Coded(code), message: message.into(), retry_after: None }
+    }
+
+    /// An error in the `{"error":"..."}` family, for routes where 1.0.21 used it.
+    pub fn plain(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError { family: Family::Plain(status), message: message.into(), retry_after: None }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(ErrorCode::InvalidRequest, message)
+    }
+
+    pub fn internal(message: impl Into<String>) -> ApiError {
+        ApiError::new(ErrorCode::Internal, message)
+    }
+
+    pub fn with_retry_after(mut self, seconds: u64) -> ApiError {
+        self.retry_after = Some(seconds);
+        self
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self.family {
+            Family::Coded(code) => code.status(),
+            Family::Plain(status) => status,
+        }
+    }
+
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self.family {
+            Family::Coded(code) => Some(code),
+            Family::Plain(_) => None,
+        }
+    }
+
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The JSON body.
+    pub fn body(&self) -> serde_json::Value {
+        match self.family {
+            Family::Coded(code) => json!({"error": {"code": code as u16, "message": self.message}}),
+            Family::Plain(_) => json!({"error": self.message}),
+        }
+    }
+
+    /// This error as a complete response.
+    pub fn into_response(self) -> tide::Response {
+        let mut res = tide::Response::new(self.status());
+        res.set_body(self.body());
+        if let Some(seconds) = self.retry_after {
+            res.insert_header("Retry-After", seconds.to_string());
+        }
+        res
+    }
+}
+
+/// Maps whatever the endpoint produced to the final status and JSON body.
+pub async fn render(mut res: tide::Response) -> tide::Result {
+    if let Some(err) = res.take_error() {
+        let api_error = match err.downcast::<ApiError>() {
+            Ok(api_error) => api_error,
+            Err(other) => {
+                log::error!("unexpected error in a handler: {other:?}");
+                ApiError::internal("internal error; see the daemon log")
+            }
+        };
+        let mut rendered = api_error.into_response();
+        for (name, values) in res.iter() {
+            if rendered.header(name).is_none() {
+                rendered.insert_header(name.clone(), values);
+            }
+        }
+        for ext_copy in [res.ext::<super::guard::Caller>().cloned()].into_iter().flatten() {
+            rendered.insert_ext(ext_copy);
+        }
+        return Ok(rendered);
+    }
+    // Responses tide makes by itself (405, 404 from the router) have no body: give them one.
+    let status = res.status();
+    if status.is_client_error() && res.len() == Some(0) {
+        let code = match status {
+            StatusCode::MethodNotAllowed => ErrorCode::MethodNotAllowed,
+            StatusCode::NotFound => ErrorCode::RouteNotFound,
+            _ => ErrorCode::InvalidRequest,
+        };
+        res.set_body(ApiError::new(code, status.canonical_reason().to_lowercase()).body());
+    }
+    Ok(res)
+}

@@ -1,0 +1,171 @@
+//! Who may call a route: the keyring, `Bearer` authentication and rate limits.
+//!
+//! Every route is mounted with a [`Guard`] that states its access, so exemption from
+//! authentication is a property of the matched route, never a prefix test on the raw URL.
+
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use tide::{Middleware, Next, Request};
+
+use super::error::{ApiError, ErrorCode};
+use super::rate_limit::Category;
+use super::state::State;
+use crate::config::Auth;
+use crate::random::constant_time_eq;
+
+/// Who a request authenticated as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// This node's own key: the local CLI, MCP server, dashboard.
+    Own,
+    /// A key from `auth.allowedKeys`, by the name it is listed under.
+    Peer(String),
+}
+
+impl Caller {
+    /// The name in the audit log and the rate limiter: `own` or `peer:<name>`.
+    pub fn label(&self) -> String {
+        match self {
+            Caller::Own => "own".into(),
+            Caller::Peer(name) => format!("peer:{name}"),
+        }
+    }
+}
+
+/// The accepted keys; replaced whole when the config changes (no restart needed).
+#[derive(Clone, Default)]
+pub struct Keyring {
+    keys: Arc<RwLock<Vec<(Caller, String)>>>,
+}
+
+impl Keyring {
+    pub fn new(auth: &Auth) -> Keyring {
+        let keyring = Keyring::default();
+        keyring.replace(auth);
+        keyring
+    }
+
+    /// Takes the keys of `auth`; empty keys are never accepted.
+    pub fn replace(&self, auth: &Auth) {
+        let mut keys = vec![(Caller::Own, auth.api_key.clone())];
+        keys.extend(auth.allowed_keys.iter().map(|(name, key)| (Caller::Peer(name.clone()), key.clone())));
+        keys.retain(|(_, key)| !key.is_empty());
+        *self.keys.write().expect("keyring lock") = keys;
+    }
+
+    /// The caller whose key this is. Every stored key is compared, in constant time each, so the
+    /// time taken does not tell which key (if any) matched.
+    pub fn authenticate(&self, presented: &str) -> Option<Caller> {
+        let keys = self.keys.read().expect("keyring lock");
+        let mut found = None;
+        for (caller, key) in keys.iter() {
+            if constant_time_eq(key.as_bytes(), presented.as_bytes()) && found.is_none() {
+                found = Some(caller.clone());
+            }
+        }
+        found
+    }
+}
+
+/// Who may use a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// No key needed (`/health`, the OpenAPI document).
+    Public,
+    /// The node's key or an allowed peer key.
+    Key,
+}
+
+/// Route middleware: authenticate, then rate-limit, then run the endpoint.
+#[derive(Debug, Clone, Copy)]
+pub struct Guard {
+    pub access: Access,
+    pub limit: Option<Category>,
+}
+
+/// The key of an `Authorization: Bearer <key>` header. A bare key without the scheme is
+/// refused (1.0.21 accepted it, see weakness A8).
+pub fn bearer_key(header: Option<&str>) -> Result<&str, ApiError> {
+    let Some(value) = header.map(str::trim).filter(|v| !v.is_empty()) else {
+        return Err(ApiError::new(ErrorCode::AuthMissingKey, "Missing Authorization header"));
+    };
+    let (scheme, rest) = value.split_once(char::is_whitespace).unwrap_or((value, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(ApiError::new(ErrorCode::AuthMissingKey, "Authorization header must have the form 'Bearer <key>'"));
+    }
+    let key = rest.trim();
+    if key.is_empty() {
+        return Err(ApiError::new(ErrorCode::AuthMissingKey, "Missing API key after 'Bearer'"));
+    }
+    Ok(key)
+}
+
+fn authenticate(req: &Request<State>) -> Result<Caller, ApiError> {
+    let header = req.header("Authorization").map(|values| values.last().as_str());
+    let key = bearer_key(header)?;
+    req.state().keyring.authenticate(key).ok_or_else(|| ApiError::new(ErrorCode::AuthInvalidKey, "Invalid API key"))
+}
+
+#[async_trait::async_trait]
+impl Middleware<State> for Guard {
+    async fn handle(&self, mut req: Request<State>, next: Next<'_, State>) -> tide::Result {
+        let caller = match self.access {
+            Access::Public => None,
+            Access::Key => match authenticate(&req) {
+                Ok(caller) => Some(caller),
+                Err(err) => return Ok(err.into_response()),
+            },
+        };
+        if let (Some(category), Some(caller)) = (self.limit, &caller) {
+            if let Err(refusal) = req.state().limiter.check(&caller.label(), category, Instant::now()) {
+                let message = format!(
+                    "Rate limit exceeded: {} {} requests per minute; retry in {} s",
+                    refusal.per_minute,
+                    category.name(),
+                    refusal.retry_after_secs
+                );
+                let err = ApiError::new(ErrorCode::RateLimited, message).with_retry_after(refusal.retry_after_secs);
+                let mut res = err.into_response();
+                res.insert_ext(caller.clone());
+                return Ok(res);
+            }
+        }
+        if let Some(caller) = &caller {
+            req.set_ext(caller.clone());
+        }
+        let mut res = next.run(req).await;
+        if let Some(caller) = caller {
+            res.insert_ext(caller);
+        }
+        Ok(res)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn bearer_keys_are_parsed_strictly() {
+        assert_eq!(bearer_key(Some("Bearer abc")).unwrap(), "abc");
+        assert_eq!(bearer_key(Some("bearer   abc ")).unwrap(), "abc");
+        for bad in [None, Some(""), Some("abc"), Some("Bearer "), Some("Basic abc")] {
+            assert_eq!(bearer_key(bad).unwrap_err().code(), Some(ErrorCode::AuthMissingKey), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_keyring_names_the_caller_and_never_accepts_an_empty_key() {
+        let auth = Auth {
+            api_key: "own-key-0123456789".into(),
+            allowed_keys: BTreeMap::from([("bob".into(), "bob-key-0123456789".into()), ("eve".into(), String::new())]),
+        };
+        let keyring = Keyring::new(&auth);
+        assert_eq!(keyring.authenticate("own-key-0123456789"), Some(Caller::Own));
+        assert_eq!(keyring.authenticate("bob-key-0123456789"), Some(Caller::Peer("bob".into())));
+        assert_eq!(keyring.authenticate(""), None);
+        assert_eq!(keyring.authenticate("own-key-012345678"), None);
+    }
+}

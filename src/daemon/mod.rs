@@ -1,0 +1,141 @@
+//! The daemon: the HTTP server and everything it owns. The only module that knows tide.
+//!
+//! [`run`] takes the instance lock, binds, announces where it listens (`daemon.json`), serves
+//! until SIGTERM/SIGINT, then stops accepting, lets in-flight requests finish for a bounded
+//! time, flushes the audit log and exits.
+
+pub mod api;
+pub mod audit;
+pub mod body;
+pub mod error;
+pub mod guard;
+mod listener;
+pub mod openapi;
+pub mod rate_limit;
+mod request_log;
+pub mod routes;
+pub mod state;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context};
+use futures_lite::StreamExt;
+
+use crate::config::Config;
+use crate::identity::NodeId;
+use crate::instance::{self, FileLock, RuntimeInfo};
+use crate::paths::Paths;
+use crate::shutdown::Shutdown;
+use state::{Node, State};
+
+/// How long in-flight requests may take to finish after a shutdown signal.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Builds the tide application: middleware and every route.
+pub fn app(state: State) -> (tide::Server<State>, Vec<routes::RouteSpec>) {
+    let mut app = tide::with_state(state);
+    app.with(request_log::Record);
+    app.with(tide::utils::After(error::render));
+    let specs = routes::mount(&mut app);
+    (app, specs)
+}
+
+/// Runs the daemon of `paths` in this process until it is told to stop.
+pub fn run(paths: Paths, config: Config, managed_by: Option<String>) -> anyhow::Result<()> {
+    crate::durable::create_private_dir(paths.home())?;
+    std::fs::create_dir_all(paths.logs_dir()).context("creating the logs directory")?;
+    let _instance = FileLock::try_exclusive(&paths.lock_file())?.ok_or_else(|| {
+        let pid = instance::lock_holder(&paths.lock_file()).ok().flatten().unwrap_or(0);
+        anyhow!("a daemon is already running for {} (PID {pid})", paths.home().display())
+    })?;
+    let node_id = NodeId::load_or_create(&paths)?;
+    smol::block_on(serve(paths, config, node_id, managed_by))
+}
+
+async fn serve(paths: Paths, config: Config, node_id: NodeId, managed_by: Option<String>) -> anyhow::Result<()> {
+    let host: IpAddr = config.server.host.parse().context("server.host")?;
+    let address = SocketAddr::new(host, config.server.port);
+    let listener =
+        async_net::TcpListener::bind(address).await.with_context(|| format!("cannot listen on {address}"))?;
+    let bound = listener.local_addr()?;
+    let paths = Arc::new(paths);
+    let state = State {
+        node: Arc::new(Node { id: node_id, hostname: config.hostname(), port: bound.port(), started: Instant::now() }),
+        keyring: guard::Keyring::new(&config.auth),
+        limiter: Arc::new(rate_limit::RateLimiter::new(config.rate_limits.clone())),
+        audit: audit::Audit::start(paths.audit_log(), audit::Rotation::default()),
+        shutdown: Shutdown::new(),
+        config: Arc::new(config),
+        paths: paths.clone(),
+    };
+    let (app, _) = app(state.clone());
+    let url = format!("http://{}", client_address(bound));
+    RuntimeInfo {
+        pid: std::process::id(),
+        url: url.clone(),
+        port: bound.port(),
+        tls: false,
+        started_at: crate::clock::now_ms(),
+        version: crate::identity::IMPLEMENTATION.into(),
+        managed_by,
+    }
+    .write(&paths)?;
+    log::info!("listening on {url} as node {} ({})", state.node.id, state.node.hostname);
+
+    let _signals = smol::spawn(handle_signals(state.clone()));
+    let in_flight = listener::InFlight::default();
+    listener::serve(listener, app, state.shutdown.clone(), in_flight.clone()).await;
+
+    log::info!("shutting down: {} request(s) in flight", in_flight.count());
+    let left = in_flight.drain(DRAIN_TIMEOUT).await;
+    if left > 0 {
+        log::warn!("{left} request(s) still running after {} s; stopping anyway", DRAIN_TIMEOUT.as_secs());
+    }
+    state.audit.close();
+    RuntimeInfo::remove(&paths);
+    log::info!("stopped");
+    Ok(())
+}
+
+/// SIGTERM and SIGINT stop the daemon; SIGHUP reloads the keys from `config.yaml`.
+async fn handle_signals(state: State) {
+    use async_signal::{Signal, Signals};
+    let mut signals = match Signals::new([Signal::Term, Signal::Int, Signal::Hup]) {
+        Ok(signals) => signals,
+        Err(e) => {
+            log::error!("cannot install signal handlers: {e}");
+            return;
+        }
+    };
+    while let Some(Ok(signal)) = signals.next().await {
+        match signal {
+            Signal::Hup => reload_keys(&state),
+            _ => {
+                log::info!("received {signal:?}");
+                state.shutdown.trigger();
+            }
+        }
+    }
+}
+
+fn reload_keys(state: &State) {
+    match Config::load(&state.paths) {
+        Ok(config) => {
+            state.keyring.replace(&config.auth);
+            log::info!("reloaded keys from {}", state.paths.config_file().display());
+        }
+        Err(e) => log::error!("keeping the current keys: {e}"),
+    }
+}
+
+/// Where a local client reaches a daemon bound to `bound`.
+pub fn client_address(bound: SocketAddr) -> SocketAddr {
+    let ip = match bound.ip() {
+        IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    SocketAddr::new(ip, bound.port())
+}

@@ -1,0 +1,42 @@
+//! `State`: what every handler can reach, as a struct of cheap-clone handles.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::audit::Audit;
+use super::guard::Keyring;
+use super::rate_limit::RateLimiter;
+use crate::config::Config;
+use crate::identity::NodeId;
+use crate::paths::Paths;
+use crate::shutdown::Shutdown;
+
+/// Shared by every request; each field owns its own locking.
+#[derive(Clone)]
+pub struct State {
+    /// Resolved once at start, never mutated.
+    pub config: Arc<Config>,
+    pub paths: Arc<Paths>,
+    pub node: Arc<Node>,
+    /// The accepted keys; reloaded from `config.yaml` on SIGHUP.
+    pub keyring: Keyring,
+    pub limiter: Arc<RateLimiter>,
+    pub audit: Audit,
+    pub shutdown: Shutdown,
+}
+
+/// This daemon as others see it.
+#[derive(Debug)]
+pub struct Node {
+    pub id: NodeId,
+    pub hostname: String,
+    /// The port actually bound (differs from the config with `--port 0`).
+    pub port: u16,
+    pub started: Instant,
+}
+
+impl Node {
+    pub fn uptime_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+}

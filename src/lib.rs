@@ -1,0 +1,17 @@
+//! loopsy: lets AI coding agents on different machines work together over the LAN.
+//!
+//! One binary with several faces: the CLI ([`cli`]), the daemon with its REST API ([`daemon`]),
+//! and the client every face uses to talk to daemons ([`peer`]). See ARCHITECTURE.md.
+
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod daemon;
+pub mod durable;
+pub mod identity;
+pub mod instance;
+pub mod logger;
+pub mod paths;
+pub mod peer;
+pub mod random;
+pub mod shutdown;

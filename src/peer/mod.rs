@@ -1,0 +1,158 @@
+//! The one HTTP client: the CLI to its local daemon, and daemons, MCP and the dashboard to peers.
+//!
+//! This is the only module that knows surf. Callers speak in paths and JSON values and get a
+//! [`ClientError`] that says which daemon failed and how.
+
+mod transport;
+
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use surf::http::Method;
+
+use crate::instance::{self, Daemon};
+use crate::paths::Paths;
+
+/// How a call to a daemon failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach {url}: {reason}")]
+    Unreachable { url: String, reason: String },
+    #[error("{url} did not answer within {} s", after.as_secs_f32())]
+    Timeout { url: String, after: Duration },
+    #[error("{message}")]
+    Remote { status: u16, code: Option<u64>, message: String },
+    #[error("unexpected answer from {url}: {reason}")]
+    Decode { url: String, reason: String },
+    #[error("the local daemon is not running (start it with `loopsy start`)")]
+    NotRunning,
+}
+
+/// A daemon's base URL and the key to present to it.
+#[derive(Clone)]
+pub struct Client {
+    http: surf::Client,
+    base: String,
+    key: Option<String>,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The key is a secret: never in debug output.
+        f.debug_struct("Client").field("base", &self.base).finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// A client for the daemon at `base` (e.g. `http://127.0.0.1:19532`).
+    pub fn new(base: &str, key: Option<String>) -> Client {
+        Client {
+            http: surf::Client::with_http_client(transport::Transport::default()),
+            base: base.trim_end_matches('/').to_string(),
+            key,
+            timeout: Duration::from_secs(30),
+        }
+    }
+
+    /// A client for the running daemon of `paths`, with that daemon's own key.
+    pub fn local(paths: &Paths, key: &str) -> Result<Client, ClientError> {
+        match instance::probe(paths) {
+            Ok(Daemon::Running(info)) => Ok(Client::new(&info.url, Some(key.to_string()))),
+            _ => Err(ClientError::NotRunning),
+        }
+    }
+
+    pub fn with_timeout(mut self, timeout: Duration) -> Client {
+        self.timeout = timeout;
+        self
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// `GET path`, decoded from JSON.
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.call(Method::Get, path, None::<&()>).await
+    }
+
+    /// `method path` with an optional JSON body, decoded from JSON.
+    pub async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&impl Serialize>,
+    ) -> Result<T, ClientError> {
+        let url = format!("{}{}", self.base, path);
+        let mut request = self.http.request(method, &url);
+        if let Some(key) = &self.key {
+            request = request.header("Authorization", format!("Bearer {key}"));
+        }
+        if let Some(body) = body {
+            // Content-Type only with a body: 1.0.21 daemons reject an empty JSON body.
+            let json = serde_json::to_vec(body).map_err(|e| decode_error(&url, e))?;
+            request = request.body(json).content_type("application/json");
+        }
+        let exchange = async {
+            let mut response = request
+                .await
+                .map_err(|e| ClientError::Unreachable { url: self.base.clone(), reason: e.to_string() })?;
+            let bytes = response.body_bytes().await.map_err(|e| decode_error(&url, e))?;
+            Ok::<_, ClientError>((response.status(), bytes))
+        };
+        let timeout = async {
+            async_io::Timer::after(self.timeout).await;
+            Err(ClientError::Timeout { url: self.base.clone(), after: self.timeout })
+        };
+        let (status, bytes) = futures_lite::future::or(exchange, timeout).await?;
+        if !status.is_success() {
+            return Err(remote_error(status as u16, &bytes));
+        }
+        serde_json::from_slice(&bytes).map_err(|e| decode_error(&url, e))
+    }
+}
+
+fn decode_error(url: &str, e: impl std::fmt::Display) -> ClientError {
+    ClientError::Decode { url: url.to_string(), reason: e.to_string() }
+}
+
+/// Reads any of 1.0.21's three error shapes (§1.8).
+fn remote_error(status: u16, body: &[u8]) -> ClientError {
+    let json: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let (code, message) = match &json["error"] {
+        // The framework family has `error` = reason phrase and the detail in `message`.
+        _ if json["statusCode"].is_number() && json["message"].is_string() => {
+            (None, json["message"].as_str().map(String::from))
+        }
+        serde_json::Value::Object(error) => (
+            error.get("code").and_then(|c| c.as_u64()),
+            error.get("message").and_then(|m| m.as_str()).map(String::from),
+        ),
+        serde_json::Value::String(text) => (None, Some(text.clone())),
+        _ => (None, json["message"].as_str().map(String::from)),
+    };
+    ClientError::Remote { status, code, message: message.unwrap_or_else(|| format!("HTTP {status}")) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_family_yields_a_message() {
+        let check = |body: &str, code: Option<u64>, message: &str| match remote_error(400, body.as_bytes()) {
+            ClientError::Remote { code: c, message: m, .. } => assert_eq!((c, m.as_str()), (code, message)),
+            other => panic!("{other:?}"),
+        };
+        check(r#"{"error":{"code":5001,"message":"Key 'x' not found"}}"#, Some(5001), "Key 'x' not found");
+        check(r#"{"error":"Task not found"}"#, None, "Task not found");
+        check(
+            r#"{"statusCode":400,"error":"Bad Request","message":"Body is not valid JSON"}"#,
+            None,
+            "Body is not valid JSON",
+        );
+        check("not json", None, "HTTP 400");
+    }
+}
