@@ -1,0 +1,156 @@
+//! `/health`, `/identity`, `/status`, authentication, unknown routes, the audit log, OpenAPI.
+
+use std::time::Duration;
+
+use crate::support::{wait_until, Daemon, Home, Request};
+
+#[test]
+fn health_needs_no_key_and_has_the_1_0_21_shape() {
+    let daemon = Daemon::start("health");
+    let body = daemon.anon("GET", "/api/v1/health").send().expect(200);
+    assert_eq!(body["status"], "ok");
+    assert_eq!(body["version"], "1.0.21");
+    assert_eq!(body["nodeId"].as_str().unwrap().len(), 36);
+    assert!(body["uptime"].is_u64());
+    // The exemption is decided on the parsed path, so a query string changes nothing...
+    daemon.anon("GET", "/api/v1/health?probe=1").send().expect(200);
+    // ...and dot segments cannot smuggle another route under it.
+    daemon.anon("GET", "/api/v1/health/../status").send().expect_error(401, 1001);
+}
+
+#[test]
+fn identity_and_status_describe_the_node() {
+    let home = Home::new("ident");
+    home.edit_config(|doc| doc["server"]["hostname"] = "alice-box".into());
+    let daemon = home.start();
+    let identity = daemon.get("/api/v1/identity").expect(200);
+    assert_eq!(identity["hostname"], "alice-box");
+    assert_eq!(identity["port"], daemon.port);
+    assert_eq!(identity["platform"], "linux");
+    assert_eq!(identity["capabilities"], serde_json::json!(["execute", "transfer", "context", "ai-tasks"]));
+    let status = daemon.get("/api/v1/status").expect(200);
+    assert_eq!(status["nodeId"], identity["nodeId"]);
+    assert_eq!(status["hostname"], "alice-box");
+    for (section, field) in
+        [("peers", "total"), ("peers", "online"), ("peers", "offline"), ("jobs", "active"), ("context", "entries")]
+    {
+        assert!(status[section][field].is_u64(), "status.{section}.{field}: {status}");
+    }
+    let res = daemon.req("GET", "/api/v1/status").send();
+    assert!(res.header("content-type").unwrap().starts_with("application/json"));
+}
+
+#[test]
+fn requests_without_a_key_get_401_code_1001() {
+    let daemon = Daemon::start("nokey");
+    let message = daemon.anon("GET", "/api/v1/status").send().expect_error(401, 1001);
+    assert_eq!(message, "Missing Authorization header");
+    daemon.anon("GET", "/api/v1/status").header("Authorization", "Bearer ").send().expect_error(401, 1001);
+    // Unknown routes are not probed without a key either.
+    daemon.anon("GET", "/api/v1/nowhere").send().expect_error(401, 1001);
+}
+
+#[test]
+fn a_wrong_key_gets_403_code_1002() {
+    let daemon = Daemon::start("wrongkey");
+    let message = daemon.anon("GET", "/api/v1/status").key("not-the-key-0000000000").send().expect_error(403, 1002);
+    assert_eq!(message, "Invalid API key");
+    let almost = format!("{}0", &daemon.key[..daemon.key.len() - 1]);
+    daemon.anon("GET", "/api/v1/status").key(&almost).send().expect_error(403, 1002);
+}
+
+#[test]
+fn a_bare_key_without_bearer_is_refused() {
+    let daemon = Daemon::start("bare");
+    let message =
+        daemon.anon("GET", "/api/v1/status").header("Authorization", &daemon.key).send().expect_error(401, 1001);
+    assert!(message.contains("Bearer"), "{message}");
+    daemon.anon("GET", "/api/v1/status").header("Authorization", &format!("bearer {}", daemon.key)).send().expect(200);
+}
+
+#[test]
+fn an_allowed_peer_key_is_accepted_and_audited_under_its_name() {
+    let home = Home::new("allowed");
+    let bob_key = "b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0";
+    home.edit_config(|doc| doc["auth"]["allowedKeys"]["bob"] = bob_key.into());
+    let daemon = home.start();
+    daemon.anon("GET", "/api/v1/status").key(bob_key).send().expect(200);
+    let audit = daemon.home.path().join("logs/audit.jsonl");
+    wait_until(Duration::from_secs(5), "the audit line names bob", || {
+        std::fs::read_to_string(&audit).unwrap_or_default().contains(r#""caller":"peer:bob""#)
+    });
+}
+
+#[test]
+fn unknown_routes_and_methods_get_a_json_404() {
+    let daemon = Daemon::start("unknown");
+    let message = daemon.get("/api/v1/nonexistent").expect_error(404, 9004);
+    assert_eq!(message, "Route GET:/api/v1/nonexistent not found");
+    daemon.req("DELETE", "/api/v1/status").send().expect_error(404, 9004);
+    daemon.get("/").expect_error(404, 9004);
+    daemon.get("/api/v1/status/").expect_error(404, 9004);
+}
+
+#[test]
+fn every_request_gets_an_audit_line_with_the_1_0_21_fields() {
+    let daemon = Daemon::start("audit");
+    daemon.req("GET", "/api/v1/identity?secret=1").header("X-Request-Id", "trace-42").send().expect(200);
+    daemon.anon("GET", "/api/v1/status").header("X-Request-Id", "evil\",\"x\":\"y").send().expect_error(401, 1001);
+    let audit = daemon.home.path().join("logs/audit.jsonl");
+    let lines = || -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&audit).unwrap_or_default().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    };
+    wait_until(Duration::from_secs(5), "two audit lines", || lines().len() >= 2);
+    let lines = lines();
+    let traced = lines.iter().find(|l| l["requestId"] == "trace-42").expect("the client's request id is kept");
+    assert_eq!(traced["method"], "GET");
+    assert_eq!(traced["path"], "/api/v1/identity", "the query string is not logged");
+    assert_eq!(traced["fromIp"], "127.0.0.1");
+    assert_eq!(traced["statusCode"], 200);
+    assert!(traced["duration"].is_f64());
+    assert!(traced["timestamp"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(traced["caller"], "own");
+    let refused = lines.iter().find(|l| l["statusCode"] == 401).unwrap();
+    assert_eq!(refused["requestId"].as_str().unwrap().len(), 36, "a hostile request id is replaced: {refused}");
+    assert!(refused.get("caller").is_none());
+}
+
+#[test]
+fn the_openapi_document_is_served_without_a_key() {
+    let daemon = Daemon::start("openapi");
+    let doc = daemon.anon("GET", "/api/v1/openapi.json").send().expect(200);
+    assert_eq!(doc["openapi"], "3.1.0");
+    for path in ["/api/v1/health", "/api/v1/identity", "/api/v1/status"] {
+        assert!(doc["paths"][path]["get"]["responses"]["200"].is_object(), "{path} is documented");
+    }
+    assert_eq!(doc["paths"]["/api/v1/status"]["get"]["responses"]["401"]["$ref"], "#/components/responses/Error");
+}
+
+#[test]
+fn keep_alive_serves_several_requests_on_one_connection() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let daemon = Daemon::start("keepalive");
+    let mut stream = std::net::TcpStream::connect(&daemon.addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    for _ in 0..3 {
+        write!(stream, "GET /api/v1/health HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut length = 0;
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        assert!(line.starts_with("HTTP/1.1 200"), "{line}");
+        loop {
+            line.clear();
+            reader.read_line(&mut line).unwrap();
+            if line == "\r\n" {
+                break;
+            }
+            if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = value.trim().parse().unwrap();
+            }
+        }
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body).unwrap();
+    }
+    let _ = Request::new(&daemon.addr, "GET", "/api/v1/health").send();
+}

@@ -1,0 +1,237 @@
+//! `init`, `start`, `stop`, `restart`, `status`, `key`, `logs`, config errors.
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use crate::support::{loopsy_in, wait_until, Daemon, Home, TempDir};
+
+fn mode(path: &std::path::Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn init_writes_a_private_config_with_a_fresh_64_hex_key_once() {
+    let home = TempDir::new("init");
+    loopsy_in(home.path(), &["init"]).success().stdout_has("loopsy initialized");
+    let config = home.path().join("config.yaml");
+    assert_eq!(mode(&config), 0o600, "the config holds secrets");
+    assert_eq!(mode(home.path()), 0o700);
+    let key = loopsy_in(home.path(), &["key", "show"]).success().stdout.trim().to_string();
+    assert_eq!(key.len(), 64);
+    assert!(key.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')), "{key}");
+    let text = std::fs::read_to_string(&config).unwrap();
+    for block in ["server:", "auth:", "execution:", "transfer:", "rateLimits:", "discovery:", "logging:"] {
+        assert!(text.contains(block), "init writes the {block} block:\n{text}");
+    }
+
+    loopsy_in(home.path(), &["init"]).success().stdout_has("already initialized");
+    assert_eq!(loopsy_in(home.path(), &["key", "show"]).success().stdout.trim(), key, "init is idempotent");
+
+    loopsy_in(home.path(), &["init", "--force"]).success();
+    let new_key = loopsy_in(home.path(), &["key", "show"]).success().stdout.trim().to_string();
+    assert_ne!(new_key, key, "--force makes a new key");
+    let backup = std::fs::read_to_string(home.path().join("config.yaml.bak")).unwrap();
+    assert!(backup.contains(&key), "the old config is kept");
+    assert_eq!(mode(&home.path().join("config.yaml.bak")), 0o600);
+}
+
+#[test]
+fn start_runs_the_daemon_in_the_background_until_stop() {
+    let home = Home::new("bg");
+    let run = home.loopsy(&["start"]).success().stdout_has("loopsy daemon started");
+    let info = home.runtime(None).expect("daemon.json is written");
+    let url = info["url"].as_str().unwrap();
+    assert!(run.stdout.contains(url), "start prints the URL: {}", run.stdout);
+
+    let status = home.loopsy(&["status", "--json"]).success().json();
+    assert_eq!(status["running"], true);
+    assert_eq!(status["url"], url);
+    assert_eq!(status["status"]["version"], "1.0.21");
+    home.loopsy(&["status"]).success().stdout_has("loopsy daemon is running");
+    home.loopsy(&["start"]).success().stdout_has("already running");
+
+    let first_pid = info["pid"].as_u64().unwrap();
+    home.loopsy(&["restart"]).success().stdout_has("loopsy daemon started");
+    let second_pid = home.runtime(None).unwrap()["pid"].as_u64().unwrap();
+    assert_ne!(first_pid, second_pid);
+
+    home.loopsy(&["stop"]).success().stdout_has(&format!("stopped (PID {second_pid})"));
+    assert!(home.runtime(None).is_none(), "daemon.json is removed on a clean stop");
+    assert_eq!(home.loopsy(&["status", "--json"]).code(1).json()["running"], false);
+    home.loopsy(&["stop"]).success().stdout_has("not running");
+    let log = std::fs::read_to_string(home.path().join("logs/daemon.log")).unwrap();
+    assert!(log.contains("listening on"), "the background daemon logs to logs/daemon.log:\n{log}");
+}
+
+#[test]
+fn start_reports_why_the_daemon_could_not_start() {
+    let blocker = Daemon::start("blocker");
+    let home = Home::new("clash");
+    let port = blocker.port.to_string();
+    home.loopsy(&["start", "--port", &port]).code(2).stderr_has("cannot listen on 127.0.0.1:");
+}
+
+#[test]
+fn the_node_id_is_stable_across_restarts() {
+    let daemon = Daemon::start("stable");
+    let first = daemon.get("/api/v1/health").expect(200)["nodeId"].clone();
+    let daemon = daemon.restart();
+    assert_eq!(daemon.get("/api/v1/health").expect(200)["nodeId"], first);
+    assert_eq!(daemon.get("/api/v1/identity").expect(200)["nodeId"], first);
+}
+
+#[test]
+fn a_second_daemon_on_the_same_home_is_refused() {
+    let daemon = Daemon::start("twice");
+    daemon.loopsy(&["start", "--foreground"]).code(2).stderr_has(&format!(
+        "already running for {} (PID {})",
+        daemon.home.path().display(),
+        daemon.pid()
+    ));
+}
+
+#[test]
+fn stop_never_signals_a_process_a_stale_pid_file_names() {
+    let home = Home::new("stale");
+    let mut bystander = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+    std::fs::write(home.path().join("daemon.pid"), bystander.id().to_string()).unwrap();
+    std::fs::write(home.path().join("daemon.lock"), "").unwrap();
+    home.loopsy(&["stop"]).success().stdout_has("not running");
+    assert!(bystander.try_wait().unwrap().is_none(), "the unrelated process was signalled");
+    assert!(!home.path().join("daemon.pid").exists(), "the stale PID file is cleaned up");
+    bystander.kill().unwrap();
+    let _ = bystander.wait();
+}
+
+#[test]
+fn sigterm_stops_the_daemon_cleanly() {
+    let mut daemon = Daemon::start("term");
+    daemon.signal(libc::SIGTERM);
+    assert_eq!(daemon.wait_exit(Duration::from_secs(10)), Some(0));
+    assert!(daemon.home.runtime(None).is_none());
+    daemon = daemon.restart();
+    daemon.signal(libc::SIGINT);
+    assert_eq!(daemon.wait_exit(Duration::from_secs(10)), Some(0));
+}
+
+#[track_caller]
+fn check_config_error(yaml: &str, expect: &[&str]) {
+    let home = Home::new("badconfig");
+    std::fs::write(home.config_path(), yaml).unwrap();
+    let run = home.loopsy(&["start", "--foreground"]).code(2);
+    let config_path = home.config_path().display().to_string();
+    for text in [config_path.as_str()].iter().chain(expect) {
+        assert!(run.stderr.contains(text), "the error should mention {text:?}: {}", run.stderr);
+    }
+    home.loopsy(&["start"]).code(2).stderr_has(expect[0]);
+}
+
+#[test]
+fn an_invalid_config_stops_the_daemon_with_an_error_naming_file_and_field() {
+    let key = "0123456789abcdef0123456789abcdef";
+    check_config_error("server: [unclosed\n", &["line 1"]);
+    check_config_error("server:\n  port: 19532\n", &["auth.apiKey"]);
+    check_config_error(&format!("auth:\n  apiKey: {key}\nserver:\n  port: high\n"), &["server.port", "invalid"]);
+    check_config_error(
+        &format!("auth:\n  apiKey: {key}\nexecution:\n  maxConcurrent: 0\n"),
+        &["execution.maxConcurrent"],
+    );
+    check_config_error("", &["empty"]);
+}
+
+#[test]
+fn commands_without_a_config_say_to_run_init() {
+    let home = TempDir::new("noinit");
+    for args in [&["start"][..], &["start", "--foreground"], &["status"], &["key", "show"]] {
+        loopsy_in(home.path(), args).code(2).stderr_has("run `loopsy init` first");
+    }
+}
+
+#[test]
+fn unknown_config_keys_are_warned_about_not_fatal() {
+    let home = Home::new("unknown");
+    home.edit_config(|doc| doc["execution"]["maxConcurent"] = 3.into());
+    let daemon = home.start();
+    wait_until(Duration::from_secs(5), "the warning is logged", || {
+        daemon.output_has("unknown key 'execution.maxConcurent'")
+    });
+}
+
+#[test]
+fn a_generated_key_takes_effect_without_a_restart() {
+    let daemon = Daemon::start("rekey");
+    let old_key = daemon.key.clone();
+    daemon.loopsy(&["key", "generate"]).success().stdout_has("uses it now");
+    let new_key = daemon.home.key();
+    assert_ne!(new_key, old_key);
+    daemon.anon("GET", "/api/v1/status").key(&old_key).send().expect_error(403, 1002);
+    daemon.anon("GET", "/api/v1/status").key(&new_key).send().expect(200);
+    assert_eq!(mode(&daemon.home.config_path()), 0o600);
+}
+
+#[test]
+fn the_home_can_be_relocated_with_loopsy_home() {
+    let home = TempDir::new("envhome");
+    let run = std::process::Command::new(crate::support::loopsy_bin())
+        .arg("init")
+        .env("LOOPSY_HOME", home.path())
+        .output()
+        .unwrap();
+    assert!(run.status.success());
+    assert!(home.path().join("config.yaml").exists());
+    assert!(home.path().join("node-id").exists());
+}
+
+#[test]
+fn logs_prints_the_daemon_log_and_the_audit_log_and_follows() {
+    let daemon = Daemon::start("logs");
+    daemon.get("/api/v1/status").expect(200);
+    // The foreground test daemon logs to stderr; the file belongs to background daemons.
+    std::fs::write(daemon.home.path().join("logs/daemon.log"), "first line\nsecond line\n").unwrap();
+    daemon.loopsy(&["logs", "-n", "1"]).success().stdout_has("second line");
+    wait_until(Duration::from_secs(5), "the audit line is written", || {
+        daemon.loopsy(&["logs", "--audit"]).stdout.contains("/api/v1/status")
+    });
+
+    let mut follower = std::process::Command::new(crate::support::loopsy_bin())
+        .arg("--home")
+        .arg(daemon.home.path())
+        .args(["logs", "--audit", "-f", "-n", "0"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = follower.stdout.take().unwrap();
+    let (send, receive) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = send.send(line);
+        }
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    daemon.get("/api/v1/identity").expect(200);
+    let line = receive.recv_timeout(Duration::from_secs(5)).expect("a followed line");
+    assert!(line.contains("/api/v1/identity"), "{line}");
+    follower.kill().unwrap();
+    let _ = follower.wait();
+}
+
+#[test]
+fn every_command_has_help() {
+    let home = TempDir::new("help");
+    for args in [
+        &["help"][..],
+        &["init", "--help"],
+        &["start", "--help"],
+        &["stop", "--help"],
+        &["restart", "--help"],
+        &["status", "--help"],
+        &["key", "--help"],
+        &["key", "generate", "--help"],
+        &["logs", "--help"],
+    ] {
+        let run = loopsy_in(home.path(), args).success();
+        assert!(run.stdout.contains("Usage:"), "{args:?}: {}", run.stdout);
+    }
+    loopsy_in(home.path(), &["frobnicate"]).code(2).stderr_has("Unrecognized argument");
+}
