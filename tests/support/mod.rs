@@ -59,7 +59,6 @@ pub fn wait_until(limit: Duration, what: &str, mut condition: impl FnMut() -> bo
 
 /// The outcome of a CLI run.
 #[derive(Debug)]
-#[must_use]
 pub struct Run {
     pub code: i32,
     pub stdout: String,
@@ -105,6 +104,7 @@ impl Run {
 }
 
 /// Runs `loopsy --home <home> <args>` to completion.
+#[must_use = "assert on the outcome"]
 pub fn loopsy_in(home: &Path, args: &[&str]) -> Run {
     let output = Command::new(loopsy_bin())
         .arg("--home")
@@ -126,7 +126,7 @@ impl Home {
     /// `loopsy init`, then: listen on 127.0.0.1 port 0, no mDNS, no rate limits.
     pub fn new(name: &str) -> Home {
         let dir = TempDir::new(name);
-        loopsy_in(dir.path(), &["init"]).success();
+        let _ = loopsy_in(dir.path(), &["init"]).success();
         let home = Home { dir, name: name.to_string() };
         home.edit_config(|doc| {
             doc["server"]["host"] = "127.0.0.1".into();
@@ -161,6 +161,7 @@ impl Home {
         self.config()["auth"]["apiKey"].as_str().unwrap().to_string()
     }
 
+    #[must_use = "assert on the outcome"]
     pub fn loopsy(&self, args: &[&str]) -> Run {
         loopsy_in(self.path(), args)
     }
@@ -256,6 +257,7 @@ impl Daemon {
         self.req("GET", path).send()
     }
 
+    #[must_use = "assert on the outcome"]
     pub fn loopsy(&self, args: &[&str]) -> Run {
         self.home.loopsy(args)
     }
