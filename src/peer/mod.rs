@@ -3,6 +3,7 @@
 //! This is the only module that knows surf. Callers speak in paths and JSON values and get a
 //! [`ClientError`] that says which daemon failed and how.
 
+pub mod resolve;
 mod transport;
 
 use std::time::Duration;
