@@ -90,7 +90,7 @@ fn machine() -> String {
 }
 
 fn print_table(figures: &[Figure]) {
-    println!("\n{:<38} {:>12} {:<7} {:<10} {}", "benchmark", "value", "unit", "target", "1.0.21");
+    println!("\n{:<38} {:>12} {:<7} {:<10} 1.0.21", "benchmark", "value", "unit", "target");
     println!("{}", "-".repeat(80));
     for f in figures {
         let value = if f.value >= 100.0 { format!("{:.0}", f.value) } else { format!("{:.2}", f.value) };
