@@ -11,6 +11,7 @@ pub mod durable;
 pub mod identity;
 pub mod instance;
 pub mod logger;
+pub mod pairing;
 pub mod paths;
 pub mod peer;
 pub mod random;
