@@ -71,12 +71,21 @@ async fn serve(paths: Paths, config: Config, node_id: NodeId, managed_by: Option
         paths: paths.clone(),
     };
     let (app, _) = app(state.clone());
-    let url = format!("http://{}", client_address(bound));
+    let tls = match state.config.tls.enabled {
+        true => {
+            let identity = crate::tls::Identity::load_or_create(&state.paths, &state.node.hostname)?;
+            log::info!("TLS certificate fingerprint {}", identity.fingerprint);
+            Some(futures_rustls::TlsAcceptor::from(crate::tls::server_config(&identity)?))
+        }
+        false => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let url = format!("{scheme}://{}", client_address(bound));
     RuntimeInfo {
         pid: std::process::id(),
         url: url.clone(),
         port: bound.port(),
-        tls: false,
+        tls: tls.is_some(),
         started_at: crate::clock::now_ms(),
         version: crate::identity::IMPLEMENTATION.into(),
         managed_by,
@@ -86,7 +95,7 @@ async fn serve(paths: Paths, config: Config, node_id: NodeId, managed_by: Option
 
     let _signals = smol::spawn(handle_signals(state.clone()));
     let in_flight = listener::InFlight::default();
-    listener::serve(listener, app, state.shutdown.clone(), in_flight.clone()).await;
+    listener::serve(listener, tls, app, state.shutdown.clone(), in_flight.clone()).await;
 
     log::info!("shutting down: {} request(s) in flight", in_flight.count());
     let left = in_flight.drain(DRAIN_TIMEOUT).await;

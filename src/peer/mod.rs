@@ -14,12 +14,15 @@ use surf::http::Method;
 
 use crate::instance::{self, Daemon};
 use crate::paths::Paths;
+use crate::tls::Fingerprint;
 
 /// How a call to a daemon failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("cannot reach {url}: {reason}")]
     Unreachable { url: String, reason: String },
+    #[error("refusing {url}: {reason}")]
+    Tls { url: String, reason: String },
     #[error("{url} did not answer within {} s", after.as_secs_f32())]
     Timeout { url: String, after: Duration },
     #[error("{message}")]
@@ -49,18 +52,34 @@ impl std::fmt::Debug for Client {
 impl Client {
     /// A client for the daemon at `base` (e.g. `http://127.0.0.1:19532`).
     pub fn new(base: &str, key: Option<String>) -> Client {
+        Client::pinned(base, key, None)
+    }
+
+    /// A client that accepts only the certificate `pin`; the connection is HTTPS whatever
+    /// scheme `base` names, so a pinned peer is never reached in clear.
+    pub fn pinned(base: &str, key: Option<String>, pin: Option<Fingerprint>) -> Client {
+        let mut base = base.trim_end_matches('/').to_string();
+        if pin.is_some() {
+            if let Some(rest) = base.strip_prefix("http://") {
+                base = format!("https://{rest}");
+            }
+        }
         Client {
-            http: surf::Client::with_http_client(transport::Transport::default()),
-            base: base.trim_end_matches('/').to_string(),
+            http: surf::Client::with_http_client(transport::Transport::new(pin)),
+            base,
             key,
             timeout: Duration::from_secs(30),
         }
     }
 
-    /// A client for the running daemon of `paths`, with that daemon's own key.
+    /// A client for the running daemon of `paths`, with that daemon's own key (and, when it
+    /// serves HTTPS, its own certificate pinned).
     pub fn local(paths: &Paths, key: &str) -> Result<Client, ClientError> {
         match instance::probe(paths) {
-            Ok(Daemon::Running(info)) => Ok(Client::new(&info.url, Some(key.to_string()))),
+            Ok(Daemon::Running(info)) => {
+                let pin = if info.tls { crate::tls::local_fingerprint(paths) } else { None };
+                Ok(Client::pinned(&info.url, Some(key.to_string()), pin))
+            }
             _ => Err(ClientError::NotRunning),
         }
     }
@@ -97,9 +116,7 @@ impl Client {
             request = request.body(json).content_type("application/json");
         }
         let exchange = async {
-            let mut response = request
-                .await
-                .map_err(|e| ClientError::Unreachable { url: self.base.clone(), reason: e.to_string() })?;
+            let mut response = request.await.map_err(|e| transport_error(&self.base, e.to_string()))?;
             let bytes = response.body_bytes().await.map_err(|e| decode_error(&url, e))?;
             Ok::<_, ClientError>((response.status(), bytes))
         };
@@ -117,6 +134,13 @@ impl Client {
 
 fn decode_error(url: &str, e: impl std::fmt::Display) -> ClientError {
     ClientError::Decode { url: url.to_string(), reason: e.to_string() }
+}
+
+fn transport_error(base: &str, reason: String) -> ClientError {
+    match reason.strip_prefix(transport::TLS_ERROR) {
+        Some(tls) => ClientError::Tls { url: base.to_string(), reason: tls.to_string() },
+        None => ClientError::Unreachable { url: base.to_string(), reason },
+    }
 }
 
 /// Reads any of 1.0.21's three error shapes (§1.8).

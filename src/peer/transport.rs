@@ -1,13 +1,29 @@
-//! The HTTP/1.1 transport under surf: TCP (and later TLS) straight into async-h1.
+//! The HTTP/1.1 transport under surf: TCP, or TLS with a pinned certificate, into async-h1.
 //!
 //! One connection per request with `Connection: close`: simple, and on loopback cheap enough.
 //! surf's own client backends are not used (they bring curl, OpenSSL or an old rustls).
 
 use http_client::{Config, Error, HttpClient, Request, Response};
 
+use crate::tls::Fingerprint;
+
+/// A server that has not finished the TLS handshake by then is not speaking TLS.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Prefix of the error text of every TLS failure, so the client can tell them apart.
+pub const TLS_ERROR: &str = "tls: ";
+
 #[derive(Debug, Default)]
 pub struct Transport {
     config: Config,
+    /// When set, the server must present exactly this certificate, over TLS.
+    pin: Option<Fingerprint>,
+}
+
+impl Transport {
+    pub fn new(pin: Option<Fingerprint>) -> Transport {
+        Transport { config: Config::default(), pin }
+    }
 }
 
 #[async_trait::async_trait]
@@ -17,13 +33,39 @@ impl HttpClient for Transport {
         let host = url.host_str().ok_or_else(|| Error::from_str(400, format!("no host in {url}")))?;
         let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
         let port = url.port_or_known_default().unwrap_or(80);
-        if url.scheme() != "http" {
-            return Err(Error::from_str(400, format!("unsupported scheme in {url}")));
-        }
         let stream = async_net::TcpStream::connect((host.as_str(), port)).await?;
         stream.set_nodelay(true)?;
         req.insert_header("connection", "close");
-        async_h1::connect(stream, req).await
+        match (url.scheme(), &self.pin) {
+            ("http", None) => async_h1::connect(stream, req).await,
+            ("https", Some(pin)) => {
+                let connector = futures_rustls::TlsConnector::from(crate::tls::client_config(pin));
+                let handshake = async { Some(connector.connect(crate::tls::server_name(&host), stream).await) };
+                let timeout = async {
+                    async_io::Timer::after(HANDSHAKE_TIMEOUT).await;
+                    None
+                };
+                let tls = match futures_lite::future::or(handshake, timeout).await {
+                    Some(Ok(tls)) => tls,
+                    Some(Err(e)) => return Err(Error::from_str(502, format!("{TLS_ERROR}{e}"))),
+                    None => {
+                        return Err(Error::from_str(
+                            504,
+                            format!("{TLS_ERROR}no TLS handshake from {host}:{port} (does it serve plain HTTP?)"),
+                        ))
+                    }
+                };
+                async_h1::connect(tls, req).await
+            }
+            ("https", None) => Err(Error::from_str(
+                400,
+                format!("{TLS_ERROR}no pinned certificate for {host}:{port}; pair with it first"),
+            )),
+            ("http", Some(_)) => {
+                Err(Error::from_str(400, format!("{TLS_ERROR}{host}:{port} is pinned and must be reached over https")))
+            }
+            (scheme, _) => Err(Error::from_str(400, format!("unsupported scheme '{scheme}' in {url}"))),
+        }
     }
 
     fn set_config(&mut self, config: Config) -> Result<(), Error> {
