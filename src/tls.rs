@@ -128,7 +128,23 @@ pub fn server_config(identity: &Identity) -> anyhow::Result<Arc<ServerConfig>> {
 /// The client side for a peer whose certificate must have exactly `pin`.
 pub fn client_config(pin: &Fingerprint) -> Arc<ClientConfig> {
     let provider = provider();
-    let verifier = PinnedVerifier { pin: pin.clone(), provider: provider.clone() };
+    let verifier = PinnedVerifier { pin: Some(pin.clone()), provider: provider.clone() };
+    let mut config = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(rustls::DEFAULT_VERSIONS)
+        .expect("the default protocol versions are supported")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(config)
+}
+
+/// The client side for pairing endpoints only: any certificate is accepted (its handshake
+/// signature is still checked). Safe only because everything pairing sends is protected by
+/// the SPAKE2 channel, not by TLS; never use it for anything else.
+pub fn client_config_for_pairing() -> Arc<ClientConfig> {
+    let provider = provider();
+    let verifier = PinnedVerifier { pin: None, provider: provider.clone() };
     let mut config = ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(rustls::DEFAULT_VERSIONS)
         .expect("the default protocol versions are supported")
@@ -144,10 +160,11 @@ pub fn server_name(host: &str) -> ServerName<'static> {
     ServerName::try_from(host.to_string()).unwrap_or_else(|_| ServerName::try_from("loopsy.invalid").expect("valid"))
 }
 
-/// Accepts exactly the pinned certificate; checks handshake signatures against its key.
+/// Accepts exactly the pinned certificate (or, with no pin, any: pairing only); checks handshake
+/// signatures against the presented key either way.
 #[derive(Debug)]
 struct PinnedVerifier {
-    pin: Fingerprint,
+    pin: Option<Fingerprint>,
     provider: Arc<CryptoProvider>,
 }
 
@@ -160,7 +177,7 @@ impl ServerCertVerifier for PinnedVerifier {
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        if Fingerprint::of_der(end_entity) == self.pin {
+        if self.pin.as_ref().is_none_or(|pin| Fingerprint::of_der(end_entity) == *pin) {
             Ok(ServerCertVerified::assertion())
         } else {
             Err(rustls::Error::InvalidCertificate(rustls::CertificateError::ApplicationVerificationFailure))

@@ -4,4 +4,5 @@ mod support;
 
 mod core_api;
 mod lifecycle;
+mod pairing;
 mod tls;

@@ -24,6 +24,25 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(75);
 /// reading the rest (an oversized upload answered with 413 must not be read to the end).
 const DRAIN_LIMIT: u64 = 256 * 1024;
 
+/// The TLS acceptor, if HTTPS is on; pairing can turn it on while the daemon runs.
+#[derive(Clone, Default)]
+pub struct TlsSwitch(std::sync::Arc<std::sync::RwLock<Option<futures_rustls::TlsAcceptor>>>);
+
+impl TlsSwitch {
+    pub fn current(&self) -> Option<futures_rustls::TlsAcceptor> {
+        self.0.read().expect("tls switch lock").clone()
+    }
+
+    /// New connections are served over TLS from now on.
+    pub fn enable(&self, acceptor: futures_rustls::TlsAcceptor) {
+        *self.0.write().expect("tls switch lock") = Some(acceptor);
+    }
+
+    pub fn is_on(&self) -> bool {
+        self.0.read().expect("tls switch lock").is_some()
+    }
+}
+
 /// Counts requests being served, from decoded headers to the last byte of the response.
 #[derive(Clone, Default)]
 pub struct InFlight(Arc<AtomicUsize>);
@@ -62,7 +81,7 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Accepts connections until shutdown is triggered; with `tls`, every connection is HTTPS.
 pub async fn serve(
     listener: TcpListener,
-    tls: Option<futures_rustls::TlsAcceptor>,
+    tls: TlsSwitch,
     app: tide::Server<State>,
     shutdown: Shutdown,
     in_flight: InFlight,
@@ -78,7 +97,7 @@ pub async fn serve(
             Some(Ok((stream, peer))) => {
                 let _ = stream.set_nodelay(true);
                 let local = stream.local_addr().ok();
-                let (app, shutdown, in_flight, tls) = (app.clone(), shutdown.clone(), in_flight.clone(), tls.clone());
+                let (app, shutdown, in_flight, tls) = (app.clone(), shutdown.clone(), in_flight.clone(), tls.current());
                 smol::spawn(async move {
                     let served = match tls {
                         None if starts_with_tls_hello(&stream).await => {

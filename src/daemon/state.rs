@@ -23,6 +23,12 @@ pub struct State {
     pub limiter: Arc<RateLimiter>,
     pub audit: Audit,
     pub shutdown: Shutdown,
+    /// Whether new connections get TLS; pairing turns it on at run time.
+    pub tls: super::listener::TlsSwitch,
+    /// The one pairing session (host or joiner) of this daemon.
+    pub pairing: super::pairing::Pairing,
+    /// What `daemon.json` says, kept to rewrite it when TLS is turned on.
+    pub runtime: Arc<std::sync::Mutex<Option<crate::instance::RuntimeInfo>>>,
 }
 
 /// This daemon as others see it.

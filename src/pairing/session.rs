@@ -144,6 +144,8 @@ pub struct Host {
     pub code: Code,
     pub expires_at: u64,
     attempts: u32,
+    /// Attempts that ended without a valid confirmation.
+    wrong: u32,
     phase: Phase,
 }
 
@@ -166,6 +168,8 @@ pub struct HostStatus {
     pub state: &'static str,
     pub expires_at: u64,
     pub attempts_left: u32,
+    /// How many attempts failed so far (wrong codes).
+    pub wrong_attempts: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sas: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -176,7 +180,11 @@ pub struct HostStatus {
 
 impl Host {
     pub fn new(now: u64) -> Host {
-        Host { code: Code::generate(), expires_at: now + LIFETIME_MS, attempts: 0, phase: Phase::Waiting }
+        Host::with_lifetime(now, LIFETIME_MS)
+    }
+
+    pub fn with_lifetime(now: u64, lifetime_ms: u64) -> Host {
+        Host { code: Code::generate(), expires_at: now + lifetime_ms, attempts: 0, wrong: 0, phase: Phase::Waiting }
     }
 
     fn live(&self, now: u64) -> Result<(), PairError> {
@@ -195,6 +203,9 @@ impl Host {
         match self.phase {
             Phase::Waiting | Phase::Confirming { .. } => {}
             _ => return Err(PairError::Busy),
+        }
+        if let Phase::Confirming { .. } = self.phase {
+            self.wrong += 1; // the previous attempt never confirmed
         }
         if self.attempts >= ATTEMPTS {
             self.phase = Phase::Burned;
@@ -225,6 +236,7 @@ impl Host {
             });
         };
         if keys.verify_peer(confirm).is_err() {
+            self.wrong += 1;
             let left = ATTEMPTS - self.attempts;
             self.phase = if left == 0 { Phase::Burned } else { Phase::Waiting };
             return Err(if left == 0 { PairError::Burned } else { PairError::WrongCode(left) });
@@ -314,6 +326,7 @@ impl Host {
             state,
             expires_at: self.expires_at,
             attempts_left: ATTEMPTS - self.attempts.min(ATTEMPTS),
+            wrong_attempts: self.wrong,
             sas,
             peer_hostname: peer.map(|p| p.hostname.clone()),
             local_confirmed: local,
@@ -413,6 +426,7 @@ mod tests {
         assert_eq!(join(&mut host, &wrong, 1).unwrap_err(), PairError::WrongCode(2));
         assert_eq!(join(&mut host, &wrong, 2).unwrap_err(), PairError::WrongCode(1));
         assert_eq!(join(&mut host, &wrong, 3).unwrap_err(), PairError::Burned);
+        assert_eq!(host.status(3).wrong_attempts, 3);
         let right = host.code.clone();
         assert_eq!(join(&mut host, &right, 4).unwrap_err(), PairError::Burned, "not even the right code now");
         assert_eq!(host.status(4).state, "burned");

@@ -6,6 +6,8 @@
 pub mod resolve;
 mod transport;
 
+pub use transport::Trust;
+
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -64,8 +66,22 @@ impl Client {
                 base = format!("https://{rest}");
             }
         }
+        let trust = match pin {
+            Some(pin) => Trust::Pinned(pin),
+            None => Trust::Plain,
+        };
+        Client::with_trust(base, key, trust)
+    }
+
+    /// A client for pairing endpoints: plain HTTP, or HTTPS with any certificate. Safe only for
+    /// pairing, whose messages are protected by the SPAKE2 channel (`pairing::channel`).
+    pub fn for_pairing(base: &str) -> Client {
+        Client::with_trust(base.trim_end_matches('/').to_string(), None, Trust::PairingOnly)
+    }
+
+    fn with_trust(base: String, key: Option<String>, trust: Trust) -> Client {
         Client {
-            http: surf::Client::with_http_client(transport::Transport::new(pin)),
+            http: surf::Client::with_http_client(transport::Transport::new(trust)),
             base,
             key,
             timeout: Duration::from_secs(30),

@@ -13,16 +13,27 @@ const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10
 /// Prefix of the error text of every TLS failure, so the client can tell them apart.
 pub const TLS_ERROR: &str = "tls: ";
 
-#[derive(Debug, Default)]
+/// How the server is trusted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Trust {
+    /// Plain HTTP; `https` URLs are refused.
+    Plain,
+    /// HTTPS only, and only with exactly this certificate.
+    Pinned(Fingerprint),
+    /// HTTPS with any certificate: pairing endpoints only, whose messages carry their own
+    /// protection (see `pairing::channel`).
+    PairingOnly,
+}
+
+#[derive(Debug)]
 pub struct Transport {
     config: Config,
-    /// When set, the server must present exactly this certificate, over TLS.
-    pin: Option<Fingerprint>,
+    trust: Trust,
 }
 
 impl Transport {
-    pub fn new(pin: Option<Fingerprint>) -> Transport {
-        Transport { config: Config::default(), pin }
+    pub fn new(trust: Trust) -> Transport {
+        Transport { config: Config::default(), trust }
     }
 }
 
@@ -36,36 +47,39 @@ impl HttpClient for Transport {
         let stream = async_net::TcpStream::connect((host.as_str(), port)).await?;
         stream.set_nodelay(true)?;
         req.insert_header("connection", "close");
-        match (url.scheme(), &self.pin) {
-            ("http", None) => async_h1::connect(stream, req).await,
-            ("https", Some(pin)) => {
-                let connector = futures_rustls::TlsConnector::from(crate::tls::client_config(pin));
-                let handshake = async { Some(connector.connect(crate::tls::server_name(&host), stream).await) };
-                let timeout = async {
-                    async_io::Timer::after(HANDSHAKE_TIMEOUT).await;
-                    None
-                };
-                let tls = match futures_lite::future::or(handshake, timeout).await {
-                    Some(Ok(tls)) => tls,
-                    Some(Err(e)) => return Err(Error::from_str(502, format!("{TLS_ERROR}{e}"))),
-                    None => {
-                        return Err(Error::from_str(
-                            504,
-                            format!("{TLS_ERROR}no TLS handshake from {host}:{port} (does it serve plain HTTP?)"),
-                        ))
-                    }
-                };
-                async_h1::connect(tls, req).await
+        let tls_config = match (url.scheme(), &self.trust) {
+            ("https", Trust::Pinned(pin)) => crate::tls::client_config(pin),
+            ("https", Trust::PairingOnly) => crate::tls::client_config_for_pairing(),
+            ("http", Trust::Plain | Trust::PairingOnly) => return async_h1::connect(stream, req).await,
+            ("https", Trust::Plain) => {
+                return Err(Error::from_str(
+                    400,
+                    format!("{TLS_ERROR}no pinned certificate for {host}:{port}; pair with it first"),
+                ))
             }
-            ("https", None) => Err(Error::from_str(
-                400,
-                format!("{TLS_ERROR}no pinned certificate for {host}:{port}; pair with it first"),
-            )),
-            ("http", Some(_)) => {
-                Err(Error::from_str(400, format!("{TLS_ERROR}{host}:{port} is pinned and must be reached over https")))
+            ("http", Trust::Pinned(_)) => {
+                return Err(Error::from_str(
+                    400,
+                    format!("{TLS_ERROR}{host}:{port} is pinned and must be reached over https"),
+                ))
             }
-            (scheme, _) => Err(Error::from_str(400, format!("unsupported scheme '{scheme}' in {url}"))),
-        }
+            (scheme, _) => return Err(Error::from_str(400, format!("unsupported scheme '{scheme}' in {url}"))),
+        };
+        let connector = futures_rustls::TlsConnector::from(tls_config);
+        let handshake = async { Some(connector.connect(crate::tls::server_name(&host), stream).await) };
+        let timeout = async {
+            async_io::Timer::after(HANDSHAKE_TIMEOUT).await;
+            None
+        };
+        let tls = match futures_lite::future::or(handshake, timeout).await {
+            Some(Ok(tls)) => tls,
+            Some(Err(e)) => return Err(Error::from_str(502, format!("{TLS_ERROR}{e}"))),
+            None => {
+                let message = format!("{TLS_ERROR}no TLS handshake from {host}:{port} (does it serve plain HTTP?)");
+                return Err(Error::from_str(504, message));
+            }
+        };
+        async_h1::connect(tls, req).await
     }
 
     fn set_config(&mut self, config: Config) -> Result<(), Error> {
