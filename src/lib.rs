@@ -11,6 +11,7 @@ pub mod durable;
 pub mod identity;
 pub mod instance;
 pub mod logger;
+pub mod mcp;
 pub mod netif;
 pub mod pairing;
 pub mod paths;

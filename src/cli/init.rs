@@ -43,6 +43,11 @@ pub fn run(args: Args, paths: &Paths) -> anyhow::Result<ExitCode> {
         println!("  Backup:  {}", config_file.with_extension("yaml.bak").display());
     }
     println!();
+    println!("MCP server for AI agents:");
+    if super::mcp::register_present(paths)? == 0 {
+        println!("  no agent found yet; later run `loopsy mcp add`");
+    }
+    println!();
     println!("Next steps:");
     println!("  loopsy start               start the daemon");
     println!("  loopsy status              check that it runs");

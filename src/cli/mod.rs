@@ -4,6 +4,7 @@ mod daemon;
 mod init;
 mod key;
 mod logs;
+mod mcp;
 mod pair;
 mod status;
 
@@ -35,6 +36,7 @@ pub enum Command {
     Status(status::Args),
     Key(key::Args),
     Logs(logs::Args),
+    Mcp(mcp::Args),
     Pair(pair::Args),
     Version(VersionArgs),
 }
@@ -55,6 +57,7 @@ pub fn run(args: Loopsy) -> anyhow::Result<ExitCode> {
         Command::Status(cmd) => status::run(cmd, &paths),
         Command::Key(cmd) => key::run(cmd, &paths),
         Command::Logs(cmd) => logs::run(cmd, &paths),
+        Command::Mcp(cmd) => mcp::run(cmd, &paths),
         Command::Pair(cmd) => pair::run(cmd, &paths),
         Command::Version(_) => {
             println!("loopsy {} (protocol {})", env!("CARGO_PKG_VERSION"), crate::identity::PROTOCOL_VERSION);

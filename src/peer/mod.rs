@@ -152,6 +152,19 @@ fn decode_error(url: &str, e: impl std::fmt::Display) -> ClientError {
     ClientError::Decode { url: url.to_string(), reason: e.to_string() }
 }
 
+/// Percent-encodes one path segment (a context key, a node id): everything but the unreserved
+/// characters, so `:` and `/` travel inside the segment as 1.0.21 expects.
+pub fn encode_segment(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => out.push(byte as char),
+            _ => out.push_str(&format!("%{byte:02X}")),
+        }
+    }
+    out
+}
+
 fn transport_error(base: &str, reason: String) -> ClientError {
     match reason.strip_prefix(transport::TLS_ERROR) {
         Some(tls) => ClientError::Tls { url: base.to_string(), reason: tls.to_string() },

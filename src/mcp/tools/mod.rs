@@ -1,0 +1,113 @@
+//! The MCP tools: their names, schemas and handlers, one file per area.
+//!
+//! Tools hold no state: each call asks the daemon through `peer::Client`. Peers are addressed by
+//! name, hostname, node-id prefix or address; the daemon supplies the credentials, so no tool
+//! takes or returns an API key (1.0.21 passed `peerApiKey` through the model's context).
+
+mod args;
+mod context;
+mod execute;
+mod peers;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+
+pub use args::Args;
+
+use super::daemon::DaemonLocator;
+use super::protocol::RpcError;
+
+/// What a tool returns: text for the model, or an error message it can act on.
+pub type Outcome = Result<String, String>;
+type Run = fn(Arc<DaemonLocator>, Args) -> Pin<Box<dyn Future<Output = Outcome> + Send>>;
+
+/// One tool.
+pub struct Tool {
+    pub name: &'static str,
+    pub description: &'static str,
+    /// The JSON Schema of the arguments (an object schema; unknown arguments are refused).
+    pub schema: fn() -> Value,
+    pub run: Run,
+}
+
+/// Every tool, in the order `tools/list` shows them.
+fn all() -> Vec<Tool> {
+    let mut tools = Vec::new();
+    tools.extend(peers::tools());
+    tools.extend(execute::tools());
+    tools.extend(context::tools());
+    tools
+}
+
+pub fn list() -> Value {
+    let tools: Vec<Value> = all()
+        .iter()
+        .map(|tool| {
+            json!({
+                "name": tool.name,
+                "description": tool.description,
+                "inputSchema": (tool.schema)(),
+                "execution": {"taskSupport": "forbidden"},
+            })
+        })
+        .collect();
+    json!({"tools": tools})
+}
+
+/// `tools/call`: an unknown tool is a protocol error; anything else is a tool result.
+pub async fn call(daemon: Arc<DaemonLocator>, params: &Value) -> Result<Value, RpcError> {
+    let name =
+        params.get("name").and_then(Value::as_str).ok_or_else(|| RpcError::invalid_params("missing tool 'name'"))?;
+    let tool = all()
+        .into_iter()
+        .find(|tool| tool.name == name)
+        .ok_or_else(|| RpcError::invalid_params(format!("unknown tool '{name}'; see tools/list")))?;
+    let arguments = params.get("arguments").cloned().unwrap_or(json!({}));
+    let outcome = match Args::validate(arguments, &(tool.schema)()) {
+        Ok(args) => (tool.run)(daemon, args).await,
+        Err(problem) => Err(format!("Invalid arguments for {name}: {problem}")),
+    };
+    Ok(match outcome {
+        Ok(text) => json!({"content": [{"type": "text", "text": text}]}),
+        Err(message) => json!({"content": [{"type": "text", "text": format!("Error: {message}")}], "isError": true}),
+    })
+}
+
+/// Boxes an async handler for the table.
+macro_rules! handler {
+    ($f:path) => {
+        |daemon, args| Box::pin($f(daemon, args))
+    };
+}
+pub(crate) use handler;
+
+/// The daemon a tool acts on: `peer` when given (and not `local`), else this machine's.
+pub fn target(daemon: &DaemonLocator, peer: Option<&str>) -> Result<crate::peer::Client, String> {
+    match peer.filter(|p| !p.is_empty() && *p != "local") {
+        None => daemon.client(),
+        Some(spec) => {
+            let config = daemon.config()?;
+            let target =
+                crate::peer::resolve::resolve(&daemon.paths, &config, spec, None).map_err(|e| format!("{e:#}"))?;
+            Ok(target.client)
+        }
+    }
+}
+
+/// Pretty JSON, as 1.0.21's tools answered.
+pub fn pretty(value: &Value) -> String {
+    serde_json::to_string_pretty(value).expect("JSON serialises")
+}
+
+/// A JSON Schema object with these properties and required names, refusing anything else.
+pub fn object(properties: Value, required: &[&str]) -> Value {
+    json!({"type": "object", "properties": properties, "required": required, "additionalProperties": false})
+}
+
+/// The `peer` argument every remote tool takes.
+pub fn peer_property(what: &str) -> Value {
+    json!({"type": "string", "description": format!("The peer {what}: its name, hostname, node-id prefix or address[:port]; 'local' for this machine")})
+}
