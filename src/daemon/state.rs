@@ -9,6 +9,8 @@ use super::rate_limit::RateLimiter;
 use crate::config::Config;
 use crate::identity::NodeId;
 use crate::paths::Paths;
+use crate::peers::health::Nudger;
+use crate::peers::Registry;
 use crate::shutdown::Shutdown;
 
 /// Shared by every request; each field owns its own locking.
@@ -23,6 +25,10 @@ pub struct State {
     pub limiter: Arc<RateLimiter>,
     pub audit: Audit,
     pub shutdown: Shutdown,
+    /// The peer registry (`peers.json`).
+    pub peers: Registry,
+    /// Asks the health checker to look at a peer now.
+    pub nudger: Nudger,
 }
 
 /// This daemon as others see it.
