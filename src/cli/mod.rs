@@ -1,9 +1,11 @@
 //! The command line: one file per subcommand, each with its `argh` struct and a `run`.
 
+mod connect;
 mod daemon;
 mod init;
 mod key;
 mod logs;
+mod peers;
 mod status;
 
 use std::path::PathBuf;
@@ -34,6 +36,8 @@ pub enum Command {
     Status(status::Args),
     Key(key::Args),
     Logs(logs::Args),
+    Peers(peers::Args),
+    Connect(connect::Args),
     Version(VersionArgs),
 }
 
@@ -53,6 +57,8 @@ pub fn run(args: Loopsy) -> anyhow::Result<ExitCode> {
         Command::Status(cmd) => status::run(cmd, &paths),
         Command::Key(cmd) => key::run(cmd, &paths),
         Command::Logs(cmd) => logs::run(cmd, &paths),
+        Command::Peers(cmd) => peers::run(cmd, &paths),
+        Command::Connect(cmd) => connect::run(cmd, &paths),
         Command::Version(_) => {
             println!("loopsy {} (protocol {})", env!("CARGO_PKG_VERSION"), crate::identity::PROTOCOL_VERSION);
             Ok(ExitCode::SUCCESS)
