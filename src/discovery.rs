@@ -198,7 +198,10 @@ fn run(socket: UdpSocket, mut responder: ServiceDiscovery, advert: Advert, nudge
         output.queries.extend(later.queries);
         for query in output.queries {
             match &query {
-                Query::Address(host) => send(&socket, question(&[(host, TYPE::A)])),
+                Query::Address(host) => {
+                    log::debug!("mDNS: asking for the address of {host}");
+                    send(&socket, question(&[(host, TYPE::A)]))
+                }
                 Query::Instance(name) => send(&socket, question(&[(name, TYPE::SRV), (name, TYPE::TXT)])),
             }
         }

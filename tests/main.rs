@@ -4,4 +4,5 @@ mod support;
 
 mod core_api;
 mod lifecycle;
+mod netlab;
 mod peers;

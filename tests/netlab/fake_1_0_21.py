@@ -19,6 +19,10 @@ from zeroconf import IPVersion, ServiceInfo, Zeroconf
 
 node_id, address, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
 started = time.monotonic()
+# Before anything is announced: register_service() returns only after its announcements, and
+# a browser may act on the first one, so a SIGTERM can come while it is still running.
+stop = threading.Event()
+signal.signal(signal.SIGTERM, lambda *_: stop.set())
 
 
 class Health(BaseHTTPRequestHandler):
@@ -60,9 +64,6 @@ info = ServiceInfo(
 zc = Zeroconf(interfaces=[address], ip_version=IPVersion.V4Only)
 zc.register_service(info, allow_name_change=False)
 print("ready", flush=True)
-
-stop = threading.Event()
-signal.signal(signal.SIGTERM, lambda *_: stop.set())
 stop.wait()
 server.shutdown()  # stop answering first, as a stopping daemon does, then say goodbye
 server.server_close()
