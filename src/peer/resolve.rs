@@ -8,7 +8,9 @@
 //! an error too (not a silent DNS lookup).
 //!
 //! The key sent to a registry peer with a name is `auth.allowedKeys[<name>]` when present
-//! (stored by `peers add --key` / `connect`), else this node's own key as in 1.0.21.
+//! (stored by `peers add --key` / `connect`), else this node's own key as in 1.0.21, but only
+//! to peers the user added or named by address: a peer only discovered (mDNS, handshake) has an
+//! unauthenticated hostname and address, so finding it by those never sends a key by itself.
 
 use std::time::Duration;
 
@@ -80,6 +82,29 @@ pub fn registry_peers(paths: &Paths, config: &Config) -> Vec<Peer> {
     std::fs::read(paths.peers_file()).ok().and_then(|bytes| serde_json::from_slice(&bytes).ok()).unwrap_or_default()
 }
 
+/// The key to send to registry `peer`, found as `spec`; `explicit` is a `--key` flag.
+pub fn key_for(peer: &Peer, spec: &str, config: &Config, explicit: Option<&str>) -> Result<String, String> {
+    if let Some(key) = explicit {
+        return Ok(key.to_string());
+    }
+    if let Some(stored) = peer.name.as_ref().and_then(|name| config.auth.allowed_keys.get(name)) {
+        return Ok(stored.clone());
+    }
+    let spec = spec.trim();
+    let by_address = peer.address.eq_ignore_ascii_case(spec) || peer.endpoint().eq_ignore_ascii_case(spec);
+    if peer.manually_added || by_address {
+        return Ok(config.auth.api_key.clone());
+    }
+    Err(format!(
+        "peer '{spec}' ({}) was discovered, not added: its name and address come from an unauthenticated \
+         announcement, so no key is sent to it by itself; add it with `loopsy peers add {} {} --name <name> \
+         --key <its key>`, or give the key with --key",
+        peer.endpoint(),
+        peer.address,
+        peer.port
+    ))
+}
+
 /// One line per peer, for "which one did you mean" messages.
 pub fn describe(peer: &Peer) -> String {
     let name = peer.name.as_deref().map(|n| format!(" name={n}")).unwrap_or_default();
@@ -149,8 +174,7 @@ pub fn resolve(paths: &Paths, config: &Config, spec: &str, key: Option<&str>) ->
     }
     match find(&registry_peers(paths, config), spec) {
         Found::One(peer) => {
-            let stored = peer.name.as_ref().and_then(|name| config.auth.allowed_keys.get(name));
-            let key = key.or(stored.map(String::as_str)).unwrap_or(&config.auth.api_key).to_string();
+            let key = key_for(&peer, spec, config, key).map_err(|e| anyhow::anyhow!(e))?;
             let label = peer.name.clone().unwrap_or_else(|| peer.hostname.clone());
             let client = Client::new(&base_url(&peer.address, peer.port), Some(key));
             Ok(Target { client, label, peer: Some(peer) })
@@ -241,5 +265,22 @@ mod tests {
         assert!(matches!(find(&peers, "10.0.0.3"), Found::Several(list) if list.len() == 2));
         assert_eq!(find(&peers, "aaa"), Found::None, "prefixes need 4 characters");
         assert_eq!(find(&peers, "carol"), Found::None);
+    }
+
+    #[test]
+    fn discovered_peers_get_no_key_unless_named_by_address_or_given_one() {
+        let mut config = Config::new_with_key("own-key-0123456789abcdef".into());
+        config.auth.allowed_keys.insert("bob".into(), "bob-key-0123456789abcdef".into());
+        let mut found = peer("aaaa1111-0000-4000-8000-000000000001", "10.0.0.2", 19532, "box", None);
+        found.manually_added = false;
+        assert!(key_for(&found, "box", &config, None).unwrap_err().contains("discovered"));
+        assert!(key_for(&found, "aaaa1111", &config, None).is_err());
+        assert_eq!(key_for(&found, "10.0.0.2", &config, None).unwrap(), "own-key-0123456789abcdef");
+        assert_eq!(key_for(&found, "box", &config, Some("flag-key")).unwrap(), "flag-key");
+        found.name = Some("bob".into());
+        assert_eq!(key_for(&found, "bob", &config, None).unwrap(), "bob-key-0123456789abcdef");
+        found.name = None;
+        found.manually_added = true;
+        assert_eq!(key_for(&found, "box", &config, None).unwrap(), "own-key-0123456789abcdef");
     }
 }
