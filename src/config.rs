@@ -172,6 +172,9 @@ pub struct ManualPeer {
     pub port: u16,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hostname: Option<String>,
+    /// The user's name for the peer (its key is `auth.allowedKeys[name]`); not in 1.0.21.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 fn default_port() -> u16 {
@@ -337,8 +340,12 @@ impl Config {
         config.tls.key_path = Some(String::new());
         config.execution.allowlist = Some(Vec::new());
         config.logging.file = Some(String::new());
-        config.discovery.manual_peers =
-            vec![ManualPeer { address: String::new(), port: 1, hostname: Some(String::new()) }];
+        config.discovery.manual_peers = vec![ManualPeer {
+            address: String::new(),
+            port: 1,
+            hostname: Some(String::new()),
+            name: Some(String::new()),
+        }];
         config
     }
 

@@ -1,49 +1,105 @@
-//! This machine's own network addresses (for certificates, pairing hints and mDNS).
+//! This machine's own network addresses: for mDNS (which does not find them by itself), the
+//! certificate's names and the pairing hints.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
+
+/// One IPv4 address of an interface that is up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalNet {
+    pub addr: Ipv4Addr,
+    pub mask: Ipv4Addr,
+    pub loopback: bool,
+}
+
+impl LocalNet {
+    /// Whether `ip` is on this interface's subnet.
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        let mask = u32::from(self.mask);
+        u32::from(self.addr) & mask == u32::from(ip) & mask
+    }
+}
+
+/// One address of an interface that is up, with its IPv4 netmask.
+struct Address {
+    ip: IpAddr,
+    mask: Option<Ipv4Addr>,
+    loopback: bool,
+}
+
+/// The IPv4 addresses of every interface that is up (loopback included, marked).
+pub fn ipv4_interfaces() -> Vec<LocalNet> {
+    addresses()
+        .into_iter()
+        .filter_map(|a| match a.ip {
+            IpAddr::V4(addr) => {
+                Some(LocalNet { addr, mask: a.mask.unwrap_or(Ipv4Addr::BROADCAST), loopback: a.loopback })
+            }
+            IpAddr::V6(_) => None,
+        })
+        .collect()
+}
 
 /// The addresses of the interfaces that are up, loopback excluded, IPv4 first.
 pub fn local_addresses() -> Vec<IpAddr> {
-    let mut addresses = Vec::new();
+    let mut ips: Vec<IpAddr> = addresses().into_iter().filter(|a| !a.loopback).map(|a| a.ip).collect();
+    ips.sort_by_key(|ip| (ip.is_ipv6(), *ip));
+    ips.dedup();
+    ips
+}
+
+fn addresses() -> Vec<Address> {
+    let mut out = Vec::new();
     #[cfg(unix)]
-    // SAFETY: getifaddrs fills a linked list that we only read and then free exactly once;
-    // every pointer is checked for null before it is dereferenced.
+    // SAFETY: getifaddrs fills a linked list that we only read and then free exactly once; every
+    // pointer is checked for null, and each sockaddr is cast only after checking its family.
     unsafe {
-        let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
-        if libc::getifaddrs(&mut head) == 0 {
-            let mut node = head;
-            while !node.is_null() {
-                let entry = &*node;
-                node = entry.ifa_next;
-                let up = entry.ifa_flags & libc::IFF_UP as u32 != 0;
-                let loopback = entry.ifa_flags & libc::IFF_LOOPBACK as u32 != 0;
-                if !up || loopback || entry.ifa_addr.is_null() {
-                    continue;
-                }
-                match i32::from((*entry.ifa_addr).sa_family) {
-                    libc::AF_INET => {
-                        let sin = &*(entry.ifa_addr as *const libc::sockaddr_in);
-                        addresses.push(IpAddr::from(u32::from_be(sin.sin_addr.s_addr).to_be_bytes()));
-                    }
-                    libc::AF_INET6 => {
-                        let sin6 = &*(entry.ifa_addr as *const libc::sockaddr_in6);
-                        addresses.push(IpAddr::from(sin6.sin6_addr.s6_addr));
-                    }
-                    _ => {}
-                }
-            }
-            libc::freeifaddrs(head);
+        let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+        if libc::getifaddrs(&mut list) != 0 {
+            log::warn!("cannot list network interfaces: {}", std::io::Error::last_os_error());
+            return out;
         }
+        let mut cursor = list;
+        while !cursor.is_null() {
+            let ifa = &*cursor;
+            cursor = ifa.ifa_next;
+            if ifa.ifa_flags & libc::IFF_UP as libc::c_uint == 0 || ifa.ifa_addr.is_null() {
+                continue;
+            }
+            let loopback = ifa.ifa_flags & libc::IFF_LOOPBACK as libc::c_uint != 0;
+            match i32::from((*ifa.ifa_addr).sa_family) {
+                libc::AF_INET => {
+                    let sin = &*(ifa.ifa_addr as *const libc::sockaddr_in);
+                    let mask = (!ifa.ifa_netmask.is_null()).then(|| {
+                        Ipv4Addr::from(u32::from_be((*(ifa.ifa_netmask as *const libc::sockaddr_in)).sin_addr.s_addr))
+                    });
+                    out.push(Address { ip: Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)).into(), mask, loopback });
+                }
+                libc::AF_INET6 => {
+                    let sin6 = &*(ifa.ifa_addr as *const libc::sockaddr_in6);
+                    out.push(Address { ip: IpAddr::from(sin6.sin6_addr.s6_addr), mask: None, loopback });
+                }
+                _ => {}
+            }
+        }
+        libc::freeifaddrs(list);
     }
-    addresses.sort_by_key(|ip| (ip.is_ipv6(), *ip));
-    addresses.dedup();
-    addresses
+    out
 }
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
-    fn loopback_is_never_listed() {
-        assert!(super::local_addresses().iter().all(|ip| !ip.is_loopback()));
+    fn subnets_contain_their_addresses() {
+        let net = LocalNet { addr: Ipv4Addr::new(10, 1, 2, 3), mask: Ipv4Addr::new(255, 255, 255, 0), loopback: false };
+        assert!(net.contains(Ipv4Addr::new(10, 1, 2, 200)));
+        assert!(!net.contains(Ipv4Addr::new(10, 1, 3, 3)));
+    }
+
+    #[test]
+    fn the_loopback_interface_is_listed_but_never_as_a_local_address() {
+        assert!(ipv4_interfaces().iter().any(|n| n.loopback && n.addr == Ipv4Addr::LOCALHOST));
+        assert!(local_addresses().iter().all(|ip| !ip.is_loopback()));
     }
 }

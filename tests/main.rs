@@ -4,5 +4,7 @@ mod support;
 
 mod core_api;
 mod lifecycle;
+mod netlab;
 mod pairing;
+mod peers;
 mod tls;

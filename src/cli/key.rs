@@ -63,7 +63,7 @@ fn generate(paths: &Paths) -> anyhow::Result<ExitCode> {
 }
 
 /// The daemon reloads keys asynchronously on SIGHUP: confirm before saying so.
-fn wait_until_key_accepted(paths: &Paths, key: &str) -> anyhow::Result<()> {
+pub(super) fn wait_until_key_accepted(paths: &Paths, key: &str) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let client = crate::peer::Client::local(paths, key)?.with_timeout(Duration::from_secs(2));

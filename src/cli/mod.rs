@@ -1,11 +1,13 @@
 //! The command line: one file per subcommand, each with its `argh` struct and a `run`.
 
+mod connect;
 mod daemon;
 mod init;
 mod key;
 mod logs;
 mod mcp;
 mod pair;
+mod peers;
 mod status;
 
 use std::path::PathBuf;
@@ -38,6 +40,8 @@ pub enum Command {
     Logs(logs::Args),
     Mcp(mcp::Args),
     Pair(pair::Args),
+    Peers(peers::Args),
+    Connect(connect::Args),
     Version(VersionArgs),
 }
 
@@ -59,6 +63,8 @@ pub fn run(args: Loopsy) -> anyhow::Result<ExitCode> {
         Command::Logs(cmd) => logs::run(cmd, &paths),
         Command::Mcp(cmd) => mcp::run(cmd, &paths),
         Command::Pair(cmd) => pair::run(cmd, &paths),
+        Command::Peers(cmd) => peers::run(cmd, &paths),
+        Command::Connect(cmd) => connect::run(cmd, &paths),
         Command::Version(_) => {
             println!("loopsy {} (protocol {})", env!("CARGO_PKG_VERSION"), crate::identity::PROTOCOL_VERSION);
             Ok(ExitCode::SUCCESS)

@@ -62,6 +62,9 @@ async fn serve(paths: Paths, config: Config, node_id: NodeId, managed_by: Option
         async_net::TcpListener::bind(address).await.with_context(|| format!("cannot listen on {address}"))?;
     let bound = listener.local_addr()?;
     let paths = Arc::new(paths);
+    let registry = crate::peers::Registry::load(&paths.peers_file(), node_id.as_str());
+    registry.add_configured(&config.discovery.manual_peers);
+    let (nudger, nudges) = crate::peers::health::channel();
     let state = State {
         node: Arc::new(Node { id: node_id, hostname: config.hostname(), port: bound.port(), started: Instant::now() }),
         keyring: guard::Keyring::new(&config.auth),
@@ -73,6 +76,8 @@ async fn serve(paths: Paths, config: Config, node_id: NodeId, managed_by: Option
         runtime: Arc::new(std::sync::Mutex::new(None)),
         config: Arc::new(config),
         paths: paths.clone(),
+        peers: registry.clone(),
+        nudger: nudger.clone(),
     };
     let (app, _) = app(state.clone());
     if state.config.tls.enabled {
@@ -97,15 +102,23 @@ async fn serve(paths: Paths, config: Config, node_id: NodeId, managed_by: Option
     );
 
     let _signals = smol::spawn(handle_signals(state.clone()));
+    let saver = smol::spawn(registry.clone().run_saver(state.shutdown.clone()));
+    let interval = Duration::from_millis(state.config.discovery.health_interval);
+    let _health = smol::spawn(crate::peers::health::run(registry, interval, nudges, state.shutdown.clone()));
+    let discovery = start_discovery(&state, bound);
     let in_flight = listener::InFlight::default();
     listener::serve(listener, state.tls.clone(), app, state.shutdown.clone(), in_flight.clone()).await;
 
     log::info!("shutting down: {} request(s) in flight", in_flight.count());
+    if let Some(discovery) = discovery {
+        blocking::unblock(move || discovery.stop()).await;
+    }
     let left = in_flight.drain(DRAIN_TIMEOUT).await;
     if left > 0 {
         log::warn!("{left} request(s) still running after {} s; stopping anyway", DRAIN_TIMEOUT.as_secs());
     }
     state.audit.close();
+    saver.await;
     RuntimeInfo::remove(&paths);
     log::info!("stopped");
     Ok(())
@@ -130,6 +143,21 @@ pub fn enable_tls(state: &State) -> anyhow::Result<crate::tls::Fingerprint> {
 
 fn runtime_url(bound: SocketAddr, tls: bool) -> String {
     format!("{}://{}", if tls { "https" } else { "http" }, client_address(bound))
+}
+
+/// mDNS, unless `discovery.enabled` is false; a failure to start it is logged, not fatal.
+fn start_discovery(state: &State, bound: SocketAddr) -> Option<crate::discovery::Discovery> {
+    if !state.config.discovery.enabled {
+        return None;
+    }
+    let advert = crate::discovery::Advert::for_listener(state.node.id.as_str(), &state.node.hostname, bound);
+    match advert.and_then(|advert| crate::discovery::Discovery::start(advert, state.nudger.clone())) {
+        Ok(discovery) => Some(discovery),
+        Err(e) => {
+            log::error!("mDNS discovery is off: {e:#}");
+            None
+        }
+    }
 }
 
 /// SIGTERM and SIGINT stop the daemon; SIGHUP reloads the keys from `config.yaml`.

@@ -9,6 +9,8 @@ use super::rate_limit::RateLimiter;
 use crate::config::Config;
 use crate::identity::NodeId;
 use crate::paths::Paths;
+use crate::peers::health::Nudger;
+use crate::peers::Registry;
 use crate::shutdown::Shutdown;
 
 /// Shared by every request; each field owns its own locking.
@@ -29,6 +31,10 @@ pub struct State {
     pub pairing: super::pairing::Pairing,
     /// What `daemon.json` says, kept to rewrite it when TLS is turned on.
     pub runtime: Arc<std::sync::Mutex<Option<crate::instance::RuntimeInfo>>>,
+    /// The peer registry (`peers.json`).
+    pub peers: Registry,
+    /// Asks the health checker to look at a peer now.
+    pub nudger: Nudger,
 }
 
 /// This daemon as others see it.

@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use surf::http::Method;
+/// The HTTP method of [`Client::call`], re-exported so callers need not know surf.
+pub use surf::http::Method;
 
 use crate::instance::{self, Daemon};
 use crate::paths::Paths;

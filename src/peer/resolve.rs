@@ -1,10 +1,22 @@
 //! Turning a `<peer>` argument into a daemon to talk to.
 //!
-//! Accepted today: `local` (this machine's daemon) and `address[:port]` (IPv4, a host name, or
-//! an IPv6 literal in brackets). The peer registry adds names, hostnames and node-id prefixes.
+//! Accepted: `local` (this machine's daemon); a peer of the registry by its name, hostname,
+//! node id or node-id prefix (at least 4 characters), or address[:port]; and any other
+//! `address[:port]` (IPv4, a dotted host name, or an IPv6 literal in brackets). The registry is
+//! read from the local daemon (`GET /api/v1/peers`), or from `peers.json` when it is down. An
+//! argument that fits several peers is an error listing them; a bare word that fits none is
+//! an error too (not a silent DNS lookup).
+//!
+//! The key sent to a registry peer with a name is `auth.allowedKeys[<name>]` when present
+//! (stored by `peers add --key` / `connect`), else this node's own key as in 1.0.21, but only
+//! to peers the user added or named by address: a peer only discovered (mDNS, handshake) has an
+//! unauthenticated hostname and address, so finding it by those never sends a key by itself.
+
+use std::time::Duration;
 
 use crate::config::{Config, DEFAULT_PORT};
 use crate::paths::Paths;
+use crate::peers::Peer;
 
 use super::{Client, ClientError};
 
@@ -12,8 +24,91 @@ use super::{Client, ClientError};
 #[derive(Debug)]
 pub struct Target {
     pub client: Client,
-    /// How to name it in messages: `local` or `host:port`.
+    /// How to name it in messages: `local`, the peer's name or hostname, or `host:port`.
     pub label: String,
+    /// The registry entry it was found as, if any.
+    pub peer: Option<Peer>,
+}
+
+/// How a `<peer>` argument fits the registry.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Found {
+    One(Peer),
+    Several(Vec<Peer>),
+    None,
+}
+
+/// Finds `spec` in `peers`: exact name, node id, hostname, address or address:port first;
+/// failing those, a node-id prefix of at least 4 characters.
+pub fn find(peers: &[Peer], spec: &str) -> Found {
+    let spec = spec.trim();
+    let exact: Vec<&Peer> = peers
+        .iter()
+        .filter(|p| {
+            p.name.as_deref() == Some(spec)
+                || p.node_id.eq_ignore_ascii_case(spec)
+                || p.hostname.eq_ignore_ascii_case(spec)
+                || p.address.eq_ignore_ascii_case(spec)
+                || p.endpoint().eq_ignore_ascii_case(spec)
+        })
+        .collect();
+    let chosen = if !exact.is_empty() {
+        exact
+    } else if spec.len() >= 4 {
+        let lower = spec.to_ascii_lowercase();
+        peers.iter().filter(|p| p.node_id.to_ascii_lowercase().starts_with(&lower)).collect()
+    } else {
+        Vec::new()
+    };
+    match chosen.as_slice() {
+        [] => Found::None,
+        [one] => Found::One((*one).clone()),
+        several => Found::Several(several.iter().map(|p| (*p).clone()).collect()),
+    }
+}
+
+/// The registry as the local daemon has it, or as `peers.json` has it when the daemon is down.
+pub fn registry_peers(paths: &Paths, config: &Config) -> Vec<Peer> {
+    #[derive(serde::Deserialize)]
+    struct List {
+        peers: Vec<Peer>,
+    }
+    if let Ok(client) = Client::local(paths, &config.auth.api_key) {
+        let client = client.with_timeout(Duration::from_secs(3));
+        if let Ok(list) = smol::block_on(client.get::<List>("/api/v1/peers")) {
+            return list.peers;
+        }
+    }
+    std::fs::read(paths.peers_file()).ok().and_then(|bytes| serde_json::from_slice(&bytes).ok()).unwrap_or_default()
+}
+
+/// The key to send to registry `peer`, found as `spec`; `explicit` is a `--key` flag.
+pub fn key_for(peer: &Peer, spec: &str, config: &Config, explicit: Option<&str>) -> Result<String, String> {
+    if let Some(key) = explicit {
+        return Ok(key.to_string());
+    }
+    if let Some(stored) = peer.name.as_ref().and_then(|name| config.auth.allowed_keys.get(name)) {
+        return Ok(stored.clone());
+    }
+    let spec = spec.trim();
+    let by_address = peer.address.eq_ignore_ascii_case(spec) || peer.endpoint().eq_ignore_ascii_case(spec);
+    if peer.manually_added || by_address {
+        return Ok(config.auth.api_key.clone());
+    }
+    Err(format!(
+        "peer '{spec}' ({}) was discovered, not added: its name and address come from an unauthenticated \
+         announcement, so no key is sent to it by itself; add it with `loopsy peers add {} {} --name <name> \
+         --key <its key>`, or give the key with --key",
+        peer.endpoint(),
+        peer.address,
+        peer.port
+    ))
+}
+
+/// One line per peer, for "which one did you mean" messages.
+pub fn describe(peer: &Peer) -> String {
+    let name = peer.name.as_deref().map(|n| format!(" name={n}")).unwrap_or_default();
+    format!("{}  {}  {}{name}", peer.node_id, peer.endpoint(), peer.hostname)
 }
 
 /// A parsed `<peer>` argument.
@@ -69,17 +164,42 @@ pub fn base_url(host: &str, port: u16) -> String {
     }
 }
 
-/// Resolves `spec` to a client. `key` overrides the key sent (default: this node's own key).
+/// Resolves `spec` to a client. `key` overrides the key sent (default: the key stored for the
+/// peer's name, else this node's own key).
 pub fn resolve(paths: &Paths, config: &Config, spec: &str, key: Option<&str>) -> anyhow::Result<Target> {
-    let key = key.unwrap_or(&config.auth.api_key).to_string();
-    match parse(spec).map_err(|e| anyhow::anyhow!("unknown peer {e}"))? {
-        PeerSpec::Local => {
-            let client = Client::local(paths, &key).map_err(|e: ClientError| anyhow::anyhow!(e))?;
-            Ok(Target { client, label: "local".into() })
+    if matches!(spec.trim(), "local" | "self") {
+        let key = key.unwrap_or(&config.auth.api_key);
+        let client = Client::local(paths, key).map_err(|e: ClientError| anyhow::anyhow!(e))?;
+        return Ok(Target { client, label: "local".into(), peer: None });
+    }
+    match find(&registry_peers(paths, config), spec) {
+        Found::One(peer) => {
+            let key = key_for(&peer, spec, config, key).map_err(|e| anyhow::anyhow!(e))?;
+            let label = peer.name.clone().unwrap_or_else(|| peer.hostname.clone());
+            let client = Client::new(&base_url(&peer.address, peer.port), Some(key));
+            Ok(Target { client, label, peer: Some(peer) })
         }
-        PeerSpec::Address { host, port } => {
+        Found::Several(peers) => {
+            let lines: Vec<String> = peers.iter().map(|p| format!("  {}", describe(p))).collect();
+            anyhow::bail!(
+                "'{spec}' is ambiguous: it fits {} peers:\n{}\nuse a name, a longer node id or address:port",
+                peers.len(),
+                lines.join("\n")
+            )
+        }
+        Found::None => {
+            let parsed = parse(spec).map_err(|e| anyhow::anyhow!("unknown peer {e}"))?;
+            let PeerSpec::Address { host, port } = parsed else { unreachable!("local handled above") };
+            let looks_like_address = host.contains(['.', ':']) || host == "localhost" || spec.contains(':');
+            if !looks_like_address {
+                anyhow::bail!(
+                    "unknown peer '{spec}': no peer in the registry has that name, hostname or node id \
+                     (see `loopsy peers`); for a host name use '{spec}:<port>'"
+                );
+            }
             let label = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
-            Ok(Target { client: Client::new(&base_url(&host, port), Some(key)), label })
+            let key = key.unwrap_or(&config.auth.api_key).to_string();
+            Ok(Target { client: Client::new(&base_url(&host, port), Some(key)), label, peer: None })
         }
     }
 }
@@ -115,5 +235,52 @@ mod tests {
         check("", Err("empty"));
         check("a b", Err("not an address"));
         assert_eq!(base_url("::1", 5), "http://[::1]:5");
+    }
+
+    fn peer(id: &str, address: &str, port: u16, hostname: &str, name: Option<&str>) -> Peer {
+        let mut peer = Peer::manual(address, port);
+        peer.node_id = id.into();
+        peer.hostname = hostname.into();
+        peer.name = name.map(String::from);
+        peer
+    }
+
+    #[test]
+    fn registry_peers_are_found_by_name_hostname_id_or_address() {
+        let peers = [
+            peer("aaaa1111-0000-4000-8000-000000000001", "10.0.0.2", 19532, "box", Some("bob")),
+            peer("aaaa2222-0000-4000-8000-000000000002", "10.0.0.3", 19532, "vm", None),
+            peer("bbbb3333-0000-4000-8000-000000000003", "10.0.0.3", 19533, "vm2", None),
+        ];
+        let id = |found: Found| match found {
+            Found::One(p) => p.node_id[..8].to_string(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(id(find(&peers, "bob")), "aaaa1111");
+        assert_eq!(id(find(&peers, "BOX")), "aaaa1111");
+        assert_eq!(id(find(&peers, "aaaa2")), "aaaa2222");
+        assert_eq!(id(find(&peers, "10.0.0.3:19533")), "bbbb3333");
+        assert_eq!(id(find(&peers, "10.0.0.2")), "aaaa1111");
+        assert!(matches!(find(&peers, "aaaa"), Found::Several(list) if list.len() == 2));
+        assert!(matches!(find(&peers, "10.0.0.3"), Found::Several(list) if list.len() == 2));
+        assert_eq!(find(&peers, "aaa"), Found::None, "prefixes need 4 characters");
+        assert_eq!(find(&peers, "carol"), Found::None);
+    }
+
+    #[test]
+    fn discovered_peers_get_no_key_unless_named_by_address_or_given_one() {
+        let mut config = Config::new_with_key("own-key-0123456789abcdef".into());
+        config.auth.allowed_keys.insert("bob".into(), "bob-key-0123456789abcdef".into());
+        let mut found = peer("aaaa1111-0000-4000-8000-000000000001", "10.0.0.2", 19532, "box", None);
+        found.manually_added = false;
+        assert!(key_for(&found, "box", &config, None).unwrap_err().contains("discovered"));
+        assert!(key_for(&found, "aaaa1111", &config, None).is_err());
+        assert_eq!(key_for(&found, "10.0.0.2", &config, None).unwrap(), "own-key-0123456789abcdef");
+        assert_eq!(key_for(&found, "box", &config, Some("flag-key")).unwrap(), "flag-key");
+        found.name = Some("bob".into());
+        assert_eq!(key_for(&found, "bob", &config, None).unwrap(), "bob-key-0123456789abcdef");
+        found.name = None;
+        found.manually_added = true;
+        assert_eq!(key_for(&found, "box", &config, None).unwrap(), "own-key-0123456789abcdef");
     }
 }

@@ -46,13 +46,14 @@ async fn get_identity(req: Request<State>) -> tide::Result {
 
 async fn get_status(req: Request<State>) -> tide::Result {
     let state = req.state();
+    let (total, online) = state.peers.counts();
     json_response(&Status {
         node_id: state.node.id.to_string(),
         hostname: state.node.hostname.clone(),
         platform: platform().into(),
         version: PROTOCOL_VERSION.into(),
         uptime: state.node.uptime_ms(),
-        peers: PeerCounts::default(),
+        peers: PeerCounts { total, online, offline: total - online },
         jobs: JobCounts::default(),
         context: ContextCounts::default(),
         implementation: IMPLEMENTATION.into(),

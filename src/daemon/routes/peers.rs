@@ -1,0 +1,186 @@
+//! `/api/v1/peers`: list, add, remove, and the handshake of §2.4.
+//!
+//! Thin handlers: parse and validate the body (a bad field is a 400 that names it, never the
+//! 500 of 1.0.21), call the registry, save, answer. Persisted before answering, so a peer added
+//! through the API survives a crash right after.
+
+use serde::Deserialize;
+use serde_json::json;
+use tide::http::Method;
+use tide::Request;
+
+use super::system::{identity, json_response};
+use super::Mount;
+use crate::config::DEFAULT_PORT;
+use crate::daemon::body;
+use crate::daemon::error::{ApiError, ErrorCode};
+use crate::daemon::guard::Access;
+use crate::daemon::state::State;
+use crate::peers::health::Nudge;
+use crate::peers::registry::ManualAdd;
+use crate::peers::{self, check_address, check_capabilities, check_name, check_node_id, check_text, Announced};
+
+pub fn mount(m: &mut Mount<'_>) {
+    m.route(Method::Get, "/api/v1/peers", Access::Key, None, get_peers)
+        .route(Method::Post, "/api/v1/peers", Access::Key, None, post_peer)
+        .route(Method::Post, "/api/v1/peers/handshake", Access::Key, None, post_handshake)
+        .route(Method::Delete, "/api/v1/peers/:nodeId", Access::Key, None, delete_peer);
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AddPeer {
+    address: String,
+    port: Option<u16>,
+    node_id: Option<String>,
+    hostname: Option<String>,
+    name: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Handshake {
+    node_id: String,
+    hostname: String,
+    platform: String,
+    version: String,
+    port: u16,
+    capabilities: Vec<String>,
+}
+
+fn bad(e: peers::Invalid) -> ApiError {
+    ApiError::bad_request(format!("invalid field '{}': {}", e.field, e.problem))
+}
+
+async fn get_peers(req: Request<State>) -> tide::Result {
+    json_response(&json!({"peers": req.state().peers.list()}))
+}
+
+async fn post_peer(mut req: Request<State>) -> tide::Result {
+    let body: AddPeer = body::json(&mut req).await?;
+    let port = body.port.unwrap_or(DEFAULT_PORT);
+    if port == 0 {
+        return Err(bad(peers::Invalid { field: "port", problem: "must be 1 to 65535".into() }).into());
+    }
+    let address = check_address("address", &body.address).map_err(bad)?;
+    if let Some(id) = &body.node_id {
+        check_node_id("nodeId", id).map_err(bad)?;
+    }
+    if let Some(hostname) = &body.hostname {
+        check_text("hostname", hostname, 253).map_err(bad)?;
+    }
+    if let Some(name) = &body.name {
+        check_name("name", name).map_err(bad)?;
+    }
+    let state = req.state();
+    let add = ManualAdd { address, port, node_id: body.node_id, hostname: body.hostname, name: body.name };
+    let peer = state.peers.add_manual(add).map_err(bad)?;
+    save(state).await?;
+    state.nudger.send(Nudge::ProbeNow(peer.node_id.clone()));
+    json_response(&peer)
+}
+
+async fn delete_peer(req: Request<State>) -> tide::Result {
+    let node_id = body::param(&req, "nodeId")?;
+    let state = req.state();
+    if state.peers.remove(&node_id).is_none() {
+        return Err(ApiError::new(ErrorCode::PeerNotFound, format!("Peer {node_id} not found")).into());
+    }
+    save(state).await?;
+    json_response(&json!({"success": true, "nodeId": node_id}))
+}
+
+async fn post_handshake(mut req: Request<State>) -> tide::Result {
+    let body: Handshake = body::json(&mut req).await?;
+    let source = req
+        .peer_addr()
+        .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
+        .map(|a| a.ip().to_canonical())
+        .ok_or_else(|| ApiError::internal("the connection has no source address"))?;
+    if body.port == 0 {
+        return Err(bad(peers::Invalid { field: "port", problem: "must be 1 to 65535".into() }).into());
+    }
+    check_capabilities("capabilities", &body.capabilities).map_err(bad)?;
+    let announced = Announced {
+        node_id: body.node_id,
+        hostname: body.hostname,
+        address: source.to_string(),
+        port: body.port,
+        platform: body.platform,
+        version: body.version,
+        capabilities: body.capabilities,
+    };
+    announced.validate().map_err(bad)?;
+    let state = req.state();
+    if announced.node_id == state.node.id.as_str() {
+        return Err(ApiError::bad_request("invalid field 'nodeId': is this node's own id").into());
+    }
+    state.peers.upsert_verified(&announced);
+    save(state).await?;
+    state.nudger.send(Nudge::ProbeNow(announced.node_id.clone()));
+    json_response(&identity(state))
+}
+
+async fn save(state: &State) -> Result<(), ApiError> {
+    let registry = state.peers.clone();
+    blocking::unblock(move || registry.save_now()).await.map_err(|e| {
+        log::error!("cannot save the peer list: {e:#}");
+        ApiError::internal("cannot save the peer list; see the daemon log")
+    })
+}
+
+pub fn openapi() -> serde_json::Value {
+    let schema = |name: &str| json!({"$ref": format!("#/components/schemas/{name}")});
+    let body = |name: &str| json!({"required": true, "content": {"application/json": {"schema": schema(name)}}});
+    let ok = |name: &str, description: &str| json!({"description": description, "content": {"application/json": {"schema": schema(name)}}});
+    let error = |description: &str| json!({"description": description, "content": {"application/json": {"schema": schema("Error")}}});
+    json!({
+        "paths": {
+            "/api/v1/peers": {
+                "get": {"summary": "Every known peer, in insertion order", "tags": ["peers"],
+                    "responses": {"200": ok("PeerList", "the registry")}},
+                "post": {"summary": "Add or update a manual peer", "tags": ["peers"],
+                    "requestBody": body("AddPeer"),
+                    "responses": {"200": ok("Peer", "the peer as stored"), "400": error("a field is invalid (the message names it)")}}
+            },
+            "/api/v1/peers/{nodeId}": {
+                "delete": {"summary": "Forget a peer", "tags": ["peers"],
+                    "parameters": [{"name": "nodeId", "in": "path", "required": true, "schema": {"type": "string"}}],
+                    "responses": {"200": ok("PeerRemoved", "the peer is gone"), "404": error("no such peer (code 2001)")}}
+            },
+            "/api/v1/peers/handshake": {
+                "post": {"summary": "A peer introduces itself; its address is the connection's source", "tags": ["peers"],
+                    "requestBody": body("Handshake"),
+                    "responses": {"200": ok("Identity", "this node's identity"), "400": error("a field is invalid (the message names it)")}}
+            }
+        },
+        "schemas": {
+            "Peer": {"type": "object",
+                "required": ["nodeId", "hostname", "address", "port", "platform", "version", "capabilities", "status", "lastSeen", "failureCount", "trusted", "manuallyAdded"],
+                "properties": {
+                    "nodeId": {"type": "string", "description": "a UUID, or manual-<address>:<port> until the first probe answers"},
+                    "hostname": {"type": "string"}, "address": {"type": "string", "description": "IP address or host name"},
+                    "port": {"type": "integer", "minimum": 1, "maximum": 65535},
+                    "platform": {"type": "string"}, "version": {"type": "string"},
+                    "capabilities": {"type": "array", "items": {"type": "string"}},
+                    "status": {"enum": ["online", "offline", "unknown"]},
+                    "lastSeen": {"type": "integer", "description": "Unix ms of the last answer; 0 = never"},
+                    "failureCount": {"type": "integer", "description": "consecutive failed health checks"},
+                    "trusted": {"type": "boolean"}, "manuallyAdded": {"type": "boolean"},
+                    "name": {"type": "string", "description": "the user's name for the peer"}}},
+            "PeerList": {"type": "object", "required": ["peers"], "properties": {"peers": {"type": "array", "items": schema("Peer")}}},
+            "AddPeer": {"type": "object", "required": ["address"], "properties": {
+                "address": {"type": "string", "description": "IP address or host name"},
+                "port": {"type": "integer", "minimum": 1, "maximum": 65535, "default": 19532},
+                "nodeId": {"type": "string", "format": "uuid"}, "hostname": {"type": "string", "maxLength": 253},
+                "name": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$"}}},
+            "PeerRemoved": {"type": "object", "required": ["success", "nodeId"], "properties": {
+                "success": {"const": true}, "nodeId": {"type": "string"}}},
+            "Handshake": {"type": "object", "required": ["nodeId", "hostname", "platform", "version", "port", "capabilities"], "properties": {
+                "nodeId": {"type": "string", "format": "uuid"}, "hostname": {"type": "string", "maxLength": 253},
+                "platform": {"type": "string", "maxLength": 32}, "version": {"type": "string", "maxLength": 64},
+                "port": {"type": "integer", "minimum": 1, "maximum": 65535},
+                "capabilities": {"type": "array", "maxItems": 16, "items": {"type": "string", "pattern": "^[a-z0-9-]{1,32}$"}}}}
+        }
+    })
+}

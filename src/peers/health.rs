@@ -1,0 +1,279 @@
+//! The health checker: one background task that probes every peer's `/api/v1/health`.
+//!
+//! Each peer has its own schedule (every `discovery.healthInterval` with ±10 % jitter, the
+//! first probe at once), and probes run as separate tasks, so a slow or unreachable peer never
+//! delays another and a peer is never probed twice at the same time. Three failures make a peer
+//! offline; offline peers keep being probed with a doubling back-off (at most 8 intervals) and
+//! come back by themselves. A probe succeeds only if the answer carries the node id the entry
+//! is about: another node at that address is another peer.
+//!
+//! mDNS announcements arrive here as [`Nudge::Candidate`]s and enter the registry only once a
+//! probe at the announced address confirms the announced node id. Probes never carry a key.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use smol::channel::{Receiver, Sender};
+use smol::Task;
+
+use super::registry::{ProbeOutcome, Registry};
+use super::{check_node_id, Announced, PeerStatus};
+use crate::peer::resolve::base_url;
+use crate::peer::Client;
+use crate::shutdown::Shutdown;
+
+/// Probes in flight at most (peers beyond wait for the next tick).
+const MAX_IN_FLIGHT: usize = 64;
+/// An offline peer is probed at most every this many intervals.
+const MAX_BACKOFF: u32 = 8;
+/// The same announcement is verified at most this often.
+const CANDIDATE_COOLDOWN: Duration = Duration::from_secs(2);
+
+/// Something that should make the checker look at a peer before its next turn.
+#[derive(Debug, Clone)]
+pub enum Nudge {
+    /// An mDNS announcement: verify it, then record it.
+    Candidate(Announced),
+    /// The peer said goodbye: probe now, one failure is enough.
+    Goodbye(String),
+    /// A peer was added or changed by the API: probe now.
+    ProbeNow(String),
+}
+
+/// The sending side, for routes and discovery; sends never block (a full queue drops).
+#[derive(Clone)]
+pub struct Nudger(Sender<Nudge>);
+
+impl Nudger {
+    pub fn send(&self, nudge: Nudge) {
+        if self.0.try_send(nudge).is_err() {
+            log::debug!("health checker busy; a nudge was dropped");
+        }
+    }
+}
+
+pub fn channel() -> (Nudger, Receiver<Nudge>) {
+    let (tx, rx) = smol::channel::bounded(256);
+    (Nudger(tx), rx)
+}
+
+/// The probe timeout for an interval: shorter than the interval, at most 5 s (1.0.21's value).
+pub fn probe_timeout(interval: Duration) -> Duration {
+    (interval * 3 / 4).clamp(Duration::from_millis(100), Duration::from_secs(5))
+}
+
+/// How long after a probe started the next one is due.
+pub fn next_delay(interval: Duration, status: PeerStatus, failure_count: u32) -> Duration {
+    let factor = match status {
+        PeerStatus::Offline => {
+            let doublings = failure_count.saturating_sub(super::FAILURES_BEFORE_OFFLINE).min(3);
+            (1u32 << doublings).min(MAX_BACKOFF)
+        }
+        _ => 1,
+    };
+    jitter(interval * factor)
+}
+
+/// ±10 %.
+fn jitter(base: Duration) -> Duration {
+    let random = u16::from_le_bytes(crate::random::bytes(2).try_into().expect("two bytes"));
+    let fraction = 0.9 + 0.2 * (random as f64 / u16::MAX as f64);
+    base.mul_f64(fraction)
+}
+
+#[derive(Debug)]
+struct Schedule {
+    next: Instant,
+    in_flight: bool,
+    goodbye: bool,
+}
+
+enum Job {
+    Entry { node_id: String, started: Instant },
+    Candidate(Announced),
+}
+
+enum Wake {
+    Nudge(Nudge),
+    Done(Job, ProbeOutcome),
+    Tick,
+    Stop,
+}
+
+/// Runs until shutdown.
+pub async fn run(registry: Registry, interval: Duration, nudges: Receiver<Nudge>, shutdown: Shutdown) {
+    let timeout = probe_timeout(interval);
+    let tick = (interval / 10).clamp(Duration::from_millis(20), Duration::from_millis(500));
+    let (done_tx, done_rx) = smol::channel::unbounded::<(Job, ProbeOutcome)>();
+    let mut schedules: HashMap<String, Schedule> = HashMap::new();
+    let mut candidates: HashMap<String, Instant> = HashMap::new();
+    let mut tasks: Vec<Task<()>> = Vec::new();
+    loop {
+        tasks.retain(|t| !t.is_finished());
+        let now = Instant::now();
+        let peers = registry.list();
+        schedules.retain(|id, _| peers.iter().any(|p| &p.node_id == id));
+        for peer in &peers {
+            let schedule = schedules.entry(peer.node_id.clone()).or_insert_with(|| Schedule {
+                next: now + jitter(Duration::from_millis(20)),
+                in_flight: false,
+                goodbye: false,
+            });
+            if schedule.in_flight || schedule.next > now || tasks.len() >= MAX_IN_FLIGHT {
+                continue;
+            }
+            schedule.in_flight = true;
+            let job = Job::Entry { node_id: peer.node_id.clone(), started: now };
+            tasks.push(spawn_probe(job, peer.address.clone(), peer.port, timeout, done_tx.clone()));
+        }
+
+        let wake = futures_lite::future::or(
+            async { nudges.recv().await.map(Wake::Nudge).unwrap_or(Wake::Stop) },
+            futures_lite::future::or(
+                async { done_rx.recv().await.map(|(job, outcome)| Wake::Done(job, outcome)).unwrap_or(Wake::Stop) },
+                futures_lite::future::or(
+                    async {
+                        async_io::Timer::after(tick).await;
+                        Wake::Tick
+                    },
+                    async {
+                        shutdown.wait().await;
+                        Wake::Stop
+                    },
+                ),
+            ),
+        )
+        .await;
+        match wake {
+            Wake::Stop => break,
+            Wake::Tick => {}
+            Wake::Nudge(Nudge::ProbeNow(id)) => {
+                if let Some(s) = schedules.get_mut(&id) {
+                    s.next = Instant::now();
+                }
+            }
+            Wake::Nudge(Nudge::Goodbye(id)) => {
+                if let Some(s) = schedules.get_mut(&id) {
+                    log::info!("peer {id} said goodbye; checking it now");
+                    s.next = Instant::now();
+                    s.goodbye = true;
+                }
+            }
+            Wake::Nudge(Nudge::Candidate(announced)) => {
+                if worth_verifying(&registry, &announced, &mut candidates) && tasks.len() < MAX_IN_FLIGHT {
+                    let (address, port) = (announced.address.clone(), announced.port);
+                    tasks.push(spawn_probe(Job::Candidate(announced), address, port, timeout, done_tx.clone()));
+                }
+            }
+            Wake::Done(Job::Entry { node_id, started }, outcome) => {
+                let goodbye = schedules.get(&node_id).is_some_and(|s| s.goodbye);
+                let Some(id) = registry.record_probe(&node_id, &outcome, goodbye) else { continue };
+                let Some(peer) = registry.get(&id) else { continue };
+                let mut schedule =
+                    schedules.remove(&node_id).unwrap_or(Schedule { next: started, in_flight: false, goodbye: false });
+                schedule.in_flight = false;
+                schedule.goodbye = false;
+                schedule.next = started + next_delay(interval, peer.status, peer.failure_count);
+                schedules.insert(id, schedule);
+            }
+            Wake::Done(Job::Candidate(announced), outcome) => match outcome {
+                ProbeOutcome::Answered { node_id, .. } if node_id == announced.node_id => {
+                    if registry.upsert_verified(&announced).is_some() {
+                        log::debug!("peer {node_id} confirmed at {}:{}", announced.address, announced.port);
+                        schedules.insert(
+                            node_id,
+                            Schedule {
+                                next: Instant::now() + next_delay(interval, PeerStatus::Online, 0),
+                                in_flight: false,
+                                goodbye: false,
+                            },
+                        );
+                    }
+                }
+                _ => log::debug!(
+                    "announcement of {} at {}:{} not confirmed by a probe",
+                    announced.node_id,
+                    announced.address,
+                    announced.port
+                ),
+            },
+        }
+    }
+}
+
+/// Whether an announcement says something the registry does not know yet.
+fn worth_verifying(registry: &Registry, announced: &Announced, recent: &mut HashMap<String, Instant>) -> bool {
+    if announced.node_id == registry.own_id() {
+        return false;
+    }
+    if let Some(peer) = registry.get(&announced.node_id) {
+        let same = peer.status == PeerStatus::Online
+            && peer.is_at(&announced.address, announced.port)
+            && peer.hostname == announced.hostname
+            && peer.platform == announced.platform
+            && peer.version == announced.version
+            && peer.capabilities == announced.capabilities;
+        if same {
+            return false;
+        }
+    }
+    let now = Instant::now();
+    recent.retain(|_, at| now.duration_since(*at) < CANDIDATE_COOLDOWN);
+    if recent.contains_key(&announced.node_id) || recent.len() >= MAX_IN_FLIGHT {
+        return false;
+    }
+    recent.insert(announced.node_id.clone(), now);
+    true
+}
+
+fn spawn_probe(job: Job, address: String, port: u16, timeout: Duration, done: Sender<(Job, ProbeOutcome)>) -> Task<()> {
+    smol::spawn(async move {
+        let outcome = probe(&address, port, timeout).await;
+        let _ = done.send((job, outcome)).await;
+    })
+}
+
+/// `GET /api/v1/health` without a key; any 2xx that names a node id is an answer.
+pub async fn probe(address: &str, port: u16, timeout: Duration) -> ProbeOutcome {
+    let client = Client::new(&base_url(address, port), None).with_timeout(timeout);
+    match client.get::<serde_json::Value>("/api/v1/health").await {
+        Ok(body) => {
+            let node_id = body["nodeId"].as_str().unwrap_or_default();
+            if check_node_id("nodeId", node_id).is_ok() {
+                let version = body["version"].as_str().unwrap_or("unknown").chars().take(64).collect();
+                ProbeOutcome::Answered { node_id: node_id.to_string(), version }
+            } else {
+                ProbeOutcome::Failed
+            }
+        }
+        Err(e) => {
+            log::debug!("probe of {address}:{port} failed: {e}");
+            ProbeOutcome::Failed
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offline_peers_back_off_up_to_eight_intervals() {
+        let i = Duration::from_secs(10);
+        let within = |d: Duration, base: Duration| d >= base.mul_f64(0.9) && d <= base.mul_f64(1.1);
+        assert!(within(next_delay(i, PeerStatus::Online, 0), i));
+        assert!(within(next_delay(i, PeerStatus::Unknown, 2), i));
+        assert!(within(next_delay(i, PeerStatus::Offline, 3), i));
+        assert!(within(next_delay(i, PeerStatus::Offline, 4), i * 2));
+        assert!(within(next_delay(i, PeerStatus::Offline, 5), i * 4));
+        assert!(within(next_delay(i, PeerStatus::Offline, 6), i * 8));
+        assert!(within(next_delay(i, PeerStatus::Offline, 600), i * 8));
+    }
+
+    #[test]
+    fn probes_time_out_before_the_next_is_due() {
+        assert_eq!(probe_timeout(Duration::from_secs(15)), Duration::from_secs(5));
+        assert_eq!(probe_timeout(Duration::from_millis(400)), Duration::from_millis(300));
+        assert_eq!(probe_timeout(Duration::from_millis(100)), Duration::from_millis(100));
+    }
+}

@@ -1,0 +1,290 @@
+//! The peer registry: who this node knows, where to reach them and whether they answer.
+//!
+//! [`Peer`] is the §2.4 object of 1.0.21 (also the element of `peers.json`); [`registry`] keeps
+//! them keyed by the stable node id, persisted atomically; [`health`] probes them. Every field
+//! that comes from outside (HTTP bodies, handshakes, mDNS, an old `peers.json`) goes through the
+//! validators here first. This module knows no tide and no mDNS library.
+
+pub mod health;
+pub mod registry;
+
+use serde::{Deserialize, Serialize};
+
+pub use registry::Registry;
+
+/// Consecutive failed probes after which a peer is offline (1.0.21's constant).
+pub const FAILURES_BEFORE_OFFLINE: u32 = 3;
+
+/// Prefix of the node id given to a manual peer until a probe learns its real one.
+pub const MANUAL_PREFIX: &str = "manual-";
+
+/// A peer as 1.0.21 describes it (§2.4), plus an optional user-given `name`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Peer {
+    pub node_id: String,
+    pub hostname: String,
+    pub address: String,
+    pub port: u16,
+    pub platform: String,
+    pub version: String,
+    pub capabilities: Vec<String>,
+    pub status: PeerStatus,
+    /// Unix milliseconds of the last successful contact; 0 = never.
+    pub last_seen: u64,
+    /// Consecutive failed health checks.
+    pub failure_count: u32,
+    /// Always false, as in 1.0.21 (kept for its clients).
+    pub trusted: bool,
+    pub manually_added: bool,
+    /// The user's name for the peer (`peers add --name`, `connect`); keys are stored under it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PeerStatus {
+    Online,
+    Offline,
+    Unknown,
+}
+
+impl PeerStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PeerStatus::Online => "online",
+            PeerStatus::Offline => "offline",
+            PeerStatus::Unknown => "unknown",
+        }
+    }
+}
+
+impl Peer {
+    /// A manual peer as 1.0.21 constructs it: `manual-<address>:<port>` until probed.
+    pub fn manual(address: &str, port: u16) -> Peer {
+        Peer {
+            node_id: manual_id(address, port),
+            hostname: address.to_string(),
+            address: address.to_string(),
+            port,
+            platform: "unknown".into(),
+            version: "unknown".into(),
+            capabilities: Vec::new(),
+            status: PeerStatus::Unknown,
+            last_seen: 0,
+            failure_count: 0,
+            trusted: false,
+            manually_added: true,
+            name: None,
+        }
+    }
+
+    /// Whether this entry still waits for a probe to learn the real node id.
+    pub fn is_provisional(&self) -> bool {
+        self.node_id.starts_with(MANUAL_PREFIX)
+    }
+
+    /// Whether this entry is reached at `address:port` (addresses compare case-insensitively).
+    pub fn is_at(&self, address: &str, port: u16) -> bool {
+        self.port == port && self.address.eq_ignore_ascii_case(address)
+    }
+
+    /// `address:port`, with IPv6 literals in brackets.
+    pub fn endpoint(&self) -> String {
+        if self.address.contains(':') {
+            format!("[{}]:{}", self.address, self.port)
+        } else {
+            format!("{}:{}", self.address, self.port)
+        }
+    }
+}
+
+pub fn manual_id(address: &str, port: u16) -> String {
+    format!("{MANUAL_PREFIX}{address}:{port}")
+}
+
+/// What a peer says about itself (handshake, mDNS TXT), already validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Announced {
+    pub node_id: String,
+    pub hostname: String,
+    pub address: String,
+    pub port: u16,
+    pub platform: String,
+    pub version: String,
+    pub capabilities: Vec<String>,
+}
+
+/// Why a field was refused; the message names the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {problem}")]
+pub struct Invalid {
+    pub field: &'static str,
+    pub problem: String,
+}
+
+fn invalid(field: &'static str, problem: impl Into<String>) -> Invalid {
+    Invalid { field, problem: problem.into() }
+}
+
+/// A canonical UUID (any version): the only node ids accepted from the network.
+pub fn check_node_id(field: &'static str, id: &str) -> Result<(), Invalid> {
+    let ok = id.len() == 36
+        && id.char_indices().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => c == '-',
+            _ => c.is_ascii_hexdigit(),
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(field, "must be a node id (a UUID such as 9d48d4d4-a2c2-4b34-8b2a-14ec07805e65)"))
+    }
+}
+
+/// An IP literal (IPv6 with or without brackets) or a DNS host name; returned normalised
+/// (brackets removed, IPv6 in canonical form).
+pub fn check_address(field: &'static str, address: &str) -> Result<String, Invalid> {
+    let trimmed = address.trim();
+    let unbracketed = trimmed.strip_prefix('[').and_then(|a| a.strip_suffix(']')).unwrap_or(trimmed);
+    if let Ok(ip) = unbracketed.parse::<std::net::IpAddr>() {
+        if ip.is_unspecified() || ip.is_multicast() {
+            return Err(invalid(field, format!("'{unbracketed}' cannot be a peer's address")));
+        }
+        return Ok(ip.to_string());
+    }
+    if unbracketed.is_empty() {
+        return Err(invalid(field, "must not be empty"));
+    }
+    if !is_host_name(unbracketed) {
+        return Err(invalid(field, format!("'{}' is neither an IP address nor a host name", printable(unbracketed))));
+    }
+    Ok(unbracketed.to_string())
+}
+
+/// RFC 1123 host name: dot-separated labels of letters, digits, '-' and '_', at most 253 bytes.
+pub fn is_host_name(name: &str) -> bool {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+/// A display string from the network: 1..=max printable characters, no control characters.
+pub fn check_text(field: &'static str, text: &str, max: usize) -> Result<(), Invalid> {
+    if text.trim().is_empty() {
+        return Err(invalid(field, "must not be empty"));
+    }
+    if text.chars().count() > max {
+        return Err(invalid(field, format!("longer than {max} characters")));
+    }
+    if text.chars().any(char::is_control) {
+        return Err(invalid(field, "contains control characters"));
+    }
+    Ok(())
+}
+
+/// Capabilities: at most 16 short tokens of lowercase letters, digits and '-'.
+pub fn check_capabilities(field: &'static str, capabilities: &[String]) -> Result<(), Invalid> {
+    if capabilities.len() > 16 {
+        return Err(invalid(field, "more than 16 entries"));
+    }
+    for capability in capabilities {
+        let ok = !capability.is_empty()
+            && capability.len() <= 32
+            && capability.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !ok {
+            return Err(invalid(field, format!("'{}' is not a capability name", printable(capability))));
+        }
+    }
+    Ok(())
+}
+
+/// A peer name (`--name`, `auth.allowedKeys` key): 1..=64 of letters, digits, '.', '_', '-'.
+pub fn check_name(field: &'static str, name: &str) -> Result<(), Invalid> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(field, "must be 1 to 64 letters, digits, '.', '_' or '-'"))
+    }
+}
+
+impl Announced {
+    /// Checks every field; the first problem found is returned, naming its field.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        check_node_id("nodeId", &self.node_id)?;
+        check_text("hostname", &self.hostname, 253)?;
+        check_address("address", &self.address)?;
+        if self.port == 0 {
+            return Err(invalid("port", "must be 1 to 65535"));
+        }
+        check_text("platform", &self.platform, 32)?;
+        check_text("version", &self.version, 64)?;
+        check_capabilities("capabilities", &self.capabilities)
+    }
+}
+
+/// At most 64 characters of `text` with control characters replaced, for error messages.
+fn printable(text: &str) -> String {
+    text.chars().take(64).map(|c| if c.is_control() { '?' } else { c }).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn announced() -> Announced {
+        Announced {
+            node_id: "9d48d4d4-a2c2-4b34-8b2a-14ec07805e65".into(),
+            hostname: "box".into(),
+            address: "10.0.0.2".into(),
+            port: 19532,
+            platform: "linux".into(),
+            version: "1.0.21".into(),
+            capabilities: vec!["execute".into(), "ai-tasks".into()],
+        }
+    }
+
+    #[test]
+    fn announcements_are_validated_field_by_field() {
+        assert_eq!(announced().validate(), Ok(()));
+        let field = |change: fn(&mut Announced)| {
+            let mut a = announced();
+            change(&mut a);
+            a.validate().unwrap_err().field
+        };
+        assert_eq!(field(|a| a.node_id = "manual-x".into()), "nodeId");
+        assert_eq!(field(|a| a.hostname = "a\u{1b}[31m".into()), "hostname");
+        assert_eq!(field(|a| a.hostname = " ".into()), "hostname");
+        assert_eq!(field(|a| a.address = "10.0.0.2/24".into()), "address");
+        assert_eq!(field(|a| a.address = "0.0.0.0".into()), "address");
+        assert_eq!(field(|a| a.port = 0), "port");
+        assert_eq!(field(|a| a.platform = "x".repeat(33)), "platform");
+        assert_eq!(field(|a| a.capabilities = vec!["<script>".into()]), "capabilities");
+    }
+
+    #[test]
+    fn addresses_are_normalised() {
+        assert_eq!(check_address("a", "[fe80::1]").unwrap(), "fe80::1");
+        assert_eq!(check_address("a", " box.lan ").unwrap(), "box.lan");
+        assert_eq!(check_address("a", "10.1.2.3").unwrap(), "10.1.2.3");
+        for bad in ["", "a b", "http://x", "x@y", "-x", "a..b", "224.0.0.251"] {
+            assert!(check_address("a", bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn names_are_short_tokens() {
+        assert!(check_name("name", "bob-laptop.1").is_ok());
+        assert!(check_name("name", "").is_err());
+        assert!(check_name("name", "a/b").is_err());
+    }
+}

@@ -1,0 +1,269 @@
+//! Multi-host tests: one daemon per host of a netlab LAN (`../shared/tools/netlab`), all on
+//! port 19532 with mDNS on, plus a python-zeroconf stand-in for a 1.0.21 node.
+//!
+//! Each lab is a set of network namespaces with no way out, so nothing listens beyond the
+//! machine even though the daemons bind 0.0.0.0 inside. The tests need root and `ip netns`;
+//! without them they print why and return. The 1.0.21 stand-in needs python-zeroconf in the
+//! interpreter named by `LOOPSY_TEST_PYTHON` (default `python3`); without it that part is
+//! skipped, except when `CI=true`, where it fails.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::support::{loopsy_bin, TempDir};
+
+const PORT: u16 = 19532;
+
+fn netlab_tool() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/tools/netlab")
+}
+
+/// Why labs cannot be built here, if they cannot.
+fn cannot_build_labs() -> Option<String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("not root: network namespaces need CAP_NET_ADMIN".into());
+    }
+    let ip = Command::new("ip").args(["netns", "list"]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+    if !ip.is_ok_and(|s| s.success()) {
+        return Some("`ip netns` is not available (apt-get install -y iproute2)".into());
+    }
+    None
+}
+
+/// A lab, taken down on drop (which also stops everything spawned in it).
+struct Lab {
+    name: String,
+    hosts: Vec<Host>,
+}
+
+/// One host's loopsy home and log.
+struct Host {
+    home: TempDir,
+    log: PathBuf,
+}
+
+impl Lab {
+    /// `netlab up NAME N`, or `None` (with the reason printed) where labs cannot be built.
+    fn up(tag: &str, n: usize) -> Option<Lab> {
+        if let Some(reason) = cannot_build_labs() {
+            eprintln!("skipping netlab test: {reason}");
+            return None;
+        }
+        assert!(netlab_tool().exists(), "{} is missing (shared/ must sit beside the clone)", netlab_tool().display());
+        let name = format!("lp{tag}{}", std::process::id() % 100_000);
+        let _ = netlab(&["down", &name]);
+        let out = netlab(&["up", &name, &n.to_string()]);
+        assert!(out.status.success(), "netlab up failed: {}", String::from_utf8_lossy(&out.stderr));
+        let hosts = (1..=n)
+            .map(|i| {
+                let home = TempDir::new(&format!("{name}-h{i}"));
+                let log = home.path().join("host.log");
+                Host { home, log }
+            })
+            .collect();
+        Some(Lab { name, hosts })
+    }
+
+    fn ip(&self, i: usize) -> String {
+        let out = netlab(&["ip", &self.name, &i.to_string()]);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    fn home(&self, i: usize) -> &Path {
+        self.hosts[i - 1].home.path()
+    }
+
+    /// Starts a daemon on host `i`: 0.0.0.0:19532, mDNS on, the given health interval.
+    fn start_daemon(&self, i: usize, health_interval_ms: u64) {
+        let home = self.home(i);
+        let init = Command::new(loopsy_bin()).arg("--home").arg(home).arg("init").output().unwrap();
+        assert!(init.status.success(), "init: {}", String::from_utf8_lossy(&init.stderr));
+        let path = home.join("config.yaml");
+        let mut doc: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        doc["server"]["host"] = "0.0.0.0".into();
+        doc["server"]["port"] = PORT.into();
+        doc["discovery"]["enabled"] = true.into();
+        doc["discovery"]["healthInterval"] = health_interval_ms.into();
+        doc["logging"]["level"] = "debug".into();
+        std::fs::write(&path, serde_yaml::to_string(&doc).unwrap()).unwrap();
+        let home_arg = home.to_str().unwrap();
+        let _ = self.spawn(i, &[loopsy_bin(), "--home", home_arg, "start", "--foreground"]);
+        self.wait(Duration::from_secs(15), &format!("daemon {i} listens"), || home.join("daemon.json").exists());
+    }
+
+    /// `netlab spawn`; returns the PID (the command itself: netlab's wrappers exec it).
+    fn spawn(&self, i: usize, command: &[&str]) -> i32 {
+        let (host, log) = (i.to_string(), self.hosts[i - 1].log.to_str().unwrap().to_string());
+        let mut args = vec!["spawn", self.name.as_str(), host.as_str(), log.as_str()];
+        args.extend(command);
+        let out = netlab(&args);
+        assert!(out.status.success(), "netlab spawn: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().parse().expect("netlab spawn prints a PID")
+    }
+
+    /// Runs `loopsy --home <home of i> ARGS` as host `i`.
+    fn loopsy(&self, i: usize, args: &[&str]) -> Output {
+        let home = self.home(i).to_str().unwrap().to_string();
+        let host = i.to_string();
+        let mut all = vec!["exec", &self.name, &host, loopsy_bin(), "--home", &home];
+        all.extend(args);
+        netlab(&all)
+    }
+
+    /// Host `i`'s registry: node id → (status, address).
+    fn peers(&self, i: usize) -> Vec<Value> {
+        let out = self.loopsy(i, &["peers", "--json"]);
+        serde_json::from_slice::<Value>(&out.stdout)
+            .ok()
+            .and_then(|v| v["peers"].as_array().cloned())
+            .unwrap_or_default()
+    }
+
+    fn status(&self, i: usize, node_id: &str) -> Option<String> {
+        self.peers(i).iter().find(|p| p["nodeId"] == node_id).and_then(|p| p["status"].as_str().map(String::from))
+    }
+
+    fn node_id(&self, i: usize) -> String {
+        std::fs::read_to_string(self.home(i).join("node-id")).unwrap().trim().to_string()
+    }
+
+    /// Polls `condition`; on timeout prints every host's log and fails. Returns the time taken.
+    #[track_caller]
+    fn wait(&self, limit: Duration, what: &str, mut condition: impl FnMut() -> bool) -> Duration {
+        let start = Instant::now();
+        while !condition() {
+            if start.elapsed() > limit {
+                for (i, host) in self.hosts.iter().enumerate() {
+                    eprintln!("--- host {} log ---\n{}", i + 1, std::fs::read_to_string(&host.log).unwrap_or_default());
+                }
+                panic!("timed out after {limit:?} waiting until {what}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        start.elapsed()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = netlab(&["down", &self.name]);
+    }
+}
+
+fn netlab(args: &[&str]) -> Output {
+    Command::new(netlab_tool()).args(args).stdin(Stdio::null()).output().expect("running netlab")
+}
+
+#[test]
+fn daemons_on_a_lan_discover_each_other_and_follow_a_partition_and_its_healing() {
+    let interval = Duration::from_millis(500);
+    let Some(lab) = Lab::up("p", 3) else { return };
+    for i in 1..=3 {
+        lab.start_daemon(i, interval.as_millis() as u64);
+    }
+    let ids: Vec<String> = (1..=3).map(|i| lab.node_id(i)).collect();
+    let all_online = |i: usize| {
+        let peers = lab.peers(i);
+        (1..=3).filter(|j| *j != i).all(|j| {
+            peers.iter().any(|p| p["nodeId"] == ids[j - 1] && p["status"] == "online" && p["address"] == lab.ip(j))
+        }) && peers.len() == 2
+    };
+    let took = lab.wait(Duration::from_secs(5), "every daemon sees the two others online", || (1..=3).all(&all_online));
+    eprintln!("discovery took {took:?}");
+    let peers = lab.peers(1);
+    let h2 = peers.iter().find(|p| p["nodeId"] == ids[1]).unwrap();
+    assert_eq!(h2["port"], PORT);
+    assert_eq!(h2["hostname"], format!("{}-h2", lab.name));
+    assert_eq!(h2["version"], "1.0.21");
+
+    let out = netlab(&["partition", &lab.name, "1", "2"]);
+    assert!(out.status.success());
+    // Three failed probes, each at most an interval apart plus its timeout, and some slack.
+    let limit = interval * 4 + Duration::from_secs(1);
+    let took = lab.wait(limit, "hosts 1 and 2 see each other offline", || {
+        lab.status(1, &ids[1]).as_deref() == Some("offline") && lab.status(2, &ids[0]).as_deref() == Some("offline")
+    });
+    eprintln!("partition detected after {took:?} (interval {interval:?})");
+    assert_eq!(lab.status(3, &ids[0]).as_deref(), Some("online"), "host 3 still sees host 1");
+    assert_eq!(lab.status(3, &ids[1]).as_deref(), Some("online"), "host 3 still sees host 2");
+    assert_eq!(lab.status(1, &ids[2]).as_deref(), Some("online"));
+
+    let out = netlab(&["heal", &lab.name, "1", "2"]);
+    assert!(out.status.success());
+    let took = lab.wait(Duration::from_secs(10), "hosts 1 and 2 see each other online again", || {
+        lab.status(1, &ids[1]).as_deref() == Some("online") && lab.status(2, &ids[0]).as_deref() == Some("online")
+    });
+    eprintln!("healing noticed after {took:?}");
+    assert_eq!(lab.peers(1).len(), 2, "no duplicates");
+}
+
+/// The interpreter with python-zeroconf, or why there is none (fatal on CI).
+fn zeroconf_python() -> Result<String, String> {
+    let python = std::env::var("LOOPSY_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let ok = Command::new(&python)
+        .args(["-c", "import zeroconf"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if ok {
+        return Ok(python);
+    }
+    let reason =
+        format!("{python} has no zeroconf module (set LOOPSY_TEST_PYTHON to a python with `pip install zeroconf`)");
+    assert!(std::env::var("CI").as_deref() != Ok("true"), "{reason}");
+    Err(reason)
+}
+
+#[test]
+fn goodbyes_mark_peers_offline_at_once_and_a_1_0_21_node_is_discovered_with_its_address() {
+    // A long health interval: only a goodbye can explain a prompt offline.
+    let interval_ms = 20_000;
+    let Some(lab) = Lab::up("g", 3) else { return };
+    lab.start_daemon(1, interval_ms);
+    lab.start_daemon(2, interval_ms);
+    let (id1, id2) = (lab.node_id(1), lab.node_id(2));
+    lab.wait(Duration::from_secs(5), "hosts 1 and 2 see each other", || {
+        lab.status(1, &id2).as_deref() == Some("online") && lab.status(2, &id1).as_deref() == Some("online")
+    });
+
+    match zeroconf_python() {
+        Err(reason) => eprintln!("skipping the 1.0.21 part: {reason}"),
+        Ok(python) => {
+            let fake_id = "1021abcd-2222-4333-8444-555555555555";
+            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/netlab/fake_1_0_21.py");
+            let ip3 = lab.ip(3);
+            let fake_pid = lab.spawn(3, &[&python, script.to_str().unwrap(), fake_id, &ip3, &PORT.to_string()]);
+            let took = lab.wait(Duration::from_secs(5), "host 1 finds the 1.0.21 node", || {
+                lab.peers(1).iter().any(|p| p["nodeId"] == fake_id && p["status"] == "online")
+            });
+            eprintln!("1.0.21 node discovered after {took:?}");
+            let peers = lab.peers(1);
+            let fake = peers.iter().find(|p| p["nodeId"] == fake_id).unwrap();
+            assert_eq!(fake["address"], ip3.as_str(), "its A record was resolved");
+            assert_eq!(fake["hostname"], format!("{}-h3", lab.name), "the SRV target, the bare OS hostname");
+            assert_eq!((fake["port"].as_u64(), fake["platform"].as_str()), (Some(PORT as u64), Some("linux")));
+            assert_eq!(fake["capabilities"], serde_json::json!(["execute", "transfer", "context", "ai-tasks"]));
+            lab.wait(Duration::from_secs(5), "host 2 finds it too", || {
+                lab.status(2, fake_id).as_deref() == Some("online")
+            });
+            // Its stack's goodbye (TTL 0) is honoured as well.
+            // SAFETY: kill(2) on the PID netlab reported for the process it started.
+            assert_eq!(unsafe { libc::kill(fake_pid, libc::SIGTERM) }, 0);
+            lab.wait(Duration::from_secs(3), "host 1 sees the 1.0.21 node offline after its goodbye", || {
+                lab.status(1, fake_id).as_deref() == Some("offline")
+            });
+        }
+    }
+
+    let stop = lab.loopsy(2, &["stop"]);
+    assert!(stop.status.success(), "stop: {}", String::from_utf8_lossy(&stop.stderr));
+    let took = lab.wait(Duration::from_secs(2), "host 1 sees host 2 offline after its goodbye", || {
+        lab.status(1, &id2).as_deref() == Some("offline")
+    });
+    eprintln!("goodbye honoured after {took:?} (health interval {interval_ms} ms)");
+}
