@@ -8,6 +8,7 @@ pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod durable;
+pub mod exec;
 pub mod identity;
 pub mod instance;
 pub mod logger;

@@ -118,8 +118,17 @@ where
         if close {
             res.insert_header("Connection", "close");
         }
+        let event_stream = res.content_type().is_some_and(|mime| mime.essence() == "text/event-stream");
         let mut encoder = Encoder::new(res, method);
-        io::copy(&mut encoder, &mut io.clone()).await?;
+        let mut writer = io.clone();
+        let copy = io::copy(&mut encoder, &mut writer);
+        if event_stream {
+            // An event stream may be quiet for long: end it (dropping its producer) as soon as
+            // the client closes the connection, not at the next heartbeat.
+            future::or(copy, client_hangup(&io)).await?;
+        } else {
+            copy.await?;
+        }
         if close {
             return Ok(());
         }
@@ -127,6 +136,19 @@ where
         if unread > DRAIN_LIMIT {
             return Ok(());
         }
+    }
+}
+
+/// Completes with an error when the client closes its side of the connection. Bytes the client
+/// sends meanwhile (a pipelined request) stop the watch; heartbeats then notice a hang-up.
+async fn client_hangup<IO: 'static>(io: &IO) -> io::Result<u64> {
+    let Some(tcp) = (io as &dyn std::any::Any).downcast_ref::<TcpStream>() else {
+        return future::pending().await;
+    };
+    let mut byte = [0u8; 1];
+    match tcp.peek(&mut byte).await {
+        Ok(0) | Err(_) => Err(io::Error::new(io::ErrorKind::ConnectionAborted, "the client closed the connection")),
+        Ok(_) => future::pending().await,
     }
 }
 

@@ -14,6 +14,7 @@ pub mod openapi;
 pub mod rate_limit;
 mod request_log;
 pub mod routes;
+pub mod sse;
 pub mod state;
 
 use std::net::{IpAddr, SocketAddr};
@@ -67,6 +68,7 @@ async fn serve(paths: Paths, config: Config, node_id: NodeId, managed_by: Option
         limiter: Arc::new(rate_limit::RateLimiter::new(config.rate_limits.clone())),
         audit: audit::Audit::start(paths.audit_log(), audit::Rotation::default()),
         shutdown: Shutdown::new(),
+        executor: crate::exec::Executor::new(&config.execution),
         config: Arc::new(config),
         paths: paths.clone(),
     };
@@ -93,6 +95,8 @@ async fn serve(paths: Paths, config: Config, node_id: NodeId, managed_by: Option
     if left > 0 {
         log::warn!("{left} request(s) still running after {} s; stopping anyway", DRAIN_TIMEOUT.as_secs());
     }
+    // Jobs do not outlive the daemon (as in 1.0.21); none is left after a drained stop.
+    state.executor.kill_all();
     state.audit.close();
     RuntimeInfo::remove(&paths);
     log::info!("stopped");

@@ -7,6 +7,7 @@ use super::audit::Audit;
 use super::guard::Keyring;
 use super::rate_limit::RateLimiter;
 use crate::config::Config;
+use crate::exec::Executor;
 use crate::identity::NodeId;
 use crate::paths::Paths;
 use crate::shutdown::Shutdown;
@@ -23,6 +24,8 @@ pub struct State {
     pub limiter: Arc<RateLimiter>,
     pub audit: Audit,
     pub shutdown: Shutdown,
+    /// Running jobs of `/execute` and `/execute/stream`.
+    pub executor: Executor,
 }
 
 /// This daemon as others see it.

@@ -46,6 +46,7 @@ async fn get_identity(req: Request<State>) -> tide::Result {
 
 async fn get_status(req: Request<State>) -> tide::Result {
     let state = req.state();
+    let (active, total) = state.executor.counts();
     json_response(&Status {
         node_id: state.node.id.to_string(),
         hostname: state.node.hostname.clone(),
@@ -53,7 +54,7 @@ async fn get_status(req: Request<State>) -> tide::Result {
         version: PROTOCOL_VERSION.into(),
         uptime: state.node.uptime_ms(),
         peers: PeerCounts::default(),
-        jobs: JobCounts::default(),
+        jobs: JobCounts { active, total },
         context: ContextCounts::default(),
         implementation: IMPLEMENTATION.into(),
     })
