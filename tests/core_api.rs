@@ -154,3 +154,21 @@ fn keep_alive_serves_several_requests_on_one_connection() {
     }
     let _ = Request::new(&daemon.addr, "GET", "/api/v1/health").send();
 }
+
+#[test]
+fn shutdown_lets_a_request_in_flight_finish_and_refuses_new_connections() {
+    let mut daemon = Daemon::start("drain");
+    let request = daemon.req("POST", "/api/v1/execute").json(&serde_json::json!({"command": "sleep", "args": ["1"]}));
+    let in_flight = std::thread::spawn(move || request.send());
+    wait_until(Duration::from_secs(5), "the job is listed", || {
+        daemon.get("/api/v1/execute/jobs").expect(200)["jobs"].as_array().is_some_and(|jobs| jobs.len() == 1)
+    });
+    daemon.signal(libc::SIGTERM);
+    wait_until(Duration::from_secs(5), "new connections are refused", || {
+        std::net::TcpStream::connect(&daemon.addr).is_err()
+    });
+    let result = in_flight.join().unwrap().expect(200);
+    assert_eq!(result["exitCode"], 0, "the in-flight request got its result: {result}");
+    assert_eq!(result["killed"], false);
+    assert_eq!(daemon.wait_exit(Duration::from_secs(15)), Some(0));
+}

@@ -3,4 +3,5 @@
 mod support;
 
 mod core_api;
+mod execute;
 mod lifecycle;

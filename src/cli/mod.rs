@@ -1,6 +1,7 @@
 //! The command line: one file per subcommand, each with its `argh` struct and a `run`.
 
 mod daemon;
+mod exec;
 mod init;
 mod key;
 mod logs;
@@ -32,6 +33,7 @@ pub enum Command {
     Stop(daemon::StopArgs),
     Restart(daemon::RestartArgs),
     Status(status::Args),
+    Exec(exec::Args),
     Key(key::Args),
     Logs(logs::Args),
     Version(VersionArgs),
@@ -51,6 +53,7 @@ pub fn run(args: Loopsy) -> anyhow::Result<ExitCode> {
         Command::Stop(cmd) => daemon::stop(cmd, &paths),
         Command::Restart(cmd) => daemon::restart(cmd, &paths),
         Command::Status(cmd) => status::run(cmd, &paths),
+        Command::Exec(cmd) => exec::run(cmd, &paths),
         Command::Key(cmd) => key::run(cmd, &paths),
         Command::Logs(cmd) => logs::run(cmd, &paths),
         Command::Version(_) => {
