@@ -477,3 +477,19 @@ fn loopsy_exec_errors_are_clear_and_exit_2() {
     let idle = Home::new("cli-exec-nodaemon");
     idle.loopsy(&["exec", "local", "true"]).code(2).stderr_has("not running");
 }
+
+#[test]
+fn a_quiet_stream_sends_heartbeat_comments() {
+    let daemon = Daemon::start("exec-heartbeat");
+    let mut stream = daemon.req("POST", STREAM).json(&json!({"command": "sleep", "args": ["100"]})).stream();
+    let started = Instant::now();
+    let mut line = String::new();
+    while line.trim_end() != ": ping" {
+        line.clear();
+        assert!(stream.body.read_line(&mut line).unwrap() > 0, "the stream ended early");
+        assert!(started.elapsed() < Duration::from_secs(20), "no heartbeat within 20 s");
+    }
+    assert!(started.elapsed() >= Duration::from_secs(5), "heartbeats only after a quiet spell");
+    stream.close();
+    wait_until(Duration::from_secs(5), "the job ended", || jobs(&daemon).is_empty());
+}
