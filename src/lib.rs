@@ -9,6 +9,7 @@ pub mod config;
 pub mod daemon;
 pub mod discovery;
 pub mod durable;
+pub mod exec;
 pub mod identity;
 pub mod instance;
 pub mod logger;

@@ -155,3 +155,52 @@ fn keep_alive_serves_several_requests_on_one_connection() {
     }
     let _ = Request::new(&daemon.addr, "GET", "/api/v1/health").send();
 }
+
+#[test]
+fn shutdown_lets_a_request_in_flight_finish_and_refuses_new_connections() {
+    let mut daemon = Daemon::start("drain");
+    let request = daemon.req("POST", "/api/v1/execute").json(&serde_json::json!({"command": "sleep", "args": ["1"]}));
+    let in_flight = std::thread::spawn(move || request.send());
+    wait_until(Duration::from_secs(5), "the job is listed", || {
+        daemon.get("/api/v1/execute/jobs").expect(200)["jobs"].as_array().is_some_and(|jobs| jobs.len() == 1)
+    });
+    daemon.signal(libc::SIGTERM);
+    wait_until(Duration::from_secs(5), "new connections are refused", || {
+        std::net::TcpStream::connect(&daemon.addr).is_err()
+    });
+    let result = in_flight.join().unwrap().expect(200);
+    assert_eq!(result["exitCode"], 0, "the in-flight request got its result: {result}");
+    assert_eq!(result["killed"], false);
+    assert_eq!(daemon.wait_exit(Duration::from_secs(15)), Some(0));
+}
+
+#[test]
+fn refused_requests_with_bodies_keep_a_keep_alive_connection_usable() {
+    // See: the exec issue's report; the unread body used to be drained after the answer, which
+    // could swallow the start of the client's next request and stall the connection.
+    use std::io::{BufRead, BufReader, Read, Write};
+    let daemon = Daemon::start("drain");
+    let mut stream = std::net::TcpStream::connect(&daemon.addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let body = r#"{"command":"echo","args":["hi"]}"#;
+    for i in 0..200 {
+        write!(stream, "POST /api/v1/status HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()).unwrap();
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap_or_else(|e| panic!("request {i}: {e}"));
+        assert!(line.starts_with("HTTP/1.1 401"), "request {i}: {line}");
+        let mut length = 0;
+        loop {
+            line.clear();
+            reader.read_line(&mut line).unwrap();
+            if line == "\r\n" {
+                break;
+            }
+            if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = value.trim().parse().unwrap();
+            }
+        }
+        let mut answer = vec![0; length];
+        reader.read_exact(&mut answer).unwrap();
+    }
+}

@@ -3,6 +3,7 @@
 mod support;
 
 mod core_api;
+mod execute;
 mod lifecycle;
 mod netlab;
 mod pairing;

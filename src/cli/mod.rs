@@ -2,6 +2,7 @@
 
 mod connect;
 mod daemon;
+mod exec;
 mod init;
 mod key;
 mod logs;
@@ -36,6 +37,7 @@ pub enum Command {
     Stop(daemon::StopArgs),
     Restart(daemon::RestartArgs),
     Status(status::Args),
+    Exec(exec::Args),
     Key(key::Args),
     Logs(logs::Args),
     Mcp(mcp::Args),
@@ -59,6 +61,7 @@ pub fn run(args: Loopsy) -> anyhow::Result<ExitCode> {
         Command::Stop(cmd) => daemon::stop(cmd, &paths),
         Command::Restart(cmd) => daemon::restart(cmd, &paths),
         Command::Status(cmd) => status::run(cmd, &paths),
+        Command::Exec(cmd) => exec::run(cmd, &paths),
         Command::Key(cmd) => key::run(cmd, &paths),
         Command::Logs(cmd) => logs::run(cmd, &paths),
         Command::Mcp(cmd) => mcp::run(cmd, &paths),

@@ -175,20 +175,43 @@ where
         let method = req.method();
         let close_requested = req.header("Connection").is_some_and(|v| v.as_str().eq_ignore_ascii_case("close"));
         let mut res: tide::http::Response = app.respond(req).await?;
+        // Read what the handler left of the request body before answering: once the client has
+        // its answer it may send the next request at once, and reading ahead after that could
+        // swallow the start of it. A big unread body is not read: the connection closes instead.
+        let unread = io::copy(&mut (&mut body).take(DRAIN_LIMIT + 1), &mut io::sink()).await?;
         let close = close_requested
+            || unread > DRAIN_LIMIT
             || shutdown.is_triggered()
             || res.header("Connection").is_some_and(|v| v.as_str().eq_ignore_ascii_case("close"));
         if close {
             res.insert_header("Connection", "close");
         }
+        let event_stream = res.content_type().is_some_and(|mime| mime.essence() == "text/event-stream");
         let mut encoder = Encoder::new(res, method);
-        io::copy(&mut encoder, &mut io.clone()).await?;
+        let mut writer = io.clone();
+        let copy = io::copy(&mut encoder, &mut writer);
+        if event_stream {
+            // An event stream may be quiet for long: end it (dropping its producer) as soon as
+            // the client closes the connection, not at the next heartbeat.
+            future::or(copy, client_hangup(&io)).await?;
+        } else {
+            copy.await?;
+        }
         if close {
             return Ok(());
         }
-        let unread = io::copy(&mut (&mut body).take(DRAIN_LIMIT + 1), &mut io::sink()).await?;
-        if unread > DRAIN_LIMIT {
-            return Ok(());
-        }
+    }
+}
+
+/// Completes with an error when the client closes its side of the connection. Bytes the client
+/// sends meanwhile (a pipelined request) stop the watch; heartbeats then notice a hang-up.
+async fn client_hangup<IO: 'static>(io: &IO) -> io::Result<u64> {
+    let Some(tcp) = (io as &dyn std::any::Any).downcast_ref::<async_net::TcpStream>() else {
+        return future::pending().await;
+    };
+    let mut byte = [0u8; 1];
+    match tcp.peek(&mut byte).await {
+        Ok(0) | Err(_) => Err(io::Error::new(io::ErrorKind::ConnectionAborted, "the client closed the connection")),
+        Ok(_) => future::pending().await,
     }
 }

@@ -15,6 +15,7 @@ pub mod pairing;
 pub mod rate_limit;
 mod request_log;
 pub mod routes;
+pub mod sse;
 pub mod state;
 
 use std::net::{IpAddr, SocketAddr};
@@ -74,6 +75,7 @@ async fn serve(paths: Paths, config: Config, node_id: NodeId, managed_by: Option
         tls: listener::TlsSwitch::default(),
         pairing: pairing::Pairing::default(),
         runtime: Arc::new(std::sync::Mutex::new(None)),
+        executor: crate::exec::Executor::new(&config.execution),
         config: Arc::new(config),
         paths: paths.clone(),
         peers: registry.clone(),
@@ -117,6 +119,8 @@ async fn serve(paths: Paths, config: Config, node_id: NodeId, managed_by: Option
     if left > 0 {
         log::warn!("{left} request(s) still running after {} s; stopping anyway", DRAIN_TIMEOUT.as_secs());
     }
+    // Jobs do not outlive the daemon (as in 1.0.21); none is left after a drained stop.
+    state.executor.kill_all();
     state.audit.close();
     saver.await;
     RuntimeInfo::remove(&paths);

@@ -7,6 +7,7 @@ use super::audit::Audit;
 use super::guard::Keyring;
 use super::rate_limit::RateLimiter;
 use crate::config::Config;
+use crate::exec::Executor;
 use crate::identity::NodeId;
 use crate::paths::Paths;
 use crate::peers::health::Nudger;
@@ -35,6 +36,8 @@ pub struct State {
     pub peers: Registry,
     /// Asks the health checker to look at a peer now.
     pub nudger: Nudger,
+    /// Running jobs of `/execute` and `/execute/stream`.
+    pub executor: Executor,
 }
 
 /// This daemon as others see it.

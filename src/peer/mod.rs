@@ -4,6 +4,7 @@
 //! [`ClientError`] that says which daemon failed and how.
 
 pub mod resolve;
+pub mod sse;
 mod transport;
 
 pub use transport::Trust;
@@ -123,15 +124,7 @@ impl Client {
         body: Option<&impl Serialize>,
     ) -> Result<T, ClientError> {
         let url = format!("{}{}", self.base, path);
-        let mut request = self.http.request(method, &url);
-        if let Some(key) = &self.key {
-            request = request.header("Authorization", format!("Bearer {key}"));
-        }
-        if let Some(body) = body {
-            // Content-Type only with a body: 1.0.21 daemons reject an empty JSON body.
-            let json = serde_json::to_vec(body).map_err(|e| decode_error(&url, e))?;
-            request = request.body(json).content_type("application/json");
-        }
+        let request = self.request(method, &url, body)?;
         let exchange = async {
             let mut response = request.await.map_err(|e| transport_error(&self.base, e.to_string()))?;
             let bytes = response.body_bytes().await.map_err(|e| decode_error(&url, e))?;
@@ -147,7 +140,51 @@ impl Client {
         }
         serde_json::from_slice(&bytes).map_err(|e| decode_error(&url, e))
     }
+
+    /// `POST path` with a JSON body, answered by a Server-Sent Event stream. The timeout bounds
+    /// the wait for the response head; then the stream may last as long as events (or the
+    /// daemon's heartbeats) keep coming.
+    pub async fn post_events(&self, path: &str, body: &impl Serialize) -> Result<sse::EventStream, ClientError> {
+        let url = format!("{}{}", self.base, path);
+        let request = self.request(Method::Post, &url, Some(body))?.header("Accept", "text/event-stream");
+        let exchange = async {
+            request.await.map_err(|e| ClientError::Unreachable { url: self.base.clone(), reason: e.to_string() })
+        };
+        let timeout = async {
+            async_io::Timer::after(self.timeout).await;
+            Err(ClientError::Timeout { url: self.base.clone(), after: self.timeout })
+        };
+        let mut response = futures_lite::future::or(exchange, timeout).await?;
+        let status = response.status();
+        if !status.is_success() {
+            let bytes = response.body_bytes().await.map_err(|e| decode_error(&url, e))?;
+            return Err(remote_error(status as u16, &bytes));
+        }
+        Ok(sse::EventStream::new(response, self.base.clone(), SSE_IDLE_LIMIT))
+    }
+
+    fn request(
+        &self,
+        method: Method,
+        url: &str,
+        body: Option<&impl Serialize>,
+    ) -> Result<surf::RequestBuilder, ClientError> {
+        let mut request = self.http.request(method, url);
+        if let Some(key) = &self.key {
+            request = request.header("Authorization", format!("Bearer {key}"));
+        }
+        if let Some(body) = body {
+            // Content-Type only with a body: 1.0.21 daemons reject an empty JSON body.
+            let json = serde_json::to_vec(body).map_err(|e| decode_error(url, e))?;
+            request = request.body(json).content_type("application/json");
+        }
+        Ok(request)
+    }
 }
+
+/// An event stream silent for this long is taken as lost (daemons send a heartbeat every 10 s;
+/// 1.0.21 daemons send none, so this is generous).
+const SSE_IDLE_LIMIT: Duration = Duration::from_secs(600);
 
 fn decode_error(url: &str, e: impl std::fmt::Display) -> ClientError {
     ClientError::Decode { url: url.to_string(), reason: e.to_string() }

@@ -3,6 +3,7 @@
 //! Routes are mounted only through [`Mount`], which records a [`RouteSpec`] for each, so the
 //! OpenAPI test can check that the document describes every route that exists.
 
+mod execute;
 mod pairing;
 mod peers;
 mod system;
@@ -50,6 +51,7 @@ pub fn mount(app: &mut tide::Server<State>) -> Vec<RouteSpec> {
     system::mount(&mut mount);
     pairing::mount(&mut mount);
     peers::mount(&mut mount);
+    execute::mount(&mut mount);
     let specs = mount.specs;
     // Everything else: authenticate first (no probing of what exists without a key), then 404.
     let fallback = Guard { access: Access::Key, limit: None };
@@ -60,5 +62,5 @@ pub fn mount(app: &mut tide::Server<State>) -> Vec<RouteSpec> {
 
 /// The OpenAPI paths and schemas contributed by each area.
 pub fn openapi_parts() -> Vec<serde_json::Value> {
-    vec![system::openapi(), pairing::openapi(), peers::openapi()]
+    vec![system::openapi(), pairing::openapi(), peers::openapi(), execute::openapi()]
 }

@@ -47,6 +47,7 @@ async fn get_identity(req: Request<State>) -> tide::Result {
 async fn get_status(req: Request<State>) -> tide::Result {
     let state = req.state();
     let (total, online) = state.peers.counts();
+    let (active, jobs_total) = state.executor.counts();
     json_response(&Status {
         node_id: state.node.id.to_string(),
         hostname: state.node.hostname.clone(),
@@ -54,7 +55,7 @@ async fn get_status(req: Request<State>) -> tide::Result {
         version: PROTOCOL_VERSION.into(),
         uptime: state.node.uptime_ms(),
         peers: PeerCounts { total, online, offline: total - online },
-        jobs: JobCounts::default(),
+        jobs: JobCounts { active, total: jobs_total },
         context: ContextCounts::default(),
         implementation: IMPLEMENTATION.into(),
     })

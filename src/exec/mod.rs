@@ -1,0 +1,577 @@
+//! Remote execution: the one service behind `POST /execute` and `POST /execute/stream`.
+//!
+//! [`Executor::start`] checks a request (fields, loader variables, the deny/allow list, the
+//! concurrency cap), starts the process in its own group and registers it in the job table;
+//! [`Job::run`] then feeds its output to a [`Sink`] (collected for `/execute`, streamed as SSE
+//! for `/execute/stream`) until it ends. On timeout, cancel (`DELETE`) or when the job is dropped
+//! unfinished (a streaming client went away), the whole process group gets SIGTERM and, after a
+//! grace period, SIGKILL. Output is capped per stream and decoded as UTF-8 without splitting
+//! characters. This module knows nothing of HTTP.
+
+pub mod api;
+mod output;
+pub mod policy;
+mod process;
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::os::unix::process::ExitStatusExt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_io::Timer;
+use futures_lite::{future, AsyncReadExt};
+use smol::channel::{Receiver, Sender};
+use smol::process::{Child, ChildStderr, ChildStdout};
+
+use crate::config::Execution;
+use output::{Cap, Utf8Decoder};
+pub use policy::{Policy, Refusal};
+pub use process::SpawnError;
+
+/// Time between SIGTERM and SIGKILL when a job is stopped.
+pub const KILL_GRACE: Duration = Duration::from_secs(2);
+/// Bytes read from a pipe at a time.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// A request to run something, already decoded from the wire.
+#[derive(Debug, Clone, Default)]
+pub struct Spec {
+    pub command: String,
+    pub args: Vec<String>,
+    pub cwd: Option<String>,
+    /// Merged over the daemon's environment.
+    pub env: BTreeMap<String, String>,
+    /// `None`: `execution.defaultTimeout`.
+    pub timeout: Option<Duration>,
+    /// `X-Loopsy-Node-Id` of the caller, `unknown` without it (1.0.21).
+    pub from_node_id: String,
+    pub streamed: bool,
+}
+
+/// Why a job was not started.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    /// A field of the request is unusable; the message names it.
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    #[error("Max concurrent jobs ({max}) reached")]
+    Busy { max: usize },
+    #[error(transparent)]
+    Spawn(#[from] SpawnError),
+}
+
+/// One running job as the job table lists it.
+#[derive(Debug, Clone)]
+pub struct JobInfo {
+    pub job_id: String,
+    pub command: String,
+    pub args: Vec<String>,
+    pub started_at: u64,
+    pub from_node_id: String,
+    pub pid: u32,
+    pub streamed: bool,
+}
+
+/// Which pipe a piece of output came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pipe {
+    Stdout,
+    Stderr,
+}
+
+/// The receiver of a job's output went away; the job is stopped.
+#[derive(Debug)]
+pub struct Gone;
+
+/// Where a running job's output goes, as UTF-8 text in arrival order.
+pub trait Sink: Send {
+    fn output(&mut self, pipe: Pipe, text: String) -> impl Future<Output = Result<(), Gone>> + Send;
+}
+
+/// Why a job was stopped before it ended by itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    Timeout,
+    Cancelled,
+    ReceiverGone,
+}
+
+/// How a job ended.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// `None` when a signal ended it.
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub stopped: Option<Stop>,
+    pub duration: Duration,
+    pub stdout_truncated: bool,
+    pub stderr_truncated: bool,
+}
+
+impl Outcome {
+    /// The exit code a shell would show: the code, or 128 + signal number.
+    pub fn shell_code(&self) -> i32 {
+        self.exit_code.or(self.signal.map(|signal| 128 + signal)).unwrap_or(0)
+    }
+
+    pub fn signal_name(&self) -> Option<String> {
+        self.signal.map(process::signal_name)
+    }
+}
+
+/// The execution service of one daemon: a cheap-clone handle.
+#[derive(Clone)]
+pub struct Executor {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    policy: Policy,
+    max_concurrent: usize,
+    default_timeout: Duration,
+    max_output_bytes: u64,
+    table: Mutex<Table>,
+    total: AtomicU64,
+}
+
+#[derive(Default)]
+struct Table {
+    /// Reserved slots: jobs being started plus jobs in `jobs`.
+    active: usize,
+    jobs: HashMap<String, Entry>,
+}
+
+struct Entry {
+    info: JobInfo,
+    cancel: Sender<()>,
+}
+
+impl Executor {
+    pub fn new(config: &Execution) -> Executor {
+        Executor {
+            inner: Arc::new(Inner {
+                policy: Policy::new(&config.denylist, config.allowlist.as_deref()),
+                max_concurrent: config.max_concurrent as usize,
+                default_timeout: Duration::from_millis(config.default_timeout),
+                max_output_bytes: config.max_output_bytes,
+                table: Mutex::new(Table::default()),
+                total: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// Checks `spec` and starts it: deny/allow list, then the concurrency cap, then spawn.
+    pub fn start(&self, spec: Spec) -> Result<Job, ExecError> {
+        validate(&spec)?;
+        self.inner.policy.check(&spec.command, &spec.args)?;
+        let slot = self.reserve()?;
+        let launch =
+            process::Launch { command: &spec.command, args: &spec.args, cwd: spec.cwd.as_deref(), env: &spec.env };
+        let mut child = process::spawn(&launch)?;
+        let started = Instant::now();
+        let pid = child.id();
+        let job_id = crate::random::uuid_v4();
+        let (cancel, cancelled) = smol::channel::bounded(1);
+        let info = JobInfo {
+            job_id: job_id.clone(),
+            command: spec.command,
+            args: spec.args,
+            started_at: crate::clock::now_ms(),
+            from_node_id: spec.from_node_id,
+            pid,
+            streamed: spec.streamed,
+        };
+        self.inner.table.lock().expect("job table lock").jobs.insert(job_id.clone(), Entry { info, cancel });
+        slot.keep(); // the job holds the place now; its Drop releases it
+        self.inner.total.fetch_add(1, Ordering::Relaxed);
+        let timeout = spec.timeout.unwrap_or(self.inner.default_timeout);
+        Ok(Job {
+            id: job_id,
+            pgid: pid,
+            stdout: child.stdout.take().expect("stdout is piped"),
+            stderr: child.stderr.take().expect("stderr is piped"),
+            child,
+            cancelled,
+            started,
+            deadline: started.checked_add(timeout),
+            cap: self.inner.max_output_bytes,
+            finished: false,
+            executor: self.clone(),
+        })
+    }
+
+    fn reserve(&self) -> Result<Slot<'_>, ExecError> {
+        let mut table = self.inner.table.lock().expect("job table lock");
+        if table.active >= self.inner.max_concurrent {
+            return Err(ExecError::Busy { max: self.inner.max_concurrent });
+        }
+        table.active += 1;
+        Ok(Slot { executor: self, kept: false })
+    }
+
+    fn release(&self, job_id: Option<&str>) {
+        let mut table = self.inner.table.lock().expect("job table lock");
+        if let Some(job_id) = job_id {
+            table.jobs.remove(job_id);
+        }
+        table.active -= 1;
+    }
+
+    /// Asks a running job to stop; false if there is no such job.
+    pub fn cancel(&self, job_id: &str) -> bool {
+        let table = self.inner.table.lock().expect("job table lock");
+        match table.jobs.get(job_id) {
+            Some(entry) => {
+                let _ = entry.cancel.try_send(()); // full: already asked
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The running jobs, oldest first.
+    pub fn jobs(&self) -> Vec<JobInfo> {
+        let table = self.inner.table.lock().expect("job table lock");
+        let mut jobs: Vec<JobInfo> = table.jobs.values().map(|entry| entry.info.clone()).collect();
+        jobs.sort_by(|a, b| a.started_at.cmp(&b.started_at).then_with(|| a.job_id.cmp(&b.job_id)));
+        jobs
+    }
+
+    /// (running jobs, jobs started since the daemon started).
+    pub fn counts(&self) -> (usize, u64) {
+        let running = self.inner.table.lock().expect("job table lock").jobs.len();
+        (running, self.inner.total.load(Ordering::Relaxed))
+    }
+
+    /// SIGKILLs every running job's process group (the daemon is exiting).
+    pub fn kill_all(&self) {
+        let table = self.inner.table.lock().expect("job table lock");
+        for entry in table.jobs.values() {
+            process::signal_group(entry.info.pid, libc::SIGKILL);
+        }
+    }
+}
+
+/// A reserved place under the concurrency cap, returned if the spawn fails.
+struct Slot<'a> {
+    executor: &'a Executor,
+    kept: bool,
+}
+
+impl Slot<'_> {
+    fn keep(mut self) {
+        self.kept = true;
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        if !self.kept {
+            self.executor.release(None);
+        }
+    }
+}
+
+/// Loader variables let a caller inject code into every program run (weakness D5).
+fn is_dangerous_env(name: &str) -> bool {
+    name.starts_with("LD_") || name.starts_with("DYLD_")
+}
+
+fn validate(spec: &Spec) -> Result<(), ExecError> {
+    let invalid = |message: String| Err(ExecError::Invalid(message));
+    if spec.command.is_empty() {
+        return invalid("field 'command' must not be empty".into());
+    }
+    if spec.command.contains('\0') {
+        return invalid("field 'command' must not contain NUL".into());
+    }
+    if let Some(i) = spec.args.iter().position(|arg| arg.contains('\0')) {
+        return invalid(format!("field 'args[{i}]' must not contain NUL"));
+    }
+    if spec.cwd.as_deref().is_some_and(|cwd| cwd.is_empty() || cwd.contains('\0')) {
+        return invalid("field 'cwd' must be a non-empty path without NUL".into());
+    }
+    for (name, value) in &spec.env {
+        if name.is_empty() || name.contains(['=', '\0']) || value.contains('\0') {
+            return invalid(format!(
+                "field 'env.{name}': names must be non-empty without '=' or NUL, values without NUL"
+            ));
+        }
+        if is_dangerous_env(name) {
+            return invalid(format!(
+                "field 'env.{name}': loader variables (LD_*, DYLD_*) cannot be set through a remote request"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A started job. Dropping it before [`Job::run`] finished stops its process group.
+pub struct Job {
+    id: String,
+    pgid: u32,
+    child: Child,
+    stdout: ChildStdout,
+    stderr: ChildStderr,
+    cancelled: Receiver<()>,
+    started: Instant,
+    /// `None`: the timeout is too large to matter.
+    deadline: Option<Instant>,
+    cap: u64,
+    finished: bool,
+    executor: Executor,
+}
+
+/// One thing the run loop waits for.
+enum Event {
+    Read(Pipe, std::io::Result<usize>),
+    Deadline,
+    Cancel,
+    Kill,
+}
+
+/// One pipe of a running job: its reader, decoder and cap.
+struct PipeState {
+    pipe: Pipe,
+    open: bool,
+    buf: Vec<u8>,
+    cap: Cap,
+    decoder: Utf8Decoder,
+}
+
+impl PipeState {
+    fn new(pipe: Pipe, cap: u64) -> PipeState {
+        PipeState { pipe, open: true, buf: vec![0; READ_CHUNK], cap: Cap::new(cap), decoder: Utf8Decoder::default() }
+    }
+
+    /// The text to pass on for a read of `n` bytes (0 = end of stream).
+    fn text(&mut self, n: usize) -> String {
+        if n == 0 {
+            self.open = false;
+            return if self.cap.truncated() { String::new() } else { self.decoder.finish() };
+        }
+        let admitted = self.cap.admit(&self.buf[..n]);
+        if admitted.is_empty() {
+            String::new()
+        } else {
+            self.decoder.push(admitted)
+        }
+    }
+}
+
+impl Job {
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Runs the job to its end, passing output to `sink`.
+    pub async fn run(mut self, sink: &mut impl Sink) -> Outcome {
+        let mut out = PipeState::new(Pipe::Stdout, self.cap);
+        let mut err = PipeState::new(Pipe::Stderr, self.cap);
+        let mut stopped: Option<Stop> = None;
+        let mut kill_at: Option<Instant> = None;
+        let mut sink_gone = false;
+        while out.open || err.open {
+            let event = self.next_event(&mut out, &mut err, stopped.is_none(), kill_at).await;
+            let reason = match event {
+                Event::Read(pipe, result) => {
+                    let state = if pipe == Pipe::Stdout { &mut out } else { &mut err };
+                    let text = state.text(*result.as_ref().unwrap_or(&0));
+                    if !text.is_empty() && !sink_gone && sink.output(state.pipe, text).await.is_err() {
+                        sink_gone = true;
+                        Some(Stop::ReceiverGone)
+                    } else {
+                        None
+                    }
+                }
+                Event::Deadline => Some(Stop::Timeout),
+                Event::Cancel => Some(Stop::Cancelled),
+                Event::Kill => {
+                    process::signal_group(self.pgid, libc::SIGKILL);
+                    kill_at = None;
+                    None
+                }
+            };
+            if let (Some(reason), None) = (reason, stopped) {
+                stopped = Some(reason);
+                kill_at = Some(self.terminate());
+            }
+        }
+        let status = self.wait_exit(&mut stopped, &mut kill_at).await;
+        self.finished = true;
+        if let Some(kill_at) = kill_at {
+            escalate_later(self.pgid, kill_at);
+        }
+        Outcome {
+            exit_code: status.as_ref().and_then(|s| s.code()),
+            signal: status.as_ref().and_then(|s| s.signal()),
+            stopped,
+            duration: self.started.elapsed(),
+            stdout_truncated: out.cap.truncated(),
+            stderr_truncated: err.cap.truncated(),
+        }
+    }
+
+    /// Waits for whichever comes first: output on an open pipe, the deadline, a cancel, the
+    /// SIGKILL escalation.
+    async fn next_event(
+        &mut self,
+        out: &mut PipeState,
+        err: &mut PipeState,
+        may_stop: bool,
+        kill_at: Option<Instant>,
+    ) -> Event {
+        let (stdout, stderr, cancelled) = (&mut self.stdout, &mut self.stderr, &self.cancelled);
+        let read_out = async {
+            if !out.open {
+                return future::pending().await;
+            }
+            Event::Read(Pipe::Stdout, stdout.read(&mut out.buf).await)
+        };
+        let read_err = async {
+            if !err.open {
+                return future::pending().await;
+            }
+            Event::Read(Pipe::Stderr, stderr.read(&mut err.buf).await)
+        };
+        let stops = stop_events(may_stop.then_some(self.deadline).flatten(), may_stop.then_some(cancelled), kill_at);
+        future::or(future::or(read_out, read_err), stops).await
+    }
+
+    /// Waits for the process to exit, still honouring the deadline, cancels and escalation
+    /// (a program may close its output and keep running).
+    async fn wait_exit(
+        &mut self,
+        stopped: &mut Option<Stop>,
+        kill_at: &mut Option<Instant>,
+    ) -> Option<std::process::ExitStatus> {
+        loop {
+            let may_stop = stopped.is_none();
+            let (child, cancelled) = (&mut self.child, &self.cancelled);
+            let stops =
+                stop_events(may_stop.then_some(self.deadline).flatten(), may_stop.then_some(cancelled), *kill_at);
+            let exited = async { Ok::<_, Event>(child.status().await) };
+            match future::or(exited, async { Err(stops.await) }).await {
+                Ok(status) => return status.ok(),
+                Err(Event::Kill) => {
+                    process::signal_group(self.pgid, libc::SIGKILL);
+                    *kill_at = None;
+                }
+                Err(Event::Deadline) => {
+                    *stopped = Some(Stop::Timeout);
+                    *kill_at = Some(self.terminate());
+                }
+                Err(_) => {
+                    *stopped = Some(Stop::Cancelled);
+                    *kill_at = Some(self.terminate());
+                }
+            }
+        }
+    }
+
+    /// SIGTERM to the group; returns when SIGKILL is due.
+    fn terminate(&self) -> Instant {
+        process::signal_group(self.pgid, libc::SIGTERM);
+        Instant::now() + KILL_GRACE
+    }
+}
+
+/// The deadline, a cancel request and the SIGKILL escalation, whichever is enabled and first.
+async fn stop_events(deadline: Option<Instant>, cancelled: Option<&Receiver<()>>, kill_at: Option<Instant>) -> Event {
+    let at = |when: Option<Instant>| async move {
+        match when {
+            Some(when) => {
+                Timer::at(when).await;
+            }
+            None => future::pending::<()>().await,
+        }
+    };
+    let deadline = async {
+        at(deadline).await;
+        Event::Deadline
+    };
+    let cancel = async {
+        match cancelled {
+            Some(receiver) if receiver.recv().await.is_ok() => Event::Cancel,
+            _ => future::pending().await,
+        }
+    };
+    let kill = async {
+        at(kill_at).await;
+        Event::Kill
+    };
+    future::or(kill, future::or(deadline, cancel)).await
+}
+
+/// After the job's own process is gone, other members of its group may still be handling
+/// SIGTERM: SIGKILL them when the grace period ends. (The group id cannot be reused while any
+/// member lives, so this cannot hit an unrelated group unless the group vanished meanwhile and
+/// the PID wrapped around within the grace period.)
+fn escalate_later(pgid: u32, kill_at: Instant) {
+    if !process::signal_group(pgid, 0) {
+        return;
+    }
+    smol::spawn(async move {
+        Timer::at(kill_at).await;
+        process::signal_group(pgid, libc::SIGKILL);
+    })
+    .detach();
+}
+
+impl Drop for Job {
+    fn drop(&mut self) {
+        if !self.finished {
+            // Dropped while running: the receiver of its output is gone.
+            let kill_at = self.terminate();
+            escalate_later(self.pgid, kill_at);
+        }
+        self.executor.release(Some(&self.id));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(command: &str) -> Spec {
+        Spec { command: command.into(), from_node_id: "unknown".into(), ..Spec::default() }
+    }
+
+    #[test]
+    fn requests_are_validated_field_by_field() {
+        let message = |spec: Spec| match validate(&spec) {
+            Err(ExecError::Invalid(message)) => message,
+            other => panic!("{other:?}"),
+        };
+        assert!(message(spec("")).contains("'command'"));
+        assert!(message(Spec { args: vec!["ok".into(), "a\0".into()], ..spec("ls") }).contains("'args[1]'"));
+        assert!(message(Spec { cwd: Some(String::new()), ..spec("ls") }).contains("'cwd'"));
+        for name in ["LD_PRELOAD", "LD_LIBRARY_PATH", "LD_AUDIT", "DYLD_INSERT_LIBRARIES"] {
+            let env = BTreeMap::from([(name.to_string(), "/tmp/x.so".to_string())]);
+            assert!(message(Spec { env, ..spec("ls") }).contains(name));
+        }
+        let env = BTreeMap::from([("A=B".to_string(), "x".to_string())]);
+        assert!(message(Spec { env, ..spec("ls") }).contains("env.A=B"));
+        let env = BTreeMap::from([("OLD_PATH".to_string(), "x".to_string()), ("PATH".to_string(), "/bin".to_string())]);
+        assert!(validate(&Spec { env, ..spec("ls") }).is_ok());
+    }
+
+    #[test]
+    fn the_shell_code_of_a_signal_death_is_128_plus_the_signal() {
+        let outcome = Outcome {
+            exit_code: None,
+            signal: Some(15),
+            stopped: Some(Stop::Timeout),
+            duration: Duration::ZERO,
+            stdout_truncated: false,
+            stderr_truncated: false,
+        };
+        assert_eq!(outcome.shell_code(), 143);
+        assert_eq!(outcome.signal_name().as_deref(), Some("SIGTERM"));
+        assert_eq!(Outcome { exit_code: Some(3), signal: None, ..outcome }.shell_code(), 3);
+    }
+}

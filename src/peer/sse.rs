@@ -1,0 +1,125 @@
+//! Reading a Server-Sent Event stream from a daemon, event by event, as it arrives.
+//!
+//! Accepts `data:x` and `data: x`, multi-line data, `event:`/`id:` fields and skips comment
+//! lines (heartbeats). A stream silent for longer than the idle limit counts as lost: daemons
+//! send a heartbeat every 10 s.
+
+use std::time::Duration;
+
+use futures_lite::AsyncBufReadExt;
+
+use super::ClientError;
+
+/// One event.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Event {
+    pub event: Option<String>,
+    pub id: Option<String>,
+    pub data: String,
+}
+
+/// An open event stream.
+pub struct EventStream {
+    response: surf::Response,
+    url: String,
+    idle_limit: Duration,
+}
+
+impl EventStream {
+    pub(super) fn new(response: surf::Response, url: String, idle_limit: Duration) -> EventStream {
+        EventStream { response, url, idle_limit }
+    }
+
+    /// The next event; `None` when the daemon ended the stream.
+    pub async fn next(&mut self) -> Result<Option<Event>, ClientError> {
+        let mut parser = Parser::default();
+        loop {
+            let mut line = String::new();
+            let read = futures_lite::future::or(async { Some(self.response.read_line(&mut line).await) }, async {
+                async_io::Timer::after(self.idle_limit).await;
+                None
+            })
+            .await;
+            let read = match read {
+                None => return Err(ClientError::Timeout { url: self.url.clone(), after: self.idle_limit }),
+                Some(read) => {
+                    read.map_err(|e| ClientError::Unreachable { url: self.url.clone(), reason: e.to_string() })?
+                }
+            };
+            if read == 0 {
+                return Ok(parser.finish());
+            }
+            if let Some(event) = parser.line(&line) {
+                return Ok(Some(event));
+            }
+        }
+    }
+}
+
+/// Builds events from lines.
+#[derive(Debug, Default)]
+struct Parser {
+    event: Event,
+    seen: bool,
+}
+
+impl Parser {
+    /// Takes one line (with or without its line ending); an empty line completes an event.
+    fn line(&mut self, line: &str) -> Option<Event> {
+        let line = line.trim_end_matches(['\r', '\n']);
+        if line.is_empty() {
+            return self.finish();
+        }
+        if line.starts_with(':') {
+            return None;
+        }
+        let (field, value) = line.split_once(':').unwrap_or((line, ""));
+        let value = value.strip_prefix(' ').unwrap_or(value);
+        self.seen = true;
+        match field {
+            "event" => self.event.event = Some(value.to_string()),
+            "id" => self.event.id = Some(value.to_string()),
+            "data" => {
+                if !self.event.data.is_empty() {
+                    self.event.data.push('\n');
+                }
+                self.event.data.push_str(value);
+            }
+            _ => {}
+        }
+        None
+    }
+
+    fn finish(&mut self) -> Option<Event> {
+        let seen = std::mem::take(&mut self.seen);
+        let event = std::mem::take(&mut self.event);
+        seen.then_some(event)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Vec<Event> {
+        let mut parser = Parser::default();
+        let mut events: Vec<Event> = text.split_inclusive('\n').filter_map(|line| parser.line(line)).collect();
+        events.extend(parser.finish());
+        events
+    }
+
+    #[test]
+    fn events_with_and_without_a_space_after_the_colon() {
+        let events = parse(": ping\n\ndata: {\"a\":1}\n\ndata:x\r\n\r\nevent:exit\nid: 7\ndata: one\ndata: two\n\n");
+        let data: Vec<&str> = events.iter().map(|e| e.data.as_str()).collect();
+        assert_eq!(data, ["{\"a\":1}", "x", "one\ntwo"]);
+        assert_eq!(events[2].event.as_deref(), Some("exit"));
+        assert_eq!(events[2].id.as_deref(), Some("7"));
+    }
+
+    #[test]
+    fn a_last_event_without_its_blank_line_still_counts() {
+        assert_eq!(parse("data: end").len(), 1);
+        assert!(parse(": only a comment\n\n").is_empty());
+    }
+}

@@ -1,0 +1,495 @@
+//! Remote execution: `/execute`, `/execute/stream`, `/execute/jobs`, `DELETE /execute/:jobId`
+//! and `loopsy exec`.
+
+use std::io::BufRead;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::support::{loopsy_bin, wait_until, Daemon, Home};
+
+const EXECUTE: &str = "/api/v1/execute";
+const STREAM: &str = "/api/v1/execute/stream";
+const JOBS: &str = "/api/v1/execute/jobs";
+
+/// Whether `pid` is a live process (a zombie waiting to be reaped counts as gone).
+fn alive(pid: u64) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
+        Err(_) => false,
+    }
+}
+
+fn execute(daemon: &Daemon, body: Value) -> Value {
+    daemon.req("POST", EXECUTE).json(&body).send().expect(200)
+}
+
+fn jobs(daemon: &Daemon) -> Vec<Value> {
+    daemon.get(JOBS).expect(200)["jobs"].as_array().unwrap().clone()
+}
+
+/// A script that starts a background grandchild, prints its PID, then waits.
+fn grandchild_script() -> Value {
+    json!(["-c", "sleep 100 & echo $!; sleep 100"])
+}
+
+#[test]
+fn a_command_runs_and_its_output_and_exit_code_come_back() {
+    let daemon = Daemon::start("exec-ok");
+    let result = execute(&daemon, json!({"command": "echo", "args": ["hi", "there"]}));
+    assert_eq!(result["exitCode"], 0);
+    assert_eq!(result["stdout"], "hi there\n");
+    assert_eq!(result["stderr"], "");
+    assert_eq!(result["killed"], false);
+    assert_eq!(result["signal"], Value::Null);
+    assert_eq!(result["truncated"], false);
+    assert_eq!(result["jobId"].as_str().unwrap().len(), 36, "a UUID: {result}");
+    assert!(result["duration"].is_u64());
+}
+
+#[test]
+fn a_non_zero_exit_is_still_a_200_with_the_code() {
+    let daemon = Daemon::start("exec-nonzero");
+    let result = execute(&daemon, json!({"command": "sh", "args": ["-c", "echo oops >&2; exit 3"]}));
+    assert_eq!(result["exitCode"], 3);
+    assert_eq!(result["stderr"], "oops\n");
+    assert_eq!(result["killed"], false);
+}
+
+#[test]
+fn denied_commands_are_refused_through_every_wrapper_and_both_endpoints() {
+    let daemon = Daemon::start("exec-deny");
+    let dir = crate::support::TempDir::new("victim");
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, "keep me").unwrap();
+    let cwd = dir.path().to_str().unwrap();
+    let attempts: &[&[&str]] = &[
+        &["rm", "victim"],
+        &["/bin/rm", "victim"],
+        &["RM", "victim"],
+        &["rm.exe", "victim"],
+        &["sh", "-c", "rm victim"],
+        &["bash", "-lc", "true && rm victim"],
+        &["sh", "-c", "echo $(rm victim)"],
+        &["sh", "-c", "ls | xargs rm"],
+        &["env", "FOO=1", "rm", "victim"],
+        &["nohup", "rm", "victim"],
+        &["sudo", "-u", "root", "rm", "victim"],
+        &["xargs", "rm"],
+        &["timeout", "5", "rm", "victim"],
+        &["nice", "-n", "5", "rm", "victim"],
+        &["find", ".", "-delete"],
+    ];
+    for argv in attempts {
+        let body = json!({"command": argv[0], "args": &argv[1..], "cwd": cwd});
+        let message = daemon.req("POST", EXECUTE).json(&body).send().expect_error(400, 3001);
+        assert!(message.starts_with("Command 'rm' is denied"), "{argv:?}: {message}");
+        let message = daemon.req("POST", STREAM).json(&body).send().expect_error(400, 3001);
+        assert!(message.contains("'rm'"), "stream {argv:?}: {message}");
+    }
+    assert!(victim.exists(), "nothing ran");
+    let message = daemon.req("POST", EXECUTE).json(&json!({"command": "sh", "args": ["-c", "rm x"]})).send();
+    assert!(message.expect_error(400, 3001).contains("run through sh"));
+    assert_eq!(daemon.get("/api/v1/status").expect(200)["jobs"]["total"], 0);
+}
+
+#[test]
+fn the_allowlist_admits_only_listed_programs() {
+    let home = Home::new("exec-allow");
+    home.edit_config(|doc| doc["execution"]["allowlist"] = serde_yaml::to_value(["echo", "sh"]).unwrap());
+    let daemon = home.start();
+    assert_eq!(execute(&daemon, json!({"command": "echo", "args": ["ok"]}))["stdout"], "ok\n");
+    assert_eq!(execute(&daemon, json!({"command": "sh", "args": ["-c", "cd / && echo ok"]}))["exitCode"], 0);
+    for body in [json!({"command": "ls"}), json!({"command": "sh", "args": ["-c", "echo a; ls"]})] {
+        let message = daemon.req("POST", EXECUTE).json(&body).send().expect_error(400, 3001);
+        assert!(message.contains("'ls' is not in the allowlist"), "{message}");
+        daemon.req("POST", STREAM).json(&body).send().expect_error(400, 3001);
+    }
+}
+
+#[test]
+fn a_timeout_kills_the_whole_process_group() {
+    let daemon = Daemon::start("exec-timeout");
+    let started = Instant::now();
+    let result = execute(&daemon, json!({"command": "sh", "args": grandchild_script(), "timeout": 500}));
+    assert!(started.elapsed() < Duration::from_secs(10), "the timeout ended the job");
+    assert_eq!(result["exitCode"], Value::Null);
+    assert_eq!(result["killed"], true);
+    assert_eq!(result["timedOut"], true);
+    assert_eq!(result["signal"], "SIGTERM");
+    let grandchild: u64 = result["stdout"].as_str().unwrap().trim().parse().unwrap();
+    wait_until(Duration::from_secs(5), "the grandchild is gone", || !alive(grandchild));
+    assert!(jobs(&daemon).is_empty());
+}
+
+#[test]
+fn the_default_timeout_applies_when_the_request_has_none() {
+    let home = Home::new("exec-default-timeout");
+    home.edit_config(|doc| doc["execution"]["defaultTimeout"] = 300.into());
+    let daemon = home.start();
+    let result = execute(&daemon, json!({"command": "sleep", "args": ["100"]}));
+    assert_eq!(result["timedOut"], true);
+    assert_eq!(result["killed"], true);
+    assert!(result["duration"].as_u64().unwrap() < 5000, "{result}");
+}
+
+#[test]
+fn a_program_ignoring_sigterm_is_killed_after_the_grace_period() {
+    let daemon = Daemon::start("exec-sigkill");
+    let script = json!(["-c", "trap '' TERM; sleep 100 & echo $!; wait"]);
+    let result = execute(&daemon, json!({"command": "sh", "args": script, "timeout": 200}));
+    assert_eq!(result["signal"], "SIGKILL", "{result}");
+    assert!(result["duration"].as_u64().unwrap() >= 2000, "TERM came first, KILL after the grace period: {result}");
+    let grandchild: u64 = result["stdout"].as_str().unwrap().trim().parse().unwrap();
+    wait_until(Duration::from_secs(5), "the grandchild is gone", || !alive(grandchild));
+}
+
+#[test]
+fn output_beyond_the_cap_is_dropped_and_reported() {
+    let home = Home::new("exec-cap");
+    home.edit_config(|doc| doc["execution"]["maxOutputBytes"] = 1000.into());
+    let daemon = home.start();
+    let body = json!({"command": "sh", "args": ["-c", "head -c 20000000 /dev/zero | tr '\\0' x; echo small >&2"]});
+    let result = execute(&daemon, body.clone());
+    assert_eq!(result["exitCode"], 0, "the program ran to its end: {}", result["stderr"]);
+    assert_eq!(result["stdout"].as_str().unwrap().len(), 1000);
+    assert_eq!(result["truncated"], true);
+    assert_eq!(result["stdoutTruncated"], true);
+    assert_eq!(result["stderrTruncated"], false);
+    assert_eq!(result["stderr"], "small\n");
+
+    let mut stream = daemon.req("POST", STREAM).json(&body).stream();
+    let mut streamed = 0;
+    let exit = loop {
+        let event = stream.next_event().expect("an exit event").json();
+        match event["type"].as_str().unwrap() {
+            "stdout" => streamed += event["data"].as_str().unwrap().len(),
+            "exit" => break event,
+            _ => {}
+        }
+    };
+    assert_eq!(streamed, 1000);
+    assert_eq!(exit["truncated"], true);
+}
+
+#[test]
+fn delete_cancels_a_running_job_and_kills_its_group() {
+    let daemon = Daemon::start("exec-cancel");
+    let request = daemon.req("POST", EXECUTE).json(&json!({"command": "sh", "args": grandchild_script()}));
+    let waiting = std::thread::spawn(move || request.send());
+    wait_until(Duration::from_secs(5), "the job is listed", || jobs(&daemon).len() == 1);
+    let job_id = jobs(&daemon)[0]["jobId"].as_str().unwrap().to_string();
+    let answer = daemon.req("DELETE", &format!("{EXECUTE}/{job_id}")).send().expect(200);
+    assert_eq!(answer, json!({"success": true, "jobId": job_id}));
+    let result = waiting.join().unwrap().expect(200);
+    assert_eq!(result["jobId"], job_id.as_str());
+    assert_eq!(result["killed"], true);
+    assert_eq!(result["cancelled"], true);
+    assert_eq!(result["exitCode"], Value::Null);
+    let grandchild: u64 = result["stdout"].as_str().unwrap().trim().parse().unwrap();
+    wait_until(Duration::from_secs(5), "the grandchild is gone", || !alive(grandchild));
+    assert!(jobs(&daemon).is_empty());
+    let message = daemon.req("DELETE", &format!("{EXECUTE}/{job_id}")).send().expect_error(404, 3006);
+    assert_eq!(message, format!("Job {job_id} not found"));
+}
+
+#[test]
+fn closing_the_stream_kills_the_job_group() {
+    let daemon = Daemon::start("exec-disconnect");
+    let mut stream = daemon.req("POST", STREAM).json(&json!({"command": "sh", "args": grandchild_script()})).stream();
+    assert_eq!(stream.status, 200);
+    let event = stream.next_event().expect("the PID line").json();
+    let grandchild: u64 = event["data"].as_str().unwrap().trim().parse().unwrap();
+    assert!(alive(grandchild));
+    assert_eq!(jobs(&daemon).len(), 1, "streamed jobs are listed");
+    stream.close();
+    wait_until(Duration::from_secs(5), "the grandchild is gone", || !alive(grandchild));
+    wait_until(Duration::from_secs(5), "the job is no longer listed", || jobs(&daemon).is_empty());
+}
+
+#[test]
+fn a_streamed_job_can_be_cancelled_and_reports_the_signal() {
+    let daemon = Daemon::start("exec-stream-cancel");
+    let mut stream =
+        daemon.req("POST", STREAM).json(&json!({"command": "sh", "args": ["-c", "echo go; sleep 100"]})).stream();
+    let job_id = stream.headers.iter().find(|(n, _)| n == "x-loopsy-job-id").unwrap().1.clone();
+    assert_eq!(stream.next_event().unwrap().json()["data"], "go\n");
+    daemon.req("DELETE", &format!("{EXECUTE}/{job_id}")).send().expect(200);
+    let exit = stream.next_event().unwrap().json();
+    assert_eq!(exit["type"], "exit");
+    assert_eq!(exit["data"], "143", "not 1.0.21's \"0\" for a signal death");
+    assert_eq!(exit["exitCode"], Value::Null);
+    assert_eq!(exit["signal"], "SIGTERM");
+    assert_eq!(exit["killed"], true);
+    assert_eq!(exit["jobId"], job_id.as_str());
+    assert!(stream.next_event().is_none(), "the stream ends after exit");
+}
+
+#[test]
+fn stream_events_have_the_1_0_21_shape() {
+    let daemon = Daemon::start("exec-stream");
+    let body = json!({"command": "sh", "args": ["-c", "echo out; sleep 0.1; echo err >&2; exit 7"]});
+    let mut stream = daemon.req("POST", STREAM).json(&body).stream();
+    assert_eq!(stream.status, 200);
+    let content_type = stream.headers.iter().find(|(n, _)| n == "content-type").unwrap().1.clone();
+    assert!(content_type.starts_with("text/event-stream"), "{content_type}");
+    let mut events = Vec::new();
+    while let Some(event) = stream.next_event() {
+        events.push(event.json());
+    }
+    let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["stdout", "stderr", "exit"]);
+    let job_id = events[0]["jobId"].as_str().unwrap();
+    assert_eq!(job_id.len(), 36);
+    for event in &events {
+        assert_eq!(event["jobId"], job_id);
+        assert!(event["timestamp"].is_u64());
+        assert!(event["data"].is_string());
+    }
+    assert_eq!(events[0]["data"], "out\n");
+    assert_eq!(events[1]["data"], "err\n");
+    assert_eq!(events[2]["data"], "7");
+    assert_eq!(events[2]["exitCode"], 7);
+    assert_eq!(events[2]["killed"], false);
+}
+
+#[test]
+fn a_bad_cwd_or_a_missing_program_is_a_400_that_says_which() {
+    let daemon = Daemon::start("exec-spawn");
+    for endpoint in [EXECUTE, STREAM] {
+        let send = |body: Value| daemon.req("POST", endpoint).json(&body).send().expect_error(400, 3004);
+        let message = send(json!({"command": "ls", "cwd": "/no/such/dir"}));
+        assert!(message.contains("working directory '/no/such/dir' does not exist"), "{message}");
+        let message = send(json!({"command": "ls", "cwd": "/etc/passwd"}));
+        assert!(message.contains("'/etc/passwd' is not a directory"), "{message}");
+        let message = send(json!({"command": "no-such-program-xyz"}));
+        assert!(message.contains("program 'no-such-program-xyz' not found on PATH"), "{message}");
+        let message = send(json!({"command": "./nope", "cwd": "/"}));
+        assert!(message.contains("program './nope' does not exist"), "{message}");
+    }
+    assert_eq!(execute(&daemon, json!({"command": "pwd", "cwd": "/tmp"}))["stdout"], "/tmp\n");
+    assert!(jobs(&daemon).is_empty(), "failed starts leave no job behind");
+}
+
+#[test]
+fn malformed_bodies_are_400s_that_name_the_field() {
+    let daemon = Daemon::start("exec-bodies");
+    let cases = [
+        (json!({}), "command"),
+        (json!({"command": ""}), "command"),
+        (json!({"command": 5}), "command"),
+        (json!({"command": "echo", "args": "x"}), "args"),
+        (json!({"command": "echo", "args": [1]}), "args[0]"),
+        (json!({"command": "echo", "timeout": -5}), "timeout"),
+        (json!({"command": "echo", "timeout": 0}), "timeout"),
+        (json!({"command": "echo", "timeout": "soon"}), "timeout"),
+        (json!({"command": "echo", "env": {"A": 1}}), "env"),
+        (json!({"command": "echo", "cwd": 3}), "cwd"),
+        (json!("echo"), "invalid JSON body"),
+    ];
+    for (body, field) in cases {
+        for endpoint in [EXECUTE, STREAM] {
+            let message = daemon.req("POST", endpoint).json(&body).send().expect_error(400, 9003);
+            assert!(message.contains(field), "{body} on {endpoint}: {message}");
+        }
+    }
+    let res = daemon.req("POST", EXECUTE).header("Content-Type", "application/json").body("{not json").send();
+    res.expect_error(400, 9003);
+}
+
+#[test]
+fn loader_variables_are_refused_and_other_env_is_merged() {
+    let daemon = Daemon::start("exec-env");
+    for name in ["LD_PRELOAD", "LD_LIBRARY_PATH", "LD_AUDIT", "DYLD_INSERT_LIBRARIES"] {
+        let body = json!({"command": "true", "env": {name: "/tmp/evil.so"}});
+        let message = daemon.req("POST", EXECUTE).json(&body).send().expect_error(400, 9003);
+        assert!(message.contains(name), "{message}");
+        daemon.req("POST", STREAM).json(&body).send().expect_error(400, 9003);
+    }
+    let result = execute(
+        &daemon,
+        json!({"command": "sh", "args": ["-c", "echo $FOO; echo ${HOME:+home-set}"], "env": {"FOO": "bar"}}),
+    );
+    assert_eq!(result["stdout"], "bar\nhome-set\n", "request env over the daemon's environment");
+}
+
+#[test]
+fn the_concurrency_cap_answers_at_once_and_frees_up() {
+    let home = Home::new("exec-cap-jobs");
+    home.edit_config(|doc| doc["execution"]["maxConcurrent"] = 2.into());
+    let daemon = home.start();
+    let request = daemon.req("POST", EXECUTE).json(&json!({"command": "sleep", "args": ["100"]}));
+    let waiting = std::thread::spawn(move || request.send());
+    let mut stream = daemon.req("POST", STREAM).json(&json!({"command": "sleep", "args": ["100"]})).stream();
+    assert_eq!(stream.status, 200);
+    wait_until(Duration::from_secs(5), "both jobs run", || jobs(&daemon).len() == 2);
+
+    let started = Instant::now();
+    let message = daemon.req("POST", EXECUTE).json(&json!({"command": "echo"})).send().expect_error(400, 3003);
+    assert_eq!(message, "Max concurrent jobs (2) reached");
+    daemon.req("POST", STREAM).json(&json!({"command": "echo"})).send().expect_error(400, 3003);
+    assert!(started.elapsed() < Duration::from_secs(2), "refused at once, not queued");
+
+    for job in jobs(&daemon) {
+        daemon.req("DELETE", &format!("{EXECUTE}/{}", job["jobId"].as_str().unwrap())).send().expect(200);
+    }
+    assert_eq!(waiting.join().unwrap().expect(200)["killed"], true);
+    while stream.next_event().is_some() {}
+    wait_until(Duration::from_secs(5), "the jobs ended", || jobs(&daemon).is_empty());
+    assert_eq!(execute(&daemon, json!({"command": "echo", "args": ["again"]}))["stdout"], "again\n");
+}
+
+#[test]
+fn jobs_are_listed_with_their_details_and_counted_in_status() {
+    let daemon = Daemon::start("exec-jobs");
+    execute(&daemon, json!({"command": "true"}));
+    let stream = daemon
+        .req("POST", STREAM)
+        .header("X-Loopsy-Node-Id", "alice-node")
+        .json(&json!({"command": "sleep", "args": ["100"]}))
+        .stream();
+    let job_id = stream.headers.iter().find(|(n, _)| n == "x-loopsy-job-id").unwrap().1.clone();
+    wait_until(Duration::from_secs(5), "the job is listed", || jobs(&daemon).len() == 1);
+    let job = &jobs(&daemon)[0];
+    assert_eq!(job["jobId"], job_id.as_str());
+    assert_eq!(job["command"], "sleep");
+    assert_eq!(job["args"], json!(["100"]));
+    assert_eq!(job["fromNodeId"], "alice-node");
+    assert_eq!(job["streamed"], true);
+    assert!(job["startedAt"].as_u64().unwrap() > 1_600_000_000_000);
+    assert!(alive(job["pid"].as_u64().unwrap()));
+    let status = daemon.get("/api/v1/status").expect(200);
+    assert_eq!(status["jobs"], json!({"active": 1, "total": 2}));
+
+    stream.close();
+    wait_until(Duration::from_secs(5), "the job ended", || jobs(&daemon).is_empty());
+    assert_eq!(daemon.get("/api/v1/status").expect(200)["jobs"], json!({"active": 0, "total": 2}));
+}
+
+#[test]
+fn utf8_split_across_chunks_arrives_intact() {
+    let daemon = Daemon::start("exec-utf8");
+    // The three bytes of '€' in two writes, far enough apart to be two reads.
+    let body = json!({"command": "sh", "args": ["-c", "printf '\\342\\202'; sleep 0.3; printf '\\254 ok\\n'"]});
+    assert_eq!(execute(&daemon, body.clone())["stdout"], "€ ok\n");
+    let mut stream = daemon.req("POST", STREAM).json(&body).stream();
+    let mut text = String::new();
+    while let Some(event) = stream.next_event() {
+        let event = event.json();
+        if event["type"] == "stdout" {
+            text.push_str(event["data"].as_str().unwrap());
+        }
+    }
+    assert_eq!(text, "€ ok\n");
+}
+
+#[test]
+fn stdin_is_dev_null() {
+    let daemon = Daemon::start("exec-stdin");
+    let started = Instant::now();
+    let result = execute(&daemon, json!({"command": "cat", "timeout": 20000}));
+    assert_eq!(result["exitCode"], 0);
+    assert_eq!(result["stdout"], "");
+    assert!(started.elapsed() < Duration::from_secs(5), "cat saw end of input at once");
+}
+
+#[test]
+fn execute_routes_are_rate_limited() {
+    let home = Home::new("exec-rate");
+    home.edit_config(|doc| doc["rateLimits"]["execute"] = 2.into());
+    let daemon = home.start();
+    execute(&daemon, json!({"command": "true"}));
+    daemon.get(JOBS).expect(200);
+    let res = daemon.req("POST", EXECUTE).json(&json!({"command": "true"})).send();
+    let message = res.expect_error(429, 9002);
+    assert!(message.contains("execute"), "{message}");
+    assert!(res.header("retry-after").unwrap().parse::<u64>().unwrap() >= 1);
+    daemon.req("POST", STREAM).json(&json!({"command": "true"})).send().expect_error(429, 9002);
+    // Other categories are not affected.
+    daemon.get("/api/v1/status").expect(200);
+}
+
+#[test]
+fn the_execute_routes_are_in_the_openapi_document() {
+    let daemon = Daemon::start("exec-openapi");
+    let doc = daemon.anon("GET", "/api/v1/openapi.json").send().expect(200);
+    for (path, method) in [(EXECUTE, "post"), (STREAM, "post"), (JOBS, "get"), ("/api/v1/execute/{jobId}", "delete")] {
+        assert!(doc["paths"][path][method]["responses"]["200"].is_object(), "{method} {path}");
+    }
+    let description = doc["paths"][EXECUTE]["post"]["description"].as_str().unwrap();
+    assert!(description.contains("not a sandbox"), "{description}");
+    assert!(doc["components"]["schemas"]["ExecRequest"].is_object());
+}
+
+#[test]
+fn loopsy_exec_streams_output_live_and_exits_with_the_remote_code() {
+    let daemon = Daemon::start("cli-exec");
+    let run = daemon.loopsy(&["exec", "local", "sh", "-c", "echo out; echo err >&2; exit 5"]).code(5);
+    assert_eq!(run.stdout, "out\n");
+    assert_eq!(run.stderr, "err\n");
+    daemon.loopsy(&["exec", "local", "true"]).success();
+
+    // Live: the first line is shown while the command still runs; killing the CLI ends the job.
+    let mut cli = Command::new(loopsy_bin())
+        .arg("--home")
+        .arg(daemon.home.path())
+        .args(["exec", "local", "sh", "-c", "echo first; sleep 100"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(cli.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    assert_eq!(line, "first\n");
+    assert!(cli.try_wait().unwrap().is_none(), "still running");
+    assert_eq!(jobs(&daemon).len(), 1);
+    cli.kill().unwrap();
+    cli.wait().unwrap();
+    wait_until(Duration::from_secs(5), "the remote job ended with the CLI", || jobs(&daemon).is_empty());
+}
+
+#[test]
+fn loopsy_exec_options_json_timeout_and_cwd() {
+    let daemon = Daemon::start("cli-exec-json");
+    let run = daemon.loopsy(&["exec", "--json", "--cwd", "/tmp", "local", "sh", "-c", "pwd; exit 4"]).code(4);
+    let result = run.json();
+    assert_eq!(result["stdout"], "/tmp\n");
+    assert_eq!(result["exitCode"], 4);
+    daemon.loopsy(&["exec", "--timeout", "300", "local", "sleep", "100"]).code(143);
+    let run = daemon.loopsy(&["exec", "--json", "--timeout", "300", "local", "sleep", "100"]).code(143);
+    assert_eq!(run.json()["signal"], "SIGTERM");
+    let address = format!("127.0.0.1:{}", daemon.port);
+    let run = daemon.loopsy(&["exec", "--key", &daemon.key, &address, "echo", "by", "address"]).success();
+    assert_eq!(run.stdout, "by address\n");
+}
+
+#[test]
+fn loopsy_exec_errors_are_clear_and_exit_2() {
+    let daemon = Daemon::start("cli-exec-errors");
+    daemon.loopsy(&["exec", "local", "rm", "-rf", "/tmp/nothing"]).code(2).stderr_has("Command 'rm' is denied");
+    daemon.loopsy(&["exec", "local", "no-such-program-xyz"]).code(2).stderr_has("not found on PATH");
+    daemon.loopsy(&["exec", "--key", "wrong-key-000000000000", "local", "true"]).code(2).stderr_has("Invalid API key");
+    daemon.loopsy(&["exec", "local"]).code(2).stderr_has("missing the command");
+    // Port 1 on loopback: nothing listens there.
+    daemon.loopsy(&["exec", "127.0.0.1:1", "true"]).code(2).stderr_has("cannot reach");
+
+    let idle = Home::new("cli-exec-nodaemon");
+    idle.loopsy(&["exec", "local", "true"]).code(2).stderr_has("not running");
+}
+
+#[test]
+fn a_quiet_stream_sends_heartbeat_comments() {
+    let daemon = Daemon::start("exec-heartbeat");
+    let mut stream = daemon.req("POST", STREAM).json(&json!({"command": "sleep", "args": ["100"]})).stream();
+    let started = Instant::now();
+    let mut line = String::new();
+    while line.trim_end() != ": ping" {
+        line.clear();
+        assert!(stream.body.read_line(&mut line).unwrap() > 0, "the stream ended early");
+        assert!(started.elapsed() < Duration::from_secs(20), "no heartbeat within 20 s");
+    }
+    assert!(started.elapsed() >= Duration::from_secs(5), "heartbeats only after a quiet spell");
+    stream.close();
+    wait_until(Duration::from_secs(5), "the job ended", || jobs(&daemon).is_empty());
+}
