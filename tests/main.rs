@@ -2,5 +2,6 @@
 
 mod support;
 
+mod context;
 mod core_api;
 mod lifecycle;

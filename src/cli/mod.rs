@@ -1,5 +1,6 @@
 //! The command line: one file per subcommand, each with its `argh` struct and a `run`.
 
+mod context;
 mod daemon;
 mod init;
 mod key;
@@ -34,6 +35,7 @@ pub enum Command {
     Status(status::Args),
     Key(key::Args),
     Logs(logs::Args),
+    Context(context::Args),
     Version(VersionArgs),
 }
 
@@ -53,6 +55,7 @@ pub fn run(args: Loopsy) -> anyhow::Result<ExitCode> {
         Command::Status(cmd) => status::run(cmd, &paths),
         Command::Key(cmd) => key::run(cmd, &paths),
         Command::Logs(cmd) => logs::run(cmd, &paths),
+        Command::Context(cmd) => context::run(cmd, &paths),
         Command::Version(_) => {
             println!("loopsy {} (protocol {})", env!("CARGO_PKG_VERSION"), crate::identity::PROTOCOL_VERSION);
             Ok(ExitCode::SUCCESS)

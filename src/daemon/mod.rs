@@ -2,7 +2,7 @@
 //!
 //! [`run`] takes the instance lock, binds, announces where it listens (`daemon.json`), serves
 //! until SIGTERM/SIGINT, then stops accepting, lets in-flight requests finish for a bounded
-//! time, flushes the audit log and exits.
+//! time, folds the context journal into `context.json`, flushes the audit log and exits.
 
 pub mod api;
 pub mod audit;
@@ -60,6 +60,7 @@ async fn serve(paths: Paths, config: Config, node_id: NodeId, managed_by: Option
     let listener =
         async_net::TcpListener::bind(address).await.with_context(|| format!("cannot listen on {address}"))?;
     let bound = listener.local_addr()?;
+    let context = crate::store::Store::open(&paths).context("opening the context store")?;
     let paths = Arc::new(paths);
     let state = State {
         node: Arc::new(Node { id: node_id, hostname: config.hostname(), port: bound.port(), started: Instant::now() }),
@@ -69,6 +70,7 @@ async fn serve(paths: Paths, config: Config, node_id: NodeId, managed_by: Option
         shutdown: Shutdown::new(),
         config: Arc::new(config),
         paths: paths.clone(),
+        context: context.clone(),
     };
     let (app, _) = app(state.clone());
     let url = format!("http://{}", client_address(bound));
@@ -85,6 +87,15 @@ async fn serve(paths: Paths, config: Config, node_id: NodeId, managed_by: Option
     log::info!("listening on {url} as node {} ({})", state.node.id, state.node.hostname);
 
     let _signals = smol::spawn(handle_signals(state.clone()));
+    let expiry = smol::spawn(context.clone().expire_entries());
+    // Watch streams count as in-flight requests: end them as soon as the stop begins.
+    let _end_watches = smol::spawn({
+        let (shutdown, context) = (state.shutdown.clone(), context.clone());
+        async move {
+            shutdown.wait().await;
+            context.close_watchers();
+        }
+    });
     let in_flight = listener::InFlight::default();
     listener::serve(listener, app, state.shutdown.clone(), in_flight.clone()).await;
 
@@ -93,6 +104,9 @@ async fn serve(paths: Paths, config: Config, node_id: NodeId, managed_by: Option
     if left > 0 {
         log::warn!("{left} request(s) still running after {} s; stopping anyway", DRAIN_TIMEOUT.as_secs());
     }
+    drop(expiry);
+    // Writes what is queued and folds the journal into context.json.
+    blocking::unblock(move || context.close()).await;
     state.audit.close();
     RuntimeInfo::remove(&paths);
     log::info!("stopped");

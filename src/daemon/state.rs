@@ -10,6 +10,7 @@ use crate::config::Config;
 use crate::identity::NodeId;
 use crate::paths::Paths;
 use crate::shutdown::Shutdown;
+use crate::store::Store;
 
 /// Shared by every request; each field owns its own locking.
 #[derive(Clone)]
@@ -23,6 +24,8 @@ pub struct State {
     pub limiter: Arc<RateLimiter>,
     pub audit: Audit,
     pub shutdown: Shutdown,
+    /// The context store (`/api/v1/context`).
+    pub context: Store,
 }
 
 /// This daemon as others see it.

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use surf::http::Method;
+pub use surf::http::Method;
 
 use crate::instance::{self, Daemon};
 use crate::paths::Paths;
@@ -115,6 +115,20 @@ impl Client {
     }
 }
 
+/// Percent-encodes `text` as one path segment: everything but `A-Z a-z 0-9 - . _ ~` is
+/// escaped, so `/` stays inside the segment (`%2F`) and `:` becomes `%3A`, as 1.0.21 clients do.
+pub fn encode_segment(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
 fn decode_error(url: &str, e: impl std::fmt::Display) -> ClientError {
     ClientError::Decode { url: url.to_string(), reason: e.to_string() }
 }
@@ -140,6 +154,14 @@ fn remote_error(status: u16, body: &[u8]) -> ClientError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn segments_are_percent_encoded() {
+        assert_eq!(encode_segment("inbox:bob:1"), "inbox%3Abob%3A1");
+        assert_eq!(encode_segment("a/b c"), "a%2Fb%20c");
+        assert_eq!(encode_segment("ok-._~9"), "ok-._~9");
+        assert_eq!(encode_segment("✓"), "%E2%9C%93");
+    }
 
     #[test]
     fn every_error_family_yields_a_message() {

@@ -47,7 +47,8 @@ use anyhow::Context;
 
 pub use entry::{Change, Entry, Ttl, MAX_ENTRIES, MAX_KEY_BYTES, MAX_TTL_SECS, MAX_VALUE_BYTES};
 use map::ContextMap;
-pub use map::Put;
+pub use map::{check_key, Put};
+pub use watch::BUFFER as WATCH_BUFFER;
 use watch::{Feed, Watchers};
 use writer::{Message, Watermark, Writer};
 

@@ -3,6 +3,7 @@
 //! Routes are mounted only through [`Mount`], which records a [`RouteSpec`] for each, so the
 //! OpenAPI test can check that the document describes every route that exists.
 
+mod context;
 mod system;
 
 use tide::http::Method;
@@ -46,6 +47,7 @@ impl Mount<'_> {
 pub fn mount(app: &mut tide::Server<State>) -> Vec<RouteSpec> {
     let mut mount = Mount { app, specs: Vec::new() };
     system::mount(&mut mount);
+    context::mount(&mut mount);
     let specs = mount.specs;
     // Everything else: authenticate first (no probing of what exists without a key), then 404.
     let fallback = Guard { access: Access::Key, limit: None };
@@ -56,5 +58,5 @@ pub fn mount(app: &mut tide::Server<State>) -> Vec<RouteSpec> {
 
 /// The OpenAPI paths and schemas contributed by each area.
 pub fn openapi_parts() -> Vec<serde_json::Value> {
-    vec![system::openapi()]
+    vec![system::openapi(), context::openapi()]
 }

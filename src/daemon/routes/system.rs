@@ -54,7 +54,7 @@ async fn get_status(req: Request<State>) -> tide::Result {
         uptime: state.node.uptime_ms(),
         peers: PeerCounts::default(),
         jobs: JobCounts::default(),
-        context: ContextCounts::default(),
+        context: ContextCounts { entries: state.context.live_count(crate::clock::now_ms()) },
         implementation: IMPLEMENTATION.into(),
     })
 }
