@@ -38,7 +38,7 @@ mod snapshot;
 mod watch;
 mod writer;
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -85,8 +85,10 @@ struct Inner {
     queue: mpsc::Sender<Message>,
     watermark: Arc<Watermark>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
-    /// Wakes the sweeper when an entry with a TTL is written (it may expire sooner).
+    /// Wakes the sweeper when an entry is written that expires before its next round.
     nudge: (smol::channel::Sender<()>, smol::channel::Receiver<()>),
+    /// When the sweeper runs next (ms since the epoch).
+    next_sweep: AtomicU64,
 }
 
 /// Everything behind the store lock.
@@ -155,13 +157,13 @@ impl Store {
                 watermark,
                 writer: Mutex::new(Some(handle)),
                 nudge: smol::channel::bounded(1),
+                next_sweep: AtomicU64::new(0),
             }),
         })
     }
 
     /// Creates or replaces `key`; answers once the write is durable.
     pub async fn put(&self, key: &str, put: Put, now: u64) -> Result<Entry, StoreError> {
-        let has_ttl = put.ttl.is_some();
         let outcome = self.locked(|shared| {
             let outcome = shared.map.put(key, put, now);
             let changes = match &outcome {
@@ -171,8 +173,10 @@ impl Store {
             self.publish(shared, changes);
             (outcome.map(|(entry, _)| entry), shared.map.revision())
         });
-        if has_ttl {
-            let _ = self.inner.nudge.0.try_send(());
+        if let (Ok(Entry { expires_at: Some(at), .. }), _) = &outcome {
+            if *at < self.inner.next_sweep.load(Ordering::SeqCst) {
+                let _ = self.inner.nudge.0.try_send(());
+            }
         }
         self.settle(outcome).await
     }
@@ -240,18 +244,21 @@ impl Store {
     pub async fn expire_entries(self) {
         loop {
             let now = crate::clock::now_ms();
-            let next = self.locked(|shared| {
+            let interval = SWEEP_INTERVAL.as_millis() as u64;
+            let at = self.locked(|shared| {
                 let changes = shared.map.sweep(now);
                 self.publish(shared, &changes);
-                shared.map.next_expiry()
+                let at = shared.map.next_expiry().map_or(now + interval, |at| at.min(now + interval));
+                // Under the lock: a put either is seen by `next_expiry` or sees this value.
+                self.inner.next_sweep.store(at, Ordering::SeqCst);
+                at
             });
-            let wait = next.map_or(SWEEP_INTERVAL, |at| Duration::from_millis(at.saturating_sub(now)));
             let nudged = async {
                 let _ = self.inner.nudge.1.recv().await;
             };
             futures_lite::future::or(
                 async {
-                    async_io::Timer::after(wait.min(SWEEP_INTERVAL)).await;
+                    async_io::Timer::after(Duration::from_millis(at.saturating_sub(now))).await;
                 },
                 nudged,
             )
