@@ -31,8 +31,10 @@ enum Action {
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "set")]
 struct Set {
+    /// the key (up to 1024 bytes; may contain ':' and '/')
     #[argh(positional)]
     key: String,
+    /// the value (up to 1 MiB; use -- before a value that starts with '-')
     #[argh(positional)]
     value: String,
     /// seconds until the entry expires (default: never)
@@ -50,6 +52,7 @@ struct Set {
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "get")]
 struct Get {
+    /// the key
     #[argh(positional)]
     key: String,
     /// print the whole entry as JSON
@@ -79,6 +82,7 @@ struct List {
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "delete")]
 struct Delete {
+    /// the key
     #[argh(positional)]
     key: String,
     /// only delete if the key is at this revision (else exit 1)

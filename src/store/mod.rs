@@ -382,6 +382,54 @@ mod tests {
     }
 
     #[test]
+    fn concurrent_writers_are_all_acknowledged_and_kept() {
+        let paths = temp_paths();
+        let store = Store::open(&paths).unwrap();
+        let mut revisions: Vec<u64> = smol::block_on(async {
+            let tasks: Vec<_> = (0..64)
+                .map(|i| {
+                    let store = store.clone();
+                    smol::spawn(async move { store.put(&format!("k{i}"), put("v", None), 1).await.unwrap().revision })
+                })
+                .collect();
+            let mut revisions = Vec::new();
+            for task in tasks {
+                revisions.push(task.await);
+            }
+            revisions
+        });
+        revisions.sort_unstable();
+        assert_eq!(revisions, (1..=64).collect::<Vec<_>>());
+        drop(store);
+        let store = Store::open(&paths).unwrap();
+        assert_eq!(summary(&store).len(), 64);
+        std::fs::remove_dir_all(paths.home()).unwrap();
+    }
+
+    #[test]
+    fn a_journal_that_outgrows_the_snapshot_is_compacted() {
+        let paths = temp_paths();
+        let store = Store::open(&paths).unwrap();
+        let big = "x".repeat(MAX_VALUE_BYTES);
+        for round in 0..6 {
+            smol::block_on(store.put("big", put(&format!("{round}{big}")[..MAX_VALUE_BYTES], None), 1)).unwrap();
+        }
+        let journal_bytes = || std::fs::metadata(paths.context_journal()).unwrap().len();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        // Six 1 MiB records without compaction; at most the few since the last one with it.
+        while journal_bytes() > 4 * 1024 * 1024 {
+            assert!(std::time::Instant::now() < deadline, "no compaction: journal of {} bytes", journal_bytes());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(std::fs::metadata(paths.context_file()).unwrap().len() > MAX_VALUE_BYTES as u64);
+        drop(store);
+        let store = Store::open(&paths).unwrap();
+        let entry = smol::block_on(store.get("big", 2)).unwrap();
+        assert_eq!((entry.revision, entry.value.as_bytes()[0]), (6, b'5'));
+        std::fs::remove_dir_all(paths.home()).unwrap();
+    }
+
+    #[test]
     fn a_crash_between_snapshot_and_journal_reset_loses_nothing() {
         let paths = temp_paths();
         let store = Store::open(&paths).unwrap();
