@@ -57,6 +57,9 @@ pub struct Auth {
     pub api_key: String,
     /// Peer name to the key that peer presents to us.
     pub allowed_keys: BTreeMap<String, String>,
+    /// Peer name to the key we present to that peer, when it differs from `allowedKeys`
+    /// (pairing mints a distinct key for each direction).
+    pub peer_keys: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -273,9 +276,11 @@ impl Config {
         if key.len() < 16 {
             return Err("auth.apiKey: too short, at least 16 characters are needed".into());
         }
-        for (name, value) in &self.auth.allowed_keys {
-            if value.trim().len() < 16 {
-                return Err(format!("auth.allowedKeys.{name}: empty or shorter than 16 characters"));
+        for (field, keys) in [("allowedKeys", &self.auth.allowed_keys), ("peerKeys", &self.auth.peer_keys)] {
+            for (name, value) in keys {
+                if value.trim().len() < 16 {
+                    return Err(format!("auth.{field}.{name}: empty or shorter than 16 characters"));
+                }
             }
         }
         if self.server.host.parse::<IpAddr>().is_err() {
@@ -349,7 +354,7 @@ impl Config {
 }
 
 /// Maps whose keys are the user's own names, not schema fields.
-const FREE_FORM: &[&str] = &["auth.allowedKeys", "tls.pinnedCerts"];
+const FREE_FORM: &[&str] = &["auth.allowedKeys", "auth.peerKeys", "tls.pinnedCerts"];
 
 fn collect_unknown(doc: &serde_yaml::Value, known: &serde_yaml::Value, prefix: &str, out: &mut Vec<String>) {
     use serde_yaml::Value;

@@ -5,3 +5,5 @@ mod support;
 mod context;
 mod core_api;
 mod lifecycle;
+mod pairing;
+mod tls;

@@ -123,7 +123,7 @@ fn start_background(paths: &Paths, config: &Config, port: Option<u16>, host: Opt
             bail!("the daemon exited during start-up ({status}):\n{}", output.trim_end());
         }
         if let Daemon::Running(info) = instance::probe(paths)? {
-            if info.pid == pid && healthy(&info.url) {
+            if info.pid == pid && healthy(paths) {
                 println!("loopsy daemon started (PID {pid}) at {}", info.url);
                 println!("  Logs: {}", log_path.display());
                 let _ = config;
@@ -141,9 +141,9 @@ fn start_background(paths: &Paths, config: &Config, port: Option<u16>, host: Opt
     }
 }
 
-fn healthy(url: &str) -> bool {
-    let client = crate::peer::Client::new(url, None).with_timeout(Duration::from_secs(2));
-    smol::block_on(client.get::<serde_json::Value>("/api/v1/health")).is_ok()
+fn healthy(paths: &Paths) -> bool {
+    let Ok(client) = crate::peer::Client::local(paths, "") else { return false };
+    smol::block_on(client.with_timeout(Duration::from_secs(2)).get::<serde_json::Value>("/api/v1/health")).is_ok()
 }
 
 /// A new session, so the daemon outlives the terminal and its signals.

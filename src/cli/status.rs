@@ -31,7 +31,7 @@ pub fn run(args: Args, paths: &Paths) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(1));
         }
     };
-    let client = crate::peer::Client::new(&info.url, Some(config.auth.api_key.clone()));
+    let client = crate::peer::Client::local(paths, &config.auth.api_key)?;
     let status: Status = smol::block_on(client.get("/api/v1/status"))?;
     if args.json {
         let out = json!({"running": true, "pid": info.pid, "url": info.url, "status": status});

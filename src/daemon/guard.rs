@@ -75,6 +75,8 @@ pub enum Access {
     Public,
     /// The node's key or an allowed peer key.
     Key,
+    /// The node's own key, from a loopback address only (pairing control, local administration).
+    Local,
 }
 
 /// Route middleware: authenticate, then rate-limit, then run the endpoint.
@@ -107,12 +109,32 @@ fn authenticate(req: &Request<State>) -> Result<Caller, ApiError> {
     req.state().keyring.authenticate(key).ok_or_else(|| ApiError::new(ErrorCode::AuthInvalidKey, "Invalid API key"))
 }
 
+/// Only this node's own key, presented from this machine.
+fn local_owner(req: &Request<State>, caller: Caller) -> Result<Caller, ApiError> {
+    let loopback = req
+        .peer_addr()
+        .and_then(|addr| addr.parse::<std::net::SocketAddr>().ok())
+        .is_some_and(|addr| addr.ip().is_loopback());
+    if caller == Caller::Own && loopback {
+        Ok(caller)
+    } else {
+        Err(ApiError::new(
+            ErrorCode::AuthInvalidKey,
+            "this route is only for the local owner (own key, from this machine)",
+        ))
+    }
+}
+
 #[async_trait::async_trait]
 impl Middleware<State> for Guard {
     async fn handle(&self, mut req: Request<State>, next: Next<'_, State>) -> tide::Result {
         let caller = match self.access {
             Access::Public => None,
             Access::Key => match authenticate(&req) {
+                Ok(caller) => Some(caller),
+                Err(err) => return Ok(err.into_response()),
+            },
+            Access::Local => match authenticate(&req).and_then(|caller| local_owner(&req, caller)) {
                 Ok(caller) => Some(caller),
                 Err(err) => return Ok(err.into_response()),
             },
@@ -161,6 +183,7 @@ mod tests {
         let auth = Auth {
             api_key: "own-key-0123456789".into(),
             allowed_keys: BTreeMap::from([("bob".into(), "bob-key-0123456789".into()), ("eve".into(), String::new())]),
+            peer_keys: BTreeMap::new(),
         };
         let keyring = Keyring::new(&auth);
         assert_eq!(keyring.authenticate("own-key-0123456789"), Some(Caller::Own));

@@ -1,4 +1,5 @@
-//! The accept loop: TCP connections into async-h1 and `app.respond`, with a graceful stop.
+//! The accept loop: TCP (and TLS) connections into async-h1 and `app.respond`, with a graceful
+//! stop.
 //!
 //! tide has no graceful shutdown and its own loop drains any unread request body, however
 //! large, so this module owns the loop. On shutdown it stops accepting, lets each connection
@@ -10,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_h1::server::{decode, Encoder};
-use async_net::{TcpListener, TcpStream};
+use async_net::TcpListener;
 use futures_lite::future;
 use futures_lite::io::{self, AsyncRead, AsyncReadExt, AsyncWrite};
 
@@ -22,6 +23,25 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(75);
 /// A response with an unread request body bigger than this closes the connection instead of
 /// reading the rest (an oversized upload answered with 413 must not be read to the end).
 const DRAIN_LIMIT: u64 = 256 * 1024;
+
+/// The TLS acceptor, if HTTPS is on; pairing can turn it on while the daemon runs.
+#[derive(Clone, Default)]
+pub struct TlsSwitch(std::sync::Arc<std::sync::RwLock<Option<futures_rustls::TlsAcceptor>>>);
+
+impl TlsSwitch {
+    pub fn current(&self) -> Option<futures_rustls::TlsAcceptor> {
+        self.0.read().expect("tls switch lock").clone()
+    }
+
+    /// New connections are served over TLS from now on.
+    pub fn enable(&self, acceptor: futures_rustls::TlsAcceptor) {
+        *self.0.write().expect("tls switch lock") = Some(acceptor);
+    }
+
+    pub fn is_on(&self) -> bool {
+        self.0.read().expect("tls switch lock").is_some()
+    }
+}
 
 /// Counts requests being served, from decoded headers to the last byte of the response.
 #[derive(Clone, Default)]
@@ -55,8 +75,17 @@ impl Drop for InFlightGuard {
     }
 }
 
-/// Accepts connections until shutdown is triggered.
-pub async fn serve(listener: TcpListener, app: tide::Server<State>, shutdown: Shutdown, in_flight: InFlight) {
+/// How long a client may take to complete the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Accepts connections until shutdown is triggered; with `tls`, every connection is HTTPS.
+pub async fn serve(
+    listener: TcpListener,
+    tls: TlsSwitch,
+    app: tide::Server<State>,
+    shutdown: Shutdown,
+    in_flight: InFlight,
+) {
     loop {
         let accepted = future::or(async { Some(listener.accept().await) }, async {
             shutdown.wait().await;
@@ -67,9 +96,31 @@ pub async fn serve(listener: TcpListener, app: tide::Server<State>, shutdown: Sh
             None => return,
             Some(Ok((stream, peer))) => {
                 let _ = stream.set_nodelay(true);
-                let (app, shutdown, in_flight) = (app.clone(), shutdown.clone(), in_flight.clone());
+                let local = stream.local_addr().ok();
+                let (app, shutdown, in_flight, tls) = (app.clone(), shutdown.clone(), in_flight.clone(), tls.current());
                 smol::spawn(async move {
-                    if let Err(e) = serve_connection(stream, peer, app, shutdown, in_flight).await {
+                    let served = match tls {
+                        None if starts_with_tls_hello(&stream).await => {
+                            log::debug!("{peer} started a TLS handshake on the plain HTTP port; closing");
+                            Ok(())
+                        }
+                        None => serve_connection(stream, peer, local, app, shutdown, in_flight).await,
+                        Some(acceptor) => {
+                            let handshake = future::or(async { Some(acceptor.accept(stream).await) }, async {
+                                async_io::Timer::after(HANDSHAKE_TIMEOUT).await;
+                                None
+                            });
+                            match handshake.await {
+                                Some(Ok(tls_stream)) => {
+                                    let io = async_dup::Arc::new(async_dup::Mutex::new(tls_stream));
+                                    serve_connection(io, peer, local, app, shutdown, in_flight).await
+                                }
+                                Some(Err(e)) => Err(tide::http::Error::from_str(400, format!("TLS handshake: {e}"))),
+                                None => Err(tide::http::Error::from_str(408, "TLS handshake timed out")),
+                            }
+                        }
+                    };
+                    if let Err(e) = served {
                         log::debug!("connection from {peer}: {e}");
                     }
                 })
@@ -84,9 +135,22 @@ pub async fn serve(listener: TcpListener, app: tide::Server<State>, shutdown: Sh
     }
 }
 
+/// Whether the client opened with a TLS handshake record (0x16), which a plain HTTP port
+/// closes at once instead of waiting for an HTTP head that never comes.
+async fn starts_with_tls_hello(stream: &async_net::TcpStream) -> bool {
+    let mut first = [0u8; 1];
+    let peek = async { stream.peek(&mut first).await.ok() };
+    let timeout = async {
+        async_io::Timer::after(HANDSHAKE_TIMEOUT).await;
+        None
+    };
+    matches!(future::or(peek, timeout).await, Some(1)) && first[0] == 0x16
+}
+
 async fn serve_connection<IO>(
     io: IO,
     peer: SocketAddr,
+    local: Option<SocketAddr>,
     app: tide::Server<State>,
     shutdown: Shutdown,
     in_flight: InFlight,
@@ -94,7 +158,6 @@ async fn serve_connection<IO>(
 where
     IO: AsyncRead + AsyncWrite + Clone + Send + Sync + Unpin + 'static,
 {
-    let local = local_addr(&io);
     loop {
         let next = future::or(async { Some(decode(io.clone()).await) }, async {
             future::or(shutdown.wait(), async {
@@ -128,8 +191,4 @@ where
             return Ok(());
         }
     }
-}
-
-fn local_addr<IO: 'static>(io: &IO) -> Option<SocketAddr> {
-    (io as &dyn std::any::Any).downcast_ref::<TcpStream>().and_then(|tcp| tcp.local_addr().ok())
 }

@@ -9,8 +9,9 @@ pub mod audit;
 pub mod body;
 pub mod error;
 pub mod guard;
-mod listener;
+pub mod listener;
 pub mod openapi;
+pub mod pairing;
 pub mod rate_limit;
 mod request_log;
 pub mod routes;
@@ -68,23 +69,34 @@ async fn serve(paths: Paths, config: Config, node_id: NodeId, managed_by: Option
         limiter: Arc::new(rate_limit::RateLimiter::new(config.rate_limits.clone())),
         audit: audit::Audit::start(paths.audit_log(), audit::Rotation::default()),
         shutdown: Shutdown::new(),
+        tls: listener::TlsSwitch::default(),
+        pairing: pairing::Pairing::default(),
+        runtime: Arc::new(std::sync::Mutex::new(None)),
         config: Arc::new(config),
         paths: paths.clone(),
         context: context.clone(),
     };
     let (app, _) = app(state.clone());
-    let url = format!("http://{}", client_address(bound));
-    RuntimeInfo {
+    if state.config.tls.enabled {
+        enable_tls(&state)?;
+    }
+    let runtime = RuntimeInfo {
         pid: std::process::id(),
-        url: url.clone(),
+        url: runtime_url(bound, state.tls.is_on()),
         port: bound.port(),
-        tls: false,
+        tls: state.tls.is_on(),
         started_at: crate::clock::now_ms(),
         version: crate::identity::IMPLEMENTATION.into(),
         managed_by,
-    }
-    .write(&paths)?;
-    log::info!("listening on {url} as node {} ({})", state.node.id, state.node.hostname);
+    };
+    runtime.write(&paths)?;
+    *state.runtime.lock().expect("runtime lock") = Some(runtime);
+    log::info!(
+        "listening on {} as node {} ({})",
+        runtime_url(bound, state.tls.is_on()),
+        state.node.id,
+        state.node.hostname
+    );
 
     let _signals = smol::spawn(handle_signals(state.clone()));
     let expiry = smol::spawn(context.clone().expire_entries());
@@ -97,7 +109,7 @@ async fn serve(paths: Paths, config: Config, node_id: NodeId, managed_by: Option
         }
     });
     let in_flight = listener::InFlight::default();
-    listener::serve(listener, app, state.shutdown.clone(), in_flight.clone()).await;
+    listener::serve(listener, state.tls.clone(), app, state.shutdown.clone(), in_flight.clone()).await;
 
     log::info!("shutting down: {} request(s) in flight", in_flight.count());
     let left = in_flight.drain(DRAIN_TIMEOUT).await;
@@ -111,6 +123,27 @@ async fn serve(paths: Paths, config: Config, node_id: NodeId, managed_by: Option
     RuntimeInfo::remove(&paths);
     log::info!("stopped");
     Ok(())
+}
+
+/// Turns HTTPS on for new connections (making the certificate if needed) and says so in
+/// `daemon.json`; returns the certificate's fingerprint.
+pub fn enable_tls(state: &State) -> anyhow::Result<crate::tls::Fingerprint> {
+    let identity = crate::tls::Identity::load_or_create(&state.paths, &state.node.hostname)?;
+    if !state.tls.is_on() {
+        state.tls.enable(futures_rustls::TlsAcceptor::from(crate::tls::server_config(&identity)?));
+        log::info!("TLS on; certificate fingerprint {}", identity.fingerprint);
+        let mut runtime = state.runtime.lock().expect("runtime lock");
+        if let Some(info) = runtime.as_mut() {
+            info.tls = true;
+            info.url = info.url.replacen("http://", "https://", 1);
+            info.write(&state.paths)?;
+        }
+    }
+    Ok(identity.fingerprint)
+}
+
+fn runtime_url(bound: SocketAddr, tls: bool) -> String {
+    format!("{}://{}", if tls { "https" } else { "http" }, client_address(bound))
 }
 
 /// SIGTERM and SIGINT stop the daemon; SIGHUP reloads the keys from `config.yaml`.

@@ -26,6 +26,12 @@ pub struct State {
     pub shutdown: Shutdown,
     /// The context store (`/api/v1/context`).
     pub context: Store,
+    /// Whether new connections get TLS; pairing turns it on at run time.
+    pub tls: super::listener::TlsSwitch,
+    /// The one pairing session (host or joiner) of this daemon.
+    pub pairing: super::pairing::Pairing,
+    /// What `daemon.json` says, kept to rewrite it when TLS is turned on.
+    pub runtime: Arc<std::sync::Mutex<Option<crate::instance::RuntimeInfo>>>,
 }
 
 /// This daemon as others see it.

@@ -6,6 +6,8 @@
 pub mod resolve;
 mod transport;
 
+pub use transport::Trust;
+
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -14,12 +16,15 @@ pub use surf::http::Method;
 
 use crate::instance::{self, Daemon};
 use crate::paths::Paths;
+use crate::tls::Fingerprint;
 
 /// How a call to a daemon failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("cannot reach {url}: {reason}")]
     Unreachable { url: String, reason: String },
+    #[error("refusing {url}: {reason}")]
+    Tls { url: String, reason: String },
     #[error("{url} did not answer within {} s", after.as_secs_f32())]
     Timeout { url: String, after: Duration },
     #[error("{message}")]
@@ -49,18 +54,48 @@ impl std::fmt::Debug for Client {
 impl Client {
     /// A client for the daemon at `base` (e.g. `http://127.0.0.1:19532`).
     pub fn new(base: &str, key: Option<String>) -> Client {
+        Client::pinned(base, key, None)
+    }
+
+    /// A client that accepts only the certificate `pin`; the connection is HTTPS whatever
+    /// scheme `base` names, so a pinned peer is never reached in clear.
+    pub fn pinned(base: &str, key: Option<String>, pin: Option<Fingerprint>) -> Client {
+        let mut base = base.trim_end_matches('/').to_string();
+        if pin.is_some() {
+            if let Some(rest) = base.strip_prefix("http://") {
+                base = format!("https://{rest}");
+            }
+        }
+        let trust = match pin {
+            Some(pin) => Trust::Pinned(pin),
+            None => Trust::Plain,
+        };
+        Client::with_trust(base, key, trust)
+    }
+
+    /// A client for pairing endpoints: plain HTTP, or HTTPS with any certificate. Safe only for
+    /// pairing, whose messages are protected by the SPAKE2 channel (`pairing::channel`).
+    pub fn for_pairing(base: &str) -> Client {
+        Client::with_trust(base.trim_end_matches('/').to_string(), None, Trust::PairingOnly)
+    }
+
+    fn with_trust(base: String, key: Option<String>, trust: Trust) -> Client {
         Client {
-            http: surf::Client::with_http_client(transport::Transport::default()),
-            base: base.trim_end_matches('/').to_string(),
+            http: surf::Client::with_http_client(transport::Transport::new(trust)),
+            base,
             key,
             timeout: Duration::from_secs(30),
         }
     }
 
-    /// A client for the running daemon of `paths`, with that daemon's own key.
+    /// A client for the running daemon of `paths`, with that daemon's own key (and, when it
+    /// serves HTTPS, its own certificate pinned).
     pub fn local(paths: &Paths, key: &str) -> Result<Client, ClientError> {
         match instance::probe(paths) {
-            Ok(Daemon::Running(info)) => Ok(Client::new(&info.url, Some(key.to_string()))),
+            Ok(Daemon::Running(info)) => {
+                let pin = if info.tls { crate::tls::local_fingerprint(paths) } else { None };
+                Ok(Client::pinned(&info.url, Some(key.to_string()), pin))
+            }
             _ => Err(ClientError::NotRunning),
         }
     }
@@ -97,9 +132,7 @@ impl Client {
             request = request.body(json).content_type("application/json");
         }
         let exchange = async {
-            let mut response = request
-                .await
-                .map_err(|e| ClientError::Unreachable { url: self.base.clone(), reason: e.to_string() })?;
+            let mut response = request.await.map_err(|e| transport_error(&self.base, e.to_string()))?;
             let bytes = response.body_bytes().await.map_err(|e| decode_error(&url, e))?;
             Ok::<_, ClientError>((response.status(), bytes))
         };
@@ -131,6 +164,13 @@ pub fn encode_segment(text: &str) -> String {
 
 fn decode_error(url: &str, e: impl std::fmt::Display) -> ClientError {
     ClientError::Decode { url: url.to_string(), reason: e.to_string() }
+}
+
+fn transport_error(base: &str, reason: String) -> ClientError {
+    match reason.strip_prefix(transport::TLS_ERROR) {
+        Some(tls) => ClientError::Tls { url: base.to_string(), reason: tls.to_string() },
+        None => ClientError::Unreachable { url: base.to_string(), reason },
+    }
 }
 
 /// Reads any of 1.0.21's three error shapes (§1.8).

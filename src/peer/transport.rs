@@ -1,13 +1,40 @@
-//! The HTTP/1.1 transport under surf: TCP (and later TLS) straight into async-h1.
+//! The HTTP/1.1 transport under surf: TCP, or TLS with a pinned certificate, into async-h1.
 //!
 //! One connection per request with `Connection: close`: simple, and on loopback cheap enough.
 //! surf's own client backends are not used (they bring curl, OpenSSL or an old rustls).
 
 use http_client::{Config, Error, HttpClient, Request, Response};
 
-#[derive(Debug, Default)]
+use crate::tls::Fingerprint;
+
+/// A server that has not finished the TLS handshake by then is not speaking TLS.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Prefix of the error text of every TLS failure, so the client can tell them apart.
+pub const TLS_ERROR: &str = "tls: ";
+
+/// How the server is trusted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Trust {
+    /// Plain HTTP; `https` URLs are refused.
+    Plain,
+    /// HTTPS only, and only with exactly this certificate.
+    Pinned(Fingerprint),
+    /// HTTPS with any certificate: pairing endpoints only, whose messages carry their own
+    /// protection (see `pairing::channel`).
+    PairingOnly,
+}
+
+#[derive(Debug)]
 pub struct Transport {
     config: Config,
+    trust: Trust,
+}
+
+impl Transport {
+    pub fn new(trust: Trust) -> Transport {
+        Transport { config: Config::default(), trust }
+    }
 }
 
 #[async_trait::async_trait]
@@ -17,13 +44,42 @@ impl HttpClient for Transport {
         let host = url.host_str().ok_or_else(|| Error::from_str(400, format!("no host in {url}")))?;
         let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
         let port = url.port_or_known_default().unwrap_or(80);
-        if url.scheme() != "http" {
-            return Err(Error::from_str(400, format!("unsupported scheme in {url}")));
-        }
         let stream = async_net::TcpStream::connect((host.as_str(), port)).await?;
         stream.set_nodelay(true)?;
         req.insert_header("connection", "close");
-        async_h1::connect(stream, req).await
+        let tls_config = match (url.scheme(), &self.trust) {
+            ("https", Trust::Pinned(pin)) => crate::tls::client_config(pin),
+            ("https", Trust::PairingOnly) => crate::tls::client_config_for_pairing(),
+            ("http", Trust::Plain | Trust::PairingOnly) => return async_h1::connect(stream, req).await,
+            ("https", Trust::Plain) => {
+                return Err(Error::from_str(
+                    400,
+                    format!("{TLS_ERROR}no pinned certificate for {host}:{port}; pair with it first"),
+                ))
+            }
+            ("http", Trust::Pinned(_)) => {
+                return Err(Error::from_str(
+                    400,
+                    format!("{TLS_ERROR}{host}:{port} is pinned and must be reached over https"),
+                ))
+            }
+            (scheme, _) => return Err(Error::from_str(400, format!("unsupported scheme '{scheme}' in {url}"))),
+        };
+        let connector = futures_rustls::TlsConnector::from(tls_config);
+        let handshake = async { Some(connector.connect(crate::tls::server_name(&host), stream).await) };
+        let timeout = async {
+            async_io::Timer::after(HANDSHAKE_TIMEOUT).await;
+            None
+        };
+        let tls = match futures_lite::future::or(handshake, timeout).await {
+            Some(Ok(tls)) => tls,
+            Some(Err(e)) => return Err(Error::from_str(502, format!("{TLS_ERROR}{e}"))),
+            None => {
+                let message = format!("{TLS_ERROR}no TLS handshake from {host}:{port} (does it serve plain HTTP?)");
+                return Err(Error::from_str(504, message));
+            }
+        };
+        async_h1::connect(tls, req).await
     }
 
     fn set_config(&mut self, config: Config) -> Result<(), Error> {

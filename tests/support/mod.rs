@@ -7,6 +7,7 @@
 #![allow(dead_code)] // Each test module uses its own part of the harness.
 
 pub mod http;
+pub mod proxy;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -116,10 +117,99 @@ pub fn loopsy_in(home: &Path, args: &[&str]) -> Run {
     Run::from(output)
 }
 
+/// A CLI command running in the background, read line by line (interactive flows).
+pub struct Background {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    pub seen: Vec<String>,
+}
+
+impl Background {
+    pub fn spawn(home: &Path, args: &[&str]) -> Background {
+        let mut child = Command::new(loopsy_bin())
+            .arg("--home")
+            .arg(home)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("running loopsy");
+        let (send, lines) = std::sync::mpsc::channel();
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let send = send.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    eprintln!("[cli] {line}");
+                    let _ = send.send(line);
+                }
+            });
+        }
+        Background { child, lines, seen: Vec::new() }
+    }
+
+    /// Waits for a line containing `text`; returns it.
+    #[track_caller]
+    pub fn wait_line(&mut self, text: &str, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
+        if let Some(line) = self.seen.iter().find(|l| l.contains(text)) {
+            return line.clone();
+        }
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(text) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!("no line with {text:?} within {limit:?}; saw {:?}", self.seen),
+            }
+        }
+    }
+
+    pub fn answer(&mut self, line: &str) {
+        use std::io::Write;
+        let stdin = self.child.stdin.as_mut().expect("stdin is piped");
+        writeln!(stdin, "{line}").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// Waits for the exit code.
+    #[track_caller]
+    pub fn wait(mut self, limit: Duration) -> (i32, Vec<String>) {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                std::thread::sleep(Duration::from_millis(50));
+                while let Ok(line) = self.lines.try_recv() {
+                    self.seen.push(line);
+                }
+                return (status.code().unwrap_or(-1), std::mem::take(&mut self.seen));
+            }
+            assert!(Instant::now() < deadline, "command did not finish; saw {:?}", self.seen);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A home initialised by `loopsy init` and adjusted for tests, with no daemon yet.
 pub struct Home {
     pub dir: TempDir,
     pub name: String,
+    /// Extra environment for the daemon process.
+    pub env: Vec<(String, String)>,
 }
 
 impl Home {
@@ -127,7 +217,7 @@ impl Home {
     pub fn new(name: &str) -> Home {
         let dir = TempDir::new(name);
         let _ = loopsy_in(dir.path(), &["init"]).success();
-        let home = Home { dir, name: name.to_string() };
+        let home = Home { dir, name: name.to_string(), env: Vec::new() };
         home.edit_config(|doc| {
             doc["server"]["host"] = "127.0.0.1".into();
             doc["server"]["port"] = 0.into();
@@ -206,6 +296,7 @@ impl Daemon {
             .arg("--home")
             .arg(home.path())
             .args(["start", "--foreground"])
+            .envs(home.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -294,7 +385,10 @@ impl Daemon {
     /// Starts the daemon again in the same home (after `kill` or `wait_exit`).
     pub fn restart(mut self) -> Daemon {
         self.stop();
-        let home = std::mem::replace(&mut self.home, Home { dir: TempDir(PathBuf::new()), name: String::new() });
+        let home = std::mem::replace(
+            &mut self.home,
+            Home { dir: TempDir(PathBuf::new()), name: String::new(), env: Vec::new() },
+        );
         Daemon::spawn(home)
     }
 

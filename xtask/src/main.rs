@@ -1,1 +1,36 @@
-fn main() {}
+//! `cargo xtask <task>`: project chores plain cargo cannot do.
+//!
+//! Tasks: `bench` (every benchmark, printed as a table and written as JSON).
+
+mod bench;
+mod http;
+mod node;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("bench") => bench::run(&args[1..]),
+        Some("help") | Some("--help") | None => {
+            println!(
+                "usage: cargo xtask <task>\n\ntasks:\n  bench [--json FILE] [--only NAME,...]   run the benchmarks"
+            );
+            Ok(())
+        }
+        Some(other) => Err(anyhow::anyhow!("unknown task '{other}'; see `cargo xtask help`")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xtask: error: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// The repository root (the parent of `xtask/`).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the repo").to_path_buf()
+}

@@ -4,6 +4,7 @@
 //! OpenAPI test can check that the document describes every route that exists.
 
 mod context;
+mod pairing;
 mod system;
 
 use tide::http::Method;
@@ -48,6 +49,7 @@ pub fn mount(app: &mut tide::Server<State>) -> Vec<RouteSpec> {
     let mut mount = Mount { app, specs: Vec::new() };
     system::mount(&mut mount);
     context::mount(&mut mount);
+    pairing::mount(&mut mount);
     let specs = mount.specs;
     // Everything else: authenticate first (no probing of what exists without a key), then 404.
     let fallback = Guard { access: Access::Key, limit: None };
@@ -58,5 +60,5 @@ pub fn mount(app: &mut tide::Server<State>) -> Vec<RouteSpec> {
 
 /// The OpenAPI paths and schemas contributed by each area.
 pub fn openapi_parts() -> Vec<serde_json::Value> {
-    vec![system::openapi(), context::openapi()]
+    vec![system::openapi(), context::openapi(), pairing::openapi()]
 }

@@ -1,0 +1,401 @@
+//! The daemon's pairing service: hosts a session (`loopsy pair`) or joins one on another
+//! machine (`loopsy pair <address>`), and applies the result to the config and the keyring.
+//!
+//! Both roles run in the daemons, so key material never passes through a CLI. The protocol is
+//! in `crate::pairing`; this file only moves its messages and applies the outcome.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use surf::http::Method;
+use tide::http::StatusCode;
+
+use super::error::ApiError;
+use super::state::State;
+use crate::pairing::channel::{from_hex, Channel};
+use crate::pairing::session::{Code, Finish, Host, Joiner, Offer, PairError, LIFETIME_MS};
+use crate::pairing::spake2::Role;
+use crate::peer::{Client, ClientError};
+
+/// The one pairing slot of a daemon.
+#[derive(Clone, Default)]
+pub struct Pairing {
+    slot: Arc<Mutex<Slot>>,
+}
+
+#[derive(Default)]
+enum Slot {
+    #[default]
+    Idle,
+    Hosting {
+        host: Box<Host>,
+        mine: Offer,
+        applied: bool,
+        /// Where the joiner's daemon paired from: its address for later calls.
+        joiner_address: Option<String>,
+    },
+    Joining(Box<Joined>),
+}
+
+/// A joined session after the offers were exchanged.
+struct Joined {
+    channel: Channel,
+    peer: Offer,
+    mine: Offer,
+    address: String,
+    port: u16,
+    expires_at: u64,
+}
+
+/// Wire messages between the two daemons.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Share {
+    pub share: String,
+}
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ShareAnswer {
+    pub share: String,
+    pub confirm: String,
+}
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Exchange {
+    pub confirm: String,
+    pub offer: String,
+}
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Sealed {
+    pub offer: String,
+}
+#[derive(Debug, Serialize, Deserialize)]
+pub struct FinishRequest {
+    pub confirmed: bool,
+    pub tag: String,
+}
+#[derive(Debug, Serialize, Deserialize)]
+pub struct FinishAnswer {
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+}
+
+/// What the local CLI sends to join.
+#[derive(Debug, Deserialize)]
+pub struct JoinRequest {
+    pub address: String,
+    #[serde(default)]
+    pub port: Option<u16>,
+    pub code: String,
+}
+
+/// Maps a protocol error to the `{"error": "..."}` family 1.0.21's pairing routes used.
+pub fn api_error(err: PairError) -> ApiError {
+    let status = match err {
+        PairError::NoSession => StatusCode::NotFound,
+        PairError::Expired => StatusCode::Gone,
+        PairError::Burned => StatusCode::Locked,
+        PairError::WrongCode(_) => StatusCode::Forbidden,
+        PairError::Busy | PairError::Cancelled => StatusCode::Conflict,
+        PairError::BadOffer | PairError::Tampered | PairError::Invalid(_) => StatusCode::BadRequest,
+    };
+    ApiError::plain(status, err.to_string())
+}
+
+fn decode_hex(text: &str, what: &str) -> Result<Vec<u8>, ApiError> {
+    from_hex(text).ok_or_else(|| ApiError::plain(StatusCode::BadRequest, format!("'{what}' is not hex")))
+}
+
+/// This daemon's offer, with a key freshly minted for the other side alone.
+fn my_offer(state: &State) -> Result<Offer, ApiError> {
+    let identity = crate::tls::Identity::load_or_create(&state.paths, &state.node.hostname)
+        .map_err(|e| ApiError::internal(format!("cannot make the TLS certificate: {e:#}")))?;
+    Ok(Offer {
+        node_id: state.node.id.to_string(),
+        hostname: state.node.hostname.clone(),
+        port: state.node.port,
+        fingerprint: identity.fingerprint.to_string(),
+        api_key: crate::random::api_key(),
+    })
+}
+
+impl Pairing {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Slot> {
+        self.slot.lock().expect("pairing lock")
+    }
+
+    fn busy(slot: &Slot, now: u64) -> bool {
+        match slot {
+            Slot::Idle => false,
+            Slot::Hosting { host, .. } => matches!(host.status(now).state, "waiting" | "exchanged"),
+            Slot::Joining(joined) => now < joined.expires_at,
+        }
+    }
+
+    /// `POST /pair/start`: a new session with a fresh code.
+    pub fn start(&self, state: &State) -> Result<serde_json::Value, ApiError> {
+        let now = crate::clock::now_ms();
+        let mine = my_offer(state)?;
+        let mut slot = self.lock();
+        if Pairing::busy(&slot, now) {
+            return Err(ApiError::plain(StatusCode::Conflict, "a pairing session is already active"));
+        }
+        let host = Host::with_lifetime(now, lifetime_ms());
+        let answer = json!({
+            "code": host.code.as_str(),
+            "expiresAt": host.expires_at,
+            "port": state.node.port,
+            "addresses": crate::netif::local_addresses().iter().filter(|ip| ip.is_ipv4()).map(|ip| ip.to_string()).collect::<Vec<_>>(),
+        });
+        *slot = Slot::Hosting { host: Box::new(host), mine, applied: false, joiner_address: None };
+        Ok(answer)
+    }
+
+    /// `GET /pair/status` for the local CLI.
+    pub fn status(&self) -> serde_json::Value {
+        let now = crate::clock::now_ms();
+        match &*self.lock() {
+            Slot::Idle => json!({"role": "none"}),
+            Slot::Hosting { host, .. } => {
+                let mut status = serde_json::to_value(host.status(now)).expect("status serialises");
+                status["role"] = "host".into();
+                status
+            }
+            Slot::Joining(joined) => json!({
+                "role": "joiner", "state": if now < joined.expires_at { "exchanged" } else { "expired" },
+                "sas": joined.channel.sas, "peerHostname": joined.peer.hostname, "expiresAt": joined.expires_at,
+            }),
+        }
+    }
+
+    /// `DELETE /pair`: give up whatever is in progress.
+    pub fn cancel(&self) {
+        let mut slot = self.lock();
+        match &mut *slot {
+            Slot::Hosting { host, .. } => host.cancel(),
+            _ => *slot = Slot::Idle,
+        }
+    }
+
+    fn with_host<T>(&self, f: impl FnOnce(&mut Host, u64) -> Result<T, PairError>) -> Result<T, ApiError> {
+        let now = crate::clock::now_ms();
+        match &mut *self.lock() {
+            Slot::Hosting { host, .. } => f(host, now).map_err(api_error),
+            _ => Err(api_error(PairError::NoSession)),
+        }
+    }
+
+    /// `POST /pair/spake2` from the joining daemon.
+    pub fn host_spake2(&self, body: &Share) -> Result<ShareAnswer, ApiError> {
+        let share = decode_hex(&body.share, "share")?;
+        let (share, confirm) = self.with_host(|host, now| host.spake2(&share, now))?;
+        Ok(ShareAnswer { share, confirm })
+    }
+
+    /// `POST /pair/exchange` from the joining daemon at address `from`.
+    pub fn host_exchange(&self, body: &Exchange, from: &str) -> Result<Sealed, ApiError> {
+        let confirm = decode_hex(&body.confirm, "confirm")?;
+        let now = crate::clock::now_ms();
+        match &mut *self.lock() {
+            Slot::Hosting { host, mine, joiner_address, .. } => {
+                let offer = host.exchange(&confirm, &body.offer, mine, now).map_err(api_error)?;
+                // Where the joiner's daemon is reached later: the address it paired from.
+                *joiner_address = Some(from.to_string());
+                Ok(Sealed { offer })
+            }
+            _ => Err(api_error(PairError::NoSession)),
+        }
+    }
+
+    /// `POST /pair/finish` from the joining daemon: its human's answer.
+    pub fn host_finish(&self, state: &State, body: &FinishRequest) -> Result<FinishAnswer, ApiError> {
+        let finish = self.with_host(|host, now| host.confirm_remote(body.confirmed, &body.tag, now))?;
+        self.apply_host_result(state)?;
+        Ok(match finish {
+            Finish::Waiting => FinishAnswer { state: "waiting".into(), tag: None },
+            Finish::Cancelled => FinishAnswer { state: "cancelled".into(), tag: None },
+            Finish::Done { tag } => FinishAnswer { state: "done".into(), tag: Some(tag) },
+        })
+    }
+
+    /// `POST /pair/confirm` on the host: its human's answer.
+    pub fn host_confirm(&self, state: &State, confirmed: bool) -> Result<serde_json::Value, ApiError> {
+        self.with_host(|host, now| host.confirm_local(confirmed, now))?;
+        self.apply_host_result(state)?;
+        Ok(self.status())
+    }
+
+    /// Once both humans said yes, writes the peer into the config, exactly once.
+    fn apply_host_result(&self, state: &State) -> Result<(), ApiError> {
+        let mut slot = self.lock();
+        let Slot::Hosting { host, mine, applied, joiner_address } = &mut *slot else { return Ok(()) };
+        let Some(peer) = host.completed() else { return Ok(()) };
+        if *applied {
+            return Ok(());
+        }
+        let address = joiner_address.clone().unwrap_or_else(|| peer.hostname.clone());
+        apply(state, peer, mine, &address)
+            .map_err(|e| ApiError::internal(format!("cannot save the pairing: {e:#}")))?;
+        *applied = true;
+        Ok(())
+    }
+}
+
+/// The session lifetime: five minutes, or `LOOPSY_PAIRING_LIFETIME_MS` (for tests of expiry).
+fn lifetime_ms() -> u64 {
+    std::env::var("LOOPSY_PAIRING_LIFETIME_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(LIFETIME_MS)
+}
+
+/// Writes a completed pairing: keys both ways, the pin, the peer; then takes effect at once.
+fn apply(state: &State, peer: &Offer, mine: &Offer, address: &str) -> anyhow::Result<String> {
+    use crate::config::set_path;
+    let mut name = peer.hostname.clone();
+    let config = crate::config::edit(&state.paths, |doc| {
+        let pinned = doc["tls"]["pinnedCerts"][name.as_str()].as_str().map(String::from);
+        if pinned.is_some_and(|pin| pin != peer.fingerprint) {
+            // Another machine already uses this name: never overwrite it (weakness A6).
+            name = format!("{}-{}", peer.hostname, &peer.node_id[..8]);
+        }
+        set_path(doc, &["auth", "allowedKeys", name.as_str()], mine.api_key.clone().into());
+        set_path(doc, &["auth", "peerKeys", name.as_str()], peer.api_key.clone().into());
+        set_path(doc, &["tls", "pinnedCerts", name.as_str()], peer.fingerprint.clone().into());
+        set_path(doc, &["tls", "enabled"], true.into());
+        let entry = json!({"address": address, "port": peer.port, "hostname": name});
+        let mut peers: Vec<serde_json::Value> =
+            serde_yaml::from_value(doc["discovery"]["manualPeers"].clone()).unwrap_or_default();
+        peers.retain(|p| !(p["address"] == address && p["port"] == peer.port));
+        peers.push(entry);
+        set_path(doc, &["discovery", "manualPeers"], serde_yaml::to_value(peers)?);
+        Ok(())
+    })?;
+    state.keyring.replace(&config.auth);
+    super::enable_tls(state)?;
+    log::info!("paired with {} ({}) at {address}:{}", name, peer.node_id, peer.port);
+    Ok(name)
+}
+
+/// The joiner's side, driven from `POST /pair/join` and `POST /pair/confirm`.
+impl Pairing {
+    pub async fn join(&self, state: &State, request: JoinRequest) -> Result<serde_json::Value, ApiError> {
+        let code = Code::parse(&request.code)
+            .ok_or_else(|| ApiError::plain(StatusCode::BadRequest, "the code has 6 digits"))?;
+        let port = request.port.unwrap_or(crate::config::DEFAULT_PORT);
+        if Pairing::busy(&self.lock(), crate::clock::now_ms()) {
+            return Err(ApiError::plain(StatusCode::Conflict, "a pairing session is already active here"));
+        }
+        let mine = my_offer(state)?;
+        let client = pairing_client(&request.address, port).await?;
+        let joiner = Joiner::new(&code);
+        let answer: ShareAnswer = call(&client, "/api/v1/pair/spake2", &Share { share: joiner.share() }).await?;
+        let (host_share, host_confirm) = (decode_hex(&answer.share, "share")?, decode_hex(&answer.confirm, "confirm")?);
+        let (channel, confirm) = match joiner.confirm(&host_share, &host_confirm) {
+            Ok(ok) => ok,
+            Err(_) => {
+                // Tell the host, which counts the attempt and says how many remain.
+                let wrong = Exchange { confirm: "00".repeat(32), offer: String::new() };
+                call::<Sealed>(&client, "/api/v1/pair/exchange", &wrong).await?;
+                return Err(api_error(PairError::WrongCode(0)));
+            }
+        };
+        let exchange = Exchange { confirm, offer: mine.seal(&channel, Role::B) };
+        let sealed: Sealed = call(&client, "/api/v1/pair/exchange", &exchange).await?;
+        let peer = Offer::open(&channel, Role::A, &sealed.offer).map_err(api_error)?;
+        let answer = json!({"sas": channel.sas, "peerHostname": peer.hostname, "peerNodeId": peer.node_id});
+        let expires_at = crate::clock::now_ms() + lifetime_ms();
+        let joined = Joined { channel, peer, mine, address: request.address, port, expires_at };
+        *self.lock() = Slot::Joining(Box::new(joined));
+        Ok(answer)
+    }
+
+    /// `POST /pair/confirm`: the local human's answer, on either side.
+    pub async fn confirm(&self, state: &State, confirmed: bool) -> Result<serde_json::Value, ApiError> {
+        if matches!(&*self.lock(), Slot::Hosting { .. }) {
+            return self.host_confirm(state, confirmed);
+        }
+        let (statement, tag, base, pin, expires_at) = {
+            let slot = self.lock();
+            let Slot::Joining(joined) = &*slot else { return Err(api_error(PairError::NoSession)) };
+            let statement = if confirmed { "confirm" } else { "cancel" };
+            let base = crate::peer::resolve::base_url(&joined.address, joined.port);
+            let pin = crate::tls::Fingerprint::parse(&joined.peer.fingerprint);
+            (statement, joined.channel.tag(Role::B, statement), base, pin, joined.expires_at)
+        };
+        let request = FinishRequest { confirmed, tag };
+        loop {
+            let answer = finish_with_host(&base, pin.clone(), &request).await?;
+            match answer.state.as_str() {
+                "waiting" if confirmed && crate::clock::now_ms() < expires_at => {
+                    async_io::Timer::after(Duration::from_millis(250)).await;
+                }
+                "waiting" => {
+                    *self.lock() = Slot::Idle;
+                    return Err(api_error(if confirmed { PairError::Expired } else { PairError::Cancelled }));
+                }
+                "done" if statement == "confirm" => return self.finish_joined(state, answer.tag.unwrap_or_default()),
+                _ => {
+                    *self.lock() = Slot::Idle;
+                    return Ok(json!({"state": "cancelled", "message": "the pairing was cancelled"}));
+                }
+            }
+        }
+    }
+
+    fn finish_joined(&self, state: &State, host_tag: String) -> Result<serde_json::Value, ApiError> {
+        let slot = std::mem::take(&mut *self.lock());
+        let Slot::Joining(joined) = slot else { return Err(api_error(PairError::NoSession)) };
+        joined.channel.check_tag(Role::A, "done", &host_tag).map_err(|_| api_error(PairError::Tampered))?;
+        let name = apply(state, &joined.peer, &joined.mine, &joined.address)
+            .map_err(|e| ApiError::internal(format!("cannot save the pairing: {e:#}")))?;
+        Ok(json!({"state": "done", "peer": name, "nodeId": joined.peer.node_id}))
+    }
+}
+
+/// A client for the host's pairing endpoints: plain HTTP, or HTTPS if that is all it serves.
+async fn pairing_client(address: &str, port: u16) -> Result<Client, ApiError> {
+    let plain = crate::peer::resolve::base_url(address, port);
+    let mut last = String::new();
+    for base in [plain.clone(), plain.replacen("http://", "https://", 1)] {
+        let client = Client::for_pairing(&base).with_timeout(Duration::from_secs(10));
+        match client.get::<serde_json::Value>("/api/v1/health").await {
+            Ok(_) => return Ok(client),
+            Err(e) => last = e.to_string(),
+        }
+    }
+    Err(ApiError::plain(StatusCode::BadGateway, format!("cannot reach {address}:{port}: {last}")))
+}
+
+/// A call to the host's pairing endpoints, with its errors passed through to our caller.
+async fn call<T: serde::de::DeserializeOwned>(
+    client: &Client,
+    path: &str,
+    body: &impl Serialize,
+) -> Result<T, ApiError> {
+    client.call(Method::Post, path, Some(body)).await.map_err(|err| match err {
+        ClientError::Remote { status: 404, message, .. } if message.starts_with("Route ") => ApiError::plain(
+            StatusCode::BadGateway,
+            "the other machine runs loopsy 1.0.21 (or another version without secure pairing): \
+             connect to it with `loopsy peers add <address> --key <its key>`",
+        ),
+        ClientError::Remote { status, message, .. } => {
+            ApiError::plain(StatusCode::try_from(status).unwrap_or(StatusCode::BadGateway), message)
+        }
+        other => ApiError::plain(StatusCode::BadGateway, other.to_string()),
+    })
+}
+
+/// Sends the finish message; once the host switched to TLS, over TLS pinned to its certificate.
+async fn finish_with_host(
+    base: &str,
+    pin: Option<crate::tls::Fingerprint>,
+    request: &FinishRequest,
+) -> Result<FinishAnswer, ApiError> {
+    let plain = Client::for_pairing(base).with_timeout(Duration::from_secs(10));
+    match call(&plain, "/api/v1/pair/finish", request).await {
+        Ok(answer) => Ok(answer),
+        Err(err) if err.status() == StatusCode::BadGateway => {
+            let pinned = Client::pinned(base, None, pin).with_timeout(Duration::from_secs(10));
+            call(&pinned, "/api/v1/pair/finish", request).await
+        }
+        Err(err) => Err(err),
+    }
+}

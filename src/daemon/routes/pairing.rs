@@ -1,0 +1,131 @@
+//! `/api/v1/pair/*`: the pairing endpoints (see `daemon::pairing` for the service).
+//!
+//! Two kinds: control routes for the local CLI (own key, from this machine only), and the
+//! routes the other daemon calls during a run (no key: it has none yet; the SPAKE2 channel
+//! protects what they carry).
+
+use serde::Deserialize;
+use serde_json::json;
+use tide::http::{Method, StatusCode};
+use tide::Request;
+
+use super::system::json_response;
+use super::Mount;
+use crate::daemon::body;
+use crate::daemon::error::ApiError;
+use crate::daemon::guard::Access;
+use crate::daemon::pairing::{Exchange, FinishRequest, JoinRequest, Share};
+use crate::daemon::state::State;
+
+pub fn mount(m: &mut Mount<'_>) {
+    m.route(Method::Post, "/api/v1/pair/start", Access::Local, None, start_pairing)
+        .route(Method::Get, "/api/v1/pair/status", Access::Local, None, get_pairing_status)
+        .route(Method::Post, "/api/v1/pair/join", Access::Local, None, join_pairing)
+        .route(Method::Post, "/api/v1/pair/confirm", Access::Local, None, confirm_pairing)
+        .route(Method::Delete, "/api/v1/pair", Access::Local, None, cancel_pairing)
+        .route(Method::Post, "/api/v1/pair/spake2", Access::Public, None, post_spake2)
+        .route(Method::Post, "/api/v1/pair/exchange", Access::Public, None, post_exchange)
+        .route(Method::Post, "/api/v1/pair/finish", Access::Public, None, post_finish)
+        .route(Method::Post, "/api/v1/pair/initiate", Access::Public, None, post_legacy_initiate);
+}
+
+async fn start_pairing(req: Request<State>) -> tide::Result {
+    json_response(&req.state().pairing.start(req.state())?)
+}
+
+async fn get_pairing_status(req: Request<State>) -> tide::Result {
+    json_response(&req.state().pairing.status())
+}
+
+async fn join_pairing(mut req: Request<State>) -> tide::Result {
+    let request: JoinRequest = body::json(&mut req).await?;
+    let state = req.state().clone();
+    json_response(&state.pairing.join(&state, request).await?)
+}
+
+#[derive(Deserialize)]
+struct Confirm {
+    confirmed: bool,
+}
+
+async fn confirm_pairing(mut req: Request<State>) -> tide::Result {
+    let confirm: Confirm = body::json(&mut req).await?;
+    let state = req.state().clone();
+    json_response(&state.pairing.confirm(&state, confirm.confirmed).await?)
+}
+
+async fn cancel_pairing(req: Request<State>) -> tide::Result {
+    req.state().pairing.cancel();
+    json_response(&json!({"success": true}))
+}
+
+async fn post_spake2(mut req: Request<State>) -> tide::Result {
+    let share: Share = body::json(&mut req).await?;
+    json_response(&req.state().pairing.host_spake2(&share)?)
+}
+
+async fn post_exchange(mut req: Request<State>) -> tide::Result {
+    let exchange: Exchange = body::json(&mut req).await?;
+    let from = req
+        .peer_addr()
+        .and_then(|addr| addr.parse::<std::net::SocketAddr>().ok())
+        .map(|addr| addr.ip().to_string())
+        .unwrap_or_default();
+    json_response(&req.state().pairing.host_exchange(&exchange, &from)?)
+}
+
+async fn post_finish(mut req: Request<State>) -> tide::Result {
+    let finish: FinishRequest = body::json(&mut req).await?;
+    let state = req.state().clone();
+    json_response(&state.pairing.host_finish(&state, &finish)?)
+}
+
+/// 1.0.21's pairing sent both API keys in clear: refused, with the way forward.
+async fn post_legacy_initiate(_req: Request<State>) -> tide::Result {
+    Err(ApiError::plain(
+        StatusCode::UpgradeRequired,
+        "this node pairs with loopsy's secure pairing only (1.0.21 pairing sends keys in clear); \
+         connect with `loopsy peers add <address> --key <key>` instead",
+    )
+    .into())
+}
+
+pub fn openapi() -> serde_json::Value {
+    let object = |props: serde_json::Value, required: &[&str]| json!({"type": "object", "required": required, "properties": props});
+    let hex = json!({"type": "string", "pattern": "^[0-9a-f]*$"});
+    let op = |summary: &str, public: bool, request: Option<serde_json::Value>, response: serde_json::Value| {
+        let mut op = json!({"summary": summary, "tags": ["pairing"],
+            "responses": {"200": {"description": "ok", "content": {"application/json": {"schema": response}}},
+                          "404": {"$ref": "#/components/responses/Error"}, "409": {"$ref": "#/components/responses/Error"}}});
+        if public {
+            op["security"] = json!([]);
+        }
+        if let Some(schema) = request {
+            op["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": schema}}});
+        }
+        op
+    };
+    json!({
+        "paths": {
+            "/api/v1/pair/start": {"post": op("Start hosting a pairing session (own key, loopback only); answers the 6-digit code", false, None,
+                object(json!({"code": {"type": "string"}, "expiresAt": {"type": "integer"}, "port": {"type": "integer"}, "addresses": {"type": "array", "items": {"type": "string"}}}), &["code", "expiresAt"]))},
+            "/api/v1/pair/status": {"get": op("The local pairing session: role, state, SAS once keys are exchanged (loopback only)", false, None,
+                object(json!({"role": {"enum": ["none", "host", "joiner"]}, "state": {"type": "string"}, "sas": {"type": "string"}, "attemptsLeft": {"type": "integer"}, "peerHostname": {"type": "string"}}), &["role"]))},
+            "/api/v1/pair/join": {"post": op("Join the session hosted by another machine (loopback only); answers the SAS to compare", false,
+                Some(object(json!({"address": {"type": "string"}, "port": {"type": "integer"}, "code": {"type": "string"}}), &["address", "code"])),
+                object(json!({"sas": {"type": "string"}, "peerHostname": {"type": "string"}, "peerNodeId": {"type": "string"}}), &["sas"]))},
+            "/api/v1/pair/confirm": {"post": op("The local human's answer to the SAS (loopback only); on the joiner it waits for the host's answer", false,
+                Some(object(json!({"confirmed": {"type": "boolean"}}), &["confirmed"])), json!({"type": "object"}))},
+            "/api/v1/pair": {"delete": op("Cancel the local pairing session (loopback only)", false, None, json!({"type": "object"}))},
+            "/api/v1/pair/spake2": {"post": op("Daemon to daemon: the joiner's SPAKE2 share (RFC 9382, P-256); each call spends one of three attempts", true,
+                Some(object(json!({"share": hex}), &["share"])), object(json!({"share": hex, "confirm": hex}), &["share", "confirm"]))},
+            "/api/v1/pair/exchange": {"post": op("Daemon to daemon: the joiner's key confirmation and sealed offer; answers the host's sealed offer", true,
+                Some(object(json!({"confirm": hex, "offer": hex}), &["confirm", "offer"])), object(json!({"offer": hex}), &["offer"]))},
+            "/api/v1/pair/finish": {"post": op("Daemon to daemon: the joiner's human's answer, authenticated by a tag; answers waiting, done (with the host's tag) or cancelled", true,
+                Some(object(json!({"confirmed": {"type": "boolean"}, "tag": hex}), &["confirmed", "tag"])),
+                object(json!({"state": {"enum": ["waiting", "done", "cancelled"]}, "tag": hex}), &["state"]))},
+            "/api/v1/pair/initiate": {"post": op("1.0.21's clear-text pairing: always refused with 426 and the way forward", true, None, json!({"type": "object"}))}
+        },
+        "schemas": {}
+    })
+}

@@ -1,0 +1,242 @@
+//! TLS: the node's certificate, its fingerprint, and the rustls configurations.
+//!
+//! The only module that builds rustls configs. Trust is by pinning, not by certificate
+//! authorities: a client that knows a peer's fingerprint accepts exactly that certificate (the
+//! handshake signature is still verified against its key) and nothing else.
+
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, ServerConfig, SignatureScheme};
+use sha2::{Digest, Sha256};
+
+use crate::durable::{self, Mode};
+use crate::paths::Paths;
+
+/// How long a generated certificate is valid.
+const VALIDITY_DAYS: u64 = 3 * 365;
+
+/// A certificate fingerprint: SHA-256 of the DER certificate, 64 lowercase hex characters
+/// (the 1.0.21 format; equal to `openssl x509 -outform der | sha256sum`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Fingerprint(String);
+
+impl Fingerprint {
+    pub fn of_der(der: &[u8]) -> Fingerprint {
+        Fingerprint(crate::random::to_hex(&Sha256::digest(der)))
+    }
+
+    /// Parses a fingerprint, accepting upper case and `:` separators as `openssl` prints them.
+    pub fn parse(text: &str) -> Option<Fingerprint> {
+        let hex: String = text.trim().chars().filter(|c| *c != ':').collect::<String>().to_ascii_lowercase();
+        (hex.len() == 64 && hex.bytes().all(|c| c.is_ascii_hexdigit())).then_some(Fingerprint(hex))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// This node's certificate and private key.
+pub struct Identity {
+    pub cert: CertificateDer<'static>,
+    key: PrivateKeyDer<'static>,
+    pub fingerprint: Fingerprint,
+}
+
+impl Identity {
+    /// Loads `tls/cert.pem` and `tls/key.pem`, creating them on first use.
+    pub fn load_or_create(paths: &Paths, hostname: &str) -> anyhow::Result<Identity> {
+        let (cert_path, key_path) = (paths.tls_dir().join("cert.pem"), paths.tls_dir().join("key.pem"));
+        if !cert_path.exists() || !key_path.exists() {
+            create(paths, hostname)?;
+        }
+        Identity::load(&cert_path, &key_path)
+    }
+
+    fn load(cert_path: &Path, key_path: &Path) -> anyhow::Result<Identity> {
+        let cert =
+            CertificateDer::from_pem_file(cert_path).with_context(|| format!("reading {}", cert_path.display()))?;
+        let key = PrivateKeyDer::from_pem_file(key_path).with_context(|| format!("reading {}", key_path.display()))?;
+        Ok(Identity { fingerprint: Fingerprint::of_der(&cert), cert, key })
+    }
+}
+
+/// The fingerprint of the certificate in `paths`, if there is one.
+pub fn local_fingerprint(paths: &Paths) -> Option<Fingerprint> {
+    let cert = CertificateDer::from_pem_file(paths.tls_dir().join("cert.pem")).ok()?;
+    Some(Fingerprint::of_der(&cert))
+}
+
+/// Generates a self-signed EC P-256 leaf certificate: SAN hostname, `localhost` and the node's
+/// addresses; not a CA; written 0600 in a 0700 directory.
+fn create(paths: &Paths, hostname: &str) -> anyhow::Result<()> {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+    let mut names = vec![hostname.to_string(), "localhost".into(), "127.0.0.1".into(), "::1".into()];
+    names.extend(crate::netif::local_addresses().iter().map(|ip| ip.to_string()));
+    names.dedup();
+    let mut params = rcgen::CertificateParams::new(names).context("certificate names")?;
+    params.distinguished_name.push(rcgen::DnType::CommonName, hostname);
+    params.distinguished_name.push(rcgen::DnType::OrganizationName, "Loopsy");
+    params.is_ca = rcgen::IsCa::ExplicitNoCa;
+    let today = crate::clock::now_ms() / 86_400_000;
+    let (year, month, date) = civil_day(today.saturating_sub(1));
+    params.not_before = rcgen::date_time_ymd(year, month, date);
+    let (year, month, date) = civil_day(today + VALIDITY_DAYS);
+    params.not_after = rcgen::date_time_ymd(year, month, date);
+    let cert = params.self_signed(&key)?;
+    durable::create_private_dir(&paths.tls_dir())?;
+    durable::write(&paths.tls_dir().join("key.pem"), key.serialize_pem().as_bytes(), Mode::Secret)?;
+    durable::write(&paths.tls_dir().join("cert.pem"), cert.pem().as_bytes(), Mode::Secret)?;
+    Ok(())
+}
+
+/// (year, month, day) of a day counted from the Unix epoch.
+fn civil_day(days_since_epoch: u64) -> (i32, u8, u8) {
+    let iso = crate::clock::iso8601(days_since_epoch * 86_400_000);
+    (iso[0..4].parse().expect("a year"), iso[5..7].parse().expect("a month"), iso[8..10].parse().expect("a day"))
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    // Always explicit: never the process-wide default, which panics with two providers.
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The server side: this node's certificate, HTTP/1.1 over ALPN.
+pub fn server_config(identity: &Identity) -> anyhow::Result<Arc<ServerConfig>> {
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(rustls::DEFAULT_VERSIONS)?
+        .with_no_client_auth()
+        .with_single_cert(vec![identity.cert.clone()], identity.key.clone_key())
+        .context("the TLS certificate and key do not match")?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// The client side for a peer whose certificate must have exactly `pin`.
+pub fn client_config(pin: &Fingerprint) -> Arc<ClientConfig> {
+    let provider = provider();
+    let verifier = PinnedVerifier { pin: Some(pin.clone()), provider: provider.clone() };
+    let mut config = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(rustls::DEFAULT_VERSIONS)
+        .expect("the default protocol versions are supported")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(config)
+}
+
+/// The client side for pairing endpoints only: any certificate is accepted (its handshake
+/// signature is still checked). Safe only because everything pairing sends is protected by
+/// the SPAKE2 channel, not by TLS; never use it for anything else.
+pub fn client_config_for_pairing() -> Arc<ClientConfig> {
+    let provider = provider();
+    let verifier = PinnedVerifier { pin: None, provider: provider.clone() };
+    let mut config = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(rustls::DEFAULT_VERSIONS)
+        .expect("the default protocol versions are supported")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(config)
+}
+
+/// The name to present in the handshake; the pinning verifier does not check it.
+pub fn server_name(host: &str) -> ServerName<'static> {
+    ServerName::try_from(host.to_string()).unwrap_or_else(|_| ServerName::try_from("loopsy.invalid").expect("valid"))
+}
+
+/// Accepts exactly the pinned certificate (or, with no pin, any: pairing only); checks handshake
+/// signatures against the presented key either way.
+#[derive(Debug)]
+struct PinnedVerifier {
+    pin: Option<Fingerprint>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for PinnedVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if self.pin.as_ref().is_none_or(|pin| Fingerprint::of_der(end_entity) == *pin) {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::InvalidCertificate(rustls::CertificateError::ApplicationVerificationFailure))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprints_are_parsed_in_every_common_spelling() {
+        let hex = "7a4e1f298d0442a19d4f2f4414a08b5e2216ebe542a5f4a075930b6bef6e3bba";
+        assert_eq!(Fingerprint::parse(hex).unwrap().as_str(), hex);
+        let colons: Vec<String> = hex.as_bytes().chunks(2).map(|c| String::from_utf8_lossy(c).to_uppercase()).collect();
+        assert_eq!(Fingerprint::parse(&colons.join(":")).unwrap().as_str(), hex);
+        assert!(Fingerprint::parse("abc").is_none());
+    }
+
+    #[test]
+    fn a_generated_identity_is_private_and_stable() {
+        let dir = std::env::temp_dir().join(format!("loopsy-tls-{}", crate::random::hex(6)));
+        let paths = Paths::from_dir(&dir).unwrap();
+        let first = Identity::load_or_create(&paths, "alice-box").unwrap();
+        let again = Identity::load_or_create(&paths, "alice-box").unwrap();
+        assert_eq!(first.fingerprint, again.fingerprint, "the certificate is made once");
+        assert_eq!(local_fingerprint(&paths), Some(first.fingerprint.clone()));
+        assert_eq!(Fingerprint::of_der(&first.cert), first.fingerprint);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = |p: &str| std::fs::metadata(dir.join(p)).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode("tls/key.pem"), 0o600);
+            assert_eq!(mode("tls"), 0o700);
+        }
+        server_config(&first).unwrap();
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

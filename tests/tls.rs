@@ -1,0 +1,75 @@
+//! HTTPS: the daemon's certificate, pinning, and local tools that keep working with TLS on.
+
+use std::os::unix::fs::PermissionsExt;
+
+use loopsy::peer::{Client, ClientError};
+use loopsy::tls::Fingerprint;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
+
+use crate::support::{Daemon, Home};
+
+fn tls_daemon(name: &str) -> Daemon {
+    let home = Home::new(name);
+    home.edit_config(|doc| doc["tls"]["enabled"] = true.into());
+    home.start()
+}
+
+fn certificate_fingerprint(daemon: &Daemon) -> Fingerprint {
+    let cert = CertificateDer::from_pem_file(daemon.home.path().join("tls/cert.pem")).unwrap();
+    Fingerprint::of_der(&cert)
+}
+
+#[test]
+fn a_tls_daemon_serves_https_with_a_private_key_and_a_1_0_21_fingerprint() {
+    let daemon = tls_daemon("tls");
+    assert!(daemon.url.starts_with("https://127.0.0.1:"), "{}", daemon.url);
+    let mode = std::fs::metadata(daemon.home.path().join("tls/key.pem")).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let fingerprint = certificate_fingerprint(&daemon);
+    assert_eq!(fingerprint.as_str().len(), 64);
+    assert!(fingerprint.as_str().bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')));
+    assert!(daemon.output_has(&format!("fingerprint {fingerprint}")), "the fingerprint is logged");
+    // Plain HTTP on the TLS port gets no HTTP answer.
+    assert!(daemon.anon("GET", "/api/v1/health").try_send().is_err());
+}
+
+#[test]
+fn the_local_cli_keeps_working_when_tls_is_on() {
+    let daemon = tls_daemon("tlscli");
+    let status = daemon.loopsy(&["status", "--json"]).success().json();
+    assert_eq!(status["running"], true);
+    assert!(status["url"].as_str().unwrap().starts_with("https://"));
+    daemon.loopsy(&["key", "generate"]).success().stdout_has("uses it now");
+}
+
+#[test]
+fn a_client_pinned_to_the_certificate_gets_through_and_any_other_pin_is_refused() {
+    let alice = tls_daemon("alice");
+    let bob = tls_daemon("bob");
+    let good = Client::pinned(&alice.url, Some(alice.key.clone()), Some(certificate_fingerprint(&alice)));
+    let status: serde_json::Value = smol::block_on(good.get("/api/v1/status")).unwrap();
+    assert!(status["nodeId"].is_string());
+
+    let wrong = Client::pinned(&alice.url, Some(alice.key.clone()), Some(certificate_fingerprint(&bob)));
+    match smol::block_on(wrong.get::<serde_json::Value>("/api/v1/status")) {
+        Err(ClientError::Tls { url, reason }) => {
+            assert!(url.contains(&alice.port.to_string()), "the error names the peer: {url}");
+            assert!(reason.contains("invalid peer certificate"), "{reason}");
+        }
+        other => panic!("a wrong pin must be refused, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_pinned_peer_answering_plain_http_is_refused_not_downgraded() {
+    let plain = Daemon::start("plainpeer");
+    let tls = tls_daemon("pin");
+    let pinned = Client::pinned(&plain.url, Some(plain.key.clone()), Some(certificate_fingerprint(&tls)));
+    assert!(pinned.base().starts_with("https://"), "a pinned peer is always reached over https");
+    let err = smol::block_on(pinned.get::<serde_json::Value>("/api/v1/status")).unwrap_err();
+    assert!(matches!(err, ClientError::Tls { .. }), "{err:?}");
+    let unpinned_https = Client::new(&tls.url, Some(tls.key.clone()));
+    let err = smol::block_on(unpinned_https.get::<serde_json::Value>("/api/v1/status")).unwrap_err();
+    assert!(matches!(err, ClientError::Tls { .. }), "https without a pin is refused: {err:?}");
+}

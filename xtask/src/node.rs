@@ -1,0 +1,127 @@
+//! A daemon for benchmarks: a temporary home, the release binary, the bound address.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+pub struct Node {
+    pub child: Option<Child>,
+    pub addr: String,
+    pub key: String,
+}
+
+/// A fresh home with `loopsy init`, listening on 127.0.0.1:0, mDNS and rate limits off.
+pub fn prepare_home(bin: &Path, label: &str) -> anyhow::Result<(PathBuf, String)> {
+    let home = std::env::temp_dir().join(format!("loopsy-bench-{label}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&home);
+    let status = Command::new(bin).arg("--home").arg(&home).arg("init").stdout(Stdio::null()).status()?;
+    anyhow::ensure!(status.success(), "loopsy init failed");
+    let config_path = home.join("config.yaml");
+    let text = std::fs::read_to_string(&config_path)?;
+    let mut out = String::new();
+    let mut key = String::new();
+    let mut section = String::new();
+    for line in text.lines() {
+        if !line.starts_with(' ') {
+            section = line.trim_end_matches(':').to_string();
+        }
+        let trimmed = line.trim_start();
+        let replaced = match (section.as_str(), trimmed.split(':').next().unwrap_or("")) {
+            ("server", "host") => "  host: 127.0.0.1".to_string(),
+            ("server", "port") => "  port: 0".to_string(),
+            ("discovery", "enabled") => "  enabled: false".to_string(),
+            ("rateLimits", "execute" | "transfer" | "context") => {
+                format!("  {}: 0", trimmed.split(':').next().unwrap())
+            }
+            ("auth", "apiKey") => {
+                key = trimmed.trim_start_matches("apiKey:").trim().to_string();
+                line.to_string()
+            }
+            _ => line.to_string(),
+        };
+        out.push_str(&replaced);
+        out.push('\n');
+    }
+    std::fs::write(&config_path, out)?;
+    Ok((home, key))
+}
+
+impl Node {
+    /// Spawns `loopsy start --foreground` and waits until `/health` answers.
+    pub fn start(bin: &Path, home: &Path, key: &str) -> anyhow::Result<(Node, Duration)> {
+        let _ = std::fs::remove_file(home.join("daemon.json"));
+        let started = Instant::now();
+        let child = Command::new(bin)
+            .arg("--home")
+            .arg(home)
+            .args(["start", "--foreground"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("spawning the daemon")?;
+        let pid = child.id();
+        let mut node = Node { child: Some(child), addr: String::new(), key: key.to_string() };
+        let deadline = started + Duration::from_secs(10);
+        loop {
+            if node.addr.is_empty() {
+                if let Ok(text) = std::fs::read_to_string(home.join("daemon.json")) {
+                    let info: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+                    if info["pid"] == pid {
+                        node.addr = format!("127.0.0.1:{}", info["port"]);
+                    }
+                }
+            }
+            if !node.addr.is_empty() {
+                if let Ok(mut conn) = crate::http::Conn::open(&node.addr) {
+                    if conn.call("GET", "/api/v1/health", None, None).map(|r| r.status).unwrap_or(0) == 200 {
+                        return Ok((node, started.elapsed()));
+                    }
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("the daemon did not come up");
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).unwrap_or(0)
+    }
+
+    /// A field of `/proc/<pid>/status` in KiB (`VmRSS`, `VmHWM`).
+    pub fn memory_kib(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find(|l| l.starts_with(field))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SIGTERM, then wait for the graceful exit.
+            let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
