@@ -76,6 +76,11 @@ async fn serve(paths: Paths, config: Config, node_id: NodeId, managed_by: Option
         paths: paths.clone(),
         context: context.clone(),
     };
+    // Installed before `daemon.json` says we are up: a SIGTERM right after must stop us
+    // cleanly, not kill us with the default action.
+    let signals =
+        async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int, async_signal::Signal::Hup])
+            .context("installing signal handlers")?;
     let (app, _) = app(state.clone());
     if state.config.tls.enabled {
         enable_tls(&state)?;
@@ -98,7 +103,7 @@ async fn serve(paths: Paths, config: Config, node_id: NodeId, managed_by: Option
         state.node.hostname
     );
 
-    let _signals = smol::spawn(handle_signals(state.clone()));
+    let _signals = smol::spawn(handle_signals(state.clone(), signals));
     let expiry = smol::spawn(context.clone().expire_entries());
     // Watch streams count as in-flight requests: end them as soon as the stop begins.
     let _end_watches = smol::spawn({
@@ -147,15 +152,8 @@ fn runtime_url(bound: SocketAddr, tls: bool) -> String {
 }
 
 /// SIGTERM and SIGINT stop the daemon; SIGHUP reloads the keys from `config.yaml`.
-async fn handle_signals(state: State) {
-    use async_signal::{Signal, Signals};
-    let mut signals = match Signals::new([Signal::Term, Signal::Int, Signal::Hup]) {
-        Ok(signals) => signals,
-        Err(e) => {
-            log::error!("cannot install signal handlers: {e}");
-            return;
-        }
-    };
+async fn handle_signals(state: State, mut signals: async_signal::Signals) {
+    use async_signal::Signal;
     while let Some(Ok(signal)) = signals.next().await {
         match signal {
             Signal::Hup => reload_keys(&state),
