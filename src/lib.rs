@@ -21,4 +21,5 @@ pub mod peer;
 pub mod peers;
 pub mod random;
 pub mod shutdown;
+pub mod store;
 pub mod tls;

@@ -56,6 +56,10 @@ impl Paths {
     pub fn context_file(&self) -> PathBuf {
         self.home.join("context.json")
     }
+    /// Puts and deletes since `context.json` was written (see `store`).
+    pub fn context_journal(&self) -> PathBuf {
+        self.home.join("context.journal")
+    }
     pub fn peers_file(&self) -> PathBuf {
         self.home.join("peers.json")
     }

@@ -204,3 +204,99 @@ fn refused_requests_with_bodies_keep_a_keep_alive_connection_usable() {
         reader.read_exact(&mut answer).unwrap();
     }
 }
+
+#[test]
+fn malformed_json_bodies_get_a_400_that_says_what_is_wrong() {
+    let daemon = Daemon::start("badjson");
+    let put = |body: &str| {
+        daemon.req("PUT", "/api/v1/context/k").header("Content-Type", "application/json").body(body).send()
+    };
+    let message = put(r#"{"value": "unterminated"#).expect_error(400, 9003);
+    assert!(message.starts_with("invalid JSON body"), "{message}");
+    put("not json at all").expect_error(400, 9003);
+    let message = put(r#"{"value": 42}"#).expect_error(400, 9003);
+    assert!(message.contains("field 'value'") && message.contains("expected a string"), "{message}");
+    let message = put(r#"{"value": "v", "ttl": true}"#).expect_error(400, 9003);
+    assert!(message.contains("field 'ttl'"), "{message}");
+    let message = put(r#"{"ttl": 5}"#).expect_error(400, 9003);
+    assert_eq!(message, "Missing value", "a missing field is named");
+    put("[]").expect_error(400, 9003);
+    let message = put("").expect_error(400, 9003);
+    assert!(message.contains("empty"), "{message}");
+    put("  \r\n").expect_error(400, 9003);
+    daemon.get("/api/v1/context/k").expect_error(404, 5001);
+}
+
+#[test]
+fn other_content_types_get_415() {
+    let daemon = Daemon::start("mediatype");
+    let message = daemon
+        .req("PUT", "/api/v1/context/k")
+        .header("Content-Type", "text/plain")
+        .body(r#"{"value":"v"}"#)
+        .send()
+        .expect_error(415, 9007);
+    assert!(message.contains("text/plain") && message.contains("application/json"), "{message}");
+    daemon
+        .req("PUT", "/api/v1/context/k")
+        .header("Content-Type", "application/json; charset=utf-8")
+        .body(r#"{"value":"v"}"#)
+        .send()
+        .expect(200);
+}
+
+#[test]
+fn oversized_bodies_get_413_without_being_read() {
+    use std::io::{BufRead, BufReader, Write};
+    let daemon = Daemon::start("toolarge");
+    // Over the raised limit of the context PUT (1 MiB + 64 KiB), sent whole.
+    let big = format!(r#"{{"value":"{}"}}"#, "v".repeat(1024 * 1024 + 65 * 1024));
+    let message = daemon
+        .req("PUT", "/api/v1/context/k")
+        .header("Content-Type", "application/json")
+        .body(big)
+        .send()
+        .expect_error(413, 9006);
+    assert!(message.contains("larger than"), "{message}");
+    // A declared 100 MiB body is refused after its first bytes: the answer comes although
+    // the rest is never sent.
+    let mut stream = std::net::TcpStream::connect(&daemon.addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        stream,
+        "PUT /api/v1/context/k HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{{\"value\":\"",
+        daemon.key,
+        100 * 1024 * 1024
+    )
+    .unwrap();
+    stream.write_all(&[b'v'; 64 * 1024]).unwrap();
+    let mut status = String::new();
+    BufReader::new(stream).read_line(&mut status).expect("an answer before the body is complete");
+    assert!(status.starts_with("HTTP/1.1 413"), "{status}");
+    daemon.get("/api/v1/context/k").expect_error(404, 5001);
+}
+
+#[test]
+fn rate_limits_are_enforced_per_key_and_category() {
+    let home = Home::new("ratelimit");
+    let bob_key = "b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0";
+    home.edit_config(|doc| {
+        doc["rateLimits"]["context"] = 3.into();
+        doc["auth"]["allowedKeys"]["bob"] = bob_key.into();
+    });
+    let daemon = home.start();
+    daemon.req("PUT", "/api/v1/context/k").json(&serde_json::json!({"value": "v"})).send().expect(200);
+    daemon.get("/api/v1/context/k").expect(200);
+    daemon.get("/api/v1/context").expect(200);
+    let res = daemon.get("/api/v1/context/k");
+    let message = res.expect_error(429, 9002);
+    assert!(message.contains("3 context requests per minute"), "{message}");
+    let retry_after: u64 = res.header("retry-after").expect("a Retry-After header").parse().unwrap();
+    assert!((1..=20).contains(&retry_after), "{retry_after}");
+    daemon.req("DELETE", "/api/v1/context/k").send().expect_error(429, 9002);
+    // Bob's key has a bucket of its own...
+    daemon.anon("GET", "/api/v1/context/k").key(bob_key).send().expect(200);
+    // ...and other categories and unlimited routes are not affected.
+    daemon.get("/api/v1/status").expect(200);
+    daemon.get("/api/v1/identity").expect(200);
+}

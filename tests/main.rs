@@ -2,6 +2,7 @@
 
 mod support;
 
+mod context;
 mod core_api;
 mod execute;
 mod lifecycle;

@@ -1,6 +1,7 @@
 //! The command line: one file per subcommand, each with its `argh` struct and a `run`.
 
 mod connect;
+mod context;
 mod daemon;
 mod exec;
 mod init;
@@ -41,6 +42,7 @@ pub enum Command {
     Key(key::Args),
     Logs(logs::Args),
     Mcp(mcp::Args),
+    Context(context::Args),
     Pair(pair::Args),
     Peers(peers::Args),
     Connect(connect::Args),
@@ -65,6 +67,7 @@ pub fn run(args: Loopsy) -> anyhow::Result<ExitCode> {
         Command::Key(cmd) => key::run(cmd, &paths),
         Command::Logs(cmd) => logs::run(cmd, &paths),
         Command::Mcp(cmd) => mcp::run(cmd, &paths),
+        Command::Context(cmd) => context::run(cmd, &paths),
         Command::Pair(cmd) => pair::run(cmd, &paths),
         Command::Peers(cmd) => peers::run(cmd, &paths),
         Command::Connect(cmd) => connect::run(cmd, &paths),

@@ -15,7 +15,13 @@ pub const MAX_JSON_BODY: u64 = 1024 * 1024;
 
 /// Decodes the body as JSON into `T`.
 pub async fn json<T: DeserializeOwned>(req: &mut Request<State>) -> Result<T, ApiError> {
-    let bytes = read_limited(req).await?;
+    json_limited(req, MAX_JSON_BODY).await
+}
+
+/// Like [`json`] with a route's own size limit (the context PUT takes a 1 MiB value plus its
+/// JSON envelope).
+pub async fn json_limited<T: DeserializeOwned>(req: &mut Request<State>, limit: u64) -> Result<T, ApiError> {
+    let bytes = read_limited(req, limit).await?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::bad_request("the request body is empty; this route expects a JSON object"));
     }
@@ -24,7 +30,7 @@ pub async fn json<T: DeserializeOwned>(req: &mut Request<State>) -> Result<T, Ap
 
 /// Decodes the body as JSON into `T`, or `T::default()` when there is no body.
 pub async fn json_or_default<T: DeserializeOwned + Default>(req: &mut Request<State>) -> Result<T, ApiError> {
-    let bytes = read_limited(req).await?;
+    let bytes = read_limited(req, MAX_JSON_BODY).await?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
@@ -45,7 +51,7 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     })
 }
 
-async fn read_limited(req: &mut Request<State>) -> Result<Vec<u8>, ApiError> {
+async fn read_limited(req: &mut Request<State>, limit: u64) -> Result<Vec<u8>, ApiError> {
     if let Some(content_type) = req.header("Content-Type").map(|v| v.last().as_str().to_string()) {
         let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
         if essence != "application/json" && !essence.ends_with("+json") {
@@ -55,23 +61,23 @@ async fn read_limited(req: &mut Request<State>) -> Result<Vec<u8>, ApiError> {
             ));
         }
     }
-    if req.len().is_some_and(|len| len as u64 > MAX_JSON_BODY) {
-        return Err(too_large());
+    if req.len().is_some_and(|len| len as u64 > limit) {
+        return Err(too_large(limit));
     }
     let mut bytes = Vec::new();
     let body = req.take_body();
-    body.take(MAX_JSON_BODY + 1)
+    body.take(limit + 1)
         .read_to_end(&mut bytes)
         .await
         .map_err(|e| ApiError::bad_request(format!("cannot read the request body: {e}")))?;
-    if bytes.len() as u64 > MAX_JSON_BODY {
-        return Err(too_large());
+    if bytes.len() as u64 > limit {
+        return Err(too_large(limit));
     }
     Ok(bytes)
 }
 
-fn too_large() -> ApiError {
-    ApiError::new(ErrorCode::PayloadTooLarge, format!("request body is larger than {MAX_JSON_BODY} bytes"))
+fn too_large(limit: u64) -> ApiError {
+    ApiError::new(ErrorCode::PayloadTooLarge, format!("request body is larger than {limit} bytes"))
 }
 
 /// A path parameter, percent-decoded (`%2F` becomes `/`, as in 1.0.21).

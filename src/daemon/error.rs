@@ -29,6 +29,8 @@ pub enum ErrorCode {
     ContextValueTooLarge = 5002,
     ContextMaxEntries = 5003,
     ContextRevisionConflict = 5004,
+    /// The context journal cannot be written (disk full, I/O error) or the daemon is stopping.
+    ContextStorageFailed = 5005,
     Internal = 9001,
     RateLimited = 9002,
     InvalidRequest = 9003,
@@ -64,7 +66,7 @@ impl ErrorCode {
             MethodNotAllowed => StatusCode::MethodNotAllowed,
             UnsupportedMediaType => StatusCode::UnsupportedMediaType,
             RateLimited => StatusCode::TooManyRequests,
-            ShuttingDown => StatusCode::ServiceUnavailable,
+            ShuttingDown | ContextStorageFailed => StatusCode::ServiceUnavailable,
             Internal => StatusCode::InternalServerError,
         }
     }
@@ -87,16 +89,18 @@ pub struct ApiError {
     message: String,
     /// Seconds, sent as `Retry-After`.
     retry_after: Option<u64>,
+    /// Machine-readable facts beside the message (`error.details`, which 1.0.21 defined).
+    details: Option<serde_json::Value>,
 }
 
 impl ApiError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
-        ApiError { family: Family::Coded(code), message: message.into(), retry_after: None }
+        ApiError { family: Family::Coded(code), message: message.into(), retry_after: None, details: None }
     }
 
     /// An error in the `{"error":"..."}` family, for routes where 1.0.21 used it.
     pub fn plain(status: StatusCode, message: impl Into<String>) -> ApiError {
-        ApiError { family: Family::Plain(status), message: message.into(), retry_after: None }
+        ApiError { family: Family::Plain(status), message: message.into(), retry_after: None, details: None }
     }
 
     pub fn bad_request(message: impl Into<String>) -> ApiError {
@@ -109,6 +113,12 @@ impl ApiError {
 
     pub fn with_retry_after(mut self, seconds: u64) -> ApiError {
         self.retry_after = Some(seconds);
+        self
+    }
+
+    /// Adds `details` to a coded error's body.
+    pub fn with_details(mut self, details: serde_json::Value) -> ApiError {
+        self.details = Some(details);
         self
     }
 
@@ -133,7 +143,10 @@ impl ApiError {
     /// The JSON body.
     pub fn body(&self) -> serde_json::Value {
         match self.family {
-            Family::Coded(code) => json!({"error": {"code": code as u16, "message": self.message}}),
+            Family::Coded(code) => match &self.details {
+                Some(details) => json!({"error": {"code": code as u16, "message": self.message, "details": details}}),
+                None => json!({"error": {"code": code as u16, "message": self.message}}),
+            },
             Family::Plain(_) => json!({"error": self.message}),
         }
     }

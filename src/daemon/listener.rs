@@ -135,6 +135,30 @@ pub async fn serve(
     }
 }
 
+/// Reads what the handler left of the request body, before the answer is written: once the
+/// client has its answer it may send the next request at once, and reading ahead after that
+/// could swallow the start of it. Returns false when the connection must close instead: a
+/// declared body too big to read for nothing (an upload refused with 413), or a body of unknown
+/// length that does not end promptly.
+async fn drain_unread(body: &mut (impl AsyncRead + Unpin), declared: Option<usize>) -> io::Result<bool> {
+    let patience = match declared {
+        Some(length) if length as u64 > DRAIN_LIMIT => return Ok(false),
+        // A declared small body normally arrived with the head already.
+        Some(_) => Duration::from_secs(10),
+        None => Duration::from_millis(100),
+    };
+    let drain = async { Some(io::copy(body.take(DRAIN_LIMIT + 1), &mut io::sink()).await) };
+    let timeout = async {
+        async_io::Timer::after(patience).await;
+        None
+    };
+    match future::or(drain, timeout).await {
+        Some(Ok(n)) => Ok(n <= DRAIN_LIMIT),
+        Some(Err(e)) => Err(e),
+        None => Ok(false),
+    }
+}
+
 /// Whether the client opened with a TLS handshake record (0x16), which a plain HTTP port
 /// closes at once instead of waiting for an HTTP head that never comes.
 async fn starts_with_tls_hello(stream: &async_net::TcpStream) -> bool {
@@ -174,13 +198,11 @@ where
         req.set_local_addr(local);
         let method = req.method();
         let close_requested = req.header("Connection").is_some_and(|v| v.as_str().eq_ignore_ascii_case("close"));
+        let declared = req.len();
         let mut res: tide::http::Response = app.respond(req).await?;
-        // Read what the handler left of the request body before answering: once the client has
-        // its answer it may send the next request at once, and reading ahead after that could
-        // swallow the start of it. A big unread body is not read: the connection closes instead.
-        let unread = io::copy(&mut (&mut body).take(DRAIN_LIMIT + 1), &mut io::sink()).await?;
+        let drained = drain_unread(&mut body, declared).await?;
         let close = close_requested
-            || unread > DRAIN_LIMIT
+            || !drained
             || shutdown.is_triggered()
             || res.header("Connection").is_some_and(|v| v.as_str().eq_ignore_ascii_case("close"));
         if close {

@@ -2,7 +2,7 @@
 //!
 //! [`run`] takes the instance lock, binds, announces where it listens (`daemon.json`), serves
 //! until SIGTERM/SIGINT, then stops accepting, lets in-flight requests finish for a bounded
-//! time, flushes the audit log and exits.
+//! time, folds the context journal into `context.json`, flushes the audit log and exits.
 
 pub mod api;
 pub mod audit;
@@ -62,6 +62,7 @@ async fn serve(paths: Paths, config: Config, node_id: NodeId, managed_by: Option
     let listener =
         async_net::TcpListener::bind(address).await.with_context(|| format!("cannot listen on {address}"))?;
     let bound = listener.local_addr()?;
+    let context = crate::store::Store::open(&paths).context("opening the context store")?;
     let paths = Arc::new(paths);
     let registry = crate::peers::Registry::load(&paths.peers_file(), node_id.as_str());
     registry.add_configured(&config.discovery.manual_peers);
@@ -80,7 +81,13 @@ async fn serve(paths: Paths, config: Config, node_id: NodeId, managed_by: Option
         paths: paths.clone(),
         peers: registry.clone(),
         nudger: nudger.clone(),
+        context: context.clone(),
     };
+    // Installed before `daemon.json` says we are up: a SIGTERM right after must stop us
+    // cleanly, not kill us with the default action.
+    let signals =
+        async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int, async_signal::Signal::Hup])
+            .context("installing signal handlers")?;
     let (app, _) = app(state.clone());
     if state.config.tls.enabled {
         enable_tls(&state)?;
@@ -103,11 +110,20 @@ async fn serve(paths: Paths, config: Config, node_id: NodeId, managed_by: Option
         state.node.hostname
     );
 
-    let _signals = smol::spawn(handle_signals(state.clone()));
     let saver = smol::spawn(registry.clone().run_saver(state.shutdown.clone()));
     let interval = Duration::from_millis(state.config.discovery.health_interval);
     let _health = smol::spawn(crate::peers::health::run(registry, interval, nudges, state.shutdown.clone()));
     let discovery = start_discovery(&state, bound);
+    let _signals = smol::spawn(handle_signals(state.clone(), signals));
+    let expiry = smol::spawn(context.clone().expire_entries());
+    // Watch streams count as in-flight requests: end them as soon as the stop begins.
+    let _end_watches = smol::spawn({
+        let (shutdown, context) = (state.shutdown.clone(), context.clone());
+        async move {
+            shutdown.wait().await;
+            context.close_watchers();
+        }
+    });
     let in_flight = listener::InFlight::default();
     listener::serve(listener, state.tls.clone(), app, state.shutdown.clone(), in_flight.clone()).await;
 
@@ -121,6 +137,9 @@ async fn serve(paths: Paths, config: Config, node_id: NodeId, managed_by: Option
     }
     // Jobs do not outlive the daemon (as in 1.0.21); none is left after a drained stop.
     state.executor.kill_all();
+    drop(expiry);
+    // Writes what is queued and folds the journal into context.json.
+    blocking::unblock(move || context.close()).await;
     state.audit.close();
     saver.await;
     RuntimeInfo::remove(&paths);
@@ -165,15 +184,8 @@ fn start_discovery(state: &State, bound: SocketAddr) -> Option<crate::discovery:
 }
 
 /// SIGTERM and SIGINT stop the daemon; SIGHUP reloads the keys from `config.yaml`.
-async fn handle_signals(state: State) {
-    use async_signal::{Signal, Signals};
-    let mut signals = match Signals::new([Signal::Term, Signal::Int, Signal::Hup]) {
-        Ok(signals) => signals,
-        Err(e) => {
-            log::error!("cannot install signal handlers: {e}");
-            return;
-        }
-    };
+async fn handle_signals(state: State, mut signals: async_signal::Signals) {
+    use async_signal::Signal;
     while let Some(Ok(signal)) = signals.next().await {
         match signal {
             Signal::Hup => reload_keys(&state),

@@ -13,6 +13,7 @@ use crate::paths::Paths;
 use crate::peers::health::Nudger;
 use crate::peers::Registry;
 use crate::shutdown::Shutdown;
+use crate::store::Store;
 
 /// Shared by every request; each field owns its own locking.
 #[derive(Clone)]
@@ -26,6 +27,8 @@ pub struct State {
     pub limiter: Arc<RateLimiter>,
     pub audit: Audit,
     pub shutdown: Shutdown,
+    /// The context store (`/api/v1/context`).
+    pub context: Store,
     /// Whether new connections get TLS; pairing turns it on at run time.
     pub tls: super::listener::TlsSwitch,
     /// The one pairing session (host or joiner) of this daemon.

@@ -233,6 +233,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn segments_are_percent_encoded() {
+        assert_eq!(encode_segment("inbox:bob:1"), "inbox%3Abob%3A1");
+        assert_eq!(encode_segment("a/b c"), "a%2Fb%20c");
+        assert_eq!(encode_segment("ok-._~9"), "ok-._~9");
+        assert_eq!(encode_segment("✓"), "%E2%9C%93");
+    }
+
+    #[test]
     fn every_error_family_yields_a_message() {
         let check = |body: &str, code: Option<u64>, message: &str| match remote_error(400, body.as_bytes()) {
             ClientError::Remote { code: c, message: m, .. } => assert_eq!((c, m.as_str()), (code, message)),

@@ -3,6 +3,7 @@
 //! Routes are mounted only through [`Mount`], which records a [`RouteSpec`] for each, so the
 //! OpenAPI test can check that the document describes every route that exists.
 
+mod context;
 mod execute;
 mod pairing;
 mod peers;
@@ -49,6 +50,7 @@ impl Mount<'_> {
 pub fn mount(app: &mut tide::Server<State>) -> Vec<RouteSpec> {
     let mut mount = Mount { app, specs: Vec::new() };
     system::mount(&mut mount);
+    context::mount(&mut mount);
     pairing::mount(&mut mount);
     peers::mount(&mut mount);
     execute::mount(&mut mount);
@@ -62,5 +64,5 @@ pub fn mount(app: &mut tide::Server<State>) -> Vec<RouteSpec> {
 
 /// The OpenAPI paths and schemas contributed by each area.
 pub fn openapi_parts() -> Vec<serde_json::Value> {
-    vec![system::openapi(), pairing::openapi(), peers::openapi(), execute::openapi()]
+    vec![system::openapi(), pairing::openapi(), peers::openapi(), execute::openapi(), context::openapi()]
 }

@@ -56,7 +56,7 @@ async fn get_status(req: Request<State>) -> tide::Result {
         uptime: state.node.uptime_ms(),
         peers: PeerCounts { total, online, offline: total - online },
         jobs: JobCounts { active, total: jobs_total },
-        context: ContextCounts::default(),
+        context: ContextCounts { entries: state.context.live_count(crate::clock::now_ms()) },
         implementation: IMPLEMENTATION.into(),
     })
 }

@@ -1,0 +1,315 @@
+//! `/api/v1/context`: the context store over HTTP (§2.7), with revisions and a watch stream.
+//!
+//! Handlers parse, call `store::Store` and render; the rules (limits, TTLs, compare-and-set,
+//! durability) live in `src/store/`.
+//!
+//! A key literally named `watch` collides with `GET /api/v1/context/watch`, which is the watch
+//! stream. The router matches the raw path, so such a key is read as `/api/v1/context/%77atch`
+//! (any percent-encoding of it) or listed with `?prefix=watch`; PUT and DELETE of `watch` work
+//! as for any key. The CLI encodes it that way by itself.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_lite::{future, AsyncRead, Stream};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tide::http::Method;
+use tide::{Request, Response};
+
+use super::system::json_response;
+use super::Mount;
+use crate::daemon::body;
+use crate::daemon::error::{ApiError, ErrorCode};
+use crate::daemon::guard::Access;
+use crate::daemon::rate_limit::Category;
+use crate::daemon::state::State;
+use crate::store::{self, Change, Entry, Put, StoreError, Subscription, Ttl};
+
+/// Largest PUT body: a value of exactly 1 MiB plus its JSON envelope, with room for escapes
+/// (quotes, newlines) in the value. A body beyond this is a 413; a value that fits in the body
+/// but is over 1 MiB once decoded is a 400 with code 5002.
+pub const MAX_PUT_BODY: u64 = store::MAX_VALUE_BYTES as u64 + 64 * 1024;
+/// How often a quiet watch stream sends a comment, so dead connections are noticed.
+const HEARTBEAT: Duration = Duration::from_secs(10);
+/// Longest `X-Loopsy-Node-Id` accepted.
+const MAX_NODE_ID: usize = 128;
+
+pub fn mount(m: &mut Mount<'_>) {
+    let limit = Some(Category::Context);
+    m.route(Method::Get, "/api/v1/context", Access::Key, limit, list_entries)
+        .route(Method::Get, "/api/v1/context/watch", Access::Key, limit, watch_entries)
+        .route(Method::Put, "/api/v1/context/:key", Access::Key, limit, put_entry)
+        .route(Method::Get, "/api/v1/context/:key", Access::Key, limit, get_entry)
+        .route(Method::Delete, "/api/v1/context/:key", Access::Key, limit, delete_entry);
+}
+
+/// `PUT /api/v1/context/:key` body.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PutBody {
+    value: Option<String>,
+    ttl: Option<serde_json::Number>,
+    if_revision: Option<u64>,
+}
+
+/// `GET /api/v1/context` answer.
+#[derive(Serialize)]
+struct Listing {
+    entries: Vec<Entry>,
+}
+
+/// `DELETE /api/v1/context/:key` answer: 1.0.21's plus the delete's revision.
+#[derive(Serialize)]
+struct Deleted {
+    success: bool,
+    key: String,
+    revision: u64,
+}
+
+/// The `data` of a watch event.
+#[derive(Serialize)]
+struct ChangeEvent<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    key: &'a str,
+    revision: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    entry: Option<&'a Entry>,
+}
+
+async fn put_entry(mut req: Request<State>) -> tide::Result {
+    let key = key_param(&req)?;
+    let from_node_id = from_node_id(&req)?;
+    let body: PutBody = body::json_limited(&mut req, MAX_PUT_BODY).await?;
+    // 1.0.21 refused an empty string as "missing" too.
+    let value = body.value.filter(|value| !value.is_empty()).ok_or_else(|| ApiError::bad_request("Missing value"))?;
+    let ttl = Ttl::parse(body.ttl.as_ref()).map_err(ApiError::bad_request)?;
+    let put = Put { value: value.into(), ttl, if_revision: body.if_revision, from_node_id };
+    let entry = req.state().context.put(&key, put, crate::clock::now_ms()).await.map_err(store_error)?;
+    json_response(&entry)
+}
+
+async fn get_entry(req: Request<State>) -> tide::Result {
+    let key = key_param(&req)?;
+    let entry = req.state().context.get(&key, crate::clock::now_ms()).await.map_err(store_error)?;
+    json_response(&entry)
+}
+
+async fn delete_entry(req: Request<State>) -> tide::Result {
+    let key = key_param(&req)?;
+    let if_revision = match query(&req, "ifRevision") {
+        None => None,
+        Some(text) => Some(text.parse::<u64>().map_err(|_| {
+            ApiError::bad_request(format!("query parameter 'ifRevision' must be a non-negative integer, got '{text}'"))
+        })?),
+    };
+    let revision = req.state().context.delete(&key, if_revision, crate::clock::now_ms()).await.map_err(store_error)?;
+    json_response(&Deleted { success: true, key, revision })
+}
+
+async fn list_entries(req: Request<State>) -> tide::Result {
+    let prefix = query(&req, "prefix").unwrap_or_default();
+    let entries = req.state().context.list(&prefix, crate::clock::now_ms()).await.map_err(store_error)?;
+    json_response(&Listing { entries })
+}
+
+async fn watch_entries(req: Request<State>) -> tide::Result {
+    let prefix = query(&req, "prefix").unwrap_or_default();
+    let subscription = req.state().context.watch(&prefix);
+    let (frames, receiver) = smol::channel::bounded(16);
+    // Per-connection work: it ends when the client goes away or the daemon stops.
+    smol::spawn(pump(subscription, prefix, frames)).detach();
+    let reader =
+        futures_lite::io::BufReader::new(Frames { receiver: Box::pin(receiver), current: Vec::new(), offset: 0 });
+    Ok(Response::builder(200)
+        .header("Content-Type", "text/event-stream")
+        .header("Cache-Control", "no-cache")
+        .body(tide::Body::from_reader(reader, None))
+        .build())
+}
+
+/// Turns changes into SSE frames until the feed ends or the client is gone.
+async fn pump(subscription: Subscription, prefix: String, frames: smol::channel::Sender<Vec<u8>>) {
+    let hello = format!(": watching {}\n\n", serde_json::to_string(&prefix).expect("strings serialise"));
+    if frames.send(hello.into_bytes()).await.is_err() {
+        return;
+    }
+    // Kept across heartbeats: dropping it could lose a change it has already taken.
+    let mut next = Box::pin(subscription.next());
+    loop {
+        let heartbeat = async {
+            async_io::Timer::after(HEARTBEAT).await;
+            None
+        };
+        let frame = match future::or(async { Some((&mut next).await) }, heartbeat).await {
+            None => b": heartbeat\n\n".to_vec(),
+            Some(Some(change)) => {
+                next = Box::pin(subscription.next());
+                event_frame(&change)
+            }
+            Some(None) => {
+                if subscription.overflowed() {
+                    let data = json!({"type": "overflow", "message": format!("more than {} changes were not read in time; watch again and list to catch up", store::WATCH_BUFFER)});
+                    let _ = frames.send(format!("event: overflow\ndata: {data}\n\n").into_bytes()).await;
+                }
+                return;
+            }
+        };
+        if frames.send(frame).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn event_frame(change: &Change) -> Vec<u8> {
+    let (kind, entry) = match change {
+        Change::Put(entry) => ("put", Some(entry)),
+        Change::Delete { .. } => ("delete", None),
+        Change::Expire { .. } => ("expire", None),
+    };
+    let event = ChangeEvent { kind, key: change.key(), revision: change.revision(), entry };
+    let data = serde_json::to_string(&event).expect("events serialise");
+    format!("event: {kind}\nid: {}\ndata: {data}\n\n", change.revision()).into_bytes()
+}
+
+/// The bytes of the frames sent to a channel, as a response body.
+struct Frames {
+    receiver: Pin<Box<smol::channel::Receiver<Vec<u8>>>>,
+    current: Vec<u8>,
+    offset: usize,
+}
+
+impl AsyncRead for Frames {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<std::io::Result<usize>> {
+        loop {
+            if self.offset < self.current.len() {
+                let n = buf.len().min(self.current.len() - self.offset);
+                buf[..n].copy_from_slice(&self.current[self.offset..self.offset + n]);
+                self.offset += n;
+                return Poll::Ready(Ok(n));
+            }
+            match self.receiver.as_mut().poll_next(cx) {
+                Poll::Ready(Some(frame)) => {
+                    self.current = frame;
+                    self.offset = 0;
+                }
+                Poll::Ready(None) => return Poll::Ready(Ok(0)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+/// The `:key` parameter, percent-decoded and checked before any body is read.
+fn key_param(req: &Request<State>) -> Result<String, ApiError> {
+    let key = body::param(req, "key")?;
+    store::check_key(&key).map_err(store_error)?;
+    Ok(key)
+}
+
+/// A query parameter, percent-decoded.
+fn query(req: &Request<State>, name: &str) -> Option<String> {
+    req.url().query_pairs().find(|(key, _)| key == name).map(|(_, value)| value.into_owned())
+}
+
+/// Who wrote an entry: the `X-Loopsy-Node-Id` header (§1.10), else `local`.
+fn from_node_id(req: &Request<State>) -> Result<String, ApiError> {
+    let Some(value) = req.header("X-Loopsy-Node-Id").map(|values| values.last().as_str().trim().to_string()) else {
+        return Ok("local".into());
+    };
+    if value.is_empty() {
+        return Ok("local".into());
+    }
+    if value.len() > MAX_NODE_ID || value.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(format!(
+            "header 'X-Loopsy-Node-Id' must be at most {MAX_NODE_ID} bytes of printable text"
+        )));
+    }
+    Ok(value)
+}
+
+/// The one mapping from store errors to HTTP errors.
+fn store_error(error: StoreError) -> ApiError {
+    let message = error.to_string();
+    match error {
+        StoreError::NotFound { .. } => ApiError::new(ErrorCode::ContextKeyNotFound, message),
+        StoreError::BadKey { .. } => ApiError::bad_request(message),
+        StoreError::ValueTooLarge { .. } => ApiError::new(ErrorCode::ContextValueTooLarge, message),
+        StoreError::TooManyEntries => ApiError::new(ErrorCode::ContextMaxEntries, message),
+        StoreError::RevisionConflict { key, current, expected } => {
+            ApiError::new(ErrorCode::ContextRevisionConflict, message)
+                .with_details(json!({"key": key, "currentRevision": current, "ifRevision": expected}))
+        }
+        StoreError::Storage(_) => ApiError::new(ErrorCode::ContextStorageFailed, message),
+    }
+}
+
+pub fn openapi() -> serde_json::Value {
+    let entry_ref = json!({"$ref": "#/components/schemas/ContextEntry"});
+    let ok = |schema: serde_json::Value, description: &str| json!({"200": {"description": description, "content": {"application/json": {"schema": schema}}}});
+    let error = json!({"$ref": "#/components/responses/Error"});
+    let key_param = json!({"name": "key", "in": "path", "required": true, "schema": {"type": "string", "minLength": 1},
+        "description": format!("1 to {} bytes once percent-decoded; may contain ':' and '/' (as %2F). A key named `watch` is read as `%77atch`.", store::MAX_KEY_BYTES)});
+    let prefix_param = json!({"name": "prefix", "in": "query", "required": false, "schema": {"type": "string"},
+        "description": "only keys that start with this (case-sensitive); absent or empty: all"});
+    let mut put_responses = ok(entry_ref.clone(), "the stored entry, once it is durable");
+    put_responses["409"] = error.clone();
+    put_responses["503"] = error.clone();
+    let mut get_responses = ok(entry_ref.clone(), "the entry");
+    get_responses["404"] = error.clone();
+    let mut delete_responses = ok(json!({"$ref": "#/components/schemas/ContextDeleted"}), "the key was deleted");
+    delete_responses["404"] = error.clone();
+    delete_responses["409"] = error.clone();
+    json!({
+        "paths": {
+            "/api/v1/context": {"get": {
+                "summary": "List live entries in insertion order", "tags": ["context"],
+                "parameters": [prefix_param.clone()],
+                "responses": ok(json!({"type": "object", "required": ["entries"], "properties": {"entries": {"type": "array", "items": entry_ref}}}), "the entries")}},
+            "/api/v1/context/watch": {"get": {
+                "summary": "Stream changes under a prefix as Server-Sent Events",
+                "description": "Events `put`, `delete` and `expire` (SSE `id` = revision, `data` = ContextChange), in revision order, each sent once durable; a comment every 10 s as heartbeat; an `overflow` event and the end of the stream if the client reads too slowly; the stream ends when the daemon stops. Changes before the request are not replayed: list first, then watch. This path shadows GET of a key named `watch` (read it as `/api/v1/context/%77atch`).",
+                "tags": ["context"], "parameters": [prefix_param],
+                "responses": {"200": {"description": "the event stream", "content": {"text/event-stream": {"schema": {"$ref": "#/components/schemas/ContextChange"}}}}}}},
+            "/api/v1/context/{key}": {
+                "put": {
+                    "summary": "Create or replace an entry; acknowledged once durable", "tags": ["context"],
+                    "description": "400 code 9003 for a missing/empty value, a non-string value, a bad ttl or key; 400 code 5002 for a value over 1 MiB (bytes of UTF-8); 413 code 9006 for a body over 1 MiB + 64 KiB; 400 code 5003 when 1000 live entries exist and the key is new; 409 code 5004 when ifRevision does not match (error.details.currentRevision); 503 code 5005 when the journal cannot be written.",
+                    "parameters": [key_param.clone(), {"name": "X-Loopsy-Node-Id", "in": "header", "required": false, "schema": {"type": "string", "maxLength": MAX_NODE_ID}, "description": "recorded as fromNodeId (default `local`)"}],
+                    "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ContextPut"}}}},
+                    "responses": put_responses},
+                "get": {
+                    "summary": "Read an entry", "tags": ["context"], "parameters": [key_param.clone()],
+                    "description": "404 code 5001 `Key '<key>' not found` when absent or expired.",
+                    "responses": get_responses},
+                "delete": {
+                    "summary": "Delete an entry", "tags": ["context"],
+                    "parameters": [key_param, {"name": "ifRevision", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 0}, "description": "delete only if the key is at this revision (409 code 5004 otherwise)"}],
+                    "responses": delete_responses}
+            }
+        },
+        "schemas": {
+            "ContextEntry": {"type": "object", "required": ["key", "value", "fromNodeId", "createdAt", "updatedAt", "revision"], "properties": {
+                "key": {"type": "string"}, "value": {"type": "string"},
+                "fromNodeId": {"type": "string", "description": "X-Loopsy-Node-Id of the writer, or `local`"},
+                "createdAt": {"type": "integer", "description": "ms since the epoch; kept across overwrites"},
+                "updatedAt": {"type": "integer", "description": "ms since the epoch of the last write"},
+                "ttl": {"type": "number", "description": "seconds, as sent; absent when the entry does not expire"},
+                "expiresAt": {"type": "integer", "description": "updatedAt + ttl * 1000; absent when the entry does not expire"},
+                "revision": {"type": "integer", "description": "store revision of the write that produced this entry (not in 1.0.21)"}}},
+            "ContextPut": {"type": "object", "required": ["value"], "properties": {
+                "value": {"type": "string", "minLength": 1, "description": "at most 1048576 bytes of UTF-8"},
+                "ttl": {"type": "number", "exclusiveMinimum": 0, "maximum": store::MAX_TTL_SECS, "description": "seconds until the entry expires; absent or 0: never"},
+                "ifRevision": {"type": "integer", "minimum": 0, "description": "write only if the key is at this revision; 0: only if it does not exist (not in 1.0.21)"}}},
+            "ContextDeleted": {"type": "object", "required": ["success", "key"], "properties": {
+                "success": {"const": true}, "key": {"type": "string"},
+                "revision": {"type": "integer", "description": "store revision of the delete"}}},
+            "ContextChange": {"type": "object", "required": ["type", "key", "revision"], "properties": {
+                "type": {"enum": ["put", "delete", "expire"]}, "key": {"type": "string"},
+                "revision": {"type": "integer", "description": "the change's revision; for expire, the expired entry's"},
+                "entry": {"$ref": "#/components/schemas/ContextEntry"}}}
+        }
+    })
+}
