@@ -15,3 +15,4 @@ pub mod paths;
 pub mod peer;
 pub mod random;
 pub mod shutdown;
+pub mod transfer;

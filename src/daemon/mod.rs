@@ -61,6 +61,7 @@ async fn serve(paths: Paths, config: Config, node_id: NodeId, managed_by: Option
         async_net::TcpListener::bind(address).await.with_context(|| format!("cannot listen on {address}"))?;
     let bound = listener.local_addr()?;
     let paths = Arc::new(paths);
+    let transfer = Arc::new(transfer_context(&paths, &config));
     let state = State {
         node: Arc::new(Node { id: node_id, hostname: config.hostname(), port: bound.port(), started: Instant::now() }),
         keyring: guard::Keyring::new(&config.auth),
@@ -69,6 +70,7 @@ async fn serve(paths: Paths, config: Config, node_id: NodeId, managed_by: Option
         shutdown: Shutdown::new(),
         config: Arc::new(config),
         paths: paths.clone(),
+        transfer: transfer.clone(),
     };
     let (app, _) = app(state.clone());
     let url = format!("http://{}", client_address(bound));
@@ -85,6 +87,7 @@ async fn serve(paths: Paths, config: Config, node_id: NodeId, managed_by: Option
     log::info!("listening on {url} as node {} ({})", state.node.id, state.node.hostname);
 
     let _signals = smol::spawn(handle_signals(state.clone()));
+    let _sweeper = smol::spawn(sweep_partial_uploads(transfer, state.shutdown.clone()));
     let in_flight = listener::InFlight::default();
     listener::serve(listener, app, state.shutdown.clone(), in_flight.clone()).await;
 
@@ -97,6 +100,53 @@ async fn serve(paths: Paths, config: Config, node_id: NodeId, managed_by: Option
     RuntimeInfo::remove(&paths);
     log::info!("stopped");
     Ok(())
+}
+
+/// The transfer routes' context; cleans up what an earlier run left behind (a crash mid-upload).
+fn transfer_context(paths: &Paths, config: &Config) -> crate::transfer::push::TransferContext {
+    use crate::transfer::{journal::Journal, policy::PathPolicy, push::TransferContext, PART_TTL};
+    let staging = paths.transfer_dir().join("staging");
+    let _ = std::fs::remove_dir_all(&staging);
+    let journal = Journal::new(paths.transfer_dir().join("journal"));
+    let removed = journal.recover(PART_TTL);
+    if removed > 0 {
+        log::info!("removed {removed} temporary file(s) left by interrupted transfers");
+    }
+    TransferContext {
+        policy: PathPolicy::new(&config.transfer.allowed_paths, &config.transfer.denied_paths).deny(paths.home()),
+        max_file_size: config.transfer.max_file_size,
+        staging,
+        journal,
+        active: Default::default(),
+    }
+}
+
+/// Deletes partial uploads unused for `PART_TTL`, hourly, until shutdown.
+async fn sweep_partial_uploads(
+    transfer: Arc<crate::transfer::push::TransferContext>,
+    shutdown: crate::shutdown::Shutdown,
+) {
+    loop {
+        let stop = futures_lite::future::or(
+            async {
+                shutdown.wait().await;
+                true
+            },
+            async {
+                async_io::Timer::after(Duration::from_secs(3600)).await;
+                false
+            },
+        )
+        .await;
+        if stop {
+            return;
+        }
+        let journal = transfer.journal.clone();
+        let removed = blocking::unblock(move || journal.sweep(crate::transfer::PART_TTL)).await;
+        if removed > 0 {
+            log::info!("removed {removed} partial upload(s) unused for 24 h");
+        }
+    }
 }
 
 /// SIGTERM and SIGINT stop the daemon; SIGHUP reloads the keys from `config.yaml`.

@@ -10,6 +10,7 @@ use crate::config::Config;
 use crate::identity::NodeId;
 use crate::paths::Paths;
 use crate::shutdown::Shutdown;
+use crate::transfer::push::TransferContext;
 
 /// Shared by every request; each field owns its own locking.
 #[derive(Clone)]
@@ -23,6 +24,8 @@ pub struct State {
     pub limiter: Arc<RateLimiter>,
     pub audit: Audit,
     pub shutdown: Shutdown,
+    /// Path policy, size limit and the bookkeeping of uploads in progress.
+    pub transfer: Arc<TransferContext>,
 }
 
 /// This daemon as others see it.

@@ -4,6 +4,7 @@
 //! OpenAPI test can check that the document describes every route that exists.
 
 mod system;
+mod transfer;
 
 use tide::http::Method;
 use tide::Endpoint;
@@ -46,6 +47,7 @@ impl Mount<'_> {
 pub fn mount(app: &mut tide::Server<State>) -> Vec<RouteSpec> {
     let mut mount = Mount { app, specs: Vec::new() };
     system::mount(&mut mount);
+    transfer::mount(&mut mount);
     let specs = mount.specs;
     // Everything else: authenticate first (no probing of what exists without a key), then 404.
     let fallback = Guard { access: Access::Key, limit: None };
@@ -56,5 +58,5 @@ pub fn mount(app: &mut tide::Server<State>) -> Vec<RouteSpec> {
 
 /// The OpenAPI paths and schemas contributed by each area.
 pub fn openapi_parts() -> Vec<serde_json::Value> {
-    vec![system::openapi()]
+    vec![system::openapi(), transfer::openapi()]
 }
