@@ -507,11 +507,16 @@ fn an_interrupted_resumable_push_continues_where_it_stopped() {
     assert_eq!(s.daemon.get(&status_path).expect(200)["offset"], 0);
     assert_eq!(sha256_file(Path::new(&dest)), sha, "the earlier file is untouched");
     // A part can be abandoned explicitly.
-    let tcp = start_push(&s.daemon, &[("destPath", &dest), ("uploadId", upload)], 1 << 20, &[1u8; 1000]);
+    let tcp = start_push(&s.daemon, &[("destPath", &dest), ("uploadId", upload)], 4 << 20, &[1u8; 2 << 20]);
+    wait_until(Duration::from_secs(10), "the daemon holds the upload", || {
+        s.daemon.get(&status_path).expect(200)["active"] == true
+    });
+    s.daemon.req("DELETE", &status_path).send().expect_error(409, 4007);
     drop(tcp);
-    wait_until(Duration::from_secs(10), "the part exists", || {
+    wait_until(Duration::from_secs(10), "the daemon noticed the cut", || {
         s.daemon.get(&status_path).expect(200)["active"] == false
     });
+    assert!(s.daemon.get(&status_path).expect(200)["offset"].as_u64() > Some(0));
     s.daemon.req("DELETE", &status_path).send().expect(200);
     assert_eq!(s.names(&s.allowed("")), ["resumed.bin", "secret"]);
     s.daemon
@@ -639,4 +644,175 @@ fn the_openapi_document_describes_the_transfer_routes() {
     for field in ["destPath", "file", "sha256", "mode", "uploadId", "offset"] {
         assert!(form[field].is_object(), "{field} is documented");
     }
+}
+
+#[test]
+fn send_pull_and_ls_move_single_files_through_the_cli() {
+    let s = Setup::new("tx-cli");
+    let content = data(1_500_000, 8);
+    let source = s.root().join("allowed2/source.bin");
+    std::fs::write(&source, &content).unwrap();
+    let src = source.display().to_string();
+    let dest = s.allowed("sent.bin");
+    let run = s.daemon.loopsy(&["send", &s.daemon.addr, &src, &dest, "--json"]).success();
+    let reply = run.json();
+    assert_eq!(
+        (reply["size"].as_u64(), reply["checksum"].as_str()),
+        (Some(content.len() as u64), Some(sha256_hex(&content).as_str()))
+    );
+    assert_eq!(std::fs::read(&dest).unwrap(), content);
+    // A destination ending in / receives the file under its own name.
+    s.daemon.loopsy(&["send", "local", &src, &format!("{}/", s.allowed(""))]).success().stdout_has("File sent:");
+    assert!(Path::new(&s.allowed("source.bin")).exists());
+
+    let back = s.root().join("allowed2/back/copy.bin");
+    let run = s.daemon.loopsy(&["pull", "local", &dest, &back.display().to_string(), "--json"]).success();
+    assert_eq!(run.json()["verified"], true);
+    assert_eq!(std::fs::read(&back).unwrap(), content);
+    assert_eq!(std::fs::read_dir(back.parent().unwrap()).unwrap().count(), 1, "no partial file left");
+
+    let run = s.daemon.loopsy(&["ls", "local", &s.allowed("")]).success();
+    assert!(
+        run.stdout.contains("sent.bin") && run.stdout.contains("d ") && run.stdout.contains("secret/"),
+        "{}",
+        run.stdout
+    );
+    let listing = s.daemon.loopsy(&["ls", "local", &s.allowed(""), "--json"]).success().json();
+    assert!(listing["files"].as_array().unwrap().iter().any(|f| f["name"] == "sent.bin"));
+}
+
+#[test]
+fn the_cli_resumes_a_partial_download_and_discards_a_bad_one() {
+    let s = Setup::new("tx-cli-resume");
+    let content = data(2_000_000, 9);
+    let remote = s.allowed("r.bin");
+    std::fs::write(&remote, &content).unwrap();
+    let local_dir = s.root().join("allowed2");
+    let dest = local_dir.join("r.bin");
+    let part = local_dir.join(".r.bin.loopsy-part");
+    std::fs::write(&part, &content[..700_000]).unwrap();
+    let run = s.daemon.loopsy(&["pull", "local", &remote, &dest.display().to_string(), "--json"]).success();
+    assert_eq!(run.json()["resumedFrom"], 700_000);
+    assert_eq!(std::fs::read(&dest).unwrap(), content);
+    assert!(!part.exists());
+    // A partial file that does not match the source is detected by the checksum and redone.
+    std::fs::remove_file(&dest).unwrap();
+    std::fs::write(&part, vec![0u8; 500_000]).unwrap();
+    let run = s.daemon.loopsy(&["pull", "local", &remote, &dest.display().to_string(), "--json"]).success();
+    assert_eq!(run.json()["resumedFrom"], 0);
+    assert_eq!(std::fs::read(&dest).unwrap(), content);
+}
+
+#[test]
+fn send_r_and_pull_r_copy_a_tree_with_modes_and_empty_directories() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = Setup::new("tx-tree");
+    let mode = |path: &Path| std::fs::symlink_metadata(path).unwrap().permissions().mode() & 0o777;
+    let src = s.root().join("allowed2/tree");
+    std::fs::create_dir_all(src.join("sub/deeper")).unwrap();
+    std::fs::create_dir_all(src.join("empty")).unwrap();
+    std::fs::write(src.join("top.txt"), b"top").unwrap();
+    std::fs::write(src.join("sub/script.sh"), b"#!/bin/sh\necho hi\n").unwrap();
+    std::fs::write(src.join("sub/deeper/data.bin"), data(300_000, 10)).unwrap();
+    std::fs::write(src.join("private"), b"p").unwrap();
+    std::fs::set_permissions(src.join("sub/script.sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(src.join("private"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::set_permissions(src.join("sub/deeper"), std::fs::Permissions::from_mode(0o750)).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", src.join("link")).unwrap();
+
+    let remote = s.allowed("copy");
+    let run = s.daemon.loopsy(&["send", "-r", "local", &src.display().to_string(), &remote, "--json"]).success();
+    let report = run.json();
+    assert_eq!(report["files"].as_array().unwrap().len(), 4);
+    assert_eq!(report["skipped"], json!([src.join("link").display().to_string()]));
+    assert_eq!(report["failed"], json!([]));
+
+    let back = s.root().join("allowed2/back");
+    s.daemon
+        .loopsy(&["pull", "-r", "local", &remote, &back.display().to_string()])
+        .success()
+        .stdout_has("pulled 4 file(s)");
+    for tree in [Path::new(&remote), back.as_path()] {
+        assert_eq!(std::fs::read(tree.join("top.txt")).unwrap(), b"top");
+        assert_eq!(std::fs::read(tree.join("sub/deeper/data.bin")).unwrap(), data(300_000, 10));
+        assert_eq!(mode(&tree.join("sub/script.sh")), 0o755, "{}", tree.display());
+        assert_eq!(mode(&tree.join("private")), 0o600);
+        assert_eq!(mode(&tree.join("sub/deeper")), 0o750);
+        assert!(tree.join("empty").is_dir());
+        assert!(
+            !tree.join("link").exists() && std::fs::symlink_metadata(tree.join("link")).is_err(),
+            "links are not copied"
+        );
+    }
+    // Without -r a directory is refused.
+    s.daemon.loopsy(&["send", "local", &src.display().to_string(), &remote]).code(2).stderr_has("use -r");
+}
+
+#[test]
+fn a_tree_copy_reports_failed_files_and_copies_the_rest() {
+    let s = Setup::new("tx-tree-fail");
+    // The destination tree's `secret` directory is denied on the peer.
+    let src = s.root().join("allowed2/t");
+    std::fs::create_dir_all(src.join("secret")).unwrap();
+    std::fs::write(src.join("ok.txt"), b"ok").unwrap();
+    std::fs::write(src.join("secret/no.txt"), b"no").unwrap();
+    let run = s.daemon.loopsy(&["send", "-r", "local", &src.display().to_string(), &s.allowed(""), "--json"]).code(2);
+    let report = run.json();
+    assert_eq!(report["files"].as_array().unwrap().len(), 1);
+    assert!(!report["failed"].as_array().unwrap().is_empty());
+    assert_eq!(std::fs::read(s.allowed("ok.txt")).unwrap(), b"ok");
+    assert!(!Path::new(&s.allowed("secret/no.txt")).exists());
+}
+
+#[test]
+fn cli_transfer_errors_exit_non_zero_with_a_message() {
+    let s = Setup::new("tx-cli-errors");
+    let file = s.root().join("allowed2/f.txt");
+    std::fs::write(&file, b"x").unwrap();
+    let f = file.display().to_string();
+    s.daemon.loopsy(&["send", "local", "/nonexistent/file", &s.allowed("x")]).code(2).stderr_has("/nonexistent/file");
+    s.daemon.loopsy(&["send", "local", &f, "/etc/x"]).code(2).stderr_has("not allowed");
+    s.daemon.loopsy(&["send", "local", &f, &s.allowed("no/such/dir/x")]).code(2).stderr_has("does not exist");
+    s.daemon.loopsy(&["pull", "local", &s.allowed("missing"), &f]).code(2).stderr_has("File not found");
+    s.daemon.loopsy(&["ls", "local", &s.allowed("missing")]).code(2).stderr_has("Directory not found");
+    s.daemon
+        .loopsy(&["send", &s.daemon.addr, &f, &s.allowed("x"), "--key", "wrong-key-0000000000"])
+        .code(2)
+        .stderr_has("Invalid API key");
+    // A port nothing listens on (bound and released by the test).
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    s.daemon.loopsy(&["send", &format!("127.0.0.1:{port}"), &f, &s.allowed("x")]).code(2).stderr_has("cannot reach");
+    s.daemon.loopsy(&["pull", &format!("127.0.0.1:{port}"), &s.allowed("x"), &f]).code(2);
+    assert_eq!(std::fs::read(&file).unwrap(), b"x", "a failed pull does not touch the destination");
+}
+
+#[test]
+fn a_send_killed_midway_is_resumed_by_the_next_run() {
+    let s = Setup::new("tx-cli-push-resume");
+    let size: u64 = 768 << 20;
+    let source = s.root().join("allowed2/big.bin");
+    let file = std::fs::File::create(&source).unwrap();
+    file.set_len(size).unwrap();
+    drop(file);
+    let src = source.display().to_string();
+    let dest = s.allowed("big.bin");
+    let mut cli = std::process::Command::new(crate::support::loopsy_bin())
+        .arg("--home")
+        .arg(s.daemon.home.path())
+        .args(["send", "-q", "local", &src, &dest])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let dir = s.allowed("");
+    wait_until(Duration::from_secs(20), "part of the upload arrived", || temp_with_data(&dir, ".loopsy-part-"));
+    cli.kill().unwrap();
+    cli.wait().unwrap();
+    assert!(!Path::new(&dest).exists());
+    let run = s.daemon.loopsy(&["send", "--json", "local", &src, &dest]).success();
+    let reply = run.json();
+    let resumed = reply["resumedFrom"].as_u64().unwrap();
+    assert!(resumed > 0 && resumed < size, "resumed from {resumed}");
+    assert_eq!(reply["size"].as_u64(), Some(size));
+    assert_eq!(sha256_file(Path::new(&dest)), sha256_file(&source));
+    assert_eq!(s.names(&dir), ["big.bin", "secret"], "the part became the file");
 }

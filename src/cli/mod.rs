@@ -4,6 +4,10 @@ mod daemon;
 mod init;
 mod key;
 mod logs;
+mod ls;
+mod progress;
+mod pull;
+mod send;
 mod status;
 
 use std::path::PathBuf;
@@ -34,6 +38,9 @@ pub enum Command {
     Status(status::Args),
     Key(key::Args),
     Logs(logs::Args),
+    Send(send::Args),
+    Pull(pull::Args),
+    Ls(ls::Args),
     Version(VersionArgs),
 }
 
@@ -53,6 +60,9 @@ pub fn run(args: Loopsy) -> anyhow::Result<ExitCode> {
         Command::Status(cmd) => status::run(cmd, &paths),
         Command::Key(cmd) => key::run(cmd, &paths),
         Command::Logs(cmd) => logs::run(cmd, &paths),
+        Command::Send(cmd) => send::run(cmd, &paths),
+        Command::Pull(cmd) => pull::run(cmd, &paths),
+        Command::Ls(cmd) => ls::run(cmd, &paths),
         Command::Version(_) => {
             println!("loopsy {} (protocol {})", env!("CARGO_PKG_VERSION"), crate::identity::PROTOCOL_VERSION);
             Ok(ExitCode::SUCCESS)

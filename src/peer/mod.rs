@@ -4,6 +4,7 @@
 //! [`ClientError`] that says which daemon failed and how.
 
 pub mod resolve;
+pub mod transfer;
 mod transport;
 
 use std::time::Duration;
@@ -28,6 +29,9 @@ pub enum ClientError {
     Decode { url: String, reason: String },
     #[error("the local daemon is not running (start it with `loopsy start`)")]
     NotRunning,
+    /// A local file of a transfer could not be read or written.
+    #[error("{path}: {reason}")]
+    Local { path: String, reason: String },
 }
 
 /// A daemon's base URL and the key to present to it.

@@ -23,6 +23,9 @@ use super::policy::PathPolicy;
 use super::receive::{self, Checks, Received, Sink};
 use super::{part_path, sibling, TransferError};
 
+/// An upload with no data arriving for this long is abandoned (a resumable one is kept).
+pub const STALL: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Text fields are small; anything longer is refused.
 const MAX_TEXT_FIELD: usize = 64 * 1024;
 
@@ -233,10 +236,21 @@ async fn stream_into(mut sink: Sink, field: &mut Field<'_>) -> Result<Received, 
 }
 
 async fn copy_chunks(sink: &mut Sink, field: &mut Field<'_>) -> Result<(), TransferError> {
-    while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
-        sink.write(&chunk).await?;
+    loop {
+        let next = futures_lite::future::or(async { Some(field.chunk().await) }, async {
+            async_io::Timer::after(STALL).await;
+            None
+        })
+        .await;
+        let Some(next) = next else {
+            // A peer that vanished without closing would otherwise hold the upload forever.
+            return Err(TransferError::Failed(format!("no data for {} s: the upload stalled", STALL.as_secs())));
+        };
+        match next.map_err(multipart_error)? {
+            Some(chunk) => sink.write(&chunk).await?,
+            None => return Ok(()),
+        }
     }
-    Ok(())
 }
 
 /// Checks `dest_path` against the policy and that a file can be put there; returns the
