@@ -622,6 +622,9 @@ fn the_transfer_rate_limit_applies_to_transfer_routes() {
     res.expect_error(429, 9002);
     assert!(res.header("retry-after").is_some());
     s.push(&[Part::Field("destPath", &s.allowed("f")), Part::File("f", b"x")]).expect_error(429, 9002);
+    // The upload status is not limited, and tells a client to wait before sending a big body.
+    let status = s.daemon.get(&format!("/api/v1/transfer/uploads/upload-0001?destPath={}", s.allowed("f"))).expect(200);
+    assert!(status["retryAfter"].as_u64().unwrap() > 0, "{status}");
     // Other categories are not affected.
     s.daemon.get("/api/v1/status").expect(200);
 }

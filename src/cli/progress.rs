@@ -2,6 +2,7 @@
 //! second; shown only when stderr is a terminal and `--quiet` is not given.
 
 use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -12,6 +13,7 @@ pub struct Progress {
     enabled: bool,
     label: String,
     state: Mutex<Drawn>,
+    moved: Arc<AtomicBool>,
 }
 
 struct Drawn {
@@ -27,13 +29,24 @@ impl Progress {
             enabled: !quiet && std::io::stderr().is_terminal(),
             label: label.into(),
             state: Mutex::new(Drawn { started: Instant::now(), base: None, last: None }),
+            moved: Arc::new(AtomicBool::new(false)),
         })
     }
 
     /// The callback the peer client calls as bytes move.
     pub fn callback(self: &Arc<Self>) -> OnProgress {
         let me = self.clone();
-        Arc::new(move |done, total| me.update(done, total))
+        Arc::new(move |done, total| {
+            me.moved.store(true, Ordering::Relaxed);
+            me.update(done, total)
+        })
+    }
+
+    /// A fresh flag that the next bytes moving will set (to tell a broken transfer from a
+    /// peer that never answered).
+    pub fn moved(&self) -> Arc<AtomicBool> {
+        self.moved.store(false, Ordering::Relaxed);
+        self.moved.clone()
     }
 
     fn update(&self, done: u64, total: u64) {

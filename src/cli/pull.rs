@@ -103,13 +103,18 @@ pub async fn pull_with_retries(client: &Client, source: &str, dest: &Path, quiet
     let progress = Progress::new(source, quiet);
     let mut attempt = 1;
     loop {
+        let moved = progress.moved();
         let result = client.pull_file(source, dest, progress.callback()).await;
         progress.finish();
         match result {
-            Err(e @ (ClientError::Unreachable { .. } | ClientError::Timeout { .. })) if attempt < ATTEMPTS => {
+            // Only a transfer that got going is retried: a peer that is down stays down.
+            Err(e @ (ClientError::Unreachable { .. } | ClientError::Timeout { .. }))
+                if attempt < ATTEMPTS && moved.load(std::sync::atomic::Ordering::Relaxed) =>
+            {
                 if !quiet {
                     eprintln!("loopsy: {e}; resuming {source} (attempt {})", attempt + 1);
                 }
+                async_io::Timer::after(std::time::Duration::from_secs(u64::from(attempt))).await;
                 attempt += 1;
             }
             other => return other,

@@ -134,13 +134,18 @@ pub async fn push_with_retries(client: &Client, job: &PushFile, quiet: bool) -> 
     let progress = Progress::new(job.source.display().to_string(), quiet);
     let mut attempt = 1;
     loop {
+        let moved = progress.moved();
         let result = client.push_file(job, progress.callback()).await;
         progress.finish();
         match result {
-            Err(e @ (ClientError::Unreachable { .. } | ClientError::Timeout { .. })) if attempt < ATTEMPTS => {
+            // Only a transfer that got going is retried: a peer that is down stays down.
+            Err(e @ (ClientError::Unreachable { .. } | ClientError::Timeout { .. }))
+                if attempt < ATTEMPTS && moved.load(std::sync::atomic::Ordering::Relaxed) =>
+            {
                 if !quiet {
                     eprintln!("loopsy: {e}; resuming {} (attempt {})", job.source.display(), attempt + 1);
                 }
+                async_io::Timer::after(std::time::Duration::from_secs(u64::from(attempt))).await;
                 attempt += 1;
             }
             other => return other,

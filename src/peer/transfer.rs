@@ -75,6 +75,8 @@ struct UploadStatus {
     offset: u64,
     active: bool,
     max_file_size: u64,
+    /// Seconds until the peer's rate limit lets a push through.
+    retry_after: Option<u64>,
 }
 
 impl Client {
@@ -97,6 +99,14 @@ impl Client {
         let deadline = Instant::now() + STALL + Duration::from_secs(5);
         while resume.as_ref().is_some_and(|status| status.active) && Instant::now() < deadline {
             async_io::Timer::after(Duration::from_millis(200)).await;
+            resume = self.upload_status(&job.dest_path, &upload_id).await?;
+        }
+        // A push refused by the rate limit is refused before its body is read, and the refusal
+        // is lost while the body is still being sent: wait first instead.
+        for _ in 0..RATE_LIMIT_RETRIES {
+            let Some(wait) = resume.as_ref().and_then(|status| status.retry_after) else { break };
+            log::info!("{}: rate limited, sending in {wait} s", self.base);
+            async_io::Timer::after(Duration::from_secs(wait.clamp(1, 120))).await;
             resume = self.upload_status(&job.dest_path, &upload_id).await?;
         }
         let offset = match &resume {

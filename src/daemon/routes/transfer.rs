@@ -4,6 +4,8 @@
 //! Handlers parse the request, call `crate::transfer` and render; file contents stream through
 //! and are never held in memory whole.
 
+use std::time::Instant;
+
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tide::http::Method;
@@ -13,7 +15,7 @@ use super::system::json_response;
 use super::Mount;
 use crate::daemon::body;
 use crate::daemon::error::{ApiError, ErrorCode};
-use crate::daemon::guard::Access;
+use crate::daemon::guard::{Access, Caller};
 use crate::daemon::rate_limit::Category;
 use crate::daemon::state::State;
 use crate::transfer::chunks::{YieldingChunks, CHUNK};
@@ -74,6 +76,9 @@ struct UploadReply {
     offset: u64,
     active: bool,
     max_file_size: u64,
+    /// Seconds until a push would pass the transfer rate limit; absent when it would pass now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry_after: Option<u64>,
 }
 
 async fn post_push(mut req: Request<State>) -> tide::Result {
@@ -160,12 +165,18 @@ async fn post_mkdir(mut req: Request<State>) -> tide::Result {
 async fn get_upload(req: Request<State>) -> tide::Result {
     let (upload_id, dest_path) = upload_params(&req)?;
     let status = push::status(&req.state().transfer, &dest_path, &upload_id).await.map_err(api_error)?;
+    // Whether a push now would be rate-limited: a client should not start sending gigabytes
+    // only to be refused (it cannot read the refusal before it has sent the whole body).
+    let retry_after = req.ext::<Caller>().and_then(|caller| {
+        req.state().limiter.peek(&caller.label(), Category::Transfer, Instant::now()).err().map(|r| r.retry_after_secs)
+    });
     json_response(&UploadReply {
         upload_id,
         dest_path,
         offset: status.offset,
         active: status.active,
         max_file_size: status.max_file_size,
+        retry_after,
     })
 }
 
@@ -316,7 +327,8 @@ pub fn openapi() -> serde_json::Value {
                 "uploadId": {"type": "string"}, "destPath": {"type": "string"},
                 "offset": {"type": "integer", "description": "bytes on this node; resume the push at this offset"},
                 "active": {"type": "boolean", "description": "a request is writing this upload now (wait, or expect 4007)"},
-                "maxFileSize": {"type": "integer"}}},
+                "maxFileSize": {"type": "integer"},
+                "retryAfter": {"type": "integer", "description": "present when a push now would be refused by the transfer rate limit: seconds to wait first"}}},
             "UploadDeleted": {"type": "object", "properties": {"uploadId": {"type": "string"}, "destPath": {"type": "string"}, "deleted": {"type": "boolean"}}}
         }
     })
