@@ -23,3 +23,4 @@ pub mod random;
 pub mod shutdown;
 pub mod store;
 pub mod tls;
+pub mod transfer;

@@ -87,6 +87,11 @@ impl Paths {
     pub fn tls_dir(&self) -> PathBuf {
         self.home.join("tls")
     }
+    /// File transfer's private area: `journal/` (temporary files to clean up after a crash) and
+    /// `staging/` (uploads whose destination is not known yet).
+    pub fn transfer_dir(&self) -> PathBuf {
+        self.home.join("transfer")
+    }
     pub fn sessions_dir(&self) -> PathBuf {
         self.home.join("sessions")
     }

@@ -10,3 +10,4 @@ mod netlab;
 mod pairing;
 mod peers;
 mod tls;
+mod transfer;

@@ -7,9 +7,13 @@ mod exec;
 mod init;
 mod key;
 mod logs;
+mod ls;
 mod mcp;
 mod pair;
 mod peers;
+mod progress;
+mod pull;
+mod send;
 mod status;
 
 use std::path::PathBuf;
@@ -46,6 +50,9 @@ pub enum Command {
     Pair(pair::Args),
     Peers(peers::Args),
     Connect(connect::Args),
+    Send(send::Args),
+    Pull(pull::Args),
+    Ls(ls::Args),
     Version(VersionArgs),
 }
 
@@ -71,6 +78,9 @@ pub fn run(args: Loopsy) -> anyhow::Result<ExitCode> {
         Command::Pair(cmd) => pair::run(cmd, &paths),
         Command::Peers(cmd) => peers::run(cmd, &paths),
         Command::Connect(cmd) => connect::run(cmd, &paths),
+        Command::Send(cmd) => send::run(cmd, &paths),
+        Command::Pull(cmd) => pull::run(cmd, &paths),
+        Command::Ls(cmd) => ls::run(cmd, &paths),
         Command::Version(_) => {
             println!("loopsy {} (protocol {})", env!("CARGO_PKG_VERSION"), crate::identity::PROTOCOL_VERSION);
             Ok(ExitCode::SUCCESS)

@@ -67,6 +67,7 @@ async fn serve(paths: Paths, config: Config, node_id: NodeId, managed_by: Option
     let registry = crate::peers::Registry::load(&paths.peers_file(), node_id.as_str());
     registry.add_configured(&config.discovery.manual_peers);
     let (nudger, nudges) = crate::peers::health::channel();
+    let transfer = Arc::new(transfer_context(&paths, &config));
     let state = State {
         node: Arc::new(Node { id: node_id, hostname: config.hostname(), port: bound.port(), started: Instant::now() }),
         keyring: guard::Keyring::new(&config.auth),
@@ -82,6 +83,7 @@ async fn serve(paths: Paths, config: Config, node_id: NodeId, managed_by: Option
         peers: registry.clone(),
         nudger: nudger.clone(),
         context: context.clone(),
+        transfer: transfer.clone(),
     };
     // Installed before `daemon.json` says we are up: a SIGTERM right after must stop us
     // cleanly, not kill us with the default action.
@@ -115,6 +117,7 @@ async fn serve(paths: Paths, config: Config, node_id: NodeId, managed_by: Option
     let _health = smol::spawn(crate::peers::health::run(registry, interval, nudges, state.shutdown.clone()));
     let discovery = start_discovery(&state, bound);
     let _signals = smol::spawn(handle_signals(state.clone(), signals));
+    let _sweeper = smol::spawn(sweep_partial_uploads(transfer, state.shutdown.clone()));
     let expiry = smol::spawn(context.clone().expire_entries());
     // Watch streams count as in-flight requests: end them as soon as the stop begins.
     let _end_watches = smol::spawn({
@@ -179,6 +182,53 @@ fn start_discovery(state: &State, bound: SocketAddr) -> Option<crate::discovery:
         Err(e) => {
             log::error!("mDNS discovery is off: {e:#}");
             None
+        }
+    }
+}
+
+/// The transfer routes' context; cleans up what an earlier run left behind (a crash mid-upload).
+fn transfer_context(paths: &Paths, config: &Config) -> crate::transfer::push::TransferContext {
+    use crate::transfer::{journal::Journal, policy::PathPolicy, push::TransferContext, PART_TTL};
+    let staging = paths.transfer_dir().join("staging");
+    let _ = std::fs::remove_dir_all(&staging);
+    let journal = Journal::new(paths.transfer_dir().join("journal"));
+    let removed = journal.recover(PART_TTL);
+    if removed > 0 {
+        log::info!("removed {removed} temporary file(s) left by interrupted transfers");
+    }
+    TransferContext {
+        policy: PathPolicy::new(&config.transfer.allowed_paths, &config.transfer.denied_paths).deny(paths.home()),
+        max_file_size: config.transfer.max_file_size,
+        staging,
+        journal,
+        active: Default::default(),
+    }
+}
+
+/// Deletes partial uploads unused for `PART_TTL`, hourly, until shutdown.
+async fn sweep_partial_uploads(
+    transfer: Arc<crate::transfer::push::TransferContext>,
+    shutdown: crate::shutdown::Shutdown,
+) {
+    loop {
+        let stop = futures_lite::future::or(
+            async {
+                shutdown.wait().await;
+                true
+            },
+            async {
+                async_io::Timer::after(Duration::from_secs(3600)).await;
+                false
+            },
+        )
+        .await;
+        if stop {
+            return;
+        }
+        let journal = transfer.journal.clone();
+        let removed = blocking::unblock(move || journal.sweep(crate::transfer::PART_TTL)).await;
+        if removed > 0 {
+            log::info!("removed {removed} partial upload(s) unused for 24 h");
         }
     }
 }

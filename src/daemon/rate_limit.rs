@@ -63,6 +63,16 @@ impl RateLimiter {
 
     /// Takes one token for `caller` in `category`, or says how long to wait.
     pub fn check(&self, caller: &str, category: Category, now: Instant) -> Result<(), Refusal> {
+        self.take(caller, category, now, 1.0)
+    }
+
+    /// Says whether `check` would pass now, without taking a token: lets a client learn, before
+    /// it starts a large upload, that the upload would be refused.
+    pub fn peek(&self, caller: &str, category: Category, now: Instant) -> Result<(), Refusal> {
+        self.take(caller, category, now, 0.0)
+    }
+
+    fn take(&self, caller: &str, category: Category, now: Instant, cost: f64) -> Result<(), Refusal> {
         let per_minute = self.per_minute(category);
         if per_minute == 0 {
             return Ok(());
@@ -75,7 +85,7 @@ impl RateLimiter {
         bucket.tokens = (bucket.tokens + elapsed * per_second).min(capacity);
         bucket.last = now;
         if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
+            bucket.tokens -= cost;
             Ok(())
         } else {
             let wait = (1.0 - bucket.tokens) / per_second;
@@ -101,6 +111,15 @@ mod tests {
         assert_eq!(limiter.check("own", Category::Context, t0), Ok(()), "and per category");
         assert_eq!(limiter.check("own", Category::Execute, t0 + Duration::from_secs(20)), Ok(()));
         assert!(limiter.check("own", Category::Execute, t0 + Duration::from_secs(21)).is_err());
+    }
+
+    #[test]
+    fn peeking_takes_no_token() {
+        let limiter = RateLimiter::new(RateLimits { execute: 0, transfer: 1, context: 0 });
+        let t0 = Instant::now();
+        assert_eq!(limiter.peek("own", Category::Transfer, t0), Ok(()));
+        assert_eq!(limiter.check("own", Category::Transfer, t0), Ok(()));
+        assert!(limiter.peek("own", Category::Transfer, t0).is_err());
     }
 
     #[test]

@@ -14,6 +14,7 @@ use crate::peers::health::Nudger;
 use crate::peers::Registry;
 use crate::shutdown::Shutdown;
 use crate::store::Store;
+use crate::transfer::push::TransferContext;
 
 /// Shared by every request; each field owns its own locking.
 #[derive(Clone)]
@@ -41,6 +42,8 @@ pub struct State {
     pub nudger: Nudger,
     /// Running jobs of `/execute` and `/execute/stream`.
     pub executor: Executor,
+    /// Path policy, size limit and the bookkeeping of uploads in progress.
+    pub transfer: Arc<TransferContext>,
 }
 
 /// This daemon as others see it.

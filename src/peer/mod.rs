@@ -5,6 +5,7 @@
 
 pub mod resolve;
 pub mod sse;
+pub mod transfer;
 mod transport;
 
 pub use transport::Trust;
@@ -35,6 +36,9 @@ pub enum ClientError {
     Decode { url: String, reason: String },
     #[error("the local daemon is not running (start it with `loopsy start`)")]
     NotRunning,
+    /// A local file of a transfer could not be read or written.
+    #[error("{path}: {reason}")]
+    Local { path: String, reason: String },
 }
 
 /// A daemon's base URL and the key to present to it.

@@ -103,6 +103,24 @@ impl Request {
         Ok(Response { status, headers, body })
     }
 
+    /// Sends the head with `Content-Length: content_length`, lets `write_body` write the body
+    /// (streaming it, or writing only part of it and then returning an error to cut the
+    /// connection), then reads the response. A large body never has to be in memory.
+    pub fn send_with(
+        self,
+        content_length: u64,
+        write_body: impl FnOnce(&mut TcpStream) -> std::io::Result<()>,
+    ) -> std::io::Result<Response> {
+        let mut stream = self.connect();
+        self.header("Content-Length", &content_length.to_string()).write_head(&mut stream);
+        write_body(&mut stream)?;
+        let mut reader = BufReader::new(stream);
+        let (status, headers) = read_head(&mut reader)?;
+        let mut body = Vec::new();
+        body_reader(&headers, reader).read_to_end(&mut body)?;
+        Ok(Response { status, headers, body })
+    }
+
     /// Sends the request and returns the response head with a reader over its body.
     pub fn stream(self) -> Stream {
         let mut stream = self.connect();

@@ -8,6 +8,7 @@ mod execute;
 mod pairing;
 mod peers;
 mod system;
+mod transfer;
 
 use tide::http::Method;
 use tide::Endpoint;
@@ -54,6 +55,7 @@ pub fn mount(app: &mut tide::Server<State>) -> Vec<RouteSpec> {
     pairing::mount(&mut mount);
     peers::mount(&mut mount);
     execute::mount(&mut mount);
+    transfer::mount(&mut mount);
     let specs = mount.specs;
     // Everything else: authenticate first (no probing of what exists without a key), then 404.
     let fallback = Guard { access: Access::Key, limit: None };
@@ -64,5 +66,12 @@ pub fn mount(app: &mut tide::Server<State>) -> Vec<RouteSpec> {
 
 /// The OpenAPI paths and schemas contributed by each area.
 pub fn openapi_parts() -> Vec<serde_json::Value> {
-    vec![system::openapi(), pairing::openapi(), peers::openapi(), execute::openapi(), context::openapi()]
+    vec![
+        system::openapi(),
+        pairing::openapi(),
+        peers::openapi(),
+        execute::openapi(),
+        context::openapi(),
+        transfer::openapi(),
+    ]
 }

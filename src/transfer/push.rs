@@ -1,0 +1,355 @@
+//! A push (`POST /transfer/push`): a multipart body with a `destPath` field and a file part, in
+//! either order, plus optional fields `sha256`, `mode`, `uploadId` and `offset`.
+//!
+//! The file streams into a temporary file beside the destination when `destPath` came first,
+//! or into the daemon's private staging directory when the file came first (1.0.21's clients send
+//! `destPath` first; a curl script may not). It appears at the destination only after it is
+//! complete, within `maxFileSize`, matches every declared SHA-256, and is fsync'd.
+//!
+//! Resumable uploads: with `uploadId` (and `offset`) before the file part, the data goes to
+//! `.<name>.loopsy-part-<uploadId>` beside the destination and survives an interrupted request;
+//! [`status`] says how many bytes arrived, and the next push continues at that offset. The
+//! whole file is verified (SHA-256 over all of it) before it is renamed into place.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use multer::{Field, Multipart};
+
+use super::journal::{Entry, Journal, Kind};
+use super::policy::PathPolicy;
+use super::receive::{self, Checks, Received, Sink};
+use super::{part_path, sibling, TransferError};
+
+/// An upload with no data arriving for this long is abandoned (a resumable one is kept).
+pub const STALL: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Text fields are small; anything longer is refused.
+const MAX_TEXT_FIELD: usize = 64 * 1024;
+
+/// What a push needs from the daemon.
+#[derive(Clone)]
+pub struct TransferContext {
+    pub policy: PathPolicy,
+    pub max_file_size: u64,
+    /// Private directory (inside the data directory) for files that arrive before `destPath`.
+    pub staging: PathBuf,
+    pub journal: Journal,
+    /// Part files being written now: one writer per part.
+    pub active: Arc<Mutex<HashSet<PathBuf>>>,
+}
+
+/// A completed push (the 1.0.21 response members).
+#[derive(Debug)]
+pub struct Pushed {
+    /// `destPath` as sent.
+    pub path: String,
+    pub size: u64,
+    pub checksum: String,
+    pub duration_ms: u64,
+}
+
+/// How far a resumable upload got.
+#[derive(Debug)]
+pub struct UploadStatus {
+    pub offset: u64,
+    /// A request is writing this upload right now.
+    pub active: bool,
+    pub max_file_size: u64,
+}
+
+#[derive(Default)]
+struct Fields {
+    dest_path: Option<String>,
+    sha256: Vec<String>,
+    mode: Option<u32>,
+    upload_id: Option<String>,
+    offset: Option<u64>,
+}
+
+/// Where the file part went.
+enum Landing {
+    /// Beside its destination (canonical path), under its journal entry.
+    Beside { received: Received, dest: PathBuf, entry: Entry, _claim: Option<Claim> },
+    /// In the staging directory, destination not known yet.
+    Staged { received: Received, entry: Entry },
+}
+
+/// Receives a whole push. `declared` is the `X-Loopsy-Sha256` header, if any.
+pub async fn receive(
+    ctx: &TransferContext,
+    mut multipart: Multipart<'_>,
+    declared: Option<String>,
+) -> Result<Pushed, TransferError> {
+    let started = Instant::now();
+    let mut fields = Fields::default();
+    if let Some(text) = declared {
+        fields.sha256.push(super::parse_sha256(&text)?);
+    }
+    let mut landing = None;
+    while let Some(mut field) = multipart.next_field().await.map_err(multipart_error)? {
+        if field.file_name().is_none() {
+            let name = field.name().unwrap_or_default().to_string();
+            let value = read_text(field).await?;
+            fields.set(&name, value, landing.is_some())?;
+        } else if landing.is_none() {
+            landing = Some(receive_file(ctx, &fields, &mut field).await?);
+        } else {
+            // 1.0.21 uses the first file part only; later ones are read and dropped.
+            while field.chunk().await.map_err(multipart_error)?.is_some() {}
+        }
+    }
+    let landing = landing.ok_or(TransferError::NoFile)?;
+    let dest_path = fields.dest_path.clone().ok_or_else(|| TransferError::Invalid("Missing destPath field".into()))?;
+    let checks = Checks { sha256: fields.sha256, mode: fields.mode };
+    let (size, checksum) = match landing {
+        Landing::Beside { received, dest, entry, _claim } => {
+            let done = (received.size, received.sha256.clone());
+            receive::commit(received, dest, checks).await?;
+            entry.done();
+            done
+        }
+        Landing::Staged { received, entry } => {
+            let dest = prepare_destination(ctx, &dest_path).await?;
+            let temp = sibling(&dest, &format!("loopsy-tmp-{}", crate::random::hex(8)));
+            let beside = ctx.journal.enter(&temp, Kind::Temp).map_err(|e| TransferError::io("recording", &temp, e))?;
+            let received = receive::relocate(received, temp).await?;
+            entry.done();
+            let done = (received.size, received.sha256.clone());
+            receive::commit(received, dest, checks).await?;
+            beside.done();
+            done
+        }
+    };
+    Ok(Pushed { path: dest_path, size, checksum, duration_ms: started.elapsed().as_millis() as u64 })
+}
+
+impl Fields {
+    fn set(&mut self, name: &str, value: String, after_file: bool) -> Result<(), TransferError> {
+        let resumable_too_late =
+            || TransferError::Invalid(format!("the '{name}' field must come before the file part"));
+        match name {
+            "destPath" if self.dest_path.is_none() && !value.is_empty() => self.dest_path = Some(value),
+            "sha256" => self.sha256.push(super::parse_sha256(&value)?),
+            "mode" => self.mode = Some(parse_mode(&value)?),
+            "uploadId" if after_file => return Err(resumable_too_late()),
+            "uploadId" => self.upload_id = Some(parse_upload_id(&value)?),
+            "offset" if after_file => return Err(resumable_too_late()),
+            "offset" => {
+                let offset = value
+                    .trim()
+                    .parse()
+                    .map_err(|_| TransferError::Invalid(format!("offset '{value}' is not a non-negative integer")))?;
+                self.offset = Some(offset);
+            }
+            _ => {} // unknown fields are ignored, as in 1.0.21
+        }
+        Ok(())
+    }
+}
+
+/// Permission bits from an octal string (`644`, `0755`); set-id and sticky bits are dropped.
+pub fn parse_mode(text: &str) -> Result<u32, TransferError> {
+    u32::from_str_radix(text.trim(), 8)
+        .ok()
+        .filter(|mode| *mode <= 0o7777)
+        .map(|mode| mode & 0o777)
+        .ok_or_else(|| TransferError::Invalid(format!("mode '{text}' is not an octal permission like 644")))
+}
+
+/// Upload ids are chosen by clients: 8 to 64 of `[A-Za-z0-9_-]`, so they are safe in file names.
+pub fn parse_upload_id(text: &str) -> Result<String, TransferError> {
+    let ok =
+        (8..=64).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(text.to_string())
+    } else {
+        Err(TransferError::Invalid(format!("uploadId '{text}' must be 8 to 64 characters of A-Z a-z 0-9 - _")))
+    }
+}
+
+async fn read_text(mut field: Field<'_>) -> Result<String, TransferError> {
+    let mut bytes = Vec::new();
+    while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+        if bytes.len() + chunk.len() > MAX_TEXT_FIELD {
+            return Err(TransferError::Invalid(format!("a text field is longer than {MAX_TEXT_FIELD} bytes")));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    String::from_utf8(bytes).map_err(|_| TransferError::Invalid("a text field is not UTF-8".into()))
+}
+
+async fn receive_file(ctx: &TransferContext, fields: &Fields, field: &mut Field<'_>) -> Result<Landing, TransferError> {
+    let Some(dest_path) = &fields.dest_path else {
+        if fields.upload_id.is_some() {
+            return Err(TransferError::Invalid("a resumable upload needs destPath before the file part".into()));
+        }
+        crate::durable::create_private_dir(&ctx.staging).map_err(|e| TransferError::Failed(format!("{e:#}")))?;
+        let temp = ctx.staging.join(format!(".staged.loopsy-tmp-{}", crate::random::hex(8)));
+        let entry = ctx.journal.enter(&temp, Kind::Temp).map_err(|e| TransferError::io("recording", &temp, e))?;
+        let sink =
+            Sink::create(temp.clone(), ctx.max_file_size).await.map_err(|e| TransferError::io("creating", &temp, e))?;
+        let received = stream_into(sink, field).await?;
+        return Ok(Landing::Staged { received, entry });
+    };
+    let dest = prepare_destination(ctx, dest_path).await?;
+    let Some(upload_id) = &fields.upload_id else {
+        let temp = sibling(&dest, &format!("loopsy-tmp-{}", crate::random::hex(8)));
+        let entry = ctx.journal.enter(&temp, Kind::Temp).map_err(|e| TransferError::io("recording", &temp, e))?;
+        let sink =
+            Sink::create(temp.clone(), ctx.max_file_size).await.map_err(|e| TransferError::io("creating", &temp, e))?;
+        let received = stream_into(sink, field).await?;
+        return Ok(Landing::Beside { received, dest, entry, _claim: None });
+    };
+    let part = part_path(&dest, upload_id);
+    let claim = Claim::take(&ctx.active, &part)?;
+    let entry = ctx.journal.enter(&part, Kind::Part).map_err(|e| TransferError::io("recording", &part, e))?;
+    let mut sink = match Sink::resume(part.clone(), fields.offset.unwrap_or(0), ctx.max_file_size).await {
+        Ok(sink) => sink,
+        Err(e) => {
+            entry.keep(); // the part is as it was: refusing this request must not lose it
+            return Err(e);
+        }
+    };
+    match copy_chunks(&mut sink, field).await {
+        Ok(()) => {
+            let received = sink.finish().await?;
+            Ok(Landing::Beside { received, dest, entry, _claim: Some(claim) })
+        }
+        Err(e @ TransferError::TooLarge(_)) => Err(e), // the entry's drop deletes the part
+        Err(e) => {
+            // Interrupted: keep what arrived, on disk, for the next attempt.
+            let arrived = sink.flush().await?;
+            entry.keep();
+            Err(TransferError::Failed(format!(
+                "{e}; {arrived} bytes of upload {upload_id} are kept: resume at that offset"
+            )))
+        }
+    }
+}
+
+async fn stream_into(mut sink: Sink, field: &mut Field<'_>) -> Result<Received, TransferError> {
+    copy_chunks(&mut sink, field).await?;
+    sink.finish().await
+}
+
+async fn copy_chunks(sink: &mut Sink, field: &mut Field<'_>) -> Result<(), TransferError> {
+    loop {
+        let next = futures_lite::future::or(async { Some(field.chunk().await) }, async {
+            async_io::Timer::after(STALL).await;
+            None
+        })
+        .await;
+        let Some(next) = next else {
+            // A peer that vanished without closing would otherwise hold the upload forever.
+            return Err(TransferError::Failed(format!("no data for {} s: the upload stalled", STALL.as_secs())));
+        };
+        match next.map_err(multipart_error)? {
+            Some(chunk) => sink.write(&chunk).await?,
+            None => return Ok(()),
+        }
+    }
+}
+
+/// Checks `dest_path` against the policy and that a file can be put there; returns the
+/// canonical destination.
+pub async fn prepare_destination(ctx: &TransferContext, dest_path: &str) -> Result<PathBuf, TransferError> {
+    let dest = ctx.policy.check(dest_path).map_err(|refusal| TransferError::denied(dest_path, refusal))?;
+    let shown = dest_path.to_string();
+    blocking::unblock(move || {
+        let Some(parent) = dest.parent() else {
+            return Err(TransferError::BadDestination(format!("{shown} is a directory")));
+        };
+        match std::fs::metadata(parent) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => return Err(TransferError::BadDestination(format!("the parent of {shown} is not a directory"))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(TransferError::BadDestination(format!(
+                    "the parent directory of {shown} does not exist (create it first, e.g. with /api/v1/transfer/mkdir)"
+                )))
+            }
+            Err(e) => return Err(TransferError::io("checking", parent, e)),
+        }
+        if std::fs::metadata(&dest).is_ok_and(|m| m.is_dir()) {
+            return Err(TransferError::BadDestination(format!("{shown} is a directory")));
+        }
+        Ok(dest)
+    })
+    .await
+}
+
+/// How many bytes of upload `upload_id` to `dest_path` arrived.
+pub async fn status(ctx: &TransferContext, dest_path: &str, upload_id: &str) -> Result<UploadStatus, TransferError> {
+    let upload_id = parse_upload_id(upload_id)?;
+    let dest = prepare_destination(ctx, dest_path).await?;
+    let part = part_path(&dest, &upload_id);
+    let active = ctx.active.lock().expect("active uploads lock").contains(&part);
+    let offset = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
+    Ok(UploadStatus { offset, active, max_file_size: ctx.max_file_size })
+}
+
+/// Deletes what arrived of upload `upload_id`; true if there was something.
+pub async fn cancel(ctx: &TransferContext, dest_path: &str, upload_id: &str) -> Result<bool, TransferError> {
+    let upload_id = parse_upload_id(upload_id)?;
+    let dest = prepare_destination(ctx, dest_path).await?;
+    let part = part_path(&dest, &upload_id);
+    let _claim = Claim::take(&ctx.active, &part)?;
+    let entry = ctx.journal.enter(&part, Kind::Part).map_err(|e| TransferError::io("recording", &part, e))?;
+    let existed = part.exists();
+    drop(entry); // deletes the part and its record
+    Ok(existed)
+}
+
+/// Exclusive use of a part file while a request writes it.
+struct Claim {
+    set: Arc<Mutex<HashSet<PathBuf>>>,
+    path: PathBuf,
+}
+
+impl Claim {
+    fn take(set: &Arc<Mutex<HashSet<PathBuf>>>, path: &Path) -> Result<Claim, TransferError> {
+        if !set.lock().expect("active uploads lock").insert(path.to_path_buf()) {
+            return Err(TransferError::ResumeConflict("another request is writing this upload right now".into()));
+        }
+        Ok(Claim { set: set.clone(), path: path.to_path_buf() })
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        self.set.lock().expect("active uploads lock").remove(&self.path);
+    }
+}
+
+fn multipart_error(e: multer::Error) -> TransferError {
+    use multer::Error as E;
+    match e {
+        E::StreamSizeExceeded { .. } | E::FieldSizeExceeded { .. } => {
+            TransferError::TooLarge("File exceeds max size (transfer.maxFileSize)".into())
+        }
+        E::StreamReadFailed(_) | E::IncompleteStream | E::IncompleteFieldData { .. } | E::IncompleteHeaders => {
+            TransferError::Failed(format!("the request body ended early: {e}"))
+        }
+        other => TransferError::Invalid(format!("malformed multipart body: {other}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_and_upload_ids() {
+        assert_eq!(parse_mode("644").unwrap(), 0o644);
+        assert_eq!(parse_mode("0755").unwrap(), 0o755);
+        assert_eq!(parse_mode("4755").unwrap(), 0o755, "set-id bits are dropped");
+        assert!(parse_mode("9").is_err());
+        assert!(parse_mode("-1").is_err());
+        assert!(parse_upload_id("abcd-1234_XY").is_ok());
+        assert!(parse_upload_id("short").is_err());
+        assert!(parse_upload_id("../../etc/passwd").is_err());
+        assert!(parse_upload_id(&"a".repeat(65)).is_err());
+    }
+}

@@ -1,0 +1,332 @@
+//! Receiving bytes into a file that nobody sees yet: counted against a limit, hashed, and written
+//! in batches on a blocking thread while the next batch arrives; then checked, made durable and
+//! renamed into place ([`commit`]).
+//!
+//! Memory per upload is two batches ([`BATCH`]), whatever the file size. The caller decides what
+//! an unfinished file becomes: a plain temporary file is removed, a resumable part is kept.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use super::TransferError;
+
+/// Bytes collected before they are handed to the writer thread.
+pub const BATCH: usize = 1 << 20;
+
+type Batch = io::Result<(File, Sha256, Vec<u8>)>;
+
+/// A file being received. See the module documentation.
+pub struct Sink {
+    path: PathBuf,
+    /// `None` while a batch is being written.
+    file: Option<(File, Sha256)>,
+    in_flight: Option<blocking::Task<Batch>>,
+    buffer: Vec<u8>,
+    spare: Vec<u8>,
+    /// Bytes accepted so far, including those of an earlier attempt (resume).
+    size: u64,
+    limit: u64,
+}
+
+/// A completely received file, flushed to disk but not yet in place.
+pub struct Received {
+    pub file: File,
+    pub path: PathBuf,
+    pub size: u64,
+    pub sha256: String,
+}
+
+impl Sink {
+    /// A new, empty file at `path` (which must not exist), accepting at most `limit` bytes.
+    pub async fn create(path: PathBuf, limit: u64) -> io::Result<Sink> {
+        let file = blocking::unblock({
+            let path = path.clone();
+            move || OpenOptions::new().write(true).create_new(true).open(path)
+        })
+        .await?;
+        Ok(Sink::with(path, file, Sha256::new(), 0, limit))
+    }
+
+    /// Continues the partial file at `path` after its first `offset` bytes (created when
+    /// `offset` is 0), re-hashing what is there. More bytes than `offset` are cut off; fewer
+    /// are a conflict.
+    pub async fn resume(path: PathBuf, offset: u64, limit: u64) -> Result<Sink, TransferError> {
+        let (file, hasher) = blocking::unblock({
+            let path = path.clone();
+            move || reopen(&path, offset)
+        })
+        .await?;
+        Ok(Sink::with(path, file, hasher, offset, limit))
+    }
+
+    fn with(path: PathBuf, file: File, hasher: Sha256, size: u64, limit: u64) -> Sink {
+        Sink {
+            path,
+            file: Some((file, hasher)),
+            in_flight: None,
+            buffer: Vec::with_capacity(BATCH),
+            spare: Vec::with_capacity(BATCH),
+            size,
+            limit,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Accepts `chunk`; refuses it whole if it would pass the limit.
+    pub async fn write(&mut self, chunk: &[u8]) -> Result<(), TransferError> {
+        if self.size + chunk.len() as u64 > self.limit {
+            return Err(TransferError::TooLarge(format!(
+                "File exceeds max size: more than {} bytes (transfer.maxFileSize)",
+                self.limit
+            )));
+        }
+        self.size += chunk.len() as u64;
+        self.buffer.extend_from_slice(chunk);
+        if self.buffer.len() >= BATCH {
+            self.submit().await?;
+        }
+        Ok(())
+    }
+
+    /// Hands the collected bytes to the writer thread, after the previous batch is done.
+    async fn submit(&mut self) -> Result<(), TransferError> {
+        self.settle().await?;
+        let (mut file, mut hasher) = self.file.take().expect("settled");
+        let batch = std::mem::replace(&mut self.buffer, std::mem::take(&mut self.spare));
+        self.in_flight = Some(blocking::unblock(move || {
+            file.write_all(&batch)?;
+            hasher.update(&batch);
+            Ok((file, hasher, batch))
+        }));
+        Ok(())
+    }
+
+    /// Waits for the batch being written, if any.
+    async fn settle(&mut self) -> Result<(), TransferError> {
+        if let Some(task) = self.in_flight.take() {
+            let (file, hasher, mut batch) = task.await.map_err(|e| TransferError::io("writing", &self.path, e))?;
+            batch.clear();
+            self.spare = batch;
+            self.file = Some((file, hasher));
+        }
+        Ok(())
+    }
+
+    /// Writes out everything accepted so far and flushes it: the end of an interrupted resumable
+    /// upload, so that the reported offset is what is on disk.
+    pub async fn flush(mut self) -> Result<u64, TransferError> {
+        self.submit().await?;
+        self.settle().await?;
+        let (file, _) = self.file.take().expect("settled");
+        let path = self.path.clone();
+        blocking::unblock(move || file.sync_data()).await.map_err(|e| TransferError::io("syncing", &path, e))?;
+        Ok(self.size)
+    }
+
+    /// Writes out the rest, fsyncs the file and returns it with its size and SHA-256.
+    pub async fn finish(mut self) -> Result<Received, TransferError> {
+        self.submit().await?;
+        self.settle().await?;
+        let (file, hasher) = self.file.take().expect("settled");
+        let path = self.path.clone();
+        let file = blocking::unblock(move || file.sync_all().map(|()| file))
+            .await
+            .map_err(|e| TransferError::io("syncing", &self.path, e))?;
+        Ok(Received { file, path, size: self.size, sha256: super::hex_digest(hasher) })
+    }
+}
+
+fn reopen(path: &Path, offset: u64) -> Result<(File, Sha256), TransferError> {
+    let mut file = OpenOptions::new().read(true).write(true).create(offset == 0).truncate(false).open(path).map_err(
+        |e| match e.kind() {
+            io::ErrorKind::NotFound => {
+                TransferError::ResumeConflict(format!("no partial upload at {}: resume from offset 0", path.display()))
+            }
+            _ => TransferError::io("opening", path, e),
+        },
+    )?;
+    let have = file.metadata().map_err(|e| TransferError::io("reading", path, e))?.len();
+    if have < offset {
+        return Err(TransferError::ResumeConflict(format!(
+            "only {have} bytes of this upload arrived, cannot continue at offset {offset}"
+        )));
+    }
+    file.set_len(offset).map_err(|e| TransferError::io("truncating", path, e))?;
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; BATCH];
+    let mut left = offset;
+    while left > 0 {
+        let n = file
+            .read(&mut buffer[..left.min(BATCH as u64) as usize])
+            .map_err(|e| TransferError::io("reading", path, e))?;
+        if n == 0 {
+            return Err(TransferError::Failed(format!("{} shrank while being read", path.display())));
+        }
+        hasher.update(&buffer[..n]);
+        left -= n as u64;
+    }
+    file.seek(SeekFrom::Start(offset)).map_err(|e| TransferError::io("seeking", path, e))?;
+    Ok((file, hasher))
+}
+
+/// What must hold before a received file may appear at its destination.
+#[derive(Debug, Default, Clone)]
+pub struct Checks {
+    /// Declared SHA-256 values (form field, header); each must match.
+    pub sha256: Vec<String>,
+    /// Permission bits to give the file (`mode` field).
+    pub mode: Option<u32>,
+}
+
+/// Verifies `received`, applies the mode, and renames it to `dest`, then fsyncs the directory.
+/// On any failure the received file is removed and nothing appears at `dest`.
+pub async fn commit(received: Received, dest: PathBuf, checks: Checks) -> Result<(), TransferError> {
+    blocking::unblock(move || {
+        let temp = received.path.clone();
+        let result = commit_blocking(received, &dest, &checks);
+        if result.is_err() {
+            let _ = std::fs::remove_file(&temp);
+        }
+        result
+    })
+    .await
+}
+
+fn commit_blocking(received: Received, dest: &Path, checks: &Checks) -> Result<(), TransferError> {
+    if let Some(expected) = checks.sha256.iter().find(|expected| **expected != received.sha256) {
+        return Err(TransferError::ChecksumMismatch { expected: expected.clone(), actual: received.sha256 });
+    }
+    let on_disk = received.file.metadata().map_err(|e| TransferError::io("reading", &received.path, e))?.len();
+    if on_disk != received.size {
+        return Err(TransferError::Failed(format!(
+            "{} has {on_disk} bytes on disk but {} were received",
+            received.path.display(),
+            received.size
+        )));
+    }
+    #[cfg(unix)]
+    if let Some(mode) = checks.mode {
+        use std::os::unix::fs::PermissionsExt;
+        received
+            .file
+            .set_permissions(std::fs::Permissions::from_mode(mode))
+            .map_err(|e| TransferError::io("setting the mode of", &received.path, e))?;
+    }
+    if dest.is_dir() {
+        return Err(TransferError::BadDestination(format!("{} is a directory", dest.display())));
+    }
+    std::fs::rename(&received.path, dest).map_err(|e| TransferError::io("renaming into", dest, e))?;
+    if let Some(parent) = dest.parent() {
+        crate::durable::sync_dir(parent);
+    }
+    Ok(())
+}
+
+/// Moves a staged file (received before its destination was known) to `temp`, beside the
+/// destination: a rename when both are on one file system, else a copy (fsync'd).
+pub async fn relocate(received: Received, temp: PathBuf) -> Result<Received, TransferError> {
+    blocking::unblock(move || {
+        let Received { file, path, size, sha256 } = received;
+        match std::fs::rename(&path, &temp) {
+            Ok(()) => return Ok(Received { file, path: temp, size, sha256 }),
+            Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {}
+            Err(e) => {
+                let _ = std::fs::remove_file(&path);
+                return Err(TransferError::io("moving the received file to", &temp, e));
+            }
+        }
+        let copied = copy_to(&path, &temp);
+        let _ = std::fs::remove_file(&path);
+        let target = copied.map_err(|e| {
+            let _ = std::fs::remove_file(&temp);
+            TransferError::io("copying the received file to", &temp, e)
+        })?;
+        Ok(Received { file: target, path: temp, size, sha256 })
+    })
+    .await
+}
+
+fn copy_to(from: &Path, to: &Path) -> io::Result<File> {
+    let mut source = File::open(from)?;
+    let mut target = OpenOptions::new().read(true).write(true).create_new(true).open(to)?;
+    io::copy(&mut source, &mut target)?;
+    target.sync_all()?;
+    Ok(target)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_dir() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("loopsy-receive-{}", crate::random::hex(6)));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn a_received_file_appears_only_after_commit_and_a_bad_checksum_leaves_nothing() {
+        smol::block_on(async {
+            let dir = temp_dir();
+            let mut sink = Sink::create(dir.join(".a.tmp"), 1 << 30).await.unwrap();
+            let data = vec![7u8; BATCH * 2 + 5];
+            for piece in data.chunks(100_000) {
+                sink.write(piece).await.unwrap();
+            }
+            let received = sink.finish().await.unwrap();
+            assert_eq!(received.size, data.len() as u64);
+            assert!(!dir.join("a").exists());
+            let good = received.sha256.clone();
+            commit(received, dir.join("a"), Checks { sha256: vec![good], mode: Some(0o640) }).await.unwrap();
+            assert_eq!(std::fs::read(dir.join("a")).unwrap(), data);
+
+            let mut sink = Sink::create(dir.join(".b.tmp"), 1 << 30).await.unwrap();
+            sink.write(b"hello").await.unwrap();
+            let received = sink.finish().await.unwrap();
+            let err = commit(received, dir.join("b"), Checks { sha256: vec!["0".repeat(64)], mode: None }).await;
+            assert!(matches!(err, Err(TransferError::ChecksumMismatch { .. })));
+            assert!(!dir.join("b").exists() && !dir.join(".b.tmp").exists());
+            std::fs::remove_dir_all(dir).unwrap();
+        });
+    }
+
+    #[test]
+    fn the_limit_refuses_the_chunk_that_passes_it() {
+        smol::block_on(async {
+            let dir = temp_dir();
+            let mut sink = Sink::create(dir.join(".c.tmp"), 10).await.unwrap();
+            sink.write(b"0123456789").await.unwrap();
+            assert!(matches!(sink.write(b"x").await, Err(TransferError::TooLarge(_))));
+            std::fs::remove_dir_all(dir).unwrap();
+        });
+    }
+
+    #[test]
+    fn a_resumed_file_hashes_like_one_received_at_once() {
+        smol::block_on(async {
+            let dir = temp_dir();
+            let part = dir.join(".d.part");
+            let mut sink = Sink::resume(part.clone(), 0, 1 << 20).await.unwrap();
+            sink.write(b"hello wo").await.unwrap();
+            assert_eq!(sink.flush().await.unwrap(), 8);
+            assert!(matches!(Sink::resume(part.clone(), 9, 1 << 20).await, Err(TransferError::ResumeConflict(_))));
+            let mut sink = Sink::resume(part.clone(), 6, 1 << 20).await.unwrap();
+            sink.write(b"world").await.unwrap();
+            let received = sink.finish().await.unwrap();
+            let mut whole = Sha256::new();
+            whole.update(b"hello world");
+            assert_eq!(received.sha256, crate::transfer::hex_digest(whole));
+            std::fs::remove_dir_all(dir).unwrap();
+        });
+    }
+}
