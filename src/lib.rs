@@ -17,4 +17,5 @@ pub mod paths;
 pub mod peer;
 pub mod random;
 pub mod shutdown;
+pub mod tasks;
 pub mod tls;

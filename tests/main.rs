@@ -5,4 +5,5 @@ mod support;
 mod core_api;
 mod lifecycle;
 mod pairing;
+mod tasks;
 mod tls;

@@ -71,6 +71,7 @@ async fn serve(paths: Paths, config: Config, node_id: NodeId, managed_by: Option
         tls: listener::TlsSwitch::default(),
         pairing: pairing::Pairing::default(),
         runtime: Arc::new(std::sync::Mutex::new(None)),
+        tasks: crate::tasks::Tasks::new(config.ai_tasks.clone(), &paths.tasks_dir(), daemon_secrets(&config)),
         config: Arc::new(config),
         paths: paths.clone(),
     };
@@ -101,6 +102,8 @@ async fn serve(paths: Paths, config: Config, node_id: NodeId, managed_by: Option
     listener::serve(listener, state.tls.clone(), app, state.shutdown.clone(), in_flight.clone()).await;
 
     log::info!("shutting down: {} request(s) in flight", in_flight.count());
+    // Agents are not left running unsupervised (and their streams end with them).
+    state.tasks.kill_all();
     let left = in_flight.drain(DRAIN_TIMEOUT).await;
     if left > 0 {
         log::warn!("{left} request(s) still running after {} s; stopping anyway", DRAIN_TIMEOUT.as_secs());
@@ -109,6 +112,12 @@ async fn serve(paths: Paths, config: Config, node_id: NodeId, managed_by: Option
     RuntimeInfo::remove(&paths);
     log::info!("stopped");
     Ok(())
+}
+
+/// The keys of this daemon, which must never reach an agent's environment.
+fn daemon_secrets(config: &Config) -> Vec<String> {
+    let auth = &config.auth;
+    std::iter::once(&auth.api_key).chain(auth.allowed_keys.values()).chain(auth.peer_keys.values()).cloned().collect()
 }
 
 /// Turns HTTPS on for new connections (making the certificate if needed) and says so in

@@ -27,6 +27,8 @@ pub struct State {
     pub tls: super::listener::TlsSwitch,
     /// The one pairing session (host or joiner) of this daemon.
     pub pairing: super::pairing::Pairing,
+    /// The AI tasks (agent processes, their events and approvals).
+    pub tasks: crate::tasks::Tasks,
     /// What `daemon.json` says, kept to rewrite it when TLS is turned on.
     pub runtime: Arc<std::sync::Mutex<Option<crate::instance::RuntimeInfo>>>,
 }

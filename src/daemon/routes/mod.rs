@@ -5,6 +5,7 @@
 
 mod pairing;
 mod system;
+mod tasks;
 
 use tide::http::Method;
 use tide::Endpoint;
@@ -48,6 +49,7 @@ pub fn mount(app: &mut tide::Server<State>) -> Vec<RouteSpec> {
     let mut mount = Mount { app, specs: Vec::new() };
     system::mount(&mut mount);
     pairing::mount(&mut mount);
+    tasks::mount(&mut mount);
     let specs = mount.specs;
     // Everything else: authenticate first (no probing of what exists without a key), then 404.
     let fallback = Guard { access: Access::Key, limit: None };
@@ -58,5 +60,5 @@ pub fn mount(app: &mut tide::Server<State>) -> Vec<RouteSpec> {
 
 /// The OpenAPI paths and schemas contributed by each area.
 pub fn openapi_parts() -> Vec<serde_json::Value> {
-    vec![system::openapi(), pairing::openapi()]
+    vec![system::openapi(), pairing::openapi(), tasks::openapi()]
 }
