@@ -657,3 +657,72 @@ fn the_ai_task_routes_are_documented() {
     }
     assert!(doc["components"]["schemas"]["DispatchRequest"]["properties"]["pty"].is_object());
 }
+
+#[test]
+fn task_run_streams_the_agent_and_exits_by_outcome() {
+    let d = plain("ai-cli-run");
+    let run = d.loopsy(&["task", "run", "local", "hello", "--agent", "codex", "--cwd", "/"]).success();
+    assert!(run.stdout.contains("Hello from codex"), "{run:?}");
+    assert!(run.stderr.contains("task completed"), "{run:?}");
+    let work = TempDir::new("ai-cli-ws");
+    let cwd = work.path().to_str().unwrap();
+    let run = d.loopsy(&["task", "run", "local", "tool", "--agent", "claude", "--cwd", cwd, "--yes"]).success();
+    assert!(run.stdout.contains("approved"), "{run:?}");
+    assert!(run.stderr.contains("Bash wants approval"), "{run:?}");
+    assert!(work.path().join("out.txt").exists());
+    std::fs::remove_file(work.path().join("out.txt")).unwrap();
+    let run = d.loopsy(&["task", "run", "local", "tool", "--agent", "gemini", "--cwd", cwd, "--deny"]).code(1);
+    assert!(run.stdout.contains("denied"), "{run:?}");
+    assert!(!work.path().join("out.txt").exists());
+    let run = d.loopsy(&["task", "run", "local", "crash", "--agent", "codex", "--cwd", "/"]).code(1);
+    assert!(run.stderr.contains("task failed") && run.stderr.contains("exited with code 3"), "{run:?}");
+    let run = d.loopsy(&["task", "run", "local", "hello", "--agent", "gemini", "--cwd", "/", "--json"]).success();
+    let lines: Vec<Value> = run.stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.first().unwrap()["seq"], 1);
+    assert_eq!(lines.last().unwrap()["type"], "exit");
+    d.loopsy(&["task", "run", "local", "hello", "--cwd", "/no/such/dir"]).code(2).stderr_has("cwd");
+}
+
+#[test]
+fn task_run_without_a_terminal_waits_for_an_approval_from_elsewhere() {
+    let d = plain("ai-cli-wait");
+    let work = TempDir::new("ai-cli-wait-ws");
+    let mut run = crate::support::Background::spawn(
+        d.home.path(),
+        &["task", "run", "local", "tool", "--agent", "codex", "--cwd", work.path().to_str().unwrap()],
+    );
+    let line = run.wait_line("waiting for approval: loopsy task approve local", LONG);
+    let task = line.split_whitespace().nth(7).unwrap().to_string();
+    let shown = d.loopsy(&["task", "show", "local", &task[..8]]).success();
+    assert!(shown.stdout.contains("waiting_approval") && shown.stdout.contains("Pending:"), "{shown:?}");
+    d.loopsy(&["task", "approve", "local", &task]).success().stdout_has("approved");
+    let (code, _) = run.wait(LONG);
+    assert_eq!(code, 0);
+    assert!(work.path().join("out.txt").exists());
+    d.loopsy(&["task", "approve", "local", &task]).code(1);
+}
+
+#[test]
+fn task_list_show_deny_and_cancel_manage_tasks() {
+    let d = plain("ai-cli-manage");
+    let id = dispatch(&d, json!({"prompt": "tool", "agent": "gemini", "cwd": "/tmp"}))["taskId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    wait_pending(&d, &id);
+    let listed = d.loopsy(&["task", "list", "local", "--json"]).success().json();
+    assert_eq!(listed["tasks"][0]["taskId"], id);
+    d.loopsy(&["task", "list", "local"]).success().stdout_has(&id);
+    d.loopsy(&["task", "deny", "local", &id, "--message", "no"]).success().stdout_has("denied");
+    wait_final(&d, &id);
+    let shown = d.loopsy(&["task", "show", "local", &id, "--json", "--events"]).success().json();
+    assert_eq!(shown["task"]["status"], "completed");
+    assert!(shown["events"].as_array().unwrap().len() > 3);
+    let hang =
+        dispatch(&d, json!({"prompt": "hang", "agent": "claude", "cwd": "/"}))["taskId"].as_str().unwrap().to_string();
+    d.loopsy(&["task", "cancel", "local", &hang]).success().stdout_has("cancelling");
+    assert_eq!(wait_final(&d, &hang)["status"], "cancelled");
+    d.loopsy(&["task", "cancel", "local", &hang]).success().stdout_has("forgot");
+    d.loopsy(&["task", "show", "local", &hang]).code(2).stderr_has("Task not found");
+    d.loopsy(&["task", "show", "local", "ffff"]).code(2).stderr_has("no task ffff");
+}

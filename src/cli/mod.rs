@@ -6,6 +6,7 @@ mod key;
 mod logs;
 mod pair;
 mod status;
+mod task;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -36,6 +37,7 @@ pub enum Command {
     Key(key::Args),
     Logs(logs::Args),
     Pair(pair::Args),
+    Task(task::Args),
     Version(VersionArgs),
 }
 
@@ -56,6 +58,7 @@ pub fn run(args: Loopsy) -> anyhow::Result<ExitCode> {
         Command::Key(cmd) => key::run(cmd, &paths),
         Command::Logs(cmd) => logs::run(cmd, &paths),
         Command::Pair(cmd) => pair::run(cmd, &paths),
+        Command::Task(cmd) => task::run(cmd, &paths),
         Command::Version(_) => {
             println!("loopsy {} (protocol {})", env!("CARGO_PKG_VERSION"), crate::identity::PROTOCOL_VERSION);
             Ok(ExitCode::SUCCESS)

@@ -3,8 +3,11 @@
 //! This is the only module that knows surf. Callers speak in paths and JSON values and get a
 //! [`ClientError`] that says which daemon failed and how.
 
+mod events;
 pub mod resolve;
 mod transport;
+
+pub use events::{EventStream, SseEvent};
 
 pub use transport::Trust;
 
