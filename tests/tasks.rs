@@ -726,3 +726,21 @@ fn task_list_show_deny_and_cancel_manage_tasks() {
     d.loopsy(&["task", "show", "local", &hang]).code(2).stderr_has("Task not found");
     d.loopsy(&["task", "show", "local", "ffff"]).code(2).stderr_has("no task ffff");
 }
+
+#[test]
+fn stopping_the_daemon_kills_its_agents_and_removes_their_directories() {
+    let d = plain("ai-shutdown");
+    let id = dispatch(&d, json!({"prompt": "stubborn", "agent": "codex", "cwd": "/"}))["taskId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let grandchild: i64 = wait_text(&d, &id, "grandchild ")["grandchild ".len()..].parse().unwrap();
+    let pid = task(&d, &id)["pid"].as_i64().unwrap();
+    let tasks_dir = d.home.path().join("tasks");
+    assert!(tasks_dir.join(&id).is_dir());
+    let mut d = d;
+    d.daemon.signal(libc::SIGTERM);
+    d.daemon.wait_exit(LONG);
+    wait_until(LONG, "the agent and its grandchild are gone", || !alive(pid) && !alive(grandchild));
+    assert!(!tasks_dir.exists(), "per-task directories are removed");
+}

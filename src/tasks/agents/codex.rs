@@ -281,6 +281,18 @@ mod tests {
     }
 
     #[test]
+    fn a_session_id_resumes_the_thread() {
+        let mut c = codex(PermissionMode::BypassPermissions);
+        c.options.resume = Some("th0".into());
+        let out = written(&c.on_line(r#"{"id":1,"result":{}}"#));
+        assert_eq!(out[1]["method"], "thread/resume");
+        assert_eq!(out[1]["params"]["threadId"], "th0");
+        assert_eq!(out[1]["params"]["approvalPolicy"], "never");
+        let out = c.on_line(r#"{"id":2,"result":{}}"#);
+        assert_eq!(out[0], Output::SessionId("th0".into()));
+    }
+
+    #[test]
     fn command_approvals_are_answered_accept_or_decline() {
         let mut c = codex(PermissionMode::Default);
         let out = c.on_line(

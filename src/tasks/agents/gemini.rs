@@ -256,6 +256,18 @@ mod tests {
     }
 
     #[test]
+    fn a_session_id_loads_the_session() {
+        let mut g = gemini(PermissionMode::BypassPermissions);
+        g.options.resume = Some("s0".into());
+        assert_eq!(g.args(), ["--acp", "-m", "flash", "--approval-mode", "yolo"]);
+        let out = written(&g.on_line(r#"{"jsonrpc":"2.0","id":1,"result":{}}"#));
+        assert_eq!(out[0]["method"], "session/load");
+        assert_eq!(out[0]["params"]["sessionId"], "s0");
+        let out = written(&g.on_line(r#"{"jsonrpc":"2.0","id":2,"result":null}"#));
+        assert_eq!(out[0]["params"]["sessionId"], "s0");
+    }
+
+    #[test]
     fn dont_ask_mode_declines_by_itself() {
         let mut g = gemini(PermissionMode::DontAsk);
         let out = g.on_line(PERMISSION);
