@@ -9,5 +9,6 @@ mod lifecycle;
 mod netlab;
 mod pairing;
 mod peers;
+mod tasks;
 mod tls;
 mod transfer;

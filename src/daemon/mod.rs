@@ -94,6 +94,8 @@ async fn serve(paths: Paths, config: Config, node_id: NodeId, managed_by: Option
     listener::serve(listener, state.tls.clone(), app, state.shutdown.clone(), in_flight.clone()).await;
 
     log::info!("shutting down: {} request(s) in flight", in_flight.count());
+    // Agents are not left running unsupervised (and their streams end with them).
+    state.tasks.kill_all();
     if let Some(discovery) = discovery {
         blocking::unblock(move || discovery.stop()).await;
     }
@@ -129,6 +131,12 @@ fn announce(state: &State, bound: SocketAddr, managed_by: Option<String>) -> any
     *state.runtime.lock().expect("runtime lock") = Some(runtime);
     log::info!("listening on {url} as node {} ({})", state.node.id, state.node.hostname);
     Ok(())
+}
+
+/// Every key this daemon holds: agent processes must never see one (weakness C3).
+pub(crate) fn daemon_secrets(config: &Config) -> Vec<String> {
+    let auth = &config.auth;
+    std::iter::once(&auth.api_key).chain(auth.allowed_keys.values()).chain(auth.peer_keys.values()).cloned().collect()
 }
 
 /// Turns HTTPS on for new connections (making the certificate if needed) and says so in

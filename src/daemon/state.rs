@@ -34,6 +34,8 @@ pub struct State {
     pub tls: super::listener::TlsSwitch,
     /// The one pairing session (host or joiner) of this daemon.
     pub pairing: super::pairing::Pairing,
+    /// The AI tasks (agent processes, their events and approvals).
+    pub tasks: crate::tasks::Tasks,
     /// What `daemon.json` says, kept to rewrite it when TLS is turned on.
     pub runtime: Arc<std::sync::Mutex<Option<crate::instance::RuntimeInfo>>>,
     /// The peer registry (`peers.json`).
@@ -70,6 +72,11 @@ impl State {
             context,
             tls: super::listener::TlsSwitch::default(),
             pairing: super::pairing::Pairing::default(),
+            tasks: crate::tasks::Tasks::new(
+                config.ai_tasks.clone(),
+                &paths.tasks_dir(),
+                super::daemon_secrets(&config),
+            ),
             runtime: Arc::new(std::sync::Mutex::new(None)),
             peers: registry,
             nudger,

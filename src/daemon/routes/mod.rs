@@ -8,6 +8,7 @@ mod execute;
 mod pairing;
 mod peers;
 mod system;
+mod tasks;
 mod transfer;
 
 use tide::http::Method;
@@ -56,6 +57,7 @@ pub fn mount(app: &mut tide::Server<State>) -> Vec<RouteSpec> {
     peers::mount(&mut mount);
     execute::mount(&mut mount);
     transfer::mount(&mut mount);
+    tasks::mount(&mut mount);
     let specs = mount.specs;
     // Everything else: authenticate first (no probing of what exists without a key), then 404.
     let fallback = Guard { access: Access::Key, limit: None };
@@ -73,5 +75,6 @@ pub fn openapi_parts() -> Vec<serde_json::Value> {
         execute::openapi(),
         context::openapi(),
         transfer::openapi(),
+        tasks::openapi(),
     ]
 }
