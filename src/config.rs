@@ -479,6 +479,15 @@ pub fn set_path(doc: &mut serde_yaml::Value, keys: &[&str], value: serde_yaml::V
     node.as_mapping_mut().expect("made a mapping above").insert(Value::from(keys[keys.len() - 1]), value);
 }
 
+/// Removes `doc.a.b.c`; returns the removed value.
+pub fn remove_path(doc: &mut serde_yaml::Value, keys: &[&str]) -> Option<serde_yaml::Value> {
+    let mut node = doc;
+    for key in &keys[..keys.len() - 1] {
+        node = node.as_mapping_mut()?.get_mut(*key)?;
+    }
+    node.as_mapping_mut()?.remove(keys[keys.len() - 1])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -61,7 +61,7 @@ impl State {
         use anyhow::Context;
         let context = Store::open(&paths).context("opening the context store")?;
         let registry = Registry::load(&paths.peers_file(), node_id.as_str());
-        registry.add_configured(&config.discovery.manual_peers);
+        registry.add_configured(&config.discovery.manual_peers, &config.tls.pinned_certs);
         let (nudger, nudges) = crate::peers::health::channel();
         let state = State {
             node: Arc::new(Node { id: node_id, hostname: config.hostname(), port, started: Instant::now() }),
