@@ -316,6 +316,20 @@ fn transfer(bin: &Path) -> anyhow::Result<Vec<Figure>> {
     }
     let peak = node.memory_kib("VmHWM") as f64 / 1024.0;
     figures.push(figure("daemon peak RSS during transfers", peak, "MiB", "≤ 32", "245"));
+    // The ceiling of a durable push: this disk's speed for the same bytes written and fsync'd.
+    let ceiling = timed(|| {
+        use std::io::Write;
+        let path = dir.join("ceiling");
+        let mut file = std::fs::File::create(&path)?;
+        let block = vec![0x5au8; 1 << 20];
+        for _ in 0..512 {
+            file.write_all(&block)?;
+        }
+        file.sync_all()?;
+        std::fs::remove_file(&path)?;
+        Ok(())
+    })?;
+    figures.push(figure("disk ceiling: 512 MiB written + fsync", 512.0 / ceiling, "MiB/s", "", ""));
     let _ = std::fs::remove_dir_all(&dir);
     Ok(figures)
 }
