@@ -235,3 +235,24 @@ fn every_command_has_help() {
     }
     loopsy_in(home.path(), &["frobnicate"]).code(2).stderr_has("Unrecognized argument");
 }
+
+#[test]
+fn a_background_daemon_does_not_keep_descriptors_its_starter_held() {
+    // See: a build lock held by `flock … cargo …` stayed locked as long as daemons started under
+    // it ran, because they inherited its descriptor.
+    let home = Home::new("fds");
+    let marker = home.path().join("held-open");
+    let script = format!(
+        "exec 7>'{}'; exec '{}' --home '{}' start",
+        marker.display(),
+        crate::support::loopsy_bin(),
+        home.path().display()
+    );
+    let status = std::process::Command::new("sh").args(["-c", &script]).status().unwrap();
+    assert!(status.success());
+    let pid = home.runtime(None).unwrap()["pid"].as_u64().unwrap();
+    let fd7 = std::fs::read_link(format!("/proc/{pid}/fd/7"));
+    // Stopped before asserting: a daemon left running would keep the descriptor held.
+    home.loopsy(&["stop"]).success();
+    assert!(fd7.map_or(true, |target| target != marker), "the daemon kept its starter's descriptor 7");
+}

@@ -157,8 +157,26 @@ fn detach(command: &mut Command) {
                 if libc::setsid() < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
+                close_inherited_on_exec();
                 Ok(())
             });
+        }
+    }
+}
+
+/// Marks every descriptor above stderr close-on-exec: the daemon must not keep what its starter
+/// happened to hold open (a lock, a pipe) for its whole life. Only async-signal-safe calls.
+#[cfg(unix)]
+fn close_inherited_on_exec() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets a flag on descriptors.
+    let done = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) } == 0;
+    #[cfg(not(target_os = "linux"))]
+    let done = false;
+    if !done {
+        for fd in 3..1024 {
+            // SAFETY: fcntl on a descriptor number; invalid ones just fail.
+            unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
         }
     }
 }
