@@ -20,6 +20,7 @@ pub mod paths;
 pub mod peer;
 pub mod peers;
 pub mod random;
+pub mod sessions;
 pub mod shutdown;
 pub mod store;
 pub mod tls;

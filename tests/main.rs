@@ -9,5 +9,6 @@ mod lifecycle;
 mod netlab;
 mod pairing;
 mod peers;
+mod sessions;
 mod tls;
 mod transfer;

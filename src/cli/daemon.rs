@@ -13,7 +13,7 @@ use anyhow::{bail, Context};
 use argh::FromArgs;
 
 use crate::config::Config;
-use crate::instance::{self, Daemon, Signalled};
+use crate::instance::{self, Daemon};
 use crate::paths::Paths;
 
 /// How long `start` waits for the daemon to answer.
@@ -188,22 +188,7 @@ pub fn stop(args: StopArgs, paths: &Paths) -> anyhow::Result<ExitCode> {
 
 /// Stops the daemon of `paths`; returns its PID, or `None` if none was running.
 fn stop_daemon(paths: &Paths, timeout: Duration) -> anyhow::Result<Option<u32>> {
-    let pid = match instance::signal(paths, libc::SIGTERM)? {
-        Signalled::Sent { pid } => pid,
-        Signalled::NotRunning => {
-            // Files left by a daemon that died without cleaning up name nobody now.
-            crate::instance::RuntimeInfo::remove(paths);
-            return Ok(None);
-        }
-    };
-    let deadline = Instant::now() + timeout;
-    while instance::lock_holder(&paths.lock_file())? == Some(pid) {
-        if Instant::now() > deadline {
-            bail!("the daemon (PID {pid}) did not stop within {} s", timeout.as_secs());
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    Ok(Some(pid))
+    instance::terminate(paths, timeout)
 }
 
 pub fn restart(args: RestartArgs, paths: &Paths) -> anyhow::Result<ExitCode> {

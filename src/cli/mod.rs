@@ -14,6 +14,7 @@ mod peers;
 mod progress;
 mod pull;
 mod send;
+mod session;
 mod status;
 
 use std::path::PathBuf;
@@ -53,6 +54,7 @@ pub enum Command {
     Send(send::Args),
     Pull(pull::Args),
     Ls(ls::Args),
+    Session(session::Args),
     Version(VersionArgs),
 }
 
@@ -81,6 +83,7 @@ pub fn run(args: Loopsy) -> anyhow::Result<ExitCode> {
         Command::Send(cmd) => send::run(cmd, &paths),
         Command::Pull(cmd) => pull::run(cmd, &paths),
         Command::Ls(cmd) => ls::run(cmd, &paths),
+        Command::Session(cmd) => session::run(cmd, &paths),
         Command::Version(_) => {
             println!("loopsy {} (protocol {})", env!("CARGO_PKG_VERSION"), crate::identity::PROTOCOL_VERSION);
             Ok(ExitCode::SUCCESS)
