@@ -198,3 +198,102 @@ fn session_start_needs_the_main_config() {
     let dir = crate::support::TempDir::new("noconfig");
     loopsy_in(dir.path(), &["session", "start", "w1"]).code(2).stderr_has("loopsy init");
 }
+
+/// `loopsy mcp serve` in `home`, spoken to line by line.
+struct Mcp {
+    child: std::process::Child,
+    lines: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+    next_id: u64,
+}
+
+impl Mcp {
+    fn start(home: &Path) -> Mcp {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(crate::support::loopsy_bin())
+            .arg("--home")
+            .arg(home)
+            .args(["mcp", "serve"])
+            .env_remove("LOOPSY_API_KEY")
+            .env_remove("LOOPSY_DATA_DIR")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut mcp = Mcp { child, lines, next_id: 0 };
+        mcp.request("initialize", serde_json::json!({"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "test", "version": "1"}}));
+        mcp
+    }
+
+    fn request(&mut self, method: &str, params: Value) -> Value {
+        use std::io::Write;
+        self.next_id += 1;
+        let message = serde_json::json!({"jsonrpc": "2.0", "id": self.next_id, "method": method, "params": params});
+        let stdin = self.child.stdin.as_mut().unwrap();
+        writeln!(stdin, "{message}").unwrap();
+        stdin.flush().unwrap();
+        loop {
+            let line = self.lines.next().expect("an answer").unwrap();
+            let answer: Value = serde_json::from_str(&line).unwrap();
+            if answer["id"] == self.next_id {
+                return answer;
+            }
+        }
+    }
+
+    /// Calls a tool; returns (is_error, text).
+    fn call(&mut self, tool: &str, arguments: Value) -> (bool, String) {
+        let answer = self.request("tools/call", serde_json::json!({"name": tool, "arguments": arguments}));
+        let result = &answer["result"];
+        (result["isError"] == true, result["content"][0]["text"].as_str().unwrap_or_default().to_string())
+    }
+}
+
+impl Drop for Mcp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn mcp_session_tools_start_list_stop_and_remove_sessions() {
+    let (main, fleet) = main_with_fleet("mcp-sessions");
+    let mut mcp = Mcp::start(main.home.path());
+    let tools = mcp.request("tools/list", serde_json::json!({}));
+    let names: Vec<&str> =
+        tools["result"]["tools"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    for tool in ["loopsy_session_list", "loopsy_session_start", "loopsy_session_stop", "loopsy_session_remove"] {
+        assert!(names.contains(&tool), "{tool} missing from {names:?}");
+    }
+
+    let (error, text) = mcp.call("loopsy_session_start", serde_json::json!({"name": "m1"}));
+    assert!(!error, "{text}");
+    let session: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(session["name"], "m1");
+    assert_eq!(session["status"], "running");
+    assert!(text.contains("\n  \"port\""), "pretty JSON: {text}");
+    assert_eq!(fleet.session("m1")["port"], session["port"]);
+
+    let (_, text) = mcp.call("loopsy_session_list", serde_json::json!({}));
+    let listing: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(listing["main"]["status"], "running");
+    assert_eq!(listing["sessions"][0]["name"], "m1");
+
+    let (error, text) = mcp.call("loopsy_session_start", serde_json::json!({"name": "../evil"}));
+    assert!(error && text.contains("invalid session name"), "{text}");
+    let (error, text) = mcp.call("loopsy_session_remove", serde_json::json!({"name": ".."}));
+    assert!(error && text.contains("invalid session name"), "{text}");
+    assert!(main.home.config_path().exists());
+
+    let (error, text) = mcp.call("loopsy_session_stop", serde_json::json!({"name": "m1"}));
+    assert!(!error, "{text}");
+    assert_eq!(serde_json::from_str::<Value>(&text).unwrap()["status"], "stopped");
+    let (error, text) = mcp.call("loopsy_session_start", serde_json::json!({"name": "m1"}));
+    assert!(!error, "{text}");
+    let (error, text) = mcp.call("loopsy_session_remove", serde_json::json!({"name": "m1"}));
+    assert!(!error, "{text}");
+    assert!(!fleet.dir("m1").exists());
+    let (error, text) = mcp.call("loopsy_session_stop", serde_json::json!({"name": "m1"}));
+    assert!(error && text.contains("no session named"), "{text}");
+}
