@@ -20,6 +20,7 @@ pub mod paths;
 pub mod peer;
 pub mod peers;
 pub mod random;
+pub mod service;
 pub mod sessions;
 pub mod shutdown;
 pub mod store;

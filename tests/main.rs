@@ -9,6 +9,7 @@ mod lifecycle;
 mod netlab;
 mod pairing;
 mod peers;
+mod service;
 mod sessions;
 mod tls;
 mod transfer;

@@ -4,6 +4,7 @@ mod connect;
 mod context;
 mod daemon;
 mod exec;
+pub mod generate;
 mod init;
 mod key;
 mod logs;
@@ -14,6 +15,7 @@ mod peers;
 mod progress;
 mod pull;
 mod send;
+mod service;
 mod session;
 mod status;
 
@@ -55,6 +57,9 @@ pub enum Command {
     Pull(pull::Args),
     Ls(ls::Args),
     Session(session::Args),
+    Enable(service::EnableArgs),
+    Disable(service::DisableArgs),
+    ServiceStatus(service::StatusArgs),
     Version(VersionArgs),
 }
 
@@ -84,6 +89,9 @@ pub fn run(args: Loopsy) -> anyhow::Result<ExitCode> {
         Command::Pull(cmd) => pull::run(cmd, &paths),
         Command::Ls(cmd) => ls::run(cmd, &paths),
         Command::Session(cmd) => session::run(cmd, &paths),
+        Command::Enable(cmd) => service::enable(cmd, &paths),
+        Command::Disable(cmd) => service::disable(cmd, &paths),
+        Command::ServiceStatus(cmd) => service::status(cmd, &paths),
         Command::Version(_) => {
             println!("loopsy {} (protocol {})", env!("CARGO_PKG_VERSION"), crate::identity::PROTOCOL_VERSION);
             Ok(ExitCode::SUCCESS)
