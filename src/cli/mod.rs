@@ -3,6 +3,7 @@
 mod connect;
 mod context;
 mod daemon;
+mod doctor;
 mod exec;
 pub mod generate;
 mod init;
@@ -57,6 +58,7 @@ pub enum Command {
     Pull(pull::Args),
     Ls(ls::Args),
     Session(session::Args),
+    Doctor(doctor::Args),
     Enable(service::EnableArgs),
     Disable(service::DisableArgs),
     ServiceStatus(service::StatusArgs),
@@ -89,6 +91,7 @@ pub fn run(args: Loopsy) -> anyhow::Result<ExitCode> {
         Command::Pull(cmd) => pull::run(cmd, &paths),
         Command::Ls(cmd) => ls::run(cmd, &paths),
         Command::Session(cmd) => session::run(cmd, &paths),
+        Command::Doctor(cmd) => doctor::run(cmd, &paths),
         Command::Enable(cmd) => service::enable(cmd, &paths),
         Command::Disable(cmd) => service::disable(cmd, &paths),
         Command::ServiceStatus(cmd) => service::status(cmd, &paths),
