@@ -136,16 +136,32 @@ fn check_daemon(paths: &Paths, config: Option<&Config>) -> Check {
             return Check::fail("Daemon", format!("cannot tell: {e:#}"), "check the data directory's permissions")
         }
     };
-    let key = config.map(|c| c.auth.api_key.clone()).unwrap_or_default();
-    let answer = Client::local(paths, &key).and_then(|client| {
+    let managed = info.managed_by.as_deref().map(|m| format!(", managed by {m}")).unwrap_or_default();
+    let Some(config) = config else {
+        // Without a key only the public health route can be asked.
+        let health = Client::local(paths, "").and_then(|client| {
+            smol::block_on(client.with_timeout(CALL_TIMEOUT).get::<crate::daemon::api::Health>("/api/v1/health"))
+        });
+        return match health {
+            Ok(health) => Check::ok(
+                "Daemon",
+                format!("running (PID {}{managed}) at {}, protocol {}", info.pid, info.url, health.version),
+            ),
+            Err(e) => Check::fail(
+                "Daemon",
+                format!("PID {} holds the lock but does not answer at {}: {e}", info.pid, info.url),
+                "loopsy restart (and see loopsy logs)",
+            ),
+        };
+    };
+    let answer = Client::local(paths, &config.auth.api_key).and_then(|client| {
         smol::block_on(client.with_timeout(CALL_TIMEOUT).get::<crate::daemon::api::Identity>("/api/v1/identity"))
     });
-    let managed = info.managed_by.as_deref().map(|m| format!(", managed by {m}")).unwrap_or_default();
     match answer {
         Ok(identity) if identity.implementation != crate::identity::IMPLEMENTATION => Check::warn(
             "Daemon",
             format!(
-                "running (PID {}) an other version: {} (this CLI is {})",
+                "running (PID {}) another version: {} (this CLI is {})",
                 info.pid,
                 identity.implementation,
                 crate::identity::IMPLEMENTATION

@@ -97,6 +97,12 @@ fn a_healthy_node_passes_every_check_that_can_fail() {
         .stdout_has("  [OK  ] Daemon     running")
         .stdout_has("  [WARN] Peers      none configured\n          Fix: loopsy pair")
         .stdout_has("All checks passed!");
+
+    // A running daemon is still found when the config on disk broke meanwhile.
+    std::fs::write(daemon.home.config_path(), "auth: [unclosed\n").unwrap();
+    let report = doctor(daemon.home.path(), user.path(), &["--json"]).code(1).json();
+    assert_check(&report, "Config", "fail", "invalid config");
+    assert_check(&report, "Daemon", "ok", &format!("running (PID {}", daemon.pid()));
 }
 
 #[test]
