@@ -30,6 +30,7 @@ pub struct Config {
     pub discovery: Discovery,
     pub logging: Logging,
     pub ai_tasks: AiTasks,
+    pub sessions: Sessions,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -216,6 +217,20 @@ impl Default for AiTasks {
     }
 }
 
+/// Extra daemons on this machine (`loopsy session`); not in 1.0.21.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Sessions {
+    /// The first port sessions may take; they use at most 100 ports from here (1.0.21: 19533).
+    pub base_port: u16,
+}
+
+impl Default for Sessions {
+    fn default() -> Self {
+        Sessions { base_port: DEFAULT_PORT + 1 }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase", default)]
 pub struct Logging {
@@ -365,6 +380,9 @@ impl Config {
         }
         if self.transfer.max_file_size == 0 {
             return Err("transfer.maxFileSize: must be positive".into());
+        }
+        if self.sessions.base_port == 0 || self.sessions.base_port > u16::MAX - 99 {
+            return Err("sessions.basePort: must be 1 to 65436 (sessions use 100 ports from it)".into());
         }
         if self.discovery.health_interval < 100 {
             return Err("discovery.healthInterval: must be at least 100 milliseconds".into());

@@ -206,6 +206,26 @@ fn send_to_lock_holder(lock: &Path, pid: u32, signal: libc::c_int) -> anyhow::Re
     kill_verified(lock, pid, signal)
 }
 
+/// Sends SIGTERM to the daemon of `paths` and waits until it released its lock; returns its
+/// PID, or `None` if none was running (files left by a daemon that died are removed then).
+pub fn terminate(paths: &Paths, timeout: std::time::Duration) -> anyhow::Result<Option<u32>> {
+    let pid = match signal(paths, libc::SIGTERM)? {
+        Signalled::Sent { pid } => pid,
+        Signalled::NotRunning => {
+            RuntimeInfo::remove(paths);
+            return Ok(None);
+        }
+    };
+    let deadline = std::time::Instant::now() + timeout;
+    while lock_holder(&paths.lock_file())? == Some(pid) {
+        if std::time::Instant::now() > deadline {
+            anyhow::bail!("the daemon (PID {pid}) did not stop within {} s", timeout.as_secs());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    Ok(Some(pid))
+}
+
 /// Without pidfds: re-check the holder immediately before `kill`, leaving only a tiny window.
 fn kill_verified(lock: &Path, pid: u32, signal: libc::c_int) -> anyhow::Result<Signalled> {
     if lock_holder(lock)? != Some(pid) {

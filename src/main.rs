@@ -18,6 +18,16 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let words: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
+    // Packaging helpers, kept out of `--help`.
+    if words.first() == Some(&"generate") {
+        return match cli::generate::main(&words[1..]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("loopsy: error: {err:#}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let parsed = match Loopsy::from_args(&["loopsy"], &words) {
         Ok(parsed) => parsed,
         Err(early) => {

@@ -4,12 +4,15 @@ mod support;
 
 mod context;
 mod core_api;
+mod doctor;
 mod execute;
 mod lifecycle;
 mod mcp;
 mod netlab;
 mod pairing;
 mod peers;
+mod service;
+mod sessions;
 mod tasks;
 mod tls;
 mod transfer;

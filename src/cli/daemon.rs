@@ -3,6 +3,8 @@
 //! `start` launches `loopsy start --foreground` detached, with its output in `logs/daemon.log`,
 //! and returns once the daemon answers `/health` (or reports why it did not come up).
 //! `stop` signals only the process that holds the instance lock (see `instance`).
+//! A daemon run by a service manager (`managedBy` in `daemon.json`, or an installed unit for this
+//! data directory) is started, stopped and restarted through that manager (`crate::service`).
 
 use std::fs::OpenOptions;
 use std::io::{Read, Seek, SeekFrom};
@@ -13,8 +15,9 @@ use anyhow::{bail, Context};
 use argh::FromArgs;
 
 use crate::config::Config;
-use crate::instance::{self, Daemon, Signalled};
+use crate::instance::{self, Daemon};
 use crate::paths::Paths;
+use crate::service::{self, Manager};
 
 /// How long `start` waits for the daemon to answer.
 const START_TIMEOUT: Duration = Duration::from_secs(15);
@@ -83,7 +86,12 @@ pub fn start(args: StartArgs, paths: &Paths) -> anyhow::Result<ExitCode> {
 fn start_background(paths: &Paths, config: &Config, port: Option<u16>, host: Option<&str>) -> anyhow::Result<ExitCode> {
     match instance::probe(paths)? {
         Daemon::Running(info) => {
-            println!("loopsy daemon already running (PID {}) at {}", info.pid, info.url);
+            match &info.managed_by {
+                Some(manager) => {
+                    println!("loopsy daemon already running under {manager} (PID {}) at {}", info.pid, info.url)
+                }
+                None => println!("loopsy daemon already running (PID {}) at {}", info.pid, info.url),
+            }
             return Ok(ExitCode::SUCCESS);
         }
         Daemon::Starting { pid } => {
@@ -91,6 +99,9 @@ fn start_background(paths: &Paths, config: &Config, port: Option<u16>, host: Opt
             return Ok(ExitCode::SUCCESS);
         }
         Daemon::NotRunning => {}
+    }
+    if let Some(manager) = service::installed_for(paths) {
+        return start_managed(paths, manager, false);
     }
     std::fs::create_dir_all(paths.logs_dir())?;
     let log_path = paths.daemon_log();
@@ -197,6 +208,13 @@ fn read_from(path: &std::path::Path, offset: u64) -> String {
 }
 
 pub fn stop(args: StopArgs, paths: &Paths) -> anyhow::Result<ExitCode> {
+    if let Daemon::Running(info) = instance::probe(paths)? {
+        if let Some(name) = &info.managed_by {
+            stop_managed(paths, name, info.pid, Duration::from_secs(args.timeout))?;
+            println!("loopsy daemon stopped through {name} (PID {})", info.pid);
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
     match stop_daemon(paths, Duration::from_secs(args.timeout))? {
         Some(pid) => println!("loopsy daemon stopped (PID {pid})"),
         None => println!("loopsy daemon is not running"),
@@ -206,14 +224,38 @@ pub fn stop(args: StopArgs, paths: &Paths) -> anyhow::Result<ExitCode> {
 
 /// Stops the daemon of `paths`; returns its PID, or `None` if none was running.
 fn stop_daemon(paths: &Paths, timeout: Duration) -> anyhow::Result<Option<u32>> {
-    let pid = match instance::signal(paths, libc::SIGTERM)? {
-        Signalled::Sent { pid } => pid,
-        Signalled::NotRunning => {
-            // Files left by a daemon that died without cleaning up name nobody now.
-            crate::instance::RuntimeInfo::remove(paths);
-            return Ok(None);
-        }
+    instance::terminate(paths, timeout)
+}
+
+pub fn restart(args: RestartArgs, paths: &Paths) -> anyhow::Result<ExitCode> {
+    super::load_config(paths)?;
+    let managed = match instance::probe(paths)? {
+        Daemon::Running(info) => info.managed_by.as_deref().and_then(Manager::from_name),
+        _ => None,
     };
+    if let Some(manager) = managed.or_else(|| service::installed_for(paths)) {
+        return start_managed(paths, manager, true);
+    }
+    if let Some(pid) = stop_daemon(paths, Duration::from_secs(20))? {
+        println!("loopsy daemon stopped (PID {pid})");
+    }
+    start(StartArgs { foreground: false, port: args.port, host: args.host, managed_by: None }, paths)
+}
+
+/// Stops a daemon a service manager runs: through the manager, since a signal alone would be
+/// undone by its restart policy (or leave it believing the service failed).
+fn stop_managed(paths: &Paths, name: &str, pid: u32, timeout: Duration) -> anyhow::Result<()> {
+    let Some(manager) = Manager::from_name(name) else {
+        bail!("the daemon (PID {pid}) is managed by {name}; stop it through {name}");
+    };
+    let command = manager.stop_command();
+    if let Err(e) = service::run(&command) {
+        bail!(
+            "the daemon (PID {pid}) is managed by {name}, and stopping it through {name} failed: {e:#}\n\
+             stop it with: {}",
+            command.join(" ")
+        );
+    }
     let deadline = Instant::now() + timeout;
     while instance::lock_holder(&paths.lock_file())? == Some(pid) {
         if Instant::now() > deadline {
@@ -221,13 +263,45 @@ fn stop_daemon(paths: &Paths, timeout: Duration) -> anyhow::Result<Option<u32>> 
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    Ok(Some(pid))
+    Ok(())
 }
 
-pub fn restart(args: RestartArgs, paths: &Paths) -> anyhow::Result<ExitCode> {
-    super::load_config(paths)?;
-    if let Some(pid) = stop_daemon(paths, Duration::from_secs(20))? {
-        println!("loopsy daemon stopped (PID {pid})");
+/// (Re)starts the daemon through the service manager whose unit runs it, and waits for it.
+fn start_managed(paths: &Paths, manager: Manager, restart: bool) -> anyhow::Result<ExitCode> {
+    let old_pid = match instance::probe(paths)? {
+        Daemon::Running(info) => Some(info.pid),
+        _ => None,
+    };
+    let commands = manager.start_commands(restart);
+    let (last, before) = commands.split_last().expect("at least one command");
+    for command in before {
+        let _ = service::run(command);
     }
-    start(StartArgs { foreground: false, port: args.port, host: args.host, managed_by: None }, paths)
+    if let Err(e) = service::run(last) {
+        bail!(
+            "the daemon is managed by {} (installed unit), and `{}` failed: {e:#}\n\
+             run it yourself, or `loopsy disable` to start the daemon by hand",
+            manager.name(),
+            last.join(" ")
+        );
+    }
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        if let Daemon::Running(info) = instance::probe(paths)? {
+            if Some(info.pid) != old_pid && healthy(paths) {
+                println!("loopsy daemon started by {} (PID {}) at {}", manager.name(), info.pid, info.url);
+                println!("  Logs: {}", paths.daemon_log().display());
+                return Ok(ExitCode::SUCCESS);
+            }
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{} did not bring the daemon up within {} s; see {}",
+                manager.name(),
+                START_TIMEOUT.as_secs(),
+                paths.daemon_log().display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

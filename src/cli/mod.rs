@@ -3,7 +3,9 @@
 mod connect;
 mod context;
 mod daemon;
+mod doctor;
 mod exec;
+pub mod generate;
 mod init;
 mod key;
 mod logs;
@@ -14,6 +16,8 @@ mod peers;
 mod progress;
 mod pull;
 mod send;
+mod service;
+mod session;
 mod status;
 mod task;
 
@@ -55,6 +59,11 @@ pub enum Command {
     Pull(pull::Args),
     Ls(ls::Args),
     Task(task::Args),
+    Session(session::Args),
+    Doctor(doctor::Args),
+    Enable(service::EnableArgs),
+    Disable(service::DisableArgs),
+    ServiceStatus(service::StatusArgs),
     Version(VersionArgs),
 }
 
@@ -84,6 +93,11 @@ pub fn run(args: Loopsy) -> anyhow::Result<ExitCode> {
         Command::Pull(cmd) => pull::run(cmd, &paths),
         Command::Ls(cmd) => ls::run(cmd, &paths),
         Command::Task(cmd) => task::run(cmd, &paths),
+        Command::Session(cmd) => session::run(cmd, &paths),
+        Command::Doctor(cmd) => doctor::run(cmd, &paths),
+        Command::Enable(cmd) => service::enable(cmd, &paths),
+        Command::Disable(cmd) => service::disable(cmd, &paths),
+        Command::ServiceStatus(cmd) => service::status(cmd, &paths),
         Command::Version(_) => {
             println!("loopsy {} (protocol {})", env!("CARGO_PKG_VERSION"), crate::identity::PROTOCOL_VERSION);
             Ok(ExitCode::SUCCESS)

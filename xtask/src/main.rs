@@ -1,10 +1,17 @@
 //! `cargo xtask <task>`: project chores plain cargo cannot do.
 //!
-//! Tasks: `bench` (every benchmark, printed as a table and written as JSON).
+//! Tasks: `bench` (every benchmark, printed as a table and written as JSON), `fleet` (local
+//! sessions), `dist` (release archive), `units` (reviewed service units), `e2e` (multi-daemon
+//! scenarios).
 
 mod bench;
+mod build;
+mod dist;
+mod e2e;
+mod fleet;
 mod http;
 mod node;
+mod units;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -13,9 +20,18 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("bench") => bench::run(&args[1..]),
+        Some("fleet") => fleet::run(&args[1..]),
+        Some("dist") => dist::run(&args[1..]),
+        Some("units") => units::run(&args[1..]),
+        Some("e2e") => e2e::run(&args[1..]),
         Some("help") | Some("--help") | None => {
             println!(
-                "usage: cargo xtask <task>\n\ntasks:\n  bench [--json FILE] [--only NAME,...]   run the benchmarks"
+                "usage: cargo xtask <task>\n\ntasks:\n  \
+                 bench [--json FILE] [--only NAME,...]      run the benchmarks\n  \
+                 fleet [--count N] [--down] [--home DIR]    start (or stop) N local sessions\n  \
+                 dist [--debug]                             build target/dist/loopsy-<version>-<target>.tar.gz\n  \
+                 units                                      write the generated service units into dist/units/\n  \
+                 e2e [TEST ARGS]                            run the multi-session and netlab scenarios"
             );
             Ok(())
         }

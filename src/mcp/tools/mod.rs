@@ -1,6 +1,7 @@
 //! The MCP tools: their names, schemas and handlers, one file per area.
 //!
-//! Tools hold no state: each call asks the daemon through `peer::Client`. Peers are addressed by
+//! Tools hold no state: each call asks the daemon through `peer::Client` (the session tools ask
+//! the sessions module, whose state is the session directories). Peers are addressed by
 //! name, hostname, node-id prefix or address; the daemon supplies the credentials, so no tool
 //! takes or returns an API key (1.0.21 passed `peerApiKey` through the model's context).
 
@@ -8,6 +9,7 @@ mod args;
 mod context;
 mod execute;
 mod peers;
+mod sessions;
 mod transfer;
 
 use std::future::Future;
@@ -41,6 +43,7 @@ fn all() -> Vec<Tool> {
     tools.extend(execute::tools());
     tools.extend(transfer::tools());
     tools.extend(context::tools());
+    tools.extend(sessions::tools());
     tools
 }
 
