@@ -78,6 +78,11 @@ async fn serve(paths: Paths, config: Config, node_id: NodeId, managed_by: Option
         pairing: pairing::Pairing::default(),
         runtime: Arc::new(std::sync::Mutex::new(None)),
         executor: crate::exec::Executor::new(&config.execution),
+        logins: Default::default(),
+        host_names: Arc::new(crate::dashboard::origin::HostNames::new(&[
+            config.hostname(),
+            crate::identity::os_hostname(),
+        ])),
         config: Arc::new(config),
         paths: paths.clone(),
         peers: registry.clone(),

@@ -44,6 +44,10 @@ pub struct State {
     pub executor: Executor,
     /// Path policy, size limit and the bookkeeping of uploads in progress.
     pub transfer: Arc<TransferContext>,
+    /// Dashboard login tokens and browser sessions (memory only).
+    pub logins: crate::dashboard::auth::Logins,
+    /// The names a browser may use for this machine in `Host` (DNS-rebinding check).
+    pub host_names: Arc<crate::dashboard::origin::HostNames>,
 }
 
 /// This daemon as others see it.

@@ -4,6 +4,7 @@
 //! OpenAPI test can check that the document describes every route that exists.
 
 mod context;
+mod dashboard;
 mod execute;
 mod pairing;
 mod peers;
@@ -56,6 +57,7 @@ pub fn mount(app: &mut tide::Server<State>) -> Vec<RouteSpec> {
     peers::mount(&mut mount);
     execute::mount(&mut mount);
     transfer::mount(&mut mount);
+    dashboard::mount(&mut mount);
     let specs = mount.specs;
     // Everything else: authenticate first (no probing of what exists without a key), then 404.
     let fallback = Guard { access: Access::Key, limit: None };
@@ -73,5 +75,6 @@ pub fn openapi_parts() -> Vec<serde_json::Value> {
         execute::openapi(),
         context::openapi(),
         transfer::openapi(),
+        dashboard::openapi(),
     ]
 }
