@@ -43,8 +43,9 @@ export async function api(method, path, { body, target = 'local', signal } = {})
 export const get = (path, options) => api('GET', path, options);
 
 // Opens an event stream (GET or POST) and calls onEvent({event, id, data}) for each event
-// until the stream ends or `signal` aborts it. Resolves when the stream ends.
-export async function stream(method, path, { body, target = 'local', signal, lastEventId, onEvent }) {
+// until the stream ends or `signal` aborts it; onOpen() once the daemon has answered (for a
+// watch, from then on no change is missed). Resolves when the stream ends.
+export async function stream(method, path, { body, target = 'local', signal, lastEventId, onEvent, onOpen }) {
   const headers = { 'X-Loopsy-Dashboard': '1', Accept: 'text/event-stream' };
   if (lastEventId) headers['Last-Event-ID'] = lastEventId;
   const init = { method, headers, credentials: 'same-origin', signal };
@@ -59,6 +60,7 @@ export async function stream(method, path, { body, target = 'local', signal, las
     if (res.status === 401) loggedOut();
     throw new ApiError(res.status, errorMessage(data, res));
   }
+  if (onOpen) onOpen();
   const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
   let buffer = '';
   for (;;) {

@@ -12,6 +12,7 @@ let loggedOut = false;
 function showLoggedOut() {
   if (loggedOut) return;
   loggedOut = true;
+  generation++; // whatever view is still loading is stale now
   if (cleanup) { cleanup(); cleanup = null; }
   document.body.classList.add('logged-out');
   clear(root).append(el('section', { class: 'card', id: 'logged-out' },
@@ -34,12 +35,24 @@ async function route() {
   try {
     const module = await import(`./views/${view}.js`);
     if (mine !== generation) return;
-    clear(root);
+    // The view draws into its own container: if it goes stale (another view, logged out) while
+    // it loads, what it still draws lands nowhere.
+    const container = el('div', { class: 'view-body' });
+    root.replaceChildren(container);
     const ctx = {
-      ready() { root.dataset.ready = view; root.dataset.paintMs = String(Math.round(performance.now() - started)); },
+      // For the browser tests: when the view showed its data, since the route began and since
+      // the page began loading.
+      ready() {
+        if (mine !== generation) return;
+        root.dataset.paintMs = String(Math.round(performance.now() - started));
+        root.dataset.readyAt = String(Math.round(performance.now()));
+        root.dataset.ready = view;
+      },
       stale: () => mine !== generation,
     };
-    cleanup = (await module.render(root, ctx)) || null;
+    const stop = (await module.render(container, ctx)) || null;
+    if (mine === generation) cleanup = stop;
+    else if (stop) stop();
   } catch (err) {
     if (mine !== generation || loggedOut) return;
     clear(root).append(el('section', { class: 'card error' }, el('h2', {}, 'Something went wrong'), el('p', {}, String(err.message || err))));

@@ -4,6 +4,7 @@ mod support;
 
 mod context;
 mod core_api;
+mod dashboard;
 mod execute;
 mod lifecycle;
 mod netlab;

@@ -68,9 +68,10 @@ export async function render(root, ctx) {
     if (!live.checked) { status.textContent = ''; return; }
     const controller = new AbortController();
     watcher = controller;
-    status.textContent = 'live';
+    status.textContent = 'connecting…';
     stream('GET', `/api/v1/context/watch?prefix=${encodeURIComponent(prefix.value)}`, {
       target: select.value, signal: controller.signal,
+      onOpen() { if (watcher === controller) status.textContent = 'live'; },
       onEvent(event) {
         const change = event.json;
         if (!change) return;
@@ -87,7 +88,13 @@ export async function render(root, ctx) {
 
   const browse = el('form', { class: 'inline', onsubmit: (e) => { e.preventDefault(); load().catch((err) => toast(err.message, 'error')); } },
     field('Daemon', select), field('Prefix', prefix), el('label', { class: 'check' }, live, ' Live'), el('button', { type: 'submit' }, 'Browse'), status);
-  select.addEventListener('change', () => load().catch((err) => toast(err.message, 'error')));
+  select.addEventListener('change', () => {
+    // The old daemon's stream stops at once, so 'live' always means the daemon now chosen.
+    if (watcher) watcher.abort();
+    watcher = null;
+    status.textContent = '';
+    load().catch((err) => toast(err.message, 'error'));
+  });
   live.addEventListener('change', watch);
   root.append(el('div', { class: 'toolbar' }, el('h1', {}, 'Context')), section('Browse', browse, list), section('Set an entry', editor));
   await load();
