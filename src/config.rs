@@ -29,6 +29,7 @@ pub struct Config {
     pub rate_limits: RateLimits,
     pub discovery: Discovery,
     pub logging: Logging,
+    pub ai_tasks: AiTasks,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -181,6 +182,40 @@ fn default_port() -> u16 {
     DEFAULT_PORT
 }
 
+/// AI task dispatch (`/api/v1/ai-tasks`). Times are milliseconds.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct AiTasks {
+    /// Tasks whose agent process is alive (cancelling ones included); more are answered 429.
+    pub max_concurrent: u32,
+    /// After this, a task is cancelled with an error event.
+    pub timeout: u64,
+    /// A permission request nobody answers within this is denied.
+    pub approval_timeout: u64,
+    /// How many finished tasks (with their events) are kept for inspection.
+    pub keep_finished: u32,
+    /// How long a finished task is kept at most.
+    pub finished_ttl: u64,
+    /// Interval of the comment lines that keep an idle event stream open.
+    pub heartbeat_interval: u64,
+    /// Whether a request may ask for `bypassPermissions` (the agent then runs unsupervised).
+    pub allow_bypass_permissions: bool,
+}
+
+impl Default for AiTasks {
+    fn default() -> Self {
+        AiTasks {
+            max_concurrent: 3,
+            timeout: 1_800_000,
+            approval_timeout: 300_000,
+            keep_finished: 100,
+            finished_ttl: 3_600_000,
+            heartbeat_interval: 15_000,
+            allow_bypass_permissions: true,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase", default)]
 pub struct Logging {
@@ -314,6 +349,20 @@ impl Config {
                 return Err(format!("{field}: '{bad}' is not an absolute path"));
             }
         }
+        let ai = &self.ai_tasks;
+        if ai.max_concurrent == 0 {
+            return Err("aiTasks.maxConcurrent: must be at least 1".into());
+        }
+        for (field, value, min) in [
+            ("timeout", ai.timeout, 100),
+            ("approvalTimeout", ai.approval_timeout, 100),
+            ("finishedTtl", ai.finished_ttl, 0),
+            ("heartbeatInterval", ai.heartbeat_interval, 100),
+        ] {
+            if value < min {
+                return Err(format!("aiTasks.{field}: must be at least {min} milliseconds"));
+            }
+        }
         if self.transfer.max_file_size == 0 {
             return Err("transfer.maxFileSize: must be positive".into());
         }
@@ -430,6 +479,15 @@ pub fn set_path(doc: &mut serde_yaml::Value, keys: &[&str], value: serde_yaml::V
     node.as_mapping_mut().expect("made a mapping above").insert(Value::from(keys[keys.len() - 1]), value);
 }
 
+/// Removes `doc.a.b.c`; returns the removed value.
+pub fn remove_path(doc: &mut serde_yaml::Value, keys: &[&str]) -> Option<serde_yaml::Value> {
+    let mut node = doc;
+    for key in &keys[..keys.len() - 1] {
+        node = node.as_mapping_mut()?.get_mut(*key)?;
+    }
+    node.as_mapping_mut()?.remove(keys[keys.len() - 1])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -468,6 +526,9 @@ mod tests {
         check_error(&format!("auth: {{apiKey: {KEY}}}\nexecution: {{maxConcurrent: 0}}\n"), "execution.maxConcurrent");
         check_error(&format!("auth: {{apiKey: {KEY}}}\ntransfer: {{allowedPaths: [rel]}}\n"), "transfer.allowedPaths");
         check_error(&format!("auth: {{apiKey: {KEY}}}\nlogging: {{level: loud}}\n"), "logging.level");
+        check_error(&format!("auth: {{apiKey: {KEY}}}\naiTasks: {{maxConcurrent: 0}}\n"), "aiTasks.maxConcurrent");
+        check_error(&format!("auth: {{apiKey: {KEY}}}\naiTasks: {{timeout: 5}}\n"), "aiTasks.timeout");
+        check_error(&format!("auth: {{apiKey: {KEY}}}\naiTasks: {{approvalTimeout: -1}}\n"), "aiTasks.approvalTimeout");
         check_error("auth: [unclosed\n", "line 1");
         check_error("", "empty");
     }

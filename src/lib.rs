@@ -23,5 +23,6 @@ pub mod peers;
 pub mod random;
 pub mod shutdown;
 pub mod store;
+pub mod tasks;
 pub mod tls;
 pub mod transfer;

@@ -6,6 +6,12 @@ use argh::FromArgs;
 use loopsy::cli::{self, Loopsy};
 
 fn main() -> ExitCode {
+    // smol's global executor runs one thread unless told otherwise; the daemon serves every
+    // connection on it, so give it one per core (2 to 8). Set before any thread exists.
+    if std::env::var_os("SMOL_THREADS").is_none() {
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 8);
+        std::env::set_var("SMOL_THREADS", threads.to_string());
+    }
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).is_some_and(|a| a == "--version" || a == "-V") {
         println!("loopsy {}", env!("CARGO_PKG_VERSION"));

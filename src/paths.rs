@@ -95,6 +95,10 @@ impl Paths {
     pub fn sessions_dir(&self) -> PathBuf {
         self.home.join("sessions")
     }
+    /// Per-task private directories of running AI tasks (removed when each task ends).
+    pub fn tasks_dir(&self) -> PathBuf {
+        self.home.join("tasks")
+    }
 }
 
 /// The user's home directory from `HOME` (or `USERPROFILE` on Windows).

@@ -267,3 +267,32 @@ fn goodbyes_mark_peers_offline_at_once_and_a_1_0_21_node_is_discovered_with_its_
     });
     eprintln!("goodbye honoured after {took:?} (health interval {interval_ms} ms)");
 }
+
+#[test]
+fn two_lan_hosts_pair_and_then_work_together_over_pinned_tls() {
+    let Some(lab) = Lab::up("pr", 2) else { return };
+    lab.start_daemon(1, 1000);
+    lab.start_daemon(2, 1000);
+    let home1 = lab.home(1).to_str().unwrap().to_string();
+    lab.spawn(1, &[loopsy_bin(), "--home", &home1, "pair", "--yes"]);
+    let log = |i: usize| std::fs::read_to_string(&lab.hosts[i - 1].log).unwrap_or_default();
+    lab.wait(Duration::from_secs(15), "host 1 shows a code", || log(1).contains("Pairing code:"));
+    let line = log(1).lines().find(|l| l.contains("Pairing code:")).unwrap().to_string();
+    let code: String = line.rsplit(':').next().unwrap().chars().filter(char::is_ascii_digit).collect();
+
+    let out = lab.loopsy(2, &["pair", &format!("{}:{PORT}", lab.ip(1)), "--code", &code, "--yes"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "pairing from host 2: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let host1 = format!("{}-h1", lab.name);
+    assert!(stdout.contains(&format!("Paired with {host1}")), "{stdout}");
+    lab.wait(Duration::from_secs(10), "host 1 finishes too", || log(1).contains("Paired with"));
+
+    // Host 2 reaches host 1 by name, over TLS pinned to the certificate learnt while pairing.
+    let out = lab.loopsy(2, &["exec", &host1, "hostname"]);
+    assert!(out.status.success(), "exec: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), host1);
+    let config: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(lab.home(2).join("config.yaml")).unwrap()).unwrap();
+    assert!(config["tls"]["pinnedCerts"][host1.as_str()].is_string());
+    assert_eq!(config["tls"]["enabled"], true);
+}

@@ -264,18 +264,47 @@ fn after_pairing_a_server_with_another_certificate_is_refused() {
 }
 
 #[test]
-fn a_revoked_peer_key_is_refused_at_once() {
+fn peers_remove_revokes_the_paired_key_at_once() {
     let alice = named("alice");
     let bob = named("bob");
     pair(&alice, &bob);
     let client = paired_client(&bob, &alice, "alice");
     smol::block_on(client.get::<Value>("/api/v1/status")).unwrap();
-    alice.home.edit_config(|doc| {
-        doc["auth"]["allowedKeys"].as_mapping_mut().unwrap().remove("bob");
+    alice.loopsy(&["peers", "remove", "bob"]).success().stdout_has("refused from now on");
+    assert!(
+        matches!(smol::block_on(client.get::<Value>("/api/v1/status")), Err(ClientError::Remote { status: 403, .. })),
+        "no wait, no restart"
+    );
+    let config = alice.home.config();
+    assert!(config["auth"]["allowedKeys"].get("bob").is_none());
+    assert!(config["auth"]["peerKeys"].get("bob").is_none());
+    assert!(config["tls"]["pinnedCerts"].get("bob").is_none());
+    assert!(config["discovery"]["manualPeers"].as_sequence().unwrap().is_empty());
+}
+
+#[test]
+fn after_pairing_peers_are_used_by_name_over_pinned_tls() {
+    let mut alice_home = Home::new("alice");
+    alice_home.edit_config(|doc| {
+        doc["server"]["hostname"] = "alice".into();
+        doc["discovery"]["healthInterval"] = 200.into();
     });
-    alice.signal(libc::SIGHUP);
-    crate::support::wait_until(Duration::from_secs(5), "the key is revoked", || {
-        matches!(smol::block_on(client.get::<Value>("/api/v1/status")), Err(ClientError::Remote { status: 403, .. }))
+    alice_home.env.clear();
+    let alice = alice_home.start();
+    let bob = named("bob");
+    pair(&alice, &bob);
+    bob.loopsy(&["exec", "alice", "echo", "over", "tls"]).success().stdout_has("over tls");
+    bob.loopsy(&["context", "set", "greeting", "hello", "--peer", "alice"]).success();
+    assert_eq!(alice.loopsy(&["context", "get", "greeting"]).success().stdout.trim(), "hello");
+    // The health checker reaches the paired peer over TLS with its pin.
+    crate::support::wait_until(Duration::from_secs(10), "alice sees bob online", || {
+        let peers = alice.loopsy(&["peers", "--json"]).json();
+        peers
+            .as_array()
+            .into_iter()
+            .flatten()
+            .chain(peers["peers"].as_array().into_iter().flatten())
+            .any(|p| p["hostname"] == "bob" && p["status"] == "online" && p["fingerprint"].is_string())
     });
 }
 

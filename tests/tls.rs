@@ -73,3 +73,16 @@ fn a_pinned_peer_answering_plain_http_is_refused_not_downgraded() {
     let err = smol::block_on(unpinned_https.get::<serde_json::Value>("/api/v1/status")).unwrap_err();
     assert!(matches!(err, ClientError::Tls { .. }), "https without a pin is refused: {err:?}");
 }
+
+#[test]
+fn with_insecure_peers_forbidden_an_unpinned_peer_is_refused_before_any_request() {
+    let home = Home::new("strict");
+    home.edit_config(|doc| doc["tls"]["allowInsecurePeers"] = false.into());
+    let strict = home.start();
+    let plain = Daemon::start("plainer");
+    let address = format!("127.0.0.1:{}", plain.port);
+    strict.loopsy(&["exec", &address, "echo", "hi"]).code(2).stderr_has("allowInsecurePeers is false");
+    strict.loopsy(&["context", "get", "k", "--peer", &address]).code(2).stderr_has("pair with it");
+    // The local daemon is not a peer: it stays reachable.
+    strict.loopsy(&["exec", "local", "echo", "hi"]).success().stdout_has("hi");
+}

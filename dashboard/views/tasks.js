@@ -99,7 +99,11 @@ export async function render(root, ctx) {
       const [kind, text] = describe(ev);
       log.append(el('div', { class: `ev ev-${kind}`, dataset: { type: String(ev.type) } }, text));
       log.scrollTop = log.scrollHeight;
-      if (ev.type === 'permission_request' && ev.data) ask(ev.data);
+      if (ev.type === 'permission_request' && ev.data) {
+        ask(ev.data);
+        clear(state).append(badge('waiting_approval'));
+        loadList().catch(() => {});
+      }
       if (ev.type === 'status' && ev.data && ev.data.status) {
         clear(state).append(badge(ev.data.status));
         if (ev.data.status === 'running') clear(banner);
@@ -114,6 +118,8 @@ export async function render(root, ctx) {
       for (let attempt = 0; attempt < 5 && !controller.signal.aborted; attempt++) {
         try {
           await stream('GET', `${base}/stream`, { target: t.id, signal: controller.signal, lastEventId: lastId, onEvent });
+          // The stream ends when the task has its final state: show it in the list too.
+          if (!controller.signal.aborted) loadList().catch(() => {});
         } catch (err) {
           if (controller.signal.aborted) return;
           log.append(el('div', { class: 'ev ev-error' }, `stream: ${err.message}`));

@@ -63,6 +63,23 @@ fn generate(paths: &Paths) -> anyhow::Result<ExitCode> {
 }
 
 /// The daemon reloads keys asynchronously on SIGHUP: confirm before saying so.
+/// After a SIGHUP that removed `key`: confirm the daemon refuses it now.
+pub(super) fn wait_until_key_refused(paths: &Paths, key: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let client = crate::peer::Client::local(paths, key)?.with_timeout(Duration::from_secs(2));
+        let refused = matches!(
+            smol::block_on(client.get::<serde_json::Value>("/api/v1/status")),
+            Err(crate::peer::ClientError::Remote { status: 403, .. })
+        );
+        if refused {
+            return Ok(());
+        }
+        anyhow::ensure!(Instant::now() < deadline, "the running daemon still accepts the removed key; restart it");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 pub(super) fn wait_until_key_accepted(paths: &Paths, key: &str) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {

@@ -16,6 +16,7 @@ mod progress;
 mod pull;
 mod send;
 mod status;
+mod task;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -55,6 +56,7 @@ pub enum Command {
     Send(send::Args),
     Pull(pull::Args),
     Ls(ls::Args),
+    Task(task::Args),
     Version(VersionArgs),
 }
 
@@ -84,6 +86,7 @@ pub fn run(args: Loopsy) -> anyhow::Result<ExitCode> {
         Command::Send(cmd) => send::run(cmd, &paths),
         Command::Pull(cmd) => pull::run(cmd, &paths),
         Command::Ls(cmd) => ls::run(cmd, &paths),
+        Command::Task(cmd) => task::run(cmd, &paths),
         Command::Version(_) => {
             println!("loopsy {} (protocol {})", env!("CARGO_PKG_VERSION"), crate::identity::PROTOCOL_VERSION);
             Ok(ExitCode::SUCCESS)

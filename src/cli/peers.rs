@@ -192,22 +192,40 @@ fn remove(paths: &Paths, config: &Config, args: Remove) -> anyhow::Result<ExitCo
         }
         Found::None => anyhow::bail!("unknown peer '{}' (see `loopsy peers`)", args.peer),
     };
-    let path = format!("/api/v1/peers/{}", percent_encode(&peer.node_id));
+    let path = format!("/api/v1/peers/{}", crate::peer::encode_segment(&peer.node_id));
     let _: serde_json::Value = smol::block_on(client.call(Method::Delete, &path, None::<&()>))?;
     println!("Peer removed: {} ({})", peer.node_id, peer.endpoint());
-    if let Some(name) = peer.name.as_ref().filter(|n| config.auth.allowed_keys.contains_key(*n)) {
-        println!("Its key is still accepted as auth.allowedKeys.{name}; delete it from config.yaml to revoke it.");
+    let revoked = revoke(paths, &peer)?;
+    if let Some(key) = revoked {
+        if let Signalled::Sent { .. } = instance::signal(paths, libc::SIGHUP)? {
+            super::key::wait_until_key_refused(paths, &key)?;
+        }
+        println!("Its key, certificate pin and address were removed: it is refused from now on.");
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// Everything but unreserved characters as %XX, for a path segment.
-fn percent_encode(segment: &str) -> String {
-    segment
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+/// Removes everything the config holds for `peer` (keys both ways, pin, manual entry), under
+/// its name or hostname; returns the key it presented to us, if there was one.
+fn revoke(paths: &Paths, peer: &crate::peers::Peer) -> anyhow::Result<Option<String>> {
+    let names: Vec<&str> = peer.name.iter().map(String::as_str).chain([peer.hostname.as_str()]).collect();
+    let mut accepted = None;
+    config::edit(paths, |doc| {
+        for name in &names {
+            if let Some(key) = config::remove_path(doc, &["auth", "allowedKeys", name]) {
+                accepted = key.as_str().map(String::from);
+            }
+            config::remove_path(doc, &["auth", "peerKeys", name]);
+            config::remove_path(doc, &["tls", "pinnedCerts", name]);
+        }
+        if let Some(list) = doc["discovery"]["manualPeers"].as_sequence_mut() {
+            list.retain(|entry| {
+                !(entry["address"].as_str() == Some(&peer.address)
+                    && entry["port"].as_u64() == Some(u64::from(peer.port)))
+            });
+        }
+        Ok(())
+    })
+    .context("removing the peer's keys")?;
+    Ok(accepted)
 }

@@ -20,7 +20,7 @@ pub mod state;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{anyhow, Context};
 use futures_lite::StreamExt;
@@ -29,8 +29,7 @@ use crate::config::Config;
 use crate::identity::NodeId;
 use crate::instance::{self, FileLock, RuntimeInfo};
 use crate::paths::Paths;
-use crate::shutdown::Shutdown;
-use state::{Node, State};
+use state::State;
 
 /// How long in-flight requests may take to finish after a shutdown signal.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -62,34 +61,9 @@ async fn serve(paths: Paths, config: Config, node_id: NodeId, managed_by: Option
     let listener =
         async_net::TcpListener::bind(address).await.with_context(|| format!("cannot listen on {address}"))?;
     let bound = listener.local_addr()?;
-    let context = crate::store::Store::open(&paths).context("opening the context store")?;
-    let paths = Arc::new(paths);
-    let registry = crate::peers::Registry::load(&paths.peers_file(), node_id.as_str());
-    registry.add_configured(&config.discovery.manual_peers);
-    let (nudger, nudges) = crate::peers::health::channel();
-    let transfer = Arc::new(transfer_context(&paths, &config));
-    let state = State {
-        node: Arc::new(Node { id: node_id, hostname: config.hostname(), port: bound.port(), started: Instant::now() }),
-        keyring: guard::Keyring::new(&config.auth),
-        limiter: Arc::new(rate_limit::RateLimiter::new(config.rate_limits.clone())),
-        audit: audit::Audit::start(paths.audit_log(), audit::Rotation::default()),
-        shutdown: Shutdown::new(),
-        tls: listener::TlsSwitch::default(),
-        pairing: pairing::Pairing::default(),
-        runtime: Arc::new(std::sync::Mutex::new(None)),
-        executor: crate::exec::Executor::new(&config.execution),
-        logins: Default::default(),
-        host_names: Arc::new(crate::dashboard::origin::HostNames::new(&[
-            config.hostname(),
-            crate::identity::os_hostname(),
-        ])),
-        config: Arc::new(config),
-        paths: paths.clone(),
-        peers: registry.clone(),
-        nudger: nudger.clone(),
-        context: context.clone(),
-        transfer: transfer.clone(),
-    };
+    let (state, nudges) = State::open(Arc::new(paths), config, node_id, bound.port())?;
+    let paths = state.paths.clone();
+    let (registry, context, transfer) = (state.peers.clone(), state.context.clone(), state.transfer.clone());
     // Installed before `daemon.json` says we are up: a SIGTERM right after must stop us
     // cleanly, not kill us with the default action.
     let signals =
@@ -99,23 +73,7 @@ async fn serve(paths: Paths, config: Config, node_id: NodeId, managed_by: Option
     if state.config.tls.enabled {
         enable_tls(&state)?;
     }
-    let runtime = RuntimeInfo {
-        pid: std::process::id(),
-        url: runtime_url(bound, state.tls.is_on()),
-        port: bound.port(),
-        tls: state.tls.is_on(),
-        started_at: crate::clock::now_ms(),
-        version: crate::identity::IMPLEMENTATION.into(),
-        managed_by,
-    };
-    runtime.write(&paths)?;
-    *state.runtime.lock().expect("runtime lock") = Some(runtime);
-    log::info!(
-        "listening on {} as node {} ({})",
-        runtime_url(bound, state.tls.is_on()),
-        state.node.id,
-        state.node.hostname
-    );
+    announce(&state, bound, managed_by)?;
 
     let saver = smol::spawn(registry.clone().run_saver(state.shutdown.clone()));
     let interval = Duration::from_millis(state.config.discovery.health_interval);
@@ -136,6 +94,8 @@ async fn serve(paths: Paths, config: Config, node_id: NodeId, managed_by: Option
     listener::serve(listener, state.tls.clone(), app, state.shutdown.clone(), in_flight.clone()).await;
 
     log::info!("shutting down: {} request(s) in flight", in_flight.count());
+    // Agents are not left running unsupervised (and their streams end with them).
+    state.tasks.kill_all();
     if let Some(discovery) = discovery {
         blocking::unblock(move || discovery.stop()).await;
     }
@@ -153,6 +113,30 @@ async fn serve(paths: Paths, config: Config, node_id: NodeId, managed_by: Option
     RuntimeInfo::remove(&paths);
     log::info!("stopped");
     Ok(())
+}
+
+/// Writes `daemon.json` (and `daemon.pid`): from now on clients find this daemon.
+fn announce(state: &State, bound: SocketAddr, managed_by: Option<String>) -> anyhow::Result<()> {
+    let url = runtime_url(bound, state.tls.is_on());
+    let runtime = RuntimeInfo {
+        pid: std::process::id(),
+        url: url.clone(),
+        port: bound.port(),
+        tls: state.tls.is_on(),
+        started_at: crate::clock::now_ms(),
+        version: crate::identity::IMPLEMENTATION.into(),
+        managed_by,
+    };
+    runtime.write(&state.paths)?;
+    *state.runtime.lock().expect("runtime lock") = Some(runtime);
+    log::info!("listening on {url} as node {} ({})", state.node.id, state.node.hostname);
+    Ok(())
+}
+
+/// Every key this daemon holds: agent processes must never see one (weakness C3).
+pub(crate) fn daemon_secrets(config: &Config) -> Vec<String> {
+    let auth = &config.auth;
+    std::iter::once(&auth.api_key).chain(auth.allowed_keys.values()).chain(auth.peer_keys.values()).cloned().collect()
 }
 
 /// Turns HTTPS on for new connections (making the certificate if needed) and says so in
@@ -188,25 +172,6 @@ fn start_discovery(state: &State, bound: SocketAddr) -> Option<crate::discovery:
             log::error!("mDNS discovery is off: {e:#}");
             None
         }
-    }
-}
-
-/// The transfer routes' context; cleans up what an earlier run left behind (a crash mid-upload).
-fn transfer_context(paths: &Paths, config: &Config) -> crate::transfer::push::TransferContext {
-    use crate::transfer::{journal::Journal, policy::PathPolicy, push::TransferContext, PART_TTL};
-    let staging = paths.transfer_dir().join("staging");
-    let _ = std::fs::remove_dir_all(&staging);
-    let journal = Journal::new(paths.transfer_dir().join("journal"));
-    let removed = journal.recover(PART_TTL);
-    if removed > 0 {
-        log::info!("removed {removed} temporary file(s) left by interrupted transfers");
-    }
-    TransferContext {
-        policy: PathPolicy::new(&config.transfer.allowed_paths, &config.transfer.denied_paths).deny(paths.home()),
-        max_file_size: config.transfer.max_file_size,
-        staging,
-        journal,
-        active: Default::default(),
     }
 }
 

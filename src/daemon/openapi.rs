@@ -74,3 +74,59 @@ fn add_common_responses(operation: &mut Value) {
         responses.entry(status).or_insert_with(|| error.clone());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::daemon::state::State;
+    use crate::identity::NodeId;
+    use crate::paths::Paths;
+
+    /// `/api/v1/context/:key` in tide's syntax is `/api/v1/context/{key}` in OpenAPI's.
+    fn openapi_path(tide_path: &str) -> String {
+        tide_path
+            .split('/')
+            .map(|segment| match segment.strip_prefix(':') {
+                Some(name) => format!("{{{name}}}"),
+                None => segment.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join("/")
+    }
+
+    #[test]
+    fn every_mounted_route_is_documented_and_every_documented_route_is_mounted() {
+        let dir = std::env::temp_dir().join(format!("loopsy-openapi-{}", crate::random::hex(6)));
+        let paths = Paths::from_dir(&dir).unwrap();
+        let config = Config::new_with_key(crate::random::api_key());
+        let node = NodeId::load_or_create(&paths).unwrap();
+        let (state, _nudges) = State::open(Arc::new(paths), config, node, 19532).unwrap();
+        let (_app, specs) = crate::daemon::app(state.clone());
+        let mounted: BTreeSet<(String, String)> =
+            specs.iter().map(|spec| (spec.method.to_string().to_lowercase(), openapi_path(spec.path))).collect();
+        assert!(mounted.len() > 30, "the route table is read: {} routes", mounted.len());
+        let document = build();
+        let mut documented = BTreeSet::new();
+        for (path, item) in document["paths"].as_object().unwrap() {
+            for (method, operation) in item.as_object().unwrap() {
+                assert!(
+                    operation["responses"]["200"].is_object()
+                        || operation["responses"].as_object().unwrap().keys().any(|k| k.starts_with('2')),
+                    "{method} {path} documents a success response"
+                );
+                documented.insert((method.clone(), path.clone()));
+            }
+        }
+        let undocumented: Vec<_> = mounted.difference(&documented).collect();
+        assert!(undocumented.is_empty(), "routes missing from the OpenAPI document: {undocumented:?}");
+        let phantom: Vec<_> = documented.difference(&mounted).collect();
+        assert!(phantom.is_empty(), "documented routes that do not exist: {phantom:?}");
+        state.context.close();
+        state.audit.close();
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

@@ -260,7 +260,7 @@ fn apply(state: &State, peer: &Offer, mine: &Offer, address: &str) -> anyhow::Re
         set_path(doc, &["auth", "peerKeys", name.as_str()], peer.api_key.clone().into());
         set_path(doc, &["tls", "pinnedCerts", name.as_str()], peer.fingerprint.clone().into());
         set_path(doc, &["tls", "enabled"], true.into());
-        let entry = json!({"address": address, "port": peer.port, "hostname": name});
+        let entry = json!({"address": address, "port": peer.port, "hostname": peer.hostname, "name": name});
         let mut peers: Vec<serde_json::Value> =
             serde_yaml::from_value(doc["discovery"]["manualPeers"].clone()).unwrap_or_default();
         peers.retain(|p| !(p["address"] == address && p["port"] == peer.port));
@@ -270,6 +270,18 @@ fn apply(state: &State, peer: &Offer, mine: &Offer, address: &str) -> anyhow::Re
     })?;
     state.keyring.replace(&config.auth);
     super::enable_tls(state)?;
+    let add = crate::peers::registry::ManualAdd {
+        address: address.to_string(),
+        port: peer.port,
+        node_id: Some(peer.node_id.clone()),
+        hostname: Some(peer.hostname.clone()),
+        name: Some(name.clone()),
+        fingerprint: Some(peer.fingerprint.clone()),
+    };
+    match state.peers.add_manual(add) {
+        Ok(entry) => state.nudger.send(crate::peers::health::Nudge::ProbeNow(entry.node_id)),
+        Err(e) => log::warn!("the paired peer could not enter the registry: {e}"),
+    }
     log::info!("paired with {} ({}) at {address}:{}", name, peer.node_id, peer.port);
     Ok(name)
 }

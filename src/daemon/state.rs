@@ -34,6 +34,8 @@ pub struct State {
     pub tls: super::listener::TlsSwitch,
     /// The one pairing session (host or joiner) of this daemon.
     pub pairing: super::pairing::Pairing,
+    /// The AI tasks (agent processes, their events and approvals).
+    pub tasks: crate::tasks::Tasks,
     /// What `daemon.json` says, kept to rewrite it when TLS is turned on.
     pub runtime: Arc<std::sync::Mutex<Option<crate::instance::RuntimeInfo>>>,
     /// The peer registry (`peers.json`).
@@ -48,6 +50,71 @@ pub struct State {
     pub logins: crate::dashboard::auth::Logins,
     /// The names a browser may use for this machine in `Host` (DNS-rebinding check).
     pub host_names: Arc<crate::dashboard::origin::HostNames>,
+}
+
+impl State {
+    /// Opens everything a daemon serves from: the context store, the peer registry (with the
+    /// configured manual peers), the transfer bookkeeping. Returns the health checker's queue of
+    /// nudges beside the state; background tasks are started by `daemon::serve`.
+    pub fn open(
+        paths: Arc<Paths>,
+        config: Config,
+        node_id: NodeId,
+        port: u16,
+    ) -> anyhow::Result<(State, smol::channel::Receiver<crate::peers::health::Nudge>)> {
+        use anyhow::Context;
+        let context = Store::open(&paths).context("opening the context store")?;
+        let registry = Registry::load(&paths.peers_file(), node_id.as_str());
+        registry.add_configured(&config.discovery.manual_peers, &config.tls.pinned_certs);
+        let (nudger, nudges) = crate::peers::health::channel();
+        let state = State {
+            node: Arc::new(Node { id: node_id, hostname: config.hostname(), port, started: Instant::now() }),
+            keyring: Keyring::new(&config.auth),
+            limiter: Arc::new(RateLimiter::new(config.rate_limits.clone())),
+            audit: Audit::start(paths.audit_log(), super::audit::Rotation::default()),
+            shutdown: Shutdown::new(),
+            context,
+            tls: super::listener::TlsSwitch::default(),
+            pairing: super::pairing::Pairing::default(),
+            tasks: crate::tasks::Tasks::new(
+                config.ai_tasks.clone(),
+                &paths.tasks_dir(),
+                super::daemon_secrets(&config),
+            ),
+            runtime: Arc::new(std::sync::Mutex::new(None)),
+            peers: registry,
+            nudger,
+            executor: Executor::new(&config.execution),
+            transfer: Arc::new(transfer_context(&paths, &config)),
+            logins: Default::default(),
+            host_names: Arc::new(crate::dashboard::origin::HostNames::new(&[
+                config.hostname(),
+                crate::identity::os_hostname(),
+            ])),
+            config: Arc::new(config),
+            paths,
+        };
+        Ok((state, nudges))
+    }
+}
+
+/// The transfer routes' context; cleans up what an earlier run left behind (a crash mid-upload).
+fn transfer_context(paths: &Paths, config: &Config) -> crate::transfer::push::TransferContext {
+    use crate::transfer::{journal::Journal, policy::PathPolicy, push::TransferContext, PART_TTL};
+    let staging = paths.transfer_dir().join("staging");
+    let _ = std::fs::remove_dir_all(&staging);
+    let journal = Journal::new(paths.transfer_dir().join("journal"));
+    let removed = journal.recover(PART_TTL);
+    if removed > 0 {
+        log::info!("removed {removed} temporary file(s) left by interrupted transfers");
+    }
+    TransferContext {
+        policy: PathPolicy::new(&config.transfer.allowed_paths, &config.transfer.denied_paths).deny(paths.home()),
+        max_file_size: config.transfer.max_file_size,
+        staging,
+        journal,
+        active: Default::default(),
+    }
 }
 
 /// This daemon as others see it.

@@ -88,9 +88,9 @@ pub fn credential_for(peer: &Peer, config: &Config) -> (Credential, Option<Strin
     (Credential::None, None)
 }
 
-/// The certificate pinned for `peer` (by its name), if any.
+/// The certificate pinned for `peer` (from pairing), if any: then it is reached over TLS only.
 pub fn pin_for(peer: &Peer, config: &Config) -> Option<Fingerprint> {
-    peer.name.as_ref().and_then(|name| config.tls.pinned_certs.get(name)).and_then(|text| Fingerprint::parse(text))
+    crate::peer::resolve::pin_for(peer, config)
 }
 
 /// A base URL, the key to present and the certificate to pin.
@@ -116,6 +116,8 @@ pub enum Unreachable {
         "peer '{0}' was only discovered, and no key is stored for it: add it with `loopsy peers add` or pair with it"
     )]
     NoCredential(String),
+    #[error("peer '{0}' has no pinned certificate and tls.allowInsecurePeers is false: pair with it first")]
+    Unpinned(String),
 }
 
 /// How to reach local session `session`.
@@ -133,8 +135,12 @@ pub fn reach_session(session: &LocalSession) -> Result<Reach, Unreachable> {
 pub fn reach_peer(peer: &Peer, config: &Config) -> Result<Reach, Unreachable> {
     let (_, key) = credential_for(peer, config);
     let key = key.ok_or_else(|| Unreachable::NoCredential(peer.node_id.clone()))?;
+    let pin = pin_for(peer, config);
+    if pin.is_none() && !config.tls.allow_insecure_peers {
+        return Err(Unreachable::Unpinned(peer.node_id.clone()));
+    }
     let base = crate::peer::resolve::base_url(&peer.address, peer.port);
-    Ok(Reach { base, key, pin: pin_for(peer, config) })
+    Ok(Reach { base, key, pin })
 }
 
 /// Whether the dashboard forwards `method path` (the path after the target, no query).
@@ -252,5 +258,7 @@ mod tests {
         );
         assert!(matches!(reach_peer(&peer(false, None), &config), Err(Unreachable::NoCredential(_))));
         assert_eq!(reach_peer(&peer(true, None), &config).unwrap().base, "http://10.0.0.2:19532");
+        config.tls.allow_insecure_peers = false;
+        assert!(matches!(reach_peer(&peer(true, None), &config), Err(Unreachable::Unpinned(_))));
     }
 }

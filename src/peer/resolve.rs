@@ -87,8 +87,12 @@ pub fn key_for(peer: &Peer, spec: &str, config: &Config, explicit: Option<&str>)
     if let Some(key) = explicit {
         return Ok(key.to_string());
     }
-    if let Some(stored) = peer.name.as_ref().and_then(|name| config.auth.allowed_keys.get(name)) {
-        return Ok(stored.clone());
+    // Pairing stores the key we present under auth.peerKeys; `peers add --key` (1.0.21's
+    // symmetric model) under auth.allowedKeys.
+    if let Some(name) = &peer.name {
+        if let Some(stored) = config.auth.peer_keys.get(name).or_else(|| config.auth.allowed_keys.get(name)) {
+            return Ok(stored.clone());
+        }
     }
     let spec = spec.trim();
     let by_address = peer.address.eq_ignore_ascii_case(spec) || peer.endpoint().eq_ignore_ascii_case(spec);
@@ -103,6 +107,14 @@ pub fn key_for(peer: &Peer, spec: &str, config: &Config, explicit: Option<&str>)
         peer.address,
         peer.port
     ))
+}
+
+/// The certificate pinned for `peer`: its registry entry's, or `tls.pinnedCerts` under its name.
+pub fn pin_for(peer: &Peer, config: &Config) -> Option<crate::tls::Fingerprint> {
+    peer.fingerprint
+        .as_deref()
+        .or_else(|| peer.name.as_ref().and_then(|name| config.tls.pinned_certs.get(name)).map(String::as_str))
+        .and_then(crate::tls::Fingerprint::parse)
 }
 
 /// One line per peer, for "which one did you mean" messages.
@@ -176,7 +188,14 @@ pub fn resolve(paths: &Paths, config: &Config, spec: &str, key: Option<&str>) ->
         Found::One(peer) => {
             let key = key_for(&peer, spec, config, key).map_err(|e| anyhow::anyhow!(e))?;
             let label = peer.name.clone().unwrap_or_else(|| peer.hostname.clone());
-            let client = Client::new(&base_url(&peer.address, peer.port), Some(key));
+            let pin = pin_for(&peer, config);
+            if pin.is_none() && !config.tls.allow_insecure_peers {
+                anyhow::bail!(
+                    "peer '{label}' has no pinned certificate and tls.allowInsecurePeers is false: \
+                     pair with it (`loopsy pair`) to reach it over TLS"
+                );
+            }
+            let client = Client::pinned(&base_url(&peer.address, peer.port), Some(key), pin);
             Ok(Target { client, label, peer: Some(peer) })
         }
         Found::Several(peers) => {
@@ -198,6 +217,11 @@ pub fn resolve(paths: &Paths, config: &Config, spec: &str, key: Option<&str>) ->
                 );
             }
             let label = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
+            if !config.tls.allow_insecure_peers {
+                anyhow::bail!(
+                    "{label} is not a paired peer and tls.allowInsecurePeers is false: pair with it first (`loopsy pair {label}`)"
+                );
+            }
             let key = key.unwrap_or(&config.auth.api_key).to_string();
             Ok(Target { client: Client::new(&base_url(&host, port), Some(key)), label, peer: None })
         }

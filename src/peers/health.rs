@@ -124,7 +124,8 @@ pub async fn run(registry: Registry, interval: Duration, nudges: Receiver<Nudge>
             }
             schedule.in_flight = true;
             let job = Job::Entry { node_id: peer.node_id.clone(), started: now };
-            tasks.push(spawn_probe(job, peer.address.clone(), peer.port, timeout, done_tx.clone()));
+            let pin = peer.fingerprint.as_deref().and_then(crate::tls::Fingerprint::parse);
+            tasks.push(spawn_probe(job, peer.address.clone(), peer.port, pin, timeout, done_tx.clone()));
         }
 
         let wake = futures_lite::future::or(
@@ -162,7 +163,7 @@ pub async fn run(registry: Registry, interval: Duration, nudges: Receiver<Nudge>
             Wake::Nudge(Nudge::Candidate(announced)) => {
                 if worth_verifying(&registry, &announced, &mut candidates) && tasks.len() < MAX_IN_FLIGHT {
                     let (address, port) = (announced.address.clone(), announced.port);
-                    tasks.push(spawn_probe(Job::Candidate(announced), address, port, timeout, done_tx.clone()));
+                    tasks.push(spawn_probe(Job::Candidate(announced), address, port, None, timeout, done_tx.clone()));
                 }
             }
             Wake::Done(Job::Entry { node_id, started }, outcome) => {
@@ -226,16 +227,24 @@ fn worth_verifying(registry: &Registry, announced: &Announced, recent: &mut Hash
     true
 }
 
-fn spawn_probe(job: Job, address: String, port: u16, timeout: Duration, done: Sender<(Job, ProbeOutcome)>) -> Task<()> {
+fn spawn_probe(
+    job: Job,
+    address: String,
+    port: u16,
+    pin: Option<crate::tls::Fingerprint>,
+    timeout: Duration,
+    done: Sender<(Job, ProbeOutcome)>,
+) -> Task<()> {
     smol::spawn(async move {
-        let outcome = probe(&address, port, timeout).await;
+        let outcome = probe(&address, port, pin, timeout).await;
         let _ = done.send((job, outcome)).await;
     })
 }
 
-/// `GET /api/v1/health` without a key; any 2xx that names a node id is an answer.
-pub async fn probe(address: &str, port: u16, timeout: Duration) -> ProbeOutcome {
-    let client = Client::new(&base_url(address, port), None).with_timeout(timeout);
+/// `GET /api/v1/health` without a key (over pinned TLS for a pinned peer); any 2xx that names a
+/// node id is an answer.
+pub async fn probe(address: &str, port: u16, pin: Option<crate::tls::Fingerprint>, timeout: Duration) -> ProbeOutcome {
+    let client = Client::pinned(&base_url(address, port), None, pin).with_timeout(timeout);
     match client.get::<serde_json::Value>("/api/v1/health").await {
         Ok(body) => {
             let node_id = body["nodeId"].as_str().unwrap_or_default();

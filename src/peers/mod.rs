@@ -40,6 +40,9 @@ pub struct Peer {
     /// The user's name for the peer (`peers add --name`, `connect`); keys are stored under it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// The pinned certificate fingerprint (from pairing): the peer is reached over TLS only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,6 +80,7 @@ impl Peer {
             trusted: false,
             manually_added: true,
             name: None,
+            fingerprint: None,
         }
     }
 

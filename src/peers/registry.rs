@@ -45,6 +45,8 @@ pub struct ManualAdd {
     pub node_id: Option<String>,
     pub hostname: Option<String>,
     pub name: Option<String>,
+    /// A certificate pin (pairing): from now on the peer is reached over TLS with it.
+    pub fingerprint: Option<String>,
 }
 
 /// What a health probe found.
@@ -153,6 +155,9 @@ impl Registry {
         if add.name.is_some() {
             peers[index].name = add.name;
         }
+        if add.fingerprint.is_some() {
+            peers[index].fingerprint = add.fingerprint;
+        }
         let index = absorb_duplicates(&mut peers, index);
         let peer = peers[index].clone();
         drop(peers);
@@ -160,8 +165,13 @@ impl Registry {
         Ok(peer)
     }
 
-    /// `discovery.manualPeers` at start: each becomes (or marks) a manual entry.
-    pub fn add_configured(&self, manual: &[crate::config::ManualPeer]) {
+    /// `discovery.manualPeers` at start: each becomes (or marks) a manual entry, pinned when
+    /// `tls.pinnedCerts` has a fingerprint under its name or hostname.
+    pub fn add_configured(
+        &self,
+        manual: &[crate::config::ManualPeer],
+        pins: &std::collections::BTreeMap<String, String>,
+    ) {
         for entry in manual {
             let Ok(address) = check_address("address", &entry.address) else {
                 log::warn!("discovery.manualPeers: '{}' is not an address; skipped", entry.address);
@@ -173,6 +183,7 @@ impl Registry {
                 node_id: None,
                 hostname: entry.hostname.clone(),
                 name: entry.name.clone(),
+                fingerprint: entry.name.iter().chain(&entry.hostname).find_map(|n| pins.get(n)).cloned(),
             };
             if let Err(e) = self.add_manual(add) {
                 log::warn!("discovery.manualPeers: {e}");

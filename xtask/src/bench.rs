@@ -33,7 +33,14 @@ fn figure(name: &str, value: f64, unit: &'static str, target: &'static str, refe
 type Bench = fn(&Path) -> anyhow::Result<Vec<Figure>>;
 
 /// Every benchmark, in the order they run.
-const BENCHES: &[(&str, Bench)] = &[("startup", startup), ("status", status)];
+const BENCHES: &[(&str, Bench)] = &[
+    ("startup", startup),
+    ("status", status),
+    ("exec", exec),
+    ("context", context),
+    ("transfer", transfer),
+    ("mcp", mcp),
+];
 
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     let mut json_path = crate::repo_root().join("target/bench.json");
@@ -210,4 +217,229 @@ fn status(bin: &Path) -> anyhow::Result<Vec<Figure>> {
     let peak = node.memory_kib("VmHWM") as f64 / 1024.0;
     figures.push(figure("daemon peak RSS under /status load", peak, "MiB", "", ""));
     Ok(figures)
+}
+
+fn exec(bin: &Path) -> anyhow::Result<Vec<Figure>> {
+    let node = node(bin, "exec")?;
+    let body = br#"{"command":"echo","args":["hi"]}"#;
+    let mut conn = Conn::open(&node.addr)?;
+    let key = node.key.clone();
+    let run = |conn: &mut Conn| -> anyhow::Result<()> {
+        let reply = conn.call("POST", "/api/v1/execute", Some(&key), Some(body))?;
+        anyhow::ensure!(reply.status == 200, "execute answered {}", reply.status);
+        Ok(())
+    };
+    for _ in 0..50 {
+        run(&mut conn)?;
+    }
+    let times = latencies(1000, || run(&mut conn))?;
+    let key = node.key.clone();
+    let rate = throughput(&node.addr, 8, Duration::from_secs(3), move |conn, _| {
+        let reply = conn.call("POST", "/api/v1/execute", Some(&key), Some(body))?;
+        anyhow::ensure!(reply.status == 200, "execute answered {}", reply.status);
+        Ok(())
+    })?;
+    // Time to the first byte of an event stream's answer.
+    let mut firsts = Vec::new();
+    for _ in 0..300 {
+        firsts.push(first_byte(&node.addr, &node.key, "/api/v1/execute/stream", body)?);
+    }
+    firsts.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    Ok(vec![
+        figure("exec `echo hi` latency p50", percentile(&times, 0.5), "ms", "≤ 2.5", "9.3"),
+        figure("exec `echo hi` latency p99", percentile(&times, 0.99), "ms", "", ""),
+        figure("exec throughput, 8 connections", rate, "req/s", "", ""),
+        figure("SSE time to first byte p50", percentile(&firsts, 0.5), "ms", "≤ 2", "11.7"),
+    ])
+}
+
+/// Milliseconds from sending a POST to the first byte of its answer.
+fn first_byte(addr: &str, key: &str, path: &str, body: &[u8]) -> anyhow::Result<f64> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr)?;
+    stream.set_nodelay(true)?;
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let started = Instant::now();
+    stream.write_all(head.as_bytes())?;
+    stream.write_all(body)?;
+    let mut byte = [0u8; 1];
+    stream.read_exact(&mut byte)?;
+    let took = started.elapsed().as_secs_f64() * 1000.0;
+    let mut rest = Vec::new();
+    let _ = stream.read_to_end(&mut rest);
+    Ok(took)
+}
+
+fn context(bin: &Path) -> anyhow::Result<Vec<Figure>> {
+    let node = node(bin, "context")?;
+    let key = node.key.clone();
+    let puts = throughput(&node.addr, 32, Duration::from_secs(4), move |conn, i| {
+        let body = format!(r#"{{"value":"value-{i}"}}"#);
+        let reply = conn.call("PUT", &format!("/api/v1/context/k{}", i % 1000), Some(&key), Some(body.as_bytes()))?;
+        anyhow::ensure!(reply.status == 200, "PUT answered {}", reply.status);
+        Ok(())
+    })?;
+    let key = node.key.clone();
+    let gets = throughput(&node.addr, 32, Duration::from_secs(4), move |conn, i| {
+        let reply = conn.call("GET", &format!("/api/v1/context/k{}", i % 1000), Some(&key), None)?;
+        anyhow::ensure!(reply.status == 200, "GET answered {}", reply.status);
+        Ok(())
+    })?;
+    let peak = node.memory_kib("VmHWM") as f64 / 1024.0;
+    Ok(vec![
+        figure("context PUT throughput, 32 conns, fsync'd", puts, "req/s", "≥ 8000", "800"),
+        figure("context GET throughput, 32 conns", gets, "req/s", "≥ 19000", "1950"),
+        figure("daemon peak RSS under context load", peak, "MiB", "", ""),
+    ])
+}
+
+fn transfer(bin: &Path) -> anyhow::Result<Vec<Figure>> {
+    let node = node(bin, "transfer")?;
+    // Inside the home directory: the default transfer.allowedPaths.
+    let home = std::env::var_os("HOME").map(std::path::PathBuf::from).context("HOME is not set")?;
+    let dir = home.join(format!(".cache/loopsy-bench-files-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let mut figures = Vec::new();
+    for mib in [64u64, 512] {
+        let source = dir.join(format!("source-{mib}"));
+        write_random_file(&source, mib * 1024 * 1024)?;
+        let dest = dir.join(format!("pushed-{mib}"));
+        let pushed = timed(|| push(&node, &source, &dest))?;
+        let pulled = timed(|| pull(&node, &dest))?;
+        figures.push(figure(&format!("push {mib} MiB"), mib as f64 / pushed, "MiB/s", "≥ 600", "77"));
+        figures.push(figure(&format!("pull {mib} MiB"), mib as f64 / pulled, "MiB/s", "≥ 600", ""));
+        let _ = std::fs::remove_file(&dest);
+        let _ = std::fs::remove_file(&source);
+    }
+    let peak = node.memory_kib("VmHWM") as f64 / 1024.0;
+    figures.push(figure("daemon peak RSS during transfers", peak, "MiB", "≤ 32", "245"));
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(figures)
+}
+
+fn timed(f: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    f()?;
+    Ok(started.elapsed().as_secs_f64())
+}
+
+/// Incompressible bytes from a xorshift generator: hashing and disk see real data.
+fn write_random_file(path: &Path, len: u64) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut block = vec![0u8; 1 << 20];
+    let mut left = len;
+    while left > 0 {
+        for chunk in block.chunks_mut(8) {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            chunk.copy_from_slice(&state.to_le_bytes()[..chunk.len()]);
+        }
+        let n = left.min(block.len() as u64) as usize;
+        out.write_all(&block[..n])?;
+        left -= n as u64;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// A multipart push streamed from disk, as curl `-F` sends it.
+fn push(node: &Node, source: &Path, dest: &Path) -> anyhow::Result<()> {
+    use std::io::{Read, Write};
+    let boundary = "loopsybenchboundary";
+    let head = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"destPath\"\r\n\r\n{}\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"f\"\r\nContent-Type: application/octet-stream\r\n\r\n",
+        dest.display()
+    );
+    let tail = format!("\r\n--{boundary}--\r\n");
+    let len = std::fs::metadata(source)?.len() + head.len() as u64 + tail.len() as u64;
+    let mut stream = std::net::TcpStream::connect(&node.addr)?;
+    write!(
+        stream,
+        "POST /api/v1/transfer/push HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nContent-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n{head}",
+        node.addr, node.key
+    )?;
+    std::io::copy(&mut std::fs::File::open(source)?, &mut stream)?;
+    stream.write_all(tail.as_bytes())?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    anyhow::ensure!(answer.starts_with("HTTP/1.1 200"), "push failed: {}", answer.lines().last().unwrap_or(""));
+    Ok(())
+}
+
+/// A pull read to the end (and thrown away, as a client writing to its page cache would not
+/// be the daemon's cost).
+fn pull(node: &Node, source: &Path) -> anyhow::Result<()> {
+    use std::io::{Read, Write};
+    let body = format!(r#"{{"sourcePath":"{}"}}"#, source.display());
+    let mut stream = std::net::TcpStream::connect(&node.addr)?;
+    write!(
+        stream,
+        "POST /api/v1/transfer/pull HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        node.addr,
+        node.key,
+        body.len()
+    )?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    let mut first = true;
+    loop {
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        if first {
+            anyhow::ensure!(
+                buf.starts_with(b"HTTP/1.1 200"),
+                "pull failed: {}",
+                String::from_utf8_lossy(&buf[..n.min(200)])
+            );
+            first = false;
+        }
+        total += n as u64;
+    }
+    anyhow::ensure!(total >= std::fs::metadata(source)?.len(), "pull was short");
+    Ok(())
+}
+
+fn mcp(bin: &Path) -> anyhow::Result<Vec<Figure>> {
+    use std::io::{BufRead, BufReader, Write};
+    let node = node(bin, "mcp")?;
+    let mut times = Vec::new();
+    for _ in 0..30 {
+        let started = Instant::now();
+        let mut child = Command::new(bin)
+            .args(["mcp", "serve"])
+            .env("LOOPSY_API_KEY", &node.key)
+            .env("LOOPSY_PORT", node.addr.rsplit(':').next().unwrap_or("19532"))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()?;
+        let mut stdin = child.stdin.take().expect("piped");
+        writeln!(
+            stdin,
+            r#"{{"jsonrpc":"2.0","id":1,"method":"initialize","params":{{"protocolVersion":"2025-06-18","capabilities":{{}},"clientInfo":{{"name":"bench","version":"1"}}}}}}"#
+        )?;
+        writeln!(stdin, r#"{{"jsonrpc":"2.0","method":"notifications/initialized"}}"#)?;
+        writeln!(stdin, r#"{{"jsonrpc":"2.0","id":2,"method":"tools/list"}}"#)?;
+        stdin.flush()?;
+        let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
+        loop {
+            let line = lines.next().context("the server closed its output")??;
+            if line.contains(r#""id":2"#) {
+                break;
+            }
+        }
+        times.push(started.elapsed().as_secs_f64() * 1000.0);
+        drop(stdin);
+        let _ = child.wait();
+    }
+    times.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    Ok(vec![figure("MCP spawn to tools/list answer p50", percentile(&times, 0.5), "ms", "≤ 10", "")])
 }

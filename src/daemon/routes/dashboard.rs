@@ -258,7 +258,9 @@ async fn reach(state: &State, target: &TargetId) -> Result<Reach, ApiError> {
             ApiError::new(ErrorCode::PeerNotFound, e.to_string())
         }
         Unreachable::Stopped(_) | Unreachable::NoConfig(_) => ApiError::new(ErrorCode::PeerUnreachable, e.to_string()),
-        Unreachable::NoCredential(_) => ApiError::new(ErrorCode::AuthInvalidKey, e.to_string()),
+        Unreachable::NoCredential(_) | Unreachable::Unpinned(_) => {
+            ApiError::new(ErrorCode::AuthInvalidKey, e.to_string())
+        }
     };
     match target {
         TargetId::Local => {

@@ -9,6 +9,7 @@ mod execute;
 mod pairing;
 mod peers;
 mod system;
+mod tasks;
 mod transfer;
 
 use tide::http::Method;
@@ -57,6 +58,7 @@ pub fn mount(app: &mut tide::Server<State>) -> Vec<RouteSpec> {
     peers::mount(&mut mount);
     execute::mount(&mut mount);
     transfer::mount(&mut mount);
+    tasks::mount(&mut mount);
     dashboard::mount(&mut mount);
     let specs = mount.specs;
     // Everything else: authenticate first (no probing of what exists without a key), then 404.
@@ -75,6 +77,7 @@ pub fn openapi_parts() -> Vec<serde_json::Value> {
         execute::openapi(),
         context::openapi(),
         transfer::openapi(),
+        tasks::openapi(),
         dashboard::openapi(),
     ]
 }

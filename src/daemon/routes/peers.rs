@@ -73,7 +73,8 @@ async fn post_peer(mut req: Request<State>) -> tide::Result {
         check_name("name", name).map_err(bad)?;
     }
     let state = req.state();
-    let add = ManualAdd { address, port, node_id: body.node_id, hostname: body.hostname, name: body.name };
+    let add =
+        ManualAdd { address, port, node_id: body.node_id, hostname: body.hostname, name: body.name, fingerprint: None };
     let peer = state.peers.add_manual(add).map_err(bad)?;
     save(state).await?;
     state.nudger.send(Nudge::ProbeNow(peer.node_id.clone()));

@@ -8,6 +8,7 @@ mod args;
 mod context;
 mod execute;
 mod peers;
+mod transfer;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -38,6 +39,7 @@ fn all() -> Vec<Tool> {
     let mut tools = Vec::new();
     tools.extend(peers::tools());
     tools.extend(execute::tools());
+    tools.extend(transfer::tools());
     tools.extend(context::tools());
     tools
 }

@@ -1,0 +1,360 @@
+//! AI task dispatch: runs Claude Code, Gemini CLI or Codex CLI on this machine for a remote
+//! caller, streams what the agent does as numbered events and routes its permission requests
+//! to a human (PROTOCOL.md §2.8, §8; AGENT-CLIS.md).
+//!
+//! [`Tasks`] is the registry every route uses; `runner` supervises one agent process;
+//! `agents` speaks each CLI's protocol; `process` starts and stops processes; `events` is the
+//! bounded event log. Nothing here knows HTTP, and nothing touches the user's agent settings:
+//! each task gets a private directory of its own, removed when it ends (E1).
+
+pub mod agents;
+pub mod api;
+pub mod events;
+pub mod lines;
+pub mod process;
+mod runner;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::config::AiTasks;
+use api::{Agent, Approval, DispatchRequest, Event, EventType, PermissionMode, Status, TaskInfo};
+use events::{EventLog, Stored, Subscriber};
+
+pub use agents::Decision;
+
+/// Why a dispatch was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum DispatchError {
+    #[error("{field}: {problem}")]
+    Invalid { field: &'static str, problem: String },
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0} CLI not found in PATH")]
+    NotInstalled(&'static str),
+    #[error("No AI agent CLI found in PATH. Install claude-code, gemini-cli, or codex-cli.")]
+    NoAgent,
+    #[error("Max concurrent AI tasks ({0}) reached")]
+    TooMany(u32),
+    #[error("cannot start {program}: {reason}")]
+    Spawn { program: String, reason: String },
+}
+
+/// Why an approval was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ApproveError {
+    #[error("No pending permission request found for this task")]
+    NoPending,
+}
+
+/// Where a stream resumes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Since {
+    /// Events with a sequence number above this.
+    Seq(u64),
+    /// Events with a timestamp above this (1.0.21 clients send milliseconds).
+    Timestamp(u64),
+}
+
+impl Since {
+    /// `?since=` values this large are 1.0.21 millisecond timestamps, not sequence numbers.
+    pub fn parse(value: u64) -> Since {
+        if value >= 1_000_000_000_000 {
+            Since::Timestamp(value)
+        } else {
+            Since::Seq(value)
+        }
+    }
+}
+
+/// What a stream starts with.
+pub struct Subscription {
+    pub replay: Vec<Arc<Stored>>,
+    /// `None` when the task already ended.
+    pub live: Option<Subscriber>,
+    pub status: Status,
+}
+
+/// The registry of AI tasks; a cheap-clone handle.
+#[derive(Clone)]
+pub struct Tasks {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    settings: AiTasks,
+    /// Parent of the per-task private directories.
+    dir: PathBuf,
+    /// Values that must never reach an agent's environment (the daemon's keys).
+    secrets: Vec<String>,
+    registry: Mutex<Registry>,
+    /// The supervisors, owned here; finished ones are pruned on each dispatch.
+    supervisors: Mutex<Vec<smol::Task<()>>>,
+}
+
+#[derive(Default)]
+struct Registry {
+    tasks: HashMap<String, Entry>,
+    created: u64,
+}
+
+struct Entry {
+    info: TaskInfo,
+    log: EventLog,
+    /// Dispatch order, to sort tasks started in the same millisecond.
+    order: u64,
+    /// Open permission requests with the driver's key for each, oldest first.
+    pending: Vec<(Approval, String)>,
+    /// To the supervisor; present exactly while the agent process lives.
+    control: Option<smol::channel::Sender<runner::Command>>,
+    finished_at: Option<Instant>,
+}
+
+impl Entry {
+    fn emit(&mut self, kind: EventType, data: Value) {
+        let now = crate::clock::now_ms();
+        self.info.updated_at = now;
+        self.log.push(kind, data, now);
+    }
+
+    /// Cancelled from now on, whatever the agent's exit says (E2); open requests are dropped.
+    fn mark_cancelled(&mut self) {
+        if self.info.status == Status::Cancelled {
+            return;
+        }
+        self.info.status = Status::Cancelled;
+        self.pending.clear();
+        self.refresh_pending();
+        self.emit(EventType::Status, json!({"status": "cancelled"}));
+    }
+
+    fn refresh_pending(&mut self) {
+        self.info.pending_approvals = self.pending.iter().map(|(a, _)| a.clone()).collect();
+        self.info.pending_approval = self.info.pending_approvals.first().cloned();
+        if !self.info.status.is_final() {
+            self.info.status = if self.pending.is_empty() { Status::Running } else { Status::WaitingApproval };
+        }
+    }
+}
+
+impl Tasks {
+    /// An empty registry; per-task directories go below `dir` (leftovers of a crash are removed).
+    pub fn new(settings: AiTasks, dir: &Path, secrets: Vec<String>) -> Tasks {
+        let _ = std::fs::remove_dir_all(dir);
+        Tasks {
+            shared: Arc::new(Shared {
+                settings,
+                dir: dir.to_path_buf(),
+                secrets,
+                registry: Mutex::new(Registry::default()),
+                supervisors: Mutex::new(Vec::new()),
+            }),
+        }
+    }
+
+    pub fn settings(&self) -> &AiTasks {
+        &self.shared.settings
+    }
+
+    /// Validates, starts the agent and returns the new task (status `running`).
+    pub fn dispatch(&self, request: DispatchRequest, from_node_id: &str) -> Result<TaskInfo, DispatchError> {
+        runner::dispatch(self, request, from_node_id)
+    }
+
+    /// Every task, newest first.
+    pub fn list(&self) -> Vec<TaskInfo> {
+        let mut registry = self.lock();
+        registry.evict(&self.shared.settings);
+        let mut entries: Vec<&Entry> = registry.tasks.values().collect();
+        entries.sort_by_key(|e| std::cmp::Reverse((e.info.started_at, e.order)));
+        entries.into_iter().map(|e| e.info.clone()).collect()
+    }
+
+    pub fn get(&self, task_id: &str) -> Option<TaskInfo> {
+        self.lock().tasks.get(task_id).map(|e| e.info.clone())
+    }
+
+    /// The buffered events (empty for an unknown task, as in 1.0.21).
+    pub fn events(&self, task_id: &str) -> Vec<Event> {
+        self.lock().tasks.get(task_id).map(|e| e.log.all()).unwrap_or_default()
+    }
+
+    /// Replay and live events in one step, so nothing falls in between.
+    pub fn subscribe(&self, task_id: &str, since: Since) -> Option<Subscription> {
+        let mut registry = self.lock();
+        let entry = registry.tasks.get_mut(task_id)?;
+        let replay = match since {
+            Since::Seq(seq) => entry.log.since(seq),
+            Since::Timestamp(ms) => entry.log.since_timestamp(ms),
+        };
+        Some(Subscription { replay, live: entry.log.subscribe(), status: entry.info.status })
+    }
+
+    /// Answers the open request `request_id` of `task_id`.
+    pub fn approve(&self, task_id: &str, request_id: &str, decision: Decision) -> Result<(), ApproveError> {
+        self.decide(task_id, request_id, decision, false)
+    }
+
+    fn decide(&self, task_id: &str, request_id: &str, decision: Decision, timed_out: bool) -> Result<(), ApproveError> {
+        let mut registry = self.lock();
+        let entry = registry.tasks.get_mut(task_id).ok_or(ApproveError::NoPending)?;
+        let position =
+            entry.pending.iter().position(|(a, _)| a.request_id == request_id).ok_or(ApproveError::NoPending)?;
+        let (_, key) = entry.pending.remove(position);
+        entry.refresh_pending();
+        let mut data = json!({"status": entry.info.status, "approved": decision.approved, "requestId": request_id});
+        if timed_out {
+            data["reason"] = "timeout".into();
+        }
+        entry.emit(EventType::Status, data);
+        if let Some(control) = &entry.control {
+            let _ = control.try_send(runner::Command::Decide { key, decision });
+        }
+        Ok(())
+    }
+
+    /// Cancels a running task (`Some(false)`) or forgets a finished one (`Some(true)`).
+    pub fn cancel_or_forget(&self, task_id: &str) -> Option<bool> {
+        let mut registry = self.lock();
+        let entry = registry.tasks.get_mut(task_id)?;
+        match &entry.control {
+            Some(control) => {
+                let _ = control.try_send(runner::Command::Cancel);
+                entry.mark_cancelled();
+                Some(false)
+            }
+            None => {
+                registry.tasks.remove(task_id);
+                Some(true)
+            }
+        }
+    }
+
+    /// Kills every agent's process group at once; the daemon is exiting.
+    pub fn kill_all(&self) {
+        let registry = self.lock();
+        for entry in registry.tasks.values().filter(|e| e.control.is_some()) {
+            if let Some(pid) = entry.info.pid {
+                process::signal_group(pid, libc::SIGKILL);
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.shared.dir);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Registry> {
+        self.shared.registry.lock().expect("task registry lock")
+    }
+}
+
+impl Registry {
+    /// Tasks whose agent process is alive, cancelling ones included (E10).
+    fn active(&self) -> usize {
+        self.tasks.values().filter(|e| e.control.is_some()).count()
+    }
+
+    /// Drops finished tasks beyond the count and age bounds, oldest first (E6).
+    fn evict(&mut self, settings: &AiTasks) {
+        let ttl = Duration::from_millis(settings.finished_ttl);
+        let mut finished: Vec<(Instant, String)> =
+            self.tasks.iter().filter_map(|(id, e)| e.finished_at.map(|at| (at, id.clone()))).collect();
+        finished.sort();
+        let excess = finished.len().saturating_sub(settings.keep_finished as usize);
+        for (i, (at, id)) in finished.into_iter().enumerate() {
+            if i < excess || at.elapsed() >= ttl {
+                self.tasks.remove(&id);
+            }
+        }
+    }
+}
+
+/// The agent a request resolves to on this machine, and its executable.
+fn resolve_agent(request: &DispatchRequest) -> Result<(Agent, PathBuf), DispatchError> {
+    let path = std::env::var_os("PATH");
+    match request.agent.fixed() {
+        Some(agent) => process::find_program(agent.program(), path.as_ref())
+            .map(|p| (agent, p))
+            .ok_or(DispatchError::NotInstalled(agent.program())),
+        None => Agent::ALL
+            .into_iter()
+            .find_map(|agent| process::find_program(agent.program(), path.as_ref()).map(|p| (agent, p)))
+            .ok_or(DispatchError::NoAgent),
+    }
+}
+
+/// Checks what can be checked before anything starts; returns the working directory.
+fn validate(request: &DispatchRequest, settings: &AiTasks) -> Result<PathBuf, DispatchError> {
+    let invalid = |field, problem: &str| DispatchError::Invalid { field, problem: problem.to_string() };
+    if request.prompt.trim().is_empty() {
+        return Err(invalid("prompt", "must not be empty"));
+    }
+    if request.max_budget_usd.is_some_and(|b| !(b.is_finite() && b > 0.0)) {
+        return Err(invalid("maxBudgetUsd", "must be a number greater than 0"));
+    }
+    if request.model.as_deref().is_some_and(|m| m.trim().is_empty()) {
+        return Err(invalid("model", "must not be empty"));
+    }
+    if request.resume_session_id.as_deref().is_some_and(|m| m.trim().is_empty()) {
+        return Err(invalid("resumeSessionId", "must not be empty"));
+    }
+    let strings = [&request.prompt]
+        .into_iter()
+        .chain(&request.additional_args)
+        .chain(&request.allowed_tools)
+        .chain(&request.disallowed_tools);
+    if strings.into_iter().any(|s| s.contains('\0')) {
+        return Err(invalid("prompt", "arguments must not contain NUL characters"));
+    }
+    if request.permission_mode == PermissionMode::BypassPermissions && !settings.allow_bypass_permissions {
+        return Err(DispatchError::Forbidden(
+            "permissionMode bypassPermissions is disabled on this node (aiTasks.allowBypassPermissions)".into(),
+        ));
+    }
+    let cwd = match &request.cwd {
+        Some(cwd) => PathBuf::from(cwd),
+        None => crate::paths::user_home_dir().ok_or_else(|| invalid("cwd", "not given and HOME is not set"))?,
+    };
+    if !cwd.is_absolute() {
+        return Err(invalid("cwd", &format!("'{}' is not an absolute path", cwd.display())));
+    }
+    match std::fs::metadata(&cwd) {
+        Ok(meta) if meta.is_dir() => Ok(cwd),
+        Ok(_) => Err(invalid("cwd", &format!("'{}' is not a directory", cwd.display()))),
+        Err(e) => Err(invalid("cwd", &format!("'{}': {e}", cwd.display()))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[track_caller]
+    fn check(request: serde_json::Value, expect: &str) {
+        let request: DispatchRequest = serde_json::from_value(request).unwrap();
+        match validate(&request, &AiTasks::default()) {
+            Ok(cwd) => assert_eq!(cwd.to_str().unwrap(), expect),
+            Err(e) => assert!(e.to_string().contains(expect), "{e} should mention {expect}"),
+        }
+    }
+
+    #[test]
+    fn requests_are_validated_field_by_field() {
+        check(json!({"prompt": "hi", "cwd": "/"}), "/");
+        check(json!({"prompt": "  ", "cwd": "/"}), "prompt: must not be empty");
+        check(json!({"prompt": "hi", "cwd": "rel"}), "cwd: 'rel' is not an absolute path");
+        check(json!({"prompt": "hi", "cwd": "/no/such/dir"}), "cwd: '/no/such/dir'");
+        check(json!({"prompt": "hi", "cwd": "/bin/sh"}), "is not a directory");
+        check(json!({"prompt": "hi", "cwd": "/", "maxBudgetUsd": 0}), "maxBudgetUsd");
+        check(json!({"prompt": "hi", "cwd": "/", "model": ""}), "model");
+        check(json!({"prompt": "hi", "cwd": "/", "additionalArgs": ["a\u{0}b"]}), "NUL");
+    }
+
+    #[test]
+    fn large_since_values_are_timestamps() {
+        assert_eq!(Since::parse(12), Since::Seq(12));
+        assert_eq!(Since::parse(1_795_473_345_036), Since::Timestamp(1_795_473_345_036));
+    }
+}

@@ -1,0 +1,404 @@
+//! The MCP server: raw JSON-RPC lines, the official Python SDK as a real client, registration
+//! with the agents' config files.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{channel, Receiver};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::support::{loopsy_bin, loopsy_in, Daemon, Home, TempDir};
+
+/// `loopsy --home <home> mcp serve`, spoken to line by line.
+struct Server {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<String>,
+}
+
+impl Server {
+    fn start(home: &std::path::Path) -> Server {
+        let mut child = Command::new(loopsy_bin())
+            .arg("--home")
+            .arg(home)
+            .args(["mcp", "serve"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (send, lines) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = send.send(line);
+            }
+        });
+        Server { stdin: child.stdin.take(), child, lines }
+    }
+
+    fn send(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().unwrap();
+        writeln!(stdin, "{line}").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    #[track_caller]
+    fn next(&self) -> Value {
+        let line = self.lines.recv_timeout(Duration::from_secs(20)).expect("an answer");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("stdout carries only JSON-RPC ({e}): {line}"))
+    }
+
+    fn nothing_within(&self, wait: Duration) -> bool {
+        self.lines.recv_timeout(wait).is_err()
+    }
+
+    #[track_caller]
+    fn request(&mut self, id: u64, method: &str, params: Value) -> Value {
+        self.send(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}).to_string());
+        let answer = self.next();
+        assert_eq!(answer["id"], id, "{answer}");
+        answer
+    }
+
+    fn call(&mut self, id: u64, name: &str, arguments: Value) -> (bool, String) {
+        let answer = self.request(id, "tools/call", json!({"name": name, "arguments": arguments}));
+        let result = &answer["result"];
+        (result["isError"] == true, result["content"][0]["text"].as_str().unwrap_or_default().to_string())
+    }
+
+    fn close(mut self) -> Option<i32> {
+        drop(self.stdin.take());
+        for _ in 0..500 {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn initialize_echoes_every_supported_version_and_answers_the_newest_otherwise() {
+    let home = Home::new("mcpinit");
+    let mut server = Server::start(home.path());
+    for (i, version) in ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"].iter().enumerate() {
+        let answer = server.request(
+            i as u64 + 1,
+            "initialize",
+            json!({"protocolVersion": version, "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}),
+        );
+        assert_eq!(answer["result"]["protocolVersion"], *version);
+        assert_eq!(answer["result"]["serverInfo"]["name"], "loopsy");
+    }
+    let answer = server.request(9, "initialize", json!({"protocolVersion": "2099-01-01"}));
+    assert_eq!(answer["result"]["protocolVersion"], "2025-11-25");
+    server.send(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
+    assert_eq!(server.request(10, "ping", json!({}))["result"], json!({}), "notifications get no answer");
+    assert_eq!(server.close(), Some(0), "the server exits at the end of its input");
+}
+
+#[test]
+fn malformed_lines_unknown_methods_and_bad_params_get_json_rpc_errors() {
+    let home = Home::new("mcperrors");
+    let mut server = Server::start(home.path());
+    server.send("this is not json");
+    let answer = server.next();
+    assert_eq!((answer["id"].clone(), answer["error"]["code"].clone()), (Value::Null, json!(-32700)));
+    server.send(r#"{"id":1,"method":"ping"}"#);
+    assert_eq!(server.next()["error"]["code"], -32600);
+    server.send(r#"{"jsonrpc":"2.0","id":"s","method":"server/discover"}"#);
+    let answer = server.next();
+    assert_eq!((answer["id"].clone(), answer["error"]["code"].clone()), (json!("s"), json!(-32601)));
+    assert_eq!(server.request(2, "tools/call", json!({"name": "no_such_tool"}))["error"]["code"], -32602);
+    assert_eq!(server.request(3, "resources/read", json!({"uri": "loopsy://nope"}))["error"]["code"], -32002);
+    assert_eq!(server.request(4, "prompts/get", json!({"name": "loopsy_coordinate"}))["error"]["code"], -32602);
+    // Bad tool arguments are a tool error an agent can act on, not a protocol error.
+    let (is_error, text) = server.call(5, "loopsy_context_get", json!({"key": "k", "peerApiKey": "secret"}));
+    assert!(is_error && text.contains("unknown argument 'peerApiKey'"), "{text}");
+    let (is_error, text) = server.call(6, "loopsy_execute", json!({"command": "ls"}));
+    assert!(is_error && text.contains("'peer' is required"), "{text}");
+    // A batch gets every answer; the server is still there.
+    server.send(r#"[{"jsonrpc":"2.0","id":7,"method":"ping"},{"jsonrpc":"2.0","id":8,"method":"ping","_meta":{}}]"#);
+    let ids = [server.next()["id"].clone(), server.next()["id"].clone()];
+    assert!(ids.contains(&json!(7)) && ids.contains(&json!(8)));
+    assert_eq!(server.request(9, "ping", json!({"_meta": {"progressToken": 1}}))["result"], json!({}));
+}
+
+#[test]
+fn tools_say_when_the_daemon_is_down_and_the_server_stays_up() {
+    let home = Home::new("mcpdown");
+    let mut server = Server::start(home.path());
+    let (is_error, text) = server.call(1, "loopsy_list_peers", json!({}));
+    assert!(is_error, "{text}");
+    assert!(text.contains("not running") && text.contains("loopsy start"), "{text}");
+    let answer = server.request(2, "resources/read", json!({"uri": "loopsy://status"}));
+    assert!(answer["result"]["contents"][0]["text"].as_str().unwrap().contains("not running"));
+    assert_eq!(server.request(3, "ping", json!({}))["result"], json!({}));
+}
+
+#[test]
+fn a_cancelled_request_gets_no_answer_and_others_go_on() {
+    let daemon = Daemon::start("mcpcancel");
+    let mut server = Server::start(daemon.home.path());
+    server.send(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "loopsy_execute", "arguments": {"peer": "local", "command": "sleep", "args": ["3"]}}}).to_string());
+    std::thread::sleep(Duration::from_millis(300));
+    server.send(r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":1,"reason":"user"}}"#);
+    assert_eq!(server.request(2, "ping", json!({}))["result"], json!({}));
+    assert!(server.nothing_within(Duration::from_secs(4)), "the cancelled call was not answered");
+}
+
+#[test]
+fn tools_act_on_named_peers_without_ever_seeing_a_key() {
+    let alice = Daemon::start("mcpalice");
+    let bob_home = Home::new("mcpbob");
+    bob_home.edit_config(|doc| {
+        doc["auth"]["allowedKeys"]["alice"] = alice.key.clone().into();
+        doc["transfer"]["allowedPaths"] = vec![std::env::temp_dir().to_string_lossy().into_owned()].into();
+    });
+    let bob = bob_home.start();
+    let mut server = Server::start(alice.home.path());
+    let tools = server.request(1, "tools/list", json!({}));
+    let text = tools.to_string();
+    for forbidden in ["peerApiKey", "apiKey", &alice.key] {
+        assert!(!text.contains(forbidden), "tools/list mentions {forbidden}");
+    }
+    let bob_at = format!("127.0.0.1:{}", bob.port);
+    let (is_error, text) = server.call(2, "loopsy_context_set", json!({"key": "k", "value": "v1", "peer": bob_at}));
+    assert!(!is_error, "{text}");
+    assert_eq!(bob.get("/api/v1/context/k").expect(200)["value"], "v1");
+    let revision = serde_json::from_str::<Value>(&text).unwrap()["revision"].as_u64().unwrap();
+    let (is_error, text) = server.call(
+        3,
+        "loopsy_context_set",
+        json!({"key": "k", "value": "v2", "peer": bob_at, "ifRevision": revision + 5}),
+    );
+    assert!(is_error && text.contains("revision"), "CAS conflicts are tool errors: {text}");
+    let (is_error, text) = server.call(4, "loopsy_execute", json!({"peer": bob_at, "command": "echo", "args": ["hi"]}));
+    assert!(!is_error && text.contains("\"stdout\": \"hi\\n\""), "{text}");
+    let (is_error, text) =
+        server.call(5, "loopsy_execute", json!({"peer": bob_at, "command": "rm", "args": ["-rf", "/tmp/x"]}));
+    assert!(is_error && text.contains("denied"), "{text}");
+    let (is_error, text) = server.call(6, "loopsy_peer_status", json!({"peer": "nosuchpeer"}));
+    assert!(is_error && text.contains("unknown peer"), "{text}");
+    let file = alice.home.path().join("../mcp-transfer.txt");
+    let file = file.to_str().unwrap().to_string();
+    std::fs::write(&file, "payload").unwrap();
+    let dest = format!("{}/pushed.txt", std::env::temp_dir().join(format!("mcpx-{}", bob.port)).display());
+    std::fs::create_dir_all(std::path::Path::new(&dest).parent().unwrap()).unwrap();
+    let (is_error, text) = server.call(
+        7,
+        "loopsy_transfer_file",
+        json!({"direction": "push", "peer": bob_at, "sourcePath": file, "destPath": dest}),
+    );
+    assert!(!is_error, "{text}");
+    assert_eq!(std::fs::read_to_string(&dest).unwrap(), "payload");
+    let _ = std::fs::remove_file(&file);
+    let _ = std::fs::remove_dir_all(std::path::Path::new(&dest).parent().unwrap());
+}
+
+#[test]
+fn the_mcp_server_works_against_a_tls_daemon() {
+    let home = Home::new("mcptls");
+    home.edit_config(|doc| doc["tls"]["enabled"] = true.into());
+    let daemon = home.start();
+    let mut server = Server::start(daemon.home.path());
+    let (is_error, text) = server.call(1, "loopsy_context_set", json!({"key": "over", "value": "tls"}));
+    assert!(!is_error, "{text}");
+    let answer = server.request(2, "resources/read", json!({"uri": "loopsy://status"}));
+    assert!(answer["result"]["contents"][0]["text"].as_str().unwrap().contains("nodeId"));
+}
+
+/// The interpreter with the `mcp` package, or why there is none (fatal on CI).
+fn sdk_python() -> Option<String> {
+    let python = std::env::var("LOOPSY_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let ok = Command::new(&python).args(["-c", "import mcp"]).stderr(Stdio::null()).status().is_ok_and(|s| s.success());
+    if ok {
+        return Some(python);
+    }
+    assert!(std::env::var("CI").as_deref() != Ok("true"), "{python} lacks the mcp package (.ci/run installs it)");
+    eprintln!("skipping the Python SDK test: {python} has no `mcp` package (pip install mcp, or run .ci/run)");
+    None
+}
+
+#[test]
+fn the_official_python_sdk_drives_every_tool_resource_and_prompt() {
+    let Some(python) = sdk_python() else { return };
+    let home = Home::new("mcpsdk");
+    let temp = std::env::temp_dir().to_string_lossy().into_owned();
+    home.edit_config(|doc| doc["transfer"]["allowedPaths"] = vec![temp.clone()].into());
+    let daemon = home.start();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/mcp/sdk_client.py");
+    let plan = json!([
+        {"name": "loopsy_list_peers"},
+        {"name": "loopsy_peer_status", "arguments": {"peer": "local"}},
+        {"name": "loopsy_context_set", "arguments": {"key": "sdk", "value": "yes", "ttl": 60}},
+        {"name": "loopsy_context_get", "arguments": {"key": "sdk"}},
+        {"name": "loopsy_context_list", "arguments": {"prefix": "s"}},
+        {"name": "loopsy_context_delete", "arguments": {"key": "sdk"}},
+        {"name": "loopsy_context_get", "arguments": {"key": "sdk"}},
+        {"name": "loopsy_execute", "arguments": {"peer": "local", "command": "echo", "args": ["sdk"]}},
+        {"name": "loopsy_list_remote_files", "arguments": {"peer": "local", "path": temp}},
+        {"name": "loopsy_broadcast_context", "arguments": {"key": "all", "value": "x"}},
+        {"name": "loopsy_execute", "arguments": {"peer": "local"}}
+    ]);
+    for version in ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"] {
+        let home = daemon.home.path().to_str().unwrap();
+        let out = Command::new(&python)
+            .args([script, version, &plan.to_string(), loopsy_bin(), "--home", home, "mcp", "serve"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{version}: {}", String::from_utf8_lossy(&out.stderr));
+        let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(seen["protocolVersion"], version);
+        assert_eq!(seen["serverName"], "loopsy");
+        let calls = seen["calls"].as_array().unwrap();
+        let ok = |i: usize| assert!(calls[i]["isError"] == false, "{}: {}", calls[i]["name"], calls[i]["text"]);
+        for i in [0, 1, 2, 3, 4, 5, 7, 8, 9] {
+            ok(i);
+        }
+        assert!(calls[3]["text"].as_str().unwrap().contains("\"value\": \"yes\""));
+        assert!(calls[6]["isError"] == true && calls[6]["text"].as_str().unwrap().contains("not found"));
+        assert!(calls[7]["text"].as_str().unwrap().contains("sdk\\n"));
+        assert!(calls[9]["text"].as_str().unwrap().contains("\"localSet\": true"));
+        assert!(calls[10]["isError"] == true, "missing arguments are a tool error");
+        for uri in ["loopsy://peers", "loopsy://status", "loopsy://context"] {
+            assert!(seen["resources"][uri].is_string(), "{uri} is read");
+        }
+        assert!(seen["resources"]["loopsy://context"].as_str().unwrap().contains("all"));
+        assert!(seen["prompts"]["loopsy_help"].as_str().unwrap().contains("loopsy_send_message"));
+        assert!(seen["prompts"]["loopsy_coordinate"].as_str().unwrap().contains("bob"));
+        assert_eq!(seen["templates"], 0);
+        for (name, schema) in seen["schemas"].as_object().unwrap() {
+            assert_eq!(schema["additionalProperties"], false, "{name}");
+        }
+    }
+}
+
+/// A home for the agents' config files; loopsy runs with HOME pointing there.
+fn agents_home() -> TempDir {
+    TempDir::new("agents")
+}
+
+fn loopsy_with_home(
+    user_home: &std::path::Path,
+    data: &std::path::Path,
+    path_env: &str,
+    args: &[&str],
+) -> crate::support::Run {
+    let output = Command::new(loopsy_bin())
+        .arg("--home")
+        .arg(data)
+        .args(args)
+        .env("HOME", user_home)
+        .env("PATH", path_env)
+        .env_remove("CODEX_HOME")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    crate::support::Run {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+#[test]
+fn registration_edits_the_agents_config_files_and_keeps_everything_else() {
+    let user = agents_home();
+    let data = TempDir::new("agentsdata");
+    let _ = loopsy_in(data.path(), &["init"]).success();
+    let bare_path = "/usr/bin:/bin";
+    // No agent on this machine.
+    loopsy_with_home(user.path(), data.path(), bare_path, &["mcp", "add"])
+        .code(1)
+        .stdout_has("No AI coding agent found");
+    let status = loopsy_with_home(user.path(), data.path(), bare_path, &["mcp", "status", "--json"]).success().json();
+    assert_eq!(status, json!({"claude": "not installed", "gemini": "not installed", "codex": "not installed"}));
+
+    let claude = user.path().join(".claude.json");
+    let gemini = user.path().join(".gemini/settings.json");
+    let codex = user.path().join(".codex/config.toml");
+    std::fs::create_dir_all(gemini.parent().unwrap()).unwrap();
+    std::fs::create_dir_all(codex.parent().unwrap()).unwrap();
+    std::fs::write(&claude, r#"{"numStartups": 3, "mcpServers": {"other": {"command": "x"}}, "projects": {"/p": {}}}"#)
+        .unwrap();
+    std::fs::write(&gemini, r#"{"theme": "dark", "mcpServers": {}}"#).unwrap();
+    std::fs::write(&codex, "model = \"o3\"\n\n[mcp_servers.other]\ncommand = \"y\"\n").unwrap();
+
+    for _ in 0..2 {
+        loopsy_with_home(user.path(), data.path(), bare_path, &["mcp", "add"])
+            .success()
+            .stdout_has("Registered with Codex CLI");
+    }
+    let claude_json: Value = serde_json::from_str(&std::fs::read_to_string(&claude).unwrap()).unwrap();
+    assert_eq!(claude_json["numStartups"], 3);
+    assert_eq!(claude_json["mcpServers"]["other"]["command"], "x");
+    let entry = &claude_json["mcpServers"]["loopsy"];
+    assert!(std::path::Path::new(entry["command"].as_str().unwrap()).is_absolute());
+    let home_arg = data.path().to_str().unwrap();
+    assert_eq!(entry["args"], json!(["--home", home_arg, "mcp", "serve"]));
+    let gemini_json: Value = serde_json::from_str(&std::fs::read_to_string(&gemini).unwrap()).unwrap();
+    assert_eq!(gemini_json["theme"], "dark");
+    assert!(gemini_json["mcpServers"]["loopsy"]["command"].is_string());
+    let codex_text = std::fs::read_to_string(&codex).unwrap();
+    assert_eq!(codex_text.matches("[mcp_servers.loopsy]").count(), 1, "add twice = once:\n{codex_text}");
+    assert!(codex_text.contains("model = \"o3\"") && codex_text.contains("[mcp_servers.other]"));
+    let status = loopsy_with_home(user.path(), data.path(), bare_path, &["mcp", "status", "--json"]).success().json();
+    assert_eq!(status, json!({"claude": "registered", "gemini": "registered", "codex": "registered"}));
+
+    loopsy_with_home(user.path(), data.path(), bare_path, &["mcp", "remove"])
+        .success()
+        .stdout_has("Unregistered from Claude Code");
+    let claude_json: Value = serde_json::from_str(&std::fs::read_to_string(&claude).unwrap()).unwrap();
+    assert!(claude_json["mcpServers"].get("loopsy").is_none());
+    assert_eq!(claude_json["mcpServers"]["other"]["command"], "x");
+    assert!(!std::fs::read_to_string(&codex).unwrap().contains("loopsy"));
+    let status = loopsy_with_home(user.path(), data.path(), bare_path, &["mcp", "status", "--json"]).success().json();
+    assert_eq!(status["claude"], "not registered");
+}
+
+#[test]
+fn an_installed_agent_cli_registers_through_its_own_mcp_commands() {
+    let user = agents_home();
+    let data = TempDir::new("agentscli");
+    let _ = loopsy_in(data.path(), &["init"]).success();
+    let bin = user.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let log = user.path().join("claude.log");
+    let script = format!("#!/bin/sh\necho \"$@\" >> '{}'\nexit 0\n", log.display());
+    std::fs::write(bin.join("claude"), script).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(bin.join("claude"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path_env = format!("{}:/usr/bin:/bin", bin.display());
+    loopsy_with_home(user.path(), data.path(), &path_env, &["mcp", "add"])
+        .success()
+        .stdout_has("Registered with Claude Code");
+    let calls = std::fs::read_to_string(&log).unwrap();
+    assert!(calls.contains("mcp remove loopsy -s user"), "{calls}");
+    let add = calls.lines().find(|l| l.starts_with("mcp add")).expect("an add call");
+    assert!(add.starts_with("mcp add loopsy -s user -- /"), "user scope, absolute path: {add}");
+    assert!(add.ends_with("mcp serve"), "{add}");
+}
+
+#[test]
+fn init_registers_with_the_agents_it_finds() {
+    let user = agents_home();
+    let data = TempDir::new("initagents");
+    std::fs::write(user.path().join(".claude.json"), "{}").unwrap();
+    loopsy_with_home(user.path(), data.path(), "/usr/bin:/bin", &["init"])
+        .success()
+        .stdout_has("Registered with Claude Code");
+    let claude: Value =
+        serde_json::from_str(&std::fs::read_to_string(user.path().join(".claude.json")).unwrap()).unwrap();
+    assert!(claude["mcpServers"]["loopsy"].is_object());
+}
