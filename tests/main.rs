@@ -4,6 +4,7 @@ mod support;
 
 mod context;
 mod core_api;
+mod dashboard;
 mod doctor;
 mod execute;
 mod lifecycle;

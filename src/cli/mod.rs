@@ -3,6 +3,7 @@
 mod connect;
 mod context;
 mod daemon;
+mod dashboard;
 mod doctor;
 mod exec;
 pub mod generate;
@@ -47,6 +48,7 @@ pub enum Command {
     Stop(daemon::StopArgs),
     Restart(daemon::RestartArgs),
     Status(status::Args),
+    Dashboard(dashboard::Args),
     Exec(exec::Args),
     Key(key::Args),
     Logs(logs::Args),
@@ -81,6 +83,7 @@ pub fn run(args: Loopsy) -> anyhow::Result<ExitCode> {
         Command::Stop(cmd) => daemon::stop(cmd, &paths),
         Command::Restart(cmd) => daemon::restart(cmd, &paths),
         Command::Status(cmd) => status::run(cmd, &paths),
+        Command::Dashboard(cmd) => dashboard::run(cmd, &paths),
         Command::Exec(cmd) => exec::run(cmd, &paths),
         Command::Key(cmd) => key::run(cmd, &paths),
         Command::Logs(cmd) => logs::run(cmd, &paths),

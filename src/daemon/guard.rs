@@ -1,7 +1,14 @@
-//! Who may call a route: the keyring, `Bearer` authentication and rate limits.
+//! Who may call a route: the keyring, `Bearer` authentication, dashboard sessions and rate
+//! limits.
 //!
 //! Every route is mounted with a [`Guard`] that states its access, so exemption from
 //! authentication is a property of the matched route, never a prefix test on the raw URL.
+//!
+//! A request without `Authorization` may instead carry a dashboard session cookie
+//! (`dashboard::auth`). It is accepted only when its `Host` names this machine and its `Origin`
+//! (when the browser sends one) is the daemon's own (DNS rebinding, weakness A2), and a request
+//! that changes something must also carry `X-Loopsy-Dashboard: 1`, a header no other site can
+//! make a browser send without a CORS preflight, which this daemon never grants (CSRF).
 
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
@@ -12,6 +19,7 @@ use super::error::{ApiError, ErrorCode};
 use super::rate_limit::Category;
 use super::state::State;
 use crate::config::Auth;
+use crate::dashboard::origin;
 use crate::random::constant_time_eq;
 
 /// Who a request authenticated as.
@@ -21,6 +29,8 @@ pub enum Caller {
     Own,
     /// A key from `auth.allowedKeys`, by the name it is listed under.
     Peer(String),
+    /// A browser logged in to the dashboard (`loopsy dashboard`); acts for the owner.
+    Dashboard,
 }
 
 impl Caller {
@@ -29,6 +39,7 @@ impl Caller {
         match self {
             Caller::Own => "own".into(),
             Caller::Peer(name) => format!("peer:{name}"),
+            Caller::Dashboard => "dashboard".into(),
         }
     }
 }
@@ -73,8 +84,11 @@ impl Keyring {
 pub enum Access {
     /// No key needed (`/health`, the OpenAPI document).
     Public,
-    /// The node's key or an allowed peer key.
+    /// The node's key, an allowed peer key or a dashboard session.
     Key,
+    /// The node's own key or a dashboard session, not a peer's key: routes that act with the
+    /// credentials this node holds for others (the dashboard's proxy and aggregates).
+    Owner,
     /// The node's own key, from a loopback address only (pairing control, local administration).
     Local,
 }
@@ -109,6 +123,53 @@ fn authenticate(req: &Request<State>) -> Result<Caller, ApiError> {
     req.state().keyring.authenticate(key).ok_or_else(|| ApiError::new(ErrorCode::AuthInvalidKey, "Invalid API key"))
 }
 
+/// A bearer key, or else a dashboard session cookie.
+fn authenticate_any(req: &Request<State>) -> Result<Caller, ApiError> {
+    if req.header("Authorization").is_none() {
+        let name = origin::cookie_name(req.state().node.port);
+        let cookies = req.header("Cookie").map(|values| values.iter().map(|v| v.as_str()).collect::<Vec<_>>());
+        let session = cookies.unwrap_or_default().into_iter().find_map(|header| origin::find_cookie(header, &name));
+        if let Some(session) = session {
+            return dashboard_session(req, session);
+        }
+    }
+    authenticate(req)
+}
+
+/// The checks on a request carrying a dashboard session cookie.
+fn dashboard_session(req: &Request<State>, session: &str) -> Result<Caller, ApiError> {
+    let refuse = |message: &str| Err(ApiError::new(ErrorCode::AuthInvalidKey, message));
+    check_browser_host(req)?;
+    let host = req.header("Host").map(|v| v.last().as_str()).unwrap_or_default();
+    if let Some(origin) = req.header("Origin").map(|v| v.last().as_str()) {
+        if !origin::origin_matches(origin, req.state().tls.is_on(), host) {
+            return refuse("dashboard requests must come from the dashboard's own origin");
+        }
+    }
+    let safe = matches!(req.method(), tide::http::Method::Get | tide::http::Method::Head);
+    let marked = req.header("X-Loopsy-Dashboard").is_some_and(|v| v.last().as_str() == "1");
+    if !safe && !marked {
+        return refuse("dashboard requests that change something need the header X-Loopsy-Dashboard: 1");
+    }
+    if !req.state().logins.check(session, crate::clock::now_ms()) {
+        return Err(ApiError::new(
+            ErrorCode::AuthMissingKey,
+            "the dashboard session has expired or the daemon restarted; run `loopsy dashboard` again",
+        ));
+    }
+    Ok(Caller::Dashboard)
+}
+
+/// Refuses a browser request whose `Host` does not name this machine (DNS rebinding).
+pub fn check_browser_host(req: &Request<State>) -> Result<(), ApiError> {
+    let host = req.header("Host").map(|v| v.last().as_str()).unwrap_or_default();
+    if req.state().host_names.allows(host, crate::netif::local_addresses) {
+        Ok(())
+    } else {
+        Err(ApiError::new(ErrorCode::AuthInvalidKey, "the Host header does not name this daemon"))
+    }
+}
+
 /// Only this node's own key, presented from this machine.
 fn local_owner(req: &Request<State>, caller: Caller) -> Result<Caller, ApiError> {
     let loopback = req
@@ -125,12 +186,26 @@ fn local_owner(req: &Request<State>, caller: Caller) -> Result<Caller, ApiError>
     }
 }
 
+/// Only this node's own key or its dashboard.
+fn owner(caller: Caller) -> Result<Caller, ApiError> {
+    match caller {
+        Caller::Own | Caller::Dashboard => Ok(caller),
+        Caller::Peer(_) => {
+            Err(ApiError::new(ErrorCode::AuthInvalidKey, "this route is for this node's owner, not for peers"))
+        }
+    }
+}
+
 #[async_trait::async_trait]
 impl Middleware<State> for Guard {
     async fn handle(&self, mut req: Request<State>, next: Next<'_, State>) -> tide::Result {
         let caller = match self.access {
             Access::Public => None,
-            Access::Key => match authenticate(&req) {
+            Access::Key => match authenticate_any(&req) {
+                Ok(caller) => Some(caller),
+                Err(err) => return Ok(err.into_response()),
+            },
+            Access::Owner => match authenticate_any(&req).and_then(owner) {
                 Ok(caller) => Some(caller),
                 Err(err) => return Ok(err.into_response()),
             },

@@ -46,6 +46,10 @@ pub struct State {
     pub executor: Executor,
     /// Path policy, size limit and the bookkeeping of uploads in progress.
     pub transfer: Arc<TransferContext>,
+    /// Dashboard login tokens and browser sessions (memory only).
+    pub logins: crate::dashboard::auth::Logins,
+    /// The names a browser may use for this machine in `Host` (DNS-rebinding check).
+    pub host_names: Arc<crate::dashboard::origin::HostNames>,
 }
 
 impl State {
@@ -82,6 +86,11 @@ impl State {
             nudger,
             executor: Executor::new(&config.execution),
             transfer: Arc::new(transfer_context(&paths, &config)),
+            logins: Default::default(),
+            host_names: Arc::new(crate::dashboard::origin::HostNames::new(&[
+                config.hostname(),
+                crate::identity::os_hostname(),
+            ])),
             config: Arc::new(config),
             paths,
         };

@@ -189,6 +189,71 @@ impl Client {
     }
 }
 
+/// Raw forwarding, for the dashboard's proxy: bytes in, status and bytes out.
+impl Client {
+    /// `method path` with an optional JSON body given as bytes; any status is returned with the
+    /// body as it came (the caller relays it).
+    pub async fn forward(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<(u16, Vec<u8>), ClientError> {
+        let url = format!("{}{}", self.base, path);
+        let request = self.raw_request(method, &url, body);
+        let exchange = async {
+            let mut response = request.await.map_err(|e| transport_error(&self.base, e.to_string()))?;
+            let bytes = response.body_bytes().await.map_err(|e| decode_error(&url, e))?;
+            Ok::<_, ClientError>((response.status() as u16, bytes))
+        };
+        let timeout = async {
+            async_io::Timer::after(self.timeout).await;
+            Err(ClientError::Timeout { url: self.base.clone(), after: self.timeout })
+        };
+        futures_lite::future::or(exchange, timeout).await
+    }
+
+    /// `method path` answered by an event stream; `last_event_id` resumes a stream that has ids.
+    /// A refusal is `ClientError::Remote` with the daemon's status and message.
+    pub async fn open_events(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        last_event_id: Option<&str>,
+    ) -> Result<sse::EventStream, ClientError> {
+        let url = format!("{}{}", self.base, path);
+        let mut request = self.raw_request(method, &url, body).header("Accept", "text/event-stream");
+        if let Some(id) = last_event_id {
+            request = request.header("Last-Event-ID", id);
+        }
+        let exchange = async { request.await.map_err(|e| transport_error(&self.base, e.to_string())) };
+        let timeout = async {
+            async_io::Timer::after(self.timeout).await;
+            Err(ClientError::Timeout { url: self.base.clone(), after: self.timeout })
+        };
+        let mut response = futures_lite::future::or(exchange, timeout).await?;
+        let status = response.status();
+        if !status.is_success() {
+            let bytes = response.body_bytes().await.map_err(|e| decode_error(&url, e))?;
+            return Err(remote_error(status as u16, &bytes));
+        }
+        Ok(sse::EventStream::new(response, self.base.clone(), SSE_IDLE_LIMIT))
+    }
+
+    fn raw_request(&self, method: Method, url: &str, body: Option<Vec<u8>>) -> surf::RequestBuilder {
+        let mut request = self.http.request(method, url);
+        if let Some(key) = &self.key {
+            request = request.header("Authorization", format!("Bearer {key}"));
+        }
+        match body {
+            // Content-Type only with a body: 1.0.21 daemons reject an empty JSON body.
+            Some(bytes) if !bytes.is_empty() => request.body(bytes).content_type("application/json"),
+            _ => request,
+        }
+    }
+}
+
 /// An event stream silent for this long is taken as lost (daemons send a heartbeat every 10 s;
 /// 1.0.21 daemons send none, so this is generous).
 const SSE_IDLE_LIMIT: Duration = Duration::from_secs(600);

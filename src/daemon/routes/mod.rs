@@ -4,6 +4,7 @@
 //! OpenAPI test can check that the document describes every route that exists.
 
 mod context;
+mod dashboard;
 mod execute;
 mod pairing;
 mod peers;
@@ -58,6 +59,7 @@ pub fn mount(app: &mut tide::Server<State>) -> Vec<RouteSpec> {
     execute::mount(&mut mount);
     transfer::mount(&mut mount);
     tasks::mount(&mut mount);
+    dashboard::mount(&mut mount);
     let specs = mount.specs;
     // Everything else: authenticate first (no probing of what exists without a key), then 404.
     let fallback = Guard { access: Access::Key, limit: None };
@@ -76,5 +78,6 @@ pub fn openapi_parts() -> Vec<serde_json::Value> {
         context::openapi(),
         transfer::openapi(),
         tasks::openapi(),
+        dashboard::openapi(),
     ]
 }

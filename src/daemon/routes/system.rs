@@ -45,10 +45,14 @@ async fn get_identity(req: Request<State>) -> tide::Result {
 }
 
 async fn get_status(req: Request<State>) -> tide::Result {
-    let state = req.state();
+    json_response(&status(req.state()))
+}
+
+/// This node's `/status` answer.
+pub fn status(state: &State) -> Status {
     let (total, online) = state.peers.counts();
     let (active, jobs_total) = state.executor.counts();
-    json_response(&Status {
+    Status {
         node_id: state.node.id.to_string(),
         hostname: state.node.hostname.clone(),
         platform: platform().into(),
@@ -58,7 +62,7 @@ async fn get_status(req: Request<State>) -> tide::Result {
         jobs: JobCounts { active, total: jobs_total },
         context: ContextCounts { entries: state.context.live_count(crate::clock::now_ms()) },
         implementation: IMPLEMENTATION.into(),
-    })
+    }
 }
 
 async fn get_openapi(_req: Request<State>) -> tide::Result {
