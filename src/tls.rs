@@ -127,24 +127,19 @@ pub fn server_config(identity: &Identity) -> anyhow::Result<Arc<ServerConfig>> {
 
 /// The client side for a peer whose certificate must have exactly `pin`.
 pub fn client_config(pin: &Fingerprint) -> Arc<ClientConfig> {
-    let provider = provider();
-    let verifier = PinnedVerifier { pin: Some(pin.clone()), provider: provider.clone() };
-    let mut config = ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(rustls::DEFAULT_VERSIONS)
-        .expect("the default protocol versions are supported")
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(verifier))
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Arc::new(config)
+    client_with_pin(Some(pin.clone()))
 }
 
 /// The client side for pairing endpoints only: any certificate is accepted (its handshake
 /// signature is still checked). Safe only because everything pairing sends is protected by
 /// the SPAKE2 channel, not by TLS; never use it for anything else.
 pub fn client_config_for_pairing() -> Arc<ClientConfig> {
+    client_with_pin(None)
+}
+
+fn client_with_pin(pin: Option<Fingerprint>) -> Arc<ClientConfig> {
     let provider = provider();
-    let verifier = PinnedVerifier { pin: None, provider: provider.clone() };
+    let verifier = PinnedVerifier { pin, provider: provider.clone() };
     let mut config = ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(rustls::DEFAULT_VERSIONS)
         .expect("the default protocol versions are supported")

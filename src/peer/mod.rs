@@ -153,21 +153,8 @@ impl Client {
     /// daemon's heartbeats) keep coming.
     pub async fn post_events(&self, path: &str, body: &impl Serialize) -> Result<sse::EventStream, ClientError> {
         let url = format!("{}{}", self.base, path);
-        let request = self.request(Method::Post, &url, Some(body))?.header("Accept", "text/event-stream");
-        let exchange = async {
-            request.await.map_err(|e| ClientError::Unreachable { url: self.base.clone(), reason: e.to_string() })
-        };
-        let timeout = async {
-            async_io::Timer::after(self.timeout).await;
-            Err(ClientError::Timeout { url: self.base.clone(), after: self.timeout })
-        };
-        let mut response = futures_lite::future::or(exchange, timeout).await?;
-        let status = response.status();
-        if !status.is_success() {
-            let bytes = response.body_bytes().await.map_err(|e| decode_error(&url, e))?;
-            return Err(remote_error(status as u16, &bytes));
-        }
-        Ok(sse::EventStream::new(response, self.base.clone(), SSE_IDLE_LIMIT))
+        let json = serde_json::to_vec(body).map_err(|e| decode_error(&url, e))?;
+        self.open_events(Method::Post, path, Some(json), None).await
     }
 
     fn request(
