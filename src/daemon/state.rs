@@ -46,6 +46,8 @@ pub struct State {
     pub executor: Executor,
     /// Path policy, size limit and the bookkeeping of uploads in progress.
     pub transfer: Arc<TransferContext>,
+    /// Agent messaging: the outbox, its retries, and acknowledged ids (`/api/v1/messages`).
+    pub messages: crate::messages::Messages,
 }
 
 impl State {
@@ -63,8 +65,17 @@ impl State {
         let registry = Registry::load(&paths.peers_file(), node_id.as_str());
         registry.add_configured(&config.discovery.manual_peers, &config.tls.pinned_certs);
         let (nudger, nudges) = crate::peers::health::channel();
+        let config = Arc::new(config);
+        let hostname = config.hostname();
+        let messages = crate::messages::Messages::open(
+            paths.clone(),
+            config.clone(),
+            &hostname,
+            context.clone(),
+            registry.clone(),
+        );
         let state = State {
-            node: Arc::new(Node { id: node_id, hostname: config.hostname(), port, started: Instant::now() }),
+            node: Arc::new(Node { id: node_id, hostname, port, started: Instant::now() }),
             keyring: Keyring::new(&config.auth),
             limiter: Arc::new(RateLimiter::new(config.rate_limits.clone())),
             audit: Audit::start(paths.audit_log(), super::audit::Rotation::default()),
@@ -82,7 +93,8 @@ impl State {
             nudger,
             executor: Executor::new(&config.execution),
             transfer: Arc::new(transfer_context(&paths, &config)),
-            config: Arc::new(config),
+            messages,
+            config,
             paths,
         };
         Ok((state, nudges))

@@ -5,6 +5,7 @@
 
 mod context;
 mod execute;
+mod messages;
 mod pairing;
 mod peers;
 mod system;
@@ -58,6 +59,7 @@ pub fn mount(app: &mut tide::Server<State>) -> Vec<RouteSpec> {
     execute::mount(&mut mount);
     transfer::mount(&mut mount);
     tasks::mount(&mut mount);
+    messages::mount(&mut mount);
     let specs = mount.specs;
     // Everything else: authenticate first (no probing of what exists without a key), then 404.
     let fallback = Guard { access: Access::Key, limit: None };
@@ -76,5 +78,6 @@ pub fn openapi_parts() -> Vec<serde_json::Value> {
         context::openapi(),
         transfer::openapi(),
         tasks::openapi(),
+        messages::openapi(),
     ]
 }
