@@ -6,6 +6,7 @@ mod context;
 mod core_api;
 mod execute;
 mod lifecycle;
+mod mcp_tools;
 mod messages;
 mod netlab;
 mod pairing;

@@ -14,7 +14,7 @@ use crate::support::{wait_until, Daemon, Home};
 const WAIT: Duration = Duration::from_secs(15);
 
 /// A home with a messaging name and fast retries.
-fn messaging_home(name: &str, hostname: &str) -> Home {
+pub(crate) fn messaging_home(name: &str, hostname: &str) -> Home {
     let home = Home::new(name);
     home.edit_config(|doc| {
         doc["server"]["hostname"] = hostname.into();
@@ -27,13 +27,13 @@ fn messaging_home(name: &str, hostname: &str) -> Home {
 
 /// Each home accepts the other's key (stored under the other's name, which is also the key it
 /// presents to that peer, 1.0.21's symmetric model).
-fn trust_each_other(alice: &Home, bob: &Home) {
+pub(crate) fn trust_each_other(alice: &Home, bob: &Home) {
     let (alice_key, bob_key) = (alice.key(), bob.key());
     alice.edit_config(|doc| doc["auth"]["allowedKeys"]["bob"] = bob_key.into());
     bob.edit_config(|doc| doc["auth"]["allowedKeys"]["alice"] = alice_key.into());
 }
 
-fn register(d: &Daemon, name: &str, port: u16) {
+pub(crate) fn register(d: &Daemon, name: &str, port: u16) {
     d.req("POST", "/api/v1/peers")
         .json(&json!({"address": "127.0.0.1", "port": port, "name": name}))
         .send()
@@ -41,7 +41,7 @@ fn register(d: &Daemon, name: &str, port: u16) {
 }
 
 /// Alice and Bob, running, each registered with the other.
-fn pair(label: &str) -> (Daemon, Daemon) {
+pub(crate) fn pair(label: &str) -> (Daemon, Daemon) {
     let (alice, bob) =
         (messaging_home(&format!("{label}-a"), "alice.lan"), messaging_home(&format!("{label}-b"), "bob.lan"));
     trust_each_other(&alice, &bob);

@@ -7,7 +7,9 @@
 mod args;
 mod context;
 mod execute;
+mod messages;
 mod peers;
+mod tasks;
 mod transfer;
 
 use std::future::Future;
@@ -41,6 +43,8 @@ fn all() -> Vec<Tool> {
     tools.extend(execute::tools());
     tools.extend(transfer::tools());
     tools.extend(context::tools());
+    tools.extend(messages::tools());
+    tools.extend(tasks::tools());
     tools
 }
 
