@@ -271,7 +271,8 @@ fn a_recipient_that_is_down_gets_the_message_once_it_is_back_and_its_ack_travels
     assert_eq!(messages[0]["to"], "bob.lan", "the name learnt once bob answered");
     let outbox = entry(&alice, &format!("outbox:{id}"));
     assert!(outbox["value"].as_str().unwrap().contains(r#""to":"bob.lan""#), "{outbox}");
-    assert!(status(&alice, "bob")["messages"][0]["attempts"].as_u64().unwrap() >= 4);
+    // Failed attempts are counted in memory only (the book is not rewritten for each).
+    assert!(status(&alice, "bob")["messages"][0]["attempts"].as_u64().unwrap() >= 1);
 
     // Now the sender is down when the recipient acknowledges.
     let mut alice = alice;
@@ -280,7 +281,9 @@ fn a_recipient_that_is_down_gets_the_message_once_it_is_back_and_its_ack_travels
     assert_eq!(acked["state"], "queued", "{acked}");
     assert!(inbox(&bob).is_empty(), "removed here at once");
     let alice = alice.restart();
-    wait_until(WAIT, "the ack reached alice", || has_entry(&alice, &format!("ack:bob.lan:{id}")));
+    wait_until(WAIT, "the ack reached alice", || {
+        has_entry(&alice, &format!("ack:bob.lan:{id}")) && has_entry(&alice, "ack:bob.lan")
+    });
     assert_eq!(entry(&alice, "ack:bob.lan")["value"], id.as_str());
     let report = status(&alice, "bob");
     assert_eq!(

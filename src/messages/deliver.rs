@@ -168,12 +168,14 @@ impl Messages {
         }
         let jitter = f64::from(crate::random::bytes(1)[0]) / 255.0;
         let delay = self.backoff().delay(record.attempts + 1, jitter);
-        self.book().finish(record.kind, &record.id, outcome, crate::clock::now_ms(), delay);
-        if let Err(e) = self.save().await {
-            log::error!("{e}");
+        let delivered = self.book().finish(record.kind, &record.id, outcome, crate::clock::now_ms(), delay);
+        if delivered {
+            if let Err(e) = self.save().await {
+                log::error!("{e}");
+            }
         }
-        // The retrier re-reads the book: the next attempt time changed.
-        let _ = self.inner.wake.0.try_send(());
+        // The next attempt time changed.
+        self.wake_retrier();
     }
 
     /// Puts the record's keys on the peer. `Ok(Some(name))` when the peer's name was learnt.

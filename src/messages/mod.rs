@@ -108,14 +108,16 @@ impl Messages {
         }
         let peer = self.find_peer(&request.to).await?;
         let client = self.client_for(&peer, &request.to).map_err(MessageError::NoRoute)?;
-        let (to, provisional) = match self.known_name(&peer) {
-            Some(name) => (name, false),
+        // Unreachable now, and only known by address: its name is learnt when it is delivered,
+        // and the first attempt waits for the retrier (it would only fail the same way).
+        let (to, unreachable) = match self.known_name(&peer) {
+            Some(name) => (name, None),
             None => match self.learn_name(&client, &peer).await {
-                Ok(name) => (name, false),
-                // Unreachable now: the name is learnt when it is delivered.
-                Err(_) => (peer.hostname.clone(), true),
+                Ok(name) => (name, None),
+                Err(error) => (peer.hostname.clone(), Some(format!("cannot reach {}: {error}", peer.endpoint()))),
             },
         };
+        let provisional = unreachable.is_some();
         let now = crate::clock::now_ms();
         let envelope = self.write_outbox(&to, request.kind, request.body, now).await?;
         let record = Record {
@@ -128,7 +130,7 @@ impl Messages {
             message_type: request.kind,
             state: Delivery::Queued,
             attempts: 0,
-            last_error: None,
+            last_error: unreachable.clone(),
             created_at: now,
             // The attempt below comes first; the retrier takes over if it fails.
             next_attempt_at: now + self.backoff().initial.as_millis() as u64,
@@ -140,7 +142,10 @@ impl Messages {
             return Err(full.into());
         }
         self.save().await?;
-        self.attempt_now(Kind::Message, &envelope.id).await;
+        self.wake_retrier();
+        if unreachable.is_none() {
+            self.attempt_now(Kind::Message, &envelope.id).await;
+        }
         self.sent(Kind::Message, &envelope.id, peer.endpoint(), envelope::inbox_key)
     }
 
@@ -227,6 +232,7 @@ impl Messages {
             book.mark_seen(&envelope.id, now);
         }
         self.save().await?;
+        self.wake_retrier();
         match self.inner.store.delete(&key, None, now).await {
             Ok(_) | Err(StoreError::NotFound { .. }) => {}
             Err(e) => return Err(e.into()),
@@ -368,6 +374,11 @@ impl Messages {
             state: record.state.as_str().into(),
             error: if delivered { None } else { record.last_error },
         })
+    }
+
+    /// Makes the retrier look at the book again (a record was added or its time changed).
+    fn wake_retrier(&self) {
+        let _ = self.inner.wake.0.try_send(());
     }
 
     fn book(&self) -> std::sync::MutexGuard<'_, Book> {

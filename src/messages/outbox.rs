@@ -204,12 +204,23 @@ impl Book {
         queued && self.in_flight.insert(key)
     }
 
-    /// Records the outcome of an attempt claimed with [`Book::begin`].
-    pub fn finish(&mut self, kind: Kind, id: &str, outcome: Result<Option<String>, String>, now: u64, delay: Duration) {
+    /// Records the outcome of an attempt claimed with [`Book::begin`]; returns whether it is
+    /// worth saving now. A failure is not: after a restart every queued record is due at once
+    /// anyway, and rewriting the book for each failed attempt would cost a write per record per
+    /// retry while a peer is down.
+    pub fn finish(
+        &mut self,
+        kind: Kind,
+        id: &str,
+        outcome: Result<Option<String>, String>,
+        now: u64,
+        delay: Duration,
+    ) -> bool {
         let key = slot(kind, id);
         self.in_flight.remove(&key);
-        let Some(record) = self.records.get_mut(&key) else { return };
+        let Some(record) = self.records.get_mut(&key) else { return false };
         record.attempts += 1;
+        let delivered = outcome.is_ok();
         match outcome {
             Ok(learnt_name) => {
                 if let Some(name) = learnt_name {
@@ -229,6 +240,7 @@ impl Book {
                 }
             }
         }
+        delivered
     }
 
     /// Expires what is overdue and forgets what is old; returns whether anything changed.
@@ -334,12 +346,12 @@ mod tests {
         assert!(book.begin(Kind::Message, "1-a-0001"));
         assert!(!book.begin(Kind::Message, "1-a-0001"), "one attempt at a time");
         assert!(book.due(1_000).0.is_empty(), "an attempt in flight is not due again");
-        book.finish(Kind::Message, "1-a-0001", Err("refused".into()), 1_500, SECOND);
+        assert!(!book.finish(Kind::Message, "1-a-0001", Err("refused".into()), 1_500, SECOND), "not saved");
         assert_eq!(book.due(2_000), (Vec::new(), Some(2_500)));
         let again = book.due(2_500).0;
         assert_eq!((again[0].attempts, again[0].last_error.as_deref()), (1, Some("refused")));
         assert!(book.begin(Kind::Message, "1-a-0001"));
-        book.finish(Kind::Message, "1-a-0001", Ok(Some("bobby".into())), 2_600, SECOND);
+        assert!(book.finish(Kind::Message, "1-a-0001", Ok(Some("bobby".into())), 2_600, SECOND), "saved");
         let done = book.get(Kind::Message, "1-a-0001").unwrap();
         assert_eq!((done.state, done.delivered_at, done.to.as_str()), (Delivery::Delivered, Some(2_600), "bobby"));
         assert!(done.last_error.is_none());
