@@ -342,6 +342,12 @@ fn bad_requests_get_errors_that_say_what_to_do() {
     let big = "x".repeat(256 * 1024 + 1);
     assert!(post(json!({"to": "bob", "body": big})).expect_error(400, 9003).contains("at most"));
     alice.anon("POST", "/api/v1/messages").json(&json!({"to": "bob", "body": "x"})).send().expect_error(401, 1001);
+    // A peer that only introduced itself is never sent a key by itself.
+    let eve = json!({"nodeId": "5b0c7c52-3c1e-4d7a-9f61-8d1c2b3a4e5f", "hostname": "eve.lan", "platform": "linux",
+                     "version": "1.0.21", "port": 1, "capabilities": []});
+    alice.req("POST", "/api/v1/peers/handshake").json(&eve).send().expect(200);
+    let refused = post(json!({"to": "eve.lan", "body": "x"})).expect_error(400, 9003);
+    assert!(refused.contains("discovered"), "{refused}");
     alice.anon("GET", "/api/v1/messages/inbox").key("wrong-key-0123456789").send().expect_error(403, 1002);
 
     let ack = |body: Value| bob.req("POST", "/api/v1/messages/ack").json(&body).send();

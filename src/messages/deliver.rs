@@ -16,6 +16,16 @@ use crate::peer::{encode_segment, Client, Method};
 use crate::peers::Peer;
 use crate::shutdown::Shutdown;
 
+/// How the user named `peer` (its name, else its address for a peer added by hand), so asking
+/// it for its name sends the key the user meant; `None` for a peer only discovered, which is
+/// never sent a key by itself (see `peer::resolve`).
+fn user_spec(peer: &Peer) -> Option<String> {
+    match &peer.name {
+        Some(name) => Some(name.clone()),
+        None => peer.manually_added.then(|| peer.endpoint()),
+    }
+}
+
 /// How long a peer's `/status` may take when we only want its name.
 const NAME_TIMEOUT: Duration = Duration::from_secs(3);
 /// The retrier looks at the book at least this often (expiries, forgotten records).
@@ -57,7 +67,7 @@ impl Messages {
         let lookups: Vec<_> = unnamed
             .into_iter()
             .filter_map(|peer| {
-                let client = self.client_for(&peer, &peer.endpoint()).ok()?;
+                let client = self.client_for(&peer, &user_spec(&peer)?).ok()?;
                 let this = self.clone();
                 Some(smol::spawn(async move { this.learn_name(&client.with_timeout(NAME_TIMEOUT), &peer).await }))
             })
@@ -79,7 +89,7 @@ impl Messages {
             .registry
             .list()
             .iter()
-            .any(|p| self.known_name(p).is_none() && self.client_for(p, &p.endpoint()).is_ok())
+            .any(|p| self.known_name(p).is_none() && user_spec(p).is_some_and(|spec| self.client_for(p, &spec).is_ok()))
     }
 
     fn peer_by_learnt_name(&self, peers: &[Peer], name: &str) -> Option<Peer> {
