@@ -31,6 +31,7 @@ pub struct Config {
     pub logging: Logging,
     pub ai_tasks: AiTasks,
     pub sessions: Sessions,
+    pub messaging: Messaging,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -231,6 +232,25 @@ impl Default for Sessions {
     }
 }
 
+/// Agent messaging (`/api/v1/messages`): how undelivered messages and acks are retried.
+/// Times are milliseconds.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Messaging {
+    /// The wait after the first failed delivery; it doubles after each failure.
+    pub retry_initial: u64,
+    /// The longest wait between two attempts.
+    pub retry_max: u64,
+    /// How long one delivery attempt may take.
+    pub delivery_timeout: u64,
+}
+
+impl Default for Messaging {
+    fn default() -> Self {
+        Messaging { retry_initial: 1_000, retry_max: 60_000, delivery_timeout: 10_000 }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase", default)]
 pub struct Logging {
@@ -377,6 +397,19 @@ impl Config {
             if value < min {
                 return Err(format!("aiTasks.{field}: must be at least {min} milliseconds"));
             }
+        }
+        let messaging = &self.messaging;
+        for (field, value) in [
+            ("retryInitial", messaging.retry_initial),
+            ("retryMax", messaging.retry_max),
+            ("deliveryTimeout", messaging.delivery_timeout),
+        ] {
+            if value < 10 {
+                return Err(format!("messaging.{field}: must be at least 10 milliseconds"));
+            }
+        }
+        if messaging.retry_max < messaging.retry_initial {
+            return Err("messaging.retryMax: must not be below messaging.retryInitial".into());
         }
         if self.transfer.max_file_size == 0 {
             return Err("transfer.maxFileSize: must be positive".into());
@@ -547,6 +580,11 @@ mod tests {
         check_error(&format!("auth: {{apiKey: {KEY}}}\naiTasks: {{maxConcurrent: 0}}\n"), "aiTasks.maxConcurrent");
         check_error(&format!("auth: {{apiKey: {KEY}}}\naiTasks: {{timeout: 5}}\n"), "aiTasks.timeout");
         check_error(&format!("auth: {{apiKey: {KEY}}}\naiTasks: {{approvalTimeout: -1}}\n"), "aiTasks.approvalTimeout");
+        check_error(&format!("auth: {{apiKey: {KEY}}}\nmessaging: {{retryInitial: 1}}\n"), "messaging.retryInitial");
+        check_error(
+            &format!("auth: {{apiKey: {KEY}}}\nmessaging: {{retryInitial: 5000, retryMax: 1000}}\n"),
+            "messaging.retryMax",
+        );
         check_error("auth: [unclosed\n", "line 1");
         check_error("", "empty");
     }

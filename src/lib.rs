@@ -16,6 +16,7 @@ pub mod identity;
 pub mod instance;
 pub mod logger;
 pub mod mcp;
+pub mod messages;
 pub mod netif;
 pub mod pairing;
 pub mod paths;

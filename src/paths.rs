@@ -95,6 +95,10 @@ impl Paths {
     pub fn sessions_dir(&self) -> PathBuf {
         self.home.join("sessions")
     }
+    /// Agent messaging's delivery records (outbox states, acks to send, ids already seen).
+    pub fn messages_file(&self) -> PathBuf {
+        self.home.join("messages.json")
+    }
     /// Per-task private directories of running AI tasks (removed when each task ends).
     pub fn tasks_dir(&self) -> PathBuf {
         self.home.join("tasks")

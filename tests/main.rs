@@ -9,6 +9,8 @@ mod doctor;
 mod execute;
 mod lifecycle;
 mod mcp;
+mod mcp_tools;
+mod messages;
 mod netlab;
 mod pairing;
 mod peers;

@@ -12,6 +12,7 @@ mod key;
 mod logs;
 mod ls;
 mod mcp;
+mod message;
 mod pair;
 mod peers;
 mod progress;
@@ -53,6 +54,7 @@ pub enum Command {
     Key(key::Args),
     Logs(logs::Args),
     Mcp(mcp::Args),
+    Message(message::Args),
     Context(context::Args),
     Pair(pair::Args),
     Peers(peers::Args),
@@ -88,6 +90,7 @@ pub fn run(args: Loopsy) -> anyhow::Result<ExitCode> {
         Command::Key(cmd) => key::run(cmd, &paths),
         Command::Logs(cmd) => logs::run(cmd, &paths),
         Command::Mcp(cmd) => mcp::run(cmd, &paths),
+        Command::Message(cmd) => message::run(cmd, &paths),
         Command::Context(cmd) => context::run(cmd, &paths),
         Command::Pair(cmd) => pair::run(cmd, &paths),
         Command::Peers(cmd) => peers::run(cmd, &paths),

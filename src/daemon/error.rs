@@ -34,6 +34,10 @@ pub enum ErrorCode {
     ContextRevisionConflict = 5004,
     /// The context journal cannot be written (disk full, I/O error) or the daemon is stopping.
     ContextStorageFailed = 5005,
+    /// No such message in this node's inbox (acknowledged already, expired, never arrived).
+    MessageNotFound = 7001,
+    /// The messaging outbox holds as many deliveries as it may.
+    OutboxFull = 7002,
     Internal = 9001,
     RateLimited = 9002,
     InvalidRequest = 9003,
@@ -51,7 +55,9 @@ impl ErrorCode {
         match self {
             AuthMissingKey => StatusCode::Unauthorized,
             AuthInvalidKey => StatusCode::Forbidden,
-            PeerNotFound | ExecJobNotFound | ContextKeyNotFound | RouteNotFound => StatusCode::NotFound,
+            PeerNotFound | ExecJobNotFound | ContextKeyNotFound | MessageNotFound | RouteNotFound => {
+                StatusCode::NotFound
+            }
             PeerUnreachable => StatusCode::BadGateway,
             // 1.0.21 answered these with 400, and its clients only look at the message.
             ExecCommandDenied
@@ -70,7 +76,7 @@ impl ErrorCode {
             MethodNotAllowed => StatusCode::MethodNotAllowed,
             UnsupportedMediaType => StatusCode::UnsupportedMediaType,
             RateLimited => StatusCode::TooManyRequests,
-            ShuttingDown | ContextStorageFailed => StatusCode::ServiceUnavailable,
+            ShuttingDown | ContextStorageFailed | OutboxFull => StatusCode::ServiceUnavailable,
             Internal => StatusCode::InternalServerError,
         }
     }

@@ -82,6 +82,7 @@ async fn serve(paths: Paths, config: Config, node_id: NodeId, managed_by: Option
     let _signals = smol::spawn(handle_signals(state.clone(), signals));
     let _sweeper = smol::spawn(sweep_partial_uploads(transfer, state.shutdown.clone()));
     let expiry = smol::spawn(context.clone().expire_entries());
+    let retries = smol::spawn(state.messages.clone().run_retries(state.shutdown.clone()));
     // Watch streams count as in-flight requests: end them as soon as the stop begins.
     let _end_watches = smol::spawn({
         let (shutdown, context) = (state.shutdown.clone(), context.clone());
@@ -105,6 +106,8 @@ async fn serve(paths: Paths, config: Config, node_id: NodeId, managed_by: Option
     }
     // Jobs do not outlive the daemon (as in 1.0.21); none is left after a drained stop.
     state.executor.kill_all();
+    // Before the store closes: an attempt under way reads the outbox from it.
+    retries.await;
     drop(expiry);
     // Writes what is queued and folds the journal into context.json.
     blocking::unblock(move || context.close()).await;

@@ -50,6 +50,8 @@ pub struct State {
     pub logins: crate::dashboard::auth::Logins,
     /// The names a browser may use for this machine in `Host` (DNS-rebinding check).
     pub host_names: Arc<crate::dashboard::origin::HostNames>,
+    /// Agent messaging: the outbox, its retries, and acknowledged ids (`/api/v1/messages`).
+    pub messages: crate::messages::Messages,
 }
 
 impl State {
@@ -67,8 +69,17 @@ impl State {
         let registry = Registry::load(&paths.peers_file(), node_id.as_str());
         registry.add_configured(&config.discovery.manual_peers, &config.tls.pinned_certs);
         let (nudger, nudges) = crate::peers::health::channel();
+        let config = Arc::new(config);
+        let hostname = config.hostname();
+        let messages = crate::messages::Messages::open(
+            paths.clone(),
+            config.clone(),
+            &hostname,
+            context.clone(),
+            registry.clone(),
+        );
         let state = State {
-            node: Arc::new(Node { id: node_id, hostname: config.hostname(), port, started: Instant::now() }),
+            node: Arc::new(Node { id: node_id, hostname, port, started: Instant::now() }),
             keyring: Keyring::new(&config.auth),
             limiter: Arc::new(RateLimiter::new(config.rate_limits.clone())),
             audit: Audit::start(paths.audit_log(), super::audit::Rotation::default()),
@@ -91,7 +102,8 @@ impl State {
                 config.hostname(),
                 crate::identity::os_hostname(),
             ])),
-            config: Arc::new(config),
+            messages,
+            config,
             paths,
         };
         Ok((state, nudges))

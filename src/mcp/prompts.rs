@@ -25,6 +25,12 @@ loopsy connects this machine to other machines running loopsy on the LAN. Peers 
 - `loopsy_context_set` / `_get` / `_list` / `_delete`: a shared key-value store on any peer (or here when `peer` is omitted), with TTLs and revisions: pass `ifRevision` to update only what you last read (0 = create only), which makes locks and counters safe.
 - `loopsy_broadcast_context`: set a key on every online peer; the result lists each peer's outcome.
 
+## AI agents on a peer
+- `loopsy_task_dispatch`: start Claude Code, Codex or Gemini CLI on a peer with a prompt.
+- `loopsy_task_status`: a task's state and its latest events, with the permission requests waiting for an answer.
+- `loopsy_task_approve`: allow or deny one of those requests (by its `requestId`).
+- `loopsy_task_list`: the tasks of a peer, newest first.
+
 ## Sessions on this machine
 - `loopsy_session_list`, `loopsy_session_start`, `loopsy_session_stop`, `loopsy_session_remove`: extra daemons (workers) on this machine.
 

@@ -7,6 +7,7 @@
 #![allow(dead_code)] // Each test module uses its own part of the harness.
 
 pub mod http;
+pub mod mcp_stdio;
 pub mod proxy;
 
 use std::io::{BufRead, BufReader};

@@ -22,7 +22,7 @@ use super::system::json_response;
 use super::Mount;
 use crate::daemon::body;
 use crate::daemon::error::{ApiError, ErrorCode};
-use crate::daemon::guard::Access;
+use crate::daemon::guard::{Access, Caller};
 use crate::daemon::rate_limit::Category;
 use crate::daemon::state::State;
 use crate::store::{self, Change, Entry, Put, StoreError, Subscription, Ttl};
@@ -86,9 +86,36 @@ async fn put_entry(mut req: Request<State>) -> tide::Result {
     // 1.0.21 refused an empty string as "missing" too.
     let value = body.value.filter(|value| !value.is_empty()).ok_or_else(|| ApiError::bad_request("Missing value"))?;
     let ttl = Ttl::parse(body.ttl.as_ref()).map_err(ApiError::bad_request)?;
+    let now = crate::clock::now_ms();
+    if req.state().messages.is_redelivery(&key, &value) {
+        // A retried delivery of a message acknowledged here already: answered as stored, but
+        // dropped, so it does not come back into the inbox.
+        return json_response(&unstored(key, value, ttl, from_node_id, now));
+    }
+    let delivered_by = match req.ext::<Caller>() {
+        Some(Caller::Peer(name)) if key.starts_with("inbox:") => Some((name.clone(), value.clone())),
+        _ => None,
+    };
     let put = Put { value: value.into(), ttl, if_revision: body.if_revision, from_node_id };
-    let entry = req.state().context.put(&key, put, crate::clock::now_ms()).await.map_err(store_error)?;
+    let entry = req.state().context.put(&key, put, now).await.map_err(store_error)?;
+    if let Some((name, value)) = delivered_by {
+        req.state().messages.note_sender(&name, &value).await;
+    }
     json_response(&entry)
+}
+
+/// The answer to a PUT that was dropped: the entry as it would have been, with revision 0.
+fn unstored(key: String, value: String, ttl: Option<Ttl>, from_node_id: String, now: u64) -> Entry {
+    Entry {
+        key,
+        value: value.into(),
+        from_node_id,
+        created_at: now,
+        updated_at: now,
+        expires_at: ttl.as_ref().map(|ttl| now.saturating_add(ttl.millis)),
+        ttl: ttl.map(|ttl| ttl.seconds),
+        revision: 0,
+    }
 }
 
 async fn get_entry(req: Request<State>) -> tide::Result {
@@ -231,7 +258,7 @@ fn from_node_id(req: &Request<State>) -> Result<String, ApiError> {
 }
 
 /// The one mapping from store errors to HTTP errors.
-fn store_error(error: StoreError) -> ApiError {
+pub(super) fn store_error(error: StoreError) -> ApiError {
     let message = error.to_string();
     match error {
         StoreError::NotFound { .. } => ApiError::new(ErrorCode::ContextKeyNotFound, message),
@@ -276,7 +303,7 @@ pub fn openapi() -> serde_json::Value {
             "/api/v1/context/{key}": {
                 "put": {
                     "summary": "Create or replace an entry; acknowledged once durable", "tags": ["context"],
-                    "description": "400 code 9003 for a missing/empty value, a non-string value, a bad ttl or key; 400 code 5002 for a value over 1 MiB (bytes of UTF-8); 413 code 9006 for a body over 1 MiB + 64 KiB; 400 code 5003 when 1000 live entries exist and the key is new; 409 code 5004 when ifRevision does not match (error.details.currentRevision); 503 code 5005 when the journal cannot be written.",
+                    "description": "400 code 9003 for a missing/empty value, a non-string value, a bad ttl or key; 400 code 5002 for a value over 1 MiB (bytes of UTF-8); 413 code 9006 for a body over 1 MiB + 64 KiB; 400 code 5003 when 1000 live entries exist and the key is new; a PUT of an `inbox:` key whose value is an envelope of a message this node acknowledged already is answered 200 with revision 0 and not stored (a re-delivery); 409 code 5004 when ifRevision does not match (error.details.currentRevision); 503 code 5005 when the journal cannot be written.",
                     "parameters": [key_param.clone(), {"name": "X-Loopsy-Node-Id", "in": "header", "required": false, "schema": {"type": "string", "maxLength": MAX_NODE_ID}, "description": "recorded as fromNodeId (default `local`)"}],
                     "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ContextPut"}}}},
                     "responses": put_responses},

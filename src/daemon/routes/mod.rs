@@ -6,6 +6,7 @@
 mod context;
 mod dashboard;
 mod execute;
+mod messages;
 mod pairing;
 mod peers;
 mod system;
@@ -60,6 +61,7 @@ pub fn mount(app: &mut tide::Server<State>) -> Vec<RouteSpec> {
     transfer::mount(&mut mount);
     tasks::mount(&mut mount);
     dashboard::mount(&mut mount);
+    messages::mount(&mut mount);
     let specs = mount.specs;
     // Everything else: authenticate first (no probing of what exists without a key), then 404.
     let fallback = Guard { access: Access::Key, limit: None };
@@ -79,5 +81,6 @@ pub fn openapi_parts() -> Vec<serde_json::Value> {
         transfer::openapi(),
         tasks::openapi(),
         dashboard::openapi(),
+        messages::openapi(),
     ]
 }

@@ -41,6 +41,10 @@ impl Args {
         self.0.get(name).and_then(Value::as_u64)
     }
 
+    pub fn bool(&self, name: &str) -> Option<bool> {
+        self.0.get(name).and_then(Value::as_bool)
+    }
+
     pub fn strings(&self, name: &str) -> Vec<String> {
         self.0
             .get(name)

@@ -8,8 +8,10 @@
 mod args;
 mod context;
 mod execute;
+mod messages;
 mod peers;
 mod sessions;
+mod tasks;
 mod transfer;
 
 use std::future::Future;
@@ -44,6 +46,8 @@ fn all() -> Vec<Tool> {
     tools.extend(transfer::tools());
     tools.extend(context::tools());
     tools.extend(sessions::tools());
+    tools.extend(messages::tools());
+    tools.extend(tasks::tools());
     tools
 }
 

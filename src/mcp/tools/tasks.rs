@@ -1,0 +1,208 @@
+//! AI-task tools (beyond 1.0.21's MCP): dispatch a task to a peer's agent CLI, follow it, answer
+//! its permission requests, list tasks. They call the peer's `/api/v1/ai-tasks` (PROTOCOL.md §2.8).
+
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+use surf::http::Method;
+
+use super::{handler, object, peer_property, pretty, target, Args, Outcome, Tool};
+use crate::mcp::daemon::DaemonLocator;
+use crate::peer::{encode_segment, ClientError};
+
+/// Events shown by `loopsy_task_status`, newest last.
+const SUMMARY_EVENTS: usize = 10;
+/// Characters of one event shown.
+const SUMMARY_WIDTH: usize = 300;
+
+fn task_id() -> Value {
+    json!({"type": "string", "description": "The task id (taskId) from loopsy_task_dispatch or loopsy_task_list"})
+}
+
+pub fn tools() -> Vec<Tool> {
+    vec![
+        Tool {
+            name: "loopsy_task_dispatch",
+            description: "Start an AI coding agent (Claude Code, Codex or Gemini CLI) on a peer with a prompt. \
+                          Returns the task info; follow it with loopsy_task_status and answer its permission \
+                          requests with loopsy_task_approve.",
+            schema: || {
+                object(
+                    json!({
+                        "peer": peer_property("to run the agent on"),
+                        "prompt": {"type": "string", "description": "What the agent should do"},
+                        "agent": {"type": "string", "enum": ["claude", "codex", "gemini", "auto"], "default": "auto", "description": "Which agent CLI (auto: the first one installed)"},
+                        "cwd": {"type": "string", "description": "Working directory on the peer (default: the peer user's home)"},
+                        "model": {"type": "string", "description": "Model name passed to the agent"},
+                        "permissionMode": {"type": "string", "enum": ["default", "acceptEdits", "bypassPermissions", "dontAsk", "plan"], "default": "default", "description": "How the agent asks for permission"}
+                    }),
+                    &["peer", "prompt"],
+                )
+            },
+            run: handler!(dispatch),
+        },
+        Tool {
+            name: "loopsy_task_status",
+            description: "Get an AI task's info (status, exit code, error) and a summary of its latest events: \
+                          texts, results, errors and pending permission requests.",
+            schema: || {
+                object(json!({"peer": peer_property("running the task"), "taskId": task_id()}), &["peer", "taskId"])
+            },
+            run: handler!(status),
+        },
+        Tool {
+            name: "loopsy_task_approve",
+            description: "Answer an AI task's permission request: allow (approved true) or deny (approved false, \
+                          with an optional message the agent sees).",
+            schema: || {
+                object(
+                    json!({
+                        "peer": peer_property("running the task"),
+                        "taskId": task_id(),
+                        "requestId": {"type": "string", "description": "The requestId of the pending approval"},
+                        "approved": {"type": "boolean", "description": "true to allow, false to deny"},
+                        "message": {"type": "string", "description": "Optional note for the agent"}
+                    }),
+                    &["peer", "taskId", "requestId", "approved"],
+                )
+            },
+            run: handler!(approve),
+        },
+        Tool {
+            name: "loopsy_task_list",
+            description: "List the AI tasks of a peer (or of this machine), newest first",
+            schema: || object(json!({"peer": peer_property("to ask (omit for this machine)")}), &[]),
+            run: handler!(list),
+        },
+    ]
+}
+
+async fn dispatch(daemon: Arc<DaemonLocator>, args: Args) -> Outcome {
+    let client = target(&daemon, Some(args.req("peer")))?;
+    let mut body = json!({"prompt": args.req("prompt")});
+    for name in ["agent", "cwd", "model", "permissionMode"] {
+        if let Some(value) = args.str(name) {
+            body[name] = value.into();
+        }
+    }
+    let info: Value = client.call(Method::Post, "/api/v1/ai-tasks", Some(&body)).await.map_err(|e| e.to_string())?;
+    Ok(pretty(&info))
+}
+
+async fn status(daemon: Arc<DaemonLocator>, args: Args) -> Outcome {
+    let (peer, task_id) = (args.req("peer"), args.req("taskId"));
+    let client = target(&daemon, Some(peer))?;
+    let path = format!("/api/v1/ai-tasks/{}", encode_segment(task_id));
+    let info: Value = client.get(&path).await.map_err(|e| task_error(e, task_id, peer))?;
+    let events: Value = client.get(&format!("{path}/events")).await.map_err(|e| e.to_string())?;
+    Ok(format!("{}\n\n{}", pretty(&info), summary(&info, &events["events"])))
+}
+
+async fn approve(daemon: Arc<DaemonLocator>, args: Args) -> Outcome {
+    let (peer, task_id, request_id) = (args.req("peer"), args.req("taskId"), args.req("requestId"));
+    let approved = args.bool("approved").unwrap_or(false);
+    let client = target(&daemon, Some(peer))?;
+    let mut body = json!({"requestId": request_id, "approved": approved});
+    if let Some(message) = args.str("message") {
+        body["message"] = message.into();
+    }
+    let path = format!("/api/v1/ai-tasks/{}/approve", encode_segment(task_id));
+    client.call::<Value>(Method::Post, &path, Some(&body)).await.map_err(|e| match e {
+        ClientError::Remote { status: 400, message, .. } => format!(
+            "{message}: task {task_id} has no pending request '{request_id}' (it may have been answered or timed out; \
+             see loopsy_task_status)"
+        ),
+        other => task_error(other, task_id, peer),
+    })?;
+    let verdict = if approved { "Approved" } else { "Denied" };
+    Ok(format!("{verdict} request {request_id} of task {task_id}."))
+}
+
+async fn list(daemon: Arc<DaemonLocator>, args: Args) -> Outcome {
+    let client = target(&daemon, args.str("peer"))?;
+    let tasks: Value = client.get("/api/v1/ai-tasks").await.map_err(|e| e.to_string())?;
+    Ok(pretty(&tasks))
+}
+
+fn task_error(error: ClientError, task_id: &str, peer: &str) -> String {
+    match error {
+        ClientError::Remote { status: 404, .. } => format!(
+            "task '{task_id}' not found on {peer} (finished tasks are forgotten after a while; see loopsy_task_list)"
+        ),
+        other => other.to_string(),
+    }
+}
+
+/// The latest texts, results, errors and status changes, and what waits for an answer.
+fn summary(info: &Value, events: &Value) -> String {
+    let shown: Vec<&Value> = events
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| {
+            matches!(e["type"].as_str(), Some("text" | "result" | "error" | "permission_request" | "status" | "exit"))
+        })
+        .collect();
+    let mut text = String::from("Latest events:");
+    if shown.is_empty() {
+        text.push_str("\n  (none yet)");
+    }
+    for event in &shown[shown.len().saturating_sub(SUMMARY_EVENTS)..] {
+        let data = match &event["data"] {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        text.push_str(&format!("\n  [{}] {}", event["type"].as_str().unwrap_or("?"), clip(&data)));
+    }
+    let pending = info["pendingApprovals"]
+        .as_array()
+        .cloned()
+        .unwrap_or_else(|| info.get("pendingApproval").filter(|p| p.is_object()).cloned().into_iter().collect());
+    if !pending.is_empty() {
+        text.push_str("\nPending approvals (answer with loopsy_task_approve):");
+        for approval in pending {
+            text.push_str(&format!(
+                "\n  requestId {}: {} ({} {})",
+                approval["requestId"].as_str().unwrap_or("?"),
+                approval["description"].as_str().unwrap_or(""),
+                approval["toolName"].as_str().unwrap_or("?"),
+                clip(&approval["toolInput"].to_string())
+            ));
+        }
+    }
+    text
+}
+
+fn clip(text: &str) -> String {
+    let one_line = text.replace('\n', " ");
+    if one_line.chars().count() <= SUMMARY_WIDTH {
+        return one_line;
+    }
+    let cut: String = one_line.chars().take(SUMMARY_WIDTH).collect();
+    format!("{cut}…")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_summary_shows_the_latest_events_and_pending_approvals() {
+        let events = json!([
+            {"type": "system", "data": {"x": 1}},
+            {"type": "text", "data": "Hello\nthere"},
+            {"type": "tool_use", "data": {}},
+            {"type": "result", "data": {"text": "done"}}
+        ]);
+        let info = json!({"pendingApprovals": [{"requestId": "r1", "description": "Claude wants to use: Bash", "toolName": "Bash", "toolInput": {"command": "ls"}}]});
+        assert_eq!(
+            summary(&info, &events),
+            "Latest events:\n  [text] Hello there\n  [result] {\"text\":\"done\"}\nPending approvals (answer with loopsy_task_approve):\n  requestId r1: Claude wants to use: Bash (Bash {\"command\":\"ls\"})"
+        );
+        assert_eq!(summary(&json!({}), &json!([])), "Latest events:\n  (none yet)");
+        let many: Vec<Value> = (0..30).map(|i| json!({"type": "text", "data": format!("t{i}")})).collect();
+        let text = summary(&json!({}), &Value::Array(many));
+        assert!(text.contains("t29") && text.contains("t20") && !text.contains("t19"), "{text}");
+        assert_eq!(clip(&"x".repeat(400)).chars().count(), SUMMARY_WIDTH + 1);
+    }
+}

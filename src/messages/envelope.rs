@@ -1,0 +1,210 @@
+//! The messaging convention of 1.0.21 (PROTOCOL.md §6), exactly: the envelope, its id, the
+//! context keys and their TTLs. Pure: time and randomness come in as arguments.
+//!
+//! Beyond 1.0.21: the per-message ack key `ack:<acknowledger>:<id>` (weakness G2), and ids whose
+//! hostname part is made to fit 1.0.21's pattern whatever the hostname is (G1).
+
+use serde::{Deserialize, Serialize};
+
+/// Seconds an inbox and an outbox entry live (1.0.21's `MESSAGE_TTL`).
+pub const MESSAGE_TTL_SECS: u64 = 3600;
+/// Seconds an ack entry lives (1.0.21's `ACK_TTL`).
+pub const ACK_TTL_SECS: u64 = 7200;
+/// Longest hostname part of an id: keeps `inbox:<host>:<id>` short (1.0.21's router refused
+/// keys over 100 characters).
+const MAX_ID_HOST: usize = 32;
+
+/// The `type` of a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MessageType {
+    Chat,
+    Request,
+    Response,
+    Ack,
+    Broadcast,
+}
+
+impl MessageType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageType::Chat => "chat",
+            MessageType::Request => "request",
+            MessageType::Response => "response",
+            MessageType::Ack => "ack",
+            MessageType::Broadcast => "broadcast",
+        }
+    }
+}
+
+/// A message as 1.0.21 stores it: members in this order, compact JSON, as a context value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    pub from: String,
+    pub to: String,
+    pub ts: u64,
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: MessageType,
+    pub body: String,
+}
+
+impl Envelope {
+    /// The context value: `{"from":…,"to":…,"ts":…,"id":…,"type":…,"body":…}`.
+    pub fn to_value(&self) -> String {
+        serde_json::to_string(self).expect("envelopes serialise")
+    }
+
+    /// Parses and validates a context value as 1.0.21's `check_inbox` does; `None` if invalid.
+    pub fn parse(value: &str) -> Option<Envelope> {
+        let envelope: Envelope = serde_json::from_str(value).ok()?;
+        let valid =
+            !envelope.from.is_empty() && !envelope.to.is_empty() && envelope.ts > 0 && is_valid_id(&envelope.id);
+        valid.then_some(envelope)
+    }
+}
+
+/// Just the id of a value that looks like an envelope (the duplicate check on context PUTs).
+pub fn envelope_id(value: &str) -> Option<String> {
+    #[derive(Deserialize)]
+    struct IdOnly {
+        id: String,
+    }
+    serde_json::from_str::<IdOnly>(value).ok().map(|e| e.id)
+}
+
+/// `<ms>-<host>-<4 lowercase hex>`, where `<host>` is `hostname` with every character outside
+/// `[A-Za-z0-9_.-]` replaced by `_` and cut to 32 characters, so 1.0.21 accepts it.
+pub fn new_id(now_ms: u64, hostname: &str, random: u16) -> String {
+    let mut host: String = hostname
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') { c } else { '_' })
+        .take(MAX_ID_HOST)
+        .collect();
+    if host.is_empty() {
+        host.push_str("node");
+    }
+    format!("{now_ms}-{host}-{random:04x}")
+}
+
+/// 1.0.21's id pattern: `^\d+-[A-Za-z0-9_.-]+-[a-f0-9]{4}$`.
+pub fn is_valid_id(id: &str) -> bool {
+    let Some((digits, rest)) = id.split_once('-') else { return false };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) || rest.len() < 6 {
+        return false;
+    }
+    let (host, tail) = rest.split_at(rest.len() - 5);
+    let hex = &tail[1..];
+    tail.starts_with('-')
+        && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        && !host.is_empty()
+        && host.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+/// `inbox:<recipient hostname>:<id>`, on the recipient.
+pub fn inbox_key(recipient: &str, id: &str) -> String {
+    format!("inbox:{recipient}:{id}")
+}
+
+/// The prefix of every message for `recipient`.
+pub fn inbox_prefix(recipient: &str) -> String {
+    format!("inbox:{recipient}:")
+}
+
+/// `outbox:<id>`, on the sender.
+pub fn outbox_key(id: &str) -> String {
+    format!("outbox:{id}")
+}
+
+/// `ack:<acknowledger hostname>`: the latest id it acknowledged (1.0.21), on the sender.
+pub fn latest_ack_key(acknowledger: &str) -> String {
+    format!("ack:{acknowledger}")
+}
+
+/// `ack:<acknowledger hostname>:<id>`: one per acknowledged message, on the sender.
+pub fn ack_key(acknowledger: &str, id: &str) -> String {
+    format!("ack:{acknowledger}:{id}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelopes_are_compact_json_in_1_0_21_member_order() {
+        let envelope = Envelope {
+            from: "vm".into(),
+            to: "leo".into(),
+            ts: 1795473442108,
+            id: "1795473442108-vm-78dc".into(),
+            kind: MessageType::Chat,
+            body: "hi".into(),
+        };
+        let value = envelope.to_value();
+        assert_eq!(
+            value,
+            r#"{"from":"vm","to":"leo","ts":1795473442108,"id":"1795473442108-vm-78dc","type":"chat","body":"hi"}"#
+        );
+        assert_eq!(Envelope::parse(&value), Some(envelope));
+        assert_eq!(envelope_id(&value).as_deref(), Some("1795473442108-vm-78dc"));
+    }
+
+    #[track_caller]
+    fn check_parse(value: &str, valid: bool) {
+        assert_eq!(Envelope::parse(value).is_some(), valid, "{value}");
+    }
+
+    #[test]
+    fn invalid_envelopes_are_refused_as_1_0_21_refuses_them() {
+        let ok = r#"{"from":"a","to":"b","ts":1,"id":"1-a-00ff","type":"request","body":""}"#;
+        check_parse(ok, true);
+        check_parse(&ok.replace(r#""from":"a""#, r#""from":"""#), false);
+        check_parse(&ok.replace(r#""ts":1"#, r#""ts":0"#), false);
+        check_parse(&ok.replace(r#""ts":1"#, r#""ts":"1""#), false);
+        check_parse(&ok.replace("1-a-00ff", "1-a-00FF"), false);
+        check_parse(&ok.replace("request", "shout"), false);
+        check_parse(&ok.replace(r#","body":"""#, ""), false);
+        check_parse("not json", false);
+    }
+
+    #[track_caller]
+    fn check_id(id: &str, valid: bool) {
+        assert_eq!(is_valid_id(id), valid, "{id}");
+    }
+
+    #[test]
+    fn ids_follow_the_1_0_21_pattern() {
+        check_id("1771732800000-kai-a3f2", true);
+        check_id("1-my-host.lan-0000", true);
+        check_id("1-a-b-ffff", true);
+        check_id("x-kai-a3f2", false);
+        check_id("-kai-a3f2", false);
+        check_id("1--a3f2", false);
+        check_id("1-kai-a3f", false);
+        check_id("1-kai-a3fg", false);
+        check_id("1-k i-a3f2", false);
+        check_id("1-kai_a3f2", false);
+    }
+
+    #[test]
+    fn new_ids_fit_the_pattern_whatever_the_hostname() {
+        assert_eq!(new_id(17, "kai", 0xa3f2), "17-kai-a3f2");
+        assert_eq!(new_id(17, "kai", 7), "17-kai-0007");
+        assert_eq!(new_id(17, "Léo's Mac", 1), "17-L_o_s_Mac-0001");
+        assert_eq!(new_id(17, "", 1), "17-node-0001");
+        let long = new_id(17, &"h".repeat(200), 1);
+        assert!(is_valid_id(&long) && long.len() < 50, "{long}");
+        for host in ["kai", "Léo's Mac", "a:b", "🙂"] {
+            assert!(is_valid_id(&new_id(1, host, 0xffff)), "{host}");
+        }
+    }
+
+    #[test]
+    fn keys_have_the_1_0_21_layout() {
+        assert_eq!(inbox_key("leo", "1-vm-0001"), "inbox:leo:1-vm-0001");
+        assert_eq!(inbox_prefix("leo"), "inbox:leo:");
+        assert_eq!(outbox_key("1-vm-0001"), "outbox:1-vm-0001");
+        assert_eq!(latest_ack_key("leo"), "ack:leo");
+        assert_eq!(ack_key("leo", "1-vm-0001"), "ack:leo:1-vm-0001");
+    }
+}
