@@ -249,7 +249,20 @@ fn the_official_python_sdk_drives_every_tool_resource_and_prompt() {
         {"name": "loopsy_execute", "arguments": {"peer": "local", "command": "echo", "args": ["sdk"]}},
         {"name": "loopsy_list_remote_files", "arguments": {"peer": "local", "path": temp}},
         {"name": "loopsy_broadcast_context", "arguments": {"key": "all", "value": "x"}},
-        {"name": "loopsy_execute", "arguments": {"peer": "local"}}
+        {"name": "loopsy_execute", "arguments": {"peer": "local"}},
+        {"name": "loopsy_transfer_file", "arguments": {"direction": "pull", "peer": "local", "sourcePath": "/nope", "destPath": "relative"}},
+        {"name": "loopsy_session_list"},
+        {"name": "loopsy_session_start", "arguments": {"name": ".."}},
+        {"name": "loopsy_session_stop", "arguments": {"name": "no-such-session"}},
+        {"name": "loopsy_session_remove", "arguments": {"name": "no-such-session"}},
+        {"name": "loopsy_send_message", "arguments": {"peer": "nosuchpeer", "body": "hi"}},
+        {"name": "loopsy_check_inbox"},
+        {"name": "loopsy_ack_message", "arguments": {"messageKey": "inbox:nobody:1-x-abcd"}},
+        {"name": "loopsy_check_ack", "arguments": {"peer": "nosuchpeer"}},
+        {"name": "loopsy_task_list"},
+        {"name": "loopsy_task_dispatch", "arguments": {"peer": "nosuchpeer", "prompt": "p"}},
+        {"name": "loopsy_task_status", "arguments": {"peer": "local", "taskId": "nope"}},
+        {"name": "loopsy_task_approve", "arguments": {"peer": "local", "taskId": "nope", "requestId": "r", "approved": false}}
     ]);
     for version in ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"] {
         let home = daemon.home.path().to_str().unwrap();
@@ -271,6 +284,32 @@ fn the_official_python_sdk_drives_every_tool_resource_and_prompt() {
         assert!(calls[7]["text"].as_str().unwrap().contains("sdk\\n"));
         assert!(calls[9]["text"].as_str().unwrap().contains("\"localSet\": true"));
         assert!(calls[10]["isError"] == true, "missing arguments are a tool error");
+        let called: std::collections::BTreeSet<&str> = calls.iter().filter_map(|c| c["name"].as_str()).collect();
+        let listed: std::collections::BTreeSet<&str> =
+            seen["tools"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+        assert_eq!(called, listed, "every listed tool is called");
+        let expectations = [
+            (11, true),
+            (12, false),
+            (13, true),
+            (16, true),
+            (17, false),
+            (18, true),
+            (20, false),
+            (21, true),
+            (22, true),
+            (23, true),
+        ];
+        for (i, expect_error) in expectations {
+            assert_eq!(calls[i]["isError"] == true, expect_error, "{}: {}", calls[i]["name"], calls[i]["text"]);
+        }
+        for i in [13, 16, 21] {
+            assert!(
+                calls[i]["text"].as_str().unwrap().len() > 10,
+                "{}: an error an agent can act on",
+                calls[i]["name"]
+            );
+        }
         for uri in ["loopsy://peers", "loopsy://status", "loopsy://context"] {
             assert!(seen["resources"][uri].is_string(), "{uri} is read");
         }
