@@ -3,13 +3,10 @@
 //! This is the only module that knows surf. Callers speak in paths and JSON values and get a
 //! [`ClientError`] that says which daemon failed and how.
 
-mod events;
 pub mod resolve;
 pub mod sse;
 pub mod transfer;
 mod transport;
-
-pub use events::{EventStream, SseEvent};
 
 pub use transport::Trust;
 

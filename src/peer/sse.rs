@@ -8,7 +8,22 @@ use std::time::Duration;
 
 use futures_lite::AsyncBufReadExt;
 
-use super::ClientError;
+use super::{Client, ClientError};
+
+impl Client {
+    /// Opens `GET path` as an event stream, resuming after `last_event_id` if given; a stream
+    /// silent for longer than `idle` is reported as a timeout.
+    pub async fn events(
+        &self,
+        path: &str,
+        last_event_id: Option<u64>,
+        idle: Duration,
+    ) -> Result<EventStream, ClientError> {
+        let last = last_event_id.map(|id| id.to_string());
+        let stream = self.open_events(surf::http::Method::Get, path, None, last.as_deref()).await?;
+        Ok(stream.with_idle_limit(idle))
+    }
+}
 
 /// One event.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -28,6 +43,12 @@ pub struct EventStream {
 impl EventStream {
     pub(super) fn new(response: surf::Response, url: String, idle_limit: Duration) -> EventStream {
         EventStream { response, url, idle_limit }
+    }
+
+    /// How long the stream may stay silent (heartbeats count) before it is taken as lost.
+    pub fn with_idle_limit(mut self, idle_limit: Duration) -> EventStream {
+        self.idle_limit = idle_limit;
+        self
     }
 
     /// The next event; `None` when the daemon ended the stream.
