@@ -44,13 +44,8 @@ pub struct Sent {
 #[serde(rename_all = "camelCase")]
 pub struct InboxMessage {
     pub key: String,
-    pub from: String,
-    pub to: String,
-    pub ts: u64,
-    pub id: String,
-    #[serde(rename = "type")]
-    pub kind: MessageType,
-    pub body: String,
+    #[serde(flatten)]
+    pub envelope: super::envelope::Envelope,
 }
 
 /// `GET /api/v1/messages/inbox`.

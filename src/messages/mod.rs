@@ -157,18 +157,10 @@ impl Messages {
             .into_iter()
             .filter_map(|entry| {
                 let e = Envelope::parse(&entry.value)?;
-                Some(InboxMessage {
-                    key: entry.key,
-                    from: e.from,
-                    to: e.to,
-                    ts: e.ts,
-                    id: e.id,
-                    kind: e.kind,
-                    body: e.body,
-                })
+                Some(InboxMessage { key: entry.key, envelope: e })
             })
             .collect();
-        messages.sort_by_key(|m| m.ts);
+        messages.sort_by_key(|m| m.envelope.ts);
         Ok(Inbox { messages })
     }
 

@@ -24,7 +24,10 @@ pub fn inbox(inbox: &Inbox) -> String {
     let blocks: Vec<String> = inbox
         .messages
         .iter()
-        .map(|m| format!("[{}] From: {} | ID: {}\n  Body: {}\n  Key: {}", m.kind.as_str(), m.from, m.id, m.body, m.key))
+        .map(|m| {
+            let e = &m.envelope;
+            format!("[{}] From: {} | ID: {}\n  Body: {}\n  Key: {}", e.kind.as_str(), e.from, e.id, e.body, m.key)
+        })
         .collect();
     format!("{} message(s):\n\n{}", inbox.messages.len(), blocks.join("\n\n"))
 }
@@ -76,7 +79,7 @@ fn delivery(sent: &Sent, retry: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::super::api::{InboxMessage, MessageStatus};
-    use super::super::envelope::MessageType;
+    use super::super::envelope::{Envelope, MessageType};
     use super::*;
 
     fn sent_as(state: &str, error: Option<&str>) -> Sent {
@@ -109,12 +112,14 @@ mod tests {
         assert_eq!(inbox(&Inbox { messages: vec![] }), "No new messages in inbox.");
         let message = |id: &str| InboxMessage {
             key: format!("inbox:leo:{id}"),
-            from: "vm".into(),
-            to: "leo".into(),
-            ts: 1,
-            id: id.into(),
-            kind: MessageType::Chat,
-            body: "hi".into(),
+            envelope: Envelope {
+                from: "vm".into(),
+                to: "leo".into(),
+                ts: 1,
+                id: id.into(),
+                kind: MessageType::Chat,
+                body: "hi".into(),
+            },
         };
         assert_eq!(
             inbox(&Inbox { messages: vec![message("1-vm-0001"), message("2-vm-0002")] }),
