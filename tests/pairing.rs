@@ -315,8 +315,8 @@ fn pairing_control_is_for_the_local_owner_only() {
     home.edit_config(|doc| doc["auth"]["allowedKeys"]["carol"] = peer_key.into());
     let alice = home.start();
     alice.anon("POST", "/api/v1/pair/start").send().expect_error(401, 1001);
-    alice.anon("POST", "/api/v1/pair/start").key(peer_key).send().expect_error(403, 1002);
-    alice.anon("GET", "/api/v1/pair/status").key(peer_key).send().expect_error(403, 1002);
+    alice.anon("POST", "/api/v1/pair/start").key(peer_key).send().expect_error(403, 9009);
+    alice.anon("GET", "/api/v1/pair/status").key(peer_key).send().expect_error(403, 9009);
     alice.req("POST", "/api/v1/pair/start").send().expect(200);
     let second = alice.req("POST", "/api/v1/pair/start").send();
     assert_eq!(second.status, 409, "one session at a time: {}", second.text());

@@ -46,6 +46,9 @@ pub enum ErrorCode {
     PayloadTooLarge = 9006,
     UnsupportedMediaType = 9007,
     ShuttingDown = 9008,
+    /// The caller authenticated, but its class may not use this route (ARCHITECTURE.md's
+    /// access table) or touch this object (another peer's task or registry entry).
+    Forbidden = 9009,
 }
 
 impl ErrorCode {
@@ -54,7 +57,7 @@ impl ErrorCode {
         use ErrorCode::*;
         match self {
             AuthMissingKey => StatusCode::Unauthorized,
-            AuthInvalidKey => StatusCode::Forbidden,
+            AuthInvalidKey | Forbidden => StatusCode::Forbidden,
             PeerNotFound | ExecJobNotFound | ContextKeyNotFound | MessageNotFound | RouteNotFound => {
                 StatusCode::NotFound
             }

@@ -75,6 +75,13 @@ impl Drop for InFlightGuard {
     }
 }
 
+/// How a request's connection arrived; the listener puts it on every request for the guard
+/// (a key minted at pairing is accepted only over TLS) and the dashboard's cookie rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Connection {
+    pub tls: bool,
+}
+
 /// How long a client may take to complete the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -104,7 +111,10 @@ pub async fn serve(
                             log::debug!("{peer} started a TLS handshake on the plain HTTP port; closing");
                             Ok(())
                         }
-                        None => serve_connection(stream, peer, local, app, shutdown, in_flight).await,
+                        None => {
+                            serve_connection(stream, Connection { tls: false }, peer, local, app, shutdown, in_flight)
+                                .await
+                        }
                         Some(acceptor) => {
                             let handshake = future::or(async { Some(acceptor.accept(stream).await) }, async {
                                 async_io::Timer::after(HANDSHAKE_TIMEOUT).await;
@@ -113,7 +123,8 @@ pub async fn serve(
                             match handshake.await {
                                 Some(Ok(tls_stream)) => {
                                     let io = async_dup::Arc::new(async_dup::Mutex::new(tls_stream));
-                                    serve_connection(io, peer, local, app, shutdown, in_flight).await
+                                    let connection = Connection { tls: true };
+                                    serve_connection(io, connection, peer, local, app, shutdown, in_flight).await
                                 }
                                 Some(Err(e)) => Err(tide::http::Error::from_str(400, format!("TLS handshake: {e}"))),
                                 None => Err(tide::http::Error::from_str(408, "TLS handshake timed out")),
@@ -173,6 +184,7 @@ async fn starts_with_tls_hello(stream: &async_net::TcpStream) -> bool {
 
 async fn serve_connection<IO>(
     io: IO,
+    connection: Connection,
     peer: SocketAddr,
     local: Option<SocketAddr>,
     app: tide::Server<State>,
@@ -196,6 +208,7 @@ where
         let _serving = in_flight.enter();
         req.set_peer_addr(Some(peer));
         req.set_local_addr(local);
+        req.ext_mut().insert(connection);
         let method = req.method();
         let close_requested = req.header("Connection").is_some_and(|v| v.as_str().eq_ignore_ascii_case("close"));
         let declared = req.len();

@@ -223,7 +223,7 @@ async fn handle_signals(state: State, mut signals: async_signal::Signals) {
 fn reload_keys(state: &State) {
     match Config::load(&state.paths) {
         Ok(config) => {
-            state.keyring.replace(&config.auth);
+            state.keyring.replace(&config);
             log::info!("reloaded keys from {}", state.paths.config_file().display());
         }
         Err(e) => log::error!("keeping the current keys: {e}"),

@@ -268,7 +268,7 @@ fn apply(state: &State, peer: &Offer, mine: &Offer, address: &str) -> anyhow::Re
         set_path(doc, &["discovery", "manualPeers"], serde_yaml::to_value(peers)?);
         Ok(())
     })?;
-    state.keyring.replace(&config.auth);
+    state.keyring.replace(&config);
     super::enable_tls(state)?;
     let add = crate::peers::registry::ManualAdd {
         address: address.to_string(),

@@ -80,7 +80,7 @@ impl State {
         );
         let state = State {
             node: Arc::new(Node { id: node_id, hostname, port, started: Instant::now() }),
-            keyring: Keyring::new(&config.auth),
+            keyring: Keyring::new(&config),
             limiter: Arc::new(RateLimiter::new(config.rate_limits.clone())),
             audit: Audit::start(paths.audit_log(), super::audit::Rotation::default()),
             shutdown: Shutdown::new(),

@@ -22,10 +22,10 @@ use crate::exec::{ExecError, Gone, Job, Outcome, Pipe, Sink, Spec, Stop};
 
 pub fn mount(m: &mut Mount<'_>) {
     let limit = Some(Category::Execute);
-    m.route(Method::Post, "/api/v1/execute", Access::Key, limit, post_execute)
-        .route(Method::Post, "/api/v1/execute/stream", Access::Key, limit, post_execute_stream)
-        .route(Method::Get, "/api/v1/execute/jobs", Access::Key, limit, get_jobs)
-        .route(Method::Delete, "/api/v1/execute/:jobId", Access::Key, limit, delete_job);
+    m.route(Method::Post, "/api/v1/execute", Access::DataPlane, limit, post_execute)
+        .route(Method::Post, "/api/v1/execute/stream", Access::DataPlane, limit, post_execute_stream)
+        .route(Method::Get, "/api/v1/execute/jobs", Access::DataPlane, limit, get_jobs)
+        .route(Method::Delete, "/api/v1/execute/:jobId", Access::DataPlane, limit, delete_job);
 }
 
 async fn post_execute(mut req: Request<State>) -> tide::Result {

@@ -1,7 +1,9 @@
 //! The route table: every route with its access rule, rate-limit category and handler.
 //!
-//! Routes are mounted only through [`Mount`], which records a [`RouteSpec`] for each, so the
-//! OpenAPI test can check that the document describes every route that exists.
+//! Routes are mounted only through [`Mount`], which takes the route's [`Access`] (who may use
+//! it: a row of ARCHITECTURE.md's trust table) and records a [`RouteSpec`] for each, so the
+//! tests can check that every route's access is in that table, that every route open to anyone
+//! is listed there, and that the OpenAPI document describes every route that exists.
 
 mod context;
 mod dashboard;
@@ -64,7 +66,7 @@ pub fn mount(app: &mut tide::Server<State>) -> Vec<RouteSpec> {
     messages::mount(&mut mount);
     let specs = mount.specs;
     // Everything else: authenticate first (no probing of what exists without a key), then 404.
-    let fallback = Guard { access: Access::Key, limit: None };
+    let fallback = Guard { access: Access::DataPlane, limit: None };
     app.at("/").with(fallback).all(system::route_not_found);
     app.at("*").with(fallback).all(system::route_not_found);
     specs
@@ -83,4 +85,117 @@ pub fn openapi_parts() -> Vec<serde_json::Value> {
         dashboard::openapi(),
         messages::openapi(),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::daemon::guard::{Class, Grant};
+
+    /// The route table of a daemon with a default config.
+    fn mounted_routes() -> Vec<RouteSpec> {
+        let dir = std::env::temp_dir().join(format!("loopsy-routes-{}", crate::random::hex(6)));
+        let paths = crate::paths::Paths::from_dir(&dir).unwrap();
+        let config = crate::config::Config::new_with_key(crate::random::api_key());
+        let node = crate::identity::NodeId::load_or_create(&paths).unwrap();
+        let (state, _nudges) = State::open(Arc::new(paths), config, node, 19532).unwrap();
+        let (_app, specs) = crate::daemon::app(state.clone());
+        state.context.close();
+        state.audit.close();
+        let _ = std::fs::remove_dir_all(dir);
+        specs
+    }
+
+    /// ARCHITECTURE.md, the source of the trust tables.
+    fn architecture() -> String {
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/ARCHITECTURE.md")).unwrap()
+    }
+
+    fn cells(line: &str) -> Vec<String> {
+        line.trim().trim_matches('|').split('|').map(|cell| cell.trim().to_string()).collect()
+    }
+
+    /// The access table: row name → (class → the cell's text).
+    fn access_table(doc: &str) -> BTreeMap<String, BTreeMap<Class, String>> {
+        let mut lines = doc.lines().skip_while(|line| !line.starts_with("| Access |"));
+        let header = cells(lines.next().expect("ARCHITECTURE.md has a table starting with '| Access |'"));
+        let columns: Vec<Option<Class>> = header
+            .iter()
+            .skip(1)
+            .map(|heading| Class::ALL.into_iter().find(|class| class.heading() == heading))
+            .collect();
+        for class in Class::ALL {
+            assert!(columns.contains(&Some(class)), "the access table has no column '{}'", class.heading());
+        }
+        let mut table = BTreeMap::new();
+        for line in lines.skip(1).take_while(|line| line.starts_with('|')) {
+            let row = cells(line);
+            let name = row[0].trim_matches('`').to_string();
+            let grants = columns.iter().zip(&row[1..]).filter_map(|(c, cell)| c.map(|c| (c, cell.clone()))).collect();
+            table.insert(name, grants);
+        }
+        table
+    }
+
+    fn cell_text(grant: Grant) -> String {
+        match grant {
+            Grant::Yes => "yes".into(),
+            Grant::No => "no".into(),
+            Grant::If(switch) => format!("if `{}`", switch.key()),
+        }
+    }
+
+    /// `METHOD /path` of each line under "The public routes, all of them:".
+    fn public_routes(doc: &str) -> BTreeSet<String> {
+        let lines = doc.lines().skip_while(|line| !line.starts_with("The public routes, all of them:")).skip(1);
+        let mut routes = BTreeSet::new();
+        for line in lines.take_while(|line| line.starts_with("- ")) {
+            let listed = line.split(':').next().unwrap_or_default();
+            routes.extend(listed.split('`').skip(1).step_by(2).map(String::from));
+        }
+        routes
+    }
+
+    #[test]
+    fn every_route_declares_an_access_of_the_trust_table() {
+        let doc = architecture();
+        let table = access_table(&doc);
+        for access in Access::ALL {
+            let row = table.get(access.name()).unwrap_or_else(|| {
+                panic!("Access::{access:?} is not a row of ARCHITECTURE.md's access table: add it there")
+            });
+            for class in Class::ALL {
+                assert_eq!(
+                    row[&class],
+                    cell_text(access.grant(class)),
+                    "ARCHITECTURE.md says `{}` / {} but the code grants otherwise",
+                    access.name(),
+                    class.heading()
+                );
+            }
+        }
+        let specs = mounted_routes();
+        assert!(specs.len() > 30, "the route table is read: {} routes", specs.len());
+        let mut public = BTreeSet::new();
+        for spec in &specs {
+            assert!(
+                table.contains_key(spec.access.name()),
+                "{} {} has access {:?}, which ARCHITECTURE.md's access table does not list",
+                spec.method,
+                spec.path,
+                spec.access
+            );
+            if spec.access.grant(Class::Anyone) != Grant::No {
+                public.insert(format!("{} {}", spec.method, spec.path));
+            }
+        }
+        let listed = public_routes(&doc);
+        let unlisted: Vec<_> = public.difference(&listed).collect();
+        assert!(unlisted.is_empty(), "routes open to anyone but not listed in ARCHITECTURE.md: {unlisted:?}");
+        let phantom: Vec<_> = listed.difference(&public).collect();
+        assert!(phantom.is_empty(), "ARCHITECTURE.md lists as public what is not: {phantom:?}");
+    }
 }

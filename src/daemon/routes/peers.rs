@@ -21,10 +21,10 @@ use crate::peers::registry::ManualAdd;
 use crate::peers::{self, check_address, check_capabilities, check_name, check_node_id, check_text, Announced};
 
 pub fn mount(m: &mut Mount<'_>) {
-    m.route(Method::Get, "/api/v1/peers", Access::Key, None, get_peers)
-        .route(Method::Post, "/api/v1/peers", Access::Key, None, post_peer)
-        .route(Method::Post, "/api/v1/peers/handshake", Access::Key, None, post_handshake)
-        .route(Method::Delete, "/api/v1/peers/:nodeId", Access::Key, None, delete_peer);
+    m.route(Method::Get, "/api/v1/peers", Access::DataPlane, None, get_peers)
+        .route(Method::Post, "/api/v1/peers", Access::Owner, None, post_peer)
+        .route(Method::Post, "/api/v1/peers/handshake", Access::DataPlane, None, post_handshake)
+        .route(Method::Delete, "/api/v1/peers/:nodeId", Access::Owner, None, delete_peer);
 }
 
 #[derive(Debug, Deserialize)]

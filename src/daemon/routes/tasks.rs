@@ -29,13 +29,13 @@ use crate::tasks::events::Stored;
 use crate::tasks::{Decision, DispatchError, Since, Subscription};
 
 pub fn mount(m: &mut Mount<'_>) {
-    m.route(Method::Post, "/api/v1/ai-tasks", Access::Key, Some(Category::Execute), post_task)
-        .route(Method::Get, "/api/v1/ai-tasks", Access::Key, None, list_tasks)
-        .route(Method::Get, "/api/v1/ai-tasks/:taskId", Access::Key, None, get_task)
-        .route(Method::Get, "/api/v1/ai-tasks/:taskId/events", Access::Key, None, get_task_events)
-        .route(Method::Get, "/api/v1/ai-tasks/:taskId/stream", Access::Key, None, stream_task)
-        .route(Method::Post, "/api/v1/ai-tasks/:taskId/approve", Access::Key, None, approve_task)
-        .route(Method::Delete, "/api/v1/ai-tasks/:taskId", Access::Key, None, delete_task);
+    m.route(Method::Post, "/api/v1/ai-tasks", Access::DataPlane, Some(Category::Execute), post_task)
+        .route(Method::Get, "/api/v1/ai-tasks", Access::DataPlane, None, list_tasks)
+        .route(Method::Get, "/api/v1/ai-tasks/:taskId", Access::DataPlane, None, get_task)
+        .route(Method::Get, "/api/v1/ai-tasks/:taskId/events", Access::DataPlane, None, get_task_events)
+        .route(Method::Get, "/api/v1/ai-tasks/:taskId/stream", Access::DataPlane, None, stream_task)
+        .route(Method::Post, "/api/v1/ai-tasks/:taskId/approve", Access::DataPlane, None, approve_task)
+        .route(Method::Delete, "/api/v1/ai-tasks/:taskId", Access::DataPlane, None, delete_task);
 }
 
 /// A body problem in this family: same status, plain shape.

@@ -27,13 +27,13 @@ const FORM_ALLOWANCE: u64 = 1024 * 1024;
 
 pub fn mount(m: &mut Mount<'_>) {
     let limit = Some(Category::Transfer);
-    m.route(Method::Post, "/api/v1/transfer/push", Access::Key, limit, post_push)
-        .route(Method::Post, "/api/v1/transfer/pull", Access::Key, limit, post_pull)
-        .route(Method::Post, "/api/v1/transfer/list", Access::Key, limit, post_list)
-        .route(Method::Post, "/api/v1/transfer/mkdir", Access::Key, limit, post_mkdir)
+    m.route(Method::Post, "/api/v1/transfer/push", Access::DataPlane, limit, post_push)
+        .route(Method::Post, "/api/v1/transfer/pull", Access::DataPlane, limit, post_pull)
+        .route(Method::Post, "/api/v1/transfer/list", Access::DataPlane, limit, post_list)
+        .route(Method::Post, "/api/v1/transfer/mkdir", Access::DataPlane, limit, post_mkdir)
         // Cheap and read-only; a client asks it before every resumable push.
-        .route(Method::Get, "/api/v1/transfer/uploads/:uploadId", Access::Key, None, get_upload)
-        .route(Method::Delete, "/api/v1/transfer/uploads/:uploadId", Access::Key, limit, delete_upload);
+        .route(Method::Get, "/api/v1/transfer/uploads/:uploadId", Access::DataPlane, None, get_upload)
+        .route(Method::Delete, "/api/v1/transfer/uploads/:uploadId", Access::DataPlane, limit, delete_upload);
 }
 
 /// The response of a push (1.0.21's members).
