@@ -269,26 +269,32 @@ fn oversized_bodies_get_413_without_being_read() {
 }
 
 #[test]
-fn rate_limits_are_enforced_per_key_and_category() {
+fn rate_limits_are_enforced_per_peer_key_and_category_and_not_on_the_owner() {
     let home = Home::new("ratelimit");
-    let bob_key = "b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0";
+    let (bob_key, carol_key) = ("b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0", "c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0");
     home.edit_config(|doc| {
         doc["rateLimits"]["context"] = 3.into();
         doc["auth"]["allowedKeys"]["bob"] = bob_key.into();
+        doc["auth"]["allowedKeys"]["carol"] = carol_key.into();
     });
     let daemon = home.start();
-    daemon.req("PUT", "/api/v1/context/k").json(&serde_json::json!({"value": "v"})).send().expect(200);
-    daemon.get("/api/v1/context/k").expect(200);
-    daemon.get("/api/v1/context").expect(200);
-    let res = daemon.get("/api/v1/context/k");
+    let bob = |method: &str, path: &str| daemon.anon(method, path).key(bob_key);
+    bob("PUT", "/api/v1/context/k").json(&serde_json::json!({"value": "v"})).send().expect(200);
+    bob("GET", "/api/v1/context/k").send().expect(200);
+    bob("GET", "/api/v1/context").send().expect(200);
+    let res = bob("GET", "/api/v1/context/k").send();
     let message = res.expect_error(429, 9002);
     assert!(message.contains("3 context requests per minute"), "{message}");
     let retry_after: u64 = res.header("retry-after").expect("a Retry-After header").parse().unwrap();
     assert!((1..=20).contains(&retry_after), "{retry_after}");
-    daemon.req("DELETE", "/api/v1/context/k").send().expect_error(429, 9002);
-    // Bob's key has a bucket of its own...
-    daemon.anon("GET", "/api/v1/context/k").key(bob_key).send().expect(200);
+    bob("DELETE", "/api/v1/context/k").send().expect_error(429, 9002);
+    // Carol's key has a bucket of its own...
+    daemon.anon("GET", "/api/v1/context/k").key(carol_key).send().expect(200);
+    // ...the owner is not limited by the peers' limits...
+    for _ in 0..10 {
+        daemon.get("/api/v1/context/k").expect(200);
+    }
     // ...and other categories and unlimited routes are not affected.
-    daemon.get("/api/v1/status").expect(200);
-    daemon.get("/api/v1/identity").expect(200);
+    bob("GET", "/api/v1/status").send().expect(200);
+    bob("GET", "/api/v1/identity").send().expect(200);
 }

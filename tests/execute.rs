@@ -395,19 +395,25 @@ fn stdin_is_dev_null() {
 }
 
 #[test]
-fn execute_routes_are_rate_limited() {
+fn execute_routes_are_rate_limited_for_peers() {
     let home = Home::new("exec-rate");
-    home.edit_config(|doc| doc["rateLimits"]["execute"] = 2.into());
+    let peer_key = "9e9e9e9e9e9e9e9e9e9e9e9e9e9e9e9e";
+    home.edit_config(|doc| {
+        doc["rateLimits"]["execute"] = 2.into();
+        doc["auth"]["allowedKeys"]["bob"] = peer_key.into();
+    });
     let daemon = home.start();
-    execute(&daemon, json!({"command": "true"}));
-    daemon.get(JOBS).expect(200);
-    let res = daemon.req("POST", EXECUTE).json(&json!({"command": "true"})).send();
+    let bob = |method: &str, path: &str| daemon.anon(method, path).key(peer_key);
+    bob("POST", EXECUTE).json(&json!({"command": "true"})).send().expect(200);
+    bob("GET", JOBS).send().expect(200);
+    let res = bob("POST", EXECUTE).json(&json!({"command": "true"})).send();
     let message = res.expect_error(429, 9002);
     assert!(message.contains("execute"), "{message}");
     assert!(res.header("retry-after").unwrap().parse::<u64>().unwrap() >= 1);
-    daemon.req("POST", STREAM).json(&json!({"command": "true"})).send().expect_error(429, 9002);
-    // Other categories are not affected.
-    daemon.get("/api/v1/status").expect(200);
+    bob("POST", STREAM).json(&json!({"command": "true"})).send().expect_error(429, 9002);
+    // Other categories are not affected, nor is the owner.
+    bob("GET", "/api/v1/status").send().expect(200);
+    execute(&daemon, json!({"command": "true"}));
 }
 
 #[test]

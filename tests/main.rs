@@ -19,3 +19,4 @@ mod sessions;
 mod tasks;
 mod tls;
 mod transfer;
+mod trust;

@@ -35,7 +35,7 @@ fn cannot_build_labs() -> Option<String> {
 }
 
 /// A lab, taken down on drop (which also stops everything spawned in it).
-struct Lab {
+pub(crate) struct Lab {
     name: String,
     hosts: Vec<Host>,
 }
@@ -48,7 +48,7 @@ struct Host {
 
 impl Lab {
     /// `netlab up NAME N`, or `None` (with the reason printed) where labs cannot be built.
-    fn up(tag: &str, n: usize) -> Option<Lab> {
+    pub(crate) fn up(tag: &str, n: usize) -> Option<Lab> {
         if let Some(reason) = cannot_build_labs() {
             eprintln!("skipping netlab test: {reason}");
             return None;
@@ -68,17 +68,17 @@ impl Lab {
         Some(Lab { name, hosts })
     }
 
-    fn ip(&self, i: usize) -> String {
+    pub(crate) fn ip(&self, i: usize) -> String {
         let out = netlab(&["ip", &self.name, &i.to_string()]);
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
-    fn home(&self, i: usize) -> &Path {
+    pub(crate) fn home(&self, i: usize) -> &Path {
         self.hosts[i - 1].home.path()
     }
 
     /// Starts a daemon on host `i`: 0.0.0.0:19532, mDNS on, the given health interval.
-    fn start_daemon(&self, i: usize, health_interval_ms: u64) {
+    pub(crate) fn start_daemon(&self, i: usize, health_interval_ms: u64) {
         let home = self.home(i);
         let init = Command::new(loopsy_bin()).arg("--home").arg(home).arg("init").output().unwrap();
         assert!(init.status.success(), "init: {}", String::from_utf8_lossy(&init.stderr));
@@ -106,11 +106,19 @@ impl Lab {
     }
 
     /// Runs `loopsy --home <home of i> ARGS` as host `i`.
-    fn loopsy(&self, i: usize, args: &[&str]) -> Output {
+    pub(crate) fn loopsy(&self, i: usize, args: &[&str]) -> Output {
         let home = self.home(i).to_str().unwrap().to_string();
         let host = i.to_string();
         let mut all = vec!["exec", &self.name, &host, loopsy_bin(), "--home", &home];
         all.extend(args);
+        netlab(&all)
+    }
+
+    /// Runs `command` as host `i`.
+    pub(crate) fn exec(&self, i: usize, command: &[&str]) -> Output {
+        let host = i.to_string();
+        let mut all = vec!["exec", self.name.as_str(), host.as_str()];
+        all.extend(command);
         netlab(&all)
     }
 
@@ -133,7 +141,7 @@ impl Lab {
 
     /// Polls `condition`; on timeout prints every host's log and fails. Returns the time taken.
     #[track_caller]
-    fn wait(&self, limit: Duration, what: &str, mut condition: impl FnMut() -> bool) -> Duration {
+    pub(crate) fn wait(&self, limit: Duration, what: &str, mut condition: impl FnMut() -> bool) -> Duration {
         let start = Instant::now();
         while !condition() {
             if start.elapsed() > limit {

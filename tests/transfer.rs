@@ -613,20 +613,31 @@ fn daemon_peak_rss_kib(pid: u32) -> u64 {
 }
 
 #[test]
-fn the_transfer_rate_limit_applies_to_transfer_routes() {
-    let s = Setup::with("tx-rate", |doc| doc["rateLimits"]["transfer"] = 2.into());
+fn the_transfer_rate_limit_applies_to_a_peers_transfer_routes() {
+    let peer_key = "7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a";
+    let s = Setup::with("tx-rate", |doc| {
+        doc["rateLimits"]["transfer"] = 2.into();
+        doc["auth"]["allowedKeys"]["bob"] = peer_key.into();
+    });
+    let bob = |method: &str, path: &str| s.daemon.anon(method, path).key(peer_key);
     let body = json!({"path": s.allowed("")});
-    s.daemon.req("POST", "/api/v1/transfer/list").json(&body).send().expect(200);
-    s.daemon.req("POST", "/api/v1/transfer/list").json(&body).send().expect(200);
-    let res = s.daemon.req("POST", "/api/v1/transfer/pull").json(&json!({"sourcePath": s.allowed("x")})).send();
+    bob("POST", "/api/v1/transfer/list").json(&body).send().expect(200);
+    bob("POST", "/api/v1/transfer/list").json(&body).send().expect(200);
+    let res = bob("POST", "/api/v1/transfer/pull").json(&json!({"sourcePath": s.allowed("x")})).send();
     res.expect_error(429, 9002);
     assert!(res.header("retry-after").is_some());
-    s.push(&[Part::Field("destPath", &s.allowed("f")), Part::File("f", b"x")]).expect_error(429, 9002);
+    let push = bob("POST", "/api/v1/transfer/push")
+        .header("Content-Type", &format!("multipart/form-data; boundary={BOUNDARY}"))
+        .body(multipart(&[Part::Field("destPath", &s.allowed("f")), Part::File("f", b"x")]));
+    push.send().expect_error(429, 9002);
     // The upload status is not limited, and tells a client to wait before sending a big body.
-    let status = s.daemon.get(&format!("/api/v1/transfer/uploads/upload-0001?destPath={}", s.allowed("f"))).expect(200);
+    let upload = format!("/api/v1/transfer/uploads/upload-0001?destPath={}", s.allowed("f"));
+    let status = bob("GET", &upload).send().expect(200);
     assert!(status["retryAfter"].as_u64().unwrap() > 0, "{status}");
-    // Other categories are not affected.
-    s.daemon.get("/api/v1/status").expect(200);
+    // Other categories are not affected; the owner is not limited.
+    bob("GET", "/api/v1/status").send().expect(200);
+    s.list(&s.allowed("")).expect(200);
+    assert!(s.daemon.get(&upload).expect(200).get("retryAfter").is_none_or(|v| v.is_null()));
 }
 
 #[test]

@@ -377,13 +377,37 @@ pub fn caller(req: &Request<State>) -> Option<&Caller> {
     req.ext::<Caller>()
 }
 
+/// Who is asking, with the failed-authentication limit of the source address applied: an
+/// address (not loopback: the owner is never locked out of its own daemon by a local process)
+/// that sent too many wrong keys gets 429 before its key is looked at.
+fn identify_limited(req: &Request<State>) -> Result<Caller, ApiError> {
+    let source = source_ip(req).filter(|ip| !is_loopback(*ip));
+    let limiter = &req.state().limiter;
+    if let Some(source) = source {
+        if let Err(refusal) = limiter.check_source(source, Instant::now()) {
+            let message = format!(
+                "too many failed authentications from {source}: at most {} per minute; retry in {} s",
+                refusal.per_minute, refusal.retry_after_secs
+            );
+            return Err(ApiError::new(ErrorCode::RateLimited, message).with_retry_after(refusal.retry_after_secs));
+        }
+    }
+    let identified = identify(req);
+    if let (Err(err), Some(source)) = (&identified, source) {
+        if err.code() == Some(ErrorCode::AuthInvalidKey) {
+            limiter.failed_auth(source, Instant::now());
+        }
+    }
+    identified
+}
+
 #[async_trait::async_trait]
 impl Middleware<State> for Guard {
     async fn handle(&self, mut req: Request<State>, next: Next<'_, State>) -> tide::Result {
         let caller = if self.access.grant(Class::Anyone) == Grant::Yes {
             None
         } else {
-            let caller = match identify(&req) {
+            let caller = match identify_limited(&req) {
                 Ok(caller) => caller,
                 Err(err) => return Ok(err.into_response()),
             };
@@ -394,7 +418,9 @@ impl Middleware<State> for Guard {
             }
             Some(caller)
         };
-        if let (Some(category), Some(caller)) = (self.limit, &caller) {
+        // Rate limits are for peers; the owner is not limited by them.
+        let limited = caller.as_ref().filter(|caller| !caller.is_owner());
+        if let (Some(category), Some(caller)) = (self.limit, limited) {
             if let Err(refusal) = req.state().limiter.check(&caller.label(), category, Instant::now()) {
                 let message = format!(
                     "Rate limit exceeded: {} {} requests per minute; retry in {} s",

@@ -33,11 +33,14 @@ pub struct RouteSpec {
 
 /// Mounts routes and remembers them.
 pub struct Mount<'a> {
-    app: &'a mut tide::Server<State>,
+    /// `None` when only the table is wanted ([`table`]).
+    app: Option<&'a mut tide::Server<State>>,
     specs: Vec<RouteSpec>,
 }
 
 impl Mount<'_> {
+    /// Mounts `endpoint` at `method path`, for the callers `access` admits (ARCHITECTURE.md's
+    /// access table), rate-limited in `limit` (peers only; the owner is not limited).
     pub fn route(
         &mut self,
         method: Method,
@@ -46,30 +49,44 @@ impl Mount<'_> {
         limit: Option<Category>,
         endpoint: impl Endpoint<State>,
     ) -> &mut Self {
-        self.app.at(path).with(Guard { access, limit }).method(method, endpoint);
+        if let Some(app) = self.app.as_mut() {
+            app.at(path).with(Guard { access, limit }).method(method, endpoint);
+        }
         self.specs.push(RouteSpec { method, path, access });
         self
     }
 }
 
+/// Every area's routes.
+fn mount_areas(mount: &mut Mount<'_>) {
+    system::mount(mount);
+    context::mount(mount);
+    pairing::mount(mount);
+    peers::mount(mount);
+    execute::mount(mount);
+    transfer::mount(mount);
+    tasks::mount(mount);
+    dashboard::mount(mount);
+    messages::mount(mount);
+}
+
 /// Mounts every route on `app` and returns the table.
 pub fn mount(app: &mut tide::Server<State>) -> Vec<RouteSpec> {
-    let mut mount = Mount { app, specs: Vec::new() };
-    system::mount(&mut mount);
-    context::mount(&mut mount);
-    pairing::mount(&mut mount);
-    peers::mount(&mut mount);
-    execute::mount(&mut mount);
-    transfer::mount(&mut mount);
-    tasks::mount(&mut mount);
-    dashboard::mount(&mut mount);
-    messages::mount(&mut mount);
+    let mut mount = Mount { app: Some(&mut *app), specs: Vec::new() };
+    mount_areas(&mut mount);
     let specs = mount.specs;
     // Everything else: authenticate first (no probing of what exists without a key), then 404.
     let fallback = Guard { access: Access::DataPlane, limit: None };
     app.at("/").with(fallback).all(system::route_not_found);
     app.at("*").with(fallback).all(system::route_not_found);
     specs
+}
+
+/// The route table, without a server.
+pub fn table() -> Vec<RouteSpec> {
+    let mut mount = Mount { app: None, specs: Vec::new() };
+    mount_areas(&mut mount);
+    mount.specs
 }
 
 /// The OpenAPI paths and schemas contributed by each area.
@@ -89,25 +106,9 @@ pub fn openapi_parts() -> Vec<serde_json::Value> {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::{BTreeMap, BTreeSet};
-    use std::sync::Arc;
-
     use super::*;
     use crate::daemon::guard::{Class, Grant};
-
-    /// The route table of a daemon with a default config.
-    fn mounted_routes() -> Vec<RouteSpec> {
-        let dir = std::env::temp_dir().join(format!("loopsy-routes-{}", crate::random::hex(6)));
-        let paths = crate::paths::Paths::from_dir(&dir).unwrap();
-        let config = crate::config::Config::new_with_key(crate::random::api_key());
-        let node = crate::identity::NodeId::load_or_create(&paths).unwrap();
-        let (state, _nudges) = State::open(Arc::new(paths), config, node, 19532).unwrap();
-        let (_app, specs) = crate::daemon::app(state.clone());
-        state.context.close();
-        state.audit.close();
-        let _ = std::fs::remove_dir_all(dir);
-        specs
-    }
+    use std::collections::{BTreeMap, BTreeSet};
 
     /// ARCHITECTURE.md, the source of the trust tables.
     fn architecture() -> String {
@@ -177,7 +178,7 @@ mod tests {
                 );
             }
         }
-        let specs = mounted_routes();
+        let specs = super::table();
         assert!(specs.len() > 30, "the route table is read: {} routes", specs.len());
         let mut public = BTreeSet::new();
         for spec in &specs {
