@@ -246,3 +246,42 @@ fn lab_key(lab: &crate::netlab::Lab) -> String {
         serde_yaml::from_str(&std::fs::read_to_string(lab.home(1).join("config.yaml")).unwrap()).unwrap();
     config["auth"]["apiKey"].as_str().unwrap().to_string()
 }
+
+fn handshake(node_id: &str, port: u16) -> Value {
+    json!({"nodeId": node_id, "hostname": "claimed", "platform": "linux", "version": "1.0.21", "port": port, "capabilities": []})
+}
+
+#[test]
+fn a_handshake_touches_only_the_entry_of_the_key_it_presents() {
+    let d = with_legacy_peer("trust-handshake");
+    let (bob_id, carol_id) = ("b0b0b0b0-0000-4000-8000-000000000001", "c0c0c0c0-0000-4000-8000-000000000001");
+    let carol = json!({"address": "10.9.9.5", "nodeId": carol_id, "name": "carol", "hostname": "carol-host"});
+    d.req("POST", "/api/v1/peers").json(&carol).send().expect(200);
+    // Bob's entry, added by address (its node id unknown yet), where his handshakes come from.
+    d.req("POST", "/api/v1/peers")
+        .json(&json!({"address": "127.0.0.1", "port": 19999, "name": "bob"}))
+        .send()
+        .expect(200);
+    let bob = |body: Value| d.anon("POST", "/api/v1/peers/handshake").key(LEGACY_KEY).json(&body).send();
+
+    let refused = bob(handshake(carol_id, 19532)).expect_error(403, 9009);
+    assert!(refused.contains("bob") && refused.contains(carol_id), "{refused}");
+    bob(handshake(bob_id, 19532)).expect_error(403, 9009);
+    bob(handshake(bob_id, 19999)).expect(200);
+    bob(handshake(bob_id, 19999)).expect(200);
+
+    let peers = d.get("/api/v1/peers").expect(200)["peers"].as_array().unwrap().clone();
+    let find = |name: &str| peers.iter().find(|p| p["name"] == name).unwrap_or_else(|| panic!("{name}: {peers:?}"));
+    assert_eq!(
+        (find("carol")["nodeId"].as_str(), find("carol")["address"].as_str()),
+        (Some(carol_id), Some("10.9.9.5"))
+    );
+    assert_eq!(find("carol")["hostname"], "carol-host", "carol's entry is untouched");
+    assert_eq!(find("bob")["nodeId"], bob_id, "bob's own entry learnt its node id");
+    assert_eq!(peers.len(), 2, "{peers:?}");
+    // The owner may introduce anyone.
+    d.req("POST", "/api/v1/peers/handshake")
+        .json(&handshake("d0d0d0d0-0000-4000-8000-000000000001", 19532))
+        .send()
+        .expect(200);
+}

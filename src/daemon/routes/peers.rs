@@ -14,7 +14,7 @@ use super::Mount;
 use crate::config::DEFAULT_PORT;
 use crate::daemon::body;
 use crate::daemon::error::{ApiError, ErrorCode};
-use crate::daemon::guard::Access;
+use crate::daemon::guard::{self, Access, Caller};
 use crate::daemon::state::State;
 use crate::peers::health::Nudge;
 use crate::peers::registry::ManualAdd;
@@ -116,10 +116,48 @@ async fn post_handshake(mut req: Request<State>) -> tide::Result {
     if announced.node_id == state.node.id.as_str() {
         return Err(ApiError::bad_request("invalid field 'nodeId': is this node's own id").into());
     }
+    let caller = guard::caller(&req).cloned().ok_or_else(|| ApiError::internal("the handshake has no caller"))?;
+    check_own_entry(&caller, &announced, &state.peers.list())?;
     state.peers.upsert_verified(&announced);
     save(state).await?;
     state.nudger.send(Nudge::ProbeNow(announced.node_id.clone()));
     json_response(&identity(state))
+}
+
+/// A peer's handshake may only speak for its own registry entry: the one named like the key
+/// it presented (pairing and `loopsy peers add --key --name` name it so). The owner may
+/// introduce any node.
+fn check_own_entry(caller: &Caller, announced: &Announced, registry: &[peers::Peer]) -> Result<(), ApiError> {
+    let node_id = announced.node_id.as_str();
+    let name = match caller {
+        Caller::Owner | Caller::Dashboard => return Ok(()),
+        Caller::Paired(name) | Caller::Legacy(name) => name,
+        Caller::OwnKeyRemote => {
+            return Err(ApiError::new(
+                ErrorCode::Forbidden,
+                "this node's own key names no peer: a handshake needs the key stored for the peer it describes",
+            ))
+        }
+    };
+    let refuse = |message: String| Err(ApiError::new(ErrorCode::Forbidden, message));
+    let Some(own) = registry.iter().find(|peer| peer.name.as_deref() == Some(name.as_str())) else {
+        return refuse(format!(
+            "no registry entry is named '{name}' (the name of the key presented): the owner adds it"
+        ));
+    };
+    if own.node_id == node_id {
+        return Ok(());
+    }
+    // An entry added by address learns its node id from the first answer there: from its own
+    // address and port, a handshake may give it an id no other entry has (it merges into it).
+    let unknown = !registry.iter().any(|peer| peer.node_id == node_id);
+    if own.is_provisional() && own.is_at(&announced.address, announced.port) && unknown {
+        return Ok(());
+    }
+    refuse(format!(
+        "the key presented belongs to peer '{name}' (node {}); it cannot speak for node {node_id}",
+        own.node_id
+    ))
 }
 
 async fn save(state: &State) -> Result<(), ApiError> {
@@ -152,7 +190,8 @@ pub fn openapi() -> serde_json::Value {
             "/api/v1/peers/handshake": {
                 "post": {"summary": "A peer introduces itself; its address is the connection's source", "tags": ["peers"],
                     "requestBody": body("Handshake"),
-                    "responses": {"200": ok("Identity", "this node's identity"), "400": error("a field is invalid (the message names it)")}}
+                    "responses": {"200": ok("Identity", "this node's identity"), "400": error("a field is invalid (the message names it)"),
+                        "403": error("a peer's key may speak only for the registry entry named like it (code 9009)")}}
             }
         },
         "schemas": {
@@ -184,4 +223,63 @@ pub fn openapi() -> serde_json::Value {
                 "capabilities": {"type": "array", "maxItems": 16, "items": {"type": "string", "pattern": "^[a-z0-9-]{1,32}$"}}}}
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(node_id: &str, name: Option<&str>, address: &str) -> peers::Peer {
+        let mut peer = peers::Peer::manual(address, 19532);
+        if !node_id.is_empty() {
+            peer.node_id = node_id.into();
+        }
+        peer.name = name.map(String::from);
+        peer
+    }
+
+    #[track_caller]
+    fn check(caller: Caller, node_id: &str, from: &str, expect: Result<(), &str>) {
+        let registry = [
+            entry("aaaaaaaa-0000-4000-8000-000000000001", Some("bob"), "10.0.0.2"),
+            entry("aaaaaaaa-0000-4000-8000-000000000002", None, "10.0.0.3"),
+            entry("", Some("carol"), "10.0.0.4"),
+        ];
+        let announced = Announced {
+            node_id: node_id.into(),
+            hostname: "h".into(),
+            address: from.into(),
+            port: 19532,
+            platform: "linux".into(),
+            version: "1.0.21".into(),
+            capabilities: Vec::new(),
+        };
+        match (check_own_entry(&caller, &announced, &registry), expect) {
+            (Ok(()), Ok(())) => {}
+            (Err(e), Err(part)) => {
+                assert_eq!(e.code(), Some(ErrorCode::Forbidden));
+                assert!(e.message().contains(part), "{} should mention {part}", e.message());
+            }
+            (found, expect) => panic!("{caller:?} {node_id} from {from}: {found:?}, expected {expect:?}"),
+        }
+    }
+
+    #[test]
+    fn a_handshake_speaks_only_for_the_entry_named_like_its_key() {
+        let bob = "aaaaaaaa-0000-4000-8000-000000000001";
+        let other = "aaaaaaaa-0000-4000-8000-000000000002";
+        let new = "aaaaaaaa-0000-4000-8000-000000000009";
+        check(Caller::Owner, other, "127.0.0.1", Ok(()));
+        check(Caller::Dashboard, new, "127.0.0.1", Ok(()));
+        check(Caller::Legacy("bob".into()), bob, "10.0.0.9", Ok(()));
+        check(Caller::Paired("bob".into()), bob, "10.0.0.2", Ok(()));
+        check(Caller::Legacy("bob".into()), other, "10.0.0.3", Err("cannot speak for node"));
+        check(Caller::Legacy("bob".into()), new, "10.0.0.2", Err("cannot speak for node"));
+        check(Caller::Legacy("dave".into()), new, "10.0.0.5", Err("no registry entry is named 'dave'"));
+        check(Caller::OwnKeyRemote, new, "10.0.0.5", Err("own key names no peer"));
+        // Carol's entry was added by address and has no node id yet: from there, a new id is hers.
+        check(Caller::Legacy("carol".into()), new, "10.0.0.4", Ok(()));
+        check(Caller::Legacy("carol".into()), new, "10.0.0.5", Err("cannot speak for node"));
+        check(Caller::Legacy("carol".into()), other, "10.0.0.4", Err("cannot speak for node"));
+    }
 }
