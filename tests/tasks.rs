@@ -744,3 +744,37 @@ fn stopping_the_daemon_kills_its_agents_and_removes_their_directories() {
     wait_until(LONG, "the agent and its grandchild are gone", || !alive(pid) && !alive(grandchild));
     assert!(!tasks_dir.exists(), "per-task directories are removed");
 }
+
+#[test]
+fn dangerous_additional_args_are_refused_by_name_and_no_agent_runs() {
+    let logs = TempDir::new("ai-args-log");
+    let log = logs.path().join("calls.log");
+    let d = start("ai-args", |_| {}, &[("STANDIN_CALL_LOG", log.to_str().unwrap())]);
+    // (agent, additionalArgs, the flag the refusal names)
+    let dangerous: [(&str, &[&str], &str); 12] = [
+        ("claude", &["--dangerously-skip-permissions"], "--dangerously-skip-permissions"),
+        ("claude", &["--permission-mode", "bypassPermissions"], "--permission-mode"),
+        ("claude", &["--settings", r#"{"permissions":{"allow":["Bash"]}}"#], "--settings"),
+        ("claude", &["--permission-prompt-tool", "mcp__evil__allow"], "--permission-prompt-tool"),
+        ("claude", &["--model", "x", "--allowedTools", "Bash"], "--allowedTools"),
+        ("codex", &["--dangerously-bypass-approvals-and-sandbox"], "--dangerously-bypass-approvals-and-sandbox"),
+        ("codex", &["-c", "approval_policy=never"], "-c"),
+        ("codex", &["--sandbox", "danger-full-access"], "--sandbox"),
+        ("gemini", &["--yolo"], "--yolo"),
+        ("gemini", &["--approval-mode", "yolo"], "--approval-mode"),
+        ("gemini", &["--policy", "/tmp/allow-all.toml"], "--policy"),
+        ("gemini", &["--model", "--yolo"], "--model"),
+    ];
+    for (agent, args, flag) in dangerous {
+        let body = json!({"prompt": "hello", "agent": agent, "additionalArgs": args});
+        let message = plain_error(&d.req("POST", "/api/v1/ai-tasks").json(&body).send(), 400);
+        assert!(message.starts_with(&format!("additionalArgs: '{flag}'")), "{agent} {args:?}: {message}");
+    }
+    assert_eq!(d.get("/api/v1/ai-tasks").expect(200)["tasks"], json!([]), "no task was created");
+    assert!(!log.exists(), "no agent ran: {:?}", std::fs::read_to_string(&log));
+    // A harmless flag passes, and the stand-in's log works.
+    let info = dispatch(&d, json!({"prompt": "hello", "agent": "claude", "additionalArgs": ["--effort", "high"]}));
+    wait_final(&d, info["taskId"].as_str().unwrap());
+    let calls = std::fs::read_to_string(&log).unwrap();
+    assert!(calls.contains(r#""--effort", "high""#), "{calls}");
+}

@@ -50,6 +50,8 @@ pub(super) fn dispatch(tasks: &Tasks, request: DispatchRequest, from: &str) -> R
         let problem = format!("is supported by claude only, not by {}", agent.program());
         return Err(DispatchError::Invalid { field, problem });
     }
+    agents::flags::check(agent, &request.additional_args)
+        .map_err(|refused| DispatchError::Invalid { field: "additionalArgs", problem: refused.to_string() })?;
     check_root_bypass(agent, &request)?;
     let options = agents::Options::from_request(&request, &cwd.to_string_lossy());
     let driver = agents::driver(agent, options);

@@ -292,7 +292,7 @@ pub fn openapi() -> serde_json::Value {
                 "maxBudgetUsd": {"type": "number", "exclusiveMinimum": 0, "description": "claude only"},
                 "allowedTools": {"type": "array", "items": {"type": "string"}, "description": "claude only"},
                 "disallowedTools": {"type": "array", "items": {"type": "string"}, "description": "claude only"},
-                "additionalArgs": {"type": "array", "items": {"type": "string"}, "description": "appended to the agent's command line"},
+                "additionalArgs": {"type": "array", "items": {"type": "string"}, "description": "flags from the agent's allow list (README, Trust) and their values, appended to its command line; any other flag is refused with 400 naming it"},
                 "resumeSessionId": {"type": "string", "description": "a sessionId of an earlier task to continue"},
                 "pty": {"type": "boolean", "default": false, "description": "stdout and stderr on a pseudo-terminal (stdin stays a pipe)"}}},
             "Approval": {"type": "object", "required": ["toolName", "toolInput", "requestId", "timestamp", "description"], "properties": {
