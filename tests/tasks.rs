@@ -621,14 +621,10 @@ fn bypass_permissions_needs_an_explicit_request_and_is_refused_as_root_without_a
 
 #[test]
 fn a_refused_permission_channel_fails_the_task_before_the_prompt_is_sent() {
-    let d = plain("ai-channel");
-    let id = dispatch(
-        &d,
-        json!({"prompt": "hello", "agent": "claude", "cwd": "/", "additionalArgs": ["--standin-init-error"]}),
-    )["taskId"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    // The stand-in refuses the permission channel's initialize request.
+    let d = start("ai-channel", |_| {}, &[("STANDIN_INIT_ERROR", "1")]);
+    let id =
+        dispatch(&d, json!({"prompt": "hello", "agent": "claude", "cwd": "/"}))["taskId"].as_str().unwrap().to_string();
     let info = wait_final(&d, &id);
     assert_eq!(info["status"], "failed", "{info}");
     assert!(info["error"].as_str().unwrap().contains("permission channel"), "{info}");
@@ -777,4 +773,55 @@ fn dangerous_additional_args_are_refused_by_name_and_no_agent_runs() {
     wait_final(&d, info["taskId"].as_str().unwrap());
     let calls = std::fs::read_to_string(&log).unwrap();
     assert!(calls.contains(r#""--effort", "high""#), "{calls}");
+}
+
+#[test]
+fn only_the_dispatching_key_and_the_owner_see_and_decide_a_task() {
+    let (bob_key, carol_key) = ("b0b-key-0123456789abcdef", "ca501-key-0123456789abcdef");
+    let d = start(
+        "ai-owners",
+        |doc| {
+            doc["auth"]["allowedKeys"]["bob"] = bob_key.into();
+            doc["auth"]["allowedKeys"]["carol"] = carol_key.into();
+        },
+        &[],
+    );
+    let work = TempDir::new("ai-owners-ws");
+    let as_key = |key: &str, method: &str, path: &str| d.anon(method, path).key(key);
+    let body = json!({"prompt": "tool", "agent": "claude", "cwd": work.path()});
+    let bobs = as_key(bob_key, "POST", "/api/v1/ai-tasks").json(&body).send().expect(201);
+    let id = bobs["taskId"].as_str().unwrap();
+    let request_id = wait_pending(&d, id)["pendingApproval"]["requestId"].as_str().unwrap().to_string();
+    let task = format!("/api/v1/ai-tasks/{id}");
+    let approve_path = format!("{task}/approve");
+    for approved in [true, false] {
+        let answer = json!({"requestId": request_id, "approved": approved});
+        let refused = as_key(carol_key, "POST", &approve_path).json(&answer).send();
+        assert!(plain_error(&refused, 403).contains("another caller"), "approve/deny by another key");
+    }
+    plain_error(&as_key(carol_key, "DELETE", &task).send(), 403);
+    plain_error(&as_key(carol_key, "GET", &task).send(), 403);
+    plain_error(&as_key(carol_key, "GET", &format!("{task}/events")).send(), 403);
+    plain_error(&as_key(carol_key, "GET", &format!("{task}/stream")).send(), 403);
+    assert_eq!(as_key(carol_key, "GET", "/api/v1/ai-tasks").send().expect(200)["tasks"], json!([]));
+    assert_eq!(task_status(&d, id), "waiting_approval", "nothing another key did had an effect");
+    // Bob sees it and decides it.
+    assert_eq!(as_key(bob_key, "GET", "/api/v1/ai-tasks").send().expect(200)["tasks"][0]["taskId"], id);
+    let answer = json!({"requestId": request_id, "approved": true});
+    as_key(bob_key, "POST", &approve_path).json(&answer).send().expect(200);
+    assert_eq!(wait_final(&d, id)["status"], "completed");
+    // The owner decides anyone's task; nobody else decides the owner's.
+    let owners = dispatch(&d, json!({"prompt": "hang", "agent": "claude"}));
+    let owners_task = format!("/api/v1/ai-tasks/{}", owners["taskId"].as_str().unwrap());
+    plain_error(&as_key(bob_key, "DELETE", &owners_task).send(), 403);
+    assert_eq!(as_key(bob_key, "GET", "/api/v1/ai-tasks").send().expect(200)["tasks"].as_array().unwrap().len(), 1);
+    d.req("DELETE", &owners_task).send().expect(200);
+    let bobs_hang =
+        as_key(bob_key, "POST", "/api/v1/ai-tasks").json(&json!({"prompt": "hang", "agent": "claude"})).send();
+    let bobs_hang = format!("/api/v1/ai-tasks/{}", bobs_hang.expect(201)["taskId"].as_str().unwrap());
+    d.req("DELETE", &bobs_hang).send().expect(200);
+}
+
+fn task_status(d: &Daemon, id: &str) -> String {
+    task(d, id)["status"].as_str().unwrap().to_string()
 }

@@ -51,6 +51,22 @@ pub enum ApproveError {
     NoPending,
 }
 
+/// Who dispatched a task, and who is asking about one: the owner may see and decide every
+/// task; a peer only the tasks its own key dispatched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Dispatcher {
+    Owner,
+    /// A peer, by the label of the key it presented (`guard::Caller::label`).
+    Peer(String),
+}
+
+impl Dispatcher {
+    /// Whether this asker may see and decide a task `dispatcher` started.
+    pub fn may_act_on(&self, dispatcher: &Dispatcher) -> bool {
+        *self == Dispatcher::Owner || self == dispatcher
+    }
+}
+
 /// Where a stream resumes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Since {
@@ -104,6 +120,7 @@ struct Registry {
 
 struct Entry {
     info: TaskInfo,
+    dispatcher: Dispatcher,
     log: EventLog,
     /// Dispatch order, to sort tasks started in the same millisecond.
     order: u64,
@@ -161,17 +178,27 @@ impl Tasks {
     }
 
     /// Validates, starts the agent and returns the new task (status `running`).
-    pub fn dispatch(&self, request: DispatchRequest, from_node_id: &str) -> Result<TaskInfo, DispatchError> {
-        runner::dispatch(self, request, from_node_id)
+    pub fn dispatch(
+        &self,
+        request: DispatchRequest,
+        from_node_id: &str,
+        dispatcher: Dispatcher,
+    ) -> Result<TaskInfo, DispatchError> {
+        runner::dispatch(self, request, from_node_id, dispatcher)
     }
 
-    /// Every task, newest first.
-    pub fn list(&self) -> Vec<TaskInfo> {
+    /// Every task `asker` may see, newest first.
+    pub fn list(&self, asker: &Dispatcher) -> Vec<TaskInfo> {
         let mut registry = self.lock();
         registry.evict(&self.shared.settings);
-        let mut entries: Vec<&Entry> = registry.tasks.values().collect();
+        let mut entries: Vec<&Entry> = registry.tasks.values().filter(|e| asker.may_act_on(&e.dispatcher)).collect();
         entries.sort_by_key(|e| std::cmp::Reverse((e.info.started_at, e.order)));
         entries.into_iter().map(|e| e.info.clone()).collect()
+    }
+
+    /// Who dispatched `task_id`, if it exists.
+    pub fn dispatcher(&self, task_id: &str) -> Option<Dispatcher> {
+        self.lock().tasks.get(task_id).map(|e| e.dispatcher.clone())
     }
 
     pub fn get(&self, task_id: &str) -> Option<TaskInfo> {

@@ -42,7 +42,12 @@ pub(super) enum Command {
     Cancel,
 }
 
-pub(super) fn dispatch(tasks: &Tasks, request: DispatchRequest, from: &str) -> Result<TaskInfo, DispatchError> {
+pub(super) fn dispatch(
+    tasks: &Tasks,
+    request: DispatchRequest,
+    from: &str,
+    dispatcher: super::Dispatcher,
+) -> Result<TaskInfo, DispatchError> {
     let shared = &tasks.shared;
     let cwd = super::validate(&request, &shared.settings)?;
     let (agent, program) = super::resolve_agent(&request)?;
@@ -89,6 +94,7 @@ pub(super) fn dispatch(tasks: &Tasks, request: DispatchRequest, from: &str) -> R
         registry.created += 1;
         let entry = Entry {
             info,
+            dispatcher,
             log: EventLog::new(&task_id),
             order: registry.created,
             pending: Vec::new(),

@@ -3,7 +3,8 @@
 Each stand-in (claude, codex, gemini beside this file) speaks its real CLI's documented
 protocol (../shared/docs/AGENT-CLIS.md) strictly: a wrong command line or a malformed answer
 makes it fail loudly (stderr + exit code), so the daemon's side of the protocol is tested.
-With STANDIN_CALL_LOG set, each start appends its argv to that file.
+With STANDIN_CALL_LOG set, each start appends its argv to that file; with STANDIN_INIT_ERROR set,
+the claude stand-in refuses the permission channel's initialize request.
 What it does is chosen by words in the prompt:
 
   hello     answer with a text, then finish
