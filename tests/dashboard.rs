@@ -22,13 +22,32 @@ const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-
 
 /// A fresh one-time login path from the daemon (`/dashboard/login?token=…`).
 fn login_path(d: &Daemon) -> String {
-    d.req("POST", "/api/v1/dashboard/token").send().expect(200)["loginPath"].as_str().unwrap().to_string()
+    let auth = format!("Bearer {}", d.key);
+    let res = raw(d, "POST", "/api/v1/dashboard/token", &[("Host", &d.addr), ("Authorization", &auth)], None);
+    assert_eq!(res.status, 200, "{}", res.text());
+    res.json()["loginPath"].as_str().unwrap().to_string()
+}
+
+trait Io: Read + Write {}
+impl<T: Read + Write> Io for T {}
+
+/// A connection to `d`: over TLS pinned to its certificate when it serves HTTPS.
+fn connect(d: &Daemon) -> Box<dyn Io> {
+    let tcp = std::net::TcpStream::connect(&d.addr).unwrap();
+    tcp.set_read_timeout(Some(WAIT)).unwrap();
+    if !d.url.starts_with("https://") {
+        return Box::new(tcp);
+    }
+    let paths = loopsy::paths::Paths::from_dir(d.home.path()).unwrap();
+    let pin = loopsy::tls::local_fingerprint(&paths).expect("the daemon's certificate");
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let connection = rustls::ClientConnection::new(loopsy::tls::client_config(&pin), name).unwrap();
+    Box::new(rustls::StreamOwned::new(connection, tcp))
 }
 
 /// Sends a request with exactly the head lines given (its own `Host`), `Connection: close`.
 fn raw(d: &Daemon, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&str>) -> Response {
-    let mut stream = std::net::TcpStream::connect(&d.addr).unwrap();
-    stream.set_read_timeout(Some(WAIT)).unwrap();
+    let mut stream = connect(d);
     let mut head = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
     for (name, value) in headers {
         head.push_str(&format!("{name}: {value}\r\n"));
@@ -55,7 +74,10 @@ fn raw(d: &Daemon, method: &str, path: &str, headers: &[(&str, &str)], body: Opt
         headers.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
     }
     let mut body = Vec::new();
-    reader.read_to_end(&mut body).unwrap();
+    if let Err(e) = reader.read_to_end(&mut body) {
+        // A TLS peer that closes without close_notify: the body read so far is all there is.
+        assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof, "{e}");
+    }
     Response { status, headers, body }
 }
 
@@ -69,7 +91,8 @@ fn log_in(d: &Daemon) -> String {
 
 /// A cookie request to `d` as the dashboard page would send it.
 fn as_browser(d: &Daemon, method: &str, path: &str, cookie: &str, body: Option<&str>) -> Response {
-    let origin = format!("http://{}", d.addr);
+    let scheme = if d.url.starts_with("https://") { "https" } else { "http" };
+    let origin = format!("{scheme}://{}", d.addr);
     let headers = [("Host", d.addr.as_str()), ("Cookie", cookie), ("Origin", &origin), ("X-Loopsy-Dashboard", "1")];
     raw(d, method, path, &headers, body)
 }
@@ -543,4 +566,22 @@ fn a_task_dispatched_from_the_browser_asks_for_approval_and_finishes_once_approv
     let tasks = d.get("/api/v1/ai-tasks").expect(200);
     assert_eq!(tasks["tasks"][0]["status"], "completed", "{tasks}");
     assert!(workdir.path().join("out.txt").exists(), "the approved tool ran");
+}
+
+#[test]
+fn the_session_cookie_is_secure_over_https_and_the_proxy_follows_a_rotated_key() {
+    let home = Home::new("dash-https");
+    home.edit_config(|doc| doc["tls"]["enabled"] = true.into());
+    let d = home.start();
+    let res = raw(&d, "GET", &login_path(&d), &[("Host", &d.addr)], None);
+    assert_eq!(res.status, 303, "{}", res.text());
+    let set_cookie = res.header("set-cookie").unwrap();
+    assert!(set_cookie.split("; ").any(|attribute| attribute == "Secure"), "{set_cookie}");
+    let cookie = set_cookie.split(';').next().unwrap().to_string();
+    let status = "/api/v1/dashboard/proxy/local/api/v1/status";
+    assert_eq!(as_browser(&d, "GET", status, &cookie, None).status, 200);
+    // The owner rotates the key: the proxy uses the new one at once.
+    d.loopsy(&["key", "generate"]).success();
+    let res = as_browser(&d, "GET", status, &cookie, None);
+    assert_eq!(res.status, 200, "{}", res.text());
 }

@@ -344,7 +344,7 @@ fn dashboard_session(req: &Request<State>, session: &str) -> Result<Caller, ApiE
     check_browser_host(req)?;
     let host = req.header("Host").map(|v| v.last().as_str()).unwrap_or_default();
     if let Some(origin) = req.header("Origin").map(|v| v.last().as_str()) {
-        if !origin::origin_matches(origin, req.state().tls.is_on(), host) {
+        if !origin::origin_matches(origin, connection(req).tls, host) {
             return refuse("dashboard requests must come from the dashboard's own origin");
         }
     }

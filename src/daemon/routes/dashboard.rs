@@ -91,8 +91,10 @@ async fn get_login(req: Request<State>) -> tide::Result {
         );
         return Ok(secure(refusal.into_response()));
     };
-    let cookie =
-        origin::session_cookie(state.node.port, &session.secret, auth::SESSION_TTL_MS / 1000, state.tls.is_on());
+    // `Secure` exactly when the browser came over HTTPS: a Secure cookie set over plain HTTP
+    // would never be sent back, and one without it over HTTPS could leak to plain HTTP.
+    let over_tls = guard::connection(&req).tls;
+    let cookie = origin::session_cookie(state.node.port, &session.secret, auth::SESSION_TTL_MS / 1000, over_tls);
     let res = Response::builder(StatusCode::SeeOther)
         .header("Location", "/dashboard/")
         .header("Set-Cookie", cookie)
@@ -267,7 +269,8 @@ async fn reach(state: &State, target: &TargetId) -> Result<Reach, ApiError> {
             let url = state.runtime.lock().expect("runtime lock").as_ref().map(|r| r.url.clone());
             let url = url.ok_or_else(|| ApiError::new(ErrorCode::ShuttingDown, "the daemon is not ready"))?;
             let pin = if state.tls.is_on() { crate::tls::local_fingerprint(&state.paths) } else { None };
-            Ok(Reach { base: url, key: state.config.auth.api_key.clone(), pin })
+            // The current key: the owner may have rotated it since the daemon started.
+            Ok(Reach { base: url, key: state.keyring.own_key(), pin })
         }
         TargetId::Session(name) => {
             let (home, name) = (state.paths.home().to_path_buf(), name.clone());
