@@ -359,3 +359,37 @@ fn joining_a_1_0_21_node_says_how_to_connect_instead() {
     let bob = named("bob");
     join(&bob, &addr, "123456").code(1).stderr_has("loopsy peers add");
 }
+
+#[test]
+fn pairing_never_overwrites_a_legacy_peer_of_the_same_name() {
+    let legacy_key = "1e9ac71e9ac71e9ac71e9ac71e9ac71e";
+    let alice = named("alice");
+    alice.loopsy(&["peers", "add", "10.9.9.9", "--name", "bob", "--key", legacy_key]).success();
+    let bob = named("bob");
+    let (mut host, code) = host_session(&alice, &["--yes"]);
+    let joined = join(&bob, &alice.addr, &code).success();
+    assert!(joined.stdout.contains("Paired with alice"), "{}", joined.stdout);
+    let renamed = host.wait_line("Paired with bob-", WAIT);
+    let name = renamed.split_whitespace().nth(2).unwrap().trim_end_matches('.').to_string();
+    host.wait_line("Another peer here is already named 'bob'", WAIT);
+    assert_eq!(config_key(&alice, "auth", "allowedKeys", "bob").as_deref(), Some(legacy_key), "the legacy key stays");
+    assert!(
+        config_key(&alice, "auth", "peerKeys", &name).is_some()
+            && config_key(&alice, "tls", "pinnedCerts", &name).is_some()
+    );
+    // Both work, each as what it is.
+    let alice_pin = Fingerprint::parse(&config_key(&bob, "tls", "pinnedCerts", "alice").unwrap()).unwrap();
+    let legacy = Client::pinned(&url(&alice), Some(legacy_key.into()), Some(alice_pin));
+    let _: Value = smol::block_on(legacy.get("/api/v1/status")).unwrap();
+    let status: Value = smol::block_on(paired_client(&bob, &alice, "alice").get("/api/v1/status")).unwrap();
+    assert_eq!(status["hostname"], "alice");
+    let audit = || std::fs::read_to_string(alice.home.path().join("logs/audit.jsonl")).unwrap_or_default();
+    crate::support::wait_until(WAIT, "alice's audit log names both callers", || {
+        let audit = audit();
+        audit.contains(r#""caller":"peer:bob""#) && audit.contains(&format!(r#""caller":"paired:{name}""#))
+    });
+    let peers = alice.loopsy(&["peers", "--json"]).success().json();
+    let names: Vec<&str> = peers["peers"].as_array().unwrap().iter().filter_map(|p| p["name"].as_str()).collect();
+    assert_eq!(names.iter().filter(|n| **n == "bob").count(), 1, "{names:?}");
+    assert!(names.contains(&name.as_str()), "{names:?}");
+}

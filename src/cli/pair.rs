@@ -84,10 +84,8 @@ async fn host(paths: &Paths, key: &str, yes: bool) -> anyhow::Result<ExitCode> {
                 }
             }
             "done" => {
-                println!(
-                    "Paired with {}. TLS is on; each side holds a key of its own for the other.",
-                    status["peerHostname"].as_str().unwrap_or("the peer")
-                );
+                let hostname = status["peerHostname"].as_str().unwrap_or("the peer");
+                paired(hostname, status["peerName"].as_str().unwrap_or(hostname));
                 return Ok(ExitCode::SUCCESS);
             }
             "cancelled" => return refused("Pairing cancelled; nothing was saved."),
@@ -127,15 +125,20 @@ async fn join(paths: &Paths, key: &str, address: &str, code: Option<&str>, yes: 
     let client = local(paths, key, Duration::from_secs(330))?;
     match client.call::<Value>(Method::Post, "/api/v1/pair/confirm", Some(&body)).await {
         Ok(answer) if answer["state"] == "done" => {
-            println!(
-                "Paired with {}. TLS is on; each side holds a key of its own for the other.",
-                answer["peer"].as_str().unwrap_or(&peer)
-            );
+            paired(&peer, answer["peer"].as_str().unwrap_or(&peer));
             Ok(ExitCode::SUCCESS)
         }
         Ok(_) => refused("Pairing cancelled; nothing was saved."),
         Err(crate::peer::ClientError::Remote { message, .. }) => refused(&format!("Pairing failed: {message}")),
         Err(other) => Err(other.into()),
+    }
+}
+
+/// The success message; says so when the peer's hostname was taken here by another peer.
+fn paired(hostname: &str, name: &str) {
+    println!("Paired with {name}. TLS is on; each side holds a key of its own for the other.");
+    if name != hostname {
+        println!("Another peer here is already named '{hostname}', so this one is named '{name}'.");
     }
 }
 

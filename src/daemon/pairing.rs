@@ -32,7 +32,8 @@ enum Slot {
     Hosting {
         host: Box<Host>,
         mine: Offer,
-        applied: bool,
+        /// The name the peer was saved under, once both sides confirmed.
+        applied: Option<String>,
         /// Where the joiner's daemon paired from: its address for later calls.
         joiner_address: Option<String>,
     },
@@ -147,7 +148,7 @@ impl Pairing {
             "port": state.node.port,
             "addresses": crate::netif::local_addresses().iter().filter(|ip| ip.is_ipv4()).map(|ip| ip.to_string()).collect::<Vec<_>>(),
         });
-        *slot = Slot::Hosting { host: Box::new(host), mine, applied: false, joiner_address: None };
+        *slot = Slot::Hosting { host: Box::new(host), mine, applied: None, joiner_address: None };
         Ok(answer)
     }
 
@@ -156,9 +157,12 @@ impl Pairing {
         let now = crate::clock::now_ms();
         match &*self.lock() {
             Slot::Idle => json!({"role": "none"}),
-            Slot::Hosting { host, .. } => {
+            Slot::Hosting { host, applied, .. } => {
                 let mut status = serde_json::to_value(host.status(now)).expect("status serialises");
                 status["role"] = "host".into();
+                if let Some(name) = applied {
+                    status["peerName"] = name.as_str().into();
+                }
                 status
             }
             Slot::Joining(joined) => json!({
@@ -230,32 +234,48 @@ impl Pairing {
         let mut slot = self.lock();
         let Slot::Hosting { host, mine, applied, joiner_address } = &mut *slot else { return Ok(()) };
         let Some(peer) = host.completed() else { return Ok(()) };
-        if *applied {
+        if applied.is_some() {
             return Ok(());
         }
         let address = joiner_address.clone().unwrap_or_else(|| peer.hostname.clone());
-        apply(state, peer, mine, &address)
+        let name = apply(state, peer, mine, &address)
             .map_err(|e| ApiError::internal(format!("cannot save the pairing: {e:#}")))?;
-        *applied = true;
+        *applied = Some(name);
         Ok(())
     }
 }
 
-/// The session lifetime: five minutes, or `LOOPSY_PAIRING_LIFETIME_MS` (for tests of expiry).
+/// The session lifetime: five minutes. Test builds (the `test-hooks` feature, which only
+/// `cargo test` turns on) read `LOOPSY_PAIRING_LIFETIME_MS` for tests of expiry; a daemon
+/// anyone installs has no way to stretch a pairing window from its environment.
 fn lifetime_ms() -> u64 {
-    std::env::var("LOOPSY_PAIRING_LIFETIME_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(LIFETIME_MS)
+    #[cfg(feature = "test-hooks")]
+    if let Some(ms) = std::env::var("LOOPSY_PAIRING_LIFETIME_MS").ok().and_then(|v| v.parse().ok()) {
+        return ms;
+    }
+    LIFETIME_MS
 }
 
 /// Writes a completed pairing: keys both ways, the pin, the peer; then takes effect at once.
+/// Returns the name the peer is saved under.
 fn apply(state: &State, peer: &Offer, mine: &Offer, address: &str) -> anyhow::Result<String> {
     use crate::config::set_path;
+    let registry = state.peers.list();
     let mut name = peer.hostname.clone();
     let config = crate::config::edit(&state.paths, |doc| {
-        let pinned = doc["tls"]["pinnedCerts"][name.as_str()].as_str().map(String::from);
-        if pinned.is_some_and(|pin| pin != peer.fingerprint) {
-            // Another machine already uses this name: never overwrite it (weakness A6).
-            name = format!("{}-{}", peer.hostname, &peer.node_id[..8]);
-        }
+        // A name already used by another peer (paired with another certificate, a 1.0.21 key, a
+        // key we present, or a registry entry of another node) is never overwritten (A6).
+        let taken = |candidate: &str| {
+            let pinned = doc["tls"]["pinnedCerts"][candidate].as_str();
+            if pinned == Some(peer.fingerprint.as_str()) {
+                return false;
+            }
+            pinned.is_some()
+                || !doc["auth"]["allowedKeys"][candidate].is_null()
+                || !doc["auth"]["peerKeys"][candidate].is_null()
+                || registry.iter().any(|p| p.name.as_deref() == Some(candidate) && p.node_id != peer.node_id)
+        };
+        name = free_name(&peer.hostname, &peer.node_id, taken);
         set_path(doc, &["auth", "allowedKeys", name.as_str()], mine.api_key.clone().into());
         set_path(doc, &["auth", "peerKeys", name.as_str()], peer.api_key.clone().into());
         set_path(doc, &["tls", "pinnedCerts", name.as_str()], peer.fingerprint.clone().into());
@@ -268,6 +288,9 @@ fn apply(state: &State, peer: &Offer, mine: &Offer, address: &str) -> anyhow::Re
         set_path(doc, &["discovery", "manualPeers"], serde_yaml::to_value(peers)?);
         Ok(())
     })?;
+    if name != peer.hostname {
+        log::warn!("another peer here is already named '{}': the new peer is named '{name}'", peer.hostname);
+    }
     state.keyring.replace(&config);
     super::enable_tls(state)?;
     let add = crate::peers::registry::ManualAdd {
@@ -284,6 +307,19 @@ fn apply(state: &State, peer: &Offer, mine: &Offer, address: &str) -> anyhow::Re
     }
     log::info!("paired with {} ({}) at {address}:{}", name, peer.node_id, peer.port);
     Ok(name)
+}
+
+/// `hostname` if it is free, else `hostname-<8 of the node id>`, else that with `-2`, `-3`, ….
+fn free_name(hostname: &str, node_id: &str, taken: impl Fn(&str) -> bool) -> String {
+    if !taken(hostname) {
+        return hostname.to_string();
+    }
+    let short: String = node_id.chars().filter(char::is_ascii_alphanumeric).take(8).collect();
+    let base = format!("{hostname}-{short}");
+    std::iter::once(base.clone())
+        .chain((2..).map(|n| format!("{base}-{n}")))
+        .find(|candidate| !taken(candidate))
+        .expect("an unbounded list of names has a free one")
 }
 
 /// The joiner's side, driven from `POST /pair/join` and `POST /pair/confirm`.
@@ -409,5 +445,20 @@ async fn finish_with_host(
             call(&pinned, "/api/v1/pair/finish", request).await
         }
         Err(err) => Err(err),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pairing_takes_a_free_name_and_never_another_peers() {
+        let id = "0123abcd-0000-4000-8000-000000000001";
+        assert_eq!(free_name("bob", id, |_| false), "bob");
+        assert_eq!(free_name("bob", id, |n| n == "bob"), "bob-0123abcd");
+        assert_eq!(free_name("bob", id, |n| n == "bob" || n == "bob-0123abcd"), "bob-0123abcd-2");
+        // A node id with odd characters is not sliced, only filtered.
+        assert_eq!(free_name("bob", "é-ü-1", |n| n == "bob"), "bob-1");
     }
 }
