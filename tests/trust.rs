@@ -125,7 +125,9 @@ fn the_owner_is_not_held_to_the_peers_rate_limits() {
         let run = d.loopsy(&["exec", "local", "echo", &format!("run-{i}")]).success();
         assert!(run.stdout.contains(&format!("run-{i}")), "{}", run.stdout);
     }
-    assert!(started.elapsed() < std::time::Duration::from_secs(60), "100 execs in a minute");
+    let took = started.elapsed();
+    eprintln!("100 loopsy exec as the owner with the default limits (30 a minute for peers): {took:?}");
+    assert!(took < Duration::from_secs(60), "100 execs in a minute");
     // A peer's key is held to them.
     drop(d);
     let home = Home::new("trust-peer-rate");
