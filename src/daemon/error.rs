@@ -46,6 +46,8 @@ pub enum ErrorCode {
     PayloadTooLarge = 9006,
     UnsupportedMediaType = 9007,
     ShuttingDown = 9008,
+    /// Plain HTTP from another machine while TLS is on and `tls.allowInsecurePeers` is false.
+    TlsRequired = 9020,
 }
 
 impl ErrorCode {
@@ -54,7 +56,7 @@ impl ErrorCode {
         use ErrorCode::*;
         match self {
             AuthMissingKey => StatusCode::Unauthorized,
-            AuthInvalidKey => StatusCode::Forbidden,
+            AuthInvalidKey | TlsRequired => StatusCode::Forbidden,
             PeerNotFound | ExecJobNotFound | ContextKeyNotFound | MessageNotFound | RouteNotFound => {
                 StatusCode::NotFound
             }
