@@ -2,6 +2,7 @@
 
 mod support;
 
+mod bound_peers;
 mod context;
 mod core_api;
 mod dashboard;

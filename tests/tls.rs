@@ -59,7 +59,13 @@ fn local_tools_keep_using_plain_http_on_the_same_port_when_tls_is_on() {
     if let Some(curl) = curl() {
         for path in ["/api/v1/health", "/api/v1/status"] {
             let out = std::process::Command::new(curl)
-                .args(["-sS", "--fail", "-H", &format!("Authorization: Bearer {}", daemon.key), &format!("{base}{path}")])
+                .args([
+                    "-sS",
+                    "--fail",
+                    "-H",
+                    &format!("Authorization: Bearer {}", daemon.key),
+                    &format!("{base}{path}"),
+                ])
                 .output()
                 .unwrap();
             assert!(out.status.success(), "curl {path}: {}", String::from_utf8_lossy(&out.stderr));
