@@ -9,6 +9,7 @@ mod dashboard;
 mod doctor;
 mod execute;
 mod lifecycle;
+mod limits;
 mod mcp;
 mod mcp_tools;
 mod messages;

@@ -25,6 +25,8 @@ use crate::peer::resolve::base_url;
 use crate::peer::Client;
 use crate::shutdown::Shutdown;
 
+/// The largest health answer read.
+const HEALTH_LIMIT: usize = 64 * 1024;
 /// Probes in flight at most (peers beyond wait for the next tick).
 const MAX_IN_FLIGHT: usize = 64;
 /// An offline peer is probed at most every this many intervals.
@@ -260,7 +262,10 @@ fn spawn_probe(
 /// node id is an answer.
 pub async fn probe(address: &str, port: u16, pin: Option<crate::tls::Fingerprint>, timeout: Duration) -> ProbeOutcome {
     let proven_pin = pin.as_ref().map(ToString::to_string);
-    let client = Client::pinned(&base_url(address, port), None, pin).with_timeout(timeout);
+    // Any address that was announced is probed: its answer may take only what a health answer
+    // needs.
+    let client =
+        Client::pinned(&base_url(address, port), None, pin).with_timeout(timeout).with_body_limit(HEALTH_LIMIT);
     match client.get::<serde_json::Value>("/api/v1/health").await {
         Ok(body) => {
             let node_id = body["nodeId"].as_str().unwrap_or_default();
