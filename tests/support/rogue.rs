@@ -48,16 +48,17 @@ impl Rogue {
     /// Fails if any of `keys` reached the rogue in any encoding a client could use.
     #[track_caller]
     pub fn assert_no_key(&self, keys: &[&str]) {
-        let received = self.received();
-        for key in keys {
-            for encoded in encodings(key) {
-                let found = received.windows(encoded.len()).any(|w| w.eq_ignore_ascii_case(encoded.as_bytes()));
-                assert!(
-                    !found,
-                    "the rogue received a key ({encoded:?}); it got:\n{}",
-                    String::from_utf8_lossy(&received)
-                );
-            }
+        assert_no_key_in(&self.received(), keys);
+    }
+}
+
+/// Fails if any of `keys` is in `received`, in any encoding a client could use.
+#[track_caller]
+pub fn assert_no_key_in(received: &[u8], keys: &[&str]) {
+    for key in keys {
+        for encoded in encodings(key) {
+            let found = received.windows(encoded.len()).any(|w| w.eq_ignore_ascii_case(encoded.as_bytes()));
+            assert!(!found, "a key reached the rogue ({encoded:?}); it got:\n{}", String::from_utf8_lossy(received));
         }
     }
 }
