@@ -60,8 +60,7 @@ async fn serve(paths: Paths, config: Config, node_id: NodeId, managed_by: Option
     let descriptors = conn::raise_descriptor_limit();
     let host: IpAddr = config.server.host.parse().context("server.host")?;
     let address = SocketAddr::new(host, config.server.port);
-    let listener =
-        async_net::TcpListener::bind(address).await.with_context(|| format!("cannot listen on {address}"))?;
+    let listener = conn::listen(address).with_context(|| format!("cannot listen on {address}"))?;
     let bound = listener.local_addr()?;
     let (state, nudges) = State::open(Arc::new(paths), config, node_id, bound.port())?;
     let paths = state.paths.clone();
