@@ -56,7 +56,7 @@ pub struct Client {
 /// most 2 × 10 MiB of output, JSON-escaped), far below what would hurt.
 pub const BODY_LIMIT: usize = 64 * 1024 * 1024;
 /// The cap on an error body (read to show its message).
-const ERROR_BODY_LIMIT: usize = 64 * 1024;
+pub(crate) const ERROR_BODY_LIMIT: usize = 64 * 1024;
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -264,7 +264,7 @@ const SSE_IDLE_LIMIT: Duration = Duration::from_secs(600);
 
 /// Reads an answer body of at most `limit` bytes; a longer one (declared or sent) is an error,
 /// and what follows the limit is never read.
-async fn read_body(response: &mut surf::Response, limit: usize, url: &str) -> Result<Vec<u8>, ClientError> {
+pub(crate) async fn read_body(response: &mut surf::Response, limit: usize, url: &str) -> Result<Vec<u8>, ClientError> {
     use futures_lite::AsyncReadExt;
     let too_long =
         || ClientError::Decode { url: url.to_string(), reason: format!("the answer is larger than {limit} bytes") };
