@@ -639,6 +639,13 @@ mod tests {
             &format!("auth: {{apiKey: {KEY}}}\nmessaging: {{retryInitial: 5000, retryMax: 1000}}\n"),
             "messaging.retryMax",
         );
+        check_error(&format!("auth: {{apiKey: {KEY}}}\nserver: {{headerTimeout: 10}}\n"), "server.headerTimeout");
+        check_error(&format!("auth: {{apiKey: {KEY}}}\nserver: {{idleTimeout: 0}}\n"), "server.idleTimeout");
+        check_error(&format!("auth: {{apiKey: {KEY}}}\nserver: {{maxConnections: 0}}\n"), "server.maxConnections");
+        check_error(
+            &format!("auth: {{apiKey: {KEY}}}\nserver: {{maxConnectionsPerAddress: 0}}\n"),
+            "server.maxConnectionsPerAddress",
+        );
         check_error("auth: [unclosed\n", "line 1");
         check_error("", "empty");
     }
