@@ -2,12 +2,14 @@
 
 mod support;
 
+mod bound_peers;
 mod context;
 mod core_api;
 mod dashboard;
 mod doctor;
 mod execute;
 mod lifecycle;
+mod limits;
 mod mcp;
 mod mcp_tools;
 mod messages;

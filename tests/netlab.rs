@@ -5,7 +5,8 @@
 //! machine even though the daemons bind 0.0.0.0 inside. The tests need root and `ip netns`;
 //! without them they print why and return. The 1.0.21 stand-in needs python-zeroconf in the
 //! interpreter named by `LOOPSY_TEST_PYTHON` (default `python3`); without it that part is
-//! skipped, except when `CI=true`, where it fails.
+//! skipped, except when `CI=true`, where it fails. `tests/netlab/rogue.py` (same interpreter)
+//! is a host that claims other nodes' ids over mDNS and records every byte it is sent.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -13,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::support::rogue::assert_no_key_in;
 use crate::support::{loopsy_bin, TempDir};
 
 const PORT: u16 = 19532;
@@ -79,6 +81,16 @@ impl Lab {
 
     /// Starts a daemon on host `i`: 0.0.0.0:19532, mDNS on, the given health interval.
     pub(crate) fn start_daemon(&self, i: usize, health_interval_ms: u64) {
+        self.start_daemon_with(i, health_interval_ms, |_| {});
+    }
+
+    /// Like [`Lab::start_daemon`], with a last change to the config.
+    pub(crate) fn start_daemon_with(
+        &self,
+        i: usize,
+        health_interval_ms: u64,
+        change: impl FnOnce(&mut serde_yaml::Value),
+    ) {
         let home = self.home(i);
         let init = Command::new(loopsy_bin()).arg("--home").arg(home).arg("init").output().unwrap();
         assert!(init.status.success(), "init: {}", String::from_utf8_lossy(&init.stderr));
@@ -89,6 +101,7 @@ impl Lab {
         doc["discovery"]["enabled"] = true.into();
         doc["discovery"]["healthInterval"] = health_interval_ms.into();
         doc["logging"]["level"] = "debug".into();
+        change(&mut doc);
         std::fs::write(&path, serde_yaml::to_string(&doc).unwrap()).unwrap();
         let home_arg = home.to_str().unwrap();
         let _ = self.spawn(i, &[loopsy_bin(), "--home", home_arg, "start", "--foreground"]);
@@ -274,6 +287,137 @@ fn goodbyes_mark_peers_offline_at_once_and_a_1_0_21_node_is_discovered_with_its_
         lab.status(1, &id2).as_deref() == Some("offline")
     });
     eprintln!("goodbye honoured after {took:?} (health interval {interval_ms} ms)");
+}
+
+/// Host `joiner` pairs with host `host` (both daemons running); returns the joiner's name as
+/// the host knows it.
+fn pair(lab: &Lab, host: usize, joiner: usize) -> String {
+    let home = lab.home(host).to_str().unwrap().to_string();
+    lab.spawn(host, &[loopsy_bin(), "--home", &home, "pair", "--yes"]);
+    let log = |i: usize| std::fs::read_to_string(&lab.hosts[i - 1].log).unwrap_or_default();
+    lab.wait(Duration::from_secs(15), "the host shows a code", || log(host).contains("Pairing code:"));
+    let line = log(host).lines().find(|l| l.contains("Pairing code:")).unwrap().to_string();
+    let code: String = line.rsplit(':').next().unwrap().chars().filter(char::is_ascii_digit).collect();
+    let out = lab.loopsy(joiner, &["pair", &format!("{}:{PORT}", lab.ip(host)), "--code", &code, "--yes"]);
+    assert!(
+        out.status.success(),
+        "pairing: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    lab.wait(Duration::from_secs(10), "the host finishes too", || log(host).contains("Paired with"));
+    format!("{}-h{joiner}", lab.name)
+}
+
+/// Every key host `i`'s config holds.
+fn keys_of(lab: &Lab, i: usize) -> Vec<String> {
+    let config: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(lab.home(i).join("config.yaml")).unwrap()).unwrap();
+    let auth = &config["auth"];
+    let mut keys = vec![auth["apiKey"].as_str().unwrap().to_string()];
+    for map in [&auth["allowedKeys"], &auth["peerKeys"]] {
+        keys.extend(map.as_mapping().into_iter().flatten().filter_map(|(_, v)| v.as_str().map(String::from)));
+    }
+    keys
+}
+
+// See: #13 (item 1)
+#[test]
+fn a_rogue_claiming_a_paired_and_a_legacy_peers_ids_moves_nothing_and_gets_no_key() {
+    let Some(lab) = Lab::up("ro", 4) else { return };
+    let python = match zeroconf_python() {
+        Ok(python) => python,
+        Err(reason) => return eprintln!("SKIPPED: {reason}"),
+    };
+    for i in 1..=3 {
+        lab.start_daemon(i, 500);
+    }
+    let (id2, id3) = (lab.node_id(2), lab.node_id(3));
+    let (ip2, ip3, ip4) = (lab.ip(2), lab.ip(3), lab.ip(4));
+    let paired = pair(&lab, 1, 2);
+    let key3 = keys_of(&lab, 3)[0].clone();
+    let added = lab.loopsy(1, &["peers", "add", &ip3, &PORT.to_string(), "--name", "legacy", "--key", &key3]);
+    assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
+    let entry = |id: &str| lab.peers(1).into_iter().find(|p| p["nodeId"] == id);
+    lab.wait(Duration::from_secs(10), "host 1 knows both peers where they are", || {
+        entry(&id2).is_some_and(|p| p["address"] == ip2.as_str() && p["status"] == "online")
+            && entry(&id3).is_some_and(|p| p["address"] == ip3.as_str() && p["name"] == "legacy")
+    });
+
+    let record = lab.home(4).join("rogue-received");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/netlab/rogue.py");
+    let claims = [format!("{id2}:{PORT}"), format!("{id3}:{}", PORT + 1)];
+    let argv = [&python, script.to_str().unwrap(), record.to_str().unwrap(), &ip4, &claims[0], &claims[1]];
+    lab.spawn(4, &argv);
+    lab.wait(Duration::from_secs(20), "host 1 records both claims as sightings", || {
+        entry(&id2).is_some_and(|p| p["seenAt"]["address"] == ip4.as_str())
+            && entry(&id3).is_some_and(|p| p["seenAt"]["address"] == ip4.as_str() && p["seenAt"]["answers"] == true)
+    });
+    assert_eq!(entry(&id2).unwrap()["address"], ip2.as_str(), "the paired peer stays");
+    assert_eq!(entry(&id3).unwrap()["address"], ip3.as_str(), "the legacy peer stays");
+    let listing = String::from_utf8_lossy(&lab.loopsy(1, &["peers"]).stdout).into_owned();
+    for port in [PORT, PORT + 1] {
+        assert!(listing.contains(&format!("seen at {ip4}:{port}")), "{listing}");
+    }
+
+    // Everything that carries a key still reaches the real peers.
+    for (peer, host) in [(paired.as_str(), 2), ("legacy", 3)] {
+        let out = lab.loopsy(1, &["exec", peer, "hostname"]);
+        assert!(out.status.success(), "exec {peer}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("{}-h{host}", lab.name));
+        let out = lab.loopsy(1, &["context", "set", "k", "v", "--peer", peer]);
+        assert!(out.status.success(), "context {peer}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let received = std::fs::read(&record).unwrap_or_default();
+    assert!(String::from_utf8_lossy(&received).contains("GET /api/v1/health "), "the rogue was probed");
+    let keys: Vec<String> = (1..=3).flat_map(|i| keys_of(&lab, i)).collect();
+    assert_no_key_in(&received, &keys.iter().map(String::as_str).collect::<Vec<_>>());
+}
+
+/// `curl ARGS` as host `i`: (HTTP status, body); fails under CI=true when curl is missing.
+fn curl(lab: &Lab, i: usize, args: &[&str]) -> Option<(u16, String)> {
+    if Command::new("curl").arg("--version").output().is_err() {
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "curl is missing (apt-get install -y curl)");
+        eprintln!("SKIPPED: curl is not installed");
+        return None;
+    }
+    let host = i.to_string();
+    let mut all = vec!["exec", &lab.name, &host, "curl", "-sS", "--max-time", "5", "-w", "\n%{http_code}"];
+    all.extend(args);
+    let out = netlab(&all);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, status) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    Some((status.trim().parse().unwrap_or(0), body.to_string()))
+}
+
+// See: #13 (item 8)
+#[test]
+fn with_tls_on_plain_http_from_the_lan_is_served_only_while_insecure_peers_are_allowed() {
+    let Some(lab) = Lab::up("pl", 2) else { return };
+    lab.start_daemon_with(1, 1000, |doc| {
+        doc["tls"]["enabled"] = true.into();
+        doc["tls"]["allowInsecurePeers"] = false.into();
+    });
+    let plain = format!("http://{}:{PORT}/api/v1/health", lab.ip(1));
+    let Some((status, body)) = curl(&lab, 2, &[&plain]) else { return };
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("9020") && body.contains("allowInsecurePeers"), "{body}");
+    let https = format!("https://{}:{PORT}/api/v1/health", lab.ip(1));
+    assert_eq!(curl(&lab, 2, &["-k", &https]).unwrap().0, 200, "HTTPS on the same port");
+    let local = format!("http://localhost:{PORT}/api/v1/health");
+    assert_eq!(curl(&lab, 1, &[&local]).unwrap().0, 200, "the machine's own tools keep plain HTTP");
+
+    // Allowing insecure peers (and SIGHUP, as after any config change) serves the LAN again.
+    let path = lab.home(1).join("config.yaml");
+    let mut doc: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    doc["tls"]["allowInsecurePeers"] = true.into();
+    std::fs::write(&path, serde_yaml::to_string(&doc).unwrap()).unwrap();
+    let runtime: Value = serde_json::from_slice(&std::fs::read(lab.home(1).join("daemon.json")).unwrap()).unwrap();
+    // SAFETY: kill(2) on the PID the daemon wrote for itself, alive in this test.
+    assert_eq!(unsafe { libc::kill(runtime["pid"].as_i64().unwrap() as i32, libc::SIGHUP) }, 0);
+    lab.wait(Duration::from_secs(5), "plain HTTP from host 2 is served", || {
+        curl(&lab, 2, &[&plain]).is_some_and(|(status, _)| status == 200)
+    });
 }
 
 #[test]

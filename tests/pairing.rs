@@ -91,21 +91,50 @@ fn paired_daemons_talk_over_pinned_tls_with_keys_minted_for_each_other() {
 }
 
 #[test]
-fn three_wrong_codes_burn_the_session() {
+fn three_wrong_codes_shut_that_machine_out_but_leave_the_session_open() {
     let alice = named("alice");
     let bob = named("bob");
     let (mut host, code) = host_session(&alice, &["--yes"]);
     let wrong = if code == "000000" { "000001" } else { "000000" };
     join(&bob, &alice.addr, wrong).code(1).stderr_has("wrong code (2 attempt(s) left)");
-    host.wait_line("A wrong code was tried (2 attempt(s) left)", WAIT);
+    host.wait_line("A wrong code was tried (1 so far)", WAIT);
     join(&bob, &alice.addr, wrong).code(1).stderr_has("wrong code (1 attempt(s) left)");
-    join(&bob, &alice.addr, wrong).code(1).stderr_has("closed after 3 wrong codes");
-    join(&bob, &alice.addr, &code).code(1).stderr_has("closed after 3 wrong codes");
-    let (status, seen) = host.wait(WAIT);
+    join(&bob, &alice.addr, wrong).code(1).stderr_has("wrong code (0 attempt(s) left)");
+    join(&bob, &alice.addr, &code).code(1).stderr_has("this address has tried 3 wrong codes");
+    let status = alice.req("GET", "/api/v1/pair/status").send().expect(200);
+    assert_eq!((status["state"].as_str(), status["wrongAttempts"].as_u64()), (Some("waiting"), Some(3)), "{status}");
+    alice.req("DELETE", "/api/v1/pair").send().expect(200);
+    let (status, _) = host.wait(WAIT);
     assert_eq!(status, 1);
-    assert!(seen.iter().any(|l| l.contains("3 wrong codes were tried")), "{seen:?}");
     assert!(alice.home.config()["auth"]["allowedKeys"].as_mapping().unwrap().is_empty());
     assert!(bob.home.config()["auth"]["peerKeys"].as_mapping().unwrap().is_empty());
+}
+
+// See: #13 (item 6)
+#[test]
+fn strangers_posting_guesses_cannot_close_the_owners_pairing_session() {
+    let alice = named("alice");
+    let bob = named("bob");
+    let (host, code) = host_session(&alice, &["--yes"]);
+    // Anyone may reach the pairing routes; a bogus share spends that address's guesses.
+    let guess = |from: &str| {
+        alice.anon("POST", "/api/v1/pair/spake2").from(from).json(&serde_json::json!({"share": "04".repeat(65)})).send()
+    };
+    for _ in 0..3 {
+        assert_eq!(guess("127.0.0.2").status, 400);
+    }
+    let refused = guess("127.0.0.2");
+    assert_eq!(refused.status, 403, "{}", refused.text());
+    assert!(refused.text().contains("this address has tried 3 wrong codes"), "{}", refused.text());
+    // Others wait: guesses after the first three are spaced out.
+    let later = guess("127.0.0.3");
+    assert_eq!(later.status, 429, "{}", later.text());
+    assert_eq!(later.header("retry-after"), Some("1"));
+    // The owner's session is still open, and the real joiner gets through (after the wait).
+    join(&bob, &alice.addr, &code).success().stdout_has("Paired with alice");
+    let (status, seen) = host.wait(WAIT);
+    assert_eq!(status, 0, "{seen:?}");
+    assert!(alice.home.config()["auth"]["allowedKeys"]["bob"].is_string());
 }
 
 #[test]

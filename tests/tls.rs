@@ -30,8 +30,69 @@ fn a_tls_daemon_serves_https_with_a_private_key_and_a_1_0_21_fingerprint() {
     assert_eq!(fingerprint.as_str().len(), 64);
     assert!(fingerprint.as_str().bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')));
     assert!(daemon.output_has(&format!("fingerprint {fingerprint}")), "the fingerprint is logged");
-    // Plain HTTP on the TLS port gets no HTTP answer.
-    assert!(daemon.anon("GET", "/api/v1/health").try_send().is_err());
+    // The same port still answers plain HTTP from this machine (see the tests below).
+    assert_eq!(daemon.anon("GET", "/api/v1/health").send().status, 200);
+}
+
+/// `curl`, or `None` with the reason printed (fatal on CI).
+fn curl() -> Option<&'static str> {
+    let found = std::process::Command::new("curl").arg("--version").output().is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "curl is missing (apt-get install -y curl)");
+        eprintln!("SKIPPED the curl part: curl is not installed");
+    }
+    found.then_some("curl")
+}
+
+// See: #13 (item 8)
+#[test]
+fn local_tools_keep_using_plain_http_on_the_same_port_when_tls_is_on() {
+    let home = Home::new("tlsplain");
+    home.edit_config(|doc| {
+        doc["tls"]["enabled"] = true.into();
+        // Local tools are served whatever this says: it is about other machines.
+        doc["tls"]["allowInsecurePeers"] = false.into();
+    });
+    let daemon = home.start();
+    assert!(daemon.url.starts_with("https://"));
+    let base = format!("http://localhost:{}", daemon.port);
+    if let Some(curl) = curl() {
+        for path in ["/api/v1/health", "/api/v1/status"] {
+            let out = std::process::Command::new(curl)
+                .args([
+                    "-sS",
+                    "--fail",
+                    "-H",
+                    &format!("Authorization: Bearer {}", daemon.key),
+                    &format!("{base}{path}"),
+                ])
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "curl {path}: {}", String::from_utf8_lossy(&out.stderr));
+            let body: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            assert!(body["nodeId"].is_string(), "{body}");
+        }
+    }
+    assert!(daemon.req("GET", "/api/v1/status").send().expect(200)["nodeId"].is_string());
+    // The CLI over HTTPS (daemon.json) and by plain address, as 1.0.21 tooling does.
+    daemon.loopsy(&["exec", "local", "echo", "over-tls"]).success().stdout_has("over-tls");
+    let address = format!("127.0.0.1:{}", daemon.port);
+    let loose = Home::new("tlsplain-cli");
+    let out = loose.loopsy(&["exec", "--key", &daemon.key, &address, "echo", "plain"]).success();
+    assert!(out.stdout.contains("plain"), "{}", out.stdout);
+    // An MCP client configured with LOOPSY_PORT and LOOPSY_API_KEY speaks plain HTTP.
+    let empty = crate::support::TempDir::new("tlsplain-mcp");
+    let port = daemon.port.to_string();
+    let mut mcp = crate::support::mcp_stdio::McpServer::spawn_with(
+        empty.path(),
+        &[("LOOPSY_PORT", &port), ("LOOPSY_API_KEY", &daemon.key)],
+    );
+    mcp.ok("loopsy_context_set", serde_json::json!({"key": "via", "value": "plain"}));
+    assert_eq!(daemon.get("/api/v1/context/via").expect(200)["value"], "plain");
+    // HTTPS on the same port, pinned, works as before.
+    let pinned = Client::pinned(&daemon.url, Some(daemon.key.clone()), Some(certificate_fingerprint(&daemon)));
+    let status: serde_json::Value = smol::block_on(pinned.get("/api/v1/status")).unwrap();
+    assert!(status["nodeId"].is_string());
 }
 
 #[test]

@@ -49,6 +49,8 @@ pub enum ErrorCode {
     /// The caller authenticated, but its class may not use this route (ARCHITECTURE.md's
     /// access table) or touch this object (another peer's task or registry entry).
     Forbidden = 9009,
+    /// Plain HTTP from another machine while TLS is on and `tls.allowInsecurePeers` is false.
+    TlsRequired = 9020,
 }
 
 impl ErrorCode {
@@ -57,7 +59,7 @@ impl ErrorCode {
         use ErrorCode::*;
         match self {
             AuthMissingKey => StatusCode::Unauthorized,
-            AuthInvalidKey | Forbidden => StatusCode::Forbidden,
+            AuthInvalidKey | Forbidden | TlsRequired => StatusCode::Forbidden,
             PeerNotFound | ExecJobNotFound | ContextKeyNotFound | MessageNotFound | RouteNotFound => {
                 StatusCode::NotFound
             }

@@ -4,6 +4,7 @@
 //! Both roles run in the daemons, so key material never passes through a CLI. The protocol is
 //! in `crate::pairing`; this file only moves its messages and applies the outcome.
 
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ use serde_json::json;
 use surf::http::Method;
 use tide::http::StatusCode;
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorCode};
 use super::state::State;
 use crate::pairing::channel::{from_hex, Channel};
 use crate::pairing::session::{Code, Finish, Host, Joiner, Offer, PairError, LIFETIME_MS};
@@ -95,8 +96,11 @@ pub fn api_error(err: PairError) -> ApiError {
     let status = match err {
         PairError::NoSession => StatusCode::NotFound,
         PairError::Expired => StatusCode::Gone,
-        PairError::Burned => StatusCode::Locked,
-        PairError::WrongCode(_) => StatusCode::Forbidden,
+        PairError::TooManyAttempts | PairError::WrongCode(_) => StatusCode::Forbidden,
+        PairError::BackOff(wait_ms) => {
+            return ApiError::plain(StatusCode::TooManyRequests, err.to_string())
+                .with_retry_after(wait_ms.div_ceil(1000))
+        }
         PairError::Busy | PairError::Cancelled => StatusCode::Conflict,
         PairError::BadOffer | PairError::Tampered | PairError::Invalid(_) => StatusCode::BadRequest,
     };
@@ -189,22 +193,22 @@ impl Pairing {
         }
     }
 
-    /// `POST /pair/spake2` from the joining daemon.
-    pub fn host_spake2(&self, body: &Share) -> Result<ShareAnswer, ApiError> {
+    /// `POST /pair/spake2` from the joining daemon at address `from`.
+    pub fn host_spake2(&self, body: &Share, from: IpAddr) -> Result<ShareAnswer, ApiError> {
         let share = decode_hex(&body.share, "share")?;
-        let (share, confirm) = self.with_host(|host, now| host.spake2(&share, now))?;
+        let (share, confirm) = self.with_host(|host, now| host.spake2(&share, from, now))?;
         Ok(ShareAnswer { share, confirm })
     }
 
     /// `POST /pair/exchange` from the joining daemon at address `from`.
-    pub fn host_exchange(&self, body: &Exchange, from: &str) -> Result<Sealed, ApiError> {
+    pub fn host_exchange(&self, body: &Exchange, from: IpAddr) -> Result<Sealed, ApiError> {
         let confirm = decode_hex(&body.confirm, "confirm")?;
         let now = crate::clock::now_ms();
         match &mut *self.lock() {
             Slot::Hosting { host, mine, joiner_address, .. } => {
-                let offer = host.exchange(&confirm, &body.offer, mine, now).map_err(api_error)?;
+                let offer = host.exchange(&confirm, &body.offer, mine, from, now).map_err(api_error)?;
                 // Where the joiner's daemon is reached later: the address it paired from.
-                *joiner_address = Some(from.to_string());
+                *joiner_address = Some(from.to_canonical().to_string());
                 Ok(Sealed { offer })
             }
             _ => Err(api_error(PairError::NoSession)),
@@ -334,7 +338,7 @@ impl Pairing {
         let mine = my_offer(state)?;
         let client = pairing_client(&request.address, port).await?;
         let joiner = Joiner::new(&code);
-        let answer: ShareAnswer = call(&client, "/api/v1/pair/spake2", &Share { share: joiner.share() }).await?;
+        let answer = spake2_when_allowed(&client, &Share { share: joiner.share() }).await?;
         let (host_share, host_confirm) = (decode_hex(&answer.share, "share")?, decode_hex(&answer.confirm, "confirm")?);
         let (channel, confirm) = match joiner.confirm(&host_share, &host_confirm) {
             Ok(ok) => ok,
@@ -412,6 +416,24 @@ async fn pairing_client(address: &str, port: u16) -> Result<Client, ApiError> {
     Err(ApiError::plain(StatusCode::BadGateway, format!("cannot reach {address}:{port}: {last}")))
 }
 
+/// Sends our share, waiting out the host's back-off (429) if other guesses came first: a
+/// stranger's tries slow a pairing down, they do not stop it.
+async fn spake2_when_allowed(client: &Client, share: &Share) -> Result<ShareAnswer, ApiError> {
+    let give_up = std::time::Instant::now() + JOIN_PATIENCE;
+    loop {
+        match call(client, "/api/v1/pair/spake2", share).await {
+            Err(err) if err.status() == StatusCode::TooManyRequests && std::time::Instant::now() < give_up => {
+                log::info!("the host asks to wait before the next pairing attempt ({err}); retrying");
+                async_io::Timer::after(Duration::from_secs(1)).await;
+            }
+            answer => return answer,
+        }
+    }
+}
+
+/// How long a joiner waits out the host's back-off at most (its longest wait is 30 s).
+const JOIN_PATIENCE: Duration = Duration::from_secs(40);
+
 /// A call to the host's pairing endpoints, with its errors passed through to our caller.
 async fn call<T: serde::de::DeserializeOwned>(
     client: &Client,
@@ -424,6 +446,10 @@ async fn call<T: serde::de::DeserializeOwned>(
             "the other machine runs loopsy 1.0.21 (or another version without secure pairing): \
              connect to it with `loopsy peers add <address> --key <its key>`",
         ),
+        // Plain HTTP refused by a host with TLS on: the caller retries over HTTPS.
+        ClientError::Remote { code: Some(code), message, .. } if code == ErrorCode::TlsRequired as u64 => {
+            ApiError::plain(StatusCode::BadGateway, message)
+        }
         ClientError::Remote { status, message, .. } => {
             ApiError::plain(StatusCode::try_from(status).unwrap_or(StatusCode::BadGateway), message)
         }

@@ -30,7 +30,8 @@ pub struct State {
     pub shutdown: Shutdown,
     /// The context store (`/api/v1/context`).
     pub context: Store,
-    /// Whether new connections get TLS; pairing turns it on at run time.
+    /// Whether new connections get TLS (pairing turns it on at run time) and whether plain
+    /// HTTP from other machines is served beside it.
     pub tls: super::listener::TlsSwitch,
     /// The one pairing session (host or joiner) of this daemon.
     pub pairing: super::pairing::Pairing,
@@ -85,7 +86,7 @@ impl State {
             audit: Audit::start(paths.audit_log(), super::audit::Rotation::default()),
             shutdown: Shutdown::new(),
             context,
-            tls: super::listener::TlsSwitch::default(),
+            tls: super::listener::TlsSwitch::new(config.tls.allow_insecure_peers),
             pairing: super::pairing::Pairing::default(),
             tasks: crate::tasks::Tasks::new(
                 config.ai_tasks.clone(),

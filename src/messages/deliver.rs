@@ -119,7 +119,8 @@ impl Messages {
 
     /// Asks the peer's `/status` for its hostname (its messaging name, §6.1) and remembers it.
     pub(super) async fn learn_name(&self, client: &Client, peer: &Peer) -> Result<String, String> {
-        let client = client.clone().with_timeout(NAME_TIMEOUT.min(self.delivery_timeout()));
+        let client =
+            client.clone().with_timeout(NAME_TIMEOUT.min(self.delivery_timeout())).with_body_limit(1024 * 1024);
         let status: Value = client.get("/api/v1/status").await.map_err(|e| e.to_string())?;
         let name =
             status["hostname"].as_str().filter(|n| !n.trim().is_empty()).ok_or("its /status names no hostname")?;

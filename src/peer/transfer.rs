@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use surf::http::Method;
 
-use super::{remote_error, Client, ClientError};
+use super::{read_body, remote_error, Client, ClientError, ERROR_BODY_LIMIT};
 
 /// A transfer with no byte moving for this long is abandoned.
 const STALL: Duration = Duration::from_secs(60);
@@ -216,7 +216,7 @@ impl Client {
             let mut response = self.send_retrying(request).await?;
             let status = response.status() as u16;
             if !(200..300).contains(&status) {
-                let bytes = response.body_bytes().await.unwrap_or_default();
+                let bytes = read_body(&mut response, ERROR_BODY_LIMIT, &self.base).await.unwrap_or_default();
                 return Err(remote_error(status, &bytes));
             }
             let header = |name: &str| response.header(name).map(|v| v.last().as_str().to_string());
@@ -240,9 +240,13 @@ impl Client {
                 if n == 0 {
                     break;
                 }
+                done += n as u64;
+                // Not a byte more than the peer said the file has.
+                if declared_size.is_some_and(|size| done > size) {
+                    return Err(self.decode_error(format!("the peer sent more than the {total} bytes it declared")));
+                }
                 hasher.update(&buffer[..n]);
                 file.write_all(&buffer[..n]).await.map_err(local)?;
-                done += n as u64;
                 moved.store(done, Ordering::Relaxed);
                 progress(done, total.max(done));
             }
@@ -282,7 +286,7 @@ impl Client {
         let json = serde_json::to_vec(body).map_err(|e| self.decode_error(e))?;
         let request = || self.authorized(method, path).body(json.clone()).header("Content-Type", "application/json");
         let mut response = self.send_retrying(request).await?;
-        let bytes = response.body_bytes().await.map_err(|e| self.decode_error(e))?;
+        let bytes = read_body(&mut response, self.body_limit, &self.base).await?;
         if !response.status().is_success() {
             return Err(remote_error(response.status() as u16, &bytes));
         }
@@ -326,7 +330,7 @@ impl Client {
     ) -> Result<(surf::StatusCode, Vec<u8>), ClientError> {
         let exchange = async {
             let mut response = self.http.send(request.build()).await.map_err(|e| self.unreachable(e))?;
-            let bytes = response.body_bytes().await.map_err(|e| self.decode_error(e))?;
+            let bytes = read_body(&mut response, self.body_limit, &self.base).await?;
             Ok((response.status(), bytes))
         };
         futures_lite::future::or(exchange, stall_watch(moved, &self.base)).await

@@ -14,6 +14,8 @@ pub struct Request {
     headers: Vec<(String, String)>,
     body: Option<Vec<u8>>,
     timeout: Duration,
+    /// The local address to connect from (another loopback address plays another machine).
+    source: Option<std::net::IpAddr>,
 }
 
 /// A complete response.
@@ -33,7 +35,14 @@ impl Request {
             headers: Vec::new(),
             body: None,
             timeout: Duration::from_secs(30),
+            source: None,
         }
+    }
+
+    /// Connects from `ip` (e.g. `127.0.0.2`): the daemon sees another source address.
+    pub fn from(mut self, ip: &str) -> Request {
+        self.source = Some(ip.parse().expect("an IP address"));
+        self
     }
 
     pub fn header(mut self, name: &str, value: &str) -> Request {
@@ -81,9 +90,16 @@ impl Request {
     }
 
     fn connect(&self) -> TcpStream {
-        let stream = TcpStream::connect(&self.addr).unwrap_or_else(|e| panic!("connect {}: {e}", self.addr));
+        let stream = self.open().unwrap_or_else(|e| panic!("connect {}: {e}", self.addr));
         stream.set_read_timeout(Some(self.timeout)).unwrap();
         stream
+    }
+
+    fn open(&self) -> std::io::Result<TcpStream> {
+        match self.source {
+            None => TcpStream::connect(&self.addr),
+            Some(ip) => connect_from(ip, &self.addr),
+        }
     }
 
     /// Sends the request and reads the whole response.
@@ -93,7 +109,7 @@ impl Request {
 
     /// Like [`Request::send`], but a connection failure is an `Err`.
     pub fn try_send(&self) -> std::io::Result<Response> {
-        let mut stream = TcpStream::connect(&self.addr)?;
+        let mut stream = self.open()?;
         stream.set_read_timeout(Some(self.timeout))?;
         self.write_head(&mut stream);
         let mut reader = BufReader::new(stream);
@@ -130,6 +146,16 @@ impl Request {
         let body = BufReader::new(body_reader(&headers, reader));
         Stream { status, headers, body, socket: stream }
     }
+}
+
+/// A TCP connection to `addr` from the local address `source`.
+pub fn connect_from(source: std::net::IpAddr, addr: &str) -> std::io::Result<TcpStream> {
+    use std::net::ToSocketAddrs;
+    let target = addr.to_socket_addrs()?.next().ok_or(std::io::ErrorKind::InvalidInput)?;
+    let socket = socket2::Socket::new(socket2::Domain::for_address(target), socket2::Type::STREAM, None)?;
+    socket.bind(&std::net::SocketAddr::new(source, 0).into())?;
+    socket.connect(&target.into())?;
+    Ok(socket.into())
 }
 
 fn read_head(reader: &mut impl BufRead) -> std::io::Result<(u16, Vec<(String, String)>)> {

@@ -20,6 +20,11 @@ pub struct McpServer {
 impl McpServer {
     /// Starts the server for the data directory `home` and completes the handshake.
     pub fn spawn(home: &Path) -> McpServer {
+        McpServer::spawn_with(home, &[])
+    }
+
+    /// Like [`McpServer::spawn`], with the given environment variables (`LOOPSY_*`) set.
+    pub fn spawn_with(home: &Path, env: &[(&str, &str)]) -> McpServer {
         let mut child = Command::new(super::loopsy_bin())
             .arg("--home")
             .arg(home)
@@ -27,6 +32,7 @@ impl McpServer {
             .env_remove("LOOPSY_API_KEY")
             .env_remove("LOOPSY_PORT")
             .env_remove("LOOPSY_DATA_DIR")
+            .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

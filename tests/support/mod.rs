@@ -9,6 +9,7 @@
 pub mod http;
 pub mod mcp_stdio;
 pub mod proxy;
+pub mod rogue;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
