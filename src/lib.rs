@@ -12,6 +12,8 @@ pub mod discovery;
 pub mod doctor;
 pub mod durable;
 pub mod exec;
+#[cfg(test)]
+mod fuzz;
 pub mod identity;
 pub mod instance;
 pub mod logger;

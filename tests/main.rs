@@ -7,6 +7,7 @@ mod core_api;
 mod dashboard;
 mod doctor;
 mod execute;
+mod hostile_input;
 mod lifecycle;
 mod mcp;
 mod mcp_tools;

@@ -254,7 +254,9 @@ fn apply(state: &State, peer: &Offer, mine: &Offer, address: &str) -> anyhow::Re
         let pinned = doc["tls"]["pinnedCerts"][name.as_str()].as_str().map(String::from);
         if pinned.is_some_and(|pin| pin != peer.fingerprint) {
             // Another machine already uses this name: never overwrite it (weakness A6).
-            name = format!("{}-{}", peer.hostname, &peer.node_id[..8]);
+            // `Offer::open` checked that the node id is a UUID, so its first 8 bytes are hex.
+            let short = peer.node_id.get(..8).unwrap_or(&peer.node_id);
+            name = format!("{}-{short}", peer.hostname);
         }
         set_path(doc, &["auth", "allowedKeys", name.as_str()], mine.api_key.clone().into());
         set_path(doc, &["auth", "peerKeys", name.as_str()], peer.api_key.clone().into());

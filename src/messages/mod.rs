@@ -167,6 +167,11 @@ impl Messages {
     /// Acknowledges a message of our inbox: the ack goes to its sender (now or later), the
     /// entry is removed here and its id remembered.
     pub async fn ack(&self, request: AckRequest) -> Result<Sent, MessageError> {
+        if let Some(id) = request.id.as_deref().filter(|id| !envelope::is_valid_id(id)) {
+            return Err(MessageError::Invalid(format!(
+                "'{id}' is not a message id (<ms>-<sender host>-<4 hex>, as the inbox lists them)"
+            )));
+        }
         let key = match (&request.key, &request.id) {
             (Some(key), _) => key.clone(),
             (None, Some(id)) => envelope::inbox_key(&self.inner.hostname, id),
