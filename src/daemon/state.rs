@@ -78,6 +78,8 @@ impl State {
             context.clone(),
             registry.clone(),
         );
+        // Child processes (commands, agents) never inherit the daemon's keys (weakness C3).
+        let secrets = crate::child_env::Secrets::new(paths.clone(), &config);
         let state = State {
             node: Arc::new(Node { id: node_id, hostname, port, started: Instant::now() }),
             keyring: Keyring::new(&config.auth),
@@ -87,15 +89,11 @@ impl State {
             context,
             tls: super::listener::TlsSwitch::default(),
             pairing: super::pairing::Pairing::default(),
-            tasks: crate::tasks::Tasks::new(
-                config.ai_tasks.clone(),
-                &paths.tasks_dir(),
-                super::daemon_secrets(&config),
-            ),
+            tasks: crate::tasks::Tasks::new(config.ai_tasks.clone(), &paths.tasks_dir(), secrets.clone()),
             runtime: Arc::new(std::sync::Mutex::new(None)),
             peers: registry,
             nudger,
-            executor: Executor::new(&config.execution),
+            executor: Executor::new(&config.execution, secrets),
             transfer: Arc::new(transfer_context(&paths, &config)),
             logins: Default::default(),
             host_names: Arc::new(crate::dashboard::origin::HostNames::new(&[

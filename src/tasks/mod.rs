@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use crate::child_env::Secrets;
 use crate::config::AiTasks;
 use api::{Agent, Approval, DispatchRequest, Event, EventType, PermissionMode, Status, TaskInfo};
 use events::{EventLog, Stored, Subscriber};
@@ -90,7 +91,7 @@ struct Shared {
     /// Parent of the per-task private directories.
     dir: PathBuf,
     /// Values that must never reach an agent's environment (the daemon's keys).
-    secrets: Vec<String>,
+    secrets: Secrets,
     registry: Mutex<Registry>,
     /// The supervisors, owned here; finished ones are pruned on each dispatch.
     supervisors: Mutex<Vec<smol::Task<()>>>,
@@ -143,7 +144,7 @@ impl Entry {
 
 impl Tasks {
     /// An empty registry; per-task directories go below `dir` (leftovers of a crash are removed).
-    pub fn new(settings: AiTasks, dir: &Path, secrets: Vec<String>) -> Tasks {
+    pub fn new(settings: AiTasks, dir: &Path, secrets: Secrets) -> Tasks {
         let _ = std::fs::remove_dir_all(dir);
         Tasks {
             shared: Arc::new(Shared {
