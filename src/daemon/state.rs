@@ -112,7 +112,7 @@ impl State {
 fn transfer_context(paths: &Paths, config: &Config) -> crate::transfer::push::TransferContext {
     use crate::transfer::{journal::Journal, policy::PathPolicy, push::TransferContext, PART_TTL};
     let staging = paths.transfer_dir().join("staging");
-    let _ = std::fs::remove_dir_all(&staging);
+    crate::transfer::journal::remove_staged(&staging);
     let journal = Journal::new(paths.transfer_dir().join("journal"));
     let removed = journal.recover(PART_TTL);
     if removed > 0 {
