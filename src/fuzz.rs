@@ -202,6 +202,13 @@ mod tests {
                 capabilities: vec![text.clone()],
             };
             let _ = announced.validate();
+            // `to` of a message, `peer` of a status query: how a caller names a registry peer.
+            let mut peer = crate::peers::Peer::manual("10.0.0.2", 19532);
+            peer.name = Some("bob".into());
+            if let crate::peer::resolve::Found::One(found) = crate::peer::resolve::find(&[peer.clone()], &text) {
+                assert_eq!(found, peer);
+            }
+            let _ = crate::peer::resolve::parse(&text);
         }
     }
 
