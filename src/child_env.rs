@@ -9,7 +9,8 @@
 //! them while the daemon runs.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use crate::config::Config;
 use crate::paths::Paths;
@@ -21,30 +22,55 @@ pub struct Secrets {
     /// The keys at start: still secret after a rotation, and the answer when `config.yaml`
     /// cannot be read.
     at_start: Arc<Vec<String>>,
+    /// The keys of `config.yaml` as last read, with the file's identity then (inode, size,
+    /// modification time): parsed again only when that changes, so a spawn costs a `stat`, not a
+    /// YAML parse. Every config writer replaces the file, which gives it a new inode.
+    read: Arc<Mutex<Option<LastRead>>>,
 }
 
 impl Secrets {
     pub fn new(paths: Arc<Paths>, config: &Config) -> Secrets {
-        Secrets { paths: Some(paths), at_start: Arc::new(keys_of(config)) }
+        Secrets { paths: Some(paths), at_start: Arc::new(keys_of(config)), read: Arc::default() }
     }
 
     /// A fixed set of keys (no config file behind it).
     pub fn fixed(keys: Vec<String>) -> Secrets {
-        Secrets { paths: None, at_start: Arc::new(keys) }
+        Secrets { paths: None, at_start: Arc::new(keys), read: Arc::default() }
     }
 
     /// Every key this daemon holds now, and every key it held at start.
     pub fn current(&self) -> Vec<String> {
         let mut keys = self.at_start.as_ref().clone();
-        if let Some(config) = self.paths.as_ref().and_then(|paths| Config::load(paths).ok()) {
-            keys.extend(keys_of(&config));
+        if let Some(paths) = &self.paths {
+            keys.extend(self.keys_in_config(paths));
         }
         keys.retain(|key| !key.trim().is_empty());
         keys.sort();
         keys.dedup();
         keys
     }
+
+    fn keys_in_config(&self, paths: &Paths) -> Vec<String> {
+        use std::os::unix::fs::MetadataExt;
+        let stamp =
+            std::fs::metadata(paths.config_file()).ok().and_then(|m| Some((m.ino(), m.len(), m.modified().ok()?)));
+        let mut read = self.read.lock().expect("secrets lock");
+        match (&*read, stamp) {
+            (Some((seen, keys)), Some(now)) if *seen == now => keys.clone(),
+            (_, stamp) => {
+                let keys = Config::load(paths).map(|config| keys_of(&config)).unwrap_or_default();
+                *read = stamp.map(|stamp| (stamp, keys.clone()));
+                keys
+            }
+        }
+    }
 }
+
+/// What identifies one version of a file: inode, size, modification time.
+type Stamp = (u64, u64, SystemTime);
+
+/// The keys found in `config.yaml` when it had this stamp.
+type LastRead = (Stamp, Vec<String>);
 
 /// The own key, the keys peers present (`allowedKeys`) and the keys we present (`peerKeys`).
 fn keys_of(config: &Config) -> Vec<String> {
