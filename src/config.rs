@@ -119,6 +119,8 @@ pub struct Execution {
     pub max_concurrent: u32,
     /// Milliseconds; applied when a request gives no timeout.
     pub default_timeout: u64,
+    /// Milliseconds; the longest timeout a request may ask for (not in 1.0.21, which had none).
+    pub max_timeout: u64,
     /// Cap on each of stdout and stderr, in bytes.
     pub max_output_bytes: u64,
 }
@@ -130,6 +132,7 @@ impl Default for Execution {
             allowlist: None,
             max_concurrent: 10,
             default_timeout: 300_000,
+            max_timeout: 3_600_000,
             max_output_bytes: 10 * 1024 * 1024,
         }
     }
@@ -408,6 +411,12 @@ impl Config {
         if self.execution.default_timeout == 0 {
             return Err("execution.defaultTimeout: must be a positive number of milliseconds".into());
         }
+        if self.execution.default_timeout > self.execution.max_timeout {
+            return Err(format!(
+                "execution.defaultTimeout: {} ms is more than execution.maxTimeout ({} ms)",
+                self.execution.default_timeout, self.execution.max_timeout
+            ));
+        }
         for (field, list) in [
             ("transfer.allowedPaths", &self.transfer.allowed_paths),
             ("transfer.deniedPaths", &self.transfer.denied_paths),
@@ -629,6 +638,7 @@ mod tests {
         check_error(&format!("auth: {{apiKey: {KEY}}}\nserver: {{host: nowhere}}\n"), "server.host");
         check_error(&format!("auth: {{apiKey: {KEY}, allowedKeys: {{bob: ''}}}}\n"), "auth.allowedKeys.bob");
         check_error(&format!("auth: {{apiKey: {KEY}}}\nexecution: {{maxConcurrent: 0}}\n"), "execution.maxConcurrent");
+        check_error(&format!("auth: {{apiKey: {KEY}}}\nexecution: {{maxTimeout: 1000}}\n"), "execution.defaultTimeout");
         check_error(&format!("auth: {{apiKey: {KEY}}}\ntransfer: {{allowedPaths: [rel]}}\n"), "transfer.allowedPaths");
         check_error(&format!("auth: {{apiKey: {KEY}}}\nlogging: {{level: loud}}\n"), "logging.level");
         check_error(&format!("auth: {{apiKey: {KEY}}}\naiTasks: {{maxConcurrent: 0}}\n"), "aiTasks.maxConcurrent");

@@ -105,10 +105,15 @@ fn error_message(res: &Response, status: u16) -> String {
 
 /// A session daemon of `main`: its own home, linked as `<main>/sessions/<name>`.
 fn session(main: &Path, name: &str, hostname: &str) -> Daemon {
+    session_home(main, name, hostname).start()
+}
+
+/// The home of a session of `main`, not started yet.
+fn session_home(main: &Path, name: &str, hostname: &str) -> Home {
     let home = Home::new(name);
     home.edit_config(|doc| doc["server"]["hostname"] = hostname.into());
     link_session(main, name, home.path());
-    home.start()
+    home
 }
 
 fn link_session(main: &Path, name: &str, dir: &Path) {
@@ -496,8 +501,19 @@ fn every_view_shows_real_data_and_messages_travel_between_sessions() {
     let main = Home::new("dash-b-main");
     main.edit_config(|doc| doc["server"]["hostname"] = "dash-main".into());
     main.edit_config(|doc| doc["discovery"]["healthInterval"] = 300.into());
-    let w1 = session(main.path(), "w1", "dash-w1");
-    let w2 = session(main.path(), "w2", "dash-w2");
+    // The two sessions know each other as peers with each other's key, so each daemon can
+    // deliver a message (w1 → w2) and its acknowledgement (w2 → w1) itself.
+    let (w1, w2) = (session_home(main.path(), "w1", "dash-w1"), session_home(main.path(), "w2", "dash-w2"));
+    let (w1_key, w2_key) = (w1.key(), w2.key());
+    w1.edit_config(|doc| doc["auth"]["allowedKeys"]["w2"] = w2_key.into());
+    w2.edit_config(|doc| doc["auth"]["allowedKeys"]["w1"] = w1_key.into());
+    let (w1, w2) = (w1.start(), w2.start());
+    for (from, name, to) in [(&w1, "w2", &w2), (&w2, "w1", &w1)] {
+        from.req("POST", "/api/v1/peers")
+            .json(&json!({"address": "127.0.0.1", "port": to.port, "name": name}))
+            .send()
+            .expect(200);
+    }
     let stopped = Home::new("w3");
     link_session(main.path(), "w3", stopped.path());
     main.edit_config(|doc| doc["auth"]["allowedKeys"]["w2peer"] = w2.key.clone().into());
@@ -518,12 +534,12 @@ fn every_view_shows_real_data_and_messages_travel_between_sessions() {
     let config = json!({
         "base": d.url, "login": url_of(&d, &login_path(&d)), "hostile": hostile,
         "mainHost": "dash-main", "sessions": ["dash-w1", "dash-w2"], "stopped": "w3",
-        "w1": {"url": w1.url, "key": w1.key}, "from": "session:w1", "to": "dash-w2", "mainKey": d.key,
+        "w1": {"url": w1.url, "key": w1.key}, "from": "session:w1", "to": "w2", "mainKey": d.key,
     });
     if run_browser("views.mjs", &config).is_none() {
         return;
     }
-    // What the Messages view wrote follows the §6 layout exactly.
+    // What the Messages view had the daemons write follows the §6 layout exactly.
     let inbox = w2.get("/api/v1/context?prefix=inbox%3Adash-w2%3A").expect(200);
     assert_eq!(inbox["entries"].as_array().unwrap().len(), 1, "the first was acknowledged (deleted): {inbox}");
     let entry = &inbox["entries"][0];
@@ -541,6 +557,16 @@ fn every_view_shows_real_data_and_messages_travel_between_sessions() {
     let ack = w1.get("/api/v1/context/ack%3Adash-w2").expect(200);
     assert_ne!(ack["value"], id, "the ack names the first message, which is gone from the inbox");
     assert_eq!(ack["ttl"], 7200);
+    // The view sent through the messages API: w1's daemon has both messages on its delivery
+    // record, delivered, the first acknowledged (a view writing context keys leaves no record).
+    let report = w1.get("/api/v1/messages/status?peer=w2").expect(200);
+    let states: Vec<(bool, &str)> = report["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["acked"].as_bool().unwrap(), m["state"].as_str().unwrap()))
+        .collect();
+    assert_eq!(states, [(true, "delivered"), (false, "delivered")], "{report}");
     // Nothing the hostile hostname carried ran (the script checked the page; here, the peer is intact).
     let peers = d.get("/api/v1/peers").expect(200);
     assert!(peers["peers"].as_array().unwrap().iter().any(|p| p["hostname"] == hostile));

@@ -256,3 +256,52 @@ fn a_background_daemon_does_not_keep_descriptors_its_starter_held() {
     home.loopsy(&["stop"]).success();
     assert!(fd7.map_or(true, |target| target != marker), "the daemon kept its starter's descriptor 7");
 }
+
+// See: #13 (item 10): `--home` on an existing directory deleted `tasks/`, `transfer/staging/`
+// and unknown files in `transfer/journal/`, and made the directory 0700.
+#[test]
+fn a_home_that_already_holds_the_users_files_keeps_them_and_its_mode() {
+    let dir = TempDir::new("home-existing");
+    let root = dir.path().to_path_buf();
+    let users_files = [
+        "notes.txt",
+        "tasks/todo.md",
+        "tasks/0a1b2c3d-0000-4000-8000-00000000000z/plan.md",
+        "tasks/project/src/main.rs",
+        "transfer/staging/photo.jpg",
+        "transfer/staging/.staged.other",
+        "transfer/journal/readme.txt",
+        "transfer/journal/ffff.json",
+        "sessions/mine/file.txt",
+        "logs/mine.log",
+    ];
+    for file in users_files {
+        let path = root.join(file);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, format!("the user's {file}")).unwrap();
+    }
+    std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(root.join("tasks"), std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    loopsy_in(&root, &["init"]).success();
+    let home = Home { dir, name: "home-existing".into(), env: Vec::new() };
+    home.edit_config(|doc| {
+        doc["server"]["host"] = "127.0.0.1".into();
+        doc["server"]["port"] = 0.into();
+        doc["discovery"]["enabled"] = false.into();
+    });
+    let mut daemon = home.start();
+    daemon.get("/api/v1/status").expect(200);
+    daemon.stop(); // the daemon's exit cleans up its task directories too
+    let mut daemon = daemon.restart();
+    daemon.stop();
+    daemon.home.loopsy(&["session", "remove", "mine"]).code(2).stderr_has("not a loopsy session");
+
+    for file in users_files {
+        let text = std::fs::read_to_string(root.join(file)).unwrap_or_else(|e| panic!("{file} was removed: {e}"));
+        assert_eq!(text, format!("the user's {file}"));
+    }
+    assert_eq!(mode(&root), 0o755, "the directory's mode is the user's");
+    assert_eq!(mode(&root.join("tasks")), 0o755);
+    assert_eq!(mode(&root.join("config.yaml")), 0o600, "loopsy's own secrets are still private");
+}

@@ -825,3 +825,40 @@ fn only_the_dispatching_key_and_the_owner_see_and_decide_a_task() {
 fn task_status(d: &Daemon, id: &str) -> String {
     task(d, id)["status"].as_str().unwrap().to_string()
 }
+
+// See: #13 (item 9): the daemon's own variables and keys stay with it, keys added later too.
+#[test]
+fn agents_never_see_the_daemons_variables_or_keys_even_keys_added_later() {
+    let later_key = "later-peer-key-0123456789abcdef";
+    let own_key = {
+        let probe = Home::new("ai-secrets-probe");
+        probe.key()
+    };
+    let d = start(
+        "ai-secrets",
+        |doc| doc["auth"]["apiKey"] = own_key.clone().into(),
+        &[("LOOPSY_SOMETHING", "daemon-only"), ("MY_TOKEN", &own_key), ("LATER", later_key), ("ORDINARY", "visible")],
+    );
+    let env_of = |agent: &str| -> Value {
+        let id = dispatch(&d, json!({"prompt": "env", "agent": agent, "cwd": "/tmp"}))["taskId"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let text = wait_text(&d, &id, "{\"argv\"");
+        wait_final(&d, &id);
+        serde_json::from_str::<Value>(&text).unwrap()["env"].clone()
+    };
+    for agent in AGENTS {
+        let env = env_of(agent);
+        assert_eq!(env["ORDINARY"], "visible", "{agent}: {env}");
+        assert_eq!(env["LATER"], later_key, "{agent}: not a key yet");
+        assert!(env.get("LOOPSY_SOMETHING").is_none() && env.get("MY_TOKEN").is_none(), "{agent}: {env}");
+        assert!(!env.to_string().contains(&own_key), "{agent}: {env}");
+    }
+    d.home.edit_config(|doc| doc["auth"]["peerKeys"]["carol"] = later_key.into());
+    for agent in AGENTS {
+        let env = env_of(agent);
+        assert_eq!(env["ORDINARY"], "visible", "{agent}: {env}");
+        assert!(env.get("LATER").is_none(), "{agent}: a key the daemon holds now reached the agent: {env}");
+    }
+}

@@ -147,3 +147,31 @@ fn with_insecure_peers_forbidden_an_unpinned_peer_is_refused_before_any_request(
     // The local daemon is not a peer: it stays reachable.
     strict.loopsy(&["exec", "local", "echo", "hi"]).success().stdout_has("hi");
 }
+
+// See: #13 (item 10): the key and the certificate are one pair.
+#[test]
+fn a_lone_certificate_makes_a_new_pair_and_a_foreign_key_stops_the_daemon() {
+    // A certificate whose key was lost (a crash between the two writes of an older version).
+    let first = tls_daemon("tls-pair");
+    let old = certificate_fingerprint(&first);
+    let old_key = std::fs::read(first.home.path().join("tls/key.pem")).unwrap();
+    let mut first = first;
+    first.stop();
+    std::fs::remove_file(first.home.path().join("tls/key.pem")).unwrap();
+    let second = first.restart();
+    let new = certificate_fingerprint(&second);
+    assert_ne!(new, old, "a new pair");
+    let pinned = Client::pinned(&second.url, Some(second.key.clone()), Some(new));
+    smol::block_on(pinned.get::<serde_json::Value>("/api/v1/status")).expect("the new pair serves TLS");
+    let kept = std::fs::read_dir(second.home.path().join("tls"))
+        .unwrap()
+        .any(|e| e.unwrap().file_name().to_string_lossy().starts_with("cert.pem.orphan-"));
+    assert!(kept, "the lone certificate is set aside, not deleted");
+
+    // A key that is not the certificate's: refused with a clear error, nothing rewritten.
+    let mut second = second;
+    second.stop();
+    std::fs::write(second.home.path().join("tls/key.pem"), &old_key).unwrap();
+    second.home.loopsy(&["start", "--foreground"]).code(2).stderr_has("is not the private key of");
+    assert_eq!(std::fs::read(second.home.path().join("tls/key.pem")).unwrap(), old_key);
+}

@@ -830,3 +830,83 @@ fn a_send_killed_midway_is_resumed_by_the_next_run() {
     assert_eq!(sha256_file(Path::new(&dest)), sha256_file(&source));
     assert_eq!(s.names(&dir), ["big.bin", "secret"], "the part became the file");
 }
+
+// See: #13 (item 10): the part file was opened following symlinks.
+#[test]
+fn a_symlink_planted_as_a_part_file_is_never_written_through() {
+    let s = Setup::new("tx-part-symlink");
+    // The victim is outside the allowed tree: the link would have let a push write anywhere.
+    let victim = s.root().join("victim.txt");
+    std::fs::write(&victim, b"precious").unwrap();
+    let dest = s.allowed("linked.bin");
+    let upload = "upload-link-01";
+    let part = s.root().join("allowed").join(format!(".linked.bin.loopsy-part-{upload}"));
+    std::os::unix::fs::symlink(&victim, &part).unwrap();
+    let status_path = format!("/api/v1/transfer/uploads/{upload}?destPath={}", dest.replace('/', "%2F"));
+    assert_eq!(s.daemon.get(&status_path).expect(200)["offset"], 0, "the link's target is not this upload's data");
+
+    // Resuming at the target's size is refused: the link is not this upload's part.
+    let message = s
+        .push(&[
+            Part::Field("destPath", &dest),
+            Part::Field("uploadId", upload),
+            Part::Field("offset", "8"),
+            Part::File("r", b"appended"),
+        ])
+        .expect_error(409, 4007);
+    assert!(message.contains("not this upload's partial data"), "{message}");
+    assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+
+    // Starting over replaces the link by a file of the daemon's; the target is untouched.
+    let content = data(300_000, 9);
+    let reply = s
+        .push(&[
+            Part::Field("destPath", &dest),
+            Part::Field("uploadId", upload),
+            Part::Field("offset", "0"),
+            Part::File("r", &content),
+            Part::Field("sha256", &sha256_hex(&content)),
+        ])
+        .expect(200);
+    assert_eq!(reply["size"].as_u64(), Some(content.len() as u64));
+    assert_eq!(std::fs::read(&dest).unwrap(), content);
+    assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+    assert!(std::fs::symlink_metadata(&part).is_err(), "no part is left");
+
+    // A hard link is not followed either: a resume is refused and the linked file keeps its bytes.
+    std::fs::hard_link(&victim, &part).unwrap();
+    s.push(&[
+        Part::Field("destPath", &dest),
+        Part::Field("uploadId", upload),
+        Part::Field("offset", "4"),
+        Part::File("r", b"xx"),
+    ])
+    .expect_error(409, 4007);
+    assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+    // Cancelling removes the name only.
+    s.daemon.req("DELETE", &status_path).send().expect(200);
+    assert!(std::fs::symlink_metadata(&part).is_err());
+    assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+}
+
+#[test]
+fn the_cli_replaces_a_planted_partial_download_instead_of_writing_through_it() {
+    let s = Setup::new("tx-cli-part-link");
+    let content = data(900_000, 10);
+    let remote = s.allowed("p.bin");
+    std::fs::write(&remote, &content).unwrap();
+    let local_dir = s.root().join("allowed2");
+    let victim = local_dir.join("victim.txt");
+    let dest = local_dir.join("p.bin");
+    let part = local_dir.join(".p.bin.loopsy-part");
+    for link in [std::os::unix::fs::symlink::<&Path, &Path>, |a: &Path, b: &Path| std::fs::hard_link(a, b)] {
+        std::fs::write(&victim, &content[..400_000]).unwrap();
+        link(&victim, &part).unwrap();
+        let run = s.daemon.loopsy(&["pull", "local", &remote, &dest.display().to_string(), "--json"]).success();
+        assert_eq!(run.json()["resumedFrom"], 0, "a link is not our partial download");
+        assert_eq!(std::fs::read(&dest).unwrap(), content);
+        assert_eq!(std::fs::read(&victim).unwrap(), &content[..400_000], "the link's target is untouched");
+        assert!(std::fs::symlink_metadata(&part).is_err());
+        std::fs::remove_file(&dest).unwrap();
+    }
+}

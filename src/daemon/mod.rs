@@ -138,12 +138,6 @@ fn announce(state: &State, bound: SocketAddr, managed_by: Option<String>) -> any
     Ok(())
 }
 
-/// Every key this daemon holds: agent processes must never see one (weakness C3).
-pub(crate) fn daemon_secrets(config: &Config) -> Vec<String> {
-    let auth = &config.auth;
-    std::iter::once(&auth.api_key).chain(auth.allowed_keys.values()).chain(auth.peer_keys.values()).cloned().collect()
-}
-
 /// Turns HTTPS on for new connections (making the certificate if needed) and says so in
 /// `daemon.json`; returns the certificate's fingerprint.
 pub fn enable_tls(state: &State) -> anyhow::Result<crate::tls::Fingerprint> {

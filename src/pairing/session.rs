@@ -78,7 +78,9 @@ pub struct Offer {
 impl Offer {
     fn validate(&self) -> Result<(), PairError> {
         let hex64 = |s: &str| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit());
-        let ok = self.node_id.len() == 36
+        // The node id is sliced and used as a registry key later: it must be a UUID, not just
+        // 36 bytes (36 bytes of multi-byte text would panic the first slice).
+        let ok = crate::peers::check_node_id("nodeId", &self.node_id).is_ok()
             && !self.hostname.is_empty()
             && self.hostname.len() <= 253
             && self.hostname.chars().all(|c| c.is_ascii_alphanumeric() || "-._".contains(c))
@@ -468,6 +470,71 @@ mod tests {
         let sealed_host = host.exchange(&from_hex(&my_confirm).unwrap(), &sealed, &offer("host"), from, now)?;
         let host_offer = Offer::open(&channel, Role::A, &sealed_host)?;
         Ok((channel, host_offer))
+    }
+
+    // See: #13 (an offer's nodeId was sliced before it was validated).
+    #[test]
+    fn anything_the_other_side_sends_is_judged_without_panicking() {
+        let valid = offer("joiner");
+        let alphabet = "0123456789abcdefABCDEF-.:_ ";
+        let inputs = crate::fuzz::inputs(&[&valid.node_id, "123 456", &valid.api_key], alphabet, 17, 10_000);
+        for text in &inputs {
+            let mut changed = valid.clone();
+            changed.node_id = text.clone();
+            assert_eq!(changed.validate().is_ok(), crate::peers::check_node_id("nodeId", text).is_ok(), "{text:?}");
+            if changed.validate().is_ok() {
+                assert!(text.is_ascii() && text.len() == 36 && text.get(..8).is_some(), "{text:?}");
+            }
+            let mut changed = valid.clone();
+            changed.hostname = text.clone();
+            if changed.validate().is_ok() {
+                assert!(text.is_ascii() && (1..=253).contains(&text.len()), "{text:?}");
+            }
+            let mut changed = valid.clone();
+            (changed.fingerprint, changed.api_key) = (text.clone(), text.clone());
+            assert_eq!(changed.validate().is_ok(), text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit()));
+            if let Some(code) = Code::parse(text) {
+                assert!(code.as_str().len() == 6 && code.as_str().bytes().all(|b| b.is_ascii_digit()), "{text:?}");
+            }
+            if let Some(bytes) = from_hex(text) {
+                assert_eq!(crate::random::to_hex(&bytes), text.to_ascii_lowercase(), "{text:?}");
+            }
+        }
+        // Shares, confirmations and sealed offers of every length and content.
+        let mut rng = crate::fuzz::Rng::new(18);
+        let mut host = Host::new(0);
+        for round in 0..60 {
+            let share: Vec<u8> = (0..rng.below(80)).map(|_| rng.next() as u8).collect();
+            let from = std::net::IpAddr::from([10, 0, 0, round as u8]);
+            if host.spake2(&share, from, 1).is_err() && round % 10 == 0 {
+                host = Host::new(0);
+            }
+            let joiner = Joiner::new(&host.code.clone());
+            let _ = host.spake2(&from_hex(&joiner.share()).unwrap(), from, 1);
+            let confirm: Vec<u8> = (0..rng.below(40)).map(|_| rng.next() as u8).collect();
+            let sealed = &inputs[rng.below(inputs.len())];
+            let _ = host.exchange(&confirm, sealed, &valid, from, 1);
+            let _ = host.confirm_remote(true, sealed, 1);
+            if host.status(1).state != "waiting" {
+                host = Host::new(0);
+            }
+        }
+        let channel = Channel::new(&{
+            let (a, b) = (
+                Spake2::start(Role::A, password_scalar("000000"), ID_A, ID_B),
+                Spake2::start(Role::B, password_scalar("000000"), ID_A, ID_B),
+            );
+            let share_b = *b.share();
+            a.finish(&share_b).unwrap()
+        });
+        for text in &inputs {
+            assert!(Offer::open(&channel, Role::B, text).is_err());
+            let sealed = channel.seal(Role::B, text.as_bytes());
+            assert!(Offer::open(&channel, Role::B, &sealed).is_err(), "{text:?}");
+        }
+        let odd_id = Offer { node_id: "é".repeat(18), ..valid.clone() };
+        assert!(Offer::open(&channel, Role::B, &odd_id.seal(&channel, Role::B)).is_err());
+        assert!(Offer::open(&channel, Role::B, &valid.seal(&channel, Role::B)).is_ok());
     }
 
     #[test]

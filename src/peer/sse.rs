@@ -155,6 +155,16 @@ mod tests {
         events
     }
 
+    /// Event streams come from other daemons: any line, any length, any bytes.
+    #[test]
+    fn any_stream_is_read_without_panicking() {
+        let text = "event: exit\nid: 7\ndata: {\"a\":1}\n\n: ping\n\n";
+        for input in crate::fuzz::inputs(&[text], "event:idata \r\n{}", 27, 5_000) {
+            let events = parse(&input);
+            assert!(events.len() <= input.matches('\n').count() + 1, "{input:?}");
+        }
+    }
+
     #[test]
     fn events_with_and_without_a_space_after_the_colon() {
         let events = parse(": ping\n\ndata: {\"a\":1}\n\ndata:x\r\n\r\nevent:exit\nid: 7\ndata: one\ndata: two\n\n");

@@ -7,7 +7,7 @@
 //! (`GET /transfer/uploads/:id`), a download continues its partial file with `Range`. Against a
 //! 1.0.21 daemon (no such route, no checksum header) they fall back to plain transfers.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -180,7 +180,9 @@ impl Client {
     /// Downloads `source_path` to `dest`, continuing `.<name>.loopsy-part` beside it if present.
     pub async fn pull_file(&self, source_path: &str, dest: &Path, progress: OnProgress) -> Result<Pulled, ClientError> {
         let part = crate::transfer::sibling(dest, "loopsy-part");
-        let have = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
+        // Only our own partial download is continued; anything else with its name (a planted
+        // symlink or hard link) is replaced, never written through.
+        let have = crate::transfer::part_len(&part);
         match self.pull_attempt(source_path, dest, &part, have, progress.clone()).await {
             // A partial file that does not fit the source (changed since, or garbage): start over.
             Err(_) if have > 0 => {
@@ -386,7 +388,12 @@ fn open_at(path: &Path, offset: u64) -> std::io::Result<(File, Sha256)> {
 
 /// Opens (or creates) the partial download, cut to `offset` bytes, hashed so far.
 fn open_part(path: &Path, offset: u64) -> std::io::Result<(File, Sha256)> {
-    let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
+    use crate::transfer::PartError;
+    let mut file = crate::transfer::open_part_file(path, offset == 0).map_err(|e| match e {
+        PartError::Io(e) => e,
+        PartError::Missing => std::io::Error::new(std::io::ErrorKind::NotFound, "the partial download is gone"),
+        PartError::NotOurs => std::io::Error::other("the partial download was replaced by something else"),
+    })?;
     file.set_len(offset)?;
     let hasher = hash_prefix(&mut file, offset)?;
     file.seek(SeekFrom::Start(offset))?;

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use crate::child_env::Secrets;
 use crate::config::AiTasks;
 use api::{Agent, Approval, DispatchRequest, Event, EventType, PermissionMode, Status, TaskInfo};
 use events::{EventLog, Stored, Subscriber};
@@ -106,7 +107,7 @@ struct Shared {
     /// Parent of the per-task private directories.
     dir: PathBuf,
     /// Values that must never reach an agent's environment (the daemon's keys).
-    secrets: Vec<String>,
+    secrets: Secrets,
     registry: Mutex<Registry>,
     /// The supervisors, owned here; finished ones are pruned on each dispatch.
     supervisors: Mutex<Vec<smol::Task<()>>>,
@@ -158,10 +159,24 @@ impl Entry {
     }
 }
 
+/// Removes the per-task directories below `dir` (named by task id, a UUID), then `dir` if that
+/// left it empty. Nothing else is touched: the data directory may be a directory of the user's,
+/// with a `tasks/` of its own.
+fn remove_task_dirs(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let is_task = entry.file_name().to_str().is_some_and(|name| crate::peers::check_node_id("", name).is_ok());
+        if is_task && entry.file_type().is_ok_and(|t| t.is_dir()) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
+}
+
 impl Tasks {
     /// An empty registry; per-task directories go below `dir` (leftovers of a crash are removed).
-    pub fn new(settings: AiTasks, dir: &Path, secrets: Vec<String>) -> Tasks {
-        let _ = std::fs::remove_dir_all(dir);
+    pub fn new(settings: AiTasks, dir: &Path, secrets: Secrets) -> Tasks {
+        remove_task_dirs(dir);
         Tasks {
             shared: Arc::new(Shared {
                 settings,
@@ -269,7 +284,7 @@ impl Tasks {
                 process::signal_group(pid, libc::SIGKILL);
             }
         }
-        let _ = std::fs::remove_dir_all(&self.shared.dir);
+        remove_task_dirs(&self.shared.dir);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Registry> {

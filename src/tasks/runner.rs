@@ -158,7 +158,7 @@ fn start_process(
     pty: bool,
 ) -> Result<Spawned, String> {
     crate::durable::create_private_dir(task_dir).map_err(|e| format!("{e:#}"))?;
-    let secrets: Vec<&str> = tasks.shared.secrets.iter().map(String::as_str).collect();
+    let secrets = tasks.shared.secrets.current();
     let mut env = process::agent_env(agent, std::env::vars(), &secrets);
     env.insert("LOOPSY_TASK_ID".into(), task_id.into());
     // The agent's temporary files (Claude's `claude-<uid>`…) go to the private task directory.
