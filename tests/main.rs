@@ -7,6 +7,7 @@ mod core_api;
 mod dashboard;
 mod doctor;
 mod execute;
+mod harness;
 mod lifecycle;
 mod mcp;
 mod mcp_tools;
