@@ -60,6 +60,7 @@ impl Sandbox {
     fn new() -> Sandbox {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         sweep_stale();
+        super::skip::count_at_exit();
         let test = super::test_name();
         let label: String =
             test.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).rev().take(40).collect();

@@ -42,15 +42,8 @@ pub fn skip(why: impl Display) {
         panic!("{test}: a prerequisite is missing and CI is set, so this is a failure, not a skip: {why}");
     }
     eprintln!("SKIPPED: {test}: {why}");
-    let first = {
-        let mut skipped = SKIPPED.lock().unwrap_or_else(|e| e.into_inner());
-        skipped.push((test.clone(), why.to_string()));
-        skipped.len() == 1
-    };
-    if first {
-        // SAFETY: registers a plain function with no captured state, once per process.
-        unsafe { libc::atexit(print_summary) };
-    }
+    count_at_exit();
+    SKIPPED.lock().unwrap_or_else(|e| e.into_inner()).push((test.clone(), why.to_string()));
     let dir = record_dir();
     let _ = std::fs::create_dir_all(&dir);
     let file: String = test.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '-' }).collect();
@@ -69,10 +62,26 @@ pub fn prerequisite<T>(found: Result<T, String>) -> Option<T> {
     }
 }
 
+/// Makes the test binary print the count of skipped tests when it exits (once per process; the
+/// harness calls it when a test first uses it, so every run that started a daemon says it).
+pub fn count_at_exit() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    // SAFETY: registers a plain function with no captured state, once per process.
+    ONCE.call_once(|| unsafe {
+        libc::atexit(print_summary);
+    });
+}
+
 /// Printed when the test binary exits: libtest shows no output of passing tests, so the
 /// skips would otherwise go unseen.
 extern "C" fn print_summary() {
     let skipped = SKIPPED.lock().unwrap_or_else(|e| e.into_inner());
+    if skipped.is_empty() {
+        let text = "\n0 tests skipped for missing prerequisites\n";
+        // SAFETY: write(2) of a static buffer to stderr.
+        unsafe { libc::write(2, text.as_ptr().cast(), text.len()) };
+        return;
+    }
     let mut text = format!("\n{} test(s) SKIPPED for missing prerequisites (with CI=true they fail):\n", skipped.len());
     for (test, why) in skipped.iter() {
         text.push_str(&format!("  SKIPPED: {test}: {why}\n"));
