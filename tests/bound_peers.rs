@@ -9,7 +9,8 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::support::rogue::Rogue;
-use crate::support::{wait_until, Background, Daemon, Home};
+use crate::support::skip::program;
+use crate::support::{command, prerequisite, run_within, wait_until, Background, Daemon, Home, PROCESS_LIMIT};
 
 const WAIT: Duration = Duration::from_secs(20);
 const CAROL_KEY: &str = "carol-legacy-key-0123456789abcdef";
@@ -38,13 +39,15 @@ fn claim_over_tls(d: &Daemon, from: &str, key: &str, claimed: &str, port: u16) -
     let body = json!({"nodeId": claimed, "hostname": "bob", "platform": "linux", "version": "1.0.21",
                       "port": port, "capabilities": ["execute"]});
     let url = format!("https://127.0.0.1:{}/api/v1/peers/handshake", d.port);
-    let out = std::process::Command::new("curl")
-        .args(["-sk", "--max-time", "10", "-o", "/dev/null", "-w", "%{http_code}", "--interface", from])
-        .args(["-H", &format!("Authorization: Bearer {key}"), "-H", "Content-Type: application/json"])
-        .args(["--data", &body.to_string(), &url])
-        .output()
-        .expect("curl runs");
-    String::from_utf8_lossy(&out.stdout).trim().parse().expect("curl prints the status")
+    let curl = prerequisite(program("curl", "curl")).expect("curl (the harness skipped the test)");
+    let out = run_within(
+        command(&curl)
+            .args(["-sk", "--max-time", "10", "-o", "/dev/null", "-w", "%{http_code}", "--interface", from])
+            .args(["-H", &format!("Authorization: Bearer {key}"), "-H", "Content-Type: application/json"])
+            .args(["--data", &body.to_string(), &url]),
+        PROCESS_LIMIT,
+    );
+    out.stdout.trim().parse().expect("curl prints the status")
 }
 
 fn claim(d: &Daemon, from: &str, key: &str, claimed: &str, port: u16) -> u16 {

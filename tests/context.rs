@@ -51,7 +51,11 @@ fn listing_keeps_insertion_order_and_filters_by_prefix() {
         put(&d, key, json!({"value": key}));
     }
     let first = d.get("/api/v1/context/b").expect(200);
-    std::thread::sleep(Duration::from_millis(2)); // So updatedAt can differ from createdAt.
+    // So updatedAt can differ from createdAt: the clock (milliseconds) must have moved on.
+    let created = first["createdAt"].as_u64().unwrap();
+    wait_until(Duration::from_secs(5), "the clock passes createdAt", || {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64 > created
+    });
     let overwritten = put(&d, "b", json!({"value": "again"}));
     assert_eq!(overwritten["createdAt"], first["createdAt"], "createdAt is kept");
     assert_ne!(overwritten["updatedAt"], first["updatedAt"]);

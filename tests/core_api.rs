@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::support::http::Connection;
 use crate::support::{wait_until, Daemon, Home, Request};
 
 #[test]
@@ -129,15 +130,12 @@ fn the_openapi_document_is_served_without_a_key() {
 
 #[test]
 fn keep_alive_serves_several_requests_on_one_connection() {
-    use std::io::{BufReader, Write};
     let daemon = Daemon::start("keepalive");
-    let mut stream = std::net::TcpStream::connect(&daemon.addr).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut connection = Connection::open(&daemon.addr, Duration::from_secs(5));
     for _ in 0..3 {
-        write!(stream, "GET /api/v1/health HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-        let status = read_response(&mut reader).expect("an answer on the kept-alive connection");
-        assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+        connection.write(b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let response = connection.read_response("GET").expect("an answer on the kept-alive connection");
+        assert_eq!(response.expect(200)["status"], "ok");
     }
     let _ = Request::new(&daemon.addr, "GET", "/api/v1/health").send();
 }
@@ -164,37 +162,18 @@ fn shutdown_lets_a_request_in_flight_finish_and_refuses_new_connections() {
 fn refused_requests_with_bodies_keep_a_keep_alive_connection_usable() {
     // See: the exec issue's report; the unread body used to be drained after the answer, which
     // could swallow the start of the client's next request and stall the connection.
-    use std::io::{BufReader, Write};
     let daemon = Daemon::start("drain");
-    let mut stream = std::net::TcpStream::connect(&daemon.addr).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut connection = Connection::open(&daemon.addr, Duration::from_secs(5));
     let body = r#"{"command":"echo","args":["hi"]}"#;
     for i in 0..200 {
-        write!(stream, "POST /api/v1/status HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()).unwrap();
-        let status = read_response(&mut reader).unwrap_or_else(|e| panic!("request {i}: {e}"));
-        assert!(status.starts_with("HTTP/1.1 401"), "request {i}: {status}");
+        let request = format!(
+            "POST /api/v1/status HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        connection.write(request.as_bytes()).unwrap();
+        let response = connection.read_response("POST").unwrap_or_else(|e| panic!("request {i}: {e}"));
+        assert_eq!(response.status, 401, "request {i}: {}", response.text());
     }
-}
-
-/// Reads one `Content-Length` response off a kept-alive connection; returns its status line.
-fn read_response(reader: &mut impl std::io::BufRead) -> std::io::Result<String> {
-    let mut status = String::new();
-    reader.read_line(&mut status)?;
-    let mut length = 0;
-    loop {
-        let mut line = String::new();
-        reader.read_line(&mut line)?;
-        if line == "\r\n" || line.is_empty() {
-            break;
-        }
-        if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-            length = value.trim().parse().unwrap_or(0);
-        }
-    }
-    let mut body = vec![0; length];
-    reader.read_exact(&mut body)?;
-    Ok(status)
 }
 
 #[test]

@@ -3,18 +3,19 @@
 //! driven by Playwright (`tests/browser/*.mjs`).
 //!
 //! The browser tests need node, `tests/browser/node_modules` (`npm ci --prefix tests/browser`)
-//! and Chromium (`/usr/bin/chromium`, or `LOOPSY_CHROMIUM`); without them they are skipped with
-//! a printed reason, unless `CI=true`, where that is a failure. Screenshots of each view go to
-//! `target/dashboard-screenshots/`.
+//! and Chromium (`/usr/bin/chromium`, or `LOOPSY_CHROMIUM`); without them they are skipped
+//! loudly (`support::skip::browser`), and fail under `CI`. Screenshots of each view go to
+//! `target/dashboard-screenshots/`. How fast the views paint is a figure of `cargo xtask bench`.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::support::{loopsy_bin, wait_until, Daemon, Home, Response};
+use crate::support::{
+    command, loopsy_bin, prerequisite, run_within, wait_until, Daemon, Home, Request, Response, PROCESS_LIMIT,
+};
 
 const WAIT: Duration = Duration::from_secs(10);
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
@@ -47,6 +48,22 @@ fn connect(d: &Daemon) -> Box<dyn Io> {
 
 /// Sends a request with exactly the head lines given (its own `Host`), `Connection: close`.
 fn raw(d: &Daemon, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&str>) -> Response {
+    if d.url.starts_with("https://") {
+        return raw_tls(d, method, path, headers, body);
+    }
+    let mut request = Request::new(&d.addr, method, path).without_host().timeout(WAIT);
+    for (name, value) in headers {
+        request = request.header(name, value);
+    }
+    if let Some(body) = body {
+        request = request.header("Content-Type", "application/json").body(body);
+    }
+    request.send()
+}
+
+/// [`raw`] over pinned TLS, for a daemon that serves HTTPS: the body must be as long as
+/// `Content-Length` says.
+fn raw_tls(d: &Daemon, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&str>) -> Response {
     let mut stream = connect(d);
     let mut head = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
     for (name, value) in headers {
@@ -77,6 +94,9 @@ fn raw(d: &Daemon, method: &str, path: &str, headers: &[(&str, &str)], body: Opt
     if let Err(e) = reader.read_to_end(&mut body) {
         // A TLS peer that closes without close_notify: the body read so far is all there is.
         assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof, "{e}");
+    }
+    if let Some((_, length)) = headers.iter().find(|(name, _)| name == "content-length") {
+        assert_eq!(length.parse::<usize>().ok(), Some(body.len()), "a truncated body over TLS");
     }
     Response { status, headers, body }
 }
@@ -406,71 +426,39 @@ fn loopsy_dashboard_opens_the_login_link_with_the_browser_or_prints_it() {
     let mut permissions = std::fs::metadata(&browser).unwrap().permissions();
     std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
     std::fs::set_permissions(&browser, permissions).unwrap();
-    let out = Command::new(loopsy_bin())
-        .arg("--home")
-        .arg(d.home.path())
-        .arg("dashboard")
-        .env("BROWSER", &browser)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let dashboard = || {
+        let mut dashboard = command(loopsy_bin());
+        dashboard.arg("--home").arg(d.home.path()).arg("dashboard");
+        dashboard
+    };
+    run_within(dashboard().env("BROWSER", &browser), PROCESS_LIMIT).success();
     let args = std::fs::read_to_string(&record).unwrap();
     let lines: Vec<&str> = args.lines().collect();
     assert_eq!(lines[0], "1", "{args}");
     assert!(lines[1].starts_with(&format!("{}/dashboard/login?token=", d.url)));
 
     // No browser at all: the link is printed.
-    let out = Command::new(loopsy_bin())
-        .arg("--home")
-        .arg(d.home.path())
-        .arg("dashboard")
-        .env_remove("BROWSER")
-        .env_remove("DISPLAY")
-        .env_remove("WAYLAND_DISPLAY")
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).contains("/dashboard/login?token="));
+    let printed = run_within(&mut dashboard(), PROCESS_LIMIT).success();
+    assert!(printed.stdout.contains("/dashboard/login?token="), "{printed:?}");
 }
 
 // ---- Browser tests ----
 
-/// `node` with Playwright and Chromium, or the reason they are missing.
-fn browser_tools() -> Result<(PathBuf, PathBuf), String> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
-    let chromium = PathBuf::from(std::env::var("LOOPSY_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into()));
-    if Command::new("node").arg("--version").output().map(|o| !o.status.success()).unwrap_or(true) {
-        return Err("node is not installed".into());
-    }
-    if !dir.join("node_modules/playwright-core").is_dir() {
-        return Err("tests/browser/node_modules is missing (run `npm ci --prefix tests/browser`)".into());
-    }
-    if !chromium.exists() {
-        return Err(format!("{} is missing (apt-get install chromium)", chromium.display()));
-    }
-    Ok((dir, chromium))
-}
-
 /// Runs `tests/browser/<script>` with `config` as its argument; `None` when skipped.
 fn run_browser(script: &str, config: &Value) -> Option<String> {
-    let (dir, chromium) = match browser_tools() {
-        Ok(tools) => tools,
-        Err(reason) if std::env::var("CI").as_deref() == Ok("true") => panic!("browser test needs: {reason}"),
-        Err(reason) => {
-            eprintln!("SKIPPED browser test {script}: {reason}");
-            return None;
-        }
-    };
+    let browser = prerequisite(crate::support::skip::browser())?;
     let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/dashboard-screenshots");
     std::fs::create_dir_all(&shots).unwrap();
     let mut config = config.clone();
-    config["chromium"] = chromium.display().to_string().into();
+    config["chromium"] = browser.chromium.display().to_string().into();
     config["screenshots"] = shots.display().to_string().into();
-    let out = Command::new("node").arg(dir.join(script)).arg(config.to_string()).output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    eprintln!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "{script} failed");
-    Some(stdout)
+    let run = run_within(
+        command(&browser.node).arg(browser.scripts.join(script)).arg(config.to_string()),
+        Duration::from_secs(180),
+    );
+    eprintln!("{}{}", run.stdout, run.stderr);
+    assert_eq!(run.code, 0, "{script} failed");
+    Some(run.stdout)
 }
 
 fn url_of(d: &Daemon, path: &str) -> String {
@@ -574,13 +562,11 @@ fn every_view_shows_real_data_and_messages_travel_between_sessions() {
 
 #[test]
 fn a_task_dispatched_from_the_browser_asks_for_approval_and_finishes_once_approved() {
-    let agents = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/agents");
+    let agents = crate::support::stand_in_agents();
     let user_home = crate::support::TempDir::new("dash-task-user");
     let mut home = Home::new("dash-b-tasks");
-    let path = format!("{}:{}", agents.display(), std::env::var("PATH").unwrap_or_default());
-    home.env.push(("PATH".into(), path));
+    home.with_stand_in_agents();
     home.env.push(("HOME".into(), user_home.path().display().to_string()));
-    home.env.push(("PYTHONDONTWRITEBYTECODE".into(), "1".into()));
     let d = home.start();
     d.get("/api/v1/ai-tasks").expect(200);
     assert!(agents.join("claude").exists(), "the stand-in agents of the AI task tests are missing");

@@ -2,12 +2,11 @@
 //! and `loopsy exec`.
 
 use std::io::BufRead;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::support::{loopsy_bin, wait_until, Daemon, Home};
+use crate::support::{wait_until, Background, Daemon, Home};
 
 const EXECUTE: &str = "/api/v1/execute";
 const STREAM: &str = "/api/v1/execute/stream";
@@ -437,21 +436,12 @@ fn loopsy_exec_streams_output_live_and_exits_with_the_remote_code() {
     daemon.loopsy(&["exec", "local", "true"]).success();
 
     // Live: the first line is shown while the command still runs; killing the CLI ends the job.
-    let mut cli = Command::new(loopsy_bin())
-        .arg("--home")
-        .arg(daemon.home.path())
-        .args(["exec", "local", "sh", "-c", "echo first; sleep 100"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(cli.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    assert_eq!(line, "first\n");
-    assert!(cli.try_wait().unwrap().is_none(), "still running");
+    let mut cli = Background::spawn(daemon.home.path(), &["exec", "local", "sh", "-c", "echo first; sleep 100"]);
+    assert_eq!(cli.wait_line("first", Duration::from_secs(20)), "first");
+    assert!(cli.running(), "still running");
     assert_eq!(jobs(&daemon).len(), 1);
-    cli.kill().unwrap();
-    cli.wait().unwrap();
+    cli.signal(libc::SIGKILL);
+    cli.wait(Duration::from_secs(10));
     wait_until(Duration::from_secs(5), "the remote job ended with the CLI", || jobs(&daemon).is_empty());
 }
 

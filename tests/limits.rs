@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::support::http::connect_from;
+use crate::support::http::{connect_from, drip};
 use crate::support::{wait_until, Daemon, Home};
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -59,15 +59,8 @@ fn silent_and_dripping_clients_are_closed_after_the_header_timeout() {
     let mut silent = TcpStream::connect(&d.addr).unwrap();
     let mut dripping = TcpStream::connect(&d.addr).unwrap();
     dripping.write_all(b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n").unwrap();
-    let drip = std::thread::spawn({
-        let mut dripping = dripping.try_clone().unwrap();
-        move || {
-            // A header line every 100 ms: never idle, never done.
-            while dripping.write_all(b"X-Drip: 1\r\n").is_ok() {
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        }
-    });
+    // A header line every 100 ms: never idle, never done.
+    let drip = drip(dripping.try_clone().unwrap(), b"X-Drip: 1\r\n", Duration::from_millis(100));
     assert!(health_ok(&d), "others are served meanwhile");
     let took = closed_within(&mut silent, Duration::from_secs(5));
     assert!(took >= Duration::from_millis(300), "closed too early: {took:?}");

@@ -8,6 +8,7 @@ mod core_api;
 mod dashboard;
 mod doctor;
 mod execute;
+mod harness;
 mod hostile_input;
 mod lifecycle;
 mod limits;

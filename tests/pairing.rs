@@ -365,26 +365,16 @@ fn a_1_0_21_pairing_request_is_refused_with_the_way_forward() {
 #[test]
 fn joining_a_1_0_21_node_says_how_to_connect_instead() {
     // A stand-in for a 1.0.21 daemon: its framework answers unknown pairing routes like this.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    std::thread::spawn(move || {
-        use std::io::{Read, Write};
-        for mut stream in listener.incoming().map_while(Result::ok) {
-            let mut buf = [0u8; 65536];
-            let n = stream.read(&mut buf).unwrap_or(0);
-            let request = String::from_utf8_lossy(&buf[..n]).to_string();
-            let (status, body) = if request.starts_with("GET /api/v1/health") {
-                ("200 OK", r#"{"status":"ok","nodeId":"x","uptime":1,"version":"1.0.21"}"#.to_string())
-            } else {
-                let path = request.split_whitespace().nth(1).unwrap_or("");
-                (
-                    "404 Not Found",
-                    format!(r#"{{"message":"Route POST:{path} not found","error":"Not Found","statusCode":404}}"#),
-                )
-            };
-            let _ = write!(stream, "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
+    // (The recorder reads each request whole: answering before the body arrived would reset.)
+    let node = crate::support::recorder::Recorder::start(|request| {
+        if request.path == "/api/v1/health" {
+            (200, serde_json::json!({"status": "ok", "nodeId": "x", "uptime": 1, "version": "1.0.21"}))
+        } else {
+            let message = format!("Route {}:{} not found", request.method, request.path);
+            (404, serde_json::json!({"message": message, "error": "Not Found", "statusCode": 404}))
         }
     });
+    let addr = node.addr.clone();
     let bob = named("bob");
     join(&bob, &addr, "123456").code(1).stderr_has("loopsy peers add");
 }

@@ -3,7 +3,7 @@
 //! app-server JSON-RPC, Gemini ACP). Every daemon here runs with its own `HOME` holding the
 //! user's global agent settings files, and every test checks they are byte-identical at the end.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -43,10 +43,6 @@ impl Drop for Agents {
     }
 }
 
-fn agents_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/agents")
-}
-
 fn start(name: &str, change: impl FnOnce(&mut serde_yaml::Value), env: &[(&str, &str)]) -> Agents {
     let user_home = TempDir::new(&format!("{name}-user"));
     let mut settings = Vec::new();
@@ -59,10 +55,8 @@ fn start(name: &str, change: impl FnOnce(&mut serde_yaml::Value), env: &[(&str, 
     }
     let mut home = Home::new(name);
     home.edit_config(change);
-    let path = format!("{}:{}", agents_dir().display(), std::env::var("PATH").unwrap_or_default());
-    home.env.push(("PATH".into(), path));
+    home.with_stand_in_agents();
     home.env.push(("HOME".into(), user_home.path().display().to_string()));
-    home.env.push(("PYTHONDONTWRITEBYTECODE".into(), "1".into()));
     for (k, v) in env {
         home.env.push((k.to_string(), v.to_string()));
     }

@@ -7,7 +7,8 @@ use loopsy::tls::Fingerprint;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 
-use crate::support::{Daemon, Home};
+use crate::support::skip::{program, python_with};
+use crate::support::{command, prerequisite, run_within, Daemon, Home, PROCESS_LIMIT};
 
 fn tls_daemon(name: &str) -> Daemon {
     let home = Home::new(name);
@@ -20,28 +21,38 @@ fn certificate_fingerprint(daemon: &Daemon) -> Fingerprint {
     Fingerprint::of_der(&cert)
 }
 
+/// Python's ssl, not ours: the SHA-256 of the certificate the server presents on `port`, and
+/// of the one in `pem`, as 64 lowercase hex digits (1.0.21's format).
+const INDEPENDENT_FINGERPRINTS: &str = r#"
+import hashlib, ssl, sys
+served = ssl.get_server_certificate(("127.0.0.1", int(sys.argv[1])))
+stored = open(sys.argv[2]).read()
+for pem in (served, stored):
+    print(hashlib.sha256(ssl.PEM_cert_to_DER_cert(pem)).hexdigest())
+"#;
+
 #[test]
 fn a_tls_daemon_serves_https_with_a_private_key_and_a_1_0_21_fingerprint() {
     let daemon = tls_daemon("tls");
     assert!(daemon.url.starts_with("https://127.0.0.1:"), "{}", daemon.url);
     let mode = std::fs::metadata(daemon.home.path().join("tls/key.pem")).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
-    let fingerprint = certificate_fingerprint(&daemon);
-    assert_eq!(fingerprint.as_str().len(), 64);
-    assert!(fingerprint.as_str().bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')));
-    assert!(daemon.output_has(&format!("fingerprint {fingerprint}")), "the fingerprint is logged");
     // The same port still answers plain HTTP from this machine (see the tests below).
     assert_eq!(daemon.anon("GET", "/api/v1/health").send().status, 200);
-}
-
-/// `curl`, or `None` with the reason printed (fatal on CI).
-fn curl() -> Option<&'static str> {
-    let found = std::process::Command::new("curl").arg("--version").output().is_ok_and(|o| o.status.success());
-    if !found {
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "curl is missing (apt-get install -y curl)");
-        eprintln!("SKIPPED the curl part: curl is not installed");
-    }
-    found.then_some("curl")
+    let Some(python) = prerequisite(python_with(&["ssl", "hashlib"])) else { return };
+    let cert = daemon.home.path().join("tls/cert.pem");
+    let run = run_within(
+        command(python).args(["-c", INDEPENDENT_FINGERPRINTS, &daemon.port.to_string()]).arg(&cert),
+        PROCESS_LIMIT,
+    )
+    .success();
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{run:?}");
+    let (served, stored) = (lines[0], lines[1]);
+    assert_eq!(served, stored, "the daemon serves the certificate in tls/cert.pem");
+    assert!(served.len() == 64 && served.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')), "{served}");
+    assert!(daemon.output_has(&format!("fingerprint {served}")), "the logged fingerprint is the served one");
+    assert_eq!(certificate_fingerprint(&daemon).as_str(), served, "and so is the product's own computation");
 }
 
 // See: #13 (item 8)
@@ -56,20 +67,15 @@ fn local_tools_keep_using_plain_http_on_the_same_port_when_tls_is_on() {
     let daemon = home.start();
     assert!(daemon.url.starts_with("https://"));
     let base = format!("http://localhost:{}", daemon.port);
-    if let Some(curl) = curl() {
+    if let Some(curl) = prerequisite(program("curl", "curl")) {
         for path in ["/api/v1/health", "/api/v1/status"] {
-            let out = std::process::Command::new(curl)
-                .args([
-                    "-sS",
-                    "--fail",
-                    "-H",
-                    &format!("Authorization: Bearer {}", daemon.key),
-                    &format!("{base}{path}"),
-                ])
-                .output()
-                .unwrap();
-            assert!(out.status.success(), "curl {path}: {}", String::from_utf8_lossy(&out.stderr));
-            let body: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            let auth = format!("Authorization: Bearer {}", daemon.key);
+            let out = run_within(
+                command(&curl).args(["-sS", "--fail", "-H", &auth, &format!("{base}{path}")]),
+                PROCESS_LIMIT,
+            )
+            .success();
+            let body: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
             assert!(body["nodeId"].is_string(), "{body}");
         }
     }

@@ -93,7 +93,7 @@ await run(async () => {
   await shot(page, 'terminal');
 
   check(problems.length === 0, `page problems: ${problems.join('; ')}`);
+  // How fast views paint is measured by `cargo xtask bench` (tests/browser/paint.mjs), not here.
   console.log(`timings ${JSON.stringify(timings)}`);
-  for (const [name, ms] of Object.entries(timings)) check(ms < 1000, `${name} took ${ms} ms`);
   await close();
 });

@@ -10,6 +10,7 @@ mod dist;
 mod e2e;
 mod fleet;
 mod http;
+mod isolation;
 mod node;
 mod slowloris;
 mod units;
