@@ -84,11 +84,11 @@ fn an_allowed_peer_key_is_accepted_and_audited_under_its_name() {
 }
 
 #[test]
-fn unknown_routes_and_methods_get_a_json_404() {
+fn unknown_routes_get_a_json_404() {
     let daemon = Daemon::start("unknown");
     let message = daemon.get("/api/v1/nonexistent").expect_error(404, 9004);
     assert_eq!(message, "Route GET:/api/v1/nonexistent not found");
-    daemon.req("DELETE", "/api/v1/status").send().expect_error(404, 9004);
+    daemon.req("DELETE", "/api/v1/nonexistent").send().expect_error(404, 9004);
     daemon.get("/").expect_error(404, 9004);
     daemon.get("/api/v1/status/").expect_error(404, 9004);
 }

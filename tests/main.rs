@@ -3,6 +3,7 @@
 mod support;
 
 mod bound_peers;
+mod conformance;
 mod context;
 mod core_api;
 mod dashboard;

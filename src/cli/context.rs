@@ -171,13 +171,8 @@ fn delete(target: &Target, cmd: Delete) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The URL path of `key`. A key named `watch` is spelled `%77atch`, or the daemon would answer
-/// with the watch stream (see `daemon/routes/context.rs`).
 fn entry_path(key: &str) -> String {
-    match peer::encode_segment(key).as_str() {
-        "watch" => "/api/v1/context/%77atch".to_string(),
-        segment => format!("/api/v1/context/{segment}"),
-    }
+    peer::context_path(key)
 }
 
 /// `  <key> = <first 80 chars of value>[...][ (expires in <n>s)]`, as 1.0.21 prints it.

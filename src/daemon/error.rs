@@ -49,6 +49,9 @@ pub enum ErrorCode {
     /// The caller authenticated, but its class may not use this route (ARCHITECTURE.md's
     /// access table) or touch this object (another peer's task or registry entry).
     Forbidden = 9009,
+    /// A request method no route of this server implements (`QUERY`), on a path that does
+    /// not exist either (on one that does, the answer is 405 with `Allow`).
+    NotImplemented = 9010,
     /// Plain HTTP from another machine while TLS is on and `tls.allowInsecurePeers` is false.
     TlsRequired = 9020,
 }
@@ -79,6 +82,7 @@ impl ErrorCode {
             ContextRevisionConflict | TransferBadDestination | TransferResumeConflict => StatusCode::Conflict,
             TransferRangeNotSatisfiable => StatusCode::RequestedRangeNotSatisfiable,
             MethodNotAllowed => StatusCode::MethodNotAllowed,
+            NotImplemented => StatusCode::NotImplemented,
             UnsupportedMediaType => StatusCode::UnsupportedMediaType,
             RateLimited => StatusCode::TooManyRequests,
             ShuttingDown | ContextStorageFailed | OutboxFull => StatusCode::ServiceUnavailable,

@@ -22,6 +22,7 @@ use futures_lite::io::{self, AsyncRead, AsyncReadExt, AsyncWrite};
 
 use super::conn::{Connections, Guarded, Limits, Permit};
 use super::error::{ApiError, ErrorCode};
+use super::methods::MethodGate;
 use super::state::State;
 use crate::shutdown::Shutdown;
 
@@ -230,9 +231,11 @@ impl Accepted {
         IO: AsyncRead + AsyncWrite + Clone + Send + Sync + Unpin + 'static,
     {
         let mut deadline = self.deadline;
+        let gate = MethodGate::new(io.clone());
         loop {
             io.start_head();
-            let next = future::or(async { Some(decode(io.clone()).await) }, async {
+            gate.arm();
+            let next = future::or(async { Some(decode(gate.clone()).await) }, async {
                 future::or(self.shutdown.wait(), async {
                     async_io::Timer::at(deadline).await;
                 })
@@ -252,6 +255,9 @@ impl Accepted {
             req.set_peer_addr(Some(self.peer));
             req.set_local_addr(self.local);
             req.ext_mut().insert(connection);
+            if let Some(unknown) = gate.take_unknown() {
+                req.ext_mut().insert(unknown);
+            }
             let method = req.method();
             let close_requested = req.header("Connection").is_some_and(|v| v.as_str().eq_ignore_ascii_case("close"));
             let declared = req.len();

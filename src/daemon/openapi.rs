@@ -75,7 +75,7 @@ fn error_schema() -> Value {
         "type": "object", "required": ["error"],
         "properties": {"error": {"oneOf": [
             {"type": "object", "required": ["code", "message"], "properties": {
-                "code": {"type": "integer", "description": "1001 missing key, 1002 invalid key, 9002 rate limited, 9003 invalid request, 9004 route not found, 9005 method not allowed, 9006 body too large, 9007 unsupported media type, 9009 not for this caller, 9020 plain HTTP from another machine refused (TLS required); area codes are listed with each route"},
+                "code": {"type": "integer", "description": "1001 missing key, 1002 invalid key, 9002 rate limited, 9003 invalid request, 9004 route not found, 9005 method not allowed (with `Allow`), 9006 body too large, 9007 unsupported media type, 9009 not for this caller, 9010 method not implemented (501), 9020 plain HTTP from another machine refused (TLS required); area codes are listed with each route"},
                 "message": {"type": "string"}}},
             {"type": "string"}
         ]}}

@@ -25,7 +25,10 @@ async fn record(req: Request<State>, next: Next<'_, State>) -> tide::Result {
         .map(|v| v.last().as_str().to_string())
         .filter(|id| is_sane_request_id(id))
         .unwrap_or_else(crate::random::uuid_v4);
-    let method = req.method().to_string();
+    let method = match req.ext::<super::methods::UnknownMethod>() {
+        Some(unknown) => unknown.0.clone(),
+        None => req.method().to_string(),
+    };
     let path = req.url().path().to_string();
     let from_ip = req.peer_addr().map(strip_port).unwrap_or_default();
     let audit = req.state().audit.clone();

@@ -286,6 +286,15 @@ fn decode_error(url: &str, e: impl std::fmt::Display) -> ClientError {
 
 /// Percent-encodes one path segment (a context key, a node id): everything but the unreserved
 /// characters, so `:` and `/` travel inside the segment as 1.0.21 expects.
+/// The URL path of the context entry `key`. A key named `watch` is spelled `%77atch`: the path
+/// `/api/v1/context/watch` is the watch stream (see `daemon/routes/context.rs`).
+pub fn context_path(key: &str) -> String {
+    match encode_segment(key).as_str() {
+        "watch" => "/api/v1/context/%77atch".to_string(),
+        segment => format!("/api/v1/context/{segment}"),
+    }
+}
+
 pub fn encode_segment(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for byte in text.bytes() {

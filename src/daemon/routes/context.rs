@@ -5,8 +5,9 @@
 //!
 //! A key literally named `watch` collides with `GET /api/v1/context/watch`, which is the watch
 //! stream. The router matches the raw path, so such a key is read as `/api/v1/context/%77atch`
-//! (any percent-encoding of it) or listed with `?prefix=watch`; PUT and DELETE of `watch` work
-//! as for any key. The CLI encodes it that way by itself.
+//! (any percent-encoding of it) or listed with `?prefix=watch`, for every method: the path
+//! `/api/v1/context/watch` is the stream's alone (other methods get 405, see `routes/allow.rs`).
+//! The CLI and the MCP tools encode it that way by themselves (`peer::context_path`).
 
 use std::pin::Pin;
 use std::task::{Context, Poll};

@@ -5,6 +5,7 @@
 //! tests can check that every route's access is in that table, that every route open to anyone
 //! is listed there, and that the OpenAPI document describes every route that exists.
 
+pub mod allow;
 mod context;
 mod dashboard;
 mod execute;
@@ -50,10 +51,34 @@ impl Mount<'_> {
         endpoint: impl Endpoint<State>,
     ) -> &mut Self {
         if let Some(app) = self.app.as_mut() {
+            let endpoint = Shared { path, endpoint: std::sync::Arc::new(endpoint) };
+            if method == Method::Get {
+                // HEAD is GET without the body (the encoder leaves it out).
+                app.at(path).with(Guard { access, limit }).method(Method::Head, endpoint.clone());
+            }
             app.at(path).with(Guard { access, limit }).method(method, endpoint);
         }
         self.specs.push(RouteSpec { method, path, access });
         self
+    }
+}
+
+/// A mounted endpoint (shared by GET and HEAD). A request whose path names another, more
+/// specific resource of the table (`DELETE /api/v1/execute/jobs` reaching `:jobId`) is not
+/// this route's: it gets that resource's 405.
+#[derive(Clone)]
+struct Shared {
+    path: &'static str,
+    endpoint: std::sync::Arc<dyn Endpoint<State>>,
+}
+
+#[async_trait::async_trait]
+impl Endpoint<State> for Shared {
+    async fn call(&self, req: tide::Request<State>) -> tide::Result {
+        if allow::methods().resource(req.url().path()).is_some_and(|resource| resource != self.path) {
+            return allow::fallback(req).await;
+        }
+        self.endpoint.call(req).await
     }
 }
 
@@ -75,10 +100,15 @@ pub fn mount(app: &mut tide::Server<State>) -> Vec<RouteSpec> {
     let mut mount = Mount { app: Some(&mut *app), specs: Vec::new() };
     mount_areas(&mut mount);
     let specs = mount.specs;
+    // A method a path does not have: 405 with `Allow` (derived from the table, so every route
+    // gets it), behind a key unless the path has a public route.
+    for (path, access) in allow::fallback_paths(&specs) {
+        app.at(path).with(Guard { access, limit: None }).all(allow::fallback);
+    }
     // Everything else: authenticate first (no probing of what exists without a key), then 404.
     let fallback = Guard { access: Access::DataPlane, limit: None };
-    app.at("/").with(fallback).all(system::route_not_found);
-    app.at("*").with(fallback).all(system::route_not_found);
+    app.at("/").with(fallback).all(allow::fallback);
+    app.at("*").with(fallback).all(allow::fallback);
     specs
 }
 

@@ -6,7 +6,6 @@ use tide::{Request, Response};
 
 use super::Mount;
 use crate::daemon::api::{ContextCounts, Health, Identity, JobCounts, PeerCounts, Status};
-use crate::daemon::error::{ApiError, ErrorCode};
 use crate::daemon::guard::Access;
 use crate::daemon::state::State;
 use crate::identity::{platform, CAPABILITIES, IMPLEMENTATION, PROTOCOL_VERSION};
@@ -67,11 +66,6 @@ pub fn status(state: &State) -> Status {
 
 async fn get_openapi(_req: Request<State>) -> tide::Result {
     Ok(Response::builder(200).body(crate::daemon::openapi::document()).build())
-}
-
-pub async fn route_not_found(req: Request<State>) -> tide::Result {
-    Err(ApiError::new(ErrorCode::RouteNotFound, format!("Route {}:{} not found", req.method(), req.url().path()))
-        .into())
 }
 
 /// A 200 with `value` as its JSON body.

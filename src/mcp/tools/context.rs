@@ -7,7 +7,7 @@ use surf::http::Method;
 
 use super::{handler, object, peer_property, pretty, target, Args, Outcome, Tool};
 use crate::mcp::daemon::DaemonLocator;
-use crate::peer::encode_segment;
+use crate::peer::{context_path, encode_segment};
 
 fn key() -> Value {
     json!({"type": "string", "description": "Context key"})
@@ -69,15 +69,14 @@ fn put_body(args: &Args) -> Value {
 
 async fn set(daemon: Arc<DaemonLocator>, args: Args) -> Outcome {
     let client = target(&daemon, args.str("peer"))?;
-    let path = format!("/api/v1/context/{}", encode_segment(args.req("key")));
+    let path = context_path(args.req("key"));
     let entry: Value = client.call(Method::Put, &path, Some(&put_body(&args))).await.map_err(|e| e.to_string())?;
     Ok(pretty(&entry))
 }
 
 async fn get(daemon: Arc<DaemonLocator>, args: Args) -> Outcome {
     let client = target(&daemon, args.str("peer"))?;
-    let entry: Value =
-        client.get(&format!("/api/v1/context/{}", encode_segment(args.req("key")))).await.map_err(|e| e.to_string())?;
+    let entry: Value = client.get(&context_path(args.req("key"))).await.map_err(|e| e.to_string())?;
     Ok(pretty(&entry))
 }
 
@@ -93,7 +92,7 @@ async fn list(daemon: Arc<DaemonLocator>, args: Args) -> Outcome {
 
 async fn delete(daemon: Arc<DaemonLocator>, args: Args) -> Outcome {
     let client = target(&daemon, args.str("peer"))?;
-    let mut path = format!("/api/v1/context/{}", encode_segment(args.req("key")));
+    let mut path = context_path(args.req("key"));
     if let Some(revision) = args.u64("ifRevision") {
         path.push_str(&format!("?ifRevision={revision}"));
     }
@@ -104,7 +103,7 @@ async fn delete(daemon: Arc<DaemonLocator>, args: Args) -> Outcome {
 /// Sets the key here, then on every online peer (concurrently), and reports each outcome.
 async fn broadcast(daemon: Arc<DaemonLocator>, args: Args) -> Outcome {
     let local = daemon.client()?;
-    let path = format!("/api/v1/context/{}", encode_segment(args.req("key")));
+    let path = context_path(args.req("key"));
     let body = put_body(&args);
     local.call::<Value>(Method::Put, &path, Some(&body)).await.map_err(|e| e.to_string())?;
     let peers: Value = local.get("/api/v1/peers").await.map_err(|e| e.to_string())?;
