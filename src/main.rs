@@ -13,20 +13,10 @@ fn main() -> ExitCode {
         std::env::set_var("SMOL_THREADS", threads.to_string());
     }
     let args: Vec<String> = std::env::args().collect();
-    if args.get(1).is_some_and(|a| a == "--version" || a == "-V") {
-        println!("loopsy {}", env!("CARGO_PKG_VERSION"));
-        return ExitCode::SUCCESS;
-    }
     let words: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
-    // Packaging helpers, kept out of `--help`.
-    if words.first() == Some(&"generate") {
-        return match cli::generate::main(&words[1..]) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(err) => {
-                eprintln!("loopsy: error: {err:#}");
-                ExitCode::from(2)
-            }
-        };
+    if asks_version(&words) {
+        println!("{}", cli::version());
+        return ExitCode::SUCCESS;
     }
     let parsed = match Loopsy::from_args(&["loopsy"], &words) {
         Ok(parsed) => parsed,
@@ -54,6 +44,15 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// `--version` or `-V` in place of a command (after global options such as `--home DIR`).
+fn asks_version(words: &[&str]) -> bool {
+    let mut rest = words;
+    while let ["--home", _, tail @ ..] = rest {
+        rest = tail;
+    }
+    matches!(rest.first(), Some(&"--version" | &"-V"))
 }
 
 fn is_broken_pipe(err: &anyhow::Error) -> bool {

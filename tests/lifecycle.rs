@@ -46,7 +46,7 @@ fn start_runs_the_daemon_in_the_background_until_stop() {
     let status = home.loopsy(&["status", "--json"]).success().json();
     assert_eq!(status["running"], true);
     assert_eq!(status["url"], url);
-    assert_eq!(status["status"]["version"], "1.0.21");
+    assert_eq!(status["version"], "1.0.21", "the /status object itself, as 1.0.21 printed it");
     home.loopsy(&["status"]).success().stdout_has("loopsy daemon is running");
     home.loopsy(&["start"]).success().stdout_has("already running");
 
@@ -182,15 +182,25 @@ fn the_home_can_be_relocated_with_loopsy_home() {
 }
 
 #[test]
-fn logs_prints_the_daemon_log_and_the_audit_log_and_follows() {
+fn logs_prints_the_audit_log_and_the_daemon_log_and_follows() {
     let daemon = Daemon::start("logs");
     daemon.get("/api/v1/status").expect(200);
     // The foreground test daemon logs to stderr; the file belongs to background daemons.
+    daemon.loopsy(&["logs", "--daemon"]).code(1).stderr_has("No logs found");
     std::fs::write(daemon.home.path().join("logs/daemon.log"), "first line\nsecond line\n").unwrap();
-    daemon.loopsy(&["logs", "-n", "1"]).success().stdout_has("second line");
+    let last = daemon.loopsy(&["logs", "--daemon", "-n", "1"]).success();
+    assert_eq!(last.stdout, "second line\n");
+    // Without a flag: the audit log, as 1.0.21's `loopsy logs` (and `--audit`, as before).
     wait_until(Duration::from_secs(5), "the audit line is written", || {
-        daemon.loopsy(&["logs", "--audit"]).stdout.contains("/api/v1/status")
+        daemon.loopsy(&["logs"]).stdout.contains("/api/v1/status")
     });
+    let audit = daemon.loopsy(&["logs", "--audit"]).success();
+    assert!(
+        audit.stdout.lines().all(|line| serde_json::from_str::<serde_json::Value>(line).is_ok()),
+        "{}",
+        audit.stdout
+    );
+    daemon.loopsy(&["logs", "--audit", "--daemon"]).code(2).stderr_has("give one");
 
     let mut follower = crate::support::Background::spawn(daemon.home.path(), &["logs", "--audit", "-f", "-n", "0"]);
     // The follower prints only lines written after it started, and says nothing when it has:

@@ -9,6 +9,7 @@ mod core_api;
 mod dashboard;
 mod doctor;
 mod execute;
+mod habits;
 mod harness;
 mod hostile_input;
 mod lifecycle;

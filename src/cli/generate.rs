@@ -1,6 +1,7 @@
-//! `loopsy generate completions <bash|zsh|fish>`, `generate man`, `generate units <dir>`: files
-//! for packagers (`cargo xtask dist`, `cargo xtask units`). Hidden: `main.rs` dispatches it
-//! before the normal command line, so it does not appear in `--help`.
+//! `loopsy generate completions <bash|zsh|fish>`, `generate man`, `generate units <dir>`: shell
+//! completions and the man page for users (README says how to install them) and packagers
+//! (`cargo xtask dist`), the sample service units (`cargo xtask units`). It needs no data
+//! directory: `cli::run` dispatches it before resolving one.
 //!
 //! The command tree is read from argh itself (each command's `--help` text, parsed), so the
 //! completions and the man page follow the real commands without a hand-kept copy.
@@ -14,8 +15,9 @@ use argh::FromArgs;
 use super::Loopsy;
 use crate::service::units::{self, UnitSpec};
 
-/// Generate shell completions, the man page or the sample service units.
+/// print shell completions (bash, zsh, fish) or the man page
 #[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "generate")]
 pub struct Args {
     #[argh(subcommand)]
     what: What,
@@ -52,16 +54,7 @@ struct Units {
     dir: std::path::PathBuf,
 }
 
-/// `args` are the words after `loopsy generate`.
-pub fn main(args: &[&str]) -> anyhow::Result<()> {
-    let parsed = match Args::from_args(&["loopsy generate"], args) {
-        Ok(parsed) => parsed,
-        Err(early) if early.status.is_ok() => {
-            print!("{}", early.output);
-            return Ok(());
-        }
-        Err(early) => bail!("{}", early.output.trim()),
-    };
+pub fn run(parsed: Args) -> anyhow::Result<()> {
     match parsed.what {
         What::Completions(cmd) => {
             let tree = Node::read(Vec::new());

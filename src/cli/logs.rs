@@ -1,4 +1,5 @@
-//! `loopsy logs`: the daemon log, or the audit log, optionally followed.
+//! `loopsy logs`: the audit log as in 1.0.21 (one JSON line per request), or with `--daemon`
+//! the daemon's own log; optionally followed.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -10,11 +11,14 @@ use argh::FromArgs;
 
 use crate::paths::Paths;
 
-/// print the daemon log (or the audit log)
+/// print the audit log (one JSON line per request), or the daemon log
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "logs")]
 pub struct Args {
-    /// the audit log (one JSON line per request) instead of the daemon log
+    /// the daemon's own log (logs/daemon.log) instead of the audit log
+    #[argh(switch)]
+    daemon: bool,
+    /// the audit log (the default; accepted for older scripts)
     #[argh(switch)]
     audit: bool,
     /// keep printing new lines as they are written
@@ -26,9 +30,12 @@ pub struct Args {
 }
 
 pub fn run(args: Args, paths: &Paths) -> anyhow::Result<ExitCode> {
-    let path = if args.audit { paths.audit_log() } else { paths.daemon_log() };
+    if args.daemon && args.audit {
+        anyhow::bail!("--daemon and --audit name different logs: give one");
+    }
+    let path = if args.daemon { paths.daemon_log() } else { paths.audit_log() };
     if !path.exists() && !args.follow {
-        eprintln!("no log at {} yet: has the daemon run?", path.display());
+        eprintln!("No logs found at {}. Is the daemon running?", path.display());
         return Ok(ExitCode::from(1));
     }
     let mut out = std::io::stdout().lock();

@@ -68,6 +68,7 @@ pub enum Command {
     Enable(service::EnableArgs),
     Disable(service::DisableArgs),
     ServiceStatus(service::StatusArgs),
+    Generate(generate::Args),
     Version(VersionArgs),
 }
 
@@ -78,6 +79,11 @@ pub struct VersionArgs {}
 
 /// Runs the parsed command. Exit codes: 0 success, 1 "ran fine, the answer is no", 2 error.
 pub fn run(args: Loopsy) -> anyhow::Result<ExitCode> {
+    // Printed from the command tree alone: no data directory needed.
+    if let Command::Generate(cmd) = args.command {
+        generate::run(cmd)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let paths = Paths::resolve(args.home.as_deref())?;
     match args.command {
         Command::Init(cmd) => init::run(cmd, &paths),
@@ -104,11 +110,17 @@ pub fn run(args: Loopsy) -> anyhow::Result<ExitCode> {
         Command::Enable(cmd) => service::enable(cmd, &paths),
         Command::Disable(cmd) => service::disable(cmd, &paths),
         Command::ServiceStatus(cmd) => service::status(cmd, &paths),
+        Command::Generate(_) => unreachable!("dispatched above"),
         Command::Version(_) => {
-            println!("loopsy {} (protocol {})", env!("CARGO_PKG_VERSION"), crate::identity::PROTOCOL_VERSION);
+            println!("{}", version());
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `loopsy 0.1.0 (protocol 1.0.21)`: `loopsy version`, `--version` and `-V`.
+pub fn version() -> String {
+    format!("loopsy {} (protocol {})", env!("CARGO_PKG_VERSION"), crate::identity::PROTOCOL_VERSION)
 }
 
 /// Loads the config of `paths` for a command that needs it.

@@ -13,7 +13,8 @@ use crate::paths::Paths;
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "status")]
 pub struct Args {
-    /// print JSON: {"running", "pid", "url", "status"}
+    /// print the daemon's /status object (as 1.0.21 did) with "running", "pid", "url" beside it;
+    /// {"running": false} when it is not running
     #[argh(switch)]
     json: bool,
 }
@@ -32,12 +33,12 @@ pub fn run(args: Args, paths: &Paths) -> anyhow::Result<ExitCode> {
         }
     };
     let client = crate::peer::Client::local(paths, &config.auth.api_key)?;
-    let status: Status = smol::block_on(client.get("/api/v1/status"))?;
+    let answer: serde_json::Value = smol::block_on(client.get("/api/v1/status"))?;
     if args.json {
-        let out = json!({"running": true, "pid": info.pid, "url": info.url, "status": status});
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        println!("{}", serde_json::to_string_pretty(&status_json(answer, info.pid, &info.url))?);
         return Ok(ExitCode::SUCCESS);
     }
+    let status: Status = serde_json::from_value(answer)?;
     println!("loopsy daemon is running");
     let rows = [
         ("PID", info.pid.to_string()),
@@ -55,6 +56,17 @@ pub fn run(args: Args, paths: &Paths) -> anyhow::Result<ExitCode> {
         println!("  {:<9} {value}", format!("{name}:"));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The `/status` object as the daemon sent it (1.0.21's `loopsy status` printed exactly that),
+/// with what the CLI knows beside it.
+fn status_json(mut status: serde_json::Value, pid: u32, url: &str) -> serde_json::Value {
+    if let Some(object) = status.as_object_mut() {
+        object.insert("running".into(), true.into());
+        object.insert("pid".into(), pid.into());
+        object.insert("url".into(), url.into());
+    }
+    status
 }
 
 fn human_duration(ms: u64) -> String {

@@ -37,7 +37,7 @@ pub fn valid_name(name: &str) -> bool {
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
-/// Every session of `home`, sorted by name; entries with invalid names are skipped.
+/// Every session of `home`, sorted by name naturally (`w2` before `w10`); entries with invalid names are skipped.
 pub fn list(home: &Path) -> Vec<LocalSession> {
     let Ok(entries) = std::fs::read_dir(home.join("sessions")) else { return Vec::new() };
     let mut sessions: Vec<LocalSession> = entries
@@ -45,7 +45,7 @@ pub fn list(home: &Path) -> Vec<LocalSession> {
         .filter_map(|entry| entry.file_name().into_string().ok())
         .filter_map(|name| find(home, &name))
         .collect();
-    sessions.sort_by(|a, b| a.name.cmp(&b.name));
+    sessions.sort_by(|a, b| crate::sessions::natural_cmp(&a.name, &b.name));
     sessions
 }
 

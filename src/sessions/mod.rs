@@ -23,7 +23,7 @@ use anyhow::{bail, Context};
 use serde::Serialize;
 use serde_json::json;
 
-pub use name::{SessionName, MAIN};
+pub use name::{natural_cmp, SessionName, MAIN};
 
 use crate::config::{Config, ManualPeer};
 use crate::instance::{self, Daemon, FileLock};
@@ -73,7 +73,8 @@ impl Status {
     }
 }
 
-/// The listing of §9.6: the main daemon and every session, sorted by name.
+/// The listing of §9.6: the main daemon and every session, sorted by name naturally
+/// (`worker-2` before `worker-10`).
 #[derive(Debug, Clone, Serialize)]
 pub struct Listing {
     pub main: Option<Session>,
@@ -133,7 +134,7 @@ impl Sessions {
         Ok((guard, FileLock::exclusive(&self.dir().join(".lock"))?))
     }
 
-    /// Every session, sorted by name, and the main daemon.
+    /// Every session, sorted by name naturally, and the main daemon.
     pub fn list(&self) -> anyhow::Result<Listing> {
         let main = Config::load(&self.main).ok().map(|config| {
             let (status, pid, port) = observe(&self.main, config.server.port);
@@ -177,7 +178,7 @@ impl Sessions {
             let session = describe(&name, &paths);
             found.push((paths, session));
         }
-        found.sort_by(|a, b| a.1.name.cmp(&b.1.name));
+        found.sort_by(|a, b| name::natural_cmp(&a.1.name, &b.1.name));
         Ok(found)
     }
 

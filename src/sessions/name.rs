@@ -70,6 +70,39 @@ pub fn child_dir(sessions_dir: &Path, name: &SessionName) -> anyhow::Result<Path
     Ok(canonical)
 }
 
+/// Orders names as people count: runs of digits by their value (`worker-2` before
+/// `worker-10`), everything else by character; equal values with different zeros (`w-01`,
+/// `w-1`) and any other tie fall back to the plain order, so the order is total.
+pub fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    fn runs(text: &str) -> Vec<(bool, &str)> {
+        let mut out = Vec::new();
+        let mut start = 0;
+        let bytes = text.as_bytes();
+        for i in 1..=bytes.len() {
+            if i == bytes.len() || bytes[i].is_ascii_digit() != bytes[start].is_ascii_digit() {
+                out.push((bytes[start].is_ascii_digit(), &text[start..i]));
+                start = i;
+            }
+        }
+        out
+    }
+    let (left, right) = (runs(a), runs(b));
+    for (x, y) in left.iter().zip(&right) {
+        let order = match (x, y) {
+            ((true, x), (true, y)) => {
+                let (x, y) = (x.trim_start_matches('0'), y.trim_start_matches('0'));
+                x.len().cmp(&y.len()).then_with(|| x.cmp(y))
+            }
+            ((_, x), (_, y)) => x.cmp(y),
+        };
+        if order != Ordering::Equal {
+            return order;
+        }
+    }
+    left.len().cmp(&right.len()).then_with(|| a.cmp(b))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,5 +135,44 @@ mod tests {
         assert!(child_dir(&sessions, &SessionName::parse("ok").unwrap()).is_ok());
         assert!(child_dir(&sessions, &SessionName::parse("new").unwrap()).is_ok());
         std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn names_sort_naturally() {
+        let mut names = vec![
+            "worker-10",
+            "worker-2",
+            "alpha",
+            "worker-1",
+            "w-01",
+            "w-1",
+            "worker-2b",
+            "9",
+            "10",
+            "x99999999999999999999999",
+            "x1",
+        ];
+        names.sort_by(|a, b| super::natural_cmp(a, b));
+        assert_eq!(
+            names,
+            [
+                "9",
+                "10",
+                "alpha",
+                "w-01",
+                "w-1",
+                "worker-1",
+                "worker-2",
+                "worker-2b",
+                "worker-10",
+                "x1",
+                "x99999999999999999999999"
+            ]
+        );
+        for text in crate::fuzz::inputs(&["worker-10"], "worker-0123456789", 31, 2_000) {
+            assert_eq!(super::natural_cmp(&text, &text), std::cmp::Ordering::Equal);
+            let other = format!("{text}1");
+            assert_eq!(super::natural_cmp(&text, &other), super::natural_cmp(&other, &text).reverse());
+        }
     }
 }
