@@ -296,7 +296,7 @@ mod tests {
         let fleet = session.children.iter().find(|c| c.path == ["session", "start-fleet"]).expect("start-fleet");
         assert!(fleet.options.iter().any(|(flags, _)| flags == "-c, --count"), "{:?}", fleet.options);
         assert!(tree.options.iter().any(|(flags, _)| flags == "--home"));
-        assert!(!tree.children.iter().any(|c| c.path == ["generate"]), "generate stays hidden");
+        assert!(tree.children.iter().any(|c| c.path == ["generate"]), "generate completes itself");
         let bash = bash(&tree);
         assert!(bash.contains("\" session\") words=\"start start-fleet"), "{bash}");
         let man = man(&tree);
