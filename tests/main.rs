@@ -15,6 +15,7 @@ mod hostile_input;
 mod lifecycle;
 mod limits;
 mod mcp;
+mod mcp_aliases;
 mod mcp_tools;
 mod messages;
 mod netlab;

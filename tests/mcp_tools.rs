@@ -66,8 +66,8 @@ fn the_messaging_tools_send_read_acknowledge_and_report_with_1_0_21_texts() {
     assert!(alice_mcp
         .error("loopsy_send_message", json!({"peer": "carol", "body": "x"}))
         .contains("unknown peer 'carol'"));
-    let refused = alice_mcp.error("loopsy_send_message", json!({"peer": "bob", "body": "x", "peerApiKey": "k"}));
-    assert!(refused.contains("unknown argument 'peerApiKey'"), "{refused}");
+    let refused = alice_mcp.error("loopsy_send_message", json!({"peer": "bob", "body": "x", "apiKey": "k"}));
+    assert!(refused.contains("unknown argument 'apiKey'"), "{refused}");
     assert!(alice_mcp
         .error("loopsy_send_message", json!({"peer": "bob", "body": "x", "type": "ack"}))
         .contains("'type'"));
@@ -85,8 +85,13 @@ fn the_messaging_tools_send_read_acknowledge_and_report_with_1_0_21_texts() {
     for name in ["loopsy_send_message", "loopsy_check_inbox", "loopsy_ack_message", "loopsy_check_ack"] {
         assert!(names.contains(&name), "{names:?}");
     }
-    let text = listed.to_string().to_lowercase();
-    assert!(!text.contains("apikey"), "no tool takes a key");
+    // No tool needs a key: 1.0.21's `peerApiKey`/`senderApiKey` are deprecated aliases only.
+    for tool in listed["result"]["tools"].as_array().unwrap() {
+        for (name, property) in tool["inputSchema"]["properties"].as_object().unwrap() {
+            assert!(!name.to_lowercase().contains("apikey") || property["deprecated"] == true, "{name}");
+        }
+        assert!(!tool["inputSchema"]["required"].to_string().to_lowercase().contains("apikey"));
+    }
 }
 
 #[test]

@@ -89,10 +89,8 @@ pub fn key_for(peer: &Peer, spec: &str, config: &Config, explicit: Option<&str>)
     }
     // Pairing stores the key we present under auth.peerKeys; `peers add --key` (1.0.21's
     // symmetric model) under auth.allowedKeys.
-    if let Some(name) = &peer.name {
-        if let Some(stored) = config.auth.peer_keys.get(name).or_else(|| config.auth.allowed_keys.get(name)) {
-            return Ok(stored.clone());
-        }
+    if let Some(stored) = stored_key(peer, config) {
+        return Ok(stored.clone());
     }
     let spec = spec.trim();
     let by_address = peer.address.eq_ignore_ascii_case(spec) || peer.endpoint().eq_ignore_ascii_case(spec);
@@ -183,9 +181,41 @@ pub fn base_url(host: &str, port: u16) -> String {
     }
 }
 
+/// Which key to send, beside the ones stored for a peer.
+#[derive(Clone, Copy)]
+enum Key<'a> {
+    /// `--key`: sent whatever is stored.
+    Explicit(Option<&'a str>),
+    /// A key the caller offers (1.0.21's `peerApiKey` in an MCP call): sent only to a peer with
+    /// no key stored under its name, and to an address the registry does not know.
+    Offered(&'a str),
+}
+
+/// The key stored for `peer` under its name: the one pairing minted (`auth.peerKeys`) or the
+/// one `peers add --key` / `connect` stored (`auth.allowedKeys`).
+pub fn stored_key<'a>(peer: &Peer, config: &'a Config) -> Option<&'a String> {
+    let name = peer.name.as_ref()?;
+    config.auth.peer_keys.get(name).or_else(|| config.auth.allowed_keys.get(name))
+}
+
 /// Resolves `spec` to a client. `key` overrides the key sent (default: the key stored for the
 /// peer's name, else this node's own key).
 pub fn resolve(paths: &Paths, config: &Config, spec: &str, key: Option<&str>) -> anyhow::Result<Target> {
+    resolve_with(paths, config, spec, Key::Explicit(key))
+}
+
+/// Resolves `spec` like [`resolve`], with a key `offered` by the caller that is used only where
+/// loopsy holds no key of its own for the peer (see [`stored_key`]); the peer's stored key and
+/// pin win. The offered key is never stored or logged.
+pub fn resolve_offered(paths: &Paths, config: &Config, spec: &str, offered: &str) -> anyhow::Result<Target> {
+    resolve_with(paths, config, spec, Key::Offered(offered))
+}
+
+fn resolve_with(paths: &Paths, config: &Config, spec: &str, choice: Key<'_>) -> anyhow::Result<Target> {
+    let (key, offered) = match choice {
+        Key::Explicit(key) => (key, None),
+        Key::Offered(offered) => (None, Some(offered)),
+    };
     if matches!(spec.trim(), "local" | "self") {
         let key = key.unwrap_or(&config.auth.api_key);
         let client = Client::local(paths, key).map_err(|e: ClientError| anyhow::anyhow!(e))?;
@@ -193,7 +223,10 @@ pub fn resolve(paths: &Paths, config: &Config, spec: &str, key: Option<&str>) ->
     }
     match find(&registry_peers(paths, config), spec) {
         Found::One(peer) => {
-            let key = key_for(&peer, spec, config, key).map_err(|e| anyhow::anyhow!(e))?;
+            let key = match (offered, stored_key(&peer, config)) {
+                (Some(offered), None) => offered.to_string(),
+                _ => key_for(&peer, spec, config, key).map_err(|e| anyhow::anyhow!(e))?,
+            };
             let label = peer.name.clone().unwrap_or_else(|| peer.hostname.clone());
             let pin = pin_for(&peer, config);
             if pin.is_none() && !config.tls.allow_insecure_peers {
@@ -229,7 +262,7 @@ pub fn resolve(paths: &Paths, config: &Config, spec: &str, key: Option<&str>) ->
                     "{label} is not a paired peer and tls.allowInsecurePeers is false: pair with it first (`loopsy pair {label}`)"
                 );
             }
-            let key = key.unwrap_or(&config.auth.api_key).to_string();
+            let key = key.or(offered).unwrap_or(&config.auth.api_key).to_string();
             Ok(Target { client: Client::new(&base_url(&host, port), Some(key)), label, peer: None })
         }
     }

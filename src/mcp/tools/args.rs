@@ -2,11 +2,30 @@
 
 use serde_json::Value;
 
-/// Validated arguments.
-#[derive(Debug, Clone)]
-pub struct Args(Value);
+/// Validated arguments, and a key the caller offered through 1.0.21's `peerApiKey` (kept out of
+/// the arguments and out of `Debug`, so it is never echoed or logged).
+#[derive(Clone)]
+pub struct Args(Value, Option<String>);
+
+impl std::fmt::Debug for Args {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let offered = if self.1.is_some() { "Some(<redacted>)" } else { "None" };
+        f.debug_struct("Args").field("arguments", &self.0).field("offered_key", &offered).finish()
+    }
+}
 
 impl Args {
+    /// With the key the caller offered for a peer loopsy has no key for.
+    pub fn with_offered_key(mut self, key: Option<String>) -> Args {
+        self.1 = key;
+        self
+    }
+
+    /// The key the caller offered (1.0.21's `peerApiKey`), if any.
+    pub fn offered_key(&self) -> Option<&str> {
+        self.1.as_deref()
+    }
+
     /// Checks required properties, unknown properties, types and enums.
     pub fn validate(arguments: Value, schema: &Value) -> Result<Args, String> {
         let Value::Object(given) = &arguments else { return Err("arguments must be an object".into()) };
@@ -25,7 +44,7 @@ impl Args {
                 check_type(name, value, property)?;
             }
         }
-        Ok(Args(arguments))
+        Ok(Args(arguments, None))
     }
 
     pub fn str(&self, name: &str) -> Option<&str> {

@@ -3,11 +3,13 @@
 //! Tools hold no state: each call asks the daemon through `peer::Client` (the session tools ask
 //! the sessions module, whose state is the session directories). Peers are addressed by
 //! name, hostname, node-id prefix or address; the daemon supplies the credentials, so no tool
-//! takes or returns an API key (1.0.21 passed `peerApiKey` through the model's context).
+//! needs or returns an API key (1.0.21 passed `peerApiKey` through the model's context). 1.0.21's
+//! peer arguments are still accepted as deprecated aliases (`legacy.rs`).
 
 mod args;
 mod context;
 mod execute;
+mod legacy;
 mod messages;
 mod peers;
 mod sessions;
@@ -55,10 +57,16 @@ pub fn list() -> Value {
     let tools: Vec<Value> = all()
         .iter()
         .map(|tool| {
+            let mut schema = (tool.schema)();
+            if let (Some(aliases), Some(properties)) =
+                (legacy::schema_properties(tool.name), schema["properties"].as_object_mut())
+            {
+                properties.extend(aliases);
+            }
             json!({
                 "name": tool.name,
                 "description": tool.description,
-                "inputSchema": (tool.schema)(),
+                "inputSchema": schema,
                 "execution": {"taskSupport": "forbidden"},
             })
         })
@@ -74,15 +82,31 @@ pub async fn call(daemon: Arc<DaemonLocator>, params: &Value) -> Result<Value, R
         .into_iter()
         .find(|tool| tool.name == name)
         .ok_or_else(|| RpcError::invalid_params(format!("unknown tool '{name}'; see tools/list")))?;
-    let arguments = params.get("arguments").cloned().unwrap_or(json!({}));
-    let outcome = match Args::validate(arguments, &(tool.schema)()) {
-        Ok(args) => (tool.run)(daemon, args).await,
-        Err(problem) => Err(format!("Invalid arguments for {name}: {problem}")),
+    let mut arguments = params.get("arguments").cloned().unwrap_or(json!({}));
+    let (outcome, note) = match legacy::translate(name, &mut arguments) {
+        Err(problem) => (Err(format!("Invalid arguments for {name}: {problem}")), None),
+        Ok(legacy) => {
+            let (offered_key, note) = legacy.map(|l| (l.offered_key, Some(l.note))).unwrap_or_default();
+            let outcome = match Args::validate(arguments, &(tool.schema)()) {
+                Ok(args) => (tool.run)(daemon, args.with_offered_key(offered_key)).await,
+                Err(problem) => Err(format!("Invalid arguments for {name}: {problem}")),
+            };
+            (outcome, note)
+        }
     };
-    Ok(match outcome {
-        Ok(text) => json!({"content": [{"type": "text", "text": text}]}),
-        Err(message) => json!({"content": [{"type": "text", "text": format!("Error: {message}")}], "isError": true}),
-    })
+    // The note is a content item of its own, so the first item stays what 1.0.21 answered
+    // (often JSON a script parses).
+    let (text, is_error) = match outcome {
+        Ok(text) => (text, false),
+        Err(message) => (format!("Error: {message}"), true),
+    };
+    let mut content = vec![json!({"type": "text", "text": text})];
+    content.extend(note.map(|note| json!({"type": "text", "text": note})));
+    let mut result = json!({"content": content});
+    if is_error {
+        result["isError"] = true.into();
+    }
+    Ok(result)
 }
 
 /// Boxes an async handler for the table.
@@ -93,15 +117,19 @@ macro_rules! handler {
 }
 pub(crate) use handler;
 
-/// The daemon a tool acts on: `peer` when given (and not `local`), else this machine's.
-pub fn target(daemon: &DaemonLocator, peer: Option<&str>) -> Result<crate::peer::Client, String> {
+/// The daemon a tool acts on: `peer` when given (and not `local`), else this machine's. A key
+/// the caller offered (`peerApiKey`, see `legacy.rs`) goes only to a peer loopsy has no key for.
+pub fn target(daemon: &DaemonLocator, peer: Option<&str>, args: &Args) -> Result<crate::peer::Client, String> {
+    use crate::peer::resolve;
     match peer.filter(|p| !p.is_empty() && *p != "local") {
         None => daemon.client(),
         Some(spec) => {
             let config = daemon.config()?;
-            let target =
-                crate::peer::resolve::resolve(&daemon.paths, &config, spec, None).map_err(|e| format!("{e:#}"))?;
-            Ok(target.client)
+            let target = match args.offered_key() {
+                Some(offered) => resolve::resolve_offered(&daemon.paths, &config, spec, offered),
+                None => resolve::resolve(&daemon.paths, &config, spec, None),
+            };
+            Ok(target.map_err(|e| format!("{e:#}"))?.client)
         }
     }
 }

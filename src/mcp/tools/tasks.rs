@@ -78,7 +78,7 @@ pub fn tools() -> Vec<Tool> {
 }
 
 async fn dispatch(daemon: Arc<DaemonLocator>, args: Args) -> Outcome {
-    let client = target(&daemon, Some(args.req("peer")))?;
+    let client = target(&daemon, Some(args.req("peer")), &args)?;
     let mut body = json!({"prompt": args.req("prompt")});
     for name in ["agent", "cwd", "model", "permissionMode"] {
         if let Some(value) = args.str(name) {
@@ -91,7 +91,7 @@ async fn dispatch(daemon: Arc<DaemonLocator>, args: Args) -> Outcome {
 
 async fn status(daemon: Arc<DaemonLocator>, args: Args) -> Outcome {
     let (peer, task_id) = (args.req("peer"), args.req("taskId"));
-    let client = target(&daemon, Some(peer))?;
+    let client = target(&daemon, Some(peer), &args)?;
     let path = format!("/api/v1/ai-tasks/{}", encode_segment(task_id));
     let info: Value = client.get(&path).await.map_err(|e| task_error(e, task_id, peer))?;
     let events: Value = client.get(&format!("{path}/events")).await.map_err(|e| e.to_string())?;
@@ -101,7 +101,7 @@ async fn status(daemon: Arc<DaemonLocator>, args: Args) -> Outcome {
 async fn approve(daemon: Arc<DaemonLocator>, args: Args) -> Outcome {
     let (peer, task_id, request_id) = (args.req("peer"), args.req("taskId"), args.req("requestId"));
     let approved = args.bool("approved").unwrap_or(false);
-    let client = target(&daemon, Some(peer))?;
+    let client = target(&daemon, Some(peer), &args)?;
     let mut body = json!({"requestId": request_id, "approved": approved});
     if let Some(message) = args.str("message") {
         body["message"] = message.into();
@@ -119,7 +119,7 @@ async fn approve(daemon: Arc<DaemonLocator>, args: Args) -> Outcome {
 }
 
 async fn list(daemon: Arc<DaemonLocator>, args: Args) -> Outcome {
-    let client = target(&daemon, args.str("peer"))?;
+    let client = target(&daemon, args.str("peer"), &args)?;
     let tasks: Value = client.get("/api/v1/ai-tasks").await.map_err(|e| e.to_string())?;
     Ok(pretty(&tasks))
 }
