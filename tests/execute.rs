@@ -82,14 +82,14 @@ fn denied_commands_are_refused_through_every_wrapper_and_both_endpoints() {
     ];
     for argv in attempts {
         let body = json!({"command": argv[0], "args": &argv[1..], "cwd": cwd});
-        let message = daemon.req("POST", EXECUTE).json(&body).send().expect_error(400, 3001);
+        let message = daemon.req("POST", EXECUTE).json(&body).send().expect_error(403, 3001);
         assert!(message.starts_with("Command 'rm' is denied"), "{argv:?}: {message}");
-        let message = daemon.req("POST", STREAM).json(&body).send().expect_error(400, 3001);
+        let message = daemon.req("POST", STREAM).json(&body).send().expect_error(403, 3001);
         assert!(message.contains("'rm'"), "stream {argv:?}: {message}");
     }
     assert!(victim.exists(), "nothing ran");
     let message = daemon.req("POST", EXECUTE).json(&json!({"command": "sh", "args": ["-c", "rm x"]})).send();
-    assert!(message.expect_error(400, 3001).contains("run through sh"));
+    assert!(message.expect_error(403, 3001).contains("run through sh"));
     assert_eq!(daemon.get("/api/v1/status").expect(200)["jobs"]["total"], 0);
 }
 
@@ -101,9 +101,9 @@ fn the_allowlist_admits_only_listed_programs() {
     assert_eq!(execute(&daemon, json!({"command": "echo", "args": ["ok"]}))["stdout"], "ok\n");
     assert_eq!(execute(&daemon, json!({"command": "sh", "args": ["-c", "cd / && echo ok"]}))["exitCode"], 0);
     for body in [json!({"command": "ls"}), json!({"command": "sh", "args": ["-c", "echo a; ls"]})] {
-        let message = daemon.req("POST", EXECUTE).json(&body).send().expect_error(400, 3001);
+        let message = daemon.req("POST", EXECUTE).json(&body).send().expect_error(403, 3001);
         assert!(message.contains("'ls' is not in the allowlist"), "{message}");
-        daemon.req("POST", STREAM).json(&body).send().expect_error(400, 3001);
+        daemon.req("POST", STREAM).json(&body).send().expect_error(403, 3001);
     }
 }
 
@@ -257,7 +257,7 @@ fn stream_events_have_the_1_0_21_shape() {
 fn a_bad_cwd_or_a_missing_program_is_a_400_that_says_which() {
     let daemon = Daemon::start("exec-spawn");
     for endpoint in [EXECUTE, STREAM] {
-        let send = |body: Value| daemon.req("POST", endpoint).json(&body).send().expect_error(400, 3004);
+        let send = |body: Value| daemon.req("POST", endpoint).json(&body).send().expect_error(404, 3004);
         let message = send(json!({"command": "ls", "cwd": "/no/such/dir"}));
         assert!(message.contains("working directory '/no/such/dir' does not exist"), "{message}");
         let message = send(json!({"command": "ls", "cwd": "/etc/passwd"}));
@@ -325,9 +325,9 @@ fn the_concurrency_cap_answers_at_once_and_frees_up() {
     wait_until(Duration::from_secs(5), "both jobs run", || jobs(&daemon).len() == 2);
 
     let started = Instant::now();
-    let message = daemon.req("POST", EXECUTE).json(&json!({"command": "echo"})).send().expect_error(400, 3003);
+    let message = daemon.req("POST", EXECUTE).json(&json!({"command": "echo"})).send().expect_error(429, 3003);
     assert_eq!(message, "Max concurrent jobs (2) reached");
-    daemon.req("POST", STREAM).json(&json!({"command": "echo"})).send().expect_error(400, 3003);
+    daemon.req("POST", STREAM).json(&json!({"command": "echo"})).send().expect_error(429, 3003);
     assert!(started.elapsed() < Duration::from_secs(2), "refused at once, not queued");
 
     for job in jobs(&daemon) {
@@ -560,7 +560,7 @@ fn a_denied_name_refuses_its_whole_family_and_nothing_runs() {
     for (mut body, expected) in cases {
         body["env"] = json!({"PATH": path});
         for endpoint in [EXECUTE, STREAM] {
-            let message = daemon.req("POST", endpoint).json(&body).send().expect_error(400, 3001);
+            let message = daemon.req("POST", endpoint).json(&body).send().expect_error(403, 3001);
             assert!(message.starts_with(expected), "{body}: {message}");
         }
     }

@@ -339,7 +339,7 @@ fn bad_requests_get_errors_that_say_what_to_do() {
     assert!(post(json!({"body": "x"})).expect_error(400, 9003).contains("to"));
     assert!(post(json!({"to": "bob", "body": "x", "type": "shout"})).expect_error(400, 9003).contains("type"));
     assert!(post(json!({"to": "bob", "body": "x", "peerApiKey": "k"})).expect_error(400, 9003).contains("peerApiKey"));
-    let big = "x".repeat(256 * 1024 + 1);
+    let big = "x".repeat(64 * 1024 + 1);
     assert!(post(json!({"to": "bob", "body": big})).expect_error(400, 9003).contains("at most"));
     alice.anon("POST", "/api/v1/messages").json(&json!({"to": "bob", "body": "x"})).send().expect_error(401, 1001);
     // A peer that only introduced itself is never sent a key by itself.

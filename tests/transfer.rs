@@ -186,7 +186,7 @@ fn the_file_part_may_come_before_dest_path() {
     assert_eq!(sha256_file(Path::new(&dest)), sha);
     // A file first and a destPath that is not allowed: refused, and nothing stays in staging.
     let outside = s.root().join("allowed2/x").display().to_string();
-    s.push(&[Part::File("x", b"data"), Part::Field("destPath", &outside)]).expect_error(400, 4001);
+    s.push(&[Part::File("x", b"data"), Part::Field("destPath", &outside)]).expect_error(403, 4001);
     s.push(&[Part::File("x", b"data")]).expect_error(400, 9003);
     assert!(!Path::new(&outside).exists());
     let staging = s.daemon.home.path().join("transfer/staging");
@@ -250,7 +250,7 @@ fn impossible_destinations_are_clear_4xx_and_the_daemon_survives() {
     let push_to = |dest: &str| s.push(&[Part::Field("destPath", dest), Part::File("f", b"data")]);
     let message = push_to(&s.allowed("")).expect_error(409, 4006);
     assert!(message.contains("is a directory"), "{message}");
-    push_to(&s.allowed("secret/..x")).expect_error(400, 4001);
+    push_to(&s.allowed("secret/..x")).expect_error(403, 4001);
     let message = push_to(&s.allowed("missing/dir/f")).expect_error(409, 4006);
     assert!(message.contains("does not exist"), "{message}");
     std::fs::write(s.allowed("plain"), b"x").unwrap();
@@ -304,10 +304,10 @@ fn the_path_policy_refuses_escapes_for_push_pull_and_list() {
         root.join("allowed/secret").display().to_string(),
     ];
     for path in &refused {
-        let message = s.pull(json!({"sourcePath": path})).expect_error(400, 4001);
+        let message = s.pull(json!({"sourcePath": path})).expect_error(403, 4001);
         assert!(message.starts_with(&format!("Path '{path}' is not allowed")), "{message}");
-        s.list(path).expect_error(400, 4001);
-        s.push(&[Part::Field("destPath", path), Part::File("f", b"x")]).expect_error(400, 4001);
+        s.list(path).expect_error(403, 4001);
+        s.push(&[Part::Field("destPath", path), Part::File("f", b"x")]).expect_error(403, 4001);
     }
     assert_eq!(std::fs::read(root.join("allowed2/outside.txt")).unwrap(), b"outside", "nothing was overwritten");
     assert_eq!(std::fs::read(root.join("allowed/secret/key")).unwrap(), b"secret");
@@ -317,7 +317,7 @@ fn the_path_policy_refuses_escapes_for_push_pull_and_list() {
     // The daemon's own data directory (it holds the keys) is never served.
     let open = Setup::with("tx-policy-open", |doc| doc["transfer"]["allowedPaths"] = Vec::<String>::new().into());
     let config_open = open.daemon.home.path().join("config.yaml").display().to_string();
-    open.pull(json!({"sourcePath": config_open})).expect_error(400, 4001);
+    open.pull(json!({"sourcePath": config_open})).expect_error(403, 4001);
     assert_eq!(
         open.pull(json!({"sourcePath": root.join("allowed2/outside.txt")})).body,
         b"outside",
@@ -356,12 +356,12 @@ fn pull_serves_byte_ranges() {
 #[test]
 fn pull_and_list_report_missing_things_as_4xx() {
     let s = Setup::new("tx-missing");
-    let message = s.pull(json!({"sourcePath": s.allowed("nope")})).expect_error(400, 4002);
+    let message = s.pull(json!({"sourcePath": s.allowed("nope")})).expect_error(404, 4002);
     assert_eq!(message, format!("File not found: {}", s.allowed("nope")));
-    s.pull(json!({"sourcePath": s.allowed("")})).expect_error(400, 4002);
-    s.list(&s.allowed("nope")).expect_error(400, 4002);
+    s.pull(json!({"sourcePath": s.allowed("")})).expect_error(404, 4002);
+    s.list(&s.allowed("nope")).expect_error(404, 4002);
     std::fs::write(s.allowed("plain"), b"x").unwrap();
-    s.list(&s.allowed("plain")).expect_error(400, 4002);
+    s.list(&s.allowed("plain")).expect_error(404, 4002);
 }
 
 #[test]
@@ -378,7 +378,7 @@ fn list_and_mkdir_describe_and_create_directories() {
     assert_eq!(mkdir(&s.allowed("d/e"), Some("750")).expect(200)["created"], true);
     assert_eq!(mkdir(&s.allowed("d/e"), None).expect(200)["created"], false);
     mkdir(&s.allowed("f.txt"), None).expect_error(409, 4006);
-    mkdir(&s.allowed("secret/x"), None).expect_error(400, 4001);
+    mkdir(&s.allowed("secret/x"), None).expect_error(403, 4001);
     mkdir(&s.allowed("x"), Some("999")).expect_error(400, 9003);
     assert_eq!(std::fs::metadata(s.allowed("d/e")).unwrap().permissions().mode() & 0o777, 0o750);
 

@@ -38,8 +38,15 @@ pub async fn json_or_default<T: DeserializeOwned + Default>(req: &mut Request<St
 }
 
 fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
+    let mut value: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|inner| ApiError::bad_request(format!("invalid JSON body: {inner}")))?;
+    integral_numbers(&mut value);
+    // A member set to null is a member not given (the OpenAPI document marks every optional
+    // member nullable), so `{"ttl": null}` means what `{}` means.
+    if let serde_json::Value::Object(members) = &mut value {
+        members.retain(|_, member| !member.is_null());
+    }
+    serde_path_to_error::deserialize(value).map_err(|err| {
         let path = err.path().to_string();
         let inner = err.into_inner();
         let message = if inner.is_syntax() || inner.is_eof() || path == "." {
@@ -49,6 +56,25 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         };
         ApiError::bad_request(message)
     })
+}
+
+/// JSON has one number type: `5.0` is the integer 5 (JSON Schema says so too), so integral
+/// floats become integers before the typed decoding that would refuse them as floats.
+fn integral_numbers(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    match value {
+        Value::Number(n) if n.is_f64() => {
+            let f = n.as_f64().unwrap_or(f64::NAN);
+            if f.fract() == 0.0 && (0.0..18_446_744_073_709_551_616.0).contains(&f) {
+                *value = Value::from(f as u64);
+            } else if f.fract() == 0.0 && (-9_223_372_036_854_775_808.0..0.0).contains(&f) {
+                *value = Value::from(f as i64);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(integral_numbers),
+        Value::Object(members) => members.values_mut().for_each(integral_numbers),
+        _ => {}
+    }
 }
 
 async fn read_limited(req: &mut Request<State>, limit: u64) -> Result<Vec<u8>, ApiError> {
@@ -109,6 +135,27 @@ pub fn percent_decode(raw: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn integral_floats_are_integers() {
+        #[derive(serde::Deserialize, Debug, PartialEq)]
+        struct Port {
+            port: u16,
+            ttl: Option<f64>,
+        }
+        assert_eq!(decode::<Port>(br#"{"port": 422.0, "ttl": 1.5}"#).unwrap(), Port { port: 422, ttl: Some(1.5) });
+        assert_eq!(decode::<Port>(br#"{"port": 1e3}"#).unwrap(), Port { port: 1000, ttl: None });
+        let err = decode::<Port>(br#"{"port": 1.5}"#).unwrap_err();
+        assert!(err.message().contains("field 'port'"), "{}", err.message());
+        assert!(decode::<Port>(br#"{"port": 70000.0}"#).is_err());
+        assert!(decode::<Port>(br#"{"port": -0.0}"#).is_ok_and(|p| p.port == 0));
+        assert!(decode::<Port>(b"{nope").unwrap_err().message().starts_with("invalid JSON body"));
+        assert_eq!(decode::<Port>(br#"{"port": 1, "ttl": null}"#).unwrap(), Port { port: 1, ttl: None });
+        assert!(
+            decode::<Port>(br#"{"port": null}"#).unwrap_err().message().contains("port"),
+            "required stays required"
+        );
+    }
 
     #[test]
     fn percent_decoding() {

@@ -38,6 +38,18 @@ pub enum ErrorCode {
     MessageNotFound = 7001,
     /// The messaging outbox holds as many deliveries as it may.
     OutboxFull = 7002,
+    /// Pairing (routes new in loopsy): no session here.
+    PairingNoSession = 8001,
+    /// The pairing session's five minutes are over.
+    PairingExpired = 8002,
+    /// A wrong code, or this address used its guesses.
+    PairingRefused = 8003,
+    /// Guesses are spaced out: wait for `Retry-After`.
+    PairingBackOff = 8004,
+    /// A pairing session is already active, or it was cancelled.
+    PairingConflict = 8005,
+    /// A malformed pairing message (not hex, not 6 digits, a sealed offer that does not open).
+    PairingInvalid = 8006,
     Internal = 9001,
     RateLimited = 9002,
     InvalidRequest = 9003,
@@ -63,21 +75,25 @@ impl ErrorCode {
         match self {
             AuthMissingKey => StatusCode::Unauthorized,
             AuthInvalidKey | Forbidden | TlsRequired => StatusCode::Forbidden,
+            PairingNoSession => StatusCode::NotFound,
+            PairingExpired => StatusCode::Gone,
+            PairingRefused => StatusCode::Forbidden,
+            PairingBackOff => StatusCode::TooManyRequests,
+            PairingConflict => StatusCode::Conflict,
+            PairingInvalid => StatusCode::BadRequest,
             PeerNotFound | ExecJobNotFound | ContextKeyNotFound | MessageNotFound | RouteNotFound => {
                 StatusCode::NotFound
             }
             PeerUnreachable => StatusCode::BadGateway,
-            // 1.0.21 answered these with 400, and its clients only look at the message.
-            ExecCommandDenied
-            | ExecMaxConcurrent
-            | ExecFailed
-            | TransferPathDenied
-            | TransferFileNotFound
-            | TransferChecksumMismatch
-            | TransferFailed
-            | ContextValueTooLarge
-            | ContextMaxEntries
-            | InvalidRequest => StatusCode::BadRequest,
+            // 1.0.21 answered these with 400 too; its clients only look at the message. A request
+            // the schema allows is refused with a 4xx that says why it is not the request's form:
+            // a policy says no (403), what it names is not there (404), the node is busy (429).
+            ExecCommandDenied | TransferPathDenied => StatusCode::Forbidden,
+            ExecFailed | TransferFileNotFound => StatusCode::NotFound,
+            ExecMaxConcurrent => StatusCode::TooManyRequests,
+            TransferChecksumMismatch | TransferFailed | ContextValueTooLarge | ContextMaxEntries | InvalidRequest => {
+                StatusCode::BadRequest
+            }
             TransferTooLarge | PayloadTooLarge => StatusCode::PayloadTooLarge,
             ContextRevisionConflict | TransferBadDestination | TransferResumeConflict => StatusCode::Conflict,
             TransferRangeNotSatisfiable => StatusCode::RequestedRangeNotSatisfiable,
@@ -96,8 +112,12 @@ impl ErrorCode {
 enum Family {
     /// `{"error":{"code":N,"message":"..."}}`
     Coded(ErrorCode),
-    /// `{"error":"..."}` with the given status (1.0.21's AI-task and pairing routes).
+    /// `{"error":"..."}` with the given status (1.0.21's AI-task routes and its pairing
+    /// initiation).
     Plain(StatusCode),
+    /// `{"error":{"code":N,"message":"..."}}` with another daemon's status and code, relayed
+    /// (the dashboard's proxy, a joining daemon reporting the host's answer).
+    Relayed(StatusCode, u16),
 }
 
 /// An error answered to an HTTP client.
@@ -122,6 +142,13 @@ impl ApiError {
         ApiError { family: Family::Plain(status), message: message.into(), retry_after: None, details: None }
     }
 
+    /// Another daemon's error, relayed with its status and code (`None`: it sent no code;
+    /// 2003 is used).
+    pub fn relayed(status: StatusCode, code: Option<u64>, message: impl Into<String>) -> ApiError {
+        let code = code.and_then(|c| u16::try_from(c).ok()).unwrap_or(ErrorCode::PeerUnreachable as u16);
+        ApiError { family: Family::Relayed(status, code), message: message.into(), retry_after: None, details: None }
+    }
+
     pub fn bad_request(message: impl Into<String>) -> ApiError {
         ApiError::new(ErrorCode::InvalidRequest, message)
     }
@@ -144,14 +171,14 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self.family {
             Family::Coded(code) => code.status(),
-            Family::Plain(status) => status,
+            Family::Plain(status) | Family::Relayed(status, _) => status,
         }
     }
 
     pub fn code(&self) -> Option<ErrorCode> {
         match self.family {
             Family::Coded(code) => Some(code),
-            Family::Plain(_) => None,
+            Family::Plain(_) | Family::Relayed(..) => None,
         }
     }
 
@@ -167,6 +194,7 @@ impl ApiError {
                 None => json!({"error": {"code": code as u16, "message": self.message}}),
             },
             Family::Plain(_) => json!({"error": self.message}),
+            Family::Relayed(_, code) => json!({"error": {"code": code, "message": self.message}}),
         }
     }
 

@@ -249,7 +249,18 @@ impl Accepted {
                 }
                 return Ok(());
             };
-            let Some((mut req, mut body)) = decoded? else { return Ok(()) };
+            let decoded = match decoded {
+                Ok(decoded) => decoded,
+                Err(error) => {
+                    // A head the parser refuses (a bad header byte, HTTP/1.0, too long) gets an
+                    // answer before the connection closes, not silence.
+                    let mut writer = io.clone();
+                    let _ = futures_lite::io::AsyncWriteExt::write_all(&mut writer, &malformed(&error)).await;
+                    let _ = futures_lite::io::AsyncWriteExt::flush(&mut writer).await;
+                    return Err(error);
+                }
+            };
+            let Some((mut req, mut body)) = decoded else { return Ok(()) };
             io.end_head();
             let _serving = self.in_flight.enter();
             req.set_peer_addr(Some(self.peer));
@@ -303,6 +314,22 @@ impl Accepted {
             }
         }
     }
+}
+
+/// The raw answer to a request head that could not be parsed: 400 (or the parser's own 4xx)
+/// with a JSON error body, and the connection closes.
+fn malformed(error: &tide::http::Error) -> Vec<u8> {
+    let status = match error.status() as u16 {
+        status @ 400..=499 => status,
+        _ => 400,
+    };
+    let body = ApiError::bad_request(format!("malformed request: {error}")).body().to_string();
+    let reason = tide::http::StatusCode::try_from(status).map(|s| s.canonical_reason()).unwrap_or("Bad Request");
+    format!(
+        "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
 }
 
 /// The answer to every request of a refused plain-HTTP connection.

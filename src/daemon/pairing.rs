@@ -91,24 +91,24 @@ pub struct JoinRequest {
     pub code: String,
 }
 
-/// Maps a protocol error to the `{"error": "..."}` family 1.0.21's pairing routes used.
+/// Maps a protocol error to its coded error (the pairing routes are new in loopsy, so they use
+/// the one `{"error":{"code","message"}}` shape).
 pub fn api_error(err: PairError) -> ApiError {
-    let status = match err {
-        PairError::NoSession => StatusCode::NotFound,
-        PairError::Expired => StatusCode::Gone,
-        PairError::TooManyAttempts | PairError::WrongCode(_) => StatusCode::Forbidden,
+    let code = match err {
+        PairError::NoSession => ErrorCode::PairingNoSession,
+        PairError::Expired => ErrorCode::PairingExpired,
+        PairError::TooManyAttempts | PairError::WrongCode(_) => ErrorCode::PairingRefused,
         PairError::BackOff(wait_ms) => {
-            return ApiError::plain(StatusCode::TooManyRequests, err.to_string())
-                .with_retry_after(wait_ms.div_ceil(1000))
+            return ApiError::new(ErrorCode::PairingBackOff, err.to_string()).with_retry_after(wait_ms.div_ceil(1000))
         }
-        PairError::Busy | PairError::Cancelled => StatusCode::Conflict,
-        PairError::BadOffer | PairError::Tampered | PairError::Invalid(_) => StatusCode::BadRequest,
+        PairError::Busy | PairError::Cancelled => ErrorCode::PairingConflict,
+        PairError::BadOffer | PairError::Tampered | PairError::Invalid(_) => ErrorCode::PairingInvalid,
     };
-    ApiError::plain(status, err.to_string())
+    ApiError::new(code, err.to_string())
 }
 
 fn decode_hex(text: &str, what: &str) -> Result<Vec<u8>, ApiError> {
-    from_hex(text).ok_or_else(|| ApiError::plain(StatusCode::BadRequest, format!("'{what}' is not hex")))
+    from_hex(text).ok_or_else(|| ApiError::new(ErrorCode::PairingInvalid, format!("'{what}' is not hex")))
 }
 
 /// This daemon's offer, with a key freshly minted for the other side alone.
@@ -143,7 +143,7 @@ impl Pairing {
         let mine = my_offer(state)?;
         let mut slot = self.lock();
         if Pairing::busy(&slot, now) {
-            return Err(ApiError::plain(StatusCode::Conflict, "a pairing session is already active"));
+            return Err(ApiError::new(ErrorCode::PairingConflict, "a pairing session is already active"));
         }
         let host = Host::with_lifetime(now, lifetime_ms());
         let answer = json!({
@@ -203,6 +203,7 @@ impl Pairing {
     /// `POST /pair/exchange` from the joining daemon at address `from`.
     pub fn host_exchange(&self, body: &Exchange, from: IpAddr) -> Result<Sealed, ApiError> {
         let confirm = decode_hex(&body.confirm, "confirm")?;
+        decode_hex(&body.offer, "offer")?;
         let now = crate::clock::now_ms();
         match &mut *self.lock() {
             Slot::Hosting { host, mine, joiner_address, .. } => {
@@ -217,6 +218,8 @@ impl Pairing {
 
     /// `POST /pair/finish` from the joining daemon: its human's answer.
     pub fn host_finish(&self, state: &State, body: &FinishRequest) -> Result<FinishAnswer, ApiError> {
+        // A malformed tag is the request's fault whatever the session's state.
+        decode_hex(&body.tag, "tag")?;
         let finish = self.with_host(|host, now| host.confirm_remote(body.confirmed, &body.tag, now))?;
         self.apply_host_result(state)?;
         Ok(match finish {
@@ -330,10 +333,10 @@ fn free_name(hostname: &str, node_id: &str, taken: impl Fn(&str) -> bool) -> Str
 impl Pairing {
     pub async fn join(&self, state: &State, request: JoinRequest) -> Result<serde_json::Value, ApiError> {
         let code = Code::parse(&request.code)
-            .ok_or_else(|| ApiError::plain(StatusCode::BadRequest, "the code has 6 digits"))?;
+            .ok_or_else(|| ApiError::new(ErrorCode::PairingInvalid, "the code has 6 digits"))?;
         let port = request.port.unwrap_or(crate::config::DEFAULT_PORT);
         if Pairing::busy(&self.lock(), crate::clock::now_ms()) {
-            return Err(ApiError::plain(StatusCode::Conflict, "a pairing session is already active here"));
+            return Err(ApiError::new(ErrorCode::PairingConflict, "a pairing session is already active here"));
         }
         let mine = my_offer(state)?;
         let client = pairing_client(&request.address, port).await?;
@@ -404,6 +407,13 @@ impl Pairing {
 
 /// A client for the host's pairing endpoints: plain HTTP, or HTTPS if that is all it serves.
 async fn pairing_client(address: &str, port: u16) -> Result<Client, ApiError> {
+    // Only an IP or a host name becomes a URL (the HTTP client panics on some other hosts).
+    let address = crate::peers::check_address("address", address)
+        .map_err(|e| ApiError::new(ErrorCode::PairingInvalid, e.to_string()))?;
+    let address = address.as_str();
+    if port == 0 {
+        return Err(ApiError::new(ErrorCode::PairingInvalid, "port must be 1 to 65535"));
+    }
     let plain = crate::peer::resolve::base_url(address, port);
     let mut last = String::new();
     for base in [plain.clone(), plain.replacen("http://", "https://", 1)] {
@@ -413,7 +423,7 @@ async fn pairing_client(address: &str, port: u16) -> Result<Client, ApiError> {
             Err(e) => last = e.to_string(),
         }
     }
-    Err(ApiError::plain(StatusCode::BadGateway, format!("cannot reach {address}:{port}: {last}")))
+    Err(ApiError::new(ErrorCode::PeerUnreachable, format!("cannot reach {address}:{port}: {last}")))
 }
 
 /// Sends our share, waiting out the host's back-off (429) if other guesses came first: a
@@ -441,19 +451,19 @@ async fn call<T: serde::de::DeserializeOwned>(
     body: &impl Serialize,
 ) -> Result<T, ApiError> {
     client.call(Method::Post, path, Some(body)).await.map_err(|err| match err {
-        ClientError::Remote { status: 404, message, .. } if message.starts_with("Route ") => ApiError::plain(
-            StatusCode::BadGateway,
+        ClientError::Remote { status: 404, message, .. } if message.starts_with("Route ") => ApiError::new(
+            ErrorCode::PeerUnreachable,
             "the other machine runs loopsy 1.0.21 (or another version without secure pairing): \
              connect to it with `loopsy peers add <address> --key <its key>`",
         ),
         // Plain HTTP refused by a host with TLS on: the caller retries over HTTPS.
         ClientError::Remote { code: Some(code), message, .. } if code == ErrorCode::TlsRequired as u64 => {
-            ApiError::plain(StatusCode::BadGateway, message)
+            ApiError::new(ErrorCode::PeerUnreachable, message)
         }
-        ClientError::Remote { status, message, .. } => {
-            ApiError::plain(StatusCode::try_from(status).unwrap_or(StatusCode::BadGateway), message)
+        ClientError::Remote { status, code, message } => {
+            ApiError::relayed(StatusCode::try_from(status).unwrap_or(StatusCode::BadGateway), code, message)
         }
-        other => ApiError::plain(StatusCode::BadGateway, other.to_string()),
+        other => ApiError::new(ErrorCode::PeerUnreachable, other.to_string()),
     })
 }
 

@@ -5,7 +5,7 @@
 //! may write the context (a peer's key) can change it. Delivering what it says at retry time
 //! would let someone else put words in our sender's mouth, so every attempt sends the envelope
 //! kept here instead. A file each, rather than inside `messages.json`: the book is rewritten
-//! after every change and must stay small, while bodies may be up to 256 KiB.
+//! after every change and must stay small, while bodies may be up to 64 Ki characters.
 
 use std::path::{Path, PathBuf};
 

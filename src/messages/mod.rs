@@ -29,9 +29,11 @@ use api::{AckRequest, Inbox, InboxMessage, MessageStatus, SendRequest, Sent, Sta
 use envelope::{Envelope, MESSAGE_TTL_SECS};
 use outbox::{Backoff, Book, Delivery, Kind, Record};
 
-/// Largest message body, in bytes. The envelope is JSON-escaped once into the context value and
-/// again into the PUT body, so this keeps the worst case under every daemon's 1 MiB body limit.
-pub const MAX_BODY_BYTES: usize = 256 * 1024;
+/// Largest message body, in characters (what JSON Schema's `maxLength` counts, so the OpenAPI
+/// document says exactly what is refused). The envelope is JSON-escaped once into the context
+/// value and again into the PUT body: at most 7 bytes per character (a control character as
+/// `\\u0001`), which keeps the worst case under every daemon's 1 MiB body limit.
+pub const MAX_BODY_CHARS: usize = 64 * 1024;
 
 /// Why a messaging operation failed; the message says what to do about it.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -102,10 +104,10 @@ impl Messages {
 
     /// Sends a message: stored in our outbox, then delivered now or queued for retries.
     pub async fn send(&self, request: SendRequest) -> Result<Sent, MessageError> {
-        if request.body.len() > MAX_BODY_BYTES {
+        let chars = request.body.chars().count();
+        if chars > MAX_BODY_CHARS {
             return Err(MessageError::Invalid(format!(
-                "the body has {} bytes; a message body may have at most {MAX_BODY_BYTES} (send a file for more)",
-                request.body.len()
+                "the body has {chars} characters; a message body may have at most {MAX_BODY_CHARS} (send a file for more)"
             )));
         }
         let peer = self.find_peer(&request.to).await?;

@@ -256,6 +256,8 @@ fn resolve_with(paths: &Paths, config: &Config, spec: &str, choice: Key<'_>) -> 
                      (see `loopsy peers`); for a host name use '{spec}:<port>'"
                 );
             }
+            // Only an IP or a host name becomes a URL (the HTTP client panics on some other hosts).
+            let host = crate::peers::check_address("peer", &host).map_err(|e| anyhow::anyhow!("unknown peer {e}"))?;
             let label = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
             if !config.tls.allow_insecure_peers {
                 anyhow::bail!(

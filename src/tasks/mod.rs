@@ -33,6 +33,8 @@ pub use agents::Decision;
 pub enum DispatchError {
     #[error("{field}: {problem}")]
     Invalid { field: &'static str, problem: String },
+    #[error("cwd: {0}")]
+    NoSuchDirectory(String),
     #[error("{0}")]
     Forbidden(String),
     #[error("{0} CLI not found in PATH")]
@@ -364,8 +366,8 @@ fn validate(request: &DispatchRequest, settings: &AiTasks) -> Result<PathBuf, Di
     }
     match std::fs::metadata(&cwd) {
         Ok(meta) if meta.is_dir() => Ok(cwd),
-        Ok(_) => Err(invalid("cwd", &format!("'{}' is not a directory", cwd.display()))),
-        Err(e) => Err(invalid("cwd", &format!("'{}': {e}", cwd.display()))),
+        Ok(_) => Err(DispatchError::NoSuchDirectory(format!("'{}' is not a directory", cwd.display()))),
+        Err(e) => Err(DispatchError::NoSuchDirectory(format!("'{}': {e}", cwd.display()))),
     }
 }
 

@@ -128,8 +128,12 @@ pub async fn receive(
 
 impl Fields {
     fn set(&mut self, name: &str, value: String, after_file: bool) -> Result<(), TransferError> {
-        let resumable_too_late =
-            || TransferError::Invalid(format!("the '{name}' field must come before the file part"));
+        // The file's bytes went where a plain push puts them: too late to resume (409, 4007).
+        let resumable_too_late = || {
+            TransferError::ResumeConflict(format!(
+                "the '{name}' field came after the file part; uploadId and offset must come before it"
+            ))
+        };
         match name {
             "destPath" if self.dest_path.is_none() && !value.is_empty() => self.dest_path = Some(value),
             "sha256" => self.sha256.push(super::parse_sha256(&value)?),

@@ -302,12 +302,14 @@ pub fn openapi() -> serde_json::Value {
                 "summary": "Stream changes under a prefix as Server-Sent Events",
                 "description": "Events `put`, `delete` and `expire` (SSE `id` = revision, `data` = ContextChange), in revision order, each sent once durable; a comment every 10 s as heartbeat; an `overflow` event and the end of the stream if the client reads too slowly; the stream ends when the daemon stops. Changes before the request are not replayed: list first, then watch. This path shadows GET of a key named `watch` (read it as `/api/v1/context/%77atch`).",
                 "tags": ["context"], "parameters": [prefix_param],
-                "responses": {"200": {"description": "the event stream", "content": {"text/event-stream": {"schema": {"$ref": "#/components/schemas/ContextChange"}}}}}}},
+                "responses": {"200": {"description": "the event stream", "content": crate::daemon::openapi::event_stream(json!({"anyOf": [
+                    {"$ref": "#/components/schemas/ContextChange"},
+                    {"type": "object", "required": ["type", "message"], "properties": {"type": {"const": "overflow"}, "message": {"type": "string"}}}]}))}}}},
             "/api/v1/context/{key}": {
                 "put": {
                     "summary": "Create or replace an entry; acknowledged once durable", "tags": ["context"],
                     "description": "400 code 9003 for a missing/empty value, a non-string value, a bad ttl or key; 400 code 5002 for a value over 1 MiB (bytes of UTF-8); 413 code 9006 for a body over 1 MiB + 64 KiB; 400 code 5003 when 1000 live entries exist and the key is new; a PUT of an `inbox:` key whose value is an envelope of a message this node acknowledged already is answered 200 with revision 0 and not stored (a re-delivery); 409 code 5004 when ifRevision does not match (error.details.currentRevision); 503 code 5005 when the journal cannot be written.",
-                    "parameters": [key_param.clone(), {"name": "X-Loopsy-Node-Id", "in": "header", "required": false, "schema": {"type": "string", "maxLength": MAX_NODE_ID}, "description": "recorded as fromNodeId (default `local`)"}],
+                    "parameters": [key_param.clone(), {"name": "X-Loopsy-Node-Id", "in": "header", "required": false, "schema": {"type": "string", "maxLength": MAX_NODE_ID, "pattern": "^[ -~]*$"}, "description": "recorded as fromNodeId (default `local`); printable ASCII"}],
                     "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ContextPut"}}}},
                     "responses": put_responses},
                 "get": {
@@ -331,7 +333,7 @@ pub fn openapi() -> serde_json::Value {
                 "revision": {"type": "integer", "description": "store revision of the write that produced this entry (not in 1.0.21)"}}},
             "ContextPut": {"type": "object", "required": ["value"], "properties": {
                 "value": {"type": "string", "minLength": 1, "description": "at most 1048576 bytes of UTF-8"},
-                "ttl": {"type": "number", "exclusiveMinimum": 0, "maximum": store::MAX_TTL_SECS, "description": "seconds until the entry expires; absent or 0: never"},
+                "ttl": {"type": "number", "minimum": 0, "maximum": store::MAX_TTL_SECS, "description": "seconds until the entry expires; absent or 0: never"},
                 "ifRevision": {"type": "integer", "minimum": 0, "description": "write only if the key is at this revision; 0: only if it does not exist (not in 1.0.21)"}}},
             "ContextDeleted": {"type": "object", "required": ["success", "key"], "properties": {
                 "success": {"const": true}, "key": {"type": "string"},

@@ -215,10 +215,11 @@ async fn get_peers(req: Request<State>) -> tide::Result {
 async fn proxy_request(mut req: Request<State>) -> tide::Result {
     let target = TargetId::parse(&body::param(&req, "target")?).map_err(ApiError::bad_request)?;
     let method = req.method();
-    let forwarded =
-        forwarded_path(req.url().path()).filter(|path| targets::forwardable(method.as_ref(), path)).ok_or_else(
-            || ApiError::bad_request(format!("the dashboard does not forward {method} {}", req.url().path())),
-        )?;
+    let forwarded = forwarded_path(req.url().path())
+        .filter(|path| targets::forwardable(method.as_ref(), path))
+        .ok_or_else(|| {
+            ApiError::new(ErrorCode::Forbidden, format!("the dashboard does not forward {method} {}", req.url().path()))
+        })?;
     let path_and_query = match req.url().query() {
         Some(query) => format!("{forwarded}?{query}"),
         None => forwarded.clone(),
@@ -291,9 +292,8 @@ async fn reach(state: &State, target: &TargetId) -> Result<Reach, ApiError> {
 /// A failed call to the target, as this daemon's answer.
 fn upstream_error(error: ClientError) -> ApiError {
     match error {
-        ClientError::Remote { status, message, .. } => {
-            let status = StatusCode::try_from(status).unwrap_or(StatusCode::BadGateway);
-            ApiError::plain(status, message)
+        ClientError::Remote { status, code, message } => {
+            ApiError::relayed(StatusCode::try_from(status).unwrap_or(StatusCode::BadGateway), code, message)
         }
         other => ApiError::new(ErrorCode::PeerUnreachable, other.to_string()),
     }
@@ -335,10 +335,15 @@ pub fn openapi() -> serde_json::Value {
             "summary": format!("Forward {method} to a local session or a registry peer"), "tags": ["dashboard"],
             "description": format!("{owner} The path after the target is an API path, forwarded with the query string to the target, with the credentials this node holds for it (a session's own key; a peer's paired or named key, or the own key for a peer added by hand; a peer only discovered gets nothing, 403). Forwarded: GET status, identity, peers; GET/PUT/DELETE context (GET context/watch is relayed as an event stream); POST messages, GET messages/inbox and messages/status, POST messages/ack; POST execute/stream (event stream), GET execute/jobs, DELETE execute/:jobId; GET/POST ai-tasks, GET/DELETE ai-tasks/:id, GET ai-tasks/:id/stream (event stream, Last-Event-ID passed on), GET ai-tasks/:id/events, POST ai-tasks/:id/approve. Anything else is 400. The target's status and JSON body are relayed; a target that does not answer is 502 (2003)."),
             "parameters": [
-                {"name": "target", "in": "path", "required": true, "schema": {"type": "string"}, "description": "`local`, `session:<name>` or `peer:<nodeId>`"},
-                {"name": "rest", "in": "path", "required": true, "schema": {"type": "string"}, "description": "the API path, e.g. `api/v1/context`"}
+                {"name": "target", "in": "path", "required": true,
+                    "schema": {"type": "string", "pattern": "^(local|session:(?!(\\.|\\.\\.|main)$)[A-Za-z0-9._-]{1,64}|peer:[!-.0-~]{1,300})$"},
+                    "description": "`local`, `session:<name>` or `peer:<nodeId>` (percent-decoded); an unknown session or peer answers 404"},
+                {"name": "rest", "in": "path", "required": true, "schema": {"type": "string", "minLength": 1}, "description": "the API path, e.g. `api/v1/context`"}
             ],
-            "responses": {"200": {"description": "the target's answer", "content": {"application/json": {"schema": {"type": "object"}}, "text/event-stream": {"schema": {"type": "string"}}}}}
+            "responses": {"200": {"description": "the target's answer, as it gave it", "content": {"application/json": {"schema": {}}, "*/*": {"schema": {}}}},
+                "404": {"description": "no such session or peer, or the target answered 404", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+                "502": {"description": "the target cannot be reached", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+                "default": {"description": "the target's own answer, relayed with its status", "content": {"application/json": {"schema": {}}}}}
         })
     };
     let page = |summary: &str, status: &str, description: &str| json!({"summary": summary, "security": [], "tags": ["dashboard"], "responses": {status: {"description": description}}});
@@ -346,7 +351,10 @@ pub fn openapi() -> serde_json::Value {
         "paths": {
             "/dashboard": {"get": page("Redirect to /dashboard/", "302", "Location: /dashboard/")},
             "/dashboard/": {"get": page("The dashboard's page (no data; needs no key)", "200", "index.html with a strict Content-Security-Policy")},
-            "/dashboard/{path}": {"get": page("The dashboard's static files (no data; needs no key)", "200", "the file")},
+            "/dashboard/{path}": {"get": {
+                "summary": "The dashboard's static files (no data; needs no key)", "security": [], "tags": ["dashboard"],
+                "parameters": [{"name": "path", "in": "path", "required": true, "schema": {"type": "string", "minLength": 1}, "description": "a file of the dashboard, e.g. `app.js`"}],
+                "responses": {"200": {"description": "the file"}, "404": {"description": "no such file", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}}}},
             "/dashboard/login": {"get": {
                 "summary": "Trade a one-time token for a dashboard session cookie", "security": [], "tags": ["dashboard"],
                 "description": "The token comes from POST /api/v1/dashboard/token and works once, for 60 s. The answer sets an HttpOnly, SameSite=Strict session cookie `loopsy_dashboard_<port>` (Secure over HTTPS, 12 h, kept in memory: a restart logs the browser out) and redirects to /dashboard/. The Host header must name this machine.",

@@ -176,20 +176,27 @@ pub fn openapi() -> serde_json::Value {
     let json_body = |name: &str| json!({"required": true, "content": {"application/json": {"schema": schema(name)}}});
     let ok = |name: &str, description: &str| json!({"200": {"description": description, "content": {"application/json": {"schema": schema(name)}}}});
     let policy = "The deny/allow list (`execution.denylist`, `execution.allowlist`) is checked on the base name of every program the request would start: it sees through shells (`sh -c`, `bash -lc`, split at `;`, `&&`, `||`, `|`, newlines and command substitutions), wrappers (`env`, `nohup`, `sudo`, `xargs`, `timeout`, `nice`, `exec`, `command`, `busybox`, `find -exec`) and paths, and ignores case and `.exe`; an entry also covers its family (`mkfs` covers `mkfs.ext4`, `mke2fs` and `mkswap`; `shutdown` covers `poweroff`, `halt` and `systemctl poweroff`). It is a guard-rail against mistakes, not a sandbox: interpreters (`python -c`), script files and shell expansions get past it. Only an OS-level boundary (another user, a container) confines what a caller can run.";
-    let semantics = "No shell is involved: `command` is the program, `args` its arguments. stdin is /dev/null; stdout and stderr are each capped at `execution.maxOutputBytes` (the rest is read and dropped, `truncated` reports it); `execution.defaultTimeout` applies without `timeout`, and `timeout` may not exceed `execution.maxTimeout`. The process inherits the daemon's environment without its `LOOPSY_*` variables and without any variable holding one of the daemon's keys; `env` is merged over that. On timeout or cancel the job's whole process group gets SIGTERM, then SIGKILL 2 s later. Over `execution.maxConcurrent` running jobs (both endpoints count) the answer is 400 code 3003 at once. Errors: 400 code 3001 (denied), 3003 (too many jobs), 3004 (bad `cwd`, program not found), 9003 (invalid body, a relative `cwd`, a `timeout` over `execution.maxTimeout`, loader variables such as LD_PRELOAD in `env`).";
+    let semantics = "No shell is involved: `command` is the program, `args` its arguments. stdin is /dev/null; stdout and stderr are each capped at `execution.maxOutputBytes` (the rest is read and dropped, `truncated` reports it); `execution.defaultTimeout` applies without `timeout`, and `timeout` may not exceed `execution.maxTimeout`. The process inherits the daemon's environment without its `LOOPSY_*` variables and without any variable holding one of the daemon's keys; `env` is merged over that. On timeout or cancel the job's whole process group gets SIGTERM, then SIGKILL 2 s later. Over `execution.maxConcurrent` running jobs (both endpoints count) the answer is 429 code 3003 at once. Errors: 403 code 3001 (the deny/allow list refused it), 404 code 3004 (the program or `cwd` could not be used, e.g. not found), 429 code 3003 (too many jobs), 400 code 9003 (invalid body, a relative `cwd`, a `timeout` over `execution.maxTimeout`, loader variables such as LD_PRELOAD in `env`). 1.0.21 answered all of these with 400; its clients read only the message.";
     json!({
         "paths": {
             "/api/v1/execute": {"post": {
                 "summary": "Run a program and wait for its result", "tags": ["execute"],
                 "description": format!("{semantics}\n\n{policy}"),
                 "requestBody": json_body("ExecRequest"),
-                "responses": ok("ExecResult", "the program ended (any exit code, or a signal)")}},
+                "responses": {
+                    "200": ok("ExecResult", "the program ended (any exit code, or a signal)")["200"].clone(),
+                    "403": {"$ref": "#/components/responses/Error"},
+                    "404": {"$ref": "#/components/responses/Error"},
+                    "429": {"$ref": "#/components/responses/Error"}}}},
             "/api/v1/execute/stream": {"post": {
                 "summary": "Run a program and stream its output as Server-Sent Events", "tags": ["execute"],
                 "description": format!("Same body, checks and limits as /api/v1/execute; errors found before the start are JSON errors. Each event is `data: <StreamEvent JSON>` and a blank line; `: ping` comments come after 10 s of quiet. The stream ends after the `exit` (or `error`) event. The job id is in the `X-Loopsy-Job-Id` header; the job is listed and cancellable while it runs, and closing the connection kills its process group.\n\n{policy}"),
                 "requestBody": json_body("ExecRequest"),
                 "responses": {"200": {"description": "the event stream", "headers": {"X-Loopsy-Job-Id": {"schema": {"type": "string", "format": "uuid"}}},
-                    "content": {"text/event-stream": {"schema": {"type": "string"}, "itemSchema": schema("StreamEvent")}}}}}},
+                    "content": crate::daemon::openapi::event_stream(schema("StreamEvent"))},
+                    "403": {"$ref": "#/components/responses/Error"},
+                    "404": {"$ref": "#/components/responses/Error"},
+                    "429": {"$ref": "#/components/responses/Error"}}}},
             "/api/v1/execute/jobs": {"get": {
                 "summary": "Running jobs of both endpoints", "tags": ["execute"],
                 "responses": ok("JobList", "the running jobs, oldest first")}},
@@ -203,11 +210,13 @@ pub fn openapi() -> serde_json::Value {
         },
         "schemas": {
             "ExecRequest": {"type": "object", "required": ["command"], "properties": {
-                "command": {"type": "string", "minLength": 1, "description": "program name (looked up on PATH) or path"},
-                "args": {"type": "array", "items": {"type": "string"}},
-                "cwd": {"type": "string", "description": "working directory: an absolute path that exists"},
-                "env": {"type": "object", "additionalProperties": {"type": "string"}, "description": "merged over the daemon's environment; LD_* and DYLD_* are refused"},
-                "timeout": {"type": "number", "exclusiveMinimum": 0, "description": "milliseconds; default execution.defaultTimeout, at most execution.maxTimeout"},
+                "command": {"type": "string", "pattern": "^[^\\u0000]+$", "description": "program name (looked up on PATH) or path; no NUL"},
+                "args": {"type": "array", "items": {"type": "string", "pattern": "^[^\\u0000]*$"}},
+                "cwd": {"type": "string", "pattern": "^/[^\\u0000]*$", "description": "working directory: an absolute path that exists (404 code 3004 otherwise)"},
+                "env": {"type": "object", "additionalProperties": {"type": "string", "pattern": "^[^\\u0000]*$"},
+                    "propertyNames": {"pattern": "^[^=\\u0000]+$", "not": {"pattern": "^(LD_|DYLD_)"}},
+                    "description": "merged over the daemon's environment; names without '=' or NUL; LD_* and DYLD_* are refused"},
+                "timeout": {"type": "number", "exclusiveMinimum": 0, "maximum": 3600000, "description": "milliseconds; default execution.defaultTimeout, at most execution.maxTimeout (3600000 unless configured otherwise)"},
                 "stream": {"type": "boolean", "description": "ignored (1.0.21 compatibility)"}}},
             "ExecResult": {"type": "object", "required": ["jobId", "exitCode", "stdout", "stderr", "duration", "killed"], "properties": {
                 "jobId": {"type": "string", "format": "uuid"},

@@ -58,7 +58,9 @@ async fn get_status(req: Request<State>) -> tide::Result {
 fn message_error(error: MessageError) -> ApiError {
     let message = error.to_string();
     match error {
-        MessageError::Invalid(_) | MessageError::NoRoute(_) => ApiError::bad_request(message),
+        MessageError::Invalid(_) => ApiError::bad_request(message),
+        // Well-formed, but this node holds no key for that peer: refused, not malformed.
+        MessageError::NoRoute(_) => ApiError::new(ErrorCode::Forbidden, message),
         MessageError::UnknownPeer(_) => ApiError::new(ErrorCode::PeerNotFound, message),
         MessageError::NotFound(_) => ApiError::new(ErrorCode::MessageNotFound, message),
         MessageError::Full(_) => ApiError::new(ErrorCode::OutboxFull, message).with_retry_after(60),
@@ -75,10 +77,10 @@ pub fn openapi() -> serde_json::Value {
         "paths": {
             "/api/v1/messages": {"post": {
                 "summary": "Send a message to a peer (1.0.21's inbox/outbox convention), delivered now or retried",
-                "description": "Writes `outbox:<id>` here (TTL 3600) and the envelope to `inbox:<peer hostname>:<id>` on the peer (TTL 3600). An unreachable peer gets it later: the daemon retries with back-off (messaging.retryInitial doubling to messaging.retryMax, plus jitter) until it is delivered or an hour has passed. 404 code 2001 for an unknown peer; 400 code 9003 for an ambiguous peer, a bad type, a body over 256 KiB, or a peer this node has no key for; 503 code 7002 when the outbox is full.",
+                "description": "Writes `outbox:<id>` here (TTL 3600) and the envelope to `inbox:<peer hostname>:<id>` on the peer (TTL 3600). An unreachable peer gets it later: the daemon retries with back-off (messaging.retryInitial doubling to messaging.retryMax, plus jitter) until it is delivered or an hour has passed. 404 code 2001 for an unknown peer; 400 code 9003 for an ambiguous peer, a bad type or a body over 65536 characters; 403 code 9009 for a peer this node has no key for (or cannot reach safely); 503 code 7002 when the outbox is full.",
                 "tags": ["messages"],
                 "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/MessageSend"}}}},
-                "responses": {"200": ok("MessageSent", "delivered, or queued (with the reason in `error`)"), "400": error, "404": error, "503": error}}},
+                "responses": {"200": ok("MessageSent", "delivered, or queued (with the reason in `error`)"), "400": error.clone(), "403": error.clone(), "404": error.clone(), "503": error.clone()}}},
             "/api/v1/messages/inbox": {"get": {
                 "summary": "Messages for this node, oldest first",
                 "description": "The `inbox:<own hostname>:` entries whose value is a valid envelope (others are skipped, as 1.0.21 does). Reading removes nothing.",
@@ -86,21 +88,21 @@ pub fn openapi() -> serde_json::Value {
                 "responses": {"200": ok("MessageInbox", "the messages")}}},
             "/api/v1/messages/ack": {"post": {
                 "summary": "Acknowledge a message: ack to its sender (now or retried), remove it from the inbox",
-                "description": "Writes `ack:<own hostname>:<id>` and `ack:<own hostname>` (the id, TTL 7200) on the sender, found by the envelope's `from`. The id is remembered for 2 h: a re-delivery of the message is then answered without being stored. 404 code 7001 when the key is not in the inbox; 404 code 2001 when the sender is not a known peer; 400 code 9003 for a bad key, an id that does not match the key, or a sender this node has no key for.",
+                "description": "Writes `ack:<own hostname>:<id>` and `ack:<own hostname>` (the id, TTL 7200) on the sender, found by the envelope's `from`. The id is remembered for 2 h: a re-delivery of the message is then answered without being stored. 404 code 7001 when the key is not in the inbox; 404 code 2001 when the sender is not a known peer; 400 code 9003 for a bad key or an id that does not match the key; 403 code 9009 for a sender this node has no key for.",
                 "tags": ["messages"],
                 "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/MessageAck"}}}},
                 "responses": {"200": ok("MessageSent", "acknowledged; `state` says whether the ack reached the sender yet"), "400": error, "404": error, "503": error}}},
             "/api/v1/messages/status": {"get": {
                 "summary": "Delivery and acknowledgement of each message sent to a peer",
                 "tags": ["messages"],
-                "parameters": [{"name": "peer", "in": "query", "required": true, "schema": {"type": "string"}, "description": "name, hostname, node id (prefix) or address[:port]"}],
+                "parameters": [{"name": "peer", "in": "query", "required": true, "schema": {"type": "string", "minLength": 1}, "description": "name, hostname, node id (prefix) or address[:port]"}],
                 "responses": {"200": ok("MessageStatusReport", "one entry per message still on record (2 h)"), "400": error, "404": error}}}
         },
         "schemas": {
             "MessageSend": {"type": "object", "required": ["to", "body"], "additionalProperties": false, "properties": {
-                "to": {"type": "string", "description": "the peer: name, hostname, node id (prefix of at least 4) or address[:port]"},
+                "to": {"type": "string", "minLength": 1, "description": "the peer: name, hostname, node id (prefix of at least 4) or address[:port]"},
                 "type": {"type": "string", "enum": ["chat", "request", "response", "ack", "broadcast"], "default": "chat"},
-                "body": {"type": "string", "maxLength": crate::messages::MAX_BODY_BYTES}}},
+                "body": {"type": "string", "maxLength": crate::messages::MAX_BODY_CHARS}}},
             "MessageSent": {"type": "object", "required": ["id", "key", "to", "endpoint", "type", "state"], "properties": {
                 "id": {"type": "string", "description": "<ms>-<sender hostname>-<4 hex>"},
                 "key": {"type": "string", "description": "the inbox key: on the peer for a send, the one removed here for an ack"},
@@ -114,8 +116,10 @@ pub fn openapi() -> serde_json::Value {
                     "key": {"type": "string"}, "from": {"type": "string"}, "to": {"type": "string"},
                     "ts": {"type": "integer"}, "id": {"type": "string"}, "type": message_type.clone(), "body": {"type": "string"}}}}}},
             "MessageAck": {"type": "object", "additionalProperties": false, "properties": {
-                "key": {"type": "string", "description": "inbox:<own hostname>:<id>"},
-                "id": {"type": "string", "description": "the message id (enough on its own; checked against key when both are given)"}}},
+                "key": {"type": "string", "pattern": "^inbox:", "description": "inbox:<own hostname>:<id>"},
+                "id": {"type": "string", "pattern": "^[0-9]+-[A-Za-z0-9_.-]+-[0-9a-f]{4}$", "description": "the message id (enough on its own; checked against key when both are given)"}},
+                "description": "the key, the id, or both (at least one, not null)",
+                "anyOf": [{"required": ["key"], "properties": {"key": {"type": "string"}}}, {"required": ["id"], "properties": {"id": {"type": "string"}}}]},
             "MessageStatusReport": {"type": "object", "required": ["peer", "nodeId", "hostname", "messages"], "properties": {
                 "peer": {"type": "string"}, "nodeId": {"type": "string"}, "hostname": {"type": "string"},
                 "lastAck": {"type": "string", "description": "ack:<hostname>: the latest id the peer acknowledged"},

@@ -97,11 +97,19 @@ async fn post_legacy_initiate(_req: Request<State>) -> tide::Result {
 
 pub fn openapi() -> serde_json::Value {
     let object = |props: serde_json::Value, required: &[&str]| json!({"type": "object", "required": required, "properties": props});
-    let hex = json!({"type": "string", "pattern": "^[0-9a-f]*$"});
+    // What `from_hex` takes: pairs of hex digits.
+    let hex = json!({"type": "string", "pattern": "^([0-9a-fA-F]{2})*$"});
+    let error = |description: &str| json!({"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
     let op = |summary: &str, public: bool, request: Option<serde_json::Value>, response: serde_json::Value| {
         let mut op = json!({"summary": summary, "tags": ["pairing"],
+            "description": "Errors: 8001 no session (404), 8002 expired (410), 8003 wrong code or out of guesses (403), 8004 wait for Retry-After (429), 8005 a session is active or was cancelled (409), 8006 malformed (400), 2003 the other machine cannot be reached (502).",
             "responses": {"200": {"description": "ok", "content": {"application/json": {"schema": response}}},
-                          "404": {"$ref": "#/components/responses/Error"}, "409": {"$ref": "#/components/responses/Error"}}});
+                          "400": error("a field is malformed (not hex, not 6 digits), or a sealed message does not open"),
+                          "403": error("wrong code, or this address used its three guesses"),
+                          "404": error("no pairing session here"),
+                          "409": error("a pairing session is already active, or it was cancelled"),
+                          "410": error("the pairing session expired (five minutes)"),
+                          "429": error("guesses are spaced out: wait for Retry-After")}});
         if public {
             op["security"] = json!([]);
         }
@@ -110,15 +118,36 @@ pub fn openapi() -> serde_json::Value {
         }
         op
     };
+    let mut join = op(
+        "Join the session hosted by another machine (loopback only); answers the SAS to compare",
+        false,
+        Some(object(
+            json!({
+            "address": crate::daemon::openapi::address_schema("the host's address or host name"),
+            "port": {"type": "integer", "minimum": 1, "maximum": 65535, "default": 19532},
+            "code": {"type": "string", "pattern": "^[ -]*([0-9][ -]*){6}$", "description": "the 6 digits the host shows (spaces and dashes ignored)"}}),
+            &["address", "code"],
+        )),
+        object(
+            json!({"sas": {"type": "string"}, "peerHostname": {"type": "string"}, "peerNodeId": {"type": "string"}}),
+            &["sas"],
+        ),
+    );
+    join["responses"]["502"] = error("the host cannot be reached, or answered something else than a loopsy daemon");
+    let mut initiate = op(
+        "1.0.21's clear-text pairing: always refused with 426 and the way forward",
+        true,
+        None,
+        json!({"type": "object"}),
+    );
+    initiate["responses"] = json!({"426": error("always: 1.0.21's pairing sent both keys in clear; pair with `loopsy pair`, or connect with `loopsy peers add <address> --key <key>`")});
     json!({
         "paths": {
             "/api/v1/pair/start": {"post": op("Start hosting a pairing session (own key, loopback only); answers the 6-digit code", false, None,
                 object(json!({"code": {"type": "string"}, "expiresAt": {"type": "integer"}, "port": {"type": "integer"}, "addresses": {"type": "array", "items": {"type": "string"}}}), &["code", "expiresAt"]))},
             "/api/v1/pair/status": {"get": op("The local pairing session: role, state, SAS once keys are exchanged (loopback only)", false, None,
                 object(json!({"role": {"enum": ["none", "host", "joiner"]}, "state": {"type": "string"}, "sas": {"type": "string"}, "attempts": {"type": "integer", "description": "guesses made so far, from anyone"}, "wrongAttempts": {"type": "integer"}, "peerHostname": {"type": "string"}}), &["role"]))},
-            "/api/v1/pair/join": {"post": op("Join the session hosted by another machine (loopback only); answers the SAS to compare", false,
-                Some(object(json!({"address": {"type": "string"}, "port": {"type": "integer"}, "code": {"type": "string"}}), &["address", "code"])),
-                object(json!({"sas": {"type": "string"}, "peerHostname": {"type": "string"}, "peerNodeId": {"type": "string"}}), &["sas"]))},
+            "/api/v1/pair/join": {"post": join},
             "/api/v1/pair/confirm": {"post": op("The local human's answer to the SAS (loopback only); on the joiner it waits for the host's answer", false,
                 Some(object(json!({"confirmed": {"type": "boolean"}}), &["confirmed"])), json!({"type": "object"}))},
             "/api/v1/pair": {"delete": op("Cancel the local pairing session (loopback only)", false, None, json!({"type": "object"}))},
@@ -129,7 +158,7 @@ pub fn openapi() -> serde_json::Value {
             "/api/v1/pair/finish": {"post": op("Daemon to daemon: the joiner's human's answer, authenticated by a tag; answers waiting, done (with the host's tag) or cancelled", true,
                 Some(object(json!({"confirmed": {"type": "boolean"}, "tag": hex}), &["confirmed", "tag"])),
                 object(json!({"state": {"enum": ["waiting", "done", "cancelled"]}, "tag": hex}), &["state"]))},
-            "/api/v1/pair/initiate": {"post": op("1.0.21's clear-text pairing: always refused with 426 and the way forward", true, None, json!({"type": "object"}))}
+            "/api/v1/pair/initiate": {"post": initiate}
         },
         "schemas": {}
     })

@@ -57,8 +57,16 @@ struct Handshake {
 }
 
 fn bad(e: peers::Invalid) -> ApiError {
-    ApiError::bad_request(format!("invalid field '{}': {}", e.field, e.problem))
+    let message = format!("invalid field '{}': {}", e.field, e.problem);
+    // Well-formed, but this node itself: not a request's form, a fact about this node.
+    if e.problem == OWN_ID {
+        return ApiError::new(ErrorCode::Forbidden, message);
+    }
+    ApiError::bad_request(message)
 }
+
+/// The registry's refusal of this node's own id.
+const OWN_ID: &str = "is this node's own id";
 
 async fn get_peers(req: Request<State>) -> tide::Result {
     json_response(&json!({"peers": req.state().peers.list()}))
@@ -159,7 +167,7 @@ async fn post_handshake(mut req: Request<State>) -> tide::Result {
     announced.validate().map_err(bad)?;
     let state = req.state();
     if announced.node_id == state.node.id.as_str() {
-        return Err(ApiError::bad_request("invalid field 'nodeId': is this node's own id").into());
+        return Err(ApiError::new(ErrorCode::Forbidden, format!("invalid field 'nodeId': {OWN_ID}")).into());
     }
     let caller = guard::caller(&req).cloned().ok_or_else(|| ApiError::internal("the handshake has no caller"))?;
     check_own_entry(&caller, &announced, &state.peers.list())?;
@@ -226,6 +234,7 @@ async fn save(state: &State) -> Result<(), ApiError> {
 }
 
 pub fn openapi() -> serde_json::Value {
+    use crate::daemon::openapi::{address_schema, text_schema, NODE_ID_PATTERN};
     let schema = |name: &str| json!({"$ref": format!("#/components/schemas/{name}")});
     let body = |name: &str| json!({"required": true, "content": {"application/json": {"schema": schema(name)}}});
     let ok = |name: &str, description: &str| json!({"description": description, "content": {"application/json": {"schema": schema(name)}}});
@@ -278,19 +287,19 @@ pub fn openapi() -> serde_json::Value {
                         "address": {"type": "string"}, "port": {"type": "integer"}, "at": {"type": "integer", "description": "Unix ms"},
                         "via": {"enum": ["mdns", "handshake", "probe"]}, "answers": {"type": "boolean", "description": "its /health answered with this node id"}}}}},
             "ConfirmAddress": {"type": "object", "required": ["address"], "properties": {
-                "address": {"type": "string", "description": "IP address or host name"},
+                "address": address_schema("IP address or host name"),
                 "port": {"type": "integer", "minimum": 1, "maximum": 65535}}},
             "PeerList": {"type": "object", "required": ["peers"], "properties": {"peers": {"type": "array", "items": schema("Peer")}}},
             "AddPeer": {"type": "object", "required": ["address"], "properties": {
-                "address": {"type": "string", "description": "IP address or host name"},
+                "address": address_schema("IP address or host name"),
                 "port": {"type": "integer", "minimum": 1, "maximum": 65535, "default": 19532},
-                "nodeId": {"type": "string", "format": "uuid"}, "hostname": {"type": "string", "maxLength": 253},
+                "nodeId": {"type": "string", "pattern": NODE_ID_PATTERN}, "hostname": text_schema(253),
                 "name": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$"}}},
             "PeerRemoved": {"type": "object", "required": ["success", "nodeId"], "properties": {
                 "success": {"const": true}, "nodeId": {"type": "string"}}},
             "Handshake": {"type": "object", "required": ["nodeId", "hostname", "platform", "version", "port", "capabilities"], "properties": {
-                "nodeId": {"type": "string", "format": "uuid"}, "hostname": {"type": "string", "maxLength": 253},
-                "platform": {"type": "string", "maxLength": 32}, "version": {"type": "string", "maxLength": 64},
+                "nodeId": {"type": "string", "pattern": NODE_ID_PATTERN}, "hostname": text_schema(253),
+                "platform": text_schema(32), "version": text_schema(64),
                 "port": {"type": "integer", "minimum": 1, "maximum": 65535},
                 "capabilities": {"type": "array", "maxItems": 16, "items": {"type": "string", "pattern": "^[a-z0-9-]{1,32}$"}}}}
         }

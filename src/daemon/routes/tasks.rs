@@ -56,9 +56,10 @@ async fn post_task(mut req: Request<State>) -> tide::Result {
         .unwrap_or_else(|| "remote".into());
     let info = req.state().tasks.dispatch(request, &from, asker(&req)).map_err(|e| {
         let status = match &e {
-            DispatchError::Invalid { .. } | DispatchError::NotInstalled(_) | DispatchError::NoAgent => {
-                StatusCode::BadRequest
-            }
+            DispatchError::Invalid { .. } => StatusCode::BadRequest,
+            // What the request names is not on this node: the working directory, or the agent.
+            DispatchError::NoSuchDirectory(_) => StatusCode::NotFound,
+            DispatchError::NotInstalled(_) | DispatchError::NoAgent => StatusCode::ServiceUnavailable,
             DispatchError::Forbidden(_) => StatusCode::Forbidden,
             DispatchError::TooMany(_) => StatusCode::TooManyRequests,
             DispatchError::Spawn { .. } => StatusCode::ServiceUnavailable,
@@ -114,7 +115,7 @@ async fn approve_task(mut req: Request<State>) -> tide::Result {
     req.state()
         .tasks
         .approve(&task_id, &request.request_id, decision)
-        .map_err(|e| ApiError::plain(StatusCode::BadRequest, e.to_string()))?;
+        .map_err(|e| ApiError::plain(StatusCode::NotFound, e.to_string()))?;
     json_response(&json!({"success": true, "taskId": task_id}))
 }
 
@@ -273,10 +274,11 @@ pub fn openapi() -> serde_json::Value {
                     "requestBody": {"required": true, "content": {"application/json": {"schema": schema("DispatchRequest")}}},
                     "responses": {
                         "201": body("TaskInfo", "the task, running"),
-                        "400": error("a field is invalid (the message names it), the cwd is not a directory, the agent is not installed, or an option the agent does not support"),
+                        "400": error("a field is invalid (the message names it), or an option the agent does not support"),
                         "403": error("bypassPermissions is disabled on this node"),
+                        "404": error("cwd is not an existing directory"),
                         "429": error("aiTasks.maxConcurrent agent processes are alive (cancelling ones count)"),
-                        "503": error("the agent could not be started")}},
+                        "503": error("the agent asked for (or, with auto, any agent) is not installed on this node, or could not be started")}},
                 "get": {
                     "summary": "Every task (running and recently finished) the caller may see, newest first: all for the owner, a peer's own for a peer", "tags": ["ai-tasks"],
                     "responses": {"200": body("TaskList", "the tasks")}}},
@@ -297,27 +299,27 @@ pub fn openapi() -> serde_json::Value {
                     {"name": "since", "in": "query", "schema": {"type": "integer"}, "description": "replay events with a sequence number above this (values of 10^12 and more are 1.0.21 millisecond timestamps)"},
                     {"name": "Last-Event-ID", "in": "header", "schema": {"type": "integer"}, "description": "the last sequence number seen; wins over since"}],
                 "responses": {
-                    "200": {"description": "the event stream; for a finished task the replay ends with a status event", "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+                    "200": {"description": "the event stream; for a finished task the replay ends with a status event", "content": crate::daemon::openapi::event_stream(json!({"type": "object"}))},
                     "403": error(other),
                     "404": error("no such task")}}},
             "/api/v1/ai-tasks/{taskId}/approve": {"post": {
                 "summary": "Answer a pending permission request of the task", "tags": ["ai-tasks"], "parameters": [task_id],
                 "requestBody": {"required": true, "content": {"application/json": {"schema": schema("ApproveRequest")}}},
-                "responses": {"200": body("ApproveResult", "answered"), "400": error("no such pending request for this task, or an invalid body"), "403": error(other)}}}
+                "responses": {"200": body("ApproveResult", "answered"), "400": error("an invalid body"), "403": error(other), "404": error("no such task, or no such pending request of the task")}}}
         },
         "schemas": {
             "PlainError": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
             "DispatchRequest": {"type": "object", "required": ["prompt"], "properties": {
-                "prompt": {"type": "string", "minLength": 1},
-                "cwd": {"type": "string", "description": "absolute path of an existing directory; default the daemon user's home"},
+                "prompt": {"type": "string", "pattern": "^[^\\u0000]*\\S[^\\u0000]*$", "description": "not blank, no NUL"},
+                "cwd": {"type": "string", "pattern": "^/", "description": "absolute path of an existing directory; default the daemon user's home"},
                 "agent": {"enum": ["claude", "gemini", "codex", "auto"], "default": "auto", "description": "auto: the first of claude, gemini, codex on the daemon's PATH"},
-                "model": {"type": "string"},
+                "model": {"type": "string", "pattern": "\\S"},
                 "permissionMode": {"enum": ["default", "acceptEdits", "bypassPermissions", "dontAsk", "plan"], "default": "default", "description": "bypassPermissions only when asked for explicitly (and allowed by aiTasks.allowBypassPermissions)"},
                 "maxBudgetUsd": {"type": "number", "exclusiveMinimum": 0, "description": "claude only"},
-                "allowedTools": {"type": "array", "items": {"type": "string"}, "description": "claude only"},
-                "disallowedTools": {"type": "array", "items": {"type": "string"}, "description": "claude only"},
-                "additionalArgs": {"type": "array", "items": {"type": "string"}, "description": "flags from the agent's allow list (README, Trust) and their values, appended to its command line; any other flag is refused with 400 naming it"},
-                "resumeSessionId": {"type": "string", "description": "a sessionId of an earlier task to continue"},
+                "allowedTools": {"type": "array", "items": {"type": "string", "pattern": "^[^\\u0000]*$"}, "description": "claude only"},
+                "disallowedTools": {"type": "array", "items": {"type": "string", "pattern": "^[^\\u0000]*$"}, "description": "claude only"},
+                "additionalArgs": {"type": "array", "items": {"type": "string", "pattern": "^[^\\u0000]*$"}, "description": "flags from the agent's allow list (README, Trust) and their values, appended to its command line; any other flag is refused with 400 naming it"},
+                "resumeSessionId": {"type": "string", "pattern": "\\S", "description": "a sessionId of an earlier task to continue"},
                 "pty": {"type": "boolean", "default": false, "description": "stdout and stderr on a pseudo-terminal (stdin stays a pipe)"}}},
             "Approval": {"type": "object", "required": ["toolName", "toolInput", "requestId", "timestamp", "description"], "properties": {
                 "toolName": {"type": "string"}, "toolInput": {}, "requestId": {"type": "string"},
@@ -328,7 +330,7 @@ pub fn openapi() -> serde_json::Value {
                 "startedAt": {"type": "integer"}, "updatedAt": {"type": "integer"}, "completedAt": {"type": "integer"},
                 "fromNodeId": {"type": "string", "description": "X-Loopsy-Node-Id of the dispatcher, else \"remote\""},
                 "pid": {"type": "integer", "description": "also the agent's process group"},
-                "model": {"type": "string"}, "agent": {"enum": ["claude", "gemini", "codex"]},
+                "model": {"type": "string", "pattern": "\\S"}, "agent": {"enum": ["claude", "gemini", "codex"]},
                 "permissionMode": {"type": "string"}, "cwd": {"type": "string"}, "pty": {"type": "boolean"},
                 "pendingApproval": schema("Approval"),
                 "pendingApprovals": {"type": "array", "items": schema("Approval")},
@@ -343,7 +345,7 @@ pub fn openapi() -> serde_json::Value {
             "EventList": {"type": "object", "required": ["events", "count"], "properties": {
                 "events": {"type": "array", "items": schema("TaskEvent")}, "count": {"type": "integer"}}},
             "ApproveRequest": {"type": "object", "required": ["requestId", "approved"], "properties": {
-                "requestId": {"type": "string", "minLength": 1}, "approved": {"type": "boolean"},
+                "requestId": {"type": "string", "pattern": "\\S"}, "approved": {"type": "boolean"},
                 "message": {"type": "string", "description": "shown to the agent with a denial"}}},
             "ApproveResult": {"type": "object", "properties": {"success": {"const": true}, "taskId": {"type": "string"}}},
             "DeleteResult": {"type": "object", "properties": {"success": {"const": true}, "taskId": {"type": "string"}, "deleted": {"type": "boolean"}}}

@@ -241,7 +241,7 @@ pub fn openapi() -> serde_json::Value {
     let json_body = |name: &str| json!({"required": true, "content": {"application/json": {"schema": schema(name)}}});
     let dest_query = json!([
         {"name": "uploadId", "in": "path", "required": true, "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{8,64}$"}},
-        {"name": "destPath", "in": "query", "required": true, "schema": {"type": "string"}, "description": "the destination the upload is for"}
+        {"name": "destPath", "in": "query", "required": true, "schema": {"type": "string", "minLength": 1}, "description": "the destination the upload is for"}
     ]);
     json!({
         "paths": {
@@ -252,8 +252,9 @@ pub fn openapi() -> serde_json::Value {
                 "requestBody": {"required": true, "content": {"multipart/form-data": {"schema": schema("PushForm"), "encoding": {"file": {"contentType": "application/octet-stream"}}}}},
                 "responses": {
                     "200": ok_json("PushResult", "the file is complete, verified and durable at destPath"),
-                    "400": error("9003 missing destPath or a malformed field; 4001 path not allowed; 4004 checksum mismatch; 4005 no file part or the body ended early"),
-                    "409": error("4006 the destination is a directory or its parent is missing; 4007 offset beyond what arrived, or the upload is being written by another request"),
+                    "400": error("9003 missing destPath, a malformed field, or a field in the wrong place (uploadId and offset must precede the file part); 4004 checksum mismatch; 4005 no file part or the body ended early"),
+                    "403": error("4001 path not allowed (transfer.allowedPaths / deniedPaths)"),
+                    "409": error("4006 the destination is a directory or its parent is missing; 4007 offset beyond what arrived, uploadId or offset after the file part, or the upload is being written by another request"),
                     "413": error("4003 the file is larger than transfer.maxFileSize (checked on Content-Length up front and while streaming); nothing is written"),
                     "415": error("9007 the body is not multipart/form-data")}}},
             "/api/v1/transfer/pull": {"post": {
@@ -264,7 +265,9 @@ pub fn openapi() -> serde_json::Value {
                 "responses": {
                     "200": {"description": "the file's bytes", "headers": {"X-Loopsy-File-Size": {"schema": {"type": "integer"}}, "X-Loopsy-Sha256": {"schema": {"type": "string"}}, "Content-Disposition": {"schema": {"type": "string"}}}, "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
                     "206": {"description": "the requested range", "headers": {"Content-Range": {"schema": {"type": "string"}}, "X-Loopsy-File-Size": {"schema": {"type": "integer"}}}, "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
-                    "400": error("9003 missing sourcePath; 4001 path not allowed; 4002 not found or not a regular file"),
+                    "400": error("9003 missing sourcePath"),
+                    "403": error("4001 path not allowed"),
+                    "404": error("4002 not found or not a regular file"),
                     "413": error("4003 the file is larger than transfer.maxFileSize"),
                     "416": error("4008 the range starts past the end of the file")}}},
             "/api/v1/transfer/list": {"post": {
@@ -273,14 +276,17 @@ pub fn openapi() -> serde_json::Value {
                 "requestBody": json_body("PathRequest"),
                 "responses": {
                     "200": ok_json("Listing", "the entries"),
-                    "400": error("9003 missing path; 4001 path not allowed; 4002 not found or not a directory")}}},
+                    "400": error("9003 missing path"),
+                    "403": error("4001 path not allowed"),
+                    "404": error("4002 not found or not a directory")}}},
             "/api/v1/transfer/mkdir": {"post": {
                 "tags": ["transfer"], "summary": "Create a directory (and missing parents); optionally set its mode",
                 "description": "Used by recursive sends to recreate a tree, empty directories included. With `mode` the permission bits are set, also on an existing directory (so a sender can restore read-only directory modes after filling them).",
                 "requestBody": json_body("MkdirRequest"),
                 "responses": {
                     "200": ok_json("MkdirResult", "the directory exists"),
-                    "400": error("9003 missing path or bad mode; 4001 path not allowed"),
+                    "400": error("9003 missing path or bad mode"),
+                    "403": error("4001 path not allowed"),
                     "409": error("4006 the path exists and is not a directory, or a parent is not a directory")}}},
             "/api/v1/transfer/uploads/{uploadId}": {
                 "get": {
@@ -289,7 +295,8 @@ pub fn openapi() -> serde_json::Value {
                     "parameters": dest_query.clone(),
                     "responses": {
                         "200": ok_json("UploadStatus", "the upload's state; offset 0 when nothing arrived"),
-                        "400": error("9003 bad uploadId or missing destPath; 4001 path not allowed"),
+                        "400": error("9003 bad uploadId or missing destPath"),
+                        "403": error("4001 path not allowed"),
                         "409": error("4006 the destination cannot take a file")}},
                 "delete": {
                     "tags": ["transfer"], "summary": "Abandon a resumable upload and delete what arrived",
@@ -299,22 +306,25 @@ pub fn openapi() -> serde_json::Value {
                         "409": error("4007 a request is writing the upload right now")}}}
         },
         "schemas": {
-            "PushForm": {"type": "object", "required": ["destPath", "file"], "properties": {
-                "destPath": {"type": "string", "description": "absolute destination path on this node"},
-                "file": {"type": "string", "format": "binary", "description": "the file (any field name, with a filename); for a resumed upload only the bytes from offset on"},
-                "sha256": {"type": "string", "pattern": "^[0-9a-fA-F]{64}$", "description": "SHA-256 of the whole file; may follow the file part"},
-                "mode": {"type": "string", "pattern": "^[0-7]{1,4}$", "description": "octal permission bits for the file, e.g. 644 (set-id and sticky bits are dropped)"},
+            "PushForm": {"type": "object", "required": ["destPath", "file"],
+                "propertyNames": {"pattern": "^[A-Za-z0-9_.-]+$"},
+                "description": "Field order: `uploadId`, `offset` and `mode` must come before the file part (they decide where its bytes go); `destPath` may come before or after it; `sha256` anywhere. The properties are listed in an order that works.",
+                "properties": {
+                "destPath": {"type": "string", "minLength": 1, "description": "absolute destination path on this node"},
                 "uploadId": {"type": "string", "pattern": "^[A-Za-z0-9_-]{8,64}$", "description": "makes the upload resumable; must precede the file part"},
-                "offset": {"type": "integer", "minimum": 0, "description": "bytes of this upload already on this node (from GET /transfer/uploads/{uploadId}); must precede the file part; 0 starts over"}}},
+                "offset": {"type": "integer", "minimum": 0, "description": "bytes of this upload already on this node (from GET /transfer/uploads/{uploadId}); must precede the file part; 0 starts over"},
+                "mode": {"type": "string", "pattern": "^[0-7]{1,4}$", "description": "octal permission bits for the file, e.g. 644 (set-id and sticky bits are dropped)"},
+                "file": {"type": "string", "format": "binary", "description": "the file (any field name, with a filename); for a resumed upload only the bytes from offset on"},
+                "sha256": {"type": "string", "pattern": "^[0-9a-fA-F]{64}$", "description": "SHA-256 of the whole file; may follow the file part"}}},
             "PushResult": {"type": "object", "required": ["path", "size", "checksum", "duration"], "properties": {
                 "path": {"type": "string", "description": "destPath as sent"}, "size": {"type": "integer"},
                 "checksum": {"type": "string", "description": "lowercase hex SHA-256 of the whole file"},
                 "duration": {"type": "integer", "description": "milliseconds"}}},
             "PullRequest": {"type": "object", "required": ["sourcePath"], "properties": {
-                "sourcePath": {"type": "string"},
+                "sourcePath": {"type": "string", "minLength": 1},
                 "checksum": {"type": "boolean", "default": false, "description": "send the file's SHA-256 in X-Loopsy-Sha256"}}},
-            "PathRequest": {"type": "object", "required": ["path"], "properties": {"path": {"type": "string"}}},
-            "MkdirRequest": {"type": "object", "required": ["path"], "properties": {"path": {"type": "string"}, "mode": {"type": "string", "pattern": "^[0-7]{1,4}$"}}},
+            "PathRequest": {"type": "object", "required": ["path"], "properties": {"path": {"type": "string", "minLength": 1}}},
+            "MkdirRequest": {"type": "object", "required": ["path"], "properties": {"path": {"type": "string", "minLength": 1}, "mode": {"type": "string", "pattern": "^[0-7]{1,4}$"}}},
             "MkdirResult": {"type": "object", "required": ["path", "created"], "properties": {"path": {"type": "string"}, "created": {"type": "boolean"}}},
             "Listing": {"type": "object", "required": ["files"], "properties": {
                 "files": {"type": "array", "items": {"type": "object", "required": ["name", "path", "type", "size", "modified"], "properties": {
