@@ -19,6 +19,7 @@ mod mcp_aliases;
 mod mcp_tools;
 mod messages;
 mod netlab;
+mod openapi_fuzz;
 mod pairing;
 mod peers;
 mod service;
