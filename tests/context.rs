@@ -100,11 +100,14 @@ fn keys_up_to_1024_bytes_work_and_longer_ones_get_a_clear_400() {
 #[test]
 fn a_key_named_watch_is_read_through_an_encoded_path() {
     let d = Daemon::start("ctx-watchkey");
-    put(&d, "watch", json!({"value": "tower"}));
+    // The path /api/v1/context/watch is the stream's alone, for every method.
+    d.req("PUT", "/api/v1/context/watch").json(&json!({"value": "tower"})).send().expect_error(405, 9005);
+    put(&d, "%77atch", json!({"value": "tower"}));
     assert_eq!(d.get("/api/v1/context/%77atch").expect(200)["value"], "tower");
     assert_eq!(keys(&d.get("/api/v1/context?prefix=watch").expect(200)), ["watch"]);
     d.loopsy(&["context", "get", "watch"]).success().stdout_has("tower");
-    d.req("DELETE", "/api/v1/context/watch").send().expect(200);
+    d.req("DELETE", "/api/v1/context/watch").send().expect_error(405, 9005);
+    d.req("DELETE", "/api/v1/context/%77atch").send().expect(200);
 }
 
 #[test]

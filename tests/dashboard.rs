@@ -353,12 +353,12 @@ fn the_proxy_reaches_named_targets_with_their_own_credentials_and_nothing_else()
     proxied("session:nope", "/api/v1/status").expect_error(404, 2001);
     proxied("session:..", "/api/v1/status").expect_error(400, 9003);
     proxied("10.0.0.1:19532", "/api/v1/status").expect_error(400, 9003);
-    proxied("session:w1", "/api/v1/context/..%2F..%2Fstatus").expect_error(400, 9003);
+    proxied("session:w1", "/api/v1/context/..%2F..%2Fstatus").expect_error(403, 9009);
     d.req("POST", "/api/v1/dashboard/proxy/session:w1/api/v1/execute")
         .json(&json!({"command": "true"}))
         .send()
-        .expect_error(400, 9003);
-    d.req("POST", "/api/v1/dashboard/proxy/session:w1/api/v1/pair/start").send().expect_error(400, 9003);
+        .expect_error(403, 9009);
+    d.req("POST", "/api/v1/dashboard/proxy/session:w1/api/v1/pair/start").send().expect_error(403, 9009);
 
     // A peer added by name, with the key stored under that name.
     let added = d

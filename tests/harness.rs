@@ -152,7 +152,7 @@ fn exercise_the_harness() {
     // An AI task with the default PATH: no agent CLI is found at all...
     let daemon = home.start();
     let res = daemon.req("POST", "/api/v1/ai-tasks").json(&json!({"prompt": "hello", "cwd": "/"})).send();
-    assert_eq!(res.status, 400, "{}", res.text());
+    assert_eq!(res.status, 503, "{}", res.text());
     let mut server = McpServer::spawn(daemon.home.path());
     server.ok("loopsy_list_peers", json!({}));
     drop(server);

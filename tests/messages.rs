@@ -346,7 +346,7 @@ fn bad_requests_get_errors_that_say_what_to_do() {
     let eve = json!({"nodeId": "5b0c7c52-3c1e-4d7a-9f61-8d1c2b3a4e5f", "hostname": "eve.lan", "platform": "linux",
                      "version": "1.0.21", "port": 1, "capabilities": []});
     alice.req("POST", "/api/v1/peers/handshake").json(&eve).send().expect(200);
-    let refused = post(json!({"to": "eve.lan", "body": "x"})).expect_error(400, 9003);
+    let refused = post(json!({"to": "eve.lan", "body": "x"})).expect_error(403, 9009);
     assert!(refused.contains("discovered"), "{refused}");
     alice.anon("GET", "/api/v1/messages/inbox").key("wrong-key-0123456789").send().expect_error(403, 1002);
 

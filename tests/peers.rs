@@ -88,7 +88,9 @@ fn adding_a_peer_validates_every_field() {
     assert!(post(json!({"address": "10.0.0.2", "name": "a/b"})).contains("name"));
     assert!(post(json!({"address": "10.0.0.2", "hostname": "x\u{7}"})).contains("hostname"));
     let own = node_id(&d);
-    assert!(post(json!({"address": "10.0.0.2", "nodeId": own})).contains("own"));
+    // Well-formed but this node itself: refused (403), not malformed.
+    let message = d.req("POST", "/api/v1/peers").json(&json!({"address": "10.0.0.2", "nodeId": own})).send();
+    assert!(message.expect_error(403, 9009).contains("own"));
     // The port defaults to 19532, and IPv6 literals are stored without brackets.
     let added = d.req("POST", "/api/v1/peers").json(&json!({"address": "[fe80::1]"})).send().expect(200);
     assert_eq!((added["address"].as_str(), added["port"].as_u64()), (Some("fe80::1"), Some(19532)));
@@ -131,7 +133,9 @@ fn a_handshake_records_the_caller_at_its_source_address_and_answers_with_our_ide
     refused(&|b| b["capabilities"] = json!(["<img src=x>"]), "capabilities");
     refused(&|b| b["capabilities"] = json!("execute"), "capabilities");
     let own = node_id(&d);
-    refused(&|b| b["nodeId"] = own.clone().into(), "nodeId");
+    let mut itself = body.clone();
+    itself["nodeId"] = own.clone().into();
+    assert!(d.req("POST", "/api/v1/peers/handshake").json(&itself).send().expect_error(403, 9009).contains("own id"));
     assert_eq!(peers(&d).len(), 1, "refused handshakes change nothing");
 }
 

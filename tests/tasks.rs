@@ -214,7 +214,7 @@ fn approving_a_request_lets_each_agent_run_its_tool() {
             .req("POST", &format!("/api/v1/ai-tasks/{id}/approve"))
             .json(&json!({"requestId": request_id, "approved": true}))
             .send();
-        assert_eq!(plain_error(&again, 400), "No pending permission request found for this task");
+        assert_eq!(plain_error(&again, 404), "No pending permission request found for this task");
     }
 }
 
@@ -231,7 +231,7 @@ fn denying_a_request_keeps_the_tool_from_running() {
             .req("POST", "/api/v1/ai-tasks/someone-else/approve")
             .json(&json!({"requestId": request_id, "approved": true}))
             .send();
-        plain_error(&other, 400);
+        plain_error(&other, 404);
         approve(&d, id, &request_id, false, Some("not today"));
         let info = wait_final(&d, id);
         assert_eq!(info["status"], "completed", "the agent carries on after a denial: {info}");
@@ -308,25 +308,26 @@ fn a_missing_agent_binary_is_a_clear_error() {
     let empty = TempDir::new("ai-empty-path");
     let d = start("ai-missing", |_| {}, &[("PATH", empty.path().to_str().unwrap())]);
     let res = d.req("POST", "/api/v1/ai-tasks").json(&json!({"prompt": "hello", "agent": "claude", "cwd": "/"})).send();
-    assert_eq!(plain_error(&res, 400), "claude CLI not found in PATH");
+    assert_eq!(plain_error(&res, 503), "claude CLI not found in PATH");
     let res = d.req("POST", "/api/v1/ai-tasks").json(&json!({"prompt": "hello", "cwd": "/"})).send();
-    assert!(plain_error(&res, 400).starts_with("No AI agent CLI found in PATH"));
+    assert!(plain_error(&res, 503).starts_with("No AI agent CLI found in PATH"));
     d.get("/api/v1/health").expect(200);
     assert_eq!(d.get("/api/v1/ai-tasks").expect(200)["tasks"], json!([]));
 }
 
 #[test]
-fn a_bad_cwd_is_a_400_and_the_daemon_keeps_running() {
+fn a_bad_cwd_is_refused_and_the_daemon_keeps_running() {
     let d = plain("ai-cwd");
     for agent in AGENTS {
-        for (cwd, expect) in [
-            ("/no/such/dir", "cwd: '/no/such/dir'"),
-            ("relative/dir", "is not an absolute path"),
-            ("/bin/sh", "is not a directory"),
+        // Malformed: 400; well-formed but not a directory here: 404.
+        for (cwd, status, expect) in [
+            ("/no/such/dir", 404, "cwd: '/no/such/dir'"),
+            ("relative/dir", 400, "is not an absolute path"),
+            ("/bin/sh", 404, "is not a directory"),
         ] {
             let res =
                 d.req("POST", "/api/v1/ai-tasks").json(&json!({"prompt": "hello", "agent": agent, "cwd": cwd})).send();
-            let message = plain_error(&res, 400);
+            let message = plain_error(&res, status);
             assert!(message.contains(expect), "{agent} {cwd}: {message}");
         }
     }

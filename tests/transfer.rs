@@ -496,7 +496,7 @@ fn an_interrupted_resumable_push_continues_where_it_stopped() {
 
     // uploadId after the file part is refused; a wrong final checksum discards the part.
     s.push(&[Part::Field("destPath", &dest), Part::File("r", b"x"), Part::Field("uploadId", upload)])
-        .expect_error(400, 9003);
+        .expect_error(409, 4007);
     s.push(&[
         Part::Field("destPath", &dest),
         Part::Field("uploadId", upload),

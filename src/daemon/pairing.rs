@@ -101,8 +101,11 @@ pub fn api_error(err: PairError) -> ApiError {
         PairError::BackOff(wait_ms) => {
             return ApiError::new(ErrorCode::PairingBackOff, err.to_string()).with_retry_after(wait_ms.div_ceil(1000))
         }
-        PairError::Busy | PairError::Cancelled => ErrorCode::PairingConflict,
-        PairError::BadOffer | PairError::Tampered | PairError::Invalid(_) => ErrorCode::PairingInvalid,
+        // Well-formed (the hex was checked first) but not what this session can take: a share
+        // that is no curve point, a step out of order.
+        PairError::Busy | PairError::Cancelled | PairError::Invalid(_) => ErrorCode::PairingConflict,
+        // A sealed message that does not open or verify: the other side does not hold the key.
+        PairError::BadOffer | PairError::Tampered => ErrorCode::PairingRefused,
     };
     ApiError::new(code, err.to_string())
 }

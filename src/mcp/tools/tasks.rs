@@ -108,10 +108,15 @@ async fn approve(daemon: Arc<DaemonLocator>, args: Args) -> Outcome {
     }
     let path = format!("/api/v1/ai-tasks/{}/approve", encode_segment(task_id));
     client.call::<Value>(Method::Post, &path, Some(&body)).await.map_err(|e| match e {
-        ClientError::Remote { status: 400, message, .. } => format!(
+        // 404 (400 before loopsy answered it by what it names).
+        ClientError::Remote { status: 400 | 404, message, .. }
+            if message.starts_with("No pending permission request") =>
+        {
+            format!(
             "{message}: task {task_id} has no pending request '{request_id}' (it may have been answered or timed out; \
              see loopsy_task_status)"
-        ),
+        )
+        }
         other => task_error(other, task_id, peer),
     })?;
     let verdict = if approved { "Approved" } else { "Denied" };
