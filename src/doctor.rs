@@ -150,7 +150,7 @@ fn check_daemon(paths: &Paths, config: Option<&Config>) -> Check {
             Err(e) => Check::fail(
                 "Daemon",
                 format!("PID {} holds the lock but does not answer at {}: {e}", info.pid, info.url),
-                "loopsy restart (and see loopsy logs)",
+                "loopsy restart (and see loopsy logs --daemon)",
             ),
         };
     };
@@ -178,7 +178,7 @@ fn check_daemon(paths: &Paths, config: Option<&Config>) -> Check {
         Err(e) => Check::fail(
             "Daemon",
             format!("PID {} holds the lock but does not answer at {}: {e}", info.pid, info.url),
-            "loopsy restart (and see loopsy logs)",
+            "loopsy restart (and see loopsy logs --daemon)",
         ),
     }
 }

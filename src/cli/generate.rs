@@ -244,7 +244,7 @@ fn man(tree: &Node) -> String {
         push_items(&mut out, &node.positionals);
         push_items(&mut out, &node.options);
     }
-    out.push_str(".SH FILES\n.TP\n.I ~/.loopsy/config.yaml\nconfiguration and keys (or \\fB$LOOPSY_HOME\\fR, \\fB\\-\\-home\\fR)\n.TP\n.I ~/.loopsy/logs/daemon.log\nthe daemon log (\\fBloopsy logs\\fR)\n");
+    out.push_str(".SH FILES\n.TP\n.I ~/.loopsy/config.yaml\nconfiguration and keys (or \\fB$LOOPSY_HOME\\fR, \\fB\\-\\-home\\fR)\n.TP\n.I ~/.loopsy/logs/daemon.log\nthe daemon log (\\fBloopsy logs \\-\\-daemon\\fR)\n.TP\n.I ~/.loopsy/logs/audit.jsonl\nthe audit log, one JSON line per request (\\fBloopsy logs\\fR)\n");
     out
 }
 

@@ -3,7 +3,7 @@
 //! `cargo xtask units`).
 //!
 //! Every unit runs `loopsy --home <home> start --foreground --managed-by <manager>` and sends its
-//! output to `<home>/logs/daemon.log`, where `loopsy logs` reads. Values are escaped for each
+//! output to `<home>/logs/daemon.log`, where `loopsy logs --daemon` reads. Values are escaped for each
 //! format (1.0.21 interpolated raw paths, H6): systemd quoting with `%`/`$` doubled, XML
 //! escaping in the plist, Windows quoting for schtasks.
 
