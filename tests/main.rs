@@ -17,5 +17,6 @@ mod peers;
 mod service;
 mod sessions;
 mod tasks;
+mod terminals;
 mod tls;
 mod transfer;

@@ -201,6 +201,15 @@ where
         let declared = req.len();
         let mut res: tide::http::Response = app.respond(req).await?;
         let drained = drain_unread(&mut body, declared).await?;
+        if res.status() == tide::StatusCode::SwitchingProtocols {
+            if let Some(upgrade) = res.ext().get::<super::websocket::Upgrade>().cloned() {
+                // The connection now belongs to the WebSocket; it is no request in flight (a
+                // stop ends it through its own domain, e.g. terminals hanging up).
+                drop(_serving);
+                upgrade.run(Box::new(io)).await?;
+                return Ok(());
+            }
+        }
         let close = close_requested
             || !drained
             || shutdown.is_triggered()

@@ -52,6 +52,8 @@ pub struct State {
     pub host_names: Arc<crate::dashboard::origin::HostNames>,
     /// Agent messaging: the outbox, its retries, and acknowledged ids (`/api/v1/messages`).
     pub messages: crate::messages::Messages,
+    /// Interactive terminal sessions (`/api/v1/terminals`), in memory only.
+    pub terminals: crate::terminal::Terminals,
 }
 
 impl State {
@@ -103,6 +105,7 @@ impl State {
                 crate::identity::os_hostname(),
             ])),
             messages,
+            terminals: crate::terminal::Terminals::new(&config, super::daemon_secrets(&config)),
             config,
             paths,
         };

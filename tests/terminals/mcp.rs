@@ -1,0 +1,1 @@
+//! The terminal MCP tools from the official Python SDK.
