@@ -219,7 +219,7 @@ fn the_mcp_server_works_against_a_tls_daemon() {
 }
 
 /// The interpreter with the `mcp` package, or why there is none (fatal on CI).
-fn sdk_python() -> Option<String> {
+pub fn sdk_python() -> Option<String> {
     let python = std::env::var("LOOPSY_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
     let ok = Command::new(&python).args(["-c", "import mcp"]).stderr(Stdio::null()).status().is_ok_and(|s| s.success());
     if ok {
@@ -262,7 +262,12 @@ fn the_official_python_sdk_drives_every_tool_resource_and_prompt() {
         {"name": "loopsy_task_list"},
         {"name": "loopsy_task_dispatch", "arguments": {"peer": "nosuchpeer", "prompt": "p"}},
         {"name": "loopsy_task_status", "arguments": {"peer": "local", "taskId": "nope"}},
-        {"name": "loopsy_task_approve", "arguments": {"peer": "local", "taskId": "nope", "requestId": "r", "approved": false}}
+        {"name": "loopsy_task_approve", "arguments": {"peer": "local", "taskId": "nope", "requestId": "r", "approved": false}},
+        {"name": "loopsy_terminal_list", "arguments": {"peer": "local"}},
+        {"name": "loopsy_terminal_start", "arguments": {"peer": "local", "command": "no-such-program-here"}},
+        {"name": "loopsy_terminal_send", "arguments": {"peer": "local", "id": "nope", "text": "x"}},
+        {"name": "loopsy_terminal_read", "arguments": {"peer": "local", "id": "nope"}},
+        {"name": "loopsy_terminal_kill", "arguments": {"peer": "local", "id": "nope"}}
     ]);
     for version in ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"] {
         let home = daemon.home.path().to_str().unwrap();
@@ -299,6 +304,11 @@ fn the_official_python_sdk_drives_every_tool_resource_and_prompt() {
             (21, true),
             (22, true),
             (23, true),
+            (24, false),
+            (25, true),
+            (26, true),
+            (27, true),
+            (28, true),
         ];
         for (i, expect_error) in expectations {
             assert_eq!(calls[i]["isError"] == true, expect_error, "{}: {}", calls[i]["name"], calls[i]["text"]);
