@@ -26,7 +26,7 @@ pub struct Figure {
     pub reference: &'static str,
 }
 
-fn figure(name: &str, value: f64, unit: &'static str, target: &'static str, reference: &'static str) -> Figure {
+pub fn figure(name: &str, value: f64, unit: &'static str, target: &'static str, reference: &'static str) -> Figure {
     Figure { name: name.to_string(), value, unit, target, reference }
 }
 
@@ -40,6 +40,7 @@ const BENCHES: &[(&str, Bench)] = &[
     ("context", context),
     ("transfer", transfer),
     ("mcp", mcp),
+    ("terminal", crate::terminal_bench::terminal),
 ];
 
 pub fn run(args: &[String]) -> anyhow::Result<()> {

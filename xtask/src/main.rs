@@ -11,6 +11,7 @@ mod e2e;
 mod fleet;
 mod http;
 mod node;
+mod terminal_bench;
 mod units;
 
 use std::path::PathBuf;
