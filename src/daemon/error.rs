@@ -42,7 +42,7 @@ pub enum ErrorCode {
     TerminalNotFound = 8001,
     /// `terminals.maxSessions` or `terminals.maxClients` reached.
     TerminalLimit = 8002,
-    /// The terminal's program has exited (input refused).
+    /// The terminal takes no input: its program exited, or does not read what was typed.
     TerminalExited = 8003,
     /// A running terminal already has that name, or an id prefix fits several.
     TerminalConflict = 8004,

@@ -55,6 +55,9 @@ struct Inner {
     resume: (Sender<()>, Receiver<()>),
 }
 
+/// How long typed input may wait for the program to read it.
+const INPUT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How long the pump waits for a backlogged client before it makes every client skip ahead.
 const STALL_LIMIT: Duration = Duration::from_secs(1);
 
@@ -90,6 +93,8 @@ pub enum SessionError {
     ReadOnly,
     #[error("writing to terminal '{0}': {1}")]
     Io(String, std::io::Error),
+    #[error("terminal '{0}' is not reading its input")]
+    InputBlocked(String),
 }
 
 /// How a client attaches.
@@ -227,9 +232,23 @@ impl Session {
         if !self.is_running() {
             return Err(SessionError::Exited(self.inner.spec.name.clone()));
         }
-        let _turn = self.inner.input.lock().await;
-        let mut master = &*self.inner.master;
-        master.write_all(bytes).await.map_err(|e| SessionError::Io(self.inner.spec.name.clone(), e))?;
+        let name = || self.inner.spec.name.clone();
+        let writing = async {
+            let _turn = self.inner.input.lock().await;
+            let mut master = &*self.inner.master;
+            Some(master.write_all(bytes).await)
+        };
+        // A program that does not read its input fills the terminal's buffer: give up instead of
+        // hanging the caller.
+        let timeout = async {
+            async_io::Timer::after(INPUT_TIMEOUT).await;
+            None
+        };
+        match futures_lite::future::or(writing, timeout).await {
+            Some(Ok(())) => {}
+            Some(Err(e)) => return Err(SessionError::Io(name(), e)),
+            None => return Err(SessionError::InputBlocked(name())),
+        }
         self.core().last_active = crate::clock::now_ms();
         Ok(())
     }

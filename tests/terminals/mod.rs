@@ -380,4 +380,16 @@ fn input_takes_named_keys_and_a_screen_read_waits_for_text() {
     assert!(last["screen"].as_str().unwrap().contains("back-9"), "{last}");
     let refused = daemon.req("POST", &format!("/api/v1/terminals/{id}/input")).json(&json!({"text": "x"})).send();
     assert_eq!((refused.status, refused.json()["error"]["code"].as_u64()), (409, Some(8003)));
+
+    // A program that never reads: typing gives up instead of hanging the caller.
+    let deaf = create(&daemon, json!({"command": "sh", "args": ["-c", "stty raw; exec sleep 1000"]}));
+    let deaf_id = deaf["id"].as_str().unwrap();
+    wait_until(WAIT, "the stty", || session_members(deaf["pid"].as_u64().unwrap()).len() == 1);
+    let flood = "y".repeat(900 * 1024);
+    let started = Instant::now();
+    let blocked =
+        daemon.req("POST", &format!("/api/v1/terminals/{deaf_id}/input")).json(&json!({"text": flood})).send();
+    assert_eq!(blocked.status, 409, "{}", blocked.text());
+    assert!(blocked.text().contains("not reading its input"), "{}", blocked.text());
+    assert!(started.elapsed() < Duration::from_secs(15));
 }

@@ -85,7 +85,7 @@ fn api_error(error: TerminalError) -> ApiError {
 fn session_error(error: SessionError) -> ApiError {
     let message = error.to_string();
     match error {
-        SessionError::Exited(_) => ApiError::new(ErrorCode::TerminalExited, message),
+        SessionError::Exited(_) | SessionError::InputBlocked(_) => ApiError::new(ErrorCode::TerminalExited, message),
         SessionError::TooManyClients(..) => ApiError::new(ErrorCode::TerminalLimit, message),
         SessionError::ReadOnly => ApiError::new(ErrorCode::AuthInvalidKey, message),
         SessionError::Io(..) => ApiError::internal(message),
