@@ -217,3 +217,28 @@ fn term_list_and_kill_from_the_cli() {
     // Not a terminal on stdin: attach refuses clearly.
     daemon.loopsy(&["term", "new", "--", "sh"]).code(2).stderr_has("needs a terminal");
 }
+
+#[test]
+fn the_cli_attaches_over_pinned_tls() {
+    if program("tmux").is_none() {
+        return;
+    }
+    let mut home = Home::new("term-cli-tls");
+    home.env.push(("HOME".into(), home.path().to_string_lossy().into_owned()));
+    home.env.push(("PS1".into(), "tls$ ".into()));
+    home.env.push(("ENV".into(), String::new()));
+    home.edit_config(|doc| doc["tls"]["enabled"] = true.into());
+    let daemon = home.start();
+    assert!(daemon.url.starts_with("https://"), "{}", daemon.url);
+    let loopsy = format!("{} --home {}", loopsy_bin(), daemon.home.path().display());
+    let tmux = Tmux::start(daemon.home.path());
+    tmux.line(&format!("{loopsy} term new --name secure -- sh; echo rc=$?"));
+    tmux.wait_for("tls$");
+    tmux.line("echo over-tls-$((4*4))");
+    tmux.wait_for("over-tls-16");
+    tmux.send(&["C-a", "d"]);
+    tmux.wait_for("rc=0");
+    tmux.assert_restored();
+    let listed = daemon.loopsy(&["term", "list", "--json"]).success().json();
+    assert_eq!(listed["terminals"][0]["name"], "secure");
+}
