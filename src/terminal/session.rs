@@ -7,7 +7,7 @@
 //! policy), so every client can show the whole screen.
 
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use serde_json::json;
@@ -60,6 +60,10 @@ const INPUT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long the pump waits for a backlogged client before it makes every client skip ahead.
 const STALL_LIMIT: Duration = Duration::from_secs(1);
+/// How long a full client that takes nothing may hold up clients ready for more.
+const STALL_OTHERS: Duration = Duration::from_millis(250);
+/// How often the paused pump looks for stalled clients.
+const STALL_CHECK: Duration = Duration::from_millis(50);
 
 struct Core {
     screen: Screen,
@@ -77,6 +81,8 @@ struct Client {
     size: (u16, u16),
     queue: Queue,
     doorbell: Sender<()>,
+    /// When this client last took its frames.
+    last_take: Instant,
     /// Attached while the alternate screen was in use: the normal screen under it was never
     /// sent, so it is repainted when the program leaves the alternate screen.
     repaint_normal: bool,
@@ -206,6 +212,7 @@ impl Session {
             size: (options.rows, options.cols),
             queue: Queue::new(self.inner.limits.client_buffer),
             doorbell,
+            last_take: Instant::now(),
             repaint_normal,
         });
         // Resize first (the others are told), then serialise at the new size.
@@ -345,6 +352,7 @@ impl Session {
         let _ = self.inner.resume.0.try_send(());
         let mut core = self.core();
         let Some(slot) = core.clients.iter_mut().position(|c| c.id == client) else { return Vec::new() };
+        core.clients[slot].last_take = Instant::now();
         match core.clients[slot].queue.take() {
             Take::Frames(frames) => frames,
             Take::Skipped(bytes) => {
@@ -402,8 +410,9 @@ impl Session {
 
     /// Reads the PTY at the pace of the clients: while an attached client has half its buffer
     /// or more waiting, the pump stops reading (the program blocks on its writes, as on a real
-    /// terminal). A client that takes nothing for `STALL_LIMIT` meanwhile skips ahead and is no
-    /// longer waited for, so a stalled client holds up neither the program nor the others.
+    /// terminal). A full client that takes nothing meanwhile skips ahead and is no longer waited
+    /// for: after `STALL_OTHERS` when other clients are ready for more, after `STALL_LIMIT` when
+    /// it is alone; so a stalled client holds up neither the program nor the others for long.
     async fn read_output(&self) {
         let budget = self.inner.limits.client_buffer;
         // A chunk on top of the high-water mark stays within the budget of a reading client.
@@ -412,17 +421,16 @@ impl Session {
         let mut master = &*self.inner.master;
         loop {
             while self.backlogged(high_water) {
-                let resumed = futures_lite::future::or(async { self.inner.resume.1.recv().await.is_ok() }, async {
-                    async_io::Timer::after(STALL_LIMIT).await;
-                    false
-                })
+                futures_lite::future::or(
+                    async {
+                        let _ = self.inner.resume.1.recv().await;
+                    },
+                    async {
+                        async_io::Timer::after(STALL_CHECK).await;
+                    },
+                )
                 .await;
-                if !resumed {
-                    let mut core = self.core();
-                    for client in core.clients.iter_mut().filter(|c| c.queue.is_full(high_water)) {
-                        client.queue.skip();
-                    }
-                }
+                self.skip_stalled(high_water);
             }
             let n = match master.read(&mut buffer).await {
                 Ok(0) => return,
@@ -431,6 +439,20 @@ impl Session {
                 Err(_) => return,
             };
             self.output(&buffer[..n]);
+        }
+    }
+
+    /// Makes the clients that are full and took nothing for a while skip ahead: after
+    /// `STALL_OTHERS` when others are ready for more (they must not wait), else `STALL_LIMIT`.
+    fn skip_stalled(&self, high_water: usize) {
+        let now = Instant::now();
+        let mut core = self.core();
+        let others_ready = core.clients.iter().any(|c| !c.queue.is_full(high_water));
+        let patience = if others_ready { STALL_OTHERS } else { STALL_LIMIT };
+        for client in core.clients.iter_mut() {
+            if client.queue.is_full(high_water) && now.duration_since(client.last_take) >= patience {
+                client.queue.skip();
+            }
         }
     }
 
