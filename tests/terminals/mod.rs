@@ -107,6 +107,20 @@ fn typing_is_echoed_and_a_reattach_at_another_size_shows_the_same_screen() {
     // The smaller client leaves: the size grows back to the remaining client's.
     back.close();
     always.wait_for("the size to grow back", WAIT, |c| c.size() == (24, 80));
+
+    // Titles travel as control frames; a client that vanishes without a close frame is
+    // detached and the terminal goes on.
+    always.type_bytes(b"printf '\\033]2;build-%s\\007' $((2+2))\r");
+    always.wait_for("the title", WAIT, |c| c.controls.iter().any(|m| m["type"] == "title" && m["title"] == "build-4"));
+    assert_eq!(daemon.get(&format!("/api/v1/terminals/{id}")).json()["title"], "build-4");
+    drop(always);
+    wait_until(WAIT, "the vanished client to be detached", || {
+        daemon.get(&format!("/api/v1/terminals/{id}")).json()["clients"] == 0
+    });
+    let mut again = TermClient::connect(&daemon, id, Attach::new(&daemon, 80, 24)).unwrap();
+    again.wait_text("after-2");
+    again.type_bytes(b"echo still-$((9*9))\r");
+    again.wait_text("still-81");
 }
 
 #[test]
