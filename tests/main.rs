@@ -2,12 +2,16 @@
 
 mod support;
 
+mod bound_peers;
 mod context;
 mod core_api;
 mod dashboard;
 mod doctor;
 mod execute;
+mod harness;
+mod hostile_input;
 mod lifecycle;
+mod limits;
 mod mcp;
 mod mcp_tools;
 mod messages;
@@ -20,3 +24,4 @@ mod tasks;
 mod terminals;
 mod tls;
 mod transfer;
+mod trust;

@@ -54,6 +54,11 @@ pub enum ErrorCode {
     PayloadTooLarge = 9006,
     UnsupportedMediaType = 9007,
     ShuttingDown = 9008,
+    /// The caller authenticated, but its class may not use this route (ARCHITECTURE.md's
+    /// access table) or touch this object (another peer's task or registry entry).
+    Forbidden = 9009,
+    /// Plain HTTP from another machine while TLS is on and `tls.allowInsecurePeers` is false.
+    TlsRequired = 9020,
 }
 
 impl ErrorCode {
@@ -62,7 +67,7 @@ impl ErrorCode {
         use ErrorCode::*;
         match self {
             AuthMissingKey => StatusCode::Unauthorized,
-            AuthInvalidKey => StatusCode::Forbidden,
+            AuthInvalidKey | Forbidden | TlsRequired => StatusCode::Forbidden,
             PeerNotFound | ExecJobNotFound | ContextKeyNotFound | MessageNotFound | RouteNotFound
             | TerminalNotFound => StatusCode::NotFound,
             PeerUnreachable => StatusCode::BadGateway,

@@ -156,6 +156,8 @@ pub fn forwardable(method: &str, path: &str) -> bool {
         ("GET", ["status" | "identity" | "peers"])
             | ("GET", ["context"] | ["context", _])
             | ("PUT" | "DELETE", ["context", _])
+            | ("GET", ["messages", "inbox" | "status"])
+            | ("POST", ["messages"] | ["messages", "ack"])
             | ("POST", ["execute", "stream"])
             | ("GET", ["execute", "jobs"])
             | ("DELETE", ["execute", _])
@@ -213,6 +215,10 @@ mod tests {
             ("GET", "/api/v1/context/watch"),
             ("PUT", "/api/v1/context/inbox%3Abox%3A1"),
             ("DELETE", "/api/v1/context/k"),
+            ("GET", "/api/v1/messages/inbox"),
+            ("GET", "/api/v1/messages/status"),
+            ("POST", "/api/v1/messages"),
+            ("POST", "/api/v1/messages/ack"),
             ("POST", "/api/v1/execute/stream"),
             ("POST", "/api/v1/ai-tasks"),
             ("GET", "/api/v1/ai-tasks/t1/stream"),
@@ -233,6 +239,8 @@ mod tests {
             ("GET", "/api/v1//status"),
             ("GET", "/status"),
             ("PATCH", "/api/v1/context/k"),
+            ("DELETE", "/api/v1/messages"),
+            ("POST", "/api/v1/messages/inbox"),
         ] {
             assert!(!forwardable(method, path), "{method} {path}");
         }

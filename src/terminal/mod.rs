@@ -45,7 +45,7 @@ struct Settings {
     config: config::Terminals,
     policy: Policy,
     /// Values no program may see in its environment (the daemon's keys).
-    secrets: Vec<String>,
+    secrets: crate::child_env::Secrets,
 }
 
 /// Why a terminal request was refused; each message says what to change.
@@ -70,7 +70,7 @@ pub enum TerminalError {
 }
 
 impl Terminals {
-    pub fn new(config: &config::Config, secrets: Vec<String>) -> Terminals {
+    pub fn new(config: &config::Config, secrets: crate::child_env::Secrets) -> Terminals {
         let execution = &config.execution;
         Terminals {
             entries: Default::default(),
@@ -276,14 +276,10 @@ impl Terminals {
                 )));
             }
         }
-        let secrets = &self.settings.secrets;
-        let mut env: BTreeMap<String, String> = std::env::vars()
-            .filter(|(name, value)| {
-                !name.starts_with("LOOPSY_")
-                    && !matches!(name.as_str(), "LINES" | "COLUMNS" | "TMUX" | "TMUX_PANE")
-                    && !secrets.iter().any(|s| !s.is_empty() && value.contains(s.as_str()))
-            })
-            .collect();
+        // The daemon's environment without its secrets (`child_env`), nor the size and
+        // multiplexer of the terminal the daemon was started from.
+        let mut env = crate::child_env::inherited(std::env::vars(), &self.settings.secrets.current());
+        env.retain(|name, _| !matches!(name.as_str(), "LINES" | "COLUMNS" | "TMUX" | "TMUX_PANE"));
         env.insert("TERM".into(), "xterm-256color".into());
         env.extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
         Ok(env)

@@ -1,27 +1,16 @@
 //! `loopsy term` driven in a real terminal: tmux runs it, `send-keys` types and
 //! `capture-pane` reads the screen.
 
-/// The path of `name` on PATH; missing fails under CI=true and is SKIPPED otherwise.
-pub fn program(name: &str) -> Option<String> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let found = std::env::split_paths(&path).map(|dir| dir.join(name)).find(|p| p.is_file());
-    match found {
-        Some(path) => Some(path.to_string_lossy().into_owned()),
-        None if std::env::var("CI").is_ok_and(|v| v == "true") => panic!("{name} is missing (.ci/run installs it)"),
-        None => {
-            eprintln!("SKIPPED: {name} is not installed");
-            None
-        }
-    }
-}
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::json;
 
-use crate::support::{loopsy_bin, wait_until, Home, TempDir};
+use crate::support::{command, loopsy_bin, prerequisite, run_within, skip, wait_until, Home, TempDir};
+
+/// How long one tmux command may take.
+const TMUX: Duration = Duration::from_secs(20);
 
 /// A tmux server of its own (private socket, no config) with one 100x30 pane running `sh`.
 struct Tmux {
@@ -34,29 +23,29 @@ impl Tmux {
         let dir = TempDir::new("tmux");
         let socket = dir.path().join("tmux.sock");
         let tmux = Tmux { socket, _dir: dir };
-        let status = tmux
-            .command()
-            .env("HOME", home)
-            .env("TERM", "xterm-256color")
-            .args(["-f", "/dev/null", "new-session", "-d", "-s", "t", "-x", "100", "-y", "30"])
-            .arg("PS1='pane> ' ENV= exec sh")
-            .status()
-            .unwrap();
-        assert!(status.success(), "tmux new-session");
+        let run = run_within(
+            tmux.command()
+                .env("HOME", home)
+                .env("TERM", "xterm-256color")
+                .args(["-f", "/dev/null", "new-session", "-d", "-s", "t", "-x", "100", "-y", "30"])
+                .arg("PS1='pane> ' ENV= exec sh"),
+            TMUX,
+        );
+        assert_eq!(run.code, 0, "tmux new-session: {}", run.stderr);
         tmux.wait_for("pane>");
         tmux
     }
 
     fn command(&self) -> Command {
-        let mut command = Command::new("tmux");
-        command.arg("-S").arg(&self.socket);
-        command
+        let mut tmux = command("tmux");
+        tmux.arg("-S").arg(&self.socket);
+        tmux
     }
 
     /// Types `keys` (tmux key names such as `Enter`, `C-a`; anything else literally).
     fn send(&self, keys: &[&str]) {
-        let status = self.command().args(["send-keys", "-t", "t"]).args(keys).status().unwrap();
-        assert!(status.success(), "send-keys {keys:?}");
+        let run = run_within(self.command().args(["send-keys", "-t", "t"]).args(keys), TMUX);
+        assert_eq!(run.code, 0, "send-keys {keys:?}: {}", run.stderr);
     }
 
     /// Types a command line and Enter.
@@ -66,26 +55,21 @@ impl Tmux {
     }
 
     fn screen(&self) -> String {
-        let out = self.command().args(["capture-pane", "-p", "-t", "t"]).output().unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        run_within(self.command().args(["capture-pane", "-p", "-t", "t"]), TMUX).stdout
     }
 
     #[track_caller]
     fn wait_for(&self, text: &str) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !self.screen().contains(text) {
-            assert!(Instant::now() < deadline, "'{text}' never appeared in the pane:\n{}", self.screen());
-            std::thread::sleep(Duration::from_millis(20));
+        if crate::support::wait_for(Duration::from_secs(20), || self.screen().contains(text)).is_none() {
+            panic!("'{text}' never appeared in the pane:\n{}", self.screen());
         }
     }
 
     /// Clears the pane (the pane's shell runs `clear`), so old text cannot satisfy a wait.
     fn clear(&self) {
         self.line("clear");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while self.screen().trim() != "pane>" {
-            assert!(Instant::now() < deadline, "the pane did not clear:\n{}", self.screen());
-            std::thread::sleep(Duration::from_millis(20));
+        if crate::support::wait_for(Duration::from_secs(20), || self.screen().trim() == "pane>").is_none() {
+            panic!("the pane did not clear:\n{}", self.screen());
         }
     }
 
@@ -100,7 +84,7 @@ impl Tmux {
 
 impl Drop for Tmux {
     fn drop(&mut self) {
-        let _ = self.command().arg("kill-server").status();
+        run_within(self.command().arg("kill-server"), TMUX);
     }
 }
 
@@ -119,7 +103,7 @@ fn processes_with(words: &[&str]) -> Vec<i32> {
 
 #[test]
 fn the_cli_attaches_detaches_and_restores_the_terminal_on_every_way_out() {
-    if program("tmux").is_none() {
+    if prerequisite(skip::program("tmux", "tmux")).is_none() {
         return;
     }
     let mut home = Home::new("term-cli");
@@ -146,12 +130,7 @@ fn the_cli_attaches_detaches_and_restores_the_terminal_on_every_way_out() {
     // Attach again: the earlier output is on the screen; the pane shrinks and the size follows.
     tmux.line(&format!("{loopsy} term attach local cli; echo rc=$?"));
     tmux.wait_for("typed-42");
-    Command::new("tmux")
-        .arg("-S")
-        .arg(&tmux.socket)
-        .args(["resize-window", "-t", "t", "-x", "90", "-y", "25"])
-        .status()
-        .unwrap();
+    run_within(tmux.command().args(["resize-window", "-t", "t", "-x", "90", "-y", "25"]), TMUX);
     wait_until(Duration::from_secs(20), "the resize to reach the terminal", || {
         let info = daemon.req("GET", "/api/v1/terminals/cli").send().json();
         info["cols"] == 90 && info["rows"] == 25
@@ -220,7 +199,7 @@ fn term_list_and_kill_from_the_cli() {
 
 #[test]
 fn the_cli_attaches_over_pinned_tls() {
-    if program("tmux").is_none() {
+    if prerequisite(skip::program("tmux", "tmux")).is_none() {
         return;
     }
     let mut home = Home::new("term-cli-tls");

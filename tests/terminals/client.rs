@@ -1,6 +1,7 @@
 //! A WebSocket terminal client for the tests: a blocking RFC 6455 client (tungstenite) and a
 //! vt100 parser that shows what a real terminal attached to the session would show.
 
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::num::NonZeroU16;
 use std::time::{Duration, Instant};
@@ -9,11 +10,53 @@ use async_tungstenite::tungstenite::client::IntoClientRequest;
 use async_tungstenite::tungstenite::{self, Message, WebSocket};
 use serde_json::{json, Value};
 
+use loopsy::tls::Fingerprint;
+
 use crate::support::Daemon;
+
+/// The connection under the WebSocket: plain TCP, or TLS pinned to the daemon's certificate.
+pub enum Stream {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Stream {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(tcp) => tcp,
+            Stream::Tls(tls) => tls.get_ref(),
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(tcp) => tcp.read(buf),
+            Stream::Tls(tls) => tls.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(tcp) => tcp.write(buf),
+            Stream::Tls(tls) => tls.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Stream::Plain(tcp) => tcp.flush(),
+            Stream::Tls(tls) => tls.flush(),
+        }
+    }
+}
 
 /// One attached client.
 pub struct TermClient {
-    ws: WebSocket<TcpStream>,
+    ws: WebSocket<Stream>,
     pub parser: vt100::Parser,
     /// Every control frame received, in order.
     pub controls: Vec<Value>,
@@ -32,11 +75,14 @@ pub struct Attach {
     pub read_only: bool,
     /// `Authorization` value; `None` sends none.
     pub auth: Option<String>,
+    /// Attach over TLS, pinning this certificate (the daemon serves TLS and plain HTTP on one
+    /// port).
+    pub tls: Option<Fingerprint>,
 }
 
 impl Attach {
     pub fn new(daemon: &Daemon, cols: u16, rows: u16) -> Attach {
-        Attach { cols, rows, read_only: false, auth: Some(format!("Bearer {}", daemon.key)) }
+        Attach { cols, rows, read_only: false, auth: Some(format!("Bearer {}", daemon.key)), tls: None }
     }
 }
 
@@ -56,18 +102,27 @@ impl TermClient {
         if let Some(auth) = &attach.auth {
             request.headers_mut().insert("Authorization", auth.parse().unwrap());
         }
-        let stream = TcpStream::connect(&daemon.addr).unwrap();
-        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let tcp = TcpStream::connect(&daemon.addr).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let stream = match &attach.tls {
+            None => Stream::Plain(tcp),
+            Some(pin) => {
+                let server = loopsy::tls::server_name("127.0.0.1");
+                let tls = rustls::ClientConnection::new(loopsy::tls::client_config(pin), server).unwrap();
+                Stream::Tls(Box::new(rustls::StreamOwned::new(tls, tcp)))
+            }
+        };
         let ws = match tungstenite::client(request, stream) {
             Ok((ws, _)) => ws,
             Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(response))) => {
                 let body =
                     response.body().as_ref().map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default();
-                return Err((response.status().as_u16(), body));
+                let status = tungstenite::http::Response::status(&response);
+                return Err((status.as_u16(), body));
             }
             Err(e) => panic!("handshake: {e}"),
         };
-        ws.get_ref().set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        ws.get_ref().tcp().set_read_timeout(Some(Duration::from_millis(50))).unwrap();
         let parser = vt100::Parser::new(size(attach.rows), size(attach.cols), 0);
         let mut client =
             TermClient { ws, parser, controls: Vec::new(), exit: None, closed: false, received: 0, outputs: 0 };
@@ -156,12 +211,12 @@ impl TermClient {
 
     /// Stops reading without closing: the daemon's buffer for this client fills up.
     pub fn stall(&mut self) {
-        self.ws.get_ref().set_read_timeout(None).unwrap();
+        self.ws.get_ref().tcp().set_read_timeout(None).unwrap();
     }
 
     /// Reads again after [`stall`](Self::stall).
     pub fn resume(&mut self) {
-        self.ws.get_ref().set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        self.ws.get_ref().tcp().set_read_timeout(Some(Duration::from_millis(50))).unwrap();
     }
 
     pub fn close(mut self) {

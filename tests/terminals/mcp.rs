@@ -1,15 +1,15 @@
 //! The terminal MCP tools from the official Python SDK (`tests/mcp/sdk_client.py`): an agent
 //! starts python3 on a peer, types `1+1` and Enter, and reads the screen until `2` is on it.
 
-use std::process::Command;
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::support::loopsy_bin;
+use crate::support::{command, loopsy_bin, run_within};
 
 #[test]
 fn an_agent_drives_a_python_repl_through_the_terminal_tools() {
-    let Some(python) = crate::mcp::sdk_python() else { return };
+    let Some(python) = crate::support::prerequisite(crate::support::skip::python_with(&["mcp"])) else { return };
     let daemon = super::terminal_daemon("term-mcp", |_| {});
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/mcp/sdk_client.py");
     let plan = json!([
@@ -28,13 +28,12 @@ fn an_agent_drives_a_python_repl_through_the_terminal_tools() {
         {"name": "loopsy_terminal_read", "arguments": {"peer": "local", "id": "repl"}}
     ]);
     let home = daemon.home.path().to_str().unwrap();
-    let out = Command::new(&python)
-        .args([script, "2025-06-18", &plan.to_string(), loopsy_bin(), "--home", home, "mcp", "serve"])
-        .env("HOME", home)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let out = run_within(
+        command(&python).args([script, "2025-06-18", &plan.to_string(), loopsy_bin(), "--home", home, "mcp", "serve"]),
+        Duration::from_secs(120),
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let seen: Value = serde_json::from_str(&out.stdout).unwrap();
     let calls = seen["calls"].as_array().unwrap();
     let text = |i: usize| calls[i]["text"].as_str().unwrap().to_string();
     let ok = |i: usize| assert!(calls[i]["isError"] == false, "{}: {}", calls[i]["name"], calls[i]["text"]);

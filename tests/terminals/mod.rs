@@ -7,6 +7,10 @@ mod mcp;
 
 use std::time::{Duration, Instant};
 
+use loopsy::peer::Method;
+use loopsy::tls::Fingerprint;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
 use serde_json::{json, Value};
 
 use crate::support::{wait_until, Daemon, Home};
@@ -125,7 +129,7 @@ fn typing_is_echoed_and_a_reattach_at_another_size_shows_the_same_screen() {
 
 #[test]
 fn a_full_screen_program_redraws_correctly_after_reattach() {
-    let Some(vi) = crate::terminals::cli::program("vi") else { return };
+    let Some(vi) = crate::support::prerequisite(crate::support::skip::program("vi", "vim-tiny")) else { return };
     let daemon = terminal_daemon("term-vi", |_| {});
     let file = daemon.home.path().join("poem.txt");
     let lines: Vec<String> = (1..=40).map(|i| format!("line {i:02} of the poem")).collect();
@@ -321,8 +325,11 @@ fn only_the_owner_and_paired_peers_may_use_terminals() {
     let paired_key = "paired-key-0123456789abcdef";
     let setup = |allow: bool| {
         move |doc: &mut serde_yaml::Value| {
+            doc["tls"]["enabled"] = true.into();
             doc["auth"]["allowedKeys"]["old"] = legacy_key.into();
+            // What pairing writes for a peer: the key minted for it, ours for it, its pin.
             doc["auth"]["allowedKeys"]["friend"] = paired_key.into();
+            doc["auth"]["peerKeys"]["friend"] = "to-friend-0123456789abcdef".into();
             doc["tls"]["pinnedCerts"]["friend"] = "a".repeat(64).into();
             doc["terminals"]["allowLegacyPeers"] = allow.into();
         }
@@ -330,30 +337,37 @@ fn only_the_owner_and_paired_peers_may_use_terminals() {
     let daemon = terminal_daemon("term-auth", setup(false));
     let terminal = shell(&daemon, "mine");
     let id = terminal["id"].as_str().unwrap();
+    let cert = CertificateDer::from_pem_file(daemon.home.path().join("tls/cert.pem")).unwrap();
+    let pin = Fingerprint::of_der(&cert);
+    let friend_client =
+        loopsy::peer::Client::pinned(&format!("https://{}", daemon.addr), Some(paired_key.into()), Some(pin.clone()));
 
     assert_eq!(daemon.anon("GET", "/api/v1/terminals").send().status, 401);
     assert_eq!(daemon.anon("GET", "/api/v1/terminals").key("wrong-key-0123456789abcdef").send().status, 403);
     let legacy = daemon.anon("GET", "/api/v1/terminals").key(legacy_key).send();
     assert_eq!(legacy.status, 403, "{}", legacy.text());
+    assert_eq!(legacy.json()["error"]["code"], 9009, "{}", legacy.text());
     assert!(legacy.text().contains("allowLegacyPeers"), "{}", legacy.text());
     let legacy_create = daemon.anon("POST", "/api/v1/terminals").key(legacy_key).json(&json!({"command": "sh"})).send();
     assert_eq!(legacy_create.status, 403);
-    let attach = |key: Option<&str>| {
+    let attach = |key: Option<&str>, tls: Option<Fingerprint>| {
         let auth = key.map(|k| format!("Bearer {k}"));
-        TermClient::connect(&daemon, id, Attach { auth, ..Attach::new(&daemon, 80, 24) })
+        TermClient::connect(&daemon, id, Attach { auth, tls, ..Attach::new(&daemon, 80, 24) })
     };
-    assert_eq!(attach(None).err().unwrap().0, 401);
-    assert_eq!(attach(Some("wrong-key-0123456789abcdef")).err().unwrap().0, 403);
-    assert_eq!(attach(Some(legacy_key)).err().unwrap().0, 403);
+    assert_eq!(attach(None, None).err().unwrap().0, 401);
+    assert_eq!(attach(Some("wrong-key-0123456789abcdef"), None).err().unwrap().0, 403);
+    assert_eq!(attach(Some(legacy_key), None).err().unwrap().0, 403);
+    // A paired key counts only over TLS: in the clear it is refused.
+    assert_eq!(attach(Some(paired_key), None).err().unwrap().0, 403);
 
-    let paired = daemon.anon("GET", "/api/v1/terminals").key(paired_key).send();
-    assert_eq!(paired.status, 200, "{}", paired.text());
-    let mut friend = attach(Some(paired_key)).unwrap();
+    let listed: serde_json::Value = smol::block_on(friend_client.get("/api/v1/terminals")).unwrap();
+    assert_eq!(listed["terminals"][0]["name"], "mine", "{listed}");
+    let mut friend = attach(Some(paired_key), Some(pin.clone())).unwrap();
     friend.type_bytes(b"echo friend-$((5*5))\r");
     friend.wait_text("friend-25");
-    let made = daemon.anon("POST", "/api/v1/terminals").key(paired_key).json(&json!({"command": "sh"})).send();
-    assert_eq!(made.status, 201);
-    assert_eq!(made.json()["startedBy"], "peer:friend");
+    let made: serde_json::Value =
+        smol::block_on(friend_client.call(Method::Post, "/api/v1/terminals", Some(&json!({"command": "sh"})))).unwrap();
+    assert_eq!(made["startedBy"], "paired:friend", "{made}");
     drop(friend);
     drop(daemon);
 

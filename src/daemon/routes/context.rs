@@ -38,11 +38,11 @@ const MAX_NODE_ID: usize = 128;
 
 pub fn mount(m: &mut Mount<'_>) {
     let limit = Some(Category::Context);
-    m.route(Method::Get, "/api/v1/context", Access::Key, limit, list_entries)
-        .route(Method::Get, "/api/v1/context/watch", Access::Key, limit, watch_entries)
-        .route(Method::Put, "/api/v1/context/:key", Access::Key, limit, put_entry)
-        .route(Method::Get, "/api/v1/context/:key", Access::Key, limit, get_entry)
-        .route(Method::Delete, "/api/v1/context/:key", Access::Key, limit, delete_entry);
+    m.route(Method::Get, "/api/v1/context", Access::DataPlane, limit, list_entries)
+        .route(Method::Get, "/api/v1/context/watch", Access::DataPlane, limit, watch_entries)
+        .route(Method::Put, "/api/v1/context/:key", Access::DataPlane, limit, put_entry)
+        .route(Method::Get, "/api/v1/context/:key", Access::DataPlane, limit, get_entry)
+        .route(Method::Delete, "/api/v1/context/:key", Access::DataPlane, limit, delete_entry);
 }
 
 /// `PUT /api/v1/context/:key` body.
@@ -93,7 +93,9 @@ async fn put_entry(mut req: Request<State>) -> tide::Result {
         return json_response(&unstored(key, value, ttl, from_node_id, now));
     }
     let delivered_by = match req.ext::<Caller>() {
-        Some(Caller::Peer(name)) if key.starts_with("inbox:") => Some((name.clone(), value.clone())),
+        Some(Caller::Paired(name) | Caller::Legacy(name)) if key.starts_with("inbox:") => {
+            Some((name.clone(), value.clone()))
+        }
         _ => None,
     };
     let put = Put { value: value.into(), ttl, if_revision: body.if_revision, from_node_id };

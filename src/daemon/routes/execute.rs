@@ -22,10 +22,10 @@ use crate::exec::{ExecError, Gone, Job, Outcome, Pipe, Sink, Spec, Stop};
 
 pub fn mount(m: &mut Mount<'_>) {
     let limit = Some(Category::Execute);
-    m.route(Method::Post, "/api/v1/execute", Access::Key, limit, post_execute)
-        .route(Method::Post, "/api/v1/execute/stream", Access::Key, limit, post_execute_stream)
-        .route(Method::Get, "/api/v1/execute/jobs", Access::Key, limit, get_jobs)
-        .route(Method::Delete, "/api/v1/execute/:jobId", Access::Key, limit, delete_job);
+    m.route(Method::Post, "/api/v1/execute", Access::DataPlane, limit, post_execute)
+        .route(Method::Post, "/api/v1/execute/stream", Access::DataPlane, limit, post_execute_stream)
+        .route(Method::Get, "/api/v1/execute/jobs", Access::DataPlane, limit, get_jobs)
+        .route(Method::Delete, "/api/v1/execute/:jobId", Access::DataPlane, limit, delete_job);
 }
 
 async fn post_execute(mut req: Request<State>) -> tide::Result {
@@ -175,8 +175,8 @@ pub fn openapi() -> serde_json::Value {
     let schema = |name: &str| json!({"$ref": format!("#/components/schemas/{name}")});
     let json_body = |name: &str| json!({"required": true, "content": {"application/json": {"schema": schema(name)}}});
     let ok = |name: &str, description: &str| json!({"200": {"description": description, "content": {"application/json": {"schema": schema(name)}}}});
-    let policy = "The deny/allow list (`execution.denylist`, `execution.allowlist`) is checked on the base name of every program the request would start: it sees through shells (`sh -c`, `bash -lc`, split at `;`, `&&`, `||`, `|`, newlines and command substitutions), wrappers (`env`, `nohup`, `sudo`, `xargs`, `timeout`, `nice`, `exec`, `command`, `busybox`, `find -exec`) and paths, and ignores case and `.exe`. It is a guard-rail against mistakes, not a sandbox: interpreters (`python -c`), script files and shell expansions get past it. Only an OS-level boundary (another user, a container) confines what a caller can run.";
-    let semantics = "No shell is involved: `command` is the program, `args` its arguments. stdin is /dev/null; stdout and stderr are each capped at `execution.maxOutputBytes` (the rest is read and dropped, `truncated` reports it); `execution.defaultTimeout` applies without `timeout`. On timeout or cancel the job's whole process group gets SIGTERM, then SIGKILL 2 s later. Over `execution.maxConcurrent` running jobs (both endpoints count) the answer is 400 code 3003 at once. Errors: 400 code 3001 (denied), 3003 (too many jobs), 3004 (bad `cwd`, program not found), 9003 (invalid body, loader variables such as LD_PRELOAD in `env`).";
+    let policy = "The deny/allow list (`execution.denylist`, `execution.allowlist`) is checked on the base name of every program the request would start: it sees through shells (`sh -c`, `bash -lc`, split at `;`, `&&`, `||`, `|`, newlines and command substitutions), wrappers (`env`, `nohup`, `sudo`, `xargs`, `timeout`, `nice`, `exec`, `command`, `busybox`, `find -exec`) and paths, and ignores case and `.exe`; an entry also covers its family (`mkfs` covers `mkfs.ext4`, `mke2fs` and `mkswap`; `shutdown` covers `poweroff`, `halt` and `systemctl poweroff`). It is a guard-rail against mistakes, not a sandbox: interpreters (`python -c`), script files and shell expansions get past it. Only an OS-level boundary (another user, a container) confines what a caller can run.";
+    let semantics = "No shell is involved: `command` is the program, `args` its arguments. stdin is /dev/null; stdout and stderr are each capped at `execution.maxOutputBytes` (the rest is read and dropped, `truncated` reports it); `execution.defaultTimeout` applies without `timeout`, and `timeout` may not exceed `execution.maxTimeout`. The process inherits the daemon's environment without its `LOOPSY_*` variables and without any variable holding one of the daemon's keys; `env` is merged over that. On timeout or cancel the job's whole process group gets SIGTERM, then SIGKILL 2 s later. Over `execution.maxConcurrent` running jobs (both endpoints count) the answer is 400 code 3003 at once. Errors: 400 code 3001 (denied), 3003 (too many jobs), 3004 (bad `cwd`, program not found), 9003 (invalid body, a relative `cwd`, a `timeout` over `execution.maxTimeout`, loader variables such as LD_PRELOAD in `env`).";
     json!({
         "paths": {
             "/api/v1/execute": {"post": {
@@ -205,9 +205,9 @@ pub fn openapi() -> serde_json::Value {
             "ExecRequest": {"type": "object", "required": ["command"], "properties": {
                 "command": {"type": "string", "minLength": 1, "description": "program name (looked up on PATH) or path"},
                 "args": {"type": "array", "items": {"type": "string"}},
-                "cwd": {"type": "string", "description": "working directory; must exist"},
+                "cwd": {"type": "string", "description": "working directory: an absolute path that exists"},
                 "env": {"type": "object", "additionalProperties": {"type": "string"}, "description": "merged over the daemon's environment; LD_* and DYLD_* are refused"},
-                "timeout": {"type": "number", "exclusiveMinimum": 0, "description": "milliseconds; default execution.defaultTimeout"},
+                "timeout": {"type": "number", "exclusiveMinimum": 0, "description": "milliseconds; default execution.defaultTimeout, at most execution.maxTimeout"},
                 "stream": {"type": "boolean", "description": "ignored (1.0.21 compatibility)"}}},
             "ExecResult": {"type": "object", "required": ["jobId", "exitCode", "stdout", "stderr", "duration", "killed"], "properties": {
                 "jobId": {"type": "string", "format": "uuid"},

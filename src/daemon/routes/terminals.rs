@@ -15,7 +15,6 @@ use tide::{Request, StatusCode};
 
 use super::system::json_response;
 use super::Mount;
-use crate::config::Config;
 use crate::daemon::body;
 use crate::daemon::error::{ApiError, ErrorCode};
 use crate::daemon::guard::{Access, Caller};
@@ -31,39 +30,18 @@ const MAX_WAIT: Duration = Duration::from_secs(120);
 const PING_INTERVAL: Duration = Duration::from_secs(30);
 
 pub fn mount(m: &mut Mount<'_>) {
-    // TODO(trust): move onto the caller classes of the access rework; `admit` applies the
-    // terminal rule (owner, paired peers, legacy keys only when allowed) meanwhile.
-    m.route(Method::Get, "/api/v1/terminals", Access::Key, None, get_terminals)
-        .route(Method::Post, "/api/v1/terminals", Access::Key, None, post_terminal)
-        .route(Method::Get, "/api/v1/terminals/:id", Access::Key, None, get_terminal)
-        .route(Method::Delete, "/api/v1/terminals/:id", Access::Key, None, delete_terminal)
-        .route(Method::Get, "/api/v1/terminals/:id/attach", Access::Key, None, get_attach)
-        .route(Method::Post, "/api/v1/terminals/:id/input", Access::Key, None, post_input)
-        .route(Method::Get, "/api/v1/terminals/:id/screen", Access::Key, None, get_screen);
+    m.route(Method::Get, "/api/v1/terminals", Access::Terminal, None, get_terminals)
+        .route(Method::Post, "/api/v1/terminals", Access::Terminal, None, post_terminal)
+        .route(Method::Get, "/api/v1/terminals/:id", Access::Terminal, None, get_terminal)
+        .route(Method::Delete, "/api/v1/terminals/:id", Access::Terminal, None, delete_terminal)
+        .route(Method::Get, "/api/v1/terminals/:id/attach", Access::Terminal, None, get_attach)
+        .route(Method::Post, "/api/v1/terminals/:id/input", Access::Terminal, None, post_input)
+        .route(Method::Get, "/api/v1/terminals/:id/screen", Access::Terminal, None, get_screen);
 }
 
-/// The caller, if terminals are open to it.
-fn admit(req: &Request<State>) -> Result<Caller, ApiError> {
-    let caller = req.ext::<Caller>().cloned().ok_or_else(|| ApiError::internal("no caller on a keyed route"))?;
-    match &caller {
-        Caller::Own | Caller::Dashboard => Ok(caller),
-        Caller::Peer(name) => {
-            // Pairing adds pins while the daemon runs: ask the config as it is now.
-            let state = req.state();
-            let config = Config::load(&state.paths).unwrap_or_else(|_| (*state.config).clone());
-            if config.tls.pinned_certs.contains_key(name) || state.terminals.allow_legacy_peers() {
-                Ok(caller)
-            } else {
-                Err(ApiError::new(
-                    ErrorCode::AuthInvalidKey,
-                    format!(
-                        "terminals are for this node's owner and paired peers; '{name}' uses a shared key without \
-                         a pinned certificate (pair with `loopsy pair`, or set terminals.allowLegacyPeers)"
-                    ),
-                ))
-            }
-        }
-    }
+/// The caller, whom the route's `Access::Terminal` already admitted.
+fn caller(req: &Request<State>) -> Result<Caller, ApiError> {
+    req.ext::<Caller>().cloned().ok_or_else(|| ApiError::internal("no caller on a keyed route"))
 }
 
 /// Every terminal error as an answer, in one place.
@@ -87,18 +65,17 @@ fn session_error(error: SessionError) -> ApiError {
     match error {
         SessionError::Exited(_) | SessionError::InputBlocked(_) => ApiError::new(ErrorCode::TerminalExited, message),
         SessionError::TooManyClients(..) => ApiError::new(ErrorCode::TerminalLimit, message),
-        SessionError::ReadOnly => ApiError::new(ErrorCode::AuthInvalidKey, message),
+        SessionError::ReadOnly => ApiError::new(ErrorCode::Forbidden, message),
         SessionError::Io(..) => ApiError::internal(message),
     }
 }
 
 async fn get_terminals(req: Request<State>) -> tide::Result {
-    admit(&req)?;
     json_response(&TerminalList { terminals: req.state().terminals.list() })
 }
 
 async fn post_terminal(mut req: Request<State>) -> tide::Result {
-    let caller = admit(&req)?;
+    let caller = caller(&req)?;
     let request: CreateRequest = body::json_or_default(&mut req).await?;
     let info = req.state().terminals.create(request, &caller.label()).map_err(api_error)?;
     let mut res = json_response(&info)?;
@@ -107,13 +84,12 @@ async fn post_terminal(mut req: Request<State>) -> tide::Result {
 }
 
 async fn get_terminal(req: Request<State>) -> tide::Result {
-    admit(&req)?;
     let id = body::param(&req, "id")?;
     json_response(&req.state().terminals.info(&id).map_err(api_error)?)
 }
 
 async fn delete_terminal(req: Request<State>) -> tide::Result {
-    let caller = admit(&req)?;
+    let caller = caller(&req)?;
     let id = body::param(&req, "id")?;
     let info = req.state().terminals.kill(&id).await.map_err(api_error)?;
     log::info!("terminal {} ({}) killed by {}", info.id, info.name, caller.label());
@@ -121,7 +97,6 @@ async fn delete_terminal(req: Request<State>) -> tide::Result {
 }
 
 async fn post_input(mut req: Request<State>) -> tide::Result {
-    admit(&req)?;
     let id = body::param(&req, "id")?;
     let input: InputRequest = body::json(&mut req).await?;
     let mut bytes = input.text.unwrap_or_default().into_bytes();
@@ -140,7 +115,6 @@ async fn post_input(mut req: Request<State>) -> tide::Result {
 }
 
 async fn get_screen(req: Request<State>) -> tide::Result {
-    admit(&req)?;
     let id = body::param(&req, "id")?;
     let query = Query::of(&req);
     let wait_for = query.get("waitFor").filter(|s| !s.is_empty());
@@ -162,7 +136,7 @@ async fn get_screen(req: Request<State>) -> tide::Result {
 
 /// `GET /api/v1/terminals/:id/attach?cols=&rows=&readOnly=`: the WebSocket.
 async fn get_attach(req: Request<State>) -> tide::Result {
-    let caller = admit(&req)?;
+    let caller = caller(&req)?;
     if caller == Caller::Dashboard && req.header("Origin").is_none() {
         // Browsers always send Origin on a WebSocket; without it the cookie is not enough.
         return Err(ApiError::new(ErrorCode::AuthInvalidKey, "a dashboard WebSocket needs an Origin header").into());
