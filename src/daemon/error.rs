@@ -38,6 +38,14 @@ pub enum ErrorCode {
     MessageNotFound = 7001,
     /// The messaging outbox holds as many deliveries as it may.
     OutboxFull = 7002,
+    /// No terminal session with that id or name.
+    TerminalNotFound = 8001,
+    /// `terminals.maxSessions` or `terminals.maxClients` reached.
+    TerminalLimit = 8002,
+    /// The terminal takes no input: its program exited, or does not read what was typed.
+    TerminalExited = 8003,
+    /// A running terminal already has that name, or an id prefix fits several.
+    TerminalConflict = 8004,
     Internal = 9001,
     RateLimited = 9002,
     InvalidRequest = 9003,
@@ -60,9 +68,8 @@ impl ErrorCode {
         match self {
             AuthMissingKey => StatusCode::Unauthorized,
             AuthInvalidKey | Forbidden | TlsRequired => StatusCode::Forbidden,
-            PeerNotFound | ExecJobNotFound | ContextKeyNotFound | MessageNotFound | RouteNotFound => {
-                StatusCode::NotFound
-            }
+            PeerNotFound | ExecJobNotFound | ContextKeyNotFound | MessageNotFound | RouteNotFound
+            | TerminalNotFound => StatusCode::NotFound,
             PeerUnreachable => StatusCode::BadGateway,
             // 1.0.21 answered these with 400, and its clients only look at the message.
             ExecCommandDenied
@@ -76,11 +83,15 @@ impl ErrorCode {
             | ContextMaxEntries
             | InvalidRequest => StatusCode::BadRequest,
             TransferTooLarge | PayloadTooLarge => StatusCode::PayloadTooLarge,
-            ContextRevisionConflict | TransferBadDestination | TransferResumeConflict => StatusCode::Conflict,
+            ContextRevisionConflict
+            | TransferBadDestination
+            | TransferResumeConflict
+            | TerminalExited
+            | TerminalConflict => StatusCode::Conflict,
             TransferRangeNotSatisfiable => StatusCode::RequestedRangeNotSatisfiable,
             MethodNotAllowed => StatusCode::MethodNotAllowed,
             UnsupportedMediaType => StatusCode::UnsupportedMediaType,
-            RateLimited => StatusCode::TooManyRequests,
+            RateLimited | TerminalLimit => StatusCode::TooManyRequests,
             ShuttingDown | ContextStorageFailed | OutboxFull => StatusCode::ServiceUnavailable,
             Internal => StatusCode::InternalServerError,
         }

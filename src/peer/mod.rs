@@ -7,6 +7,7 @@ pub mod resolve;
 pub mod sse;
 pub mod transfer;
 mod transport;
+pub mod websocket;
 
 pub use transport::Trust;
 
@@ -48,6 +49,8 @@ pub struct Client {
     base: String,
     key: Option<String>,
     timeout: Duration,
+    /// How the daemon is trusted (the WebSocket opens its own connection with it).
+    trust: Trust,
     /// The largest answer body read (`call`, `forward`); a longer one is an error.
     body_limit: usize,
 }
@@ -95,10 +98,11 @@ impl Client {
 
     fn with_trust(base: String, key: Option<String>, trust: Trust) -> Client {
         Client {
-            http: surf::Client::with_http_client(transport::Transport::new(trust)),
+            http: surf::Client::with_http_client(transport::Transport::new(trust.clone())),
             base,
             key,
             timeout: Duration::from_secs(30),
+            trust,
             body_limit: BODY_LIMIT,
         }
     }

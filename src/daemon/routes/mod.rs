@@ -13,6 +13,7 @@ mod pairing;
 mod peers;
 mod system;
 mod tasks;
+mod terminals;
 mod transfer;
 
 use tide::http::Method;
@@ -68,6 +69,7 @@ fn mount_areas(mount: &mut Mount<'_>) {
     tasks::mount(mount);
     dashboard::mount(mount);
     messages::mount(mount);
+    terminals::mount(mount);
 }
 
 /// Mounts every route on `app` and returns the table.
@@ -101,6 +103,7 @@ pub fn openapi_parts() -> Vec<serde_json::Value> {
         tasks::openapi(),
         dashboard::openapi(),
         messages::openapi(),
+        terminals::openapi(),
     ]
 }
 
