@@ -1,43 +1,68 @@
-//! `context.journal`: the append-only log of puts and deletes since the last snapshot.
+//! Append-only journals of checksummed records, and `context.journal`'s records.
 //!
 //! Each record is a frame: payload length (u32, little endian), CRC-32 (IEEE) of the payload
-//! (u32, little endian), then the payload, a JSON object:
-//! `{"op":"base","format":1,"revision":N}` (first record after a compaction: the store's
-//! revision when the snapshot was taken), `{"op":"put","entry":{...}}` or
-//! `{"op":"delete","key":"...","revision":N}`.
+//! (u32, little endian), then the payload, a JSON object. [`Journal`] is generic over the record
+//! type, so every durable table of the daemon (the context store, the lock table) shares this
+//! framing, its torn-tail handling and its compaction by atomic replacement.
 //! Reading stops at the first frame that is short or fails its checksum (a write torn by a
 //! crash); the file is cut back to the last good frame before anything is appended.
 //! This file only frames and reads; when to write, sync and compact is `writer.rs`'s business.
+//!
+//! `context.journal` holds [`Record`]s: `{"op":"base","format":1,"revision":N}` (first record
+//! after a compaction: the store's revision when the snapshot was taken),
+//! `{"op":"put","entry":{...}}` or `{"op":"delete","key":"...","revision":N}`.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufReader, Read, Write};
+use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::entry::{Change, Entry};
 use crate::durable::{self, Mode};
 
-/// Version of the record format, written in every base record.
-const FORMAT: u32 = 1;
+/// Version of the context record format, written in every base record.
+pub const FORMAT: u32 = 1;
 /// A frame claiming to be larger than this is garbage (the largest real one is a 1 MiB value
 /// with JSON escaping).
 const MAX_FRAME: u32 = 64 * 1024 * 1024;
 
-#[derive(Debug, Serialize, Deserialize)]
+/// A record of `context.journal`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "lowercase")]
-enum Record {
+pub enum Record {
     Base { format: u32, revision: u64 },
     Put { entry: Entry },
     Delete { key: String, revision: u64 },
 }
 
+impl Record {
+    /// The journal record of a change; `None` for an expiry (derived from the TTL again when
+    /// replaying).
+    pub fn of(change: &Change) -> Option<Record> {
+        match change {
+            Change::Put(entry) => Some(Record::Put { entry: entry.clone() }),
+            Change::Delete { key, revision } => Some(Record::Delete { key: key.clone(), revision: *revision }),
+            Change::Expire { .. } => None,
+        }
+    }
+}
+
+impl super::writer::Sequenced for Record {
+    fn revision(&self) -> u64 {
+        match self {
+            Record::Base { revision, .. } | Record::Delete { revision, .. } => *revision,
+            Record::Put { entry } => entry.revision,
+        }
+    }
+}
+
 /// What reading an existing journal found.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Replay {
-    /// The store revision recorded by the last compaction (0 if none).
-    pub base: u64,
     pub records: usize,
     /// Bytes cut off the end: a torn or corrupt tail.
     pub dropped_bytes: u64,
@@ -45,16 +70,17 @@ pub struct Replay {
 
 /// The open journal, positioned at its end.
 #[derive(Debug)]
-pub struct Journal {
+pub struct Journal<R> {
     path: PathBuf,
     file: File,
     bytes: u64,
+    records: PhantomData<fn(R) -> R>,
 }
 
-impl Journal {
-    /// Reads the journal at `path` (creating it if missing), feeding every intact change to
-    /// `apply` in order, and cuts off a torn tail.
-    pub fn open(path: &Path, mut apply: impl FnMut(Change)) -> anyhow::Result<(Journal, Replay)> {
+impl<R: Serialize + DeserializeOwned> Journal<R> {
+    /// Reads the journal at `path` (creating it if missing), feeding every intact record to
+    /// `apply` in order, and cuts off a torn tail. An error from `apply` stops the reading.
+    pub fn open(path: &Path, mut apply: impl FnMut(R) -> anyhow::Result<()>) -> anyhow::Result<(Journal<R>, Replay)> {
         let file = open_append(path)?;
         let mut replay = Replay::default();
         let mut reader = BufReader::with_capacity(256 * 1024, &file);
@@ -62,18 +88,7 @@ impl Journal {
         while let Some((record, frame_len)) = read_frame(&mut reader)? {
             good += frame_len;
             replay.records += 1;
-            match record {
-                Record::Base { format, revision } => {
-                    anyhow::ensure!(
-                        format == FORMAT,
-                        "{} has record format {format}; this loopsy reads format {FORMAT}",
-                        path.display()
-                    );
-                    replay.base = replay.base.max(revision);
-                }
-                Record::Put { entry } => apply(Change::Put(entry)),
-                Record::Delete { key, revision } => apply(Change::Delete { key, revision }),
-            }
+            apply(record).with_context(|| format!("replaying {}", path.display()))?;
         }
         let total = file.metadata().with_context(|| format!("reading {}", path.display()))?.len();
         if total > good {
@@ -81,7 +96,7 @@ impl Journal {
             file.set_len(good).with_context(|| format!("truncating the torn tail of {}", path.display()))?;
             file.sync_all().with_context(|| format!("syncing {}", path.display()))?;
         }
-        Ok((Journal { path: path.to_path_buf(), file, bytes: good }, replay))
+        Ok((Journal { path: path.to_path_buf(), file, bytes: good, records: PhantomData }, replay))
     }
 
     /// Size of the journal in bytes.
@@ -89,16 +104,11 @@ impl Journal {
         self.bytes
     }
 
-    /// Appends the puts and deletes among `changes` and syncs them to disk.
-    pub fn append(&mut self, changes: &[Change]) -> io::Result<()> {
+    /// Appends `records` and syncs them to disk.
+    pub fn append(&mut self, records: &[R]) -> io::Result<()> {
         let mut buffer = Vec::new();
-        for change in changes {
-            let record = match change {
-                Change::Put(entry) => Record::Put { entry: entry.clone() },
-                Change::Delete { key, revision } => Record::Delete { key: key.clone(), revision: *revision },
-                Change::Expire { .. } => continue, // Derived from the TTL again when replaying.
-            };
-            encode(&record, &mut buffer);
+        for record in records {
+            encode(record, &mut buffer);
         }
         if buffer.is_empty() {
             return Ok(());
@@ -109,10 +119,12 @@ impl Journal {
         Ok(())
     }
 
-    /// Replaces the journal by one holding only a base record (after a snapshot at `revision`).
-    pub fn reset(&mut self, revision: u64) -> anyhow::Result<()> {
+    /// Replaces the journal, atomically, by one holding only `records` (a compaction).
+    pub fn reset(&mut self, records: &[R]) -> anyhow::Result<()> {
         let mut buffer = Vec::new();
-        encode(&Record::Base { format: FORMAT, revision }, &mut buffer);
+        for record in records {
+            encode(record, &mut buffer);
+        }
         durable::write(&self.path, &buffer, Mode::Secret)?;
         self.file = open_append(&self.path)?;
         self.bytes = buffer.len() as u64;
@@ -128,7 +140,7 @@ fn open_append(path: &Path) -> anyhow::Result<File> {
     options.open(path).with_context(|| format!("opening {}", path.display()))
 }
 
-fn encode(record: &Record, buffer: &mut Vec<u8>) {
+fn encode<R: Serialize>(record: &R, buffer: &mut Vec<u8>) {
     let payload = serde_json::to_vec(record).expect("journal records serialise");
     buffer.extend_from_slice(&(payload.len() as u32).to_le_bytes());
     buffer.extend_from_slice(&crc32(&payload).to_le_bytes());
@@ -136,7 +148,7 @@ fn encode(record: &Record, buffer: &mut Vec<u8>) {
 }
 
 /// The next intact frame and its length on disk; `None` at the end or at a damaged frame.
-fn read_frame(reader: &mut impl Read) -> anyhow::Result<Option<(Record, u64)>> {
+fn read_frame<R: DeserializeOwned>(reader: &mut impl Read) -> anyhow::Result<Option<(R, u64)>> {
     let mut head = [0u8; 8];
     if !read_full(reader, &mut head)? {
         return Ok(None);
@@ -164,7 +176,7 @@ fn read_full(reader: &mut impl Read, buffer: &mut [u8]) -> anyhow::Result<bool> 
             Ok(0) => return Ok(false),
             Ok(n) => filled += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e).context("reading the context journal"),
+            Err(e) => return Err(e).context("reading a journal"),
         }
     }
     Ok(true)
@@ -213,10 +225,18 @@ mod tests {
         }
     }
 
-    fn read_back(path: &Path) -> (Vec<Change>, Replay) {
-        let mut changes = Vec::new();
-        let (_, replay) = Journal::open(path, |change| changes.push(change)).unwrap();
-        (changes, replay)
+    fn put(key: &str, revision: u64) -> Record {
+        Record::Put { entry: entry(key, revision) }
+    }
+
+    fn read_back(path: &Path) -> (Vec<Record>, Replay) {
+        let mut records = Vec::new();
+        let (_, replay) = Journal::open(path, |record| {
+            records.push(record);
+            Ok(())
+        })
+        .unwrap();
+        (records, replay)
     }
 
     #[test]
@@ -226,46 +246,67 @@ mod tests {
     }
 
     #[test]
-    fn records_survive_a_reopen_and_a_reset_keeps_only_the_base() {
+    fn records_survive_a_reopen_and_a_reset_keeps_only_what_it_is_given() {
         let path = temp_path("context.journal");
-        let written = vec![Change::Put(entry("a", 1)), Change::Delete { key: "a".into(), revision: 2 }];
-        let (mut journal, _) = Journal::open(&path, |_| {}).unwrap();
+        let written = vec![put("a", 1), Record::Delete { key: "a".into(), revision: 2 }];
+        let (mut journal, _) = Journal::open(&path, |_: Record| Ok(())).unwrap();
         journal.append(&written).unwrap();
-        journal.append(&[Change::Expire { key: "x".into(), revision: 1 }]).unwrap();
-        let (changes, replay) = read_back(&path);
-        assert_eq!(changes, written, "expiry is not journalled");
-        assert_eq!(replay, Replay { base: 0, records: 2, dropped_bytes: 0 });
+        let (records, replay) = read_back(&path);
+        assert_eq!(records, written);
+        assert_eq!(replay, Replay { records: 2, dropped_bytes: 0 });
 
-        journal.reset(2).unwrap();
-        journal.append(&[Change::Put(entry("b", 3))]).unwrap();
-        let (changes, replay) = read_back(&path);
-        assert_eq!(changes, vec![Change::Put(entry("b", 3))]);
-        assert_eq!((replay.base, replay.records), (2, 2));
+        journal.reset(&[Record::Base { format: FORMAT, revision: 2 }]).unwrap();
+        journal.append(&[put("b", 3)]).unwrap();
+        let (records, replay) = read_back(&path);
+        assert_eq!(records, vec![Record::Base { format: FORMAT, revision: 2 }, put("b", 3)]);
+        assert_eq!(replay.records, 2);
+    }
+
+    #[test]
+    fn the_record_of_an_expiry_is_none() {
+        assert_eq!(Record::of(&Change::Expire { key: "x".into(), revision: 1 }), None);
+        assert_eq!(Record::of(&Change::Put(entry("a", 1))), Some(put("a", 1)));
+    }
+
+    #[test]
+    fn an_error_while_replaying_stops_the_open() {
+        let path = temp_path("context.journal");
+        let (mut journal, _) = Journal::open(&path, |_: Record| Ok(())).unwrap();
+        journal.append(&[put("a", 1)]).unwrap();
+        let error = Journal::open(&path, |_: Record| anyhow::bail!("format 9")).unwrap_err();
+        assert!(format!("{error:#}").contains("format 9"), "{error:#}");
     }
 
     #[test]
     fn a_torn_or_corrupt_tail_is_cut_off_and_appending_continues() {
         let path = temp_path("context.journal");
-        let (mut journal, _) = Journal::open(&path, |_| {}).unwrap();
-        journal.append(&[Change::Put(entry("a", 1)), Change::Put(entry("b", 2))]).unwrap();
+        let (mut journal, _) = Journal::open(&path, |_: Record| Ok(())).unwrap();
+        journal.append(&[put("a", 1), put("b", 2)]).unwrap();
         let full = std::fs::read(&path).unwrap();
         for cut in [1, 7, 20] {
             std::fs::write(&path, &full[..full.len() - cut]).unwrap();
-            let (changes, replay) = read_back(&path);
-            assert_eq!(changes, vec![Change::Put(entry("a", 1))], "cut {cut}");
+            let (records, replay) = read_back(&path);
+            assert_eq!(records, vec![put("a", 1)], "cut {cut}");
             assert_eq!(replay.dropped_bytes, (full.len() - cut) as u64 - std::fs::metadata(&path).unwrap().len());
         }
         let mut flipped = full.clone();
         *flipped.last_mut().unwrap() ^= 0x20;
         std::fs::write(&path, &flipped).unwrap();
-        let (mut journal, replay) = Journal::open(&path, |_| {}).unwrap();
+        let (mut journal, replay) = Journal::open(&path, |_: Record| Ok(())).unwrap();
         assert!(replay.dropped_bytes > 0);
-        journal.append(&[Change::Put(entry("c", 3))]).unwrap();
+        journal.append(&[put("c", 3)]).unwrap();
         let keys: Vec<_> = replay_keys(&path);
         assert_eq!(keys, ["a", "c"]);
     }
 
     fn replay_keys(path: &Path) -> Vec<String> {
-        read_back(path).0.iter().map(|change| change.key().to_string()).collect()
+        read_back(path)
+            .0
+            .iter()
+            .filter_map(|record| match record {
+                Record::Put { entry } => Some(entry.key.clone()),
+                _ => None,
+            })
+            .collect()
     }
 }
