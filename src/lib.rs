@@ -14,6 +14,7 @@ pub mod durable;
 pub mod exec;
 pub mod identity;
 pub mod instance;
+pub mod locks;
 pub mod logger;
 pub mod mcp;
 pub mod messages;

@@ -20,6 +20,10 @@ pub enum ErrorCode {
     ExecMaxConcurrent = 3003,
     ExecFailed = 3004,
     ExecJobNotFound = 3006,
+    /// An `Idempotency-Key` came again with a different request.
+    ExecIdempotencyMismatch = 3007,
+    /// The job of an `Idempotency-Key` ran, but its output is no longer kept.
+    ExecJobExpired = 3008,
     TransferPathDenied = 4001,
     TransferFileNotFound = 4002,
     TransferTooLarge = 4003,
@@ -38,6 +42,16 @@ pub enum ErrorCode {
     MessageNotFound = 7001,
     /// The messaging outbox holds as many deliveries as it may.
     OutboxFull = 7002,
+    /// Another holder has the lock.
+    LockHeld = 8001,
+    /// Nobody holds the lock (released or expired).
+    LockNotHeld = 8002,
+    /// A fenced write whose grant is not the live one.
+    FenceRefused = 8003,
+    /// The lock table holds as many locks as it may.
+    LockLimit = 8004,
+    /// The lock journal cannot be written, or the daemon is stopping.
+    LockStorageFailed = 8005,
     Internal = 9001,
     RateLimited = 9002,
     InvalidRequest = 9003,
@@ -55,7 +69,7 @@ impl ErrorCode {
         match self {
             AuthMissingKey => StatusCode::Unauthorized,
             AuthInvalidKey => StatusCode::Forbidden,
-            PeerNotFound | ExecJobNotFound | ContextKeyNotFound | MessageNotFound | RouteNotFound => {
+            PeerNotFound | ExecJobNotFound | ContextKeyNotFound | MessageNotFound | LockNotHeld | RouteNotFound => {
                 StatusCode::NotFound
             }
             PeerUnreachable => StatusCode::BadGateway,
@@ -71,12 +85,18 @@ impl ErrorCode {
             | ContextMaxEntries
             | InvalidRequest => StatusCode::BadRequest,
             TransferTooLarge | PayloadTooLarge => StatusCode::PayloadTooLarge,
-            ContextRevisionConflict | TransferBadDestination | TransferResumeConflict => StatusCode::Conflict,
+            ContextRevisionConflict | TransferBadDestination | TransferResumeConflict | LockHeld | FenceRefused => {
+                StatusCode::Conflict
+            }
+            ExecIdempotencyMismatch => StatusCode::UnprocessableEntity,
+            ExecJobExpired => StatusCode::Gone,
             TransferRangeNotSatisfiable => StatusCode::RequestedRangeNotSatisfiable,
             MethodNotAllowed => StatusCode::MethodNotAllowed,
             UnsupportedMediaType => StatusCode::UnsupportedMediaType,
             RateLimited => StatusCode::TooManyRequests,
-            ShuttingDown | ContextStorageFailed | OutboxFull => StatusCode::ServiceUnavailable,
+            ShuttingDown | ContextStorageFailed | OutboxFull | LockLimit | LockStorageFailed => {
+                StatusCode::ServiceUnavailable
+            }
             Internal => StatusCode::InternalServerError,
         }
     }

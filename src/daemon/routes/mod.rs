@@ -6,6 +6,7 @@
 mod context;
 mod dashboard;
 mod execute;
+mod locks;
 mod messages;
 mod pairing;
 mod peers;
@@ -62,6 +63,7 @@ pub fn mount(app: &mut tide::Server<State>) -> Vec<RouteSpec> {
     tasks::mount(&mut mount);
     dashboard::mount(&mut mount);
     messages::mount(&mut mount);
+    locks::mount(&mut mount);
     let specs = mount.specs;
     // Everything else: authenticate first (no probing of what exists without a key), then 404.
     let fallback = Guard { access: Access::Key, limit: None };
@@ -82,5 +84,6 @@ pub fn openapi_parts() -> Vec<serde_json::Value> {
         tasks::openapi(),
         dashboard::openapi(),
         messages::openapi(),
+        locks::openapi(),
     ]
 }
