@@ -103,6 +103,15 @@ pub struct Execution {
     pub default_timeout: u64,
     /// Cap on each of stdout and stderr, in bytes.
     pub max_output_bytes: u64,
+    /// Output of a streamed job kept for clients that reattach, in bytes (the oldest goes
+    /// first); a collected job keeps all of its (capped) output until it is evicted.
+    pub keep_output_bytes: u64,
+    /// Output of all kept jobs together, in bytes: finished jobs are evicted past it.
+    pub keep_output_total: u64,
+    /// How many finished jobs are kept for reattaching and idempotent retries.
+    pub keep_finished: u32,
+    /// How long a finished job is kept at most, in milliseconds.
+    pub finished_ttl: u64,
 }
 
 impl Default for Execution {
@@ -113,6 +122,10 @@ impl Default for Execution {
             max_concurrent: 10,
             default_timeout: 300_000,
             max_output_bytes: 10 * 1024 * 1024,
+            keep_output_bytes: 1024 * 1024,
+            keep_output_total: 32 * 1024 * 1024,
+            keep_finished: 100,
+            finished_ttl: 600_000,
         }
     }
 }
@@ -375,6 +388,9 @@ impl Config {
         }
         if self.execution.default_timeout == 0 {
             return Err("execution.defaultTimeout: must be a positive number of milliseconds".into());
+        }
+        if self.execution.keep_output_bytes < 64 * 1024 {
+            return Err("execution.keepOutputBytes: must be at least 65536 bytes".into());
         }
         for (field, list) in [
             ("transfer.allowedPaths", &self.transfer.allowed_paths),
