@@ -262,7 +262,10 @@ fn the_official_python_sdk_drives_every_tool_resource_and_prompt() {
         {"name": "loopsy_task_list"},
         {"name": "loopsy_task_dispatch", "arguments": {"peer": "nosuchpeer", "prompt": "p"}},
         {"name": "loopsy_task_status", "arguments": {"peer": "local", "taskId": "nope"}},
-        {"name": "loopsy_task_approve", "arguments": {"peer": "local", "taskId": "nope", "requestId": "r", "approved": false}}
+        {"name": "loopsy_task_approve", "arguments": {"peer": "local", "taskId": "nope", "requestId": "r", "approved": false}},
+        {"name": "loopsy_lock_acquire", "arguments": {"name": "sdk-lock", "ttl": 30}},
+        {"name": "loopsy_lock_renew", "arguments": {"name": "sdk-lock"}},
+        {"name": "loopsy_lock_release", "arguments": {"name": "sdk-lock"}}
     ]);
     for version in ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"] {
         let home = daemon.home.path().to_str().unwrap();
@@ -276,9 +279,10 @@ fn the_official_python_sdk_drives_every_tool_resource_and_prompt() {
         assert_eq!(seen["serverName"], "loopsy");
         let calls = seen["calls"].as_array().unwrap();
         let ok = |i: usize| assert!(calls[i]["isError"] == false, "{}: {}", calls[i]["name"], calls[i]["text"]);
-        for i in [0, 1, 2, 3, 4, 5, 7, 8, 9] {
+        for i in [0, 1, 2, 3, 4, 5, 7, 8, 9, 24, 25, 26] {
             ok(i);
         }
+        assert!(calls[24]["text"].as_str().unwrap().contains("\"token\""));
         assert!(calls[3]["text"].as_str().unwrap().contains("\"value\": \"yes\""));
         assert!(calls[6]["isError"] == true && calls[6]["text"].as_str().unwrap().contains("not found"));
         assert!(calls[7]["text"].as_str().unwrap().contains("sdk\\n"));

@@ -4,6 +4,7 @@
 //! [`ClientError`] that says which daemon failed and how.
 
 pub mod resolve;
+pub mod retry;
 pub mod sse;
 pub mod transfer;
 mod transport;
@@ -48,6 +49,8 @@ pub struct Client {
     base: String,
     key: Option<String>,
     timeout: Duration,
+    /// Sent with every request (an `Idempotency-Key`).
+    headers: Vec<(String, String)>,
 }
 
 impl std::fmt::Debug for Client {
@@ -91,6 +94,7 @@ impl Client {
             base,
             key,
             timeout: Duration::from_secs(30),
+            headers: Vec::new(),
         }
     }
 
@@ -108,6 +112,13 @@ impl Client {
 
     pub fn with_timeout(mut self, timeout: Duration) -> Client {
         self.timeout = timeout;
+        self
+    }
+
+    /// This client, sending `name: value` with every request as well.
+    pub fn with_header(mut self, name: &str, value: &str) -> Client {
+        self.headers.retain(|(existing, _)| !existing.eq_ignore_ascii_case(name));
+        self.headers.push((name.to_string(), value.to_string()));
         self
     }
 
@@ -163,6 +174,9 @@ impl Client {
         let mut request = self.http.request(method, url);
         if let Some(key) = &self.key {
             request = request.header("Authorization", format!("Bearer {key}"));
+        }
+        for (name, value) in &self.headers {
+            request = request.header(name.as_str(), value.as_str());
         }
         if let Some(body) = body {
             // Content-Type only with a body: 1.0.21 daemons reject an empty JSON body.
@@ -229,6 +243,9 @@ impl Client {
         let mut request = self.http.request(method, url);
         if let Some(key) = &self.key {
             request = request.header("Authorization", format!("Bearer {key}"));
+        }
+        for (name, value) in &self.headers {
+            request = request.header(name.as_str(), value.as_str());
         }
         match body {
             // Content-Type only with a body: 1.0.21 daemons reject an empty JSON body.

@@ -9,6 +9,7 @@
 pub mod http;
 pub mod mcp_stdio;
 pub mod proxy;
+pub mod relay;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -171,6 +172,11 @@ impl Background {
                 Err(_) => panic!("no line with {text:?} within {limit:?}; saw {:?}", self.seen),
             }
         }
+    }
+
+    /// Sends `signal` to the command.
+    pub fn signal(&self, signal: i32) {
+        assert_eq!(unsafe_kill(self.child.id(), signal), 0, "kill {signal} {}", self.child.id());
     }
 
     pub fn answer(&mut self, line: &str) {
