@@ -280,20 +280,38 @@ pub fn openapi() -> serde_json::Value {
     let json_body = |name: &str| json!({"required": true, "content": {"application/json": {"schema": schema(name)}}});
     let ok = |name: &str, description: &str| json!({"200": {"description": description, "content": {"application/json": {"schema": schema(name)}}}});
     let policy = "The deny/allow list (`execution.denylist`, `execution.allowlist`) is checked on the base name of every program the request would start: it sees through shells (`sh -c`, `bash -lc`, split at `;`, `&&`, `||`, `|`, newlines and command substitutions), wrappers (`env`, `nohup`, `sudo`, `xargs`, `timeout`, `nice`, `exec`, `command`, `busybox`, `find -exec`) and paths, and ignores case and `.exe`. It is a guard-rail against mistakes, not a sandbox: interpreters (`python -c`), script files and shell expansions get past it. Only an OS-level boundary (another user, a container) confines what a caller can run.";
+    let idempotency = "An `Idempotency-Key` header (1 to 255 visible ASCII characters, per caller) makes the request safe to send again: the same key and body name the same job (running or finished, while it is kept), never a second process; the same key with another body is 422 code 3007; a key whose job is no longer kept is 410 code 3008 (with `error.details.exitCode`), the command is not run again. Such a job survives its client: read it again with `GET /api/v1/execute/jobs/{jobId}/stream`. Kept: `execution.keepFinished` finished jobs for `execution.finishedTtl` ms, `execution.keepOutputTotal` bytes of output in all, and of a streamed job the last `execution.keepOutputBytes`.";
+    let idempotency_header = json!({"name": "Idempotency-Key", "in": "header", "required": false, "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]+$"}, "description": "send the request again after a dropped connection without running the command twice"});
     let semantics = "No shell is involved: `command` is the program, `args` its arguments. stdin is /dev/null; stdout and stderr are each capped at `execution.maxOutputBytes` (the rest is read and dropped, `truncated` reports it); `execution.defaultTimeout` applies without `timeout`. On timeout or cancel the job's whole process group gets SIGTERM, then SIGKILL 2 s later. Over `execution.maxConcurrent` running jobs (both endpoints count) the answer is 400 code 3003 at once. Errors: 400 code 3001 (denied), 3003 (too many jobs), 3004 (bad `cwd`, program not found), 9003 (invalid body, loader variables such as LD_PRELOAD in `env`).";
     json!({
         "paths": {
             "/api/v1/execute": {"post": {
                 "summary": "Run a program and wait for its result", "tags": ["execute"],
-                "description": format!("{semantics}\n\n{policy}"),
+                "description": format!("{semantics}\n\n{idempotency} A retried /execute whose job kept only part of its output (it was started by /execute/stream) is 410 code 3008.\n\n{policy}"),
+                "parameters": [idempotency_header.clone()],
                 "requestBody": json_body("ExecRequest"),
-                "responses": ok("ExecResult", "the program ended (any exit code, or a signal)")}},
+                "responses": {
+                    "200": {"description": "the program ended (any exit code, or a signal)", "content": {"application/json": {"schema": schema("ExecResult")}}},
+                    "410": {"$ref": "#/components/responses/Error"}, "422": {"$ref": "#/components/responses/Error"}}}},
             "/api/v1/execute/stream": {"post": {
                 "summary": "Run a program and stream its output as Server-Sent Events", "tags": ["execute"],
-                "description": format!("Same body, checks and limits as /api/v1/execute; errors found before the start are JSON errors. Each event is `data: <StreamEvent JSON>` and a blank line; `: ping` comments come after 10 s of quiet. The stream ends after the `exit` (or `error`) event. The job id is in the `X-Loopsy-Job-Id` header; the job is listed and cancellable while it runs, and closing the connection kills its process group.\n\n{policy}"),
+                "description": format!("Same body, checks and limits as /api/v1/execute; errors found before the start are JSON errors. Each event is `id: <seq>`, `data: <StreamEvent JSON>` and a blank line (events are numbered from 1 in the job, the exit last); `: ping` comments come after 10 s of quiet (0.5 s with an Idempotency-Key, announced in `X-Loopsy-Heartbeat`). The stream ends after the `exit` (or `error`) event. The job id is in the `X-Loopsy-Job-Id` header; the job is listed and cancellable while it runs. Without an Idempotency-Key, closing the connection kills its process group (as in 1.0.21); with one, the job runs on and its client reattaches.\n\n{idempotency} A retry may send `Last-Event-ID` to resume after that event.\n\n{policy}"),
+                "parameters": [idempotency_header, {"name": "Last-Event-ID", "in": "header", "required": false, "schema": {"type": "integer", "minimum": 0}, "description": "with an Idempotency-Key naming a job: the last event read; the stream resumes after it"}],
                 "requestBody": json_body("ExecRequest"),
-                "responses": {"200": {"description": "the event stream", "headers": {"X-Loopsy-Job-Id": {"schema": {"type": "string", "format": "uuid"}}},
-                    "content": {"text/event-stream": {"schema": {"type": "string"}, "itemSchema": schema("StreamEvent")}}}}}},
+                "responses": {"200": {"description": "the event stream", "headers": {"X-Loopsy-Job-Id": {"schema": {"type": "string", "format": "uuid"}}, "X-Loopsy-Heartbeat": {"schema": {"type": "integer"}, "description": "milliseconds between heartbeats, with an Idempotency-Key"}},
+                    "content": {"text/event-stream": {"schema": {"type": "string"}, "itemSchema": schema("StreamEvent")}}},
+                    "410": {"$ref": "#/components/responses/Error"}, "422": {"$ref": "#/components/responses/Error"}}}},
+            "/api/v1/execute/jobs/{jobId}/stream": {"get": {
+                "summary": "Reattach to a running or finished job's event stream, from an event number", "tags": ["execute"],
+                "description": "The events of a kept job from `from` on (default: after `Last-Event-ID`, else from 1), then live ones until the exit event; the same framing as /execute/stream, heartbeats every 0.5 s (`X-Loopsy-Heartbeat`). If the events asked for are no longer kept, a `gap` event comes first (`seq` = the first missing one, `missed` = how many). Only the caller that started the job, or this node's owner, may read it; anyone else, and an unknown or evicted job, get 404 code 3006. A bad `from` is 400.",
+                "parameters": [
+                    {"name": "jobId", "in": "path", "required": true, "schema": {"type": "string"}},
+                    {"name": "from", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 0}, "description": "the first event number wanted (1 = the beginning)"},
+                    {"name": "Last-Event-ID", "in": "header", "required": false, "schema": {"type": "integer", "minimum": 0}, "description": "the last event read (without `from`)"}],
+                "responses": {
+                    "200": {"description": "the event stream", "headers": {"X-Loopsy-Job-Id": {"schema": {"type": "string"}}, "X-Loopsy-Heartbeat": {"schema": {"type": "integer"}}},
+                        "content": {"text/event-stream": {"schema": {"type": "string"}, "itemSchema": schema("StreamEvent")}}},
+                    "400": {"$ref": "#/components/responses/Error"}, "404": {"$ref": "#/components/responses/Error"}}}},
             "/api/v1/execute/jobs": {"get": {
                 "summary": "Running jobs of both endpoints", "tags": ["execute"],
                 "responses": ok("JobList", "the running jobs, oldest first")}},
@@ -324,7 +342,10 @@ pub fn openapi() -> serde_json::Value {
                 "truncated": {"type": "boolean", "description": "stdout or stderr exceeded execution.maxOutputBytes"},
                 "stdoutTruncated": {"type": "boolean"}, "stderrTruncated": {"type": "boolean"}}},
             "StreamEvent": {"type": "object", "required": ["type", "data", "jobId", "timestamp"], "properties": {
-                "type": {"enum": ["stdout", "stderr", "exit", "error"]},
+                "type": {"enum": ["stdout", "stderr", "exit", "error", "gap"], "description": "gap: on a reattach, events no longer kept"},
+                "seq": {"type": "integer", "minimum": 1, "description": "the event's number in the job (also its SSE id); for gap, the first missing one"},
+                "missed": {"type": "integer", "description": "gap only: how many events are missing"},
+                "cancelled": {"type": "boolean", "description": "exit only: stopped by DELETE"},
                 "data": {"type": "string", "description": "output text; for exit the exit code as a string, 128+N after signal N"},
                 "jobId": {"type": "string", "format": "uuid"}, "timestamp": {"type": "integer", "description": "Unix milliseconds"},
                 "exitCode": {"type": ["integer", "null"], "description": "exit only"}, "signal": {"type": ["string", "null"], "description": "exit only"},
