@@ -156,6 +156,7 @@ pub fn forwardable(method: &str, path: &str) -> bool {
         ("GET", ["status" | "identity" | "peers"])
             | ("GET", ["context"] | ["context", _])
             | ("PUT" | "DELETE", ["context", _])
+            | ("GET", ["locks"])
             | ("POST", ["execute", "stream"])
             | ("GET", ["execute", "jobs"])
             | ("DELETE", ["execute", _])
@@ -208,6 +209,7 @@ mod tests {
             ("GET", "/api/v1/ai-tasks/t1/stream"),
             ("POST", "/api/v1/ai-tasks/t1/approve"),
             ("DELETE", "/api/v1/ai-tasks/t1"),
+            ("GET", "/api/v1/locks"),
         ] {
             assert!(forwardable(method, path), "{method} {path}");
         }
@@ -223,6 +225,8 @@ mod tests {
             ("GET", "/api/v1//status"),
             ("GET", "/status"),
             ("PATCH", "/api/v1/context/k"),
+            ("POST", "/api/v1/locks/db"),
+            ("DELETE", "/api/v1/locks/db"),
         ] {
             assert!(!forwardable(method, path), "{method} {path}");
         }
