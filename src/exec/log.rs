@@ -101,7 +101,7 @@ impl JobLog {
         let cost = text.len() + EVENT_OVERHEAD;
         loop {
             let wait = self.locked(|state| {
-                let Some(limit) = self.limit else { return None };
+                let limit = self.limit?;
                 while state.bytes + cost > limit && !state.events.is_empty() {
                     let oldest = state.first;
                     let now = Instant::now();

@@ -379,11 +379,12 @@ mod tests {
     #[test]
     fn replay_rebuilds_the_table_and_its_revision() {
         let mut table = LockTable::default();
-        let mut records = Vec::new();
-        records.push(table.acquire("a", "x", 1000, 0).unwrap().1);
-        records.push(table.acquire("b", "y", 1000, 0).unwrap().1);
-        records.push(table.renew("a", "x", Some(5000), 10).unwrap().1);
-        records.push(table.release("b", "y", 20).unwrap().1);
+        let records = vec![
+            table.acquire("a", "x", 1000, 0).unwrap().1,
+            table.acquire("b", "y", 1000, 0).unwrap().1,
+            table.renew("a", "x", Some(5000), 10).unwrap().1,
+            table.release("b", "y", 20).unwrap().1,
+        ];
         let mut replayed = LockTable::default();
         for record in records {
             replayed.apply(record);
