@@ -112,6 +112,9 @@ pub struct Execution {
     pub keep_finished: u32,
     /// How long a finished job is kept at most, in milliseconds.
     pub finished_ttl: u64,
+    /// A running job that no client has read for this long (milliseconds) is stopped: a client
+    /// that sent an idempotency key may reattach within it.
+    pub detached_timeout: u64,
 }
 
 impl Default for Execution {
@@ -126,6 +129,7 @@ impl Default for Execution {
             keep_output_total: 32 * 1024 * 1024,
             keep_finished: 100,
             finished_ttl: 600_000,
+            detached_timeout: 60_000,
         }
     }
 }

@@ -280,3 +280,23 @@ fn the_mcp_execute_tool_gets_the_whole_result_of_one_run_across_a_dropped_connec
     assert_eq!(lines(&runs), ["ran"], "one run");
     assert!(relay.connections() >= 2, "it came back for the result");
 }
+
+#[test]
+fn a_keyed_job_whose_client_never_comes_back_is_stopped_after_the_detached_timeout() {
+    let home = Home::new("orphan");
+    home.edit_config(|doc| doc["execution"]["detachedTimeout"] = 700.into());
+    let daemon = home.start();
+    let stream =
+        daemon.req("POST", STREAM).header("Idempotency-Key", "gone").json(&script("echo started; sleep 60")).stream();
+    let job_id = header(&stream, "x-loopsy-job-id").unwrap().to_string();
+    stream.close();
+    let closed = Instant::now();
+    wait_until(Duration::from_secs(10), "the orphaned job is stopped", || {
+        daemon.get("/api/v1/execute/jobs").json()["jobs"].as_array().unwrap().is_empty()
+    });
+    assert!(closed.elapsed() >= Duration::from_millis(600), "not before the timeout: {:?}", closed.elapsed());
+    let events = all_events(job_stream(&daemon, &job_id, ""));
+    let exit = events.last().unwrap();
+    assert_eq!((exit["type"].as_str(), exit["signal"].as_str()), (Some("exit"), Some("SIGTERM")), "{exit}");
+    assert_eq!(text_of(&events), "started\n", "its output is still there to read");
+}

@@ -20,7 +20,7 @@ use futures_lite::{future, StreamExt};
 
 use crate::exec::api::{ExecRequest, ExecResult, StreamEvent};
 use crate::paths::Paths;
-use crate::peer::retry::{is_transient, Backoff};
+use crate::peer::retry::{is_rate_limited, is_transient, Backoff};
 use crate::peer::sse::EventStream;
 use crate::peer::{resolve, Client, ClientError, Method};
 
@@ -238,10 +238,11 @@ async fn reconnect(
     }
     let attempt_client = client.clone().with_timeout(ATTEMPT_TIMEOUT);
     if progress.job_id.is_none() {
-        match target.client.confirm_idempotency(backoff).await {
+        // Nothing started that we know of: a daemon that is down is an error at once.
+        match target.client.honours_idempotency_keys().await {
             Ok(true) => {}
             Ok(false) => bail!("{}: {cause} (a daemon without idempotent exec: not sent again)", target.label),
-            Err(e) => bail!("{}: {cause}; gave up after {} s: {e}", target.label, RECONNECT_LIMIT.as_secs()),
+            Err(_) => bail!("{}: {cause}", target.label),
         }
     }
     loop {
@@ -258,11 +259,13 @@ async fn reconnect(
         };
         match attempt {
             Ok(events) => {
-                eprintln!("loopsy: reattached to {}", target.label);
+                if progress.job_id.is_some() {
+                    eprintln!("loopsy: reattached to {}", target.label);
+                }
                 return Ok(events);
             }
-            Err(e) if is_transient(&e) && backoff.pause().await => continue,
-            Err(e) if is_transient(&e) => {
+            Err(e) if (is_transient(&e) || is_rate_limited(&e)) && backoff.pause().await => continue,
+            Err(e) if is_transient(&e) || is_rate_limited(&e) => {
                 bail!("{}: gave up reattaching after {} s: {e}", target.label, RECONNECT_LIMIT.as_secs())
             }
             Err(e) => bail!("{}: cannot reattach to the job: {e}", target.label),

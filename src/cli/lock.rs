@@ -22,6 +22,7 @@ use serde_json::json;
 
 use crate::locks::api::{LockInfo, LockList, Released};
 use crate::paths::Paths;
+use crate::peer::retry::{is_transient, Backoff};
 use crate::peer::{encode_segment, resolve, Client, ClientError, Method};
 
 /// run a command while holding a lock on a daemon (like flock across machines)
@@ -74,6 +75,8 @@ const INTERRUPT_GRACE: Duration = Duration::from_secs(1);
 const KILL_GRACE: Duration = Duration::from_secs(5);
 /// A renewal that failed to get through is tried again this soon.
 const RETRY: Duration = Duration::from_secs(1);
+/// How long an acquire or a release rides out an unreachable daemon.
+const RIDE_OUT: Duration = Duration::from_secs(15);
 
 pub fn run(args: Args, paths: &Paths) -> anyhow::Result<ExitCode> {
     if args.command.is_empty() {
@@ -128,9 +131,12 @@ impl Lock {
         format!("/api/v1/locks/{}", encode_segment(&self.name))
     }
 
-    /// Acquires, waiting up to `wait` seconds (in requests of at most the daemon's limit).
+    /// Acquires, waiting up to `wait` seconds (in requests of at most the daemon's limit). A
+    /// dropped connection is tried again: the same holder asking again gets the same grant, so
+    /// an answer lost on the way does not leave a lock that nobody knows it holds.
     async fn acquire(&self, ttl: f64, wait: f64) -> Result<LockInfo, ClientError> {
         let deadline = Instant::now() + Duration::from_secs_f64(wait.min(1e9));
+        let mut backoff = Backoff::new(RIDE_OUT);
         loop {
             let left =
                 deadline.saturating_duration_since(Instant::now()).as_secs_f64().min(crate::locks::MAX_WAIT_SECS);
@@ -138,6 +144,7 @@ impl Lock {
             let client = self.client.clone().with_timeout(Duration::from_secs_f64(left) + Duration::from_secs(30));
             match client.call::<LockInfo>(Method::Post, &self.path(), Some(&body)).await {
                 Err(ClientError::Remote { code: Some(8001), .. }) if Instant::now() < deadline => continue,
+                Err(e) if is_transient(&e) && backoff.pause().await => continue,
                 outcome => return outcome,
             }
         }
@@ -148,9 +155,16 @@ impl Lock {
         client.call(Method::Post, &format!("{}/renew", self.path()), Some(&json!({"holder": self.holder}))).await
     }
 
+    /// Releases; a dropped connection is tried again for a while (the lock expires anyway).
     async fn release(&self) -> Result<Released, ClientError> {
         let client = self.client.clone().with_timeout(Duration::from_secs(5));
-        client.call(Method::Delete, &self.path(), Some(&json!({"holder": self.holder}))).await
+        let mut backoff = Backoff::new(RIDE_OUT);
+        loop {
+            match client.call(Method::Delete, &self.path(), Some(&json!({"holder": self.holder}))).await {
+                Err(e) if is_transient(&e) && backoff.pause().await => continue,
+                outcome => return outcome,
+            }
+        }
     }
 }
 

@@ -7,7 +7,9 @@
 //! full and an attached reader still needs its oldest event, the job waits for it (a slow client
 //! slows the job, as a plain stream does), but not for longer than [`STALL`], so a reader on a
 //! dead connection cannot hold a job forever; that reader then sees a gap. A reader that asks
-//! for events the log no longer has is told how many it missed.
+//! for events the log no longer has is told how many it missed. The log also says since when
+//! nobody has been attached ([`JobLog::detached_for`]), so a job whose client never came back
+//! can be stopped.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -64,6 +66,10 @@ struct LogState {
     /// Attached readers: the next number each wants, and when it last moved.
     readers: HashMap<u64, (u64, Instant)>,
     next_reader: u64,
+    /// Requests waiting for the whole result (`collect`).
+    collectors: usize,
+    /// Since when no reader or collector has been attached.
+    detached_since: Option<Instant>,
     /// Dropping these wakes whoever waits for a change (readers and the job).
     wakers: Vec<smol::channel::Sender<()>>,
 }
@@ -71,6 +77,17 @@ struct LogState {
 impl LogState {
     fn wake(&mut self) {
         self.wakers.clear();
+    }
+
+    /// Notes a reader or collector coming or going.
+    fn attachment_changed(&mut self) {
+        let attached = !self.readers.is_empty() || self.collectors > 0;
+        match (attached, self.detached_since) {
+            (true, _) => self.detached_since = None,
+            (false, None) => self.detached_since = Some(Instant::now()),
+            (false, Some(_)) => {}
+        }
+        self.wake();
     }
 
     fn waiter(&mut self) -> smol::channel::Receiver<()> {
@@ -83,7 +100,8 @@ impl LogState {
 
 impl JobLog {
     pub fn new(limit: Option<usize>) -> JobLog {
-        JobLog { state: Mutex::new(LogState { first: 1, next: 1, ..LogState::default() }), limit }
+        let state = LogState { first: 1, next: 1, detached_since: Some(Instant::now()), ..LogState::default() };
+        JobLog { state: Mutex::new(state), limit }
     }
 
     /// Bytes of output held.
@@ -150,8 +168,38 @@ impl JobLog {
         });
     }
 
+    /// Completes once nobody has been attached for `limit` (and never while someone is).
+    pub async fn detached_for(&self, limit: Duration) {
+        loop {
+            let (since, wakeup) = self.locked(|state| (state.detached_since, state.waiter()));
+            match since {
+                Some(since) if since.elapsed() >= limit => return,
+                Some(since) => {
+                    futures_lite::future::or(
+                        async {
+                            let _ = wakeup.recv().await;
+                        },
+                        async {
+                            async_io::Timer::at(since + limit).await;
+                        },
+                    )
+                    .await;
+                }
+                None => {
+                    let _ = wakeup.recv().await;
+                }
+            }
+        }
+    }
+
     /// Waits until the job has ended; returns every kept event and whether any were dropped.
     pub async fn collect(&self) -> (Vec<Numbered>, bool) {
+        self.locked(|state| {
+            state.collectors += 1;
+            state.attachment_changed();
+        });
+        // Counted as attached until this returns or is dropped (a request that went away).
+        let _attached = Collecting { log: self };
         loop {
             let wakeup = self.locked(|state| match state.exit.is_some() {
                 true => None,
@@ -177,6 +225,7 @@ impl JobLog {
             let id = state.next_reader;
             state.next_reader += 1;
             state.readers.insert(id, (from.max(1), Instant::now()));
+            state.attachment_changed();
             id
         });
         Reader { log: self.clone(), id }
@@ -237,7 +286,21 @@ impl Drop for Reader {
     fn drop(&mut self) {
         self.log.locked(|state| {
             state.readers.remove(&self.id);
-            state.wake();
+            state.attachment_changed();
+        });
+    }
+}
+
+/// A `collect` in progress.
+struct Collecting<'a> {
+    log: &'a JobLog,
+}
+
+impl Drop for Collecting<'_> {
+    fn drop(&mut self) {
+        self.log.locked(|state| {
+            state.collectors -= 1;
+            state.attachment_changed();
         });
     }
 }
@@ -300,6 +363,27 @@ mod tests {
             assert_eq!(text(reader.next().await), "3:c");
             let (events, dropped) = log.collect().await;
             assert_eq!((events.len(), dropped), (4, true), "c d e and the exit");
+        });
+    }
+
+    #[test]
+    fn detachment_is_timed_from_the_last_reader_leaving() {
+        smol::block_on(async {
+            let log = Arc::new(JobLog::new(None));
+            let reader = log.attach(1);
+            let watch = smol::spawn({
+                let log = log.clone();
+                async move {
+                    let started = Instant::now();
+                    log.detached_for(Duration::from_millis(100)).await;
+                    started.elapsed()
+                }
+            });
+            async_io::Timer::after(Duration::from_millis(200)).await;
+            log.push(Pipe::Stdout, "output does not count".into(), 0).await;
+            drop(reader);
+            let waited = watch.await;
+            assert!(waited >= Duration::from_millis(300), "not while attached: {waited:?}");
         });
     }
 

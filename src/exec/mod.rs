@@ -168,6 +168,8 @@ struct Inner {
     default_timeout: Duration,
     max_output_bytes: u64,
     keep_output_bytes: usize,
+    /// A job nobody reads for this long is stopped: its client is gone for good.
+    detached_timeout: Duration,
     table: Mutex<Table>,
     /// Lock order: `history` before `table`.
     history: Mutex<History>,
@@ -195,6 +197,7 @@ impl Executor {
                 default_timeout: Duration::from_millis(config.default_timeout),
                 max_output_bytes: config.max_output_bytes,
                 keep_output_bytes: usize::try_from(config.keep_output_bytes).unwrap_or(usize::MAX),
+                detached_timeout: Duration::from_millis(config.detached_timeout),
                 table: Mutex::new(Table::default()),
                 history: Mutex::new(History::new(Limits {
                     keep_finished: config.keep_finished as usize,
@@ -258,11 +261,17 @@ impl Executor {
         Ok(Started { job_id, log, reader, existing: false })
     }
 
-    /// Runs `job` to its end, into `log`, then files it as finished.
+    /// Runs `job` to its end, into `log`, then files it as finished. A job that nobody has read
+    /// for `execution.detachedTimeout` (its client dropped and never came back) is stopped.
     async fn drive(self, job: Job, log: Arc<JobLog>) {
         let job_id = job.id.clone();
         let mut sink = LogSink { log: log.clone() };
-        let outcome = job.run(&mut sink).await;
+        let orphaned = async {
+            log.detached_for(self.inner.detached_timeout).await;
+            self.stop(&job_id, Stop::ReceiverGone);
+            future::pending::<Outcome>().await
+        };
+        let outcome = future::or(job.run(&mut sink), orphaned).await;
         let exit_code = outcome.shell_code();
         let now = crate::clock::now_ms();
         log.finish(outcome, now);

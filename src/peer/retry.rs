@@ -4,8 +4,9 @@
 //!
 //! Only a daemon that honours the key may get a retry: a 1.0.21 daemon ignores the header and
 //! would run the command twice. So before the first retry the client asks the daemon who it is
-//! (`GET /api/v1/identity` says `implementation: loopsy-rs/…`), and while the daemon cannot be
-//! reached at all it keeps asking, with back-off, until the deadline.
+//! (`GET /api/v1/identity` says `implementation: loopsy-rs/…`); a daemon that does not answer
+//! that at all is taken as down, an error at once. Once it has answered, later drops are ridden
+//! out with back-off until the deadline.
 
 use std::time::{Duration, Instant};
 
@@ -52,24 +53,18 @@ pub fn is_transient(error: &ClientError) -> bool {
     matches!(error, ClientError::Unreachable { .. } | ClientError::Timeout { .. })
 }
 
+/// Whether the daemon refused for its rate limit: nothing was processed, a retry that is part
+/// of riding out a dropped link may come again later.
+pub fn is_rate_limited(error: &ClientError) -> bool {
+    matches!(error, ClientError::Remote { status: 429, .. })
+}
+
 impl Client {
     /// Whether the daemon honours `Idempotency-Key` (it is loopsy-rs, not 1.0.21).
     pub async fn honours_idempotency_keys(&self) -> Result<bool, ClientError> {
         let identity: serde_json::Value =
             self.clone().with_timeout(Duration::from_secs(3)).get("/api/v1/identity").await?;
         Ok(identity["implementation"].as_str().is_some_and(|name| name.starts_with("loopsy-rs/")))
-    }
-
-    /// Waits until the daemon answers and says it honours idempotency keys. `Ok(false)`: it
-    /// answered and does not; `Err`: it did not answer before the deadline.
-    pub async fn confirm_idempotency(&self, backoff: &mut Backoff) -> Result<bool, ClientError> {
-        loop {
-            match self.honours_idempotency_keys().await {
-                Ok(honours) => return Ok(honours),
-                Err(e) if is_transient(&e) && backoff.pause().await => continue,
-                Err(e) => return Err(e),
-            }
-        }
     }
 
     /// `POST path` with a fresh `Idempotency-Key`, sent again with the same key after a dropped
@@ -86,12 +81,14 @@ impl Client {
         loop {
             let error = match keyed.call(Method::Post, path, Some(body)).await {
                 Err(e) if is_transient(&e) => e,
+                Err(e) if confirmed && is_rate_limited(&e) => e,
                 outcome => return outcome,
             };
             if !confirmed {
-                match self.confirm_idempotency(&mut backoff).await {
+                // Asked once: a daemon that cannot be reached at all is an error at once (it is
+                // down, or the address is wrong), one that would run it again too.
+                match self.honours_idempotency_keys().await {
                     Ok(true) => confirmed = true,
-                    // A daemon that would run it again, or one that never came back.
                     Ok(false) | Err(_) => return Err(error),
                 }
             } else if !backoff.pause().await {
