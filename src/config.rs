@@ -45,11 +45,29 @@ pub struct Server {
     /// Accepted for 1.0.21 compatibility and ignored: the data directory is `--home`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data_dir: Option<String>,
+    /// Milliseconds from a connection (or a later request's first byte) to its complete head.
+    pub header_timeout: u64,
+    /// Milliseconds a request body read or a response write may stall before the connection is
+    /// closed.
+    pub idle_timeout: u64,
+    /// Connections open at once (kept below the descriptor limit in any case).
+    pub max_connections: u32,
+    /// Connections open at once from one source address.
+    pub max_connections_per_address: u32,
 }
 
 impl Default for Server {
     fn default() -> Self {
-        Server { port: DEFAULT_PORT, host: "0.0.0.0".into(), hostname: None, data_dir: None }
+        Server {
+            port: DEFAULT_PORT,
+            host: "0.0.0.0".into(),
+            hostname: None,
+            data_dir: None,
+            header_timeout: 20_000,
+            idle_timeout: 20_000,
+            max_connections: 4096,
+            max_connections_per_address: 128,
+        }
     }
 }
 
@@ -101,6 +119,8 @@ pub struct Execution {
     pub max_concurrent: u32,
     /// Milliseconds; applied when a request gives no timeout.
     pub default_timeout: u64,
+    /// Milliseconds; the longest timeout a request may ask for (not in 1.0.21, which had none).
+    pub max_timeout: u64,
     /// Cap on each of stdout and stderr, in bytes.
     pub max_output_bytes: u64,
     /// Output of a streamed job kept for clients that reattach, in bytes (the oldest goes
@@ -124,6 +144,7 @@ impl Default for Execution {
             allowlist: None,
             max_concurrent: 10,
             default_timeout: 300_000,
+            max_timeout: 3_600_000,
             max_output_bytes: 10 * 1024 * 1024,
             keep_output_bytes: 1024 * 1024,
             keep_output_total: 32 * 1024 * 1024,
@@ -381,6 +402,20 @@ impl Config {
                 return Err("server.hostname: must be 1 to 253 characters".into());
             }
         }
+        for (field, value) in [("headerTimeout", self.server.header_timeout), ("idleTimeout", self.server.idle_timeout)]
+        {
+            if value < 50 {
+                return Err(format!("server.{field}: must be at least 50 milliseconds"));
+            }
+        }
+        for (field, value) in [
+            ("maxConnections", self.server.max_connections),
+            ("maxConnectionsPerAddress", self.server.max_connections_per_address),
+        ] {
+            if value == 0 {
+                return Err(format!("server.{field}: must be at least 1"));
+            }
+        }
         for (name, fingerprint) in &self.tls.pinned_certs {
             let hex = fingerprint.len() == 64 && fingerprint.bytes().all(|c| c.is_ascii_hexdigit());
             if !hex {
@@ -392,6 +427,12 @@ impl Config {
         }
         if self.execution.default_timeout == 0 {
             return Err("execution.defaultTimeout: must be a positive number of milliseconds".into());
+        }
+        if self.execution.default_timeout > self.execution.max_timeout {
+            return Err(format!(
+                "execution.defaultTimeout: {} ms is more than execution.maxTimeout ({} ms)",
+                self.execution.default_timeout, self.execution.max_timeout
+            ));
         }
         if self.execution.keep_output_bytes < 64 * 1024 {
             return Err("execution.keepOutputBytes: must be at least 65536 bytes".into());
@@ -559,6 +600,28 @@ pub fn remove_path(doc: &mut serde_yaml::Value, keys: &[&str]) -> Option<serde_y
     node.as_mapping_mut()?.remove(keys[keys.len() - 1])
 }
 
+/// Moves the `discovery.manualPeers` entries at `from` (address, port) to `to`, so a peer the
+/// owner confirmed at a new address is registered there after a restart too. Returns whether an
+/// entry was moved (a peer only discovered has none).
+pub fn move_manual_peer(paths: &Paths, from: (&str, u16), to: (&str, u16)) -> anyhow::Result<bool> {
+    let mut moved = false;
+    edit(paths, |doc| {
+        if let Some(list) = doc["discovery"]["manualPeers"].as_sequence_mut() {
+            for entry in list.iter_mut() {
+                let at = entry["address"].as_str().is_some_and(|a| a.eq_ignore_ascii_case(from.0))
+                    && entry["port"].as_u64().unwrap_or(u64::from(DEFAULT_PORT)) == u64::from(from.1);
+                if at {
+                    entry["address"] = to.0.into();
+                    entry["port"] = u64::from(to.1).into();
+                    moved = true;
+                }
+            }
+        }
+        Ok(())
+    })?;
+    Ok(moved)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -595,6 +658,7 @@ mod tests {
         check_error(&format!("auth: {{apiKey: {KEY}}}\nserver: {{host: nowhere}}\n"), "server.host");
         check_error(&format!("auth: {{apiKey: {KEY}, allowedKeys: {{bob: ''}}}}\n"), "auth.allowedKeys.bob");
         check_error(&format!("auth: {{apiKey: {KEY}}}\nexecution: {{maxConcurrent: 0}}\n"), "execution.maxConcurrent");
+        check_error(&format!("auth: {{apiKey: {KEY}}}\nexecution: {{maxTimeout: 1000}}\n"), "execution.defaultTimeout");
         check_error(&format!("auth: {{apiKey: {KEY}}}\ntransfer: {{allowedPaths: [rel]}}\n"), "transfer.allowedPaths");
         check_error(&format!("auth: {{apiKey: {KEY}}}\nlogging: {{level: loud}}\n"), "logging.level");
         check_error(&format!("auth: {{apiKey: {KEY}}}\naiTasks: {{maxConcurrent: 0}}\n"), "aiTasks.maxConcurrent");
@@ -604,6 +668,13 @@ mod tests {
         check_error(
             &format!("auth: {{apiKey: {KEY}}}\nmessaging: {{retryInitial: 5000, retryMax: 1000}}\n"),
             "messaging.retryMax",
+        );
+        check_error(&format!("auth: {{apiKey: {KEY}}}\nserver: {{headerTimeout: 10}}\n"), "server.headerTimeout");
+        check_error(&format!("auth: {{apiKey: {KEY}}}\nserver: {{idleTimeout: 0}}\n"), "server.idleTimeout");
+        check_error(&format!("auth: {{apiKey: {KEY}}}\nserver: {{maxConnections: 0}}\n"), "server.maxConnections");
+        check_error(
+            &format!("auth: {{apiKey: {KEY}}}\nserver: {{maxConnectionsPerAddress: 0}}\n"),
+            "server.maxConnectionsPerAddress",
         );
         check_error("auth: [unclosed\n", "line 1");
         check_error("", "empty");

@@ -206,7 +206,7 @@ fn run(socket: UdpSocket, mut responder: ServiceDiscovery, advert: Advert, nudge
         }
         for event in output.events {
             match event {
-                Event::Seen(announced) => nudger.send(Nudge::Candidate(announced)),
+                Event::Seen(announced) => nudger.send(Nudge::Candidate(announced, crate::peers::Via::Mdns)),
                 Event::Goodbye { node_id } => nudger.send(Nudge::Goodbye(node_id)),
             }
         }

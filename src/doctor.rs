@@ -347,8 +347,9 @@ fn check_peers(paths: &Paths, config: &Config) -> Vec<Check> {
 async fn probe_peer(peer: crate::peers::Peer, pin: Option<crate::tls::Fingerprint>) -> Check {
     let label = format!("{} ({})", peer.name.clone().unwrap_or_else(|| peer.hostname.clone()), peer.endpoint());
     let pinned = pin.is_some();
-    let client =
-        Client::pinned(&crate::peer::resolve::base_url(&peer.address, peer.port), None, pin).with_timeout(CALL_TIMEOUT);
+    let client = Client::pinned(&crate::peer::resolve::base_url(&peer.address, peer.port), None, pin)
+        .with_timeout(CALL_TIMEOUT)
+        .with_body_limit(64 * 1024);
     match client.get::<crate::daemon::api::Health>("/api/v1/health").await {
         Ok(health) if !peer.is_provisional() && health.node_id != peer.node_id => Check::warn(
             "Peer",

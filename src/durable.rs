@@ -62,10 +62,18 @@ pub fn sync_dir(dir: &Path) {
 }
 
 /// Creates `dir` (and parents) readable only by the owner.
+///
+/// A directory that already exists and holds something keeps its mode: it may be the user's
+/// own (`--home ~/project`), and loopsy never changes what is not its own. The files loopsy puts
+/// there that hold secrets are 0600 by themselves. An empty one is made private, as if created.
 pub fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    let existed_with_content = match fs::read_dir(dir) {
+        Ok(mut entries) => entries.next().is_some(),
+        Err(_) => false,
+    };
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     #[cfg(unix)]
-    {
+    if !existed_with_content {
         use std::os::unix::fs::PermissionsExt;
         fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
             .with_context(|| format!("restricting {}", dir.display()))?;
@@ -76,6 +84,29 @@ pub fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // See: #13 (`--home` on an existing directory made it 0700).
+    #[cfg(unix)]
+    #[test]
+    fn only_new_or_empty_directories_are_made_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let base = std::env::temp_dir().join(format!("loopsy-private-{}", crate::random::hex(6)));
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        create_private_dir(&base.join("new/deeper")).unwrap();
+        assert_eq!(mode(&base.join("new/deeper")), 0o700);
+        let users = base.join("users");
+        fs::create_dir_all(&users).unwrap();
+        fs::write(users.join("notes.txt"), "mine").unwrap();
+        fs::set_permissions(&users, fs::Permissions::from_mode(0o755)).unwrap();
+        create_private_dir(&users).unwrap();
+        assert_eq!(mode(&users), 0o755, "a directory with the user's files keeps its mode");
+        let empty = base.join("empty");
+        fs::create_dir_all(&empty).unwrap();
+        fs::set_permissions(&empty, fs::Permissions::from_mode(0o755)).unwrap();
+        create_private_dir(&empty).unwrap();
+        assert_eq!(mode(&empty), 0o700);
+        fs::remove_dir_all(base).unwrap();
+    }
 
     #[test]
     fn a_write_replaces_the_file_and_leaves_no_temp_behind() {

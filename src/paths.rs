@@ -103,6 +103,10 @@ impl Paths {
     pub fn messages_file(&self) -> PathBuf {
         self.home.join("messages.json")
     }
+    /// The envelopes of messages still to deliver, as they were sent (one file each, 0600).
+    pub fn outbox_dir(&self) -> PathBuf {
+        self.home.join("outbox")
+    }
     /// Per-task private directories of running AI tasks (removed when each task ends).
     pub fn tasks_dir(&self) -> PathBuf {
         self.home.join("tasks")

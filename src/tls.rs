@@ -56,10 +56,15 @@ pub struct Identity {
     pub fingerprint: Fingerprint,
 }
 
+/// Serialises the making of a pair within this process (the daemon's start and a pairing may
+/// both find none); across processes only the running daemon makes one.
+static CREATING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 impl Identity {
     /// Loads `tls/cert.pem` and `tls/key.pem`, creating them on first use.
     pub fn load_or_create(paths: &Paths, hostname: &str) -> anyhow::Result<Identity> {
         let (cert_path, key_path) = (paths.tls_dir().join("cert.pem"), paths.tls_dir().join("key.pem"));
+        let _creating = CREATING.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if !cert_path.exists() || !key_path.exists() {
             create(paths, hostname)?;
         }
@@ -70,6 +75,20 @@ impl Identity {
         let cert =
             CertificateDer::from_pem_file(cert_path).with_context(|| format!("reading {}", cert_path.display()))?;
         let key = PrivateKeyDer::from_pem_file(key_path).with_context(|| format!("reading {}", key_path.display()))?;
+        // A key that is not the certificate's would make every TLS handshake fail, after peers
+        // pinned the certificate: refuse it here, saying so, rather than at the first connection.
+        let signing = provider()
+            .key_provider
+            .load_private_key(key.clone_key())
+            .with_context(|| format!("{} is not a usable private key", key_path.display()))?;
+        if rustls::sign::CertifiedKey::new(vec![cert.clone()], signing).keys_match().is_err() {
+            anyhow::bail!(
+                "{} is not the private key of {}: put back the matching pair, or move both aside to make a new one \
+                 (paired peers then have to pair again)",
+                key_path.display(),
+                cert_path.display()
+            );
+        }
         Ok(Identity { fingerprint: Fingerprint::of_der(&cert), cert, key })
     }
 }
@@ -97,9 +116,28 @@ fn create(paths: &Paths, hostname: &str) -> anyhow::Result<()> {
     let (year, month, date) = civil_day(today + VALIDITY_DAYS);
     params.not_after = rcgen::date_time_ymd(year, month, date);
     let cert = params.self_signed(&key)?;
-    durable::create_private_dir(&paths.tls_dir())?;
-    durable::write(&paths.tls_dir().join("key.pem"), key.serialize_pem().as_bytes(), Mode::Secret)?;
-    durable::write(&paths.tls_dir().join("cert.pem"), cert.pem().as_bytes(), Mode::Secret)?;
+    let dir = paths.tls_dir();
+    durable::create_private_dir(&dir)?;
+    write_pair(&dir, key.serialize_pem().as_bytes(), cert.pem().as_bytes())
+}
+
+/// Writes a key and its certificate so that a crash at any point leaves either no certificate
+/// (the next start makes a new pair) or the complete new pair, never a certificate beside a key
+/// that is not its own. A lone file left by an earlier crash or by hand is set aside first, not
+/// deleted; then the key is written, then the certificate, each atomically and durably.
+fn write_pair(dir: &Path, key_pem: &[u8], cert_pem: &[u8]) -> anyhow::Result<()> {
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let aside = format!("orphan-{}", crate::clock::now_ms());
+    for lone in [&cert_path, &key_path] {
+        if lone.exists() {
+            let moved = lone.with_extension(format!("pem.{aside}"));
+            std::fs::rename(lone, &moved).with_context(|| format!("setting {} aside", lone.display()))?;
+            log::warn!("{} had no partner; moved to {}", lone.display(), moved.display());
+        }
+    }
+    durable::sync_dir(dir);
+    durable::write(&key_path, key_pem, Mode::Secret)?;
+    durable::write(&cert_path, cert_pem, Mode::Secret)?;
     Ok(())
 }
 
@@ -232,6 +270,53 @@ mod tests {
             assert_eq!(mode("tls"), 0o700);
         }
         server_config(&first).unwrap();
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    // See: #13 (the key and certificate were written one after the other: a crash between them
+    // left a key that did not match the certificate).
+    #[test]
+    fn a_lone_key_or_certificate_is_set_aside_and_a_mismatched_pair_is_refused() {
+        let dir = std::env::temp_dir().join(format!("loopsy-tls-pair-{}", crate::random::hex(6)));
+        let paths = Paths::from_dir(&dir).unwrap();
+        let tls = paths.tls_dir();
+        let first = Identity::load_or_create(&paths, "box").unwrap();
+        let first_key = std::fs::read(tls.join("key.pem")).unwrap();
+        // The certificate alone (its key lost): a new pair, the old certificate kept aside.
+        std::fs::remove_file(tls.join("key.pem")).unwrap();
+        let second = Identity::load_or_create(&paths, "box").unwrap();
+        assert_ne!(second.fingerprint, first.fingerprint);
+        let names: Vec<String> =
+            std::fs::read_dir(&tls).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        assert!(names.iter().any(|n| n.starts_with("cert.pem.orphan-")), "{names:?}");
+        // The key alone: the same.
+        std::fs::remove_file(tls.join("cert.pem")).unwrap();
+        let third = Identity::load_or_create(&paths, "box").unwrap();
+        server_config(&third).unwrap();
+        // Someone else's key beside our certificate: refused, nothing replaced.
+        std::fs::write(tls.join("key.pem"), &first_key).unwrap();
+        let error = Identity::load_or_create(&paths, "box").err().expect("a mismatched pair is refused").to_string();
+        assert!(error.contains("is not the private key of"), "{error}");
+        assert_eq!(std::fs::read(tls.join("key.pem")).unwrap(), first_key);
+        assert_eq!(local_fingerprint(&paths), Some(third.fingerprint));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// Every way a crash can cut `write_pair` short leaves no pair or the right one.
+    #[test]
+    fn a_crash_between_the_writes_never_leaves_a_mismatched_pair() {
+        let dir = std::env::temp_dir().join(format!("loopsy-tls-crash-{}", crate::random::hex(6)));
+        let paths = Paths::from_dir(&dir).unwrap();
+        let tls = paths.tls_dir();
+        let old = Identity::load_or_create(&paths, "box").unwrap();
+        // The states write_pair passes through when replacing a lone certificate: moved aside,
+        // then the new key written (the crash happens before the new certificate).
+        std::fs::remove_file(tls.join("key.pem")).unwrap();
+        std::fs::rename(tls.join("cert.pem"), tls.join("cert.pem.orphan-1")).unwrap();
+        std::fs::write(tls.join("key.pem"), b"-----BEGIN PRIVATE KEY-----\nMC4=\n-----END PRIVATE KEY-----\n").unwrap();
+        let after = Identity::load_or_create(&paths, "box").unwrap();
+        assert_ne!(after.fingerprint, old.fingerprint);
+        server_config(&after).unwrap();
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -51,7 +51,11 @@ fn listing_keeps_insertion_order_and_filters_by_prefix() {
         put(&d, key, json!({"value": key}));
     }
     let first = d.get("/api/v1/context/b").expect(200);
-    std::thread::sleep(Duration::from_millis(2)); // So updatedAt can differ from createdAt.
+    // So updatedAt can differ from createdAt: the clock (milliseconds) must have moved on.
+    let created = first["createdAt"].as_u64().unwrap();
+    wait_until(Duration::from_secs(5), "the clock passes createdAt", || {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64 > created
+    });
     let overwritten = put(&d, "b", json!({"value": "again"}));
     assert_eq!(overwritten["createdAt"], first["createdAt"], "createdAt is kept");
     assert_ne!(overwritten["updatedAt"], first["updatedAt"]);
@@ -448,4 +452,59 @@ fn the_openapi_document_describes_the_context_routes() {
     }
     assert!(doc["components"]["schemas"]["ContextEntry"]["properties"]["revision"].is_object());
     assert!(doc["paths"]["/api/v1/context/{key}"]["put"]["responses"]["409"].is_object());
+}
+
+/// Where `needle` first occurs in `haystack`.
+fn find(haystack: &[u8], needle: &[u8]) -> usize {
+    haystack.windows(needle.len()).position(|w| w == needle).expect("the bytes are in the journal")
+}
+
+// See: #13 (a corrupt frame in the middle of the journal silently dropped every later write, and
+// the compaction at start erased the evidence).
+#[test]
+fn a_journal_damaged_in_the_middle_stops_the_daemon_with_a_clear_error_and_is_kept() {
+    let mut d = Daemon::start("ctx-journal-damage");
+    for i in 0..3 {
+        put(&d, &format!("k{i}"), json!({"value": format!("value-{i}")}));
+    }
+    d.kill(); // no clean stop, so the changes are still in the journal
+    let journal = d.home.path().join("context.journal");
+    let mut bytes = std::fs::read(&journal).unwrap();
+    let at = find(&bytes, b"value-1");
+    bytes[at] ^= 0x01; // one flipped bit in the middle frame
+    std::fs::write(&journal, &bytes).unwrap();
+    let snapshot_before = std::fs::read(d.home.path().join("context.json")).ok();
+
+    let run = d.home.loopsy(&["start", "--foreground"]).code(2);
+    assert!(run.stderr.contains("context.journal is damaged in the middle"), "{}", run.stderr);
+    assert!(run.stderr.contains("truncate -s"), "the error says what to do: {}", run.stderr);
+    d.home.loopsy(&["start"]).code(2).stderr_has("damaged in the middle");
+    assert_eq!(std::fs::read(&journal).unwrap(), bytes, "the journal is left exactly as it was");
+    assert_eq!(std::fs::read(d.home.path().join("context.json")).ok(), snapshot_before, "no compaction ran");
+
+    // Following the advice (cut at the damage) starts the daemon with the changes before it.
+    let offset = run.stderr.split("frame at byte ").nth(1).unwrap().split(' ').next().unwrap();
+    let offset: u64 = offset.parse().unwrap();
+    std::fs::OpenOptions::new().write(true).open(&journal).unwrap().set_len(offset).unwrap();
+    let d = d.restart();
+    assert_eq!(keys(&d.get("/api/v1/context").expect(200)), ["k0"]);
+}
+
+#[test]
+fn a_torn_last_write_is_still_recovered_at_start() {
+    let mut d = Daemon::start("ctx-journal-torn");
+    for i in 0..3 {
+        put(&d, &format!("k{i}"), json!({"value": format!("value-{i}")}));
+    }
+    d.kill();
+    let journal = d.home.path().join("context.journal");
+    let bytes = std::fs::read(&journal).unwrap();
+    // The last frame cut short, as a crash in the middle of an append leaves it.
+    std::fs::write(&journal, &bytes[..bytes.len() - 5]).unwrap();
+    let d = d.restart();
+    assert_eq!(keys(&d.get("/api/v1/context").expect(200)), ["k0", "k1"]);
+    // A crash tears only an append in progress, never acknowledged: its revision is free again.
+    assert_eq!(put(&d, "k3", json!({"value": "after"}))["revision"], 3);
+    let logged = d.output.lock().unwrap().join("\n");
+    assert!(logged.contains("a write cut short by a crash"), "{logged}");
 }

@@ -3,18 +3,19 @@
 //! driven by Playwright (`tests/browser/*.mjs`).
 //!
 //! The browser tests need node, `tests/browser/node_modules` (`npm ci --prefix tests/browser`)
-//! and Chromium (`/usr/bin/chromium`, or `LOOPSY_CHROMIUM`); without them they are skipped with
-//! a printed reason, unless `CI=true`, where that is a failure. Screenshots of each view go to
-//! `target/dashboard-screenshots/`.
+//! and Chromium (`/usr/bin/chromium`, or `LOOPSY_CHROMIUM`); without them they are skipped
+//! loudly (`support::skip::browser`), and fail under `CI`. Screenshots of each view go to
+//! `target/dashboard-screenshots/`. How fast the views paint is a figure of `cargo xtask bench`.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::support::{loopsy_bin, wait_until, Daemon, Home, Response};
+use crate::support::{
+    command, loopsy_bin, prerequisite, run_within, wait_until, Daemon, Home, Request, Response, PROCESS_LIMIT,
+};
 
 const WAIT: Duration = Duration::from_secs(10);
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
@@ -22,13 +23,48 @@ const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-
 
 /// A fresh one-time login path from the daemon (`/dashboard/login?token=…`).
 fn login_path(d: &Daemon) -> String {
-    d.req("POST", "/api/v1/dashboard/token").send().expect(200)["loginPath"].as_str().unwrap().to_string()
+    let auth = format!("Bearer {}", d.key);
+    let res = raw(d, "POST", "/api/v1/dashboard/token", &[("Host", &d.addr), ("Authorization", &auth)], None);
+    assert_eq!(res.status, 200, "{}", res.text());
+    res.json()["loginPath"].as_str().unwrap().to_string()
+}
+
+trait Io: Read + Write {}
+impl<T: Read + Write> Io for T {}
+
+/// A connection to `d`: over TLS pinned to its certificate when it serves HTTPS.
+fn connect(d: &Daemon) -> Box<dyn Io> {
+    let tcp = std::net::TcpStream::connect(&d.addr).unwrap();
+    tcp.set_read_timeout(Some(WAIT)).unwrap();
+    if !d.url.starts_with("https://") {
+        return Box::new(tcp);
+    }
+    let paths = loopsy::paths::Paths::from_dir(d.home.path()).unwrap();
+    let pin = loopsy::tls::local_fingerprint(&paths).expect("the daemon's certificate");
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let connection = rustls::ClientConnection::new(loopsy::tls::client_config(&pin), name).unwrap();
+    Box::new(rustls::StreamOwned::new(connection, tcp))
 }
 
 /// Sends a request with exactly the head lines given (its own `Host`), `Connection: close`.
 fn raw(d: &Daemon, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&str>) -> Response {
-    let mut stream = std::net::TcpStream::connect(&d.addr).unwrap();
-    stream.set_read_timeout(Some(WAIT)).unwrap();
+    if d.url.starts_with("https://") {
+        return raw_tls(d, method, path, headers, body);
+    }
+    let mut request = Request::new(&d.addr, method, path).without_host().timeout(WAIT);
+    for (name, value) in headers {
+        request = request.header(name, value);
+    }
+    if let Some(body) = body {
+        request = request.header("Content-Type", "application/json").body(body);
+    }
+    request.send()
+}
+
+/// [`raw`] over pinned TLS, for a daemon that serves HTTPS: the body must be as long as
+/// `Content-Length` says.
+fn raw_tls(d: &Daemon, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&str>) -> Response {
+    let mut stream = connect(d);
     let mut head = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
     for (name, value) in headers {
         head.push_str(&format!("{name}: {value}\r\n"));
@@ -55,7 +91,13 @@ fn raw(d: &Daemon, method: &str, path: &str, headers: &[(&str, &str)], body: Opt
         headers.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
     }
     let mut body = Vec::new();
-    reader.read_to_end(&mut body).unwrap();
+    if let Err(e) = reader.read_to_end(&mut body) {
+        // A TLS peer that closes without close_notify: the body read so far is all there is.
+        assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof, "{e}");
+    }
+    if let Some((_, length)) = headers.iter().find(|(name, _)| name == "content-length") {
+        assert_eq!(length.parse::<usize>().ok(), Some(body.len()), "a truncated body over TLS");
+    }
     Response { status, headers, body }
 }
 
@@ -69,7 +111,8 @@ fn log_in(d: &Daemon) -> String {
 
 /// A cookie request to `d` as the dashboard page would send it.
 fn as_browser(d: &Daemon, method: &str, path: &str, cookie: &str, body: Option<&str>) -> Response {
-    let origin = format!("http://{}", d.addr);
+    let scheme = if d.url.starts_with("https://") { "https" } else { "http" };
+    let origin = format!("{scheme}://{}", d.addr);
     let headers = [("Host", d.addr.as_str()), ("Cookie", cookie), ("Origin", &origin), ("X-Loopsy-Dashboard", "1")];
     raw(d, method, path, &headers, body)
 }
@@ -82,10 +125,15 @@ fn error_message(res: &Response, status: u16) -> String {
 
 /// A session daemon of `main`: its own home, linked as `<main>/sessions/<name>`.
 fn session(main: &Path, name: &str, hostname: &str) -> Daemon {
+    session_home(main, name, hostname).start()
+}
+
+/// The home of a session of `main`, not started yet.
+fn session_home(main: &Path, name: &str, hostname: &str) -> Home {
     let home = Home::new(name);
     home.edit_config(|doc| doc["server"]["hostname"] = hostname.into());
     link_session(main, name, home.path());
-    home.start()
+    home
 }
 
 fn link_session(main: &Path, name: &str, dir: &Path) {
@@ -102,11 +150,11 @@ fn a_login_token_is_only_for_the_local_owner() {
     assert_eq!(answer["token"].as_str().unwrap().len(), 64);
     assert_eq!(answer["loginPath"], format!("/dashboard/login?token={}", answer["token"].as_str().unwrap()));
     d.anon("POST", "/api/v1/dashboard/token").send().expect_error(401, 1001);
-    d.anon("POST", "/api/v1/dashboard/token").key("bob-key-0123456789abcdef").send().expect_error(403, 1002);
+    d.anon("POST", "/api/v1/dashboard/token").key("bob-key-0123456789abcdef").send().expect_error(403, 9009);
     // A dashboard session cannot mint more tokens: they are for `loopsy dashboard` only.
     let cookie = log_in(&d);
     let res = as_browser(&d, "POST", "/api/v1/dashboard/token", &cookie, None);
-    assert_eq!(res.status, 401, "{}", res.text());
+    assert!(error_message(&res, 403).contains("local owner"), "{}", res.text());
 }
 
 #[test]
@@ -205,11 +253,11 @@ fn peer_keys_cannot_use_the_dashboards_routes_but_a_browser_session_can() {
     let bob = |path: &str| d.anon("GET", path).key("bob-key-0123456789abcdef").send();
     bob("/api/v1/status").expect(200);
     for path in ["/api/v1/dashboard/overview", "/api/v1/dashboard/targets", "/api/v1/dashboard/peers"] {
-        assert!(bob(path).expect_error(403, 1002).contains("owner"), "{path}");
+        assert!(bob(path).expect_error(403, 9009).contains("owner"), "{path}");
         d.get(path).expect(200);
         d.anon("GET", path).send().expect_error(401, 1001);
     }
-    bob("/api/v1/dashboard/proxy/local/api/v1/status").expect_error(403, 1002);
+    bob("/api/v1/dashboard/proxy/local/api/v1/status").expect_error(403, 9009);
     let cookie = log_in(&d);
     assert_eq!(as_browser(&d, "GET", "/api/v1/dashboard/overview", &cookie, None).status, 200);
 }
@@ -378,71 +426,39 @@ fn loopsy_dashboard_opens_the_login_link_with_the_browser_or_prints_it() {
     let mut permissions = std::fs::metadata(&browser).unwrap().permissions();
     std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
     std::fs::set_permissions(&browser, permissions).unwrap();
-    let out = Command::new(loopsy_bin())
-        .arg("--home")
-        .arg(d.home.path())
-        .arg("dashboard")
-        .env("BROWSER", &browser)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let dashboard = || {
+        let mut dashboard = command(loopsy_bin());
+        dashboard.arg("--home").arg(d.home.path()).arg("dashboard");
+        dashboard
+    };
+    run_within(dashboard().env("BROWSER", &browser), PROCESS_LIMIT).success();
     let args = std::fs::read_to_string(&record).unwrap();
     let lines: Vec<&str> = args.lines().collect();
     assert_eq!(lines[0], "1", "{args}");
     assert!(lines[1].starts_with(&format!("{}/dashboard/login?token=", d.url)));
 
     // No browser at all: the link is printed.
-    let out = Command::new(loopsy_bin())
-        .arg("--home")
-        .arg(d.home.path())
-        .arg("dashboard")
-        .env_remove("BROWSER")
-        .env_remove("DISPLAY")
-        .env_remove("WAYLAND_DISPLAY")
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).contains("/dashboard/login?token="));
+    let printed = run_within(&mut dashboard(), PROCESS_LIMIT).success();
+    assert!(printed.stdout.contains("/dashboard/login?token="), "{printed:?}");
 }
 
 // ---- Browser tests ----
 
-/// `node` with Playwright and Chromium, or the reason they are missing.
-fn browser_tools() -> Result<(PathBuf, PathBuf), String> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
-    let chromium = PathBuf::from(std::env::var("LOOPSY_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into()));
-    if Command::new("node").arg("--version").output().map(|o| !o.status.success()).unwrap_or(true) {
-        return Err("node is not installed".into());
-    }
-    if !dir.join("node_modules/playwright-core").is_dir() {
-        return Err("tests/browser/node_modules is missing (run `npm ci --prefix tests/browser`)".into());
-    }
-    if !chromium.exists() {
-        return Err(format!("{} is missing (apt-get install chromium)", chromium.display()));
-    }
-    Ok((dir, chromium))
-}
-
 /// Runs `tests/browser/<script>` with `config` as its argument; `None` when skipped.
 fn run_browser(script: &str, config: &Value) -> Option<String> {
-    let (dir, chromium) = match browser_tools() {
-        Ok(tools) => tools,
-        Err(reason) if std::env::var("CI").as_deref() == Ok("true") => panic!("browser test needs: {reason}"),
-        Err(reason) => {
-            eprintln!("SKIPPED browser test {script}: {reason}");
-            return None;
-        }
-    };
+    let browser = prerequisite(crate::support::skip::browser())?;
     let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/dashboard-screenshots");
     std::fs::create_dir_all(&shots).unwrap();
     let mut config = config.clone();
-    config["chromium"] = chromium.display().to_string().into();
+    config["chromium"] = browser.chromium.display().to_string().into();
     config["screenshots"] = shots.display().to_string().into();
-    let out = Command::new("node").arg(dir.join(script)).arg(config.to_string()).output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    eprintln!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "{script} failed");
-    Some(stdout)
+    let run = run_within(
+        command(&browser.node).arg(browser.scripts.join(script)).arg(config.to_string()),
+        Duration::from_secs(180),
+    );
+    eprintln!("{}{}", run.stdout, run.stderr);
+    assert_eq!(run.code, 0, "{script} failed");
+    Some(run.stdout)
 }
 
 fn url_of(d: &Daemon, path: &str) -> String {
@@ -473,8 +489,19 @@ fn every_view_shows_real_data_and_messages_travel_between_sessions() {
     let main = Home::new("dash-b-main");
     main.edit_config(|doc| doc["server"]["hostname"] = "dash-main".into());
     main.edit_config(|doc| doc["discovery"]["healthInterval"] = 300.into());
-    let w1 = session(main.path(), "w1", "dash-w1");
-    let w2 = session(main.path(), "w2", "dash-w2");
+    // The two sessions know each other as peers with each other's key, so each daemon can
+    // deliver a message (w1 → w2) and its acknowledgement (w2 → w1) itself.
+    let (w1, w2) = (session_home(main.path(), "w1", "dash-w1"), session_home(main.path(), "w2", "dash-w2"));
+    let (w1_key, w2_key) = (w1.key(), w2.key());
+    w1.edit_config(|doc| doc["auth"]["allowedKeys"]["w2"] = w2_key.into());
+    w2.edit_config(|doc| doc["auth"]["allowedKeys"]["w1"] = w1_key.into());
+    let (w1, w2) = (w1.start(), w2.start());
+    for (from, name, to) in [(&w1, "w2", &w2), (&w2, "w1", &w1)] {
+        from.req("POST", "/api/v1/peers")
+            .json(&json!({"address": "127.0.0.1", "port": to.port, "name": name}))
+            .send()
+            .expect(200);
+    }
     let stopped = Home::new("w3");
     link_session(main.path(), "w3", stopped.path());
     main.edit_config(|doc| doc["auth"]["allowedKeys"]["w2peer"] = w2.key.clone().into());
@@ -495,12 +522,12 @@ fn every_view_shows_real_data_and_messages_travel_between_sessions() {
     let config = json!({
         "base": d.url, "login": url_of(&d, &login_path(&d)), "hostile": hostile,
         "mainHost": "dash-main", "sessions": ["dash-w1", "dash-w2"], "stopped": "w3",
-        "w1": {"url": w1.url, "key": w1.key}, "from": "session:w1", "to": "dash-w2", "mainKey": d.key,
+        "w1": {"url": w1.url, "key": w1.key}, "from": "session:w1", "to": "w2", "mainKey": d.key,
     });
     if run_browser("views.mjs", &config).is_none() {
         return;
     }
-    // What the Messages view wrote follows the §6 layout exactly.
+    // What the Messages view had the daemons write follows the §6 layout exactly.
     let inbox = w2.get("/api/v1/context?prefix=inbox%3Adash-w2%3A").expect(200);
     assert_eq!(inbox["entries"].as_array().unwrap().len(), 1, "the first was acknowledged (deleted): {inbox}");
     let entry = &inbox["entries"][0];
@@ -518,6 +545,16 @@ fn every_view_shows_real_data_and_messages_travel_between_sessions() {
     let ack = w1.get("/api/v1/context/ack%3Adash-w2").expect(200);
     assert_ne!(ack["value"], id, "the ack names the first message, which is gone from the inbox");
     assert_eq!(ack["ttl"], 7200);
+    // The view sent through the messages API: w1's daemon has both messages on its delivery
+    // record, delivered, the first acknowledged (a view writing context keys leaves no record).
+    let report = w1.get("/api/v1/messages/status?peer=w2").expect(200);
+    let states: Vec<(bool, &str)> = report["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["acked"].as_bool().unwrap(), m["state"].as_str().unwrap()))
+        .collect();
+    assert_eq!(states, [(true, "delivered"), (false, "delivered")], "{report}");
     // Nothing the hostile hostname carried ran (the script checked the page; here, the peer is intact).
     let peers = d.get("/api/v1/peers").expect(200);
     assert!(peers["peers"].as_array().unwrap().iter().any(|p| p["hostname"] == hostile));
@@ -525,13 +562,11 @@ fn every_view_shows_real_data_and_messages_travel_between_sessions() {
 
 #[test]
 fn a_task_dispatched_from_the_browser_asks_for_approval_and_finishes_once_approved() {
-    let agents = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/agents");
+    let agents = crate::support::stand_in_agents();
     let user_home = crate::support::TempDir::new("dash-task-user");
     let mut home = Home::new("dash-b-tasks");
-    let path = format!("{}:{}", agents.display(), std::env::var("PATH").unwrap_or_default());
-    home.env.push(("PATH".into(), path));
+    home.with_stand_in_agents();
     home.env.push(("HOME".into(), user_home.path().display().to_string()));
-    home.env.push(("PYTHONDONTWRITEBYTECODE".into(), "1".into()));
     let d = home.start();
     d.get("/api/v1/ai-tasks").expect(200);
     assert!(agents.join("claude").exists(), "the stand-in agents of the AI task tests are missing");
@@ -543,4 +578,22 @@ fn a_task_dispatched_from_the_browser_asks_for_approval_and_finishes_once_approv
     let tasks = d.get("/api/v1/ai-tasks").expect(200);
     assert_eq!(tasks["tasks"][0]["status"], "completed", "{tasks}");
     assert!(workdir.path().join("out.txt").exists(), "the approved tool ran");
+}
+
+#[test]
+fn the_session_cookie_is_secure_over_https_and_the_proxy_follows_a_rotated_key() {
+    let home = Home::new("dash-https");
+    home.edit_config(|doc| doc["tls"]["enabled"] = true.into());
+    let d = home.start();
+    let res = raw(&d, "GET", &login_path(&d), &[("Host", &d.addr)], None);
+    assert_eq!(res.status, 303, "{}", res.text());
+    let set_cookie = res.header("set-cookie").unwrap();
+    assert!(set_cookie.split("; ").any(|attribute| attribute == "Secure"), "{set_cookie}");
+    let cookie = set_cookie.split(';').next().unwrap().to_string();
+    let status = "/api/v1/dashboard/proxy/local/api/v1/status";
+    assert_eq!(as_browser(&d, "GET", status, &cookie, None).status, 200);
+    // The owner rotates the key: the proxy uses the new one at once.
+    d.loopsy(&["key", "generate"]).success();
+    let res = as_browser(&d, "GET", status, &cookie, None);
+    assert_eq!(res.status, 200, "{}", res.text());
 }

@@ -2,36 +2,17 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 use rustls::pki_types::pem::PemObject;
 use serde_json::{json, Value};
 
-use crate::support::{loopsy_bin, Daemon, Home, Run, TempDir};
+use crate::support::{
+    command, loopsy_bin, prerequisite, run_within, Daemon, Home, Run, TempDir, UserHome, PROCESS_LIMIT,
+};
 
-/// `loopsy doctor` with HOME = `user` (agents' configs, service units) and no user bus.
+/// `loopsy doctor` with HOME = `user` (agents' configs, service units) and no agent CLI.
 fn doctor(home: &Path, user: &Path, args: &[&str]) -> Run {
-    let runtime = user.join("run");
-    std::fs::create_dir_all(&runtime).unwrap();
-    let output = Command::new(loopsy_bin())
-        .arg("--home")
-        .arg(home)
-        .arg("doctor")
-        .args(args)
-        .env("HOME", user)
-        .env("PATH", "/usr/bin:/bin")
-        .env("XDG_RUNTIME_DIR", &runtime)
-        .env_remove("DBUS_SESSION_BUS_ADDRESS")
-        .env_remove("XDG_CONFIG_HOME")
-        .env_remove("CODEX_HOME")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    Run {
-        code: output.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
+    run_within(command(loopsy_bin()).arg("--home").arg(home).arg("doctor").args(args).user_home(user), PROCESS_LIMIT)
 }
 
 /// The checks named `name`, from `doctor --json`.
@@ -62,12 +43,7 @@ fn a_healthy_node_passes_every_check_that_can_fail() {
         json!({"mcpServers": {"loopsy": {"command": "loopsy"}}}).to_string(),
     )
     .unwrap();
-    let unit = Command::new(loopsy_bin())
-        .arg("--home")
-        .arg(daemon.home.path())
-        .args(["enable", "--print", "--platform", "linux"])
-        .output()
-        .unwrap();
+    let unit = daemon.loopsy(&["enable", "--print", "--platform", "linux"]).success();
     let unit_file = user.path().join(".config/systemd/user/loopsy.service");
     std::fs::create_dir_all(unit_file.parent().unwrap()).unwrap();
     std::fs::write(&unit_file, unit.stdout).unwrap();
@@ -245,10 +221,7 @@ fn an_mdns_port_held_exclusively_is_a_warning() {
     home.edit_config(|doc| doc["discovery"]["enabled"] = true.into());
     let user = TempDir::new("user");
     // Held on loopback only, without address reuse: nothing else may bind 5353 then.
-    let Ok(_blocker) = std::net::UdpSocket::bind("127.0.0.1:5353") else {
-        eprintln!("skipped: UDP 5353 is in use on this machine");
-        return;
-    };
+    let Some(_blocker) = prerequisite(crate::support::skip::udp_port_free(5353)) else { return };
     let report = doctor(home.path(), user.path(), &["--json"]).json();
     assert_check(&report, "mDNS", "warn", "cannot bind UDP 5353");
 }

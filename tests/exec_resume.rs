@@ -203,9 +203,11 @@ fn loopsy_exec_rides_out_a_stalled_link_and_prints_everything_once() {
     cli.wait_line("line 8", Duration::from_secs(20));
     relay.freeze();
     let frozen_at = Instant::now();
+    let before = relay.connections();
     cli.wait_line("reattaching to job", Duration::from_secs(10));
     eprintln!("the CLI noticed the stall after {:?}", frozen_at.elapsed());
-    std::thread::sleep(Duration::from_secs(1)); // its first attempts hang too
+    // Its first attempts hang in the frozen link too.
+    wait_until(Duration::from_secs(10), "a reattach attempt meets the frozen link", || relay.connections() > before);
     relay.thaw();
     let (code, seen) = cli.wait(Duration::from_secs(30));
     assert_eq!(code, 3, "the command's exit code: {seen:?}");

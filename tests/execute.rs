@@ -2,12 +2,11 @@
 //! and `loopsy exec`.
 
 use std::io::BufRead;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::support::{loopsy_bin, wait_until, Daemon, Home};
+use crate::support::{wait_until, Background, Daemon, Home};
 
 const EXECUTE: &str = "/api/v1/execute";
 const STREAM: &str = "/api/v1/execute/stream";
@@ -395,19 +394,25 @@ fn stdin_is_dev_null() {
 }
 
 #[test]
-fn execute_routes_are_rate_limited() {
+fn execute_routes_are_rate_limited_for_peers() {
     let home = Home::new("exec-rate");
-    home.edit_config(|doc| doc["rateLimits"]["execute"] = 2.into());
+    let peer_key = "9e9e9e9e9e9e9e9e9e9e9e9e9e9e9e9e";
+    home.edit_config(|doc| {
+        doc["rateLimits"]["execute"] = 2.into();
+        doc["auth"]["allowedKeys"]["bob"] = peer_key.into();
+    });
     let daemon = home.start();
-    execute(&daemon, json!({"command": "true"}));
-    daemon.get(JOBS).expect(200);
-    let res = daemon.req("POST", EXECUTE).json(&json!({"command": "true"})).send();
+    let bob = |method: &str, path: &str| daemon.anon(method, path).key(peer_key);
+    bob("POST", EXECUTE).json(&json!({"command": "true"})).send().expect(200);
+    bob("GET", JOBS).send().expect(200);
+    let res = bob("POST", EXECUTE).json(&json!({"command": "true"})).send();
     let message = res.expect_error(429, 9002);
     assert!(message.contains("execute"), "{message}");
     assert!(res.header("retry-after").unwrap().parse::<u64>().unwrap() >= 1);
-    daemon.req("POST", STREAM).json(&json!({"command": "true"})).send().expect_error(429, 9002);
-    // Other categories are not affected.
-    daemon.get("/api/v1/status").expect(200);
+    bob("POST", STREAM).json(&json!({"command": "true"})).send().expect_error(429, 9002);
+    // Other categories are not affected, nor is the owner.
+    bob("GET", "/api/v1/status").send().expect(200);
+    execute(&daemon, json!({"command": "true"}));
 }
 
 #[test]
@@ -436,21 +441,12 @@ fn loopsy_exec_streams_output_live_and_exits_with_the_remote_code() {
 
     // Live: the first line is shown while the command still runs; killing the CLI ends the job
     // once it has not come back within execution.detachedTimeout.
-    let mut cli = Command::new(loopsy_bin())
-        .arg("--home")
-        .arg(daemon.home.path())
-        .args(["exec", "local", "sh", "-c", "echo first; sleep 100"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(cli.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    assert_eq!(line, "first\n");
-    assert!(cli.try_wait().unwrap().is_none(), "still running");
+    let mut cli = Background::spawn(daemon.home.path(), &["exec", "local", "sh", "-c", "echo first; sleep 100"]);
+    assert_eq!(cli.wait_line("first", Duration::from_secs(20)), "first");
+    assert!(cli.running(), "still running");
     assert_eq!(jobs(&daemon).len(), 1);
-    cli.kill().unwrap();
-    cli.wait().unwrap();
+    cli.signal(libc::SIGKILL);
+    cli.wait(Duration::from_secs(10));
     wait_until(Duration::from_secs(5), "the remote job ended with the CLI", || jobs(&daemon).is_empty());
 }
 
@@ -497,4 +493,125 @@ fn a_quiet_stream_sends_heartbeat_comments() {
     assert!(started.elapsed() >= Duration::from_secs(5), "heartbeats only after a quiet spell");
     stream.close();
     wait_until(Duration::from_secs(5), "the job ended", || jobs(&daemon).is_empty());
+}
+
+// See: #13 (item 9).
+#[test]
+fn a_timeout_beyond_execution_max_timeout_is_refused_and_one_within_it_runs() {
+    let home = Home::new("exec-max-timeout");
+    home.edit_config(|doc| doc["execution"]["maxTimeout"] = 400_000.into());
+    let daemon = home.start();
+    for endpoint in [EXECUTE, STREAM] {
+        let body = json!({"command": "echo", "args": ["never"], "timeout": 400_001});
+        let message = daemon.req("POST", endpoint).json(&body).send().expect_error(400, 9003);
+        assert!(message.contains("execution.maxTimeout") && message.contains("400000"), "{message}");
+    }
+    assert!(jobs(&daemon).is_empty());
+    let result = execute(&daemon, json!({"command": "echo", "args": ["ok"], "timeout": 400_000}));
+    assert_eq!(result["stdout"], "ok\n");
+    // The default cap is an hour; a 1.0.21 client asking for a day is told so.
+    let default = Daemon::start("exec-max-timeout-default");
+    let message = default
+        .req("POST", EXECUTE)
+        .json(&json!({"command": "true", "timeout": 86_400_000}))
+        .send()
+        .expect_error(400, 9003);
+    assert!(message.contains("3600000"), "{message}");
+    default.loopsy(&["exec", "--timeout", "86400000", "local", "true"]).code(2).stderr_has("execution.maxTimeout");
+}
+
+#[test]
+fn a_config_whose_default_timeout_exceeds_the_cap_is_refused_at_start() {
+    let home = Home::new("exec-max-timeout-config");
+    home.edit_config(|doc| doc["execution"]["maxTimeout"] = 1000.into());
+    home.loopsy(&["start", "--foreground"]).code(2).stderr_has("execution.defaultTimeout");
+}
+
+#[test]
+fn a_relative_cwd_is_refused_and_nothing_runs() {
+    let daemon = Daemon::start("exec-relative-cwd");
+    for cwd in ["tmp", ".", "./", "../tmp", "~"] {
+        for endpoint in [EXECUTE, STREAM] {
+            let body = json!({"command": "pwd", "cwd": cwd});
+            let message = daemon.req("POST", endpoint).json(&body).send().expect_error(400, 9003);
+            assert!(message.contains("'cwd' must be an absolute path"), "{cwd}: {message}");
+        }
+    }
+    assert_eq!(execute(&daemon, json!({"command": "pwd", "cwd": "/"}))["stdout"], "/\n");
+    assert_eq!(daemon.get("/api/v1/status").expect(200)["jobs"]["total"], 1, "only the absolute one ran");
+}
+
+#[test]
+fn a_denied_name_refuses_its_whole_family_and_nothing_runs() {
+    // Stand-ins on PATH that would leave a mark if they ran.
+    let bin = crate::support::TempDir::new("exec-family-bin");
+    let mark = bin.path().join("ran");
+    for name in ["mkfs.ext4", "mke2fs", "mkswap", "poweroff", "systemctl", "shred"] {
+        let script = bin.path().join(name);
+        std::fs::write(&script, format!("#!/bin/sh\necho {name} >> '{}'\n", mark.display())).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let daemon = Daemon::start("exec-family");
+    let path = format!("{}:/usr/bin:/bin", bin.path().display());
+    let cases = [
+        (json!({"command": "mkfs.ext4", "args": ["/dev/sdz1"]}), "Command 'mkfs.ext4' is denied (as 'mkfs'"),
+        (json!({"command": "mke2fs", "args": ["/dev/sdz1"]}), "Command 'mke2fs' is denied (as 'mkfs'"),
+        (json!({"command": "sh", "args": ["-c", "mkswap /dev/sdz2"]}), "Command 'mkswap' is denied"),
+        (json!({"command": "systemctl", "args": ["poweroff"]}), "Command 'poweroff' is denied (as 'shutdown'"),
+        (json!({"command": "poweroff"}), "Command 'poweroff' is denied"),
+        (json!({"command": "shred", "args": ["-u", "x"]}), "Command 'shred' is denied (as 'rm'"),
+    ];
+    for (mut body, expected) in cases {
+        body["env"] = json!({"PATH": path});
+        for endpoint in [EXECUTE, STREAM] {
+            let message = daemon.req("POST", endpoint).json(&body).send().expect_error(400, 3001);
+            assert!(message.starts_with(expected), "{body}: {message}");
+        }
+    }
+    assert!(!mark.exists(), "a denied program ran: {:?}", std::fs::read_to_string(&mark));
+    let allowed = json!({"command": "systemctl", "args": ["status"], "env": {"PATH": path}});
+    assert_eq!(execute(&daemon, allowed)["exitCode"], 0, "systemctl itself is not denied");
+    assert_eq!(std::fs::read_to_string(&mark).unwrap(), "systemctl\n");
+}
+
+#[test]
+fn commands_never_see_the_daemons_variables_or_keys_even_keys_added_later() {
+    let later_key = "later-peer-key-0123456789abcdef";
+    let mut home = Home::new("exec-secrets");
+    let own_key = home.key();
+    for (name, value) in [
+        ("LOOPSY_API_KEY", own_key.as_str()),
+        ("LOOPSY_SOMETHING", "daemon-only"),
+        ("MY_TOKEN", own_key.as_str()),
+        ("AUTH_HEADER", &format!("Authorization: Bearer {own_key}")),
+        ("LATER", later_key),
+        ("ORDINARY", "visible"),
+    ] {
+        home.env.push((name.into(), value.into()));
+    }
+    let daemon = home.start();
+    let env_of = |endpoint: &str| -> String {
+        let body = json!({"command": "env", "env": {"FROM_REQUEST": "yes"}});
+        let res = daemon.req("POST", endpoint).json(&body).send();
+        assert_eq!(res.status, 200, "{}", res.text());
+        if endpoint == EXECUTE {
+            res.json()["stdout"].as_str().unwrap().to_string()
+        } else {
+            res.text()
+        }
+    };
+    for endpoint in [EXECUTE, STREAM] {
+        let env = env_of(endpoint);
+        assert!(env.contains("ORDINARY=visible") && env.contains("FROM_REQUEST=yes"), "{env}");
+        assert!(env.contains(&format!("LATER={later_key}")), "not a key yet: {env}");
+        assert!(!env.contains("LOOPSY_"), "{endpoint}: {env}");
+        assert!(!env.contains(&own_key), "{endpoint}: the daemon's key reached the command: {env}");
+    }
+    // The key becomes one of the daemon's (a pairing or a hand edit): from now on it is kept back.
+    daemon.home.edit_config(|doc| doc["auth"]["allowedKeys"]["carol"] = later_key.into());
+    for endpoint in [EXECUTE, STREAM] {
+        let env = env_of(endpoint);
+        assert!(env.contains("ORDINARY=visible") && !env.contains(later_key), "{endpoint}: {env}");
+    }
 }

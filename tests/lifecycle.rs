@@ -93,14 +93,14 @@ fn a_second_daemon_on_the_same_home_is_refused() {
 #[test]
 fn stop_never_signals_a_process_a_stale_pid_file_names() {
     let home = Home::new("stale");
-    let mut bystander = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+    let mut bystander = crate::support::command("sleep").arg("30").spawn().unwrap();
     std::fs::write(home.path().join("daemon.pid"), bystander.id().to_string()).unwrap();
     std::fs::write(home.path().join("daemon.lock"), "").unwrap();
     home.loopsy(&["stop"]).success().stdout_has("not running");
     assert!(bystander.try_wait().unwrap().is_none(), "the unrelated process was signalled");
     assert!(!home.path().join("daemon.pid").exists(), "the stale PID file is cleaned up");
     bystander.kill().unwrap();
-    let _ = bystander.wait();
+    crate::support::wait_child(&mut bystander, Duration::from_secs(10));
 }
 
 #[test]
@@ -172,12 +172,11 @@ fn a_generated_key_takes_effect_without_a_restart() {
 #[test]
 fn the_home_can_be_relocated_with_loopsy_home() {
     let home = TempDir::new("envhome");
-    let run = std::process::Command::new(crate::support::loopsy_bin())
-        .arg("init")
-        .env("LOOPSY_HOME", home.path())
-        .output()
-        .unwrap();
-    assert!(run.status.success());
+    crate::support::run_within(
+        crate::support::command(crate::support::loopsy_bin()).arg("init").env("LOOPSY_HOME", home.path()),
+        crate::support::PROCESS_LIMIT,
+    )
+    .success();
     assert!(home.path().join("config.yaml").exists());
     assert!(home.path().join("node-id").exists());
 }
@@ -193,27 +192,16 @@ fn logs_prints_the_daemon_log_and_the_audit_log_and_follows() {
         daemon.loopsy(&["logs", "--audit"]).stdout.contains("/api/v1/status")
     });
 
-    let mut follower = std::process::Command::new(crate::support::loopsy_bin())
-        .arg("--home")
-        .arg(daemon.home.path())
-        .args(["logs", "--audit", "-f", "-n", "0"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = follower.stdout.take().unwrap();
-    let (send, receive) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = send.send(line);
-        }
+    let mut follower = crate::support::Background::spawn(daemon.home.path(), &["logs", "--audit", "-f", "-n", "0"]);
+    // The follower prints only lines written after it started, and says nothing when it has:
+    // request until one of the requests shows up.
+    let mut followed = String::new();
+    wait_until(Duration::from_secs(20), "a followed line", || {
+        daemon.get("/api/v1/identity").expect(200);
+        follower.try_line("/api/v1/identity", Duration::from_millis(200)).map(|line| followed = line).is_some()
     });
-    std::thread::sleep(Duration::from_millis(300));
-    daemon.get("/api/v1/identity").expect(200);
-    let line = receive.recv_timeout(Duration::from_secs(5)).expect("a followed line");
-    assert!(line.contains("/api/v1/identity"), "{line}");
-    follower.kill().unwrap();
-    let _ = follower.wait();
+    assert!(followed.contains("/api/v1/identity"), "{followed}");
+    assert!(follower.running(), "-f keeps following");
 }
 
 #[test]
@@ -248,11 +236,60 @@ fn a_background_daemon_does_not_keep_descriptors_its_starter_held() {
         crate::support::loopsy_bin(),
         home.path().display()
     );
-    let status = std::process::Command::new("sh").args(["-c", &script]).status().unwrap();
-    assert!(status.success());
+    crate::support::run_within(crate::support::command("sh").args(["-c", &script]), crate::support::PROCESS_LIMIT)
+        .success();
     let pid = home.runtime(None).unwrap()["pid"].as_u64().unwrap();
     let fd7 = std::fs::read_link(format!("/proc/{pid}/fd/7"));
     // Stopped before asserting: a daemon left running would keep the descriptor held.
     home.loopsy(&["stop"]).success();
     assert!(fd7.map_or(true, |target| target != marker), "the daemon kept its starter's descriptor 7");
+}
+
+// See: #13 (item 10): `--home` on an existing directory deleted `tasks/`, `transfer/staging/`
+// and unknown files in `transfer/journal/`, and made the directory 0700.
+#[test]
+fn a_home_that_already_holds_the_users_files_keeps_them_and_its_mode() {
+    let dir = TempDir::new("home-existing");
+    let root = dir.path().to_path_buf();
+    let users_files = [
+        "notes.txt",
+        "tasks/todo.md",
+        "tasks/0a1b2c3d-0000-4000-8000-00000000000z/plan.md",
+        "tasks/project/src/main.rs",
+        "transfer/staging/photo.jpg",
+        "transfer/staging/.staged.other",
+        "transfer/journal/readme.txt",
+        "transfer/journal/ffff.json",
+        "sessions/mine/file.txt",
+        "logs/mine.log",
+    ];
+    for file in users_files {
+        let path = root.join(file);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, format!("the user's {file}")).unwrap();
+    }
+    std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(root.join("tasks"), std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    loopsy_in(&root, &["init"]).success();
+    let home = Home { dir, name: "home-existing".into(), env: Vec::new() };
+    home.edit_config(|doc| {
+        doc["server"]["host"] = "127.0.0.1".into();
+        doc["server"]["port"] = 0.into();
+        doc["discovery"]["enabled"] = false.into();
+    });
+    let mut daemon = home.start();
+    daemon.get("/api/v1/status").expect(200);
+    daemon.stop(); // the daemon's exit cleans up its task directories too
+    let mut daemon = daemon.restart();
+    daemon.stop();
+    daemon.home.loopsy(&["session", "remove", "mine"]).code(2).stderr_has("not a loopsy session");
+
+    for file in users_files {
+        let text = std::fs::read_to_string(root.join(file)).unwrap_or_else(|e| panic!("{file} was removed: {e}"));
+        assert_eq!(text, format!("the user's {file}"));
+    }
+    assert_eq!(mode(&root), 0o755, "the directory's mode is the user's");
+    assert_eq!(mode(&root.join("tasks")), 0o755);
+    assert_eq!(mode(&root.join("config.yaml")), 0o600, "loopsy's own secrets are still private");
 }

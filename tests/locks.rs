@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::support::mcp_stdio::McpServer;
-use crate::support::{wait_until, Background, Daemon, Request, Response, TempDir};
+use crate::support::{
+    command, loopsy_bin, wait_child, wait_until, Background, Daemon, Home, Request, Response, TempDir,
+};
 
 fn lock_path(name: &str) -> String {
     format!("/api/v1/locks/{name}")
@@ -37,7 +39,7 @@ fn a_lock_is_granted_refused_to_others_renewed_and_released_by_its_holder_only()
     assert!(expires > granted["acquiredAt"].as_u64().unwrap() + 29_000);
 
     let refused = acquire(&daemon, "db", "bob", 30.0);
-    let message = refused.expect_error(409, 8001);
+    let message = refused.expect_error(409, 6001);
     assert!(message.contains("held by 'alice'"), "{message}");
     assert_eq!(refused.json()["error"]["details"]["holder"], "alice", "409 names the current holder");
     assert_eq!(refused.json()["error"]["details"]["token"], first);
@@ -50,16 +52,16 @@ fn a_lock_is_granted_refused_to_others_renewed_and_released_by_its_holder_only()
     assert_eq!(listed["locks"].as_array().unwrap().len(), 1);
 
     let renew = |holder: &str| daemon.req("POST", "/api/v1/locks/db/renew").json(&json!({"holder": holder})).send();
-    renew("bob").expect_error(409, 8001);
+    renew("bob").expect_error(409, 6001);
     let renewed = renew("alice").expect(200);
     assert_eq!(renewed["token"].as_u64(), Some(first), "a renewal keeps the token");
     let release = |holder: &str| daemon.req("DELETE", &lock_path("db")).json(&json!({"holder": holder})).send();
-    release("bob").expect_error(409, 8001);
+    release("bob").expect_error(409, 6001);
     let released = release("alice").expect(200);
     assert_eq!((released["released"].as_bool(), released["token"].as_u64()), (Some(true), Some(first)));
-    daemon.get(&lock_path("db")).expect_error(404, 8002);
-    release("alice").expect_error(404, 8002);
-    renew("alice").expect_error(404, 8002);
+    daemon.get(&lock_path("db")).expect_error(404, 6002);
+    release("alice").expect_error(404, 6002);
+    renew("alice").expect_error(404, 6002);
     // A release by query parameter, for clients that send no body with DELETE.
     let next = token(&acquire(&daemon, "db", "bob", 30.0));
     assert!(next > first, "a new grant, a larger token");
@@ -113,12 +115,15 @@ fn bad_lock_requests_get_clear_errors() {
 
 #[test]
 fn a_lock_expires_at_its_ttl_and_a_waiting_acquire_gets_it_when_released() {
-    let daemon = Daemon::start("locks-ttl");
+    let home = Home::new("locks-ttl");
+    // Debug lines say when a request waits for a lock.
+    home.edit_config(|doc| doc["logging"]["level"] = "debug".into());
+    let daemon = home.start();
     let first = token(&acquire(&daemon, "short", "alice", 0.5));
     let started = Instant::now();
     wait_until(Duration::from_secs(5), "the lock expires", || daemon.get(&lock_path("short")).status == 404);
     assert!(started.elapsed() >= Duration::from_millis(300), "not before its TTL");
-    daemon.req("POST", "/api/v1/locks/short/renew").json(&json!({"holder": "alice"})).send().expect_error(404, 8002);
+    daemon.req("POST", "/api/v1/locks/short/renew").json(&json!({"holder": "alice"})).send().expect_error(404, 6002);
     let second = token(&acquire(&daemon, "short", "bob", 30.0));
     assert!(second > first);
 
@@ -134,7 +139,9 @@ fn a_lock_expires_at_its_ttl_and_a_waiting_acquire_gets_it_when_released() {
             (answer, started.elapsed())
         }
     });
-    std::thread::sleep(Duration::from_millis(300));
+    wait_until(Duration::from_secs(10), "carol waits for bob's lock", || {
+        daemon.output_has("held by 'bob'") && daemon.output_has("'carol' waits for it")
+    });
     daemon.req("DELETE", &lock_path("short")).json(&json!({"holder": "bob"})).send().expect(200);
     let (answer, waited) = waiter.join().unwrap();
     let third = token(&answer);
@@ -142,7 +149,7 @@ fn a_lock_expires_at_its_ttl_and_a_waiting_acquire_gets_it_when_released() {
     // And one that waits in vain is told who has it.
     let refused =
         daemon.req("POST", &lock_path("short")).json(&json!({"holder": "dave", "ttl": 30, "wait": 0.3})).send();
-    assert!(refused.expect_error(409, 8001).contains("carol"));
+    assert!(refused.expect_error(409, 6001).contains("carol"));
 }
 
 #[test]
@@ -158,18 +165,18 @@ fn a_fenced_context_write_from_the_old_holder_is_refused() {
     assert_eq!(put("alice's", old).expect(200)["value"], "alice's", "the live grant writes");
     wait_until(Duration::from_secs(5), "alice's lock expires", || daemon.get(&lock_path("config")).status == 404);
     let refused = put("stale", old);
-    assert!(refused.expect_error(409, 8003).contains("not held"));
+    assert!(refused.expect_error(409, 6003).contains("not held"));
     let new = token(&acquire(&daemon, "config", "bob", 30.0));
     let refused = put("stale", old);
-    let message = refused.expect_error(409, 8003);
+    let message = refused.expect_error(409, 6003);
     assert!(message.contains("bob") && message.contains(&new.to_string()), "{message}");
     assert_eq!(refused.json()["error"]["details"]["current"]["token"], new);
     put("bob's", new).expect(200);
     assert_eq!(daemon.get("/api/v1/context/settings").expect(200)["value"], "bob's", "the stale write never landed");
     // Deletes are fenced too; a fence naming another lock, or a malformed one, is refused.
     let delete = |query: &str| daemon.req("DELETE", &format!("/api/v1/context/settings?ifFence={query}")).send();
-    delete(&format!("config:{old}")).expect_error(409, 8003);
-    delete(&format!("other:{new}")).expect_error(409, 8003);
+    delete(&format!("config:{old}")).expect_error(409, 6003);
+    delete(&format!("other:{new}")).expect_error(409, 6003);
     delete("config").expect_error(400, 9003);
     let bad = daemon
         .req("PUT", "/api/v1/context/settings")
@@ -228,15 +235,12 @@ fn tokens_strictly_increase_across_restarts_and_kill_9_under_contention() {
                     }
                     // Released for sure before the next acquire (across a restart too), or the
                     // next acquire would get this very grant back, as a holder asking again does.
-                    loop {
+                    wait_until(Duration::from_secs(60), "the release is answered", || {
                         let addr = address.lock().unwrap().clone();
                         let release = Request::new(&addr, "DELETE", "/api/v1/locks/shared").key(&key);
                         let release = release.json(&json!({"holder": holder})).timeout(Duration::from_secs(5));
-                        if release.try_send().is_ok_and(|answer| [200, 404, 409].contains(&answer.status)) {
-                            break;
-                        }
-                        std::thread::sleep(Duration::from_millis(20));
-                    }
+                        release.try_send().is_ok_and(|answer| [200, 404, 409].contains(&answer.status))
+                    });
                 }
             })
         })
@@ -288,7 +292,7 @@ fn a_held_lock_and_its_token_survive_kill_9() {
     let daemon = daemon.restart();
     let shown = daemon.get(&lock_path("db")).expect(200);
     assert_eq!(shown, held, "the grant is back as it was acknowledged");
-    acquire(&daemon, "db", "bob", 30.0).expect_error(409, 8001);
+    acquire(&daemon, "db", "bob", 30.0).expect_error(409, 6001);
     daemon.req("DELETE", &lock_path("db")).json(&json!({"holder": "alice"})).send().expect(200);
     assert!(token(&acquire(&daemon, "db", "bob", 30.0)) > held["token"].as_u64().unwrap());
 }
@@ -315,8 +319,15 @@ fn loopsy_lock_holds_the_lock_while_the_command_runs_and_exits_with_its_code() {
     assert_eq!(seen.trim(), format!("build {} ci-1", shown["token"]), "the command sees the lock");
     // Another holder is refused at once (exit 1), or waits with --wait.
     daemon.loopsy(&["lock", "local", "build", "--", "true"]).code(1).stderr_has("held by 'ci-1'");
-    std::thread::sleep(Duration::from_millis(1500));
-    assert_eq!(daemon.get(&lock_path("build")).expect(200)["holder"], "ci-1", "renewed past its 1 s TTL");
+    // Renewals keep it held past the expiry of its first grant (the command runs 2.5 s).
+    let first_expiry = shown["expiresAt"].as_u64().unwrap();
+    wait_until(Duration::from_secs(10), "the clock passes the first expiry, the lock still held", || {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+        let held = daemon.get(&lock_path("build"));
+        assert_eq!(held.status, 200, "renewed past its 1 s TTL: {}", held.text());
+        assert_eq!(held.json()["token"], shown["token"], "the same grant");
+        now > first_expiry + 100
+    });
     let waited = daemon
         .loopsy(&["lock", "local", "build", "--wait", "20", "--", "sh", "-c", "echo got $LOOPSY_LOCK_TOKEN"])
         .success();
@@ -324,34 +335,37 @@ fn loopsy_lock_holds_the_lock_while_the_command_runs_and_exits_with_its_code() {
     assert_eq!(code, 7, "the command's exit code");
     let later: u64 = waited.stdout.trim().strip_prefix("got ").unwrap().parse().unwrap();
     assert!(later > shown["token"].as_u64().unwrap());
-    daemon.get(&lock_path("build")).expect_error(404, 8002);
+    daemon.get(&lock_path("build")).expect_error(404, 6002);
     let listed = daemon.loopsy(&["locks", "local", "--json"]).success().json();
     assert_eq!(listed, json!({"locks": []}));
     daemon.loopsy(&["lock", "local", "build", "--ttl", "0", "--", "true"]).code(2).stderr_has("--ttl");
     daemon.loopsy(&["lock", "local", "bad name", "--", "true"]).code(2).stderr_has("lock name");
     daemon.loopsy(&["lock", "local", "build"]).code(2).stderr_has("missing the command");
     daemon.loopsy(&["lock", "local", "build", "--", "/no/such/program"]).code(2).stderr_has("cannot run");
-    daemon.get(&lock_path("build")).expect_error(404, 8002);
+    daemon.get(&lock_path("build")).expect_error(404, 6002);
 }
 
 #[test]
 fn loopsy_lock_releases_on_ctrl_c_and_stops_the_command_when_the_lock_is_lost() {
     let daemon = Daemon::start("locks-cli-signals");
     // Ctrl-C in a terminal reaches the whole foreground group: the command and loopsy.
-    let mut cli = std::process::Command::new(crate::support::loopsy_bin())
+    let dir = TempDir::new("locks-cli-signals");
+    let started = dir.path().join("started");
+    let script = format!("echo > {}; exec sleep 60", started.display());
+    let mut cli = command(loopsy_bin())
         .arg("--home")
         .arg(daemon.home.path())
-        .args(["lock", "local", "job", "--", "sleep", "60"])
+        .args(["lock", "local", "job", "--", "sh", "-c", &script])
         .process_group(0)
         .spawn()
         .unwrap();
-    wait_until(Duration::from_secs(10), "the lock is held", || daemon.get(&lock_path("job")).status == 200);
-    std::thread::sleep(Duration::from_millis(200)); // the command has started
-                                                    // SAFETY: kill(2) on the process group of the child just spawned.
+    wait_until(Duration::from_secs(10), "the command runs under the lock", || started.exists());
+    daemon.get(&lock_path("job")).expect(200);
+    // SAFETY: kill(2) on the process group of the child just spawned.
     assert_eq!(unsafe { libc::kill(-(cli.id() as i32), libc::SIGINT) }, 0);
-    let status = cli.wait().unwrap();
+    let status = wait_child(&mut cli, Duration::from_secs(15));
     assert_eq!(status.code(), Some(130), "the command died of SIGINT: 128 + 2");
-    daemon.get(&lock_path("job")).expect_error(404, 8002);
+    daemon.get(&lock_path("job")).expect_error(404, 6002);
 
     // The lock is taken away (here: released by its holder name from elsewhere).
     let cli = Background::spawn(

@@ -2,13 +2,17 @@
 
 mod support;
 
+mod bound_peers;
 mod context;
 mod core_api;
 mod dashboard;
 mod doctor;
 mod exec_resume;
 mod execute;
+mod harness;
+mod hostile_input;
 mod lifecycle;
+mod limits;
 mod locks;
 mod mcp;
 mod mcp_tools;
@@ -21,3 +25,4 @@ mod sessions;
 mod tasks;
 mod tls;
 mod transfer;
+mod trust;

@@ -123,10 +123,8 @@ fn a_message_to_a_peer_that_is_down_is_reported_queued_and_tools_say_when_the_da
 /// A daemon whose PATH starts with the stand-in agent CLIs (see tests/tasks.rs).
 fn agents_daemon(home: Home, user_home: &Path) -> Daemon {
     let mut home = home;
-    let agents = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/agents");
-    home.env.push(("PATH".into(), format!("{}:{}", agents.display(), std::env::var("PATH").unwrap_or_default())));
+    home.with_stand_in_agents();
     home.env.push(("HOME".into(), user_home.display().to_string()));
-    home.env.push(("PYTHONDONTWRITEBYTECODE".into(), "1".into()));
     home.start()
 }
 

@@ -393,3 +393,61 @@ fn the_message_command_sends_lists_acknowledges_and_reports() {
     bob.loopsy(&["message", "ack", &key]).code(1).stderr_has("no message");
     alice.loopsy(&["message", "send", "bob", "x", "--type", "shout"]).code(2).stderr_has("type");
 }
+
+/// A forged envelope for `id`: what someone who may write alice's context would put there.
+fn forged(id: &str) -> String {
+    json!({"from": "alice.lan", "to": "bob.lan", "ts": 1, "id": id, "type": "chat", "body": "forged words"}).to_string()
+}
+
+// See: #13 (item 10): a queued message was re-read from `outbox:<id>` at delivery, which anyone
+// allowed to write the context could change.
+#[test]
+fn a_queued_message_is_delivered_as_it_was_sent_whatever_happens_to_its_outbox_entry() {
+    let (alice_home, bob_home) = (messaging_home("msg-kept-a", "alice.lan"), messaging_home("msg-kept-b", "bob.lan"));
+    trust_each_other(&alice_home, &bob_home);
+    let bob_key = bob_home.key();
+    let mut bob = stopped_at_fixed_port(bob_home);
+    let alice = alice_home.start();
+    register(&alice, "bob", bob.port);
+
+    // Bob is down; two messages wait in alice's outbox, and a peer of alice's rewrites one
+    // outbox entry and deletes the other.
+    let first = send(&alice, "bob", "chat", "the first, as written");
+    let second = send(&alice, "bob", "request", "the second, as written");
+    let (first, second) = (first["id"].as_str().unwrap().to_string(), second["id"].as_str().unwrap().to_string());
+    let put = |id: &str| {
+        alice
+            .req("PUT", &format!("/api/v1/context/outbox%3A{id}"))
+            .key(&bob_key)
+            .json(&json!({"value": forged(id), "ttl": 3600}))
+            .send()
+            .expect(200)
+    };
+    put(&first);
+    alice.req("DELETE", &format!("/api/v1/context/outbox%3A{second}")).key(&bob_key).send().expect(200);
+
+    let restarted = bob.restart();
+    wait_until(WAIT, "both messages reached bob", || inbox(&restarted).len() == 2);
+    let bodies: Vec<(String, String)> = inbox(&restarted)
+        .iter()
+        .map(|m| (m["id"].as_str().unwrap().to_string(), m["body"].as_str().unwrap().to_string()))
+        .collect();
+    assert!(bodies.contains(&(first.clone(), "the first, as written".into())), "{bodies:?}");
+    assert!(bodies.contains(&(second.clone(), "the second, as written".into())), "{bodies:?}");
+
+    // Once bob's name is known the message is not rewritten at delivery; the same holds.
+    bob = restarted;
+    bob.stop();
+    let third = send(&alice, "bob", "chat", "the third, as written")["id"].as_str().unwrap().to_string();
+    put(&third);
+    let bob = bob.restart();
+    wait_until(WAIT, "the third reached bob", || inbox(&bob).len() == 3);
+    let third_body = inbox(&bob).into_iter().find(|m| m["id"] == third.as_str()).unwrap()["body"].clone();
+    assert_eq!(third_body, "the third, as written");
+    wait_until(WAIT, "alice sees them delivered", || {
+        status(&alice, "bob")["messages"].as_array().unwrap().iter().all(|m| m["state"] == "delivered")
+    });
+    wait_until(WAIT, "delivered messages are not kept", || {
+        std::fs::read_dir(alice.home.path().join("outbox")).map(|d| d.count()).unwrap_or(0) == 0
+    });
+}

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use crate::support::recorder::Recorder;
 use crate::support::{wait_until, Daemon, Home};
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -148,9 +149,41 @@ fn a_peer_added_by_address_is_probed_and_takes_its_real_node_id() {
     assert_eq!(list.len(), 1, "the manual entry became B's entry: {list:?}");
     assert_eq!((list[0]["name"].as_str(), list[0]["manuallyAdded"].as_bool()), (Some("bob"), Some(true)));
     assert_eq!(list[0]["version"], "1.0.21");
-    // A probe never carries a key.
-    let audit = std::fs::read_to_string(b.home.path().join("logs/audit.jsonl")).unwrap_or_default();
-    assert!(!audit.lines().any(|l| l.contains("/api/v1/health") && l.contains("\"caller\"")), "{audit}");
+}
+
+#[test]
+fn a_probe_never_carries_a_key() {
+    // A recording stand-in for a node: every byte the health checker sends is kept.
+    let node = "0b5e7000-0000-4000-8000-000000000001".to_string();
+    let answer = json!({"status": "ok", "nodeId": node, "uptime": 1, "version": "1.0.21"});
+    let recorder = Recorder::start(move |request| {
+        if request.path == "/api/v1/health" {
+            (200, answer.clone())
+        } else {
+            (404, json!({"error": {"code": 5001, "message": "not found"}}))
+        }
+    });
+    // A has keys it could be tempted to send: its own, and one stored for the peer's name.
+    let bob_key = "b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0";
+    let home = quick_home("probe-keys");
+    home.edit_config(|doc| doc["auth"]["allowedKeys"]["bob"] = bob_key.into());
+    let a = home.start();
+    a.req("POST", "/api/v1/peers")
+        .json(&json!({"address": "127.0.0.1", "port": recorder.port, "name": "bob"}))
+        .send()
+        .expect(200);
+    wait_until(WAIT, "A sees the recorded node online", || status_of(&a, &node).as_deref() == Some("online"));
+    wait_until(WAIT, "a few probes", || recorder.requests().len() >= 3);
+    for request in recorder.requests() {
+        assert_eq!((request.method.as_str(), request.path.as_str()), ("GET", "/api/v1/health"), "{request:?}");
+        assert!(request.header("authorization").is_none(), "a probe sent credentials: {request:?}");
+    }
+    let raw = String::from_utf8_lossy(&recorder.raw()).to_ascii_lowercase();
+    assert!(raw.contains("get /api/v1/health"), "the recording holds the probes: {raw}");
+    for secret in [a.key.as_str(), bob_key] {
+        assert!(!raw.contains(secret), "a key went out with a probe: {raw}");
+    }
+    assert!(!raw.contains("authorization") && !raw.contains("bearer"), "{raw}");
 }
 
 #[test]

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::support::mcp_stdio::McpServer;
 use crate::support::{loopsy_in, wait_until, Daemon, Home};
 
 /// A home whose sessions start from a random base port, stopped on drop.
@@ -132,21 +133,12 @@ fn concurrent_starts_get_distinct_ports() {
     let home = Home::new("concurrent");
     Fleet::configure(&home);
     let fleet = Fleet::new(home.path());
-    let children: Vec<std::process::Child> = (1..=4)
-        .map(|i| {
-            std::process::Command::new(crate::support::loopsy_bin())
-                .arg("--home")
-                .arg(home.path())
-                .args(["session", "start", &format!("s{i}")])
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
+    let starts: Vec<crate::support::Background> = (1..=4)
+        .map(|i| crate::support::Background::spawn(home.path(), &["session", "start", &format!("s{i}")]))
         .collect();
-    for child in children {
-        let output = child.wait_with_output().unwrap();
-        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    for start in starts {
+        let (code, output) = start.wait(Duration::from_secs(60));
+        assert_eq!(code, 0, "{output:?}");
     }
     let list = fleet.list();
     let sessions = list["sessions"].as_array().unwrap();
@@ -199,60 +191,22 @@ fn session_start_needs_the_main_config() {
     loopsy_in(dir.path(), &["session", "start", "w1"]).code(2).stderr_has("loopsy init");
 }
 
-/// `loopsy mcp serve` in `home`, spoken to line by line.
-struct Mcp {
-    child: std::process::Child,
-    lines: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
-    next_id: u64,
-}
+/// `loopsy mcp serve` for a data directory (the harness's bounded client).
+struct Mcp(McpServer);
 
 impl Mcp {
     fn start(home: &Path) -> Mcp {
-        use std::io::BufRead;
-        let mut child = std::process::Command::new(crate::support::loopsy_bin())
-            .arg("--home")
-            .arg(home)
-            .args(["mcp", "serve"])
-            .env_remove("LOOPSY_API_KEY")
-            .env_remove("LOOPSY_DATA_DIR")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-        let mut mcp = Mcp { child, lines, next_id: 0 };
-        mcp.request("initialize", serde_json::json!({"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "test", "version": "1"}}));
-        mcp
+        Mcp(McpServer::spawn(home))
     }
 
     fn request(&mut self, method: &str, params: Value) -> Value {
-        use std::io::Write;
-        self.next_id += 1;
-        let message = serde_json::json!({"jsonrpc": "2.0", "id": self.next_id, "method": method, "params": params});
-        let stdin = self.child.stdin.as_mut().unwrap();
-        writeln!(stdin, "{message}").unwrap();
-        stdin.flush().unwrap();
-        loop {
-            let line = self.lines.next().expect("an answer").unwrap();
-            let answer: Value = serde_json::from_str(&line).unwrap();
-            if answer["id"] == self.next_id {
-                return answer;
-            }
-        }
+        self.0.request(method, params)
     }
 
     /// Calls a tool; returns (is_error, text).
     fn call(&mut self, tool: &str, arguments: Value) -> (bool, String) {
-        let answer = self.request("tools/call", serde_json::json!({"name": tool, "arguments": arguments}));
-        let result = &answer["result"];
-        (result["isError"] == true, result["content"][0]["text"].as_str().unwrap_or_default().to_string())
-    }
-}
-
-impl Drop for Mcp {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let (text, is_error) = self.0.tool(tool, arguments);
+        (is_error, text)
     }
 }
 

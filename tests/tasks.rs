@@ -3,7 +3,7 @@
 //! app-server JSON-RPC, Gemini ACP). Every daemon here runs with its own `HOME` holding the
 //! user's global agent settings files, and every test checks they are byte-identical at the end.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -43,10 +43,6 @@ impl Drop for Agents {
     }
 }
 
-fn agents_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/agents")
-}
-
 fn start(name: &str, change: impl FnOnce(&mut serde_yaml::Value), env: &[(&str, &str)]) -> Agents {
     let user_home = TempDir::new(&format!("{name}-user"));
     let mut settings = Vec::new();
@@ -59,10 +55,8 @@ fn start(name: &str, change: impl FnOnce(&mut serde_yaml::Value), env: &[(&str, 
     }
     let mut home = Home::new(name);
     home.edit_config(change);
-    let path = format!("{}:{}", agents_dir().display(), std::env::var("PATH").unwrap_or_default());
-    home.env.push(("PATH".into(), path));
+    home.with_stand_in_agents();
     home.env.push(("HOME".into(), user_home.path().display().to_string()));
-    home.env.push(("PYTHONDONTWRITEBYTECODE".into(), "1".into()));
     for (k, v) in env {
         home.env.push((k.to_string(), v.to_string()));
     }
@@ -621,14 +615,10 @@ fn bypass_permissions_needs_an_explicit_request_and_is_refused_as_root_without_a
 
 #[test]
 fn a_refused_permission_channel_fails_the_task_before_the_prompt_is_sent() {
-    let d = plain("ai-channel");
-    let id = dispatch(
-        &d,
-        json!({"prompt": "hello", "agent": "claude", "cwd": "/", "additionalArgs": ["--standin-init-error"]}),
-    )["taskId"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    // The stand-in refuses the permission channel's initialize request.
+    let d = start("ai-channel", |_| {}, &[("STANDIN_INIT_ERROR", "1")]);
+    let id =
+        dispatch(&d, json!({"prompt": "hello", "agent": "claude", "cwd": "/"}))["taskId"].as_str().unwrap().to_string();
     let info = wait_final(&d, &id);
     assert_eq!(info["status"], "failed", "{info}");
     assert!(info["error"].as_str().unwrap().contains("permission channel"), "{info}");
@@ -743,4 +733,126 @@ fn stopping_the_daemon_kills_its_agents_and_removes_their_directories() {
     d.daemon.wait_exit(LONG);
     wait_until(LONG, "the agent and its grandchild are gone", || !alive(pid) && !alive(grandchild));
     assert!(!tasks_dir.exists(), "per-task directories are removed");
+}
+
+#[test]
+fn dangerous_additional_args_are_refused_by_name_and_no_agent_runs() {
+    let logs = TempDir::new("ai-args-log");
+    let log = logs.path().join("calls.log");
+    let d = start("ai-args", |_| {}, &[("STANDIN_CALL_LOG", log.to_str().unwrap())]);
+    // (agent, additionalArgs, the flag the refusal names)
+    let dangerous: [(&str, &[&str], &str); 12] = [
+        ("claude", &["--dangerously-skip-permissions"], "--dangerously-skip-permissions"),
+        ("claude", &["--permission-mode", "bypassPermissions"], "--permission-mode"),
+        ("claude", &["--settings", r#"{"permissions":{"allow":["Bash"]}}"#], "--settings"),
+        ("claude", &["--permission-prompt-tool", "mcp__evil__allow"], "--permission-prompt-tool"),
+        ("claude", &["--model", "x", "--allowedTools", "Bash"], "--allowedTools"),
+        ("codex", &["--dangerously-bypass-approvals-and-sandbox"], "--dangerously-bypass-approvals-and-sandbox"),
+        ("codex", &["-c", "approval_policy=never"], "-c"),
+        ("codex", &["--sandbox", "danger-full-access"], "--sandbox"),
+        ("gemini", &["--yolo"], "--yolo"),
+        ("gemini", &["--approval-mode", "yolo"], "--approval-mode"),
+        ("gemini", &["--policy", "/tmp/allow-all.toml"], "--policy"),
+        ("gemini", &["--model", "--yolo"], "--model"),
+    ];
+    for (agent, args, flag) in dangerous {
+        let body = json!({"prompt": "hello", "agent": agent, "additionalArgs": args});
+        let message = plain_error(&d.req("POST", "/api/v1/ai-tasks").json(&body).send(), 400);
+        assert!(message.starts_with(&format!("additionalArgs: '{flag}'")), "{agent} {args:?}: {message}");
+    }
+    assert_eq!(d.get("/api/v1/ai-tasks").expect(200)["tasks"], json!([]), "no task was created");
+    assert!(!log.exists(), "no agent ran: {:?}", std::fs::read_to_string(&log));
+    // A harmless flag passes, and the stand-in's log works.
+    let info = dispatch(&d, json!({"prompt": "hello", "agent": "claude", "additionalArgs": ["--effort", "high"]}));
+    wait_final(&d, info["taskId"].as_str().unwrap());
+    let calls = std::fs::read_to_string(&log).unwrap();
+    assert!(calls.contains(r#""--effort", "high""#), "{calls}");
+}
+
+#[test]
+fn only_the_dispatching_key_and_the_owner_see_and_decide_a_task() {
+    let (bob_key, carol_key) = ("b0b-key-0123456789abcdef", "ca501-key-0123456789abcdef");
+    let d = start(
+        "ai-owners",
+        |doc| {
+            doc["auth"]["allowedKeys"]["bob"] = bob_key.into();
+            doc["auth"]["allowedKeys"]["carol"] = carol_key.into();
+        },
+        &[],
+    );
+    let work = TempDir::new("ai-owners-ws");
+    let as_key = |key: &str, method: &str, path: &str| d.anon(method, path).key(key);
+    let body = json!({"prompt": "tool", "agent": "claude", "cwd": work.path()});
+    let bobs = as_key(bob_key, "POST", "/api/v1/ai-tasks").json(&body).send().expect(201);
+    let id = bobs["taskId"].as_str().unwrap();
+    let request_id = wait_pending(&d, id)["pendingApproval"]["requestId"].as_str().unwrap().to_string();
+    let task = format!("/api/v1/ai-tasks/{id}");
+    let approve_path = format!("{task}/approve");
+    for approved in [true, false] {
+        let answer = json!({"requestId": request_id, "approved": approved});
+        let refused = as_key(carol_key, "POST", &approve_path).json(&answer).send();
+        assert!(plain_error(&refused, 403).contains("another caller"), "approve/deny by another key");
+    }
+    plain_error(&as_key(carol_key, "DELETE", &task).send(), 403);
+    plain_error(&as_key(carol_key, "GET", &task).send(), 403);
+    plain_error(&as_key(carol_key, "GET", &format!("{task}/events")).send(), 403);
+    plain_error(&as_key(carol_key, "GET", &format!("{task}/stream")).send(), 403);
+    assert_eq!(as_key(carol_key, "GET", "/api/v1/ai-tasks").send().expect(200)["tasks"], json!([]));
+    assert_eq!(task_status(&d, id), "waiting_approval", "nothing another key did had an effect");
+    // Bob sees it and decides it.
+    assert_eq!(as_key(bob_key, "GET", "/api/v1/ai-tasks").send().expect(200)["tasks"][0]["taskId"], id);
+    let answer = json!({"requestId": request_id, "approved": true});
+    as_key(bob_key, "POST", &approve_path).json(&answer).send().expect(200);
+    assert_eq!(wait_final(&d, id)["status"], "completed");
+    // The owner decides anyone's task; nobody else decides the owner's.
+    let owners = dispatch(&d, json!({"prompt": "hang", "agent": "claude"}));
+    let owners_task = format!("/api/v1/ai-tasks/{}", owners["taskId"].as_str().unwrap());
+    plain_error(&as_key(bob_key, "DELETE", &owners_task).send(), 403);
+    assert_eq!(as_key(bob_key, "GET", "/api/v1/ai-tasks").send().expect(200)["tasks"].as_array().unwrap().len(), 1);
+    d.req("DELETE", &owners_task).send().expect(200);
+    let bobs_hang =
+        as_key(bob_key, "POST", "/api/v1/ai-tasks").json(&json!({"prompt": "hang", "agent": "claude"})).send();
+    let bobs_hang = format!("/api/v1/ai-tasks/{}", bobs_hang.expect(201)["taskId"].as_str().unwrap());
+    d.req("DELETE", &bobs_hang).send().expect(200);
+}
+
+fn task_status(d: &Daemon, id: &str) -> String {
+    task(d, id)["status"].as_str().unwrap().to_string()
+}
+
+// See: #13 (item 9): the daemon's own variables and keys stay with it, keys added later too.
+#[test]
+fn agents_never_see_the_daemons_variables_or_keys_even_keys_added_later() {
+    let later_key = "later-peer-key-0123456789abcdef";
+    let own_key = {
+        let probe = Home::new("ai-secrets-probe");
+        probe.key()
+    };
+    let d = start(
+        "ai-secrets",
+        |doc| doc["auth"]["apiKey"] = own_key.clone().into(),
+        &[("LOOPSY_SOMETHING", "daemon-only"), ("MY_TOKEN", &own_key), ("LATER", later_key), ("ORDINARY", "visible")],
+    );
+    let env_of = |agent: &str| -> Value {
+        let id = dispatch(&d, json!({"prompt": "env", "agent": agent, "cwd": "/tmp"}))["taskId"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let text = wait_text(&d, &id, "{\"argv\"");
+        wait_final(&d, &id);
+        serde_json::from_str::<Value>(&text).unwrap()["env"].clone()
+    };
+    for agent in AGENTS {
+        let env = env_of(agent);
+        assert_eq!(env["ORDINARY"], "visible", "{agent}: {env}");
+        assert_eq!(env["LATER"], later_key, "{agent}: not a key yet");
+        assert!(env.get("LOOPSY_SOMETHING").is_none() && env.get("MY_TOKEN").is_none(), "{agent}: {env}");
+        assert!(!env.to_string().contains(&own_key), "{agent}: {env}");
+    }
+    d.home.edit_config(|doc| doc["auth"]["peerKeys"]["carol"] = later_key.into());
+    for agent in AGENTS {
+        let env = env_of(agent);
+        assert_eq!(env["ORDINARY"], "visible", "{agent}: {env}");
+        assert!(env.get("LATER").is_none(), "{agent}: a key the daemon holds now reached the agent: {env}");
+    }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::support::{wait_until, Daemon, Home, Response, TempDir};
+use crate::support::{prerequisite, wait_until, Daemon, Home, Response, TempDir};
 
 const BOUNDARY: &str = "----loopsyTestBoundary7MA4YWxkTrZu0gW";
 
@@ -552,6 +552,10 @@ fn an_interrupted_pull_resumes_with_a_range() {
 fn a_multi_gib_sparse_file_round_trips() {
     let size: u64 = (2 << 30) + 1; // past 2^31: no 32-bit sizes anywhere
     let s = Setup::with("tx-huge", |doc| doc["transfer"]["maxFileSize"] = (3u64 << 30).into());
+    // The source is sparse, the pushed copy is not: it needs its size on disk, plus some slack.
+    let needed = size + (256 << 20);
+    let Some(free) = prerequisite(crate::support::skip::free_disk(&s.root(), needed)) else { return };
+    eprintln!("{} has {} MiB free; this test writes {} MiB", s.root().display(), free >> 20, needed >> 20);
     let source = s.root().join("allowed2/sparse.bin");
     let file = std::fs::File::create(&source).unwrap();
     file.set_len(size).unwrap();
@@ -613,20 +617,31 @@ fn daemon_peak_rss_kib(pid: u32) -> u64 {
 }
 
 #[test]
-fn the_transfer_rate_limit_applies_to_transfer_routes() {
-    let s = Setup::with("tx-rate", |doc| doc["rateLimits"]["transfer"] = 2.into());
+fn the_transfer_rate_limit_applies_to_a_peers_transfer_routes() {
+    let peer_key = "7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a";
+    let s = Setup::with("tx-rate", |doc| {
+        doc["rateLimits"]["transfer"] = 2.into();
+        doc["auth"]["allowedKeys"]["bob"] = peer_key.into();
+    });
+    let bob = |method: &str, path: &str| s.daemon.anon(method, path).key(peer_key);
     let body = json!({"path": s.allowed("")});
-    s.daemon.req("POST", "/api/v1/transfer/list").json(&body).send().expect(200);
-    s.daemon.req("POST", "/api/v1/transfer/list").json(&body).send().expect(200);
-    let res = s.daemon.req("POST", "/api/v1/transfer/pull").json(&json!({"sourcePath": s.allowed("x")})).send();
+    bob("POST", "/api/v1/transfer/list").json(&body).send().expect(200);
+    bob("POST", "/api/v1/transfer/list").json(&body).send().expect(200);
+    let res = bob("POST", "/api/v1/transfer/pull").json(&json!({"sourcePath": s.allowed("x")})).send();
     res.expect_error(429, 9002);
     assert!(res.header("retry-after").is_some());
-    s.push(&[Part::Field("destPath", &s.allowed("f")), Part::File("f", b"x")]).expect_error(429, 9002);
+    let push = bob("POST", "/api/v1/transfer/push")
+        .header("Content-Type", &format!("multipart/form-data; boundary={BOUNDARY}"))
+        .body(multipart(&[Part::Field("destPath", &s.allowed("f")), Part::File("f", b"x")]));
+    push.send().expect_error(429, 9002);
     // The upload status is not limited, and tells a client to wait before sending a big body.
-    let status = s.daemon.get(&format!("/api/v1/transfer/uploads/upload-0001?destPath={}", s.allowed("f"))).expect(200);
+    let upload = format!("/api/v1/transfer/uploads/upload-0001?destPath={}", s.allowed("f"));
+    let status = bob("GET", &upload).send().expect(200);
     assert!(status["retryAfter"].as_u64().unwrap() > 0, "{status}");
-    // Other categories are not affected.
-    s.daemon.get("/api/v1/status").expect(200);
+    // Other categories are not affected; the owner is not limited.
+    bob("GET", "/api/v1/status").send().expect(200);
+    s.list(&s.allowed("")).expect(200);
+    assert!(s.daemon.get(&upload).expect(200).get("retryAfter").is_none_or(|v| v.is_null()));
 }
 
 #[test]
@@ -799,17 +814,11 @@ fn a_send_killed_midway_is_resumed_by_the_next_run() {
     drop(file);
     let src = source.display().to_string();
     let dest = s.allowed("big.bin");
-    let mut cli = std::process::Command::new(crate::support::loopsy_bin())
-        .arg("--home")
-        .arg(s.daemon.home.path())
-        .args(["send", "-q", "local", &src, &dest])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let cli = crate::support::Background::spawn(s.daemon.home.path(), &["send", "-q", "local", &src, &dest]);
     let dir = s.allowed("");
     wait_until(Duration::from_secs(20), "part of the upload arrived", || temp_with_data(&dir, ".loopsy-part-"));
-    cli.kill().unwrap();
-    cli.wait().unwrap();
+    cli.signal(libc::SIGKILL);
+    cli.wait(Duration::from_secs(10));
     assert!(!Path::new(&dest).exists());
     let run = s.daemon.loopsy(&["send", "--json", "local", &src, &dest]).success();
     let reply = run.json();
@@ -818,4 +827,84 @@ fn a_send_killed_midway_is_resumed_by_the_next_run() {
     assert_eq!(reply["size"].as_u64(), Some(size));
     assert_eq!(sha256_file(Path::new(&dest)), sha256_file(&source));
     assert_eq!(s.names(&dir), ["big.bin", "secret"], "the part became the file");
+}
+
+// See: #13 (item 10): the part file was opened following symlinks.
+#[test]
+fn a_symlink_planted_as_a_part_file_is_never_written_through() {
+    let s = Setup::new("tx-part-symlink");
+    // The victim is outside the allowed tree: the link would have let a push write anywhere.
+    let victim = s.root().join("victim.txt");
+    std::fs::write(&victim, b"precious").unwrap();
+    let dest = s.allowed("linked.bin");
+    let upload = "upload-link-01";
+    let part = s.root().join("allowed").join(format!(".linked.bin.loopsy-part-{upload}"));
+    std::os::unix::fs::symlink(&victim, &part).unwrap();
+    let status_path = format!("/api/v1/transfer/uploads/{upload}?destPath={}", dest.replace('/', "%2F"));
+    assert_eq!(s.daemon.get(&status_path).expect(200)["offset"], 0, "the link's target is not this upload's data");
+
+    // Resuming at the target's size is refused: the link is not this upload's part.
+    let message = s
+        .push(&[
+            Part::Field("destPath", &dest),
+            Part::Field("uploadId", upload),
+            Part::Field("offset", "8"),
+            Part::File("r", b"appended"),
+        ])
+        .expect_error(409, 4007);
+    assert!(message.contains("not this upload's partial data"), "{message}");
+    assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+
+    // Starting over replaces the link by a file of the daemon's; the target is untouched.
+    let content = data(300_000, 9);
+    let reply = s
+        .push(&[
+            Part::Field("destPath", &dest),
+            Part::Field("uploadId", upload),
+            Part::Field("offset", "0"),
+            Part::File("r", &content),
+            Part::Field("sha256", &sha256_hex(&content)),
+        ])
+        .expect(200);
+    assert_eq!(reply["size"].as_u64(), Some(content.len() as u64));
+    assert_eq!(std::fs::read(&dest).unwrap(), content);
+    assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+    assert!(std::fs::symlink_metadata(&part).is_err(), "no part is left");
+
+    // A hard link is not followed either: a resume is refused and the linked file keeps its bytes.
+    std::fs::hard_link(&victim, &part).unwrap();
+    s.push(&[
+        Part::Field("destPath", &dest),
+        Part::Field("uploadId", upload),
+        Part::Field("offset", "4"),
+        Part::File("r", b"xx"),
+    ])
+    .expect_error(409, 4007);
+    assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+    // Cancelling removes the name only.
+    s.daemon.req("DELETE", &status_path).send().expect(200);
+    assert!(std::fs::symlink_metadata(&part).is_err());
+    assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+}
+
+#[test]
+fn the_cli_replaces_a_planted_partial_download_instead_of_writing_through_it() {
+    let s = Setup::new("tx-cli-part-link");
+    let content = data(900_000, 10);
+    let remote = s.allowed("p.bin");
+    std::fs::write(&remote, &content).unwrap();
+    let local_dir = s.root().join("allowed2");
+    let victim = local_dir.join("victim.txt");
+    let dest = local_dir.join("p.bin");
+    let part = local_dir.join(".p.bin.loopsy-part");
+    for link in [std::os::unix::fs::symlink::<&Path, &Path>, |a: &Path, b: &Path| std::fs::hard_link(a, b)] {
+        std::fs::write(&victim, &content[..400_000]).unwrap();
+        link(&victim, &part).unwrap();
+        let run = s.daemon.loopsy(&["pull", "local", &remote, &dest.display().to_string(), "--json"]).success();
+        assert_eq!(run.json()["resumedFrom"], 0, "a link is not our partial download");
+        assert_eq!(std::fs::read(&dest).unwrap(), content);
+        assert_eq!(std::fs::read(&victim).unwrap(), &content[..400_000], "the link's target is untouched");
+        assert!(std::fs::symlink_metadata(&part).is_err());
+        std::fs::remove_file(&dest).unwrap();
+    }
 }

@@ -31,7 +31,8 @@ function row(p, reload) {
   const pin = p.pinned === null ? '—' : p.pinned ? el('span', { title: p.fingerprint }, badge('pinned', 'online'), ' ', el('code', {}, `${p.fingerprint.slice(0, 16)}…`)) : badge('not pinned', 'unknown');
   return el('tr', { class: 'peer', dataset: { node: p.nodeId } },
     el('td', { class: 'peer-hostname' }, p.hostname, p.name ? el('div', { class: 'muted small' }, `name: ${p.name}`) : null),
-    el('td', {}, `${p.address}:${p.port}`),
+    el('td', {}, `${p.address}:${p.port}`, p.seenAt ? el('div', { class: 'muted small seen-at', title: 'unauthenticated: not followed until you run `loopsy peers confirm`' },
+      `seen at ${p.seenAt.address}:${p.seenAt.port} (${p.seenAt.via}, ${ago(p.seenAt.at)})`) : null),
     el('td', {}, badge(p.status)),
     el('td', {}, ago(p.lastSeen)),
     el('td', {}, pin),

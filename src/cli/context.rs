@@ -112,9 +112,9 @@ pub fn run(args: Args, paths: &Paths) -> anyhow::Result<ExitCode> {
     match outcome {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(e) => match e.downcast_ref::<ClientError>() {
-            // Not found (5001), revision conflicts (5004) and refused fences (8003) are
+            // Not found (5001), revision conflicts (5004) and refused fences (6003) are
             // answers, not failures.
-            Some(ClientError::Remote { code: Some(5001 | 5004 | 8003), message, .. }) => {
+            Some(ClientError::Remote { code: Some(5001 | 5004 | 6003), message, .. }) => {
                 eprintln!("{message}");
                 Ok(ExitCode::from(1))
             }

@@ -143,7 +143,7 @@ impl Lock {
             let body = json!({"holder": self.holder, "ttl": ttl, "wait": (left * 1000.0).floor() / 1000.0});
             let client = self.client.clone().with_timeout(Duration::from_secs_f64(left) + Duration::from_secs(30));
             match client.call::<LockInfo>(Method::Post, &self.path(), Some(&body)).await {
-                Err(ClientError::Remote { code: Some(8001), .. }) if Instant::now() < deadline => continue,
+                Err(ClientError::Remote { code: Some(6001), .. }) if Instant::now() < deadline => continue,
                 Err(e) if is_transient(&e) && backoff.pause().await => continue,
                 outcome => return outcome,
             }
@@ -189,7 +189,7 @@ async fn hold(lock: &Lock, args: &Args) -> anyhow::Result<ExitCode> {
             let _ = lock.release().await;
             return Ok(ExitCode::from(130));
         }
-        Some(Err(ClientError::Remote { code: Some(8001), message, .. })) => {
+        Some(Err(ClientError::Remote { code: Some(6001), message, .. })) => {
             eprintln!("loopsy: {}: {message}", lock.label);
             return Ok(ExitCode::from(1));
         }

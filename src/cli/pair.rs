@@ -54,7 +54,7 @@ async fn host(paths: &Paths, key: &str, yes: bool) -> anyhow::Result<ExitCode> {
     let code = started["code"].as_str().context("the daemon answered no code")?;
     let port = started["port"].as_u64().unwrap_or(19532);
     println!("Pairing code: {} {}", &code[..3], &code[3..]);
-    println!("Valid for 5 minutes and 3 attempts. On the other machine run:");
+    println!("Valid for 5 minutes, 3 tries per machine. On the other machine run:");
     let addresses: Vec<&str> =
         started["addresses"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
     for address in if addresses.is_empty() { vec!["<this machine's address>"] } else { addresses } {
@@ -67,7 +67,7 @@ async fn host(paths: &Paths, key: &str, yes: bool) -> anyhow::Result<ExitCode> {
         let status: Value = local(paths, key, Duration::from_secs(10))?.get("/api/v1/pair/status").await?;
         let now_wrong = status["wrongAttempts"].as_u64().unwrap_or(wrong);
         if now_wrong > wrong {
-            println!("A wrong code was tried ({} attempt(s) left).", 3u64.saturating_sub(now_wrong));
+            println!("A wrong code was tried ({now_wrong} so far); further tries are slowed down.");
         }
         wrong = now_wrong;
         match status["state"].as_str().unwrap_or("") {
@@ -84,14 +84,11 @@ async fn host(paths: &Paths, key: &str, yes: bool) -> anyhow::Result<ExitCode> {
                 }
             }
             "done" => {
-                println!(
-                    "Paired with {}. TLS is on; each side holds a key of its own for the other.",
-                    status["peerHostname"].as_str().unwrap_or("the peer")
-                );
+                let hostname = status["peerHostname"].as_str().unwrap_or("the peer");
+                paired(hostname, status["peerName"].as_str().unwrap_or(hostname));
                 return Ok(ExitCode::SUCCESS);
             }
             "cancelled" => return refused("Pairing cancelled; nothing was saved."),
-            "burned" => return refused("3 wrong codes were tried: the session is closed. Run `loopsy pair` again."),
             "expired" => return refused("The pairing code expired. Run `loopsy pair` again."),
             _ => {}
         }
@@ -127,15 +124,20 @@ async fn join(paths: &Paths, key: &str, address: &str, code: Option<&str>, yes: 
     let client = local(paths, key, Duration::from_secs(330))?;
     match client.call::<Value>(Method::Post, "/api/v1/pair/confirm", Some(&body)).await {
         Ok(answer) if answer["state"] == "done" => {
-            println!(
-                "Paired with {}. TLS is on; each side holds a key of its own for the other.",
-                answer["peer"].as_str().unwrap_or(&peer)
-            );
+            paired(&peer, answer["peer"].as_str().unwrap_or(&peer));
             Ok(ExitCode::SUCCESS)
         }
         Ok(_) => refused("Pairing cancelled; nothing was saved."),
         Err(crate::peer::ClientError::Remote { message, .. }) => refused(&format!("Pairing failed: {message}")),
         Err(other) => Err(other.into()),
+    }
+}
+
+/// The success message; says so when the peer's hostname was taken here by another peer.
+fn paired(hostname: &str, name: &str) {
+    println!("Paired with {name}. TLS is on; each side holds a key of its own for the other.");
+    if name != hostname {
+        println!("Another peer here is already named '{hostname}', so this one is named '{name}'.");
     }
 }
 

@@ -1,7 +1,8 @@
-//! `loopsy peers [add|remove]`: the local daemon's peer registry.
+//! `loopsy peers [add|remove|confirm]`: the local daemon's peer registry.
 //!
-//! Listing works with the daemon down (it reads `peers.json`); adding and removing go through
-//! the running daemon. A key given with `add --key` is stored as `auth.allowedKeys[<name>]` and
+//! Listing works with the daemon down (it reads `peers.json`); adding, removing and confirming
+//! go through the running daemon. A peer the owner vouched for is never moved by what the LAN
+//! says about it: the listing shows where it was "seen at" instead, and `confirm` moves it. A key given with `add --key` is stored as `auth.allowedKeys[<name>]` and
 //! the running daemon is told to reload (SIGHUP), so it takes effect at once.
 
 use std::process::ExitCode;
@@ -33,6 +34,7 @@ pub struct Args {
 enum Action {
     Add(Add),
     Remove(Remove),
+    Confirm(Confirm),
 }
 
 /// add a peer by address (and port, default 19532)
@@ -65,12 +67,28 @@ struct Remove {
     peer: String,
 }
 
+/// move a peer to a new address you vouch for (e.g. where `loopsy peers` saw it)
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "confirm")]
+struct Confirm {
+    /// the peer (name, hostname, node id or prefix, or its current address[:port])
+    #[argh(positional)]
+    peer: String,
+    /// its new address[:port] (the port defaults to the sighting's, else the current one)
+    #[argh(positional)]
+    address: String,
+    /// print the peer as JSON
+    #[argh(switch)]
+    json: bool,
+}
+
 pub fn run(args: Args, paths: &Paths) -> anyhow::Result<ExitCode> {
     let config = super::load_config(paths)?;
     match args.action {
         None => list(paths, &config, args.json),
         Some(Action::Add(add)) => self::add(paths, &config, add),
         Some(Action::Remove(remove)) => self::remove(paths, &config, remove),
+        Some(Action::Confirm(confirm)) => self::confirm(paths, &config, confirm),
     }
 }
 
@@ -90,8 +108,32 @@ fn list(paths: &Paths, config: &Config, json: bool) -> anyhow::Result<ExitCode> 
     println!("{:<9} {:<24} {:<20} {:<14} {:<8} LAST SEEN", "NODE", "ADDRESS", "HOSTNAME", "NAME", "STATUS");
     for peer in &peers {
         println!("{}", row(peer));
+        if let Some(line) = sighting(peer) {
+            println!("{line}");
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The "seen at" line under a bound peer that unauthenticated evidence placed elsewhere.
+fn sighting(peer: &Peer) -> Option<String> {
+    let seen = peer.seen_at.as_ref()?;
+    let at = if seen.address.contains(':') {
+        format!("[{}]:{}", seen.address, seen.port)
+    } else {
+        format!("{}:{}", seen.address, seen.port)
+    };
+    let answers = match (seen.answers, peer.fingerprint.is_some()) {
+        (true, _) => "answers as this node, unauthenticated",
+        (false, true) => "did not prove its pinned certificate",
+        (false, false) => "did not answer as this node",
+    };
+    let ago = ago(crate::clock::now_ms().saturating_sub(seen.at));
+    let who = peer.name.clone().unwrap_or_else(|| peer.node_id.chars().take(8).collect());
+    Some(format!(
+        "          seen at {at} ({}, {ago}; {answers}): not followed; if it moved there: loopsy peers confirm {who} {at}",
+        seen.via.as_str()
+    ))
 }
 
 fn row(peer: &Peer) -> String {
@@ -179,19 +221,41 @@ pub(super) fn store_key(paths: &Paths, name: &str, key: &str) -> anyhow::Result<
     Ok(())
 }
 
-fn remove(paths: &Paths, config: &Config, args: Remove) -> anyhow::Result<ExitCode> {
+fn confirm(paths: &Paths, config: &Config, args: Confirm) -> anyhow::Result<ExitCode> {
     let client = Client::local(paths, &config.auth.api_key)?;
-    let peer = match resolve::find(&resolve::registry_peers(paths, config), &args.peer) {
-        Found::One(peer) => peer,
+    let peer = find_one(paths, config, &args.peer)?;
+    let (address, port) = resolve::split_address(&args.address).map_err(|e| anyhow::anyhow!(e))?;
+    let address = check_address("address", &address).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let path = format!("/api/v1/peers/{}/confirm", crate::peer::encode_segment(&peer.node_id));
+    let body = json!({"address": address, "port": port});
+    let moved: Peer = smol::block_on(client.call(Method::Post, &path, Some(&body)))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&moved)?);
+    } else {
+        let label = moved.name.clone().unwrap_or_else(|| moved.hostname.clone());
+        println!("{label} is now reached at {} (was {}).", moved.endpoint(), peer.endpoint());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The one registry peer `spec` names, or an error listing the candidates.
+fn find_one(paths: &Paths, config: &Config, spec: &str) -> anyhow::Result<Peer> {
+    match resolve::find(&resolve::registry_peers(paths, config), spec) {
+        Found::One(peer) => Ok(peer),
         Found::Several(peers) => {
-            eprintln!("loopsy: '{}' is ambiguous: it fits {} peers:", args.peer, peers.len());
+            eprintln!("loopsy: '{spec}' is ambiguous: it fits {} peers:", peers.len());
             for peer in &peers {
                 eprintln!("  {}", resolve::describe(peer));
             }
             anyhow::bail!("use a name, a longer node id or address:port");
         }
-        Found::None => anyhow::bail!("unknown peer '{}' (see `loopsy peers`)", args.peer),
-    };
+        Found::None => anyhow::bail!("unknown peer '{spec}' (see `loopsy peers`)"),
+    }
+}
+
+fn remove(paths: &Paths, config: &Config, args: Remove) -> anyhow::Result<ExitCode> {
+    let client = Client::local(paths, &config.auth.api_key)?;
+    let peer = find_one(paths, config, &args.peer)?;
     let path = format!("/api/v1/peers/{}", crate::peer::encode_segment(&peer.node_id));
     let _: serde_json::Value = smol::block_on(client.call(Method::Delete, &path, None::<&()>))?;
     println!("Peer removed: {} ({})", peer.node_id, peer.endpoint());

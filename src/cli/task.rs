@@ -393,7 +393,7 @@ async fn list(args: ListArgs, client: &Client) -> anyhow::Result<ExitCode> {
             task.task_id,
             task.status.as_str(),
             task.agent.program(),
-            &started[..19]
+            started.get(..19).unwrap_or(&started)
         );
     }
     Ok(ExitCode::SUCCESS)

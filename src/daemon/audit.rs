@@ -25,7 +25,8 @@ pub struct Entry {
     /// Milliseconds, fractional.
     pub duration: f64,
     pub timestamp: String,
-    /// `own`, `peer:<name>`, or absent for unauthenticated requests.
+    /// `guard::Caller::label` (`own`, `dashboard`, `paired:<name>`, `peer:<name>`, `own-remote`),
+    /// or absent for unauthenticated requests.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub caller: Option<String>,
 }

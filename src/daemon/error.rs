@@ -43,15 +43,15 @@ pub enum ErrorCode {
     /// The messaging outbox holds as many deliveries as it may.
     OutboxFull = 7002,
     /// Another holder has the lock.
-    LockHeld = 8001,
+    LockHeld = 6001,
     /// Nobody holds the lock (released or expired).
-    LockNotHeld = 8002,
+    LockNotHeld = 6002,
     /// A fenced write whose grant is not the live one.
-    FenceRefused = 8003,
+    FenceRefused = 6003,
     /// The lock table holds as many locks as it may.
-    LockLimit = 8004,
+    LockLimit = 6004,
     /// The lock journal cannot be written, or the daemon is stopping.
-    LockStorageFailed = 8005,
+    LockStorageFailed = 6005,
     Internal = 9001,
     RateLimited = 9002,
     InvalidRequest = 9003,
@@ -60,6 +60,11 @@ pub enum ErrorCode {
     PayloadTooLarge = 9006,
     UnsupportedMediaType = 9007,
     ShuttingDown = 9008,
+    /// The caller authenticated, but its class may not use this route (ARCHITECTURE.md's
+    /// access table) or touch this object (another peer's task or registry entry).
+    Forbidden = 9009,
+    /// Plain HTTP from another machine while TLS is on and `tls.allowInsecurePeers` is false.
+    TlsRequired = 9020,
 }
 
 impl ErrorCode {
@@ -68,7 +73,7 @@ impl ErrorCode {
         use ErrorCode::*;
         match self {
             AuthMissingKey => StatusCode::Unauthorized,
-            AuthInvalidKey => StatusCode::Forbidden,
+            AuthInvalidKey | Forbidden | TlsRequired => StatusCode::Forbidden,
             PeerNotFound | ExecJobNotFound | ContextKeyNotFound | MessageNotFound | LockNotHeld | RouteNotFound => {
                 StatusCode::NotFound
             }

@@ -1,8 +1,11 @@
-//! Who may call a route: the keyring, `Bearer` authentication, dashboard sessions and rate
-//! limits.
+//! Who may call a route: the caller classes, the keyring, `Bearer` authentication, dashboard
+//! sessions and rate limits.
 //!
-//! Every route is mounted with a [`Guard`] that states its access, so exemption from
-//! authentication is a property of the matched route, never a prefix test on the raw URL.
+//! Every route is mounted with a [`Guard`] that states its [`Access`], so who may use it is a
+//! property of the matched route, never a prefix test on the raw URL. A request is first
+//! identified as a [`Caller`] (one of the classes of ARCHITECTURE.md's trust table), then the
+//! route's `Access` says whether that class may use it (`Access::grant`); a unit test checks
+//! every mounted route against that table.
 //!
 //! A request without `Authorization` may instead carry a dashboard session cookie
 //! (`dashboard::auth`). It is accepted only when its `Host` names this machine and its `Origin`
@@ -10,90 +13,287 @@
 //! that changes something must also carry `X-Loopsy-Dashboard: 1`, a header no other site can
 //! make a browser send without a CORS preflight, which this daemon never grants (CSRF).
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use tide::{Middleware, Next, Request};
 
 use super::error::{ApiError, ErrorCode};
+use super::listener::Connection;
 use super::rate_limit::Category;
 use super::state::State;
-use crate::config::Auth;
+use crate::config::Config;
 use crate::dashboard::origin;
 use crate::random::constant_time_eq;
 
 /// Who a request authenticated as.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Caller {
-    /// This node's own key: the local CLI, MCP server, dashboard.
-    Own,
-    /// A key from `auth.allowedKeys`, by the name it is listed under.
-    Peer(String),
+    /// This node's own key from a loopback address: the local CLI, MCP server, sessions.
+    Owner,
     /// A browser logged in to the dashboard (`loopsy dashboard`); acts for the owner.
     Dashboard,
+    /// The key this node minted for a peer at pairing, presented over TLS; by the name the
+    /// peer is listed under.
+    Paired(String),
+    /// A key in `auth.allowedKeys` that pairing did not mint (1.0.21 style), by its name.
+    Legacy(String),
+    /// This node's own key presented from another address (1.0.21's `connect` habit of sharing
+    /// one key): a legacy peer that has no name of its own.
+    OwnKeyRemote,
+}
+
+/// The classes of callers, as the columns of ARCHITECTURE.md's access table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Class {
+    /// The owner at this machine: its own key from a loopback address.
+    OwnerKey,
+    /// The owner through the dashboard's session cookie.
+    OwnerDashboard,
+    /// A peer with the key minted for it at pairing, over TLS.
+    Paired,
+    /// A peer with a 1.0.21-style key, or this node's own key from another address.
+    Legacy,
+    /// Anyone, without credentials.
+    Anyone,
+}
+
+impl Class {
+    pub const ALL: [Class; 5] = [Class::OwnerKey, Class::OwnerDashboard, Class::Paired, Class::Legacy, Class::Anyone];
+
+    /// The column heading in ARCHITECTURE.md.
+    pub fn heading(self) -> &'static str {
+        match self {
+            Class::OwnerKey => "Owner (own key, loopback)",
+            Class::OwnerDashboard => "Owner (dashboard cookie)",
+            Class::Paired => "Paired peer",
+            Class::Legacy => "Legacy peer",
+            Class::Anyone => "Anyone",
+        }
+    }
 }
 
 impl Caller {
-    /// The name in the audit log and the rate limiter: `own` or `peer:<name>`.
-    pub fn label(&self) -> String {
+    pub fn class(&self) -> Class {
         match self {
-            Caller::Own => "own".into(),
-            Caller::Peer(name) => format!("peer:{name}"),
-            Caller::Dashboard => "dashboard".into(),
+            Caller::Owner => Class::OwnerKey,
+            Caller::Dashboard => Class::OwnerDashboard,
+            Caller::Paired(_) => Class::Paired,
+            Caller::Legacy(_) | Caller::OwnKeyRemote => Class::Legacy,
         }
     }
+
+    /// The owner, by either of its credentials.
+    pub fn is_owner(&self) -> bool {
+        matches!(self, Caller::Owner | Caller::Dashboard)
+    }
+
+    /// The name in the audit log and the rate limiter: `own`, `dashboard`, `paired:<name>`,
+    /// `peer:<name>` (a legacy key) or `own-remote`.
+    pub fn label(&self) -> String {
+        match self {
+            Caller::Owner => "own".into(),
+            Caller::Dashboard => "dashboard".into(),
+            Caller::Paired(name) => format!("paired:{name}"),
+            Caller::Legacy(name) => format!("peer:{name}"),
+            Caller::OwnKeyRemote => "own-remote".into(),
+        }
+    }
+}
+
+/// A key the keyring accepts, before the connection is looked at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Holder {
+    Own,
+    /// `auth.allowedKeys[name]`; `paired` when pairing minted it.
+    Peer {
+        name: String,
+        paired: bool,
+    },
 }
 
 /// The accepted keys; replaced whole when the config changes (no restart needed).
 #[derive(Clone, Default)]
 pub struct Keyring {
-    keys: Arc<RwLock<Vec<(Caller, String)>>>,
+    keys: Arc<RwLock<Vec<(Holder, String)>>>,
 }
 
 impl Keyring {
-    pub fn new(auth: &Auth) -> Keyring {
+    pub fn new(config: &Config) -> Keyring {
         let keyring = Keyring::default();
-        keyring.replace(auth);
+        keyring.replace(config);
         keyring
     }
 
-    /// Takes the keys of `auth`; empty keys are never accepted.
-    pub fn replace(&self, auth: &Auth) {
-        let mut keys = vec![(Caller::Own, auth.api_key.clone())];
-        keys.extend(auth.allowed_keys.iter().map(|(name, key)| (Caller::Peer(name.clone()), key.clone())));
+    /// Takes the keys of `config`; empty keys are never accepted.
+    ///
+    /// A key in `auth.allowedKeys[name]` was minted by pairing when the same name also has the
+    /// key we present (`auth.peerKeys`) and a certificate pin (`tls.pinnedCerts`): pairing
+    /// writes the three together and nothing else writes `peerKeys`. 1.0.21's pairing wrote a
+    /// pin but no `peerKeys`, and `loopsy peers add --key` only `allowedKeys`: both are legacy.
+    pub fn replace(&self, config: &Config) {
+        let auth = &config.auth;
+        let mut keys = vec![(Holder::Own, auth.api_key.clone())];
+        keys.extend(auth.allowed_keys.iter().map(|(name, key)| {
+            let paired = auth.peer_keys.contains_key(name) && config.tls.pinned_certs.contains_key(name);
+            (Holder::Peer { name: name.clone(), paired }, key.clone())
+        }));
         keys.retain(|(_, key)| !key.is_empty());
         *self.keys.write().expect("keyring lock") = keys;
     }
 
-    /// The caller whose key this is. Every stored key is compared, in constant time each, so the
-    /// time taken does not tell which key (if any) matched.
-    pub fn authenticate(&self, presented: &str) -> Option<Caller> {
+    /// This node's current key (it changes when the owner rotates it).
+    pub fn own_key(&self) -> String {
+        let keys = self.keys.read().expect("keyring lock");
+        keys.iter().find(|(holder, _)| *holder == Holder::Own).map(|(_, key)| key.clone()).unwrap_or_default()
+    }
+
+    /// Whose key this is. Every stored key is compared, in constant time each, so the time
+    /// taken does not tell which key (if any) matched.
+    fn authenticate(&self, presented: &str) -> Option<Holder> {
         let keys = self.keys.read().expect("keyring lock");
         let mut found = None;
-        for (caller, key) in keys.iter() {
+        for (holder, key) in keys.iter() {
             if constant_time_eq(key.as_bytes(), presented.as_bytes()) && found.is_none() {
-                found = Some(caller.clone());
+                found = Some(holder.clone());
             }
         }
         found
     }
+
+    /// The caller presenting `presented` over `connection` from `source`.
+    fn identify(&self, presented: &str, connection: Connection, source: Option<IpAddr>) -> Result<Caller, ApiError> {
+        match self.authenticate(presented) {
+            None => Err(ApiError::new(ErrorCode::AuthInvalidKey, "Invalid API key")),
+            Some(Holder::Own) if source.is_some_and(is_loopback) => Ok(Caller::Owner),
+            Some(Holder::Own) => Ok(Caller::OwnKeyRemote),
+            // Our own clients only ever send it over TLS pinned to this node's certificate; over
+            // plain HTTP it was sent by something else, and may have been read on the way.
+            Some(Holder::Peer { name, paired: true }) if !connection.tls => Err(ApiError::new(
+                ErrorCode::AuthInvalidKey,
+                format!("the key of paired peer '{name}' is accepted only over TLS"),
+            )),
+            Some(Holder::Peer { name, paired: true }) => Ok(Caller::Paired(name)),
+            Some(Holder::Peer { name, paired: false }) => Ok(Caller::Legacy(name)),
+        }
+    }
 }
 
-/// Who may use a route.
+/// Whether `ip` is this machine's loopback, IPv4-mapped IPv6 (`::ffff:127.0.0.1`) included.
+pub fn is_loopback(ip: IpAddr) -> bool {
+    ip.to_canonical().is_loopback()
+}
+
+/// The source address of a request's connection.
+pub fn source_ip(req: &Request<State>) -> Option<IpAddr> {
+    req.peer_addr().and_then(|addr| addr.parse::<SocketAddr>().ok()).map(|addr| addr.ip().to_canonical())
+}
+
+/// Whether a class may use a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grant {
+    Yes,
+    No,
+    /// Only while a config switch is on.
+    If(Switch),
+}
+
+/// A config switch that lets a class use routes it otherwise may not (for example
+/// `terminals.allowLegacyPeers` admitting legacy peers to terminals). Add a variant, its
+/// config key in [`Switch::key`] (the text of the ARCHITECTURE.md cell: ``if `key` ``) and its
+/// value in [`Switch::is_on`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Switch {}
+
+impl Switch {
+    pub fn key(self) -> &'static str {
+        match self {}
+    }
+
+    pub fn is_on(self, _config: &Config) -> bool {
+        match self {}
+    }
+}
+
+/// Who may use a route: one row of ARCHITECTURE.md's access table. Every route declares one
+/// when it is mounted ([`super::routes::Mount::route`]); a new kind of access is a new variant,
+/// a row in that table and its arm in [`Access::grant`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
-    /// No key needed (`/health`, the OpenAPI document).
+    /// Anyone, no key: health, the OpenAPI document, the dashboard's files and the messages of
+    /// the pairing protocol (each listed in the table).
     Public,
-    /// The node's key, an allowed peer key or a dashboard session.
-    Key,
-    /// The node's own key or a dashboard session, not a peer's key: routes that act with the
-    /// credentials this node holds for others (the dashboard's proxy and aggregates).
+    /// The owner and every peer: remote execution, transfer, context, AI tasks (each peer only
+    /// its own), the peer list and the handshake (each peer only its own entry).
+    DataPlane,
+    /// The owner only, by either credential: what changes this node's registry, messages and
+    /// config, and what acts with the credentials this node holds for others (dashboard proxy).
     Owner,
-    /// The node's own key, from a loopback address only (pairing control, local administration).
+    /// The owner's own key from a loopback address only, not the dashboard's cookie: pairing
+    /// control and minting dashboard logins.
     Local,
 }
 
-/// Route middleware: authenticate, then rate-limit, then run the endpoint.
+impl Access {
+    pub const ALL: [Access; 4] = [Access::Public, Access::DataPlane, Access::Owner, Access::Local];
+
+    /// The row name in ARCHITECTURE.md.
+    pub fn name(self) -> &'static str {
+        match self {
+            Access::Public => "Public",
+            Access::DataPlane => "DataPlane",
+            Access::Owner => "Owner",
+            Access::Local => "Local",
+        }
+    }
+
+    /// Whether `class` may use a route with this access.
+    pub fn grant(self, class: Class) -> Grant {
+        use Class::*;
+        let yes = match self {
+            Access::Public => true,
+            Access::DataPlane => matches!(class, OwnerKey | OwnerDashboard | Paired | Legacy),
+            Access::Owner => matches!(class, OwnerKey | OwnerDashboard),
+            Access::Local => class == OwnerKey,
+        };
+        if yes {
+            Grant::Yes
+        } else {
+            Grant::No
+        }
+    }
+
+    fn admits(self, class: Class, config: &Config) -> bool {
+        match self.grant(class) {
+            Grant::Yes => true,
+            Grant::No => false,
+            Grant::If(switch) => switch.is_on(config),
+        }
+    }
+
+    fn refusal(self, caller: &Caller) -> ApiError {
+        let who = match caller {
+            Caller::Owner => "the owner".to_string(),
+            Caller::Dashboard => "the dashboard".to_string(),
+            Caller::Paired(name) => format!("paired peer '{name}'"),
+            Caller::Legacy(name) => format!("legacy peer key '{name}'"),
+            Caller::OwnKeyRemote => "this node's own key from another machine (a legacy peer)".to_string(),
+        };
+        let message = match self {
+            Access::Owner => {
+                format!("this route is for this node's owner (its own key from this machine, or the dashboard), not for {who}")
+            }
+            Access::Local => {
+                format!("this route is for the local owner (its own key, from this machine), not for {who}")
+            }
+            Access::Public | Access::DataPlane => format!("this route is not for {who}"),
+        };
+        ApiError::new(ErrorCode::Forbidden, message)
+    }
+}
+
+/// Route middleware: authenticate, check the route's access, rate-limit, run the endpoint.
 #[derive(Debug, Clone, Copy)]
 pub struct Guard {
     pub access: Access,
@@ -117,14 +317,8 @@ pub fn bearer_key(header: Option<&str>) -> Result<&str, ApiError> {
     Ok(key)
 }
 
-fn authenticate(req: &Request<State>) -> Result<Caller, ApiError> {
-    let header = req.header("Authorization").map(|values| values.last().as_str());
-    let key = bearer_key(header)?;
-    req.state().keyring.authenticate(key).ok_or_else(|| ApiError::new(ErrorCode::AuthInvalidKey, "Invalid API key"))
-}
-
 /// A bearer key, or else a dashboard session cookie.
-fn authenticate_any(req: &Request<State>) -> Result<Caller, ApiError> {
+fn identify(req: &Request<State>) -> Result<Caller, ApiError> {
     if req.header("Authorization").is_none() {
         let name = origin::cookie_name(req.state().node.port);
         let cookies = req.header("Cookie").map(|values| values.iter().map(|v| v.as_str()).collect::<Vec<_>>());
@@ -133,7 +327,15 @@ fn authenticate_any(req: &Request<State>) -> Result<Caller, ApiError> {
             return dashboard_session(req, session);
         }
     }
-    authenticate(req)
+    let header = req.header("Authorization").map(|values| values.last().as_str());
+    let key = bearer_key(header)?;
+    req.state().keyring.identify(key, connection(req), source_ip(req))
+}
+
+/// How the request's connection arrived (plain when the listener did not say, as in tests that
+/// call the app directly).
+pub fn connection(req: &Request<State>) -> Connection {
+    req.ext::<Connection>().copied().unwrap_or(Connection { tls: false })
 }
 
 /// The checks on a request carrying a dashboard session cookie.
@@ -142,7 +344,7 @@ fn dashboard_session(req: &Request<State>, session: &str) -> Result<Caller, ApiE
     check_browser_host(req)?;
     let host = req.header("Host").map(|v| v.last().as_str()).unwrap_or_default();
     if let Some(origin) = req.header("Origin").map(|v| v.last().as_str()) {
-        if !origin::origin_matches(origin, req.state().tls.is_on(), host) {
+        if !origin::origin_matches(origin, connection(req).tls, host) {
             return refuse("dashboard requests must come from the dashboard's own origin");
         }
     }
@@ -170,51 +372,55 @@ pub fn check_browser_host(req: &Request<State>) -> Result<(), ApiError> {
     }
 }
 
-/// Only this node's own key, presented from this machine.
-fn local_owner(req: &Request<State>, caller: Caller) -> Result<Caller, ApiError> {
-    let loopback = req
-        .peer_addr()
-        .and_then(|addr| addr.parse::<std::net::SocketAddr>().ok())
-        .is_some_and(|addr| addr.ip().is_loopback());
-    if caller == Caller::Own && loopback {
-        Ok(caller)
-    } else {
-        Err(ApiError::new(
-            ErrorCode::AuthInvalidKey,
-            "this route is only for the local owner (own key, from this machine)",
-        ))
-    }
+/// The caller of a request that passed a guard; `None` only on `Access::Public` routes.
+pub fn caller(req: &Request<State>) -> Option<&Caller> {
+    req.ext::<Caller>()
 }
 
-/// Only this node's own key or its dashboard.
-fn owner(caller: Caller) -> Result<Caller, ApiError> {
-    match caller {
-        Caller::Own | Caller::Dashboard => Ok(caller),
-        Caller::Peer(_) => {
-            Err(ApiError::new(ErrorCode::AuthInvalidKey, "this route is for this node's owner, not for peers"))
+/// Who is asking, with the failed-authentication limit of the source address applied: an
+/// address (not loopback: the owner is never locked out of its own daemon by a local process)
+/// that sent too many wrong keys gets 429 before its key is looked at.
+fn identify_limited(req: &Request<State>) -> Result<Caller, ApiError> {
+    let source = source_ip(req).filter(|ip| !is_loopback(*ip));
+    let limiter = &req.state().limiter;
+    if let Some(source) = source {
+        if let Err(refusal) = limiter.check_source(source, Instant::now()) {
+            let message = format!(
+                "too many failed authentications from {source}: at most {} per minute; retry in {} s",
+                refusal.per_minute, refusal.retry_after_secs
+            );
+            return Err(ApiError::new(ErrorCode::RateLimited, message).with_retry_after(refusal.retry_after_secs));
         }
     }
+    let identified = identify(req);
+    if let (Err(err), Some(source)) = (&identified, source) {
+        if err.code() == Some(ErrorCode::AuthInvalidKey) {
+            limiter.failed_auth(source, Instant::now());
+        }
+    }
+    identified
 }
 
 #[async_trait::async_trait]
 impl Middleware<State> for Guard {
     async fn handle(&self, mut req: Request<State>, next: Next<'_, State>) -> tide::Result {
-        let caller = match self.access {
-            Access::Public => None,
-            Access::Key => match authenticate_any(&req) {
-                Ok(caller) => Some(caller),
+        let caller = if self.access.grant(Class::Anyone) == Grant::Yes {
+            None
+        } else {
+            let caller = match identify_limited(&req) {
+                Ok(caller) => caller,
                 Err(err) => return Ok(err.into_response()),
-            },
-            Access::Owner => match authenticate_any(&req).and_then(owner) {
-                Ok(caller) => Some(caller),
-                Err(err) => return Ok(err.into_response()),
-            },
-            Access::Local => match authenticate(&req).and_then(|caller| local_owner(&req, caller)) {
-                Ok(caller) => Some(caller),
-                Err(err) => return Ok(err.into_response()),
-            },
+            };
+            if !self.access.admits(caller.class(), &req.state().config) {
+                let mut res = self.access.refusal(&caller).into_response();
+                res.insert_ext(caller);
+                return Ok(res);
+            }
+            Some(caller)
         };
-        if let (Some(category), Some(caller)) = (self.limit, &caller) {
+        // Rate limits are for peers; the owner is not limited by them.
+        let limited = caller.as_ref().filter(|caller| !caller.is_owner());
+        if let (Some(category), Some(caller)) = (self.limit, limited) {
             if let Err(refusal) = req.state().limiter.check(&caller.label(), category, Instant::now()) {
                 let message = format!(
                     "Rate limit exceeded: {} {} requests per minute; retry in {} s",
@@ -253,17 +459,56 @@ mod tests {
         }
     }
 
+    fn keyring() -> Keyring {
+        let mut config = Config::new_with_key("own-key-0123456789".into());
+        config.auth.allowed_keys = BTreeMap::from([
+            ("bob".into(), "bob-key-0123456789".into()),
+            ("eve".into(), String::new()),
+            ("carol".into(), "carol-key-0123456789".into()),
+            // 1.0.21's pairing wrote a pin but no key of ours for the peer: still legacy.
+            ("dave".into(), "dave-key-0123456789".into()),
+        ]);
+        config.auth.peer_keys.insert("carol".into(), "to-carol-0123456789".into());
+        config.tls.pinned_certs.insert("carol".into(), "c".repeat(64));
+        config.tls.pinned_certs.insert("dave".into(), "d".repeat(64));
+        Keyring::new(&config)
+    }
+
+    #[track_caller]
+    fn check(key: &str, tls: bool, source: &str, expect: Result<Caller, ErrorCode>) {
+        let source: IpAddr = source.parse().unwrap();
+        let found = keyring().identify(key, Connection { tls }, Some(source)).map_err(|e| e.code().unwrap());
+        assert_eq!(found, expect, "{key} tls={tls} from {source}");
+    }
+
     #[test]
-    fn the_keyring_names_the_caller_and_never_accepts_an_empty_key() {
-        let auth = Auth {
-            api_key: "own-key-0123456789".into(),
-            allowed_keys: BTreeMap::from([("bob".into(), "bob-key-0123456789".into()), ("eve".into(), String::new())]),
-            peer_keys: BTreeMap::new(),
-        };
-        let keyring = Keyring::new(&auth);
-        assert_eq!(keyring.authenticate("own-key-0123456789"), Some(Caller::Own));
-        assert_eq!(keyring.authenticate("bob-key-0123456789"), Some(Caller::Peer("bob".into())));
-        assert_eq!(keyring.authenticate(""), None);
-        assert_eq!(keyring.authenticate("own-key-012345678"), None);
+    fn the_keyring_tells_the_caller_class_from_the_key_the_address_and_the_transport() {
+        use Caller::*;
+        check("own-key-0123456789", false, "127.0.0.1", Ok(Owner));
+        check("own-key-0123456789", true, "::1", Ok(Owner));
+        check("own-key-0123456789", false, "::ffff:127.0.0.1", Ok(Owner));
+        check("own-key-0123456789", false, "127.0.0.2", Ok(Owner));
+        check("own-key-0123456789", true, "10.0.0.7", Ok(OwnKeyRemote));
+        check("own-key-0123456789", false, "::ffff:10.0.0.7", Ok(OwnKeyRemote));
+        check("bob-key-0123456789", false, "10.0.0.7", Ok(Legacy("bob".into())));
+        check("bob-key-0123456789", true, "127.0.0.1", Ok(Legacy("bob".into())));
+        check("dave-key-0123456789", true, "10.0.0.7", Ok(Legacy("dave".into())));
+        check("carol-key-0123456789", true, "10.0.0.7", Ok(Paired("carol".into())));
+        check("carol-key-0123456789", false, "10.0.0.7", Err(ErrorCode::AuthInvalidKey));
+        check("carol-key-0123456789", false, "127.0.0.1", Err(ErrorCode::AuthInvalidKey));
+        check("to-carol-0123456789", true, "10.0.0.7", Err(ErrorCode::AuthInvalidKey));
+        check("", true, "127.0.0.1", Err(ErrorCode::AuthInvalidKey));
+        check("own-key-012345678", true, "127.0.0.1", Err(ErrorCode::AuthInvalidKey));
+        assert_eq!(keyring().own_key(), "own-key-0123456789");
+    }
+
+    #[test]
+    fn ipv4_mapped_loopback_is_loopback() {
+        for yes in ["127.0.0.1", "127.9.9.9", "::1", "::ffff:127.0.0.1"] {
+            assert!(is_loopback(yes.parse().unwrap()), "{yes}");
+        }
+        for no in ["10.0.0.1", "::ffff:10.0.0.1", "0.0.0.0", "::", "fe80::1"] {
+            assert!(!is_loopback(no.parse().unwrap()), "{no}");
+        }
     }
 }

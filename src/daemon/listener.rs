@@ -1,20 +1,27 @@
 //! The accept loop: TCP (and TLS) connections into async-h1 and `app.respond`, with a graceful
-//! stop.
+//! stop, connection caps and timeouts (`conn`).
 //!
 //! tide has no graceful shutdown and its own loop drains any unread request body, however
 //! large, so this module owns the loop. On shutdown it stops accepting, lets each connection
 //! finish the request it is serving (then closes it), and drops idle keep-alive connections.
+//!
+//! One port serves both HTTP and HTTPS once TLS is on: the first byte tells them apart (a TLS
+//! handshake starts with 0x16, an HTTP request with a letter). Plain HTTP then stays open to
+//! this machine's own tools (curl, MCP clients, 1.0.21 scripts) on loopback; from other
+//! addresses it is served only while `tls.allowInsecurePeers` is true, and refused otherwise.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_h1::server::{decode, Encoder};
-use async_net::TcpListener;
+use async_net::{TcpListener, TcpStream};
 use futures_lite::future;
 use futures_lite::io::{self, AsyncRead, AsyncReadExt, AsyncWrite};
 
+use super::conn::{Connections, Guarded, Limits, Permit};
+use super::error::{ApiError, ErrorCode};
 use super::state::State;
 use crate::shutdown::Shutdown;
 
@@ -24,22 +31,41 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(75);
 /// reading the rest (an oversized upload answered with 413 must not be read to the end).
 const DRAIN_LIMIT: u64 = 256 * 1024;
 
-/// The TLS acceptor, if HTTPS is on; pairing can turn it on while the daemon runs.
-#[derive(Clone, Default)]
-pub struct TlsSwitch(std::sync::Arc<std::sync::RwLock<Option<futures_rustls::TlsAcceptor>>>);
+/// Whether connections get TLS (pairing can turn it on while the daemon runs), and whether
+/// plain HTTP from other machines is still served beside it (`tls.allowInsecurePeers`, re-read
+/// on SIGHUP).
+#[derive(Clone)]
+pub struct TlsSwitch {
+    acceptor: Arc<std::sync::RwLock<Option<futures_rustls::TlsAcceptor>>>,
+    insecure_peers: Arc<AtomicBool>,
+}
 
 impl TlsSwitch {
+    pub fn new(allow_insecure_peers: bool) -> TlsSwitch {
+        TlsSwitch { acceptor: Default::default(), insecure_peers: Arc::new(AtomicBool::new(allow_insecure_peers)) }
+    }
+
     pub fn current(&self) -> Option<futures_rustls::TlsAcceptor> {
-        self.0.read().expect("tls switch lock").clone()
+        self.acceptor.read().expect("tls switch lock").clone()
     }
 
     /// New connections are served over TLS from now on.
     pub fn enable(&self, acceptor: futures_rustls::TlsAcceptor) {
-        *self.0.write().expect("tls switch lock") = Some(acceptor);
+        *self.acceptor.write().expect("tls switch lock") = Some(acceptor);
     }
 
     pub fn is_on(&self) -> bool {
-        self.0.read().expect("tls switch lock").is_some()
+        self.acceptor.read().expect("tls switch lock").is_some()
+    }
+
+    pub fn set_insecure_peers(&self, allowed: bool) {
+        self.insecure_peers.store(allowed, Ordering::SeqCst);
+    }
+
+    /// Whether a plain HTTP connection from `peer` is served: always without TLS, and with TLS
+    /// on from loopback, or from anywhere while insecure peers are allowed.
+    fn serves_plain(&self, peer: &SocketAddr) -> bool {
+        !self.is_on() || peer.ip().to_canonical().is_loopback() || self.insecure_peers.load(Ordering::SeqCst)
     }
 }
 
@@ -75,17 +101,23 @@ impl Drop for InFlightGuard {
     }
 }
 
-/// How long a client may take to complete the TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Accepts connections until shutdown is triggered; with `tls`, every connection is HTTPS.
+/// Accepts connections until shutdown is triggered; with TLS on, a connection that starts a
+/// TLS handshake gets HTTPS and one that speaks plain HTTP is judged by `TlsSwitch`.
 pub async fn serve(
     listener: TcpListener,
     tls: TlsSwitch,
     app: tide::Server<State>,
     shutdown: Shutdown,
     in_flight: InFlight,
+    limits: Limits,
 ) {
+    let connections = Connections::new(&limits);
+    log::info!(
+        "accepting at most {} connections ({} per address); request heads within {} s",
+        limits.max_connections,
+        limits.max_per_address,
+        limits.header_timeout.as_secs_f32()
+    );
     loop {
         let accepted = future::or(async { Some(listener.accept().await) }, async {
             shutdown.wait().await;
@@ -95,32 +127,22 @@ pub async fn serve(
         match accepted {
             None => return,
             Some(Ok((stream, peer))) => {
+                // Over the cap: closed at once, before anything is read or spawned.
+                let Some(permit) = connections.admit(peer.ip()) else { continue };
                 let _ = stream.set_nodelay(true);
-                let local = stream.local_addr().ok();
-                let (app, shutdown, in_flight, tls) = (app.clone(), shutdown.clone(), in_flight.clone(), tls.current());
+                let connection = Accepted {
+                    peer,
+                    local: stream.local_addr().ok(),
+                    app: app.clone(),
+                    shutdown: shutdown.clone(),
+                    in_flight: in_flight.clone(),
+                    limits,
+                    deadline: Instant::now() + limits.header_timeout,
+                    _permit: permit,
+                };
+                let tls = tls.clone();
                 smol::spawn(async move {
-                    let served = match tls {
-                        None if starts_with_tls_hello(&stream).await => {
-                            log::debug!("{peer} started a TLS handshake on the plain HTTP port; closing");
-                            Ok(())
-                        }
-                        None => serve_connection(stream, peer, local, app, shutdown, in_flight).await,
-                        Some(acceptor) => {
-                            let handshake = future::or(async { Some(acceptor.accept(stream).await) }, async {
-                                async_io::Timer::after(HANDSHAKE_TIMEOUT).await;
-                                None
-                            });
-                            match handshake.await {
-                                Some(Ok(tls_stream)) => {
-                                    let io = async_dup::Arc::new(async_dup::Mutex::new(tls_stream));
-                                    serve_connection(io, peer, local, app, shutdown, in_flight).await
-                                }
-                                Some(Err(e)) => Err(tide::http::Error::from_str(400, format!("TLS handshake: {e}"))),
-                                None => Err(tide::http::Error::from_str(408, "TLS handshake timed out")),
-                            }
-                        }
-                    };
-                    if let Err(e) = served {
+                    if let Err(e) = connection.run(stream, tls).await {
                         log::debug!("connection from {peer}: {e}");
                     }
                 })
@@ -132,6 +154,172 @@ pub async fn serve(
                 async_io::Timer::after(Duration::from_millis(100)).await;
             }
         }
+    }
+}
+
+/// How a request's connection arrived; the listener puts it on every request for the guard
+/// (a key minted at pairing is accepted only over TLS) and the dashboard's cookie rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Connection {
+    pub tls: bool,
+}
+
+/// One accepted connection and what serving it needs.
+struct Accepted {
+    peer: SocketAddr,
+    local: Option<SocketAddr>,
+    app: tide::Server<State>,
+    shutdown: Shutdown,
+    in_flight: InFlight,
+    limits: Limits,
+    /// The first request's head (and a TLS handshake before it) must be complete by then.
+    deadline: Instant,
+    /// Holds the connection's place under the caps until it closes.
+    _permit: Permit,
+}
+
+/// What a connection's requests get.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Serve,
+    /// Plain HTTP from another machine while TLS is on and insecure peers are not allowed.
+    RefusePlain,
+}
+
+impl Accepted {
+    async fn run(self, stream: TcpStream, tls: TlsSwitch) -> tide::http::Result<()> {
+        let Some(first) = first_byte(&stream, self.deadline).await else { return Ok(()) };
+        let is_tls_hello = first == 0x16;
+        match (tls.current(), is_tls_hello) {
+            (None, true) => {
+                log::debug!("{} started a TLS handshake on the plain HTTP port; closing", self.peer);
+                Ok(())
+            }
+            (Some(acceptor), true) => {
+                let tcp = stream.clone();
+                let handshake = future::or(async { Some(acceptor.accept(stream).await) }, async {
+                    async_io::Timer::at(self.deadline).await;
+                    None
+                });
+                match handshake.await {
+                    Some(Ok(tls_stream)) => {
+                        let io = async_dup::Arc::new(async_dup::Mutex::new(tls_stream));
+                        let io = Guarded::new(io, self.limits.idle_timeout);
+                        self.serve(io, tcp, Mode::Serve, Connection { tls: true }).await
+                    }
+                    Some(Err(e)) => Err(tide::http::Error::from_str(400, format!("TLS handshake: {e}"))),
+                    None => Err(tide::http::Error::from_str(408, "TLS handshake timed out")),
+                }
+            }
+            (_, false) => {
+                let mode = if tls.serves_plain(&self.peer) { Mode::Serve } else { Mode::RefusePlain };
+                let io = Guarded::new(stream.clone(), self.limits.idle_timeout);
+                self.serve(io, stream, mode, Connection { tls: false }).await
+            }
+        }
+    }
+
+    async fn serve<IO>(
+        self,
+        io: Guarded<IO>,
+        tcp: TcpStream,
+        mode: Mode,
+        connection: Connection,
+    ) -> tide::http::Result<()>
+    where
+        IO: AsyncRead + AsyncWrite + Clone + Send + Sync + Unpin + 'static,
+    {
+        let mut deadline = self.deadline;
+        loop {
+            io.start_head();
+            let next = future::or(async { Some(decode(io.clone()).await) }, async {
+                future::or(self.shutdown.wait(), async {
+                    async_io::Timer::at(deadline).await;
+                })
+                .await;
+                None
+            })
+            .await;
+            let Some(decoded) = next else {
+                if !self.shutdown.is_triggered() {
+                    log::debug!("{}: no complete request head within the header timeout; closing", self.peer);
+                }
+                return Ok(());
+            };
+            let Some((mut req, mut body)) = decoded? else { return Ok(()) };
+            io.end_head();
+            let _serving = self.in_flight.enter();
+            req.set_peer_addr(Some(self.peer));
+            req.set_local_addr(self.local);
+            req.ext_mut().insert(connection);
+            let method = req.method();
+            let close_requested = req.header("Connection").is_some_and(|v| v.as_str().eq_ignore_ascii_case("close"));
+            let declared = req.len();
+            let mut res: tide::http::Response = match mode {
+                Mode::Serve => self.app.respond(req).await?,
+                Mode::RefusePlain => plain_refusal(),
+            };
+            let drained = mode == Mode::Serve && drain_unread(&mut body, declared).await?;
+            let close = close_requested
+                || !drained
+                || self.shutdown.is_triggered()
+                || res.header("Connection").is_some_and(|v| v.as_str().eq_ignore_ascii_case("close"));
+            if close {
+                res.insert_header("Connection", "close");
+            }
+            let event_stream = res.content_type().is_some_and(|mime| mime.essence() == "text/event-stream");
+            let mut encoder = Encoder::new(res, method);
+            let mut writer = io.clone();
+            let copy = io::copy(&mut encoder, &mut writer);
+            if event_stream {
+                // An event stream may be quiet for long: end it (dropping its producer) as soon as
+                // the client closes the connection, not at the next heartbeat.
+                future::or(copy, client_hangup(&tcp)).await?;
+            } else {
+                copy.await?;
+            }
+            if close {
+                return Ok(());
+            }
+            drop(_serving);
+            // Keep-alive: wait for the next request's first byte, then give it a head timeout.
+            let waited = future::or(async { tcp.peek(&mut [0u8; 1]).await.ok() }, async {
+                future::or(self.shutdown.wait(), async {
+                    async_io::Timer::after(IDLE_TIMEOUT).await;
+                })
+                .await;
+                None
+            })
+            .await;
+            match waited {
+                Some(n) if n > 0 => deadline = Instant::now() + self.limits.header_timeout,
+                _ => return Ok(()),
+            }
+        }
+    }
+}
+
+/// The answer to every request of a refused plain-HTTP connection.
+fn plain_refusal() -> tide::http::Response {
+    let message = "this daemon serves other machines over HTTPS only (tls.allowInsecurePeers is false): \
+                   pair with it (`loopsy pair`) to reach it with its pinned certificate";
+    let mut res: tide::http::Response = ApiError::new(ErrorCode::TlsRequired, message).into_response().into();
+    res.insert_header("Connection", "close");
+    res
+}
+
+/// The first byte a client sends, without consuming it; `None` if it closes or says nothing
+/// before `deadline`.
+async fn first_byte(stream: &TcpStream, deadline: Instant) -> Option<u8> {
+    let mut first = [0u8; 1];
+    let peek = async { stream.peek(&mut first).await.ok() };
+    let timeout = async {
+        async_io::Timer::at(deadline).await;
+        None
+    };
+    match future::or(peek, timeout).await {
+        Some(1) => Some(first[0]),
+        _ => None,
     }
 }
 
@@ -159,78 +347,9 @@ async fn drain_unread(body: &mut (impl AsyncRead + Unpin), declared: Option<usiz
     }
 }
 
-/// Whether the client opened with a TLS handshake record (0x16), which a plain HTTP port
-/// closes at once instead of waiting for an HTTP head that never comes.
-async fn starts_with_tls_hello(stream: &async_net::TcpStream) -> bool {
-    let mut first = [0u8; 1];
-    let peek = async { stream.peek(&mut first).await.ok() };
-    let timeout = async {
-        async_io::Timer::after(HANDSHAKE_TIMEOUT).await;
-        None
-    };
-    matches!(future::or(peek, timeout).await, Some(1)) && first[0] == 0x16
-}
-
-async fn serve_connection<IO>(
-    io: IO,
-    peer: SocketAddr,
-    local: Option<SocketAddr>,
-    app: tide::Server<State>,
-    shutdown: Shutdown,
-    in_flight: InFlight,
-) -> tide::http::Result<()>
-where
-    IO: AsyncRead + AsyncWrite + Clone + Send + Sync + Unpin + 'static,
-{
-    loop {
-        let next = future::or(async { Some(decode(io.clone()).await) }, async {
-            future::or(shutdown.wait(), async {
-                async_io::Timer::after(IDLE_TIMEOUT).await;
-            })
-            .await;
-            None
-        })
-        .await;
-        let Some(decoded) = next else { return Ok(()) };
-        let Some((mut req, mut body)) = decoded? else { return Ok(()) };
-        let _serving = in_flight.enter();
-        req.set_peer_addr(Some(peer));
-        req.set_local_addr(local);
-        let method = req.method();
-        let close_requested = req.header("Connection").is_some_and(|v| v.as_str().eq_ignore_ascii_case("close"));
-        let declared = req.len();
-        let mut res: tide::http::Response = app.respond(req).await?;
-        let drained = drain_unread(&mut body, declared).await?;
-        let close = close_requested
-            || !drained
-            || shutdown.is_triggered()
-            || res.header("Connection").is_some_and(|v| v.as_str().eq_ignore_ascii_case("close"));
-        if close {
-            res.insert_header("Connection", "close");
-        }
-        let event_stream = res.content_type().is_some_and(|mime| mime.essence() == "text/event-stream");
-        let mut encoder = Encoder::new(res, method);
-        let mut writer = io.clone();
-        let copy = io::copy(&mut encoder, &mut writer);
-        if event_stream {
-            // An event stream may be quiet for long: end it (dropping its producer) as soon as
-            // the client closes the connection, not at the next heartbeat.
-            future::or(copy, client_hangup(&io)).await?;
-        } else {
-            copy.await?;
-        }
-        if close {
-            return Ok(());
-        }
-    }
-}
-
 /// Completes with an error when the client closes its side of the connection. Bytes the client
 /// sends meanwhile (a pipelined request) stop the watch; heartbeats then notice a hang-up.
-async fn client_hangup<IO: 'static>(io: &IO) -> io::Result<u64> {
-    let Some(tcp) = (io as &dyn std::any::Any).downcast_ref::<async_net::TcpStream>() else {
-        return future::pending().await;
-    };
+async fn client_hangup(tcp: &TcpStream) -> io::Result<u64> {
     let mut byte = [0u8; 1];
     match tcp.peek(&mut byte).await {
         Ok(0) | Err(_) => Err(io::Error::new(io::ErrorKind::ConnectionAborted, "the client closed the connection")),

@@ -7,6 +7,7 @@
 pub mod api;
 pub mod audit;
 pub mod body;
+pub mod conn;
 pub mod error;
 pub mod guard;
 pub mod listener;
@@ -56,10 +57,10 @@ pub fn run(paths: Paths, config: Config, managed_by: Option<String>) -> anyhow::
 }
 
 async fn serve(paths: Paths, config: Config, node_id: NodeId, managed_by: Option<String>) -> anyhow::Result<()> {
+    let descriptors = conn::raise_descriptor_limit();
     let host: IpAddr = config.server.host.parse().context("server.host")?;
     let address = SocketAddr::new(host, config.server.port);
-    let listener =
-        async_net::TcpListener::bind(address).await.with_context(|| format!("cannot listen on {address}"))?;
+    let listener = conn::listen(address).with_context(|| format!("cannot listen on {address}"))?;
     let bound = listener.local_addr()?;
     let (state, nudges) = State::open(Arc::new(paths), config, node_id, bound.port())?;
     let paths = state.paths.clone();
@@ -92,7 +93,8 @@ async fn serve(paths: Paths, config: Config, node_id: NodeId, managed_by: Option
         }
     });
     let in_flight = listener::InFlight::default();
-    listener::serve(listener, state.tls.clone(), app, state.shutdown.clone(), in_flight.clone()).await;
+    let limits = conn::Limits::from_config(&state.config.server, descriptors);
+    listener::serve(listener, state.tls.clone(), app, state.shutdown.clone(), in_flight.clone(), limits).await;
 
     log::info!("shutting down: {} request(s) in flight", in_flight.count());
     // Agents are not left running unsupervised (and their streams end with them).
@@ -136,12 +138,6 @@ fn announce(state: &State, bound: SocketAddr, managed_by: Option<String>) -> any
     *state.runtime.lock().expect("runtime lock") = Some(runtime);
     log::info!("listening on {url} as node {} ({})", state.node.id, state.node.hostname);
     Ok(())
-}
-
-/// Every key this daemon holds: agent processes must never see one (weakness C3).
-pub(crate) fn daemon_secrets(config: &Config) -> Vec<String> {
-    let auth = &config.auth;
-    std::iter::once(&auth.api_key).chain(auth.allowed_keys.values()).chain(auth.peer_keys.values()).cloned().collect()
 }
 
 /// Turns HTTPS on for new connections (making the certificate if needed) and says so in
@@ -225,7 +221,8 @@ async fn handle_signals(state: State, mut signals: async_signal::Signals) {
 fn reload_keys(state: &State) {
     match Config::load(&state.paths) {
         Ok(config) => {
-            state.keyring.replace(&config.auth);
+            state.keyring.replace(&config);
+            state.tls.set_insecure_peers(config.tls.allow_insecure_peers);
             log::info!("reloaded keys from {}", state.paths.config_file().display());
         }
         Err(e) => log::error!("keeping the current keys: {e}"),

@@ -30,12 +30,19 @@ pub fn build() -> Value {
         }
         schemas.extend(part["schemas"].as_object().cloned().unwrap_or_default());
     }
+    // Who may call each operation, from the route table itself (ARCHITECTURE.md's access table).
+    for spec in routes::table() {
+        let method = spec.method.to_string().to_lowercase();
+        if let Some(operation) = paths.get_mut(&openapi_path(spec.path)).and_then(|item| item.get_mut(&method)) {
+            operation["x-loopsy-access"] = spec.access.name().into();
+        }
+    }
     json!({
         "openapi": "3.1.0",
         "info": {
             "title": "loopsy daemon API",
             "version": crate::identity::PROTOCOL_VERSION,
-            "description": "Wire-compatible with loopsy 1.0.21. Every route but the public ones needs `Authorization: Bearer <key>` (the node's own key or a key listed in auth.allowedKeys). Errors have the body `{\"error\":{\"code\":N,\"message\":\"...\"}}`."
+            "description": "Wire-compatible with loopsy 1.0.21. Every route but the public ones needs `Authorization: Bearer <key>` (the node's own key or a key listed in auth.allowedKeys). `x-loopsy-access` says who may call an operation: Public (anyone), DataPlane (the owner and peers), Owner (this node's own key from loopback, or the dashboard), Local (the own key from loopback only); a caller of another class gets 403 with code 9009. Errors have the body `{\"error\":{\"code\":N,\"message\":\"...\"}}`."
         },
         "servers": [{"url": "http://127.0.0.1:19532"}],
         "security": [{"bearer": []}],
@@ -50,12 +57,25 @@ pub fn build() -> Value {
     })
 }
 
+/// `/api/v1/context/:key` in tide's syntax is `/api/v1/context/{key}` in OpenAPI's (and a
+/// wildcard `*rest` is `{rest}`).
+fn openapi_path(tide_path: &str) -> String {
+    tide_path
+        .split('/')
+        .map(|segment| match segment.strip_prefix(':').or_else(|| segment.strip_prefix('*')) {
+            Some(name) => format!("{{{name}}}"),
+            None => segment.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
 fn error_schema() -> Value {
     json!({
         "type": "object", "required": ["error"],
         "properties": {"error": {"oneOf": [
             {"type": "object", "required": ["code", "message"], "properties": {
-                "code": {"type": "integer", "description": "1001 missing key, 1002 invalid key, 9002 rate limited, 9003 invalid request, 9004 route not found, 9005 method not allowed, 9006 body too large, 9007 unsupported media type; area codes are listed with each route"},
+                "code": {"type": "integer", "description": "1001 missing key, 1002 invalid key, 9002 rate limited, 9003 invalid request, 9004 route not found, 9005 method not allowed, 9006 body too large, 9007 unsupported media type, 9009 not for this caller, 9020 plain HTTP from another machine refused (TLS required); area codes are listed with each route"},
                 "message": {"type": "string"}}},
             {"type": "string"}
         ]}}
@@ -86,19 +106,6 @@ mod tests {
     use crate::identity::NodeId;
     use crate::paths::Paths;
 
-    /// `/api/v1/context/:key` in tide's syntax is `/api/v1/context/{key}` in OpenAPI's (and a
-    /// wildcard `*rest` is `{rest}`).
-    fn openapi_path(tide_path: &str) -> String {
-        tide_path
-            .split('/')
-            .map(|segment| match segment.strip_prefix(':').or_else(|| segment.strip_prefix('*')) {
-                Some(name) => format!("{{{name}}}"),
-                None => segment.to_string(),
-            })
-            .collect::<Vec<_>>()
-            .join("/")
-    }
-
     #[test]
     fn every_mounted_route_is_documented_and_every_documented_route_is_mounted() {
         let dir = std::env::temp_dir().join(format!("loopsy-openapi-{}", crate::random::hex(6)));
@@ -120,6 +127,10 @@ mod tests {
                         || operation["responses"].as_object().unwrap().keys().any(|k| k.starts_with(['2', '3'])),
                     "{method} {path} documents a success response"
                 );
+                let access = operation["x-loopsy-access"].as_str();
+                assert!(access.is_some(), "{method} {path} says who may call it");
+                let open = operation.get("security").is_some_and(|s| s.as_array().is_some_and(Vec::is_empty));
+                assert_eq!(open, access == Some("Public"), "{method} {path}: `security: []` exactly on public routes");
                 documented.insert((method.clone(), path.clone()));
             }
         }

@@ -4,6 +4,7 @@
 //! Both roles run in the daemons, so key material never passes through a CLI. The protocol is
 //! in `crate::pairing`; this file only moves its messages and applies the outcome.
 
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ use serde_json::json;
 use surf::http::Method;
 use tide::http::StatusCode;
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorCode};
 use super::state::State;
 use crate::pairing::channel::{from_hex, Channel};
 use crate::pairing::session::{Code, Finish, Host, Joiner, Offer, PairError, LIFETIME_MS};
@@ -32,7 +33,8 @@ enum Slot {
     Hosting {
         host: Box<Host>,
         mine: Offer,
-        applied: bool,
+        /// The name the peer was saved under, once both sides confirmed.
+        applied: Option<String>,
         /// Where the joiner's daemon paired from: its address for later calls.
         joiner_address: Option<String>,
     },
@@ -94,8 +96,11 @@ pub fn api_error(err: PairError) -> ApiError {
     let status = match err {
         PairError::NoSession => StatusCode::NotFound,
         PairError::Expired => StatusCode::Gone,
-        PairError::Burned => StatusCode::Locked,
-        PairError::WrongCode(_) => StatusCode::Forbidden,
+        PairError::TooManyAttempts | PairError::WrongCode(_) => StatusCode::Forbidden,
+        PairError::BackOff(wait_ms) => {
+            return ApiError::plain(StatusCode::TooManyRequests, err.to_string())
+                .with_retry_after(wait_ms.div_ceil(1000))
+        }
         PairError::Busy | PairError::Cancelled => StatusCode::Conflict,
         PairError::BadOffer | PairError::Tampered | PairError::Invalid(_) => StatusCode::BadRequest,
     };
@@ -147,7 +152,7 @@ impl Pairing {
             "port": state.node.port,
             "addresses": crate::netif::local_addresses().iter().filter(|ip| ip.is_ipv4()).map(|ip| ip.to_string()).collect::<Vec<_>>(),
         });
-        *slot = Slot::Hosting { host: Box::new(host), mine, applied: false, joiner_address: None };
+        *slot = Slot::Hosting { host: Box::new(host), mine, applied: None, joiner_address: None };
         Ok(answer)
     }
 
@@ -156,9 +161,12 @@ impl Pairing {
         let now = crate::clock::now_ms();
         match &*self.lock() {
             Slot::Idle => json!({"role": "none"}),
-            Slot::Hosting { host, .. } => {
+            Slot::Hosting { host, applied, .. } => {
                 let mut status = serde_json::to_value(host.status(now)).expect("status serialises");
                 status["role"] = "host".into();
+                if let Some(name) = applied {
+                    status["peerName"] = name.as_str().into();
+                }
                 status
             }
             Slot::Joining(joined) => json!({
@@ -185,22 +193,22 @@ impl Pairing {
         }
     }
 
-    /// `POST /pair/spake2` from the joining daemon.
-    pub fn host_spake2(&self, body: &Share) -> Result<ShareAnswer, ApiError> {
+    /// `POST /pair/spake2` from the joining daemon at address `from`.
+    pub fn host_spake2(&self, body: &Share, from: IpAddr) -> Result<ShareAnswer, ApiError> {
         let share = decode_hex(&body.share, "share")?;
-        let (share, confirm) = self.with_host(|host, now| host.spake2(&share, now))?;
+        let (share, confirm) = self.with_host(|host, now| host.spake2(&share, from, now))?;
         Ok(ShareAnswer { share, confirm })
     }
 
     /// `POST /pair/exchange` from the joining daemon at address `from`.
-    pub fn host_exchange(&self, body: &Exchange, from: &str) -> Result<Sealed, ApiError> {
+    pub fn host_exchange(&self, body: &Exchange, from: IpAddr) -> Result<Sealed, ApiError> {
         let confirm = decode_hex(&body.confirm, "confirm")?;
         let now = crate::clock::now_ms();
         match &mut *self.lock() {
             Slot::Hosting { host, mine, joiner_address, .. } => {
-                let offer = host.exchange(&confirm, &body.offer, mine, now).map_err(api_error)?;
+                let offer = host.exchange(&confirm, &body.offer, mine, from, now).map_err(api_error)?;
                 // Where the joiner's daemon is reached later: the address it paired from.
-                *joiner_address = Some(from.to_string());
+                *joiner_address = Some(from.to_canonical().to_string());
                 Ok(Sealed { offer })
             }
             _ => Err(api_error(PairError::NoSession)),
@@ -230,32 +238,48 @@ impl Pairing {
         let mut slot = self.lock();
         let Slot::Hosting { host, mine, applied, joiner_address } = &mut *slot else { return Ok(()) };
         let Some(peer) = host.completed() else { return Ok(()) };
-        if *applied {
+        if applied.is_some() {
             return Ok(());
         }
         let address = joiner_address.clone().unwrap_or_else(|| peer.hostname.clone());
-        apply(state, peer, mine, &address)
+        let name = apply(state, peer, mine, &address)
             .map_err(|e| ApiError::internal(format!("cannot save the pairing: {e:#}")))?;
-        *applied = true;
+        *applied = Some(name);
         Ok(())
     }
 }
 
-/// The session lifetime: five minutes, or `LOOPSY_PAIRING_LIFETIME_MS` (for tests of expiry).
+/// The session lifetime: five minutes. Test builds (the `test-hooks` feature, which only
+/// `cargo test` turns on) read `LOOPSY_PAIRING_LIFETIME_MS` for tests of expiry; a daemon
+/// anyone installs has no way to stretch a pairing window from its environment.
 fn lifetime_ms() -> u64 {
-    std::env::var("LOOPSY_PAIRING_LIFETIME_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(LIFETIME_MS)
+    #[cfg(feature = "test-hooks")]
+    if let Some(ms) = std::env::var("LOOPSY_PAIRING_LIFETIME_MS").ok().and_then(|v| v.parse().ok()) {
+        return ms;
+    }
+    LIFETIME_MS
 }
 
 /// Writes a completed pairing: keys both ways, the pin, the peer; then takes effect at once.
+/// Returns the name the peer is saved under.
 fn apply(state: &State, peer: &Offer, mine: &Offer, address: &str) -> anyhow::Result<String> {
     use crate::config::set_path;
+    let registry = state.peers.list();
     let mut name = peer.hostname.clone();
     let config = crate::config::edit(&state.paths, |doc| {
-        let pinned = doc["tls"]["pinnedCerts"][name.as_str()].as_str().map(String::from);
-        if pinned.is_some_and(|pin| pin != peer.fingerprint) {
-            // Another machine already uses this name: never overwrite it (weakness A6).
-            name = format!("{}-{}", peer.hostname, &peer.node_id[..8]);
-        }
+        // A name already used by another peer (paired with another certificate, a 1.0.21 key, a
+        // key we present, or a registry entry of another node) is never overwritten (A6).
+        let taken = |candidate: &str| {
+            let pinned = doc["tls"]["pinnedCerts"][candidate].as_str();
+            if pinned == Some(peer.fingerprint.as_str()) {
+                return false;
+            }
+            pinned.is_some()
+                || !doc["auth"]["allowedKeys"][candidate].is_null()
+                || !doc["auth"]["peerKeys"][candidate].is_null()
+                || registry.iter().any(|p| p.name.as_deref() == Some(candidate) && p.node_id != peer.node_id)
+        };
+        name = free_name(&peer.hostname, &peer.node_id, taken);
         set_path(doc, &["auth", "allowedKeys", name.as_str()], mine.api_key.clone().into());
         set_path(doc, &["auth", "peerKeys", name.as_str()], peer.api_key.clone().into());
         set_path(doc, &["tls", "pinnedCerts", name.as_str()], peer.fingerprint.clone().into());
@@ -268,7 +292,10 @@ fn apply(state: &State, peer: &Offer, mine: &Offer, address: &str) -> anyhow::Re
         set_path(doc, &["discovery", "manualPeers"], serde_yaml::to_value(peers)?);
         Ok(())
     })?;
-    state.keyring.replace(&config.auth);
+    if name != peer.hostname {
+        log::warn!("another peer here is already named '{}': the new peer is named '{name}'", peer.hostname);
+    }
+    state.keyring.replace(&config);
     super::enable_tls(state)?;
     let add = crate::peers::registry::ManualAdd {
         address: address.to_string(),
@@ -286,6 +313,19 @@ fn apply(state: &State, peer: &Offer, mine: &Offer, address: &str) -> anyhow::Re
     Ok(name)
 }
 
+/// `hostname` if it is free, else `hostname-<8 of the node id>`, else that with `-2`, `-3`, ….
+fn free_name(hostname: &str, node_id: &str, taken: impl Fn(&str) -> bool) -> String {
+    if !taken(hostname) {
+        return hostname.to_string();
+    }
+    let short: String = node_id.chars().filter(char::is_ascii_alphanumeric).take(8).collect();
+    let base = format!("{hostname}-{short}");
+    std::iter::once(base.clone())
+        .chain((2..).map(|n| format!("{base}-{n}")))
+        .find(|candidate| !taken(candidate))
+        .expect("an unbounded list of names has a free one")
+}
+
 /// The joiner's side, driven from `POST /pair/join` and `POST /pair/confirm`.
 impl Pairing {
     pub async fn join(&self, state: &State, request: JoinRequest) -> Result<serde_json::Value, ApiError> {
@@ -298,7 +338,7 @@ impl Pairing {
         let mine = my_offer(state)?;
         let client = pairing_client(&request.address, port).await?;
         let joiner = Joiner::new(&code);
-        let answer: ShareAnswer = call(&client, "/api/v1/pair/spake2", &Share { share: joiner.share() }).await?;
+        let answer = spake2_when_allowed(&client, &Share { share: joiner.share() }).await?;
         let (host_share, host_confirm) = (decode_hex(&answer.share, "share")?, decode_hex(&answer.confirm, "confirm")?);
         let (channel, confirm) = match joiner.confirm(&host_share, &host_confirm) {
             Ok(ok) => ok,
@@ -376,6 +416,24 @@ async fn pairing_client(address: &str, port: u16) -> Result<Client, ApiError> {
     Err(ApiError::plain(StatusCode::BadGateway, format!("cannot reach {address}:{port}: {last}")))
 }
 
+/// Sends our share, waiting out the host's back-off (429) if other guesses came first: a
+/// stranger's tries slow a pairing down, they do not stop it.
+async fn spake2_when_allowed(client: &Client, share: &Share) -> Result<ShareAnswer, ApiError> {
+    let give_up = std::time::Instant::now() + JOIN_PATIENCE;
+    loop {
+        match call(client, "/api/v1/pair/spake2", share).await {
+            Err(err) if err.status() == StatusCode::TooManyRequests && std::time::Instant::now() < give_up => {
+                log::info!("the host asks to wait before the next pairing attempt ({err}); retrying");
+                async_io::Timer::after(Duration::from_secs(1)).await;
+            }
+            answer => return answer,
+        }
+    }
+}
+
+/// How long a joiner waits out the host's back-off at most (its longest wait is 30 s).
+const JOIN_PATIENCE: Duration = Duration::from_secs(40);
+
 /// A call to the host's pairing endpoints, with its errors passed through to our caller.
 async fn call<T: serde::de::DeserializeOwned>(
     client: &Client,
@@ -388,6 +446,10 @@ async fn call<T: serde::de::DeserializeOwned>(
             "the other machine runs loopsy 1.0.21 (or another version without secure pairing): \
              connect to it with `loopsy peers add <address> --key <its key>`",
         ),
+        // Plain HTTP refused by a host with TLS on: the caller retries over HTTPS.
+        ClientError::Remote { code: Some(code), message, .. } if code == ErrorCode::TlsRequired as u64 => {
+            ApiError::plain(StatusCode::BadGateway, message)
+        }
         ClientError::Remote { status, message, .. } => {
             ApiError::plain(StatusCode::try_from(status).unwrap_or(StatusCode::BadGateway), message)
         }
@@ -409,5 +471,20 @@ async fn finish_with_host(
             call(&pinned, "/api/v1/pair/finish", request).await
         }
         Err(err) => Err(err),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pairing_takes_a_free_name_and_never_another_peers() {
+        let id = "0123abcd-0000-4000-8000-000000000001";
+        assert_eq!(free_name("bob", id, |_| false), "bob");
+        assert_eq!(free_name("bob", id, |n| n == "bob"), "bob-0123abcd");
+        assert_eq!(free_name("bob", id, |n| n == "bob" || n == "bob-0123abcd"), "bob-0123abcd-2");
+        // A node id with odd characters is not sliced, only filtered.
+        assert_eq!(free_name("bob", "é-ü-1", |n| n == "bob"), "bob-1");
     }
 }

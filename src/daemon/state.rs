@@ -32,7 +32,8 @@ pub struct State {
     pub context: Store,
     /// The lock table (`/api/v1/locks`), which also fences context writes.
     pub locks: crate::locks::Locks,
-    /// Whether new connections get TLS; pairing turns it on at run time.
+    /// Whether new connections get TLS (pairing turns it on at run time) and whether plain
+    /// HTTP from other machines is served beside it.
     pub tls: super::listener::TlsSwitch,
     /// The one pairing session (host or joiner) of this daemon.
     pub pairing: super::pairing::Pairing,
@@ -81,25 +82,23 @@ impl State {
             context.clone(),
             registry.clone(),
         );
+        // Child processes (commands, agents) never inherit the daemon's keys (weakness C3).
+        let secrets = crate::child_env::Secrets::new(paths.clone(), &config);
         let state = State {
             node: Arc::new(Node { id: node_id, hostname, port, started: Instant::now() }),
-            keyring: Keyring::new(&config.auth),
+            keyring: Keyring::new(&config),
             limiter: Arc::new(RateLimiter::new(config.rate_limits.clone())),
             audit: Audit::start(paths.audit_log(), super::audit::Rotation::default()),
             shutdown: Shutdown::new(),
             context,
             locks,
-            tls: super::listener::TlsSwitch::default(),
+            tls: super::listener::TlsSwitch::new(config.tls.allow_insecure_peers),
             pairing: super::pairing::Pairing::default(),
-            tasks: crate::tasks::Tasks::new(
-                config.ai_tasks.clone(),
-                &paths.tasks_dir(),
-                super::daemon_secrets(&config),
-            ),
+            tasks: crate::tasks::Tasks::new(config.ai_tasks.clone(), &paths.tasks_dir(), secrets.clone()),
             runtime: Arc::new(std::sync::Mutex::new(None)),
             peers: registry,
             nudger,
-            executor: Executor::new(&config.execution),
+            executor: Executor::new(&config.execution, secrets),
             transfer: Arc::new(transfer_context(&paths, &config)),
             logins: Default::default(),
             host_names: Arc::new(crate::dashboard::origin::HostNames::new(&[
@@ -118,7 +117,7 @@ impl State {
 fn transfer_context(paths: &Paths, config: &Config) -> crate::transfer::push::TransferContext {
     use crate::transfer::{journal::Journal, policy::PathPolicy, push::TransferContext, PART_TTL};
     let staging = paths.transfer_dir().join("staging");
-    let _ = std::fs::remove_dir_all(&staging);
+    crate::transfer::journal::remove_staged(&staging);
     let journal = Journal::new(paths.transfer_dir().join("journal"));
     let removed = journal.recover(PART_TTL);
     if removed > 0 {

@@ -157,6 +157,8 @@ pub fn forwardable(method: &str, path: &str) -> bool {
             | ("GET", ["context"] | ["context", _])
             | ("PUT" | "DELETE", ["context", _])
             | ("GET", ["locks"])
+            | ("GET", ["messages", "inbox" | "status"])
+            | ("POST", ["messages"] | ["messages", "ack"])
             | ("POST", ["execute", "stream"])
             | ("GET", ["execute", "jobs"])
             | ("DELETE", ["execute", _])
@@ -204,6 +206,10 @@ mod tests {
             ("GET", "/api/v1/context/watch"),
             ("PUT", "/api/v1/context/inbox%3Abox%3A1"),
             ("DELETE", "/api/v1/context/k"),
+            ("GET", "/api/v1/messages/inbox"),
+            ("GET", "/api/v1/messages/status"),
+            ("POST", "/api/v1/messages"),
+            ("POST", "/api/v1/messages/ack"),
             ("POST", "/api/v1/execute/stream"),
             ("POST", "/api/v1/ai-tasks"),
             ("GET", "/api/v1/ai-tasks/t1/stream"),
@@ -227,6 +233,8 @@ mod tests {
             ("PATCH", "/api/v1/context/k"),
             ("POST", "/api/v1/locks/db"),
             ("DELETE", "/api/v1/locks/db"),
+            ("DELETE", "/api/v1/messages"),
+            ("POST", "/api/v1/messages/inbox"),
         ] {
             assert!(!forwardable(method, path), "{method} {path}");
         }

@@ -401,6 +401,55 @@ mod tests {
         assert_eq!(seen(&out).expect("seen").version, "1.0.22");
     }
 
+    /// Announcements are from anyone on the LAN: any TXT value, SRV target or packet bytes.
+    #[test]
+    fn any_announcement_is_judged_without_panicking() {
+        let inputs = crate::fuzz::inputs(&[PEER, "vm.local", "execute,transfer"], "0123456789abcdef-.,=", 25, 3_000);
+        let mut browser = Browser::new(ME);
+        let now = Instant::now();
+        for (i, text) in inputs.iter().enumerate() {
+            let mut txt = TXT::new();
+            for key in ["nodeId", "hostname", "platform", "version", "capabilities"] {
+                let value = if key == "nodeId" && i % 2 == 0 { PEER } else { text.as_str() };
+                let attribute = format!("{key}={value}");
+                if let Ok(with) = txt.clone().with_string(Box::leak(attribute.into_boxed_str())) {
+                    txt = with;
+                }
+            }
+            let packet = announcement(&txt, (i % 3) as u32 * 60, i % 4 != 0);
+            let out = browser.handle(&packet, Ipv4Addr::new(10, 0, 0, 7), &nets(), now);
+            if let Some(seen) = seen(&out) {
+                assert!(seen.validate().is_ok(), "{seen:?}");
+            }
+            let target = Box::leak(text.clone().into_boxed_str());
+            let mut odd = Packet::new_reply(0);
+            let srv = SRV { priority: 0, weight: 0, port: 1, target: Name::new_unchecked(target) };
+            odd.answers.push(rr("loopsy-x._loopsy._tcp.local", 120, RData::SRV(srv)));
+            odd.answers.push(rr(target, 120, RData::A(A::from(Ipv4Addr::new(10, 0, 0, 9)))));
+            let _ = browser.handle(&odd, Ipv4Addr::new(10, 0, 0, 9), &nets(), now);
+            let _ = browser.tick(&nets(), now + Duration::from_secs(i as u64));
+        }
+        let mut rng = crate::fuzz::Rng::new(26);
+        let wire = announcement(&txt(), 120, true).build_bytes_vec().unwrap();
+        for _ in 0..20_000 {
+            let mut bytes = wire.clone();
+            for _ in 0..=rng.below(8) {
+                let at = rng.below(bytes.len());
+                bytes[at] = rng.next() as u8;
+            }
+            bytes.truncate(rng.below(bytes.len() + 1).max(12));
+            if let Ok(packet) = Packet::parse(&bytes) {
+                let _ = browser.handle(&packet, Ipv4Addr::new(10, 0, 0, 7), &nets(), now);
+            }
+        }
+        for _ in 0..2_000 {
+            let random: Vec<u8> = (0..rng.below(600)).map(|_| rng.next() as u8).collect();
+            if let Ok(packet) = Packet::parse(&random) {
+                let _ = browser.handle(&packet, Ipv4Addr::new(10, 0, 0, 7), &nets(), now);
+            }
+        }
+    }
+
     #[test]
     fn invalid_announcements_are_dropped() {
         let mut browser = Browser::new(ME);

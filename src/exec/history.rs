@@ -35,7 +35,7 @@ pub struct Limits {
 /// A job the history keeps.
 #[derive(Debug)]
 pub struct Kept {
-    /// The caller that started it (`Caller::label`).
+    /// The caller that started it (`Origin::caller`).
     pub owner: String,
     pub key: Option<KeyId>,
     /// SHA-256 of the request, to tell a retry from a different request with the same key.

@@ -30,6 +30,7 @@ use futures_lite::{future, AsyncReadExt};
 use smol::channel::{Receiver, Sender};
 use smol::process::{Child, ChildStderr, ChildStdout};
 
+use crate::child_env::{self, Secrets};
 use crate::config::Execution;
 use history::{History, Kept, KeyId, Limits, Lookup};
 pub use log::{Item, JobLog, LogEvent, Numbered, Reader};
@@ -51,9 +52,9 @@ pub struct Spec {
     pub command: String,
     pub args: Vec<String>,
     pub cwd: Option<String>,
-    /// Merged over the daemon's environment.
+    /// Merged over the daemon's environment (without its `LOOPSY_*` variables and keys).
     pub env: BTreeMap<String, String>,
-    /// `None`: `execution.defaultTimeout`.
+    /// `None`: `execution.defaultTimeout`; at most `execution.maxTimeout`.
     pub timeout: Option<Duration>,
     /// `X-Loopsy-Node-Id` of the caller, `unknown` without it (1.0.21).
     pub from_node_id: String,
@@ -81,8 +82,8 @@ pub enum ExecError {
 /// Who asks for a job, and the idempotency key they sent.
 #[derive(Debug, Clone)]
 pub struct Origin {
-    /// `Caller::label` of the request: keys are per caller, and only this caller (or the
-    /// owner) may reattach to the job.
+    /// Whose the request is (`owner`, or a peer's `Caller::label`): keys are per caller, and
+    /// only this caller (or the owner) may reattach to the job.
     pub caller: String,
     pub key: Option<String>,
 }
@@ -166,6 +167,9 @@ struct Inner {
     policy: Policy,
     max_concurrent: usize,
     default_timeout: Duration,
+    max_timeout: Duration,
+    /// What the daemon's environment must not pass on to a job.
+    secrets: Secrets,
     max_output_bytes: u64,
     keep_output_bytes: usize,
     /// A job nobody reads for this long is stopped: its client is gone for good.
@@ -189,12 +193,14 @@ struct Entry {
 }
 
 impl Executor {
-    pub fn new(config: &Execution) -> Executor {
+    pub fn new(config: &Execution, secrets: Secrets) -> Executor {
         Executor {
             inner: Arc::new(Inner {
                 policy: Policy::new(&config.denylist, config.allowlist.as_deref()),
                 max_concurrent: config.max_concurrent as usize,
                 default_timeout: Duration::from_millis(config.default_timeout),
+                max_timeout: Duration::from_millis(config.max_timeout),
+                secrets,
                 max_output_bytes: config.max_output_bytes,
                 keep_output_bytes: usize::try_from(config.keep_output_bytes).unwrap_or(usize::MAX),
                 detached_timeout: Duration::from_millis(config.detached_timeout),
@@ -213,6 +219,13 @@ impl Executor {
     /// finds the job its idempotency key names. `attach` attaches a reader from that event.
     pub fn start(&self, spec: Spec, origin: Origin, attach: Option<u64>) -> Result<Started, ExecError> {
         validate(&spec)?;
+        if let Some(timeout) = spec.timeout.filter(|t| *t > self.inner.max_timeout) {
+            return Err(ExecError::Invalid(format!(
+                "field 'timeout' asks for {} ms; this node allows at most {} ms (execution.maxTimeout)",
+                timeout.as_millis(),
+                self.inner.max_timeout.as_millis()
+            )));
+        }
         let digest = digest(&spec);
         let key = match origin.key {
             Some(key) => {
@@ -289,8 +302,10 @@ impl Executor {
 
     fn spawn(&self, spec: Spec) -> Result<Job, ExecError> {
         let slot = self.reserve()?;
-        let launch =
-            process::Launch { command: &spec.command, args: &spec.args, cwd: spec.cwd.as_deref(), env: &spec.env };
+        // The daemon's environment without its secrets, then what the caller asked for.
+        let mut env = child_env::inherited(std::env::vars(), &self.inner.secrets.current());
+        env.extend(spec.env.iter().map(|(name, value)| (name.clone(), value.clone())));
+        let launch = process::Launch { command: &spec.command, args: &spec.args, cwd: spec.cwd.as_deref(), env: &env };
         let mut child = process::spawn(&launch)?;
         let started = Instant::now();
         let pid = child.id();
@@ -453,6 +468,11 @@ fn validate(spec: &Spec) -> Result<(), ExecError> {
     }
     if spec.cwd.as_deref().is_some_and(|cwd| cwd.is_empty() || cwd.contains('\0')) {
         return invalid("field 'cwd' must be a non-empty path without NUL".into());
+    }
+    // A relative directory would be resolved against the daemon's own, which the caller cannot
+    // know or rely on.
+    if let Some(cwd) = spec.cwd.as_deref().filter(|cwd| !std::path::Path::new(cwd).is_absolute()) {
+        return invalid(format!("field 'cwd' must be an absolute path, not '{cwd}'"));
     }
     for (name, value) in &spec.env {
         if name.is_empty() || name.contains(['=', '\0']) || value.contains('\0') {

@@ -23,6 +23,15 @@ const HARMLESS_BUILTINS: &[&str] = &[
 const SHELL_KEYWORDS: &[&str] =
     &["!", "{", "}", "then", "do", "else", "elif", "if", "while", "until", "fi", "done", "esac"];
 
+/// Other names of a denied program: tools that do the same job. A denylist entry also covers
+/// its name with a `.` or `_` suffix (`mkfs.ext4`, `newfs_hfs`, `dd_rescue`), see [`in_family`].
+const FAMILIES: &[(&str, &[&str])] = &[
+    ("mkfs", &["mke2fs", "mkdosfs", "mkntfs", "mkexfatfs", "mkswap", "newfs"]),
+    ("rm", &["unlink", "shred", "srm"]),
+    ("dd", &["dcfldd", "dc3dd"]),
+    ("shutdown", &["poweroff", "halt"]),
+];
+
 /// The configured lists, normalised once.
 #[derive(Debug, Clone, Default)]
 pub struct Policy {
@@ -33,12 +42,25 @@ pub struct Policy {
 /// Why a command is refused; the message keeps 1.0.21's `Command '<name>' is …` prefix.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
-    #[error("Command '{program}' is denied{}", via_text(.via))]
-    Denied { program: String, via: Vec<String> },
+    #[error("Command '{program}' is denied{}{}", family_text(.program, .entry), via_text(.via))]
+    Denied {
+        program: String,
+        /// The denylist entry whose family `program` belongs to.
+        entry: String,
+        via: Vec<String>,
+    },
     #[error("Command '{program}' is not in the allowlist{}", via_text(.via))]
     NotAllowed { program: String, via: Vec<String> },
     #[error("Command is nested too deeply to check (more than {MAX_DEPTH} wrappers or shells)")]
     TooDeep,
+}
+
+fn family_text(program: &str, entry: &str) -> String {
+    if program == entry {
+        String::new()
+    } else {
+        format!(" (as '{entry}', which the denylist names)")
+    }
 }
 
 fn via_text(via: &[String]) -> String {
@@ -72,8 +94,8 @@ impl Policy {
         argv.extend(args.iter().cloned());
         for invocation in invocations(&argv)? {
             let Invocation { program, via } = invocation;
-            if self.denylist.contains(&program) {
-                return Err(Refusal::Denied { program, via });
+            if let Some(entry) = self.denylist.iter().find(|entry| in_family(entry, &program)) {
+                return Err(Refusal::Denied { program, entry: entry.clone(), via });
             }
             if let Some(allowlist) = &self.allowlist {
                 if !allowlist.contains(&program) && !HARMLESS_BUILTINS.contains(&program.as_str()) {
@@ -95,6 +117,31 @@ pub fn normalize(program: &str) -> String {
         }
     }
     base
+}
+
+/// Whether `program` (normalised) is what the denylist entry `entry` names: the entry itself,
+/// the entry with a `.`/`_` suffix (file-system variants such as `mkfs.ext4`), or another name
+/// for the same job ([`FAMILIES`]).
+pub fn in_family(entry: &str, program: &str) -> bool {
+    program == entry
+        || program.strip_prefix(entry).is_some_and(|rest| rest.starts_with(['.', '_']) && rest.len() > 1)
+        || FAMILIES
+            .iter()
+            .any(|(name, members)| *name == entry && members.iter().any(|member| in_family(member, program)))
+}
+
+/// The program a power-management command amounts to: `systemctl poweroff` is `poweroff`,
+/// `init 6` is `reboot`.
+fn power_action(program: &str, args: &[String]) -> Option<&'static str> {
+    let operand = args.iter().find(|word| !word.starts_with('-'))?.as_str();
+    match (program, operand) {
+        ("systemctl" | "loginctl", "poweroff") => Some("poweroff"),
+        ("systemctl" | "loginctl", "halt") => Some("halt"),
+        ("systemctl" | "loginctl", "reboot" | "kexec" | "soft-reboot") => Some("reboot"),
+        ("init" | "telinit", "0") => Some("shutdown"),
+        ("init" | "telinit", "6") => Some("reboot"),
+        _ => None,
+    }
 }
 
 /// Every program `argv` would start, outermost first.
@@ -143,6 +190,11 @@ fn walk_argv(words: &[String], via: &[String], in_shell: bool, out: &mut Vec<Inv
             }
         }
         "find" => walk_find(rest, &inner_via, out)?,
+        "systemctl" | "loginctl" | "init" | "telinit" => {
+            if let Some(action) = power_action(&program, rest) {
+                out.push(Invocation { program: action.into(), via: inner_via });
+            }
+        }
         "env" if env_split_string(rest).is_some() => {
             walk_script(&env_split_string(rest).expect("just checked"), &inner_via, out)?;
         }
@@ -297,8 +349,12 @@ fn walk_script(script: &str, via: &[String], out: &mut Vec<Invocation>) -> Resul
     for command in &parsed.commands {
         walk_argv(command, via, true, out)?;
     }
+    // A substitution is one level deeper: `$($($(…)))` nested without end must hit the depth
+    // limit, not the stack (the script comes from a remote request).
+    let mut nested_via = via.to_vec();
+    nested_via.push("$(…)".into());
     for nested in &parsed.substitutions {
-        walk_script(nested, via, out)?;
+        walk_script(nested, &nested_via, out)?;
     }
     Ok(())
 }
@@ -538,6 +594,48 @@ mod tests {
         allowed("/usr/bin/rmdirs");
     }
 
+    // See: #13 (`mkfs.ext4` ran although the denylist names `mkfs`).
+    #[test]
+    fn a_denied_name_covers_its_family() {
+        denied("mkfs.ext4 /dev/sdb1");
+        denied("/sbin/mkfs.vfat -F 32 /dev/sdc");
+        denied("MKFS.XFS /dev/sdb");
+        denied("mke2fs /dev/sdb1");
+        denied("mkswap /dev/sdb2");
+        denied("newfs_hfs /dev/disk2");
+        denied("sudo mkfs.btrfs /dev/sdb");
+        denied("sh -c 'mkfs.ext4 /dev/sdb1'");
+        denied("unlink file");
+        denied("shred -u file");
+        denied("dd_rescue /dev/sda x");
+        denied("dcfldd if=/dev/zero of=/dev/sda");
+        denied("poweroff");
+        denied("halt");
+        denied("systemctl poweroff");
+        denied("systemctl --no-wall reboot");
+        denied("loginctl reboot");
+        denied("init 0");
+        denied("sudo telinit 6");
+        allowed("mkfsx");
+        allowed("rmate file");
+        allowed("ddate");
+        allowed("mkfs.");
+        allowed("systemctl status");
+        allowed("systemctl restart nginx");
+        allowed("init");
+        allowed("dig reboot.example");
+        let argv = words("mkfs.ext4 /dev/sdb1");
+        assert_eq!(
+            policy().check(&argv[0], &argv[1..]).unwrap_err().to_string(),
+            "Command 'mkfs.ext4' is denied (as 'mkfs', which the denylist names)"
+        );
+        let argv = words("systemctl poweroff");
+        assert_eq!(
+            policy().check(&argv[0], &argv[1..]).unwrap_err().to_string(),
+            "Command 'poweroff' is denied (as 'shutdown', which the denylist names) (run through systemctl)"
+        );
+    }
+
     #[test]
     fn shells_are_seen_through() {
         denied("sh -c 'rm -rf /'");
@@ -677,6 +775,35 @@ mod tests {
             ]
         );
         assert_eq!(parsed.substitutions, vec!["e f".to_string(), "i".into()]);
+    }
+
+    /// A remote request's command line: any text, nested as deep as it likes.
+    #[test]
+    fn any_command_line_is_judged_without_panicking_or_overflowing_the_stack() {
+        let lines = crate::fuzz::inputs(
+            &[
+                "sh -c 'echo \"$(rm x)\" `ls` <(a) # c'",
+                "env -S 'a b' find . -exec rm {} ;",
+                "timeout -k 1 5 sudo -u r x",
+            ],
+            "abcrm -'\"\\$()`;&|<>#{}=\n",
+            19,
+            20_000,
+        );
+        for line in &lines {
+            let argv: Vec<String> = line.split(' ').map(String::from).collect();
+            let _ = policy().check(&argv[0], &argv[1..]);
+            let _ = policy().check("sh", &["-c".into(), line.clone()]);
+        }
+        for nest in ["$(", "<(", "\"$("] {
+            let deep = format!("{}rm x", nest.repeat(100_000));
+            assert_eq!(policy().check("sh", &["-c".into(), deep]), Err(Refusal::TooDeep), "{nest}");
+        }
+        for nest in ["`", "sh -c '", "env -S '", "(", "{ "] {
+            let _ = policy().check("sh", &["-c".into(), nest.repeat(100_000)]);
+        }
+        let wrappers: Vec<String> = ["sudo", "nice"].repeat(50_000).into_iter().map(String::from).collect();
+        assert_eq!(policy().check("env", &wrappers), Err(Refusal::TooDeep));
     }
 
     #[test]

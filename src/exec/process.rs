@@ -36,21 +36,18 @@ pub struct Launch<'a> {
     pub command: &'a str,
     pub args: &'a [String],
     pub cwd: Option<&'a str>,
-    /// Merged over the daemon's environment.
+    /// The whole environment of the process (nothing else is inherited).
     pub env: &'a BTreeMap<String, String>,
 }
 
 /// Starts `launch` in a new process group; stdin `/dev/null`, stdout and stderr piped.
 pub fn spawn(launch: &Launch<'_>) -> Result<Child, SpawnError> {
     let cwd = check_cwd(launch.cwd)?;
-    let path_var = match launch.env.get("PATH") {
-        Some(path) => Some(OsString::from(path)),
-        None => std::env::var_os("PATH"),
-    };
+    let path_var = launch.env.get("PATH").map(OsString::from);
     let program = resolve_program(launch.command, cwd.as_deref(), path_var.as_deref())?;
     let mut command = std::process::Command::new(&program);
     // argv[0] as the caller wrote it (busybox-style programs look at it).
-    command.arg0(launch.command).args(launch.args).envs(launch.env).process_group(0);
+    command.arg0(launch.command).args(launch.args).env_clear().envs(launch.env).process_group(0);
     if let Some(cwd) = &cwd {
         command.current_dir(cwd);
     }

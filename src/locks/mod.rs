@@ -165,6 +165,13 @@ impl Locks {
             match (outcome, wakeup) {
                 (Ok((grant, record)), _) => return self.durable(record.revision()).await.map(|()| grant),
                 (Err(LockError::Held(grant)), Some(wakeup)) => {
+                    log::debug!(
+                        "lock '{}' is held by '{}' (token {}): '{}' waits for it",
+                        grant.name,
+                        grant.holder,
+                        grant.token,
+                        request.holder
+                    );
                     let expiry = Duration::from_millis(grant.expires_at.saturating_sub(now) + 1);
                     let until = deadline.min(Instant::now() + expiry);
                     futures_lite::future::or(

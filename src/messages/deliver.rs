@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use super::envelope::{self, Envelope, ACK_TTL_SECS, MESSAGE_TTL_SECS};
+use super::kept;
 use super::outbox::{Kind, Record};
 use super::{message_put, MessageError, Messages};
 use crate::config::Config;
@@ -119,7 +120,8 @@ impl Messages {
 
     /// Asks the peer's `/status` for its hostname (its messaging name, §6.1) and remembers it.
     pub(super) async fn learn_name(&self, client: &Client, peer: &Peer) -> Result<String, String> {
-        let client = client.clone().with_timeout(NAME_TIMEOUT.min(self.delivery_timeout()));
+        let client =
+            client.clone().with_timeout(NAME_TIMEOUT.min(self.delivery_timeout())).with_body_limit(1024 * 1024);
         let status: Value = client.get("/api/v1/status").await.map_err(|e| e.to_string())?;
         let name =
             status["hostname"].as_str().filter(|n| !n.trim().is_empty()).ok_or("its /status names no hostname")?;
@@ -183,6 +185,9 @@ impl Messages {
             if let Err(e) = self.save().await {
                 log::error!("{e}");
             }
+            if record.kind == Kind::Message {
+                kept::forget(&self.inner.paths.outbox_dir(), &record.id);
+            }
         }
         // The next attempt time changed.
         self.wake_retrier();
@@ -221,8 +226,9 @@ impl Messages {
         }
     }
 
-    /// The envelope to deliver, from `outbox:<id>`; when the peer's name was not known at send
-    /// time it is learnt now and the outbox entry rewritten with it.
+    /// The envelope to deliver: the one kept at send time (`kept.rs`), never what `outbox:<id>`
+    /// says now, which others may have changed. When the peer's name was not known at send time
+    /// it is learnt now, and the kept envelope and the outbox entry are rewritten with it.
     async fn outbox_value(
         &self,
         record: &Record,
@@ -231,17 +237,31 @@ impl Messages {
     ) -> Result<(String, String, Option<String>), String> {
         let store = &self.inner.store;
         let key = envelope::outbox_key(&record.id);
+        let dir = self.inner.paths.outbox_dir();
         let now = crate::clock::now_ms();
-        let entry = store.get(&key, now).await.map_err(|_| format!("'{key}' is gone (expired or deleted)"))?;
+        let mut envelope = if record.kept {
+            kept::load(&dir, &record.id)
+                .ok_or_else(|| format!("the envelope of {} kept at send time is gone", record.id))?
+        } else {
+            // A record of an older version, which kept nothing: `outbox:<id>` is all there is.
+            let entry = store.get(&key, now).await.map_err(|_| format!("'{key}' is gone (expired or deleted)"))?;
+            Envelope::parse(&entry.value).ok_or_else(|| format!("'{key}' is not a valid envelope"))?
+        };
         if !record.provisional {
-            return Ok((record.to.clone(), entry.value.to_string(), None));
+            return Ok((record.to.clone(), envelope.to_value(), None));
         }
         let name = self.learn_name(client, peer).await?;
-        let mut envelope = Envelope::parse(&entry.value).ok_or_else(|| format!("'{key}' is not a valid envelope"))?;
         envelope.to = name.clone();
         let value = envelope.to_value();
-        let ttl_left = (entry.expires_at.unwrap_or(now + 1000).saturating_sub(now) / 1000).max(1);
-        store.put(&key, message_put(&value, ttl_left, None), now).await.map_err(|e| e.to_string())?;
+        if record.kept {
+            let (dir, to_keep) = (dir.clone(), envelope.clone());
+            blocking::unblock(move || kept::keep(&dir, &to_keep)).await.map_err(|e| format!("{e:#}"))?;
+        }
+        // 1.0.21's record follows, for readers of the context, with the TTL it has left.
+        if let Ok(entry) = store.get(&key, now).await {
+            let ttl_left = (entry.expires_at.unwrap_or(now + 1000).saturating_sub(now) / 1000).max(1);
+            store.put(&key, message_put(&value, ttl_left, None), now).await.map_err(|e| e.to_string())?;
+        }
         Ok((name.clone(), value, Some(name)))
     }
 
@@ -262,6 +282,9 @@ impl Messages {
                 if let Err(e) = self.save().await {
                     log::error!("{e}");
                 }
+                let dir = self.inner.paths.outbox_dir();
+                let this = self.clone();
+                blocking::unblock(move || kept::prune(&dir, |id| this.book().is_queued_message(id))).await;
             }
             attempts.retain(|task| !task.is_finished());
             for record in due {

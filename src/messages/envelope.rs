@@ -88,17 +88,21 @@ pub fn new_id(now_ms: u64, hostname: &str, random: u16) -> String {
 }
 
 /// 1.0.21's id pattern: `^\d+-[A-Za-z0-9_.-]+-[a-f0-9]{4}$`.
+///
+/// Ids come from peers (envelopes in inbox entries, ack requests), so this works on bytes and
+/// never slices a string: any text, ASCII or not, gets an answer instead of a panic.
 pub fn is_valid_id(id: &str) -> bool {
-    let Some((digits, rest)) = id.split_once('-') else { return false };
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) || rest.len() < 6 {
-        return false;
-    }
-    let (host, tail) = rest.split_at(rest.len() - 5);
-    let hex = &tail[1..];
-    tail.starts_with('-')
-        && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        && !host.is_empty()
-        && host.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+    let bytes = id.as_bytes();
+    let Some(first_dash) = bytes.iter().position(|&b| b == b'-') else { return false };
+    let (digits, rest) = (&bytes[..first_dash], &bytes[first_dash + 1..]);
+    // `rest` is `<host>-<4 hex>`: at least one host byte, the dash and four hex digits.
+    let Some(host_len) = rest.len().checked_sub(5).filter(|&n| n > 0) else { return false };
+    let (host, tail) = rest.split_at(host_len);
+    !digits.is_empty()
+        && digits.iter().all(u8::is_ascii_digit)
+        && host.iter().all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+        && tail[0] == b'-'
+        && tail[1..].iter().all(|&b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// `inbox:<recipient hostname>:<id>`, on the recipient.
@@ -184,6 +188,50 @@ mod tests {
         check_id("1-kai-a3fg", false);
         check_id("1-k i-a3f2", false);
         check_id("1-kai_a3f2", false);
+    }
+
+    /// The pattern, written differently (over characters, from the right), as an oracle.
+    fn id_oracle(id: &str) -> bool {
+        let chars: Vec<char> = id.chars().collect();
+        let n = chars.len();
+        if n < 8 || chars[n - 5] != '-' || !chars[n - 4..].iter().all(|c| matches!(c, '0'..='9' | 'a'..='f')) {
+            return false;
+        }
+        let Some(dash) = chars.iter().position(|&c| c == '-').filter(|&d| d + 1 < n - 5) else { return false };
+        let host = &chars[dash + 1..n - 5];
+        dash > 0
+            && chars[..dash].iter().all(char::is_ascii_digit)
+            && !host.is_empty()
+            && host.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+    }
+
+    // See: #13 (a non-ASCII id in an inbox entry made every inbox request panic).
+    #[test]
+    fn any_text_is_judged_as_an_id_without_panicking() {
+        let inputs = crate::fuzz::inputs(
+            &["1-a-00ff", "1771732800000-kai-a3f2", "1-my-host.lan-0000"],
+            "0123456789abcdef-_.xyz",
+            13,
+            20_000,
+        );
+        for id in &inputs {
+            assert_eq!(is_valid_id(id), id_oracle(id), "{id:?}");
+            let value =
+                format!(r#"{{"from":"a","to":"b","ts":1,"id":{},"type":"chat","body":""}}"#, serde_json::json!(id));
+            assert_eq!(Envelope::parse(&value).is_some(), id_oracle(id), "{id:?}");
+            assert_eq!(envelope_id(&value).as_deref(), Some(id.as_str()));
+        }
+        for value in crate::fuzz::inputs(
+            &[r#"{"from":"a","to":"b","ts":1,"id":"1-a-00ff","type":"chat","body":""}"#],
+            "{}\":,0123456789abcdef-",
+            14,
+            5_000,
+        ) {
+            let _ = (Envelope::parse(&value), envelope_id(&value));
+        }
+        check_id("1-abé0000", false);
+        check_id("1-é-00ff", false);
+        check_id("1-a-00f🙂", false);
     }
 
     #[test]

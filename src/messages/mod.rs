@@ -14,6 +14,7 @@
 pub mod api;
 mod deliver;
 pub mod envelope;
+mod kept;
 pub mod outbox;
 pub mod text;
 
@@ -84,6 +85,7 @@ impl Messages {
             let _ = std::fs::rename(&path, &aside);
             Book::default()
         });
+        kept::prune(&paths.outbox_dir(), |id| book.is_queued_message(id));
         Messages {
             inner: Arc::new(Inner {
                 paths,
@@ -120,6 +122,14 @@ impl Messages {
         let provisional = unreachable.is_some();
         let now = crate::clock::now_ms();
         let envelope = self.write_outbox(&to, request.kind, request.body, now).await?;
+        // What is delivered, on every attempt: `outbox:<id>` can be changed by anyone who may
+        // write the context, this copy only by us.
+        let dir = self.inner.paths.outbox_dir();
+        let to_keep = envelope.clone();
+        if let Err(e) = blocking::unblock(move || kept::keep(&dir, &to_keep)).await {
+            let _ = self.inner.store.delete(&envelope::outbox_key(&envelope.id), None, now).await;
+            return Err(MessageError::Storage(format!("cannot keep the message: {e:#}")));
+        }
         let record = Record {
             kind: Kind::Message,
             id: envelope.id.clone(),
@@ -135,10 +145,12 @@ impl Messages {
             // The attempt below comes first; the retrier takes over if it fails.
             next_attempt_at: now + self.backoff().initial.as_millis() as u64,
             delivered_at: None,
+            kept: true,
         };
         let added = self.book().add(record, now);
         if let Err(full) = added {
             let _ = self.inner.store.delete(&envelope::outbox_key(&envelope.id), None, now).await;
+            kept::forget(&self.inner.paths.outbox_dir(), &envelope.id);
             return Err(full.into());
         }
         self.save().await?;
@@ -167,6 +179,11 @@ impl Messages {
     /// Acknowledges a message of our inbox: the ack goes to its sender (now or later), the
     /// entry is removed here and its id remembered.
     pub async fn ack(&self, request: AckRequest) -> Result<Sent, MessageError> {
+        if let Some(id) = request.id.as_deref().filter(|id| !envelope::is_valid_id(id)) {
+            return Err(MessageError::Invalid(format!(
+                "'{id}' is not a message id (<ms>-<sender host>-<4 hex>, as the inbox lists them)"
+            )));
+        }
         let key = match (&request.key, &request.id) {
             (Some(key), _) => key.clone(),
             (None, Some(id)) => envelope::inbox_key(&self.inner.hostname, id),
@@ -216,6 +233,7 @@ impl Messages {
             created_at: now,
             next_attempt_at: now + self.backoff().initial.as_millis() as u64,
             delivered_at: None,
+            kept: false,
         };
         {
             let mut book = self.book();

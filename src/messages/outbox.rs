@@ -2,8 +2,9 @@
 //! what it sent, and the ids of messages it has acknowledged (to drop re-deliveries). Pure
 //! logic plus its file, `messages.json`; no networking.
 //!
-//! A record is small: the message itself lives in the context store (`outbox:<id>`), so the
-//! whole book is rewritten atomically after every change without copying message bodies.
+//! A record is small: the message itself is kept in its own file (`kept.rs`) and, for 1.0.21, in
+//! the context store (`outbox:<id>`), so the whole book is rewritten atomically after every change
+//! without copying message bodies.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
@@ -74,6 +75,10 @@ pub struct Record {
     pub next_attempt_at: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delivered_at: Option<u64>,
+    /// The envelope was kept at send time (`kept.rs`) and is delivered from there; false only
+    /// for records of an older version, whose envelope is still read from `outbox:<id>`.
+    #[serde(default)]
+    pub kept: bool,
 }
 
 impl Record {
@@ -280,6 +285,11 @@ impl Book {
         self.seen.insert(id.to_string(), now + ACK_TTL_SECS * 1000);
     }
 
+    /// Whether message `id` of ours still waits for delivery (its kept envelope is needed).
+    pub fn is_queued_message(&self, id: &str) -> bool {
+        self.get(Kind::Message, id).is_some_and(|r| r.state == Delivery::Queued)
+    }
+
     pub fn is_seen(&self, id: &str, now: u64) -> bool {
         self.seen.get(id).is_some_and(|until| now < *until)
     }
@@ -323,6 +333,7 @@ mod tests {
             created_at,
             next_attempt_at: created_at,
             delivered_at: None,
+            kept: true,
         }
     }
 

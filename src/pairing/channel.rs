@@ -103,7 +103,8 @@ fn aead_key(bytes: &[u8; 32]) -> LessSafeKey {
 
 /// Decodes lowercase or uppercase hex.
 pub fn from_hex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
+    // `from_str_radix` alone would take a sign ("+f"), so every byte is checked first.
+    if text.len() % 2 != 0 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     (0..text.len()).step_by(2).map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok()).collect()

@@ -51,7 +51,15 @@ pub struct Client {
     timeout: Duration,
     /// Sent with every request (an `Idempotency-Key`).
     headers: Vec<(String, String)>,
+    /// The largest answer body read (`call`, `forward`); a longer one is an error.
+    body_limit: usize,
 }
+
+/// The default cap on an answer body: above any legitimate answer (an `/execute` result holds at
+/// most 2 × 10 MiB of output, JSON-escaped), far below what would hurt.
+pub const BODY_LIMIT: usize = 64 * 1024 * 1024;
+/// The cap on an error body (read to show its message).
+pub(crate) const ERROR_BODY_LIMIT: usize = 64 * 1024;
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -95,6 +103,7 @@ impl Client {
             key,
             timeout: Duration::from_secs(30),
             headers: Vec::new(),
+            body_limit: BODY_LIMIT,
         }
     }
 
@@ -122,6 +131,12 @@ impl Client {
         self
     }
 
+    /// Caps answer bodies at `limit` bytes (health probes of announced addresses take little).
+    pub fn with_body_limit(mut self, limit: usize) -> Client {
+        self.body_limit = limit;
+        self
+    }
+
     pub fn base(&self) -> &str {
         &self.base
     }
@@ -142,7 +157,7 @@ impl Client {
         let request = self.request(method, &url, body)?;
         let exchange = async {
             let mut response = request.await.map_err(|e| transport_error(&self.base, e.to_string()))?;
-            let bytes = response.body_bytes().await.map_err(|e| decode_error(&url, e))?;
+            let bytes = read_body(&mut response, self.body_limit, &url).await?;
             Ok::<_, ClientError>((response.status(), bytes))
         };
         let timeout = async {
@@ -201,7 +216,7 @@ impl Client {
         let request = self.raw_request(method, &url, body);
         let exchange = async {
             let mut response = request.await.map_err(|e| transport_error(&self.base, e.to_string()))?;
-            let bytes = response.body_bytes().await.map_err(|e| decode_error(&url, e))?;
+            let bytes = read_body(&mut response, self.body_limit, &url).await?;
             Ok::<_, ClientError>((response.status() as u16, bytes))
         };
         let timeout = async {
@@ -233,7 +248,12 @@ impl Client {
         let mut response = futures_lite::future::or(exchange, timeout).await?;
         let status = response.status();
         if !status.is_success() {
-            let bytes = response.body_bytes().await.map_err(|e| decode_error(&url, e))?;
+            let read = read_body(&mut response, ERROR_BODY_LIMIT, &url);
+            let timeout = async {
+                async_io::Timer::after(self.timeout).await;
+                Err(ClientError::Timeout { url: self.base.clone(), after: self.timeout })
+            };
+            let bytes = futures_lite::future::or(read, timeout).await?;
             return Err(remote_error(status as u16, &bytes));
         }
         Ok(sse::EventStream::new(response, self.base.clone(), SSE_IDLE_LIMIT))
@@ -258,6 +278,24 @@ impl Client {
 /// An event stream silent for this long is taken as lost (daemons send a heartbeat every 10 s;
 /// 1.0.21 daemons send none, so this is generous).
 const SSE_IDLE_LIMIT: Duration = Duration::from_secs(600);
+
+/// Reads an answer body of at most `limit` bytes; a longer one (declared or sent) is an error,
+/// and what follows the limit is never read.
+pub(crate) async fn read_body(response: &mut surf::Response, limit: usize, url: &str) -> Result<Vec<u8>, ClientError> {
+    use futures_lite::AsyncReadExt;
+    let too_long =
+        || ClientError::Decode { url: url.to_string(), reason: format!("the answer is larger than {limit} bytes") };
+    if response.len().is_some_and(|declared| declared > limit) {
+        return Err(too_long());
+    }
+    let mut bytes = Vec::new();
+    let body = response.take_body().into_reader();
+    body.take(limit as u64 + 1).read_to_end(&mut bytes).await.map_err(|e| decode_error(url, e))?;
+    if bytes.len() > limit {
+        return Err(too_long());
+    }
+    Ok(bytes)
+}
 
 fn decode_error(url: &str, e: impl std::fmt::Display) -> ClientError {
     ClientError::Decode { url: url.to_string(), reason: e.to_string() }

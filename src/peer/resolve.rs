@@ -132,12 +132,19 @@ pub enum PeerSpec {
 
 /// Parses `local`, `host`, `host:port`, `[v6]`, `[v6]:port` or a bare IPv6 literal.
 pub fn parse(spec: &str) -> Result<PeerSpec, String> {
+    if matches!(spec.trim(), "local" | "self") {
+        return Ok(PeerSpec::Local);
+    }
+    let (host, port) = split_address(spec)?;
+    Ok(PeerSpec::Address { host, port: port.unwrap_or(DEFAULT_PORT) })
+}
+
+/// Splits `host`, `host:port`, `[v6]`, `[v6]:port` or a bare IPv6 literal into the host and
+/// the port, if one is written.
+pub fn split_address(spec: &str) -> Result<(String, Option<u16>), String> {
     let spec = spec.trim();
     if spec.is_empty() {
         return Err("the peer is empty".into());
-    }
-    if matches!(spec, "local" | "self") {
-        return Ok(PeerSpec::Local);
     }
     let (host, port) = if let Some(rest) = spec.strip_prefix('[') {
         let (host, after) = rest.split_once(']').ok_or_else(|| format!("'{spec}': missing ']'"))?;
@@ -157,14 +164,14 @@ pub fn parse(spec: &str) -> Result<PeerSpec, String> {
     };
     let port = match port {
         Some(text) => {
-            text.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| format!("'{spec}': bad port '{text}'"))?
+            Some(text.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| format!("'{spec}': bad port '{text}'"))?)
         }
-        None => DEFAULT_PORT,
+        None => None,
     };
     if host.is_empty() || host.chars().any(|c| c.is_whitespace() || c == '/') {
         return Err(format!("'{spec}' is not an address"));
     }
-    Ok(PeerSpec::Address { host, port })
+    Ok((host, port))
 }
 
 /// The base URL of `host:port`, bracketing IPv6 literals.

@@ -2,13 +2,19 @@
 //!
 //! Accepts `data:x` and `data: x`, multi-line data, `event:`/`id:` fields and skips comment
 //! lines (heartbeats). A stream silent for longer than the idle limit counts as lost: daemons
-//! send a heartbeat every 10 s.
+//! send a heartbeat every 10 s. A line or an event longer than the caps below is an error, so
+//! a peer cannot make the reader grow without bound.
 
 use std::time::Duration;
 
-use futures_lite::AsyncBufReadExt;
+use futures_lite::{AsyncBufReadExt, AsyncReadExt};
 
 use super::{Client, ClientError};
+
+/// The longest line read (an AI task's output line is at most 4 MiB before JSON escaping).
+pub const LINE_LIMIT: usize = 16 * 1024 * 1024;
+/// The most an event may hold (all its lines together).
+pub const EVENT_LIMIT: usize = 16 * 1024 * 1024;
 
 impl Client {
     /// Opens `GET path` as an event stream, resuming after `last_event_id` if given; a stream
@@ -66,7 +72,8 @@ impl EventStream {
         let mut parser = Parser::default();
         loop {
             let mut line = String::new();
-            let read = futures_lite::future::or(async { Some(self.response.read_line(&mut line).await) }, async {
+            let mut capped = (&mut self.response).take(LINE_LIMIT as u64 + 1);
+            let read = futures_lite::future::or(async { Some(capped.read_line(&mut line).await) }, async {
                 async_io::Timer::after(self.idle_limit).await;
                 None
             })
@@ -80,10 +87,22 @@ impl EventStream {
             if read == 0 {
                 return Ok(parser.finish());
             }
+            if line.len() > LINE_LIMIT {
+                return Err(self.too_long(format!("a line longer than {LINE_LIMIT} bytes")));
+            }
             if let Some(event) = parser.line(&line) {
                 return Ok(Some(event));
             }
+            if parser.size() > EVENT_LIMIT {
+                return Err(self.too_long(format!("an event larger than {EVENT_LIMIT} bytes")));
+            }
         }
+    }
+}
+
+impl EventStream {
+    fn too_long(&self, what: String) -> ClientError {
+        ClientError::Decode { url: self.url.clone(), reason: format!("the event stream sent {what}") }
     }
 }
 
@@ -121,6 +140,13 @@ impl Parser {
         None
     }
 
+    /// Bytes held for the event being built.
+    fn size(&self) -> usize {
+        self.event.data.len()
+            + self.event.id.as_ref().map_or(0, String::len)
+            + self.event.event.as_ref().map_or(0, String::len)
+    }
+
     fn finish(&mut self) -> Option<Event> {
         let seen = std::mem::take(&mut self.seen);
         let event = std::mem::take(&mut self.event);
@@ -137,6 +163,16 @@ mod tests {
         let mut events: Vec<Event> = text.split_inclusive('\n').filter_map(|line| parser.line(line)).collect();
         events.extend(parser.finish());
         events
+    }
+
+    /// Event streams come from other daemons: any line, any length, any bytes.
+    #[test]
+    fn any_stream_is_read_without_panicking() {
+        let text = "event: exit\nid: 7\ndata: {\"a\":1}\n\n: ping\n\n";
+        for input in crate::fuzz::inputs(&[text], "event:idata \r\n{}", 27, 5_000) {
+            let events = parse(&input);
+            assert!(events.len() <= input.matches('\n').count() + 1, "{input:?}");
+        }
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! (`GET /transfer/uploads/:id`), a download continues its partial file with `Range`. Against a
 //! 1.0.21 daemon (no such route, no checksum header) they fall back to plain transfers.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use surf::http::Method;
 
-use super::{remote_error, Client, ClientError};
+use super::{read_body, remote_error, Client, ClientError, ERROR_BODY_LIMIT};
 
 /// A transfer with no byte moving for this long is abandoned.
 const STALL: Duration = Duration::from_secs(60);
@@ -180,7 +180,9 @@ impl Client {
     /// Downloads `source_path` to `dest`, continuing `.<name>.loopsy-part` beside it if present.
     pub async fn pull_file(&self, source_path: &str, dest: &Path, progress: OnProgress) -> Result<Pulled, ClientError> {
         let part = crate::transfer::sibling(dest, "loopsy-part");
-        let have = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
+        // Only our own partial download is continued; anything else with its name (a planted
+        // symlink or hard link) is replaced, never written through.
+        let have = crate::transfer::part_len(&part);
         match self.pull_attempt(source_path, dest, &part, have, progress.clone()).await {
             // A partial file that does not fit the source (changed since, or garbage): start over.
             Err(_) if have > 0 => {
@@ -216,7 +218,7 @@ impl Client {
             let mut response = self.send_retrying(request).await?;
             let status = response.status() as u16;
             if !(200..300).contains(&status) {
-                let bytes = response.body_bytes().await.unwrap_or_default();
+                let bytes = read_body(&mut response, ERROR_BODY_LIMIT, &self.base).await.unwrap_or_default();
                 return Err(remote_error(status, &bytes));
             }
             let header = |name: &str| response.header(name).map(|v| v.last().as_str().to_string());
@@ -240,9 +242,13 @@ impl Client {
                 if n == 0 {
                     break;
                 }
+                done += n as u64;
+                // Not a byte more than the peer said the file has.
+                if declared_size.is_some_and(|size| done > size) {
+                    return Err(self.decode_error(format!("the peer sent more than the {total} bytes it declared")));
+                }
                 hasher.update(&buffer[..n]);
                 file.write_all(&buffer[..n]).await.map_err(local)?;
-                done += n as u64;
                 moved.store(done, Ordering::Relaxed);
                 progress(done, total.max(done));
             }
@@ -282,7 +288,7 @@ impl Client {
         let json = serde_json::to_vec(body).map_err(|e| self.decode_error(e))?;
         let request = || self.authorized(method, path).body(json.clone()).header("Content-Type", "application/json");
         let mut response = self.send_retrying(request).await?;
-        let bytes = response.body_bytes().await.map_err(|e| self.decode_error(e))?;
+        let bytes = read_body(&mut response, self.body_limit, &self.base).await?;
         if !response.status().is_success() {
             return Err(remote_error(response.status() as u16, &bytes));
         }
@@ -326,7 +332,7 @@ impl Client {
     ) -> Result<(surf::StatusCode, Vec<u8>), ClientError> {
         let exchange = async {
             let mut response = self.http.send(request.build()).await.map_err(|e| self.unreachable(e))?;
-            let bytes = response.body_bytes().await.map_err(|e| self.decode_error(e))?;
+            let bytes = read_body(&mut response, self.body_limit, &self.base).await?;
             Ok((response.status(), bytes))
         };
         futures_lite::future::or(exchange, stall_watch(moved, &self.base)).await
@@ -382,7 +388,12 @@ fn open_at(path: &Path, offset: u64) -> std::io::Result<(File, Sha256)> {
 
 /// Opens (or creates) the partial download, cut to `offset` bytes, hashed so far.
 fn open_part(path: &Path, offset: u64) -> std::io::Result<(File, Sha256)> {
-    let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
+    use crate::transfer::PartError;
+    let mut file = crate::transfer::open_part_file(path, offset == 0).map_err(|e| match e {
+        PartError::Io(e) => e,
+        PartError::Missing => std::io::Error::new(std::io::ErrorKind::NotFound, "the partial download is gone"),
+        PartError::NotOurs => std::io::Error::other("the partial download was replaced by something else"),
+    })?;
     file.set_len(offset)?;
     let hasher = hash_prefix(&mut file, offset)?;
     file.seek(SeekFrom::Start(offset))?;

@@ -2,7 +2,16 @@
 //!
 //! One connection per request with `Connection: close`: simple, and on loopback cheap enough.
 //! surf's own client backends are not used (they bring curl, OpenSSL or an old rustls).
+//!
+//! Answers come from any address mDNS announced, so the response head is capped here
+//! ([`HeadLimited`]: async-h1 checks a head's size only at line ends); bodies and event streams
+//! are capped where they are read (`peer::Client`, `peer::sse`).
 
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures_lite::io::{AsyncRead, AsyncWrite};
 use http_client::{Config, Error, HttpClient, Request, Response};
 
 use crate::tls::Fingerprint;
@@ -50,7 +59,9 @@ impl HttpClient for Transport {
         let tls_config = match (url.scheme(), &self.trust) {
             ("https", Trust::Pinned(pin)) => crate::tls::client_config(pin),
             ("https", Trust::PairingOnly) => crate::tls::client_config_for_pairing(),
-            ("http", Trust::Plain | Trust::PairingOnly) => return async_h1::connect(stream, req).await,
+            ("http", Trust::Plain | Trust::PairingOnly) => {
+                return async_h1::connect(HeadLimited::new(stream), req).await;
+            }
             ("https", Trust::Plain) => {
                 return Err(Error::from_str(
                     400,
@@ -79,7 +90,7 @@ impl HttpClient for Transport {
                 return Err(Error::from_str(504, message));
             }
         };
-        async_h1::connect(tls, req).await
+        async_h1::connect(HeadLimited::new(tls), req).await
     }
 
     fn set_config(&mut self, config: Config) -> Result<(), Error> {
@@ -89,5 +100,93 @@ impl HttpClient for Transport {
 
     fn config(&self) -> &Config {
         &self.config
+    }
+}
+
+/// A response head may take at most this many bytes.
+pub const HEAD_LIMIT: usize = 64 * 1024;
+
+/// A connection whose reads fail once `HEAD_LIMIT` bytes came without the blank line that ends
+/// a response head; after it, bytes pass untouched.
+struct HeadLimited<S> {
+    inner: S,
+    read: usize,
+    /// The last bytes seen, to find `\r\n\r\n` or `\n\n` across reads; `None` once found.
+    tail: Option<[u8; 3]>,
+}
+
+impl<S> HeadLimited<S> {
+    fn new(inner: S) -> HeadLimited<S> {
+        HeadLimited { inner, read: 0, tail: Some([0; 3]) }
+    }
+
+    /// Looks for the end of the head in `bytes`; fails when the head is too long.
+    fn scan(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let Some(mut tail) = self.tail else { return Ok(()) };
+        for (i, &byte) in bytes.iter().enumerate() {
+            let ends = byte == b'\n' && (tail[2] == b'\n' || (tail[2] == b'\r' && tail[1] == b'\n'));
+            if ends {
+                self.tail = None;
+                return Ok(());
+            }
+            tail = [tail[1], tail[2], byte];
+            if self.read + i + 1 > HEAD_LIMIT {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("the response head is larger than {} KiB", HEAD_LIMIT / 1024),
+                ));
+            }
+        }
+        self.read += bytes.len();
+        self.tail = Some(tail);
+        Ok(())
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for HeadLimited<S> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let n = match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(n)) => n,
+            other => return other,
+        };
+        Poll::Ready(this.scan(&buf[..n]).map(|()| n))
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for HeadLimited<S> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_close(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[track_caller]
+    fn check(chunks: &[&[u8]], ok: bool) {
+        let mut limited = HeadLimited::new(());
+        let result = chunks.iter().try_for_each(|chunk| limited.scan(chunk));
+        assert_eq!(result.is_ok(), ok, "{result:?}");
+    }
+
+    #[test]
+    fn a_head_ends_at_its_blank_line_and_may_not_grow_past_the_limit() {
+        let long = vec![b'a'; HEAD_LIMIT + 1];
+        check(&[b"HTTP/1.1 200 OK\r\n\r\n", &long], true);
+        check(&[b"HTTP/1.1 200 OK\r\n\r", b"\n", &long], true);
+        check(&[b"HTTP/1.1 200 OK\n\n", &long], true);
+        check(&[b"HTTP/1.1 200 OK\r\n", &long], false);
+        check(&[&long[..HEAD_LIMIT - 2], b"\n\n"], true);
+        check(&[&long[..HEAD_LIMIT], b"\n\n"], false);
     }
 }

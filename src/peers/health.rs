@@ -7,8 +7,11 @@
 //! come back by themselves. A probe succeeds only if the answer carries the node id the entry
 //! is about: another node at that address is another peer.
 //!
-//! mDNS announcements arrive here as [`Nudge::Candidate`]s and enter the registry only once a
-//! probe at the announced address confirms the announced node id. Probes never carry a key.
+//! mDNS announcements (and handshakes) arrive here as [`Nudge::Candidate`]s and enter the
+//! registry only once a probe at the announced address confirms the announced node id. An entry
+//! bound by the owner (`Peer::is_bound`) is never moved by that: for a pinned one the probe of
+//! the new address is made over TLS with its pin and moves it only when the certificate is
+//! proven; any other claim becomes the entry's sighting. Probes never carry a key.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -16,24 +19,27 @@ use std::time::{Duration, Instant};
 use smol::channel::{Receiver, Sender};
 use smol::Task;
 
-use super::registry::{ProbeOutcome, Registry};
-use super::{check_node_id, Announced, PeerStatus};
+use super::registry::{Applied, ProbeOutcome, Registry};
+use super::{check_node_id, Announced, PeerStatus, Via};
 use crate::peer::resolve::base_url;
 use crate::peer::Client;
 use crate::shutdown::Shutdown;
 
+/// The largest health answer read.
+const HEALTH_LIMIT: usize = 64 * 1024;
 /// Probes in flight at most (peers beyond wait for the next tick).
 const MAX_IN_FLIGHT: usize = 64;
 /// An offline peer is probed at most every this many intervals.
 const MAX_BACKOFF: u32 = 8;
-/// The same announcement is verified at most this often.
+/// The same claim (node, address and port) is verified at most this often.
 const CANDIDATE_COOLDOWN: Duration = Duration::from_secs(2);
 
 /// Something that should make the checker look at a peer before its next turn.
 #[derive(Debug, Clone)]
 pub enum Nudge {
-    /// An mDNS announcement: verify it, then record it.
-    Candidate(Announced),
+    /// A claim that a node is at an address (mDNS, or a handshake for a pinned entry): verify
+    /// it, then record it.
+    Candidate(Announced, Via),
     /// The peer said goodbye: probe now, one failure is enough.
     Goodbye(String),
     /// A peer was added or changed by the API: probe now.
@@ -90,7 +96,7 @@ struct Schedule {
 
 enum Job {
     Entry { node_id: String, started: Instant },
-    Candidate(Announced),
+    Candidate(Announced, Via),
 }
 
 enum Wake {
@@ -160,10 +166,18 @@ pub async fn run(registry: Registry, interval: Duration, nudges: Receiver<Nudge>
                     s.goodbye = true;
                 }
             }
-            Wake::Nudge(Nudge::Candidate(announced)) => {
+            Wake::Nudge(Nudge::Candidate(announced, via)) => {
                 if worth_verifying(&registry, &announced, &mut candidates) && tasks.len() < MAX_IN_FLIGHT {
                     let (address, port) = (announced.address.clone(), announced.port);
-                    tasks.push(spawn_probe(Job::Candidate(announced), address, port, None, timeout, done_tx.clone()));
+                    // A pinned entry is probed at the claimed address with its pin: only its
+                    // own certificate can move it there.
+                    let pin = registry
+                        .get(&announced.node_id)
+                        .and_then(|p| p.fingerprint)
+                        .as_deref()
+                        .and_then(crate::tls::Fingerprint::parse);
+                    let job = Job::Candidate(announced, via);
+                    tasks.push(spawn_probe(job, address, port, pin, timeout, done_tx.clone()));
                 }
             }
             Wake::Done(Job::Entry { node_id, started }, outcome) => {
@@ -177,12 +191,12 @@ pub async fn run(registry: Registry, interval: Duration, nudges: Receiver<Nudge>
                 schedule.next = started + next_delay(interval, peer.status, peer.failure_count);
                 schedules.insert(id, schedule);
             }
-            Wake::Done(Job::Candidate(announced), outcome) => match outcome {
-                ProbeOutcome::Answered { node_id, .. } if node_id == announced.node_id => {
-                    if registry.upsert_verified(&announced).is_some() {
-                        log::debug!("peer {node_id} confirmed at {}:{}", announced.address, announced.port);
+            Wake::Done(Job::Candidate(announced, via), outcome) => {
+                match registry.apply_announcement(&announced, via, &outcome) {
+                    Applied::Recorded(peer) => {
+                        log::debug!("peer {} confirmed at {}", peer.node_id, peer.endpoint());
                         schedules.insert(
-                            node_id,
+                            peer.node_id,
                             Schedule {
                                 next: Instant::now() + next_delay(interval, PeerStatus::Online, 0),
                                 in_flight: false,
@@ -190,14 +204,15 @@ pub async fn run(registry: Registry, interval: Duration, nudges: Receiver<Nudge>
                             },
                         );
                     }
+                    Applied::Sighted(_) => {}
+                    Applied::Ignored => log::debug!(
+                        "announcement of {} at {}:{} not confirmed by a probe",
+                        announced.node_id,
+                        announced.address,
+                        announced.port
+                    ),
                 }
-                _ => log::debug!(
-                    "announcement of {} at {}:{} not confirmed by a probe",
-                    announced.node_id,
-                    announced.address,
-                    announced.port
-                ),
-            },
+            }
         }
     }
 }
@@ -218,12 +233,14 @@ fn worth_verifying(registry: &Registry, announced: &Announced, recent: &mut Hash
             return false;
         }
     }
+    // Per node and place: a claim of a new place is checked even right after another one.
+    let key = format!("{}@{}:{}", announced.node_id, announced.address, announced.port);
     let now = Instant::now();
     recent.retain(|_, at| now.duration_since(*at) < CANDIDATE_COOLDOWN);
-    if recent.contains_key(&announced.node_id) || recent.len() >= MAX_IN_FLIGHT {
+    if recent.contains_key(&key) || recent.len() >= MAX_IN_FLIGHT {
         return false;
     }
-    recent.insert(announced.node_id.clone(), now);
+    recent.insert(key, now);
     true
 }
 
@@ -244,13 +261,17 @@ fn spawn_probe(
 /// `GET /api/v1/health` without a key (over pinned TLS for a pinned peer); any 2xx that names a
 /// node id is an answer.
 pub async fn probe(address: &str, port: u16, pin: Option<crate::tls::Fingerprint>, timeout: Duration) -> ProbeOutcome {
-    let client = Client::pinned(&base_url(address, port), None, pin).with_timeout(timeout);
+    let proven_pin = pin.as_ref().map(ToString::to_string);
+    // Any address that was announced is probed: its answer may take only what a health answer
+    // needs.
+    let client =
+        Client::pinned(&base_url(address, port), None, pin).with_timeout(timeout).with_body_limit(HEALTH_LIMIT);
     match client.get::<serde_json::Value>("/api/v1/health").await {
         Ok(body) => {
             let node_id = body["nodeId"].as_str().unwrap_or_default();
             if check_node_id("nodeId", node_id).is_ok() {
                 let version = body["version"].as_str().unwrap_or("unknown").chars().take(64).collect();
-                ProbeOutcome::Answered { node_id: node_id.to_string(), version }
+                ProbeOutcome::Answered { node_id: node_id.to_string(), version, proven_pin }
             } else {
                 ProbeOutcome::Failed
             }

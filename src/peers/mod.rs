@@ -43,6 +43,46 @@ pub struct Peer {
     /// The pinned certificate fingerprint (from pairing): the peer is reached over TLS only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fingerprint: Option<String>,
+    /// Where unauthenticated evidence last placed a bound entry other than where it is; shown
+    /// to the owner (`loopsy peers`), never followed (see [`Peer::is_bound`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seen_at: Option<Box<Sighting>>,
+}
+
+/// A bound peer seen at another address by a source that proves nothing (mDNS, a handshake,
+/// another entry's probe). The owner may move the entry there (`loopsy peers confirm`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Sighting {
+    pub address: String,
+    pub port: u16,
+    /// Unix milliseconds of the latest such evidence.
+    pub at: u64,
+    pub via: Via,
+    /// Whether `/health` at that address answered with this node id (which anyone can do).
+    pub answers: bool,
+}
+
+/// Where a claim that a node is at some address came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Via {
+    /// An mDNS announcement.
+    Mdns,
+    /// `POST /api/v1/peers/handshake` from that address.
+    Handshake,
+    /// The health probe of an entry the owner added at that address.
+    Probe,
+}
+
+impl Via {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Via::Mdns => "mdns",
+            Via::Handshake => "handshake",
+            Via::Probe => "probe",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,7 +121,16 @@ impl Peer {
             manually_added: true,
             name: None,
             fingerprint: None,
+            seen_at: None,
         }
+    }
+
+    /// Whether the owner vouched for this entry: it has a pinned certificate (pairing), a name
+    /// (keys are stored under names) or was added by hand (it gets this node's own key). A bound
+    /// entry is sent keys, so unauthenticated evidence never moves it: only the owner does
+    /// (`peers confirm`, `peers add`), or a probe that proved its pinned certificate.
+    pub fn is_bound(&self) -> bool {
+        self.fingerprint.is_some() || self.name.is_some() || self.manually_added
     }
 
     /// Whether this entry still waits for a probe to learn the real node id.

@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use smol::channel::{Receiver, Sender};
 
-use super::{check_address, check_name, check_node_id, check_text, Announced, Invalid, Peer, PeerStatus};
+use super::{
+    check_address, check_name, check_node_id, check_text, Announced, Invalid, Peer, PeerStatus, Sighting, Via,
+};
 use super::{FAILURES_BEFORE_OFFLINE, MANUAL_PREFIX};
 use crate::clock::now_ms;
 use crate::shutdown::Shutdown;
@@ -56,8 +58,21 @@ pub enum ProbeOutcome {
     Answered {
         node_id: String,
         version: String,
+        /// The pinned certificate the connection proved (an HTTPS probe), if any.
+        proven_pin: Option<String>,
     },
     Failed,
+}
+
+/// What [`Registry::apply_announcement`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    /// The entry was created, updated or moved (a proven pin, or an unbound entry).
+    Recorded(Peer),
+    /// A bound entry stays where it is; the claim is its sighting now.
+    Sighted(Peer),
+    /// Nothing changed (this node itself, or a claim nobody answered for).
+    Ignored,
 }
 
 impl Registry {
@@ -138,6 +153,7 @@ impl Registry {
                 peer.address = add.address.clone();
                 peer.port = add.port;
                 peer.manually_added = true;
+                peer.seen_at = None;
                 i
             }
             None => {
@@ -200,21 +216,73 @@ impl Registry {
         Some(removed)
     }
 
-    /// A node verified to be itself at `address:port` (handshake, or mDNS confirmed by a probe).
-    pub fn upsert_verified(&self, announced: &Announced) -> Option<Peer> {
+    /// Applies a claim that node `announced.node_id` is at `announced.address:port` (an mDNS
+    /// announcement with the probe of that address, or a handshake from it), by what `outcome`
+    /// found there.
+    ///
+    /// A new or unbound entry follows an answering claim. A bound entry elsewhere (see
+    /// [`Peer::is_bound`]) moves only when the probe proved its pinned certificate; otherwise
+    /// the claim is kept as its [`Sighting`] for the owner to judge.
+    pub fn apply_announcement(&self, announced: &Announced, via: Via, outcome: &ProbeOutcome) -> Applied {
         if announced.node_id == self.own_id() {
-            return None;
+            return Applied::Ignored;
         }
+        let (answers, proven_pin) = match outcome {
+            ProbeOutcome::Answered { node_id, proven_pin, .. } if *node_id == announced.node_id => {
+                (true, proven_pin.as_deref())
+            }
+            _ => (false, None),
+        };
         let mut peers = self.peers();
-        let index = match peers.iter().position(|p| p.node_id == announced.node_id) {
-            Some(i) => i,
-            None => {
+        let existing = peers.iter().position(|p| p.node_id == announced.node_id);
+        let index = match existing {
+            Some(i) if peers[i].is_at(&announced.address, announced.port) || !peers[i].is_bound() => {
+                if !answers {
+                    return Applied::Ignored;
+                }
+                i
+            }
+            Some(i) => {
+                let peer = &mut peers[i];
+                let proven = answers && proven_pin.is_some() && peer.fingerprint.as_deref() == proven_pin;
+                if !proven {
+                    peer.seen_at = Some(Box::new(Sighting {
+                        address: announced.address.clone(),
+                        port: announced.port,
+                        at: now_ms(),
+                        via,
+                        answers,
+                    }));
+                    log::warn!(
+                        "peer {} ({}) was claimed to be at {}:{} ({}); not followed: confirm it with `loopsy peers confirm`",
+                        peer.node_id,
+                        peer.endpoint(),
+                        announced.address,
+                        announced.port,
+                        via.as_str()
+                    );
+                    let peer = peer.clone();
+                    drop(peers);
+                    self.changed();
+                    return Applied::Sighted(peer);
+                }
+                log::info!(
+                    "peer {} proved its pinned certificate at {}:{}; it moves there",
+                    peer.node_id,
+                    announced.address,
+                    announced.port
+                );
+                peer.seen_at = None;
+                i
+            }
+            None if answers => {
                 let mut peer = Peer::manual(&announced.address, announced.port);
                 peer.node_id = announced.node_id.clone();
                 peer.manually_added = false;
                 peers.push(peer);
                 peers.len() - 1
             }
+            None => return Applied::Ignored,
         };
         let peer = &mut peers[index];
         peer.hostname = announced.hostname.clone();
@@ -230,6 +298,26 @@ impl Registry {
         let peer = peers[index].clone();
         drop(peers);
         self.changed();
+        Applied::Recorded(peer)
+    }
+
+    /// The owner says `node_id` is now reached at `address:port` (`loopsy peers confirm`): the
+    /// entry moves there, its sighting is cleared and it is probed again.
+    pub fn confirm_address(&self, node_id: &str, address: &str, port: u16) -> Option<Peer> {
+        let mut peers = self.peers();
+        let index = peers.iter().position(|p| p.node_id == node_id)?;
+        let peer = &mut peers[index];
+        if !peer.is_at(address, port) {
+            peer.status = PeerStatus::Unknown;
+            peer.failure_count = 0;
+        }
+        peer.address = address.to_string();
+        peer.port = port;
+        peer.seen_at = None;
+        let index = absorb_duplicates(&mut peers, index);
+        let peer = peers[index].clone();
+        drop(peers);
+        self.changed();
         Some(peer)
     }
 
@@ -240,10 +328,35 @@ impl Registry {
         let mut peers = self.peers();
         let index = peers.iter().position(|p| p.node_id == node_id)?;
         let answered = match outcome {
-            ProbeOutcome::Answered { node_id: answered, version } => {
+            ProbeOutcome::Answered { node_id: answered, version, proven_pin } => {
                 let learns_id = peers[index].is_provisional() && answered.as_str() != self.own_id();
-                if answered == node_id || learns_id {
+                if answered == node_id {
                     Some((answered.clone(), version.clone()))
+                } else if learns_id {
+                    // The owner added this address without saying which node is there; a bound
+                    // entry of that node elsewhere moves here only with its pin proven.
+                    let claimed = peers.iter().position(|p| &p.node_id == answered);
+                    match claimed.filter(|&i| !may_take(&peers[i], proven_pin.as_deref())) {
+                        None => Some((answered.clone(), version.clone())),
+                        Some(bound) => {
+                            let (address, port) = (peers[index].address.clone(), peers[index].port);
+                            let at = now_ms();
+                            let sighting = Sighting { address, port, at, via: Via::Probe, answers: true };
+                            peers[bound].seen_at = Some(Box::new(sighting));
+                            let provisional = &mut peers[index];
+                            provisional.status = PeerStatus::Online;
+                            provisional.last_seen = at;
+                            provisional.failure_count = 0;
+                            log::warn!(
+                                "{} answers as peer {answered}, which is bound to another address; not merged: \
+                                 confirm it with `loopsy peers confirm`",
+                                provisional.endpoint()
+                            );
+                            drop(peers);
+                            self.changed();
+                            return Some(node_id.to_string());
+                        }
+                    }
                 } else {
                     log::info!("peer {node_id}: a different node ({answered}) answers at {}", peers[index].endpoint());
                     None
@@ -328,13 +441,17 @@ impl Registry {
 }
 
 /// Removes the other entries at the same `address:port` as `peers[keep]`, carrying over the
-/// user's name and the manual flag; returns the kept entry's new index.
+/// user's name and the manual flag; returns the kept entry's new index. Only entries nothing
+/// binds to another node are folded: unbound ones, and a manual entry still waiting for its
+/// node id without a pin (the node at its address has just said who it is). A bound entry of
+/// another node stays, even at the same place, until the owner removes it.
 fn absorb_duplicates(peers: &mut Vec<Peer>, keep: usize) -> usize {
     let (address, port, id) = (peers[keep].address.clone(), peers[keep].port, peers[keep].node_id.clone());
     let mut name = peers[keep].name.clone();
     let mut manual = peers[keep].manually_added;
     peers.retain(|p| {
-        let duplicate = p.node_id != id && p.is_at(&address, port);
+        let foldable = !p.is_bound() || (p.is_provisional() && p.fingerprint.is_none());
+        let duplicate = p.node_id != id && p.is_at(&address, port) && foldable;
         if duplicate {
             name = name.take().or_else(|| p.name.clone());
             manual |= p.manually_added;
@@ -360,10 +477,21 @@ fn merge_same_id(peers: &mut Vec<Peer>, index: usize) {
     kept.last_seen = learned.last_seen;
     kept.failure_count = 0;
     kept.manually_added |= learned.manually_added;
+    kept.seen_at = None;
     if kept.name.is_none() {
         kept.name = learned.name;
     }
+    if kept.fingerprint.is_none() {
+        kept.fingerprint = learned.fingerprint;
+    }
     absorb_duplicates(peers, other);
+}
+
+/// Whether a provisional entry whose probe found node `claimed` may fold into `claimed`'s
+/// entry (and so move it to the provisional entry's address): when `claimed` is unbound, or
+/// the probe proved `claimed`'s pinned certificate.
+fn may_take(claimed: &Peer, proven_pin: Option<&str>) -> bool {
+    !claimed.is_bound() || (proven_pin.is_some() && claimed.fingerprint.as_deref() == proven_pin)
 }
 
 /// Parses `peers.json`: the peers that are usable, and what was wrong with the rest.
@@ -459,28 +587,109 @@ mod tests {
         ManualAdd { address: address.into(), port, ..Default::default() }
     }
 
+    fn answer(id: &str, pin: Option<&str>) -> ProbeOutcome {
+        ProbeOutcome::Answered { node_id: id.into(), version: "1.0.21".into(), proven_pin: pin.map(String::from) }
+    }
+
+    /// An announcement of `id` at `address:port` that the probe there confirmed (plain HTTP).
+    fn seen(reg: &Registry, id: &str, address: &str, port: u16) -> Applied {
+        reg.apply_announcement(&announced(id, address, port), Via::Mdns, &answer(id, None))
+    }
+
+    fn recorded(applied: Applied) -> Peer {
+        match applied {
+            Applied::Recorded(peer) => peer,
+            other => panic!("expected the claim to be recorded, got {other:?}"),
+        }
+    }
+
     #[test]
-    fn a_node_seen_again_at_the_same_place_under_a_new_id_replaces_the_old_entry() {
+    fn a_node_seen_again_at_the_same_place_under_a_new_id_replaces_only_an_unbound_entry() {
         let (reg, dir) = registry();
-        reg.add_manual(ManualAdd { name: Some("bob".into()), ..manual("10.0.0.2", 19532) }).unwrap();
-        reg.upsert_verified(&announced(A, "10.0.0.2", 19532)).unwrap();
-        reg.upsert_verified(&announced(B, "10.0.0.2", 19532)).unwrap();
+        recorded(seen(&reg, A, "10.0.0.2", 19532));
+        recorded(seen(&reg, B, "10.0.0.2", 19532));
         let peers = reg.list();
         assert_eq!(peers.len(), 1, "{peers:?}");
         assert_eq!(peers[0].node_id, B);
-        assert_eq!(peers[0].name.as_deref(), Some("bob"));
-        assert!(peers[0].manually_added);
+
+        // A manual entry waiting for its id takes the id of the node at its address...
+        reg.add_manual(ManualAdd { name: Some("bob".into()), ..manual("10.0.0.3", 19532) }).unwrap();
+        recorded(seen(&reg, A, "10.0.0.3", 19532));
+        let bob = reg.get(A).unwrap();
+        assert_eq!((bob.name.as_deref(), bob.manually_added, bob.address.as_str()), (Some("bob"), true, "10.0.0.3"));
+        // ...but once it is bob, another id at that place does not inherit bob's name and key.
+        const C: &str = "cccccccc-0000-4000-8000-000000000003";
+        recorded(seen(&reg, C, "10.0.0.3", 19532));
+        assert_eq!(reg.get(A).unwrap().name.as_deref(), Some("bob"), "bob's entry stays");
+        assert_eq!(reg.get(C).unwrap().name, None);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn unauthenticated_claims_move_unbound_entries_but_only_record_a_sighting_for_bound_ones() {
+        let (reg, dir) = registry();
+        const C: &str = "cccccccc-0000-4000-8000-000000000003";
+        let pin = "ab".repeat(32);
+        let pin = pin.as_str();
+        recorded(seen(&reg, A, "10.0.0.2", 19532));
+        reg.add_manual(ManualAdd { node_id: Some(B.into()), name: Some("bob".into()), ..manual("10.0.0.3", 19532) })
+            .unwrap();
+        reg.add_manual(ManualAdd { node_id: Some(C.into()), fingerprint: Some(pin.into()), ..manual("10.0.0.4", 1) })
+            .unwrap();
+
+        // A discovered-only entry follows (it is never sent a key by itself).
+        assert_eq!(recorded(seen(&reg, A, "10.0.0.66", 19532)).address, "10.0.0.66");
+        for (id, via) in [(B, Via::Mdns), (B, Via::Handshake), (C, Via::Mdns)] {
+            let claim = reg.apply_announcement(&announced(id, "10.0.0.66", 19532), via, &answer(id, None));
+            let Applied::Sighted(peer) = claim else { panic!("{id} moved on a {via:?} claim: {claim:?}") };
+            assert_ne!(peer.address, "10.0.0.66");
+            let sighting = peer.seen_at.unwrap();
+            assert_eq!(
+                (sighting.address.as_str(), sighting.port, sighting.via, sighting.answers),
+                ("10.0.0.66", 19532, via, true)
+            );
+        }
+        assert_eq!(reg.get(B).unwrap().endpoint(), "10.0.0.3:19532");
+        // A pinned entry moves only with its own certificate proven at the new address.
+        let other_pin = "cd".repeat(32);
+        let wrong = reg.apply_announcement(&announced(C, "10.0.0.67", 2), Via::Mdns, &answer(C, Some(&other_pin)));
+        assert!(matches!(wrong, Applied::Sighted(_)), "{wrong:?}");
+        let failed = reg.apply_announcement(&announced(C, "10.0.0.67", 2), Via::Mdns, &ProbeOutcome::Failed);
+        assert!(matches!(&failed, Applied::Sighted(p) if !p.seen_at.as_ref().unwrap().answers), "{failed:?}");
+        let proven = recorded(reg.apply_announcement(&announced(C, "10.0.0.67", 2), Via::Mdns, &answer(C, Some(pin))));
+        assert_eq!((proven.endpoint().as_str(), proven.seen_at), ("10.0.0.67:2", None));
+        // The owner moves a bound entry to where it was seen.
+        let moved = reg.confirm_address(B, "10.0.0.66", 19532).unwrap();
+        assert_eq!(
+            (moved.endpoint().as_str(), moved.seen_at, moved.status),
+            ("10.0.0.66:19532", None, PeerStatus::Unknown)
+        );
+        assert_eq!(reg.get(A).map(|p| p.endpoint()), None, "the unbound entry there was folded into bob's");
+        assert!(reg.confirm_address("unknown", "x", 1).is_none());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_manual_address_answering_as_a_bound_peer_does_not_take_that_peers_entry() {
+        let (reg, dir) = registry();
+        reg.add_manual(ManualAdd { node_id: Some(A.into()), name: Some("bob".into()), ..manual("10.0.0.2", 19532) })
+            .unwrap();
+        let stranger = reg.add_manual(manual("10.0.0.66", 19532)).unwrap();
+        assert_eq!(reg.record_probe(&stranger.node_id, &answer(A, None), false), Some(stranger.node_id.clone()));
+        assert_eq!(reg.list().len(), 2, "not merged");
+        let bob = reg.get(A).unwrap();
+        assert_eq!(bob.address, "10.0.0.2");
+        assert_eq!(bob.seen_at.map(|s| (s.address, s.via)), Some(("10.0.0.66".to_string(), Via::Probe)));
         let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]
     fn a_manual_entry_learns_its_id_and_merges_with_a_known_node() {
         let (reg, dir) = registry();
-        reg.upsert_verified(&announced(A, "box.lan", 19532)).unwrap();
+        recorded(seen(&reg, A, "box.lan", 19532));
         let manual_entry = reg.add_manual(manual("10.0.0.2", 19532)).unwrap();
         assert!(manual_entry.is_provisional());
-        let answered = ProbeOutcome::Answered { node_id: A.into(), version: "1.0.21".into() };
-        assert_eq!(reg.record_probe(&manual_entry.node_id, &answered, false).as_deref(), Some(A));
+        assert_eq!(reg.record_probe(&manual_entry.node_id, &answer(A, None), false).as_deref(), Some(A));
         let peers = reg.list();
         assert_eq!(peers.len(), 1, "{peers:?}");
         assert_eq!((peers[0].address.as_str(), peers[0].manually_added), ("10.0.0.2", true));
@@ -490,15 +699,15 @@ mod tests {
     #[test]
     fn three_failures_make_a_peer_offline_and_one_answer_brings_it_back() {
         let (reg, dir) = registry();
-        reg.upsert_verified(&announced(A, "10.0.0.2", 1)).unwrap();
+        recorded(seen(&reg, A, "10.0.0.2", 1));
         for expected in [PeerStatus::Online, PeerStatus::Online, PeerStatus::Offline, PeerStatus::Offline] {
             reg.record_probe(A, &ProbeOutcome::Failed, false);
             assert_eq!(reg.get(A).unwrap().status, expected);
         }
-        let wrong = ProbeOutcome::Answered { node_id: B.into(), version: "x".into() };
+        let wrong = answer(B, None);
         reg.record_probe(A, &wrong, false);
         assert_eq!(reg.get(A).unwrap().status, PeerStatus::Offline, "another node at the address is no proof");
-        reg.record_probe(A, &ProbeOutcome::Answered { node_id: A.into(), version: "x".into() }, false);
+        reg.record_probe(A, &answer(A, None), false);
         let peer = reg.get(A).unwrap();
         assert_eq!((peer.status, peer.failure_count), (PeerStatus::Online, 0));
         reg.record_probe(A, &ProbeOutcome::Failed, true);
@@ -509,7 +718,7 @@ mod tests {
     #[test]
     fn the_node_itself_is_never_listed() {
         let (reg, dir) = registry();
-        assert!(reg.upsert_verified(&announced(ME, "10.0.0.9", 1)).is_none());
+        assert_eq!(seen(&reg, ME, "10.0.0.9", 1), Applied::Ignored);
         assert!(reg.add_manual(ManualAdd { node_id: Some(ME.into()), ..manual("x", 1) }).is_err());
         assert!(reg.list().is_empty());
         let _ = std::fs::remove_dir_all(dir);
@@ -518,7 +727,7 @@ mod tests {
     #[test]
     fn saved_entries_load_back_and_bad_files_are_kept_aside() {
         let (reg, dir) = registry();
-        reg.upsert_verified(&announced(A, "10.0.0.2", 19532)).unwrap();
+        recorded(seen(&reg, A, "10.0.0.2", 19532));
         reg.save_now().unwrap();
         let again = Registry::load(&dir.join("peers.json"), ME);
         assert_eq!(again.list(), reg.list());

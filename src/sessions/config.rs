@@ -75,7 +75,7 @@ fn merge_local(doc: &mut Value, previous: &Value) {
 
 /// Loopback entries are the main daemon and sibling sessions: regenerated, never carried over.
 fn is_loopback(address: &str) -> bool {
-    address == "localhost" || address.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    address == "localhost" || address.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.to_canonical().is_loopback())
 }
 
 #[cfg(test)]

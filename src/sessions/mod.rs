@@ -351,6 +351,14 @@ impl Sessions {
             if describe(name, &paths).status.is_alive() {
                 bail!("session '{name}' is still running. Stop it first with: loopsy session stop {name}");
             }
+            // Only a loopsy data directory is deleted, never a directory of the user's that
+            // happens to sit under `sessions/`.
+            if !paths.config_file().is_file() && !paths.node_id_file().is_file() {
+                bail!(
+                    "{} is not a loopsy session (no config.yaml or node-id in it); it was left as it is",
+                    paths.home().display()
+                );
+            }
             let node_id = std::fs::read_to_string(paths.node_id_file()).ok().map(|s| s.trim().to_string());
             std::fs::remove_dir_all(paths.home()).with_context(|| format!("removing {}", paths.home().display()))?;
             node_id

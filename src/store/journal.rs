@@ -3,9 +3,14 @@
 //! Each record is a frame: payload length (u32, little endian), CRC-32 (IEEE) of the payload
 //! (u32, little endian), then the payload, a JSON object. [`Journal`] is generic over the record
 //! type, so every durable table of the daemon (the context store, the lock table) shares this
-//! framing, its torn-tail handling and its compaction by atomic replacement.
-//! Reading stops at the first frame that is short or fails its checksum (a write torn by a
-//! crash); the file is cut back to the last good frame before anything is appended.
+//! framing, its damage handling and its compaction by atomic replacement. Every record type is
+//! tagged by `op`, first (`#[serde(tag = "op")]`): that is how damage is told from a torn tail.
+//! Reading stops at the first frame that is short or fails its checksum. When no intact frame
+//! follows it, that is a write torn by a crash (only the last append can be), and the file is cut
+//! back to the last good frame before anything is appended. When an intact frame does follow,
+//! the journal is damaged in the middle: opening fails with an error that says where and what to
+//! do, and the file is left exactly as it is (replaying the part before the damage and
+//! compacting would silently drop every acknowledged write after it, and erase the evidence).
 //! This file only frames and reads; when to write, sync and compact is `writer.rs`'s business.
 //!
 //! `context.journal` holds [`Record`]s: `{"op":"base","format":1,"revision":N}` (first record
@@ -29,6 +34,9 @@ pub const FORMAT: u32 = 1;
 /// A frame claiming to be larger than this is garbage (the largest real one is a 1 MiB value
 /// with JSON escaping).
 const MAX_FRAME: u32 = 64 * 1024 * 1024;
+/// Where every payload starts: the record's tag comes first (`#[serde(tag)]`), and inside a JSON
+/// string a quote is always escaped, so these bytes appear nowhere else in a journal.
+const PAYLOAD_START: &[u8] = b"{\"op\":\"";
 
 /// A record of `context.journal`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -85,7 +93,20 @@ impl<R: Serialize + DeserializeOwned> Journal<R> {
         let mut replay = Replay::default();
         let mut reader = BufReader::with_capacity(256 * 1024, &file);
         let mut good: u64 = 0;
-        while let Some((record, frame_len)) = read_frame(&mut reader)? {
+        loop {
+            let (record, frame_len) = match read_frame::<R>(&mut reader)? {
+                Frame::Intact(record, frame_len) => (record, frame_len),
+                Frame::End => break,
+                Frame::Damaged => {
+                    check_damage_is_a_torn_tail::<R>(&file, path, good)?;
+                    break;
+                }
+                Frame::Unreadable(len) => anyhow::bail!(
+                    "{}: the record at byte {good} ({len} bytes) is intact but not one this loopsy reads \
+                     (written by a newer version?); the file was left as it is",
+                    path.display()
+                ),
+            };
             good += frame_len;
             replay.records += 1;
             apply(record).with_context(|| format!("replaying {}", path.display()))?;
@@ -147,39 +168,131 @@ fn encode<R: Serialize>(record: &R, buffer: &mut Vec<u8>) {
     buffer.extend_from_slice(&payload);
 }
 
-/// The next intact frame and its length on disk; `None` at the end or at a damaged frame.
-fn read_frame<R: DeserializeOwned>(reader: &mut impl Read) -> anyhow::Result<Option<(R, u64)>> {
+/// What the next bytes of a journal hold.
+enum Frame<R> {
+    /// A record and the length of its frame on disk.
+    Intact(R, u64),
+    /// The end of the file, between frames.
+    End,
+    /// A frame that is short, too long, empty or fails its checksum.
+    Damaged,
+    /// A frame whose checksum holds but whose payload (of this many bytes) is no record we know.
+    Unreadable(u32),
+}
+
+fn read_frame<R: DeserializeOwned>(reader: &mut impl Read) -> anyhow::Result<Frame<R>> {
     let mut head = [0u8; 8];
-    if !read_full(reader, &mut head)? {
-        return Ok(None);
+    match read_some(reader, &mut head)? {
+        0 => return Ok(Frame::End),
+        8 => {}
+        _ => return Ok(Frame::Damaged),
     }
-    let len = u32::from_le_bytes(head[..4].try_into().expect("4 bytes"));
-    let checksum = u32::from_le_bytes(head[4..].try_into().expect("4 bytes"));
-    if len > MAX_FRAME {
-        return Ok(None);
+    let (len, checksum) = split_head(&head);
+    // Never written: an empty payload (zeros left by a crash have a valid checksum) or a huge one.
+    if len == 0 || len > MAX_FRAME {
+        return Ok(Frame::Damaged);
     }
     let mut payload = vec![0u8; len as usize];
-    if !read_full(reader, &mut payload)? || crc32(&payload) != checksum {
-        return Ok(None);
+    if read_some(reader, &mut payload)? < payload.len() || crc32(&payload) != checksum {
+        return Ok(Frame::Damaged);
     }
     match serde_json::from_slice(&payload) {
-        Ok(record) => Ok(Some((record, 8 + u64::from(len)))),
-        Err(_) => Ok(None),
+        Ok(record) => Ok(Frame::Intact(record, 8 + u64::from(len))),
+        Err(_) => Ok(Frame::Unreadable(len)),
     }
 }
 
-/// Fills `buffer`; `false` if the input ends first.
-fn read_full(reader: &mut impl Read, buffer: &mut [u8]) -> anyhow::Result<bool> {
+fn split_head(head: &[u8; 8]) -> (u32, u32) {
+    let len = u32::from_le_bytes(head[..4].try_into().expect("4 bytes"));
+    let checksum = u32::from_le_bytes(head[4..].try_into().expect("4 bytes"));
+    (len, checksum)
+}
+
+/// The journal has a damaged frame at byte `at`: fine if it is the torn end of the last append,
+/// an error if an intact frame follows it anywhere (damage in the middle).
+fn check_damage_is_a_torn_tail<R: DeserializeOwned>(file: &File, path: &Path, at: u64) -> anyhow::Result<()> {
+    let total = file.metadata().with_context(|| format!("reading {}", path.display()))?.len();
+    let Some(next) = intact_frame_after::<R>(file, at, total).with_context(|| format!("reading {}", path.display()))?
+    else {
+        return Ok(());
+    };
+    anyhow::bail!(
+        "{path} is damaged in the middle: the frame at byte {at} is corrupt, yet an intact one follows at byte \
+         {next}, so this is not a write cut short by a crash. The file was left as it is and the daemon does not \
+         start, because the changes after the damage would be lost. Keep a copy of it; then either cut it at the \
+         damage to keep the changes before it (`truncate -s {at} {path}`), or move it aside to start without \
+         the changes it holds",
+        path = path.display()
+    )
+}
+
+/// The offset of the first intact frame that starts after `from`, if any: every place where a
+/// payload could start is tried (the frame length at `from` may itself be what is damaged).
+fn intact_frame_after<R: DeserializeOwned>(file: &File, from: u64, total: u64) -> io::Result<Option<u64>> {
+    const CHUNK: usize = 1 << 20;
+    let mut buffer = vec![0u8; CHUNK + PAYLOAD_START.len()];
+    // Payloads of frames starting at `from + 1` or later.
+    let mut at = from + 9;
+    while at < total {
+        let want = ((total - at) as usize).min(buffer.len());
+        let n = read_at_full(file, &mut buffer[..want], at)?;
+        for (i, window) in buffer[..n].windows(PAYLOAD_START.len()).enumerate() {
+            if window == PAYLOAD_START && frame_at::<R>(file, at + i as u64 - 8, total)? {
+                return Ok(Some(at + i as u64 - 8));
+            }
+        }
+        if n < buffer.len() {
+            break;
+        }
+        // The next chunk overlaps this one by the pattern's length less one.
+        at += (n - (PAYLOAD_START.len() - 1)) as u64;
+    }
+    Ok(None)
+}
+
+/// Whether an intact, readable frame starts at `start`.
+fn frame_at<R: DeserializeOwned>(file: &File, start: u64, total: u64) -> io::Result<bool> {
+    let mut head = [0u8; 8];
+    if read_at_full(file, &mut head, start)? < 8 {
+        return Ok(false);
+    }
+    let (len, checksum) = split_head(&head);
+    if len == 0 || len > MAX_FRAME || start + 8 + u64::from(len) > total {
+        return Ok(false);
+    }
+    let mut payload = vec![0u8; len as usize];
+    if read_at_full(file, &mut payload, start + 8)? < payload.len() {
+        return Ok(false);
+    }
+    Ok(crc32(&payload) == checksum && serde_json::from_slice::<R>(&payload).is_ok())
+}
+
+fn read_at_full(file: &File, buffer: &mut [u8], offset: u64) -> io::Result<usize> {
+    use std::os::unix::fs::FileExt;
+    let mut filled = 0;
+    while filled < buffer.len() {
+        match file.read_at(&mut buffer[filled..], offset + filled as u64) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+/// Fills as much of `buffer` as the input has; returns how much.
+fn read_some(reader: &mut impl Read, buffer: &mut [u8]) -> anyhow::Result<usize> {
     let mut filled = 0;
     while filled < buffer.len() {
         match reader.read(&mut buffer[filled..]) {
-            Ok(0) => return Ok(false),
+            Ok(0) => break,
             Ok(n) => filled += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e).context("reading a journal"),
         }
     }
-    Ok(true)
+    Ok(filled)
 }
 
 /// CRC-32 (IEEE 802.3, as in zlib and PNG).
@@ -297,6 +410,88 @@ mod tests {
         journal.append(&[put("c", 3)]).unwrap();
         let keys: Vec<_> = replay_keys(&path);
         assert_eq!(keys, ["a", "c"]);
+    }
+
+    /// A journal of three puts; returns its bytes and where each frame starts.
+    fn three_frames(path: &Path) -> (Vec<u8>, Vec<usize>) {
+        let (mut journal, _) = Journal::open(path, |_: Record| Ok(())).unwrap();
+        let mut starts = Vec::new();
+        for (i, key) in ["a", "b", "c"].iter().enumerate() {
+            starts.push(journal.bytes() as usize);
+            journal.append(&[put(key, i as u64 + 1)]).unwrap();
+        }
+        (std::fs::read(path).unwrap(), starts)
+    }
+
+    // See: #13 (a corrupt frame in the middle dropped every later write, and compaction then
+    // erased the evidence).
+    #[test]
+    fn damage_in_the_middle_stops_the_replay_with_a_clear_error_and_keeps_the_file() {
+        let path = temp_path("context.journal");
+        let (full, starts) = three_frames(&path);
+        // A flipped payload byte, a flipped checksum, a length that points past the end, zeros.
+        for what in ["payload", "checksum", "length", "zeros"] {
+            let mut bytes = full.clone();
+            match what {
+                "payload" => bytes[starts[1] + 12] ^= 0x01,
+                "checksum" => bytes[starts[0] + 5] ^= 0x80,
+                "length" => bytes[starts[1] + 2] = 0x7f,
+                _ => bytes[starts[1]..starts[1] + 8].fill(0),
+            }
+            std::fs::write(&path, &bytes).unwrap();
+            let mut applied = Vec::new();
+            let error = Journal::open(&path, |record: Record| {
+                applied.push(record);
+                Ok(())
+            })
+            .unwrap_err()
+            .to_string();
+            assert!(error.contains("damaged in the middle") && error.contains("truncate -s"), "{what}: {error}");
+            assert_eq!(std::fs::read(&path).unwrap(), bytes, "{what}: the file is left exactly as it was");
+        }
+        // The offsets in the message are the damaged frame and the next intact one.
+        let mut bytes = full.clone();
+        bytes[starts[1] + 12] ^= 0x01;
+        std::fs::write(&path, &bytes).unwrap();
+        let error = Journal::open(&path, |_: Record| Ok(())).unwrap_err().to_string();
+        assert!(
+            error.contains(&format!("byte {}", starts[1])) && error.contains(&format!("byte {}", starts[2])),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_torn_last_frame_or_a_zero_filled_tail_is_still_cut_off() {
+        let path = temp_path("context.journal");
+        let (full, starts) = three_frames(&path);
+        for cut in [1, 8, full.len() - starts[2] - 1] {
+            std::fs::write(&path, &full[..full.len() - cut]).unwrap();
+            assert_eq!(replay_keys(&path), ["a", "b"], "cut {cut}");
+            assert_eq!(std::fs::metadata(&path).unwrap().len() as usize, starts[2]);
+        }
+        let mut zeros = full.clone();
+        zeros.extend_from_slice(&[0u8; 4096]);
+        std::fs::write(&path, &zeros).unwrap();
+        assert_eq!(replay_keys(&path), ["a", "b", "c"]);
+        assert_eq!(std::fs::metadata(&path).unwrap().len() as usize, full.len());
+        let mut flipped_last = full.clone();
+        flipped_last[starts[2] + 10] ^= 0x04;
+        std::fs::write(&path, &flipped_last).unwrap();
+        assert_eq!(replay_keys(&path), ["a", "b"]);
+    }
+
+    #[test]
+    fn an_intact_record_of_an_unknown_kind_is_an_error_not_a_torn_tail() {
+        let path = temp_path("context.journal");
+        let (mut bytes, _) = three_frames(&path);
+        let payload = br#"{"op":"rename","from":"a","to":"b"}"#;
+        bytes.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(&crc32(payload).to_le_bytes());
+        bytes.extend_from_slice(payload);
+        std::fs::write(&path, &bytes).unwrap();
+        let error = Journal::open(&path, |_: Record| Ok(())).unwrap_err().to_string();
+        assert!(error.contains("not one this loopsy reads"), "{error}");
+        assert_eq!(std::fs::read(&path).unwrap(), bytes);
     }
 
     fn replay_keys(path: &Path) -> Vec<String> {

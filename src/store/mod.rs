@@ -22,6 +22,10 @@
 //! journal then holds every change the new snapshot holds, and the changes above `M` that it
 //! replays end, for every key they touch, in the state the snapshot has.
 //!
+//! A frame cut short at the end of the journal is the append a crash interrupted (never
+//! acknowledged) and is dropped. A damaged frame with intact ones after it is not: the store does
+//! not open, the error says where and what to do, and the file stays as it is.
+//!
 //! Switch to 1.0.21 only after a clean stop (then the journal holds no changes).
 //!
 //! # Semantics

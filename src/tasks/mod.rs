@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use crate::child_env::Secrets;
 use crate::config::AiTasks;
 use api::{Agent, Approval, DispatchRequest, Event, EventType, PermissionMode, Status, TaskInfo};
 use events::{EventLog, Stored, Subscriber};
@@ -49,6 +50,22 @@ pub enum DispatchError {
 pub enum ApproveError {
     #[error("No pending permission request found for this task")]
     NoPending,
+}
+
+/// Who dispatched a task, and who is asking about one: the owner may see and decide every
+/// task; a peer only the tasks its own key dispatched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Dispatcher {
+    Owner,
+    /// A peer, by the label of the key it presented (`guard::Caller::label`).
+    Peer(String),
+}
+
+impl Dispatcher {
+    /// Whether this asker may see and decide a task `dispatcher` started.
+    pub fn may_act_on(&self, dispatcher: &Dispatcher) -> bool {
+        *self == Dispatcher::Owner || self == dispatcher
+    }
 }
 
 /// Where a stream resumes.
@@ -90,7 +107,7 @@ struct Shared {
     /// Parent of the per-task private directories.
     dir: PathBuf,
     /// Values that must never reach an agent's environment (the daemon's keys).
-    secrets: Vec<String>,
+    secrets: Secrets,
     registry: Mutex<Registry>,
     /// The supervisors, owned here; finished ones are pruned on each dispatch.
     supervisors: Mutex<Vec<smol::Task<()>>>,
@@ -104,6 +121,7 @@ struct Registry {
 
 struct Entry {
     info: TaskInfo,
+    dispatcher: Dispatcher,
     log: EventLog,
     /// Dispatch order, to sort tasks started in the same millisecond.
     order: u64,
@@ -141,10 +159,24 @@ impl Entry {
     }
 }
 
+/// Removes the per-task directories below `dir` (named by task id, a UUID), then `dir` if that
+/// left it empty. Nothing else is touched: the data directory may be a directory of the user's,
+/// with a `tasks/` of its own.
+fn remove_task_dirs(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let is_task = entry.file_name().to_str().is_some_and(|name| crate::peers::check_node_id("", name).is_ok());
+        if is_task && entry.file_type().is_ok_and(|t| t.is_dir()) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
+}
+
 impl Tasks {
     /// An empty registry; per-task directories go below `dir` (leftovers of a crash are removed).
-    pub fn new(settings: AiTasks, dir: &Path, secrets: Vec<String>) -> Tasks {
-        let _ = std::fs::remove_dir_all(dir);
+    pub fn new(settings: AiTasks, dir: &Path, secrets: Secrets) -> Tasks {
+        remove_task_dirs(dir);
         Tasks {
             shared: Arc::new(Shared {
                 settings,
@@ -161,17 +193,27 @@ impl Tasks {
     }
 
     /// Validates, starts the agent and returns the new task (status `running`).
-    pub fn dispatch(&self, request: DispatchRequest, from_node_id: &str) -> Result<TaskInfo, DispatchError> {
-        runner::dispatch(self, request, from_node_id)
+    pub fn dispatch(
+        &self,
+        request: DispatchRequest,
+        from_node_id: &str,
+        dispatcher: Dispatcher,
+    ) -> Result<TaskInfo, DispatchError> {
+        runner::dispatch(self, request, from_node_id, dispatcher)
     }
 
-    /// Every task, newest first.
-    pub fn list(&self) -> Vec<TaskInfo> {
+    /// Every task `asker` may see, newest first.
+    pub fn list(&self, asker: &Dispatcher) -> Vec<TaskInfo> {
         let mut registry = self.lock();
         registry.evict(&self.shared.settings);
-        let mut entries: Vec<&Entry> = registry.tasks.values().collect();
+        let mut entries: Vec<&Entry> = registry.tasks.values().filter(|e| asker.may_act_on(&e.dispatcher)).collect();
         entries.sort_by_key(|e| std::cmp::Reverse((e.info.started_at, e.order)));
         entries.into_iter().map(|e| e.info.clone()).collect()
+    }
+
+    /// Who dispatched `task_id`, if it exists.
+    pub fn dispatcher(&self, task_id: &str) -> Option<Dispatcher> {
+        self.lock().tasks.get(task_id).map(|e| e.dispatcher.clone())
     }
 
     pub fn get(&self, task_id: &str) -> Option<TaskInfo> {
@@ -242,7 +284,7 @@ impl Tasks {
                 process::signal_group(pid, libc::SIGKILL);
             }
         }
-        let _ = std::fs::remove_dir_all(&self.shared.dir);
+        remove_task_dirs(&self.shared.dir);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Registry> {

@@ -142,16 +142,15 @@ pub fn find_program(program: &str, path: Option<&OsString>) -> Option<PathBuf> {
 }
 
 /// The agent's environment: the daemon's, minus what would make a nested agent refuse to start
-/// or talk to the wrong parent (PROTOCOL.md §8.3), minus anything carrying one of `secrets`
-/// (the daemon's keys never reach an agent, C3). API keys the user set stay.
+/// or talk to the wrong parent (PROTOCOL.md §8.3), minus the daemon's own variables and anything
+/// carrying one of `secrets` (`child_env`: the daemon's keys never reach an agent, C3). API keys
+/// the user set for the agent stay.
 pub fn agent_env(
     agent: Agent,
     vars: impl IntoIterator<Item = (String, String)>,
-    secrets: &[&str],
+    secrets: &[String],
 ) -> BTreeMap<String, String> {
-    vars.into_iter()
-        .filter(|(name, value)| keep_var(agent, name) && !secrets.iter().any(|s| !s.is_empty() && value.contains(s)))
-        .collect()
+    crate::child_env::inherited(vars, secrets).into_iter().filter(|(name, _)| keep_var(agent, name)).collect()
 }
 
 fn keep_var(agent: Agent, name: &str) -> bool {
@@ -168,10 +167,6 @@ fn keep_var(agent: Agent, name: &str) -> bool {
     ];
     if KEPT.contains(&name) {
         return true;
-    }
-    // Our own variables belong to the daemon (its home, a key a user exported).
-    if name.starts_with("LOOPSY_") {
-        return false;
     }
     match agent {
         Agent::Claude => {
@@ -191,7 +186,7 @@ mod tests {
 
     fn env(agent: Agent, names: &[&str]) -> Vec<String> {
         let vars = names.iter().map(|n| (n.to_string(), format!("v-{n}")));
-        agent_env(agent, vars, &["v-SECRET"]).into_keys().collect()
+        agent_env(agent, vars, &["v-SECRET".into()]).into_keys().collect()
     }
 
     #[test]

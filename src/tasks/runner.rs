@@ -42,7 +42,12 @@ pub(super) enum Command {
     Cancel,
 }
 
-pub(super) fn dispatch(tasks: &Tasks, request: DispatchRequest, from: &str) -> Result<TaskInfo, DispatchError> {
+pub(super) fn dispatch(
+    tasks: &Tasks,
+    request: DispatchRequest,
+    from: &str,
+    dispatcher: super::Dispatcher,
+) -> Result<TaskInfo, DispatchError> {
     let shared = &tasks.shared;
     let cwd = super::validate(&request, &shared.settings)?;
     let (agent, program) = super::resolve_agent(&request)?;
@@ -50,6 +55,8 @@ pub(super) fn dispatch(tasks: &Tasks, request: DispatchRequest, from: &str) -> R
         let problem = format!("is supported by claude only, not by {}", agent.program());
         return Err(DispatchError::Invalid { field, problem });
     }
+    agents::flags::check(agent, &request.additional_args)
+        .map_err(|refused| DispatchError::Invalid { field: "additionalArgs", problem: refused.to_string() })?;
     check_root_bypass(agent, &request)?;
     let options = agents::Options::from_request(&request, &cwd.to_string_lossy());
     let driver = agents::driver(agent, options);
@@ -87,6 +94,7 @@ pub(super) fn dispatch(tasks: &Tasks, request: DispatchRequest, from: &str) -> R
         registry.created += 1;
         let entry = Entry {
             info,
+            dispatcher,
             log: EventLog::new(&task_id),
             order: registry.created,
             pending: Vec::new(),
@@ -150,7 +158,7 @@ fn start_process(
     pty: bool,
 ) -> Result<Spawned, String> {
     crate::durable::create_private_dir(task_dir).map_err(|e| format!("{e:#}"))?;
-    let secrets: Vec<&str> = tasks.shared.secrets.iter().map(String::as_str).collect();
+    let secrets = tasks.shared.secrets.current();
     let mut env = process::agent_env(agent, std::env::vars(), &secrets);
     env.insert("LOOPSY_TASK_ID".into(), task_id.into());
     // The agent's temporary files (Claude's `claude-<uid>`…) go to the private task directory.

@@ -79,6 +79,10 @@ impl Journal {
         let Ok(entries) = std::fs::read_dir(&self.dir) else { return 0 };
         let mut removed = 0;
         for entry in entries.flatten() {
+            // Only our own records: the data directory may be a directory of the user's.
+            if !entry.file_name().to_str().is_some_and(is_record_name) {
+                continue;
+            }
             let path = entry.path();
             let Some(record) = std::fs::read(&path).ok().and_then(|t| serde_json::from_slice::<Record>(&t).ok()) else {
                 let _ = std::fs::remove_file(&path);
@@ -105,6 +109,23 @@ impl Journal {
 
 fn is_ours(path: &Path) -> bool {
     path.file_name().and_then(|n| n.to_str()).is_some_and(super::is_our_temp_name)
+}
+
+/// `<32 lowercase hex>.json`, the names [`Journal::enter`] gives records.
+fn is_record_name(name: &str) -> bool {
+    name.strip_suffix(".json")
+        .is_some_and(|id| id.len() == 32 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+}
+
+/// Removes the files a crash left in the staging directory: only those named as the daemon
+/// names them (`.staged.loopsy-tmp-*`); the directory and anything else in it stay.
+pub fn remove_staged(staging: &Path) {
+    let Ok(entries) = std::fs::read_dir(staging) else { return };
+    for entry in entries.flatten() {
+        if entry.file_name().to_str().is_some_and(|name| name.starts_with(".staged.loopsy-tmp-")) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 impl Entry {

@@ -83,6 +83,59 @@ pub fn sibling(dest: &Path, suffix: &str) -> PathBuf {
     dest.with_file_name(format!(".{name}.{suffix}"))
 }
 
+/// Why an existing part file was not opened.
+#[derive(Debug)]
+pub enum PartError {
+    /// Nothing has the part's name.
+    Missing,
+    /// Something has the name that is not a part this process wrote: a symlink, a hard link to
+    /// another file, a FIFO or directory, another user's file.
+    NotOurs,
+    Io(std::io::Error),
+}
+
+/// Opens the partial file at `path`: a new, empty one when `fresh`, else the existing one to
+/// continue. A part sits beside its destination, where others may write, so what has its name
+/// is never trusted blindly: a symlink is never followed, a hard link never truncated, a FIFO
+/// never blocks. A fresh part replaces whatever has the name (removing a name never touches what
+/// a link leads to).
+pub fn open_part_file(path: &Path, fresh: bool) -> Result<std::fs::File, PartError> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true).write(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
+    if fresh {
+        match std::fs::remove_file(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(PartError::Io(e)),
+        }
+        return options.create_new(true).open(path).map_err(PartError::Io);
+    }
+    let file = options.open(path).map_err(|e| match e.raw_os_error() {
+        Some(libc::ELOOP) => PartError::NotOurs,
+        _ if e.kind() == std::io::ErrorKind::NotFound => PartError::Missing,
+        _ => PartError::Io(e),
+    })?;
+    let meta = file.metadata().map_err(PartError::Io)?;
+    // SAFETY: geteuid(2) has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    if !meta.is_file() || meta.nlink() != 1 || meta.uid() != euid {
+        return Err(PartError::NotOurs);
+    }
+    Ok(file)
+}
+
+/// The size of the part at `path` if it is one that [`open_part_file`] would continue; else 0.
+pub fn part_len(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid(2) has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    std::fs::symlink_metadata(path)
+        .ok()
+        .filter(|m| m.file_type().is_file() && m.nlink() == 1 && m.uid() == euid)
+        .map_or(0, |m| m.len())
+}
+
 /// Whether `name` is one of ours (temporary or partial), so cleanup never deletes anything else.
 pub fn is_our_temp_name(name: &str) -> bool {
     name.starts_with('.') && (name.contains(".loopsy-tmp-") || name.contains(".loopsy-part-"))

@@ -286,7 +286,9 @@ pub async fn status(ctx: &TransferContext, dest_path: &str, upload_id: &str) -> 
     let dest = prepare_destination(ctx, dest_path).await?;
     let part = part_path(&dest, &upload_id);
     let active = ctx.active.lock().expect("active uploads lock").contains(&part);
-    let offset = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
+    // Not followed: a symlink (or anything but the daemon's own file) at the part's name is no
+    // data of this upload, which then starts again at 0 and replaces it.
+    let offset = super::part_len(&part);
     Ok(UploadStatus { offset, active, max_file_size: ctx.max_file_size })
 }
 
@@ -297,7 +299,7 @@ pub async fn cancel(ctx: &TransferContext, dest_path: &str, upload_id: &str) -> 
     let part = part_path(&dest, &upload_id);
     let _claim = Claim::take(&ctx.active, &part)?;
     let entry = ctx.journal.enter(&part, Kind::Part).map_err(|e| TransferError::io("recording", &part, e))?;
-    let existed = part.exists();
+    let existed = std::fs::symlink_metadata(&part).is_ok();
     drop(entry); // deletes the part and its record
     Ok(existed)
 }

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use super::TransferError;
+use super::{PartError, TransferError};
 
 /// Bytes collected before they are handed to the writer thread.
 pub const BATCH: usize = 1 << 20;
@@ -155,15 +155,23 @@ impl Sink {
     }
 }
 
+/// Opens the part file at `path` (see [`super::open_part_file`]): a new one at offset 0, the
+/// daemon's own existing one to resume.
+fn open_part(path: &Path, offset: u64) -> Result<File, TransferError> {
+    super::open_part_file(path, offset == 0).map_err(|e| match e {
+        PartError::Missing => {
+            TransferError::ResumeConflict(format!("no partial upload at {}: resume from offset 0", path.display()))
+        }
+        PartError::NotOurs => TransferError::ResumeConflict(format!(
+            "{} is not this upload's partial data (not a regular file of the daemon's): resume from offset 0",
+            path.display()
+        )),
+        PartError::Io(e) => TransferError::io("opening", path, e),
+    })
+}
+
 fn reopen(path: &Path, offset: u64) -> Result<(File, Sha256), TransferError> {
-    let mut file = OpenOptions::new().read(true).write(true).create(offset == 0).truncate(false).open(path).map_err(
-        |e| match e.kind() {
-            io::ErrorKind::NotFound => {
-                TransferError::ResumeConflict(format!("no partial upload at {}: resume from offset 0", path.display()))
-            }
-            _ => TransferError::io("opening", path, e),
-        },
-    )?;
+    let mut file = open_part(path, offset)?;
     let have = file.metadata().map_err(|e| TransferError::io("reading", path, e))?.len();
     if have < offset {
         return Err(TransferError::ResumeConflict(format!(
@@ -281,6 +289,45 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("loopsy-receive-{}", crate::random::hex(6)));
         std::fs::create_dir_all(&dir).unwrap();
         dir
+    }
+
+    // See: #13 (the part file was opened following symlinks).
+    #[test]
+    fn a_part_file_that_is_not_the_daemons_own_is_never_written_through() {
+        smol::block_on(async {
+            let dir = temp_dir();
+            let victim = dir.join("victim");
+            std::fs::write(&victim, b"precious").unwrap();
+            let part = dir.join(".f.loopsy-part-abcdefgh");
+            // A symlink: refused when resuming, replaced (not followed) when starting over.
+            std::os::unix::fs::symlink(&victim, &part).unwrap();
+            assert!(matches!(Sink::resume(part.clone(), 3, 1 << 20).await, Err(TransferError::ResumeConflict(_))));
+            let mut sink = Sink::resume(part.clone(), 0, 1 << 20).await.unwrap();
+            sink.write(b"new").await.unwrap();
+            sink.flush().await.unwrap();
+            assert!(std::fs::symlink_metadata(&part).unwrap().file_type().is_file(), "the link was replaced");
+            assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+            // A hard link to another file: never truncated or continued.
+            std::fs::remove_file(&part).unwrap();
+            std::fs::hard_link(&victim, &part).unwrap();
+            assert!(matches!(Sink::resume(part.clone(), 2, 1 << 20).await, Err(TransferError::ResumeConflict(_))));
+            Sink::resume(part.clone(), 0, 1 << 20).await.unwrap();
+            assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+            // A FIFO: the daemon neither blocks on it nor reads it.
+            std::fs::remove_file(&part).unwrap();
+            let fifo = std::ffi::CString::new(part.as_os_str().as_encoded_bytes()).unwrap();
+            // SAFETY: mkfifo(3) with a valid NUL-terminated path.
+            assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+            assert!(matches!(Sink::resume(part.clone(), 1, 1 << 20).await, Err(TransferError::ResumeConflict(_))));
+            // Our own part is continued as before.
+            std::fs::remove_file(&part).unwrap();
+            std::fs::write(&part, b"abc").unwrap();
+            let mut sink = Sink::resume(part.clone(), 3, 1 << 20).await.unwrap();
+            sink.write(b"def").await.unwrap();
+            assert_eq!(sink.finish().await.unwrap().size, 6);
+            assert_eq!(std::fs::read(&part).unwrap(), b"abcdef");
+            std::fs::remove_dir_all(dir).unwrap();
+        });
     }
 
     #[test]

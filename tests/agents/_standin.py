@@ -3,6 +3,8 @@
 Each stand-in (claude, codex, gemini beside this file) speaks its real CLI's documented
 protocol (../shared/docs/AGENT-CLIS.md) strictly: a wrong command line or a malformed answer
 makes it fail loudly (stderr + exit code), so the daemon's side of the protocol is tested.
+With STANDIN_CALL_LOG set, each start appends its argv to that file; with STANDIN_INIT_ERROR set,
+the claude stand-in refuses the permission channel's initialize request.
 What it does is chosen by words in the prompt:
 
   hello     answer with a text, then finish
@@ -21,6 +23,12 @@ import signal
 import subprocess
 import sys
 import time
+
+# Every start is logged (argv as one JSON line) when STANDIN_CALL_LOG names a file, so a test
+# can tell that no agent ran at all.
+if os.environ.get("STANDIN_CALL_LOG"):
+    with open(os.environ["STANDIN_CALL_LOG"], "a") as log:
+        log.write(json.dumps([os.path.basename(sys.argv[0])] + sys.argv[1:]) + "\n")
 
 
 def fail(message, code=2):

@@ -62,6 +62,8 @@ await run(async () => {
   // Messages: w1 → w2, seen arriving in w2's inbox, then acknowledged.
   timings.messages = await view(page, 'messages');
   await page.selectOption('#compose select[name=from]', config.from);
+  // The recipients are the sender's own peers, listed once the sender is chosen.
+  await page.waitForSelector(`#compose select[name=to] option[value="${config.to}"]`, { state: 'attached' });
   await page.selectOption('#compose select[name=to]', config.to);
   await page.fill('#compose [name=body]', 'hello from the browser');
   await page.click('#compose button[type=submit]');
@@ -106,7 +108,7 @@ await run(async () => {
   await shot(page, 'locks');
 
   check(problems.length === 0, `page problems: ${problems.join('; ')}`);
+  // How fast views paint is measured by `cargo xtask bench` (tests/browser/paint.mjs), not here.
   console.log(`timings ${JSON.stringify(timings)}`);
-  for (const [name, ms] of Object.entries(timings)) check(ms < 1000, `${name} took ${ms} ms`);
   await close();
 });

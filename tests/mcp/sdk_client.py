@@ -39,6 +39,7 @@ async def main() -> None:
                 out["prompts"][prompt.name] = got.messages[0].content.text
             out["templates"] = len((await session.list_resource_templates()).resource_templates)
             await session.send_ping()
+            out["ping"] = True
     print(json.dumps(out))
 
 

@@ -3,7 +3,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin, Stdio};
 use std::sync::mpsc::Receiver;
 use std::time::Duration;
 
@@ -20,13 +20,16 @@ pub struct McpServer {
 impl McpServer {
     /// Starts the server for the data directory `home` and completes the handshake.
     pub fn spawn(home: &Path) -> McpServer {
-        let mut child = Command::new(super::loopsy_bin())
+        McpServer::spawn_with(home, &[])
+    }
+
+    /// Like [`McpServer::spawn`], with the given environment variables (`LOOPSY_*`) set.
+    pub fn spawn_with(home: &Path, env: &[(&str, &str)]) -> McpServer {
+        let mut child = super::command(super::loopsy_bin())
             .arg("--home")
             .arg(home)
             .args(["mcp", "serve"])
-            .env_remove("LOOPSY_API_KEY")
-            .env_remove("LOOPSY_PORT")
-            .env_remove("LOOPSY_DATA_DIR")
+            .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -107,7 +110,6 @@ impl McpServer {
 
 impl Drop for McpServer {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        super::reap(&mut self.child);
     }
 }

@@ -3,21 +3,58 @@
 //! Each daemon gets its own home, `--port 0` on 127.0.0.1 and mDNS off; its bound address is
 //! read from the `daemon.json` it writes once listening (never a port picked in advance). Its
 //! output is forwarded to the test's stderr with a `[name]` prefix. Dropping a `Daemon` stops it.
+//!
+//! # Rules every test keeps (checked by `harness::tests_follow_the_harness_rules`)
+//!
+//! - **Isolation.** Every process a test starts comes from [`command`] (or a harness type built
+//!   on it: `Home`, `Daemon`, `loopsy_in`, `Background`, `McpServer`): an empty environment with
+//!   `HOME`, `XDG_*`, `CODEX_HOME`, `CLAUDE_CONFIG_DIR` and `GEMINI_CLI_HOME` inside the test's
+//!   sandbox and a `PATH` on which no agent CLI of the machine is found ([`isolation`]). Never
+//!   `std::process::Command::new`, never the test process's `HOME` or `PATH`: stand-in programs
+//!   go first on the path with [`path_with`], another user home comes from [`UserHome`].
+//! - **Loud skips.** A test whose prerequisite is missing calls [`skip`] or
+//!   [`prerequisite`] with a probe from [`skip`](mod@skip) (`root`, `program`, `python_with`,
+//!   `browser`, `udp_port_free`, `free_disk`) and returns. Under `CI` that fails the test;
+//!   otherwise it prints `SKIPPED: <test>: <why>` and the run ends with the count.
+//! - **Bounded waits.** No fixed sleeps: wait for a condition with [`wait_until`]; run
+//!   processes with [`run_within`] / [`wait_child`]; every HTTP read has a deadline and a cut
+//!   body is an error ([`http`]). `.ci/run` also bounds each test (nextest), and a plain
+//!   `cargo test` has the [`watchdog`].
+//! - **Loopback only**: listen and connect on 127.0.0.1, or inside netlab's namespaces.
 
 #![allow(dead_code)] // Each test module uses its own part of the harness.
 
 pub mod http;
+pub mod isolation;
 pub mod mcp_stdio;
+pub mod process;
 pub mod proxy;
+pub mod recorder;
 pub mod relay;
+pub mod rogue;
+pub mod skip;
+pub mod watchdog;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub use http::{Request, Response};
+pub use isolation::{command, path_with, UserHome};
+pub use process::{reap, run_within, wait_child, Run, PROCESS_LIMIT};
+pub use skip::{prerequisite, skip};
+
+/// The name of the running test (libtest names each test's thread after it).
+pub fn test_name() -> String {
+    std::thread::current().name().unwrap_or("unnamed thread").to_string()
+}
+
+/// The stand-in agent CLIs (`claude`, `codex`, `gemini`) that speak each real CLI's protocol.
+pub fn stand_in_agents() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/agents")
+}
 
 /// The binary under test.
 pub fn loopsy_bin() -> &'static str {
@@ -50,73 +87,32 @@ impl Drop for TempDir {
     }
 }
 
-/// Polls `condition` every 10 ms until it holds or `limit` passes.
+/// Polls `condition` every 10 ms until it holds or `limit` passes (then the test fails).
 #[track_caller]
-pub fn wait_until(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting until {what}");
+pub fn wait_until(limit: Duration, what: &str, condition: impl FnMut() -> bool) {
+    if wait_for(limit, condition).is_none() {
+        panic!("timed out after {limit:?} waiting until {what}");
+    }
+}
+
+/// Polls `condition` every 10 ms; how long it took to hold, or `None` once `limit` passed.
+pub fn wait_for(limit: Duration, mut condition: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    loop {
+        if condition() {
+            return Some(start.elapsed());
+        }
+        if start.elapsed() >= limit {
+            return None;
+        }
         std::thread::sleep(Duration::from_millis(10));
     }
 }
 
-/// The outcome of a CLI run.
-#[derive(Debug)]
-pub struct Run {
-    pub code: i32,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-impl Run {
-    fn from(output: Output) -> Run {
-        Run {
-            code: output.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        }
-    }
-
-    #[track_caller]
-    pub fn success(self) -> Run {
-        assert_eq!(self.code, 0, "command failed\nstdout: {}\nstderr: {}", self.stdout, self.stderr);
-        self
-    }
-
-    #[track_caller]
-    pub fn code(self, code: i32) -> Run {
-        assert_eq!(self.code, code, "unexpected exit code\nstdout: {}\nstderr: {}", self.stdout, self.stderr);
-        self
-    }
-
-    #[track_caller]
-    pub fn stdout_has(self, text: &str) -> Run {
-        assert!(self.stdout.contains(text), "stdout lacks {text:?}:\n{}\nstderr: {}", self.stdout, self.stderr);
-        self
-    }
-
-    #[track_caller]
-    pub fn stderr_has(self, text: &str) -> Run {
-        assert!(self.stderr.contains(text), "stderr lacks {text:?}:\n{}\nstdout: {}", self.stderr, self.stdout);
-        self
-    }
-
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", self.stdout))
-    }
-}
-
-/// Runs `loopsy --home <home> <args>` to completion.
+/// Runs `loopsy --home <home> <args>` to completion (within [`PROCESS_LIMIT`]).
 #[must_use = "assert on the outcome"]
 pub fn loopsy_in(home: &Path, args: &[&str]) -> Run {
-    let output = Command::new(loopsy_bin())
-        .arg("--home")
-        .arg(home)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("running loopsy");
-    Run::from(output)
+    run_within(command(loopsy_bin()).arg("--home").arg(home).args(args), PROCESS_LIMIT)
 }
 
 /// A CLI command running in the background, read line by line (interactive flows).
@@ -128,15 +124,18 @@ pub struct Background {
 
 impl Background {
     pub fn spawn(home: &Path, args: &[&str]) -> Background {
-        let mut child = Command::new(loopsy_bin())
-            .arg("--home")
-            .arg(home)
-            .args(args)
+        Background::start(command(loopsy_bin()).arg("--home").arg(home).args(args))
+    }
+
+    /// Starts `command` with piped stdio; its output lines are collected as they come.
+    pub fn start(command: &mut std::process::Command) -> Background {
+        let what = process::describe(command);
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("running loopsy");
+            .unwrap_or_else(|e| panic!("starting `{what}`: {e}"));
         let (send, lines) = std::sync::mpsc::channel();
         for stream in [
             Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
@@ -153,30 +152,41 @@ impl Background {
         Background { child, lines, seen: Vec::new() }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether the process still runs.
+    pub fn running(&mut self) -> bool {
+        self.child.try_wait().expect("checking a child").is_none()
+    }
+
+    /// Sends a signal to the process.
+    pub fn signal(&self, signal: i32) {
+        assert_eq!(unsafe_kill(self.child.id(), signal), 0, "kill {signal} {}", self.child.id());
+    }
+
     /// Waits for a line containing `text`; returns it.
     #[track_caller]
     pub fn wait_line(&mut self, text: &str, limit: Duration) -> String {
-        let deadline = Instant::now() + limit;
-        if let Some(line) = self.seen.iter().find(|l| l.contains(text)) {
-            return line.clone();
-        }
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if line.contains(text) {
-                        return line;
-                    }
-                }
-                Err(_) => panic!("no line with {text:?} within {limit:?}; saw {:?}", self.seen),
-            }
-        }
+        self.try_line(text, limit)
+            .unwrap_or_else(|| panic!("no line with {text:?} within {limit:?}; saw {:?}", self.seen))
     }
 
-    /// Sends `signal` to the command.
-    pub fn signal(&self, signal: i32) {
-        assert_eq!(unsafe_kill(self.child.id(), signal), 0, "kill {signal} {}", self.child.id());
+    /// A line containing `text` (seen before, or arriving within `limit`), or `None`.
+    pub fn try_line(&mut self, text: &str, limit: Duration) -> Option<String> {
+        if let Some(line) = self.seen.iter().find(|l| l.contains(text)) {
+            return Some(line.clone());
+        }
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self.lines.recv_timeout(left).ok()?;
+            self.seen.push(line.clone());
+            if line.contains(text) {
+                return Some(line);
+            }
+        }
     }
 
     pub fn answer(&mut self, line: &str) {
@@ -186,28 +196,24 @@ impl Background {
         stdin.flush().unwrap();
     }
 
-    /// Waits for the exit code.
+    /// Waits for the exit code (and the output the process wrote before exiting).
     #[track_caller]
     pub fn wait(mut self, limit: Duration) -> (i32, Vec<String>) {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                std::thread::sleep(Duration::from_millis(50));
-                while let Ok(line) = self.lines.try_recv() {
-                    self.seen.push(line);
-                }
-                return (status.code().unwrap_or(-1), std::mem::take(&mut self.seen));
-            }
-            assert!(Instant::now() < deadline, "command did not finish; saw {:?}", self.seen);
-            std::thread::sleep(Duration::from_millis(10));
+        let Some(status) = process::try_wait_within(&mut self.child, limit) else {
+            panic!("command did not finish within {limit:?}; saw {:?}", self.seen);
+        };
+        // The readers end with the pipes; a grandchild holding one gets a short grace only.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while let Ok(line) = self.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            self.seen.push(line);
         }
+        (status.code().unwrap_or(-1), std::mem::take(&mut self.seen))
     }
 }
 
 impl Drop for Background {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        reap(&mut self.child);
     }
 }
 
@@ -238,6 +244,12 @@ impl Home {
 
     pub fn path(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// Puts the stand-in agent CLIs (`tests/agents`) first on the daemon's `PATH`.
+    pub fn with_stand_in_agents(&mut self) {
+        let path = path_with(&[&stand_in_agents()]);
+        self.env.push(("PATH".into(), path.to_string_lossy().into_owned()));
     }
 
     pub fn config_path(&self) -> PathBuf {
@@ -299,16 +311,10 @@ impl Daemon {
     }
 
     fn spawn(home: Home) -> Daemon {
-        let mut child = Command::new(loopsy_bin())
-            .arg("--home")
-            .arg(home.path())
-            .args(["start", "--foreground"])
-            .envs(home.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawning the daemon");
+        let mut daemon = command(loopsy_bin());
+        daemon.arg("--home").arg(home.path()).args(["start", "--foreground"]);
+        isolation::apply_env(&mut daemon, &home.env);
+        let mut child = daemon.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawning the daemon");
         let output = Arc::new(Mutex::new(Vec::new()));
         forward(&home.name, child.stdout.take().unwrap(), output.clone());
         forward(&home.name, child.stderr.take().unwrap(), output.clone());
@@ -370,22 +376,16 @@ impl Daemon {
     #[track_caller]
     pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
         let child = self.child.as_mut().expect("daemon still owned");
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                self.child = None;
-                return status.code();
-            }
-            assert!(Instant::now() < deadline, "daemon did not exit within {limit:?}");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let status = process::try_wait_within(child, limit)
+            .unwrap_or_else(|| panic!("daemon {} did not exit within {limit:?}", self.home.name));
+        self.child = None;
+        status.code()
     }
 
     /// `kill -9`, for crash tests.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+            reap(&mut child);
         }
     }
 
@@ -399,19 +399,13 @@ impl Daemon {
         Daemon::spawn(home)
     }
 
-    /// SIGTERM and wait, then SIGKILL.
+    /// SIGTERM and wait (15 s), then SIGKILL.
     pub fn stop(&mut self) {
         let Some(mut child) = self.child.take() else { return };
         unsafe_kill(child.id(), 15);
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if child.try_wait().unwrap().is_some() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
+        if process::try_wait_within(&mut child, Duration::from_secs(15)).is_none() {
+            reap(&mut child);
         }
-        let _ = child.kill();
-        let _ = child.wait();
     }
 
     pub fn output_has(&self, text: &str) -> bool {

@@ -5,6 +5,9 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 
+/// How long a relayed connection may stay silent.
+const IDLE: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Rewrites the body of a request to `path`.
 pub type Rewrite = Arc<dyn Fn(&str, Vec<u8>) -> Vec<u8> + Send + Sync>;
 
@@ -38,11 +41,15 @@ impl Proxy {
 }
 
 fn relay(client: TcpStream, target: &str, log: &Arc<Mutex<Vec<u8>>>, rewrite: Option<Rewrite>) -> std::io::Result<()> {
+    // A relay thread never outlives a stalled peer by long (tests never wait on it, but it holds
+    // sockets the daemons under test see).
+    client.set_read_timeout(Some(IDLE))?;
     let mut first = [0u8; 1];
     if client.peek(&mut first)? == 0 {
         return Ok(());
     }
     let server = TcpStream::connect(target)?;
+    server.set_read_timeout(Some(IDLE))?;
     if first[0] == 0x16 {
         return pump_both(client, server, log);
     }

@@ -1,5 +1,9 @@
 //! `cargo xtask e2e`: the multi-daemon scenarios (sessions on one machine, netlab hosts) in one
 //! run, ending with a summary line `N passed, M failed`.
+//!
+//! The tests run with `CI=true`, so a scenario whose prerequisite is missing (root, netlab,
+//! python-zeroconf) fails instead of being skipped: an e2e run that skipped something did not
+//! show what it is for.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -10,6 +14,8 @@ const SCENARIOS: &[&str] = &["sessions::", "netlab::"];
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     let mut command = Command::new(env!("CARGO"));
     command.args(["test", "--package", "loopsy", "--test", "integration", "--"]).args(SCENARIOS).args(args);
+    // A skip is a failure here (tests/support/skip.rs).
+    command.env("CI", "true");
     let mut child = command.current_dir(crate::repo_root()).stdout(Stdio::piped()).spawn()?;
     let (mut passed, mut failed) = (0u64, 0u64);
     for line in BufReader::new(child.stdout.take().expect("piped")).lines() {
@@ -21,7 +27,9 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         }
     }
     let status = child.wait()?;
-    println!("\ne2e: {passed} passed, {failed} failed");
+    println!(
+        "\ne2e: {passed} passed, {failed} failed (with CI=true: a missing prerequisite is a failure, never a skip)"
+    );
     anyhow::ensure!(status.success() && failed == 0, "the end-to-end scenarios failed");
     Ok(())
 }

@@ -10,7 +10,9 @@ mod dist;
 mod e2e;
 mod fleet;
 mod http;
+mod isolation;
 mod node;
+mod slowloris;
 mod units;
 
 use std::path::PathBuf;
@@ -24,6 +26,8 @@ fn main() -> ExitCode {
         Some("dist") => dist::run(&args[1..]),
         Some("units") => units::run(&args[1..]),
         Some("e2e") => e2e::run(&args[1..]),
+        // Started by the slowloris benchmark, one per batch of connections.
+        Some("slowloris-worker") => slowloris::worker(&args[1..]),
         Some("help") | Some("--help") | None => {
             println!(
                 "usage: cargo xtask <task>\n\ntasks:\n  \

@@ -10,13 +10,36 @@ pub struct Node {
     pub child: Option<Child>,
     pub addr: String,
     pub key: String,
+    /// The data directory.
+    pub home: PathBuf,
+}
+
+/// The user home of the benchmark processes of data directory `home` (its sibling): `init`
+/// makes it the default `transfer.allowedPaths`.
+pub fn user_home(home: &Path) -> PathBuf {
+    home.with_extension("user")
+}
+
+/// A `Command` for `program` isolated in the user home of data directory `home`.
+pub fn command(program: &Path, home: &Path) -> Command {
+    let user = user_home(home);
+    let _ = std::fs::create_dir_all(&user);
+    let mut command = Command::new(program);
+    crate::isolation::isolate(&mut command, &user);
+    command
+}
+
+/// Removes a benchmark's data directory and its user home.
+pub fn remove_home(home: &Path) {
+    let _ = std::fs::remove_dir_all(home);
+    let _ = std::fs::remove_dir_all(user_home(home));
 }
 
 /// A fresh home with `loopsy init`, listening on 127.0.0.1:0, mDNS and rate limits off.
 pub fn prepare_home(bin: &Path, label: &str) -> anyhow::Result<(PathBuf, String)> {
     let home = std::env::temp_dir().join(format!("loopsy-bench-{label}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&home);
-    let status = Command::new(bin).arg("--home").arg(&home).arg("init").stdout(Stdio::null()).status()?;
+    remove_home(&home);
+    let status = command(bin, &home).arg("--home").arg(&home).arg("init").stdout(Stdio::null()).status()?;
     anyhow::ensure!(status.success(), "loopsy init failed");
     let config_path = home.join("config.yaml");
     let text = std::fs::read_to_string(&config_path)?;
@@ -53,7 +76,7 @@ impl Node {
     pub fn start(bin: &Path, home: &Path, key: &str) -> anyhow::Result<(Node, Duration)> {
         let _ = std::fs::remove_file(home.join("daemon.json"));
         let started = Instant::now();
-        let child = Command::new(bin)
+        let child = command(bin, home)
             .arg("--home")
             .arg(home)
             .args(["start", "--foreground"])
@@ -63,7 +86,7 @@ impl Node {
             .spawn()
             .context("spawning the daemon")?;
         let pid = child.id();
-        let mut node = Node { child: Some(child), addr: String::new(), key: key.to_string() };
+        let mut node = Node { child: Some(child), addr: String::new(), key: key.to_string(), home: home.to_path_buf() };
         let deadline = started + Duration::from_secs(10);
         loop {
             if node.addr.is_empty() {

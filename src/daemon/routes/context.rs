@@ -39,11 +39,11 @@ const MAX_NODE_ID: usize = 128;
 
 pub fn mount(m: &mut Mount<'_>) {
     let limit = Some(Category::Context);
-    m.route(Method::Get, "/api/v1/context", Access::Key, limit, list_entries)
-        .route(Method::Get, "/api/v1/context/watch", Access::Key, limit, watch_entries)
-        .route(Method::Put, "/api/v1/context/:key", Access::Key, limit, put_entry)
-        .route(Method::Get, "/api/v1/context/:key", Access::Key, limit, get_entry)
-        .route(Method::Delete, "/api/v1/context/:key", Access::Key, limit, delete_entry);
+    m.route(Method::Get, "/api/v1/context", Access::DataPlane, limit, list_entries)
+        .route(Method::Get, "/api/v1/context/watch", Access::DataPlane, limit, watch_entries)
+        .route(Method::Put, "/api/v1/context/:key", Access::DataPlane, limit, put_entry)
+        .route(Method::Get, "/api/v1/context/:key", Access::DataPlane, limit, get_entry)
+        .route(Method::Delete, "/api/v1/context/:key", Access::DataPlane, limit, delete_entry);
 }
 
 /// `PUT /api/v1/context/:key` body.
@@ -96,7 +96,9 @@ async fn put_entry(mut req: Request<State>) -> tide::Result {
         return json_response(&unstored(key, value, ttl, from_node_id, now));
     }
     let delivered_by = match req.ext::<Caller>() {
-        Some(Caller::Peer(name)) if key.starts_with("inbox:") => Some((name.clone(), value.clone())),
+        Some(Caller::Paired(name) | Caller::Legacy(name)) if key.starts_with("inbox:") => {
+            Some((name.clone(), value.clone()))
+        }
         _ => None,
     };
     let put = Put { value: value.into(), ttl, if_revision: body.if_revision, from_node_id };
@@ -356,7 +358,7 @@ pub fn openapi() -> serde_json::Value {
             "/api/v1/context/{key}": {
                 "put": {
                     "summary": "Create or replace an entry; acknowledged once durable", "tags": ["context"],
-                    "description": "400 code 9003 for a missing/empty value, a non-string value, a bad ttl or key; 400 code 5002 for a value over 1 MiB (bytes of UTF-8); 413 code 9006 for a body over 1 MiB + 64 KiB; 400 code 5003 when 1000 live entries exist and the key is new; a PUT of an `inbox:` key whose value is an envelope of a message this node acknowledged already is answered 200 with revision 0 and not stored (a re-delivery); 409 code 5004 when ifRevision does not match (error.details.currentRevision); 409 code 8003 when ifFence names a grant that is not live; 503 code 5005 when the journal cannot be written.",
+                    "description": "400 code 9003 for a missing/empty value, a non-string value, a bad ttl or key; 400 code 5002 for a value over 1 MiB (bytes of UTF-8); 413 code 9006 for a body over 1 MiB + 64 KiB; 400 code 5003 when 1000 live entries exist and the key is new; a PUT of an `inbox:` key whose value is an envelope of a message this node acknowledged already is answered 200 with revision 0 and not stored (a re-delivery); 409 code 5004 when ifRevision does not match (error.details.currentRevision); 409 code 6003 when ifFence names a grant that is not live; 503 code 5005 when the journal cannot be written.",
                     "parameters": [key_param.clone(), {"name": "X-Loopsy-Node-Id", "in": "header", "required": false, "schema": {"type": "string", "maxLength": MAX_NODE_ID}, "description": "recorded as fromNodeId (default `local`)"}],
                     "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ContextPut"}}}},
                     "responses": put_responses},
@@ -367,7 +369,7 @@ pub fn openapi() -> serde_json::Value {
                 "delete": {
                     "summary": "Delete an entry", "tags": ["context"],
                     "parameters": [key_param, {"name": "ifRevision", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 0}, "description": "delete only if the key is at this revision (409 code 5004 otherwise)"},
-                        {"name": "ifFence", "in": "query", "required": false, "schema": {"type": "string", "pattern": "^[A-Za-z0-9._:/@-]+:[0-9]+$"}, "description": "<lock>:<token>: delete only while that grant is live (409 code 8003 otherwise)"}],
+                        {"name": "ifFence", "in": "query", "required": false, "schema": {"type": "string", "pattern": "^[A-Za-z0-9._:/@-]+:[0-9]+$"}, "description": "<lock>:<token>: delete only while that grant is live (409 code 6003 otherwise)"}],
                     "responses": delete_responses}
             }
         },
@@ -384,7 +386,7 @@ pub fn openapi() -> serde_json::Value {
                 "value": {"type": "string", "minLength": 1, "description": "at most 1048576 bytes of UTF-8"},
                 "ttl": {"type": "number", "exclusiveMinimum": 0, "maximum": store::MAX_TTL_SECS, "description": "seconds until the entry expires; absent or 0: never"},
                 "ifRevision": {"type": "integer", "minimum": 0, "description": "write only if the key is at this revision; 0: only if it does not exist (not in 1.0.21)"},
-                "ifFence": {"$ref": "#/components/schemas/Fence", "description": "write only while this grant of a lock of this daemon is live: a holder whose lock passed to another cannot write stale data (409 code 8003, error.details.current); not in 1.0.21"}}},
+                "ifFence": {"$ref": "#/components/schemas/Fence", "description": "write only while this grant of a lock of this daemon is live: a holder whose lock passed to another cannot write stale data (409 code 6003, error.details.current); not in 1.0.21"}}},
             "ContextDeleted": {"type": "object", "required": ["success", "key"], "properties": {
                 "success": {"const": true}, "key": {"type": "string"},
                 "revision": {"type": "integer", "description": "store revision of the delete"}}},

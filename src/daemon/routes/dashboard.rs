@@ -91,8 +91,10 @@ async fn get_login(req: Request<State>) -> tide::Result {
         );
         return Ok(secure(refusal.into_response()));
     };
-    let cookie =
-        origin::session_cookie(state.node.port, &session.secret, auth::SESSION_TTL_MS / 1000, state.tls.is_on());
+    // `Secure` exactly when the browser came over HTTPS: a Secure cookie set over plain HTTP
+    // would never be sent back, and one without it over HTTPS could leak to plain HTTP.
+    let over_tls = guard::connection(&req).tls;
+    let cookie = origin::session_cookie(state.node.port, &session.secret, auth::SESSION_TTL_MS / 1000, over_tls);
     let res = Response::builder(StatusCode::SeeOther)
         .header("Location", "/dashboard/")
         .header("Set-Cookie", cookie)
@@ -267,7 +269,8 @@ async fn reach(state: &State, target: &TargetId) -> Result<Reach, ApiError> {
             let url = state.runtime.lock().expect("runtime lock").as_ref().map(|r| r.url.clone());
             let url = url.ok_or_else(|| ApiError::new(ErrorCode::ShuttingDown, "the daemon is not ready"))?;
             let pin = if state.tls.is_on() { crate::tls::local_fingerprint(&state.paths) } else { None };
-            Ok(Reach { base: url, key: state.config.auth.api_key.clone(), pin })
+            // The current key: the owner may have rotated it since the daemon started.
+            Ok(Reach { base: url, key: state.keyring.own_key(), pin })
         }
         TargetId::Session(name) => {
             let (home, name) = (state.paths.home().to_path_buf(), name.clone());
@@ -330,7 +333,7 @@ pub fn openapi() -> serde_json::Value {
     let proxy = |method: &str| {
         json!({
             "summary": format!("Forward {method} to a local session or a registry peer"), "tags": ["dashboard"],
-            "description": format!("{owner} The path after the target is an API path, forwarded with the query string to the target, with the credentials this node holds for it (a session's own key; a peer's paired or named key, or the own key for a peer added by hand; a peer only discovered gets nothing, 403). Forwarded: GET status, identity, peers; GET/PUT/DELETE context (GET context/watch is relayed as an event stream); POST execute/stream (event stream), GET execute/jobs, DELETE execute/:jobId; GET/POST ai-tasks, GET/DELETE ai-tasks/:id, GET ai-tasks/:id/stream (event stream, Last-Event-ID passed on), GET ai-tasks/:id/events, POST ai-tasks/:id/approve. Anything else is 400. The target's status and JSON body are relayed; a target that does not answer is 502 (2003)."),
+            "description": format!("{owner} The path after the target is an API path, forwarded with the query string to the target, with the credentials this node holds for it (a session's own key; a peer's paired or named key, or the own key for a peer added by hand; a peer only discovered gets nothing, 403). Forwarded: GET status, identity, peers; GET/PUT/DELETE context (GET context/watch is relayed as an event stream); POST messages, GET messages/inbox and messages/status, POST messages/ack; POST execute/stream (event stream), GET execute/jobs, DELETE execute/:jobId; GET/POST ai-tasks, GET/DELETE ai-tasks/:id, GET ai-tasks/:id/stream (event stream, Last-Event-ID passed on), GET ai-tasks/:id/events, POST ai-tasks/:id/approve. Anything else is 400. The target's status and JSON body are relayed; a target that does not answer is 502 (2003)."),
             "parameters": [
                 {"name": "target", "in": "path", "required": true, "schema": {"type": "string"}, "description": "`local`, `session:<name>` or `peer:<nodeId>`"},
                 {"name": "rest", "in": "path", "required": true, "schema": {"type": "string"}, "description": "the API path, e.g. `api/v1/context`"}

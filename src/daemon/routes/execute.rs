@@ -13,8 +13,7 @@ use super::system::json_response;
 use super::Mount;
 use crate::daemon::body;
 use crate::daemon::error::{ApiError, ErrorCode};
-use crate::daemon::guard::Access;
-use crate::daemon::guard::Caller;
+use crate::daemon::guard::{self, Access};
 use crate::daemon::rate_limit::Category;
 use crate::daemon::sse;
 use crate::daemon::state::State;
@@ -23,11 +22,11 @@ use crate::exec::{ExecError, Executor, Item, LogEvent, Numbered, Origin, Outcome
 
 pub fn mount(m: &mut Mount<'_>) {
     let limit = Some(Category::Execute);
-    m.route(Method::Post, "/api/v1/execute", Access::Key, limit, post_execute)
-        .route(Method::Post, "/api/v1/execute/stream", Access::Key, limit, post_execute_stream)
-        .route(Method::Get, "/api/v1/execute/jobs", Access::Key, limit, get_jobs)
-        .route(Method::Get, "/api/v1/execute/jobs/:jobId/stream", Access::Key, limit, get_job_stream)
-        .route(Method::Delete, "/api/v1/execute/:jobId", Access::Key, limit, delete_job);
+    m.route(Method::Post, "/api/v1/execute", Access::DataPlane, limit, post_execute)
+        .route(Method::Post, "/api/v1/execute/stream", Access::DataPlane, limit, post_execute_stream)
+        .route(Method::Get, "/api/v1/execute/jobs", Access::DataPlane, limit, get_jobs)
+        .route(Method::Get, "/api/v1/execute/jobs/:jobId/stream", Access::DataPlane, limit, get_job_stream)
+        .route(Method::Delete, "/api/v1/execute/:jobId", Access::DataPlane, limit, delete_job);
 }
 
 /// Heartbeats of a stream a client means to reattach to (it sent an idempotency key, or is
@@ -98,13 +97,12 @@ async fn get_job_stream(req: Request<State>) -> tide::Result {
         })?,
         None => last_event_id(&req)?.map_or(1, |last| last + 1),
     };
-    let caller = req.ext::<Caller>().cloned().unwrap_or(Caller::Own);
-    let owner = matches!(caller, Caller::Own | Caller::Dashboard);
+    let (scope, owner) = scope(&req)?;
     // Another caller's job is answered as if it did not exist.
     let reader = req
         .state()
         .executor
-        .reattach(&job_id, &caller.label(), owner, from)
+        .reattach(&job_id, &scope, owner, from)
         .ok_or_else(|| ApiError::new(ErrorCode::ExecJobNotFound, format!("Job {job_id} not found")))?;
     Ok(stream_response(reader, job_id, true, None))
 }
@@ -155,9 +153,20 @@ async fn parse_spec(req: &mut Request<State>, streamed: bool) -> Result<Spec, Ap
     })
 }
 
-/// The caller and the `Idempotency-Key` of a request.
+/// Whose idempotency keys and jobs a request reaches, and whether that is the owner's: its own
+/// key from loopback and the dashboard are one owner; a peer is known by its key's name
+/// (`Caller::label`), so one peer can neither replay nor read another's jobs.
+fn scope(req: &Request<State>) -> Result<(String, bool), ApiError> {
+    match guard::caller(req) {
+        Some(caller) if caller.is_owner() => Ok(("owner".into(), true)),
+        Some(caller) => Ok((caller.label(), false)),
+        None => Err(ApiError::internal("an execute route without a caller")),
+    }
+}
+
+/// The caller's scope and the `Idempotency-Key` of a request.
 fn origin(req: &Request<State>) -> Result<Origin, ApiError> {
-    let caller = req.ext::<Caller>().map_or_else(|| "own".to_string(), Caller::label);
+    let (caller, _) = scope(req)?;
     let key = match req.header("Idempotency-Key").map(|values| values.iter().collect::<Vec<_>>()) {
         None => None,
         Some(values) if values.len() == 1 => Some(values[0].as_str().trim().to_string()),
@@ -279,10 +288,10 @@ pub fn openapi() -> serde_json::Value {
     let schema = |name: &str| json!({"$ref": format!("#/components/schemas/{name}")});
     let json_body = |name: &str| json!({"required": true, "content": {"application/json": {"schema": schema(name)}}});
     let ok = |name: &str, description: &str| json!({"200": {"description": description, "content": {"application/json": {"schema": schema(name)}}}});
-    let policy = "The deny/allow list (`execution.denylist`, `execution.allowlist`) is checked on the base name of every program the request would start: it sees through shells (`sh -c`, `bash -lc`, split at `;`, `&&`, `||`, `|`, newlines and command substitutions), wrappers (`env`, `nohup`, `sudo`, `xargs`, `timeout`, `nice`, `exec`, `command`, `busybox`, `find -exec`) and paths, and ignores case and `.exe`. It is a guard-rail against mistakes, not a sandbox: interpreters (`python -c`), script files and shell expansions get past it. Only an OS-level boundary (another user, a container) confines what a caller can run.";
+    let policy = "The deny/allow list (`execution.denylist`, `execution.allowlist`) is checked on the base name of every program the request would start: it sees through shells (`sh -c`, `bash -lc`, split at `;`, `&&`, `||`, `|`, newlines and command substitutions), wrappers (`env`, `nohup`, `sudo`, `xargs`, `timeout`, `nice`, `exec`, `command`, `busybox`, `find -exec`) and paths, and ignores case and `.exe`; an entry also covers its family (`mkfs` covers `mkfs.ext4`, `mke2fs` and `mkswap`; `shutdown` covers `poweroff`, `halt` and `systemctl poweroff`). It is a guard-rail against mistakes, not a sandbox: interpreters (`python -c`), script files and shell expansions get past it. Only an OS-level boundary (another user, a container) confines what a caller can run.";
     let idempotency = "An `Idempotency-Key` header (1 to 255 visible ASCII characters, per caller) makes the request safe to send again: the same key and body name the same job (running or finished, while it is kept), never a second process; the same key with another body is 422 code 3007; a key whose job is no longer kept is 410 code 3008 (with `error.details.exitCode`), the command is not run again. Such a job survives its client: read it again with `GET /api/v1/execute/jobs/{jobId}/stream` (a job nobody reads for `execution.detachedTimeout` ms is stopped). Kept: `execution.keepFinished` finished jobs for `execution.finishedTtl` ms, `execution.keepOutputTotal` bytes of output in all, and of a streamed job the last `execution.keepOutputBytes`.";
     let idempotency_header = json!({"name": "Idempotency-Key", "in": "header", "required": false, "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]+$"}, "description": "send the request again after a dropped connection without running the command twice"});
-    let semantics = "No shell is involved: `command` is the program, `args` its arguments. stdin is /dev/null; stdout and stderr are each capped at `execution.maxOutputBytes` (the rest is read and dropped, `truncated` reports it); `execution.defaultTimeout` applies without `timeout`. On timeout or cancel the job's whole process group gets SIGTERM, then SIGKILL 2 s later. Over `execution.maxConcurrent` running jobs (both endpoints count) the answer is 400 code 3003 at once. Errors: 400 code 3001 (denied), 3003 (too many jobs), 3004 (bad `cwd`, program not found), 9003 (invalid body, loader variables such as LD_PRELOAD in `env`).";
+    let semantics = "No shell is involved: `command` is the program, `args` its arguments. stdin is /dev/null; stdout and stderr are each capped at `execution.maxOutputBytes` (the rest is read and dropped, `truncated` reports it); `execution.defaultTimeout` applies without `timeout`, and `timeout` may not exceed `execution.maxTimeout`. The process inherits the daemon's environment without its `LOOPSY_*` variables and without any variable holding one of the daemon's keys; `env` is merged over that. On timeout or cancel the job's whole process group gets SIGTERM, then SIGKILL 2 s later. Over `execution.maxConcurrent` running jobs (both endpoints count) the answer is 400 code 3003 at once. Errors: 400 code 3001 (denied), 3003 (too many jobs), 3004 (bad `cwd`, program not found), 9003 (invalid body, a relative `cwd`, a `timeout` over `execution.maxTimeout`, loader variables such as LD_PRELOAD in `env`).";
     json!({
         "paths": {
             "/api/v1/execute": {"post": {
@@ -327,9 +336,9 @@ pub fn openapi() -> serde_json::Value {
             "ExecRequest": {"type": "object", "required": ["command"], "properties": {
                 "command": {"type": "string", "minLength": 1, "description": "program name (looked up on PATH) or path"},
                 "args": {"type": "array", "items": {"type": "string"}},
-                "cwd": {"type": "string", "description": "working directory; must exist"},
+                "cwd": {"type": "string", "description": "working directory: an absolute path that exists"},
                 "env": {"type": "object", "additionalProperties": {"type": "string"}, "description": "merged over the daemon's environment; LD_* and DYLD_* are refused"},
-                "timeout": {"type": "number", "exclusiveMinimum": 0, "description": "milliseconds; default execution.defaultTimeout"},
+                "timeout": {"type": "number", "exclusiveMinimum": 0, "description": "milliseconds; default execution.defaultTimeout, at most execution.maxTimeout"},
                 "stream": {"type": "boolean", "description": "ignored (1.0.21 compatibility)"}}},
             "ExecResult": {"type": "object", "required": ["jobId", "exitCode", "stdout", "stderr", "duration", "killed"], "properties": {
                 "jobId": {"type": "string", "format": "uuid"},

@@ -1,7 +1,7 @@
 //! `/api/v1/locks`: leases with fencing tokens over HTTP. Handlers parse, call `locks::Locks` and
 //! render; the rules (expiry, tokens, durability) live in `src/locks/`.
 //!
-//! Locks are data-plane routes (`Access::Key`): the owner, paired and legacy peers may take
+//! Locks are data-plane routes (`Access::DataPlane`): the owner, paired and legacy peers may take
 //! turns on a resource of this node. A holder is a name the client chooses; whoever knows it may
 //! renew or release the lock, as with the context store's keys.
 
@@ -23,11 +23,11 @@ use crate::locks::{self, Acquire, FenceError, LockError};
 
 pub fn mount(m: &mut Mount<'_>) {
     let limit = Some(Category::Context);
-    m.route(Method::Get, "/api/v1/locks", Access::Key, limit, list_locks)
-        .route(Method::Post, "/api/v1/locks/:name", Access::Key, limit, post_lock)
-        .route(Method::Get, "/api/v1/locks/:name", Access::Key, limit, get_lock)
-        .route(Method::Delete, "/api/v1/locks/:name", Access::Key, limit, delete_lock)
-        .route(Method::Post, "/api/v1/locks/:name/renew", Access::Key, limit, post_renew);
+    m.route(Method::Get, "/api/v1/locks", Access::DataPlane, limit, list_locks)
+        .route(Method::Post, "/api/v1/locks/:name", Access::DataPlane, limit, post_lock)
+        .route(Method::Get, "/api/v1/locks/:name", Access::DataPlane, limit, get_lock)
+        .route(Method::Delete, "/api/v1/locks/:name", Access::DataPlane, limit, delete_lock)
+        .route(Method::Post, "/api/v1/locks/:name/renew", Access::DataPlane, limit, post_renew);
 }
 
 async fn post_lock(mut req: Request<State>) -> tide::Result {
@@ -160,23 +160,23 @@ pub fn openapi() -> serde_json::Value {
             "/api/v1/locks/{name}": {
                 "post": {
                     "summary": "Acquire a lock (a lease with a fencing token); acknowledged once durable", "tags": ["locks"],
-                    "description": "Grants the lock to `holder` for `ttl` seconds, waiting up to `wait` seconds while another holder has it. The fencing token increases with every grant of a name and is never given twice, across restarts and crashes. The holder that has the lock already gets the same grant (same token) with a new expiry. 409 code 8001 when another holder has it (after waiting; `error.details` is that grant); 400 code 9003 for a bad name, holder, ttl or wait; 503 code 8004 when 10000 locks are held, 8005 when the journal cannot be written.",
+                    "description": "Grants the lock to `holder` for `ttl` seconds, waiting up to `wait` seconds while another holder has it. The fencing token increases with every grant of a name and is never given twice, across restarts and crashes. The holder that has the lock already gets the same grant (same token) with a new expiry. 409 code 6001 when another holder has it (after waiting; `error.details` is that grant); 400 code 9003 for a bad name, holder, ttl or wait; 503 code 6004 when 10000 locks are held, 6005 when the journal cannot be written.",
                     "parameters": [name_param.clone()], "requestBody": body("LockAcquire"),
                     "responses": with(ok(info.clone(), "the grant"), &["400", "409", "503"])},
                 "get": {
                     "summary": "The live grant of a lock", "tags": ["locks"], "parameters": [name_param.clone()],
-                    "description": "404 code 8002 when nobody holds it (released, expired, never taken).",
+                    "description": "404 code 6002 when nobody holds it (released, expired, never taken).",
                     "responses": with(ok(info.clone(), "the grant"), &["404"])},
                 "delete": {
                     "summary": "Release a lock", "tags": ["locks"],
-                    "description": "`holder` in the body (or as the `holder` query parameter). 409 code 8001 when another holder has it; 404 code 8002 when nobody does.",
+                    "description": "`holder` in the body (or as the `holder` query parameter). 409 code 6001 when another holder has it; 404 code 6002 when nobody does.",
                     "parameters": [name_param.clone(), {"name": "holder", "in": "query", "required": false, "schema": holder.clone(), "description": "instead of a body"}],
                     "requestBody": {"required": false, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/LockHolder"}}}},
                     "responses": with(ok(json!({"$ref": "#/components/schemas/LockReleased"}), "released"), &["404", "409"])}
             },
             "/api/v1/locks/{name}/renew": {"post": {
                 "summary": "Extend a held lock by its TTL (or a new one)", "tags": ["locks"],
-                "description": "Only the holder renews; an expired lock cannot be renewed (404 code 8002: acquire it again, with a new token). 409 code 8001 when another holder has it.",
+                "description": "Only the holder renews; an expired lock cannot be renewed (404 code 6002: acquire it again, with a new token). 409 code 6001 when another holder has it.",
                 "parameters": [name_param], "requestBody": body("LockRenew"),
                 "responses": with(ok(info, "the extended grant"), &["404", "409"])}}
         },

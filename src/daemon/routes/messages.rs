@@ -19,10 +19,10 @@ use crate::messages::MessageError;
 
 pub fn mount(m: &mut Mount<'_>) {
     let limit = Some(Category::Context);
-    m.route(Method::Post, "/api/v1/messages", Access::Key, limit, post_message)
-        .route(Method::Get, "/api/v1/messages/inbox", Access::Key, limit, get_inbox)
-        .route(Method::Post, "/api/v1/messages/ack", Access::Key, limit, post_ack)
-        .route(Method::Get, "/api/v1/messages/status", Access::Key, limit, get_status);
+    m.route(Method::Post, "/api/v1/messages", Access::Owner, limit, post_message)
+        .route(Method::Get, "/api/v1/messages/inbox", Access::Owner, limit, get_inbox)
+        .route(Method::Post, "/api/v1/messages/ack", Access::Owner, limit, post_ack)
+        .route(Method::Get, "/api/v1/messages/status", Access::Owner, limit, get_status);
 }
 
 async fn post_message(mut req: Request<State>) -> tide::Result {

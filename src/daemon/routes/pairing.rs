@@ -59,19 +59,24 @@ async fn cancel_pairing(req: Request<State>) -> tide::Result {
     json_response(&json!({"success": true}))
 }
 
+/// The connection's source address: pairing counts guesses per address.
+fn source(req: &Request<State>) -> Result<std::net::IpAddr, ApiError> {
+    req.peer_addr()
+        .and_then(|addr| addr.parse::<std::net::SocketAddr>().ok())
+        .map(|addr| addr.ip().to_canonical())
+        .ok_or_else(|| ApiError::internal("the connection has no source address"))
+}
+
 async fn post_spake2(mut req: Request<State>) -> tide::Result {
     let share: Share = body::json(&mut req).await?;
-    json_response(&req.state().pairing.host_spake2(&share)?)
+    let from = source(&req)?;
+    json_response(&req.state().pairing.host_spake2(&share, from)?)
 }
 
 async fn post_exchange(mut req: Request<State>) -> tide::Result {
     let exchange: Exchange = body::json(&mut req).await?;
-    let from = req
-        .peer_addr()
-        .and_then(|addr| addr.parse::<std::net::SocketAddr>().ok())
-        .map(|addr| addr.ip().to_string())
-        .unwrap_or_default();
-    json_response(&req.state().pairing.host_exchange(&exchange, &from)?)
+    let from = source(&req)?;
+    json_response(&req.state().pairing.host_exchange(&exchange, from)?)
 }
 
 async fn post_finish(mut req: Request<State>) -> tide::Result {
@@ -110,14 +115,14 @@ pub fn openapi() -> serde_json::Value {
             "/api/v1/pair/start": {"post": op("Start hosting a pairing session (own key, loopback only); answers the 6-digit code", false, None,
                 object(json!({"code": {"type": "string"}, "expiresAt": {"type": "integer"}, "port": {"type": "integer"}, "addresses": {"type": "array", "items": {"type": "string"}}}), &["code", "expiresAt"]))},
             "/api/v1/pair/status": {"get": op("The local pairing session: role, state, SAS once keys are exchanged (loopback only)", false, None,
-                object(json!({"role": {"enum": ["none", "host", "joiner"]}, "state": {"type": "string"}, "sas": {"type": "string"}, "attemptsLeft": {"type": "integer"}, "peerHostname": {"type": "string"}}), &["role"]))},
+                object(json!({"role": {"enum": ["none", "host", "joiner"]}, "state": {"type": "string"}, "sas": {"type": "string"}, "attempts": {"type": "integer", "description": "guesses made so far, from anyone"}, "wrongAttempts": {"type": "integer"}, "peerHostname": {"type": "string"}}), &["role"]))},
             "/api/v1/pair/join": {"post": op("Join the session hosted by another machine (loopback only); answers the SAS to compare", false,
                 Some(object(json!({"address": {"type": "string"}, "port": {"type": "integer"}, "code": {"type": "string"}}), &["address", "code"])),
                 object(json!({"sas": {"type": "string"}, "peerHostname": {"type": "string"}, "peerNodeId": {"type": "string"}}), &["sas"]))},
             "/api/v1/pair/confirm": {"post": op("The local human's answer to the SAS (loopback only); on the joiner it waits for the host's answer", false,
                 Some(object(json!({"confirmed": {"type": "boolean"}}), &["confirmed"])), json!({"type": "object"}))},
             "/api/v1/pair": {"delete": op("Cancel the local pairing session (loopback only)", false, None, json!({"type": "object"}))},
-            "/api/v1/pair/spake2": {"post": op("Daemon to daemon: the joiner's SPAKE2 share (RFC 9382, P-256); each call spends one of three attempts", true,
+            "/api/v1/pair/spake2": {"post": op("Daemon to daemon: the joiner's SPAKE2 share (RFC 9382, P-256); each answered call is one guess: three per source address (then 403), and after three in all each further guess waits 1 s, doubling to 30 s (429 with Retry-After)", true,
                 Some(object(json!({"share": hex}), &["share"])), object(json!({"share": hex, "confirm": hex}), &["share", "confirm"]))},
             "/api/v1/pair/exchange": {"post": op("Daemon to daemon: the joiner's key confirmation and sealed offer; answers the host's sealed offer", true,
                 Some(object(json!({"confirm": hex, "offer": hex}), &["confirm", "offer"])), object(json!({"offer": hex}), &["offer"]))},

@@ -14,17 +14,25 @@ use super::Mount;
 use crate::config::DEFAULT_PORT;
 use crate::daemon::body;
 use crate::daemon::error::{ApiError, ErrorCode};
-use crate::daemon::guard::Access;
+use crate::daemon::guard::{self, Access, Caller};
 use crate::daemon::state::State;
 use crate::peers::health::Nudge;
-use crate::peers::registry::ManualAdd;
-use crate::peers::{self, check_address, check_capabilities, check_name, check_node_id, check_text, Announced};
+use crate::peers::registry::{Applied, ManualAdd, ProbeOutcome};
+use crate::peers::{self, check_address, check_capabilities, check_name, check_node_id, check_text, Announced, Via};
 
 pub fn mount(m: &mut Mount<'_>) {
-    m.route(Method::Get, "/api/v1/peers", Access::Key, None, get_peers)
-        .route(Method::Post, "/api/v1/peers", Access::Key, None, post_peer)
-        .route(Method::Post, "/api/v1/peers/handshake", Access::Key, None, post_handshake)
-        .route(Method::Delete, "/api/v1/peers/:nodeId", Access::Key, None, delete_peer);
+    m.route(Method::Get, "/api/v1/peers", Access::DataPlane, None, get_peers)
+        .route(Method::Post, "/api/v1/peers", Access::Owner, None, post_peer)
+        .route(Method::Post, "/api/v1/peers/handshake", Access::DataPlane, None, post_handshake)
+        .route(Method::Delete, "/api/v1/peers/:nodeId", Access::Owner, None, delete_peer)
+        .route(Method::Post, "/api/v1/peers/:nodeId/confirm", Access::Local, None, confirm_peer);
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ConfirmAddress {
+    address: String,
+    port: Option<u16>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -91,6 +99,43 @@ async fn delete_peer(req: Request<State>) -> tide::Result {
     json_response(&json!({"success": true, "nodeId": node_id}))
 }
 
+/// The owner moves a peer to an address it vouches for (typically its sighting): the one way a
+/// bound entry follows a peer that changed address without proving a pinned certificate.
+async fn confirm_peer(mut req: Request<State>) -> tide::Result {
+    let node_id = body::param(&req, "nodeId")?;
+    let body: ConfirmAddress = body::json(&mut req).await?;
+    let state = req.state().clone();
+    let before = state
+        .peers
+        .get(&node_id)
+        .ok_or_else(|| ApiError::new(ErrorCode::PeerNotFound, format!("Peer {node_id} not found")))?;
+    let port = match body.port {
+        Some(port) => port,
+        None => before
+            .seen_at
+            .as_ref()
+            .filter(|s| s.address.eq_ignore_ascii_case(&body.address))
+            .map_or(before.port, |s| s.port),
+    };
+    if port == 0 {
+        return Err(bad(peers::Invalid { field: "port", problem: "must be 1 to 65535".into() }).into());
+    }
+    let address = check_address("address", &body.address).map_err(bad)?;
+    let peer = state
+        .peers
+        .confirm_address(&node_id, &address, port)
+        .ok_or_else(|| ApiError::new(ErrorCode::PeerNotFound, format!("Peer {node_id} not found")))?;
+    let paths = state.paths.clone();
+    let (from, to) = ((before.address.clone(), before.port), (address.clone(), port));
+    blocking::unblock(move || crate::config::move_manual_peer(&paths, (&from.0, from.1), (&to.0, to.1)))
+        .await
+        .map_err(|e| ApiError::internal(format!("cannot update discovery.manualPeers: {e:#}")))?;
+    save(&state).await?;
+    state.nudger.send(Nudge::ProbeNow(peer.node_id.clone()));
+    log::info!("the owner confirmed peer {} at {}", peer.node_id, peer.endpoint());
+    json_response(&peer)
+}
+
 async fn post_handshake(mut req: Request<State>) -> tide::Result {
     let body: Handshake = body::json(&mut req).await?;
     let source = req
@@ -116,10 +161,60 @@ async fn post_handshake(mut req: Request<State>) -> tide::Result {
     if announced.node_id == state.node.id.as_str() {
         return Err(ApiError::bad_request("invalid field 'nodeId': is this node's own id").into());
     }
-    state.peers.upsert_verified(&announced);
+    let caller = guard::caller(&req).cloned().ok_or_else(|| ApiError::internal("the handshake has no caller"))?;
+    check_own_entry(&caller, &announced, &state.peers.list())?;
+    // The caller is at the source address by definition, but which node it is, only its word
+    // says: an entry bound elsewhere keeps its address and records the claim as a sighting; a
+    // pinned one is probed there with its pin, which moves it if the certificate is proven.
+    let claim = ProbeOutcome::Answered {
+        node_id: announced.node_id.clone(),
+        version: announced.version.clone(),
+        proven_pin: None,
+    };
+    match state.peers.apply_announcement(&announced, Via::Handshake, &claim) {
+        Applied::Sighted(peer) if peer.fingerprint.is_some() => {
+            state.nudger.send(Nudge::Candidate(announced.clone(), Via::Handshake))
+        }
+        _ => state.nudger.send(Nudge::ProbeNow(announced.node_id.clone())),
+    }
     save(state).await?;
-    state.nudger.send(Nudge::ProbeNow(announced.node_id.clone()));
     json_response(&identity(state))
+}
+
+/// A peer's handshake may only speak for its own registry entry: the one named like the key
+/// it presented (pairing and `loopsy peers add --key --name` name it so). The owner may
+/// introduce any node.
+fn check_own_entry(caller: &Caller, announced: &Announced, registry: &[peers::Peer]) -> Result<(), ApiError> {
+    let node_id = announced.node_id.as_str();
+    let name = match caller {
+        Caller::Owner | Caller::Dashboard => return Ok(()),
+        Caller::Paired(name) | Caller::Legacy(name) => name,
+        Caller::OwnKeyRemote => {
+            return Err(ApiError::new(
+                ErrorCode::Forbidden,
+                "this node's own key names no peer: a handshake needs the key stored for the peer it describes",
+            ))
+        }
+    };
+    let refuse = |message: String| Err(ApiError::new(ErrorCode::Forbidden, message));
+    let Some(own) = registry.iter().find(|peer| peer.name.as_deref() == Some(name.as_str())) else {
+        return refuse(format!(
+            "no registry entry is named '{name}' (the name of the key presented): the owner adds it"
+        ));
+    };
+    if own.node_id == node_id {
+        return Ok(());
+    }
+    // An entry added by address learns its node id from the first answer there: from its own
+    // address and port, a handshake may give it an id no other entry has (it merges into it).
+    let unknown = !registry.iter().any(|peer| peer.node_id == node_id);
+    if own.is_provisional() && own.is_at(&announced.address, announced.port) && unknown {
+        return Ok(());
+    }
+    refuse(format!(
+        "the key presented belongs to peer '{name}' (node {}); it cannot speak for node {node_id}",
+        own.node_id
+    ))
 }
 
 async fn save(state: &State) -> Result<(), ApiError> {
@@ -149,10 +244,18 @@ pub fn openapi() -> serde_json::Value {
                     "parameters": [{"name": "nodeId", "in": "path", "required": true, "schema": {"type": "string"}}],
                     "responses": {"200": ok("PeerRemoved", "the peer is gone"), "404": error("no such peer (code 2001)")}}
             },
+            "/api/v1/peers/{nodeId}/confirm": {
+                "post": {"summary": "The owner moves a peer to an address it vouches for (own key, loopback only)", "tags": ["peers"],
+                    "description": "A peer the owner added, named or paired never follows unauthenticated evidence (mDNS, handshakes); where such evidence placed it shows as seenAt, and this route moves it. The port defaults to the sighting's (at that address), else the current one.",
+                    "parameters": [{"name": "nodeId", "in": "path", "required": true, "schema": {"type": "string"}}],
+                    "requestBody": body("ConfirmAddress"),
+                    "responses": {"200": ok("Peer", "the peer at its new address"), "400": error("a field is invalid (the message names it)"), "404": error("no such peer (code 2001)")}}
+            },
             "/api/v1/peers/handshake": {
                 "post": {"summary": "A peer introduces itself; its address is the connection's source", "tags": ["peers"],
                     "requestBody": body("Handshake"),
-                    "responses": {"200": ok("Identity", "this node's identity"), "400": error("a field is invalid (the message names it)")}}
+                    "responses": {"200": ok("Identity", "this node's identity"), "400": error("a field is invalid (the message names it)"),
+                        "403": error("a peer's key may speak only for the registry entry named like it (code 9009)")}}
             }
         },
         "schemas": {
@@ -168,7 +271,15 @@ pub fn openapi() -> serde_json::Value {
                     "lastSeen": {"type": "integer", "description": "Unix ms of the last answer; 0 = never"},
                     "failureCount": {"type": "integer", "description": "consecutive failed health checks"},
                     "trusted": {"type": "boolean"}, "manuallyAdded": {"type": "boolean"},
-                    "name": {"type": "string", "description": "the user's name for the peer"}}},
+                    "name": {"type": "string", "description": "the user's name for the peer"},
+                    "fingerprint": {"type": "string", "description": "the pinned certificate (paired peers)"},
+                    "seenAt": {"type": "object", "description": "where unauthenticated evidence last placed this bound peer; not followed until the owner confirms",
+                        "required": ["address", "port", "at", "via", "answers"], "properties": {
+                        "address": {"type": "string"}, "port": {"type": "integer"}, "at": {"type": "integer", "description": "Unix ms"},
+                        "via": {"enum": ["mdns", "handshake", "probe"]}, "answers": {"type": "boolean", "description": "its /health answered with this node id"}}}}},
+            "ConfirmAddress": {"type": "object", "required": ["address"], "properties": {
+                "address": {"type": "string", "description": "IP address or host name"},
+                "port": {"type": "integer", "minimum": 1, "maximum": 65535}}},
             "PeerList": {"type": "object", "required": ["peers"], "properties": {"peers": {"type": "array", "items": schema("Peer")}}},
             "AddPeer": {"type": "object", "required": ["address"], "properties": {
                 "address": {"type": "string", "description": "IP address or host name"},
@@ -184,4 +295,63 @@ pub fn openapi() -> serde_json::Value {
                 "capabilities": {"type": "array", "maxItems": 16, "items": {"type": "string", "pattern": "^[a-z0-9-]{1,32}$"}}}}
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(node_id: &str, name: Option<&str>, address: &str) -> peers::Peer {
+        let mut peer = peers::Peer::manual(address, 19532);
+        if !node_id.is_empty() {
+            peer.node_id = node_id.into();
+        }
+        peer.name = name.map(String::from);
+        peer
+    }
+
+    #[track_caller]
+    fn check(caller: Caller, node_id: &str, from: &str, expect: Result<(), &str>) {
+        let registry = [
+            entry("aaaaaaaa-0000-4000-8000-000000000001", Some("bob"), "10.0.0.2"),
+            entry("aaaaaaaa-0000-4000-8000-000000000002", None, "10.0.0.3"),
+            entry("", Some("carol"), "10.0.0.4"),
+        ];
+        let announced = Announced {
+            node_id: node_id.into(),
+            hostname: "h".into(),
+            address: from.into(),
+            port: 19532,
+            platform: "linux".into(),
+            version: "1.0.21".into(),
+            capabilities: Vec::new(),
+        };
+        match (check_own_entry(&caller, &announced, &registry), expect) {
+            (Ok(()), Ok(())) => {}
+            (Err(e), Err(part)) => {
+                assert_eq!(e.code(), Some(ErrorCode::Forbidden));
+                assert!(e.message().contains(part), "{} should mention {part}", e.message());
+            }
+            (found, expect) => panic!("{caller:?} {node_id} from {from}: {found:?}, expected {expect:?}"),
+        }
+    }
+
+    #[test]
+    fn a_handshake_speaks_only_for_the_entry_named_like_its_key() {
+        let bob = "aaaaaaaa-0000-4000-8000-000000000001";
+        let other = "aaaaaaaa-0000-4000-8000-000000000002";
+        let new = "aaaaaaaa-0000-4000-8000-000000000009";
+        check(Caller::Owner, other, "127.0.0.1", Ok(()));
+        check(Caller::Dashboard, new, "127.0.0.1", Ok(()));
+        check(Caller::Legacy("bob".into()), bob, "10.0.0.9", Ok(()));
+        check(Caller::Paired("bob".into()), bob, "10.0.0.2", Ok(()));
+        check(Caller::Legacy("bob".into()), other, "10.0.0.3", Err("cannot speak for node"));
+        check(Caller::Legacy("bob".into()), new, "10.0.0.2", Err("cannot speak for node"));
+        check(Caller::Legacy("dave".into()), new, "10.0.0.5", Err("no registry entry is named 'dave'"));
+        check(Caller::OwnKeyRemote, new, "10.0.0.5", Err("own key names no peer"));
+        // Carol's entry was added by address and has no node id yet: from there, a new id is hers.
+        check(Caller::Legacy("carol".into()), new, "10.0.0.4", Ok(()));
+        check(Caller::Legacy("carol".into()), new, "10.0.0.5", Err("cannot speak for node"));
+        check(Caller::Legacy("carol".into()), other, "10.0.0.4", Err("cannot speak for node"));
+    }
 }

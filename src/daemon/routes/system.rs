@@ -13,8 +13,8 @@ use crate::identity::{platform, CAPABILITIES, IMPLEMENTATION, PROTOCOL_VERSION};
 
 pub fn mount(m: &mut Mount<'_>) {
     m.route(Method::Get, "/api/v1/health", Access::Public, None, get_health)
-        .route(Method::Get, "/api/v1/identity", Access::Key, None, get_identity)
-        .route(Method::Get, "/api/v1/status", Access::Key, None, get_status)
+        .route(Method::Get, "/api/v1/identity", Access::DataPlane, None, get_identity)
+        .route(Method::Get, "/api/v1/status", Access::DataPlane, None, get_status)
         .route(Method::Get, "/api/v1/openapi.json", Access::Public, None, get_openapi);
 }
 

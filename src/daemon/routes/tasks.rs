@@ -21,21 +21,21 @@ use super::system::json_response;
 use super::Mount;
 use crate::daemon::body;
 use crate::daemon::error::ApiError;
-use crate::daemon::guard::Access;
+use crate::daemon::guard::{self, Access};
 use crate::daemon::rate_limit::Category;
 use crate::daemon::state::State;
 use crate::tasks::api::{ApproveRequest, DispatchRequest, EventList, TaskList};
 use crate::tasks::events::Stored;
-use crate::tasks::{Decision, DispatchError, Since, Subscription};
+use crate::tasks::{Decision, DispatchError, Dispatcher, Since, Subscription};
 
 pub fn mount(m: &mut Mount<'_>) {
-    m.route(Method::Post, "/api/v1/ai-tasks", Access::Key, Some(Category::Execute), post_task)
-        .route(Method::Get, "/api/v1/ai-tasks", Access::Key, None, list_tasks)
-        .route(Method::Get, "/api/v1/ai-tasks/:taskId", Access::Key, None, get_task)
-        .route(Method::Get, "/api/v1/ai-tasks/:taskId/events", Access::Key, None, get_task_events)
-        .route(Method::Get, "/api/v1/ai-tasks/:taskId/stream", Access::Key, None, stream_task)
-        .route(Method::Post, "/api/v1/ai-tasks/:taskId/approve", Access::Key, None, approve_task)
-        .route(Method::Delete, "/api/v1/ai-tasks/:taskId", Access::Key, None, delete_task);
+    m.route(Method::Post, "/api/v1/ai-tasks", Access::DataPlane, Some(Category::Execute), post_task)
+        .route(Method::Get, "/api/v1/ai-tasks", Access::DataPlane, None, list_tasks)
+        .route(Method::Get, "/api/v1/ai-tasks/:taskId", Access::DataPlane, None, get_task)
+        .route(Method::Get, "/api/v1/ai-tasks/:taskId/events", Access::DataPlane, None, get_task_events)
+        .route(Method::Get, "/api/v1/ai-tasks/:taskId/stream", Access::DataPlane, None, stream_task)
+        .route(Method::Post, "/api/v1/ai-tasks/:taskId/approve", Access::DataPlane, None, approve_task)
+        .route(Method::Delete, "/api/v1/ai-tasks/:taskId", Access::DataPlane, None, delete_task);
 }
 
 /// A body problem in this family: same status, plain shape.
@@ -54,7 +54,7 @@ async fn post_task(mut req: Request<State>) -> tide::Result {
         .map(|v| v.last().as_str().trim().to_string())
         .filter(|v| !v.is_empty())
         .unwrap_or_else(|| "remote".into());
-    let info = req.state().tasks.dispatch(request, &from).map_err(|e| {
+    let info = req.state().tasks.dispatch(request, &from, asker(&req)).map_err(|e| {
         let status = match &e {
             DispatchError::Invalid { .. } | DispatchError::NotInstalled(_) | DispatchError::NoAgent => {
                 StatusCode::BadRequest
@@ -68,23 +68,44 @@ async fn post_task(mut req: Request<State>) -> tide::Result {
     Ok(Response::builder(201).body(tide::Body::from_json(&info)?).build())
 }
 
+/// Who is asking, as the task registry knows callers: the owner, or a peer by its key.
+fn asker(req: &Request<State>) -> Dispatcher {
+    match guard::caller(req) {
+        Some(caller) if !caller.is_owner() => Dispatcher::Peer(caller.label()),
+        _ => Dispatcher::Owner,
+    }
+}
+
+/// The task's id, once the asker proved it may see and decide it: the owner, or the key that
+/// dispatched it. Another peer's task is a 403 (1.0.21 let any key approve anything).
+fn own_task(req: &Request<State>) -> Result<String, ApiError> {
+    let task_id = body::param(req, "taskId").map_err(plain)?;
+    match req.state().tasks.dispatcher(&task_id) {
+        Some(dispatcher) if !asker(req).may_act_on(&dispatcher) => Err(ApiError::plain(
+            StatusCode::Forbidden,
+            "this task was dispatched by another caller: only its dispatcher and this node's owner may see or decide it",
+        )),
+        _ => Ok(task_id),
+    }
+}
+
 async fn list_tasks(req: Request<State>) -> tide::Result {
-    json_response(&TaskList { tasks: req.state().tasks.list() })
+    json_response(&TaskList { tasks: req.state().tasks.list(&asker(&req)) })
 }
 
 async fn get_task(req: Request<State>) -> tide::Result {
-    let task_id = body::param(&req, "taskId").map_err(plain)?;
+    let task_id = own_task(&req)?;
     json_response(&req.state().tasks.get(&task_id).ok_or_else(not_found)?)
 }
 
 async fn get_task_events(req: Request<State>) -> tide::Result {
-    let task_id = body::param(&req, "taskId").map_err(plain)?;
+    let task_id = own_task(&req)?;
     let events = req.state().tasks.events(&task_id);
     json_response(&EventList { count: events.len(), events })
 }
 
 async fn approve_task(mut req: Request<State>) -> tide::Result {
-    let task_id = body::param(&req, "taskId").map_err(plain)?;
+    let task_id = own_task(&req)?;
     let request: ApproveRequest = body::json(&mut req).await.map_err(plain)?;
     if request.request_id.trim().is_empty() {
         return Err(ApiError::plain(StatusCode::BadRequest, "requestId: must not be empty").into());
@@ -98,7 +119,7 @@ async fn approve_task(mut req: Request<State>) -> tide::Result {
 }
 
 async fn delete_task(req: Request<State>) -> tide::Result {
-    let task_id = body::param(&req, "taskId").map_err(plain)?;
+    let task_id = own_task(&req)?;
     match req.state().tasks.cancel_or_forget(&task_id) {
         Some(false) => json_response(&json!({"success": true, "taskId": task_id})),
         Some(true) => json_response(&json!({"success": true, "taskId": task_id, "deleted": true})),
@@ -107,7 +128,7 @@ async fn delete_task(req: Request<State>) -> tide::Result {
 }
 
 async fn stream_task(req: Request<State>) -> tide::Result {
-    let task_id = body::param(&req, "taskId").map_err(plain)?;
+    let task_id = own_task(&req)?;
     let since = resume_point(&req);
     let subscription = req.state().tasks.subscribe(&task_id, since).ok_or_else(not_found)?;
     let heartbeat = Duration::from_millis(req.state().tasks.settings().heartbeat_interval);
@@ -241,6 +262,8 @@ pub fn openapi() -> serde_json::Value {
     let body = |name: &str, description: &str| json!({"description": description, "content": {"application/json": {"schema": schema(name)}}});
     let error = |description: &str| json!({"description": description, "content": {"application/json": {"schema": schema("PlainError")}}});
     let task_id = json!({"name": "taskId", "in": "path", "required": true, "schema": {"type": "string"}});
+    let other =
+        "the task was dispatched by another peer's key: only its dispatcher and this node's owner may see or decide it";
     json!({
         "paths": {
             "/api/v1/ai-tasks": {
@@ -255,19 +278,19 @@ pub fn openapi() -> serde_json::Value {
                         "429": error("aiTasks.maxConcurrent agent processes are alive (cancelling ones count)"),
                         "503": error("the agent could not be started")}},
                 "get": {
-                    "summary": "Every task (running and recently finished), newest first", "tags": ["ai-tasks"],
+                    "summary": "Every task (running and recently finished) the caller may see, newest first: all for the owner, a peer's own for a peer", "tags": ["ai-tasks"],
                     "responses": {"200": body("TaskList", "the tasks")}}},
             "/api/v1/ai-tasks/{taskId}": {
                 "get": {
                     "summary": "One task", "tags": ["ai-tasks"], "parameters": [task_id],
-                    "responses": {"200": body("TaskInfo", "the task"), "404": error("no such task")}},
+                    "responses": {"200": body("TaskInfo", "the task"), "403": error(other), "404": error("no such task")}},
                 "delete": {
                     "summary": "Cancel a running task (SIGTERM to its process group, SIGKILL after 5 s) or forget a finished one", "tags": ["ai-tasks"],
                     "parameters": [task_id],
-                    "responses": {"200": body("DeleteResult", "cancelling, or forgotten (`deleted: true`)"), "404": error("no such task")}}},
+                    "responses": {"200": body("DeleteResult", "cancelling, or forgotten (`deleted: true`)"), "403": error(other), "404": error("no such task")}}},
             "/api/v1/ai-tasks/{taskId}/events": {"get": {
                 "summary": "The task's buffered events (at most 500; unknown task: none)", "tags": ["ai-tasks"], "parameters": [task_id],
-                "responses": {"200": body("EventList", "the events")}}},
+                "responses": {"200": body("EventList", "the events"), "403": error(other)}}},
             "/api/v1/ai-tasks/{taskId}/stream": {"get": {
                 "summary": "Server-Sent Events: `id: <seq>` and `data: <event JSON>` per event; heartbeat comments; the stream ends after the `exit` event", "tags": ["ai-tasks"],
                 "parameters": [task_id,
@@ -275,11 +298,12 @@ pub fn openapi() -> serde_json::Value {
                     {"name": "Last-Event-ID", "in": "header", "schema": {"type": "integer"}, "description": "the last sequence number seen; wins over since"}],
                 "responses": {
                     "200": {"description": "the event stream; for a finished task the replay ends with a status event", "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+                    "403": error(other),
                     "404": error("no such task")}}},
             "/api/v1/ai-tasks/{taskId}/approve": {"post": {
                 "summary": "Answer a pending permission request of the task", "tags": ["ai-tasks"], "parameters": [task_id],
                 "requestBody": {"required": true, "content": {"application/json": {"schema": schema("ApproveRequest")}}},
-                "responses": {"200": body("ApproveResult", "answered"), "400": error("no such pending request for this task, or an invalid body")}}}
+                "responses": {"200": body("ApproveResult", "answered"), "400": error("no such pending request for this task, or an invalid body"), "403": error(other)}}}
         },
         "schemas": {
             "PlainError": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
@@ -292,7 +316,7 @@ pub fn openapi() -> serde_json::Value {
                 "maxBudgetUsd": {"type": "number", "exclusiveMinimum": 0, "description": "claude only"},
                 "allowedTools": {"type": "array", "items": {"type": "string"}, "description": "claude only"},
                 "disallowedTools": {"type": "array", "items": {"type": "string"}, "description": "claude only"},
-                "additionalArgs": {"type": "array", "items": {"type": "string"}, "description": "appended to the agent's command line"},
+                "additionalArgs": {"type": "array", "items": {"type": "string"}, "description": "flags from the agent's allow list (README, Trust) and their values, appended to its command line; any other flag is refused with 400 naming it"},
                 "resumeSessionId": {"type": "string", "description": "a sessionId of an earlier task to continue"},
                 "pty": {"type": "boolean", "default": false, "description": "stdout and stderr on a pseudo-terminal (stdin stays a pipe)"}}},
             "Approval": {"type": "object", "required": ["toolName", "toolInput", "requestId", "timestamp", "description"], "properties": {

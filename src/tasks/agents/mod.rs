@@ -8,6 +8,7 @@
 
 mod claude;
 mod codex;
+pub mod flags;
 mod gemini;
 
 use serde_json::{json, Value};

@@ -1,0 +1,124 @@
+//! What a process the daemon starts for a caller (a remote command, an agent) inherits from the
+//! daemon's own environment: everything but the daemon's secrets.
+//!
+//! The daemon may run with `LOOPSY_*` variables (its home, a key an MCP registration exported)
+//! and with its keys in other variables a user set; a caller who may run commands must not be
+//! able to read them back with `env` (weakness C3). So `LOOPSY_*` variables are dropped, and so
+//! is any variable whose value contains one of the daemon's keys as they are *now*: the keys are
+//! re-read from `config.yaml` at each start, because pairing and `loopsy key generate` change
+//! them while the daemon runs.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use crate::config::Config;
+use crate::paths::Paths;
+
+/// The daemon's keys, read when asked. A cheap-clone handle.
+#[derive(Clone)]
+pub struct Secrets {
+    paths: Option<Arc<Paths>>,
+    /// The keys at start: still secret after a rotation, and the answer when `config.yaml`
+    /// cannot be read.
+    at_start: Arc<Vec<String>>,
+    /// The keys of `config.yaml` as last read, with the file's identity then (inode, size,
+    /// modification time): parsed again only when that changes, so a spawn costs a `stat`, not a
+    /// YAML parse. Every config writer replaces the file, which gives it a new inode.
+    read: Arc<Mutex<Option<LastRead>>>,
+}
+
+impl Secrets {
+    pub fn new(paths: Arc<Paths>, config: &Config) -> Secrets {
+        Secrets { paths: Some(paths), at_start: Arc::new(keys_of(config)), read: Arc::default() }
+    }
+
+    /// A fixed set of keys (no config file behind it).
+    pub fn fixed(keys: Vec<String>) -> Secrets {
+        Secrets { paths: None, at_start: Arc::new(keys), read: Arc::default() }
+    }
+
+    /// Every key this daemon holds now, and every key it held at start.
+    pub fn current(&self) -> Vec<String> {
+        let mut keys = self.at_start.as_ref().clone();
+        if let Some(paths) = &self.paths {
+            keys.extend(self.keys_in_config(paths));
+        }
+        keys.retain(|key| !key.trim().is_empty());
+        keys.sort();
+        keys.dedup();
+        keys
+    }
+
+    fn keys_in_config(&self, paths: &Paths) -> Vec<String> {
+        use std::os::unix::fs::MetadataExt;
+        let stamp =
+            std::fs::metadata(paths.config_file()).ok().and_then(|m| Some((m.ino(), m.len(), m.modified().ok()?)));
+        let mut read = self.read.lock().expect("secrets lock");
+        match (&*read, stamp) {
+            (Some((seen, keys)), Some(now)) if *seen == now => keys.clone(),
+            (_, stamp) => {
+                let keys = Config::load(paths).map(|config| keys_of(&config)).unwrap_or_default();
+                *read = stamp.map(|stamp| (stamp, keys.clone()));
+                keys
+            }
+        }
+    }
+}
+
+/// What identifies one version of a file: inode, size, modification time.
+type Stamp = (u64, u64, SystemTime);
+
+/// The keys found in `config.yaml` when it had this stamp.
+type LastRead = (Stamp, Vec<String>);
+
+/// The own key, the keys peers present (`allowedKeys`) and the keys we present (`peerKeys`).
+fn keys_of(config: &Config) -> Vec<String> {
+    let auth = &config.auth;
+    std::iter::once(&auth.api_key).chain(auth.allowed_keys.values()).chain(auth.peer_keys.values()).cloned().collect()
+}
+
+/// Whether the daemon keeps variable `name` = `value` to itself.
+pub fn is_daemons_own(name: &str, value: &str, secrets: &[String]) -> bool {
+    name.starts_with("LOOPSY_") || secrets.iter().any(|secret| !secret.is_empty() && value.contains(secret.as_str()))
+}
+
+/// `vars` (the daemon's environment) without what [`is_daemons_own`] keeps back.
+pub fn inherited(vars: impl IntoIterator<Item = (String, String)>, secrets: &[String]) -> BTreeMap<String, String> {
+    vars.into_iter().filter(|(name, value)| !is_daemons_own(name, value, secrets)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn our_variables_and_anything_holding_a_key_stay_with_the_daemon() {
+        let secrets = vec!["k".repeat(32), "p".repeat(32)];
+        let vars = [
+            ("PATH", "/usr/bin".to_string()),
+            ("HOME", "/home/u".into()),
+            ("LOOPSY_HOME", "/home/u/.loopsy".into()),
+            ("LOOPSY_API_KEY", "whatever".into()),
+            ("MY_TOKEN", "k".repeat(32)),
+            ("CURL_HEADER", format!("Authorization: Bearer {}", "p".repeat(32))),
+            ("OTHER", "p".repeat(31)),
+        ];
+        let kept = inherited(vars.into_iter().map(|(n, v)| (n.to_string(), v)), &secrets);
+        assert_eq!(kept.keys().collect::<Vec<_>>(), ["HOME", "OTHER", "PATH"]);
+    }
+
+    #[test]
+    fn the_keys_are_read_again_so_new_ones_count() {
+        let dir = std::env::temp_dir().join(format!("loopsy-secrets-{}", crate::random::hex(6)));
+        let paths = Arc::new(Paths::from_dir(&dir).unwrap());
+        let mut config = Config::new_with_key("a".repeat(32));
+        let secrets = Secrets::new(paths.clone(), &config);
+        assert_eq!(secrets.current(), ["a".repeat(32)], "no file yet: the keys at start");
+        config.auth.api_key = "b".repeat(32);
+        config.auth.peer_keys.insert("bob".into(), "c".repeat(32));
+        crate::durable::write(&paths.config_file(), config.to_yaml().as_bytes(), crate::durable::Mode::Secret).unwrap();
+        assert_eq!(secrets.current(), ["a".repeat(32), "b".repeat(32), "c".repeat(32)]);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
