@@ -92,7 +92,11 @@ fn the_same_idempotency_key_twice_runs_one_process_and_another_body_is_422() {
 fn keys_belong_to_the_caller_that_sent_them() {
     let home = Home::new("idem-callers");
     let bob_key = "bob-key-0123456789abcdef";
-    home.edit_config(|doc| doc["auth"]["allowedKeys"]["bob"] = bob_key.into());
+    let carol_key = "carol-key-0123456789abcdef";
+    home.edit_config(|doc| {
+        doc["auth"]["allowedKeys"]["bob"] = bob_key.into();
+        doc["auth"]["allowedKeys"]["carol"] = carol_key.into();
+    });
     let daemon = home.start();
     let dir = TempDir::new("idem-callers-runs");
     let runs = dir.path().join("runs");
@@ -106,12 +110,26 @@ fn keys_belong_to_the_caller_that_sent_them() {
         .expect(200);
     assert_ne!(own["jobId"], bobs["jobId"], "bob's key does not name the owner's job");
     assert_eq!(lines(&runs).len(), 2);
-    // Bob may not read the owner's job; the owner may read bob's.
+    // A reattach is for the caller that started the job (bob reads his own, and neither the
+    // owner's nor carol's), and for the owner: another caller's job is answered as unknown.
     let path = |id: &Value| format!("/api/v1/execute/jobs/{}/stream", id.as_str().unwrap());
-    let refused = crate::support::Request::new(&daemon.addr, "GET", &path(&own["jobId"])).key(bob_key).send();
-    refused.expect_error(404, 3006);
+    let as_peer = |key: &str, id: &Value| crate::support::Request::new(&daemon.addr, "GET", &path(id)).key(key);
+    as_peer(bob_key, &own["jobId"]).send().expect_error(404, 3006);
+    let events = all_events(as_peer(bob_key, &bobs["jobId"]).stream());
+    assert_eq!(events.last().unwrap()["type"], "exit", "bob reattaches to his own job");
+    as_peer(carol_key, &bobs["jobId"]).send().expect_error(404, 3006);
+    as_peer(carol_key, &own["jobId"]).send().expect_error(404, 3006);
+    // Nor does carol's key reach bob's job through his Idempotency-Key: hers names her own.
+    let carols = crate::support::Request::new(&daemon.addr, "POST", EXECUTE)
+        .key(carol_key)
+        .header("Idempotency-Key", "shared")
+        .json(&body)
+        .send()
+        .expect(200);
+    assert!(carols["jobId"] != bobs["jobId"] && carols["jobId"] != own["jobId"]);
+    assert_eq!(lines(&runs).len(), 3);
     let events = all_events(daemon.req("GET", &path(&bobs["jobId"])).stream());
-    assert_eq!(events.last().unwrap()["type"], "exit");
+    assert_eq!(events.last().unwrap()["type"], "exit", "the owner reads a peer's job");
 }
 
 #[test]
