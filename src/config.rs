@@ -32,6 +32,7 @@ pub struct Config {
     pub ai_tasks: AiTasks,
     pub sessions: Sessions,
     pub messaging: Messaging,
+    pub terminals: Terminals,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -289,6 +290,42 @@ impl Default for Messaging {
     }
 }
 
+/// Interactive terminal sessions (`/api/v1/terminals`, `loopsy term`); not in 1.0.21.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Terminals {
+    /// Whether a key from `auth.allowedKeys` without a pinned certificate (a 1.0.21-style
+    /// shared key, not a pairing) may use terminals.
+    pub allow_legacy_peers: bool,
+    /// Bytes of scrolled-off output kept per terminal and sent to a client that attaches.
+    pub scrollback_bytes: u64,
+    /// Bytes queued for one client before it skips ahead to a fresh screen.
+    pub client_buffer_bytes: u64,
+    /// Milliseconds an exited terminal nobody is attached to is kept before it is removed.
+    pub reap_exited_after: u64,
+    /// Terminals kept at once (running or exited); more are answered 429.
+    pub max_sessions: u32,
+    /// Clients attached to one terminal at once.
+    pub max_clients: u32,
+    /// The key that starts a command of `loopsy term attach`, as `C-a` … `C-z`; the command
+    /// `d` detaches (tmux style).
+    pub detach_prefix: String,
+}
+
+impl Default for Terminals {
+    fn default() -> Self {
+        Terminals {
+            allow_legacy_peers: false,
+            scrollback_bytes: 1024 * 1024,
+            client_buffer_bytes: 4 * 1024 * 1024,
+            reap_exited_after: 600_000,
+            max_sessions: 32,
+            max_clients: 16,
+            detach_prefix: "C-a".into(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase", default)]
 pub struct Logging {
@@ -477,6 +514,19 @@ impl Config {
         }
         if self.sessions.base_port == 0 || self.sessions.base_port > u16::MAX - 99 {
             return Err("sessions.basePort: must be 1 to 65436 (sessions use 100 ports from it)".into());
+        }
+        let terminals = &self.terminals;
+        if terminals.client_buffer_bytes < 64 * 1024 {
+            return Err("terminals.clientBufferBytes: must be at least 65536".into());
+        }
+        if terminals.max_sessions == 0 || terminals.max_clients == 0 {
+            return Err("terminals.maxSessions and terminals.maxClients: must be at least 1".into());
+        }
+        if terminals.scrollback_bytes > 256 * 1024 * 1024 {
+            return Err("terminals.scrollbackBytes: at most 268435456".into());
+        }
+        if crate::terminal::keys::prefix_byte(&terminals.detach_prefix).is_none() {
+            return Err(format!("terminals.detachPrefix: '{}' is not a control key like C-a", terminals.detach_prefix));
         }
         if self.discovery.health_interval < 100 {
             return Err("discovery.healthInterval: must be at least 100 milliseconds".into());

@@ -32,6 +32,7 @@ pub mod sessions;
 pub mod shutdown;
 pub mod store;
 pub mod tasks;
+pub mod terminal;
 pub mod tls;
 pub mod transfer;
 pub mod x509;

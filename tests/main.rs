@@ -23,6 +23,7 @@ mod peers;
 mod service;
 mod sessions;
 mod tasks;
+mod terminals;
 mod tls;
 mod transfer;
 mod trust;

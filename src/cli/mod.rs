@@ -23,6 +23,7 @@ mod service;
 mod session;
 mod status;
 mod task;
+mod term;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -66,6 +67,7 @@ pub enum Command {
     Pull(pull::Args),
     Ls(ls::Args),
     Task(task::Args),
+    Term(term::Args),
     Session(session::Args),
     Doctor(doctor::Args),
     Enable(service::EnableArgs),
@@ -104,6 +106,7 @@ pub fn run(args: Loopsy) -> anyhow::Result<ExitCode> {
         Command::Pull(cmd) => pull::run(cmd, &paths),
         Command::Ls(cmd) => ls::run(cmd, &paths),
         Command::Task(cmd) => task::run(cmd, &paths),
+        Command::Term(cmd) => term::run(cmd, &paths),
         Command::Session(cmd) => session::run(cmd, &paths),
         Command::Doctor(cmd) => doctor::run(cmd, &paths),
         Command::Enable(cmd) => service::enable(cmd, &paths),

@@ -12,7 +12,7 @@ use std::future::Future;
 use std::io;
 use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -186,6 +186,8 @@ struct Watch {
     idle: Duration,
     /// Bytes a head may still take; `usize::MAX` outside a head.
     head_left: AtomicUsize,
+    /// Set once the connection became a WebSocket: a read may then wait without limit.
+    upgraded: AtomicBool,
     read_timer: Mutex<Option<Timer>>,
     write_timer: Mutex<Option<Timer>>,
     /// Where the reading of the current head is, and why it was refused, if it was.
@@ -257,6 +259,7 @@ impl<IO> Guarded<IO> {
         let watch = Watch {
             idle,
             head_left: AtomicUsize::new(usize::MAX),
+            upgraded: AtomicBool::new(false),
             read_timer: Mutex::new(None),
             write_timer: Mutex::new(None),
             scan: Mutex::new(HeadScan::default()),
@@ -281,6 +284,14 @@ impl<IO> Guarded<IO> {
     /// answered with 400.
     pub fn head_refusal(&self) -> Option<String> {
         self.watch.scan.lock().expect("head scan lock").refused.clone()
+    }
+
+    /// The connection switched protocols (a WebSocket, whose client may say nothing for hours):
+    /// reads wait without limit from now on; a stalled write still times out.
+    pub fn upgraded(&self) {
+        self.watch.head_left.store(usize::MAX, Ordering::SeqCst);
+        self.watch.upgraded.store(true, Ordering::SeqCst);
+        *self.watch.read_timer.lock().expect("timer lock") = None;
     }
 }
 
@@ -325,6 +336,7 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Guarded<IO> {
                 Poll::Ready(Ok(n))
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending if this.watch.upgraded.load(Ordering::SeqCst) => Poll::Pending,
             Poll::Pending => stalled(&this.watch.read_timer, this.watch.idle, cx).map(Err),
         }
     }
@@ -472,6 +484,36 @@ mod tests {
                 async_net::TcpStream::connect(loopback_listener().await).await.map(|s| (s.clone(), s)).unwrap();
             let mut silent = Guarded::new(reader, Duration::from_millis(50));
             let err = silent.read(&mut body).await.unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        });
+    }
+
+    #[test]
+    fn an_upgraded_connection_may_be_silent_but_not_stall_a_write() {
+        use futures_lite::io::AsyncReadExt;
+        smol::block_on(async {
+            let (reader, _writer) =
+                async_net::TcpStream::connect(loopback_listener().await).await.map(|s| (s.clone(), s)).unwrap();
+            let mut silent = Guarded::new(reader, Duration::from_millis(50));
+            silent.upgraded();
+            let mut byte = [0u8; 1];
+            let read = futures_lite::future::or(async { Some(silent.read(&mut byte).await) }, async {
+                Timer::after(Duration::from_millis(300)).await;
+                None
+            });
+            assert!(read.await.is_none(), "a read of an upgraded connection waits past the idle timeout");
+
+            // Nobody reads the other end: writes stall once the socket buffers are full.
+            let (stalled, _kept) =
+                async_net::TcpStream::connect(loopback_listener().await).await.map(|s| (s.clone(), s)).unwrap();
+            let mut guarded = Guarded::new(stalled, Duration::from_millis(50));
+            guarded.upgraded();
+            let chunk = vec![0u8; 64 * 1024];
+            let err = loop {
+                if let Err(e) = futures_lite::io::AsyncWriteExt::write_all(&mut guarded, &chunk).await {
+                    break e;
+                }
+            };
             assert_eq!(err.kind(), io::ErrorKind::TimedOut);
         });
     }

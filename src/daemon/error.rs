@@ -52,6 +52,14 @@ pub enum ErrorCode {
     LockLimit = 6004,
     /// The lock journal cannot be written, or the daemon is stopping.
     LockStorageFailed = 6005,
+    /// No terminal session with that id or name.
+    TerminalNotFound = 8001,
+    /// `terminals.maxSessions` or `terminals.maxClients` reached.
+    TerminalLimit = 8002,
+    /// The terminal takes no input: its program exited, or does not read what was typed.
+    TerminalExited = 8003,
+    /// A running terminal already has that name, or an id prefix fits several.
+    TerminalConflict = 8004,
     Internal = 9001,
     RateLimited = 9002,
     InvalidRequest = 9003,
@@ -74,9 +82,8 @@ impl ErrorCode {
         match self {
             AuthMissingKey => StatusCode::Unauthorized,
             AuthInvalidKey | Forbidden | TlsRequired => StatusCode::Forbidden,
-            PeerNotFound | ExecJobNotFound | ContextKeyNotFound | MessageNotFound | LockNotHeld | RouteNotFound => {
-                StatusCode::NotFound
-            }
+            PeerNotFound | ExecJobNotFound | ContextKeyNotFound | MessageNotFound | LockNotHeld | RouteNotFound
+            | TerminalNotFound => StatusCode::NotFound,
             PeerUnreachable => StatusCode::BadGateway,
             // 1.0.21 answered these with 400, and its clients only look at the message.
             ExecCommandDenied
@@ -90,15 +97,19 @@ impl ErrorCode {
             | ContextMaxEntries
             | InvalidRequest => StatusCode::BadRequest,
             TransferTooLarge | PayloadTooLarge => StatusCode::PayloadTooLarge,
-            ContextRevisionConflict | TransferBadDestination | TransferResumeConflict | LockHeld | FenceRefused => {
-                StatusCode::Conflict
-            }
+            ContextRevisionConflict
+            | TransferBadDestination
+            | TransferResumeConflict
+            | LockHeld
+            | FenceRefused
+            | TerminalExited
+            | TerminalConflict => StatusCode::Conflict,
             ExecIdempotencyMismatch => StatusCode::UnprocessableEntity,
             ExecJobExpired => StatusCode::Gone,
             TransferRangeNotSatisfiable => StatusCode::RequestedRangeNotSatisfiable,
             MethodNotAllowed => StatusCode::MethodNotAllowed,
             UnsupportedMediaType => StatusCode::UnsupportedMediaType,
-            RateLimited => StatusCode::TooManyRequests,
+            RateLimited | TerminalLimit => StatusCode::TooManyRequests,
             ShuttingDown | ContextStorageFailed | OutboxFull | LockLimit | LockStorageFailed => {
                 StatusCode::ServiceUnavailable
             }

@@ -275,6 +275,19 @@ impl Accepted {
                 Mode::RefusePlain => plain_refusal(),
             };
             let drained = mode == Mode::Serve && drain_unread(&mut body, declared).await?;
+            if drained && res.status() == tide::StatusCode::SwitchingProtocols {
+                if let Some(upgrade) = res.ext().get::<super::websocket::Upgrade>().cloned() {
+                    // The connection now belongs to the WebSocket: it is no request in flight (a
+                    // stop ends it through its own domain, terminals hanging up), and it may be
+                    // silent for hours, so reads no longer time out; a write that makes no
+                    // progress for the idle timeout still ends it (the protocol's pings find a
+                    // client that is gone while nothing is written).
+                    drop(_serving);
+                    io.upgraded();
+                    upgrade.run(Box::new(io)).await?;
+                    return Ok(());
+                }
+            }
             let close = close_requested
                 || !drained
                 || self.shutdown.is_triggered()

@@ -55,6 +55,8 @@ pub struct State {
     pub host_names: Arc<crate::dashboard::origin::HostNames>,
     /// Agent messaging: the outbox, its retries, and acknowledged ids (`/api/v1/messages`).
     pub messages: crate::messages::Messages,
+    /// Interactive terminal sessions (`/api/v1/terminals`), in memory only.
+    pub terminals: crate::terminal::Terminals,
 }
 
 impl State {
@@ -98,7 +100,7 @@ impl State {
             runtime: Arc::new(std::sync::Mutex::new(None)),
             peers: registry,
             nudger,
-            executor: Executor::new(&config.execution, secrets),
+            executor: Executor::new(&config.execution, secrets.clone()),
             transfer: Arc::new(transfer_context(&paths, &config)),
             logins: Default::default(),
             host_names: Arc::new(crate::dashboard::origin::HostNames::new(&[
@@ -106,6 +108,7 @@ impl State {
                 crate::identity::os_hostname(),
             ])),
             messages,
+            terminals: crate::terminal::Terminals::new(&config, secrets),
             config,
             paths,
         };

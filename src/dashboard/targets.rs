@@ -166,7 +166,17 @@ pub fn forwardable(method: &str, path: &str) -> bool {
             | ("GET" | "DELETE", ["ai-tasks", _])
             | ("GET", ["ai-tasks", _, "stream" | "events"])
             | ("POST", ["ai-tasks", _, "approve"])
+            | ("GET" | "POST", ["terminals"])
+            | ("GET" | "DELETE", ["terminals", _])
+            | ("POST", ["terminals", _, "input"])
+            | ("GET", ["terminals", _, "screen" | "attach"])
     )
+}
+
+/// Whether `method path` is a terminal's WebSocket, relayed frame by frame.
+pub fn is_websocket(method: &str, path: &str) -> bool {
+    let segments: Vec<&str> = path.trim_start_matches("/api/v1/").split('/').collect();
+    matches!((method, segments.as_slice()), ("GET", ["terminals", _, "attach"]))
 }
 
 fn decodes_to_dots(segment: &str) -> bool {

@@ -8,6 +8,7 @@ pub mod retry;
 pub mod sse;
 pub mod transfer;
 mod transport;
+pub mod websocket;
 
 pub use transport::Trust;
 
@@ -51,6 +52,8 @@ pub struct Client {
     timeout: Duration,
     /// Sent with every request (an `Idempotency-Key`).
     headers: Vec<(String, String)>,
+    /// How the daemon is trusted (the WebSocket opens its own connection with it).
+    trust: Trust,
     /// The largest answer body read (`call`, `forward`); a longer one is an error.
     body_limit: usize,
 }
@@ -98,11 +101,12 @@ impl Client {
 
     fn with_trust(base: String, key: Option<String>, trust: Trust) -> Client {
         Client {
-            http: surf::Client::with_http_client(transport::Transport::new(trust)),
+            http: surf::Client::with_http_client(transport::Transport::new(trust.clone())),
             base,
             key,
             timeout: Duration::from_secs(30),
             headers: Vec::new(),
+            trust,
             body_limit: BODY_LIMIT,
         }
     }

@@ -87,7 +87,7 @@ await run(async () => {
   timings.terminal = await view(page, 'terminal');
   await page.selectOption('select[name=target]', config.from);
   await page.fill('input[name=command]', 'echo "terminal says hi"');
-  await page.click('form button[type=submit]');
+  await page.click('#run-once button[type=submit]');
   await page.waitForSelector('#terminal-state:text("exited with 0")');
   check((await page.textContent('#terminal-output')).includes('terminal says hi'), 'the output streamed in');
   await shot(page, 'terminal');

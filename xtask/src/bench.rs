@@ -46,6 +46,7 @@ const BENCHES: &[(&str, Bench)] = &[
     ("context", context),
     ("transfer", transfer),
     ("mcp", mcp),
+    ("terminal", crate::terminal_bench::terminal),
     ("slowloris", crate::slowloris::bench),
     ("dashboard", dashboard),
 ];

@@ -14,6 +14,7 @@ mod pairing;
 mod peers;
 mod system;
 mod tasks;
+mod terminals;
 mod transfer;
 
 use tide::http::Method;
@@ -70,6 +71,7 @@ fn mount_areas(mount: &mut Mount<'_>) {
     dashboard::mount(mount);
     messages::mount(mount);
     locks::mount(mount);
+    terminals::mount(mount);
 }
 
 /// Mounts every route on `app` and returns the table.
@@ -104,6 +106,7 @@ pub fn openapi_parts() -> Vec<serde_json::Value> {
         dashboard::openapi(),
         messages::openapi(),
         locks::openapi(),
+        terminals::openapi(),
     ]
 }
 

@@ -13,6 +13,7 @@ mod messages;
 mod peers;
 mod sessions;
 mod tasks;
+mod terminals;
 mod transfer;
 
 use std::future::Future;
@@ -50,6 +51,7 @@ fn all() -> Vec<Tool> {
     tools.extend(sessions::tools());
     tools.extend(messages::tools());
     tools.extend(tasks::tools());
+    tools.extend(terminals::tools());
     tools
 }
 
