@@ -133,6 +133,45 @@ fn keys_belong_to_the_caller_that_sent_them() {
 }
 
 #[test]
+fn a_peer_lists_and_cancels_only_the_jobs_it_started() {
+    let home = Home::new("jobs-callers");
+    let bob_key = "bob-key-0123456789abcdef";
+    let carol_key = "carol-key-0123456789abcdef";
+    home.edit_config(|doc| {
+        doc["auth"]["allowedKeys"]["bob"] = bob_key.into();
+        doc["auth"]["allowedKeys"]["carol"] = carol_key.into();
+    });
+    let daemon = home.start();
+    let as_peer =
+        |key: &str, method: &str, path: &str| crate::support::Request::new(&daemon.addr, method, path).key(key);
+    // Bob starts a long job (its stream stays open while the test looks at it).
+    let _bobs_stream = as_peer(bob_key, "POST", STREAM).json(&json!({"command": "sleep", "args": ["30"]})).stream();
+    let jobs = |key: Option<&str>| -> Vec<String> {
+        let res = match key {
+            Some(key) => as_peer(key, "GET", "/api/v1/execute/jobs").send().expect(200),
+            None => daemon.get("/api/v1/execute/jobs").expect(200),
+        };
+        res["jobs"].as_array().unwrap().iter().map(|j| j["jobId"].as_str().unwrap().to_string()).collect()
+    };
+    wait_until(Duration::from_secs(10), "bob's job to run", || jobs(Some(bob_key)).len() == 1);
+    let id = jobs(Some(bob_key)).remove(0);
+    assert_eq!(jobs(None), vec![id.as_str()], "the owner sees every job");
+    assert!(jobs(Some(carol_key)).is_empty(), "carol does not see bob's job");
+    // Carol cannot cancel it: it is unknown to her.
+    as_peer(carol_key, "DELETE", &format!("{EXECUTE}/{id}")).send().expect_error(404, 3006);
+    assert_eq!(jobs(Some(bob_key)), vec![id.as_str()], "still running");
+    // Bob can cancel his own job.
+    as_peer(bob_key, "DELETE", &format!("{EXECUTE}/{id}")).send().expect(200);
+    wait_until(Duration::from_secs(10), "the job to stop", || jobs(None).is_empty());
+    // The owner cancels a peer's job.
+    let _carols_stream = as_peer(carol_key, "POST", STREAM).json(&json!({"command": "sleep", "args": ["30"]})).stream();
+    wait_until(Duration::from_secs(10), "carol's job to run", || jobs(None).len() == 1);
+    let carols = jobs(None).remove(0);
+    daemon.req("DELETE", &format!("{EXECUTE}/{carols}")).send().expect(200);
+    wait_until(Duration::from_secs(10), "carol's job to stop", || jobs(None).is_empty());
+}
+
+#[test]
 fn a_stream_is_reattached_from_any_event_number_while_it_runs_and_after_it_ended() {
     let daemon = Daemon::start("reattach");
     let body = script("for i in 1 2 3 4 5 6; do echo line $i; sleep 0.15; done; exit 2");

@@ -58,6 +58,9 @@ pub struct Spec {
     pub timeout: Option<Duration>,
     /// `X-Loopsy-Node-Id` of the caller, `unknown` without it (1.0.21).
     pub from_node_id: String,
+    /// Who started the job (`owner`, or a peer's `Caller::label`): only they and the owner
+    /// see, read and cancel it.
+    pub scope: String,
     pub streamed: bool,
 }
 
@@ -106,6 +109,8 @@ pub struct JobInfo {
     pub args: Vec<String>,
     pub started_at: u64,
     pub from_node_id: String,
+    /// Who started it ([`Spec::scope`]).
+    pub scope: String,
     pub pid: u32,
     pub streamed: bool,
 }
@@ -287,8 +292,10 @@ impl Executor {
         let outcome = future::or(job.run(&mut sink), orphaned).await;
         let exit_code = outcome.shell_code();
         let now = crate::clock::now_ms();
-        log.finish(outcome, now);
+        // Filed as finished before anyone hears of the end: a client that got its answer and
+        // sends the next request finds the history (eviction, forgotten keys) up to date.
         self.inner.history.lock().expect("job history lock").finish(&job_id, Some(exit_code), now);
+        log.finish(outcome, now);
     }
 
     /// A reader of job `job_id` from event `from`, for `caller` (its starter) or the owner.
@@ -317,6 +324,7 @@ impl Executor {
             args: spec.args,
             started_at: crate::clock::now_ms(),
             from_node_id: spec.from_node_id,
+            scope: spec.scope,
             pid,
             streamed: spec.streamed,
         };
@@ -359,6 +367,16 @@ impl Executor {
     /// Asks a running job to stop; false if there is no such job.
     pub fn cancel(&self, job_id: &str) -> bool {
         self.stop(job_id, Stop::Cancelled)
+    }
+
+    /// Asks a running job to stop for the caller `scope` (its starter) or the owner; false if
+    /// there is no such job, or it is not theirs.
+    pub fn cancel_for(&self, job_id: &str, scope: &str, owner: bool) -> bool {
+        let theirs = {
+            let table = self.inner.table.lock().expect("job table lock");
+            table.jobs.get(job_id).is_some_and(|entry| owner || entry.info.scope == scope)
+        };
+        theirs && self.cancel(job_id)
     }
 
     /// Stops a running job for `reason`; false if there is no such job.

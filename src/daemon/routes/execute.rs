@@ -108,7 +108,9 @@ async fn get_job_stream(req: Request<State>) -> tide::Result {
 }
 
 async fn get_jobs(req: Request<State>) -> tide::Result {
-    let jobs = req.state().executor.jobs().into_iter().map(|job| JobEntry {
+    // A peer sees the jobs it started; the owner sees all.
+    let (scope, owner) = scope(&req)?;
+    let jobs = req.state().executor.jobs().into_iter().filter(|job| owner || job.scope == scope).map(|job| JobEntry {
         job_id: job.job_id,
         command: job.command,
         args: job.args,
@@ -122,7 +124,9 @@ async fn get_jobs(req: Request<State>) -> tide::Result {
 
 async fn delete_job(req: Request<State>) -> tide::Result {
     let job_id = body::param(&req, "jobId")?;
-    if !req.state().executor.cancel(&job_id) {
+    // Another caller's job is answered as if it did not exist.
+    let (scope, owner) = scope(&req)?;
+    if !req.state().executor.cancel_for(&job_id, &scope, owner) {
         return Err(ApiError::new(ErrorCode::ExecJobNotFound, format!("Job {job_id} not found")).into());
     }
     json_response(&CancelResult { success: true, job_id })
@@ -142,6 +146,7 @@ async fn parse_spec(req: &mut Request<State>, streamed: bool) -> Result<Spec, Ap
         .map(|values| values.last().as_str().to_string())
         .filter(|id| !id.is_empty())
         .unwrap_or_else(|| "unknown".into());
+    let (scope, _) = scope(req)?;
     Ok(Spec {
         command: request.command,
         args: request.args.unwrap_or_default(),
@@ -149,6 +154,7 @@ async fn parse_spec(req: &mut Request<State>, streamed: bool) -> Result<Spec, Ap
         env: request.env.unwrap_or_default(),
         timeout,
         from_node_id,
+        scope,
         streamed,
     })
 }
@@ -323,10 +329,11 @@ pub fn openapi() -> serde_json::Value {
                     "400": {"$ref": "#/components/responses/Error"}, "404": {"$ref": "#/components/responses/Error"}}}},
             "/api/v1/execute/jobs": {"get": {
                 "summary": "Running jobs of both endpoints", "tags": ["execute"],
+                "description": "A peer sees the jobs it started; this node's owner sees all.",
                 "responses": ok("JobList", "the running jobs, oldest first")}},
             "/api/v1/execute/{jobId}": {"delete": {
                 "summary": "Cancel a running job: SIGTERM to its process group, SIGKILL after 2 s", "tags": ["execute"],
-                "description": "Answers at once; the job's own request then ends with `killed: true` (`cancelled: true`). Unknown id: 404 code 3006.",
+                "description": "Answers at once; the job's own request then ends with `killed: true` (`cancelled: true`). Only the caller that started the job, or this node's owner, may cancel it; an unknown id, and another caller's job, get 404 code 3006.",
                 "parameters": [{"name": "jobId", "in": "path", "required": true, "schema": {"type": "string"}}],
                 "responses": {
                     "200": {"description": "the job was asked to stop", "content": {"application/json": {"schema": schema("CancelResult")}}},
