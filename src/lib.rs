@@ -17,6 +17,7 @@ pub mod exec;
 mod fuzz;
 pub mod identity;
 pub mod instance;
+pub mod locks;
 pub mod logger;
 pub mod mcp;
 pub mod messages;

@@ -348,6 +348,21 @@ fn the_official_python_sdk_drives_every_tool_resource_and_prompt() {
             true,
             "No pending permission request".into(),
         ),
+        (
+            json!({"name": "loopsy_lock_acquire", "arguments": {"name": "sdk-lock", "ttl": 30}}),
+            false,
+            r#""token": "#.into(),
+        ),
+        (
+            json!({"name": "loopsy_lock_renew", "arguments": {"name": "sdk-lock"}}),
+            false,
+            r#""name": "sdk-lock""#.into(),
+        ),
+        (
+            json!({"name": "loopsy_lock_release", "arguments": {"name": "sdk-lock"}}),
+            false,
+            r#""released": true"#.into(),
+        ),
         (json!({"name": "loopsy_terminal_list", "arguments": {"peer": "local"}}), false, r#""terminals""#.into()),
         (
             json!({"name": "loopsy_terminal_start", "arguments": {"peer": "local", "command": "no-such-program-here"}}),

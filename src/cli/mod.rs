@@ -9,6 +9,7 @@ mod exec;
 pub mod generate;
 mod init;
 mod key;
+mod lock;
 mod logs;
 mod ls;
 mod mcp;
@@ -52,6 +53,8 @@ pub enum Command {
     Status(status::Args),
     Dashboard(dashboard::Args),
     Exec(exec::Args),
+    Lock(lock::Args),
+    Locks(lock::ListArgs),
     Key(key::Args),
     Logs(logs::Args),
     Mcp(mcp::Args),
@@ -89,6 +92,8 @@ pub fn run(args: Loopsy) -> anyhow::Result<ExitCode> {
         Command::Status(cmd) => status::run(cmd, &paths),
         Command::Dashboard(cmd) => dashboard::run(cmd, &paths),
         Command::Exec(cmd) => exec::run(cmd, &paths),
+        Command::Lock(cmd) => lock::run(cmd, &paths),
+        Command::Locks(cmd) => lock::list(cmd, &paths),
         Command::Key(cmd) => key::run(cmd, &paths),
         Command::Logs(cmd) => logs::run(cmd, &paths),
         Command::Mcp(cmd) => mcp::run(cmd, &paths),

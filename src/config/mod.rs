@@ -133,6 +133,9 @@ impl Config {
                 self.execution.default_timeout, self.execution.max_timeout
             ));
         }
+        if self.execution.keep_output_bytes < 64 * 1024 {
+            return Err("execution.keepOutputBytes: must be at least 65536 bytes".into());
+        }
         for (field, list) in [
             ("transfer.allowedPaths", &self.transfer.allowed_paths),
             ("transfer.deniedPaths", &self.transfer.denied_paths),

@@ -116,6 +116,18 @@ pub struct Execution {
     pub max_timeout: u64,
     /// Cap on each of stdout and stderr, in bytes.
     pub max_output_bytes: u64,
+    /// Output of a streamed job kept for clients that reattach, in bytes (the oldest goes
+    /// first); a collected job keeps all of its (capped) output until it is evicted.
+    pub keep_output_bytes: u64,
+    /// Output of all kept jobs together, in bytes: finished jobs are evicted past it.
+    pub keep_output_total: u64,
+    /// How many finished jobs are kept for reattaching and idempotent retries.
+    pub keep_finished: u32,
+    /// How long a finished job is kept at most, in milliseconds.
+    pub finished_ttl: u64,
+    /// A running job that no client has read for this long (milliseconds) is stopped: a client
+    /// that sent an idempotency key may reattach within it.
+    pub detached_timeout: u64,
 }
 
 impl Default for Execution {
@@ -127,6 +139,11 @@ impl Default for Execution {
             default_timeout: 300_000,
             max_timeout: 3_600_000,
             max_output_bytes: 10 * 1024 * 1024,
+            keep_output_bytes: 1024 * 1024,
+            keep_output_total: 32 * 1024 * 1024,
+            keep_finished: 100,
+            finished_ttl: 600_000,
+            detached_timeout: 60_000,
         }
     }
 }

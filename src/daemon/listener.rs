@@ -246,7 +246,22 @@ impl Accepted {
                 }
                 return Ok(());
             };
-            let Some((mut req, mut body)) = decoded? else { return Ok(()) };
+            let decoded = match decoded {
+                Ok(decoded) => decoded,
+                Err(e) => match io.head_refusal() {
+                    // A head async-h1 must not see: answered, then the connection closes.
+                    Some(why) => {
+                        log::debug!("{}: request head refused: {why}", self.peer);
+                        let mut res: tide::http::Response = ApiError::bad_request(why).into_response().into();
+                        res.insert_header("Connection", "close");
+                        let mut encoder = Encoder::new(res, tide::http::Method::Get);
+                        io::copy(&mut encoder, &mut io.clone()).await?;
+                        return Ok(());
+                    }
+                    None => return Err(e),
+                },
+            };
+            let Some((mut req, mut body)) = decoded else { return Ok(()) };
             io.end_head();
             let _serving = self.in_flight.enter();
             req.set_peer_addr(Some(self.peer));

@@ -117,6 +117,8 @@ async fn serve(paths: Paths, config: Config, node_id: NodeId, managed_by: Option
     drop(expiry);
     // Writes what is queued and folds the journal into context.json.
     blocking::unblock(move || context.close()).await;
+    let locks = state.locks.clone();
+    blocking::unblock(move || locks.close()).await;
     state.audit.close();
     saver.await;
     RuntimeInfo::remove(&paths);

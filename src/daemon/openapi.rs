@@ -140,6 +140,7 @@ mod tests {
         let phantom: Vec<_> = documented.difference(&mounted).collect();
         assert!(phantom.is_empty(), "documented routes that do not exist: {phantom:?}");
         state.context.close();
+        state.locks.close();
         state.audit.close();
         let _ = std::fs::remove_dir_all(dir);
     }

@@ -30,6 +30,8 @@ pub struct State {
     pub shutdown: Shutdown,
     /// The context store (`/api/v1/context`).
     pub context: Store,
+    /// The lock table (`/api/v1/locks`), which also fences context writes.
+    pub locks: crate::locks::Locks,
     /// Whether new connections get TLS (pairing turns it on at run time) and whether plain
     /// HTTP from other machines is served beside it.
     pub tls: super::listener::TlsSwitch,
@@ -69,6 +71,7 @@ impl State {
     ) -> anyhow::Result<(State, smol::channel::Receiver<crate::peers::health::Nudge>)> {
         use anyhow::Context;
         let context = Store::open(&paths).context("opening the context store")?;
+        let locks = crate::locks::Locks::open(&paths).context("opening the lock table")?;
         let registry = Registry::load(&paths.peers_file(), node_id.as_str());
         registry.add_configured(&config.discovery.manual_peers, &config.tls.pinned_certs);
         let (nudger, nudges) = crate::peers::health::channel();
@@ -90,6 +93,7 @@ impl State {
             audit: Audit::start(paths.audit_log(), super::audit::Rotation::default()),
             shutdown: Shutdown::new(),
             context,
+            locks,
             tls: super::listener::TlsSwitch::new(config.tls.allow_insecure_peers),
             pairing: super::pairing::Pairing::default(),
             tasks: crate::tasks::Tasks::new(config.ai_tasks.clone(), &paths.tasks_dir(), secrets.clone()),

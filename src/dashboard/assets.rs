@@ -31,6 +31,7 @@ pub const ASSETS: &[Asset] = &[
     asset!("views/overview.js", JS),
     asset!("views/peers.js", JS),
     asset!("views/context.js", JS),
+    asset!("views/locks.js", JS),
     asset!("views/messages.js", JS),
     asset!("views/tasks.js", JS),
     asset!("views/terminal.js", JS),

@@ -156,6 +156,7 @@ pub fn forwardable(method: &str, path: &str) -> bool {
         ("GET", ["status" | "identity" | "peers"])
             | ("GET", ["context"] | ["context", _])
             | ("PUT" | "DELETE", ["context", _])
+            | ("GET", ["locks"])
             | ("GET", ["messages", "inbox" | "status"])
             | ("POST", ["messages"] | ["messages", "ack"])
             | ("POST", ["execute", "stream"])
@@ -224,6 +225,7 @@ mod tests {
             ("GET", "/api/v1/ai-tasks/t1/stream"),
             ("POST", "/api/v1/ai-tasks/t1/approve"),
             ("DELETE", "/api/v1/ai-tasks/t1"),
+            ("GET", "/api/v1/locks"),
         ] {
             assert!(forwardable(method, path), "{method} {path}");
         }
@@ -239,6 +241,8 @@ mod tests {
             ("GET", "/api/v1//status"),
             ("GET", "/status"),
             ("PATCH", "/api/v1/context/k"),
+            ("POST", "/api/v1/locks/db"),
+            ("DELETE", "/api/v1/locks/db"),
             ("DELETE", "/api/v1/messages"),
             ("POST", "/api/v1/messages/inbox"),
         ] {

@@ -8,6 +8,7 @@
 mod context;
 mod dashboard;
 mod execute;
+mod locks;
 mod messages;
 mod pairing;
 mod peers;
@@ -69,6 +70,7 @@ fn mount_areas(mount: &mut Mount<'_>) {
     tasks::mount(mount);
     dashboard::mount(mount);
     messages::mount(mount);
+    locks::mount(mount);
     terminals::mount(mount);
 }
 
@@ -103,6 +105,7 @@ pub fn openapi_parts() -> Vec<serde_json::Value> {
         tasks::openapi(),
         dashboard::openapi(),
         messages::openapi(),
+        locks::openapi(),
         terminals::openapi(),
     ]
 }

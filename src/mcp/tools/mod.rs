@@ -8,6 +8,7 @@
 mod args;
 mod context;
 mod execute;
+mod locks;
 mod messages;
 mod peers;
 mod sessions;
@@ -46,6 +47,7 @@ fn all() -> Vec<Tool> {
     tools.extend(execute::tools());
     tools.extend(transfer::tools());
     tools.extend(context::tools());
+    tools.extend(locks::tools());
     tools.extend(sessions::tools());
     tools.extend(messages::tools());
     tools.extend(tasks::tools());
