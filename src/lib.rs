@@ -31,6 +31,7 @@ pub mod service;
 pub mod sessions;
 pub mod shutdown;
 pub mod store;
+pub mod system;
 pub mod tasks;
 pub mod terminal;
 pub mod tls;
