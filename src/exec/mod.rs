@@ -13,7 +13,7 @@ mod output;
 pub mod policy;
 mod process;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
 use std::os::unix::process::ExitStatusExt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -59,8 +59,12 @@ pub enum ExecError {
     Invalid(String),
     #[error(transparent)]
     Refused(#[from] Refusal),
-    #[error("Max concurrent jobs ({max}) reached")]
-    Busy { max: usize },
+    /// Every place is taken and the queue is full (or `execution.maxQueued` is 0).
+    #[error("Max concurrent jobs ({max}) reached and {queued} requests already wait")]
+    Busy { max: usize, queued: usize },
+    /// The request waited `execution.queueTimeout` in the queue without getting a place.
+    #[error("Max concurrent jobs ({max}) reached; waited {waited_ms} ms in the queue (execution.queueTimeout)")]
+    QueueTimeout { max: usize, waited_ms: u64 },
     #[error(transparent)]
     Spawn(#[from] SpawnError),
 }
@@ -133,6 +137,8 @@ pub struct Executor {
 struct Inner {
     policy: Policy,
     max_concurrent: usize,
+    max_queued: usize,
+    queue_timeout: Duration,
     default_timeout: Duration,
     max_timeout: Duration,
     /// What the daemon's environment must not pass on to a job.
@@ -144,9 +150,22 @@ struct Inner {
 
 #[derive(Default)]
 struct Table {
-    /// Reserved slots: jobs being started plus jobs in `jobs`.
+    /// Reserved slots: jobs being started plus jobs in `jobs`, plus places handed to a waiter
+    /// that has not taken it yet.
     active: usize,
     jobs: HashMap<String, Entry>,
+    /// Requests waiting for a place, first come first served. A place freed while someone
+    /// waits goes straight to the first waiter (`active` does not drop), so a newcomer can never
+    /// overtake the queue.
+    waiting: VecDeque<Waiter>,
+    /// Ticket numbers of waiters.
+    next_ticket: u64,
+}
+
+struct Waiter {
+    ticket: u64,
+    /// Told once when the place is handed over (capacity 1, so the send never blocks).
+    granted: Sender<()>,
 }
 
 struct Entry {
@@ -160,6 +179,8 @@ impl Executor {
             inner: Arc::new(Inner {
                 policy: Policy::new(&config.denylist, config.allowlist.as_deref()),
                 max_concurrent: config.max_concurrent as usize,
+                max_queued: config.max_queued as usize,
+                queue_timeout: Duration::from_millis(config.queue_timeout),
                 default_timeout: Duration::from_millis(config.default_timeout),
                 max_timeout: Duration::from_millis(config.max_timeout),
                 secrets,
@@ -170,8 +191,9 @@ impl Executor {
         }
     }
 
-    /// Checks `spec` and starts it: deny/allow list, then the concurrency cap, then spawn.
-    pub fn start(&self, spec: Spec) -> Result<Job, ExecError> {
+    /// Checks `spec` and starts it: deny/allow list, then a place under the concurrency cap
+    /// (waiting in the queue when all are taken), then spawn.
+    pub async fn start(&self, spec: Spec) -> Result<Job, ExecError> {
         validate(&spec)?;
         if let Some(timeout) = spec.timeout.filter(|t| *t > self.inner.max_timeout) {
             return Err(ExecError::Invalid(format!(
@@ -181,7 +203,7 @@ impl Executor {
             )));
         }
         self.inner.policy.check(&spec.command, &spec.args)?;
-        let slot = self.reserve()?;
+        let slot = self.reserve().await?;
         // The daemon's environment without its secrets, then what the caller asked for.
         let mut env = child_env::inherited(std::env::vars(), &self.inner.secrets.current());
         env.extend(spec.env.iter().map(|(name, value)| (name.clone(), value.clone())));
@@ -219,21 +241,60 @@ impl Executor {
         })
     }
 
-    fn reserve(&self) -> Result<Slot<'_>, ExecError> {
-        let mut table = self.inner.table.lock().expect("job table lock");
-        if table.active >= self.inner.max_concurrent {
-            return Err(ExecError::Busy { max: self.inner.max_concurrent });
+    /// A place under `execution.maxConcurrent`: at once when one is free, else after waiting
+    /// in the FIFO queue (at most `execution.maxQueued` waiters, each at most
+    /// `execution.queueTimeout`).
+    async fn reserve(&self) -> Result<Slot<'_>, ExecError> {
+        let (ticket, granted) = {
+            let mut table = self.inner.table.lock().expect("job table lock");
+            if table.active < self.inner.max_concurrent && table.waiting.is_empty() {
+                table.active += 1;
+                return Ok(Slot { executor: self, kept: false });
+            }
+            if table.waiting.len() >= self.inner.max_queued {
+                return Err(ExecError::Busy { max: self.inner.max_concurrent, queued: table.waiting.len() });
+            }
+            let ticket = table.next_ticket;
+            table.next_ticket += 1;
+            let (sender, receiver) = smol::channel::bounded(1);
+            table.waiting.push_back(Waiter { ticket, granted: sender });
+            (ticket, receiver)
+        };
+        // Dropped unfinished (timeout, or the request's future dropped): leaves the queue, or
+        // passes on a place handed over meanwhile.
+        let mut place = Queued { executor: self, ticket, done: false };
+        let waited = Instant::now();
+        let got = future::or(async { granted.recv().await.is_ok() }, async {
+            Timer::after(self.inner.queue_timeout).await;
+            false
+        })
+        .await;
+        if got || place.granted_meanwhile() {
+            place.done = true;
+            return Ok(Slot { executor: self, kept: false });
         }
-        table.active += 1;
-        Ok(Slot { executor: self, kept: false })
+        Err(ExecError::QueueTimeout { max: self.inner.max_concurrent, waited_ms: waited.elapsed().as_millis() as u64 })
     }
 
+    /// Gives up a place: to the first waiter if there is one, else back to the pool.
     fn release(&self, job_id: Option<&str>) {
         let mut table = self.inner.table.lock().expect("job table lock");
         if let Some(job_id) = job_id {
             table.jobs.remove(job_id);
         }
-        table.active -= 1;
+        // The waiter's channel is never full or closed while it is in the queue (it removes
+        // itself under this lock before dropping the receiver), so this hands the place over.
+        match table.waiting.pop_front() {
+            Some(waiter) => {
+                let _ = waiter.granted.try_send(());
+            }
+            None => table.active -= 1,
+        }
+    }
+
+    /// Requests waiting in the queue for a place.
+    pub fn queued(&self) -> usize {
+        self.inner.table.lock().expect("job table lock").waiting.len()
     }
 
     /// Asks a running job to stop; false if there is no such job.
@@ -286,6 +347,42 @@ impl Slot<'_> {
 impl Drop for Slot<'_> {
     fn drop(&mut self) {
         if !self.kept {
+            self.executor.release(None);
+        }
+    }
+}
+
+/// A request's place in the queue while it waits.
+struct Queued<'a> {
+    executor: &'a Executor,
+    ticket: u64,
+    /// The place was taken (it belongs to a `Slot` now).
+    done: bool,
+}
+
+impl Queued<'_> {
+    /// Whether the place was handed over (the waiter is no longer in the queue); if not, takes
+    /// the waiter out so no place goes to it later.
+    fn granted_meanwhile(&mut self) -> bool {
+        let mut table = self.executor.inner.table.lock().expect("job table lock");
+        match table.waiting.iter().position(|w| w.ticket == self.ticket) {
+            Some(at) => {
+                table.waiting.remove(at);
+                self.done = true; // nothing to give back
+                false
+            }
+            None => true,
+        }
+    }
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        if self.granted_meanwhile() {
+            // A place was handed to us, and nobody will use it.
             self.executor.release(None);
         }
     }

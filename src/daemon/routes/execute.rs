@@ -30,7 +30,7 @@ pub fn mount(m: &mut Mount<'_>) {
 
 async fn post_execute(mut req: Request<State>) -> tide::Result {
     let spec = parse_spec(&mut req, false).await?;
-    let job = req.state().executor.start(spec).map_err(api_error)?;
+    let job = req.state().executor.start(spec).await.map_err(api_error)?;
     let job_id = job.id().to_string();
     let mut collected = Collected::default();
     let outcome = job.run(&mut collected).await;
@@ -52,7 +52,7 @@ async fn post_execute(mut req: Request<State>) -> tide::Result {
 
 async fn post_execute_stream(mut req: Request<State>) -> tide::Result {
     let spec = parse_spec(&mut req, true).await?;
-    let job = req.state().executor.start(spec).map_err(api_error)?;
+    let job = req.state().executor.start(spec).await.map_err(api_error)?;
     let job_id = job.id().to_string();
     // A few events in flight: a slow client slows the job down instead of filling memory.
     let (events, receiver) = smol::channel::bounded(16);
@@ -72,7 +72,7 @@ async fn get_jobs(req: Request<State>) -> tide::Result {
         pid: job.pid,
         streamed: job.streamed,
     });
-    json_response(&JobList { jobs: jobs.collect() })
+    json_response(&JobList { jobs: jobs.collect(), queued: Some(req.state().executor.queued()) })
 }
 
 async fn delete_job(req: Request<State>) -> tide::Result {
@@ -113,7 +113,10 @@ fn api_error(err: ExecError) -> ApiError {
     match err {
         ExecError::Invalid(message) => ApiError::bad_request(message),
         ExecError::Refused(refusal) => ApiError::new(ErrorCode::ExecCommandDenied, refusal.to_string()),
-        busy @ ExecError::Busy { .. } => ApiError::new(ErrorCode::ExecMaxConcurrent, busy.to_string()),
+        // 1.0.21's code with 429: a client may come back after `Retry-After`.
+        busy @ (ExecError::Busy { .. } | ExecError::QueueTimeout { .. }) => {
+            ApiError::new(ErrorCode::ExecMaxConcurrent, busy.to_string()).with_retry_after(1)
+        }
         ExecError::Spawn(spawn) => ApiError::new(ErrorCode::ExecFailed, format!("Execution failed: {spawn}")),
     }
 }
@@ -176,7 +179,7 @@ pub fn openapi() -> serde_json::Value {
     let json_body = |name: &str| json!({"required": true, "content": {"application/json": {"schema": schema(name)}}});
     let ok = |name: &str, description: &str| json!({"200": {"description": description, "content": {"application/json": {"schema": schema(name)}}}});
     let policy = "The deny/allow list (`execution.denylist`, `execution.allowlist`) is checked on the base name of every program the request would start: it sees through shells (`sh -c`, `bash -lc`, split at `;`, `&&`, `||`, `|`, newlines and command substitutions), wrappers (`env`, `nohup`, `sudo`, `xargs`, `timeout`, `nice`, `exec`, `command`, `busybox`, `find -exec`) and paths, and ignores case and `.exe`; an entry also covers its family (`mkfs` covers `mkfs.ext4`, `mke2fs` and `mkswap`; `shutdown` covers `poweroff`, `halt` and `systemctl poweroff`). It is a guard-rail against mistakes, not a sandbox: interpreters (`python -c`), script files and shell expansions get past it. Only an OS-level boundary (another user, a container) confines what a caller can run.";
-    let semantics = "No shell is involved: `command` is the program, `args` its arguments. stdin is /dev/null; stdout and stderr are each capped at `execution.maxOutputBytes` (the rest is read and dropped, `truncated` reports it); `execution.defaultTimeout` applies without `timeout`, and `timeout` may not exceed `execution.maxTimeout`. The process inherits the daemon's environment without its `LOOPSY_*` variables and without any variable holding one of the daemon's keys; `env` is merged over that. On timeout or cancel the job's whole process group gets SIGTERM, then SIGKILL 2 s later. Over `execution.maxConcurrent` running jobs (both endpoints count) the answer is 400 code 3003 at once. Errors: 400 code 3001 (denied), 3003 (too many jobs), 3004 (bad `cwd`, program not found), 9003 (invalid body, a relative `cwd`, a `timeout` over `execution.maxTimeout`, loader variables such as LD_PRELOAD in `env`).";
+    let semantics = "No shell is involved: `command` is the program, `args` its arguments. stdin is /dev/null; stdout and stderr are each capped at `execution.maxOutputBytes` (the rest is read and dropped, `truncated` reports it); `execution.defaultTimeout` applies without `timeout`, and `timeout` may not exceed `execution.maxTimeout`. The process inherits the daemon's environment without its `LOOPSY_*` variables and without any variable holding one of the daemon's keys; `env` is merged over that. On timeout or cancel the job's whole process group gets SIGTERM, then SIGKILL 2 s later. While `execution.maxConcurrent` jobs run (both endpoints count), a request waits in a first-come-first-served queue of at most `execution.maxQueued` requests (default 64) for at most `execution.queueTimeout` ms (default 30 s); past the queue, or after that wait, the answer is 429 code 3003 with `Retry-After` (1.0.21 answered 400 at once). Errors: 400 code 3001 (denied), 429 code 3003 (too many jobs), 400 code 3004 (bad `cwd`, program not found), 9003 (invalid body, a relative `cwd`, a `timeout` over `execution.maxTimeout`, loader variables such as LD_PRELOAD in `env`).";
     json!({
         "paths": {
             "/api/v1/execute": {"post": {
@@ -225,7 +228,9 @@ pub fn openapi() -> serde_json::Value {
                 "jobId": {"type": "string", "format": "uuid"}, "timestamp": {"type": "integer", "description": "Unix milliseconds"},
                 "exitCode": {"type": ["integer", "null"], "description": "exit only"}, "signal": {"type": ["string", "null"], "description": "exit only"},
                 "killed": {"type": "boolean"}, "timedOut": {"type": "boolean"}, "truncated": {"type": "boolean"}, "duration": {"type": "integer"}}},
-            "JobList": {"type": "object", "required": ["jobs"], "properties": {"jobs": {"type": "array", "items": {"type": "object",
+            "JobList": {"type": "object", "required": ["jobs"], "properties": {
+                "queued": {"type": "integer", "description": "requests waiting for a place under execution.maxConcurrent (not in 1.0.21)"},
+                "jobs": {"type": "array", "items": {"type": "object",
                 "required": ["jobId", "command", "args", "startedAt", "fromNodeId", "pid"], "properties": {
                 "jobId": {"type": "string"}, "command": {"type": "string"}, "args": {"type": "array", "items": {"type": "string"}},
                 "startedAt": {"type": "integer"}, "fromNodeId": {"type": "string", "description": "X-Loopsy-Node-Id of the caller, else unknown"},
