@@ -113,7 +113,14 @@ enum Wake {
 /// Runs until shutdown.
 pub async fn run(registry: Registry, interval: Duration, nudges: Receiver<Nudge>, shutdown: Shutdown) {
     let timeout = probe_timeout(interval);
-    let tick = (interval / 10).clamp(Duration::from_millis(20), Duration::from_millis(500));
+    // The loop sleeps until the next probe is due (a nudge or a finished probe wakes it
+    // earlier), at least this long, and at most one interval (new registry entries come with a
+    // nudge; this catches any that do not).
+    let min_sleep = Duration::from_millis(20);
+    // A new entry is first probed this long after it appears, as when the loop woke on a fixed
+    // tick: messaging records the name it learns under the entry's id, which that first probe
+    // may change (a `manual-…` entry takes the node id it answers with).
+    let first_probe = (interval / 10).clamp(min_sleep, Duration::from_millis(500));
     let (done_tx, done_rx) = smol::channel::unbounded::<(Job, ProbeOutcome)>();
     let mut schedules: HashMap<String, Schedule> = HashMap::new();
     let mut candidates: HashMap<String, Instant> = HashMap::new();
@@ -125,7 +132,7 @@ pub async fn run(registry: Registry, interval: Duration, nudges: Receiver<Nudge>
         schedules.retain(|id, _| peers.iter().any(|p| &p.node_id == id));
         for peer in &peers {
             let schedule = schedules.entry(peer.node_id.clone()).or_insert_with(|| Schedule {
-                next: now + jitter(Duration::from_millis(20)),
+                next: now + first_probe,
                 in_flight: false,
                 goodbye: false,
                 steady: 0,
@@ -139,13 +146,16 @@ pub async fn run(registry: Registry, interval: Duration, nudges: Receiver<Nudge>
             tasks.push(spawn_probe(job, peer.address.clone(), peer.port, pin, timeout, done_tx.clone()));
         }
 
+        let now = Instant::now();
+        let due = schedules.values().filter(|s| !s.in_flight).map(|s| s.next.saturating_duration_since(now)).min();
+        let sleep = due.unwrap_or(interval).clamp(min_sleep, interval.max(min_sleep));
         let wake = futures_lite::future::or(
             async { nudges.recv().await.map(Wake::Nudge).unwrap_or(Wake::Stop) },
             futures_lite::future::or(
                 async { done_rx.recv().await.map(|(job, outcome)| Wake::Done(job, outcome)).unwrap_or(Wake::Stop) },
                 futures_lite::future::or(
                     async {
-                        async_io::Timer::after(tick).await;
+                        async_io::Timer::after(sleep).await;
                         Wake::Tick
                     },
                     async {
