@@ -3,7 +3,7 @@
 import { api, onLoggedOut, get } from './api.js';
 import { el, clear, toast } from './dom.js';
 
-const VIEWS = ['overview', 'peers', 'context', 'messages', 'tasks', 'terminal'];
+const VIEWS = ['overview', 'peers', 'context', 'locks', 'messages', 'tasks', 'terminal'];
 const root = document.getElementById('view');
 let cleanup = null;
 let generation = 0;

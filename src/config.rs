@@ -35,6 +35,7 @@ pub struct Config {
     pub ai_tasks: AiTasks,
     pub sessions: Sessions,
     pub messaging: Messaging,
+    pub terminals: Terminals,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -131,6 +132,18 @@ pub struct Execution {
     pub max_timeout: u64,
     /// Cap on each of stdout and stderr, in bytes.
     pub max_output_bytes: u64,
+    /// Output of a streamed job kept for clients that reattach, in bytes (the oldest goes
+    /// first); a collected job keeps all of its (capped) output until it is evicted.
+    pub keep_output_bytes: u64,
+    /// Output of all kept jobs together, in bytes: finished jobs are evicted past it.
+    pub keep_output_total: u64,
+    /// How many finished jobs are kept for reattaching and idempotent retries.
+    pub keep_finished: u32,
+    /// How long a finished job is kept at most, in milliseconds.
+    pub finished_ttl: u64,
+    /// A running job that no client has read for this long (milliseconds) is stopped: a client
+    /// that sent an idempotency key may reattach within it.
+    pub detached_timeout: u64,
 }
 
 impl Default for Execution {
@@ -144,6 +157,11 @@ impl Default for Execution {
             default_timeout: 300_000,
             max_timeout: 3_600_000,
             max_output_bytes: 10 * 1024 * 1024,
+            keep_output_bytes: 1024 * 1024,
+            keep_output_total: 32 * 1024 * 1024,
+            keep_finished: 100,
+            finished_ttl: 600_000,
+            detached_timeout: 60_000,
         }
     }
 }
@@ -296,6 +314,42 @@ pub struct Messaging {
 impl Default for Messaging {
     fn default() -> Self {
         Messaging { retry_initial: 1_000, retry_max: 60_000, delivery_timeout: 10_000 }
+    }
+}
+
+/// Interactive terminal sessions (`/api/v1/terminals`, `loopsy term`); not in 1.0.21.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Terminals {
+    /// Whether a key from `auth.allowedKeys` without a pinned certificate (a 1.0.21-style
+    /// shared key, not a pairing) may use terminals.
+    pub allow_legacy_peers: bool,
+    /// Bytes of scrolled-off output kept per terminal and sent to a client that attaches.
+    pub scrollback_bytes: u64,
+    /// Bytes queued for one client before it skips ahead to a fresh screen.
+    pub client_buffer_bytes: u64,
+    /// Milliseconds an exited terminal nobody is attached to is kept before it is removed.
+    pub reap_exited_after: u64,
+    /// Terminals kept at once (running or exited); more are answered 429.
+    pub max_sessions: u32,
+    /// Clients attached to one terminal at once.
+    pub max_clients: u32,
+    /// The key that starts a command of `loopsy term attach`, as `C-a` … `C-z`; the command
+    /// `d` detaches (tmux style).
+    pub detach_prefix: String,
+}
+
+impl Default for Terminals {
+    fn default() -> Self {
+        Terminals {
+            allow_legacy_peers: false,
+            scrollback_bytes: 1024 * 1024,
+            client_buffer_bytes: 4 * 1024 * 1024,
+            reap_exited_after: 600_000,
+            max_sessions: 32,
+            max_clients: 16,
+            detach_prefix: "C-a".into(),
+        }
     }
 }
 
@@ -453,6 +507,9 @@ impl Config {
                 self.execution.default_timeout, self.execution.max_timeout
             ));
         }
+        if self.execution.keep_output_bytes < 64 * 1024 {
+            return Err("execution.keepOutputBytes: must be at least 65536 bytes".into());
+        }
         for (field, list) in [
             ("transfer.allowedPaths", &self.transfer.allowed_paths),
             ("transfer.deniedPaths", &self.transfer.denied_paths),
@@ -493,6 +550,19 @@ impl Config {
         }
         if self.sessions.base_port == 0 || self.sessions.base_port > u16::MAX - 99 {
             return Err("sessions.basePort: must be 1 to 65436 (sessions use 100 ports from it)".into());
+        }
+        let terminals = &self.terminals;
+        if terminals.client_buffer_bytes < 64 * 1024 {
+            return Err("terminals.clientBufferBytes: must be at least 65536".into());
+        }
+        if terminals.max_sessions == 0 || terminals.max_clients == 0 {
+            return Err("terminals.maxSessions and terminals.maxClients: must be at least 1".into());
+        }
+        if terminals.scrollback_bytes > 256 * 1024 * 1024 {
+            return Err("terminals.scrollbackBytes: at most 268435456".into());
+        }
+        if crate::terminal::keys::prefix_byte(&terminals.detach_prefix).is_none() {
+            return Err(format!("terminals.detachPrefix: '{}' is not a control key like C-a", terminals.detach_prefix));
         }
         if self.discovery.health_interval < 100 {
             return Err("discovery.healthInterval: must be at least 100 milliseconds".into());

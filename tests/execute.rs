@@ -515,13 +515,18 @@ fn the_execute_routes_are_in_the_openapi_document() {
 
 #[test]
 fn loopsy_exec_streams_output_live_and_exits_with_the_remote_code() {
-    let daemon = Daemon::start("cli-exec");
+    let home = Home::new("cli-exec");
+    // The CLI's job outlives a dropped connection (it may reattach) until nobody has read it for
+    // this long.
+    home.edit_config(|doc| doc["execution"]["detachedTimeout"] = 500.into());
+    let daemon = home.start();
     let run = daemon.loopsy(&["exec", "local", "sh", "-c", "echo out; echo err >&2; exit 5"]).code(5);
     assert_eq!(run.stdout, "out\n");
     assert_eq!(run.stderr, "err\n");
     daemon.loopsy(&["exec", "local", "true"]).success();
 
-    // Live: the first line is shown while the command still runs; killing the CLI ends the job.
+    // Live: the first line is shown while the command still runs; killing the CLI ends the job
+    // once it has not come back within execution.detachedTimeout.
     let mut cli = Background::spawn(daemon.home.path(), &["exec", "local", "sh", "-c", "echo first; sleep 100"]);
     assert_eq!(cli.wait_line("first", Duration::from_secs(20)), "first");
     assert!(cli.running(), "still running");

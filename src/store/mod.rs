@@ -36,12 +36,13 @@
 //! wait for that sync.
 
 mod entry;
-mod journal;
+pub(crate) mod journal;
 mod map;
 mod snapshot;
 mod watch;
-mod writer;
+pub(crate) mod writer;
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -50,11 +51,12 @@ use std::time::Duration;
 use anyhow::Context;
 
 pub use entry::{Change, Entry, Ttl, DEFAULT_MAX_ENTRIES, MAX_KEY_BYTES, MAX_TTL_SECS, MAX_VALUE_BYTES};
+use journal::{Journal, Record};
 use map::ContextMap;
 pub use map::{check_key, Put};
 pub use watch::BUFFER as WATCH_BUFFER;
 use watch::{Feed, Watchers};
-use writer::{Message, Watermark, Writer};
+use writer::{Message, Owner, Watermark, Writer};
 
 use crate::paths::Paths;
 
@@ -86,7 +88,7 @@ pub struct Store {
 
 struct Inner {
     shared: Arc<Mutex<Shared>>,
-    queue: mpsc::Sender<Message>,
+    queue: mpsc::Sender<Message<Record>>,
     watermark: Arc<Watermark>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Wakes the sweeper when an entry is written that expires before its next round.
@@ -99,6 +101,33 @@ struct Inner {
 pub(crate) struct Shared {
     map: ContextMap,
     watchers: Watchers,
+}
+
+/// The context store's files, as the journal writer compacts them: `context.json` and the
+/// journal's base record.
+struct ContextFiles {
+    shared: Arc<Mutex<Shared>>,
+    snapshot_path: PathBuf,
+}
+
+impl Owner for ContextFiles {
+    type Record = Record;
+    type Image = (Vec<Entry>, u64);
+    const NAME: &'static str = "context";
+
+    fn capture(&self, drain: &mut dyn FnMut()) -> Self::Image {
+        let shared = self.shared.lock().expect("store lock");
+        drain();
+        (shared.map.entries(), shared.map.revision())
+    }
+
+    fn compact(&mut self, journal: &mut Journal<Record>, (entries, revision): Self::Image) -> anyhow::Result<u64> {
+        let now = crate::clock::now_ms();
+        let live: Vec<Entry> = entries.into_iter().filter(|entry| !entry.is_expired(now)).collect();
+        let bytes = snapshot::write(&self.snapshot_path, &live)?;
+        journal.reset(&[Record::Base { format: journal::FORMAT, revision }])?;
+        Ok(bytes)
+    }
 }
 
 impl Store {
@@ -114,12 +143,26 @@ impl Store {
         for entry in snapshot {
             map.apply(Change::Put(entry));
         }
-        let (mut journal, replay) = journal::Journal::open(&paths.context_journal(), |change| {
-            if change.revision() > snapshot_revision {
-                map.apply(change);
+        let mut base = 0;
+        let (mut journal, replay) = Journal::open(&paths.context_journal(), |record| {
+            match record {
+                Record::Base { format, revision } => {
+                    anyhow::ensure!(
+                        format == journal::FORMAT,
+                        "record format {format}; this loopsy reads format {}",
+                        journal::FORMAT
+                    );
+                    base = base.max(revision);
+                }
+                Record::Put { entry } if entry.revision > snapshot_revision => map.apply(Change::Put(entry)),
+                Record::Delete { key, revision } if revision > snapshot_revision => {
+                    map.apply(Change::Delete { key, revision })
+                }
+                Record::Put { .. } | Record::Delete { .. } => {}
             }
+            Ok(())
         })?;
-        map.raise_revision(replay.base);
+        map.raise_revision(base);
         if replay.dropped_bytes > 0 {
             log::warn!(
                 "{}: ignored {} damaged byte(s) at the end (a write cut short by a crash)",
@@ -129,25 +172,27 @@ impl Store {
         }
         let imported = map.number_unrevisioned();
         map.sweep(now);
+        let mut files =
+            ContextFiles { shared: Arc::new(Mutex::new(Shared { map, watchers: Watchers::default() })), snapshot_path };
         // Imported entries just got revisions: write them down before anything else, or a
         // crash would let the next start number them again, differently.
         let snapshot_bytes = if imported > 0 || replay.dropped_bytes > 0 {
-            writer::compact(&mut journal, &snapshot_path, &map.entries(), map.revision())
-                .context("compacting the context store")?
+            let image = files.capture(&mut || {});
+            files.compact(&mut journal, image).context("compacting the context store")?
         } else {
-            std::fs::metadata(&snapshot_path).map(|m| m.len()).unwrap_or(0)
+            std::fs::metadata(&files.snapshot_path).map(|m| m.len()).unwrap_or(0)
         };
         if imported > 0 {
-            log::info!("imported {imported} context entries from {}", snapshot_path.display());
+            log::info!("imported {imported} context entries from {}", files.snapshot_path.display());
         }
-        let watermark = Arc::new(Watermark::new(map.revision()));
-        let shared = Arc::new(Mutex::new(Shared { map, watchers: Watchers::default() }));
+        let shared = files.shared.clone();
+        let revision = shared.lock().expect("store lock").map.revision();
+        let watermark = Arc::new(Watermark::new(revision));
         let (queue, receiver) = mpsc::channel();
         let writer = Writer {
-            shared: shared.clone(),
+            owner: files,
             watermark: watermark.clone(),
             journal,
-            snapshot_path,
             snapshot_bytes,
             queue: receiver,
             broken: false,
@@ -170,21 +215,36 @@ impl Store {
 
     /// Creates or replaces `key`; answers once the write is durable.
     pub async fn put(&self, key: &str, put: Put, now: u64) -> Result<Entry, StoreError> {
+        let unguarded = self.put_guarded(key, put, now, || Ok::<(), std::convert::Infallible>(()));
+        unguarded.await.unwrap_or_else(|never| match never {})
+    }
+
+    /// Like [`Store::put`], but only if `guard` allows it. The guard runs under the store lock,
+    /// so no other write comes between its answer and this one (a fencing check). A refusal
+    /// (the outer `Err`) writes nothing.
+    pub async fn put_guarded<E>(
+        &self,
+        key: &str,
+        put: Put,
+        now: u64,
+        guard: impl FnOnce() -> Result<(), E>,
+    ) -> Result<Result<Entry, StoreError>, E> {
         let outcome = self.locked(|shared| {
+            guard()?;
             let outcome = shared.map.put(key, put, now);
             let changes = match &outcome {
                 Ok((_, changes)) => changes.as_slice(),
                 Err(_) => &[],
             };
             self.publish(shared, changes);
-            (outcome.map(|(entry, _)| entry), shared.map.revision())
-        });
+            Ok((outcome.map(|(entry, _)| entry), shared.map.revision()))
+        })?;
         if let (Ok(Entry { expires_at: Some(at), .. }), _) = &outcome {
             if *at < self.inner.next_sweep.load(Ordering::SeqCst) {
                 let _ = self.inner.nudge.0.try_send(());
             }
         }
-        self.settle(outcome).await
+        Ok(self.settle(outcome).await)
     }
 
     /// The live entry of `key`.
@@ -200,17 +260,30 @@ impl Store {
 
     /// Deletes `key`; returns the revision of the delete.
     pub async fn delete(&self, key: &str, if_revision: Option<u64>, now: u64) -> Result<u64, StoreError> {
+        let unguarded = self.delete_guarded(key, if_revision, now, || Ok::<(), std::convert::Infallible>(()));
+        unguarded.await.unwrap_or_else(|never| match never {})
+    }
+
+    /// Like [`Store::delete`], but only if `guard` allows it (see [`Store::put_guarded`]).
+    pub async fn delete_guarded<E>(
+        &self,
+        key: &str,
+        if_revision: Option<u64>,
+        now: u64,
+        guard: impl FnOnce() -> Result<(), E>,
+    ) -> Result<Result<u64, StoreError>, E> {
         let outcome = self.locked(|shared| {
+            guard()?;
             let outcome = shared.map.delete(key, if_revision, now);
             if let Ok((_, changes)) = &outcome {
                 self.publish(shared, changes);
             }
-            (outcome.map(|(revision, _)| revision), shared.map.revision())
-        });
-        match outcome {
+            Ok((outcome.map(|(revision, _)| revision), shared.map.revision()))
+        })?;
+        Ok(match outcome {
             (Ok(revision), _) => self.wait_durable(revision).await.map(|()| revision),
             (Err(e), current) => self.wait_durable(current).await.and(Err(e)),
-        }
+        })
     }
 
     /// Live entries whose key starts with `prefix`, in insertion order.
@@ -292,9 +365,9 @@ impl Store {
     /// changes in revision order.
     fn publish(&self, shared: &mut Shared, changes: &[Change]) {
         for change in changes {
-            if !matches!(change, Change::Expire { .. }) {
+            if let Some(record) = Record::of(change) {
                 // A closed queue means the writer stopped; the waiter then sees the watermark fail.
-                let _ = self.inner.queue.send(Message::Change(change.clone()));
+                let _ = self.inner.queue.send(Message::Record(record));
             }
             shared.watchers.broadcast(change);
         }

@@ -60,6 +60,7 @@ const BENCHES: &[(&str, Bench)] = &[
     ("context", context),
     ("transfer", transfer),
     ("mcp", mcp),
+    ("terminal", crate::terminal_bench::terminal),
     ("fleet", fleet),
     ("memory", memory),
     ("slowloris", crate::slowloris::bench),

@@ -8,11 +8,13 @@
 mod context;
 mod dashboard;
 mod execute;
+mod locks;
 mod messages;
 mod pairing;
 mod peers;
 mod system;
 mod tasks;
+mod terminals;
 mod transfer;
 
 use tide::http::Method;
@@ -68,6 +70,8 @@ fn mount_areas(mount: &mut Mount<'_>) {
     tasks::mount(mount);
     dashboard::mount(mount);
     messages::mount(mount);
+    locks::mount(mount);
+    terminals::mount(mount);
 }
 
 /// Mounts every route on `app` and returns the table.
@@ -101,6 +105,8 @@ pub fn openapi_parts() -> Vec<serde_json::Value> {
         tasks::openapi(),
         dashboard::openapi(),
         messages::openapi(),
+        locks::openapi(),
+        terminals::openapi(),
     ]
 }
 
