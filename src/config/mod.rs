@@ -124,6 +124,15 @@ impl Config {
         if self.execution.max_concurrent == 0 {
             return Err("execution.maxConcurrent: must be at least 1".into());
         }
+        if self.execution.max_queued > MAX_QUEUED {
+            return Err(format!("execution.maxQueued: at most {MAX_QUEUED}"));
+        }
+        if self.execution.queue_timeout == 0 {
+            return Err("execution.queueTimeout: must be a positive number of milliseconds".into());
+        }
+        if !(1..=MAX_CONTEXT_ENTRIES).contains(&self.context.max_entries) {
+            return Err(format!("context.maxEntries: must be 1 to {MAX_CONTEXT_ENTRIES}"));
+        }
         if self.execution.default_timeout == 0 {
             return Err("execution.defaultTimeout: must be a positive number of milliseconds".into());
         }
@@ -298,6 +307,9 @@ mod tests {
         check_error(&format!("auth: {{apiKey: {KEY}, allowedKeys: {{bob: ''}}}}\n"), "auth.allowedKeys.bob");
         check_error(&format!("auth: {{apiKey: {KEY}}}\nexecution: {{maxConcurrent: 0}}\n"), "execution.maxConcurrent");
         check_error(&format!("auth: {{apiKey: {KEY}}}\nexecution: {{maxTimeout: 1000}}\n"), "execution.defaultTimeout");
+        check_error(&format!("auth: {{apiKey: {KEY}}}\nexecution: {{maxQueued: 10001}}\n"), "execution.maxQueued");
+        check_error(&format!("auth: {{apiKey: {KEY}}}\nexecution: {{queueTimeout: 0}}\n"), "execution.queueTimeout");
+        check_error(&format!("auth: {{apiKey: {KEY}}}\ncontext: {{maxEntries: 0}}\n"), "context.maxEntries");
         check_error(&format!("auth: {{apiKey: {KEY}}}\ntransfer: {{allowedPaths: [rel]}}\n"), "transfer.allowedPaths");
         check_error(&format!("auth: {{apiKey: {KEY}}}\nlogging: {{level: loud}}\n"), "logging.level");
         check_error(&format!("auth: {{apiKey: {KEY}}}\naiTasks: {{maxConcurrent: 0}}\n"), "aiTasks.maxConcurrent");

@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub const DEFAULT_PORT: u16 = 19532;
+/// The largest `execution.maxQueued`: each waiter holds its parsed request.
+pub const MAX_QUEUED: u32 = 10_000;
 
 /// The whole configuration file. Every section and field has the 1.0.21 default, so a file
 /// that names only some keys is merged over the defaults key by key.
@@ -17,6 +19,7 @@ pub struct Config {
     pub auth: Auth,
     pub tls: Tls,
     pub execution: Execution,
+    pub context: Context,
     pub transfer: Transfer,
     pub rate_limits: RateLimits,
     pub discovery: Discovery,
@@ -110,6 +113,11 @@ pub struct Execution {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub allowlist: Option<Vec<String>>,
     pub max_concurrent: u32,
+    /// Requests that wait (first come, first served) for a place when `maxConcurrent` jobs run;
+    /// past them the answer is 429 with `Retry-After`. 0: refuse at once, as 1.0.21 did.
+    pub max_queued: u32,
+    /// Milliseconds a request may wait in that queue before it is answered 429.
+    pub queue_timeout: u64,
     /// Milliseconds; applied when a request gives no timeout.
     pub default_timeout: u64,
     /// Milliseconds; the longest timeout a request may ask for (not in 1.0.21, which had none).
@@ -136,6 +144,8 @@ impl Default for Execution {
             denylist: ["rm", "rmdir", "format", "mkfs", "dd", "shutdown", "reboot"].map(String::from).to_vec(),
             allowlist: None,
             max_concurrent: 10,
+            max_queued: 64,
+            queue_timeout: 30_000,
             default_timeout: 300_000,
             max_timeout: 3_600_000,
             max_output_bytes: 10 * 1024 * 1024,
@@ -147,6 +157,23 @@ impl Default for Execution {
         }
     }
 }
+
+/// The context store (not in 1.0.21's file, which had its limit built in).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Context {
+    /// Live entries at most; a new key past it is refused with code 5003. 1.0.21: 1000.
+    pub max_entries: u32,
+}
+
+impl Default for Context {
+    fn default() -> Self {
+        Context { max_entries: crate::store::DEFAULT_MAX_ENTRIES as u32 }
+    }
+}
+
+/// The largest `context.maxEntries`.
+pub const MAX_CONTEXT_ENTRIES: u32 = 10_000_000;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase", default)]

@@ -87,7 +87,6 @@ impl ErrorCode {
             PeerUnreachable => StatusCode::BadGateway,
             // 1.0.21 answered these with 400, and its clients only look at the message.
             ExecCommandDenied
-            | ExecMaxConcurrent
             | ExecFailed
             | TransferPathDenied
             | TransferFileNotFound
@@ -109,7 +108,8 @@ impl ErrorCode {
             TransferRangeNotSatisfiable => StatusCode::RequestedRangeNotSatisfiable,
             MethodNotAllowed => StatusCode::MethodNotAllowed,
             UnsupportedMediaType => StatusCode::UnsupportedMediaType,
-            RateLimited | TerminalLimit => StatusCode::TooManyRequests,
+            // 1.0.21 answered 400 at once; loopsy queues first and refuses only past the queue.
+            RateLimited | ExecMaxConcurrent | TerminalLimit => StatusCode::TooManyRequests,
             ShuttingDown | ContextStorageFailed | OutboxFull | LockLimit | LockStorageFailed => {
                 StatusCode::ServiceUnavailable
             }

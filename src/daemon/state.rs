@@ -70,7 +70,7 @@ impl State {
         port: u16,
     ) -> anyhow::Result<(State, smol::channel::Receiver<crate::peers::health::Nudge>)> {
         use anyhow::Context;
-        let context = Store::open(&paths).context("opening the context store")?;
+        let context = Store::open(&paths, config.context.max_entries as usize).context("opening the context store")?;
         let locks = crate::locks::Locks::open(&paths).context("opening the lock table")?;
         let registry = Registry::load(&paths.peers_file(), node_id.as_str());
         registry.add_configured(&config.discovery.manual_peers, &config.tls.pinned_certs);

@@ -71,6 +71,9 @@ pub struct JobEntry {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct JobList {
     pub jobs: Vec<JobEntry>,
+    /// Requests waiting for a place under `execution.maxConcurrent` (not in 1.0.21).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queued: Option<usize>,
 }
 
 /// The answer of `DELETE /execute/:jobId`.

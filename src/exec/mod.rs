@@ -18,7 +18,7 @@ mod output;
 pub mod policy;
 mod process;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
 use std::os::unix::process::ExitStatusExt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -72,8 +72,12 @@ pub enum ExecError {
     Invalid(String),
     #[error(transparent)]
     Refused(#[from] Refusal),
-    #[error("Max concurrent jobs ({max}) reached")]
-    Busy { max: usize },
+    /// Every place is taken and the queue is full (or `execution.maxQueued` is 0).
+    #[error("Max concurrent jobs ({max}) reached and {queued} requests already wait")]
+    Busy { max: usize, queued: usize },
+    /// The request waited `execution.queueTimeout` in the queue without getting a place.
+    #[error("Max concurrent jobs ({max}) reached; waited {waited_ms} ms in the queue (execution.queueTimeout)")]
+    QueueTimeout { max: usize, waited_ms: u64 },
     #[error(transparent)]
     Spawn(#[from] SpawnError),
     #[error("Idempotency-Key '{key}' was used for a different request (job {job_id})")]
@@ -89,6 +93,22 @@ pub struct Origin {
     /// only this caller (or the owner) may reattach to the job.
     pub caller: String,
     pub key: Option<String>,
+}
+
+/// What an idempotency key already names: its job (`Some`), nothing yet (`None`), or an error
+/// (the key was used for another request, or its job is forgotten).
+fn known(history: &History, key: &KeyId, digest: &[u8; 32], attach: Option<u64>) -> Result<Option<Started>, ExecError> {
+    match history.lookup(key, digest) {
+        Lookup::Kept { job_id, log } => {
+            let reader = attach.map(|from| log.attach(from));
+            Ok(Some(Started { job_id, log, reader, existing: true }))
+        }
+        Lookup::Mismatch { job_id } => Err(ExecError::KeyReused { key: key.key.clone(), job_id }),
+        Lookup::Forgotten(forgotten) => {
+            Err(ExecError::Expired { key: key.key.clone(), job_id: forgotten.job_id, exit_code: forgotten.exit_code })
+        }
+        Lookup::Unknown => Ok(None),
+    }
 }
 
 /// A job that runs (or ran) for a request.
@@ -171,6 +191,8 @@ pub struct Executor {
 struct Inner {
     policy: Policy,
     max_concurrent: usize,
+    max_queued: usize,
+    queue_timeout: Duration,
     default_timeout: Duration,
     max_timeout: Duration,
     /// What the daemon's environment must not pass on to a job.
@@ -187,9 +209,22 @@ struct Inner {
 
 #[derive(Default)]
 struct Table {
-    /// Reserved slots: jobs being started plus jobs in `jobs`.
+    /// Reserved slots: jobs being started plus jobs in `jobs`, plus places handed to a waiter
+    /// that has not taken it yet.
     active: usize,
     jobs: HashMap<String, Entry>,
+    /// Requests waiting for a place, first come first served. A place freed while someone
+    /// waits goes straight to the first waiter (`active` does not drop), so a newcomer can never
+    /// overtake the queue.
+    waiting: VecDeque<Waiter>,
+    /// Ticket numbers of waiters.
+    next_ticket: u64,
+}
+
+struct Waiter {
+    ticket: u64,
+    /// Told once when the place is handed over (capacity 1, so the send never blocks).
+    granted: Sender<()>,
 }
 
 struct Entry {
@@ -203,6 +238,8 @@ impl Executor {
             inner: Arc::new(Inner {
                 policy: Policy::new(&config.denylist, config.allowlist.as_deref()),
                 max_concurrent: config.max_concurrent as usize,
+                max_queued: config.max_queued as usize,
+                queue_timeout: Duration::from_millis(config.queue_timeout),
                 default_timeout: Duration::from_millis(config.default_timeout),
                 max_timeout: Duration::from_millis(config.max_timeout),
                 secrets,
@@ -220,9 +257,10 @@ impl Executor {
         }
     }
 
-    /// Checks `spec` and starts it (deny/allow list, then the concurrency cap, then spawn), or
-    /// finds the job its idempotency key names. `attach` attaches a reader from that event.
-    pub fn start(&self, spec: Spec, origin: Origin, attach: Option<u64>) -> Result<Started, ExecError> {
+    /// Checks `spec` and starts it (deny/allow list, then a place under the concurrency cap,
+    /// waiting in the queue when all are taken, then spawn), or finds the job its idempotency
+    /// key names. `attach` attaches a reader from that event.
+    pub async fn start(&self, spec: Spec, origin: Origin, attach: Option<u64>) -> Result<Started, ExecError> {
         validate(&spec)?;
         if let Some(timeout) = spec.timeout.filter(|t| *t > self.inner.max_timeout) {
             return Err(ExecError::Invalid(format!(
@@ -239,33 +277,30 @@ impl Executor {
             }
             None => None,
         };
-        // Held from the lookup to the insert for a keyed request, so two retries racing each
-        // other start one process. (Spawning is a fork and exec: this is short.) A request
+        // A retry of a known job needs no place under the cap: answered before the queue.
+        if let Some(key) = &key {
+            let history = self.inner.history.lock().expect("job history lock");
+            if let Some(found) = known(&history, key, &digest, attach)? {
+                return Ok(found);
+            }
+        }
+        self.inner.policy.check(&spec.command, &spec.args)?;
+        // No lock is held while waiting for a place.
+        let slot = self.reserve().await?;
+        // Held from the second lookup to the insert for a keyed request, so two retries racing
+        // each other start one process. (Spawning is a fork and exec: this is short.) A request
         // without a key has nothing to look up and does not hold up others while it spawns.
         let mut held = None;
         if let Some(key) = &key {
             let history = held.insert(self.inner.history.lock().expect("job history lock"));
-            match history.lookup(key, &digest) {
-                Lookup::Kept { job_id, log } => {
-                    let reader = attach.map(|from| log.attach(from));
-                    return Ok(Started { job_id, log, reader, existing: true });
-                }
-                Lookup::Mismatch { job_id } => return Err(ExecError::KeyReused { key: key.key.clone(), job_id }),
-                Lookup::Forgotten(forgotten) => {
-                    return Err(ExecError::Expired {
-                        key: key.key.clone(),
-                        job_id: forgotten.job_id,
-                        exit_code: forgotten.exit_code,
-                    })
-                }
-                Lookup::Unknown => {}
+            if let Some(found) = known(history, key, &digest, attach)? {
+                return Ok(found); // the place goes back with `slot`
             }
         }
-        self.inner.policy.check(&spec.command, &spec.args)?;
         // A streamed job keeps a window of its output for reattaching clients; a collected one
         // keeps all of it (bounded by its cap), since its answer is built from the log.
         let limit = spec.streamed.then_some(self.inner.keep_output_bytes);
-        let job = self.spawn(spec)?;
+        let job = self.spawn(spec, slot)?;
         let log = Arc::new(JobLog::new(limit));
         let reader = attach.map(|from| log.attach(from));
         let job_id = job.id.clone();
@@ -307,8 +342,7 @@ impl Executor {
         Some(kept.log.attach(from))
     }
 
-    fn spawn(&self, spec: Spec) -> Result<Job, ExecError> {
-        let slot = self.reserve()?;
+    fn spawn(&self, spec: Spec, slot: Slot<'_>) -> Result<Job, ExecError> {
         // The daemon's environment without its secrets, then what the caller asked for.
         let mut env = child_env::inherited(std::env::vars(), &self.inner.secrets.current());
         env.extend(spec.env.iter().map(|(name, value)| (name.clone(), value.clone())));
@@ -347,21 +381,60 @@ impl Executor {
         })
     }
 
-    fn reserve(&self) -> Result<Slot<'_>, ExecError> {
-        let mut table = self.inner.table.lock().expect("job table lock");
-        if table.active >= self.inner.max_concurrent {
-            return Err(ExecError::Busy { max: self.inner.max_concurrent });
+    /// A place under `execution.maxConcurrent`: at once when one is free, else after waiting
+    /// in the FIFO queue (at most `execution.maxQueued` waiters, each at most
+    /// `execution.queueTimeout`).
+    async fn reserve(&self) -> Result<Slot<'_>, ExecError> {
+        let (ticket, granted) = {
+            let mut table = self.inner.table.lock().expect("job table lock");
+            if table.active < self.inner.max_concurrent && table.waiting.is_empty() {
+                table.active += 1;
+                return Ok(Slot { executor: self, kept: false });
+            }
+            if table.waiting.len() >= self.inner.max_queued {
+                return Err(ExecError::Busy { max: self.inner.max_concurrent, queued: table.waiting.len() });
+            }
+            let ticket = table.next_ticket;
+            table.next_ticket += 1;
+            let (sender, receiver) = smol::channel::bounded(1);
+            table.waiting.push_back(Waiter { ticket, granted: sender });
+            (ticket, receiver)
+        };
+        // Dropped unfinished (timeout, or the request's future dropped): leaves the queue, or
+        // passes on a place handed over meanwhile.
+        let mut place = Queued { executor: self, ticket, done: false };
+        let waited = Instant::now();
+        let got = future::or(async { granted.recv().await.is_ok() }, async {
+            Timer::after(self.inner.queue_timeout).await;
+            false
+        })
+        .await;
+        if got || place.granted_meanwhile() {
+            place.done = true;
+            return Ok(Slot { executor: self, kept: false });
         }
-        table.active += 1;
-        Ok(Slot { executor: self, kept: false })
+        Err(ExecError::QueueTimeout { max: self.inner.max_concurrent, waited_ms: waited.elapsed().as_millis() as u64 })
     }
 
+    /// Gives up a place: to the first waiter if there is one, else back to the pool.
     fn release(&self, job_id: Option<&str>) {
         let mut table = self.inner.table.lock().expect("job table lock");
         if let Some(job_id) = job_id {
             table.jobs.remove(job_id);
         }
-        table.active -= 1;
+        // The waiter's channel is never full or closed while it is in the queue (it removes
+        // itself under this lock before dropping the receiver), so this hands the place over.
+        match table.waiting.pop_front() {
+            Some(waiter) => {
+                let _ = waiter.granted.try_send(());
+            }
+            None => table.active -= 1,
+        }
+    }
+
+    /// Requests waiting in the queue for a place.
+    pub fn queued(&self) -> usize {
+        self.inner.table.lock().expect("job table lock").waiting.len()
     }
 
     /// Asks a running job to stop; false if there is no such job.
@@ -429,6 +502,42 @@ impl Slot<'_> {
 impl Drop for Slot<'_> {
     fn drop(&mut self) {
         if !self.kept {
+            self.executor.release(None);
+        }
+    }
+}
+
+/// A request's place in the queue while it waits.
+struct Queued<'a> {
+    executor: &'a Executor,
+    ticket: u64,
+    /// The place was taken (it belongs to a `Slot` now).
+    done: bool,
+}
+
+impl Queued<'_> {
+    /// Whether the place was handed over (the waiter is no longer in the queue); if not, takes
+    /// the waiter out so no place goes to it later.
+    fn granted_meanwhile(&mut self) -> bool {
+        let mut table = self.executor.inner.table.lock().expect("job table lock");
+        match table.waiting.iter().position(|w| w.ticket == self.ticket) {
+            Some(at) => {
+                table.waiting.remove(at);
+                self.done = true; // nothing to give back
+                false
+            }
+            None => true,
+        }
+    }
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        if self.granted_meanwhile() {
+            // A place was handed to us, and nobody will use it.
             self.executor.release(None);
         }
     }

@@ -50,7 +50,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-pub use entry::{Change, Entry, Ttl, MAX_ENTRIES, MAX_KEY_BYTES, MAX_TTL_SECS, MAX_VALUE_BYTES};
+pub use entry::{Change, Entry, Ttl, DEFAULT_MAX_ENTRIES, MAX_KEY_BYTES, MAX_TTL_SECS, MAX_VALUE_BYTES};
 use journal::{Journal, Record};
 use map::ContextMap;
 pub use map::{check_key, Put};
@@ -72,8 +72,8 @@ pub enum StoreError {
     BadKey { len: usize },
     #[error("Value exceeds max size of {MAX_VALUE_BYTES} bytes (it has {len})")]
     ValueTooLarge { len: usize },
-    #[error("Max context entries ({MAX_ENTRIES}) reached")]
-    TooManyEntries,
+    #[error("Max context entries ({max}) reached")]
+    TooManyEntries { max: usize },
     #[error("Revision conflict on key '{key}': its current revision is {current}, ifRevision was {expected}")]
     RevisionConflict { key: String, current: u64, expected: u64 },
     #[error("{0}")]
@@ -132,10 +132,12 @@ impl Owner for ContextFiles {
 
 impl Store {
     /// Loads the store of `paths` (importing a 1.0.21 `context.json`) and starts its writer.
-    pub fn open(paths: &Paths) -> anyhow::Result<Store> {
+    /// New keys are refused while `max_entries` live entries exist (what is on disk is loaded
+    /// whole, even past it).
+    pub fn open(paths: &Paths, max_entries: usize) -> anyhow::Result<Store> {
         let now = crate::clock::now_ms();
         let snapshot_path = paths.context_file();
-        let mut map = ContextMap::default();
+        let mut map = ContextMap::with_max_entries(max_entries);
         let snapshot = snapshot::load(&snapshot_path, now)?;
         let snapshot_revision = snapshot.iter().map(|entry| entry.revision).max().unwrap_or(0);
         for entry in snapshot {
@@ -433,7 +435,7 @@ mod tests {
     #[test]
     fn changes_and_revisions_survive_a_restart_with_or_without_a_clean_stop() {
         let paths = temp_paths();
-        let store = Store::open(&paths).unwrap();
+        let store = Store::open(&paths, DEFAULT_MAX_ENTRIES).unwrap();
         smol::block_on(async {
             store.put("a", put("1", Some(0)), 1).await.unwrap();
             store.put("b", put("2", None), 2).await.unwrap();
@@ -442,18 +444,18 @@ mod tests {
         });
         // No close: as after kill -9, only the journal has the changes.
         drop(store);
-        let store = Store::open(&paths).unwrap();
+        let store = Store::open(&paths, DEFAULT_MAX_ENTRIES).unwrap();
         assert_eq!(summary(&store), [s("a", "3", 3)]);
         let entry = smol::block_on(store.put("c", put("x", None), 5)).unwrap();
         assert_eq!(entry.revision, 5, "the delete's revision 4 is not given out again");
         store.close();
         let journal = std::fs::metadata(paths.context_journal()).unwrap().len();
         assert!(journal < 100, "a clean stop compacts: journal of {journal} bytes");
-        let store = Store::open(&paths).unwrap();
+        let store = Store::open(&paths, DEFAULT_MAX_ENTRIES).unwrap();
         assert_eq!(summary(&store), [s("a", "3", 3), s("c", "x", 5)]);
         smol::block_on(store.delete("c", None, 6)).unwrap();
         store.close();
-        let store = Store::open(&paths).unwrap();
+        let store = Store::open(&paths, DEFAULT_MAX_ENTRIES).unwrap();
         assert_eq!(smol::block_on(store.put("d", put("y", None), 7)).unwrap().revision, 7);
         std::fs::remove_dir_all(paths.home()).unwrap();
     }
@@ -461,7 +463,7 @@ mod tests {
     #[test]
     fn concurrent_writers_are_all_acknowledged_and_kept() {
         let paths = temp_paths();
-        let store = Store::open(&paths).unwrap();
+        let store = Store::open(&paths, DEFAULT_MAX_ENTRIES).unwrap();
         let mut revisions: Vec<u64> = smol::block_on(async {
             let tasks: Vec<_> = (0..64)
                 .map(|i| {
@@ -478,7 +480,7 @@ mod tests {
         revisions.sort_unstable();
         assert_eq!(revisions, (1..=64).collect::<Vec<_>>());
         drop(store);
-        let store = Store::open(&paths).unwrap();
+        let store = Store::open(&paths, DEFAULT_MAX_ENTRIES).unwrap();
         assert_eq!(summary(&store).len(), 64);
         std::fs::remove_dir_all(paths.home()).unwrap();
     }
@@ -486,7 +488,7 @@ mod tests {
     #[test]
     fn a_journal_that_outgrows_the_snapshot_is_compacted() {
         let paths = temp_paths();
-        let store = Store::open(&paths).unwrap();
+        let store = Store::open(&paths, DEFAULT_MAX_ENTRIES).unwrap();
         let big = "x".repeat(MAX_VALUE_BYTES);
         for round in 0..6 {
             smol::block_on(store.put("big", put(&format!("{round}{big}")[..MAX_VALUE_BYTES], None), 1)).unwrap();
@@ -500,7 +502,7 @@ mod tests {
         }
         assert!(std::fs::metadata(paths.context_file()).unwrap().len() > MAX_VALUE_BYTES as u64);
         drop(store);
-        let store = Store::open(&paths).unwrap();
+        let store = Store::open(&paths, DEFAULT_MAX_ENTRIES).unwrap();
         let entry = smol::block_on(store.get("big", 2)).unwrap();
         assert_eq!((entry.revision, entry.value.as_bytes()[0]), (6, b'5'));
         std::fs::remove_dir_all(paths.home()).unwrap();
@@ -509,7 +511,7 @@ mod tests {
     #[test]
     fn a_crash_between_snapshot_and_journal_reset_loses_nothing() {
         let paths = temp_paths();
-        let store = Store::open(&paths).unwrap();
+        let store = Store::open(&paths, DEFAULT_MAX_ENTRIES).unwrap();
         smol::block_on(async {
             store.put("a", put("1", None), 1).await.unwrap();
             store.put("b", put("2", None), 2).await.unwrap();
@@ -524,7 +526,7 @@ mod tests {
         snapshot::write(&paths.context_file(), &entries).unwrap();
         drop(store);
         std::fs::write(paths.context_journal(), journal).unwrap();
-        let store = Store::open(&paths).unwrap();
+        let store = Store::open(&paths, DEFAULT_MAX_ENTRIES).unwrap();
         assert_eq!(summary(&store), [s("b", "2", 2)]);
         assert_eq!(smol::block_on(store.put("d", put("x", None), 8)).unwrap().revision, 7);
         std::fs::remove_dir_all(paths.home()).unwrap();

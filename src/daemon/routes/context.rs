@@ -319,7 +319,7 @@ pub(super) fn store_error(error: StoreError) -> ApiError {
         StoreError::NotFound { .. } => ApiError::new(ErrorCode::ContextKeyNotFound, message),
         StoreError::BadKey { .. } => ApiError::bad_request(message),
         StoreError::ValueTooLarge { .. } => ApiError::new(ErrorCode::ContextValueTooLarge, message),
-        StoreError::TooManyEntries => ApiError::new(ErrorCode::ContextMaxEntries, message),
+        StoreError::TooManyEntries { .. } => ApiError::new(ErrorCode::ContextMaxEntries, message),
         StoreError::RevisionConflict { key, current, expected } => {
             ApiError::new(ErrorCode::ContextRevisionConflict, message)
                 .with_details(json!({"key": key, "currentRevision": current, "ifRevision": expected}))
@@ -358,7 +358,7 @@ pub fn openapi() -> serde_json::Value {
             "/api/v1/context/{key}": {
                 "put": {
                     "summary": "Create or replace an entry; acknowledged once durable", "tags": ["context"],
-                    "description": "400 code 9003 for a missing/empty value, a non-string value, a bad ttl or key; 400 code 5002 for a value over 1 MiB (bytes of UTF-8); 413 code 9006 for a body over 1 MiB + 64 KiB; 400 code 5003 when 1000 live entries exist and the key is new; a PUT of an `inbox:` key whose value is an envelope of a message this node acknowledged already is answered 200 with revision 0 and not stored (a re-delivery); 409 code 5004 when ifRevision does not match (error.details.currentRevision); 409 code 6003 when ifFence names a grant that is not live; 503 code 5005 when the journal cannot be written.",
+                    "description": "400 code 9003 for a missing/empty value, a non-string value, a bad ttl or key; 400 code 5002 for a value over 1 MiB (bytes of UTF-8); 413 code 9006 for a body over 1 MiB + 64 KiB; 400 code 5003 when `context.maxEntries` (default 100,000; 1.0.21: 1000) live entries exist and the key is new; 409 code 6003 when ifFence names a grant that is not live; a PUT of an `inbox:` key whose value is an envelope of a message this node acknowledged already is answered 200 with revision 0 and not stored (a re-delivery); 409 code 5004 when ifRevision does not match (error.details.currentRevision); 503 code 5005 when the journal cannot be written.",
                     "parameters": [key_param.clone(), {"name": "X-Loopsy-Node-Id", "in": "header", "required": false, "schema": {"type": "string", "maxLength": MAX_NODE_ID}, "description": "recorded as fromNodeId (default `local`)"}],
                     "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ContextPut"}}}},
                     "responses": put_responses},

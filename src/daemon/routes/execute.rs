@@ -37,7 +37,7 @@ const REATTACH_HEARTBEAT: Duration = Duration::from_millis(500);
 async fn post_execute(mut req: Request<State>) -> tide::Result {
     let spec = parse_spec(&mut req, false).await?;
     let origin = origin(&req)?;
-    let started = req.state().executor.start(spec, origin, None).map_err(api_error)?;
+    let started = req.state().executor.start(spec, origin, None).await.map_err(api_error)?;
     let (events, dropped) = started.log.collect().await;
     if dropped {
         // Only a retry can get here: a job started by /execute keeps all of its output.
@@ -82,7 +82,7 @@ async fn post_execute_stream(mut req: Request<State>) -> tide::Result {
     // A retry with the same key may say where it stopped reading.
     let from = last_event_id(&req)?.map_or(1, |last| last + 1);
     let executor = req.state().executor.clone();
-    let started = executor.start(spec, origin, Some(from)).map_err(api_error)?;
+    let started = executor.start(spec, origin, Some(from)).await.map_err(api_error)?;
     let reader = started.reader.expect("attached at start");
     // Without a key nobody can come back for the job: when its client goes, it goes (1.0.21).
     let on_drop = (!keyed && !started.existing).then(|| StopOnDrop { executor, job_id: started.job_id.clone() });
@@ -119,7 +119,7 @@ async fn get_jobs(req: Request<State>) -> tide::Result {
         pid: job.pid,
         streamed: job.streamed,
     });
-    json_response(&JobList { jobs: jobs.collect() })
+    json_response(&JobList { jobs: jobs.collect(), queued: Some(req.state().executor.queued()) })
 }
 
 async fn delete_job(req: Request<State>) -> tide::Result {
@@ -201,7 +201,10 @@ fn api_error(err: ExecError) -> ApiError {
     match err {
         ExecError::Invalid(message) => ApiError::bad_request(message),
         ExecError::Refused(refusal) => ApiError::new(ErrorCode::ExecCommandDenied, refusal.to_string()),
-        ExecError::Busy { .. } => ApiError::new(ErrorCode::ExecMaxConcurrent, message),
+        // 1.0.21's code with 429: a client may come back after `Retry-After`.
+        busy @ (ExecError::Busy { .. } | ExecError::QueueTimeout { .. }) => {
+            ApiError::new(ErrorCode::ExecMaxConcurrent, busy.to_string()).with_retry_after(1)
+        }
         ExecError::Spawn(spawn) => ApiError::new(ErrorCode::ExecFailed, format!("Execution failed: {spawn}")),
         ExecError::KeyReused { job_id, .. } => {
             ApiError::new(ErrorCode::ExecIdempotencyMismatch, message).with_details(json!({"jobId": job_id}))
@@ -297,7 +300,7 @@ pub fn openapi() -> serde_json::Value {
     let policy = "The deny/allow list (`execution.denylist`, `execution.allowlist`) is checked on the base name of every program the request would start: it sees through shells (`sh -c`, `bash -lc`, split at `;`, `&&`, `||`, `|`, newlines and command substitutions), wrappers (`env`, `nohup`, `sudo`, `xargs`, `timeout`, `nice`, `exec`, `command`, `busybox`, `find -exec`) and paths, and ignores case and `.exe`; an entry also covers its family (`mkfs` covers `mkfs.ext4`, `mke2fs` and `mkswap`; `shutdown` covers `poweroff`, `halt` and `systemctl poweroff`). It is a guard-rail against mistakes, not a sandbox: interpreters (`python -c`), script files and shell expansions get past it. Only an OS-level boundary (another user, a container) confines what a caller can run.";
     let idempotency = "An `Idempotency-Key` header (1 to 255 visible ASCII characters, per caller) makes the request safe to send again: the same key and body name the same job (running or finished, while it is kept), never a second process; the same key with another body is 422 code 3007; a key whose job is no longer kept is 410 code 3008 (with `error.details.exitCode`), the command is not run again. Such a job survives its client: read it again with `GET /api/v1/execute/jobs/{jobId}/stream` (a job nobody reads for `execution.detachedTimeout` ms is stopped). Kept: `execution.keepFinished` finished jobs for `execution.finishedTtl` ms, `execution.keepOutputTotal` bytes of output in all, and of a streamed job the last `execution.keepOutputBytes`.";
     let idempotency_header = json!({"name": "Idempotency-Key", "in": "header", "required": false, "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]+$"}, "description": "send the request again after a dropped connection without running the command twice"});
-    let semantics = "No shell is involved: `command` is the program, `args` its arguments. stdin is /dev/null; stdout and stderr are each capped at `execution.maxOutputBytes` (the rest is read and dropped, `truncated` reports it); `execution.defaultTimeout` applies without `timeout`, and `timeout` may not exceed `execution.maxTimeout`. The process inherits the daemon's environment without its `LOOPSY_*` variables and without any variable holding one of the daemon's keys; `env` is merged over that. On timeout or cancel the job's whole process group gets SIGTERM, then SIGKILL 2 s later. Over `execution.maxConcurrent` running jobs (both endpoints count) the answer is 400 code 3003 at once. Errors: 400 code 3001 (denied), 3003 (too many jobs), 3004 (bad `cwd`, program not found), 9003 (invalid body, a relative `cwd`, a `timeout` over `execution.maxTimeout`, loader variables such as LD_PRELOAD in `env`).";
+    let semantics = "No shell is involved: `command` is the program, `args` its arguments. stdin is /dev/null; stdout and stderr are each capped at `execution.maxOutputBytes` (the rest is read and dropped, `truncated` reports it); `execution.defaultTimeout` applies without `timeout`, and `timeout` may not exceed `execution.maxTimeout`. The process inherits the daemon's environment without its `LOOPSY_*` variables and without any variable holding one of the daemon's keys; `env` is merged over that. On timeout or cancel the job's whole process group gets SIGTERM, then SIGKILL 2 s later. While `execution.maxConcurrent` jobs run (both endpoints count), a request waits in a first-come-first-served queue of at most `execution.maxQueued` requests (default 64) for at most `execution.queueTimeout` ms (default 30 s); past the queue, or after that wait, the answer is 429 code 3003 with `Retry-After` (1.0.21 answered 400 at once). Errors: 400 code 3001 (denied), 429 code 3003 (too many jobs), 400 code 3004 (bad `cwd`, program not found), 9003 (invalid body, a relative `cwd`, a `timeout` over `execution.maxTimeout`, loader variables such as LD_PRELOAD in `env`).";
     json!({
         "paths": {
             "/api/v1/execute": {"post": {
@@ -366,7 +369,9 @@ pub fn openapi() -> serde_json::Value {
                 "jobId": {"type": "string", "format": "uuid"}, "timestamp": {"type": "integer", "description": "Unix milliseconds"},
                 "exitCode": {"type": ["integer", "null"], "description": "exit only"}, "signal": {"type": ["string", "null"], "description": "exit only"},
                 "killed": {"type": "boolean"}, "timedOut": {"type": "boolean"}, "truncated": {"type": "boolean"}, "duration": {"type": "integer"}}},
-            "JobList": {"type": "object", "required": ["jobs"], "properties": {"jobs": {"type": "array", "items": {"type": "object",
+            "JobList": {"type": "object", "required": ["jobs"], "properties": {
+                "queued": {"type": "integer", "description": "requests waiting for a place under execution.maxConcurrent (not in 1.0.21)"},
+                "jobs": {"type": "array", "items": {"type": "object",
                 "required": ["jobId", "command", "args", "startedAt", "fromNodeId", "pid"], "properties": {
                 "jobId": {"type": "string"}, "command": {"type": "string"}, "args": {"type": "array", "items": {"type": "string"}},
                 "startedAt": {"type": "integer"}, "fromNodeId": {"type": "string", "description": "X-Loopsy-Node-Id of the caller, else unknown"},
