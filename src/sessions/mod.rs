@@ -10,6 +10,7 @@
 //! `logs/daemon.log`); this module does not serve HTTP.
 
 mod config;
+mod local;
 mod name;
 mod ports;
 
@@ -23,6 +24,7 @@ use anyhow::{bail, Context};
 use serde::Serialize;
 use serde_json::json;
 
+pub use local::{local_session, local_sessions, LocalSession};
 pub use name::{SessionName, MAIN};
 
 use crate::config::{Config, ManualPeer};
