@@ -217,7 +217,7 @@ mod tests {
     fn context_keys_and_ttls_are_judged_without_panicking() {
         let valid = ["inbox%3Abob%3A1-a-00ff", "%E2%9C%93", "ack:bob", "3600", "0.5", "1e10"];
         for text in inputs(&valid, "%0123456789abcdefABCDEF:/.-e+", 22, 20_000) {
-            if let Some(decoded) = crate::daemon::body::percent_decode(&text) {
+            if let Some(decoded) = crate::percent::decode(&text) {
                 if !text.contains('%') {
                     assert_eq!(decoded, text);
                 }

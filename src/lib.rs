@@ -26,6 +26,7 @@ pub mod pairing;
 pub mod paths;
 pub mod peer;
 pub mod peers;
+pub mod percent;
 pub mod process;
 pub mod random;
 pub mod service;

@@ -154,7 +154,7 @@ fn get(target: &Target, cmd: Get) -> anyhow::Result<()> {
 
 fn list(target: &Target, cmd: List) -> anyhow::Result<()> {
     let path = match &cmd.prefix {
-        Some(prefix) => format!("/api/v1/context?prefix={}", peer::encode_segment(prefix)),
+        Some(prefix) => format!("/api/v1/context?prefix={}", crate::percent::encode(prefix)),
         None => "/api/v1/context".to_string(),
     };
     let listing: Value = smol::block_on(target.client.get(&path))?;
@@ -180,7 +180,7 @@ fn delete(target: &Target, cmd: Delete) -> anyhow::Result<()> {
     }
     if let Some(fence) = &cmd.fence {
         let (lock, token) = parse_fence(fence)?;
-        query.push(format!("ifFence={}", peer::encode_segment(&format!("{lock}:{token}"))));
+        query.push(format!("ifFence={}", crate::percent::encode(&format!("{lock}:{token}"))));
     }
     let mut path = entry_path(&cmd.key);
     if !query.is_empty() {
@@ -202,7 +202,7 @@ fn parse_fence(text: &str) -> anyhow::Result<(String, u64)> {
 /// The URL path of `key`. A key named `watch` is spelled `%77atch`, or the daemon would answer
 /// with the watch stream (see `daemon/routes/context.rs`).
 fn entry_path(key: &str) -> String {
-    match peer::encode_segment(key).as_str() {
+    match crate::percent::encode(key).as_str() {
         "watch" => "/api/v1/context/%77atch".to_string(),
         segment => format!("/api/v1/context/{segment}"),
     }

@@ -248,7 +248,7 @@ async fn reconnect(
     loop {
         let attempt = match &progress.job_id {
             Some(job_id) => {
-                let path = format!("/api/v1/execute/jobs/{}/stream?from={from}", crate::peer::encode_segment(job_id));
+                let path = format!("/api/v1/execute/jobs/{}/stream?from={from}", crate::percent::encode(job_id));
                 attempt_client.open_events(Method::Get, &path, None, None).await
             }
             None => {
@@ -280,7 +280,7 @@ async fn cancel_job(target: &resolve::Target, progress: &Progress) {
     };
     eprintln!("loopsy: cancelling job {job_id}…");
     let client = target.client.clone().with_timeout(ATTEMPT_TIMEOUT);
-    let path = format!("/api/v1/execute/{}", crate::peer::encode_segment(job_id));
+    let path = format!("/api/v1/execute/{}", crate::percent::encode(job_id));
     if let Err(e) = client.call::<serde_json::Value>(Method::Delete, &path, None::<&()>).await {
         eprintln!("loopsy: could not cancel job {job_id}: {e}");
         std::process::exit(130);

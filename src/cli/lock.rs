@@ -23,7 +23,8 @@ use serde_json::json;
 use crate::locks::api::{LockInfo, LockList, Released};
 use crate::paths::Paths;
 use crate::peer::retry::{is_transient, Backoff};
-use crate::peer::{encode_segment, resolve, Client, ClientError, Method};
+use crate::peer::{resolve, Client, ClientError, Method};
+use crate::percent;
 
 /// run a command while holding a lock on a daemon (like flock across machines)
 #[derive(FromArgs, Debug)]
@@ -128,7 +129,7 @@ struct Lock {
 
 impl Lock {
     fn path(&self) -> String {
-        format!("/api/v1/locks/{}", encode_segment(&self.name))
+        format!("/api/v1/locks/{}", percent::encode(&self.name))
     }
 
     /// Acquires, waiting up to `wait` seconds (in requests of at most the daemon's limit). A
@@ -308,11 +309,7 @@ fn send(pid: libc::pid_t, signal: libc::c_int) {
 /// SIGTERM, then SIGKILL if the command is still running after the grace period.
 async fn stop(child: &mut smol::process::Child, pid: libc::pid_t) {
     send(pid, libc::SIGTERM);
-    let exited = future::or(async { child.status().await.is_ok() }, async {
-        async_io::Timer::after(KILL_GRACE).await;
-        false
-    })
-    .await;
+    let exited = crate::clock::timeout(KILL_GRACE, child.status()).await.is_some_and(|status| status.is_ok());
     if !exited {
         send(pid, libc::SIGKILL);
         let _ = child.status().await;

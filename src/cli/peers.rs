@@ -222,7 +222,7 @@ fn confirm(paths: &Paths, config: &Config, args: Confirm) -> anyhow::Result<Exit
     let peer = find_one(paths, config, &args.peer)?;
     let (address, port) = resolve::split_address(&args.address).map_err(|e| anyhow::anyhow!(e))?;
     let address = check_address("address", &address).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let path = format!("/api/v1/peers/{}/confirm", crate::peer::encode_segment(&peer.node_id));
+    let path = format!("/api/v1/peers/{}/confirm", crate::percent::encode(&peer.node_id));
     let body = json!({"address": address, "port": port});
     let moved: Peer = smol::block_on(client.call(Method::Post, &path, Some(&body)))?;
     if args.json {
@@ -252,7 +252,7 @@ fn find_one(paths: &Paths, config: &Config, spec: &str) -> anyhow::Result<Peer> 
 fn remove(paths: &Paths, config: &Config, args: Remove) -> anyhow::Result<ExitCode> {
     let client = Client::local(paths, &config.auth.api_key)?;
     let peer = find_one(paths, config, &args.peer)?;
-    let path = format!("/api/v1/peers/{}", crate::peer::encode_segment(&peer.node_id));
+    let path = format!("/api/v1/peers/{}", crate::percent::encode(&peer.node_id));
     let _: serde_json::Value = smol::block_on(client.call(Method::Delete, &path, None::<&()>))?;
     println!("Peer removed: {} ({})", peer.node_id, peer.endpoint());
     let revoked = revoke(paths, &peer)?;

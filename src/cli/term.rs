@@ -17,7 +17,8 @@ use serde_json::json;
 use crate::paths::Paths;
 use crate::peer::resolve::{self, Target};
 use crate::peer::websocket::Incoming;
-use crate::peer::{encode_segment, Method};
+use crate::peer::Method;
+use crate::percent;
 use crate::terminal::api::{CreateRequest, TerminalInfo, TerminalList};
 
 /// interactive terminals on a peer: new, attach, list, kill
@@ -140,7 +141,7 @@ pub fn run(args: Args, paths: &Paths) -> anyhow::Result<ExitCode> {
         Sub::List(args) => list(&target(args.peer.as_deref().unwrap_or("local"))?, args.json),
         Sub::Kill(args) => {
             let target = target(&args.peer)?;
-            let path = format!("/api/v1/terminals/{}", encode_segment(&args.terminal));
+            let path = format!("/api/v1/terminals/{}", percent::encode(&args.terminal));
             let info: TerminalInfo = smol::block_on(target.client.call(Method::Delete, &path, None::<&()>))?;
             println!("killed {} ({}) on {}: exit code {}", info.name, info.id, target.label, exit_text(&info));
             Ok(ExitCode::SUCCESS)
@@ -266,7 +267,7 @@ fn attach(target: &Target, terminal: &str, read_only: bool, prefix: u8) -> anyho
     let (rows, cols) = window_size().unwrap_or((24, 80));
     let path = format!(
         "/api/v1/terminals/{}/attach?cols={cols}&rows={rows}{}",
-        encode_segment(terminal),
+        percent::encode(terminal),
         if read_only { "&readOnly=1" } else { "" }
     );
     let (sender, receiver) =

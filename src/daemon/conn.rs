@@ -484,10 +484,7 @@ mod tests {
             let mut silent = Guarded::new(reader, Duration::from_millis(50));
             silent.upgraded();
             let mut byte = [0u8; 1];
-            let read = futures_lite::future::or(async { Some(silent.read(&mut byte).await) }, async {
-                Timer::after(Duration::from_millis(300)).await;
-                None
-            });
+            let read = crate::clock::timeout(Duration::from_millis(300), silent.read(&mut byte));
             assert!(read.await.is_none(), "a read of an upgraded connection waits past the idle timeout");
 
             // Nobody reads the other end: writes stall once the socket buffers are full.

@@ -119,11 +119,7 @@ pub async fn serve(
         limits.header_timeout.as_secs_f32()
     );
     loop {
-        let accepted = future::or(async { Some(listener.accept().await) }, async {
-            shutdown.wait().await;
-            None
-        })
-        .await;
+        let accepted = shutdown.until(listener.accept()).await;
         match accepted {
             None => return,
             Some(Ok((stream, peer))) => {
@@ -197,11 +193,7 @@ impl Accepted {
             }
             (Some(acceptor), true) => {
                 let tcp = stream.clone();
-                let handshake = future::or(async { Some(acceptor.accept(stream).await) }, async {
-                    async_io::Timer::at(self.deadline).await;
-                    None
-                });
-                match handshake.await {
+                match crate::clock::deadline(self.deadline, acceptor.accept(stream)).await {
                     Some(Ok(tls_stream)) => {
                         let io = async_dup::Arc::new(async_dup::Mutex::new(tls_stream));
                         let io = Guarded::new(io, self.limits.idle_timeout);
@@ -232,14 +224,7 @@ impl Accepted {
         let mut deadline = self.deadline;
         loop {
             io.start_head();
-            let next = future::or(async { Some(decode(io.clone()).await) }, async {
-                future::or(self.shutdown.wait(), async {
-                    async_io::Timer::at(deadline).await;
-                })
-                .await;
-                None
-            })
-            .await;
+            let next = self.shutdown.until(crate::clock::deadline(deadline, decode(io.clone()))).await.flatten();
             let Some(decoded) = next else {
                 if !self.shutdown.is_triggered() {
                     log::debug!("{}: no complete request head within the header timeout; closing", self.peer);
@@ -311,14 +296,8 @@ impl Accepted {
             }
             drop(_serving);
             // Keep-alive: wait for the next request's first byte, then give it a head timeout.
-            let waited = future::or(async { tcp.peek(&mut [0u8; 1]).await.ok() }, async {
-                future::or(self.shutdown.wait(), async {
-                    async_io::Timer::after(IDLE_TIMEOUT).await;
-                })
-                .await;
-                None
-            })
-            .await;
+            let peek = async { tcp.peek(&mut [0u8; 1]).await.ok() };
+            let waited = self.shutdown.until(crate::clock::timeout(IDLE_TIMEOUT, peek)).await.flatten().flatten();
             match waited {
                 Some(n) if n > 0 => deadline = Instant::now() + self.limits.header_timeout,
                 _ => return Ok(()),
@@ -340,13 +319,8 @@ fn plain_refusal() -> tide::http::Response {
 /// before `deadline`.
 async fn first_byte(stream: &TcpStream, deadline: Instant) -> Option<u8> {
     let mut first = [0u8; 1];
-    let peek = async { stream.peek(&mut first).await.ok() };
-    let timeout = async {
-        async_io::Timer::at(deadline).await;
-        None
-    };
-    match future::or(peek, timeout).await {
-        Some(1) => Some(first[0]),
+    match crate::clock::deadline(deadline, stream.peek(&mut first)).await {
+        Some(Ok(1)) => Some(first[0]),
         _ => None,
     }
 }
@@ -363,12 +337,7 @@ async fn drain_unread(body: &mut (impl AsyncRead + Unpin), declared: Option<usiz
         Some(_) => Duration::from_secs(10),
         None => Duration::from_millis(100),
     };
-    let drain = async { Some(io::copy(body.take(DRAIN_LIMIT + 1), &mut io::sink()).await) };
-    let timeout = async {
-        async_io::Timer::after(patience).await;
-        None
-    };
-    match future::or(drain, timeout).await {
+    match crate::clock::timeout(patience, io::copy(body.take(DRAIN_LIMIT + 1), &mut io::sink())).await {
         Some(Ok(n)) => Ok(n <= DRAIN_LIMIT),
         Some(Err(e)) => Err(e),
         None => Ok(false),

@@ -185,18 +185,7 @@ async fn sweep_partial_uploads(
     shutdown: crate::shutdown::Shutdown,
 ) {
     loop {
-        let stop = futures_lite::future::or(
-            async {
-                shutdown.wait().await;
-                true
-            },
-            async {
-                async_io::Timer::after(Duration::from_secs(3600)).await;
-                false
-            },
-        )
-        .await;
-        if stop {
+        if !shutdown.sleep(Duration::from_secs(3600)).await {
             return;
         }
         let journal = transfer.journal.clone();

@@ -140,15 +140,7 @@ impl JobLog {
                 None
             });
             let Some((wakeup, until)) = wait else { break };
-            futures_lite::future::or(
-                async {
-                    let _ = wakeup.recv().await;
-                },
-                async {
-                    async_io::Timer::at(until).await;
-                },
-            )
-            .await;
+            let _ = crate::clock::deadline(until, wakeup.recv()).await;
         }
         self.locked(|state| {
             let numbered = Numbered { seq: state.next, event: Arc::new(LogEvent::Output { pipe, text, at }) };
@@ -175,15 +167,7 @@ impl JobLog {
             match since {
                 Some(since) if since.elapsed() >= limit => return,
                 Some(since) => {
-                    futures_lite::future::or(
-                        async {
-                            let _ = wakeup.recv().await;
-                        },
-                        async {
-                            async_io::Timer::at(since + limit).await;
-                        },
-                    )
-                    .await;
+                    let _ = crate::clock::deadline(since + limit, wakeup.recv()).await;
                 }
                 None => {
                     let _ = wakeup.recv().await;

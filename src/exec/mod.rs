@@ -405,11 +405,7 @@ impl Executor {
         // passes on a place handed over meanwhile.
         let mut place = Queued { executor: self, ticket, done: false };
         let waited = Instant::now();
-        let got = future::or(async { granted.recv().await.is_ok() }, async {
-            Timer::after(self.inner.queue_timeout).await;
-            false
-        })
-        .await;
+        let got = crate::clock::timeout(self.inner.queue_timeout, granted.recv()).await.is_some_and(|r| r.is_ok());
         if got || place.granted_meanwhile() {
             place.done = true;
             return Ok(Slot { executor: self, kept: false });

@@ -174,15 +174,7 @@ impl Locks {
                     );
                     let expiry = Duration::from_millis(grant.expires_at.saturating_sub(now) + 1);
                     let until = deadline.min(Instant::now() + expiry);
-                    futures_lite::future::or(
-                        async {
-                            let _ = wakeup.recv().await;
-                        },
-                        async {
-                            async_io::Timer::at(until).await;
-                        },
-                    )
-                    .await;
+                    let _ = crate::clock::deadline(until, wakeup.recv()).await;
                 }
                 // A refusal shows only durable state: wait for what it was decided on.
                 (Err(e), _) => return self.durable(revision).await.and(Err(e)),

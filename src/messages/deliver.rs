@@ -13,8 +13,9 @@ use super::outbox::{Kind, Record};
 use super::{message_put, MessageError, Messages};
 use crate::config::Config;
 use crate::peer::resolve::{base_url, describe, find, key_for, pin_for, Found};
-use crate::peer::{encode_segment, Client, Method};
+use crate::peer::{Client, Method};
 use crate::peers::Peer;
+use crate::percent;
 use crate::shutdown::Shutdown;
 
 /// How the user named `peer` (its name, else its address for a peer added by hand), so asking
@@ -205,7 +206,7 @@ impl Messages {
         let put = |key: String, value: String, ttl: u64| {
             let client = client.clone();
             async move {
-                let path = format!("/api/v1/context/{}", encode_segment(&key));
+                let path = format!("/api/v1/context/{}", percent::encode(&key));
                 client.call::<Value>(Method::Put, &path, Some(&json!({"value": value, "ttl": ttl}))).await.map(drop)
             }
         };
@@ -292,23 +293,10 @@ impl Messages {
                 attempts.push(smol::spawn(async move { this.run_attempt(record).await }));
             }
             let wait = next.map_or(SWEEP_EVERY, |at| Duration::from_millis(at.saturating_sub(now))).min(SWEEP_EVERY);
-            let stop = futures_lite::future::or(
-                async {
-                    shutdown.wait().await;
-                    true
-                },
-                futures_lite::future::or(
-                    async {
-                        let _ = self.inner.wake.1.recv().await;
-                        false
-                    },
-                    async {
-                        async_io::Timer::after(wait).await;
-                        false
-                    },
-                ),
-            )
-            .await;
+            let woken = async {
+                let _ = self.inner.wake.1.recv().await;
+            };
+            let stop = shutdown.until(crate::clock::timeout(wait, woken)).await.is_none();
             if stop {
                 return;
             }

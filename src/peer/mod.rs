@@ -145,6 +145,16 @@ impl Client {
         &self.base
     }
 
+    /// `exchange`, or [`ClientError::Timeout`] once the client's timeout passed.
+    async fn timed<T>(
+        &self,
+        exchange: impl std::future::Future<Output = Result<T, ClientError>>,
+    ) -> Result<T, ClientError> {
+        crate::clock::timeout(self.timeout, exchange)
+            .await
+            .unwrap_or_else(|| Err(ClientError::Timeout { url: self.base.clone(), after: self.timeout }))
+    }
+
     /// `GET path`, decoded from JSON.
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         self.call(Method::Get, path, None::<&()>).await
@@ -164,11 +174,7 @@ impl Client {
             let bytes = read_body(&mut response, self.body_limit, &url).await?;
             Ok::<_, ClientError>((response.status(), bytes))
         };
-        let timeout = async {
-            async_io::Timer::after(self.timeout).await;
-            Err(ClientError::Timeout { url: self.base.clone(), after: self.timeout })
-        };
-        let (status, bytes) = futures_lite::future::or(exchange, timeout).await?;
+        let (status, bytes) = self.timed(exchange).await?;
         if !status.is_success() {
             return Err(remote_error(status as u16, &bytes));
         }
@@ -223,11 +229,7 @@ impl Client {
             let bytes = read_body(&mut response, self.body_limit, &url).await?;
             Ok::<_, ClientError>((response.status() as u16, bytes))
         };
-        let timeout = async {
-            async_io::Timer::after(self.timeout).await;
-            Err(ClientError::Timeout { url: self.base.clone(), after: self.timeout })
-        };
-        futures_lite::future::or(exchange, timeout).await
+        self.timed(exchange).await
     }
 
     /// `method path` answered by an event stream; `last_event_id` resumes a stream that has ids.
@@ -245,19 +247,11 @@ impl Client {
             request = request.header("Last-Event-ID", id);
         }
         let exchange = async { request.await.map_err(|e| transport_error(&self.base, e.to_string())) };
-        let timeout = async {
-            async_io::Timer::after(self.timeout).await;
-            Err(ClientError::Timeout { url: self.base.clone(), after: self.timeout })
-        };
-        let mut response = futures_lite::future::or(exchange, timeout).await?;
+        let mut response = self.timed(exchange).await?;
         let status = response.status();
         if !status.is_success() {
             let read = read_body(&mut response, ERROR_BODY_LIMIT, &url);
-            let timeout = async {
-                async_io::Timer::after(self.timeout).await;
-                Err(ClientError::Timeout { url: self.base.clone(), after: self.timeout })
-            };
-            let bytes = futures_lite::future::or(read, timeout).await?;
+            let bytes = self.timed(read).await?;
             return Err(remote_error(status as u16, &bytes));
         }
         Ok(sse::EventStream::new(response, self.base.clone(), SSE_IDLE_LIMIT))
@@ -305,19 +299,6 @@ fn decode_error(url: &str, e: impl std::fmt::Display) -> ClientError {
     ClientError::Decode { url: url.to_string(), reason: e.to_string() }
 }
 
-/// Percent-encodes one path segment (a context key, a node id): everything but the unreserved
-/// characters, so `:` and `/` travel inside the segment as 1.0.21 expects.
-pub fn encode_segment(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => out.push(byte as char),
-            _ => out.push_str(&format!("%{byte:02X}")),
-        }
-    }
-    out
-}
-
 fn transport_error(base: &str, reason: String) -> ClientError {
     match reason.strip_prefix(transport::TLS_ERROR) {
         Some(tls) => ClientError::Tls { url: base.to_string(), reason: tls.to_string() },
@@ -346,14 +327,6 @@ fn remote_error(status: u16, body: &[u8]) -> ClientError {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn segments_are_percent_encoded() {
-        assert_eq!(encode_segment("inbox:bob:1"), "inbox%3Abob%3A1");
-        assert_eq!(encode_segment("a/b c"), "a%2Fb%20c");
-        assert_eq!(encode_segment("ok-._~9"), "ok-._~9");
-        assert_eq!(encode_segment("✓"), "%E2%9C%93");
-    }
 
     #[test]
     fn every_error_family_yields_a_message() {

@@ -73,11 +73,7 @@ impl EventStream {
         loop {
             let mut line = String::new();
             let mut capped = (&mut self.response).take(LINE_LIMIT as u64 + 1);
-            let read = futures_lite::future::or(async { Some(capped.read_line(&mut line).await) }, async {
-                async_io::Timer::after(self.idle_limit).await;
-                None
-            })
-            .await;
+            let read = crate::clock::timeout(self.idle_limit, capped.read_line(&mut line)).await;
             let read = match read {
                 None => return Err(ClientError::Timeout { url: self.url.clone(), after: self.idle_limit }),
                 Some(read) => {

@@ -76,12 +76,7 @@ pub async fn connect(url: &http_client::http_types::Url, trust: &Trust) -> Resul
         }
         (scheme, _) => return Err(Error::from_str(400, format!("unsupported scheme '{scheme}' in {url}"))),
     };
-    let handshake = async { Some(crate::tls::connect(tls_config, &host, stream).await) };
-    let timeout = async {
-        async_io::Timer::after(HANDSHAKE_TIMEOUT).await;
-        None
-    };
-    match futures_lite::future::or(handshake, timeout).await {
+    match crate::clock::timeout(HANDSHAKE_TIMEOUT, crate::tls::connect(tls_config, &host, stream)).await {
         Some(Ok(tls)) => Ok(Box::new(tls)),
         Some(Err(e)) => Err(Error::from_str(502, format!("{TLS_ERROR}{e}"))),
         None => {

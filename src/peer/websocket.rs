@@ -63,12 +63,7 @@ impl Client {
                 other => ClientError::Unreachable { url: url.clone(), reason: other.to_string() },
             })
         };
-        let timeout = async {
-            async_io::Timer::after(self.timeout).await;
-            Err(ClientError::Timeout { url: self.base.clone(), after: self.timeout })
-        };
-        let (socket, _response): (WebSocketStream<Box<dyn Duplex>>, _) =
-            futures_lite::future::or(opening, timeout).await?;
+        let (socket, _response): (WebSocketStream<Box<dyn Duplex>>, _) = self.timed(opening).await?;
         let (sender, receiver) = socket.split();
         Ok((Sender(sender), Receiver(receiver)))
     }

@@ -367,7 +367,7 @@ impl Sessions {
         if let (Some(node_id), Ok(main)) = (node_id, Config::load(&self.main)) {
             let mut daemons = vec![self.main.clone()];
             daemons.extend(self.scan()?.into_iter().filter(|(_, s)| s.status == Status::Running).map(|(p, _)| p));
-            let path = format!("/api/v1/peers/{}", crate::peer::encode_segment(&node_id));
+            let path = format!("/api/v1/peers/{}", crate::percent::encode(&node_id));
             for paths in daemons {
                 if let Ok(client) = Client::local(&paths, &main.auth.api_key) {
                     let client = client.with_timeout(PEER_CALL_TIMEOUT);

@@ -335,13 +335,7 @@ impl Store {
             let nudged = async {
                 let _ = self.inner.nudge.1.recv().await;
             };
-            futures_lite::future::or(
-                async {
-                    async_io::Timer::after(Duration::from_millis(at.saturating_sub(now))).await;
-                },
-                nudged,
-            )
-            .await;
+            crate::clock::timeout(Duration::from_millis(at.saturating_sub(now)), nudged).await;
         }
     }
 

@@ -192,18 +192,7 @@ impl Terminals {
         let after = self.settings.config.reap_exited_after;
         let period = Duration::from_millis((after / 2).clamp(100, 30_000));
         loop {
-            let stop = futures_lite::future::or(
-                async {
-                    shutdown.wait().await;
-                    true
-                },
-                async {
-                    async_io::Timer::after(period).await;
-                    false
-                },
-            )
-            .await;
-            if stop {
+            if !shutdown.sleep(period).await {
                 return;
             }
             let now = crate::clock::now_ms();

@@ -243,15 +243,11 @@ impl Session {
         let writing = async {
             let _turn = self.inner.input.lock().await;
             let mut master = &*self.inner.master;
-            Some(master.write_all(bytes).await)
+            master.write_all(bytes).await
         };
         // A program that does not read its input fills the terminal's buffer: give up instead of
         // hanging the caller.
-        let timeout = async {
-            async_io::Timer::after(INPUT_TIMEOUT).await;
-            None
-        };
-        match futures_lite::future::or(writing, timeout).await {
+        match crate::clock::timeout(INPUT_TIMEOUT, writing).await {
             Some(Ok(())) => {}
             Some(Err(e)) => return Err(SessionError::Io(name(), e)),
             None => return Err(SessionError::InputBlocked(name())),
@@ -290,11 +286,7 @@ impl Session {
                 Some(quiet) => quiet.min(deadline - now),
                 None => deadline - now,
             };
-            let rang = futures_lite::future::or(async { ring.recv().await.is_ok() }, async {
-                async_io::Timer::after(limit).await;
-                false
-            })
-            .await;
+            let rang = crate::clock::timeout(limit, ring.recv()).await.is_some_and(|r| r.is_ok());
             if !rang && quiet.is_some() && std::time::Instant::now() < deadline {
                 break;
             }
@@ -383,10 +375,7 @@ impl Session {
             Some(status) => {
                 // Output written just before the exit is still in the PTY: read it, but a
                 // background job holding the terminal open must not keep us waiting.
-                futures_lite::future::or(reading, async {
-                    async_io::Timer::after(Duration::from_millis(500)).await;
-                })
-                .await;
+                crate::clock::timeout(Duration::from_millis(500), reading).await;
                 status
             }
             None => exit.await,
@@ -421,15 +410,7 @@ impl Session {
         let mut master = &*self.inner.master;
         loop {
             while self.backlogged(high_water) {
-                futures_lite::future::or(
-                    async {
-                        let _ = self.inner.resume.1.recv().await;
-                    },
-                    async {
-                        async_io::Timer::after(STALL_CHECK).await;
-                    },
-                )
-                .await;
+                let _ = crate::clock::timeout(STALL_CHECK, self.inner.resume.1.recv()).await;
                 self.skip_stalled(high_water);
             }
             let n = match master.read(&mut buffer).await {

@@ -249,11 +249,7 @@ async fn stream_into(mut sink: Sink, field: &mut Field<'_>) -> Result<Received, 
 
 async fn copy_chunks(sink: &mut Sink, field: &mut Field<'_>) -> Result<(), TransferError> {
     loop {
-        let next = futures_lite::future::or(async { Some(field.chunk().await) }, async {
-            async_io::Timer::after(STALL).await;
-            None
-        })
-        .await;
+        let next = crate::clock::timeout(STALL, field.chunk()).await;
         let Some(next) = next else {
             // A peer that vanished without closing would otherwise hold the upload forever.
             return Err(TransferError::Failed(format!("no data for {} s: the upload stalled", STALL.as_secs())));

@@ -12,7 +12,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures_lite::{future, AsyncRead, Stream};
+use futures_lite::{AsyncRead, Stream};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tide::http::Method;
@@ -141,13 +141,13 @@ async fn get_entry(req: Request<State>) -> tide::Result {
 
 async fn delete_entry(req: Request<State>) -> tide::Result {
     let key = key_param(&req)?;
-    let if_revision = match query(&req, "ifRevision") {
+    let if_revision = match body::query(&req, "ifRevision") {
         None => None,
         Some(text) => Some(text.parse::<u64>().map_err(|_| {
             ApiError::bad_request(format!("query parameter 'ifRevision' must be a non-negative integer, got '{text}'"))
         })?),
     };
-    let fence = match query(&req, "ifFence") {
+    let fence = match body::query(&req, "ifFence") {
         None => None,
         Some(text) => Some(parse_fence(&text)?),
     };
@@ -164,13 +164,13 @@ async fn delete_entry(req: Request<State>) -> tide::Result {
 }
 
 async fn list_entries(req: Request<State>) -> tide::Result {
-    let prefix = query(&req, "prefix").unwrap_or_default();
+    let prefix = body::query(&req, "prefix").unwrap_or_default();
     let entries = req.state().context.list(&prefix, crate::clock::now_ms()).await.map_err(store_error)?;
     json_response(&Listing { entries })
 }
 
 async fn watch_entries(req: Request<State>) -> tide::Result {
-    let prefix = query(&req, "prefix").unwrap_or_default();
+    let prefix = body::query(&req, "prefix").unwrap_or_default();
     let subscription = req.state().context.watch(&prefix);
     let (frames, receiver) = smol::channel::bounded(16);
     // Per-connection work: it ends when the client goes away or the daemon stops.
@@ -193,11 +193,7 @@ async fn pump(subscription: Subscription, prefix: String, frames: smol::channel:
     // Kept across heartbeats: dropping it could lose a change it has already taken.
     let mut next = Box::pin(subscription.next());
     loop {
-        let heartbeat = async {
-            async_io::Timer::after(HEARTBEAT).await;
-            None
-        };
-        let frame = match future::or(async { Some((&mut next).await) }, heartbeat).await {
+        let frame = match crate::clock::timeout(HEARTBEAT, &mut next).await {
             None => b": heartbeat\n\n".to_vec(),
             Some(Some(change)) => {
                 next = Box::pin(subscription.next());
@@ -261,11 +257,6 @@ fn key_param(req: &Request<State>) -> Result<String, ApiError> {
     let key = body::param(req, "key")?;
     store::check_key(&key).map_err(store_error)?;
     Ok(key)
-}
-
-/// A query parameter, percent-decoded.
-fn query(req: &Request<State>, name: &str) -> Option<String> {
-    req.url().query_pairs().find(|(key, _)| key == name).map(|(_, value)| value.into_owned())
 }
 
 /// Who wrote an entry: the `X-Loopsy-Node-Id` header (§1.10), else `local`.

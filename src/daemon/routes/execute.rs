@@ -91,7 +91,7 @@ async fn post_execute_stream(mut req: Request<State>) -> tide::Result {
 
 async fn get_job_stream(req: Request<State>) -> tide::Result {
     let job_id = body::param(&req, "jobId")?;
-    let from = match query(&req, "from") {
+    let from = match body::query(&req, "from") {
         Some(text) => text.parse::<u64>().map_err(|_| {
             ApiError::bad_request(format!("query parameter 'from' must be an event number (0 or more), got '{text}'"))
         })?,
@@ -189,10 +189,6 @@ fn last_event_id(req: &Request<State>) -> Result<Option<u64>, ApiError> {
             ApiError::bad_request(format!("header 'Last-Event-ID' must be an event number, got '{text}'"))
         }),
     }
-}
-
-fn query(req: &Request<State>, name: &str) -> Option<String> {
-    req.url().query_pairs().find(|(key, _)| key == name).map(|(_, value)| value.into_owned())
 }
 
 /// The one mapping of execution failures to HTTP errors.

@@ -72,7 +72,7 @@ async fn delete_lock(mut req: Request<State>) -> tide::Result {
     // The holder in the body, or `?holder=` for clients that send no body with DELETE.
     let mut request: LockRequest = body::json_or_default(&mut req).await?;
     if request.holder.is_none() {
-        request.holder = query(&req, "holder");
+        request.holder = body::query(&req, "holder");
     }
     if request.ttl.is_some() || request.wait.is_some() {
         return Err(ApiError::bad_request("a release takes only 'holder'").into());
@@ -104,10 +104,6 @@ fn holder(request: &LockRequest) -> Result<String, ApiError> {
     let holder = request.holder.clone().ok_or_else(|| ApiError::bad_request("missing field 'holder'"))?;
     locks::check_holder(&holder).map_err(lock_error)?;
     Ok(holder)
-}
-
-fn query(req: &Request<State>, name: &str) -> Option<String> {
-    req.url().query_pairs().find(|(key, _)| key == name).map(|(_, value)| value.into_owned())
 }
 
 /// The one mapping from lock errors to HTTP errors.

@@ -170,11 +170,7 @@ async fn serve_client(socket: Socket, attachment: Attachment) {
     let (mut sender, mut receiver) = socket.split();
     let writer = async {
         loop {
-            let next = futures_lite::future::or(async { Some(attachment.next_frames().await) }, async {
-                async_io::Timer::after(PING_INTERVAL).await;
-                None
-            })
-            .await;
+            let next = crate::clock::timeout(PING_INTERVAL, attachment.next_frames()).await;
             let Some(frames) = next else {
                 if sender.send(Message::Ping(Default::default())).await.is_err() {
                     return;

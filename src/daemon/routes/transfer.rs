@@ -205,14 +205,7 @@ fn header(req: &Request<State>, name: &str) -> Option<String> {
 pub fn content_disposition(name: &str) -> String {
     let fallback: String =
         name.chars().map(|c| if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' { c } else { '_' }).collect();
-    let mut encoded = String::new();
-    for byte in name.bytes() {
-        if byte.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&byte) {
-            encoded.push(byte as char);
-        } else {
-            encoded.push_str(&format!("%{byte:02X}"));
-        }
-    }
+    let encoded = crate::percent::encode_keeping(name, b"!#$&+-.^_`|~");
     format!("attachment; filename=\"{fallback}\"; filename*=UTF-8''{encoded}")
 }
 

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use super::{handler, object, peer_property, pretty, target, Args, Outcome, Tool};
 use crate::mcp::daemon::DaemonLocator;
-use crate::peer::encode_segment;
+use crate::percent;
 
 fn key() -> Value {
     json!({"type": "string", "description": "Context key"})
@@ -77,22 +77,24 @@ fn put_body(args: &Args) -> Value {
 
 async fn set(daemon: Arc<DaemonLocator>, args: Args) -> Outcome {
     let client = target(&daemon, args.str("peer"))?;
-    let path = format!("/api/v1/context/{}", encode_segment(args.req("key")));
+    let path = format!("/api/v1/context/{}", percent::encode(args.req("key")));
     let entry: Value = client.call(Method::Put, &path, Some(&put_body(&args))).await.map_err(|e| e.to_string())?;
     Ok(pretty(&entry))
 }
 
 async fn get(daemon: Arc<DaemonLocator>, args: Args) -> Outcome {
     let client = target(&daemon, args.str("peer"))?;
-    let entry: Value =
-        client.get(&format!("/api/v1/context/{}", encode_segment(args.req("key")))).await.map_err(|e| e.to_string())?;
+    let entry: Value = client
+        .get(&format!("/api/v1/context/{}", percent::encode(args.req("key"))))
+        .await
+        .map_err(|e| e.to_string())?;
     Ok(pretty(&entry))
 }
 
 async fn list(daemon: Arc<DaemonLocator>, args: Args) -> Outcome {
     let client = target(&daemon, args.str("peer"))?;
     let path = match args.str("prefix") {
-        Some(prefix) => format!("/api/v1/context?prefix={}", encode_segment(prefix)),
+        Some(prefix) => format!("/api/v1/context?prefix={}", percent::encode(prefix)),
         None => "/api/v1/context".to_string(),
     };
     let entries: Value = client.get(&path).await.map_err(|e| e.to_string())?;
@@ -101,14 +103,14 @@ async fn list(daemon: Arc<DaemonLocator>, args: Args) -> Outcome {
 
 async fn delete(daemon: Arc<DaemonLocator>, args: Args) -> Outcome {
     let client = target(&daemon, args.str("peer"))?;
-    let mut path = format!("/api/v1/context/{}", encode_segment(args.req("key")));
+    let mut path = format!("/api/v1/context/{}", percent::encode(args.req("key")));
     let mut query = Vec::new();
     if let Some(revision) = args.u64("ifRevision") {
         query.push(format!("ifRevision={revision}"));
     }
     if let Some(fence) = args.value("ifFence") {
         let spec = format!("{}:{}", fence["lock"].as_str().unwrap_or_default(), fence["token"]);
-        query.push(format!("ifFence={}", encode_segment(&spec)));
+        query.push(format!("ifFence={}", percent::encode(&spec)));
     }
     if !query.is_empty() {
         path = format!("{path}?{}", query.join("&"));
@@ -120,7 +122,7 @@ async fn delete(daemon: Arc<DaemonLocator>, args: Args) -> Outcome {
 /// Sets the key here, then on every online peer (concurrently), and reports each outcome.
 async fn broadcast(daemon: Arc<DaemonLocator>, args: Args) -> Outcome {
     let local = daemon.client()?;
-    let path = format!("/api/v1/context/{}", encode_segment(args.req("key")));
+    let path = format!("/api/v1/context/{}", percent::encode(args.req("key")));
     let body = put_body(&args);
     local.call::<Value>(Method::Put, &path, Some(&body)).await.map_err(|e| e.to_string())?;
     let peers: Value = local.get("/api/v1/peers").await.map_err(|e| e.to_string())?;

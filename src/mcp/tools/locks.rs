@@ -7,7 +7,8 @@ use serde_json::{json, Value};
 
 use super::{handler, object, peer_property, pretty, target, Args, Outcome, Tool};
 use crate::mcp::daemon::DaemonLocator;
-use crate::peer::{encode_segment, Method};
+use crate::peer::Method;
+use crate::percent;
 
 fn name() -> Value {
     json!({"type": "string", "description": "The lock's name (A-Z a-z 0-9 . _ - : / @), e.g. 'deploy/prod'"})
@@ -65,7 +66,7 @@ fn default_holder() -> String {
 }
 
 fn lock_path(args: &Args) -> String {
-    format!("/api/v1/locks/{}", encode_segment(args.req("name")))
+    format!("/api/v1/locks/{}", percent::encode(args.req("name")))
 }
 
 fn body(args: &Args, with: &[&str]) -> Value {

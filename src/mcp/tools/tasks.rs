@@ -8,7 +8,8 @@ use serde_json::{json, Value};
 
 use super::{handler, object, peer_property, pretty, target, Args, Outcome, Tool};
 use crate::mcp::daemon::DaemonLocator;
-use crate::peer::{encode_segment, ClientError};
+use crate::peer::ClientError;
+use crate::percent;
 
 /// Events shown by `loopsy_task_status`, newest last.
 const SUMMARY_EVENTS: usize = 10;
@@ -92,7 +93,7 @@ async fn dispatch(daemon: Arc<DaemonLocator>, args: Args) -> Outcome {
 async fn status(daemon: Arc<DaemonLocator>, args: Args) -> Outcome {
     let (peer, task_id) = (args.req("peer"), args.req("taskId"));
     let client = target(&daemon, Some(peer))?;
-    let path = format!("/api/v1/ai-tasks/{}", encode_segment(task_id));
+    let path = format!("/api/v1/ai-tasks/{}", percent::encode(task_id));
     let info: Value = client.get(&path).await.map_err(|e| task_error(e, task_id, peer))?;
     let events: Value = client.get(&format!("{path}/events")).await.map_err(|e| e.to_string())?;
     Ok(format!("{}\n\n{}", pretty(&info), summary(&info, &events["events"])))
@@ -106,7 +107,7 @@ async fn approve(daemon: Arc<DaemonLocator>, args: Args) -> Outcome {
     if let Some(message) = args.str("message") {
         body["message"] = message.into();
     }
-    let path = format!("/api/v1/ai-tasks/{}/approve", encode_segment(task_id));
+    let path = format!("/api/v1/ai-tasks/{}/approve", percent::encode(task_id));
     client.call::<Value>(Method::Post, &path, Some(&body)).await.map_err(|e| match e {
         ClientError::Remote { status: 400, message, .. } => format!(
             "{message}: task {task_id} has no pending request '{request_id}' (it may have been answered or timed out; \

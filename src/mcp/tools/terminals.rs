@@ -9,7 +9,8 @@ use serde_json::{json, Value};
 
 use super::{handler, object, peer_property, pretty, target, Args, Outcome, Tool};
 use crate::mcp::daemon::DaemonLocator;
-use crate::peer::{encode_segment, Method};
+use crate::peer::Method;
+use crate::percent;
 use crate::terminal::api::{CreateRequest, InputRequest, ScreenAnswer};
 
 /// The longest a read may wait (the daemon's own limit).
@@ -100,7 +101,7 @@ pub fn tools() -> Vec<Tool> {
 }
 
 fn path(args: &Args, rest: &str) -> String {
-    format!("/api/v1/terminals/{}{rest}", encode_segment(args.req("id")))
+    format!("/api/v1/terminals/{}{rest}", percent::encode(args.req("id")))
 }
 
 fn size(args: &Args, name: &str) -> Option<u16> {
@@ -140,7 +141,7 @@ async fn read(daemon: Arc<DaemonLocator>, args: Args) -> Outcome {
         target(&daemon, Some(args.req("peer")))?.with_timeout(Duration::from_millis(timeout) + Duration::from_secs(15));
     let mut query = vec![format!("timeoutMs={timeout}")];
     if let Some(text) = args.str("waitFor") {
-        query.push(format!("waitFor={}", encode_segment(text)));
+        query.push(format!("waitFor={}", percent::encode(text)));
     }
     if let Some(quiet) = args.u64("quietMs") {
         query.push(format!("quietMs={quiet}"));
