@@ -343,11 +343,7 @@ fn the_official_python_sdk_drives_every_tool_resource_and_prompt() {
             true,
             "task 'nope' not found".into(),
         ),
-        (
-            json!({"name": "loopsy_task_approve", "arguments": {"peer": "local", "taskId": "nope", "requestId": "r", "approved": false}}),
-            true,
-            "No pending permission request".into(),
-        ),
+        (json!({"name": "loopsy_approvals_list"}), false, "No permission request is waiting for a human".into()),
     ];
     let calls_json = Value::Array(plan.iter().map(|(call, _, _)| call.clone()).collect());
     for version in ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"] {

@@ -34,6 +34,10 @@ pub enum ErrorCode {
     ContextRevisionConflict = 5004,
     /// The context journal cannot be written (disk full, I/O error) or the daemon is stopping.
     ContextStorageFailed = 5005,
+    /// The permission request was decided before (or expired, or was withdrawn).
+    ApprovalDecided = 6101,
+    /// The target has no such permission request.
+    ApprovalNotFound = 6102,
     /// No such message in this node's inbox (acknowledged already, expired, never arrived).
     MessageNotFound = 7001,
     /// The messaging outbox holds as many deliveries as it may.
@@ -60,9 +64,8 @@ impl ErrorCode {
         match self {
             AuthMissingKey => StatusCode::Unauthorized,
             AuthInvalidKey | Forbidden | TlsRequired => StatusCode::Forbidden,
-            PeerNotFound | ExecJobNotFound | ContextKeyNotFound | MessageNotFound | RouteNotFound => {
-                StatusCode::NotFound
-            }
+            PeerNotFound | ExecJobNotFound | ContextKeyNotFound | MessageNotFound | RouteNotFound
+            | ApprovalNotFound => StatusCode::NotFound,
             PeerUnreachable => StatusCode::BadGateway,
             // 1.0.21 answered these with 400, and its clients only look at the message.
             ExecCommandDenied
@@ -76,7 +79,9 @@ impl ErrorCode {
             | ContextMaxEntries
             | InvalidRequest => StatusCode::BadRequest,
             TransferTooLarge | PayloadTooLarge => StatusCode::PayloadTooLarge,
-            ContextRevisionConflict | TransferBadDestination | TransferResumeConflict => StatusCode::Conflict,
+            ContextRevisionConflict | TransferBadDestination | TransferResumeConflict | ApprovalDecided => {
+                StatusCode::Conflict
+            }
             TransferRangeNotSatisfiable => StatusCode::RequestedRangeNotSatisfiable,
             MethodNotAllowed => StatusCode::MethodNotAllowed,
             UnsupportedMediaType => StatusCode::UnsupportedMediaType,

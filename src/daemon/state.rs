@@ -53,6 +53,8 @@ pub struct State {
     pub host_names: Arc<crate::dashboard::origin::HostNames>,
     /// Agent messaging: the outbox, its retries, and acknowledged ids (`/api/v1/messages`).
     pub messages: crate::messages::Messages,
+    /// The approval inbox across this daemon, its sessions and its peers (`/api/v1/approvals`).
+    pub approvals: crate::approvals::Inbox,
 }
 
 impl State {
@@ -81,6 +83,14 @@ impl State {
         );
         // Child processes (commands, agents) never inherit the daemon's keys (weakness C3).
         let secrets = crate::child_env::Secrets::new(paths.clone(), &config);
+        let tasks = crate::tasks::Tasks::new(config.ai_tasks.clone(), &paths.tasks_dir(), secrets.clone());
+        let approvals = crate::approvals::Inbox::new(
+            tasks.clone(),
+            paths.clone(),
+            config.clone(),
+            registry.clone(),
+            hostname.clone(),
+        );
         let state = State {
             node: Arc::new(Node { id: node_id, hostname, port, started: Instant::now() }),
             keyring: Keyring::new(&config),
@@ -90,7 +100,7 @@ impl State {
             context,
             tls: super::listener::TlsSwitch::new(config.tls.allow_insecure_peers),
             pairing: super::pairing::Pairing::default(),
-            tasks: crate::tasks::Tasks::new(config.ai_tasks.clone(), &paths.tasks_dir(), secrets.clone()),
+            tasks,
             runtime: Arc::new(std::sync::Mutex::new(None)),
             peers: registry,
             nudger,
@@ -102,6 +112,7 @@ impl State {
                 crate::identity::os_hostname(),
             ])),
             messages,
+            approvals,
             config,
             paths,
         };

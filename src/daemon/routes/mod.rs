@@ -5,6 +5,7 @@
 //! tests can check that every route's access is in that table, that every route open to anyone
 //! is listed there, and that the OpenAPI document describes every route that exists.
 
+mod approvals;
 mod context;
 mod dashboard;
 mod execute;
@@ -66,6 +67,7 @@ fn mount_areas(mount: &mut Mount<'_>) {
     execute::mount(mount);
     transfer::mount(mount);
     tasks::mount(mount);
+    approvals::mount(mount);
     dashboard::mount(mount);
     messages::mount(mount);
 }
@@ -99,6 +101,7 @@ pub fn openapi_parts() -> Vec<serde_json::Value> {
         context::openapi(),
         transfer::openapi(),
         tasks::openapi(),
+        approvals::openapi(),
         dashboard::openapi(),
         messages::openapi(),
     ]

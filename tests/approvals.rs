@@ -1,0 +1,430 @@
+//! The approval inbox (#17, item 1): permission requests of AI tasks on this daemon, on a local
+//! session and on a paired LAN peer (netlab) in one list, kept live over SSE, answered from
+//! `loopsy approvals --watch` with answers piped to its stdin. Tasks run the stand-in agent
+//! CLIs of tests/tasks.rs (the word `tool` makes each ask to run `echo hi > out.txt`).
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::support::{path_with, stand_in_agents, wait_until, Background, Daemon, Home, TempDir};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A home whose daemon finds the stand-in agents and has `user_home` as `HOME`.
+fn agents_home(name: &str, user_home: &Path) -> Home {
+    let mut home = Home::new(name);
+    home.edit_config(|doc| doc["server"]["hostname"] = name.into());
+    home.with_stand_in_agents();
+    home.env.push(("HOME".into(), user_home.display().to_string()));
+    home
+}
+
+/// Makes `session` a local session of `main` (`<main>/sessions/<name>`).
+fn link_session(main: &Path, name: &str, session: &Path) {
+    std::fs::create_dir_all(main.join("sessions")).unwrap();
+    std::os::unix::fs::symlink(session, main.join("sessions").join(name)).unwrap();
+}
+
+/// Dispatches a task that asks for permission; returns its id.
+fn ask(d: &Daemon, cwd: &Path) -> String {
+    let body = json!({"prompt": "tool", "agent": "claude", "cwd": cwd});
+    d.req("POST", "/api/v1/ai-tasks").json(&body).send().expect(201)["taskId"].as_str().unwrap().to_string()
+}
+
+fn inbox(d: &Daemon) -> Value {
+    d.get("/api/v1/approvals").expect(200)
+}
+
+/// The inbox's request of task `task`, once it is there.
+#[track_caller]
+fn wait_item(d: &Daemon, task: &str, state: &str) -> Value {
+    let mut found = Value::Null;
+    wait_until(WAIT, &format!("the inbox lists task {task} as {state}"), || {
+        let all = inbox(d);
+        match all["approvals"].as_array().unwrap().iter().find(|i| i["taskId"] == task) {
+            Some(item) if item["state"] == state => {
+                found = item.clone();
+                true
+            }
+            _ => false,
+        }
+    });
+    found
+}
+
+fn target<'a>(inbox: &'a Value, id: &str) -> &'a Value {
+    let targets = inbox["targets"].as_array().unwrap();
+    targets.iter().find(|t| t["id"] == id).unwrap_or_else(|| panic!("no target {id}: {targets:?}"))
+}
+
+#[track_caller]
+fn wait_task(d: &Daemon, task: &str) -> Value {
+    let mut info = Value::Null;
+    wait_until(WAIT, "the task ends", || {
+        info = d.get(&format!("/api/v1/ai-tasks/{task}")).expect(200);
+        info["completedAt"].is_u64()
+    });
+    info
+}
+
+fn texts(d: &Daemon, task: &str) -> Vec<String> {
+    let events = d.get(&format!("/api/v1/ai-tasks/{task}/events")).expect(200);
+    events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "text")
+        .map(|e| e["data"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// `loopsy approvals --watch` of `home`, answers written to its stdin.
+fn watch(home: &Path) -> Background {
+    Background::spawn(home, &["approvals", "--watch"])
+}
+
+/// Waits for the watch's question number `n` (from 0); returns its first line
+/// ("? Bash on … wants approval").
+#[track_caller]
+fn question(watch: &mut Background, n: usize) -> String {
+    let prompts = |seen: &[String]| seen.iter().filter(|l| l.starts_with("approve / deny / skip?")).count();
+    wait_until(WAIT, &format!("the watch asks question {}", n + 1), || {
+        if prompts(&watch.seen) <= n {
+            let _ = watch.try_line("\u{0}", Duration::from_millis(50));
+        }
+        prompts(&watch.seen) > n
+    });
+    watch.seen.iter().filter(|l| l.starts_with("? ")).nth(n).unwrap().clone()
+}
+
+// See: #17 (item 1)
+#[test]
+fn one_inbox_lists_this_daemon_and_a_session_and_the_watch_decides_each_exactly_once() {
+    let user_home = TempDir::new("appr-user");
+    let (main_work, session_work) = (TempDir::new("appr-main-ws"), TempDir::new("appr-w1-ws"));
+    let session = agents_home("appr-w1", user_home.path());
+    let main = agents_home("appr-main", user_home.path());
+    link_session(main.path(), "w1", session.path());
+    let session = session.start();
+    let main = main.start();
+    let here = ask(&main, main_work.path());
+    let there = ask(&session, session_work.path());
+
+    let mine = wait_item(&main, &here, "pending");
+    let theirs = wait_item(&main, &there, "pending");
+    assert_eq!((mine["target"].as_str(), mine["targetKind"].as_str()), (Some("local"), Some("local")));
+    assert_eq!((theirs["target"].as_str(), theirs["targetName"].as_str()), (Some("session:w1"), Some("w1")));
+    for item in [&mine, &theirs] {
+        assert_eq!((item["agent"].as_str(), item["toolName"].as_str()), (Some("claude"), Some("Bash")), "{item}");
+        assert_eq!(item["toolInput"]["command"], "echo hi > out.txt", "{item}");
+        assert!(item["ageMs"].is_u64() && item["requestedAt"].is_u64(), "{item}");
+    }
+    let all = inbox(&main);
+    assert_eq!(all["pending"], 2, "{all}");
+    assert_eq!(target(&all, "local")["state"], "live");
+    assert_eq!(target(&all, "session:w1")["state"], "live");
+    assert_eq!(target(&all, "session:w1")["pending"], 1);
+
+    let listed = main.loopsy(&["approvals"]).success();
+    let lines: Vec<&str> = listed.stdout.lines().collect();
+    assert!(lines[0].starts_with("WHERE") && lines[0].contains("TASK") && lines[0].ends_with("AGE"), "{listed:?}");
+    for (place, task) in [("local ", &here), ("session w1 ", &there)] {
+        let row = lines.iter().find(|l| l.starts_with(place)).unwrap_or_else(|| panic!("no {place}row: {listed:?}"));
+        assert!(row.contains(&task[..8]) && row.contains("claude") && row.contains("Bash"), "{row}");
+        assert!(row.contains(r#"{"command":"echo hi > out.txt""#), "{row}");
+    }
+
+    // The watch asks about each, oldest first, with the full input; the answers go to the
+    // daemon holding each request.
+    let mut cli = watch(main.home.path());
+    let mut decided = Vec::new();
+    for (n, answer) in ["a", "d not now"].into_iter().enumerate() {
+        let question = question(&mut cli, n);
+        assert!(question.starts_with("? Bash on ") && question.contains(", claude) wants approval"), "{question}");
+        let task = if question.contains("on local ") { &here } else { &there };
+        assert!(question.contains(&format!("task {}", &task[..8])), "{question}");
+        cli.answer(answer);
+        let outcome = if answer == "a" { "approved: " } else { "denied: " };
+        cli.wait_line(&format!("  {outcome}{}", &question[2..question.find(" wants").unwrap()]), WAIT);
+        decided.push((task.clone(), answer == "a"));
+    }
+    let seen = cli.seen.join("\n");
+    assert!(seen.contains(r#"      "command": "echo hi > out.txt","#), "the full input, pretty: {seen}");
+    assert!(seen.contains("  Write hi") && seen.contains("  prompt: tool"), "{seen}");
+    for (task, approved) in &decided {
+        let (daemon, work) = if *task == here { (&main, &main_work) } else { (&session, &session_work) };
+        let info = wait_task(daemon, task);
+        assert_eq!(info["status"], "completed", "{info}");
+        assert_eq!(work.path().join("out.txt").exists(), *approved, "the decision reached the right task");
+        if !approved {
+            assert!(texts(daemon, task).contains(&"denied: not now".to_string()), "the reason reached the agent");
+        }
+    }
+
+    // A second decision, from the inbox or at the task's own daemon, is refused and names the first.
+    for (task, approved) in &decided {
+        let item = wait_item(&main, task, if *approved { "approved" } else { "denied" });
+        assert_eq!(item["decidedBy"], "owner", "{item}");
+        assert_eq!(item["decidedVia"], "the approvals inbox on appr-main", "{item}");
+        let again =
+            json!({"target": item["target"], "taskId": task, "requestId": item["requestId"], "approved": !approved});
+        let refused = main.req("POST", "/api/v1/approvals/decide").json(&again).send();
+        let message = refused.expect_error(409, 6101);
+        let first = if *approved { "approved" } else { "denied" };
+        assert!(
+            message.contains(&format!("already {first} by owner via the approvals inbox on appr-main at ")),
+            "{message}"
+        );
+        assert_eq!(refused.json()["error"]["details"]["approval"]["state"], first);
+    }
+    let (task, _) = decided.iter().find(|(t, _)| *t == there).unwrap();
+    let request = wait_item(&main, task, "denied")["requestId"].clone();
+    let direct = session
+        .req("POST", &format!("/api/v1/ai-tasks/{task}/approve"))
+        .json(&json!({"requestId": request, "approved": true}))
+        .send();
+    assert_eq!(direct.status, 409, "{}", direct.text());
+    assert!(direct.json()["error"].as_str().unwrap().contains("already denied by owner"), "{}", direct.text());
+
+    // A session that stops shows as stopped; the list still answers.
+    let mut session = session;
+    session.stop();
+    wait_until(WAIT, "the stopped session shows as such", || target(&inbox(&main), "session:w1")["state"] == "stopped");
+    assert_eq!(target(&inbox(&main), "local")["state"], "live");
+    let listed = main.loopsy(&["approvals"]).success();
+    assert!(listed.stderr.contains("session w1 is stopped"), "{listed:?}");
+    assert!(listed.stdout.contains("no pending approval requests"), "{listed:?}");
+}
+
+// See: #17 (item 1): a request that timed out shows as expired, never approved.
+#[test]
+fn an_unanswered_request_expires_and_a_late_approval_is_refused() {
+    let user_home = TempDir::new("appr-exp-user");
+    let work = TempDir::new("appr-exp-ws");
+    let session = agents_home("appr-exp-w1", user_home.path());
+    session.edit_config(|doc| doc["aiTasks"]["approvalTimeout"] = 5000.into());
+    let main = agents_home("appr-exp-main", user_home.path());
+    link_session(main.path(), "w1", session.path());
+    let session = session.start();
+    let main = main.start();
+    let task = ask(&session, work.path());
+    wait_item(&main, &task, "pending");
+    let mut cli = watch(main.home.path());
+    let question = question(&mut cli, 0);
+    assert!(question.contains("on session w1"), "{question}");
+    // Nobody answers: it expires on the session, and the watch says so.
+    cli.wait_line("expired unanswered: the agent was told no (meanwhile: an answer now will be refused)", WAIT);
+    cli.answer("a");
+    let refused = cli.wait_line("  not decided: ", WAIT);
+    assert!(refused.contains("session:w1: this request expired unanswered at "), "{refused}");
+    let item = wait_item(&main, &task, "expired");
+    assert_eq!(item["decidedBy"], "timeout", "{item}");
+    let info = wait_task(&session, &task);
+    assert_eq!(info["status"], "completed", "{info}");
+    assert!(!work.path().join("out.txt").exists(), "an expired request never runs the tool");
+    assert!(texts(&session, &task).iter().any(|t| t.starts_with("denied: Permission request timed out")));
+    let again = json!({"target": "session:w1", "taskId": task, "requestId": item["requestId"], "approved": true});
+    let message = main.req("POST", "/api/v1/approvals/decide").json(&again).send().expect_error(409, 6101);
+    assert!(message.contains("expired unanswered"), "{message}");
+    let listed = main.loopsy(&["approvals", "--all"]).success();
+    assert!(listed.stdout.lines().any(|l| l.contains(&task[..8]) && l.ends_with("expired (timeout)")), "{listed:?}");
+}
+
+// See: #17 (item 1)
+#[test]
+fn the_same_decision_sent_twice_is_taken_once_and_another_decision_gets_409() {
+    let user_home = TempDir::new("appr-once-user");
+    let work = TempDir::new("appr-once-ws");
+    let d = agents_home("appr-once", user_home.path()).start();
+    let task = ask(&d, work.path());
+    let request = wait_item(&d, &task, "pending")["requestId"].as_str().unwrap().to_string();
+    let path = format!("/api/v1/ai-tasks/{task}/approve");
+    let decide = |body: Value| d.req("POST", &path).json(&body).send();
+    let bad = decide(json!({"requestId": request, "approved": true, "decisionId": "x".repeat(129)}));
+    assert!(bad.expect(400)["error"].as_str().unwrap().contains("decisionId"));
+    let first = json!({"requestId": request, "approved": true, "decisionId": "d-1", "decidedVia": "a test"});
+    let taken = decide(first.clone()).expect(200);
+    assert_eq!((taken["approval"]["state"].as_str(), taken.get("repeated")), (Some("approved"), None), "{taken}");
+    let repeated = decide(first).expect(200);
+    assert_eq!(repeated["repeated"], true, "a retry of the same decision is not a second one: {repeated}");
+    for other in [
+        json!({"requestId": request, "approved": false, "decisionId": "d-1"}),
+        json!({"requestId": request, "approved": true, "decisionId": "d-2"}),
+        json!({"requestId": request, "approved": true}),
+    ] {
+        let refused = decide(other);
+        assert_eq!(refused.status, 409, "{}", refused.text());
+        let body = refused.json();
+        assert!(body["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("this request was already approved by owner via a test at "));
+        assert_eq!(body["approval"]["decidedVia"], "a test");
+    }
+    assert_eq!(wait_task(&d, &task)["status"], "completed");
+    assert_eq!(std::fs::read_to_string(work.path().join("out.txt")).unwrap(), "hi\n", "the tool ran once");
+    // The daemon's own feed and list show it decided.
+    let own = d.get("/api/v1/ai-tasks/approvals").expect(200);
+    assert_eq!(own["approvals"][0]["state"], "approved", "{own}");
+}
+
+// See: #17 (item 1): the inbox is the owner's; peers get 403 (paired peers: netlab test below).
+#[test]
+fn a_peer_key_gets_403_on_the_approvals_routes_and_sees_only_its_own_requests() {
+    let (bob_key, carol_key) = ("b0b-key-0123456789abcdef", "ca201-key-0123456789abcdef");
+    let user_home = TempDir::new("appr-keys-user");
+    let work = TempDir::new("appr-keys-ws");
+    let home = agents_home("appr-keys", user_home.path());
+    home.edit_config(|doc| {
+        doc["auth"]["allowedKeys"]["bob"] = bob_key.into();
+        doc["auth"]["allowedKeys"]["carol"] = carol_key.into();
+    });
+    let d = home.start();
+    let decision = json!({"target": "local", "taskId": "t", "requestId": "r", "approved": true});
+    for (method, path) in
+        [("GET", "/api/v1/approvals"), ("GET", "/api/v1/approvals/stream"), ("POST", "/api/v1/approvals/decide")]
+    {
+        let request = |key: &str| d.anon(method, path).key(key).json(&decision).send();
+        request(bob_key).expect_error(403, 9009);
+        d.anon(method, path).json(&decision).send().expect_error(401, 1001);
+    }
+    // Bob's own task is in Bob's view of this daemon's feed; Carol sees nothing of it.
+    let body = json!({"prompt": "tool", "agent": "claude", "cwd": work.path()});
+    let task = d.anon("POST", "/api/v1/ai-tasks").key(bob_key).json(&body).send().expect(201);
+    let task = task["taskId"].as_str().unwrap();
+    wait_item(&d, task, "pending");
+    let view = |key: &str| d.anon("GET", "/api/v1/ai-tasks/approvals").key(key).send().expect(200);
+    assert_eq!(view(bob_key)["approvals"][0]["taskId"], task);
+    assert_eq!(view(carol_key)["approvals"], json!([]));
+    let mut stream = d.anon("GET", "/api/v1/ai-tasks/approvals/stream").key(carol_key).stream();
+    let kinds: Vec<String> =
+        (0..2).map(|_| stream.next_event().unwrap().json()["type"].as_str().unwrap().to_string()).collect();
+    assert_eq!(kinds, ["hello", "reset"]);
+    assert_eq!(stream.next_event().unwrap().json()["type"], "synced", "nothing of Bob's in between");
+    d.req("DELETE", &format!("/api/v1/ai-tasks/{task}")).send().expect(200);
+    let item = wait_item(&d, task, "withdrawn");
+    assert_eq!(item["decidedBy"], "cancel", "{item}");
+}
+
+// See: #17 (item 1)
+#[test]
+fn the_inbox_stream_resumes_after_last_event_id_and_the_task_feed_too() {
+    let user_home = TempDir::new("appr-sse-user");
+    let work = TempDir::new("appr-sse-ws");
+    let d = agents_home("appr-sse", user_home.path()).start();
+    let mut stream = d.req("GET", "/api/v1/approvals/stream").stream();
+    assert_eq!(stream.next_event().unwrap().json()["type"], "reset");
+    let last = loop {
+        let event = stream.next_event().unwrap();
+        if event.json()["type"] == "synced" {
+            break event.id.clone().expect("synced carries an id");
+        }
+    };
+    stream.close();
+    let task = ask(&d, work.path());
+    wait_item(&d, &task, "pending");
+    // Resumed: only what changed since, with ids, then synced.
+    let mut resumed = d.req("GET", "/api/v1/approvals/stream").header("Last-Event-ID", &last).stream();
+    let mut seen = Vec::new();
+    loop {
+        let event = resumed.next_event().unwrap();
+        let json = event.json();
+        assert!(event.id.is_some(), "{json}");
+        if json["type"] == "synced" {
+            break;
+        }
+        seen.push(json);
+    }
+    assert!(seen.iter().all(|e| e["type"] != "reset"), "no snapshot when resumed: {seen:?}");
+    assert!(seen.iter().any(|e| e["type"] == "approval" && e["approval"]["taskId"] == task.as_str()), "{seen:?}");
+    // The task's daemon's own feed resumes the same way; an unknown id gets a snapshot.
+    let mut feed = d.req("GET", "/api/v1/ai-tasks/approvals/stream").header("Last-Event-ID", "stale.3").stream();
+    let kinds: Vec<String> =
+        (0..4).map(|_| feed.next_event().unwrap().json()["type"].as_str().unwrap().to_string()).collect();
+    assert_eq!(kinds, ["hello", "reset", "approval", "synced"]);
+}
+
+// ---- Netlab: a paired peer on another host ----
+
+// See: #17 (item 1)
+#[test]
+fn a_paired_lan_peers_request_reaches_the_inbox_and_the_watch_decides_it_there() {
+    let Some(lab) = crate::netlab::Lab::up("ap", 2) else { return };
+    lab.start_daemon(1, 1000);
+    let path = path_with(&[&stand_in_agents()]);
+    lab.start_daemon_env(2, 1000, &[("PATH", path.to_str().unwrap())]);
+    let h2 = crate::netlab::pair(&lab, 1, 2);
+    let h1 = format!("{}-h1", h2.strip_suffix("-h2").unwrap());
+    let work = TempDir::new("appr-lab-ws");
+    // Host 1 dispatches onto host 2 with the key host 2 minted for it (over pinned TLS).
+    let cwd = work.path().to_str().unwrap();
+    lab.spawn_loopsy(1, &["task", "run", &h2, "tool", "--agent", "claude", "--cwd", cwd]);
+    let listed = |args: &[&str]| -> Value {
+        let out = lab.loopsy(1, &[&["approvals", "--json"][..], args].concat());
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        serde_json::from_str(&out.stdout).unwrap()
+    };
+    let mut item = Value::Null;
+    lab.wait(WAIT, "host 1's inbox lists host 2's request", || {
+        let all = listed(&[]);
+        match all["approvals"].as_array().unwrap().iter().find(|i| i["targetName"] == h2.as_str()) {
+            Some(found) => {
+                item = found.clone();
+                true
+            }
+            None => false,
+        }
+    });
+    assert_eq!((item["state"].as_str(), item["targetKind"].as_str()), (Some("pending"), Some("peer")), "{item}");
+    assert_eq!(item["toolInput"]["command"], "echo hi > out.txt");
+    let peer_target = item["target"].as_str().unwrap().to_string();
+    assert!(peer_target.starts_with("peer:"), "{item}");
+
+    let mut cli = lab.background_loopsy(1, &["approvals", "--watch"]);
+    let question = question(&mut cli, 0);
+    assert!(question.starts_with(&format!("? Bash on {h2} (task ")), "{question}");
+    cli.answer("a");
+    cli.wait_line(&format!("  approved: Bash on {h2}"), WAIT);
+    lab.wait(WAIT, "the tool ran on host 2", || work.path().join("out.txt").exists());
+    let decided =
+        listed(&["--all"])["approvals"].as_array().unwrap().iter().find(|i| i["id"] == item["id"]).cloned().unwrap();
+    assert_eq!(decided["state"], "approved", "{decided}");
+    assert_eq!(decided["decidedBy"], format!("paired:{h1}"), "host 2 knows who decided: {decided}");
+    assert_eq!(decided["decidedVia"], format!("the approvals inbox on {h1}"));
+
+    // A second decision through host 1's inbox is refused by host 2, naming the first.
+    let key1 = crate::netlab::config_of(&lab, 1)["auth"]["apiKey"].as_str().unwrap().to_string();
+    let again =
+        json!({"target": peer_target, "taskId": item["taskId"], "requestId": item["requestId"], "approved": false});
+    let auth = format!("Authorization: Bearer {key1}");
+    let local_url = "http://127.0.0.1:19532/api/v1/approvals/decide";
+    let args = ["-H", &auth, "-H", "Content-Type: application/json", "-d", &again.to_string(), local_url];
+    let Some((status, body)) = crate::netlab::curl(&lab, 1, &args) else { return };
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains(&format!("already approved by paired:{h1} via the approvals inbox on {h1}")), "{body}");
+
+    // Host 2's paired key is a peer's key on host 1: no approvals routes.
+    let key2 = crate::netlab::config_of(&lab, 2)["auth"]["peerKeys"][h1.as_str()].as_str().unwrap().to_string();
+    let auth = format!("Authorization: Bearer {key2}");
+    for path in ["/api/v1/approvals", "/api/v1/approvals/stream"] {
+        let url = format!("https://{}:19532{path}", lab.ip(1));
+        let (status, body) = crate::netlab::curl(&lab, 2, &["-k", "-H", &auth, &url]).unwrap();
+        assert_eq!(status, 403, "{path}: {body}");
+        assert!(body.contains("9009"), "{body}");
+    }
+
+    // Host 2 goes away: it shows as down (or offline), the rest of the list still answers.
+    let stop = lab.loopsy(2, &["stop"]);
+    assert_eq!(stop.code, 0, "{}", stop.stderr);
+    lab.wait(WAIT, "host 2 shows as down", || {
+        let all = listed(&[]);
+        let t = all["targets"].as_array().unwrap().iter().find(|t| t["id"] == peer_target.as_str()).cloned();
+        t.is_some_and(|t| t["state"] == "down" || t["state"] == "offline")
+    });
+    let out = lab.loopsy(1, &["approvals"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.contains(&format!("peer {h2} is ")), "{}", out.stderr);
+    drop(cli);
+}
