@@ -28,11 +28,13 @@ pub const ASSETS: &[Asset] = &[
     asset!("app.js", JS),
     asset!("api.js", JS),
     asset!("dom.js", JS),
+    asset!("approvals-feed.js", JS),
     asset!("views/overview.js", JS),
     asset!("views/peers.js", JS),
     asset!("views/context.js", JS),
     asset!("views/messages.js", JS),
     asset!("views/tasks.js", JS),
+    asset!("views/approvals.js", JS),
     asset!("views/terminal.js", JS),
 ];
 
