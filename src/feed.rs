@@ -148,6 +148,21 @@ mod tests {
         }
     }
 
+    /// `Last-Event-ID` is whatever a client sends.
+    #[test]
+    fn any_last_event_id_is_judged_without_panicking() {
+        let feed = feed();
+        let valid = feed.id(2);
+        for text in crate::fuzz::inputs(&[&valid, "0.0"], "0123456789abcdef.-", 29, 3_000) {
+            if let Some(changes) = feed.resume(&text) {
+                let (epoch, seq) = text.trim().split_once('.').unwrap();
+                assert_eq!(epoch, feed.epoch, "{text:?}");
+                let seq: u64 = seq.parse().unwrap();
+                assert!(changes.iter().all(|c| c.seq > seq), "{text:?}");
+            }
+        }
+    }
+
     #[test]
     fn bytes_are_bounded_and_a_slow_subscriber_is_dropped() {
         let mut feed: Feed<()> = Feed::new(1000, 100);

@@ -3,7 +3,10 @@
 //! `loopsy approvals --watch` with answers piped to its stdin. Tasks run the stand-in agent
 //! CLIs of tests/tasks.rs (the word `tool` makes each ask to run `echo hi > out.txt`).
 
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -346,6 +349,160 @@ fn the_inbox_stream_resumes_after_last_event_id_and_the_task_feed_too() {
     assert_eq!(kinds, ["hello", "reset", "approval", "synced"]);
 }
 
+/// A loopback TCP relay that forwards as bytes come (event streams too), records each
+/// connection's request head and response, and can cut every open connection at once.
+struct CutProxy {
+    port: u16,
+    open: Arc<Mutex<Vec<TcpStream>>>,
+    /// (request bytes, response bytes) per connection.
+    seen: Arc<Mutex<Vec<(Recorded, Recorded)>>>,
+}
+
+/// What passed one way on one connection.
+type Recorded = Arc<Mutex<Vec<u8>>>;
+
+impl CutProxy {
+    fn start(target: String) -> CutProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (open, seen) = (Arc::new(Mutex::new(Vec::new())), Arc::new(Mutex::new(Vec::new())));
+        let (open2, seen2) = (open.clone(), seen.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming().map_while(Result::ok) {
+                let Ok(server) = TcpStream::connect(&target) else { continue };
+                let (request, response) = (Arc::new(Mutex::new(Vec::new())), Arc::new(Mutex::new(Vec::new())));
+                seen2.lock().unwrap().push((request.clone(), response.clone()));
+                let mut open = open2.lock().unwrap();
+                open.push(client.try_clone().unwrap());
+                open.push(server.try_clone().unwrap());
+                relay(client.try_clone().unwrap(), server.try_clone().unwrap(), request);
+                relay(server, client, response);
+            }
+        });
+        CutProxy { port, open, seen }
+    }
+
+    /// Closes every connection open now, both ways.
+    fn cut(&self) {
+        for stream in self.open.lock().unwrap().drain(..) {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    /// (request, response) of each connection that asked for `path`, in order.
+    fn exchanges(&self, path: &str) -> Vec<(String, String)> {
+        let line = format!("GET {path} ");
+        let seen = self.seen.lock().unwrap();
+        seen.iter()
+            .map(|(q, a)| {
+                (
+                    String::from_utf8_lossy(&q.lock().unwrap()).into_owned(),
+                    String::from_utf8_lossy(&a.lock().unwrap()).into_owned(),
+                )
+            })
+            .filter(|(q, _)| q.starts_with(&line))
+            .collect()
+    }
+}
+
+impl Drop for CutProxy {
+    fn drop(&mut self) {
+        self.cut();
+    }
+}
+
+/// Copies `from` to `to` on a thread, recording what passed.
+fn relay(mut from: TcpStream, mut to: TcpStream, record: Recorded) {
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 16 * 1024];
+        while let Ok(n) = from.read(&mut buf) {
+            if n == 0 || to.write_all(&buf[..n]).is_err() {
+                break;
+            }
+            record.lock().unwrap().extend_from_slice(&buf[..n]);
+        }
+        let _ = to.shutdown(std::net::Shutdown::Write);
+    });
+}
+
+// See: #17 (item 1): a cut feed is resumed where it stopped, and nothing is missed.
+#[test]
+fn a_cut_feed_is_resumed_with_last_event_id_and_what_came_meanwhile_arrives() {
+    let user_home = TempDir::new("appr-cut-user");
+    let work = TempDir::new("appr-cut-ws");
+    let bee = agents_home("appr-cut-bee", user_home.path()).start();
+    let proxy = CutProxy::start(bee.addr.clone());
+    let main = Home::new("appr-cut");
+    main.edit_config(|doc| doc["auth"]["allowedKeys"]["bee"] = bee.key.clone().into());
+    let main = main.start();
+    main.req("POST", "/api/v1/peers")
+        .json(&json!({"address": "127.0.0.1", "port": proxy.port, "name": "bee"}))
+        .send()
+        .expect(200);
+    let first = ask(&bee, work.path());
+    let item = wait_item(&main, &first, "pending");
+    assert_eq!((item["targetKind"].as_str(), item["targetName"].as_str()), (Some("peer"), Some("bee")), "{item}");
+    let peer = item["target"].as_str().unwrap().to_string();
+    assert_eq!(target(&inbox(&main), &peer)["state"], "live");
+    let feed = "/api/v1/ai-tasks/approvals/stream";
+    assert_eq!(proxy.exchanges(feed).len(), 1);
+
+    proxy.cut();
+    let second = ask(&bee, work.path());
+    wait_item(&main, &second, "pending");
+    let exchanges = proxy.exchanges(feed);
+    assert_eq!(exchanges.len(), 2, "one reconnection");
+    let (request, response) = &exchanges[1];
+    let resumed_from =
+        request.lines().find_map(|l| l.strip_prefix("last-event-id: ").or(l.strip_prefix("Last-Event-ID: ")));
+    let resumed_from = resumed_from.unwrap_or_else(|| panic!("no Last-Event-ID: {request}"));
+    assert!(
+        exchanges[0].1.contains(&format!("id: {resumed_from}\r\n"))
+            || exchanges[0].1.contains(&format!("id: {resumed_from}\n")),
+        "it resumed after the last id it read: {resumed_from}"
+    );
+    assert!(!response.contains(r#""type":"reset""#), "resumed, not a new snapshot: {response}");
+    assert!(response.contains(&second), "what came meanwhile was replayed: {response}");
+    // Both are still decided where they wait.
+    for task in [&first, &second] {
+        let item = wait_item(&main, task, "pending");
+        let decision = json!({"target": peer, "taskId": task, "requestId": item["requestId"], "approved": false});
+        let decided = main.req("POST", "/api/v1/approvals/decide").json(&decision).send().expect(200);
+        assert_eq!(decided["approval"]["state"], "denied", "{decided}");
+        assert_eq!(decided["approval"]["decidedBy"], "owner", "bee's own key: the owner there");
+    }
+}
+
+// See: #17 (item 1): every way a decision or the CLI can fail says why.
+#[test]
+fn bad_decisions_and_a_missing_daemon_are_clear_errors() {
+    let user_home = TempDir::new("appr-bad-user");
+    let stopped = Home::new("appr-bad-w1");
+    let main = agents_home("appr-bad", user_home.path());
+    link_session(main.path(), "w1", stopped.path());
+    let d = main.start();
+    let decide = |body: Value| d.req("POST", "/api/v1/approvals/decide").json(&body).send();
+    let body = |target: &str, task: &str| json!({"target": target, "taskId": task, "requestId": "r", "approved": true});
+    assert!(decide(body("10.0.0.1:19532", "t")).expect_error(400, 9003).contains("target"));
+    decide(body("session:nope", "t")).expect_error(404, 2001);
+    decide(body("peer:0000aaaa-0000-4000-8000-000000000000", "t")).expect_error(404, 2001);
+    assert!(decide(body("session:w1", "t")).expect_error(502, 2003).contains("not running"));
+    assert!(decide(body("local", "no-such-task")).expect_error(404, 6102).contains("has no request r"));
+    decide(body("local", "")).expect_error(400, 9003);
+    let mut extra = body("local", "t");
+    extra["approvedBy"] = "me".into();
+    decide(extra).expect_error(400, 9003);
+    wait_until(WAIT, "the stopped session is listed as such", || {
+        target(&inbox(&d), "session:w1")["state"] == "stopped"
+    });
+
+    d.loopsy(&["approvals", "--watch", "--json"]).code(2).stderr_has("exclude each other");
+    let mut d = d;
+    d.stop();
+    d.loopsy(&["approvals"]).code(2).stderr_has("not running");
+    d.loopsy(&["approvals", "--watch"]).code(2).stderr_has("not running");
+}
+
 // ---- Netlab: a paired peer on another host ----
 
 // See: #17 (item 1)
@@ -385,6 +542,8 @@ fn a_paired_lan_peers_request_reaches_the_inbox_and_the_watch_decides_it_there()
     let mut cli = lab.background_loopsy(1, &["approvals", "--watch"]);
     let question = question(&mut cli, 0);
     assert!(question.starts_with(&format!("? Bash on {h2} (task ")), "{question}");
+    cli.answer("maybe");
+    cli.wait_line("please answer a (approve), d [reason] (deny) or s (skip)", WAIT);
     cli.answer("a");
     cli.wait_line(&format!("  approved: Bash on {h2}"), WAIT);
     lab.wait(WAIT, "the tool ran on host 2", || work.path().join("out.txt").exists());

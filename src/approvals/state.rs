@@ -197,6 +197,15 @@ impl InboxState {
         if state != TargetState::Live {
             target.staging = None;
         }
+        if state == TargetState::Stopped {
+            // Its daemon is gone and its agents with it: nothing of it waits any more. (A target
+            // that is down or offline keeps what it had: that may well still wait there.)
+            target.last_event_id = None;
+            let ids: Vec<String> = target.items.keys().cloned().collect();
+            for item in ids {
+                self.remove_item(id, &item);
+            }
+        }
         self.publish_target(id);
     }
 
@@ -212,7 +221,7 @@ impl InboxState {
     /// A new connection to the target's feed began; `remote_now` is its clock.
     pub fn hello(&mut self, id: &str, remote_now: u64, now: u64) {
         if let Some(target) = self.targets.get_mut(id) {
-            target.skew = now as i64 - remote_now as i64;
+            target.skew = clamp(now).saturating_sub(clamp(remote_now));
             target.staging = None;
         }
     }
@@ -380,7 +389,11 @@ impl InboxState {
 
 /// A time of a target's clock on this daemon's.
 fn shift(time: u64, skew: i64) -> u64 {
-    (time as i64).saturating_add(skew).max(0) as u64
+    clamp(time).saturating_add(skew).max(0) as u64
+}
+
+fn clamp(time: u64) -> i64 {
+    time.min(i64::MAX as u64) as i64
 }
 
 pub fn item_id(target: &str, task_id: &str, request_id: &str) -> String {
@@ -435,7 +448,7 @@ mod tests {
             state,
             decided_by: (state != ApprovalState::Pending).then(|| "owner".into()),
             decided_via: None,
-            decided_at: (state != ApprovalState::Pending).then_some(at + 1),
+            decided_at: (state != ApprovalState::Pending).then_some(at.saturating_add(1)),
             message: None,
         }
     }
@@ -487,7 +500,14 @@ mod tests {
         let Start::Replay(changes) = again.start else { panic!("resumed") };
         assert_eq!(kinds(&changes), ["target"]);
         assert!(matches!(inbox.subscribe(Some("nope.1")).start, Start::Snapshot { .. }));
+        inbox.upsert_target("session:w", TargetKind::Session, "w", 0);
+        inbox.record("session:w", record("t", "r", ApprovalState::Pending, 1));
+        inbox.set_state("session:w", TargetState::Down, Some("cut".into()), 6);
+        assert_eq!(inbox.items().len(), 2, "a target that is down keeps what may still wait there");
+        inbox.set_state("session:w", TargetState::Stopped, None, 7);
+        assert_eq!(inbox.items().len(), 1, "a stopped session's requests are gone with its daemon");
         inbox.remove_target("local");
+        inbox.remove_target("session:w");
         assert!(inbox.items().is_empty() && inbox.targets().is_empty());
     }
 
@@ -516,5 +536,44 @@ mod tests {
         }
         assert!(inbox.targets.get("peer:x").unwrap().bytes <= MAX_BYTES_PER_TARGET);
         assert!(inbox.record("peer:none", record("t", "r", ApprovalState::Pending, 1)).is_none());
+    }
+
+    /// A target's feed is a peer's text: any field, any clock.
+    #[test]
+    fn any_record_and_any_clock_from_a_target_is_kept_cut_or_refused_without_panicking() {
+        let inputs =
+            crate::fuzz::inputs(&["1796390105109-8dba5cd0609a6b44", "Bash", "/tmp"], "0123456789abcdef-/", 27, 3_000);
+        let mut inbox = InboxState::default();
+        inbox.upsert_target("peer:f", TargetKind::Peer, "f", 0);
+        let reader = inbox.subscribe(None);
+        let mut rng = crate::fuzz::Rng::new(28);
+        for (i, text) in inputs.iter().enumerate() {
+            let clock = [0, 1, u64::MAX, i64::MAX as u64, rng.next()][i % 5];
+            inbox.hello("peer:f", clock, [0, u64::MAX, 1_796_390_105_109][i % 3]);
+            let mut r = record(text, &format!("r{i}"), ApprovalState::Pending, clock);
+            if i % 3 == 0 {
+                r = record("t", text, ApprovalState::Denied, rng.next());
+            }
+            r.tool_name = text.clone();
+            r.description = text.repeat(i % 7);
+            r.decided_by = Some(text.clone());
+            r.tool_input = json!({"command": text});
+            if let Some(item) = inbox.record("peer:f", r) {
+                assert!(!item.record.task_id.contains('/') && item.record.task_id.len() <= 128, "{item:?}");
+                assert!(!item.record.request_id.contains('/') && item.record.request_id.len() <= 128, "{item:?}");
+                assert_eq!(item.id, item_id("peer:f", &item.record.task_id, &item.record.request_id));
+            }
+            if i % 500 == 0 {
+                inbox.reset("peer:f");
+            }
+            if i % 500 == 250 {
+                inbox.synced("peer:f", clock);
+            }
+            while let Ok(change) = reader.live.try_recv() {
+                serde_json::from_str::<serde_json::Value>(&change.json).expect("changes are JSON");
+            }
+        }
+        let target = inbox.targets.get("peer:f").unwrap();
+        assert!(target.items.len() <= MAX_ITEMS_PER_TARGET && target.bytes <= MAX_BYTES_PER_TARGET);
     }
 }
