@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::support::{path_with, stand_in_agents, wait_until, Background, Daemon, Home, TempDir};
+use crate::support::{
+    loopsy_bin, loopsy_in, path_with, stand_in_agents, wait_until, Background, Daemon, Home, TempDir,
+};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -88,18 +90,27 @@ fn watch(home: &Path) -> Background {
     Background::spawn(home, &["approvals", "--watch"])
 }
 
-/// Waits for the watch's question number `n` (from 0); returns its first line
-/// ("? Bash on … wants approval").
+/// Waits for the watch's question number `n` (from 0; a question asked again after an answer
+/// it did not understand counts once); returns its first line ("? Bash on … wants approval").
 #[track_caller]
 fn question(watch: &mut Background, n: usize) -> String {
-    let prompts = |seen: &[String]| seen.iter().filter(|l| l.starts_with("approve / deny / skip?")).count();
+    let questions = |seen: &[String]| {
+        let mut distinct: Vec<String> = Vec::new();
+        for line in seen.iter().filter(|l| l.starts_with("? ")) {
+            let key = line.split(" wants approval").next().unwrap_or(line);
+            if !distinct.iter().any(|d| d.starts_with(key)) {
+                distinct.push(line.clone());
+            }
+        }
+        distinct
+    };
     wait_until(WAIT, &format!("the watch asks question {}", n + 1), || {
-        if prompts(&watch.seen) <= n {
+        if questions(&watch.seen).len() <= n {
             let _ = watch.try_line("\u{0}", Duration::from_millis(50));
         }
-        prompts(&watch.seen) > n
+        questions(&watch.seen).len() > n
     });
-    watch.seen.iter().filter(|l| l.starts_with("? ")).nth(n).unwrap().clone()
+    questions(&watch.seen)[n].clone()
 }
 
 // See: #17 (item 1)
@@ -507,46 +518,88 @@ fn bad_decisions_and_a_missing_daemon_are_clear_errors() {
 
 // See: #17 (item 1)
 #[test]
-fn a_paired_lan_peers_request_reaches_the_inbox_and_the_watch_decides_it_there() {
+fn on_a_lan_this_daemon_a_session_and_a_paired_peer_share_one_inbox_and_one_watch() {
     let Some(lab) = crate::netlab::Lab::up("ap", 2) else { return };
-    lab.start_daemon(1, 1000);
     let path = path_with(&[&stand_in_agents()]);
-    lab.start_daemon_env(2, 1000, &[("PATH", path.to_str().unwrap())]);
+    let path = path.to_str().unwrap();
+    lab.start_daemon_env(1, 1000, &[("PATH", path)]);
+    lab.start_daemon_env(2, 1000, &[("PATH", path)]);
     let h2 = crate::netlab::pair(&lab, 1, 2);
     let h1 = format!("{}-h1", h2.strip_suffix("-h2").unwrap());
-    let work = TempDir::new("appr-lab-ws");
-    // Host 1 dispatches onto host 2 with the key host 2 minted for it (over pinned TLS).
-    let cwd = work.path().to_str().unwrap();
-    lab.spawn_loopsy(1, &["task", "run", &h2, "tool", "--agent", "claude", "--cwd", cwd]);
+    // A local session of host 1: a second daemon there, in <home>/sessions/w1.
+    let session = lab.home(1).join("sessions/w1");
+    std::fs::create_dir_all(&session).unwrap();
+    let _ = loopsy_in(&session, &["init"]).success();
+    let config = session.join("config.yaml");
+    let mut doc: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    doc["server"]["host"] = "127.0.0.1".into();
+    doc["server"]["port"] = 19533.into();
+    doc["discovery"]["enabled"] = false.into();
+    std::fs::write(&config, serde_yaml::to_string(&doc).unwrap()).unwrap();
+    let session_home = session.to_str().unwrap();
+    let path_var = format!("PATH={path}");
+    lab.spawn(1, &["env", &path_var, loopsy_bin(), "--home", session_home, "start", "--foreground"]);
+    lab.wait(WAIT, "the session listens", || session.join("daemon.json").exists());
+
+    // Three agents ask: on host 1, on its session, and on host 2 (dispatched by host 1 with the
+    // key host 2 minted for it, over pinned TLS).
+    let (here, there, peer) = (TempDir::new("appr-lab-1"), TempDir::new("appr-lab-w1"), TempDir::new("appr-lab-2"));
+    let cwd = |dir: &TempDir| dir.path().to_str().unwrap().to_string();
+    let (here_cwd, there_cwd, peer_cwd) = (cwd(&here), cwd(&there), cwd(&peer));
+    let tool = |cwd: &str| ["tool", "--agent", "claude", "--cwd", cwd].map(String::from);
+    let args =
+        |head: &[&str], cwd: &str| -> Vec<String> { head.iter().map(|s| s.to_string()).chain(tool(cwd)).collect() };
+    let spawn = |argv: Vec<String>| lab.spawn(1, &argv.iter().map(String::as_str).collect::<Vec<_>>());
+    let home1 = lab.home(1).to_str().unwrap().to_string();
+    spawn(args(&[loopsy_bin(), "--home", &home1, "task", "run", "local"], &here_cwd));
+    spawn(args(&[loopsy_bin(), "--home", session_home, "task", "run", "local"], &there_cwd));
+    spawn(args(&[loopsy_bin(), "--home", &home1, "task", "run", &h2], &peer_cwd));
     let listed = |args: &[&str]| -> Value {
         let out = lab.loopsy(1, &[&["approvals", "--json"][..], args].concat());
         assert_eq!(out.code, 0, "{}", out.stderr);
         serde_json::from_str(&out.stdout).unwrap()
     };
-    let mut item = Value::Null;
-    lab.wait(WAIT, "host 1's inbox lists host 2's request", || {
+    let mut pending = Vec::new();
+    lab.wait(WAIT, "host 1's inbox lists all three requests", || {
         let all = listed(&[]);
-        match all["approvals"].as_array().unwrap().iter().find(|i| i["targetName"] == h2.as_str()) {
-            Some(found) => {
-                item = found.clone();
-                true
-            }
-            None => false,
-        }
+        pending = all["approvals"].as_array().unwrap().iter().filter(|i| i["state"] == "pending").cloned().collect();
+        pending.len() == 3
     });
-    assert_eq!((item["state"].as_str(), item["targetKind"].as_str()), (Some("pending"), Some("peer")), "{item}");
-    assert_eq!(item["toolInput"]["command"], "echo hi > out.txt");
+    let kinds: Vec<(&str, &str)> =
+        pending.iter().map(|i| (i["targetKind"].as_str().unwrap(), i["targetName"].as_str().unwrap())).collect();
+    for expected in [("local", h1.as_str()), ("session", "w1"), ("peer", h2.as_str())] {
+        assert!(kinds.contains(&expected), "{expected:?} in {kinds:?}");
+    }
+    assert!(pending.iter().all(|i| i["toolInput"]["command"] == "echo hi > out.txt"), "{pending:?}");
+    let item = pending.iter().find(|i| i["targetKind"] == "peer").unwrap().clone();
     let peer_target = item["target"].as_str().unwrap().to_string();
     assert!(peer_target.starts_with("peer:"), "{item}");
+    let table = lab.loopsy(1, &["approvals"]);
+    for place in ["local ".to_string(), "session w1 ".to_string(), format!("{h2} ")] {
+        let found = table.stdout.lines().any(|l| l.starts_with(&place) && l.contains("Bash"));
+        assert!(found, "{place}: {}", table.stdout);
+    }
 
+    // One watch answers all three; each answer reaches the daemon that holds the request.
     let mut cli = lab.background_loopsy(1, &["approvals", "--watch"]);
-    let question = question(&mut cli, 0);
-    assert!(question.starts_with(&format!("? Bash on {h2} (task ")), "{question}");
-    cli.answer("maybe");
-    cli.wait_line("please answer a (approve), d [reason] (deny) or s (skip)", WAIT);
-    cli.answer("a");
-    cli.wait_line(&format!("  approved: Bash on {h2}"), WAIT);
-    lab.wait(WAIT, "the tool ran on host 2", || work.path().join("out.txt").exists());
+    for n in 0..3 {
+        let question = question(&mut cli, n);
+        let places = ["local", "session w1", h2.as_str()];
+        let place = places.into_iter().find(|p| question.starts_with(&format!("? Bash on {p} (task ")));
+        let place = place.unwrap_or_else(|| panic!("{question}"));
+        if n == 0 {
+            cli.answer("maybe");
+            cli.wait_line("please answer a (approve), d [reason] (deny) or s (skip)", WAIT);
+        }
+        let deny = place == "session w1";
+        cli.answer(if deny { "d not here" } else { "a" });
+        let outcome = if deny { "denied" } else { "approved" };
+        cli.wait_line(&format!("  {outcome}: Bash on {place} (task"), WAIT);
+    }
+    lab.wait(WAIT, "the approved tools ran, here and on host 2", || {
+        here.path().join("out.txt").exists() && peer.path().join("out.txt").exists()
+    });
+    assert!(!there.path().join("out.txt").exists(), "the session's request was denied");
     let decided =
         listed(&["--all"])["approvals"].as_array().unwrap().iter().find(|i| i["id"] == item["id"]).cloned().unwrap();
     assert_eq!(decided["state"], "approved", "{decided}");
@@ -567,9 +620,17 @@ fn a_paired_lan_peers_request_reaches_the_inbox_and_the_watch_decides_it_there()
     // Host 2's paired key is a peer's key on host 1: no approvals routes.
     let key2 = crate::netlab::config_of(&lab, 2)["auth"]["peerKeys"][h1.as_str()].as_str().unwrap().to_string();
     let auth = format!("Authorization: Bearer {key2}");
-    for path in ["/api/v1/approvals", "/api/v1/approvals/stream"] {
+    let decision = again.to_string();
+    for (path, post) in
+        [("/api/v1/approvals", false), ("/api/v1/approvals/stream", false), ("/api/v1/approvals/decide", true)]
+    {
         let url = format!("https://{}:19532{path}", lab.ip(1));
-        let (status, body) = crate::netlab::curl(&lab, 2, &["-k", "-H", &auth, &url]).unwrap();
+        let mut args = vec!["-k", "-H", &auth];
+        if post {
+            args.extend(["-H", "Content-Type: application/json", "-d", &decision]);
+        }
+        args.push(&url);
+        let (status, body) = crate::netlab::curl(&lab, 2, &args).unwrap();
         assert_eq!(status, 403, "{path}: {body}");
         assert!(body.contains("9009"), "{body}");
     }

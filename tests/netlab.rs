@@ -122,21 +122,13 @@ impl Lab {
     }
 
     /// `netlab spawn`; returns the PID (the command itself: netlab's wrappers exec it).
-    fn spawn(&self, i: usize, command: &[&str]) -> i32 {
+    pub(crate) fn spawn(&self, i: usize, command: &[&str]) -> i32 {
         let (host, log) = (i.to_string(), self.hosts[i - 1].log.to_str().unwrap().to_string());
         let mut args = vec!["spawn", self.name.as_str(), host.as_str(), log.as_str()];
         args.extend(command);
         let out = netlab(&args);
         assert_eq!(out.code, 0, "netlab spawn: {}", out.stderr);
         out.stdout.trim().parse().expect("netlab spawn prints a PID")
-    }
-
-    /// Starts `loopsy --home <home of i> ARGS` as host `i` in the background (output in its log).
-    pub(crate) fn spawn_loopsy(&self, i: usize, args: &[&str]) -> i32 {
-        let home = self.home(i).to_str().unwrap().to_string();
-        let mut argv = vec![loopsy_bin(), "--home", &home];
-        argv.extend(args);
-        self.spawn(i, &argv)
     }
 
     /// `loopsy --home <home of i> ARGS` as host `i`, read line by line, stdin piped.
