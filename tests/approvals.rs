@@ -484,6 +484,75 @@ fn a_cut_feed_is_resumed_with_last_event_id_and_what_came_meanwhile_arrives() {
     }
 }
 
+/// A loopsy 1.0.21 node on loopback, as far as the inbox meets one: it answers health checks,
+/// and the approvals feed's path as 1.0.21 does (the stream of an unknown task named
+/// `approvals`: one error event, then the end). Returns its port.
+fn old_node(node_id: &'static str) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut client in listener.incoming().map_while(Result::ok) {
+            std::thread::spawn(move || {
+                let _ = client.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && client.read(&mut byte).is_ok_and(|n| n == 1) {
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head).into_owned();
+                let (kind, body) = if head.starts_with("GET /api/v1/health ") {
+                    (
+                        "application/json",
+                        json!({"status": "ok", "nodeId": node_id, "uptime": 1, "version": "1.0.21"}).to_string(),
+                    )
+                } else if head.starts_with("GET /api/v1/ai-tasks/approvals/stream ") {
+                    let event =
+                        json!({"type": "error", "taskId": "approvals", "timestamp": 1, "data": "Task not found"});
+                    ("text/event-stream", format!("data: {event}\n\n"))
+                } else {
+                    ("application/json", r#"{"error":"Not found"}"#.to_string())
+                };
+                let status =
+                    if kind == "application/json" && body.contains("Not found") { "404 Not Found" } else { "200 OK" };
+                let answer = format!(
+                    "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = client.write_all(answer.as_bytes());
+            });
+        }
+    });
+    port
+}
+
+// See: #17 (item 1): a peer without the feed is shown as such, and the rest of the list works.
+#[test]
+fn a_1_0_21_peer_shows_as_unsupported_and_the_inbox_carries_on() {
+    let user_home = TempDir::new("appr-old-user");
+    let work = TempDir::new("appr-old-ws");
+    let node_id = "1021abcd-2222-4333-8444-555555555555";
+    let port = old_node(node_id);
+    let home = agents_home("appr-old", user_home.path());
+    home.edit_config(|doc| doc["auth"]["allowedKeys"]["old"] = "old-node-key-0123456789abcdef".into());
+    let d = home.start();
+    d.req("POST", "/api/v1/peers")
+        .json(&json!({"address": "127.0.0.1", "port": port, "name": "old"}))
+        .send()
+        .expect(200);
+    let id = format!("peer:{node_id}");
+    wait_until(WAIT, "the old node shows as unsupported", || {
+        let all = inbox(&d);
+        all["targets"].as_array().unwrap().iter().any(|t| t["id"] == id.as_str() && t["state"] == "unsupported")
+    });
+    let all = inbox(&d);
+    assert!(target(&all, &id)["error"].as_str().unwrap().contains("1.0.21"), "{all}");
+    let task = ask(&d, work.path());
+    wait_item(&d, &task, "pending");
+    let listed = d.loopsy(&["approvals"]).success();
+    assert!(listed.stdout.contains(&task[..8]), "{listed:?}");
+    assert!(listed.stderr.contains("peer old is unsupported: it has no approvals feed"), "{listed:?}");
+}
+
 // See: #17 (item 1): every way a decision or the CLI can fail says why.
 #[test]
 fn bad_decisions_and_a_missing_daemon_are_clear_errors() {

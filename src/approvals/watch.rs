@@ -226,21 +226,26 @@ async fn watch_remote(inbox: Inbox, id: String, reach: targets::Reach) {
     loop {
         inbox.with(|s| s.set_state(&id, TargetState::Connecting, None, crate::clock::now_ms()));
         let last = inbox.with(|s| s.last_event_id(&id));
+        let unsupported = || {
+            let why = "it has no approvals feed (an older loopsy, or loopsy 1.0.21)".to_string();
+            inbox.with(|s| s.set_state(&id, TargetState::Unsupported, Some(why), crate::clock::now_ms()));
+            UNSUPPORTED_RETRY
+        };
         let wait = match client.open_events(Method::Get, FEED_PATH, None, last.as_deref()).await {
             Ok(stream) => {
                 let mut stream = stream.with_idle_limit(IDLE_LIMIT);
-                let (why, was_live) = follow(&inbox, &id, &mut stream).await;
-                inbox.with(|s| s.set_state(&id, TargetState::Down, Some(why), crate::clock::now_ms()));
-                if was_live {
-                    backoff = BACKOFF_FIRST;
+                match follow(&inbox, &id, &mut stream).await {
+                    Ended::NotAFeed => unsupported(),
+                    Ended::Lost { why, was_live } => {
+                        inbox.with(|s| s.set_state(&id, TargetState::Down, Some(why), crate::clock::now_ms()));
+                        if was_live {
+                            backoff = BACKOFF_FIRST;
+                        }
+                        backoff
+                    }
                 }
-                backoff
             }
-            Err(ClientError::Remote { status: 404 | 405, .. }) => {
-                let why = "it has no approvals feed (an older loopsy, or loopsy 1.0.21)".to_string();
-                inbox.with(|s| s.set_state(&id, TargetState::Unsupported, Some(why), crate::clock::now_ms()));
-                UNSUPPORTED_RETRY
-            }
+            Err(ClientError::Remote { status: 404 | 405, .. }) => unsupported(),
             Err(e) => {
                 inbox.with(|s| s.set_state(&id, TargetState::Down, Some(e.to_string()), crate::clock::now_ms()));
                 backoff
@@ -251,19 +256,35 @@ async fn watch_remote(inbox: Inbox, id: String, reach: targets::Reach) {
     }
 }
 
-/// Applies the events of one connection; returns why it ended and whether it got live.
-async fn follow(inbox: &Inbox, id: &str, stream: &mut crate::peer::sse::EventStream) -> (String, bool) {
+/// How one connection to a target's feed ended.
+enum Ended {
+    /// What answered is not an approvals feed: a 1.0.21 daemon answers this path as the event
+    /// stream of a task named `approvals` (an error event, then the end).
+    NotAFeed,
+    /// Cut, ended or broken; `was_live` if it had caught up first.
+    Lost { why: String, was_live: bool },
+}
+
+/// Applies the events of one connection until it ends.
+async fn follow(inbox: &Inbox, id: &str, stream: &mut crate::peer::sse::EventStream) -> Ended {
     let mut live = false;
+    let mut greeted = false;
     loop {
+        let lost = |why: String| Ended::Lost { why, was_live: live };
         let event = match stream.next().await {
             Ok(Some(event)) => event,
-            Ok(None) => return ("its feed ended".into(), live),
-            Err(e) => return (e.to_string(), live),
+            Ok(None) if !greeted => return Ended::NotAFeed,
+            Ok(None) => return lost("its feed ended".into()),
+            Err(e) => return lost(e.to_string()),
         };
         let Ok(message) = serde_json::from_str::<Value>(&event.data) else {
-            return ("its feed sent something that is not JSON".into(), live);
+            return lost("its feed sent something that is not JSON".into());
         };
         let now = crate::clock::now_ms();
+        if !greeted && message["type"] != "hello" {
+            return Ended::NotAFeed;
+        }
+        greeted = true;
         match message["type"].as_str() {
             Some("hello") => {
                 let remote_now = message["now"].as_u64().unwrap_or(now);
