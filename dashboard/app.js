@@ -4,7 +4,7 @@ import { api, onLoggedOut, get } from './api.js';
 import { el, clear, toast } from './dom.js';
 import { subscribe, pendingCount } from './approvals-feed.js';
 
-const VIEWS = ['overview', 'peers', 'context', 'messages', 'tasks', 'approvals', 'terminal'];
+const VIEWS = ['overview', 'peers', 'context', 'locks', 'messages', 'tasks', 'approvals', 'terminal'];
 const root = document.getElementById('view');
 let cleanup = null;
 let generation = 0;

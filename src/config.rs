@@ -15,6 +15,8 @@ use crate::durable;
 use crate::paths::Paths;
 
 pub const DEFAULT_PORT: u16 = 19532;
+/// The largest `execution.maxQueued`: each waiter holds its parsed request.
+pub const MAX_QUEUED: u32 = 10_000;
 
 /// The whole configuration file. Every section and field has the 1.0.21 default, so a file
 /// that names only some keys is merged over the defaults key by key.
@@ -25,6 +27,7 @@ pub struct Config {
     pub auth: Auth,
     pub tls: Tls,
     pub execution: Execution,
+    pub context: Context,
     pub transfer: Transfer,
     pub rate_limits: RateLimits,
     pub discovery: Discovery,
@@ -32,6 +35,7 @@ pub struct Config {
     pub ai_tasks: AiTasks,
     pub sessions: Sessions,
     pub messaging: Messaging,
+    pub terminals: Terminals,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -117,12 +121,29 @@ pub struct Execution {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub allowlist: Option<Vec<String>>,
     pub max_concurrent: u32,
+    /// Requests that wait (first come, first served) for a place when `maxConcurrent` jobs run;
+    /// past them the answer is 429 with `Retry-After`. 0: refuse at once, as 1.0.21 did.
+    pub max_queued: u32,
+    /// Milliseconds a request may wait in that queue before it is answered 429.
+    pub queue_timeout: u64,
     /// Milliseconds; applied when a request gives no timeout.
     pub default_timeout: u64,
     /// Milliseconds; the longest timeout a request may ask for (not in 1.0.21, which had none).
     pub max_timeout: u64,
     /// Cap on each of stdout and stderr, in bytes.
     pub max_output_bytes: u64,
+    /// Output of a streamed job kept for clients that reattach, in bytes (the oldest goes
+    /// first); a collected job keeps all of its (capped) output until it is evicted.
+    pub keep_output_bytes: u64,
+    /// Output of all kept jobs together, in bytes: finished jobs are evicted past it.
+    pub keep_output_total: u64,
+    /// How many finished jobs are kept for reattaching and idempotent retries.
+    pub keep_finished: u32,
+    /// How long a finished job is kept at most, in milliseconds.
+    pub finished_ttl: u64,
+    /// A running job that no client has read for this long (milliseconds) is stopped: a client
+    /// that sent an idempotency key may reattach within it.
+    pub detached_timeout: u64,
 }
 
 impl Default for Execution {
@@ -131,12 +152,36 @@ impl Default for Execution {
             denylist: ["rm", "rmdir", "format", "mkfs", "dd", "shutdown", "reboot"].map(String::from).to_vec(),
             allowlist: None,
             max_concurrent: 10,
+            max_queued: 64,
+            queue_timeout: 30_000,
             default_timeout: 300_000,
             max_timeout: 3_600_000,
             max_output_bytes: 10 * 1024 * 1024,
+            keep_output_bytes: 1024 * 1024,
+            keep_output_total: 32 * 1024 * 1024,
+            keep_finished: 100,
+            finished_ttl: 600_000,
+            detached_timeout: 60_000,
         }
     }
 }
+
+/// The context store (not in 1.0.21's file, which had its limit built in).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Context {
+    /// Live entries at most; a new key past it is refused with code 5003. 1.0.21: 1000.
+    pub max_entries: u32,
+}
+
+impl Default for Context {
+    fn default() -> Self {
+        Context { max_entries: crate::store::DEFAULT_MAX_ENTRIES as u32 }
+    }
+}
+
+/// The largest `context.maxEntries`.
+pub const MAX_CONTEXT_ENTRIES: u32 = 10_000_000;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase", default)]
@@ -269,6 +314,42 @@ pub struct Messaging {
 impl Default for Messaging {
     fn default() -> Self {
         Messaging { retry_initial: 1_000, retry_max: 60_000, delivery_timeout: 10_000 }
+    }
+}
+
+/// Interactive terminal sessions (`/api/v1/terminals`, `loopsy term`); not in 1.0.21.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Terminals {
+    /// Whether a key from `auth.allowedKeys` without a pinned certificate (a 1.0.21-style
+    /// shared key, not a pairing) may use terminals.
+    pub allow_legacy_peers: bool,
+    /// Bytes of scrolled-off output kept per terminal and sent to a client that attaches.
+    pub scrollback_bytes: u64,
+    /// Bytes queued for one client before it skips ahead to a fresh screen.
+    pub client_buffer_bytes: u64,
+    /// Milliseconds an exited terminal nobody is attached to is kept before it is removed.
+    pub reap_exited_after: u64,
+    /// Terminals kept at once (running or exited); more are answered 429.
+    pub max_sessions: u32,
+    /// Clients attached to one terminal at once.
+    pub max_clients: u32,
+    /// The key that starts a command of `loopsy term attach`, as `C-a` … `C-z`; the command
+    /// `d` detaches (tmux style).
+    pub detach_prefix: String,
+}
+
+impl Default for Terminals {
+    fn default() -> Self {
+        Terminals {
+            allow_legacy_peers: false,
+            scrollback_bytes: 1024 * 1024,
+            client_buffer_bytes: 4 * 1024 * 1024,
+            reap_exited_after: 600_000,
+            max_sessions: 32,
+            max_clients: 16,
+            detach_prefix: "C-a".into(),
+        }
     }
 }
 
@@ -408,6 +489,15 @@ impl Config {
         if self.execution.max_concurrent == 0 {
             return Err("execution.maxConcurrent: must be at least 1".into());
         }
+        if self.execution.max_queued > MAX_QUEUED {
+            return Err(format!("execution.maxQueued: at most {MAX_QUEUED}"));
+        }
+        if self.execution.queue_timeout == 0 {
+            return Err("execution.queueTimeout: must be a positive number of milliseconds".into());
+        }
+        if !(1..=MAX_CONTEXT_ENTRIES).contains(&self.context.max_entries) {
+            return Err(format!("context.maxEntries: must be 1 to {MAX_CONTEXT_ENTRIES}"));
+        }
         if self.execution.default_timeout == 0 {
             return Err("execution.defaultTimeout: must be a positive number of milliseconds".into());
         }
@@ -416,6 +506,9 @@ impl Config {
                 "execution.defaultTimeout: {} ms is more than execution.maxTimeout ({} ms)",
                 self.execution.default_timeout, self.execution.max_timeout
             ));
+        }
+        if self.execution.keep_output_bytes < 64 * 1024 {
+            return Err("execution.keepOutputBytes: must be at least 65536 bytes".into());
         }
         for (field, list) in [
             ("transfer.allowedPaths", &self.transfer.allowed_paths),
@@ -457,6 +550,19 @@ impl Config {
         }
         if self.sessions.base_port == 0 || self.sessions.base_port > u16::MAX - 99 {
             return Err("sessions.basePort: must be 1 to 65436 (sessions use 100 ports from it)".into());
+        }
+        let terminals = &self.terminals;
+        if terminals.client_buffer_bytes < 64 * 1024 {
+            return Err("terminals.clientBufferBytes: must be at least 65536".into());
+        }
+        if terminals.max_sessions == 0 || terminals.max_clients == 0 {
+            return Err("terminals.maxSessions and terminals.maxClients: must be at least 1".into());
+        }
+        if terminals.scrollback_bytes > 256 * 1024 * 1024 {
+            return Err("terminals.scrollbackBytes: at most 268435456".into());
+        }
+        if crate::terminal::keys::prefix_byte(&terminals.detach_prefix).is_none() {
+            return Err(format!("terminals.detachPrefix: '{}' is not a control key like C-a", terminals.detach_prefix));
         }
         if self.discovery.health_interval < 100 {
             return Err("discovery.healthInterval: must be at least 100 milliseconds".into());
@@ -639,6 +745,9 @@ mod tests {
         check_error(&format!("auth: {{apiKey: {KEY}, allowedKeys: {{bob: ''}}}}\n"), "auth.allowedKeys.bob");
         check_error(&format!("auth: {{apiKey: {KEY}}}\nexecution: {{maxConcurrent: 0}}\n"), "execution.maxConcurrent");
         check_error(&format!("auth: {{apiKey: {KEY}}}\nexecution: {{maxTimeout: 1000}}\n"), "execution.defaultTimeout");
+        check_error(&format!("auth: {{apiKey: {KEY}}}\nexecution: {{maxQueued: 10001}}\n"), "execution.maxQueued");
+        check_error(&format!("auth: {{apiKey: {KEY}}}\nexecution: {{queueTimeout: 0}}\n"), "execution.queueTimeout");
+        check_error(&format!("auth: {{apiKey: {KEY}}}\ncontext: {{maxEntries: 0}}\n"), "context.maxEntries");
         check_error(&format!("auth: {{apiKey: {KEY}}}\ntransfer: {{allowedPaths: [rel]}}\n"), "transfer.allowedPaths");
         check_error(&format!("auth: {{apiKey: {KEY}}}\nlogging: {{level: loud}}\n"), "logging.level");
         check_error(&format!("auth: {{apiKey: {KEY}}}\naiTasks: {{maxConcurrent: 0}}\n"), "aiTasks.maxConcurrent");

@@ -102,6 +102,12 @@ impl<T> Feed<T> {
         receiver
     }
 
+    /// Whether someone still reads the changes.
+    pub fn has_subscribers(&mut self) -> bool {
+        self.subscribers.retain(|s| !s.is_closed());
+        !self.subscribers.is_empty()
+    }
+
     /// Ends every subscription (the daemon is stopping).
     pub fn close(&mut self) {
         self.subscribers.clear();

@@ -216,6 +216,31 @@ fn one_inbox_lists_this_daemon_and_a_session_and_the_watch_decides_each_exactly_
 
 // See: #17 (item 1): a request that timed out shows as expired, never approved.
 #[test]
+fn the_inbox_follows_other_daemons_only_once_someone_asks_for_it() {
+    let user_home = TempDir::new("appr-lazy-user");
+    let session = agents_home("appr-lazy-w1", user_home.path());
+    let main = agents_home("appr-lazy-main", user_home.path());
+    link_session(main.path(), "w1", session.path());
+    let session = session.start();
+    let main = main.start();
+    // The session's audit log shows every request of the main daemon's inbox to its feed.
+    let audit = session.home.path().join("logs/audit.jsonl");
+    let feed_requests =
+        || std::fs::read_to_string(&audit).unwrap_or_default().matches("/api/v1/ai-tasks/approvals/stream").count();
+    // An idle inbox opens no feed (it would within its 2 s reconcile tick if it were always on).
+    assert!(
+        crate::support::wait_for(Duration::from_secs(4), || feed_requests() > 0).is_none(),
+        "the inbox followed the session's feed before anyone asked"
+    );
+    // Asked for once, it follows the session.
+    inbox(&main);
+    wait_until(Duration::from_secs(20), "the inbox to follow the session's feed", || feed_requests() > 0);
+    wait_until(Duration::from_secs(20), "the session to be live in the inbox", || {
+        inbox(&main)["targets"].as_array().unwrap().iter().any(|t| t["id"] == "session:w1" && t["state"] == "live")
+    });
+}
+
+#[test]
 fn an_unanswered_request_expires_and_a_late_approval_is_refused() {
     let user_home = TempDir::new("appr-exp-user");
     let work = TempDir::new("appr-exp-ws");
@@ -575,8 +600,9 @@ fn bad_decisions_and_a_missing_daemon_are_clear_errors() {
     let mut extra = body("local", "t");
     extra["approvedBy"] = "me".into();
     decide(extra).expect_error(400, 9003);
+    // (The inbox starts following its targets when first asked for: the session appears then.)
     wait_until(WAIT, "the stopped session is listed as such", || {
-        target(&inbox(&d), "session:w1")["state"] == "stopped"
+        inbox(&d)["targets"].as_array().unwrap().iter().any(|t| t["id"] == "session:w1" && t["state"] == "stopped")
     });
 
     d.loopsy(&["approvals", "--watch", "--json"]).code(2).stderr_has("exclude each other");

@@ -616,6 +616,25 @@ fn the_approvals_view_counts_decides_and_shows_requests_of_this_daemon_and_a_ses
 }
 
 #[test]
+fn the_terminal_view_types_into_terminals_here_and_on_a_peer() {
+    let main = Home::new("dash-term-main");
+    let peer = Daemon::start("dash-term-peer");
+    main.edit_config(|doc| doc["auth"]["allowedKeys"]["termpeer"] = peer.key.clone().into());
+    let d = main.start();
+    d.req("POST", "/api/v1/peers")
+        .json(&json!({"address": "127.0.0.1", "port": peer.port, "name": "termpeer"}))
+        .send()
+        .expect(200);
+    let config = json!({"base": d.url, "login": url_of(&d, &login_path(&d))});
+    if run_browser("terminal.mjs", &config).is_none() {
+        return;
+    }
+    let local = d.get("/api/v1/terminals/web").expect(200);
+    assert_eq!((local["startedBy"].as_str(), local["state"].as_str()), (Some("dashboard"), Some("running")));
+    assert_eq!(peer.get("/api/v1/terminals").expect(200)["terminals"], json!([]), "the peer's terminal was killed");
+}
+
+#[test]
 fn the_session_cookie_is_secure_over_https_and_the_proxy_follows_a_rotated_key() {
     let home = Home::new("dash-https");
     home.edit_config(|doc| doc["tls"]["enabled"] = true.into());

@@ -18,6 +18,7 @@ pub mod state;
 mod watch;
 
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::paths::Paths;
@@ -45,7 +46,16 @@ struct Shared {
     registry: Registry,
     /// This daemon's hostname, named in the decisions it forwards.
     hostname: String,
+    /// When someone last asked for the inbox: it follows the other daemons only while it is
+    /// used, so an idle fleet keeps no feeds open and reads no disk for it.
+    wanted: Mutex<Option<Instant>>,
+    /// Wakes the watcher when the inbox is wanted again.
+    wake: (smol::channel::Sender<()>, smol::channel::Receiver<()>),
 }
+
+/// How long the inbox keeps following the other daemons after it was last asked for (or its
+/// last reader left).
+pub const KEEP_FOLLOWING: Duration = Duration::from_secs(600);
 
 impl Inbox {
     pub fn new(tasks: Tasks, paths: Arc<Paths>, config: Arc<Config>, registry: Registry, hostname: String) -> Inbox {
@@ -57,6 +67,8 @@ impl Inbox {
                 config,
                 registry,
                 hostname: hostname.clone(),
+                wanted: Mutex::new(None),
+                wake: smol::channel::bounded(1),
             }),
         };
         inbox.with(|s| s.upsert_target("local", TargetKind::Local, &hostname, crate::clock::now_ms()));
@@ -65,12 +77,35 @@ impl Inbox {
 
     /// Every request gathered (pending first) and every target.
     pub fn list(&self) -> (Vec<Item>, Vec<TargetView>) {
+        self.want();
         self.with(|s| (s.items(), s.targets()))
     }
 
     /// A reader of the changes, resumed after `last_event_id` when possible.
     pub fn subscribe(&self, last_event_id: Option<&str>) -> Reader {
+        self.want();
         self.with(|s| s.subscribe(last_event_id))
+    }
+
+    /// Someone asks for the inbox: follow the other daemons (again) for [`KEEP_FOLLOWING`].
+    pub fn want(&self) {
+        *self.shared.wanted.lock().expect("inbox lock") = Some(Instant::now());
+        let _ = self.shared.wake.0.try_send(());
+    }
+
+    /// Whether the inbox is used: asked for within `keep`, or read by a stream now (which also
+    /// counts as asked for).
+    fn in_use(&self, keep: Duration) -> bool {
+        if self.with(InboxState::has_readers) {
+            *self.shared.wanted.lock().expect("inbox lock") = Some(Instant::now());
+            return true;
+        }
+        self.shared.wanted.lock().expect("inbox lock").is_some_and(|at| at.elapsed() < keep)
+    }
+
+    /// Until the inbox is wanted again.
+    async fn wanted_again(&self) {
+        let _ = self.shared.wake.1.recv().await;
     }
 
     /// Ends every reader (the daemon stops).

@@ -314,6 +314,11 @@ impl InboxState {
         self.feed.close();
     }
 
+    /// Whether a reader follows the inbox's changes now.
+    pub fn has_readers(&mut self) -> bool {
+        self.feed.has_subscribers()
+    }
+
     fn upsert(&mut self, target_id: &str, mut record: PermissionRecord) -> Option<Item> {
         let target = self.targets.get_mut(target_id)?;
         let skew = target.skew;

@@ -41,6 +41,23 @@ pub async fn run(inbox: Inbox, shutdown: Shutdown) {
     let local = smol::spawn(watch_local(inbox.clone(), shutdown.clone()));
     let mut running: HashMap<String, Running> = HashMap::new();
     loop {
+        if !inbox.in_use(super::KEEP_FOLLOWING) {
+            // Nobody asked for a while: close the feeds and wait until someone does. What was
+            // gathered stays listed; each feed starts again from its target's snapshot.
+            running.clear();
+            let wanted = async {
+                inbox.wanted_again().await;
+                false
+            };
+            let stop = async {
+                shutdown.wait().await;
+                true
+            };
+            if wanted.or(stop).await {
+                break;
+            }
+            continue;
+        }
         let desired = {
             let inbox = inbox.clone();
             blocking::unblock(move || desired_targets(&inbox)).await

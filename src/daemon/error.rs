@@ -20,6 +20,10 @@ pub enum ErrorCode {
     ExecMaxConcurrent = 3003,
     ExecFailed = 3004,
     ExecJobNotFound = 3006,
+    /// An `Idempotency-Key` came again with a different request.
+    ExecIdempotencyMismatch = 3007,
+    /// The job of an `Idempotency-Key` ran, but its output is no longer kept.
+    ExecJobExpired = 3008,
     TransferPathDenied = 4001,
     TransferFileNotFound = 4002,
     TransferTooLarge = 4003,
@@ -42,6 +46,24 @@ pub enum ErrorCode {
     MessageNotFound = 7001,
     /// The messaging outbox holds as many deliveries as it may.
     OutboxFull = 7002,
+    /// Another holder has the lock.
+    LockHeld = 6001,
+    /// Nobody holds the lock (released or expired).
+    LockNotHeld = 6002,
+    /// A fenced write whose grant is not the live one.
+    FenceRefused = 6003,
+    /// The lock table holds as many locks as it may.
+    LockLimit = 6004,
+    /// The lock journal cannot be written, or the daemon is stopping.
+    LockStorageFailed = 6005,
+    /// No terminal session with that id or name.
+    TerminalNotFound = 8001,
+    /// `terminals.maxSessions` or `terminals.maxClients` reached.
+    TerminalLimit = 8002,
+    /// The terminal takes no input: its program exited, or does not read what was typed.
+    TerminalExited = 8003,
+    /// A running terminal already has that name, or an id prefix fits several.
+    TerminalConflict = 8004,
     Internal = 9001,
     RateLimited = 9002,
     InvalidRequest = 9003,
@@ -64,12 +86,11 @@ impl ErrorCode {
         match self {
             AuthMissingKey => StatusCode::Unauthorized,
             AuthInvalidKey | Forbidden | TlsRequired => StatusCode::Forbidden,
-            PeerNotFound | ExecJobNotFound | ContextKeyNotFound | MessageNotFound | RouteNotFound
-            | ApprovalNotFound => StatusCode::NotFound,
+            PeerNotFound | ExecJobNotFound | ContextKeyNotFound | MessageNotFound | LockNotHeld | RouteNotFound
+            | TerminalNotFound | ApprovalNotFound => StatusCode::NotFound,
             PeerUnreachable => StatusCode::BadGateway,
             // 1.0.21 answered these with 400, and its clients only look at the message.
             ExecCommandDenied
-            | ExecMaxConcurrent
             | ExecFailed
             | TransferPathDenied
             | TransferFileNotFound
@@ -79,14 +100,24 @@ impl ErrorCode {
             | ContextMaxEntries
             | InvalidRequest => StatusCode::BadRequest,
             TransferTooLarge | PayloadTooLarge => StatusCode::PayloadTooLarge,
-            ContextRevisionConflict | TransferBadDestination | TransferResumeConflict | ApprovalDecided => {
-                StatusCode::Conflict
-            }
+            ContextRevisionConflict
+            | TransferBadDestination
+            | TransferResumeConflict
+            | LockHeld
+            | FenceRefused
+            | TerminalExited
+            | TerminalConflict
+            | ApprovalDecided => StatusCode::Conflict,
+            ExecIdempotencyMismatch => StatusCode::UnprocessableEntity,
+            ExecJobExpired => StatusCode::Gone,
             TransferRangeNotSatisfiable => StatusCode::RequestedRangeNotSatisfiable,
             MethodNotAllowed => StatusCode::MethodNotAllowed,
             UnsupportedMediaType => StatusCode::UnsupportedMediaType,
-            RateLimited => StatusCode::TooManyRequests,
-            ShuttingDown | ContextStorageFailed | OutboxFull => StatusCode::ServiceUnavailable,
+            // 1.0.21 answered 400 at once; loopsy queues first and refuses only past the queue.
+            RateLimited | ExecMaxConcurrent | TerminalLimit => StatusCode::TooManyRequests,
+            ShuttingDown | ContextStorageFailed | OutboxFull | LockLimit | LockStorageFailed => {
+                StatusCode::ServiceUnavailable
+            }
             Internal => StatusCode::InternalServerError,
         }
     }

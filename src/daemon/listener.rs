@@ -246,7 +246,22 @@ impl Accepted {
                 }
                 return Ok(());
             };
-            let Some((mut req, mut body)) = decoded? else { return Ok(()) };
+            let decoded = match decoded {
+                Ok(decoded) => decoded,
+                Err(e) => match io.head_refusal() {
+                    // A head async-h1 must not see: answered, then the connection closes.
+                    Some(why) => {
+                        log::debug!("{}: request head refused: {why}", self.peer);
+                        let mut res: tide::http::Response = ApiError::bad_request(why).into_response().into();
+                        res.insert_header("Connection", "close");
+                        let mut encoder = Encoder::new(res, tide::http::Method::Get);
+                        io::copy(&mut encoder, &mut io.clone()).await?;
+                        return Ok(());
+                    }
+                    None => return Err(e),
+                },
+            };
+            let Some((mut req, mut body)) = decoded else { return Ok(()) };
             io.end_head();
             let _serving = self.in_flight.enter();
             req.set_peer_addr(Some(self.peer));
@@ -260,6 +275,19 @@ impl Accepted {
                 Mode::RefusePlain => plain_refusal(),
             };
             let drained = mode == Mode::Serve && drain_unread(&mut body, declared).await?;
+            if drained && res.status() == tide::StatusCode::SwitchingProtocols {
+                if let Some(upgrade) = res.ext().get::<super::websocket::Upgrade>().cloned() {
+                    // The connection now belongs to the WebSocket: it is no request in flight (a
+                    // stop ends it through its own domain, terminals hanging up), and it may be
+                    // silent for hours, so reads no longer time out; a write that makes no
+                    // progress for the idle timeout still ends it (the protocol's pings find a
+                    // client that is gone while nothing is written).
+                    drop(_serving);
+                    io.upgraded();
+                    upgrade.run(Box::new(io)).await?;
+                    return Ok(());
+                }
+            }
             let close = close_requested
                 || !drained
                 || self.shutdown.is_triggered()

@@ -18,6 +18,7 @@ mod request_log;
 pub mod routes;
 pub mod sse;
 pub mod state;
+pub mod websocket;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -85,6 +86,7 @@ async fn serve(paths: Paths, config: Config, node_id: NodeId, managed_by: Option
     let expiry = smol::spawn(context.clone().expire_entries());
     let retries = smol::spawn(state.messages.clone().run_retries(state.shutdown.clone()));
     let _approvals = smol::spawn(crate::approvals::run(state.approvals.clone(), state.shutdown.clone()));
+    let _reaper = smol::spawn(state.terminals.clone().run_reaper(state.shutdown.clone()));
     // Watch streams count as in-flight requests: end them as soon as the stop begins.
     let _end_watches = smol::spawn({
         let (shutdown, context) = (state.shutdown.clone(), context.clone());
@@ -100,6 +102,8 @@ async fn serve(paths: Paths, config: Config, node_id: NodeId, managed_by: Option
     log::info!("shutting down: {} request(s) in flight", in_flight.count());
     // Agents are not left running unsupervised (and their streams end with them).
     state.tasks.kill_all();
+    // Terminals do not survive the daemon: their programs are hung up (and their clients told).
+    state.terminals.kill_all().await;
     if let Some(discovery) = discovery {
         blocking::unblock(move || discovery.stop()).await;
     }
@@ -114,6 +118,8 @@ async fn serve(paths: Paths, config: Config, node_id: NodeId, managed_by: Option
     drop(expiry);
     // Writes what is queued and folds the journal into context.json.
     blocking::unblock(move || context.close()).await;
+    let locks = state.locks.clone();
+    blocking::unblock(move || locks.close()).await;
     state.audit.close();
     saver.await;
     RuntimeInfo::remove(&paths);

@@ -123,8 +123,9 @@ mod tests {
             for (method, operation) in item.as_object().unwrap() {
                 assert!(
                     operation["responses"]["200"].is_object()
-                        // A redirect is the success of the dashboard's /dashboard and its login.
-                        || operation["responses"].as_object().unwrap().keys().any(|k| k.starts_with(['2', '3'])),
+                        // A redirect is the success of the dashboard's /dashboard and its login, 101
+                        // Switching Protocols that of a WebSocket.
+                        || operation["responses"].as_object().unwrap().keys().any(|k| k.starts_with(['1', '2', '3'])),
                     "{method} {path} documents a success response"
                 );
                 let access = operation["x-loopsy-access"].as_str();
@@ -139,6 +140,7 @@ mod tests {
         let phantom: Vec<_> = documented.difference(&mounted).collect();
         assert!(phantom.is_empty(), "documented routes that do not exist: {phantom:?}");
         state.context.close();
+        state.locks.close();
         state.audit.close();
         let _ = std::fs::remove_dir_all(dir);
     }

@@ -30,6 +30,8 @@ pub struct State {
     pub shutdown: Shutdown,
     /// The context store (`/api/v1/context`).
     pub context: Store,
+    /// The lock table (`/api/v1/locks`), which also fences context writes.
+    pub locks: crate::locks::Locks,
     /// Whether new connections get TLS (pairing turns it on at run time) and whether plain
     /// HTTP from other machines is served beside it.
     pub tls: super::listener::TlsSwitch,
@@ -55,6 +57,8 @@ pub struct State {
     pub messages: crate::messages::Messages,
     /// The approval inbox across this daemon, its sessions and its peers (`/api/v1/approvals`).
     pub approvals: crate::approvals::Inbox,
+    /// Interactive terminal sessions (`/api/v1/terminals`), in memory only.
+    pub terminals: crate::terminal::Terminals,
 }
 
 impl State {
@@ -68,7 +72,8 @@ impl State {
         port: u16,
     ) -> anyhow::Result<(State, smol::channel::Receiver<crate::peers::health::Nudge>)> {
         use anyhow::Context;
-        let context = Store::open(&paths).context("opening the context store")?;
+        let context = Store::open(&paths, config.context.max_entries as usize).context("opening the context store")?;
+        let locks = crate::locks::Locks::open(&paths).context("opening the lock table")?;
         let registry = Registry::load(&paths.peers_file(), node_id.as_str());
         registry.add_configured(&config.discovery.manual_peers, &config.tls.pinned_certs);
         let (nudger, nudges) = crate::peers::health::channel();
@@ -98,13 +103,14 @@ impl State {
             audit: Audit::start(paths.audit_log(), super::audit::Rotation::default()),
             shutdown: Shutdown::new(),
             context,
+            locks,
             tls: super::listener::TlsSwitch::new(config.tls.allow_insecure_peers),
             pairing: super::pairing::Pairing::default(),
             tasks,
             runtime: Arc::new(std::sync::Mutex::new(None)),
             peers: registry,
             nudger,
-            executor: Executor::new(&config.execution, secrets),
+            executor: Executor::new(&config.execution, secrets.clone()),
             transfer: Arc::new(transfer_context(&paths, &config)),
             logins: Default::default(),
             host_names: Arc::new(crate::dashboard::origin::HostNames::new(&[
@@ -113,6 +119,7 @@ impl State {
             ])),
             messages,
             approvals,
+            terminals: crate::terminal::Terminals::new(&config, secrets),
             config,
             paths,
         };

@@ -156,6 +156,7 @@ pub fn forwardable(method: &str, path: &str) -> bool {
         ("GET", ["status" | "identity" | "peers"])
             | ("GET", ["context"] | ["context", _])
             | ("PUT" | "DELETE", ["context", _])
+            | ("GET", ["locks"])
             | ("GET", ["messages", "inbox" | "status"])
             | ("POST", ["messages"] | ["messages", "ack"])
             | ("POST", ["execute", "stream"])
@@ -165,7 +166,17 @@ pub fn forwardable(method: &str, path: &str) -> bool {
             | ("GET" | "DELETE", ["ai-tasks", _])
             | ("GET", ["ai-tasks", _, "stream" | "events"])
             | ("POST", ["ai-tasks", _, "approve"])
+            | ("GET" | "POST", ["terminals"])
+            | ("GET" | "DELETE", ["terminals", _])
+            | ("POST", ["terminals", _, "input"])
+            | ("GET", ["terminals", _, "screen" | "attach"])
     )
+}
+
+/// Whether `method path` is a terminal's WebSocket, relayed frame by frame.
+pub fn is_websocket(method: &str, path: &str) -> bool {
+    let segments: Vec<&str> = path.trim_start_matches("/api/v1/").split('/').collect();
+    matches!((method, segments.as_slice()), ("GET", ["terminals", _, "attach"]))
 }
 
 fn decodes_to_dots(segment: &str) -> bool {
@@ -214,6 +225,7 @@ mod tests {
             ("GET", "/api/v1/ai-tasks/t1/stream"),
             ("POST", "/api/v1/ai-tasks/t1/approve"),
             ("DELETE", "/api/v1/ai-tasks/t1"),
+            ("GET", "/api/v1/locks"),
         ] {
             assert!(forwardable(method, path), "{method} {path}");
         }
@@ -229,6 +241,8 @@ mod tests {
             ("GET", "/api/v1//status"),
             ("GET", "/status"),
             ("PATCH", "/api/v1/context/k"),
+            ("POST", "/api/v1/locks/db"),
+            ("DELETE", "/api/v1/locks/db"),
             ("DELETE", "/api/v1/messages"),
             ("POST", "/api/v1/messages/inbox"),
         ] {

@@ -4,9 +4,11 @@
 //! [`ClientError`] that says which daemon failed and how.
 
 pub mod resolve;
+pub mod retry;
 pub mod sse;
 pub mod transfer;
 mod transport;
+pub mod websocket;
 
 pub use transport::Trust;
 
@@ -48,6 +50,10 @@ pub struct Client {
     base: String,
     key: Option<String>,
     timeout: Duration,
+    /// Sent with every request (an `Idempotency-Key`).
+    headers: Vec<(String, String)>,
+    /// How the daemon is trusted (the WebSocket opens its own connection with it).
+    trust: Trust,
     /// The largest answer body read (`call`, `forward`); a longer one is an error.
     body_limit: usize,
 }
@@ -95,10 +101,12 @@ impl Client {
 
     fn with_trust(base: String, key: Option<String>, trust: Trust) -> Client {
         Client {
-            http: surf::Client::with_http_client(transport::Transport::new(trust)),
+            http: surf::Client::with_http_client(transport::Transport::new(trust.clone())),
             base,
             key,
             timeout: Duration::from_secs(30),
+            headers: Vec::new(),
+            trust,
             body_limit: BODY_LIMIT,
         }
     }
@@ -117,6 +125,13 @@ impl Client {
 
     pub fn with_timeout(mut self, timeout: Duration) -> Client {
         self.timeout = timeout;
+        self
+    }
+
+    /// This client, sending `name: value` with every request as well.
+    pub fn with_header(mut self, name: &str, value: &str) -> Client {
+        self.headers.retain(|(existing, _)| !existing.eq_ignore_ascii_case(name));
+        self.headers.push((name.to_string(), value.to_string()));
         self
     }
 
@@ -178,6 +193,9 @@ impl Client {
         let mut request = self.http.request(method, url);
         if let Some(key) = &self.key {
             request = request.header("Authorization", format!("Bearer {key}"));
+        }
+        for (name, value) in &self.headers {
+            request = request.header(name.as_str(), value.as_str());
         }
         if let Some(body) = body {
             // Content-Type only with a body: 1.0.21 daemons reject an empty JSON body.
@@ -249,6 +267,9 @@ impl Client {
         let mut request = self.http.request(method, url);
         if let Some(key) = &self.key {
             request = request.header("Authorization", format!("Bearer {key}"));
+        }
+        for (name, value) in &self.headers {
+            request = request.header(name.as_str(), value.as_str());
         }
         match body {
             // Content-Type only with a body: 1.0.21 daemons reject an empty JSON body.

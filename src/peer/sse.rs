@@ -51,10 +51,20 @@ impl EventStream {
         EventStream { response, url, idle_limit }
     }
 
+    /// A header of the response that opened the stream.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.response.header(name).map(|values| values.last().as_str().to_string())
+    }
+
     /// How long the stream may stay silent (heartbeats count) before it is taken as lost.
     pub fn with_idle_limit(mut self, idle_limit: Duration) -> EventStream {
         self.idle_limit = idle_limit;
         self
+    }
+
+    /// Like [`EventStream::with_idle_limit`], on a stream in use.
+    pub fn set_idle_limit(&mut self, idle_limit: Duration) {
+        self.idle_limit = idle_limit;
     }
 
     /// The next event; `None` when the daemon ended the stream.

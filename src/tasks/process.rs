@@ -98,16 +98,73 @@ fn pty_error(e: pty_process::Error) -> io::Error {
     }
 }
 
+/// An interactive program on a PTY of its own (the terminal sessions of `terminal/`): stdin,
+/// stdout and stderr are all the terminal, and the program leads a new session (setsid).
+pub(crate) struct Interactive {
+    /// Also the process group and session id.
+    pub pid: u32,
+    /// The PTY master; `&PtyIo` reads and writes, so readers and writers can share it.
+    pub master: std::sync::Arc<async_io::Async<PtyIo>>,
+    pub exit: Pin<Box<dyn Future<Output = io::Result<ExitStatus>> + Send>>,
+}
+
+/// Starts `program` on a new PTY of `rows` x `cols`, with exactly the environment `env`.
+pub(crate) fn spawn_interactive(
+    program: &Path,
+    args: &[String],
+    cwd: &Path,
+    env: &BTreeMap<String, String>,
+    (rows, cols): (u16, u16),
+) -> io::Result<Interactive> {
+    let (pty, pts) = pty_process::blocking::open().map_err(pty_error)?;
+    pty.resize(pty_process::Size::new(rows, cols)).map_err(pty_error)?;
+    let mut child = pty_process::blocking::Command::new(program)
+        .args(args)
+        .current_dir(cwd)
+        .env_clear()
+        .envs(env)
+        .spawn(pts)
+        .map_err(pty_error)?;
+    Ok(Interactive {
+        pid: child.id(),
+        master: std::sync::Arc::new(async_io::Async::new(PtyIo(pty))?),
+        exit: Box::pin(blocking::unblock(move || child.wait())),
+    })
+}
+
 /// The PTY master, made pollable by async-io (DEPENDENCIES.md, pty-process).
-struct PtyIo(pty_process::blocking::Pty);
+pub(crate) struct PtyIo(pty_process::blocking::Pty);
+
+impl PtyIo {
+    /// Sets the terminal size; the kernel sends SIGWINCH to the foreground process group.
+    pub(crate) fn resize(&self, rows: u16, cols: u16) -> io::Result<()> {
+        self.0.resize(pty_process::Size::new(rows, cols)).map_err(pty_error)
+    }
+}
 
 impl io::Read for PtyIo {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self.0.read(buf) {
+        io::Read::read(&mut &*self, buf)
+    }
+}
+
+impl io::Read for &PtyIo {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match io::Read::read(&mut &self.0, buf) {
             // After the child exits a PTY master reads EIO, not EOF.
             Err(e) if e.raw_os_error() == Some(libc::EIO) => Ok(0),
             other => other,
         }
+    }
+}
+
+impl io::Write for &PtyIo {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        io::Write::write(&mut &self.0, buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 
@@ -130,6 +187,42 @@ pub fn signal_group(pgid: u32, signal: i32) {
     unsafe {
         libc::kill(-(pgid as libc::pid_t), signal);
     }
+}
+
+/// Sends `signal` to every process of the session `sid` (a terminal's programs, whatever
+/// process group a shell put each job in), found through `/proc`. Returns how many were
+/// signalled.
+pub(crate) fn signal_session(sid: u32, signal: i32) -> usize {
+    let mut signalled = 0;
+    for pid in session_members(sid) {
+        // SAFETY: kill(2) with a pid read from /proc; no memory involved.
+        if unsafe { libc::kill(pid as libc::pid_t, signal) } == 0 {
+            signalled += 1;
+        }
+    }
+    signalled
+}
+
+/// The live processes whose session id is `sid` (zombies, already dead, are left out).
+pub(crate) fn session_members(sid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).ok().and_then(|s| stat_session(&s)) == Some(sid)
+        })
+        .collect()
+}
+
+/// The session id in a `/proc/<pid>/stat` line: the 4th field after the parenthesised name
+/// (which may itself hold spaces and parentheses); `None` for a zombie.
+fn stat_session(stat: &str) -> Option<u32> {
+    let (_, after) = stat.rsplit_once(')')?;
+    let mut fields = after.split_whitespace();
+    if fields.next()? == "Z" {
+        return None;
+    }
+    fields.nth(2)?.parse().ok()
 }
 
 /// The first executable file named `program` on `path` (a `PATH` value).
@@ -226,6 +319,15 @@ mod tests {
             ]
         );
         assert!(!env(Agent::Codex, &names).contains(&"CODEX_SANDBOX".to_string()));
+    }
+
+    #[test]
+    fn the_session_id_is_read_past_odd_process_names() {
+        assert_eq!(stat_session("42 (a) b (c)) S 1 42 40 0 -1"), Some(40));
+        assert_eq!(stat_session("42 (sh) S 1"), None);
+        assert_eq!(stat_session("42 (sh) Z 1 42 40 0"), None);
+        let own = std::fs::read_to_string("/proc/self/stat").unwrap();
+        assert!(stat_session(&own).is_some());
     }
 
     #[test]

@@ -30,6 +30,7 @@ pub mod mcp_stdio;
 pub mod process;
 pub mod proxy;
 pub mod recorder;
+pub mod relay;
 pub mod rogue;
 pub mod skip;
 pub mod watchdog;

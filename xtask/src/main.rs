@@ -13,6 +13,7 @@ mod http;
 mod isolation;
 mod node;
 mod slowloris;
+mod terminal_bench;
 mod units;
 
 use std::path::PathBuf;

@@ -25,6 +25,7 @@ use crate::daemon::error::{ApiError, ErrorCode};
 use crate::daemon::guard::{Access, Caller};
 use crate::daemon::rate_limit::Category;
 use crate::daemon::state::State;
+use crate::locks::api::Fence;
 use crate::store::{self, Change, Entry, Put, StoreError, Subscription, Ttl};
 
 /// Largest PUT body: a value of exactly 1 MiB plus its JSON envelope, with room for escapes
@@ -52,6 +53,8 @@ struct PutBody {
     value: Option<String>,
     ttl: Option<serde_json::Number>,
     if_revision: Option<u64>,
+    /// Write only while this lock grant is live (a fenced write, not in 1.0.21).
+    if_fence: Option<Fence>,
 }
 
 /// `GET /api/v1/context` answer.
@@ -99,7 +102,17 @@ async fn put_entry(mut req: Request<State>) -> tide::Result {
         _ => None,
     };
     let put = Put { value: value.into(), ttl, if_revision: body.if_revision, from_node_id };
-    let entry = req.state().context.put(&key, put, now).await.map_err(store_error)?;
+    let state = req.state();
+    let entry = match body.if_fence {
+        None => state.context.put(&key, put, now).await,
+        Some(fence) => {
+            check_fence_lock(&fence)?;
+            // Under the store lock: no grant can change between the check and the write.
+            let guard = || state.locks.check_fence(&fence.lock, fence.token);
+            fenced(state, state.context.put_guarded(&key, put, now, guard).await).await?
+        }
+    }
+    .map_err(store_error)?;
     if let Some((name, value)) = delivered_by {
         req.state().messages.note_sender(&name, &value).await;
     }
@@ -134,7 +147,19 @@ async fn delete_entry(req: Request<State>) -> tide::Result {
             ApiError::bad_request(format!("query parameter 'ifRevision' must be a non-negative integer, got '{text}'"))
         })?),
     };
-    let revision = req.state().context.delete(&key, if_revision, crate::clock::now_ms()).await.map_err(store_error)?;
+    let fence = match query(&req, "ifFence") {
+        None => None,
+        Some(text) => Some(parse_fence(&text)?),
+    };
+    let (state, now) = (req.state(), crate::clock::now_ms());
+    let revision = match fence {
+        None => state.context.delete(&key, if_revision, now).await,
+        Some(fence) => {
+            let guard = || state.locks.check_fence(&fence.lock, fence.token);
+            fenced(state, state.context.delete_guarded(&key, if_revision, now, guard).await).await?
+        }
+    }
+    .map_err(store_error)?;
     json_response(&Deleted { success: true, key, revision })
 }
 
@@ -259,6 +284,34 @@ fn from_node_id(req: &Request<State>) -> Result<String, ApiError> {
     Ok(value)
 }
 
+/// The store's answer to a fenced write, or the fence's refusal as a 409 (once the lock state
+/// it names is durable).
+async fn fenced<T>(
+    state: &State,
+    outcome: Result<Result<T, StoreError>, crate::locks::FenceError>,
+) -> Result<Result<T, StoreError>, ApiError> {
+    match outcome {
+        Ok(result) => Ok(result),
+        Err(refusal) => {
+            state.locks.settle_all().await.map_err(super::locks::lock_error)?;
+            Err(super::locks::fence_error(refusal))
+        }
+    }
+}
+
+fn check_fence_lock(fence: &Fence) -> Result<(), ApiError> {
+    crate::locks::check_name(&fence.lock).map_err(|e| ApiError::bad_request(format!("field 'ifFence.lock': {e}")))
+}
+
+/// `?ifFence=<lock>:<token>` of a DELETE (a lock name may contain ':', the token does not).
+fn parse_fence(text: &str) -> Result<Fence, ApiError> {
+    let bad = || ApiError::bad_request(format!("query parameter 'ifFence' must be <lock>:<token>, got '{text}'"));
+    let (lock, token) = text.rsplit_once(':').ok_or_else(bad)?;
+    let fence = Fence { lock: lock.to_string(), token: token.parse().map_err(|_| bad())? };
+    check_fence_lock(&fence)?;
+    Ok(fence)
+}
+
 /// The one mapping from store errors to HTTP errors.
 pub(super) fn store_error(error: StoreError) -> ApiError {
     let message = error.to_string();
@@ -266,7 +319,7 @@ pub(super) fn store_error(error: StoreError) -> ApiError {
         StoreError::NotFound { .. } => ApiError::new(ErrorCode::ContextKeyNotFound, message),
         StoreError::BadKey { .. } => ApiError::bad_request(message),
         StoreError::ValueTooLarge { .. } => ApiError::new(ErrorCode::ContextValueTooLarge, message),
-        StoreError::TooManyEntries => ApiError::new(ErrorCode::ContextMaxEntries, message),
+        StoreError::TooManyEntries { .. } => ApiError::new(ErrorCode::ContextMaxEntries, message),
         StoreError::RevisionConflict { key, current, expected } => {
             ApiError::new(ErrorCode::ContextRevisionConflict, message)
                 .with_details(json!({"key": key, "currentRevision": current, "ifRevision": expected}))
@@ -305,7 +358,7 @@ pub fn openapi() -> serde_json::Value {
             "/api/v1/context/{key}": {
                 "put": {
                     "summary": "Create or replace an entry; acknowledged once durable", "tags": ["context"],
-                    "description": "400 code 9003 for a missing/empty value, a non-string value, a bad ttl or key; 400 code 5002 for a value over 1 MiB (bytes of UTF-8); 413 code 9006 for a body over 1 MiB + 64 KiB; 400 code 5003 when 1000 live entries exist and the key is new; a PUT of an `inbox:` key whose value is an envelope of a message this node acknowledged already is answered 200 with revision 0 and not stored (a re-delivery); 409 code 5004 when ifRevision does not match (error.details.currentRevision); 503 code 5005 when the journal cannot be written.",
+                    "description": "400 code 9003 for a missing/empty value, a non-string value, a bad ttl or key; 400 code 5002 for a value over 1 MiB (bytes of UTF-8); 413 code 9006 for a body over 1 MiB + 64 KiB; 400 code 5003 when `context.maxEntries` (default 100,000; 1.0.21: 1000) live entries exist and the key is new; 409 code 6003 when ifFence names a grant that is not live; a PUT of an `inbox:` key whose value is an envelope of a message this node acknowledged already is answered 200 with revision 0 and not stored (a re-delivery); 409 code 5004 when ifRevision does not match (error.details.currentRevision); 503 code 5005 when the journal cannot be written.",
                     "parameters": [key_param.clone(), {"name": "X-Loopsy-Node-Id", "in": "header", "required": false, "schema": {"type": "string", "maxLength": MAX_NODE_ID}, "description": "recorded as fromNodeId (default `local`)"}],
                     "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ContextPut"}}}},
                     "responses": put_responses},
@@ -315,7 +368,8 @@ pub fn openapi() -> serde_json::Value {
                     "responses": get_responses},
                 "delete": {
                     "summary": "Delete an entry", "tags": ["context"],
-                    "parameters": [key_param, {"name": "ifRevision", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 0}, "description": "delete only if the key is at this revision (409 code 5004 otherwise)"}],
+                    "parameters": [key_param, {"name": "ifRevision", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 0}, "description": "delete only if the key is at this revision (409 code 5004 otherwise)"},
+                        {"name": "ifFence", "in": "query", "required": false, "schema": {"type": "string", "pattern": "^[A-Za-z0-9._:/@-]+:[0-9]+$"}, "description": "<lock>:<token>: delete only while that grant is live (409 code 6003 otherwise)"}],
                     "responses": delete_responses}
             }
         },
@@ -331,7 +385,8 @@ pub fn openapi() -> serde_json::Value {
             "ContextPut": {"type": "object", "required": ["value"], "properties": {
                 "value": {"type": "string", "minLength": 1, "description": "at most 1048576 bytes of UTF-8"},
                 "ttl": {"type": "number", "exclusiveMinimum": 0, "maximum": store::MAX_TTL_SECS, "description": "seconds until the entry expires; absent or 0: never"},
-                "ifRevision": {"type": "integer", "minimum": 0, "description": "write only if the key is at this revision; 0: only if it does not exist (not in 1.0.21)"}}},
+                "ifRevision": {"type": "integer", "minimum": 0, "description": "write only if the key is at this revision; 0: only if it does not exist (not in 1.0.21)"},
+                "ifFence": {"$ref": "#/components/schemas/Fence", "description": "write only while this grant of a lock of this daemon is live: a holder whose lock passed to another cannot write stale data (409 code 6003, error.details.current); not in 1.0.21"}}},
             "ContextDeleted": {"type": "object", "required": ["success", "key"], "properties": {
                 "success": {"const": true}, "key": {"type": "string"},
                 "revision": {"type": "integer", "description": "store revision of the delete"}}},

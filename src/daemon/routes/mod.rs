@@ -9,11 +9,13 @@ mod approvals;
 mod context;
 mod dashboard;
 mod execute;
+mod locks;
 mod messages;
 mod pairing;
 mod peers;
 mod system;
 mod tasks;
+mod terminals;
 mod transfer;
 
 use tide::http::Method;
@@ -70,6 +72,8 @@ fn mount_areas(mount: &mut Mount<'_>) {
     approvals::mount(mount);
     dashboard::mount(mount);
     messages::mount(mount);
+    locks::mount(mount);
+    terminals::mount(mount);
 }
 
 /// Mounts every route on `app` and returns the table.
@@ -104,6 +108,8 @@ pub fn openapi_parts() -> Vec<serde_json::Value> {
         approvals::openapi(),
         dashboard::openapi(),
         messages::openapi(),
+        locks::openapi(),
+        terminals::openapi(),
     ]
 }
 

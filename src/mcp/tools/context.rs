@@ -17,6 +17,11 @@ fn peer() -> Value {
     peer_property("holding the context (omit for this machine)")
 }
 
+fn fence() -> Value {
+    json!({"type": "object", "description": "Only while this lock grant is live: {\"lock\": name, \"token\": fencing token from loopsy_lock_acquire}; a refusal means the lock passed to another holder",
+           "properties": {"lock": {"type": "string"}, "token": {"type": "integer", "minimum": 1}}, "required": ["lock", "token"], "additionalProperties": false})
+}
+
 fn revision() -> Value {
     json!({"type": "integer", "minimum": 0, "description": "Only if the entry has this revision (0 = only if it does not exist); a mismatch is an error that says the current revision"})
 }
@@ -26,7 +31,7 @@ pub fn tools() -> Vec<Tool> {
         Tool {
             name: "loopsy_context_set",
             description: "Store a shared key-value pair on a remote Loopsy peer (or locally). Optional TTL in seconds; optional ifRevision for safe updates (locks, counters).",
-            schema: || object(json!({"key": key(), "value": {"type": "string", "description": "Value to store"}, "ttl": {"type": "integer", "minimum": 1, "description": "Time-to-live in seconds"}, "peer": peer(), "ifRevision": revision()}), &["key", "value"]),
+            schema: || object(json!({"key": key(), "value": {"type": "string", "description": "Value to store"}, "ttl": {"type": "integer", "minimum": 1, "description": "Time-to-live in seconds"}, "peer": peer(), "ifRevision": revision(), "ifFence": fence()}), &["key", "value"]),
             run: handler!(set),
         },
         Tool {
@@ -44,7 +49,7 @@ pub fn tools() -> Vec<Tool> {
         Tool {
             name: "loopsy_context_delete",
             description: "Delete a context entry by key on a remote peer or locally; optional ifRevision",
-            schema: || object(json!({"key": key(), "peer": peer(), "ifRevision": revision()}), &["key"]),
+            schema: || object(json!({"key": key(), "peer": peer(), "ifRevision": revision(), "ifFence": fence()}), &["key"]),
             run: handler!(delete),
         },
         Tool {
@@ -63,6 +68,9 @@ fn put_body(args: &Args) -> Value {
     }
     if let Some(revision) = args.u64("ifRevision") {
         body["ifRevision"] = revision.into();
+    }
+    if let Some(fence) = args.value("ifFence") {
+        body["ifFence"] = fence.clone();
     }
     body
 }
@@ -94,8 +102,16 @@ async fn list(daemon: Arc<DaemonLocator>, args: Args) -> Outcome {
 async fn delete(daemon: Arc<DaemonLocator>, args: Args) -> Outcome {
     let client = target(&daemon, args.str("peer"))?;
     let mut path = format!("/api/v1/context/{}", encode_segment(args.req("key")));
+    let mut query = Vec::new();
     if let Some(revision) = args.u64("ifRevision") {
-        path.push_str(&format!("?ifRevision={revision}"));
+        query.push(format!("ifRevision={revision}"));
+    }
+    if let Some(fence) = args.value("ifFence") {
+        let spec = format!("{}:{}", fence["lock"].as_str().unwrap_or_default(), fence["token"]);
+        query.push(format!("ifFence={}", encode_segment(&spec)));
+    }
+    if !query.is_empty() {
+        path = format!("{path}?{}", query.join("&"));
     }
     let answer: Value = client.call(Method::Delete, &path, None::<&()>).await.map_err(|e| e.to_string())?;
     Ok(pretty(&answer))

@@ -9,10 +9,12 @@ mod approvals;
 mod args;
 mod context;
 mod execute;
+mod locks;
 mod messages;
 mod peers;
 mod sessions;
 mod tasks;
+mod terminals;
 mod transfer;
 
 use std::future::Future;
@@ -46,10 +48,12 @@ fn all() -> Vec<Tool> {
     tools.extend(execute::tools());
     tools.extend(transfer::tools());
     tools.extend(context::tools());
+    tools.extend(locks::tools());
     tools.extend(sessions::tools());
     tools.extend(messages::tools());
     tools.extend(tasks::tools());
     tools.extend(approvals::tools());
+    tools.extend(terminals::tools());
     tools
 }
 
