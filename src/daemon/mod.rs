@@ -11,6 +11,7 @@ pub mod conn;
 pub mod error;
 pub mod guard;
 pub mod listener;
+pub mod memory;
 pub mod openapi;
 pub mod pairing;
 pub mod rate_limit;
