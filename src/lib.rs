@@ -3,6 +3,7 @@
 //! One binary with several faces: the CLI ([`cli`]), the daemon with its REST API ([`daemon`]),
 //! and the client every face uses to talk to daemons ([`peer`]). See ARCHITECTURE.md.
 
+pub mod approvals;
 pub mod child_env;
 pub mod cli;
 pub mod clock;
@@ -13,6 +14,7 @@ pub mod discovery;
 pub mod doctor;
 pub mod durable;
 pub mod exec;
+pub mod feed;
 #[cfg(test)]
 mod fuzz;
 pub mod identity;

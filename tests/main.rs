@@ -2,6 +2,7 @@
 
 mod support;
 
+mod approvals;
 mod bound_peers;
 mod context;
 mod core_api;

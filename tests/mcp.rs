@@ -343,11 +343,7 @@ fn the_official_python_sdk_drives_every_tool_resource_and_prompt() {
             true,
             "task 'nope' not found".into(),
         ),
-        (
-            json!({"name": "loopsy_task_approve", "arguments": {"peer": "local", "taskId": "nope", "requestId": "r", "approved": false}}),
-            true,
-            "No pending permission request".into(),
-        ),
+        (json!({"name": "loopsy_approvals_list"}), false, "No permission request is waiting for a human".into()),
         (
             json!({"name": "loopsy_lock_acquire", "arguments": {"name": "sdk-lock", "ttl": 30}}),
             false,

@@ -81,6 +81,16 @@ impl Lab {
         self.start_daemon_with(i, health_interval_ms, |_| {});
     }
 
+    /// Like [`Lab::start_daemon`], with variables added to the daemon's environment; returns
+    /// the daemon's PID.
+    pub(crate) fn start_daemon_env(&self, i: usize, health_interval_ms: u64, env: &[(&str, &str)]) -> i32 {
+        self.init_home(i, |doc| {
+            doc["discovery"]["enabled"] = true.into();
+            doc["discovery"]["healthInterval"] = health_interval_ms.into();
+        });
+        self.run_daemon_env(i, env)
+    }
+
     /// Like [`Lab::start_daemon`], with a last change to the config; returns the daemon's PID.
     pub(crate) fn start_daemon_with(&self, i: usize, health_interval_ms: u64, change: impl FnOnce(&mut Yaml)) -> i32 {
         self.init_home(i, |doc| {
@@ -105,10 +115,19 @@ impl Lab {
 
     /// Starts the daemon of host `i`'s existing home; returns its PID once it listens.
     fn run_daemon(&self, i: usize) -> i32 {
+        self.run_daemon_env(i, &[])
+    }
+
+    /// [`Lab::run_daemon`] with variables added to the daemon's environment.
+    fn run_daemon_env(&self, i: usize, env: &[(&str, &str)]) -> i32 {
         let home = self.home(i);
         let _ = std::fs::remove_file(home.join("daemon.json"));
         let home_arg = home.to_str().unwrap();
-        let pid = self.spawn(i, &[loopsy_bin(), "--home", home_arg, "start", "--foreground"]);
+        let assignments: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let mut argv: Vec<&str> = vec!["env"];
+        argv.extend(assignments.iter().map(String::as_str));
+        argv.extend([loopsy_bin(), "--home", home_arg, "start", "--foreground"]);
+        let pid = self.spawn(i, &argv);
         self.wait(Duration::from_secs(15), &format!("daemon {i} listens"), || home.join("daemon.json").exists());
         pid
     }
@@ -119,13 +138,22 @@ impl Lab {
     }
 
     /// `netlab spawn`; returns the PID (the command itself: netlab's wrappers exec it).
-    fn spawn(&self, i: usize, command: &[&str]) -> i32 {
+    pub(crate) fn spawn(&self, i: usize, command: &[&str]) -> i32 {
         let (host, log) = (i.to_string(), self.hosts[i - 1].log.to_str().unwrap().to_string());
         let mut args = vec!["spawn", self.name.as_str(), host.as_str(), log.as_str()];
         args.extend(command);
         let out = netlab(&args);
         assert_eq!(out.code, 0, "netlab spawn: {}", out.stderr);
         out.stdout.trim().parse().expect("netlab spawn prints a PID")
+    }
+
+    /// `loopsy --home <home of i> ARGS` as host `i`, read line by line, stdin piped.
+    pub(crate) fn background_loopsy(&self, i: usize, args: &[&str]) -> crate::support::Background {
+        let home = self.home(i).to_str().unwrap().to_string();
+        let host = i.to_string();
+        let mut command = command(netlab_tool());
+        command.args(["exec", &self.name, &host, loopsy_bin(), "--home", &home]).args(args);
+        crate::support::Background::start(&mut command)
     }
 
     /// Runs `loopsy --home <home of i> ARGS` as host `i`.
@@ -255,7 +283,7 @@ fn a_stopping_daemon_says_goodbye_and_its_peers_mark_it_offline_at_once() {
 
 /// Host `joiner` pairs with host `host` (both daemons running); returns the joiner's name as
 /// the host knows it.
-fn pair(lab: &Lab, host: usize, joiner: usize) -> String {
+pub(crate) fn pair(lab: &Lab, host: usize, joiner: usize) -> String {
     let home = lab.home(host).to_str().unwrap().to_string();
     lab.spawn(host, &[loopsy_bin(), "--home", &home, "pair", "--yes"]);
     let log = |i: usize| std::fs::read_to_string(&lab.hosts[i - 1].log).unwrap_or_default();
@@ -266,6 +294,11 @@ fn pair(lab: &Lab, host: usize, joiner: usize) -> String {
     assert!((out.code == 0), "pairing: {}{}", out.stdout, out.stderr);
     lab.wait(Duration::from_secs(10), "the host finishes too", || log(host).contains("Paired with"));
     format!("{}-h{joiner}", lab.name)
+}
+
+/// Host `i`'s `config.yaml`.
+pub(crate) fn config_of(lab: &Lab, i: usize) -> crate::support::Yaml {
+    crate::support::read_config(lab.home(i))
 }
 
 /// Every key host `i`'s config holds.
@@ -331,7 +364,7 @@ fn a_rogue_claiming_a_paired_and_a_legacy_peers_ids_moves_nothing_and_gets_no_ke
 }
 
 /// `curl ARGS` as host `i`: (HTTP status, body); fails under CI=true when curl is missing.
-fn curl(lab: &Lab, i: usize, args: &[&str]) -> Option<(u16, String)> {
+pub(crate) fn curl(lab: &Lab, i: usize, args: &[&str]) -> Option<(u16, String)> {
     prerequisite(program("curl", "curl"))?;
     let host = i.to_string();
     let mut all = vec!["exec", &lab.name, &host, "curl", "-sS", "--max-time", "5", "-w", "\n%{http_code}"];

@@ -1,5 +1,6 @@
 //! The command line: one file per subcommand, each with its `argh` struct and a `run`.
 
+mod approvals;
 mod connect;
 mod context;
 mod daemon;
@@ -67,6 +68,7 @@ pub enum Command {
     Pull(pull::Args),
     Ls(ls::Args),
     Task(task::Args),
+    Approvals(approvals::Args),
     Term(term::Args),
     Session(session::Args),
     Doctor(doctor::Args),
@@ -106,6 +108,7 @@ pub fn run(args: Loopsy) -> anyhow::Result<ExitCode> {
         Command::Pull(cmd) => pull::run(cmd, &paths),
         Command::Ls(cmd) => ls::run(cmd, &paths),
         Command::Task(cmd) => task::run(cmd, &paths),
+        Command::Approvals(cmd) => approvals::run(cmd, &paths),
         Command::Term(cmd) => term::run(cmd, &paths),
         Command::Session(cmd) => session::run(cmd, &paths),
         Command::Doctor(cmd) => doctor::run(cmd, &paths),

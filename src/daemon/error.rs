@@ -38,6 +38,10 @@ pub enum ErrorCode {
     ContextRevisionConflict = 5004,
     /// The context journal cannot be written (disk full, I/O error) or the daemon is stopping.
     ContextStorageFailed = 5005,
+    /// The permission request was decided before (or expired, or was withdrawn).
+    ApprovalDecided = 6101,
+    /// The target has no such permission request.
+    ApprovalNotFound = 6102,
     /// No such message in this node's inbox (acknowledged already, expired, never arrived).
     MessageNotFound = 7001,
     /// The messaging outbox holds as many deliveries as it may.
@@ -83,7 +87,7 @@ impl ErrorCode {
             AuthMissingKey => StatusCode::Unauthorized,
             AuthInvalidKey | Forbidden | TlsRequired => StatusCode::Forbidden,
             PeerNotFound | ExecJobNotFound | ContextKeyNotFound | MessageNotFound | LockNotHeld | RouteNotFound
-            | TerminalNotFound => StatusCode::NotFound,
+            | TerminalNotFound | ApprovalNotFound => StatusCode::NotFound,
             PeerUnreachable => StatusCode::BadGateway,
             // 1.0.21 answered these with 400, and its clients only look at the message.
             ExecCommandDenied
@@ -102,7 +106,8 @@ impl ErrorCode {
             | LockHeld
             | FenceRefused
             | TerminalExited
-            | TerminalConflict => StatusCode::Conflict,
+            | TerminalConflict
+            | ApprovalDecided => StatusCode::Conflict,
             ExecIdempotencyMismatch => StatusCode::UnprocessableEntity,
             ExecJobExpired => StatusCode::Gone,
             TransferRangeNotSatisfiable => StatusCode::RequestedRangeNotSatisfiable,

@@ -296,6 +296,7 @@ impl Accepted {
                 res.insert_header("Connection", "close");
             }
             let event_stream = res.content_type().is_some_and(|mime| mime.essence() == "text/event-stream");
+            let large = declared.max(res.len()).unwrap_or(0) >= super::memory::LARGE_BODY;
             let mut encoder = Encoder::new(res, method);
             let mut writer = io.clone();
             let copy = io::copy(&mut encoder, &mut writer);
@@ -305,6 +306,11 @@ impl Accepted {
                 future::or(copy, client_hangup(&tcp)).await?;
             } else {
                 copy.await?;
+            }
+            if large {
+                // Its buffers are freed by now: give their pages back (memory returns after a burst).
+                drop(encoder);
+                super::memory::give_back();
             }
             if close {
                 return Ok(());

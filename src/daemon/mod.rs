@@ -10,6 +10,7 @@ pub mod conn;
 pub mod error;
 pub mod guard;
 pub mod listener;
+pub mod memory;
 pub mod openapi;
 pub mod pairing;
 pub mod rate_limit;
@@ -84,6 +85,7 @@ async fn serve(paths: Paths, config: Config, node_id: NodeId, managed_by: Option
     let _sweeper = smol::spawn(sweep_partial_uploads(transfer, state.shutdown.clone()));
     let expiry = smol::spawn(context.clone().expire_entries());
     let retries = smol::spawn(state.messages.clone().run_retries(state.shutdown.clone()));
+    let _approvals = smol::spawn(crate::approvals::run(state.approvals.clone(), state.shutdown.clone()));
     let _reaper = smol::spawn(state.terminals.clone().run_reaper(state.shutdown.clone()));
     // Watch streams count as in-flight requests: end them as soon as the stop begins.
     let _end_watches = smol::spawn({

@@ -55,6 +55,8 @@ pub struct State {
     pub host_names: Arc<crate::dashboard::origin::HostNames>,
     /// Agent messaging: the outbox, its retries, and acknowledged ids (`/api/v1/messages`).
     pub messages: crate::messages::Messages,
+    /// The approval inbox across this daemon, its sessions and its peers (`/api/v1/approvals`).
+    pub approvals: crate::approvals::Inbox,
     /// Interactive terminal sessions (`/api/v1/terminals`), in memory only.
     pub terminals: crate::terminal::Terminals,
 }
@@ -86,6 +88,14 @@ impl State {
         );
         // Child processes (commands, agents) never inherit the daemon's keys (weakness C3).
         let secrets = crate::child_env::Secrets::new(paths.clone(), &config);
+        let tasks = crate::tasks::Tasks::new(config.ai_tasks.clone(), &paths.tasks_dir(), secrets.clone());
+        let approvals = crate::approvals::Inbox::new(
+            tasks.clone(),
+            paths.clone(),
+            config.clone(),
+            registry.clone(),
+            hostname.clone(),
+        );
         let state = State {
             node: Arc::new(Node { id: node_id, hostname, port, started: Instant::now() }),
             keyring: Keyring::new(&config),
@@ -96,7 +106,7 @@ impl State {
             locks,
             tls: super::listener::TlsSwitch::new(config.tls.allow_insecure_peers),
             pairing: super::pairing::Pairing::default(),
-            tasks: crate::tasks::Tasks::new(config.ai_tasks.clone(), &paths.tasks_dir(), secrets.clone()),
+            tasks,
             runtime: Arc::new(std::sync::Mutex::new(None)),
             peers: registry,
             nudger,
@@ -108,6 +118,7 @@ impl State {
                 crate::identity::os_hostname(),
             ])),
             messages,
+            approvals,
             terminals: crate::terminal::Terminals::new(&config, secrets),
             config,
             paths,

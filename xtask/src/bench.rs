@@ -414,20 +414,8 @@ fn context(bin: &Path) -> anyhow::Result<Vec<Figure>> {
     // One connection, one request at a time: a PUT of a new key and a GET, with 1,000 entries…
     let (small_put, small_get) = context_latencies(&node, "small")?;
     // …and once the store holds 100,000 (the default context.maxEntries).
-    let filled = Arc::new(AtomicU64::new(0));
-    let key = node.key.clone();
-    let counter = filled.clone();
     let target = 100_000 - 2 * 1000 - 1000; // what context_latencies adds makes 100,000
-    throughput(&node.addr, 32, Duration::from_secs(3600), move |conn, _| {
-        let n = counter.fetch_add(1, Ordering::Relaxed);
-        if n >= target {
-            anyhow::bail!("filled");
-        }
-        let reply = conn.call("PUT", &format!("/api/v1/context/fill-{n}"), Some(&key), Some(br#"{"value":"x"}"#))?;
-        anyhow::ensure!(reply.status == 200, "PUT answered {}", reply.status);
-        Ok(())
-    })
-    .ok();
+    let fill_took = timed(|| fill(&node, target))?;
     let (large_put, large_get) = context_latencies(&node, "large")?;
     let mut conn = Conn::open(&node.addr)?;
     let status: serde_json::Value =
@@ -451,10 +439,37 @@ fn context(bin: &Path) -> anyhow::Result<Vec<Figure>> {
         figure("context GET p50 at 100,000 entries", large_get, "ms", "≤ 1.1 limit", "").limit(small_get),
         figure("  limit: context GET p50 at 1,000 entries", small_get, "ms", "", ""),
         figure("  entries in the store", entries, "", "100000", "1000"),
+        figure("  filling 97,000 new keys, 32 conns", fill_took * 1000.0, "ms", "", ""),
         figure("  daemon RSS with 100,000 entries", rss, "MiB", "", ""),
         figure("clean stop with 100,000 entries (compacts)", compaction * 1000.0, "ms", "", ""),
         figure("start with 100,000 entries to first /health", start.as_secs_f64() * 1000.0, "ms", "", ""),
     ])
+}
+
+/// PUTs `count` new keys over 32 connections, each worker taking the next number until all are in.
+fn fill(node: &Node, count: u64) -> anyhow::Result<()> {
+    let next = Arc::new(AtomicU64::new(0));
+    let threads: Vec<_> = (0..32)
+        .map(|_| {
+            let (next, addr, key) = (next.clone(), node.addr.clone(), node.key.clone());
+            std::thread::spawn(move || -> anyhow::Result<()> {
+                let mut conn = Conn::open(&addr)?;
+                loop {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    if n >= count {
+                        return Ok(());
+                    }
+                    let reply =
+                        conn.call("PUT", &format!("/api/v1/context/fill-{n}"), Some(&key), Some(br#"{"value":"x"}"#))?;
+                    anyhow::ensure!(reply.status == 200, "PUT answered {}", reply.status);
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().expect("fill worker")?;
+    }
+    Ok(())
 }
 
 /// p50 of 1,000 PUTs of new keys and 1,000 GETs, one at a time on one connection, in ms.
@@ -761,7 +776,7 @@ fn fleet(bin: &Path) -> anyhow::Result<Vec<Figure>> {
         .filter_map(|e| std::fs::read_to_string(e.path().join("daemon.pid")).ok())
         .filter_map(|t| t.trim().parse().ok())
         .collect();
-    let measured = (|| -> anyhow::Result<(f64, f64)> {
+    let measured = (|| -> anyhow::Result<(f64, f64, f64)> {
         anyhow::ensure!(pids.len() == COUNT, "{} sessions run, not {COUNT}", pids.len());
         std::thread::sleep(Duration::from_secs(3)); // let start-up work settle
         let cpu = |pids: &[u32]| pids.iter().map(|pid| cpu_seconds(*pid)).sum::<f64>();
@@ -781,15 +796,30 @@ fn fleet(bin: &Path) -> anyhow::Result<Vec<Figure>> {
                     .unwrap_or(0)
             })
             .sum();
-        Ok((idle, rss_kib as f64 / 1024.0))
+        // Proportional set size: pages shared between the sessions (the binary's code, the
+        // libraries) counted once in total, not once per session as the RSS sum does.
+        let pss_kib: u64 = pids
+            .iter()
+            .map(|pid| {
+                let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+                rollup
+                    .lines()
+                    .find(|l| l.starts_with("Pss:"))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0)
+            })
+            .sum();
+        Ok((idle, rss_kib as f64 / 1024.0, pss_kib as f64 / 1024.0))
     })();
     let stopped = Instant::now();
     let stop = run(&["session", "stop-all"]);
     let stop_took = stopped.elapsed().as_secs_f64();
-    let (idle, rss) = measured?;
+    let (idle, rss, pss) = measured?;
     stop?;
     Ok(vec![
         figure("fleet of 20 sessions: total RSS", rss, "MiB", "≤ 155", "1587"),
+        figure("  total PSS (shared pages counted once)", pss, "MiB", "", ""),
         figure("fleet of 20 sessions: idle CPU", idle, "% core", "≤ 0.5", ""),
         figure("fleet of 20 sessions: start-fleet", start_took * 1000.0, "ms", "", ""),
         figure("fleet of 20 sessions: stop-all", stop_took * 1000.0, "ms", "", ""),
@@ -802,6 +832,7 @@ fn memory(bin: &Path) -> anyhow::Result<Vec<Figure>> {
     let node = node(bin, "memory")?;
     std::thread::sleep(Duration::from_secs(2));
     let idle = node.memory_kib("VmRSS") as f64 / 1024.0;
+    let idle_anon = node.memory_kib("RssAnon") as f64 / 1024.0;
     let mut conn = Conn::open(&node.addr)?;
     let big = format!(r#"{{"value":"{}"}}"#, "x".repeat(2_000_000));
     let reply = conn.call("PUT", "/api/v1/context/big", Some(&node.key), Some(big.as_bytes()))?;
@@ -825,10 +856,14 @@ fn memory(bin: &Path) -> anyhow::Result<Vec<Figure>> {
     let _ = std::fs::remove_dir_all(&dir);
     std::thread::sleep(Duration::from_secs(3));
     let after = node.memory_kib("VmRSS") as f64 / 1024.0;
+    let after_anon = node.memory_kib("RssAnon") as f64 / 1024.0;
     Ok(vec![
         figure("idle RSS before the burst", idle, "MiB", "", ""),
         figure("RSS after one 2 MB body", after_body, "MiB", "≤ idle + 2", "").limit(idle),
         figure("RSS after 2 MB body, 1000 execs, 512 MiB", after, "MiB", "≤ idle + 2", "").limit(idle),
+        // The rest is the binary's code and libraries, shared by every daemon on the machine.
+        figure("  anonymous RSS (heap, stacks) idle", idle_anon, "MiB", "", ""),
+        figure("  anonymous RSS after the burst", after_anon, "MiB", "", "").limit(idle_anon),
     ])
 }
 

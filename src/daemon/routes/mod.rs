@@ -5,6 +5,7 @@
 //! tests can check that every route's access is in that table, that every route open to anyone
 //! is listed there, and that the OpenAPI document describes every route that exists.
 
+mod approvals;
 mod context;
 mod dashboard;
 mod execute;
@@ -68,6 +69,7 @@ fn mount_areas(mount: &mut Mount<'_>) {
     execute::mount(mount);
     transfer::mount(mount);
     tasks::mount(mount);
+    approvals::mount(mount);
     dashboard::mount(mount);
     messages::mount(mount);
     locks::mount(mount);
@@ -103,6 +105,7 @@ pub fn openapi_parts() -> Vec<serde_json::Value> {
         context::openapi(),
         transfer::openapi(),
         tasks::openapi(),
+        approvals::openapi(),
         dashboard::openapi(),
         messages::openapi(),
         locks::openapi(),

@@ -5,6 +5,7 @@
 //! name, hostname, node-id prefix or address; the daemon supplies the credentials, so no tool
 //! takes or returns an API key (1.0.21 passed `peerApiKey` through the model's context).
 
+mod approvals;
 mod args;
 mod context;
 mod execute;
@@ -51,6 +52,7 @@ fn all() -> Vec<Tool> {
     tools.extend(sessions::tools());
     tools.extend(messages::tools());
     tools.extend(tasks::tools());
+    tools.extend(approvals::tools());
     tools.extend(terminals::tools());
     tools
 }
