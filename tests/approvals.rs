@@ -628,12 +628,11 @@ fn on_a_lan_this_daemon_a_session_and_a_paired_peer_share_one_inbox_and_one_watc
     let session = lab.home(1).join("sessions/w1");
     std::fs::create_dir_all(&session).unwrap();
     let _ = loopsy_in(&session, &["init"]).success();
-    let config = session.join("config.yaml");
-    let mut doc: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
-    doc["server"]["host"] = "127.0.0.1".into();
-    doc["server"]["port"] = 19533.into();
-    doc["discovery"]["enabled"] = false.into();
-    std::fs::write(&config, serde_yaml::to_string(&doc).unwrap()).unwrap();
+    crate::support::edit_config_in(&session, |doc| {
+        doc["server"]["host"] = "127.0.0.1".into();
+        doc["server"]["port"] = 19533.into();
+        doc["discovery"]["enabled"] = false.into();
+    });
     let session_home = session.to_str().unwrap();
     let path_var = format!("PATH={path}");
     lab.spawn(1, &["env", &path_var, loopsy_bin(), "--home", session_home, "start", "--foreground"]);

@@ -96,7 +96,7 @@ fn denied_commands_are_refused_through_every_wrapper_and_both_endpoints() {
 #[test]
 fn the_allowlist_admits_only_listed_programs() {
     let home = Home::new("exec-allow");
-    home.edit_config(|doc| doc["execution"]["allowlist"] = serde_yaml::to_value(["echo", "sh"]).unwrap());
+    home.edit_config(|doc| doc["execution"]["allowlist"] = crate::support::yaml(["echo", "sh"]));
     let daemon = home.start();
     assert_eq!(execute(&daemon, json!({"command": "echo", "args": ["ok"]}))["stdout"], "ok\n");
     assert_eq!(execute(&daemon, json!({"command": "sh", "args": ["-c", "cd / && echo ok"]}))["exitCode"], 0);

@@ -15,7 +15,9 @@ use serde_json::Value;
 
 use crate::support::rogue::assert_no_key_in;
 use crate::support::skip::{program, python_with, root};
-use crate::support::{command, loopsy_bin, loopsy_in, prerequisite, run_within, wait_for, Run, TempDir};
+use crate::support::{
+    command, edit_config_in, loopsy_bin, loopsy_in, prerequisite, read_config, run_within, wait_for, Run, TempDir, Yaml,
+};
 
 const PORT: u16 = 19532;
 
@@ -90,12 +92,7 @@ impl Lab {
     }
 
     /// Like [`Lab::start_daemon`], with a last change to the config; returns the daemon's PID.
-    pub(crate) fn start_daemon_with(
-        &self,
-        i: usize,
-        health_interval_ms: u64,
-        change: impl FnOnce(&mut serde_yaml::Value),
-    ) -> i32 {
+    pub(crate) fn start_daemon_with(&self, i: usize, health_interval_ms: u64, change: impl FnOnce(&mut Yaml)) -> i32 {
         self.init_home(i, |doc| {
             doc["discovery"]["enabled"] = true.into();
             doc["discovery"]["healthInterval"] = health_interval_ms.into();
@@ -105,16 +102,15 @@ impl Lab {
     }
 
     /// `loopsy init` on host `i`, then `change` its config (listening on 0.0.0.0:19532 already).
-    fn init_home(&self, i: usize, change: impl FnOnce(&mut serde_yaml::Value)) {
+    fn init_home(&self, i: usize, change: impl FnOnce(&mut Yaml)) {
         let home = self.home(i);
         let _ = loopsy_in(home, &["init"]).success();
-        let path = home.join("config.yaml");
-        let mut doc: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-        doc["server"]["host"] = "0.0.0.0".into();
-        doc["server"]["port"] = PORT.into();
-        doc["logging"]["level"] = "debug".into();
-        change(&mut doc);
-        std::fs::write(&path, serde_yaml::to_string(&doc).unwrap()).unwrap();
+        edit_config_in(home, |doc| {
+            doc["server"]["host"] = "0.0.0.0".into();
+            doc["server"]["port"] = PORT.into();
+            doc["logging"]["level"] = "debug".into();
+            change(doc);
+        });
     }
 
     /// Starts the daemon of host `i`'s existing home; returns its PID once it listens.
@@ -137,8 +133,7 @@ impl Lab {
     }
 
     fn key(&self, i: usize) -> String {
-        let doc: serde_yaml::Value =
-            serde_yaml::from_str(&std::fs::read_to_string(self.home(i).join("config.yaml")).unwrap()).unwrap();
+        let doc = read_config(self.home(i));
         doc["auth"]["apiKey"].as_str().unwrap().to_string()
     }
 
@@ -302,14 +297,13 @@ pub(crate) fn pair(lab: &Lab, host: usize, joiner: usize) -> String {
 }
 
 /// Host `i`'s `config.yaml`.
-pub(crate) fn config_of(lab: &Lab, i: usize) -> serde_yaml::Value {
-    serde_yaml::from_str(&std::fs::read_to_string(lab.home(i).join("config.yaml")).unwrap()).unwrap()
+pub(crate) fn config_of(lab: &Lab, i: usize) -> crate::support::Yaml {
+    crate::support::read_config(lab.home(i))
 }
 
 /// Every key host `i`'s config holds.
 fn keys_of(lab: &Lab, i: usize) -> Vec<String> {
-    let config: serde_yaml::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(lab.home(i).join("config.yaml")).unwrap()).unwrap();
+    let config = read_config(lab.home(i));
     let auth = &config["auth"];
     let mut keys = vec![auth["apiKey"].as_str().unwrap().to_string()];
     for map in [&auth["allowedKeys"], &auth["peerKeys"]] {
@@ -399,10 +393,7 @@ fn with_tls_on_plain_http_from_the_lan_is_served_only_while_insecure_peers_are_a
     assert_eq!(curl(&lab, 1, &[&local]).unwrap().0, 200, "the machine's own tools keep plain HTTP");
 
     // Allowing insecure peers (and SIGHUP, as after any config change) serves the LAN again.
-    let path = lab.home(1).join("config.yaml");
-    let mut doc: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    doc["tls"]["allowInsecurePeers"] = true.into();
-    std::fs::write(&path, serde_yaml::to_string(&doc).unwrap()).unwrap();
+    edit_config_in(lab.home(1), |doc| doc["tls"]["allowInsecurePeers"] = true.into());
     let runtime: Value = serde_json::from_slice(&std::fs::read(lab.home(1).join("daemon.json")).unwrap()).unwrap();
     // SAFETY: kill(2) on the PID the daemon wrote for itself, alive in this test.
     assert_eq!(unsafe { libc::kill(runtime["pid"].as_i64().unwrap() as i32, libc::SIGHUP) }, 0);
@@ -498,8 +489,7 @@ fn two_lan_hosts_pair_and_then_work_together_over_pinned_tls() {
     let out = lab.loopsy(2, &["exec", &host1, "hostname"]);
     assert_eq!(out.code, 0, "exec: {}", out.stderr);
     assert_eq!(out.stdout.trim(), host1);
-    let config: serde_yaml::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(lab.home(2).join("config.yaml")).unwrap()).unwrap();
+    let config = read_config(lab.home(2));
     assert!(config["tls"]["pinnedCerts"][host1.as_str()].is_string());
     assert_eq!(config["tls"]["enabled"], true);
 }

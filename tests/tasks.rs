@@ -43,7 +43,7 @@ impl Drop for Agents {
     }
 }
 
-fn start(name: &str, change: impl FnOnce(&mut serde_yaml::Value), env: &[(&str, &str)]) -> Agents {
+fn start(name: &str, change: impl FnOnce(&mut crate::support::Yaml), env: &[(&str, &str)]) -> Agents {
     let user_home = TempDir::new(&format!("{name}-user"));
     let mut settings = Vec::new();
     for (i, file) in SETTINGS.iter().enumerate() {

@@ -90,7 +90,7 @@ impl Setup {
         Setup::with(name, |_| {})
     }
 
-    fn with(name: &str, edit: impl FnOnce(&mut serde_yaml::Value)) -> Setup {
+    fn with(name: &str, edit: impl FnOnce(&mut crate::support::Yaml)) -> Setup {
         let files = TempDir::new(&format!("{name}-files"));
         let root = std::fs::canonicalize(files.path()).unwrap();
         std::fs::create_dir_all(root.join("allowed/secret")).unwrap();

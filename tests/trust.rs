@@ -249,8 +249,7 @@ fn from_another_host_the_own_key_is_a_legacy_peer_and_wrong_keys_are_limited_per
 }
 
 fn lab_key(lab: &crate::netlab::Lab) -> String {
-    let config: serde_yaml::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(lab.home(1).join("config.yaml")).unwrap()).unwrap();
+    let config = crate::support::read_config(lab.home(1));
     config["auth"]["apiKey"].as_str().unwrap().to_string()
 }
 

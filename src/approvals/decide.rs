@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use super::state::{Item, TargetKind};
 use super::Inbox;
-use crate::dashboard::{sessions, targets};
+use crate::dashboard::targets;
 use crate::peer::{encode_segment, Client, ClientError, Method};
 use crate::tasks::api::PermissionRecord;
 use crate::tasks::{ApproveError, Verdict};
@@ -158,8 +158,10 @@ impl Inbox {
         match targets::TargetId::parse(target).map_err(|_| unknown())? {
             targets::TargetId::Local => Err(unknown()),
             targets::TargetId::Session(name) => {
-                let home = self.shared.paths.home().to_path_buf();
-                let found = blocking::unblock(move || sessions::find(&home, &name)).await.ok_or_else(unknown)?;
+                let paths = self.shared.paths.clone();
+                let found = blocking::unblock(move || crate::sessions::local_session(&paths, &name))
+                    .await
+                    .ok_or_else(unknown)?;
                 targets::reach_session(&found).map_err(|e| DecideError::Unreachable(e.to_string()))
             }
             targets::TargetId::Peer(node_id) => {

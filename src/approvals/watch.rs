@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use super::state::{TargetKind, TargetState};
 use super::Inbox;
-use crate::dashboard::{sessions, targets};
+use crate::dashboard::targets;
 use crate::peer::{Client, ClientError, Method};
 use crate::peers::PeerStatus;
 use crate::shutdown::Shutdown;
@@ -127,8 +127,8 @@ fn desired_targets(inbox: &Inbox) -> Vec<Desired> {
     let config = inbox.config();
     let mut desired = Vec::new();
     let mut session_ids = HashSet::new();
-    for session in sessions::list(shared.paths.home()) {
-        if let Ok(id) = std::fs::read_to_string(session.dir.join("node-id")) {
+    for session in crate::sessions::local_sessions(&shared.paths) {
+        if let Ok(id) = std::fs::read_to_string(session.paths.home().join("node-id")) {
             session_ids.insert(id.trim().to_string());
         }
         let follow = match session.running {
@@ -141,7 +141,7 @@ fn desired_targets(inbox: &Inbox) -> Vec<Desired> {
         desired.push(Desired {
             id: format!("session:{}", session.name),
             kind: TargetKind::Session,
-            name: session.name.clone(),
+            name: session.name.to_string(),
             follow,
         });
     }

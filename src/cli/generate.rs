@@ -1,6 +1,7 @@
 //! `loopsy generate completions <bash|zsh|fish>`, `generate man`, `generate units <dir>`: files
-//! for packagers (`cargo xtask dist`, `cargo xtask units`). Hidden: `main.rs` dispatches it
-//! before the normal command line, so it does not appear in `--help`.
+//! for packagers (`cargo xtask dist`, `cargo xtask units`); `generate local-config <dir>`: a
+//! loopback-only config for benchmarks and fleets (`cargo xtask bench|fleet`). Hidden:
+//! `main.rs` dispatches it before the normal command line, so it does not appear in `--help`.
 //!
 //! The command tree is read from argh itself (each command's `--help` text, parsed), so the
 //! completions and the man page follow the real commands without a hand-kept copy.
@@ -27,6 +28,7 @@ enum What {
     Completions(Completions),
     Man(Man),
     Units(Units),
+    LocalConfig(LocalConfig),
 }
 
 /// print a shell completion script
@@ -50,6 +52,21 @@ struct Units {
     /// the directory to write into
     #[argh(positional)]
     dir: std::path::PathBuf,
+}
+
+/// make the config of a data directory listen on loopback only, not announced (benchmarks, fleets)
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "local-config")]
+struct LocalConfig {
+    /// the data directory (made by `loopsy init`)
+    #[argh(positional)]
+    home: std::path::PathBuf,
+    /// the port to listen on (0: any free port)
+    #[argh(option)]
+    port: Option<u16>,
+    /// turn the per-key rate limits off
+    #[argh(switch)]
+    unlimited: bool,
 }
 
 /// `args` are the words after `loopsy generate`.
@@ -77,6 +94,11 @@ pub fn main(args: &[&str]) -> anyhow::Result<()> {
         }
         What::Man(_) => print!("{}", man(&Node::read(Vec::new()))),
         What::Units(cmd) => write_units(&cmd.dir)?,
+        What::LocalConfig(cmd) => {
+            let paths = crate::paths::Paths::from_dir(&cmd.home)?;
+            let local = crate::config::LocalOnly { port: cmd.port, unlimited: cmd.unlimited };
+            crate::config::make_local_only(&paths, local)?;
+        }
     }
     Ok(())
 }

@@ -210,11 +210,7 @@ pub(super) fn check_key(key: &str) -> anyhow::Result<()> {
 
 /// Stores `key` as `auth.allowedKeys[name]` and makes a running daemon take it.
 pub(super) fn store_key(paths: &Paths, name: &str, key: &str) -> anyhow::Result<()> {
-    config::edit(paths, |doc| {
-        config::set_path(doc, &["auth", "allowedKeys", name], key.into());
-        Ok(())
-    })
-    .context("storing the peer's key")?;
+    config::allow_key(paths, name, key).context("storing the peer's key")?;
     if let Signalled::Sent { .. } = instance::signal(paths, libc::SIGHUP)? {
         super::key::wait_until_key_accepted(paths, key)?;
     }
@@ -273,23 +269,5 @@ fn remove(paths: &Paths, config: &Config, args: Remove) -> anyhow::Result<ExitCo
 /// its name or hostname; returns the key it presented to us, if there was one.
 fn revoke(paths: &Paths, peer: &crate::peers::Peer) -> anyhow::Result<Option<String>> {
     let names: Vec<&str> = peer.name.iter().map(String::as_str).chain([peer.hostname.as_str()]).collect();
-    let mut accepted = None;
-    config::edit(paths, |doc| {
-        for name in &names {
-            if let Some(key) = config::remove_path(doc, &["auth", "allowedKeys", name]) {
-                accepted = key.as_str().map(String::from);
-            }
-            config::remove_path(doc, &["auth", "peerKeys", name]);
-            config::remove_path(doc, &["tls", "pinnedCerts", name]);
-        }
-        if let Some(list) = doc["discovery"]["manualPeers"].as_sequence_mut() {
-            list.retain(|entry| {
-                !(entry["address"].as_str() == Some(&peer.address)
-                    && entry["port"].as_u64() == Some(u64::from(peer.port)))
-            });
-        }
-        Ok(())
-    })
-    .context("removing the peer's keys")?;
-    Ok(accepted)
+    config::forget_peer(paths, &names, &peer.address, peer.port).context("removing the peer's keys")
 }

@@ -55,19 +55,6 @@ fn global_cap(configured: usize, descriptors: u64) -> usize {
     configured.min(descriptors.saturating_sub(reserve)).max(1)
 }
 
-/// Pending connections the kernel keeps for the accept loop (capped by `net.core.somaxconn`):
-/// deep enough that a burst of connections does not drop a client's SYN (a one-second retry).
-const BACKLOG: i32 = 4096;
-
-/// The listening socket, as std would make it but with a deeper backlog.
-pub fn listen(address: std::net::SocketAddr) -> io::Result<async_net::TcpListener> {
-    let socket = socket2::Socket::new(socket2::Domain::for_address(address), socket2::Type::STREAM, None)?;
-    socket.set_reuse_address(true)?;
-    socket.bind(&address.into())?;
-    socket.listen(BACKLOG)?;
-    async_net::TcpListener::try_from(std::net::TcpListener::from(socket))
-}
-
 /// Raises this process's soft descriptor limit to its hard limit (a daemon serving many
 /// clients needs more than the usual 1024) and returns the limit in force.
 pub fn raise_descriptor_limit() -> u64 {

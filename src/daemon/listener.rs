@@ -36,7 +36,7 @@ const DRAIN_LIMIT: u64 = 256 * 1024;
 /// on SIGHUP).
 #[derive(Clone)]
 pub struct TlsSwitch {
-    acceptor: Arc<std::sync::RwLock<Option<futures_rustls::TlsAcceptor>>>,
+    acceptor: Arc<std::sync::RwLock<Option<crate::tls::Acceptor>>>,
     insecure_peers: Arc<AtomicBool>,
 }
 
@@ -45,12 +45,12 @@ impl TlsSwitch {
         TlsSwitch { acceptor: Default::default(), insecure_peers: Arc::new(AtomicBool::new(allow_insecure_peers)) }
     }
 
-    pub fn current(&self) -> Option<futures_rustls::TlsAcceptor> {
+    pub fn current(&self) -> Option<crate::tls::Acceptor> {
         self.acceptor.read().expect("tls switch lock").clone()
     }
 
     /// New connections are served over TLS from now on.
-    pub fn enable(&self, acceptor: futures_rustls::TlsAcceptor) {
+    pub fn enable(&self, acceptor: crate::tls::Acceptor) {
         *self.acceptor.write().expect("tls switch lock") = Some(acceptor);
     }
 

@@ -4,7 +4,6 @@
 //! until SIGTERM/SIGINT, then stops accepting, lets in-flight requests finish for a bounded
 //! time, folds the context journal into `context.json`, flushes the audit log and exits.
 
-pub mod api;
 pub mod audit;
 pub mod body;
 pub mod conn;
@@ -62,7 +61,7 @@ async fn serve(paths: Paths, config: Config, node_id: NodeId, managed_by: Option
     let descriptors = conn::raise_descriptor_limit();
     let host: IpAddr = config.server.host.parse().context("server.host")?;
     let address = SocketAddr::new(host, config.server.port);
-    let listener = conn::listen(address).with_context(|| format!("cannot listen on {address}"))?;
+    let listener = crate::netif::listen(address).with_context(|| format!("cannot listen on {address}"))?;
     let bound = listener.local_addr()?;
     let (state, nudges) = State::open(Arc::new(paths), config, node_id, bound.port())?;
     let paths = state.paths.clone();
@@ -151,7 +150,7 @@ fn announce(state: &State, bound: SocketAddr, managed_by: Option<String>) -> any
 pub fn enable_tls(state: &State) -> anyhow::Result<crate::tls::Fingerprint> {
     let identity = crate::tls::Identity::load_or_create(&state.paths, &state.node.hostname)?;
     if !state.tls.is_on() {
-        state.tls.enable(futures_rustls::TlsAcceptor::from(crate::tls::server_config(&identity)?));
+        state.tls.enable(crate::tls::acceptor(&identity)?);
         log::info!("TLS on; certificate fingerprint {}", identity.fingerprint);
         let mut runtime = state.runtime.lock().expect("runtime lock");
         if let Some(info) = runtime.as_mut() {

@@ -16,7 +16,6 @@ mod history;
 mod log;
 mod output;
 pub mod policy;
-mod process;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
@@ -32,11 +31,12 @@ use smol::process::{Child, ChildStderr, ChildStdout};
 
 use crate::child_env::{self, Secrets};
 use crate::config::Execution;
+use crate::process;
+pub use crate::process::SpawnError;
 use history::{History, Kept, KeyId, Limits, Lookup};
 pub use log::{Item, JobLog, LogEvent, Numbered, Reader};
 use output::{Cap, Utf8Decoder};
 pub use policy::{Policy, Refusal};
-pub use process::SpawnError;
 
 /// Longest idempotency key, in bytes.
 pub const MAX_KEY_BYTES: usize = 255;
@@ -346,8 +346,9 @@ impl Executor {
         // The daemon's environment without its secrets, then what the caller asked for.
         let mut env = child_env::inherited(std::env::vars(), &self.inner.secrets.current());
         env.extend(spec.env.iter().map(|(name, value)| (name.clone(), value.clone())));
-        let launch = process::Launch { command: &spec.command, args: &spec.args, cwd: spec.cwd.as_deref(), env: &env };
-        let mut child = process::spawn(&launch)?;
+        let launch =
+            process::JobLaunch { command: &spec.command, args: &spec.args, cwd: spec.cwd.as_deref(), env: &env };
+        let mut child = process::spawn_job(&launch)?;
         let started = Instant::now();
         let pid = child.id();
         let job_id = crate::random::uuid_v4();

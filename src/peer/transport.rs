@@ -76,8 +76,7 @@ pub async fn connect(url: &http_client::http_types::Url, trust: &Trust) -> Resul
         }
         (scheme, _) => return Err(Error::from_str(400, format!("unsupported scheme '{scheme}' in {url}"))),
     };
-    let connector = futures_rustls::TlsConnector::from(tls_config);
-    let handshake = async { Some(connector.connect(crate::tls::server_name(&host), stream).await) };
+    let handshake = async { Some(crate::tls::connect(tls_config, &host, stream).await) };
     let timeout = async {
         async_io::Timer::after(HANDSHAKE_TIMEOUT).await;
         None

@@ -9,9 +9,9 @@
 
 pub mod agents;
 pub mod api;
+mod env;
 pub mod events;
 pub mod lines;
-pub mod process;
 mod runner;
 
 use std::collections::{HashMap, VecDeque};
@@ -484,7 +484,7 @@ impl Tasks {
         registry.feed.close();
         for entry in registry.tasks.values().filter(|e| e.control.is_some()) {
             if let Some(pid) = entry.info.pid {
-                process::signal_group(pid, libc::SIGKILL);
+                crate::process::signal_group(pid, libc::SIGKILL);
             }
         }
         remove_task_dirs(&self.shared.dir);
@@ -536,12 +536,15 @@ impl Registry {
 fn resolve_agent(request: &DispatchRequest) -> Result<(Agent, PathBuf), DispatchError> {
     let path = std::env::var_os("PATH");
     match request.agent.fixed() {
-        Some(agent) => process::find_program(agent.program(), path.as_ref())
+        Some(agent) => crate::process::find_program(agent.program(), None, path.as_deref())
+            .ok()
             .map(|p| (agent, p))
             .ok_or(DispatchError::NotInstalled(agent.program())),
         None => Agent::ALL
             .into_iter()
-            .find_map(|agent| process::find_program(agent.program(), path.as_ref()).map(|p| (agent, p)))
+            .find_map(|agent| {
+                crate::process::find_program(agent.program(), None, path.as_deref()).ok().map(|p| (agent, p))
+            })
             .ok_or(DispatchError::NoAgent),
     }
 }

@@ -21,8 +21,8 @@ use super::agents::{self, Decision, Driver, Output};
 use super::api::{Agent, Approval, ApprovalState, DispatchRequest, EventType, Status, TaskInfo};
 use super::events::EventLog;
 use super::lines::{clean_terminal_line, LineSplitter};
-use super::process::{self, Launch, Spawned};
 use super::{DispatchError, Entry, Registry, Tasks, Verdict};
+use crate::process::{self, AgentLaunch, Spawned};
 
 /// How long an agent may take to answer the permission-channel handshake (Node start-up).
 const SETUP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -160,13 +160,13 @@ fn start_process(
 ) -> Result<Spawned, String> {
     crate::durable::create_private_dir(task_dir).map_err(|e| format!("{e:#}"))?;
     let secrets = tasks.shared.secrets.current();
-    let mut env = process::agent_env(agent, std::env::vars(), &secrets);
+    let mut env = super::env::agent_env(agent, std::env::vars(), &secrets);
     env.insert("LOOPSY_TASK_ID".into(), task_id.into());
     // The agent's temporary files (Claude's `claude-<uid>`…) go to the private task directory.
     env.insert("TMPDIR".into(), task_dir.to_string_lossy().into_owned());
     let args = driver.args();
-    let launch = Launch { program, args: &args, cwd, env: &env, pty };
-    process::spawn(&launch).map_err(|e| e.to_string())
+    let launch = AgentLaunch { program, args: &args, cwd, env: &env, pty };
+    process::spawn_agent(&launch).map_err(|e| e.to_string())
 }
 
 /// What the supervisor hears.

@@ -114,14 +114,9 @@ impl Terminals {
             Some(name) => name.clone(),
             None => default_name(&entries, &launch.command),
         };
-        let process = crate::tasks::process::spawn_interactive(
-            &launch.program,
-            &launch.args,
-            &launch.cwd,
-            &launch.env,
-            launch.size,
-        )
-        .map_err(|e| TerminalError::Spawn { program: launch.command.clone(), reason: e.to_string() })?;
+        let process =
+            crate::process::spawn_interactive(&launch.program, &launch.args, &launch.cwd, &launch.env, launch.size)
+                .map_err(|e| TerminalError::Spawn { program: launch.command.clone(), reason: e.to_string() })?;
         let spec = session::Spec {
             id: crate::random::uuid_v4(),
             name,
@@ -338,28 +333,21 @@ fn evict_one(entries: &mut Vec<Entry>) -> bool {
 
 /// A path with a `/` (relative to `cwd`), else the first executable on `PATH`.
 fn find_program(command: &str, cwd: &Path, path: Option<&String>) -> Option<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    if command.contains('/') {
-        let path = cwd.join(command);
-        let executable = std::fs::metadata(&path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
-        return executable.then_some(path);
-    }
     let path = path.map(std::ffi::OsString::from).or_else(|| std::env::var_os("PATH"));
-    crate::tasks::process::find_program(command, path.as_ref())
+    crate::process::find_program(command, Some(cwd), path.as_deref()).ok()
 }
 
 /// SIGHUP and SIGTERM to every program of `sessions`, SIGKILL to what is left after the grace
 /// period; returns when all have exited (or after the SIGKILL had a moment to work).
 async fn stop(sessions: &[Session]) {
-    use crate::tasks::process::signal_session;
+    use crate::process::signal_session;
     let running: Vec<&Session> = sessions.iter().filter(|s| s.is_running()).collect();
     for session in &running {
         signal_session(session.pid(), libc::SIGHUP);
         signal_session(session.pid(), libc::SIGTERM);
     }
     // Done when every program has exited, including jobs a shell started in other groups.
-    let all_gone =
-        || running.iter().all(|s| !s.is_running() && crate::tasks::process::session_members(s.pid()).is_empty());
+    let all_gone = || running.iter().all(|s| !s.is_running() && crate::process::session_members(s.pid()).is_empty());
     if wait_until(all_gone, KILL_GRACE).await {
         return;
     }

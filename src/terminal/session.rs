@@ -16,7 +16,7 @@ use smol::channel::{Receiver, Sender};
 use super::api::TerminalInfo;
 use super::fanout::{Frame, Queue, Take};
 use super::screen::Screen;
-use crate::tasks::process::{Interactive, PtyIo};
+use crate::process::{Interactive, PtyIo};
 
 /// What a session was started as; never changes.
 #[derive(Debug, Clone)]
@@ -399,7 +399,7 @@ impl Session {
             }
         };
         // Like closing a terminal window: what the program left behind gets a hangup.
-        crate::tasks::process::signal_session(self.inner.spec.pid, libc::SIGHUP);
+        crate::process::signal_session(self.inner.spec.pid, libc::SIGHUP);
         let mut core = self.core();
         core.exit = Some(code);
         core.exited_at = Some(crate::clock::now_ms());

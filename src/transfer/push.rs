@@ -18,6 +18,7 @@ use std::time::Instant;
 
 use multer::{Field, Multipart};
 
+use super::chunks::YieldingChunks;
 use super::journal::{Entry, Journal, Kind};
 use super::policy::PathPolicy;
 use super::receive::{self, Checks, Received, Sink};
@@ -77,12 +78,23 @@ enum Landing {
     Staged { received: Received, entry: Entry },
 }
 
-/// Receives a whole push. `declared` is the `X-Loopsy-Sha256` header, if any.
+/// The multipart boundary a push's `Content-Type` names; `None` when it is not
+/// `multipart/form-data` with a boundary.
+pub fn boundary(content_type: &str) -> Option<String> {
+    multer::parse_boundary(content_type).ok()
+}
+
+/// Receives a whole push: `body` is the request body, multipart with `boundary`, of at most
+/// `limit` bytes; `declared` is the `X-Loopsy-Sha256` header, if any.
 pub async fn receive(
     ctx: &TransferContext,
-    mut multipart: Multipart<'_>,
+    body: impl futures_lite::AsyncRead + Unpin + Send + 'static,
+    boundary: String,
+    limit: u64,
     declared: Option<String>,
 ) -> Result<Pushed, TransferError> {
+    let constraints = multer::Constraints::new().size_limit(multer::SizeLimit::new().whole_stream(limit));
+    let mut multipart = Multipart::with_constraints(YieldingChunks::new(body), boundary, constraints);
     let started = Instant::now();
     let mut fields = Fields::default();
     if let Some(text) = declared {

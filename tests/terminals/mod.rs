@@ -13,13 +13,13 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 use serde_json::{json, Value};
 
-use crate::support::{wait_until, Daemon, Home};
+use crate::support::{wait_until, Daemon, Home, Yaml};
 use client::{assert_same_screen, Attach, TermClient};
 
 pub const WAIT: Duration = Duration::from_secs(20);
 
 /// A daemon whose programs see the test's temporary home as `HOME`.
-pub fn terminal_daemon(name: &str, change: impl FnOnce(&mut serde_yaml::Value)) -> Daemon {
+pub fn terminal_daemon(name: &str, change: impl FnOnce(&mut Yaml)) -> Daemon {
     let mut home = Home::new(name);
     let path = home.path().to_string_lossy().into_owned();
     home.env.push(("HOME".into(), path));
@@ -324,7 +324,7 @@ fn only_the_owner_and_paired_peers_may_use_terminals() {
     let legacy_key = "legacy-key-0123456789abcdef";
     let paired_key = "paired-key-0123456789abcdef";
     let setup = |allow: bool| {
-        move |doc: &mut serde_yaml::Value| {
+        move |doc: &mut Yaml| {
             doc["tls"]["enabled"] = true.into();
             doc["auth"]["allowedKeys"]["old"] = legacy_key.into();
             // What pairing writes for a peer: the key minted for it, ours for it, its pin.

@@ -20,7 +20,7 @@ use crate::daemon::error::{ApiError, ErrorCode};
 use crate::daemon::guard::{self, Access};
 use crate::daemon::state::State;
 use crate::dashboard::targets::{self, Reach, TargetId, Unreachable};
-use crate::dashboard::{assets, auth, origin, overview, sessions};
+use crate::dashboard::{assets, auth, origin, overview};
 use crate::peer::{Client, ClientError};
 
 /// The Content-Security-Policy of every dashboard response: nothing inline, nothing foreign.
@@ -139,7 +139,7 @@ fn current_config(state: &State) -> Config {
 
 async fn get_overview(req: Request<State>) -> tide::Result {
     let state = req.state();
-    let sessions = overview::sessions(state.paths.home()).await;
+    let sessions = overview::sessions(&state.paths).await;
     let runtime = state.runtime.lock().expect("runtime lock").clone();
     let node = super::system::status(state);
     let running = sessions.iter().filter(|s| s.state == "running").count();
@@ -164,8 +164,8 @@ async fn get_overview(req: Request<State>) -> tide::Result {
 async fn get_targets(req: Request<State>) -> tide::Result {
     let state = req.state();
     let config = current_config(state);
-    let home = state.paths.home().to_path_buf();
-    let found = blocking::unblock(move || sessions::list(&home)).await;
+    let main = (*state.paths).clone();
+    let found = blocking::unblock(move || crate::sessions::local_sessions(&main)).await;
     let mut list = vec![json!({
         "id": "local", "kind": "local", "label": format!("{} (this daemon)", state.node.hostname),
         "hostname": state.node.hostname, "online": true, "reachable": true,
@@ -173,7 +173,7 @@ async fn get_targets(req: Request<State>) -> tide::Result {
     for session in found {
         let running = session.running.is_some();
         list.push(json!({
-            "id": format!("session:{}", session.name), "kind": "session", "label": session.name,
+            "id": format!("session:{}", session.name), "kind": "session", "label": session.name.as_str(),
             "hostname": session.hostname(), "online": running, "reachable": running && session.config.is_some(),
         }));
     }
@@ -332,11 +332,12 @@ async fn reach(state: &State, target: &TargetId) -> Result<Reach, ApiError> {
             Ok(Reach { base: url, key: state.keyring.own_key(), pin })
         }
         TargetId::Session(name) => {
-            let (home, name) = (state.paths.home().to_path_buf(), name.clone());
-            let found =
-                blocking::unblock(move || sessions::find(&home, &name).ok_or(Unreachable::UnknownSession(name)))
-                    .await
-                    .map_err(refused)?;
+            let (main, name) = ((*state.paths).clone(), name.clone());
+            let found = blocking::unblock(move || {
+                crate::sessions::local_session(&main, &name).ok_or(Unreachable::UnknownSession(name.to_string()))
+            })
+            .await
+            .map_err(refused)?;
             targets::reach_session(&found).map_err(refused)
         }
         TargetId::Peer(node_id) => {
