@@ -14,6 +14,7 @@ use crate::peers::health::Nudger;
 use crate::peers::Registry;
 use crate::shutdown::Shutdown;
 use crate::store::Store;
+use crate::transfer::policy::PathPolicy;
 use crate::transfer::push::TransferContext;
 
 /// Shared by every request; each field owns its own locking.
@@ -111,7 +112,11 @@ impl State {
             peers: registry,
             nudger,
             executor: Executor::new(&config.execution, secrets.clone()),
-            transfer: Arc::new(transfer_context(&paths, &config)),
+            transfer: Arc::new(TransferContext::open(
+                &paths.transfer_dir(),
+                PathPolicy::new(&config.transfer.allowed_paths, &config.transfer.denied_paths).deny(paths.home()),
+                config.transfer.max_file_size,
+            )),
             logins: Default::default(),
             host_names: Arc::new(crate::dashboard::origin::HostNames::new(&[
                 config.hostname(),
@@ -124,25 +129,6 @@ impl State {
             paths,
         };
         Ok((state, nudges))
-    }
-}
-
-/// The transfer routes' context; cleans up what an earlier run left behind (a crash mid-upload).
-fn transfer_context(paths: &Paths, config: &Config) -> crate::transfer::push::TransferContext {
-    use crate::transfer::{journal::Journal, policy::PathPolicy, push::TransferContext, PART_TTL};
-    let staging = paths.transfer_dir().join("staging");
-    crate::transfer::journal::remove_staged(&staging);
-    let journal = Journal::new(paths.transfer_dir().join("journal"));
-    let removed = journal.recover(PART_TTL);
-    if removed > 0 {
-        log::info!("removed {removed} temporary file(s) left by interrupted transfers");
-    }
-    TransferContext {
-        policy: PathPolicy::new(&config.transfer.allowed_paths, &config.transfer.denied_paths).deny(paths.home()),
-        max_file_size: config.transfer.max_file_size,
-        staging,
-        journal,
-        active: Default::default(),
     }
 }
 

@@ -42,6 +42,22 @@ pub struct TransferContext {
     pub active: Arc<Mutex<HashSet<PathBuf>>>,
 }
 
+impl TransferContext {
+    /// The context of a daemon whose transfer bookkeeping lives in `dir` (`<data>/transfer`),
+    /// after cleaning up what an earlier run left behind: files a crash left in the staging
+    /// directory, temporary files beside destinations, parts unused for [`super::PART_TTL`].
+    pub fn open(dir: &Path, policy: PathPolicy, max_file_size: u64) -> TransferContext {
+        let staging = dir.join("staging");
+        super::journal::remove_staged(&staging);
+        let journal = Journal::new(dir.join("journal"));
+        let removed = journal.recover(super::PART_TTL);
+        if removed > 0 {
+            log::info!("removed {removed} temporary file(s) left by interrupted transfers");
+        }
+        TransferContext { policy, max_file_size, staging, journal, active: Default::default() }
+    }
+}
+
 /// A completed push (the 1.0.21 response members).
 #[derive(Debug)]
 pub struct Pushed {
