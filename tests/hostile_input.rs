@@ -289,3 +289,18 @@ fn a_header_that_is_not_ascii_gets_a_400_json_error_and_the_daemon_keeps_serving
     answer.expect(200);
     no_panic_logged(&d);
 }
+
+#[test]
+fn a_pairing_host_name_that_fails_idna_is_refused_not_a_lost_connection() {
+    let d = daemon("hostile-idna");
+    for address in ["xn--zz", "xn--zz.lan", "a..b", "bad host"] {
+        let body = json!({"address": address, "port": 19532, "code": "123456"});
+        let response = answered(d.req("POST", "/api/v1/pair/join").json(&body), address);
+        assert_eq!(response.status, 400, "{address}: {}", response.text());
+    }
+    d.get("/api/v1/health").expect(200);
+    // The CLI's peer resolution refuses it too, with a message instead of a panic.
+    let out = d.loopsy(&["exec", "xn--zz:19532", "--", "true"]);
+    assert_ne!(out.code, 101, "the CLI panicked: {}", out.stderr);
+    no_panic_logged(&d);
+}

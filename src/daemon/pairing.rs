@@ -391,7 +391,10 @@ impl Pairing {
 
 /// A client for the host's pairing endpoints: plain HTTP, or HTTPS if that is all it serves.
 async fn pairing_client(address: &str, port: u16) -> Result<Client, ApiError> {
-    let plain = crate::peer::resolve::base_url(address, port);
+    // Only an IP or a host name becomes a URL (the HTTP client panics on some other hosts).
+    let address = crate::peers::check_address("address", address).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let plain = crate::peer::resolve::base_url(&address, port);
+    crate::peer::resolve::check_base_url(&plain).map_err(ApiError::bad_request)?;
     let mut last = String::new();
     for base in [plain.clone(), plain.replacen("http://", "https://", 1)] {
         let client = Client::for_pairing(&base).with_timeout(Duration::from_secs(10));
