@@ -174,7 +174,6 @@ pub fn split_address(spec: &str) -> Result<(String, Option<u16>), String> {
     Ok((host, port))
 }
 
-/// The base URL of `host:port`, bracketing IPv6 literals.
 /// Whether `base` is a URL the HTTP client can join paths to: some host names that look valid
 /// (punycode labels that do not decode, `xn--…`) fail IDNA, and the client would panic on them.
 pub fn check_base_url(base: &str) -> Result<(), String> {
@@ -184,6 +183,7 @@ pub fn check_base_url(base: &str) -> Result<(), String> {
         .map_err(|e| format!("'{base}' is not a usable address: {e}"))
 }
 
+/// The base URL of `host:port`, bracketing IPv6 literals.
 pub fn base_url(host: &str, port: u16) -> String {
     if host.contains(':') {
         format!("http://[{host}]:{port}")
