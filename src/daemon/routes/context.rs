@@ -8,15 +8,10 @@
 //! (any percent-encoding of it) or listed with `?prefix=watch`; PUT and DELETE of `watch` work
 //! as for any key. The CLI encodes it that way by itself.
 
-use std::pin::Pin;
-use std::task::{Context, Poll};
-use std::time::Duration;
-
-use futures_lite::{AsyncRead, Stream};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tide::http::Method;
-use tide::{Request, Response};
+use tide::Request;
 
 use super::system::json_response;
 use super::Mount;
@@ -32,8 +27,6 @@ use crate::store::{self, Change, Entry, Put, StoreError, Subscription, Ttl};
 /// (quotes, newlines) in the value. A body beyond this is a 413; a value that fits in the body
 /// but is over 1 MiB once decoded is a 400 with code 5002.
 pub const MAX_PUT_BODY: u64 = store::MAX_VALUE_BYTES as u64 + 64 * 1024;
-/// How often a quiet watch stream sends a comment, so dead connections are noticed.
-const HEARTBEAT: Duration = Duration::from_secs(10);
 /// Longest `X-Loopsy-Node-Id` accepted.
 const MAX_NODE_ID: usize = 128;
 
@@ -173,15 +166,10 @@ async fn watch_entries(req: Request<State>) -> tide::Result {
     let prefix = body::query(&req, "prefix").unwrap_or_default();
     let subscription = req.state().context.watch(&prefix);
     let (frames, receiver) = smol::channel::bounded(16);
-    // Per-connection work: it ends when the client goes away or the daemon stops.
-    smol::spawn(pump(subscription, prefix, frames)).detach();
-    let reader =
-        futures_lite::io::BufReader::new(Frames { receiver: Box::pin(receiver), current: Vec::new(), offset: 0 });
-    Ok(Response::builder(200)
-        .header("Content-Type", "text/event-stream")
-        .header("Cache-Control", "no-cache")
-        .body(tide::Body::from_reader(reader, None))
-        .build())
+    // Per-connection work, owned by the body: it ends when the client goes away or the daemon
+    // stops (which ends the feed).
+    let producer = smol::spawn(pump(subscription, prefix, frames));
+    Ok(crate::daemon::sse::response(receiver, producer))
 }
 
 /// Turns changes into SSE frames until the feed ends or the client is gone.
@@ -190,26 +178,14 @@ async fn pump(subscription: Subscription, prefix: String, frames: smol::channel:
     if frames.send(hello.into_bytes()).await.is_err() {
         return;
     }
-    // Kept across heartbeats: dropping it could lose a change it has already taken.
-    let mut next = Box::pin(subscription.next());
-    loop {
-        let frame = match crate::clock::timeout(HEARTBEAT, &mut next).await {
-            None => b": heartbeat\n\n".to_vec(),
-            Some(Some(change)) => {
-                next = Box::pin(subscription.next());
-                event_frame(&change)
-            }
-            Some(None) => {
-                if subscription.overflowed() {
-                    let data = json!({"type": "overflow", "message": format!("more than {} changes were not read in time; watch again and list to catch up", store::WATCH_BUFFER)});
-                    let _ = frames.send(format!("event: overflow\ndata: {data}\n\n").into_bytes()).await;
-                }
-                return;
-            }
-        };
-        if frames.send(frame).await.is_err() {
+    while let Some(change) = subscription.next().await {
+        if frames.send(event_frame(&change)).await.is_err() {
             return;
         }
+    }
+    if subscription.overflowed() {
+        let data = json!({"type": "overflow", "message": format!("more than {} changes were not read in time; watch again and list to catch up", store::WATCH_BUFFER)});
+        let _ = frames.send(format!("event: overflow\ndata: {data}\n\n").into_bytes()).await;
     }
 }
 
@@ -222,34 +198,6 @@ fn event_frame(change: &Change) -> Vec<u8> {
     let event = ChangeEvent { kind, key: change.key(), revision: change.revision(), entry };
     let data = serde_json::to_string(&event).expect("events serialise");
     format!("event: {kind}\nid: {}\ndata: {data}\n\n", change.revision()).into_bytes()
-}
-
-/// The bytes of the frames sent to a channel, as a response body.
-struct Frames {
-    receiver: Pin<Box<smol::channel::Receiver<Vec<u8>>>>,
-    current: Vec<u8>,
-    offset: usize,
-}
-
-impl AsyncRead for Frames {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<std::io::Result<usize>> {
-        loop {
-            if self.offset < self.current.len() {
-                let n = buf.len().min(self.current.len() - self.offset);
-                buf[..n].copy_from_slice(&self.current[self.offset..self.offset + n]);
-                self.offset += n;
-                return Poll::Ready(Ok(n));
-            }
-            match self.receiver.as_mut().poll_next(cx) {
-                Poll::Ready(Some(frame)) => {
-                    self.current = frame;
-                    self.offset = 0;
-                }
-                Poll::Ready(None) => return Poll::Ready(Ok(0)),
-                Poll::Pending => return Poll::Pending,
-            }
-        }
-    }
 }
 
 /// The `:key` parameter, percent-decoded and checked before any body is read.

@@ -8,11 +8,8 @@
 //! (`permission-request`, `permission-response`) do not exist: agents ask over their own
 //! protocol's channel.
 
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures_lite::{FutureExt, Stream};
 use serde_json::json;
 use tide::http::{Method, StatusCode};
 use tide::{Request, Response};
@@ -206,14 +203,8 @@ async fn stream_approvals(req: Request<State>) -> tide::Result {
         if send(id_frame(&stream.synced_id, r#"{"type":"synced"}"#)).await.is_err() {
             return;
         }
-        loop {
-            let next = async { Some(stream.live.recv().await.ok()) };
-            let stop = async {
-                shutdown.wait().await;
-                None
-            };
-            // The feed dropped us (we fell behind) or the daemon stops: the client resumes.
-            let Some(Some(change)) = next.or(stop).await else { return };
+        // The feed dropped us (we fell behind) or the daemon stops: the client resumes.
+        while let Some(Ok(change)) = shutdown.until(stream.live.recv()).await {
             if !asker.may_act_on(&change.tag) {
                 continue;
             }
@@ -247,14 +238,13 @@ async fn stream_task(req: Request<State>) -> tide::Result {
     let heartbeat = Duration::from_millis(req.state().tasks.settings().heartbeat_interval);
     let (sender, receiver) = smol::channel::bounded(16);
     let shutdown = req.state().shutdown.clone();
-    // Per-connection work: it ends when the task ends, the client goes or the daemon stops.
-    smol::spawn(pump(subscription, sender, heartbeat, shutdown)).detach();
-    let mut res = Response::new(StatusCode::Ok);
-    res.insert_header("Content-Type", "text/event-stream");
-    res.insert_header("Cache-Control", "no-cache");
+    // Per-connection work, owned by the body: it ends when the task ends, the client goes or the
+    // daemon stops.
+    let producer = smol::spawn(pump(subscription, sender, shutdown));
+    let mut res = crate::daemon::sse::response_every(receiver, producer, heartbeat);
+    // 1.0.21's headers of this stream (§2.8.3).
     res.insert_header("Connection", "keep-alive");
     res.insert_header("X-Accel-Buffering", "no");
-    res.set_body(tide::Body::from_reader(ChannelReader::new(receiver), None));
     Ok(res)
 }
 
@@ -272,12 +262,7 @@ fn frame(stored: &Stored) -> Vec<u8> {
     format!("id: {}\ndata: {}\n\n", stored.event.seq, stored.json).into_bytes()
 }
 
-async fn pump(
-    subscription: Subscription,
-    sender: smol::channel::Sender<Vec<u8>>,
-    heartbeat: Duration,
-    shutdown: crate::shutdown::Shutdown,
-) {
+async fn pump(subscription: Subscription, sender: smol::channel::Sender<Vec<u8>>, shutdown: crate::shutdown::Shutdown) {
     let task_id = subscription.replay.first().map(|s| s.event.task_id.clone());
     for stored in &subscription.replay {
         if sender.send(frame(stored)).await.is_err() {
@@ -291,82 +276,14 @@ async fn pump(
         let _ = sender.send(format!("data: {event}\n\n").into_bytes()).await;
         return;
     };
-    loop {
-        let next = async { Some(live.recv().await.ok()) };
-        let beat = async {
-            async_io::Timer::after(heartbeat).await;
-            None
-        };
-        let stop = async {
-            shutdown.wait().await;
-            Some(None)
-        };
-        match next.or(stop).or(beat).await {
-            Some(Some(stored)) => {
-                if sender.send(frame(&stored)).await.is_err() {
-                    return;
-                }
-                if stored.event.kind == crate::tasks::api::EventType::Exit {
-                    return;
-                }
-            }
-            // The task ended, the subscriber fell behind (it can resume) or the daemon stops.
-            Some(None) => return,
-            None => {
-                if sender.send(b": heartbeat\n\n".to_vec()).await.is_err() {
-                    return;
-                }
-            }
+    // The task ended, the subscriber fell behind (it can resume) or the daemon stops: the end.
+    while let Some(Ok(stored)) = shutdown.until(live.recv()).await {
+        if sender.send(frame(&stored)).await.is_err() {
+            return;
         }
-    }
-}
-
-/// The response body: bytes from the pump, as they come.
-struct ChannelReader {
-    receiver: Pin<Box<smol::channel::Receiver<Vec<u8>>>>,
-    buf: Vec<u8>,
-    pos: usize,
-}
-
-impl ChannelReader {
-    fn new(receiver: smol::channel::Receiver<Vec<u8>>) -> ChannelReader {
-        ChannelReader { receiver: Box::pin(receiver), buf: Vec::new(), pos: 0 }
-    }
-}
-
-impl futures_lite::AsyncBufRead for ChannelReader {
-    fn poll_fill_buf(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<&[u8]>> {
-        let this = self.get_mut();
-        if this.pos >= this.buf.len() {
-            match this.receiver.as_mut().poll_next(cx) {
-                Poll::Ready(Some(bytes)) => {
-                    this.buf = bytes;
-                    this.pos = 0;
-                }
-                Poll::Ready(None) => return Poll::Ready(Ok(&[])),
-                Poll::Pending => return Poll::Pending,
-            }
+        if stored.event.kind == crate::tasks::api::EventType::Exit {
+            return;
         }
-        Poll::Ready(Ok(&this.buf[this.pos..]))
-    }
-
-    fn consume(self: Pin<&mut Self>, amt: usize) {
-        self.get_mut().pos += amt;
-    }
-}
-
-impl futures_lite::AsyncRead for ChannelReader {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, out: &mut [u8]) -> Poll<std::io::Result<usize>> {
-        use futures_lite::AsyncBufRead;
-        let available = match self.as_mut().poll_fill_buf(cx) {
-            Poll::Ready(Ok(bytes)) => bytes,
-            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-            Poll::Pending => return Poll::Pending,
-        };
-        let n = available.len().min(out.len());
-        out[..n].copy_from_slice(&available[..n]);
-        self.consume(n);
-        Poll::Ready(Ok(n))
     }
 }
 
