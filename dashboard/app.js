@@ -2,8 +2,9 @@
 // returns a cleanup function that stops its streams and timers when the view is left.
 import { api, onLoggedOut, get } from './api.js';
 import { el, clear, toast } from './dom.js';
+import { subscribe, pendingCount } from './approvals-feed.js';
 
-const VIEWS = ['overview', 'peers', 'context', 'messages', 'tasks', 'terminal'];
+const VIEWS = ['overview', 'peers', 'context', 'locks', 'messages', 'tasks', 'approvals', 'terminal'];
 const root = document.getElementById('view');
 let cleanup = null;
 let generation = 0;
@@ -62,6 +63,15 @@ async function route() {
 document.getElementById('logout').addEventListener('click', async () => {
   try { await api('POST', '/api/v1/dashboard/logout'); } catch (err) { toast(err.message, 'error'); }
   showLoggedOut();
+});
+
+// The count of requests waiting for a human, on every view.
+const approvalsBadge = document.getElementById('approvals-badge');
+subscribe(() => {
+  const n = pendingCount();
+  approvalsBadge.textContent = String(n);
+  approvalsBadge.dataset.count = String(n);
+  approvalsBadge.hidden = n === 0;
 });
 
 window.addEventListener('hashchange', route);

@@ -117,7 +117,7 @@ mod tests {
         assert_eq!(secrets.current(), ["a".repeat(32)], "no file yet: the keys at start");
         config.auth.api_key = "b".repeat(32);
         config.auth.peer_keys.insert("bob".into(), "c".repeat(32));
-        crate::durable::write(&paths.config_file(), config.to_yaml().as_bytes(), crate::durable::Mode::Secret).unwrap();
+        crate::config::replace(&paths, &config).unwrap();
         assert_eq!(secrets.current(), ["a".repeat(32), "b".repeat(32), "c".repeat(32)]);
         std::fs::remove_dir_all(dir).unwrap();
     }

@@ -1,6 +1,26 @@
-//! Wall-clock time as the wire wants it: Unix milliseconds and ISO-8601 UTC strings.
+//! Wall-clock time as the wire wants it (Unix milliseconds and ISO-8601 UTC strings), and the
+//! one way to bound a wait ([`timeout`], [`deadline`]; `Shutdown::until` for shutdown).
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::future::Future;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// `future`'s output, or `None` when `after` passes first (the future is dropped).
+pub async fn timeout<T>(after: Duration, future: impl Future<Output = T>) -> Option<T> {
+    futures_lite::future::or(async { Some(future.await) }, async {
+        async_io::Timer::after(after).await;
+        None
+    })
+    .await
+}
+
+/// `future`'s output, or `None` when `at` passes first (the future is dropped).
+pub async fn deadline<T>(at: Instant, future: impl Future<Output = T>) -> Option<T> {
+    futures_lite::future::or(async { Some(future.await) }, async {
+        async_io::Timer::at(at).await;
+        None
+    })
+    .await
+}
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
@@ -43,5 +63,14 @@ mod tests {
         check(0, "1970-01-01T00:00:00.000Z");
         check(951_782_400_000, "2000-02-29T00:00:00.000Z");
         check(1_795_473_503_972, "2026-11-23T22:38:23.972Z");
+    }
+
+    #[test]
+    fn a_bounded_wait_gives_the_output_or_none() {
+        smol::block_on(async {
+            assert_eq!(timeout(Duration::from_secs(3600), async { 1 }).await, Some(1));
+            assert_eq!(timeout(Duration::from_millis(1), futures_lite::future::pending::<()>()).await, None);
+            assert_eq!(deadline(Instant::now(), futures_lite::future::pending::<()>()).await, None);
+        });
     }
 }

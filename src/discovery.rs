@@ -111,13 +111,25 @@ impl Discovery {
     }
 }
 
-fn browse_socket() -> std::io::Result<UdpSocket> {
+/// Whether the mDNS port can be bound, shared with other responders (`loopsy doctor` asks
+/// while no daemon holds it): binds it and lets go.
+pub fn can_share_mdns_port() -> std::io::Result<()> {
+    shared_mdns_socket().map(drop)
+}
+
+/// A UDP socket on the mDNS port, shared with other responders (SO_REUSEADDR/SO_REUSEPORT).
+fn shared_mdns_socket() -> std::io::Result<socket2::Socket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
     socket.set_reuse_address(true)?;
     #[cfg(unix)]
     socket.set_reuse_port(true)?;
     socket.bind(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, MDNS_PORT)).into())?;
+    Ok(socket)
+}
+
+fn browse_socket() -> std::io::Result<UdpSocket> {
+    let socket = shared_mdns_socket()?;
     socket.join_multicast_v4(&MDNS_GROUP, &Ipv4Addr::UNSPECIFIED)?;
     socket.set_multicast_ttl_v4(255)?;
     socket.set_read_timeout(Some(POLL))?;

@@ -140,7 +140,7 @@ fn check_daemon(paths: &Paths, config: Option<&Config>) -> Check {
     let Some(config) = config else {
         // Without a key only the public health route can be asked.
         let health = Client::local(paths, "").and_then(|client| {
-            smol::block_on(client.with_timeout(CALL_TIMEOUT).get::<crate::daemon::api::Health>("/api/v1/health"))
+            smol::block_on(client.with_timeout(CALL_TIMEOUT).get::<crate::system::Health>("/api/v1/health"))
         });
         return match health {
             Ok(health) => Check::ok(
@@ -155,7 +155,7 @@ fn check_daemon(paths: &Paths, config: Option<&Config>) -> Check {
         };
     };
     let answer = Client::local(paths, &config.auth.api_key).and_then(|client| {
-        smol::block_on(client.with_timeout(CALL_TIMEOUT).get::<crate::daemon::api::Identity>("/api/v1/identity"))
+        smol::block_on(client.with_timeout(CALL_TIMEOUT).get::<crate::system::Identity>("/api/v1/identity"))
     });
     match answer {
         Ok(identity) if identity.implementation != crate::identity::IMPLEMENTATION => Check::warn(
@@ -247,7 +247,6 @@ fn port_owner(port: u16) -> Option<(u32, String)> {
 }
 
 fn check_certificate(paths: &Paths, config: &Config, now_ms: u64) -> Check {
-    use rustls::pki_types::pem::PemObject;
     let tls_dir = paths.tls_dir();
     let cert_path = tls_dir.join("cert.pem");
     let regenerate = format!(
@@ -268,10 +267,7 @@ fn check_certificate(paths: &Paths, config: &Config, now_ms: u64) -> Check {
             )
         };
     }
-    let validity = rustls::pki_types::CertificateDer::from_pem_file(&cert_path)
-        .map_err(|e| e.to_string())
-        .and_then(|der| crate::x509::validity(&der));
-    let validity = match validity {
+    let validity = match crate::tls::certificate_validity(&cert_path) {
         Ok(validity) => validity,
         Err(e) => return Check::fail("TLS", format!("cannot read {}: {e}", cert_path.display()), regenerate),
     };
@@ -350,7 +346,7 @@ async fn probe_peer(peer: crate::peers::Peer, pin: Option<crate::tls::Fingerprin
     let client = Client::pinned(&crate::peer::resolve::base_url(&peer.address, peer.port), None, pin)
         .with_timeout(CALL_TIMEOUT)
         .with_body_limit(64 * 1024);
-    match client.get::<crate::daemon::api::Health>("/api/v1/health").await {
+    match client.get::<crate::system::Health>("/api/v1/health").await {
         Ok(health) if !peer.is_provisional() && health.node_id != peer.node_id => Check::warn(
             "Peer",
             format!("{label} answers as another node ({})", health.node_id),
@@ -379,7 +375,7 @@ fn check_mdns(paths: &Paths, config: &Config) -> Check {
     if let Ok(Daemon::Running(_)) = instance::probe(paths) {
         return Check::ok("mDNS", "on; the daemon holds the mDNS socket");
     }
-    match bind_mdns() {
+    match crate::discovery::can_share_mdns_port() {
         Ok(()) => Check::ok("mDNS", "UDP port 5353 can be shared"),
         Err(e) => Check::warn(
             "mDNS",
@@ -387,15 +383,6 @@ fn check_mdns(paths: &Paths, config: &Config) -> Check {
             "another responder holds it exclusively, or add peers by hand: loopsy peers add <address>",
         ),
     }
-}
-
-fn bind_mdns() -> std::io::Result<()> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
-    socket.set_reuse_address(true)?;
-    #[cfg(unix)]
-    socket.set_reuse_port(true)?;
-    socket.bind(&SocketAddr::from(([0, 0, 0, 0], 5353)).into())
 }
 
 fn check_mcp() -> Check {

@@ -1,7 +1,20 @@
 //! This machine's own network addresses: for mDNS (which does not find them by itself), the
-//! certificate's names and the pairing hints.
+//! certificate's names and the pairing hints; and the daemon's listening socket on them.
 
 use std::net::{IpAddr, Ipv4Addr};
+
+/// Pending connections the kernel keeps for the accept loop (capped by `net.core.somaxconn`):
+/// deep enough that a burst of connections does not drop a client's SYN (a one-second retry).
+const BACKLOG: i32 = 4096;
+
+/// The daemon's listening socket, as std would make it but with a deeper backlog.
+pub fn listen(address: std::net::SocketAddr) -> std::io::Result<async_net::TcpListener> {
+    let socket = socket2::Socket::new(socket2::Domain::for_address(address), socket2::Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&address.into())?;
+    socket.listen(BACKLOG)?;
+    async_net::TcpListener::try_from(std::net::TcpListener::from(socket))
+}
 
 /// One IPv4 address of an interface that is up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

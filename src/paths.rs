@@ -60,6 +60,10 @@ impl Paths {
     pub fn context_journal(&self) -> PathBuf {
         self.home.join("context.journal")
     }
+    /// The lock table: grants, renewals and releases since the last compaction (see `locks`).
+    pub fn locks_journal(&self) -> PathBuf {
+        self.home.join("locks.journal")
+    }
     pub fn peers_file(&self) -> PathBuf {
         self.home.join("peers.json")
     }

@@ -1,6 +1,7 @@
-//! TLS: the node's certificate, its fingerprint, and the rustls configurations.
+//! TLS: the node's certificate, its fingerprint, the rustls configurations and the handshakes
+//! (`connect` for clients, [`Acceptor`] for the listener).
 //!
-//! The only module that builds rustls configs. Trust is by pinning, not by certificate
+//! The only module that knows rustls and futures-rustls. Trust is by pinning, not by certificate
 //! authorities: a client that knows a peer's fingerprint accepts exactly that certificate (the
 //! handshake signature is still verified against its key) and nothing else.
 
@@ -186,6 +187,33 @@ fn client_with_pin(pin: Option<Fingerprint>) -> Arc<ClientConfig> {
         .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Arc::new(config)
+}
+
+/// The client side of a TLS connection.
+pub type ClientStream<S> = futures_rustls::client::TlsStream<S>;
+
+/// The handshake of a client over `stream` to `host`, trusting as `config` says
+/// ([`client_config`] or [`client_config_for_pairing`]).
+pub async fn connect<S>(config: Arc<ClientConfig>, host: &str, stream: S) -> std::io::Result<ClientStream<S>>
+where
+    S: futures_lite::io::AsyncRead + futures_lite::io::AsyncWrite + Unpin,
+{
+    futures_rustls::TlsConnector::from(config).connect(server_name(host), stream).await
+}
+
+/// The server side of handshakes with this node's certificate (the listener holds one while
+/// TLS is on).
+pub type Acceptor = futures_rustls::TlsAcceptor;
+
+/// An [`Acceptor`] for `identity`.
+pub fn acceptor(identity: &Identity) -> anyhow::Result<Acceptor> {
+    Ok(Acceptor::from(server_config(identity)?))
+}
+
+/// The validity of the certificate in `cert_pem` (a PEM file), for `loopsy doctor`.
+pub fn certificate_validity(cert_pem: &Path) -> Result<crate::x509::Validity, String> {
+    let der = CertificateDer::from_pem_file(cert_pem).map_err(|e| e.to_string())?;
+    crate::x509::validity(&der)
 }
 
 /// The name to present in the handshake; the pinning verifier does not check it.

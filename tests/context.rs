@@ -169,11 +169,17 @@ fn values_are_limited_to_1_mib_in_bytes() {
         .expect_error(413, 9006);
     assert!(message.contains("larger than"), "{message}");
     assert_eq!(d.get("/api/v1/context/big").expect(200)["value"].as_str().unwrap().len(), mib, "unchanged");
+    // Each request and answer of 1 MiB or more above was followed by a trim of the allocator
+    // (memory comes back after a burst): the daemon still holds and serves every byte.
+    assert_eq!(d.get("/api/v1/context/big").expect(200)["value"], json!(exactly));
+    assert_eq!(put(&d, "small", json!({"value": "after"}))["value"], "after");
 }
 
 #[test]
-fn at_most_1000_live_entries_and_expired_ones_do_not_count() {
-    let d = Daemon::start("ctx-limit");
+fn at_most_max_entries_live_entries_and_expired_ones_do_not_count() {
+    let home = Home::new("ctx-limit");
+    home.edit_config(|doc| doc["context"]["maxEntries"] = 1000.into()); // 1.0.21's fixed cap
+    let d = home.start();
     for i in 1..1000 {
         put(&d, &format!("k{i}"), json!({"value": "x"}));
     }
@@ -186,6 +192,22 @@ fn at_most_1000_live_entries_and_expired_ones_do_not_count() {
     });
     put(&d, "one-more", json!({"value": "x"}));
     d.req("PUT", "/api/v1/context/two-more").json(&json!({"value": "x"})).send().expect_error(400, 5003);
+}
+
+#[test]
+fn the_default_cap_is_100000_entries_not_1_0_21s_1000_and_holds_after_a_restart() {
+    let d = Daemon::start("ctx-default-limit");
+    for i in 0..1001 {
+        put(&d, &format!("k{i}"), json!({"value": "x"}));
+    }
+    assert_eq!(d.get("/api/v1/status").expect(200)["context"]["entries"], 1001);
+    // A lower cap than what is stored: everything is kept, new keys are refused.
+    d.home.edit_config(|doc| doc["context"]["maxEntries"] = 10.into());
+    let d = d.restart();
+    assert_eq!(d.get("/api/v1/status").expect(200)["context"]["entries"], 1001);
+    let message = d.req("PUT", "/api/v1/context/new").json(&json!({"value": "x"})).send().expect_error(400, 5003);
+    assert_eq!(message, "Max context entries (10) reached");
+    put(&d, "k7", json!({"value": "overwriting is fine"}));
 }
 
 #[test]

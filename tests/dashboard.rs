@@ -580,6 +580,60 @@ fn a_task_dispatched_from_the_browser_asks_for_approval_and_finishes_once_approv
     assert!(workdir.path().join("out.txt").exists(), "the approved tool ran");
 }
 
+// See: #17 (item 1)
+#[test]
+fn the_approvals_view_counts_decides_and_shows_requests_of_this_daemon_and_a_session() {
+    let user_home = crate::support::TempDir::new("dash-appr-user");
+    let agents = |name: &str| {
+        let mut home = Home::new(name);
+        home.with_stand_in_agents();
+        home.env.push(("HOME".into(), user_home.path().display().to_string()));
+        home
+    };
+    let (main, session) = (agents("dash-b-appr"), agents("dash-b-appr-w1"));
+    link_session(main.path(), "w1", session.path());
+    let (session, d) = (session.start(), main.start());
+    let (here, there) = (crate::support::TempDir::new("dash-appr-ws"), crate::support::TempDir::new("dash-appr-w1"));
+    for (daemon, cwd) in [(&d, &here), (&session, &there)] {
+        let body = json!({"prompt": "tool", "agent": "claude", "cwd": cwd.path()});
+        daemon.req("POST", "/api/v1/ai-tasks").json(&body).send().expect(201);
+    }
+    wait_until(WAIT, "the inbox holds both requests", || d.get("/api/v1/approvals").expect(200)["pending"] == 2);
+    let config = json!({"base": d.url, "login": url_of(&d, &login_path(&d))});
+    if run_browser("approvals.mjs", &config).is_none() {
+        return;
+    }
+    wait_until(WAIT, "the approved tool ran", || here.path().join("out.txt").exists());
+    let inbox = d.get("/api/v1/approvals").expect(200);
+    let states: Vec<(&str, &str)> = inbox["approvals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| (i["target"].as_str().unwrap(), i["state"].as_str().unwrap()))
+        .collect();
+    assert!(states.contains(&("local", "approved")) && states.contains(&("session:w1", "denied")), "{states:?}");
+    assert!(!there.path().join("out.txt").exists(), "the denied tool did not run");
+}
+
+#[test]
+fn the_terminal_view_types_into_terminals_here_and_on_a_peer() {
+    let main = Home::new("dash-term-main");
+    let peer = Daemon::start("dash-term-peer");
+    main.edit_config(|doc| doc["auth"]["allowedKeys"]["termpeer"] = peer.key.clone().into());
+    let d = main.start();
+    d.req("POST", "/api/v1/peers")
+        .json(&json!({"address": "127.0.0.1", "port": peer.port, "name": "termpeer"}))
+        .send()
+        .expect(200);
+    let config = json!({"base": d.url, "login": url_of(&d, &login_path(&d))});
+    if run_browser("terminal.mjs", &config).is_none() {
+        return;
+    }
+    let local = d.get("/api/v1/terminals/web").expect(200);
+    assert_eq!((local["startedBy"].as_str(), local["state"].as_str()), (Some("dashboard"), Some("running")));
+    assert_eq!(peer.get("/api/v1/terminals").expect(200)["terminals"], json!([]), "the peer's terminal was killed");
+}
+
 #[test]
 fn the_session_cookie_is_secure_over_https_and_the_proxy_follows_a_rotated_key() {
     let home = Home::new("dash-https");

@@ -96,7 +96,7 @@ fn denied_commands_are_refused_through_every_wrapper_and_both_endpoints() {
 #[test]
 fn the_allowlist_admits_only_listed_programs() {
     let home = Home::new("exec-allow");
-    home.edit_config(|doc| doc["execution"]["allowlist"] = serde_yaml::to_value(["echo", "sh"]).unwrap());
+    home.edit_config(|doc| doc["execution"]["allowlist"] = crate::support::yaml(["echo", "sh"]));
     let daemon = home.start();
     assert_eq!(execute(&daemon, json!({"command": "echo", "args": ["ok"]}))["stdout"], "ok\n");
     assert_eq!(execute(&daemon, json!({"command": "sh", "args": ["-c", "cd / && echo ok"]}))["exitCode"], 0);
@@ -313,10 +313,26 @@ fn loader_variables_are_refused_and_other_env_is_merged() {
     assert_eq!(result["stdout"], "bar\nhome-set\n", "request env over the daemon's environment");
 }
 
+fn queued(daemon: &Daemon) -> u64 {
+    daemon.get(JOBS).expect(200)["queued"].as_u64().unwrap()
+}
+
+/// A 429 of the exec queue: 1.0.21's code 3003, with `Retry-After`.
+#[track_caller]
+fn expect_busy(res: crate::support::http::Response) -> String {
+    let message = res.expect_error(429, 3003);
+    let retry: u64 = res.header("Retry-After").expect("Retry-After on a 429").parse().unwrap();
+    assert!(retry >= 1, "Retry-After {retry}");
+    message
+}
+
 #[test]
-fn the_concurrency_cap_answers_at_once_and_frees_up() {
+fn without_a_queue_the_concurrency_cap_answers_at_once_and_frees_up() {
     let home = Home::new("exec-cap-jobs");
-    home.edit_config(|doc| doc["execution"]["maxConcurrent"] = 2.into());
+    home.edit_config(|doc| {
+        doc["execution"]["maxConcurrent"] = 2.into();
+        doc["execution"]["maxQueued"] = 0.into();
+    });
     let daemon = home.start();
     let request = daemon.req("POST", EXECUTE).json(&json!({"command": "sleep", "args": ["100"]}));
     let waiting = std::thread::spawn(move || request.send());
@@ -325,9 +341,9 @@ fn the_concurrency_cap_answers_at_once_and_frees_up() {
     wait_until(Duration::from_secs(5), "both jobs run", || jobs(&daemon).len() == 2);
 
     let started = Instant::now();
-    let message = daemon.req("POST", EXECUTE).json(&json!({"command": "echo"})).send().expect_error(429, 3003);
-    assert_eq!(message, "Max concurrent jobs (2) reached");
-    daemon.req("POST", STREAM).json(&json!({"command": "echo"})).send().expect_error(429, 3003);
+    let message = expect_busy(daemon.req("POST", EXECUTE).json(&json!({"command": "echo"})).send());
+    assert!(message.starts_with("Max concurrent jobs (2) reached"), "{message}");
+    expect_busy(daemon.req("POST", STREAM).json(&json!({"command": "echo"})).send());
     assert!(started.elapsed() < Duration::from_secs(2), "refused at once, not queued");
 
     for job in jobs(&daemon) {
@@ -337,6 +353,76 @@ fn the_concurrency_cap_answers_at_once_and_frees_up() {
     while stream.next_event().is_some() {}
     wait_until(Duration::from_secs(5), "the jobs ended", || jobs(&daemon).is_empty());
     assert_eq!(execute(&daemon, json!({"command": "echo", "args": ["again"]}))["stdout"], "again\n");
+}
+
+#[test]
+fn over_the_cap_requests_wait_in_order_and_past_the_queue_get_429() {
+    let home = Home::new("exec-queue");
+    home.edit_config(|doc| {
+        doc["execution"]["maxConcurrent"] = 1.into();
+        doc["execution"]["maxQueued"] = 3.into();
+    });
+    let log = home.path().join("order.log");
+    let daemon = home.start();
+    // The one place is taken until the blocker is cancelled.
+    let blocker = daemon.req("POST", EXECUTE).json(&json!({"command": "sleep", "args": ["100"]}));
+    let blocker = std::thread::spawn(move || blocker.send());
+    wait_until(Duration::from_secs(5), "the blocker runs", || jobs(&daemon).len() == 1);
+
+    // Three requests queue up, one after the other (each appends its name to the log).
+    let mut waiting = Vec::new();
+    for (i, name) in ["first", "second", "third"].into_iter().enumerate() {
+        let script = format!("echo {name} >> '{}'", log.display());
+        let request = daemon.req("POST", EXECUTE).json(&json!({"command": "sh", "args": ["-c", script]}));
+        waiting.push(std::thread::spawn(move || request.send()));
+        wait_until(Duration::from_secs(5), "the request is queued", || queued(&daemon) == i as u64 + 1);
+    }
+    assert_eq!(jobs(&daemon).len(), 1, "queued requests do not run");
+    assert_eq!(daemon.get("/api/v1/status").expect(200)["jobs"]["active"], 1);
+
+    // Past the queue: refused at once on both endpoints.
+    let started = Instant::now();
+    let message = expect_busy(daemon.req("POST", EXECUTE).json(&json!({"command": "echo"})).send());
+    assert!(message.contains("Max concurrent jobs (1) reached") && message.contains("3 requests"), "{message}");
+    expect_busy(daemon.req("POST", STREAM).json(&json!({"command": "echo"})).send());
+    assert!(started.elapsed() < Duration::from_secs(5), "refused at once, not queued");
+    assert_eq!(queued(&daemon), 3);
+
+    let blocker_id = jobs(&daemon)[0]["jobId"].as_str().unwrap().to_string();
+    daemon.req("DELETE", &format!("{EXECUTE}/{blocker_id}")).send().expect(200);
+    assert_eq!(blocker.join().unwrap().expect(200)["killed"], true);
+    for request in waiting {
+        assert_eq!(request.join().unwrap().expect(200)["exitCode"], 0);
+    }
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "first\nsecond\nthird\n", "served in arrival order");
+    assert_eq!(queued(&daemon), 0);
+    assert_eq!(execute(&daemon, json!({"command": "echo", "args": ["again"]}))["stdout"], "again\n");
+}
+
+#[test]
+fn a_request_that_waits_longer_than_the_queue_timeout_gets_429_and_leaves_the_queue() {
+    let home = Home::new("exec-queue-timeout");
+    home.edit_config(|doc| {
+        doc["execution"]["maxConcurrent"] = 1.into();
+        doc["execution"]["queueTimeout"] = 300.into();
+    });
+    let daemon = home.start();
+    let mut stream = daemon.req("POST", STREAM).json(&json!({"command": "sleep", "args": ["100"]})).stream();
+    assert_eq!(stream.status, 200);
+    wait_until(Duration::from_secs(5), "the blocker runs", || jobs(&daemon).len() == 1);
+
+    let started = Instant::now();
+    let message = expect_busy(daemon.req("POST", EXECUTE).json(&json!({"command": "echo"})).send());
+    assert!(started.elapsed() >= Duration::from_millis(300), "it waited for its turn first");
+    assert!(message.contains("execution.queueTimeout"), "{message}");
+    assert_eq!(queued(&daemon), 0, "a request that gave up leaves the queue");
+
+    // The place it did not get is not lost: the next request runs once the blocker ends.
+    let blocker_id = jobs(&daemon)[0]["jobId"].as_str().unwrap().to_string();
+    daemon.req("DELETE", &format!("{EXECUTE}/{blocker_id}")).send().expect(200);
+    while stream.next_event().is_some() {}
+    wait_until(Duration::from_secs(5), "the blocker ended", || jobs(&daemon).is_empty());
+    assert_eq!(execute(&daemon, json!({"command": "echo", "args": ["next"]}))["stdout"], "next\n");
 }
 
 #[test]
@@ -429,13 +515,18 @@ fn the_execute_routes_are_in_the_openapi_document() {
 
 #[test]
 fn loopsy_exec_streams_output_live_and_exits_with_the_remote_code() {
-    let daemon = Daemon::start("cli-exec");
+    let home = Home::new("cli-exec");
+    // The CLI's job outlives a dropped connection (it may reattach) until nobody has read it for
+    // this long.
+    home.edit_config(|doc| doc["execution"]["detachedTimeout"] = 500.into());
+    let daemon = home.start();
     let run = daemon.loopsy(&["exec", "local", "sh", "-c", "echo out; echo err >&2; exit 5"]).code(5);
     assert_eq!(run.stdout, "out\n");
     assert_eq!(run.stderr, "err\n");
     daemon.loopsy(&["exec", "local", "true"]).success();
 
-    // Live: the first line is shown while the command still runs; killing the CLI ends the job.
+    // Live: the first line is shown while the command still runs; killing the CLI ends the job
+    // once it has not come back within execution.detachedTimeout.
     let mut cli = Background::spawn(daemon.home.path(), &["exec", "local", "sh", "-c", "echo first; sleep 100"]);
     assert_eq!(cli.wait_line("first", Duration::from_secs(20)), "first");
     assert!(cli.running(), "still running");

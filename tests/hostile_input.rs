@@ -219,3 +219,88 @@ fn push_with_upload_id(request: Request, dest: &str, id: &str) -> Request {
     );
     request.header("Content-Type", &format!("multipart/form-data; boundary={boundary}")).body(body)
 }
+
+/// Header lines a peer may send that are not visible ASCII (raw UTF-8, Latin-1, bytes that are
+/// no text at all, control characters), in names and values, on a public and on a keyed route.
+fn hostile_header_lines() -> Vec<(String, Vec<u8>)> {
+    let mut lines: Vec<(String, Vec<u8>)> = Vec::new();
+    for (what, value) in [
+        ("UTF-8 value", "café".as_bytes().to_vec()),
+        ("emoji value", "🙂".as_bytes().to_vec()),
+        ("Latin-1 value", b"caf\xe9".to_vec()),
+        ("bytes that are no text", b"\xff\xfe\x80".to_vec()),
+        ("a control character", b"a\x01b".to_vec()),
+        ("a bare CR", b"a\rb".to_vec()),
+    ] {
+        for name in ["X-Test", "Idempotency-Key", "X-Loopsy-Node-Id", "Last-Event-ID", "Authorization"] {
+            let mut line = format!("{name}: ").into_bytes();
+            if name == "Authorization" {
+                line.extend_from_slice(b"Bearer ");
+            }
+            line.extend_from_slice(&value);
+            lines.push((format!("{name} with {what}"), line));
+        }
+    }
+    let mut name = b"X-T".to_vec();
+    name.extend_from_slice("é".as_bytes());
+    name.extend_from_slice(b"st: x");
+    lines.push(("a non-ASCII header name".into(), name));
+    lines
+}
+
+// See: #17 (a header value that is not ASCII panicked the connection's task inside async-h1).
+#[test]
+fn a_header_that_is_not_ascii_gets_a_400_json_error_and_the_daemon_keeps_serving() {
+    let d = daemon("hostile-headers");
+    for (path, body) in [("/api/v1/health", None), ("/api/v1/execute", Some(r#"{"command":"true"}"#))] {
+        for (what, line) in hostile_header_lines() {
+            let mut request = format!(
+                "{} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\n",
+                if body.is_some() { "POST" } else { "GET" },
+                d.addr,
+                d.key
+            )
+            .into_bytes();
+            request.extend_from_slice(&line);
+            request.extend_from_slice(b"\r\n");
+            if let Some(body) = body {
+                request.extend_from_slice(
+                    format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len()).as_bytes(),
+                );
+            }
+            request.extend_from_slice(b"\r\n");
+            request.extend_from_slice(body.unwrap_or_default().as_bytes());
+            let mut connection = crate::support::http::Connection::open(&d.addr, std::time::Duration::from_secs(10));
+            connection.write(&request).unwrap();
+            let response = connection
+                .read_response("GET")
+                .unwrap_or_else(|e| panic!("{path}, {what}: the connection was lost without an answer: {e}"));
+            let message = response.expect_error(400, 9003);
+            assert!(message.contains("request header holds the byte"), "{path}, {what}: {message}");
+            assert_eq!(response.header("connection"), Some("close"), "{path}, {what}");
+        }
+    }
+    // The daemon is up, serves everyone, and ran nothing for the refused requests.
+    d.get("/api/v1/health").expect(200);
+    d.req("POST", "/api/v1/execute").json(&json!({"command": "true"})).send().expect(200);
+    assert!(d.get("/api/v1/execute/jobs").expect(200)["jobs"].as_array().unwrap().is_empty());
+    // Percent-encoding is the way to send such text, and goes through.
+    let answer = d.req("GET", "/api/v1/health").header("X-Test", "caf%C3%A9").send();
+    answer.expect(200);
+    no_panic_logged(&d);
+}
+
+#[test]
+fn a_pairing_host_name_that_fails_idna_is_refused_not_a_lost_connection() {
+    let d = daemon("hostile-idna");
+    for address in ["xn--zz", "xn--zz.lan", "a..b", "bad host"] {
+        let body = json!({"address": address, "port": 19532, "code": "123456"});
+        let response = answered(d.req("POST", "/api/v1/pair/join").json(&body), address);
+        assert_eq!(response.status, 400, "{address}: {}", response.text());
+    }
+    d.get("/api/v1/health").expect(200);
+    // The CLI's peer resolution refuses it too, with a message instead of a panic.
+    let out = d.loopsy(&["exec", "xn--zz:19532", "--", "true"]);
+    assert_ne!(out.code, 101, "the CLI panicked: {}", out.stderr);
+    no_panic_logged(&d);
+}

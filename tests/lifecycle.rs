@@ -114,6 +114,79 @@ fn sigterm_stops_the_daemon_cleanly() {
     assert_eq!(daemon.wait_exit(Duration::from_secs(10)), Some(0));
 }
 
+/// Starts a foreground daemon in `home` whose stderr is whatever `setup` leaves, and nothing
+/// else of the harness attached; returns it once it answers.
+fn start_bare(home: &Home, setup: impl FnOnce(&mut std::process::Command)) -> std::process::Child {
+    let mut daemon = crate::support::command(crate::support::loopsy_bin());
+    daemon.arg("--home").arg(home.path()).args(["start", "--foreground"]);
+    daemon.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null());
+    setup(&mut daemon);
+    let mut child = daemon.spawn().expect("spawning the daemon");
+    let pid = child.id();
+    wait_until(Duration::from_secs(15), "the daemon listens", || {
+        assert!(child.try_wait().unwrap().is_none(), "the daemon exited during start-up");
+        home.runtime(Some(pid)).is_some()
+    });
+    let addr = home.runtime(Some(pid)).unwrap()["url"].as_str().unwrap().trim_start_matches("http://").to_string();
+    // Requests, each logged at debug level, into a stderr that cannot take them.
+    for _ in 0..3 {
+        crate::support::Request::new(&addr, "GET", "/api/v1/health").send().expect(200);
+    }
+    child
+}
+
+/// SIGTERM, then the daemon must exit 0 and clean up after itself.
+#[track_caller]
+fn assert_stops_cleanly(home: &Home, mut child: std::process::Child) {
+    // SAFETY: kill(2) on the child this test started.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let status = crate::support::wait_child(&mut child, Duration::from_secs(20));
+    assert_eq!(status.code(), Some(0), "the daemon stopped cleanly: {status}");
+    assert!(home.runtime(None).is_none(), "daemon.json is removed");
+    assert!(!home.path().join("daemon.pid").exists(), "daemon.pid is removed");
+}
+
+// See: #17 (the logger's eprintln! panicked on a closed stderr, and SIGTERM no longer stopped
+// the daemon).
+#[test]
+fn a_daemon_whose_stderr_nobody_reads_still_stops_on_sigterm() {
+    let home = Home::new("stderr-gone");
+    home.edit_config(|doc| doc["logging"]["level"] = "debug".into());
+    let mut child = start_bare(&home, |daemon| {
+        daemon.stderr(std::process::Stdio::piped());
+    });
+    // The reading end goes away (a terminal closed, a starter that exited): writes get EPIPE.
+    drop(child.stderr.take());
+    for _ in 0..3 {
+        let addr = home.runtime(None).unwrap()["url"].as_str().unwrap().trim_start_matches("http://").to_string();
+        crate::support::Request::new(&addr, "GET", "/api/v1/health").send().expect(200);
+    }
+    assert_stops_cleanly(&home, child);
+}
+
+#[test]
+fn a_daemon_started_without_a_stderr_logs_into_dev_null_and_stops_on_sigterm() {
+    use std::os::unix::process::CommandExt;
+    let home = Home::new("stderr-closed");
+    home.edit_config(|doc| doc["logging"]["level"] = "debug".into());
+    let child = start_bare(&home, |daemon| {
+        // SAFETY: close(2) is async-signal-safe; the child has only its own descriptors here.
+        unsafe {
+            daemon.pre_exec(|| {
+                libc::close(2);
+                Ok(())
+            });
+        }
+    });
+    // Descriptor 2 is /dev/null (Rust's runtime opens it at start), not the first file the
+    // daemon opened, where its logs would land.
+    let stderr = std::fs::read_link(format!("/proc/{}/fd/2", child.id())).unwrap();
+    assert_eq!(stderr, std::path::Path::new("/dev/null"));
+    let config = std::fs::read_to_string(home.config_path()).unwrap();
+    assert!(!config.contains("DEBUG"), "no log line went into the config: {config}");
+    assert_stops_cleanly(&home, child);
+}
+
 #[track_caller]
 fn check_config_error(yaml: &str, expect: &[&str]) {
     let home = Home::new("badconfig");

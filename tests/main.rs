@@ -2,18 +2,21 @@
 
 mod support;
 
+mod approvals;
 mod bound_peers;
 mod conformance;
 mod context;
 mod core_api;
 mod dashboard;
 mod doctor;
+mod exec_resume;
 mod execute;
 mod habits;
 mod harness;
 mod hostile_input;
 mod lifecycle;
 mod limits;
+mod locks;
 mod mcp;
 mod mcp_aliases;
 mod mcp_tools;
@@ -25,6 +28,7 @@ mod peers;
 mod service;
 mod sessions;
 mod tasks;
+mod terminals;
 mod tls;
 mod transfer;
 mod trust;

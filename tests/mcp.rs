@@ -349,11 +349,35 @@ fn the_official_python_sdk_drives_every_tool_resource_and_prompt() {
             true,
             "task 'nope' not found".into(),
         ),
+        (json!({"name": "loopsy_approvals_list"}), false, "No permission request is waiting for a human".into()),
         (
-            json!({"name": "loopsy_task_approve", "arguments": {"peer": "local", "taskId": "nope", "requestId": "r", "approved": false}}),
-            true,
-            "No pending permission request".into(),
+            json!({"name": "loopsy_lock_acquire", "arguments": {"name": "sdk-lock", "ttl": 30}}),
+            false,
+            r#""token": "#.into(),
         ),
+        (
+            json!({"name": "loopsy_lock_renew", "arguments": {"name": "sdk-lock"}}),
+            false,
+            r#""name": "sdk-lock""#.into(),
+        ),
+        (
+            json!({"name": "loopsy_lock_release", "arguments": {"name": "sdk-lock"}}),
+            false,
+            r#""released": true"#.into(),
+        ),
+        (json!({"name": "loopsy_terminal_list", "arguments": {"peer": "local"}}), false, r#""terminals""#.into()),
+        (
+            json!({"name": "loopsy_terminal_start", "arguments": {"peer": "local", "command": "no-such-program-here"}}),
+            true,
+            "no-such-program-here".into(),
+        ),
+        (
+            json!({"name": "loopsy_terminal_send", "arguments": {"peer": "local", "id": "nope", "text": "x"}}),
+            true,
+            "nope".into(),
+        ),
+        (json!({"name": "loopsy_terminal_read", "arguments": {"peer": "local", "id": "nope"}}), true, "nope".into()),
+        (json!({"name": "loopsy_terminal_kill", "arguments": {"peer": "local", "id": "nope"}}), true, "nope".into()),
     ];
     let calls_json = Value::Array(plan.iter().map(|(call, _, _)| call.clone()).collect());
     for version in ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"] {

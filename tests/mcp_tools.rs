@@ -133,8 +133,9 @@ fn agents_daemon(home: Home, user_home: &Path) -> Daemon {
     home.start()
 }
 
+// See: #17 (item 1): agents may list approvals but never decide them.
 #[test]
-fn the_task_tools_dispatch_follow_approve_and_list_tasks_on_a_peer() {
+fn the_task_tools_dispatch_follow_and_list_tasks_on_a_peer_and_only_a_human_approves() {
     let user_home = TempDir::new("mcp-tasks-user");
     let (alice_home, bob_home) = (Home::new("mcp-tasks-a"), Home::new("mcp-tasks-b"));
     trust_each_other(&alice_home, &bob_home);
@@ -158,16 +159,31 @@ fn the_task_tools_dispatch_follow_approve_and_list_tasks_on_a_peer() {
     assert!(status.contains("\"status\": \"waiting_approval\""), "{status}");
     assert!(status.contains("Latest events:") && status.contains("[permission_request]"), "{status}");
     let request_id = line_after(&status, "  requestId ").split(':').next().unwrap().to_string();
-    let wrong = mcp
-        .error("loopsy_task_approve", json!({"peer": "bob", "taskId": task_id, "requestId": "nope", "approved": true}));
-    assert!(wrong.contains("no pending request 'nope'"), "{wrong}");
-    assert_eq!(
-        mcp.ok(
-            "loopsy_task_approve",
-            json!({"peer": "bob", "taskId": task_id, "requestId": request_id, "approved": true})
-        ),
-        format!("Approved request {request_id} of task {task_id}.")
+    assert!(status.contains("a human answers them with `loopsy approvals`"), "{status}");
+    // The agent sees the request in the approval inbox, and has no tool to answer it.
+    let mut listed = String::new();
+    wait_until(WAIT, "alice's inbox lists bob's request", || {
+        listed = mcp.ok("loopsy_approvals_list", json!({}));
+        listed.contains(&task_id)
+    });
+    assert!(listed.starts_with("1 permission request(s):\n- Bash on bob ("), "{listed}");
+    assert!(listed.contains("echo hi > out.txt"), "{listed}");
+    let tools = mcp.request("tools/list", json!({}));
+    let names: Vec<&str> =
+        tools["result"]["tools"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert!(names.contains(&"loopsy_approvals_list"), "{names:?}");
+    for word in ["approve", "deny", "decide"] {
+        assert!(!names.iter().any(|n| n.contains(word)), "a tool that decides: {names:?}");
+    }
+    let refused = mcp.request(
+        "tools/call",
+        json!({"name": "loopsy_task_approve", "arguments": {"peer": "bob", "taskId": task_id, "requestId": request_id, "approved": true}}),
     );
+    assert!(refused["error"]["message"].as_str().unwrap().contains("unknown tool"), "{refused}");
+    // The human decides, in alice's inbox.
+    let decision =
+        json!({"target": listed_target(&alice), "taskId": task_id, "requestId": request_id, "approved": true});
+    alice.req("POST", "/api/v1/approvals/decide").json(&decision).send().expect(200);
     wait_until(WAIT, "the task completes", || {
         status = mcp.ok("loopsy_task_status", json!({"peer": "bob", "taskId": task_id}));
         status.contains("\"status\": \"completed\"")
@@ -194,12 +210,10 @@ fn the_task_tools_dispatch_follow_approve_and_list_tasks_on_a_peer() {
     assert!(mcp
         .error("loopsy_task_dispatch", json!({"peer": "bob", "prompt": "x", "agent": "gpt"}))
         .contains("'agent'"));
-    assert!(mcp
-        .error("loopsy_task_approve", json!({"peer": "bob", "taskId": task_id, "requestId": "r"}))
-        .contains("'approved' is required"));
-    let gone = mcp.error(
-        "loopsy_task_approve",
-        json!({"peer": "bob", "taskId": "no-such-task", "requestId": "r", "approved": false}),
-    );
-    assert!(gone.contains("no pending request"), "{gone}");
+}
+
+/// The inbox's target id of alice's only peer.
+fn listed_target(alice: &Daemon) -> String {
+    let inbox = alice.get("/api/v1/approvals").expect(200);
+    inbox["approvals"][0]["target"].as_str().unwrap().to_string()
 }

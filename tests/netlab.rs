@@ -9,13 +9,15 @@
 //! them they are skipped loudly, and fail under `CI`.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use crate::support::rogue::assert_no_key_in;
 use crate::support::skip::{program, python_with, root};
-use crate::support::{command, loopsy_bin, loopsy_in, prerequisite, run_within, wait_for, Run, TempDir};
+use crate::support::{
+    command, edit_config_in, loopsy_bin, loopsy_in, prerequisite, read_config, run_within, wait_for, Run, TempDir, Yaml,
+};
 
 const PORT: u16 = 19532;
 
@@ -79,37 +81,79 @@ impl Lab {
         self.start_daemon_with(i, health_interval_ms, |_| {});
     }
 
-    /// Like [`Lab::start_daemon`], with a last change to the config.
-    pub(crate) fn start_daemon_with(
-        &self,
-        i: usize,
-        health_interval_ms: u64,
-        change: impl FnOnce(&mut serde_yaml::Value),
-    ) {
+    /// Like [`Lab::start_daemon`], with variables added to the daemon's environment; returns
+    /// the daemon's PID.
+    pub(crate) fn start_daemon_env(&self, i: usize, health_interval_ms: u64, env: &[(&str, &str)]) -> i32 {
+        self.init_home(i, |doc| {
+            doc["discovery"]["enabled"] = true.into();
+            doc["discovery"]["healthInterval"] = health_interval_ms.into();
+        });
+        self.run_daemon_env(i, env)
+    }
+
+    /// Like [`Lab::start_daemon`], with a last change to the config; returns the daemon's PID.
+    pub(crate) fn start_daemon_with(&self, i: usize, health_interval_ms: u64, change: impl FnOnce(&mut Yaml)) -> i32 {
+        self.init_home(i, |doc| {
+            doc["discovery"]["enabled"] = true.into();
+            doc["discovery"]["healthInterval"] = health_interval_ms.into();
+            change(doc);
+        });
+        self.run_daemon(i)
+    }
+
+    /// `loopsy init` on host `i`, then `change` its config (listening on 0.0.0.0:19532 already).
+    fn init_home(&self, i: usize, change: impl FnOnce(&mut Yaml)) {
         let home = self.home(i);
         let _ = loopsy_in(home, &["init"]).success();
-        let path = home.join("config.yaml");
-        let mut doc: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-        doc["server"]["host"] = "0.0.0.0".into();
-        doc["server"]["port"] = PORT.into();
-        doc["discovery"]["enabled"] = true.into();
-        doc["discovery"]["healthInterval"] = health_interval_ms.into();
-        doc["logging"]["level"] = "debug".into();
-        change(&mut doc);
-        std::fs::write(&path, serde_yaml::to_string(&doc).unwrap()).unwrap();
+        edit_config_in(home, |doc| {
+            doc["server"]["host"] = "0.0.0.0".into();
+            doc["server"]["port"] = PORT.into();
+            doc["logging"]["level"] = "debug".into();
+            change(doc);
+        });
+    }
+
+    /// Starts the daemon of host `i`'s existing home; returns its PID once it listens.
+    fn run_daemon(&self, i: usize) -> i32 {
+        self.run_daemon_env(i, &[])
+    }
+
+    /// [`Lab::run_daemon`] with variables added to the daemon's environment.
+    fn run_daemon_env(&self, i: usize, env: &[(&str, &str)]) -> i32 {
+        let home = self.home(i);
+        let _ = std::fs::remove_file(home.join("daemon.json"));
         let home_arg = home.to_str().unwrap();
-        let _ = self.spawn(i, &[loopsy_bin(), "--home", home_arg, "start", "--foreground"]);
+        let assignments: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let mut argv: Vec<&str> = vec!["env"];
+        argv.extend(assignments.iter().map(String::as_str));
+        argv.extend([loopsy_bin(), "--home", home_arg, "start", "--foreground"]);
+        let pid = self.spawn(i, &argv);
         self.wait(Duration::from_secs(15), &format!("daemon {i} listens"), || home.join("daemon.json").exists());
+        pid
+    }
+
+    fn key(&self, i: usize) -> String {
+        let doc = read_config(self.home(i));
+        doc["auth"]["apiKey"].as_str().unwrap().to_string()
     }
 
     /// `netlab spawn`; returns the PID (the command itself: netlab's wrappers exec it).
-    fn spawn(&self, i: usize, command: &[&str]) -> i32 {
+    pub(crate) fn spawn(&self, i: usize, command: &[&str]) -> i32 {
         let (host, log) = (i.to_string(), self.hosts[i - 1].log.to_str().unwrap().to_string());
         let mut args = vec!["spawn", self.name.as_str(), host.as_str(), log.as_str()];
         args.extend(command);
         let out = netlab(&args);
         assert_eq!(out.code, 0, "netlab spawn: {}", out.stderr);
         out.stdout.trim().parse().expect("netlab spawn prints a PID")
+    }
+
+    /// `loopsy --home <home of i> ARGS` as host `i`, read line by line, stdin piped.
+    pub(crate) fn background_loopsy(&self, i: usize, args: &[&str]) -> crate::support::Background {
+        let home = self.home(i).to_str().unwrap().to_string();
+        let host = i.to_string();
+        let mut command = command(netlab_tool());
+        command.args(["exec", &self.name, &host, loopsy_bin(), "--home", &home]).args(args);
+        crate::support::Background::start(&mut command)
     }
 
     /// Runs `loopsy --home <home of i> ARGS` as host `i`.
@@ -239,7 +283,7 @@ fn a_stopping_daemon_says_goodbye_and_its_peers_mark_it_offline_at_once() {
 
 /// Host `joiner` pairs with host `host` (both daemons running); returns the joiner's name as
 /// the host knows it.
-fn pair(lab: &Lab, host: usize, joiner: usize) -> String {
+pub(crate) fn pair(lab: &Lab, host: usize, joiner: usize) -> String {
     let home = lab.home(host).to_str().unwrap().to_string();
     lab.spawn(host, &[loopsy_bin(), "--home", &home, "pair", "--yes"]);
     let log = |i: usize| std::fs::read_to_string(&lab.hosts[i - 1].log).unwrap_or_default();
@@ -252,10 +296,14 @@ fn pair(lab: &Lab, host: usize, joiner: usize) -> String {
     format!("{}-h{joiner}", lab.name)
 }
 
+/// Host `i`'s `config.yaml`.
+pub(crate) fn config_of(lab: &Lab, i: usize) -> Yaml {
+    read_config(lab.home(i))
+}
+
 /// Every key host `i`'s config holds.
 fn keys_of(lab: &Lab, i: usize) -> Vec<String> {
-    let config: serde_yaml::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(lab.home(i).join("config.yaml")).unwrap()).unwrap();
+    let config = read_config(lab.home(i));
     let auth = &config["auth"];
     let mut keys = vec![auth["apiKey"].as_str().unwrap().to_string()];
     for map in [&auth["allowedKeys"], &auth["peerKeys"]] {
@@ -316,7 +364,7 @@ fn a_rogue_claiming_a_paired_and_a_legacy_peers_ids_moves_nothing_and_gets_no_ke
 }
 
 /// `curl ARGS` as host `i`: (HTTP status, body); fails under CI=true when curl is missing.
-fn curl(lab: &Lab, i: usize, args: &[&str]) -> Option<(u16, String)> {
+pub(crate) fn curl(lab: &Lab, i: usize, args: &[&str]) -> Option<(u16, String)> {
     prerequisite(program("curl", "curl"))?;
     let host = i.to_string();
     let mut all = vec!["exec", &lab.name, &host, "curl", "-sS", "--max-time", "5", "-w", "\n%{http_code}"];
@@ -345,10 +393,7 @@ fn with_tls_on_plain_http_from_the_lan_is_served_only_while_insecure_peers_are_a
     assert_eq!(curl(&lab, 1, &[&local]).unwrap().0, 200, "the machine's own tools keep plain HTTP");
 
     // Allowing insecure peers (and SIGHUP, as after any config change) serves the LAN again.
-    let path = lab.home(1).join("config.yaml");
-    let mut doc: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    doc["tls"]["allowInsecurePeers"] = true.into();
-    std::fs::write(&path, serde_yaml::to_string(&doc).unwrap()).unwrap();
+    edit_config_in(lab.home(1), |doc| doc["tls"]["allowInsecurePeers"] = true.into());
     let runtime: Value = serde_json::from_slice(&std::fs::read(lab.home(1).join("daemon.json")).unwrap()).unwrap();
     // SAFETY: kill(2) on the PID the daemon wrote for itself, alive in this test.
     assert_eq!(unsafe { libc::kill(runtime["pid"].as_i64().unwrap() as i32, libc::SIGHUP) }, 0);
@@ -444,8 +489,152 @@ fn two_lan_hosts_pair_and_then_work_together_over_pinned_tls() {
     let out = lab.loopsy(2, &["exec", &host1, "hostname"]);
     assert_eq!(out.code, 0, "exec: {}", out.stderr);
     assert_eq!(out.stdout.trim(), host1);
-    let config: serde_yaml::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(lab.home(2).join("config.yaml")).unwrap()).unwrap();
+    let config = read_config(lab.home(2));
     assert!(config["tls"]["pinnedCerts"][host1.as_str()].is_string());
     assert_eq!(config["tls"]["enabled"], true);
+}
+
+/// Hosts 1 and 2 as 1.0.21-style peers of host 3: discovery off (so an address names no
+/// registry entry), and host 3 accepting their own keys as `h1` and `h2`.
+fn start_clients_and_server(lab: &Lab, clients: &[usize], server: usize) -> i32 {
+    for i in clients {
+        lab.init_home(*i, |doc| doc["discovery"]["enabled"] = false.into());
+    }
+    let keys: Vec<(String, String)> = clients.iter().map(|i| (format!("h{i}"), lab.key(*i))).collect();
+    lab.start_daemon_with(server, 60_000, |doc| {
+        doc["discovery"]["enabled"] = false.into();
+        for (name, key) in &keys {
+            doc["auth"]["allowedKeys"][name.as_str()] = key.as_str().into();
+        }
+    })
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+#[test]
+fn two_lan_hosts_take_turns_on_a_lock_of_a_third_across_its_kill_9_and_stale_writes_are_fenced() {
+    let Some(lab) = Lab::up("lk", 3) else { return };
+    let server_pid = start_clients_and_server(&lab, &[1, 2], 3);
+    let peer = format!("{}:{PORT}", lab.ip(3));
+    let work = TempDir::new("netlab-locks");
+    let log = work.path().join("turns.log");
+    // Under the lock: note the turn, write to host 3's context fenced by the token, note the end.
+    let body = work.path().join("body.sh");
+    std::fs::write(
+        &body,
+        r#"echo "begin $LOOPSY_LOCK_TOKEN $TAG" >> "$LOG"
+sleep 0.2
+"$LOOPSY" --home "$HOME_DIR" context set last "$TAG:$LOOPSY_LOCK_TOKEN" --peer "$PEER" --fence "$LOOPSY_LOCK_NAME:$LOOPSY_LOCK_TOKEN" > /dev/null || echo "refused $LOOPSY_LOCK_TOKEN $TAG" >> "$LOG"
+echo "end $LOOPSY_LOCK_TOKEN $TAG" >> "$LOG"
+"#,
+    )
+    .unwrap();
+    let rounds = 6;
+    let turns = work.path().join("turns.sh");
+    std::fs::write(
+        &turns,
+        format!(
+            r#"n=0
+while [ $n -lt {rounds} ]; do
+  if "$LOOPSY" --home "$HOME_DIR" lock "$PEER" shared --ttl 10 --wait 60 -- sh "$BODY"; then n=$((n+1)); else sleep 0.2; fi
+done
+echo finished >> "$LOG.$TAG"
+"#
+        ),
+    )
+    .unwrap();
+    for i in [1, 2] {
+        let vars = [
+            format!("LOOPSY={}", loopsy_bin()),
+            format!("HOME_DIR={}", lab.home(i).display()),
+            format!("PEER={peer}"),
+            format!("LOG={}", log.display()),
+            format!("BODY={}", body.display()),
+            format!("TAG=h{i}"),
+        ];
+        let mut command: Vec<&str> = vec!["env"];
+        command.extend(vars.iter().map(String::as_str));
+        command.extend(["sh", turns.to_str().unwrap()]);
+        lab.spawn(i, &command);
+    }
+    let ends = || read(&log).lines().filter(|l| l.starts_with("end ")).count();
+    lab.wait(Duration::from_secs(60), "four turns", || ends() >= 4);
+    // kill -9 of the lock's daemon in the middle of the contention, then a restart.
+    // SAFETY: kill(2) on the PID netlab reported for the daemon it started.
+    assert_eq!(unsafe { libc::kill(server_pid, libc::SIGKILL) }, 0);
+    lab.run_daemon(3);
+    let finished = |i: usize| read(&PathBuf::from(format!("{}.h{i}", log.display()))).contains("finished");
+    lab.wait(Duration::from_secs(120), "both hosts finish their turns", || finished(1) && finished(2));
+
+    let text = read(&log);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 4 * rounds, "begin and end of every turn, no refusal:\n{text}");
+    let mut last_token = 0;
+    for pair in lines.chunks(2) {
+        let (begin, end) = (pair[0], pair[1]);
+        let token: u64 = begin.split_whitespace().nth(1).unwrap().parse().unwrap();
+        assert_eq!(begin.replacen("begin", "end", 1), end, "turns never overlap:\n{text}");
+        assert!(token > last_token, "tokens strictly increase, across the kill -9 too:\n{text}");
+        last_token = token;
+    }
+    assert!(text.contains(" h1\n") && text.contains(" h2\n"), "both hosts had turns:\n{text}");
+    let last = lines.last().unwrap().split_whitespace().collect::<Vec<_>>();
+    let stored = lab.loopsy(1, &["context", "get", "last", "--peer", &peer]);
+    assert_eq!(stored.stdout.trim(), format!("{}:{}", last[2], last[1]), "the last turn's write");
+
+    // A holder whose lock has passed on cannot write stale data.
+    let first = lab.loopsy(1, &["lock", &peer, "fenced", "--", "sh", "-c", "echo $LOOPSY_LOCK_TOKEN"]);
+    let old = first.success().stdout.trim().to_string();
+    let holding = work.path().join("holding");
+    let home2 = lab.home(2).to_str().unwrap().to_string();
+    let hold = format!("echo $LOOPSY_LOCK_TOKEN > {}; sleep 30", holding.display());
+    lab.spawn(2, &[loopsy_bin(), "--home", &home2, "lock", &peer, "fenced", "--", "sh", "-c", &hold]);
+    lab.wait(Duration::from_secs(15), "host 2 holds the lock", || !read(&holding).is_empty());
+    let stale =
+        lab.loopsy(1, &["context", "set", "config", "stale", "--peer", &peer, "--fence", &format!("fenced:{old}")]);
+    stale.code(1).stderr_has("fenced write refused");
+    let current = read(&holding).trim().to_string();
+    let fresh =
+        lab.loopsy(2, &["context", "set", "config", "fresh", "--peer", &peer, "--fence", &format!("fenced:{current}")]);
+    fresh.success();
+}
+
+#[test]
+fn loopsy_exec_across_a_partition_prints_the_whole_output_once_and_runs_the_command_once() {
+    let Some(lab) = Lab::up("ex", 2) else { return };
+    start_clients_and_server(&lab, &[1], 2);
+    let peer = format!("{}:{PORT}", lab.ip(2));
+    let work = TempDir::new("netlab-exec");
+    let [out, err, code, runs] = ["out", "err", "code", "runs"].map(|name| work.path().join(name));
+    // A command that prints for 10 s and appends to a file as it goes.
+    let command =
+        format!("for i in $(seq 1 100); do echo line $i; echo $i >> {}; sleep 0.1; done; exit 3", runs.display());
+    let home1 = lab.home(1).to_str().unwrap().to_string();
+    let cli = format!(
+        "{} --home {home1} exec {peer} sh -c '{command}' > {} 2> {}; echo $? > {}",
+        loopsy_bin(),
+        out.display(),
+        err.display(),
+        code.display()
+    );
+    let started = Instant::now();
+    lab.spawn(1, &["sh", "-c", &cli]);
+    lab.wait(Duration::from_secs(20), "the output flows", || read(&out).contains("line 30"));
+    // Partitioned at about 3 s, healed at about 6 s.
+    let partitioned = Instant::now();
+    eprintln!("partition at {:?}", started.elapsed());
+    netlab(&["partition", &lab.name, "1", "2"]).success();
+    lab.wait(Duration::from_secs(10), "the CLI notices the dropped link", || read(&err).contains("reattaching"));
+    eprintln!("noticed after {:?} of partition", partitioned.elapsed());
+    lab.wait(Duration::from_secs(10), "three seconds of partition", || partitioned.elapsed() >= Duration::from_secs(3));
+    netlab(&["heal", &lab.name, "1", "2"]).success();
+    eprintln!("healed at {:?}", started.elapsed());
+    lab.wait(Duration::from_secs(60), "the CLI exits", || !read(&code).is_empty());
+    let expected: String = (1..=100).map(|i| format!("line {i}\n")).collect();
+    assert_eq!(read(&out), expected, "the whole output, once, in order; stderr: {}", read(&err));
+    assert_eq!(read(&code).trim(), "3", "the command's exit code; stderr: {}", read(&err));
+    assert_eq!(read(&runs).lines().count(), 100, "the command ran once");
+    assert!(read(&err).contains("reattached"), "{}", read(&err));
 }

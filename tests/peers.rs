@@ -210,8 +210,8 @@ fn manual_peers_from_the_config_are_registered_at_start_and_restarts_add_no_dupl
     assert_eq!(peers(&a)[0]["name"], "bob");
 }
 
-fn json_to_yaml(value: Value) -> serde_yaml::Value {
-    serde_yaml::to_value(value).unwrap()
+fn json_to_yaml(value: Value) -> crate::support::Yaml {
+    crate::support::yaml(value)
 }
 
 #[test]

@@ -101,6 +101,40 @@ fn a_fleet_of_three_runs_commands_across_workers_and_stops() {
 }
 
 #[test]
+fn a_fleet_of_twenty_starts_and_stops_cleanly() {
+    let (main, fleet) = main_with_fleet("fleet20");
+    main.loopsy(&["session", "start-fleet", "--count", "20"]).success().stdout_has("Fleet of 20 sessions started.");
+    let list = fleet.list();
+    let sessions = list["sessions"].as_array().unwrap();
+    assert_eq!(sessions.len(), 20);
+    assert!(sessions.iter().all(|s| s["status"] == "running"), "{list}");
+    let mut ports: Vec<u64> = sessions.iter().map(|s| s["port"].as_u64().unwrap()).collect();
+    ports.sort_unstable();
+    ports.dedup();
+    assert_eq!(ports.len(), 20, "distinct ports");
+    let pids: Vec<u64> = sessions.iter().map(|s| s["pid"].as_u64().unwrap()).collect();
+    // Every session answers, and knows the others by name.
+    let peers = loopsy_in(&fleet.dir("worker-20"), &["peers", "--json"]).success().json();
+    let named = peers["peers"].as_array().map_or(0, |p| p.iter().filter(|p| p["name"].is_string()).count());
+    assert!(named >= 20, "worker-20 knows the main daemon and the other 19: {peers}");
+
+    main.loopsy(&["session", "stop-all"]).success().stdout_has("Stopped 20 session(s)");
+    let list = fleet.list();
+    assert!(list["sessions"].as_array().unwrap().iter().all(|s| s["status"] == "stopped"), "{list}");
+    for pid in pids {
+        // Gone, or a zombie waiting for whoever adopted it to reap it.
+        let gone = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map_or(true, |stat| stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'));
+        assert!(gone, "session process {pid} is gone");
+    }
+    for i in 1..=20 {
+        let dir = fleet.dir(&format!("worker-{i}"));
+        assert!(!dir.join("daemon.json").exists() && !dir.join("daemon.pid").exists(), "worker-{i} cleaned up");
+    }
+    main.get("/api/v1/health").expect(200);
+}
+
+#[test]
 fn hostile_session_names_are_refused_and_nothing_outside_is_touched() {
     let home = Home::new("hostile");
     let victim = home.path().join("victim");

@@ -43,7 +43,7 @@ impl Drop for Agents {
     }
 }
 
-fn start(name: &str, change: impl FnOnce(&mut serde_yaml::Value), env: &[(&str, &str)]) -> Agents {
+fn start(name: &str, change: impl FnOnce(&mut crate::support::Yaml), env: &[(&str, &str)]) -> Agents {
     let user_home = TempDir::new(&format!("{name}-user"));
     let mut settings = Vec::new();
     for (i, file) in SETTINGS.iter().enumerate() {
@@ -201,7 +201,12 @@ fn approving_a_request_lets_each_agent_run_its_tool() {
         assert_eq!(request["data"], *approval);
         assert!(!work.path().join("out.txt").exists(), "nothing ran before the answer");
         let request_id = approval["requestId"].as_str().unwrap();
-        assert_eq!(approve(&d, id, request_id, true, None), json!({"success": true, "taskId": id}));
+        let answer = approve(&d, id, request_id, true, None);
+        assert_eq!((&answer["success"], &answer["taskId"]), (&json!(true), &json!(id)), "{answer}");
+        assert_eq!(
+            (&answer["approval"]["state"], &answer["approval"]["decidedBy"]),
+            (&json!("approved"), &json!("owner"))
+        );
         let info = wait_final(&d, id);
         assert_eq!(info["status"], "completed", "{agent}: {info}");
         assert!(info.get("pendingApproval").is_none());
@@ -209,12 +214,13 @@ fn approving_a_request_lets_each_agent_run_its_tool() {
         let all = events(&d, id);
         assert!(texts(&all).contains(&"approved".to_string()), "{agent}: {all:?}");
         assert!(all.iter().any(|e| e["type"] == "status" && e["data"]["approved"] == true));
-        // The same request cannot be answered twice.
+        // The same request cannot be answered twice: the second answer is told who answered.
         let again = d
             .req("POST", &format!("/api/v1/ai-tasks/{id}/approve"))
             .json(&json!({"requestId": request_id, "approved": true}))
             .send();
-        assert_eq!(plain_error(&again, 404), "No pending permission request found for this task");
+        assert!(plain_error(&again, 409).starts_with("this request was already approved by owner at "));
+        assert_eq!(again.json()["approval"]["state"], "approved");
     }
 }
 

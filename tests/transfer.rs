@@ -90,7 +90,7 @@ impl Setup {
         Setup::with(name, |_| {})
     }
 
-    fn with(name: &str, edit: impl FnOnce(&mut serde_yaml::Value)) -> Setup {
+    fn with(name: &str, edit: impl FnOnce(&mut crate::support::Yaml)) -> Setup {
         let files = TempDir::new(&format!("{name}-files"));
         let root = std::fs::canonicalize(files.path()).unwrap();
         std::fs::create_dir_all(root.join("allowed/secret")).unwrap();
@@ -907,4 +907,84 @@ fn the_cli_replaces_a_planted_partial_download_instead_of_writing_through_it() {
         assert!(std::fs::symlink_metadata(&part).is_err());
         std::fs::remove_file(&dest).unwrap();
     }
+}
+
+/// Whether `dir` holds nothing but `secret` (no destination, no temporary or part file).
+fn only_secret_in(dir: &str) -> bool {
+    let names: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    names == ["secret"]
+}
+
+#[test]
+fn a_push_whose_connection_is_cut_or_whose_body_is_short_leaves_nothing() {
+    let s = Setup::new("tx-cut");
+    let dir = s.allowed("");
+    let dest = s.allowed("cut.bin");
+    // A killed client: the connection closes mid-body.
+    let tcp = start_push(&s.daemon, &[("destPath", &dest)], 64 << 20, &vec![7u8; 4 << 20]);
+    wait_until(Duration::from_secs(10), "the daemon wrote part of the upload", || temp_with_data(&dir, ".loopsy-tmp-"));
+    drop(tcp);
+    wait_until(Duration::from_secs(10), "the temporary file is removed", || only_secret_in(&dir));
+
+    // A truncated body: the client says it is done (half-close) before Content-Length bytes.
+    let mut tcp = start_push(&s.daemon, &[("destPath", &dest)], 1 << 20, &vec![7u8; 1000]);
+    tcp.shutdown(std::net::Shutdown::Write).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut answer = Vec::new();
+    let _ = tcp.read_to_end(&mut answer); // an error answer or a closed connection, never a 200
+    assert!(!answer.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&answer));
+    wait_until(Duration::from_secs(10), "nothing is left", || only_secret_in(&dir));
+
+    // The daemon is fine and the next push works.
+    let content = data(3 << 20, 9);
+    let sha = sha256_hex(&content);
+    let reply = s.push(&[Part::Field("destPath", &dest), Part::File("cut.bin", &content), Part::Field("sha256", &sha)]);
+    assert_eq!(reply.expect(200)["checksum"], sha.as_str());
+    assert_eq!(sha256_file(Path::new(&dest)), sha);
+}
+
+/// A small tmpfs mounted over a directory for the test's life (root only).
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    fn mount(dir: &Path, size: &str) -> Result<SmallDisk, String> {
+        crate::support::skip::root()?;
+        let c = |s: &str| std::ffi::CString::new(s).unwrap();
+        let (target, options) = (c(&dir.display().to_string()), c(&format!("size={size},mode=0755")));
+        // SAFETY: valid NUL-terminated strings; mounting has no memory-safety preconditions.
+        let rc = unsafe {
+            libc::mount(c("tmpfs").as_ptr(), target.as_ptr(), c("tmpfs").as_ptr(), 0, options.as_ptr().cast())
+        };
+        if rc != 0 {
+            return Err(format!("cannot mount a tmpfs: {}", std::io::Error::last_os_error()));
+        }
+        Ok(SmallDisk(dir.to_path_buf()))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let target = std::ffi::CString::new(self.0.display().to_string()).unwrap();
+        // SAFETY: as above.
+        unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
+#[test]
+fn a_push_onto_a_full_disk_fails_cleanly_and_leaves_nothing() {
+    let s = Setup::new("tx-full");
+    let dir = s.allowed("");
+    let Some(_disk) = prerequisite(SmallDisk::mount(Path::new(&dir), "4m")) else { return };
+    std::fs::create_dir(s.allowed("secret")).unwrap();
+    let dest = s.allowed("full.bin");
+    let content = data(8 << 20, 11);
+    let reply = s.push(&[Part::Field("destPath", &dest), Part::File("full.bin", &content)]);
+    assert!(reply.status >= 400 && reply.status != 500, "a clear error, not {}: {}", reply.status, reply.text());
+    assert!(reply.text().contains("space"), "the error says why: {}", reply.text());
+    wait_until(Duration::from_secs(10), "nothing is left", || only_secret_in(&dir));
+    // The space came back: a push that fits still works.
+    let small = data(1 << 20, 12);
+    let sha = sha256_hex(&small);
+    let reply = s.push(&[Part::Field("destPath", &dest), Part::File("full.bin", &small), Part::Field("sha256", &sha)]);
+    assert_eq!(reply.expect(200)["checksum"], sha.as_str());
 }

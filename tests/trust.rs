@@ -78,6 +78,11 @@ fn a_legacy_peer_key_is_refused_every_owner_route_and_keeps_the_data_plane() {
                 let status = as_legacy(&d, &method, &path).stream().status;
                 assert!(![401, 403].contains(&status), "{method} {path} refused a legacy key: {status}");
             }
+            // Terminals admit legacy peers only with `terminals.allowLegacyPeers` (off here).
+            "Terminal" => {
+                let message = as_legacy(&d, &method, &path).send().expect_error(403, 9009);
+                assert!(message.contains("allowLegacyPeers") && message.contains("bob"), "{method} {path}: {message}");
+            }
             "Public" => {}
             other => panic!("{method} {template}: unknown access {other}"),
         }
@@ -244,8 +249,7 @@ fn from_another_host_the_own_key_is_a_legacy_peer_and_wrong_keys_are_limited_per
 }
 
 fn lab_key(lab: &crate::netlab::Lab) -> String {
-    let config: serde_yaml::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(lab.home(1).join("config.yaml")).unwrap()).unwrap();
+    let config = crate::support::read_config(lab.home(1));
     config["auth"]["apiKey"].as_str().unwrap().to_string()
 }
 

@@ -7,7 +7,9 @@
 import { api, get, stream, targets } from '../api.js';
 import { el, clear, table, section, ago, badge, field, toast, targetSelect } from '../dom.js';
 
-const MAX_WATCHES = 4; // browsers allow 6 connections per host; leave room for requests
+// Browsers allow 6 connections per host: one is the approvals feed (the navigation's count), and
+// requests need room too.
+const MAX_WATCHES = 3;
 
 function parse(entry) {
   try {

@@ -105,32 +105,9 @@ fn endpoint(address: &str, port: u16) -> String {
     }
 }
 
-/// Adds `{address, port, name}` to `discovery.manualPeers`, or names the entry already there.
+/// Adds `{address, port, name}` to the manual peers, or names the entry already there.
 fn save(paths: &Paths, address: &str, port: u16, name: &str) -> anyhow::Result<()> {
-    use serde_yaml::Value;
-    config::edit(paths, |doc| {
-        let list = doc.get("discovery").and_then(|d| d.get("manualPeers")).cloned().unwrap_or(Value::Sequence(vec![]));
-        let mut list = match list {
-            Value::Sequence(list) => list,
-            _ => anyhow::bail!("discovery.manualPeers in config.yaml is not a list"),
-        };
-        let same = |entry: &Value| {
-            entry.get("address").and_then(Value::as_str) == Some(address)
-                && entry.get("port").and_then(Value::as_u64).unwrap_or(u64::from(DEFAULT_PORT)) == u64::from(port)
-        };
-        match list.iter_mut().find(|e| same(e)) {
-            Some(entry) => entry["name"] = name.into(),
-            None => {
-                let mut entry = serde_yaml::Mapping::new();
-                entry.insert("address".into(), address.into());
-                entry.insert("port".into(), u64::from(port).into());
-                entry.insert("name".into(), name.into());
-                list.push(Value::Mapping(entry));
-            }
-        }
-        config::set_path(doc, &["discovery", "manualPeers"], Value::Sequence(list));
-        Ok(())
-    })?;
+    config::add_manual_peer(paths, address, port, name)?;
     Ok(())
 }
 

@@ -43,6 +43,10 @@ struct Set {
     /// only write if the key is at this revision; 0: only if it does not exist (else exit 1)
     #[argh(option)]
     if_revision: Option<u64>,
+    /// only write while this lock grant is live, given as <lock>:<token> (else exit 1); inside
+    /// `loopsy lock`: "$LOOPSY_LOCK_NAME:$LOOPSY_LOCK_TOKEN"
+    #[argh(option)]
+    fence: Option<String>,
     /// daemon to use: local (default) or address[:port]
     #[argh(option, default = "String::from(\"local\")")]
     peer: String,
@@ -88,6 +92,9 @@ struct Delete {
     /// only delete if the key is at this revision (else exit 1)
     #[argh(option)]
     if_revision: Option<u64>,
+    /// only delete while this lock grant is live, given as <lock>:<token> (else exit 1)
+    #[argh(option)]
+    fence: Option<String>,
     /// daemon to use: local (default) or address[:port]
     #[argh(option, default = "String::from(\"local\")")]
     peer: String,
@@ -105,8 +112,9 @@ pub fn run(args: Args, paths: &Paths) -> anyhow::Result<ExitCode> {
     match outcome {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(e) => match e.downcast_ref::<ClientError>() {
-            // Not found (5001) and revision conflicts (5004) are answers, not failures.
-            Some(ClientError::Remote { code: Some(5001 | 5004), message, .. }) => {
+            // Not found (5001), revision conflicts (5004) and refused fences (6003) are
+            // answers, not failures.
+            Some(ClientError::Remote { code: Some(5001 | 5004 | 6003), message, .. }) => {
                 eprintln!("{message}");
                 Ok(ExitCode::from(1))
             }
@@ -125,6 +133,10 @@ fn set(target: &Target, cmd: Set) -> anyhow::Result<()> {
     if let Some(revision) = cmd.if_revision {
         body["ifRevision"] = revision.into();
     }
+    if let Some(fence) = &cmd.fence {
+        let (lock, token) = parse_fence(fence)?;
+        body["ifFence"] = json!({"lock": lock, "token": token});
+    }
     let entry: Value = smol::block_on(target.client.call(Method::Put, &entry_path(&cmd.key), Some(&body)))?;
     println!("Context set:\n{}", serde_json::to_string_pretty(&entry).expect("JSON values serialise"));
     Ok(())
@@ -142,7 +154,7 @@ fn get(target: &Target, cmd: Get) -> anyhow::Result<()> {
 
 fn list(target: &Target, cmd: List) -> anyhow::Result<()> {
     let path = match &cmd.prefix {
-        Some(prefix) => format!("/api/v1/context?prefix={}", peer::encode_segment(prefix)),
+        Some(prefix) => format!("/api/v1/context?prefix={}", crate::percent::encode(prefix)),
         None => "/api/v1/context".to_string(),
     };
     let listing: Value = smol::block_on(target.client.get(&path))?;
@@ -162,13 +174,29 @@ fn list(target: &Target, cmd: List) -> anyhow::Result<()> {
 }
 
 fn delete(target: &Target, cmd: Delete) -> anyhow::Result<()> {
-    let mut path = entry_path(&cmd.key);
+    let mut query = Vec::new();
     if let Some(revision) = cmd.if_revision {
-        path.push_str(&format!("?ifRevision={revision}"));
+        query.push(format!("ifRevision={revision}"));
+    }
+    if let Some(fence) = &cmd.fence {
+        let (lock, token) = parse_fence(fence)?;
+        query.push(format!("ifFence={}", crate::percent::encode(&format!("{lock}:{token}"))));
+    }
+    let mut path = entry_path(&cmd.key);
+    if !query.is_empty() {
+        path = format!("{path}?{}", query.join("&"));
     }
     let _: Value = smol::block_on(target.client.call(Method::Delete, &path, None::<&()>))?;
     println!("Deleted key: {}", cmd.key);
     Ok(())
+}
+
+/// `--fence <lock>:<token>` (a lock name may contain ':', the token does not).
+fn parse_fence(text: &str) -> anyhow::Result<(String, u64)> {
+    let parsed = text.rsplit_once(':').and_then(|(lock, token)| Some((lock.to_string(), token.parse().ok()?)));
+    parsed
+        .filter(|(lock, _)| !lock.is_empty())
+        .ok_or_else(|| anyhow::anyhow!("--fence must be <lock>:<token>, got '{text}'"))
 }
 
 fn entry_path(key: &str) -> String {

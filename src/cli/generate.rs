@@ -1,7 +1,8 @@
 //! `loopsy generate completions <bash|zsh|fish>`, `generate man`, `generate units <dir>`: shell
 //! completions and the man page for users (README says how to install them) and packagers
-//! (`cargo xtask dist`), the sample service units (`cargo xtask units`). It needs no data
-//! directory: `cli::run` dispatches it before resolving one.
+//! (`cargo xtask dist`), the sample service units (`cargo xtask units`); `generate local-config
+//! <dir>`: a loopback-only config for benchmarks and fleets (`cargo xtask bench|fleet`). It needs
+//! no data directory: `cli::run` dispatches it before resolving one.
 //!
 //! The command tree is read from argh itself (each command's `--help` text, parsed), so the
 //! completions and the man page follow the real commands without a hand-kept copy.
@@ -29,6 +30,7 @@ enum What {
     Completions(Completions),
     Man(Man),
     Units(Units),
+    LocalConfig(LocalConfig),
 }
 
 /// print a shell completion script
@@ -54,6 +56,21 @@ struct Units {
     dir: std::path::PathBuf,
 }
 
+/// make the config of a data directory listen on loopback only, not announced (benchmarks, fleets)
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "local-config")]
+struct LocalConfig {
+    /// the data directory (made by `loopsy init`)
+    #[argh(positional)]
+    home: std::path::PathBuf,
+    /// the port to listen on (0: any free port)
+    #[argh(option)]
+    port: Option<u16>,
+    /// turn the per-key rate limits off
+    #[argh(switch)]
+    unlimited: bool,
+}
+
 pub fn run(parsed: Args) -> anyhow::Result<()> {
     match parsed.what {
         What::Completions(cmd) => {
@@ -70,6 +87,11 @@ pub fn run(parsed: Args) -> anyhow::Result<()> {
         }
         What::Man(_) => print!("{}", man(&Node::read(Vec::new()))),
         What::Units(cmd) => write_units(&cmd.dir)?,
+        What::LocalConfig(cmd) => {
+            let paths = crate::paths::Paths::from_dir(&cmd.home)?;
+            let local = crate::config::LocalOnly { port: cmd.port, unlimited: cmd.unlimited };
+            crate::config::make_local_only(&paths, local)?;
+        }
     }
     Ok(())
 }

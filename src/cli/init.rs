@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use argh::FromArgs;
 
-use crate::config::Config;
+use crate::config::{self, Config};
 use crate::durable::{self, Mode};
 use crate::identity::NodeId;
 use crate::paths::Paths;
@@ -33,7 +33,7 @@ pub fn run(args: Args, paths: &Paths) -> anyhow::Result<ExitCode> {
         durable::write(&config_file.with_extension("yaml.bak"), &old, Mode::Secret)?;
     }
     let config = Config::new_with_key(crate::random::api_key());
-    durable::write(&config_file, config.to_yaml().as_bytes(), Mode::Secret)?;
+    config::replace(paths, &config)?;
     let node_id = NodeId::load_or_create(paths)?;
     println!("loopsy initialized");
     println!("  Config:  {}", config_file.display());

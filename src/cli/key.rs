@@ -46,10 +46,7 @@ pub fn run(args: Args, paths: &Paths) -> anyhow::Result<ExitCode> {
 
 fn generate(paths: &Paths) -> anyhow::Result<ExitCode> {
     let key = crate::random::api_key();
-    let config = config::edit(paths, |doc| {
-        config::set_path(doc, &["auth", "apiKey"], key.clone().into());
-        Ok(())
-    })?;
+    let config = config::set_api_key(paths, &key)?;
     println!("New API key generated and stored in {}.", paths.config_file().display());
     match instance::signal(paths, libc::SIGHUP)? {
         Signalled::Sent { pid } => {

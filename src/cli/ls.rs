@@ -2,9 +2,9 @@
 
 use std::process::ExitCode;
 
+use crate::peer::Method;
 use argh::FromArgs;
 use serde_json::json;
-use surf::http::Method;
 
 use super::progress::human_bytes;
 use crate::paths::Paths;

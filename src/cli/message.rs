@@ -12,7 +12,8 @@ use crate::messages::api::{AckRequest, Inbox, SendRequest, Sent, StatusReport};
 use crate::messages::envelope::MessageType;
 use crate::messages::text;
 use crate::paths::Paths;
-use crate::peer::{encode_segment, Client, ClientError, Method};
+use crate::peer::{Client, ClientError, Method};
+use crate::percent;
 
 /// send messages to peers' agents, read this machine's inbox, acknowledge
 #[derive(FromArgs, Debug)]
@@ -135,7 +136,7 @@ async fn ack(client: &Client, cmd: AckArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn status(client: &Client, cmd: StatusArgs) -> anyhow::Result<ExitCode> {
-    let path = format!("/api/v1/messages/status?peer={}", encode_segment(&cmd.peer));
+    let path = format!("/api/v1/messages/status?peer={}", percent::encode(&cmd.peer));
     let report: StatusReport = client.get(&path).await?;
     if cmd.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

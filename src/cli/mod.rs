@@ -1,5 +1,6 @@
 //! The command line: one file per subcommand, each with its `argh` struct and a `run`.
 
+mod approvals;
 mod connect;
 mod context;
 mod daemon;
@@ -9,6 +10,7 @@ mod exec;
 pub mod generate;
 mod init;
 mod key;
+mod lock;
 mod logs;
 mod ls;
 mod mcp;
@@ -22,6 +24,7 @@ mod service;
 mod session;
 mod status;
 mod task;
+mod term;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -51,6 +54,8 @@ pub enum Command {
     Status(status::Args),
     Dashboard(dashboard::Args),
     Exec(exec::Args),
+    Lock(lock::Args),
+    Locks(lock::ListArgs),
     Key(key::Args),
     Logs(logs::Args),
     Mcp(mcp::Args),
@@ -63,6 +68,8 @@ pub enum Command {
     Pull(pull::Args),
     Ls(ls::Args),
     Task(task::Args),
+    Approvals(approvals::Args),
+    Term(term::Args),
     Session(session::Args),
     Doctor(doctor::Args),
     Enable(service::EnableArgs),
@@ -93,6 +100,8 @@ pub fn run(args: Loopsy) -> anyhow::Result<ExitCode> {
         Command::Status(cmd) => status::run(cmd, &paths),
         Command::Dashboard(cmd) => dashboard::run(cmd, &paths),
         Command::Exec(cmd) => exec::run(cmd, &paths),
+        Command::Lock(cmd) => lock::run(cmd, &paths),
+        Command::Locks(cmd) => lock::list(cmd, &paths),
         Command::Key(cmd) => key::run(cmd, &paths),
         Command::Logs(cmd) => logs::run(cmd, &paths),
         Command::Mcp(cmd) => mcp::run(cmd, &paths),
@@ -105,6 +114,8 @@ pub fn run(args: Loopsy) -> anyhow::Result<ExitCode> {
         Command::Pull(cmd) => pull::run(cmd, &paths),
         Command::Ls(cmd) => ls::run(cmd, &paths),
         Command::Task(cmd) => task::run(cmd, &paths),
+        Command::Approvals(cmd) => approvals::run(cmd, &paths),
+        Command::Term(cmd) => term::run(cmd, &paths),
         Command::Session(cmd) => session::run(cmd, &paths),
         Command::Doctor(cmd) => doctor::run(cmd, &paths),
         Command::Enable(cmd) => service::enable(cmd, &paths),

@@ -8,10 +8,10 @@ use std::io::{BufRead, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use crate::peer::Method;
 use anyhow::{bail, Context};
 use argh::FromArgs;
 use serde_json::{json, Value};
-use surf::http::Method;
 
 use crate::paths::Paths;
 use crate::peer::resolve::{parse, PeerSpec};

@@ -210,11 +210,7 @@ pub(super) fn check_key(key: &str) -> anyhow::Result<()> {
 
 /// Stores `key` as `auth.allowedKeys[name]` and makes a running daemon take it.
 pub(super) fn store_key(paths: &Paths, name: &str, key: &str) -> anyhow::Result<()> {
-    config::edit(paths, |doc| {
-        config::set_path(doc, &["auth", "allowedKeys", name], key.into());
-        Ok(())
-    })
-    .context("storing the peer's key")?;
+    config::allow_key(paths, name, key).context("storing the peer's key")?;
     if let Signalled::Sent { .. } = instance::signal(paths, libc::SIGHUP)? {
         super::key::wait_until_key_accepted(paths, key)?;
     }
@@ -226,7 +222,7 @@ fn confirm(paths: &Paths, config: &Config, args: Confirm) -> anyhow::Result<Exit
     let peer = find_one(paths, config, &args.peer)?;
     let (address, port) = resolve::split_address(&args.address).map_err(|e| anyhow::anyhow!(e))?;
     let address = check_address("address", &address).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let path = format!("/api/v1/peers/{}/confirm", crate::peer::encode_segment(&peer.node_id));
+    let path = format!("/api/v1/peers/{}/confirm", crate::percent::encode(&peer.node_id));
     let body = json!({"address": address, "port": port});
     let moved: Peer = smol::block_on(client.call(Method::Post, &path, Some(&body)))?;
     if args.json {
@@ -256,7 +252,7 @@ fn find_one(paths: &Paths, config: &Config, spec: &str) -> anyhow::Result<Peer> 
 fn remove(paths: &Paths, config: &Config, args: Remove) -> anyhow::Result<ExitCode> {
     let client = Client::local(paths, &config.auth.api_key)?;
     let peer = find_one(paths, config, &args.peer)?;
-    let path = format!("/api/v1/peers/{}", crate::peer::encode_segment(&peer.node_id));
+    let path = format!("/api/v1/peers/{}", crate::percent::encode(&peer.node_id));
     let _: serde_json::Value = smol::block_on(client.call(Method::Delete, &path, None::<&()>))?;
     println!("Peer removed: {} ({})", peer.node_id, peer.endpoint());
     let revoked = revoke(paths, &peer)?;
@@ -273,23 +269,5 @@ fn remove(paths: &Paths, config: &Config, args: Remove) -> anyhow::Result<ExitCo
 /// its name or hostname; returns the key it presented to us, if there was one.
 fn revoke(paths: &Paths, peer: &crate::peers::Peer) -> anyhow::Result<Option<String>> {
     let names: Vec<&str> = peer.name.iter().map(String::as_str).chain([peer.hostname.as_str()]).collect();
-    let mut accepted = None;
-    config::edit(paths, |doc| {
-        for name in &names {
-            if let Some(key) = config::remove_path(doc, &["auth", "allowedKeys", name]) {
-                accepted = key.as_str().map(String::from);
-            }
-            config::remove_path(doc, &["auth", "peerKeys", name]);
-            config::remove_path(doc, &["tls", "pinnedCerts", name]);
-        }
-        if let Some(list) = doc["discovery"]["manualPeers"].as_sequence_mut() {
-            list.retain(|entry| {
-                !(entry["address"].as_str() == Some(&peer.address)
-                    && entry["port"].as_u64() == Some(u64::from(peer.port)))
-            });
-        }
-        Ok(())
-    })
-    .context("removing the peer's keys")?;
-    Ok(accepted)
+    config::forget_peer(paths, &names, &peer.address, peer.port).context("removing the peer's keys")
 }

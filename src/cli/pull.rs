@@ -8,11 +8,11 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use crate::peer::Method;
 use anyhow::Context;
 use argh::FromArgs;
 use serde::Deserialize;
 use serde_json::json;
-use surf::http::Method;
 
 use super::progress::Progress;
 use super::send::TreeReport;

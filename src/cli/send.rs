@@ -8,11 +8,11 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use crate::peer::Method;
 use anyhow::{bail, Context};
 use argh::FromArgs;
 use serde::Serialize;
 use serde_json::json;
-use surf::http::Method;
 
 use super::progress::{human_bytes, Progress};
 use crate::paths::Paths;

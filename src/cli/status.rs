@@ -5,9 +5,9 @@ use std::process::ExitCode;
 use argh::FromArgs;
 use serde_json::json;
 
-use crate::daemon::api::Status;
 use crate::instance::{self, Daemon};
 use crate::paths::Paths;
+use crate::system::Status;
 
 /// show whether the daemon runs and its status
 #[derive(FromArgs, Debug)]

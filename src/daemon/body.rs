@@ -106,30 +106,16 @@ fn too_large(limit: u64) -> ApiError {
     ApiError::new(ErrorCode::PayloadTooLarge, format!("request body is larger than {limit} bytes"))
 }
 
+/// A query parameter, percent-decoded (`+` read as a space, as in forms).
+pub fn query(req: &Request<State>, name: &str) -> Option<String> {
+    req.url().query_pairs().find(|(key, _)| key == name).map(|(_, value)| value.into_owned())
+}
+
 /// A path parameter, percent-decoded (`%2F` becomes `/`, as in 1.0.21).
 pub fn param(req: &Request<State>, name: &str) -> Result<String, ApiError> {
     let raw = req.param(name).map_err(|_| ApiError::bad_request(format!("missing path parameter '{name}'")))?;
-    percent_decode(raw).ok_or_else(|| ApiError::bad_request(format!("path parameter '{name}' is not valid UTF-8")))
-}
-
-/// Decodes `%XX` escapes; `None` if the result is not UTF-8.
-pub fn percent_decode(raw: &str) -> Option<String> {
-    let bytes = raw.as_bytes();
-    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let (Some(high), Some(low)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                out.push(high * 16 + low);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8(out).ok()
+    crate::percent::decode(raw)
+        .ok_or_else(|| ApiError::bad_request(format!("path parameter '{name}' is not valid UTF-8")))
 }
 
 #[cfg(test)]
@@ -155,15 +141,5 @@ mod tests {
             decode::<Port>(br#"{"port": null}"#).unwrap_err().message().contains("port"),
             "required stays required"
         );
-    }
-
-    #[test]
-    fn percent_decoding() {
-        assert_eq!(percent_decode("inbox%3Abob%3A1").unwrap(), "inbox:bob:1");
-        assert_eq!(percent_decode("a%2Fb").unwrap(), "a/b");
-        assert_eq!(percent_decode("100%").unwrap(), "100%");
-        assert_eq!(percent_decode("%zz").unwrap(), "%zz");
-        assert_eq!(percent_decode("%E2%9C%93").unwrap(), "✓");
-        assert_eq!(percent_decode("%FF"), None);
     }
 }

@@ -3,15 +3,16 @@
 //! stall, and how big a head may grow.
 //!
 //! async-h1 checks the head's size only at line ends (a head with no newline grows without
-//! bound) and has no timeouts at all, so every connection's IO goes through [`Guarded`], and
-//! the accept loop asks [`Connections`] before serving anyone.
+//! bound), has no timeouts at all, and panics on a header value that is not ASCII (http-types
+//! unwraps it), so every connection's IO goes through [`Guarded`], which also refuses such a
+//! head before async-h1 sees it, and the accept loop asks [`Connections`] before serving anyone.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -52,19 +53,6 @@ fn global_cap(configured: usize, descriptors: u64) -> usize {
     let descriptors = usize::try_from(descriptors).unwrap_or(usize::MAX);
     let reserve = (descriptors / 4).max(64);
     configured.min(descriptors.saturating_sub(reserve)).max(1)
-}
-
-/// Pending connections the kernel keeps for the accept loop (capped by `net.core.somaxconn`):
-/// deep enough that a burst of connections does not drop a client's SYN (a one-second retry).
-const BACKLOG: i32 = 4096;
-
-/// The listening socket, as std would make it but with a deeper backlog.
-pub fn listen(address: std::net::SocketAddr) -> io::Result<async_net::TcpListener> {
-    let socket = socket2::Socket::new(socket2::Domain::for_address(address), socket2::Type::STREAM, None)?;
-    socket.set_reuse_address(true)?;
-    socket.bind(&address.into())?;
-    socket.listen(BACKLOG)?;
-    async_net::TcpListener::try_from(std::net::TcpListener::from(socket))
 }
 
 /// Raises this process's soft descriptor limit to its hard limit (a daemon serving many
@@ -172,7 +160,8 @@ impl Drop for Permit {
 }
 
 /// A connection's IO under the server's rules: while a head is being read it may not exceed
-/// [`HEAD_LIMIT`]; a read or write that makes no progress for the idle timeout fails with
+/// [`HEAD_LIMIT`], and its header lines may hold only visible ASCII, spaces and tabs (see
+/// [`HeadScan`]); a read or write that makes no progress for the idle timeout fails with
 /// `TimedOut`, which ends the connection. Clones share the state (async-h1 clones the IO).
 #[derive(Clone)]
 pub struct Guarded<IO> {
@@ -184,8 +173,72 @@ struct Watch {
     idle: Duration,
     /// Bytes a head may still take; `usize::MAX` outside a head.
     head_left: AtomicUsize,
+    /// Set once the connection became a WebSocket: a read may then wait without limit.
+    upgraded: AtomicBool,
     read_timer: Mutex<Option<Timer>>,
     write_timer: Mutex<Option<Timer>>,
+    /// Where the reading of the current head is, and why it was refused, if it was.
+    scan: Mutex<HeadScan>,
+}
+
+/// The bytes of a request head as they are read, checked before async-h1 parses them: a header
+/// line (name or value) with a byte that is not visible ASCII, a space or a tab is refused.
+/// async-h1 hands such a value to http-types, which panics on anything but ASCII (the
+/// connection's task died without an answer); httparse refuses control characters without
+/// saying why. The request line is left to httparse; bytes after the blank line that ends the
+/// head are body, and not looked at.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct HeadScan {
+    /// Past the request line: reading header lines.
+    header_lines: bool,
+    /// Bytes of the current line, not counting the CR of its CRLF.
+    line_len: usize,
+    /// The last byte was a CR: the end of a line if an LF follows.
+    cr: bool,
+    /// The blank line after the headers was read.
+    ended: bool,
+    /// Why the head is refused.
+    refused: Option<String>,
+}
+
+impl HeadScan {
+    /// Scans `bytes`, the next ones read; returns why the head is refused, once it is.
+    pub fn feed(&mut self, bytes: &[u8]) -> Option<&str> {
+        for &byte in bytes {
+            if self.ended || self.refused.is_some() {
+                break;
+            }
+            if byte == b'\n' {
+                self.cr = false;
+                if self.line_len == 0 && self.header_lines {
+                    self.ended = true;
+                }
+                // Empty lines before the request line are allowed (RFC 9112, 2.2).
+                self.header_lines |= self.line_len > 0;
+                self.line_len = 0;
+                continue;
+            }
+            // A CR not followed by LF is a byte of the line, and a control character.
+            if std::mem::replace(&mut self.cr, byte == b'\r') {
+                self.line_byte(b'\r');
+            }
+            if byte != b'\r' {
+                self.line_byte(byte);
+            }
+        }
+        self.refused.as_deref()
+    }
+
+    fn line_byte(&mut self, byte: u8) {
+        self.line_len += 1;
+        if self.header_lines && self.refused.is_none() && !(byte == b'\t' || (0x20..0x7f).contains(&byte)) {
+            let what = if byte >= 0x80 { "is not ASCII" } else { "is a control character" };
+            self.refused = Some(format!(
+                "a request header holds the byte 0x{byte:02X}, which {what}: header names and values must be \
+                 visible ASCII, spaces and tabs (percent-encode anything else)"
+            ));
+        }
+    }
 }
 
 impl<IO> Guarded<IO> {
@@ -193,8 +246,10 @@ impl<IO> Guarded<IO> {
         let watch = Watch {
             idle,
             head_left: AtomicUsize::new(usize::MAX),
+            upgraded: AtomicBool::new(false),
             read_timer: Mutex::new(None),
             write_timer: Mutex::new(None),
+            scan: Mutex::new(HeadScan::default()),
         };
         Guarded { io, watch: Arc::new(watch) }
     }
@@ -204,11 +259,26 @@ impl<IO> Guarded<IO> {
         self.watch.head_left.store(HEAD_LIMIT, Ordering::SeqCst);
         *self.watch.read_timer.lock().expect("timer lock") = None;
         *self.watch.write_timer.lock().expect("timer lock") = None;
+        *self.watch.scan.lock().expect("head scan lock") = HeadScan::default();
     }
 
     /// The head is complete; the body is not counted.
     pub fn end_head(&self) {
         self.watch.head_left.store(usize::MAX, Ordering::SeqCst);
+    }
+
+    /// Why the head being read was refused (its reading then failed with `InvalidData`): to be
+    /// answered with 400.
+    pub fn head_refusal(&self) -> Option<String> {
+        self.watch.scan.lock().expect("head scan lock").refused.clone()
+    }
+
+    /// The connection switched protocols (a WebSocket, whose client may say nothing for hours):
+    /// reads wait without limit from now on; a stalled write still times out.
+    pub fn upgraded(&self) {
+        self.watch.head_left.store(usize::MAX, Ordering::SeqCst);
+        self.watch.upgraded.store(true, Ordering::SeqCst);
+        *self.watch.read_timer.lock().expect("timer lock") = None;
     }
 }
 
@@ -246,10 +316,14 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Guarded<IO> {
                         return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, message)));
                     }
                     this.watch.head_left.store(left - n, Ordering::SeqCst);
+                    if let Some(why) = this.watch.scan.lock().expect("head scan lock").feed(&buf[..n]) {
+                        return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, why.to_string())));
+                    }
                 }
                 Poll::Ready(Ok(n))
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending if this.watch.upgraded.load(Ordering::SeqCst) => Poll::Pending,
             Poll::Pending => stalled(&this.watch.read_timer, this.watch.idle, cx).map(Err),
         }
     }
@@ -286,6 +360,66 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Guarded<IO> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What scanning `head` in pieces of `step` bytes refuses, if anything.
+    fn scan(head: &[u8], step: usize) -> Option<String> {
+        let mut scan = HeadScan::default();
+        for piece in head.chunks(step) {
+            if let Some(why) = scan.feed(piece) {
+                return Some(why.to_string());
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn a_header_line_with_a_byte_that_is_not_visible_ascii_is_refused_wherever_the_reads_split() {
+        let refused: &[(&[u8], &str)] = &[
+            (b"GET / HTTP/1.1\r\nX-A: caf\xc3\xa9\r\n\r\n", "0xC3, which is not ASCII"),
+            (b"GET / HTTP/1.1\r\nX-A: \xff\r\n\r\n", "0xFF"),
+            (b"GET / HTTP/1.1\r\nX-\xc3\xa9: b\r\n\r\n", "0xC3"),
+            (b"GET / HTTP/1.1\r\nX-A: a\x01b\r\n\r\n", "0x01, which is a control character"),
+            (b"GET / HTTP/1.1\r\nX-A: a\x7fb\r\n\r\n", "0x7F"),
+            (b"GET / HTTP/1.1\nX-A: ok\nX-B: \xc3\xa9\n\n", "0xC3"),
+            (b"\r\n\r\nGET / HTTP/1.1\r\nX-A: \xc3\xa9\r\n\r\n", "0xC3"),
+        ];
+        let accepted: &[&[u8]] = &[
+            b"GET / HTTP/1.1\r\nHost: a\r\nX-A: visible ~ ascii\tand tabs\r\n\r\n",
+            // The request line is httparse's to judge; the body is not a head.
+            b"GET /caf\xc3\xa9 HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: 4\r\n\r\n\xc3\xa9\x00\x01",
+            b"GET / HTTP/1.1\nHost: a\n\n\xff",
+        ];
+        for step in [1, 2, 3, 7, 4096] {
+            for (head, why) in refused {
+                let got = scan(head, step).unwrap_or_else(|| panic!("{head:?} in pieces of {step} was accepted"));
+                assert!(got.contains(why), "{head:?}: {got}");
+            }
+            for head in accepted {
+                assert_eq!(scan(head, step), None, "{head:?} in pieces of {step}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_head_scan_never_panics_and_judges_alike_however_the_reads_split() {
+        let valid = ["GET /api/v1/health HTTP/1.1\r\nX-Loopsy-Node-Id: abc\r\n\r\n", "Host: a\r\n"];
+        for input in crate::fuzz::inputs(&valid, "GET /:\r\n\t-aé\u{1}", 31, 3_000) {
+            let whole = scan(input.as_bytes(), usize::MAX);
+            assert_eq!(scan(input.as_bytes(), 1), whole, "{input:?}");
+            assert_eq!(scan(input.as_bytes(), 5), whole, "{input:?}");
+            if input.contains("\n\n") || input.contains("\n\r\n") {
+                continue;
+            }
+            // Without a blank line the whole input is head: refused exactly when a line after
+            // the first non-empty one holds a byte outside visible ASCII, space and tab.
+            let mut lines =
+                input.split('\n').map(|line| line.strip_suffix('\r').unwrap_or(line)).skip_while(|l| l.is_empty());
+            lines.next();
+            let bad = lines.any(|line| line.bytes().any(|b| !(b == b'\t' || (0x20..0x7f).contains(&b))));
+            assert_eq!(whole.is_some(), bad, "{input:?}: {whole:?}");
+        }
+    }
 
     #[test]
     fn the_global_cap_leaves_descriptors_for_everything_else() {
@@ -337,6 +471,33 @@ mod tests {
                 async_net::TcpStream::connect(loopback_listener().await).await.map(|s| (s.clone(), s)).unwrap();
             let mut silent = Guarded::new(reader, Duration::from_millis(50));
             let err = silent.read(&mut body).await.unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        });
+    }
+
+    #[test]
+    fn an_upgraded_connection_may_be_silent_but_not_stall_a_write() {
+        use futures_lite::io::AsyncReadExt;
+        smol::block_on(async {
+            let (reader, _writer) =
+                async_net::TcpStream::connect(loopback_listener().await).await.map(|s| (s.clone(), s)).unwrap();
+            let mut silent = Guarded::new(reader, Duration::from_millis(50));
+            silent.upgraded();
+            let mut byte = [0u8; 1];
+            let read = crate::clock::timeout(Duration::from_millis(300), silent.read(&mut byte));
+            assert!(read.await.is_none(), "a read of an upgraded connection waits past the idle timeout");
+
+            // Nobody reads the other end: writes stall once the socket buffers are full.
+            let (stalled, _kept) =
+                async_net::TcpStream::connect(loopback_listener().await).await.map(|s| (s.clone(), s)).unwrap();
+            let mut guarded = Guarded::new(stalled, Duration::from_millis(50));
+            guarded.upgraded();
+            let chunk = vec![0u8; 64 * 1024];
+            let err = loop {
+                if let Err(e) = futures_lite::io::AsyncWriteExt::write_all(&mut guarded, &chunk).await {
+                    break e;
+                }
+            };
             assert_eq!(err.kind(), io::ErrorKind::TimedOut);
         });
     }

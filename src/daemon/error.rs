@@ -20,6 +20,10 @@ pub enum ErrorCode {
     ExecMaxConcurrent = 3003,
     ExecFailed = 3004,
     ExecJobNotFound = 3006,
+    /// An `Idempotency-Key` came again with a different request.
+    ExecIdempotencyMismatch = 3007,
+    /// The job of an `Idempotency-Key` ran, but its output is no longer kept.
+    ExecJobExpired = 3008,
     TransferPathDenied = 4001,
     TransferFileNotFound = 4002,
     TransferTooLarge = 4003,
@@ -34,22 +38,44 @@ pub enum ErrorCode {
     ContextRevisionConflict = 5004,
     /// The context journal cannot be written (disk full, I/O error) or the daemon is stopping.
     ContextStorageFailed = 5005,
+    /// The permission request was decided before (or expired, or was withdrawn).
+    ApprovalDecided = 6101,
+    /// The target has no such permission request.
+    ApprovalNotFound = 6102,
     /// No such message in this node's inbox (acknowledged already, expired, never arrived).
     MessageNotFound = 7001,
     /// The messaging outbox holds as many deliveries as it may.
     OutboxFull = 7002,
+    /// Another holder has the lock.
+    LockHeld = 6001,
+    /// Nobody holds the lock (released or expired).
+    LockNotHeld = 6002,
+    /// A fenced write whose grant is not the live one.
+    FenceRefused = 6003,
+    /// The lock table holds as many locks as it may.
+    LockLimit = 6004,
+    /// The lock journal cannot be written, or the daemon is stopping.
+    LockStorageFailed = 6005,
+    /// No terminal session with that id or name.
+    TerminalNotFound = 8001,
+    /// `terminals.maxSessions` or `terminals.maxClients` reached.
+    TerminalLimit = 8002,
+    /// The terminal takes no input: its program exited, or does not read what was typed.
+    TerminalExited = 8003,
+    /// A running terminal already has that name, or an id prefix fits several.
+    TerminalConflict = 8004,
     /// Pairing (routes new in loopsy): no session here.
-    PairingNoSession = 8001,
+    PairingNoSession = 8101,
     /// The pairing session's five minutes are over.
-    PairingExpired = 8002,
+    PairingExpired = 8102,
     /// A wrong code, or this address used its guesses.
-    PairingRefused = 8003,
+    PairingRefused = 8103,
     /// Guesses are spaced out: wait for `Retry-After`.
-    PairingBackOff = 8004,
+    PairingBackOff = 8104,
     /// A pairing session is already active, or it was cancelled.
-    PairingConflict = 8005,
+    PairingConflict = 8105,
     /// A malformed pairing message (not hex, not 6 digits, a sealed offer that does not open).
-    PairingInvalid = 8006,
+    PairingInvalid = 8106,
     Internal = 9001,
     RateLimited = 9002,
     InvalidRequest = 9003,
@@ -81,27 +107,37 @@ impl ErrorCode {
             PairingBackOff => StatusCode::TooManyRequests,
             PairingConflict => StatusCode::Conflict,
             PairingInvalid => StatusCode::BadRequest,
-            PeerNotFound | ExecJobNotFound | ContextKeyNotFound | MessageNotFound | RouteNotFound => {
-                StatusCode::NotFound
-            }
+            PeerNotFound | ExecJobNotFound | ContextKeyNotFound | MessageNotFound | LockNotHeld | RouteNotFound
+            | TerminalNotFound | ApprovalNotFound => StatusCode::NotFound,
             PeerUnreachable => StatusCode::BadGateway,
-            // 1.0.21 answered these with 400 too; its clients only look at the message. A request
-            // the schema allows is refused with a 4xx that says why it is not the request's form:
-            // a policy says no (403), what it names is not there (404), the node is busy (429).
+            // 1.0.21 answered these with 400 too; its clients only look at the code and message.
+            // A request the schema allows is refused with a 4xx that says why it is not the
+            // request's form: a policy says no (403), what it names is not there (404).
             ExecCommandDenied | TransferPathDenied => StatusCode::Forbidden,
             ExecFailed | TransferFileNotFound => StatusCode::NotFound,
-            ExecMaxConcurrent => StatusCode::TooManyRequests,
             TransferChecksumMismatch | TransferFailed | ContextValueTooLarge | ContextMaxEntries | InvalidRequest => {
                 StatusCode::BadRequest
             }
             TransferTooLarge | PayloadTooLarge => StatusCode::PayloadTooLarge,
-            ContextRevisionConflict | TransferBadDestination | TransferResumeConflict => StatusCode::Conflict,
+            ContextRevisionConflict
+            | TransferBadDestination
+            | TransferResumeConflict
+            | LockHeld
+            | FenceRefused
+            | TerminalExited
+            | TerminalConflict
+            | ApprovalDecided => StatusCode::Conflict,
+            ExecIdempotencyMismatch => StatusCode::UnprocessableEntity,
+            ExecJobExpired => StatusCode::Gone,
             TransferRangeNotSatisfiable => StatusCode::RequestedRangeNotSatisfiable,
             MethodNotAllowed => StatusCode::MethodNotAllowed,
             NotImplemented => StatusCode::NotImplemented,
             UnsupportedMediaType => StatusCode::UnsupportedMediaType,
-            RateLimited => StatusCode::TooManyRequests,
-            ShuttingDown | ContextStorageFailed | OutboxFull => StatusCode::ServiceUnavailable,
+            // 1.0.21 answered 400 at once; loopsy queues first and refuses only past the queue.
+            RateLimited | ExecMaxConcurrent | TerminalLimit => StatusCode::TooManyRequests,
+            ShuttingDown | ContextStorageFailed | OutboxFull | LockLimit | LockStorageFailed => {
+                StatusCode::ServiceUnavailable
+            }
             Internal => StatusCode::InternalServerError,
         }
     }

@@ -204,15 +204,22 @@ pub enum Grant {
 /// config key in [`Switch::key`] (the text of the ARCHITECTURE.md cell: ``if `key` ``) and its
 /// value in [`Switch::is_on`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Switch {}
+pub enum Switch {
+    /// `terminals.allowLegacyPeers`: legacy peers may use terminals.
+    LegacyTerminals,
+}
 
 impl Switch {
     pub fn key(self) -> &'static str {
-        match self {}
+        match self {
+            Switch::LegacyTerminals => "terminals.allowLegacyPeers",
+        }
     }
 
-    pub fn is_on(self, _config: &Config) -> bool {
-        match self {}
+    pub fn is_on(self, config: &Config) -> bool {
+        match self {
+            Switch::LegacyTerminals => config.terminals.allow_legacy_peers,
+        }
     }
 }
 
@@ -233,10 +240,13 @@ pub enum Access {
     /// The owner's own key from a loopback address only, not the dashboard's cookie: pairing
     /// control and minting dashboard logins.
     Local,
+    /// Interactive terminals: the owner and paired peers; legacy peers only while
+    /// `terminals.allowLegacyPeers` is on.
+    Terminal,
 }
 
 impl Access {
-    pub const ALL: [Access; 4] = [Access::Public, Access::DataPlane, Access::Owner, Access::Local];
+    pub const ALL: [Access; 5] = [Access::Public, Access::DataPlane, Access::Owner, Access::Local, Access::Terminal];
 
     /// The row name in ARCHITECTURE.md.
     pub fn name(self) -> &'static str {
@@ -245,17 +255,22 @@ impl Access {
             Access::DataPlane => "DataPlane",
             Access::Owner => "Owner",
             Access::Local => "Local",
+            Access::Terminal => "Terminal",
         }
     }
 
     /// Whether `class` may use a route with this access.
     pub fn grant(self, class: Class) -> Grant {
         use Class::*;
+        if self == Access::Terminal && class == Legacy {
+            return Grant::If(Switch::LegacyTerminals);
+        }
         let yes = match self {
             Access::Public => true,
             Access::DataPlane => matches!(class, OwnerKey | OwnerDashboard | Paired | Legacy),
             Access::Owner => matches!(class, OwnerKey | OwnerDashboard),
             Access::Local => class == OwnerKey,
+            Access::Terminal => matches!(class, OwnerKey | OwnerDashboard | Paired),
         };
         if yes {
             Grant::Yes
@@ -287,6 +302,10 @@ impl Access {
             Access::Local => {
                 format!("this route is for the local owner (its own key, from this machine), not for {who}")
             }
+            Access::Terminal => format!(
+                "terminals are for this node's owner and paired peers, not for {who} (pair with `loopsy pair`, \
+                 or set terminals.allowLegacyPeers)"
+            ),
             Access::Public | Access::DataPlane => format!("this route is not for {who}"),
         };
         ApiError::new(ErrorCode::Forbidden, message)

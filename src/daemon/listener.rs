@@ -37,7 +37,7 @@ const DRAIN_LIMIT: u64 = 256 * 1024;
 /// on SIGHUP).
 #[derive(Clone)]
 pub struct TlsSwitch {
-    acceptor: Arc<std::sync::RwLock<Option<futures_rustls::TlsAcceptor>>>,
+    acceptor: Arc<std::sync::RwLock<Option<crate::tls::Acceptor>>>,
     insecure_peers: Arc<AtomicBool>,
 }
 
@@ -46,12 +46,12 @@ impl TlsSwitch {
         TlsSwitch { acceptor: Default::default(), insecure_peers: Arc::new(AtomicBool::new(allow_insecure_peers)) }
     }
 
-    pub fn current(&self) -> Option<futures_rustls::TlsAcceptor> {
+    pub fn current(&self) -> Option<crate::tls::Acceptor> {
         self.acceptor.read().expect("tls switch lock").clone()
     }
 
     /// New connections are served over TLS from now on.
-    pub fn enable(&self, acceptor: futures_rustls::TlsAcceptor) {
+    pub fn enable(&self, acceptor: crate::tls::Acceptor) {
         *self.acceptor.write().expect("tls switch lock") = Some(acceptor);
     }
 
@@ -120,11 +120,7 @@ pub async fn serve(
         limits.header_timeout.as_secs_f32()
     );
     loop {
-        let accepted = future::or(async { Some(listener.accept().await) }, async {
-            shutdown.wait().await;
-            None
-        })
-        .await;
+        let accepted = shutdown.until(listener.accept()).await;
         match accepted {
             None => return,
             Some(Ok((stream, peer))) => {
@@ -198,11 +194,7 @@ impl Accepted {
             }
             (Some(acceptor), true) => {
                 let tcp = stream.clone();
-                let handshake = future::or(async { Some(acceptor.accept(stream).await) }, async {
-                    async_io::Timer::at(self.deadline).await;
-                    None
-                });
-                match handshake.await {
+                match crate::clock::deadline(self.deadline, acceptor.accept(stream)).await {
                     Some(Ok(tls_stream)) => {
                         let io = async_dup::Arc::new(async_dup::Mutex::new(tls_stream));
                         let io = Guarded::new(io, self.limits.idle_timeout);
@@ -235,14 +227,7 @@ impl Accepted {
         loop {
             io.start_head();
             gate.arm();
-            let next = future::or(async { Some(decode(gate.clone()).await) }, async {
-                future::or(self.shutdown.wait(), async {
-                    async_io::Timer::at(deadline).await;
-                })
-                .await;
-                None
-            })
-            .await;
+            let next = self.shutdown.until(crate::clock::deadline(deadline, decode(gate.clone()))).await.flatten();
             let Some(decoded) = next else {
                 if !self.shutdown.is_triggered() {
                     log::debug!("{}: no complete request head within the header timeout; closing", self.peer);
@@ -251,14 +236,25 @@ impl Accepted {
             };
             let decoded = match decoded {
                 Ok(decoded) => decoded,
-                Err(error) => {
-                    // A head the parser refuses (a bad header byte, HTTP/1.0, too long) gets an
-                    // answer before the connection closes, not silence.
-                    let mut writer = io.clone();
-                    let _ = futures_lite::io::AsyncWriteExt::write_all(&mut writer, &malformed(&error)).await;
-                    let _ = futures_lite::io::AsyncWriteExt::flush(&mut writer).await;
-                    return Err(error);
-                }
+                Err(e) => match io.head_refusal() {
+                    // A head async-h1 must not see: answered, then the connection closes.
+                    Some(why) => {
+                        log::debug!("{}: request head refused: {why}", self.peer);
+                        let mut res: tide::http::Response = ApiError::bad_request(why).into_response().into();
+                        res.insert_header("Connection", "close");
+                        let mut encoder = Encoder::new(res, tide::http::Method::Get);
+                        io::copy(&mut encoder, &mut io.clone()).await?;
+                        return Ok(());
+                    }
+                    None => {
+                        // A head the parser refuses (HTTP/1.0, too long, a bad request line)
+                        // gets an answer before the connection closes, not silence.
+                        let mut writer = io.clone();
+                        let _ = futures_lite::io::AsyncWriteExt::write_all(&mut writer, &malformed(&e)).await;
+                        let _ = futures_lite::io::AsyncWriteExt::flush(&mut writer).await;
+                        return Err(e);
+                    }
+                },
             };
             let Some((mut req, mut body)) = decoded else { return Ok(()) };
             io.end_head();
@@ -277,6 +273,19 @@ impl Accepted {
                 Mode::RefusePlain => plain_refusal(),
             };
             let drained = mode == Mode::Serve && drain_unread(&mut body, declared).await?;
+            if drained && res.status() == tide::StatusCode::SwitchingProtocols {
+                if let Some(upgrade) = res.ext().get::<super::websocket::Upgrade>().cloned() {
+                    // The connection now belongs to the WebSocket: it is no request in flight (a
+                    // stop ends it through its own domain, terminals hanging up), and it may be
+                    // silent for hours, so reads no longer time out; a write that makes no
+                    // progress for the idle timeout still ends it (the protocol's pings find a
+                    // client that is gone while nothing is written).
+                    drop(_serving);
+                    io.upgraded();
+                    upgrade.run(Box::new(io)).await?;
+                    return Ok(());
+                }
+            }
             let close = close_requested
                 || !drained
                 || self.shutdown.is_triggered()
@@ -285,6 +294,7 @@ impl Accepted {
                 res.insert_header("Connection", "close");
             }
             let event_stream = res.content_type().is_some_and(|mime| mime.essence() == "text/event-stream");
+            let large = declared.max(res.len()).unwrap_or(0) >= super::memory::LARGE_BODY;
             let mut encoder = Encoder::new(res, method);
             let mut writer = io.clone();
             let copy = io::copy(&mut encoder, &mut writer);
@@ -295,19 +305,18 @@ impl Accepted {
             } else {
                 copy.await?;
             }
+            if large {
+                // Its buffers are freed by now: give their pages back (memory returns after a burst).
+                drop(encoder);
+                super::memory::give_back();
+            }
             if close {
                 return Ok(());
             }
             drop(_serving);
             // Keep-alive: wait for the next request's first byte, then give it a head timeout.
-            let waited = future::or(async { tcp.peek(&mut [0u8; 1]).await.ok() }, async {
-                future::or(self.shutdown.wait(), async {
-                    async_io::Timer::after(IDLE_TIMEOUT).await;
-                })
-                .await;
-                None
-            })
-            .await;
+            let peek = async { tcp.peek(&mut [0u8; 1]).await.ok() };
+            let waited = self.shutdown.until(crate::clock::timeout(IDLE_TIMEOUT, peek)).await.flatten().flatten();
             match waited {
                 Some(n) if n > 0 => deadline = Instant::now() + self.limits.header_timeout,
                 _ => return Ok(()),
@@ -345,13 +354,8 @@ fn plain_refusal() -> tide::http::Response {
 /// before `deadline`.
 async fn first_byte(stream: &TcpStream, deadline: Instant) -> Option<u8> {
     let mut first = [0u8; 1];
-    let peek = async { stream.peek(&mut first).await.ok() };
-    let timeout = async {
-        async_io::Timer::at(deadline).await;
-        None
-    };
-    match future::or(peek, timeout).await {
-        Some(1) => Some(first[0]),
+    match crate::clock::deadline(deadline, stream.peek(&mut first)).await {
+        Some(Ok(1)) => Some(first[0]),
         _ => None,
     }
 }
@@ -368,12 +372,7 @@ async fn drain_unread(body: &mut (impl AsyncRead + Unpin), declared: Option<usiz
         Some(_) => Duration::from_secs(10),
         None => Duration::from_millis(100),
     };
-    let drain = async { Some(io::copy(body.take(DRAIN_LIMIT + 1), &mut io::sink()).await) };
-    let timeout = async {
-        async_io::Timer::after(patience).await;
-        None
-    };
-    match future::or(drain, timeout).await {
+    match crate::clock::timeout(patience, io::copy(body.take(DRAIN_LIMIT + 1), &mut io::sink())).await {
         Some(Ok(n)) => Ok(n <= DRAIN_LIMIT),
         Some(Err(e)) => Err(e),
         None => Ok(false),

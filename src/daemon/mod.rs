@@ -4,13 +4,13 @@
 //! until SIGTERM/SIGINT, then stops accepting, lets in-flight requests finish for a bounded
 //! time, folds the context journal into `context.json`, flushes the audit log and exits.
 
-pub mod api;
 pub mod audit;
 pub mod body;
 pub mod conn;
 pub mod error;
 pub mod guard;
 pub mod listener;
+pub mod memory;
 pub mod methods;
 pub mod openapi;
 pub mod pairing;
@@ -19,6 +19,7 @@ mod request_log;
 pub mod routes;
 pub mod sse;
 pub mod state;
+pub mod websocket;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -61,7 +62,7 @@ async fn serve(paths: Paths, config: Config, node_id: NodeId, managed_by: Option
     let descriptors = conn::raise_descriptor_limit();
     let host: IpAddr = config.server.host.parse().context("server.host")?;
     let address = SocketAddr::new(host, config.server.port);
-    let listener = conn::listen(address).with_context(|| format!("cannot listen on {address}"))?;
+    let listener = crate::netif::listen(address).with_context(|| format!("cannot listen on {address}"))?;
     let bound = listener.local_addr()?;
     let (state, nudges) = State::open(Arc::new(paths), config, node_id, bound.port())?;
     let paths = state.paths.clone();
@@ -85,6 +86,8 @@ async fn serve(paths: Paths, config: Config, node_id: NodeId, managed_by: Option
     let _sweeper = smol::spawn(sweep_partial_uploads(transfer, state.shutdown.clone()));
     let expiry = smol::spawn(context.clone().expire_entries());
     let retries = smol::spawn(state.messages.clone().run_retries(state.shutdown.clone()));
+    let _approvals = smol::spawn(crate::approvals::run(state.approvals.clone(), state.shutdown.clone()));
+    let _reaper = smol::spawn(state.terminals.clone().run_reaper(state.shutdown.clone()));
     // Watch streams count as in-flight requests: end them as soon as the stop begins.
     let _end_watches = smol::spawn({
         let (shutdown, context) = (state.shutdown.clone(), context.clone());
@@ -100,6 +103,8 @@ async fn serve(paths: Paths, config: Config, node_id: NodeId, managed_by: Option
     log::info!("shutting down: {} request(s) in flight", in_flight.count());
     // Agents are not left running unsupervised (and their streams end with them).
     state.tasks.kill_all();
+    // Terminals do not survive the daemon: their programs are hung up (and their clients told).
+    state.terminals.kill_all().await;
     if let Some(discovery) = discovery {
         blocking::unblock(move || discovery.stop()).await;
     }
@@ -114,6 +119,8 @@ async fn serve(paths: Paths, config: Config, node_id: NodeId, managed_by: Option
     drop(expiry);
     // Writes what is queued and folds the journal into context.json.
     blocking::unblock(move || context.close()).await;
+    let locks = state.locks.clone();
+    blocking::unblock(move || locks.close()).await;
     state.audit.close();
     saver.await;
     RuntimeInfo::remove(&paths);
@@ -144,7 +151,7 @@ fn announce(state: &State, bound: SocketAddr, managed_by: Option<String>) -> any
 pub fn enable_tls(state: &State) -> anyhow::Result<crate::tls::Fingerprint> {
     let identity = crate::tls::Identity::load_or_create(&state.paths, &state.node.hostname)?;
     if !state.tls.is_on() {
-        state.tls.enable(futures_rustls::TlsAcceptor::from(crate::tls::server_config(&identity)?));
+        state.tls.enable(crate::tls::acceptor(&identity)?);
         log::info!("TLS on; certificate fingerprint {}", identity.fingerprint);
         let mut runtime = state.runtime.lock().expect("runtime lock");
         if let Some(info) = runtime.as_mut() {
@@ -181,18 +188,7 @@ async fn sweep_partial_uploads(
     shutdown: crate::shutdown::Shutdown,
 ) {
     loop {
-        let stop = futures_lite::future::or(
-            async {
-                shutdown.wait().await;
-                true
-            },
-            async {
-                async_io::Timer::after(Duration::from_secs(3600)).await;
-                false
-            },
-        )
-        .await;
-        if stop {
+        if !shutdown.sleep(Duration::from_secs(3600)).await {
             return;
         }
         let journal = transfer.journal.clone();

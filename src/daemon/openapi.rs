@@ -70,7 +70,10 @@ pub fn build() -> Value {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "schemas": schemas,
             "responses": {
-                "Error": {"description": "an error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+                "Error": {"description": "an error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+                "Busy": {"description": "too many requests: come back after `Retry-After` (rate limits 9002, a full queue 3003, pairing's back-off)",
+                    "headers": {"Retry-After": {"required": false, "schema": {"type": "integer", "minimum": 0}, "description": "seconds"}},
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
             }
         }
     })
@@ -95,6 +98,11 @@ pub fn event_stream(data_schema: Value) -> Value {
     json!({"text/event-stream": {"itemSchema": {"type": "object", "required": ["data"], "properties": {
         "event": {"type": "string"}, "id": {"type": "string"}, "retry": {"type": "integer"},
         "data": {"type": "string", "contentMediaType": "application/json", "contentSchema": data_schema}}}}})
+}
+
+/// A 429 answer with `Retry-After`.
+pub fn busy() -> Value {
+    json!({"$ref": "#/components/responses/Busy"})
 }
 
 /// What `peers::check_address` accepts: a host name (labels of letters, digits, `_` and `-`,
@@ -158,13 +166,14 @@ fn add_common_responses(operation: &mut Value) {
     let error = json!({"$ref": "#/components/responses/Error"});
     let public = operation.get("security").is_some_and(|s| s.as_array().is_some_and(Vec::is_empty));
     let responses = operation["responses"].as_object_mut().expect("every operation has responses");
-    let mut common = vec!["400", "413", "415", "429"];
+    let mut common = vec!["400", "413", "415"];
     if !public {
         common.extend(["401", "403"]);
     }
     for status in common {
         responses.entry(status).or_insert_with(|| error.clone());
     }
+    responses.entry("429").or_insert_with(busy);
 }
 
 #[cfg(test)]
@@ -195,8 +204,9 @@ mod tests {
             for (method, operation) in item.as_object().unwrap() {
                 assert!(
                     operation["responses"]["200"].is_object()
-                        // A redirect is the success of the dashboard's /dashboard and its login.
-                        || operation["responses"].as_object().unwrap().keys().any(|k| k.starts_with(['2', '3']))
+                        // A redirect is the success of the dashboard's /dashboard and its login, 101
+                        // Switching Protocols that of a WebSocket.
+                        || operation["responses"].as_object().unwrap().keys().any(|k| k.starts_with(['1', '2', '3']))
                         // 1.0.21's clear-text pairing only ever answers 426.
                         || path == "/api/v1/pair/initiate",
                     "{method} {path} documents a success response"
@@ -220,6 +230,7 @@ mod tests {
         let phantom: Vec<_> = documented.difference(&mounted).collect();
         assert!(phantom.is_empty(), "documented routes that do not exist: {phantom:?}");
         state.context.close();
+        state.locks.close();
         state.audit.close();
         let _ = std::fs::remove_dir_all(dir);
     }

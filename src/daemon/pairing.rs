@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use surf::http::Method;
 use tide::http::StatusCode;
 
 use super::error::{ApiError, ErrorCode};
@@ -18,7 +17,7 @@ use super::state::State;
 use crate::pairing::channel::{from_hex, Channel};
 use crate::pairing::session::{Code, Finish, Host, Joiner, Offer, PairError, LIFETIME_MS};
 use crate::pairing::spake2::Role;
-use crate::peer::{Client, ClientError};
+use crate::peer::{Client, ClientError, Method};
 
 /// The one pairing slot of a daemon.
 #[derive(Clone, Default)]
@@ -269,34 +268,22 @@ fn lifetime_ms() -> u64 {
 /// Writes a completed pairing: keys both ways, the pin, the peer; then takes effect at once.
 /// Returns the name the peer is saved under.
 fn apply(state: &State, peer: &Offer, mine: &Offer, address: &str) -> anyhow::Result<String> {
-    use crate::config::set_path;
     let registry = state.peers.list();
-    let mut name = peer.hostname.clone();
-    let config = crate::config::edit(&state.paths, |doc| {
-        // A name already used by another peer (paired with another certificate, a 1.0.21 key, a
-        // key we present, or a registry entry of another node) is never overwritten (A6).
-        let taken = |candidate: &str| {
-            let pinned = doc["tls"]["pinnedCerts"][candidate].as_str();
-            if pinned == Some(peer.fingerprint.as_str()) {
-                return false;
-            }
-            pinned.is_some()
-                || !doc["auth"]["allowedKeys"][candidate].is_null()
-                || !doc["auth"]["peerKeys"][candidate].is_null()
+    let pairing = crate::config::Pairing {
+        hostname: &peer.hostname,
+        address,
+        port: peer.port,
+        fingerprint: &peer.fingerprint,
+        accepted_key: &mine.api_key,
+        presented_key: &peer.api_key,
+    };
+    // A name already used by another peer (paired with another certificate, a 1.0.21 key, a key
+    // we present, or a registry entry of another node) is never overwritten (A6).
+    let (config, name) = crate::config::save_pairing(&state.paths, &pairing, |in_config| {
+        free_name(&peer.hostname, &peer.node_id, |candidate| {
+            in_config(candidate)
                 || registry.iter().any(|p| p.name.as_deref() == Some(candidate) && p.node_id != peer.node_id)
-        };
-        name = free_name(&peer.hostname, &peer.node_id, taken);
-        set_path(doc, &["auth", "allowedKeys", name.as_str()], mine.api_key.clone().into());
-        set_path(doc, &["auth", "peerKeys", name.as_str()], peer.api_key.clone().into());
-        set_path(doc, &["tls", "pinnedCerts", name.as_str()], peer.fingerprint.clone().into());
-        set_path(doc, &["tls", "enabled"], true.into());
-        let entry = json!({"address": address, "port": peer.port, "hostname": peer.hostname, "name": name});
-        let mut peers: Vec<serde_json::Value> =
-            serde_yaml::from_value(doc["discovery"]["manualPeers"].clone()).unwrap_or_default();
-        peers.retain(|p| !(p["address"] == address && p["port"] == peer.port));
-        peers.push(entry);
-        set_path(doc, &["discovery", "manualPeers"], serde_yaml::to_value(peers)?);
-        Ok(())
+        })
     })?;
     if name != peer.hostname {
         log::warn!("another peer here is already named '{}': the new peer is named '{name}'", peer.hostname);
@@ -413,11 +400,11 @@ async fn pairing_client(address: &str, port: u16) -> Result<Client, ApiError> {
     // Only an IP or a host name becomes a URL (the HTTP client panics on some other hosts).
     let address = crate::peers::check_address("address", address)
         .map_err(|e| ApiError::new(ErrorCode::PairingInvalid, e.to_string()))?;
-    let address = address.as_str();
     if port == 0 {
         return Err(ApiError::new(ErrorCode::PairingInvalid, "port must be 1 to 65535"));
     }
-    let plain = crate::peer::resolve::base_url(address, port);
+    let plain = crate::peer::resolve::base_url(&address, port);
+    crate::peer::resolve::check_base_url(&plain).map_err(|e| ApiError::new(ErrorCode::PairingInvalid, e))?;
     let mut last = String::new();
     for base in [plain.clone(), plain.replacen("http://", "https://", 1)] {
         let client = Client::for_pairing(&base).with_timeout(Duration::from_secs(10));

@@ -26,14 +26,27 @@ pub fn data_event(json: &impl serde::Serialize) -> Vec<u8> {
     bytes
 }
 
+/// `id: <id>\ndata: <json>\n\n`: a numbered event, so a client can resume after it.
+pub fn numbered_event(id: u64, json: &impl serde::Serialize) -> Vec<u8> {
+    let mut bytes = format!("id: {id}\n").into_bytes();
+    bytes.extend(data_event(json));
+    bytes
+}
+
 /// A 200 `text/event-stream` response whose body is what `events` yields until it closes.
 /// `producer` runs as long as the body exists.
 pub fn response(events: Receiver<Vec<u8>>, producer: smol::Task<()>) -> tide::Response {
+    response_every(events, producer, HEARTBEAT)
+}
+
+/// Like [`response`], with a heartbeat after `heartbeat` of quiet.
+pub fn response_every(events: Receiver<Vec<u8>>, producer: smol::Task<()>, heartbeat: Duration) -> tide::Response {
     let body = SseBody {
         events: Box::pin(events),
         current: Vec::new(),
         pos: 0,
-        heartbeat: Timer::interval(HEARTBEAT),
+        heartbeat: Timer::interval(heartbeat),
+        every: heartbeat,
         _producer: producer,
     };
     let mut res = tide::Response::new(200);
@@ -48,6 +61,7 @@ struct SseBody {
     current: Vec<u8>,
     pos: usize,
     heartbeat: Timer,
+    every: Duration,
     _producer: smol::Task<()>,
 }
 
@@ -65,7 +79,7 @@ impl AsyncRead for SseBody {
                 Poll::Ready(Some(bytes)) => {
                     this.current = bytes;
                     this.pos = 0;
-                    this.heartbeat.set_interval(HEARTBEAT);
+                    this.heartbeat.set_interval(this.every);
                     continue;
                 }
                 Poll::Ready(None) => return Poll::Ready(Ok(0)),
@@ -99,6 +113,7 @@ mod tests {
                 current: Vec::new(),
                 pos: 0,
                 heartbeat: Timer::interval(HEARTBEAT),
+                every: HEARTBEAT,
                 _producer: producer,
             };
             let mut text = String::new();

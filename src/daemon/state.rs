@@ -14,6 +14,7 @@ use crate::peers::health::Nudger;
 use crate::peers::Registry;
 use crate::shutdown::Shutdown;
 use crate::store::Store;
+use crate::transfer::policy::PathPolicy;
 use crate::transfer::push::TransferContext;
 
 /// Shared by every request; each field owns its own locking.
@@ -30,6 +31,8 @@ pub struct State {
     pub shutdown: Shutdown,
     /// The context store (`/api/v1/context`).
     pub context: Store,
+    /// The lock table (`/api/v1/locks`), which also fences context writes.
+    pub locks: crate::locks::Locks,
     /// Whether new connections get TLS (pairing turns it on at run time) and whether plain
     /// HTTP from other machines is served beside it.
     pub tls: super::listener::TlsSwitch,
@@ -53,6 +56,10 @@ pub struct State {
     pub host_names: Arc<crate::dashboard::origin::HostNames>,
     /// Agent messaging: the outbox, its retries, and acknowledged ids (`/api/v1/messages`).
     pub messages: crate::messages::Messages,
+    /// The approval inbox across this daemon, its sessions and its peers (`/api/v1/approvals`).
+    pub approvals: crate::approvals::Inbox,
+    /// Interactive terminal sessions (`/api/v1/terminals`), in memory only.
+    pub terminals: crate::terminal::Terminals,
 }
 
 impl State {
@@ -66,7 +73,8 @@ impl State {
         port: u16,
     ) -> anyhow::Result<(State, smol::channel::Receiver<crate::peers::health::Nudge>)> {
         use anyhow::Context;
-        let context = Store::open(&paths).context("opening the context store")?;
+        let context = Store::open(&paths, config.context.max_entries as usize).context("opening the context store")?;
+        let locks = crate::locks::Locks::open(&paths).context("opening the lock table")?;
         let registry = Registry::load(&paths.peers_file(), node_id.as_str());
         registry.add_configured(&config.discovery.manual_peers, &config.tls.pinned_certs);
         let (nudger, nudges) = crate::peers::health::channel();
@@ -81,6 +89,14 @@ impl State {
         );
         // Child processes (commands, agents) never inherit the daemon's keys (weakness C3).
         let secrets = crate::child_env::Secrets::new(paths.clone(), &config);
+        let tasks = crate::tasks::Tasks::new(config.ai_tasks.clone(), &paths.tasks_dir(), secrets.clone());
+        let approvals = crate::approvals::Inbox::new(
+            tasks.clone(),
+            paths.clone(),
+            config.clone(),
+            registry.clone(),
+            hostname.clone(),
+        );
         let state = State {
             node: Arc::new(Node { id: node_id, hostname, port, started: Instant::now() }),
             keyring: Keyring::new(&config),
@@ -88,43 +104,31 @@ impl State {
             audit: Audit::start(paths.audit_log(), super::audit::Rotation::default()),
             shutdown: Shutdown::new(),
             context,
+            locks,
             tls: super::listener::TlsSwitch::new(config.tls.allow_insecure_peers),
             pairing: super::pairing::Pairing::default(),
-            tasks: crate::tasks::Tasks::new(config.ai_tasks.clone(), &paths.tasks_dir(), secrets.clone()),
+            tasks,
             runtime: Arc::new(std::sync::Mutex::new(None)),
             peers: registry,
             nudger,
-            executor: Executor::new(&config.execution, secrets),
-            transfer: Arc::new(transfer_context(&paths, &config)),
+            executor: Executor::new(&config.execution, secrets.clone()),
+            transfer: Arc::new(TransferContext::open(
+                &paths.transfer_dir(),
+                PathPolicy::new(&config.transfer.allowed_paths, &config.transfer.denied_paths).deny(paths.home()),
+                config.transfer.max_file_size,
+            )),
             logins: Default::default(),
             host_names: Arc::new(crate::dashboard::origin::HostNames::new(&[
                 config.hostname(),
                 crate::identity::os_hostname(),
             ])),
             messages,
+            approvals,
+            terminals: crate::terminal::Terminals::new(&config, secrets),
             config,
             paths,
         };
         Ok((state, nudges))
-    }
-}
-
-/// The transfer routes' context; cleans up what an earlier run left behind (a crash mid-upload).
-fn transfer_context(paths: &Paths, config: &Config) -> crate::transfer::push::TransferContext {
-    use crate::transfer::{journal::Journal, policy::PathPolicy, push::TransferContext, PART_TTL};
-    let staging = paths.transfer_dir().join("staging");
-    crate::transfer::journal::remove_staged(&staging);
-    let journal = Journal::new(paths.transfer_dir().join("journal"));
-    let removed = journal.recover(PART_TTL);
-    if removed > 0 {
-        log::info!("removed {removed} temporary file(s) left by interrupted transfers");
-    }
-    TransferContext {
-        policy: PathPolicy::new(&config.transfer.allowed_paths, &config.transfer.denied_paths).deny(paths.home()),
-        max_file_size: config.transfer.max_file_size,
-        staging,
-        journal,
-        active: Default::default(),
     }
 }
 

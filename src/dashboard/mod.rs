@@ -1,5 +1,5 @@
-//! The web dashboard's domain: logins, the browser-request rules, the local sessions and the
-//! targets it may reach. No tide here: the routes are `daemon/routes/dashboard.rs`, the cookie
+//! The web dashboard's domain: logins, the browser-request rules, the overview of the local
+//! sessions (found by `crate::sessions`) and the targets it may reach. No tide here: the routes are `daemon/routes/dashboard.rs`, the cookie
 //! check is in `daemon/guard.rs`, and the files themselves are in `dashboard/` at the root.
 //!
 //! The dashboard is a client of the public API like the CLI: the browser calls `/api/v1/...`
@@ -10,5 +10,4 @@ pub mod assets;
 pub mod auth;
 pub mod origin;
 pub mod overview;
-pub mod sessions;
 pub mod targets;

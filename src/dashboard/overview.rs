@@ -1,14 +1,14 @@
 //! The dashboard's aggregate of this machine: the daemon serving it and every local session,
 //! each asked for its `/api/v1/status` with its own key, all at once, with a short timeout.
 
-use std::path::Path;
 use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::Value;
 
-use super::sessions::{self, LocalSession};
 use super::targets;
+use crate::paths::Paths;
+use crate::sessions::{self, LocalSession};
 
 /// How long a session's status may take before it counts as unreachable.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -32,10 +32,10 @@ pub struct SessionView {
 }
 
 /// Every session of `home` with its status, in name order.
-pub async fn sessions(home: &Path) -> Vec<SessionView> {
+pub async fn sessions(main: &Paths) -> Vec<SessionView> {
     let found = {
-        let home = home.to_path_buf();
-        blocking::unblock(move || sessions::list(&home)).await
+        let main = main.clone();
+        blocking::unblock(move || sessions::local_sessions(&main)).await
     };
     let probes: Vec<smol::Task<SessionView>> = found.into_iter().map(|s| smol::spawn(probe(s))).collect();
     let mut views = Vec::with_capacity(probes.len());
@@ -47,7 +47,7 @@ pub async fn sessions(home: &Path) -> Vec<SessionView> {
 
 async fn probe(session: LocalSession) -> SessionView {
     let mut view = SessionView {
-        name: session.name.clone(),
+        name: session.name.to_string(),
         target: format!("session:{}", session.name),
         hostname: session.hostname(),
         port: session.running.as_ref().map(|r| r.port).or(session.config.as_ref().map(|c| c.server.port)),

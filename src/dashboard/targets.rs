@@ -13,13 +13,13 @@ use crate::config::Config;
 use crate::peers::Peer;
 use crate::tls::Fingerprint;
 
-use super::sessions::{self, LocalSession};
+use crate::sessions::{LocalSession, SessionName};
 
 /// A target named by the browser.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TargetId {
     Local,
-    Session(String),
+    Session(SessionName),
     Peer(String),
 }
 
@@ -29,9 +29,9 @@ impl TargetId {
             return Ok(TargetId::Local);
         }
         if let Some(name) = text.strip_prefix("session:") {
-            return match sessions::valid_name(name) {
-                true => Ok(TargetId::Session(name.to_string())),
-                false => Err(format!("'{name}' is not a session name")),
+            return match SessionName::parse(name) {
+                Ok(name) => Ok(TargetId::Session(name)),
+                Err(_) => Err(format!("'{name}' is not a session name")),
             };
         }
         if let Some(id) = text.strip_prefix("peer:") {
@@ -122,10 +122,10 @@ pub enum Unreachable {
 
 /// How to reach local session `session`.
 pub fn reach_session(session: &LocalSession) -> Result<Reach, Unreachable> {
-    let running = session.running.as_ref().ok_or_else(|| Unreachable::Stopped(session.name.clone()))?;
-    let config = session.config.as_ref().ok_or_else(|| Unreachable::NoConfig(session.name.clone()))?;
+    let running = session.running.as_ref().ok_or_else(|| Unreachable::Stopped(session.name.to_string()))?;
+    let config = session.config.as_ref().ok_or_else(|| Unreachable::NoConfig(session.name.to_string()))?;
     let pin = match running.tls {
-        true => crate::paths::Paths::from_dir(&session.dir).ok().and_then(|p| crate::tls::local_fingerprint(&p)),
+        true => crate::tls::local_fingerprint(&session.paths),
         false => None,
     };
     Ok(Reach { base: running.url.clone(), key: config.auth.api_key.clone(), pin })
@@ -156,6 +156,7 @@ pub fn forwardable(method: &str, path: &str) -> bool {
         ("GET", ["status" | "identity" | "peers"])
             | ("GET", ["context"] | ["context", _])
             | ("PUT" | "DELETE", ["context", _])
+            | ("GET", ["locks"])
             | ("GET", ["messages", "inbox" | "status"])
             | ("POST", ["messages"] | ["messages", "ack"])
             | ("POST", ["execute", "stream"])
@@ -165,7 +166,17 @@ pub fn forwardable(method: &str, path: &str) -> bool {
             | ("GET" | "DELETE", ["ai-tasks", _])
             | ("GET", ["ai-tasks", _, "stream" | "events"])
             | ("POST", ["ai-tasks", _, "approve"])
+            | ("GET" | "POST", ["terminals"])
+            | ("GET" | "DELETE", ["terminals", _])
+            | ("POST", ["terminals", _, "input"])
+            | ("GET", ["terminals", _, "screen" | "attach"])
     )
+}
+
+/// Whether `method path` is a terminal's WebSocket, relayed frame by frame.
+pub fn is_websocket(method: &str, path: &str) -> bool {
+    let segments: Vec<&str> = path.trim_start_matches("/api/v1/").split('/').collect();
+    matches!((method, segments.as_slice()), ("GET", ["terminals", _, "attach"]))
 }
 
 fn decodes_to_dots(segment: &str) -> bool {
@@ -189,7 +200,7 @@ mod tests {
     #[test]
     fn targets_are_named_never_addressed() {
         assert_eq!(TargetId::parse("local"), Ok(TargetId::Local));
-        assert_eq!(TargetId::parse("session:w1"), Ok(TargetId::Session("w1".into())));
+        assert_eq!(TargetId::parse("session:w1"), Ok(TargetId::Session(SessionName::parse("w1").unwrap())));
         let id = "aaaa1111-0000-4000-8000-000000000001";
         assert_eq!(TargetId::parse(&format!("peer:{id}")), Ok(TargetId::Peer(id.into())));
         for bad in ["session:..", "session:a/b", "10.0.0.1:19532", "peer:", "http://evil", ""] {
@@ -214,6 +225,7 @@ mod tests {
             ("GET", "/api/v1/ai-tasks/t1/stream"),
             ("POST", "/api/v1/ai-tasks/t1/approve"),
             ("DELETE", "/api/v1/ai-tasks/t1"),
+            ("GET", "/api/v1/locks"),
         ] {
             assert!(forwardable(method, path), "{method} {path}");
         }
@@ -229,6 +241,8 @@ mod tests {
             ("GET", "/api/v1//status"),
             ("GET", "/status"),
             ("PATCH", "/api/v1/context/k"),
+            ("POST", "/api/v1/locks/db"),
+            ("DELETE", "/api/v1/locks/db"),
             ("DELETE", "/api/v1/messages"),
             ("POST", "/api/v1/messages/inbox"),
         ] {

@@ -71,6 +71,9 @@ pub struct JobEntry {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct JobList {
     pub jobs: Vec<JobEntry>,
+    /// Requests waiting for a place under `execution.maxConcurrent` (not in 1.0.21).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queued: Option<usize>,
 }
 
 /// The answer of `DELETE /execute/:jobId`.
@@ -87,11 +90,18 @@ pub struct CancelResult {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StreamEvent {
+    /// `stdout`, `stderr`, `exit`, `error`, or `gap` (events no longer kept, on a reattach).
     #[serde(rename = "type")]
     pub kind: String,
     pub data: String,
     pub job_id: String,
     pub timestamp: u64,
+    /// The event's number in the job (from 1; the SSE `id` too): reattach after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    /// For `gap`: how many events from `seq` on are missing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub missed: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<Option<i32>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -100,6 +110,8 @@ pub struct StreamEvent {
     pub killed: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timed_out: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancelled: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub truncated: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -114,10 +126,13 @@ impl StreamEvent {
             data,
             job_id: job_id.into(),
             timestamp,
+            seq: None,
+            missed: None,
             exit_code: None,
             signal: None,
             killed: None,
             timed_out: None,
+            cancelled: None,
             truncated: None,
             duration: None,
         }

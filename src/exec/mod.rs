@@ -1,19 +1,23 @@
 //! Remote execution: the one service behind `POST /execute` and `POST /execute/stream`.
 //!
 //! [`Executor::start`] checks a request (fields, loader variables, the deny/allow list, the
-//! concurrency cap), starts the process in its own group and registers it in the job table;
-//! [`Job::run`] then feeds its output to a [`Sink`] (collected for `/execute`, streamed as SSE
-//! for `/execute/stream`) until it ends. On timeout, cancel (`DELETE`) or when the job is dropped
-//! unfinished (a streaming client went away), the whole process group gets SIGTERM and, after a
+//! concurrency cap), starts the process in its own group, registers it in the job table and runs
+//! it in a task of its own: [`Job::run`] feeds its output to the job's [`JobLog`] (numbered
+//! events) until it ends. Clients read the log: `/execute` collects it, `/execute/stream` and the
+//! reattach route stream it from any event number, so a client whose connection dropped reads
+//! on where it stopped. A request with an idempotency key that names a kept job gets that job,
+//! never a second process (`history.rs`). On timeout, cancel (`DELETE`) or when the streaming
+//! client of a job without a key goes away, the whole process group gets SIGTERM and, after a
 //! grace period, SIGKILL. Output is capped per stream and decoded as UTF-8 without splitting
 //! characters. This module knows nothing of HTTP.
 
 pub mod api;
+mod history;
+mod log;
 mod output;
 pub mod policy;
-mod process;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
 use std::os::unix::process::ExitStatusExt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,9 +31,15 @@ use smol::process::{Child, ChildStderr, ChildStdout};
 
 use crate::child_env::{self, Secrets};
 use crate::config::Execution;
+use crate::process;
+pub use crate::process::SpawnError;
+use history::{History, Kept, KeyId, Limits, Lookup};
+pub use log::{Item, JobLog, LogEvent, Numbered, Reader};
 use output::{Cap, Utf8Decoder};
 pub use policy::{Policy, Refusal};
-pub use process::SpawnError;
+
+/// Longest idempotency key, in bytes.
+pub const MAX_KEY_BYTES: usize = 255;
 
 /// Time between SIGTERM and SIGKILL when a job is stopped.
 pub const KILL_GRACE: Duration = Duration::from_secs(2);
@@ -48,6 +58,9 @@ pub struct Spec {
     pub timeout: Option<Duration>,
     /// `X-Loopsy-Node-Id` of the caller, `unknown` without it (1.0.21).
     pub from_node_id: String,
+    /// Who started the job (`owner`, or a peer's `Caller::label`): only they and the owner
+    /// see, read and cancel it.
+    pub scope: String,
     pub streamed: bool,
 }
 
@@ -59,10 +72,53 @@ pub enum ExecError {
     Invalid(String),
     #[error(transparent)]
     Refused(#[from] Refusal),
-    #[error("Max concurrent jobs ({max}) reached")]
-    Busy { max: usize },
+    /// Every place is taken and the queue is full (or `execution.maxQueued` is 0).
+    #[error("Max concurrent jobs ({max}) reached and {queued} requests already wait")]
+    Busy { max: usize, queued: usize },
+    /// The request waited `execution.queueTimeout` in the queue without getting a place.
+    #[error("Max concurrent jobs ({max}) reached; waited {waited_ms} ms in the queue (execution.queueTimeout)")]
+    QueueTimeout { max: usize, waited_ms: u64 },
     #[error(transparent)]
     Spawn(#[from] SpawnError),
+    #[error("Idempotency-Key '{key}' was used for a different request (job {job_id})")]
+    KeyReused { key: String, job_id: String },
+    #[error("Idempotency-Key '{key}' already ran job {job_id} (exit code {}); its output is no longer kept", .exit_code.map_or("unknown".to_string(), |code| code.to_string()))]
+    Expired { key: String, job_id: String, exit_code: Option<i32> },
+}
+
+/// Who asks for a job, and the idempotency key they sent.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    /// Whose the request is (`owner`, or a peer's `Caller::label`): keys are per caller, and
+    /// only this caller (or the owner) may reattach to the job.
+    pub caller: String,
+    pub key: Option<String>,
+}
+
+/// What an idempotency key already names: its job (`Some`), nothing yet (`None`), or an error
+/// (the key was used for another request, or its job is forgotten).
+fn known(history: &History, key: &KeyId, digest: &[u8; 32], attach: Option<u64>) -> Result<Option<Started>, ExecError> {
+    match history.lookup(key, digest) {
+        Lookup::Kept { job_id, log } => {
+            let reader = attach.map(|from| log.attach(from));
+            Ok(Some(Started { job_id, log, reader, existing: true }))
+        }
+        Lookup::Mismatch { job_id } => Err(ExecError::KeyReused { key: key.key.clone(), job_id }),
+        Lookup::Forgotten(forgotten) => {
+            Err(ExecError::Expired { key: key.key.clone(), job_id: forgotten.job_id, exit_code: forgotten.exit_code })
+        }
+        Lookup::Unknown => Ok(None),
+    }
+}
+
+/// A job that runs (or ran) for a request.
+pub struct Started {
+    pub job_id: String,
+    pub log: Arc<JobLog>,
+    /// Attached from the event asked for, before the job could produce anything.
+    pub reader: Option<Reader>,
+    /// The key named a job that already existed: nothing was started.
+    pub existing: bool,
 }
 
 /// One running job as the job table lists it.
@@ -73,6 +129,8 @@ pub struct JobInfo {
     pub args: Vec<String>,
     pub started_at: u64,
     pub from_node_id: String,
+    /// Who started it ([`Spec::scope`]).
+    pub scope: String,
     pub pid: u32,
     pub streamed: bool,
 }
@@ -133,25 +191,45 @@ pub struct Executor {
 struct Inner {
     policy: Policy,
     max_concurrent: usize,
+    max_queued: usize,
+    queue_timeout: Duration,
     default_timeout: Duration,
     max_timeout: Duration,
     /// What the daemon's environment must not pass on to a job.
     secrets: Secrets,
     max_output_bytes: u64,
+    keep_output_bytes: usize,
+    /// A job nobody reads for this long is stopped: its client is gone for good.
+    detached_timeout: Duration,
     table: Mutex<Table>,
+    /// Lock order: `history` before `table`.
+    history: Mutex<History>,
     total: AtomicU64,
 }
 
 #[derive(Default)]
 struct Table {
-    /// Reserved slots: jobs being started plus jobs in `jobs`.
+    /// Reserved slots: jobs being started plus jobs in `jobs`, plus places handed to a waiter
+    /// that has not taken it yet.
     active: usize,
     jobs: HashMap<String, Entry>,
+    /// Requests waiting for a place, first come first served. A place freed while someone
+    /// waits goes straight to the first waiter (`active` does not drop), so a newcomer can never
+    /// overtake the queue.
+    waiting: VecDeque<Waiter>,
+    /// Ticket numbers of waiters.
+    next_ticket: u64,
+}
+
+struct Waiter {
+    ticket: u64,
+    /// Told once when the place is handed over (capacity 1, so the send never blocks).
+    granted: Sender<()>,
 }
 
 struct Entry {
     info: JobInfo,
-    cancel: Sender<()>,
+    cancel: Sender<Stop>,
 }
 
 impl Executor {
@@ -160,18 +238,29 @@ impl Executor {
             inner: Arc::new(Inner {
                 policy: Policy::new(&config.denylist, config.allowlist.as_deref()),
                 max_concurrent: config.max_concurrent as usize,
+                max_queued: config.max_queued as usize,
+                queue_timeout: Duration::from_millis(config.queue_timeout),
                 default_timeout: Duration::from_millis(config.default_timeout),
                 max_timeout: Duration::from_millis(config.max_timeout),
                 secrets,
                 max_output_bytes: config.max_output_bytes,
+                keep_output_bytes: usize::try_from(config.keep_output_bytes).unwrap_or(usize::MAX),
+                detached_timeout: Duration::from_millis(config.detached_timeout),
                 table: Mutex::new(Table::default()),
+                history: Mutex::new(History::new(Limits {
+                    keep_finished: config.keep_finished as usize,
+                    finished_ttl_ms: config.finished_ttl,
+                    total_bytes: usize::try_from(config.keep_output_total).unwrap_or(usize::MAX),
+                })),
                 total: AtomicU64::new(0),
             }),
         }
     }
 
-    /// Checks `spec` and starts it: deny/allow list, then the concurrency cap, then spawn.
-    pub fn start(&self, spec: Spec) -> Result<Job, ExecError> {
+    /// Checks `spec` and starts it (deny/allow list, then a place under the concurrency cap,
+    /// waiting in the queue when all are taken, then spawn), or finds the job its idempotency
+    /// key names. `attach` attaches a reader from that event.
+    pub async fn start(&self, spec: Spec, origin: Origin, attach: Option<u64>) -> Result<Started, ExecError> {
         validate(&spec)?;
         if let Some(timeout) = spec.timeout.filter(|t| *t > self.inner.max_timeout) {
             return Err(ExecError::Invalid(format!(
@@ -180,13 +269,86 @@ impl Executor {
                 self.inner.max_timeout.as_millis()
             )));
         }
+        let digest = digest(&spec);
+        let key = match origin.key {
+            Some(key) => {
+                check_key(&key)?;
+                Some(KeyId { caller: origin.caller.clone(), key })
+            }
+            None => None,
+        };
+        // A retry of a known job needs no place under the cap: answered before the queue.
+        if let Some(key) = &key {
+            let history = self.inner.history.lock().expect("job history lock");
+            if let Some(found) = known(&history, key, &digest, attach)? {
+                return Ok(found);
+            }
+        }
         self.inner.policy.check(&spec.command, &spec.args)?;
-        let slot = self.reserve()?;
+        // No lock is held while waiting for a place.
+        let slot = self.reserve().await?;
+        // Held from the second lookup to the insert for a keyed request, so two retries racing
+        // each other start one process. (Spawning is a fork and exec: this is short.) A request
+        // without a key has nothing to look up and does not hold up others while it spawns.
+        let mut held = None;
+        if let Some(key) = &key {
+            let history = held.insert(self.inner.history.lock().expect("job history lock"));
+            if let Some(found) = known(history, key, &digest, attach)? {
+                return Ok(found); // the place goes back with `slot`
+            }
+        }
+        // A streamed job keeps a window of its output for reattaching clients; a collected one
+        // keeps all of it (bounded by its cap), since its answer is built from the log.
+        let limit = spec.streamed.then_some(self.inner.keep_output_bytes);
+        let job = self.spawn(spec, slot)?;
+        let log = Arc::new(JobLog::new(limit));
+        let reader = attach.map(|from| log.attach(from));
+        let job_id = job.id.clone();
+        let kept = Kept { owner: origin.caller, key, digest, log: log.clone(), finished_at: None, exit_code: None };
+        let mut history = held.unwrap_or_else(|| self.inner.history.lock().expect("job history lock"));
+        history.insert(&job_id, kept);
+        drop(history);
+        // The job ends when its process does, and the daemon kills every process when it stops,
+        // so this task cannot outlive the daemon's work.
+        smol::spawn(self.clone().drive(job, log.clone())).detach();
+        Ok(Started { job_id, log, reader, existing: false })
+    }
+
+    /// Runs `job` to its end, into `log`, then files it as finished. A job that nobody has read
+    /// for `execution.detachedTimeout` (its client dropped and never came back) is stopped.
+    async fn drive(self, job: Job, log: Arc<JobLog>) {
+        let job_id = job.id.clone();
+        let mut sink = LogSink { log: log.clone() };
+        let orphaned = async {
+            log.detached_for(self.inner.detached_timeout).await;
+            self.stop(&job_id, Stop::ReceiverGone);
+            future::pending::<Outcome>().await
+        };
+        let outcome = future::or(job.run(&mut sink), orphaned).await;
+        let exit_code = outcome.shell_code();
+        let now = crate::clock::now_ms();
+        // Filed as finished before anyone hears of the end: a client that got its answer and
+        // sends the next request finds the history (eviction, forgotten keys) up to date.
+        self.inner.history.lock().expect("job history lock").finish(&job_id, Some(exit_code), now);
+        log.finish(outcome, now);
+    }
+
+    /// A reader of job `job_id` from event `from`, for `caller` (its starter) or the owner.
+    /// `None` when there is no such job, or it is not theirs to read.
+    pub fn reattach(&self, job_id: &str, caller: &str, owner: bool, from: u64) -> Option<Reader> {
+        let mut history = self.inner.history.lock().expect("job history lock");
+        history.evict(crate::clock::now_ms());
+        let kept = history.get(job_id).filter(|kept| owner || kept.owner == caller)?;
+        Some(kept.log.attach(from))
+    }
+
+    fn spawn(&self, spec: Spec, slot: Slot<'_>) -> Result<Job, ExecError> {
         // The daemon's environment without its secrets, then what the caller asked for.
         let mut env = child_env::inherited(std::env::vars(), &self.inner.secrets.current());
         env.extend(spec.env.iter().map(|(name, value)| (name.clone(), value.clone())));
-        let launch = process::Launch { command: &spec.command, args: &spec.args, cwd: spec.cwd.as_deref(), env: &env };
-        let mut child = process::spawn(&launch)?;
+        let launch =
+            process::JobLaunch { command: &spec.command, args: &spec.args, cwd: spec.cwd.as_deref(), env: &env };
+        let mut child = process::spawn_job(&launch)?;
         let started = Instant::now();
         let pid = child.id();
         let job_id = crate::random::uuid_v4();
@@ -197,6 +359,7 @@ impl Executor {
             args: spec.args,
             started_at: crate::clock::now_ms(),
             from_node_id: spec.from_node_id,
+            scope: spec.scope,
             pid,
             streamed: spec.streamed,
         };
@@ -219,29 +382,79 @@ impl Executor {
         })
     }
 
-    fn reserve(&self) -> Result<Slot<'_>, ExecError> {
-        let mut table = self.inner.table.lock().expect("job table lock");
-        if table.active >= self.inner.max_concurrent {
-            return Err(ExecError::Busy { max: self.inner.max_concurrent });
+    /// A place under `execution.maxConcurrent`: at once when one is free, else after waiting
+    /// in the FIFO queue (at most `execution.maxQueued` waiters, each at most
+    /// `execution.queueTimeout`).
+    async fn reserve(&self) -> Result<Slot<'_>, ExecError> {
+        let (ticket, granted) = {
+            let mut table = self.inner.table.lock().expect("job table lock");
+            if table.active < self.inner.max_concurrent && table.waiting.is_empty() {
+                table.active += 1;
+                return Ok(Slot { executor: self, kept: false });
+            }
+            if table.waiting.len() >= self.inner.max_queued {
+                return Err(ExecError::Busy { max: self.inner.max_concurrent, queued: table.waiting.len() });
+            }
+            let ticket = table.next_ticket;
+            table.next_ticket += 1;
+            let (sender, receiver) = smol::channel::bounded(1);
+            table.waiting.push_back(Waiter { ticket, granted: sender });
+            (ticket, receiver)
+        };
+        // Dropped unfinished (timeout, or the request's future dropped): leaves the queue, or
+        // passes on a place handed over meanwhile.
+        let mut place = Queued { executor: self, ticket, done: false };
+        let waited = Instant::now();
+        let got = crate::clock::timeout(self.inner.queue_timeout, granted.recv()).await.is_some_and(|r| r.is_ok());
+        if got || place.granted_meanwhile() {
+            place.done = true;
+            return Ok(Slot { executor: self, kept: false });
         }
-        table.active += 1;
-        Ok(Slot { executor: self, kept: false })
+        Err(ExecError::QueueTimeout { max: self.inner.max_concurrent, waited_ms: waited.elapsed().as_millis() as u64 })
     }
 
+    /// Gives up a place: to the first waiter if there is one, else back to the pool.
     fn release(&self, job_id: Option<&str>) {
         let mut table = self.inner.table.lock().expect("job table lock");
         if let Some(job_id) = job_id {
             table.jobs.remove(job_id);
         }
-        table.active -= 1;
+        // The waiter's channel is never full or closed while it is in the queue (it removes
+        // itself under this lock before dropping the receiver), so this hands the place over.
+        match table.waiting.pop_front() {
+            Some(waiter) => {
+                let _ = waiter.granted.try_send(());
+            }
+            None => table.active -= 1,
+        }
+    }
+
+    /// Requests waiting in the queue for a place.
+    pub fn queued(&self) -> usize {
+        self.inner.table.lock().expect("job table lock").waiting.len()
     }
 
     /// Asks a running job to stop; false if there is no such job.
     pub fn cancel(&self, job_id: &str) -> bool {
+        self.stop(job_id, Stop::Cancelled)
+    }
+
+    /// Asks a running job to stop for the caller `scope` (its starter) or the owner; false if
+    /// there is no such job, or it is not theirs.
+    pub fn cancel_for(&self, job_id: &str, scope: &str, owner: bool) -> bool {
+        let theirs = {
+            let table = self.inner.table.lock().expect("job table lock");
+            table.jobs.get(job_id).is_some_and(|entry| owner || entry.info.scope == scope)
+        };
+        theirs && self.cancel(job_id)
+    }
+
+    /// Stops a running job for `reason`; false if there is no such job.
+    pub fn stop(&self, job_id: &str, reason: Stop) -> bool {
         let table = self.inner.table.lock().expect("job table lock");
         match table.jobs.get(job_id) {
             Some(entry) => {
-                let _ = entry.cancel.try_send(()); // full: already asked
+                let _ = entry.cancel.try_send(reason); // full: already asked
                 true
             }
             None => false,
@@ -291,9 +504,79 @@ impl Drop for Slot<'_> {
     }
 }
 
+/// A request's place in the queue while it waits.
+struct Queued<'a> {
+    executor: &'a Executor,
+    ticket: u64,
+    /// The place was taken (it belongs to a `Slot` now).
+    done: bool,
+}
+
+impl Queued<'_> {
+    /// Whether the place was handed over (the waiter is no longer in the queue); if not, takes
+    /// the waiter out so no place goes to it later.
+    fn granted_meanwhile(&mut self) -> bool {
+        let mut table = self.executor.inner.table.lock().expect("job table lock");
+        match table.waiting.iter().position(|w| w.ticket == self.ticket) {
+            Some(at) => {
+                table.waiting.remove(at);
+                self.done = true; // nothing to give back
+                false
+            }
+            None => true,
+        }
+    }
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        if self.granted_meanwhile() {
+            // A place was handed to us, and nobody will use it.
+            self.executor.release(None);
+        }
+    }
+}
+
 /// Loader variables let a caller inject code into every program run (weakness D5).
 fn is_dangerous_env(name: &str) -> bool {
     name.starts_with("LD_") || name.starts_with("DYLD_")
+}
+
+/// An idempotency key: 1 to [`MAX_KEY_BYTES`] visible ASCII characters.
+fn check_key(key: &str) -> Result<(), ExecError> {
+    if key.is_empty() || key.len() > MAX_KEY_BYTES || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ExecError::Invalid(format!(
+            "header 'Idempotency-Key' must be 1 to {MAX_KEY_BYTES} visible ASCII characters"
+        )));
+    }
+    Ok(())
+}
+
+/// What makes two requests the same request: everything that decides what runs.
+fn digest(spec: &Spec) -> [u8; 32] {
+    use sha2::Digest;
+    let timeout = spec.timeout.map(|timeout| timeout.as_millis());
+    let described = serde_json::to_vec(&(&spec.command, &spec.args, &spec.cwd, &spec.env, timeout))
+        .expect("strings and maps serialise");
+    sha2::Sha256::digest(&described).into()
+}
+
+/// Output into a job's log.
+struct LogSink {
+    log: Arc<JobLog>,
+}
+
+impl Sink for LogSink {
+    fn output(&mut self, pipe: Pipe, text: String) -> impl Future<Output = Result<(), Gone>> + Send {
+        let log = self.log.clone();
+        async move {
+            log.push(pipe, text, crate::clock::now_ms()).await;
+            Ok(())
+        }
+    }
 }
 
 fn validate(spec: &Spec) -> Result<(), ExecError> {
@@ -337,7 +620,7 @@ pub struct Job {
     child: Child,
     stdout: ChildStdout,
     stderr: ChildStderr,
-    cancelled: Receiver<()>,
+    cancelled: Receiver<Stop>,
     started: Instant,
     /// `None`: the timeout is too large to matter.
     deadline: Option<Instant>,
@@ -350,13 +633,12 @@ pub struct Job {
 enum Event {
     Read(Pipe, std::io::Result<usize>),
     Deadline,
-    Cancel,
+    Cancel(Stop),
     Kill,
 }
 
 /// One pipe of a running job: its reader, decoder and cap.
 struct PipeState {
-    pipe: Pipe,
     open: bool,
     buf: Vec<u8>,
     cap: Cap,
@@ -364,8 +646,8 @@ struct PipeState {
 }
 
 impl PipeState {
-    fn new(pipe: Pipe, cap: u64) -> PipeState {
-        PipeState { pipe, open: true, buf: vec![0; READ_CHUNK], cap: Cap::new(cap), decoder: Utf8Decoder::default() }
+    fn new(cap: u64) -> PipeState {
+        PipeState { open: true, buf: vec![0; READ_CHUNK], cap: Cap::new(cap), decoder: Utf8Decoder::default() }
     }
 
     /// The text to pass on for a read of `n` bytes (0 = end of stream).
@@ -390,26 +672,42 @@ impl Job {
 
     /// Runs the job to its end, passing output to `sink`.
     pub async fn run(mut self, sink: &mut impl Sink) -> Outcome {
-        let mut out = PipeState::new(Pipe::Stdout, self.cap);
-        let mut err = PipeState::new(Pipe::Stderr, self.cap);
+        let mut out = PipeState::new(self.cap);
+        let mut err = PipeState::new(self.cap);
         let mut stopped: Option<Stop> = None;
         let mut kill_at: Option<Instant> = None;
         let mut sink_gone = false;
         while out.open || err.open {
-            let event = self.next_event(&mut out, &mut err, stopped.is_none(), kill_at).await;
-            let reason = match event {
+            let may_stop = stopped.is_none();
+            let event = match self.next_event(&mut out, &mut err, may_stop, kill_at).await {
                 Event::Read(pipe, result) => {
                     let state = if pipe == Pipe::Stdout { &mut out } else { &mut err };
                     let text = state.text(*result.as_ref().unwrap_or(&0));
-                    if !text.is_empty() && !sink_gone && sink.output(state.pipe, text).await.is_err() {
-                        sink_gone = true;
-                        Some(Stop::ReceiverGone)
-                    } else {
-                        None
+                    if text.is_empty() || sink_gone {
+                        continue;
+                    }
+                    // The sink may make the job wait (a slow reader); stops apply meanwhile. A
+                    // piece of output cut off by a stop is dropped with the job.
+                    let stops = stop_events(
+                        may_stop.then_some(self.deadline).flatten(),
+                        may_stop.then_some(&self.cancelled),
+                        kill_at,
+                    );
+                    match future::or(async { Ok(sink.output(pipe, text).await) }, async { Err(stops.await) }).await {
+                        Ok(Ok(())) => continue,
+                        Ok(Err(Gone)) => {
+                            sink_gone = true;
+                            Event::Cancel(Stop::ReceiverGone)
+                        }
+                        Err(event) => event,
                     }
                 }
+                event => event,
+            };
+            let reason = match event {
+                Event::Read(..) => None,
                 Event::Deadline => Some(Stop::Timeout),
-                Event::Cancel => Some(Stop::Cancelled),
+                Event::Cancel(reason) => Some(reason),
                 Event::Kill => {
                     process::signal_group(self.pgid, libc::SIGKILL);
                     kill_at = None;
@@ -485,10 +783,11 @@ impl Job {
                     *stopped = Some(Stop::Timeout);
                     *kill_at = Some(self.terminate());
                 }
-                Err(_) => {
-                    *stopped = Some(Stop::Cancelled);
+                Err(Event::Cancel(reason)) => {
+                    *stopped = Some(reason);
                     *kill_at = Some(self.terminate());
                 }
+                Err(Event::Read(..)) => unreachable!("stop events are not reads"),
             }
         }
     }
@@ -501,7 +800,7 @@ impl Job {
 }
 
 /// The deadline, a cancel request and the SIGKILL escalation, whichever is enabled and first.
-async fn stop_events(deadline: Option<Instant>, cancelled: Option<&Receiver<()>>, kill_at: Option<Instant>) -> Event {
+async fn stop_events(deadline: Option<Instant>, cancelled: Option<&Receiver<Stop>>, kill_at: Option<Instant>) -> Event {
     let at = |when: Option<Instant>| async move {
         match when {
             Some(when) => {
@@ -516,7 +815,10 @@ async fn stop_events(deadline: Option<Instant>, cancelled: Option<&Receiver<()>>
     };
     let cancel = async {
         match cancelled {
-            Some(receiver) if receiver.recv().await.is_ok() => Event::Cancel,
+            Some(receiver) => match receiver.recv().await {
+                Ok(reason) => Event::Cancel(reason),
+                Err(_) => future::pending().await,
+            },
             _ => future::pending().await,
         }
     };

@@ -58,17 +58,12 @@ async fn run(daemon: Arc<DaemonLocator>) -> anyhow::Result<()> {
     }
     // Answer what is still running, briefly, then stop.
     let pending: Vec<smol::Task<()>> = running.lock().expect("running lock").drain().map(|(_, task)| task).collect();
-    let finish = futures_lite::future::or(
-        async {
-            for task in pending {
-                task.await;
-            }
-        },
-        async {
-            async_io::Timer::after(std::time::Duration::from_secs(5)).await;
-        },
-    );
-    finish.await;
+    let finish = async {
+        for task in pending {
+            task.await;
+        }
+    };
+    crate::clock::timeout(std::time::Duration::from_secs(5), finish).await;
     drop(out);
     writer.await;
     Ok(())

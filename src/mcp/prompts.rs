@@ -28,7 +28,7 @@ loopsy connects this machine to other machines running loopsy on the LAN. Peers 
 ## AI agents on a peer
 - `loopsy_task_dispatch`: start Claude Code, Codex or Gemini CLI on a peer with a prompt.
 - `loopsy_task_status`: a task's state and its latest events, with the permission requests waiting for an answer.
-- `loopsy_task_approve`: allow or deny one of those requests (by its `requestId`).
+- `loopsy_approvals_list`: every permission request waiting for a human, here, in sessions and on peers. Only a human answers them (`loopsy approvals`, the dashboard); no tool approves or denies.
 - `loopsy_task_list`: the tasks of a peer, newest first.
 
 ## Sessions on this machine

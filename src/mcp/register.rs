@@ -63,8 +63,7 @@ impl Agent {
 
     /// The agent's CLI on PATH, if installed.
     pub fn installed(self) -> Option<PathBuf> {
-        let path = std::env::var_os("PATH")?;
-        std::env::split_paths(&path).map(|dir| dir.join(self.binary())).find(|candidate| is_executable(candidate))
+        crate::process::find_program(self.binary(), None, std::env::var_os("PATH").as_deref()).ok()
     }
 
     /// Whether this machine has the agent: its CLI, or its config file.
@@ -151,11 +150,6 @@ fn run_cli(binary: &Path, args: &[String]) -> anyhow::Result<()> {
         String::from_utf8_lossy(&output.stderr).trim()
     );
     Ok(())
-}
-
-fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 fn parse_json(file: &Path, text: &str) -> anyhow::Result<Value> {

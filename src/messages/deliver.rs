@@ -13,8 +13,9 @@ use super::outbox::{Kind, Record};
 use super::{message_put, MessageError, Messages};
 use crate::config::Config;
 use crate::peer::resolve::{base_url, describe, find, key_for, pin_for, Found};
-use crate::peer::{encode_segment, Client, Method};
+use crate::peer::{Client, Method};
 use crate::peers::Peer;
+use crate::percent;
 use crate::shutdown::Shutdown;
 
 /// How the user named `peer` (its name, else its address for a peer added by hand), so asking
@@ -94,9 +95,7 @@ impl Messages {
     }
 
     fn peer_by_learnt_name(&self, peers: &[Peer], name: &str) -> Option<Peer> {
-        let book = self.book();
-        let mut matching =
-            peers.iter().filter(|p| book.name_of(&p.node_id).is_some_and(|n| n.eq_ignore_ascii_case(name)));
+        let mut matching = peers.iter().filter(|p| self.learnt_name(p).is_some_and(|n| n.eq_ignore_ascii_case(name)));
         match (matching.next(), matching.next()) {
             (Some(peer), None) => Some(peer.clone()),
             _ => None,
@@ -115,7 +114,17 @@ impl Messages {
         if !address_only {
             return Some(peer.hostname.clone());
         }
-        self.book().name_of(&peer.node_id).map(String::from)
+        self.learnt_name(peer)
+    }
+
+    /// The name learnt for `peer`: under its node id, or under the id it had while it was only
+    /// an address (a manual entry takes its real node id at its first probe, which may come
+    /// between learning the name and using it).
+    fn learnt_name(&self, peer: &Peer) -> Option<String> {
+        let book = self.book();
+        book.name_of(&peer.node_id)
+            .or_else(|| book.name_of(&crate::peers::manual_id(&peer.address, peer.port)))
+            .map(String::from)
     }
 
     /// Asks the peer's `/status` for its hostname (its messaging name, §6.1) and remembers it.
@@ -195,17 +204,20 @@ impl Messages {
 
     /// Puts the record's keys on the peer. `Ok(Some(name))` when the peer's name was learnt.
     async fn deliver(&self, record: &Record) -> Result<Option<String>, String> {
-        let peer = match self.inner.registry.get(&record.peer) {
+        let registered = self.inner.registry.get(&record.peer).or_else(|| {
+            // A manual entry that learnt its real node id since: the same address and port.
+            self.inner.registry.list().into_iter().find(|p| crate::peers::manual_id(&p.address, p.port) == record.peer)
+        });
+        let peer = match registered {
             Some(peer) => peer,
-            // Its node id changed (a manual entry learnt its real one), or an ack's sender was
-            // not known by name yet.
+            // An ack's sender was not known by name yet.
             None => self.find_sender(&record.spec).await.map_err(|e| e.to_string())?,
         };
         let client = self.client_for(&peer, &record.spec)?;
         let put = |key: String, value: String, ttl: u64| {
             let client = client.clone();
             async move {
-                let path = format!("/api/v1/context/{}", encode_segment(&key));
+                let path = format!("/api/v1/context/{}", percent::encode(&key));
                 client.call::<Value>(Method::Put, &path, Some(&json!({"value": value, "ttl": ttl}))).await.map(drop)
             }
         };
@@ -292,23 +304,10 @@ impl Messages {
                 attempts.push(smol::spawn(async move { this.run_attempt(record).await }));
             }
             let wait = next.map_or(SWEEP_EVERY, |at| Duration::from_millis(at.saturating_sub(now))).min(SWEEP_EVERY);
-            let stop = futures_lite::future::or(
-                async {
-                    shutdown.wait().await;
-                    true
-                },
-                futures_lite::future::or(
-                    async {
-                        let _ = self.inner.wake.1.recv().await;
-                        false
-                    },
-                    async {
-                        async_io::Timer::after(wait).await;
-                        false
-                    },
-                ),
-            )
-            .await;
+            let woken = async {
+                let _ = self.inner.wake.1.recv().await;
+            };
+            let stop = shutdown.until(crate::clock::timeout(wait, woken)).await.is_none();
             if stop {
                 return;
             }

@@ -4,9 +4,11 @@
 //! [`ClientError`] that says which daemon failed and how.
 
 pub mod resolve;
+pub mod retry;
 pub mod sse;
 pub mod transfer;
 mod transport;
+pub mod websocket;
 
 pub use transport::Trust;
 
@@ -48,6 +50,10 @@ pub struct Client {
     base: String,
     key: Option<String>,
     timeout: Duration,
+    /// Sent with every request (an `Idempotency-Key`).
+    headers: Vec<(String, String)>,
+    /// How the daemon is trusted (the WebSocket opens its own connection with it).
+    trust: Trust,
     /// The largest answer body read (`call`, `forward`); a longer one is an error.
     body_limit: usize,
 }
@@ -95,10 +101,12 @@ impl Client {
 
     fn with_trust(base: String, key: Option<String>, trust: Trust) -> Client {
         Client {
-            http: surf::Client::with_http_client(transport::Transport::new(trust)),
+            http: surf::Client::with_http_client(transport::Transport::new(trust.clone())),
             base,
             key,
             timeout: Duration::from_secs(30),
+            headers: Vec::new(),
+            trust,
             body_limit: BODY_LIMIT,
         }
     }
@@ -120,6 +128,13 @@ impl Client {
         self
     }
 
+    /// This client, sending `name: value` with every request as well.
+    pub fn with_header(mut self, name: &str, value: &str) -> Client {
+        self.headers.retain(|(existing, _)| !existing.eq_ignore_ascii_case(name));
+        self.headers.push((name.to_string(), value.to_string()));
+        self
+    }
+
     /// Caps answer bodies at `limit` bytes (health probes of announced addresses take little).
     pub fn with_body_limit(mut self, limit: usize) -> Client {
         self.body_limit = limit;
@@ -128,6 +143,16 @@ impl Client {
 
     pub fn base(&self) -> &str {
         &self.base
+    }
+
+    /// `exchange`, or [`ClientError::Timeout`] once the client's timeout passed.
+    async fn timed<T>(
+        &self,
+        exchange: impl std::future::Future<Output = Result<T, ClientError>>,
+    ) -> Result<T, ClientError> {
+        crate::clock::timeout(self.timeout, exchange)
+            .await
+            .unwrap_or_else(|| Err(ClientError::Timeout { url: self.base.clone(), after: self.timeout }))
     }
 
     /// `GET path`, decoded from JSON.
@@ -149,11 +174,7 @@ impl Client {
             let bytes = read_body(&mut response, self.body_limit, &url).await?;
             Ok::<_, ClientError>((response.status(), bytes))
         };
-        let timeout = async {
-            async_io::Timer::after(self.timeout).await;
-            Err(ClientError::Timeout { url: self.base.clone(), after: self.timeout })
-        };
-        let (status, bytes) = futures_lite::future::or(exchange, timeout).await?;
+        let (status, bytes) = self.timed(exchange).await?;
         if !status.is_success() {
             return Err(remote_error(status as u16, &bytes));
         }
@@ -178,6 +199,9 @@ impl Client {
         let mut request = self.http.request(method, url);
         if let Some(key) = &self.key {
             request = request.header("Authorization", format!("Bearer {key}"));
+        }
+        for (name, value) in &self.headers {
+            request = request.header(name.as_str(), value.as_str());
         }
         if let Some(body) = body {
             // Content-Type only with a body: 1.0.21 daemons reject an empty JSON body.
@@ -205,11 +229,7 @@ impl Client {
             let bytes = read_body(&mut response, self.body_limit, &url).await?;
             Ok::<_, ClientError>((response.status() as u16, bytes))
         };
-        let timeout = async {
-            async_io::Timer::after(self.timeout).await;
-            Err(ClientError::Timeout { url: self.base.clone(), after: self.timeout })
-        };
-        futures_lite::future::or(exchange, timeout).await
+        self.timed(exchange).await
     }
 
     /// `method path` answered by an event stream; `last_event_id` resumes a stream that has ids.
@@ -227,19 +247,11 @@ impl Client {
             request = request.header("Last-Event-ID", id);
         }
         let exchange = async { request.await.map_err(|e| transport_error(&self.base, e.to_string())) };
-        let timeout = async {
-            async_io::Timer::after(self.timeout).await;
-            Err(ClientError::Timeout { url: self.base.clone(), after: self.timeout })
-        };
-        let mut response = futures_lite::future::or(exchange, timeout).await?;
+        let mut response = self.timed(exchange).await?;
         let status = response.status();
         if !status.is_success() {
             let read = read_body(&mut response, ERROR_BODY_LIMIT, &url);
-            let timeout = async {
-                async_io::Timer::after(self.timeout).await;
-                Err(ClientError::Timeout { url: self.base.clone(), after: self.timeout })
-            };
-            let bytes = futures_lite::future::or(read, timeout).await?;
+            let bytes = self.timed(read).await?;
             return Err(remote_error(status as u16, &bytes));
         }
         Ok(sse::EventStream::new(response, self.base.clone(), SSE_IDLE_LIMIT))
@@ -249,6 +261,9 @@ impl Client {
         let mut request = self.http.request(method, url);
         if let Some(key) = &self.key {
             request = request.header("Authorization", format!("Bearer {key}"));
+        }
+        for (name, value) in &self.headers {
+            request = request.header(name.as_str(), value.as_str());
         }
         match body {
             // Content-Type only with a body: 1.0.21 daemons reject an empty JSON body.
@@ -284,28 +299,14 @@ fn decode_error(url: &str, e: impl std::fmt::Display) -> ClientError {
     ClientError::Decode { url: url.to_string(), reason: e.to_string() }
 }
 
-/// Percent-encodes one path segment (a context key, a node id): everything but the unreserved
-/// characters, so `:` and `/` travel inside the segment as 1.0.21 expects.
 /// The URL path of the context entry `key`. A key named `watch` is spelled `%77atch`: the path
 /// `/api/v1/context/watch` is the watch stream (see `daemon/routes/context.rs`).
 pub fn context_path(key: &str) -> String {
-    match encode_segment(key).as_str() {
+    match crate::percent::encode(key).as_str() {
         "watch" => "/api/v1/context/%77atch".to_string(),
         segment => format!("/api/v1/context/{segment}"),
     }
 }
-
-pub fn encode_segment(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => out.push(byte as char),
-            _ => out.push_str(&format!("%{byte:02X}")),
-        }
-    }
-    out
-}
-
 fn transport_error(base: &str, reason: String) -> ClientError {
     match reason.strip_prefix(transport::TLS_ERROR) {
         Some(tls) => ClientError::Tls { url: base.to_string(), reason: tls.to_string() },
@@ -334,14 +335,6 @@ fn remote_error(status: u16, body: &[u8]) -> ClientError {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn segments_are_percent_encoded() {
-        assert_eq!(encode_segment("inbox:bob:1"), "inbox%3Abob%3A1");
-        assert_eq!(encode_segment("a/b c"), "a%2Fb%20c");
-        assert_eq!(encode_segment("ok-._~9"), "ok-._~9");
-        assert_eq!(encode_segment("✓"), "%E2%9C%93");
-    }
 
     #[test]
     fn every_error_family_yields_a_message() {

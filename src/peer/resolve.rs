@@ -172,6 +172,15 @@ pub fn split_address(spec: &str) -> Result<(String, Option<u16>), String> {
     Ok((host, port))
 }
 
+/// Whether `base` is a URL the HTTP client can join paths to: some host names that look valid
+/// (punycode labels that do not decode, `xn--…`) fail IDNA, and the client would panic on them.
+pub fn check_base_url(base: &str) -> Result<(), String> {
+    surf::Url::parse(base)
+        .and_then(|url| url.join("/api/v1/health"))
+        .map(drop)
+        .map_err(|e| format!("'{base}' is not a usable address: {e}"))
+}
+
 /// The base URL of `host:port`, bracketing IPv6 literals.
 pub fn base_url(host: &str, port: u16) -> String {
     if host.contains(':') {
@@ -258,6 +267,7 @@ fn resolve_with(paths: &Paths, config: &Config, spec: &str, choice: Key<'_>) -> 
             }
             // Only an IP or a host name becomes a URL (the HTTP client panics on some other hosts).
             let host = crate::peers::check_address("peer", &host).map_err(|e| anyhow::anyhow!("unknown peer {e}"))?;
+            check_base_url(&base_url(&host, port)).map_err(|e| anyhow::anyhow!("unknown peer {e}"))?;
             let label = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
             if !config.tls.allow_insecure_peers {
                 anyhow::bail!(
@@ -272,6 +282,13 @@ fn resolve_with(paths: &Paths, config: &Config, spec: &str, choice: Key<'_>) -> 
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_host_name_that_fails_idna_is_an_error_not_a_panic() {
+        assert!(super::check_base_url("http://127.0.0.1:19532").is_ok());
+        assert!(super::check_base_url("http://bob.lan:19532").is_ok());
+        assert!(super::check_base_url("http://xn--zz:19532").is_err());
+    }
+
     use super::*;
 
     #[track_caller]

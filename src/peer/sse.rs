@@ -51,10 +51,20 @@ impl EventStream {
         EventStream { response, url, idle_limit }
     }
 
+    /// A header of the response that opened the stream.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.response.header(name).map(|values| values.last().as_str().to_string())
+    }
+
     /// How long the stream may stay silent (heartbeats count) before it is taken as lost.
     pub fn with_idle_limit(mut self, idle_limit: Duration) -> EventStream {
         self.idle_limit = idle_limit;
         self
+    }
+
+    /// Like [`EventStream::with_idle_limit`], on a stream in use.
+    pub fn set_idle_limit(&mut self, idle_limit: Duration) {
+        self.idle_limit = idle_limit;
     }
 
     /// The next event; `None` when the daemon ended the stream.
@@ -63,11 +73,7 @@ impl EventStream {
         loop {
             let mut line = String::new();
             let mut capped = (&mut self.response).take(LINE_LIMIT as u64 + 1);
-            let read = futures_lite::future::or(async { Some(capped.read_line(&mut line).await) }, async {
-                async_io::Timer::after(self.idle_limit).await;
-                None
-            })
-            .await;
+            let read = crate::clock::timeout(self.idle_limit, capped.read_line(&mut line)).await;
             let read = match read {
                 None => return Err(ClientError::Timeout { url: self.url.clone(), after: self.idle_limit }),
                 Some(read) => {

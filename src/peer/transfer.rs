@@ -169,7 +169,7 @@ impl Client {
 
     /// How much of an upload arrived; `None` when the daemon cannot resume (1.0.21).
     async fn upload_status(&self, dest_path: &str, upload_id: &str) -> Result<Option<UploadStatus>, ClientError> {
-        let path = format!("/api/v1/transfer/uploads/{upload_id}?destPath={}", percent_encode(dest_path));
+        let path = format!("/api/v1/transfer/uploads/{upload_id}?destPath={}", crate::percent::encode(dest_path));
         match self.get::<UploadStatus>(&path).await {
             Ok(status) => Ok(Some(status)),
             Err(ClientError::Remote { status: 404, .. }) => Ok(None),
@@ -309,11 +309,7 @@ impl Client {
         let mut attempts = 0;
         loop {
             let head = async { self.http.send(request().build()).await.map_err(|e| self.unreachable(e)) };
-            let timeout = async {
-                async_io::Timer::after(self.timeout).await;
-                Err(ClientError::Timeout { url: self.base.clone(), after: self.timeout })
-            };
-            let response = futures_lite::future::or(head, timeout).await?;
+            let response = self.timed(head).await?;
             if response.status() as u16 != 429 || attempts == RATE_LIMIT_RETRIES {
                 return Ok(response);
             }
@@ -425,19 +421,6 @@ fn finish_part(file: File, part: &Path, dest: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Percent-encodes everything but unreserved characters (for a query value).
-fn percent_encode(text: &str) -> String {
-    let mut out = String::new();
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
-}
-
 /// The multipart body of a push: text fields and the file part's head, the file from `offset`
 /// (hashed as it is read), then a `sha256` field with the digest of the whole file.
 struct UploadBody {
@@ -539,11 +522,6 @@ impl AsyncRead for UploadBody {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn query_values_are_percent_encoded() {
-        assert_eq!(percent_encode("/a b/c&d=é"), "%2Fa%20b%2Fc%26d%3D%C3%A9");
-    }
 
     #[test]
     fn the_upload_body_has_the_announced_length_and_ends_with_the_digest() {

@@ -46,51 +46,52 @@ impl Transport {
     }
 }
 
+/// A connection to a daemon: plain TCP, or TLS checked against the pin.
+pub trait Duplex: futures_lite::AsyncRead + futures_lite::AsyncWrite + Send + Sync + Unpin {}
+impl<T: futures_lite::AsyncRead + futures_lite::AsyncWrite + Send + Sync + Unpin> Duplex for T {}
+
+/// Opens a connection to `url`'s host and port as `trust` allows (the HTTP requests and the
+/// WebSocket share it).
+pub async fn connect(url: &http_client::http_types::Url, trust: &Trust) -> Result<Box<dyn Duplex>, Error> {
+    let host = url.host_str().ok_or_else(|| Error::from_str(400, format!("no host in {url}")))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+    let port = url.port_or_known_default().unwrap_or(80);
+    let stream = async_net::TcpStream::connect((host.as_str(), port)).await?;
+    stream.set_nodelay(true)?;
+    let tls_config = match (url.scheme(), trust) {
+        ("https" | "wss", Trust::Pinned(pin)) => crate::tls::client_config(pin),
+        ("https" | "wss", Trust::PairingOnly) => crate::tls::client_config_for_pairing(),
+        ("http" | "ws", Trust::Plain | Trust::PairingOnly) => return Ok(Box::new(stream)),
+        ("https" | "wss", Trust::Plain) => {
+            return Err(Error::from_str(
+                400,
+                format!("{TLS_ERROR}no pinned certificate for {host}:{port}; pair with it first"),
+            ))
+        }
+        ("http" | "ws", Trust::Pinned(_)) => {
+            return Err(Error::from_str(
+                400,
+                format!("{TLS_ERROR}{host}:{port} is pinned and must be reached over https"),
+            ))
+        }
+        (scheme, _) => return Err(Error::from_str(400, format!("unsupported scheme '{scheme}' in {url}"))),
+    };
+    match crate::clock::timeout(HANDSHAKE_TIMEOUT, crate::tls::connect(tls_config, &host, stream)).await {
+        Some(Ok(tls)) => Ok(Box::new(tls)),
+        Some(Err(e)) => Err(Error::from_str(502, format!("{TLS_ERROR}{e}"))),
+        None => {
+            let message = format!("{TLS_ERROR}no TLS handshake from {host}:{port} (does it serve plain HTTP?)");
+            Err(Error::from_str(504, message))
+        }
+    }
+}
+
 #[async_trait::async_trait]
 impl HttpClient for Transport {
     async fn send(&self, mut req: Request) -> Result<Response, Error> {
-        let url = req.url().clone();
-        let host = url.host_str().ok_or_else(|| Error::from_str(400, format!("no host in {url}")))?;
-        let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
-        let port = url.port_or_known_default().unwrap_or(80);
-        let stream = async_net::TcpStream::connect((host.as_str(), port)).await?;
-        stream.set_nodelay(true)?;
+        let stream = connect(req.url(), &self.trust).await?;
         req.insert_header("connection", "close");
-        let tls_config = match (url.scheme(), &self.trust) {
-            ("https", Trust::Pinned(pin)) => crate::tls::client_config(pin),
-            ("https", Trust::PairingOnly) => crate::tls::client_config_for_pairing(),
-            ("http", Trust::Plain | Trust::PairingOnly) => {
-                return async_h1::connect(HeadLimited::new(stream), req).await;
-            }
-            ("https", Trust::Plain) => {
-                return Err(Error::from_str(
-                    400,
-                    format!("{TLS_ERROR}no pinned certificate for {host}:{port}; pair with it first"),
-                ))
-            }
-            ("http", Trust::Pinned(_)) => {
-                return Err(Error::from_str(
-                    400,
-                    format!("{TLS_ERROR}{host}:{port} is pinned and must be reached over https"),
-                ))
-            }
-            (scheme, _) => return Err(Error::from_str(400, format!("unsupported scheme '{scheme}' in {url}"))),
-        };
-        let connector = futures_rustls::TlsConnector::from(tls_config);
-        let handshake = async { Some(connector.connect(crate::tls::server_name(&host), stream).await) };
-        let timeout = async {
-            async_io::Timer::after(HANDSHAKE_TIMEOUT).await;
-            None
-        };
-        let tls = match futures_lite::future::or(handshake, timeout).await {
-            Some(Ok(tls)) => tls,
-            Some(Err(e)) => return Err(Error::from_str(502, format!("{TLS_ERROR}{e}"))),
-            None => {
-                let message = format!("{TLS_ERROR}no TLS handshake from {host}:{port} (does it serve plain HTTP?)");
-                return Err(Error::from_str(504, message));
-            }
-        };
-        async_h1::connect(HeadLimited::new(tls), req).await
+        async_h1::connect(HeadLimited::new(stream), req).await
     }
 
     fn set_config(&mut self, config: Config) -> Result<(), Error> {

@@ -4,7 +4,10 @@
 //! first probe at once), and probes run as separate tasks, so a slow or unreachable peer never
 //! delays another and a peer is never probed twice at the same time. Three failures make a peer
 //! offline; offline peers keep being probed with a doubling back-off (at most 8 intervals) and
-//! come back by themselves. A probe succeeds only if the answer carries the node id the entry
+//! come back by themselves. An online peer that keeps answering the same way is probed less
+//! often too (the interval doubles after each unchanged answer, up to 8 intervals), so an idle
+//! fleet of sessions on one machine does not keep its cores busy probing itself; a failure, a
+//! change or a nudge (`ProbeNow`, `Goodbye`) brings it back to every interval. A probe succeeds only if the answer carries the node id the entry
 //! is about: another node at that address is another peer.
 //!
 //! mDNS announcements (and handshakes) arrive here as [`Nudge::Candidate`]s and enter the
@@ -68,16 +71,15 @@ pub fn probe_timeout(interval: Duration) -> Duration {
     (interval * 3 / 4).clamp(Duration::from_millis(100), Duration::from_secs(5))
 }
 
-/// How long after a probe started the next one is due.
-pub fn next_delay(interval: Duration, status: PeerStatus, failure_count: u32) -> Duration {
-    let factor = match status {
-        PeerStatus::Offline => {
-            let doublings = failure_count.saturating_sub(super::FAILURES_BEFORE_OFFLINE).min(3);
-            (1u32 << doublings).min(MAX_BACKOFF)
-        }
-        _ => 1,
+/// How long after a probe started the next one is due; `steady` counts the answers in a row
+/// that found an online peer unchanged.
+pub fn next_delay(interval: Duration, status: PeerStatus, failure_count: u32, steady: u32) -> Duration {
+    let doublings = match status {
+        PeerStatus::Offline => failure_count.saturating_sub(super::FAILURES_BEFORE_OFFLINE),
+        PeerStatus::Online => steady,
+        _ => 0,
     };
-    jitter(interval * factor)
+    jitter(interval * (1u32 << doublings.min(3)).min(MAX_BACKOFF))
 }
 
 /// ±10 %.
@@ -92,6 +94,8 @@ struct Schedule {
     next: Instant,
     in_flight: bool,
     goodbye: bool,
+    /// Answers in a row that found the peer online and unchanged.
+    steady: u32,
 }
 
 enum Job {
@@ -109,7 +113,14 @@ enum Wake {
 /// Runs until shutdown.
 pub async fn run(registry: Registry, interval: Duration, nudges: Receiver<Nudge>, shutdown: Shutdown) {
     let timeout = probe_timeout(interval);
-    let tick = (interval / 10).clamp(Duration::from_millis(20), Duration::from_millis(500));
+    // The loop sleeps until the next probe is due (a nudge or a finished probe wakes it
+    // earlier), at least this long, and at most one interval (new registry entries come with a
+    // nudge; this catches any that do not).
+    let min_sleep = Duration::from_millis(20);
+    // A new entry is first probed this long after it appears, as when the loop woke on a fixed
+    // tick: messaging records the name it learns under the entry's id, which that first probe
+    // may change (a `manual-…` entry takes the node id it answers with).
+    let first_probe = (interval / 10).clamp(min_sleep, Duration::from_millis(500));
     let (done_tx, done_rx) = smol::channel::unbounded::<(Job, ProbeOutcome)>();
     let mut schedules: HashMap<String, Schedule> = HashMap::new();
     let mut candidates: HashMap<String, Instant> = HashMap::new();
@@ -121,9 +132,10 @@ pub async fn run(registry: Registry, interval: Duration, nudges: Receiver<Nudge>
         schedules.retain(|id, _| peers.iter().any(|p| &p.node_id == id));
         for peer in &peers {
             let schedule = schedules.entry(peer.node_id.clone()).or_insert_with(|| Schedule {
-                next: now + jitter(Duration::from_millis(20)),
+                next: now + first_probe,
                 in_flight: false,
                 goodbye: false,
+                steady: 0,
             });
             if schedule.in_flight || schedule.next > now || tasks.len() >= MAX_IN_FLIGHT {
                 continue;
@@ -134,13 +146,16 @@ pub async fn run(registry: Registry, interval: Duration, nudges: Receiver<Nudge>
             tasks.push(spawn_probe(job, peer.address.clone(), peer.port, pin, timeout, done_tx.clone()));
         }
 
+        let now = Instant::now();
+        let due = schedules.values().filter(|s| !s.in_flight).map(|s| s.next.saturating_duration_since(now)).min();
+        let sleep = due.unwrap_or(interval).clamp(min_sleep, interval.max(min_sleep));
         let wake = futures_lite::future::or(
             async { nudges.recv().await.map(Wake::Nudge).unwrap_or(Wake::Stop) },
             futures_lite::future::or(
                 async { done_rx.recv().await.map(|(job, outcome)| Wake::Done(job, outcome)).unwrap_or(Wake::Stop) },
                 futures_lite::future::or(
                     async {
-                        async_io::Timer::after(tick).await;
+                        async_io::Timer::after(sleep).await;
                         Wake::Tick
                     },
                     async {
@@ -157,6 +172,7 @@ pub async fn run(registry: Registry, interval: Duration, nudges: Receiver<Nudge>
             Wake::Nudge(Nudge::ProbeNow(id)) => {
                 if let Some(s) = schedules.get_mut(&id) {
                     s.next = Instant::now();
+                    s.steady = 0;
                 }
             }
             Wake::Nudge(Nudge::Goodbye(id)) => {
@@ -164,6 +180,7 @@ pub async fn run(registry: Registry, interval: Duration, nudges: Receiver<Nudge>
                     log::info!("peer {id} said goodbye; checking it now");
                     s.next = Instant::now();
                     s.goodbye = true;
+                    s.steady = 0;
                 }
             }
             Wake::Nudge(Nudge::Candidate(announced, via)) => {
@@ -182,13 +199,26 @@ pub async fn run(registry: Registry, interval: Duration, nudges: Receiver<Nudge>
             }
             Wake::Done(Job::Entry { node_id, started }, outcome) => {
                 let goodbye = schedules.get(&node_id).is_some_and(|s| s.goodbye);
+                let before = registry.get(&node_id);
                 let Some(id) = registry.record_probe(&node_id, &outcome, goodbye) else { continue };
                 let Some(peer) = registry.get(&id) else { continue };
-                let mut schedule =
-                    schedules.remove(&node_id).unwrap_or(Schedule { next: started, in_flight: false, goodbye: false });
+                let mut schedule = schedules.remove(&node_id).unwrap_or(Schedule {
+                    next: started,
+                    in_flight: false,
+                    goodbye: false,
+                    steady: 0,
+                });
                 schedule.in_flight = false;
                 schedule.goodbye = false;
-                schedule.next = started + next_delay(interval, peer.status, peer.failure_count);
+                let unchanged = before.is_some_and(|before| {
+                    id == node_id
+                        && before.status == PeerStatus::Online
+                        && peer.status == PeerStatus::Online
+                        && before.version == peer.version
+                        && before.is_at(&peer.address, peer.port)
+                });
+                schedule.steady = if unchanged { schedule.steady.saturating_add(1) } else { 0 };
+                schedule.next = started + next_delay(interval, peer.status, peer.failure_count, schedule.steady);
                 schedules.insert(id, schedule);
             }
             Wake::Done(Job::Candidate(announced, via), outcome) => {
@@ -198,9 +228,10 @@ pub async fn run(registry: Registry, interval: Duration, nudges: Receiver<Nudge>
                         schedules.insert(
                             peer.node_id,
                             Schedule {
-                                next: Instant::now() + next_delay(interval, PeerStatus::Online, 0),
+                                next: Instant::now() + next_delay(interval, PeerStatus::Online, 0, 0),
                                 in_flight: false,
                                 goodbye: false,
+                                steady: 0,
                             },
                         );
                     }
@@ -291,13 +322,24 @@ mod tests {
     fn offline_peers_back_off_up_to_eight_intervals() {
         let i = Duration::from_secs(10);
         let within = |d: Duration, base: Duration| d >= base.mul_f64(0.9) && d <= base.mul_f64(1.1);
-        assert!(within(next_delay(i, PeerStatus::Online, 0), i));
-        assert!(within(next_delay(i, PeerStatus::Unknown, 2), i));
-        assert!(within(next_delay(i, PeerStatus::Offline, 3), i));
-        assert!(within(next_delay(i, PeerStatus::Offline, 4), i * 2));
-        assert!(within(next_delay(i, PeerStatus::Offline, 5), i * 4));
-        assert!(within(next_delay(i, PeerStatus::Offline, 6), i * 8));
-        assert!(within(next_delay(i, PeerStatus::Offline, 600), i * 8));
+        assert!(within(next_delay(i, PeerStatus::Online, 0, 0), i));
+        assert!(within(next_delay(i, PeerStatus::Unknown, 2, 0), i));
+        assert!(within(next_delay(i, PeerStatus::Offline, 3, 0), i));
+        assert!(within(next_delay(i, PeerStatus::Offline, 4, 0), i * 2));
+        assert!(within(next_delay(i, PeerStatus::Offline, 5, 0), i * 4));
+        assert!(within(next_delay(i, PeerStatus::Offline, 6, 0), i * 8));
+        assert!(within(next_delay(i, PeerStatus::Offline, 600, 0), i * 8));
+    }
+
+    #[test]
+    fn steady_online_peers_back_off_up_to_eight_intervals_and_others_do_not() {
+        let i = Duration::from_secs(10);
+        let within = |d: Duration, base: Duration| d >= base.mul_f64(0.9) && d <= base.mul_f64(1.1);
+        assert!(within(next_delay(i, PeerStatus::Online, 0, 1), i * 2));
+        assert!(within(next_delay(i, PeerStatus::Online, 0, 2), i * 4));
+        assert!(within(next_delay(i, PeerStatus::Online, 0, 3), i * 8));
+        assert!(within(next_delay(i, PeerStatus::Online, 0, 1000), i * 8));
+        assert!(within(next_delay(i, PeerStatus::Unknown, 1, 5), i), "a failing peer is checked every interval");
     }
 
     #[test]

@@ -412,11 +412,7 @@ impl Registry {
     /// Saves after each burst of changes until shutdown, then once more.
     pub async fn run_saver(self, shutdown: Shutdown) {
         loop {
-            let woke = futures_lite::future::or(async { self.inner.changed_rx.recv().await.is_ok() }, async {
-                shutdown.wait().await;
-                false
-            })
-            .await;
+            let woke = shutdown.until(self.inner.changed_rx.recv()).await.is_some_and(|r| r.is_ok());
             if !woke {
                 break;
             }

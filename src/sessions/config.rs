@@ -5,9 +5,8 @@
 //! switch, non-loopback manual peers) is merged back from its previous file rather than wiped,
 //! which 1.0.21 did.
 
+use std::collections::BTreeMap;
 use std::path::Path;
-
-use serde_yaml::Value;
 
 use crate::config::{Config, ManualPeer};
 
@@ -25,7 +24,7 @@ pub struct SessionConfig<'a> {
 
 impl SessionConfig<'_> {
     /// The session's configuration, merged with `previous` (its last `config.yaml`, if any).
-    pub fn render(&self, previous: Option<&Value>) -> Value {
+    pub fn render(&self, previous: Option<&Config>) -> Config {
         let mut config = self.main.clone();
         config.server.port = self.port;
         config.server.hostname = Some(self.hostname.clone());
@@ -40,34 +39,30 @@ impl SessionConfig<'_> {
         let mut peers = self.peers.clone();
         peers.extend(self.main.discovery.manual_peers.iter().filter(|p| !is_loopback(&p.address)).cloned());
         config.discovery.manual_peers = peers;
-        let mut doc = serde_yaml::to_value(&config).expect("config serialises");
         if let Some(previous) = previous {
-            merge_local(&mut doc, previous);
+            merge_local(&mut config, previous);
         }
-        doc
+        config
     }
 }
 
-/// Keeps the session-local additions of `previous` that the generated `doc` lacks.
-fn merge_local(doc: &mut Value, previous: &Value) {
-    for (section, field) in [("auth", "allowedKeys"), ("auth", "peerKeys"), ("tls", "pinnedCerts")] {
-        let Some(old) = previous[section][field].as_mapping() else { continue };
+/// Keeps the session-local additions of `previous` that the generated `config` lacks.
+fn merge_local(config: &mut Config, previous: &Config) {
+    let keep = |generated: &mut BTreeMap<String, String>, old: &BTreeMap<String, String>| {
         for (name, value) in old {
-            let Some(name) = name.as_str() else { continue };
-            if doc[section][field].get(name).is_none() {
-                crate::config::set_path(doc, &[section, field, name], value.clone());
-            }
+            generated.entry(name.clone()).or_insert_with(|| value.clone());
         }
+    };
+    keep(&mut config.auth.allowed_keys, &previous.auth.allowed_keys);
+    keep(&mut config.auth.peer_keys, &previous.auth.peer_keys);
+    keep(&mut config.tls.pinned_certs, &previous.tls.pinned_certs);
+    if previous.tls.enabled {
+        config.tls.enabled = true;
     }
-    if previous["tls"]["enabled"].as_bool() == Some(true) {
-        doc["tls"]["enabled"] = Value::Bool(true);
-    }
-    let Some(old_peers) = previous["discovery"]["manualPeers"].as_sequence() else { return };
-    let Some(peers) = doc["discovery"]["manualPeers"].as_sequence_mut() else { return };
-    for old in old_peers {
-        let address = old["address"].as_str().unwrap_or_default();
-        let present = peers.iter().any(|p| p["address"] == old["address"] && p["port"] == old["port"]);
-        if !address.is_empty() && !is_loopback(address) && !present {
+    let peers = &mut config.discovery.manual_peers;
+    for old in &previous.discovery.manual_peers {
+        let present = peers.iter().any(|p| p.address == old.address && p.port == old.port);
+        if !old.address.is_empty() && !is_loopback(&old.address) && !present {
             peers.push(old.clone());
         }
     }
@@ -113,8 +108,8 @@ mod tests {
     #[test]
     fn a_fresh_session_copies_keys_and_host_and_turns_discovery_off() {
         let main = main_config();
-        let doc = session(&main).render(None);
-        let config = Config::parse(&serde_yaml::to_string(&doc).unwrap()).unwrap();
+        let config = session(&main).render(None);
+        assert_eq!(Config::parse(&config.to_yaml()).unwrap(), config, "valid");
         assert_eq!(config.server.port, 19533);
         assert_eq!(config.server.host, "127.0.0.1");
         assert_eq!(config.server.hostname.as_deref(), Some("box-w1"));
@@ -131,15 +126,15 @@ mod tests {
     #[test]
     fn session_local_pairings_survive_a_restart() {
         let main = main_config();
-        let previous: Value = serde_yaml::from_str(&format!(
+        let previous = Config::parse(&format!(
             "auth: {{apiKey: old-key-0123456789abcdef, allowedKeys: {{carol: carol-key-0123456789abcdef, bob: stale-0123456789abcdef}}, peerKeys: {{carol: to-carol-0123456789abcdef}}}}\n\
              tls: {{enabled: true, pinnedCerts: {{carol: '{}'}}}}\n\
              discovery: {{manualPeers: [{{address: 10.0.0.7, port: 19532, name: carol}}, {{address: 127.0.0.1, port: 19999}}]}}\n",
             "a".repeat(64)
         ))
         .unwrap();
-        let doc = session(&main).render(Some(&previous));
-        let config = Config::parse(&serde_yaml::to_string(&doc).unwrap()).unwrap();
+        let config = session(&main).render(Some(&previous));
+        assert_eq!(Config::parse(&config.to_yaml()).unwrap(), config, "valid");
         assert_eq!(config.auth.api_key, KEY, "the key follows the main config");
         assert_eq!(config.auth.allowed_keys["carol"], "carol-key-0123456789abcdef");
         assert_eq!(config.auth.allowed_keys["bob"], "bob-key-0123456789abcdef", "main wins for shared names");

@@ -10,6 +10,7 @@
 //! `logs/daemon.log`); this module does not serve HTTP.
 
 mod config;
+mod local;
 mod name;
 mod ports;
 
@@ -23,6 +24,7 @@ use anyhow::{bail, Context};
 use serde::Serialize;
 use serde_json::json;
 
+pub use local::{local_session, local_sessions, LocalSession};
 pub use name::{natural_cmp, SessionName, MAIN};
 
 use crate::config::{Config, ManualPeer};
@@ -219,9 +221,8 @@ impl Sessions {
         if let Daemon::Running(info) = instance::probe(&self.main)? {
             taken.insert(info.port);
         }
-        let previous: Option<serde_yaml::Value> =
-            std::fs::read_to_string(paths.config_file()).ok().and_then(|text| serde_yaml::from_str(&text).ok());
-        let mut preferred = previous.as_ref().and_then(|doc| doc["server"]["port"].as_u64()).map(|p| p as u16);
+        let previous = Config::read_unchecked(paths);
+        let mut preferred = previous.as_ref().map(|config| config.server.port);
         let base = self.base_port.unwrap_or(main.sessions.base_port);
         let loopback = loopback_address(host);
         let mut peers = vec![];
@@ -253,7 +254,7 @@ impl Sessions {
                 port,
                 peers: peers.clone(),
             };
-            write_config(paths, &generated.render(previous.as_ref()))?;
+            crate::config::replace(paths, &generated.render(previous.as_ref()))?;
             match self.spawn(paths) {
                 Ok(()) => return Ok(()),
                 Err(e) if attempt < 2 && !ports::bindable(host, port) => {
@@ -367,7 +368,7 @@ impl Sessions {
         if let (Some(node_id), Ok(main)) = (node_id, Config::load(&self.main)) {
             let mut daemons = vec![self.main.clone()];
             daemons.extend(self.scan()?.into_iter().filter(|(_, s)| s.status == Status::Running).map(|(p, _)| p));
-            let path = format!("/api/v1/peers/{}", crate::peer::encode_segment(&node_id));
+            let path = format!("/api/v1/peers/{}", crate::percent::encode(&node_id));
             for paths in daemons {
                 if let Ok(client) = Client::local(&paths, &main.auth.api_key) {
                     let client = client.with_timeout(PEER_CALL_TIMEOUT);
@@ -388,13 +389,9 @@ impl Sessions {
 
 /// The state of a session directory, from its lock, runtime file and config.
 fn describe(name: &SessionName, paths: &Paths) -> Session {
-    let config: Option<serde_yaml::Value> =
-        std::fs::read_to_string(paths.config_file()).ok().and_then(|text| serde_yaml::from_str(&text).ok());
-    let config_port = config.as_ref().and_then(|c| c["server"]["port"].as_u64()).unwrap_or(0) as u16;
-    let hostname = config
-        .as_ref()
-        .and_then(|c| c["server"]["hostname"].as_str().map(String::from))
-        .unwrap_or_else(|| name.to_string());
+    let config = Config::read_unchecked(paths);
+    let config_port = config.as_ref().map_or(0, |c| c.server.port);
+    let hostname = config.and_then(|c| c.server.hostname).unwrap_or_else(|| name.to_string());
     let (status, pid, port) = observe(paths, config_port);
     Session { name: name.to_string(), port, hostname, pid, status, data_dir: paths.home().display().to_string() }
 }
@@ -436,13 +433,6 @@ fn loopback_address(host: IpAddr) -> String {
         IpAddr::V6(v6) if v6.is_unspecified() => "::1".into(),
         other => other.to_string(),
     }
-}
-
-fn write_config(paths: &Paths, doc: &serde_yaml::Value) -> anyhow::Result<()> {
-    let _lock = FileLock::exclusive(&paths.config_lock())?;
-    let text = serde_yaml::to_string(doc).context("serialising the session config")?;
-    Config::parse(&text).map_err(|e| anyhow::anyhow!("generated an invalid session config: {e}"))?;
-    crate::durable::write(&paths.config_file(), text.as_bytes(), crate::durable::Mode::Secret)
 }
 
 /// The directory a session would use, for messages (validated like every other use).

@@ -9,8 +9,9 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 pub const MAX_VALUE_BYTES: usize = 1024 * 1024;
 /// Largest key, in bytes of UTF-8. 1.0.21's router silently 404'd keys over 100 characters.
 pub const MAX_KEY_BYTES: usize = 1024;
-/// Most live entries a store holds.
-pub const MAX_ENTRIES: usize = 1000;
+/// Most live entries a store holds unless `context.maxEntries` says otherwise (1.0.21: 1000,
+/// a cap it needed because it rewrote the whole file on every write).
+pub const DEFAULT_MAX_ENTRIES: usize = 100_000;
 /// Longest TTL, in seconds (about 317 years): keeps `expiresAt` exact in a JavaScript number.
 pub const MAX_TTL_SECS: f64 = 1e10;
 

@@ -1,10 +1,10 @@
-//! `context.journal`: the append-only log of puts and deletes since the last snapshot.
+//! Append-only journals of checksummed records, and `context.journal`'s records.
 //!
 //! Each record is a frame: payload length (u32, little endian), CRC-32 (IEEE) of the payload
-//! (u32, little endian), then the payload, a JSON object:
-//! `{"op":"base","format":1,"revision":N}` (first record after a compaction: the store's
-//! revision when the snapshot was taken), `{"op":"put","entry":{...}}` or
-//! `{"op":"delete","key":"...","revision":N}`.
+//! (u32, little endian), then the payload, a JSON object. [`Journal`] is generic over the record
+//! type, so every durable table of the daemon (the context store, the lock table) shares this
+//! framing, its damage handling and its compaction by atomic replacement. Every record type is
+//! tagged by `op`, first (`#[serde(tag = "op")]`): that is how damage is told from a torn tail.
 //! Reading stops at the first frame that is short or fails its checksum. When no intact frame
 //! follows it, that is a write torn by a crash (only the last append can be), and the file is cut
 //! back to the last good frame before anything is appended. When an intact frame does follow,
@@ -12,67 +12,93 @@
 //! do, and the file is left exactly as it is (replaying the part before the damage and
 //! compacting would silently drop every acknowledged write after it, and erase the evidence).
 //! This file only frames and reads; when to write, sync and compact is `writer.rs`'s business.
+//!
+//! `context.journal` holds [`Record`]s: `{"op":"base","format":1,"revision":N}` (first record
+//! after a compaction: the store's revision when the snapshot was taken),
+//! `{"op":"put","entry":{...}}` or `{"op":"delete","key":"...","revision":N}`.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufReader, Read, Write};
+use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::entry::{Change, Entry};
 use crate::durable::{self, Mode};
 
-/// Version of the record format, written in every base record.
-const FORMAT: u32 = 1;
+/// Version of the context record format, written in every base record.
+pub const FORMAT: u32 = 1;
 /// A frame claiming to be larger than this is garbage (the largest real one is a 1 MiB value
 /// with JSON escaping).
 const MAX_FRAME: u32 = 64 * 1024 * 1024;
+/// Where every payload starts: the record's tag comes first (`#[serde(tag)]`), and inside a JSON
+/// string a quote is always escaped, so these bytes appear nowhere else in a journal.
+const PAYLOAD_START: &[u8] = b"{\"op\":\"";
 
-#[derive(Debug, Serialize, Deserialize)]
+/// A record of `context.journal`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "lowercase")]
-enum Record {
+pub enum Record {
     Base { format: u32, revision: u64 },
     Put { entry: Entry },
     Delete { key: String, revision: u64 },
 }
 
+impl Record {
+    /// The journal record of a change; `None` for an expiry (derived from the TTL again when
+    /// replaying).
+    pub fn of(change: &Change) -> Option<Record> {
+        match change {
+            Change::Put(entry) => Some(Record::Put { entry: entry.clone() }),
+            Change::Delete { key, revision } => Some(Record::Delete { key: key.clone(), revision: *revision }),
+            Change::Expire { .. } => None,
+        }
+    }
+}
+
+impl super::writer::Sequenced for Record {
+    fn revision(&self) -> u64 {
+        match self {
+            Record::Base { revision, .. } | Record::Delete { revision, .. } => *revision,
+            Record::Put { entry } => entry.revision,
+        }
+    }
+}
+
 /// What reading an existing journal found.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Replay {
-    /// The store revision recorded by the last compaction (0 if none).
-    pub base: u64,
     pub records: usize,
     /// Bytes cut off the end: a torn or corrupt tail.
     pub dropped_bytes: u64,
 }
 
-/// Where every payload starts: the record's tag comes first (`#[serde(tag)]`), and inside a JSON
-/// string a quote is always escaped, so these bytes appear nowhere else in a journal.
-const PAYLOAD_START: &[u8] = b"{\"op\":\"";
-
 /// The open journal, positioned at its end.
 #[derive(Debug)]
-pub struct Journal {
+pub struct Journal<R> {
     path: PathBuf,
     file: File,
     bytes: u64,
+    records: PhantomData<fn(R) -> R>,
 }
 
-impl Journal {
-    /// Reads the journal at `path` (creating it if missing), feeding every intact change to
-    /// `apply` in order, and cuts off a torn tail.
-    pub fn open(path: &Path, mut apply: impl FnMut(Change)) -> anyhow::Result<(Journal, Replay)> {
+impl<R: Serialize + DeserializeOwned> Journal<R> {
+    /// Reads the journal at `path` (creating it if missing), feeding every intact record to
+    /// `apply` in order, and cuts off a torn tail. An error from `apply` stops the reading.
+    pub fn open(path: &Path, mut apply: impl FnMut(R) -> anyhow::Result<()>) -> anyhow::Result<(Journal<R>, Replay)> {
         let file = open_append(path)?;
         let mut replay = Replay::default();
         let mut reader = BufReader::with_capacity(256 * 1024, &file);
         let mut good: u64 = 0;
         loop {
-            let (record, frame_len) = match read_frame(&mut reader)? {
+            let (record, frame_len) = match read_frame::<R>(&mut reader)? {
                 Frame::Intact(record, frame_len) => (record, frame_len),
                 Frame::End => break,
                 Frame::Damaged => {
-                    check_damage_is_a_torn_tail(&file, path, good)?;
+                    check_damage_is_a_torn_tail::<R>(&file, path, good)?;
                     break;
                 }
                 Frame::Unreadable(len) => anyhow::bail!(
@@ -83,18 +109,7 @@ impl Journal {
             };
             good += frame_len;
             replay.records += 1;
-            match record {
-                Record::Base { format, revision } => {
-                    anyhow::ensure!(
-                        format == FORMAT,
-                        "{} has record format {format}; this loopsy reads format {FORMAT}",
-                        path.display()
-                    );
-                    replay.base = replay.base.max(revision);
-                }
-                Record::Put { entry } => apply(Change::Put(entry)),
-                Record::Delete { key, revision } => apply(Change::Delete { key, revision }),
-            }
+            apply(record).with_context(|| format!("replaying {}", path.display()))?;
         }
         let total = file.metadata().with_context(|| format!("reading {}", path.display()))?.len();
         if total > good {
@@ -102,7 +117,7 @@ impl Journal {
             file.set_len(good).with_context(|| format!("truncating the torn tail of {}", path.display()))?;
             file.sync_all().with_context(|| format!("syncing {}", path.display()))?;
         }
-        Ok((Journal { path: path.to_path_buf(), file, bytes: good }, replay))
+        Ok((Journal { path: path.to_path_buf(), file, bytes: good, records: PhantomData }, replay))
     }
 
     /// Size of the journal in bytes.
@@ -110,16 +125,11 @@ impl Journal {
         self.bytes
     }
 
-    /// Appends the puts and deletes among `changes` and syncs them to disk.
-    pub fn append(&mut self, changes: &[Change]) -> io::Result<()> {
+    /// Appends `records` and syncs them to disk.
+    pub fn append(&mut self, records: &[R]) -> io::Result<()> {
         let mut buffer = Vec::new();
-        for change in changes {
-            let record = match change {
-                Change::Put(entry) => Record::Put { entry: entry.clone() },
-                Change::Delete { key, revision } => Record::Delete { key: key.clone(), revision: *revision },
-                Change::Expire { .. } => continue, // Derived from the TTL again when replaying.
-            };
-            encode(&record, &mut buffer);
+        for record in records {
+            encode(record, &mut buffer);
         }
         if buffer.is_empty() {
             return Ok(());
@@ -130,10 +140,12 @@ impl Journal {
         Ok(())
     }
 
-    /// Replaces the journal by one holding only a base record (after a snapshot at `revision`).
-    pub fn reset(&mut self, revision: u64) -> anyhow::Result<()> {
+    /// Replaces the journal, atomically, by one holding only `records` (a compaction).
+    pub fn reset(&mut self, records: &[R]) -> anyhow::Result<()> {
         let mut buffer = Vec::new();
-        encode(&Record::Base { format: FORMAT, revision }, &mut buffer);
+        for record in records {
+            encode(record, &mut buffer);
+        }
         durable::write(&self.path, &buffer, Mode::Secret)?;
         self.file = open_append(&self.path)?;
         self.bytes = buffer.len() as u64;
@@ -149,7 +161,7 @@ fn open_append(path: &Path) -> anyhow::Result<File> {
     options.open(path).with_context(|| format!("opening {}", path.display()))
 }
 
-fn encode(record: &Record, buffer: &mut Vec<u8>) {
+fn encode<R: Serialize>(record: &R, buffer: &mut Vec<u8>) {
     let payload = serde_json::to_vec(record).expect("journal records serialise");
     buffer.extend_from_slice(&(payload.len() as u32).to_le_bytes());
     buffer.extend_from_slice(&crc32(&payload).to_le_bytes());
@@ -157,9 +169,9 @@ fn encode(record: &Record, buffer: &mut Vec<u8>) {
 }
 
 /// What the next bytes of a journal hold.
-enum Frame {
+enum Frame<R> {
     /// A record and the length of its frame on disk.
-    Intact(Record, u64),
+    Intact(R, u64),
     /// The end of the file, between frames.
     End,
     /// A frame that is short, too long, empty or fails its checksum.
@@ -168,7 +180,7 @@ enum Frame {
     Unreadable(u32),
 }
 
-fn read_frame(reader: &mut impl Read) -> anyhow::Result<Frame> {
+fn read_frame<R: DeserializeOwned>(reader: &mut impl Read) -> anyhow::Result<Frame<R>> {
     let mut head = [0u8; 8];
     match read_some(reader, &mut head)? {
         0 => return Ok(Frame::End),
@@ -198,24 +210,25 @@ fn split_head(head: &[u8; 8]) -> (u32, u32) {
 
 /// The journal has a damaged frame at byte `at`: fine if it is the torn end of the last append,
 /// an error if an intact frame follows it anywhere (damage in the middle).
-fn check_damage_is_a_torn_tail(file: &File, path: &Path, at: u64) -> anyhow::Result<()> {
+fn check_damage_is_a_torn_tail<R: DeserializeOwned>(file: &File, path: &Path, at: u64) -> anyhow::Result<()> {
     let total = file.metadata().with_context(|| format!("reading {}", path.display()))?.len();
-    let Some(next) = intact_frame_after(file, at, total).with_context(|| format!("reading {}", path.display()))? else {
+    let Some(next) = intact_frame_after::<R>(file, at, total).with_context(|| format!("reading {}", path.display()))?
+    else {
         return Ok(());
     };
     anyhow::bail!(
         "{path} is damaged in the middle: the frame at byte {at} is corrupt, yet an intact one follows at byte \
          {next}, so this is not a write cut short by a crash. The file was left as it is and the daemon does not \
          start, because the changes after the damage would be lost. Keep a copy of it; then either cut it at the \
-         damage to keep the changes before it (`truncate -s {at} {path}`), or move it aside to start from \
-         context.json alone",
+         damage to keep the changes before it (`truncate -s {at} {path}`), or move it aside to start without \
+         the changes it holds",
         path = path.display()
     )
 }
 
 /// The offset of the first intact frame that starts after `from`, if any: every place where a
 /// payload could start is tried (the frame length at `from` may itself be what is damaged).
-fn intact_frame_after(file: &File, from: u64, total: u64) -> io::Result<Option<u64>> {
+fn intact_frame_after<R: DeserializeOwned>(file: &File, from: u64, total: u64) -> io::Result<Option<u64>> {
     const CHUNK: usize = 1 << 20;
     let mut buffer = vec![0u8; CHUNK + PAYLOAD_START.len()];
     // Payloads of frames starting at `from + 1` or later.
@@ -224,7 +237,7 @@ fn intact_frame_after(file: &File, from: u64, total: u64) -> io::Result<Option<u
         let want = ((total - at) as usize).min(buffer.len());
         let n = read_at_full(file, &mut buffer[..want], at)?;
         for (i, window) in buffer[..n].windows(PAYLOAD_START.len()).enumerate() {
-            if window == PAYLOAD_START && frame_at(file, at + i as u64 - 8, total)? {
+            if window == PAYLOAD_START && frame_at::<R>(file, at + i as u64 - 8, total)? {
                 return Ok(Some(at + i as u64 - 8));
             }
         }
@@ -238,7 +251,7 @@ fn intact_frame_after(file: &File, from: u64, total: u64) -> io::Result<Option<u
 }
 
 /// Whether an intact, readable frame starts at `start`.
-fn frame_at(file: &File, start: u64, total: u64) -> io::Result<bool> {
+fn frame_at<R: DeserializeOwned>(file: &File, start: u64, total: u64) -> io::Result<bool> {
     let mut head = [0u8; 8];
     if read_at_full(file, &mut head, start)? < 8 {
         return Ok(false);
@@ -251,7 +264,7 @@ fn frame_at(file: &File, start: u64, total: u64) -> io::Result<bool> {
     if read_at_full(file, &mut payload, start + 8)? < payload.len() {
         return Ok(false);
     }
-    Ok(crc32(&payload) == checksum && serde_json::from_slice::<Record>(&payload).is_ok())
+    Ok(crc32(&payload) == checksum && serde_json::from_slice::<R>(&payload).is_ok())
 }
 
 fn read_at_full(file: &File, buffer: &mut [u8], offset: u64) -> io::Result<usize> {
@@ -276,7 +289,7 @@ fn read_some(reader: &mut impl Read, buffer: &mut [u8]) -> anyhow::Result<usize>
             Ok(0) => break,
             Ok(n) => filled += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e).context("reading the context journal"),
+            Err(e) => return Err(e).context("reading a journal"),
         }
     }
     Ok(filled)
@@ -325,10 +338,18 @@ mod tests {
         }
     }
 
-    fn read_back(path: &Path) -> (Vec<Change>, Replay) {
-        let mut changes = Vec::new();
-        let (_, replay) = Journal::open(path, |change| changes.push(change)).unwrap();
-        (changes, replay)
+    fn put(key: &str, revision: u64) -> Record {
+        Record::Put { entry: entry(key, revision) }
+    }
+
+    fn read_back(path: &Path) -> (Vec<Record>, Replay) {
+        let mut records = Vec::new();
+        let (_, replay) = Journal::open(path, |record| {
+            records.push(record);
+            Ok(())
+        })
+        .unwrap();
+        (records, replay)
     }
 
     #[test]
@@ -338,52 +359,66 @@ mod tests {
     }
 
     #[test]
-    fn records_survive_a_reopen_and_a_reset_keeps_only_the_base() {
+    fn records_survive_a_reopen_and_a_reset_keeps_only_what_it_is_given() {
         let path = temp_path("context.journal");
-        let written = vec![Change::Put(entry("a", 1)), Change::Delete { key: "a".into(), revision: 2 }];
-        let (mut journal, _) = Journal::open(&path, |_| {}).unwrap();
+        let written = vec![put("a", 1), Record::Delete { key: "a".into(), revision: 2 }];
+        let (mut journal, _) = Journal::open(&path, |_: Record| Ok(())).unwrap();
         journal.append(&written).unwrap();
-        journal.append(&[Change::Expire { key: "x".into(), revision: 1 }]).unwrap();
-        let (changes, replay) = read_back(&path);
-        assert_eq!(changes, written, "expiry is not journalled");
-        assert_eq!(replay, Replay { base: 0, records: 2, dropped_bytes: 0 });
+        let (records, replay) = read_back(&path);
+        assert_eq!(records, written);
+        assert_eq!(replay, Replay { records: 2, dropped_bytes: 0 });
 
-        journal.reset(2).unwrap();
-        journal.append(&[Change::Put(entry("b", 3))]).unwrap();
-        let (changes, replay) = read_back(&path);
-        assert_eq!(changes, vec![Change::Put(entry("b", 3))]);
-        assert_eq!((replay.base, replay.records), (2, 2));
+        journal.reset(&[Record::Base { format: FORMAT, revision: 2 }]).unwrap();
+        journal.append(&[put("b", 3)]).unwrap();
+        let (records, replay) = read_back(&path);
+        assert_eq!(records, vec![Record::Base { format: FORMAT, revision: 2 }, put("b", 3)]);
+        assert_eq!(replay.records, 2);
+    }
+
+    #[test]
+    fn the_record_of_an_expiry_is_none() {
+        assert_eq!(Record::of(&Change::Expire { key: "x".into(), revision: 1 }), None);
+        assert_eq!(Record::of(&Change::Put(entry("a", 1))), Some(put("a", 1)));
+    }
+
+    #[test]
+    fn an_error_while_replaying_stops_the_open() {
+        let path = temp_path("context.journal");
+        let (mut journal, _) = Journal::open(&path, |_: Record| Ok(())).unwrap();
+        journal.append(&[put("a", 1)]).unwrap();
+        let error = Journal::open(&path, |_: Record| anyhow::bail!("format 9")).unwrap_err();
+        assert!(format!("{error:#}").contains("format 9"), "{error:#}");
     }
 
     #[test]
     fn a_torn_or_corrupt_tail_is_cut_off_and_appending_continues() {
         let path = temp_path("context.journal");
-        let (mut journal, _) = Journal::open(&path, |_| {}).unwrap();
-        journal.append(&[Change::Put(entry("a", 1)), Change::Put(entry("b", 2))]).unwrap();
+        let (mut journal, _) = Journal::open(&path, |_: Record| Ok(())).unwrap();
+        journal.append(&[put("a", 1), put("b", 2)]).unwrap();
         let full = std::fs::read(&path).unwrap();
         for cut in [1, 7, 20] {
             std::fs::write(&path, &full[..full.len() - cut]).unwrap();
-            let (changes, replay) = read_back(&path);
-            assert_eq!(changes, vec![Change::Put(entry("a", 1))], "cut {cut}");
+            let (records, replay) = read_back(&path);
+            assert_eq!(records, vec![put("a", 1)], "cut {cut}");
             assert_eq!(replay.dropped_bytes, (full.len() - cut) as u64 - std::fs::metadata(&path).unwrap().len());
         }
         let mut flipped = full.clone();
         *flipped.last_mut().unwrap() ^= 0x20;
         std::fs::write(&path, &flipped).unwrap();
-        let (mut journal, replay) = Journal::open(&path, |_| {}).unwrap();
+        let (mut journal, replay) = Journal::open(&path, |_: Record| Ok(())).unwrap();
         assert!(replay.dropped_bytes > 0);
-        journal.append(&[Change::Put(entry("c", 3))]).unwrap();
+        journal.append(&[put("c", 3)]).unwrap();
         let keys: Vec<_> = replay_keys(&path);
         assert_eq!(keys, ["a", "c"]);
     }
 
     /// A journal of three puts; returns its bytes and where each frame starts.
     fn three_frames(path: &Path) -> (Vec<u8>, Vec<usize>) {
-        let (mut journal, _) = Journal::open(path, |_| {}).unwrap();
+        let (mut journal, _) = Journal::open(path, |_: Record| Ok(())).unwrap();
         let mut starts = Vec::new();
         for (i, key) in ["a", "b", "c"].iter().enumerate() {
             starts.push(journal.bytes() as usize);
-            journal.append(&[Change::Put(entry(key, i as u64 + 1))]).unwrap();
+            journal.append(&[put(key, i as u64 + 1)]).unwrap();
         }
         (std::fs::read(path).unwrap(), starts)
     }
@@ -405,7 +440,12 @@ mod tests {
             }
             std::fs::write(&path, &bytes).unwrap();
             let mut applied = Vec::new();
-            let error = Journal::open(&path, |c| applied.push(c)).unwrap_err().to_string();
+            let error = Journal::open(&path, |record: Record| {
+                applied.push(record);
+                Ok(())
+            })
+            .unwrap_err()
+            .to_string();
             assert!(error.contains("damaged in the middle") && error.contains("truncate -s"), "{what}: {error}");
             assert_eq!(std::fs::read(&path).unwrap(), bytes, "{what}: the file is left exactly as it was");
         }
@@ -413,7 +453,7 @@ mod tests {
         let mut bytes = full.clone();
         bytes[starts[1] + 12] ^= 0x01;
         std::fs::write(&path, &bytes).unwrap();
-        let error = Journal::open(&path, |_| {}).unwrap_err().to_string();
+        let error = Journal::open(&path, |_: Record| Ok(())).unwrap_err().to_string();
         assert!(
             error.contains(&format!("byte {}", starts[1])) && error.contains(&format!("byte {}", starts[2])),
             "{error}"
@@ -449,12 +489,19 @@ mod tests {
         bytes.extend_from_slice(&crc32(payload).to_le_bytes());
         bytes.extend_from_slice(payload);
         std::fs::write(&path, &bytes).unwrap();
-        let error = Journal::open(&path, |_| {}).unwrap_err().to_string();
+        let error = Journal::open(&path, |_: Record| Ok(())).unwrap_err().to_string();
         assert!(error.contains("not one this loopsy reads"), "{error}");
         assert_eq!(std::fs::read(&path).unwrap(), bytes);
     }
 
     fn replay_keys(path: &Path) -> Vec<String> {
-        read_back(path).0.iter().map(|change| change.key().to_string()).collect()
+        read_back(path)
+            .0
+            .iter()
+            .filter_map(|record| match record {
+                Record::Put { entry } => Some(entry.key.clone()),
+                _ => None,
+            })
+            .collect()
     }
 }

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use super::entry::{Change, Entry, Ttl, MAX_ENTRIES, MAX_KEY_BYTES, MAX_VALUE_BYTES};
+use super::entry::{Change, Entry, Ttl, DEFAULT_MAX_ENTRIES, MAX_KEY_BYTES, MAX_VALUE_BYTES};
 use super::StoreError;
 
 /// A write as the client asked for it.
@@ -18,7 +18,7 @@ pub struct Put {
     pub from_node_id: String,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ContextMap {
     // Invariant: `entries` and `order` hold the same keys; `position` is the key's place in
     // `order`, taken when the key was first inserted and kept across overwrites.
@@ -27,6 +27,14 @@ pub struct ContextMap {
     next_position: u64,
     /// The highest revision ever given out (also by deletes): the next write takes one more.
     revision: u64,
+    /// New keys are refused while this many entries are live.
+    max_entries: usize,
+}
+
+impl Default for ContextMap {
+    fn default() -> ContextMap {
+        ContextMap::with_max_entries(DEFAULT_MAX_ENTRIES)
+    }
 }
 
 #[derive(Debug)]
@@ -44,6 +52,10 @@ pub fn check_key(key: &str) -> Result<(), StoreError> {
 }
 
 impl ContextMap {
+    pub fn with_max_entries(max_entries: usize) -> ContextMap {
+        ContextMap { entries: HashMap::new(), order: BTreeMap::new(), next_position: 0, revision: 0, max_entries }
+    }
+
     pub fn revision(&self) -> u64 {
         self.revision
     }
@@ -64,10 +76,10 @@ impl ContextMap {
         if let Some(expected) = put.if_revision.filter(|expected| *expected != current_revision) {
             return Err(StoreError::RevisionConflict { key: key.into(), current: current_revision, expected });
         }
-        if current.is_none() && self.entries.len() >= MAX_ENTRIES {
+        if current.is_none() && self.entries.len() >= self.max_entries {
             changes.extend(self.sweep(now));
-            if self.entries.len() >= MAX_ENTRIES {
-                return Err(StoreError::TooManyEntries);
+            if self.entries.len() >= self.max_entries {
+                return Err(StoreError::TooManyEntries { max: self.max_entries });
             }
         }
         self.revision += 1;
@@ -265,16 +277,18 @@ mod tests {
 
     #[test]
     fn the_entry_limit_counts_only_live_entries() {
-        let mut map = ContextMap::default();
+        let mut map = ContextMap::with_max_entries(1000);
         map.put("dying", with_ttl("x", 10), 0).unwrap();
-        for i in 1..MAX_ENTRIES {
+        for i in 1..1000 {
             map.put(&format!("k{i}"), put("x"), 0).unwrap();
         }
-        assert!(matches!(map.put("new", put("x"), 5), Err(StoreError::TooManyEntries)));
+        let err = map.put("new", put("x"), 5).unwrap_err();
+        assert!(matches!(err, StoreError::TooManyEntries { max: 1000 }));
+        assert_eq!(err.to_string(), "Max context entries (1000) reached", "1.0.21's message");
         map.put("k1", put("overwrite is fine"), 5).unwrap();
         let (_, changes) = map.put("new", put("x"), 10).unwrap();
         assert_eq!(changes.len(), 2, "the sweep that made room is reported: {changes:?}");
-        assert!(matches!(map.put("newer", put("x"), 10), Err(StoreError::TooManyEntries)));
+        assert!(matches!(map.put("newer", put("x"), 10), Err(StoreError::TooManyEntries { .. })));
     }
 
     #[test]

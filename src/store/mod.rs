@@ -36,12 +36,13 @@
 //! wait for that sync.
 
 mod entry;
-mod journal;
+pub(crate) mod journal;
 mod map;
 mod snapshot;
 mod watch;
-mod writer;
+pub(crate) mod writer;
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -49,12 +50,13 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-pub use entry::{Change, Entry, Ttl, MAX_ENTRIES, MAX_KEY_BYTES, MAX_TTL_SECS, MAX_VALUE_BYTES};
+pub use entry::{Change, Entry, Ttl, DEFAULT_MAX_ENTRIES, MAX_KEY_BYTES, MAX_TTL_SECS, MAX_VALUE_BYTES};
+use journal::{Journal, Record};
 use map::ContextMap;
 pub use map::{check_key, Put};
 pub use watch::BUFFER as WATCH_BUFFER;
 use watch::{Feed, Watchers};
-use writer::{Message, Watermark, Writer};
+use writer::{Message, Owner, Watermark, Writer};
 
 use crate::paths::Paths;
 
@@ -70,8 +72,8 @@ pub enum StoreError {
     BadKey { len: usize },
     #[error("Value exceeds max size of {MAX_VALUE_BYTES} bytes (it has {len})")]
     ValueTooLarge { len: usize },
-    #[error("Max context entries ({MAX_ENTRIES}) reached")]
-    TooManyEntries,
+    #[error("Max context entries ({max}) reached")]
+    TooManyEntries { max: usize },
     #[error("Revision conflict on key '{key}': its current revision is {current}, ifRevision was {expected}")]
     RevisionConflict { key: String, current: u64, expected: u64 },
     #[error("{0}")]
@@ -86,7 +88,7 @@ pub struct Store {
 
 struct Inner {
     shared: Arc<Mutex<Shared>>,
-    queue: mpsc::Sender<Message>,
+    queue: mpsc::Sender<Message<Record>>,
     watermark: Arc<Watermark>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Wakes the sweeper when an entry is written that expires before its next round.
@@ -101,23 +103,66 @@ pub(crate) struct Shared {
     watchers: Watchers,
 }
 
+/// The context store's files, as the journal writer compacts them: `context.json` and the
+/// journal's base record.
+struct ContextFiles {
+    shared: Arc<Mutex<Shared>>,
+    snapshot_path: PathBuf,
+}
+
+impl Owner for ContextFiles {
+    type Record = Record;
+    type Image = (Vec<Entry>, u64);
+    const NAME: &'static str = "context";
+
+    fn capture(&self, drain: &mut dyn FnMut()) -> Self::Image {
+        let shared = self.shared.lock().expect("store lock");
+        drain();
+        (shared.map.entries(), shared.map.revision())
+    }
+
+    fn compact(&mut self, journal: &mut Journal<Record>, (entries, revision): Self::Image) -> anyhow::Result<u64> {
+        let now = crate::clock::now_ms();
+        let live: Vec<Entry> = entries.into_iter().filter(|entry| !entry.is_expired(now)).collect();
+        let bytes = snapshot::write(&self.snapshot_path, &live)?;
+        journal.reset(&[Record::Base { format: journal::FORMAT, revision }])?;
+        Ok(bytes)
+    }
+}
+
 impl Store {
     /// Loads the store of `paths` (importing a 1.0.21 `context.json`) and starts its writer.
-    pub fn open(paths: &Paths) -> anyhow::Result<Store> {
+    /// New keys are refused while `max_entries` live entries exist (what is on disk is loaded
+    /// whole, even past it).
+    pub fn open(paths: &Paths, max_entries: usize) -> anyhow::Result<Store> {
         let now = crate::clock::now_ms();
         let snapshot_path = paths.context_file();
-        let mut map = ContextMap::default();
+        let mut map = ContextMap::with_max_entries(max_entries);
         let snapshot = snapshot::load(&snapshot_path, now)?;
         let snapshot_revision = snapshot.iter().map(|entry| entry.revision).max().unwrap_or(0);
         for entry in snapshot {
             map.apply(Change::Put(entry));
         }
-        let (mut journal, replay) = journal::Journal::open(&paths.context_journal(), |change| {
-            if change.revision() > snapshot_revision {
-                map.apply(change);
+        let mut base = 0;
+        let (mut journal, replay) = Journal::open(&paths.context_journal(), |record| {
+            match record {
+                Record::Base { format, revision } => {
+                    anyhow::ensure!(
+                        format == journal::FORMAT,
+                        "record format {format}; this loopsy reads format {}",
+                        journal::FORMAT
+                    );
+                    base = base.max(revision);
+                }
+                Record::Put { entry } if entry.revision > snapshot_revision => map.apply(Change::Put(entry)),
+                Record::Delete { key, revision } if revision > snapshot_revision => {
+                    map.apply(Change::Delete { key, revision })
+                }
+                Record::Put { .. } | Record::Delete { .. } => {}
             }
+            Ok(())
         })?;
-        map.raise_revision(replay.base);
+        map.raise_revision(base);
         if replay.dropped_bytes > 0 {
             log::warn!(
                 "{}: ignored {} damaged byte(s) at the end (a write cut short by a crash)",
@@ -127,25 +172,27 @@ impl Store {
         }
         let imported = map.number_unrevisioned();
         map.sweep(now);
+        let mut files =
+            ContextFiles { shared: Arc::new(Mutex::new(Shared { map, watchers: Watchers::default() })), snapshot_path };
         // Imported entries just got revisions: write them down before anything else, or a
         // crash would let the next start number them again, differently.
         let snapshot_bytes = if imported > 0 || replay.dropped_bytes > 0 {
-            writer::compact(&mut journal, &snapshot_path, &map.entries(), map.revision())
-                .context("compacting the context store")?
+            let image = files.capture(&mut || {});
+            files.compact(&mut journal, image).context("compacting the context store")?
         } else {
-            std::fs::metadata(&snapshot_path).map(|m| m.len()).unwrap_or(0)
+            std::fs::metadata(&files.snapshot_path).map(|m| m.len()).unwrap_or(0)
         };
         if imported > 0 {
-            log::info!("imported {imported} context entries from {}", snapshot_path.display());
+            log::info!("imported {imported} context entries from {}", files.snapshot_path.display());
         }
-        let watermark = Arc::new(Watermark::new(map.revision()));
-        let shared = Arc::new(Mutex::new(Shared { map, watchers: Watchers::default() }));
+        let shared = files.shared.clone();
+        let revision = shared.lock().expect("store lock").map.revision();
+        let watermark = Arc::new(Watermark::new(revision));
         let (queue, receiver) = mpsc::channel();
         let writer = Writer {
-            shared: shared.clone(),
+            owner: files,
             watermark: watermark.clone(),
             journal,
-            snapshot_path,
             snapshot_bytes,
             queue: receiver,
             broken: false,
@@ -168,21 +215,36 @@ impl Store {
 
     /// Creates or replaces `key`; answers once the write is durable.
     pub async fn put(&self, key: &str, put: Put, now: u64) -> Result<Entry, StoreError> {
+        let unguarded = self.put_guarded(key, put, now, || Ok::<(), std::convert::Infallible>(()));
+        unguarded.await.unwrap_or_else(|never| match never {})
+    }
+
+    /// Like [`Store::put`], but only if `guard` allows it. The guard runs under the store lock,
+    /// so no other write comes between its answer and this one (a fencing check). A refusal
+    /// (the outer `Err`) writes nothing.
+    pub async fn put_guarded<E>(
+        &self,
+        key: &str,
+        put: Put,
+        now: u64,
+        guard: impl FnOnce() -> Result<(), E>,
+    ) -> Result<Result<Entry, StoreError>, E> {
         let outcome = self.locked(|shared| {
+            guard()?;
             let outcome = shared.map.put(key, put, now);
             let changes = match &outcome {
                 Ok((_, changes)) => changes.as_slice(),
                 Err(_) => &[],
             };
             self.publish(shared, changes);
-            (outcome.map(|(entry, _)| entry), shared.map.revision())
-        });
+            Ok((outcome.map(|(entry, _)| entry), shared.map.revision()))
+        })?;
         if let (Ok(Entry { expires_at: Some(at), .. }), _) = &outcome {
             if *at < self.inner.next_sweep.load(Ordering::SeqCst) {
                 let _ = self.inner.nudge.0.try_send(());
             }
         }
-        self.settle(outcome).await
+        Ok(self.settle(outcome).await)
     }
 
     /// The live entry of `key`.
@@ -198,17 +260,30 @@ impl Store {
 
     /// Deletes `key`; returns the revision of the delete.
     pub async fn delete(&self, key: &str, if_revision: Option<u64>, now: u64) -> Result<u64, StoreError> {
+        let unguarded = self.delete_guarded(key, if_revision, now, || Ok::<(), std::convert::Infallible>(()));
+        unguarded.await.unwrap_or_else(|never| match never {})
+    }
+
+    /// Like [`Store::delete`], but only if `guard` allows it (see [`Store::put_guarded`]).
+    pub async fn delete_guarded<E>(
+        &self,
+        key: &str,
+        if_revision: Option<u64>,
+        now: u64,
+        guard: impl FnOnce() -> Result<(), E>,
+    ) -> Result<Result<u64, StoreError>, E> {
         let outcome = self.locked(|shared| {
+            guard()?;
             let outcome = shared.map.delete(key, if_revision, now);
             if let Ok((_, changes)) = &outcome {
                 self.publish(shared, changes);
             }
-            (outcome.map(|(revision, _)| revision), shared.map.revision())
-        });
-        match outcome {
+            Ok((outcome.map(|(revision, _)| revision), shared.map.revision()))
+        })?;
+        Ok(match outcome {
             (Ok(revision), _) => self.wait_durable(revision).await.map(|()| revision),
             (Err(e), current) => self.wait_durable(current).await.and(Err(e)),
-        }
+        })
     }
 
     /// Live entries whose key starts with `prefix`, in insertion order.
@@ -260,13 +335,7 @@ impl Store {
             let nudged = async {
                 let _ = self.inner.nudge.1.recv().await;
             };
-            futures_lite::future::or(
-                async {
-                    async_io::Timer::after(Duration::from_millis(at.saturating_sub(now))).await;
-                },
-                nudged,
-            )
-            .await;
+            crate::clock::timeout(Duration::from_millis(at.saturating_sub(now)), nudged).await;
         }
     }
 
@@ -290,9 +359,9 @@ impl Store {
     /// changes in revision order.
     fn publish(&self, shared: &mut Shared, changes: &[Change]) {
         for change in changes {
-            if !matches!(change, Change::Expire { .. }) {
+            if let Some(record) = Record::of(change) {
                 // A closed queue means the writer stopped; the waiter then sees the watermark fail.
-                let _ = self.inner.queue.send(Message::Change(change.clone()));
+                let _ = self.inner.queue.send(Message::Record(record));
             }
             shared.watchers.broadcast(change);
         }
@@ -360,7 +429,7 @@ mod tests {
     #[test]
     fn changes_and_revisions_survive_a_restart_with_or_without_a_clean_stop() {
         let paths = temp_paths();
-        let store = Store::open(&paths).unwrap();
+        let store = Store::open(&paths, DEFAULT_MAX_ENTRIES).unwrap();
         smol::block_on(async {
             store.put("a", put("1", Some(0)), 1).await.unwrap();
             store.put("b", put("2", None), 2).await.unwrap();
@@ -369,18 +438,18 @@ mod tests {
         });
         // No close: as after kill -9, only the journal has the changes.
         drop(store);
-        let store = Store::open(&paths).unwrap();
+        let store = Store::open(&paths, DEFAULT_MAX_ENTRIES).unwrap();
         assert_eq!(summary(&store), [s("a", "3", 3)]);
         let entry = smol::block_on(store.put("c", put("x", None), 5)).unwrap();
         assert_eq!(entry.revision, 5, "the delete's revision 4 is not given out again");
         store.close();
         let journal = std::fs::metadata(paths.context_journal()).unwrap().len();
         assert!(journal < 100, "a clean stop compacts: journal of {journal} bytes");
-        let store = Store::open(&paths).unwrap();
+        let store = Store::open(&paths, DEFAULT_MAX_ENTRIES).unwrap();
         assert_eq!(summary(&store), [s("a", "3", 3), s("c", "x", 5)]);
         smol::block_on(store.delete("c", None, 6)).unwrap();
         store.close();
-        let store = Store::open(&paths).unwrap();
+        let store = Store::open(&paths, DEFAULT_MAX_ENTRIES).unwrap();
         assert_eq!(smol::block_on(store.put("d", put("y", None), 7)).unwrap().revision, 7);
         std::fs::remove_dir_all(paths.home()).unwrap();
     }
@@ -388,7 +457,7 @@ mod tests {
     #[test]
     fn concurrent_writers_are_all_acknowledged_and_kept() {
         let paths = temp_paths();
-        let store = Store::open(&paths).unwrap();
+        let store = Store::open(&paths, DEFAULT_MAX_ENTRIES).unwrap();
         let mut revisions: Vec<u64> = smol::block_on(async {
             let tasks: Vec<_> = (0..64)
                 .map(|i| {
@@ -405,7 +474,7 @@ mod tests {
         revisions.sort_unstable();
         assert_eq!(revisions, (1..=64).collect::<Vec<_>>());
         drop(store);
-        let store = Store::open(&paths).unwrap();
+        let store = Store::open(&paths, DEFAULT_MAX_ENTRIES).unwrap();
         assert_eq!(summary(&store).len(), 64);
         std::fs::remove_dir_all(paths.home()).unwrap();
     }
@@ -413,7 +482,7 @@ mod tests {
     #[test]
     fn a_journal_that_outgrows_the_snapshot_is_compacted() {
         let paths = temp_paths();
-        let store = Store::open(&paths).unwrap();
+        let store = Store::open(&paths, DEFAULT_MAX_ENTRIES).unwrap();
         let big = "x".repeat(MAX_VALUE_BYTES);
         for round in 0..6 {
             smol::block_on(store.put("big", put(&format!("{round}{big}")[..MAX_VALUE_BYTES], None), 1)).unwrap();
@@ -427,7 +496,7 @@ mod tests {
         }
         assert!(std::fs::metadata(paths.context_file()).unwrap().len() > MAX_VALUE_BYTES as u64);
         drop(store);
-        let store = Store::open(&paths).unwrap();
+        let store = Store::open(&paths, DEFAULT_MAX_ENTRIES).unwrap();
         let entry = smol::block_on(store.get("big", 2)).unwrap();
         assert_eq!((entry.revision, entry.value.as_bytes()[0]), (6, b'5'));
         std::fs::remove_dir_all(paths.home()).unwrap();
@@ -436,7 +505,7 @@ mod tests {
     #[test]
     fn a_crash_between_snapshot_and_journal_reset_loses_nothing() {
         let paths = temp_paths();
-        let store = Store::open(&paths).unwrap();
+        let store = Store::open(&paths, DEFAULT_MAX_ENTRIES).unwrap();
         smol::block_on(async {
             store.put("a", put("1", None), 1).await.unwrap();
             store.put("b", put("2", None), 2).await.unwrap();
@@ -451,7 +520,7 @@ mod tests {
         snapshot::write(&paths.context_file(), &entries).unwrap();
         drop(store);
         std::fs::write(paths.context_journal(), journal).unwrap();
-        let store = Store::open(&paths).unwrap();
+        let store = Store::open(&paths, DEFAULT_MAX_ENTRIES).unwrap();
         assert_eq!(summary(&store), [s("b", "2", 2)]);
         assert_eq!(smol::block_on(store.put("d", put("x", None), 8)).unwrap().revision, 7);
         std::fs::remove_dir_all(paths.home()).unwrap();

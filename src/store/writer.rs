@@ -1,31 +1,55 @@
 //! The journal writer: one thread that makes changes durable, with group commit and compaction.
+//! Generic over the table it serves ([`Owner`]): the context store and the lock table use it.
 //!
-//! Requests apply their change in memory and queue it (under the store lock, so the queue is in
-//! revision order), then wait on the [`Watermark`] until their revision is durable. The thread
+//! Requests apply their change in memory and queue its record (under the table's lock, so the
+//! queue is in revision order), then wait on the [`Watermark`] until their revision is durable. The thread
 //! takes everything queued, writes it with one `write` and one `fdatasync`, and raises the
 //! watermark once for the whole batch: concurrent writers share the cost of a sync.
-//! When the journal outgrows the snapshot (and at a clean stop) the thread compacts: a new
-//! snapshot of the store, then a journal holding only the snapshot's revision.
+//! When the journal outgrows the last compaction (and at a clean stop) the thread compacts: the
+//! owner writes an image of its table, and the journal is replaced by that base.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex};
 
-use super::entry::Change;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
 use super::journal::Journal;
-use super::{snapshot, Shared, StoreError};
+use super::StoreError;
 
 /// The journal is compacted once it is larger than this and than the last snapshot, so the
 /// work of compaction stays proportional to the writes that caused it.
 const MIN_COMPACT_BYTES: u64 = 4 * 1024 * 1024;
 
+/// A journal record that carries the revision the watermark counts.
+pub trait Sequenced {
+    fn revision(&self) -> u64;
+}
+
 /// What requests send to the writer thread.
 #[derive(Debug)]
-pub enum Message {
-    Change(Change),
+pub enum Message<R> {
+    Record(R),
     /// Write everything queued, compact, answer, and exit.
     Stop(Sender<()>),
+}
+
+/// The table a writer makes durable: the context store, the lock table. It says how to take an
+/// image of itself for compaction and how to write that image.
+pub trait Owner: Send + 'static {
+    type Record: Serialize + DeserializeOwned + Sequenced + Send + 'static;
+    type Image;
+    /// Names the table in log lines (`context`, `locks`).
+    const NAME: &'static str;
+
+    /// Takes the table's lock, calls `drain` under it (which journals everything queued, so
+    /// the journal then holds every change the image holds), and returns the image.
+    fn capture(&self, drain: &mut dyn FnMut()) -> Self::Image;
+
+    /// Writes `image` as the new base (a snapshot file, records in `journal.reset`, or both);
+    /// returns the size it takes on disk.
+    fn compact(&mut self, journal: &mut Journal<Self::Record>, image: Self::Image) -> anyhow::Result<u64>;
 }
 
 /// The highest revision known to be on disk, and the requests waiting for theirs.
@@ -68,10 +92,10 @@ impl Watermark {
         if state.durable >= revision {
             return Ok(());
         }
-        Err(StoreError::Storage(state.failed.clone().unwrap_or_else(|| "the context store stopped".into())))
+        Err(StoreError::Storage(state.failed.clone().unwrap_or_else(|| "the journal writer stopped".into())))
     }
 
-    fn advance(&self, revision: u64) {
+    pub fn advance(&self, revision: u64) {
         let mut state = self.state.lock().expect("watermark lock");
         state.durable = state.durable.max(revision);
         let first_pending = state.durable + 1;
@@ -87,18 +111,18 @@ impl Watermark {
 }
 
 /// The writer thread's state.
-pub struct Writer {
-    pub shared: Arc<Mutex<Shared>>,
+pub struct Writer<O: Owner> {
+    pub owner: O,
     pub watermark: Arc<Watermark>,
-    pub journal: Journal,
-    pub snapshot_path: PathBuf,
+    pub journal: Journal<O::Record>,
+    /// The size of the last compaction's output.
     pub snapshot_bytes: u64,
-    pub queue: Receiver<Message>,
+    pub queue: Receiver<Message<O::Record>>,
     /// A journal write failed: nothing more is written.
     pub broken: bool,
 }
 
-impl Writer {
+impl<O: Owner> Writer<O> {
     /// Runs until told to stop, or until every sender is gone.
     pub fn run(mut self) {
         while let Ok(first) = self.queue.recv() {
@@ -108,7 +132,7 @@ impl Writer {
             while let Ok(next) = self.queue.try_recv() {
                 take(next, &mut batch, &mut stop);
             }
-            self.commit(&batch);
+            commit(&mut self.journal, &self.watermark, &mut self.broken, &batch);
             let stop = match stop {
                 // A clean stop compacts, so the next start reads one snapshot and no journal.
                 Some(done) => {
@@ -129,54 +153,34 @@ impl Writer {
         }
     }
 
-    /// Writes and syncs `batch`, then tells its waiters.
-    fn commit(&mut self, batch: &[Change]) {
-        let Some(last) = batch.last() else { return };
-        if self.broken {
-            return;
-        }
-        match self.journal.append(batch) {
-            Ok(()) => self.watermark.advance(last.revision()),
-            Err(e) => {
-                // A failed write may have left part of a frame behind: appending after it
-                // would hide later records from the reader, so nothing is written any more.
-                log::error!("cannot write the context journal: {e}; context writes fail until a restart");
-                self.broken = true;
-                self.watermark.fail(format!("cannot write the context journal: {e}"));
-            }
-        }
-    }
-
-    /// Replaces snapshot and journal by a snapshot of the store as it is now. Returns a stop
+    /// Replaces snapshot and journal by an image of the table as it is now. Returns a stop
     /// request found while draining the queue.
     fn compact(&mut self) -> Option<Sender<()>> {
         if self.broken {
             return None;
         }
-        let (entries, revision, stop) = {
-            let shared_handle = self.shared.clone();
-            let shared = shared_handle.lock().expect("store lock");
-            // Changes are queued under this lock, so everything up to the store's revision is
-            // queued by now: write it first. Then the journal holds every change the snapshot
-            // holds, and a crash between the two renames below loses nothing.
-            let mut batch = Vec::new();
-            let mut stop = None;
-            while let Ok(next) = self.queue.try_recv() {
-                take(next, &mut batch, &mut stop);
-            }
-            self.commit(&batch);
-            if self.broken {
-                return stop;
-            }
-            (shared.map.entries(), shared.map.revision(), stop)
+        let mut stop = None;
+        let image = {
+            let Writer { owner, journal, watermark, broken, queue, .. } = &mut *self;
+            // Changes are queued under the owner's lock, so everything up to the image is
+            // queued by now: write it first. Then the journal holds every change the image
+            // holds, and a crash in the middle of the compaction loses nothing.
+            owner.capture(&mut || {
+                let mut batch = Vec::new();
+                while let Ok(next) = queue.try_recv() {
+                    take(next, &mut batch, &mut stop);
+                }
+                commit(journal, watermark, broken, &batch);
+            })
         };
-        let now = crate::clock::now_ms();
-        let live: Vec<_> = entries.into_iter().filter(|entry| !entry.is_expired(now)).collect();
-        match compact(&mut self.journal, &self.snapshot_path, &live, revision) {
+        if self.broken {
+            return stop;
+        }
+        match self.owner.compact(&mut self.journal, image) {
             Ok(bytes) => self.snapshot_bytes = bytes,
             Err(e) => {
                 // The journal still holds everything; try again after it has doubled.
-                log::error!("cannot compact the context store: {e:#}");
+                log::error!("cannot compact the {} journal: {e:#}", O::NAME);
                 self.snapshot_bytes = self.journal.bytes() * 2;
             }
         }
@@ -184,21 +188,32 @@ impl Writer {
     }
 }
 
-fn take(message: Message, batch: &mut Vec<Change>, stop: &mut Option<Sender<()>>) {
-    match message {
-        Message::Change(change) => batch.push(change),
-        Message::Stop(done) => *stop = Some(done),
+/// Writes and syncs `batch`, then tells its waiters.
+fn commit<R: Serialize + DeserializeOwned + Sequenced>(
+    journal: &mut Journal<R>,
+    watermark: &Watermark,
+    broken: &mut bool,
+    batch: &[R],
+) {
+    let Some(last) = batch.last() else { return };
+    if *broken {
+        return;
+    }
+    match journal.append(batch) {
+        Ok(()) => watermark.advance(last.revision()),
+        Err(e) => {
+            // A failed write may have left part of a frame behind: appending after it would
+            // hide later records from the reader, so nothing is written any more.
+            log::error!("cannot write a journal: {e}; its writes fail until a restart");
+            *broken = true;
+            watermark.fail(format!("cannot write the journal: {e}"));
+        }
     }
 }
 
-/// Writes `entries` as the snapshot of `revision` and resets the journal to it.
-pub fn compact(
-    journal: &mut Journal,
-    snapshot_path: &std::path::Path,
-    entries: &[super::entry::Entry],
-    revision: u64,
-) -> anyhow::Result<u64> {
-    let bytes = snapshot::write(snapshot_path, entries)?;
-    journal.reset(revision)?;
-    Ok(bytes)
+fn take<R>(message: Message<R>, batch: &mut Vec<R>, stop: &mut Option<Sender<()>>) {
+    match message {
+        Message::Record(record) => batch.push(record),
+        Message::Stop(done) => *stop = Some(done),
+    }
 }

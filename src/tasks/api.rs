@@ -140,6 +140,85 @@ pub struct Approval {
     pub description: String,
 }
 
+/// What became of a permission request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ApprovalState {
+    /// Waiting for a human.
+    Pending,
+    Approved,
+    Denied,
+    /// Nobody answered within `aiTasks.approvalTimeout`: the agent was told no.
+    Expired,
+    /// Gone unanswered: the agent withdrew it, or the task was cancelled or ended.
+    Withdrawn,
+}
+
+impl ApprovalState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApprovalState::Pending => "pending",
+            ApprovalState::Approved => "approved",
+            ApprovalState::Denied => "denied",
+            ApprovalState::Expired => "expired",
+            ApprovalState::Withdrawn => "withdrawn",
+        }
+    }
+}
+
+/// One permission request of a task with what became of it: what the task's daemon publishes
+/// on `/api/v1/ai-tasks/approvals` and what the approval inbox gathers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PermissionRecord {
+    pub task_id: String,
+    pub request_id: String,
+    pub agent: Agent,
+    /// The task's prompt, cut to [`PROMPT_PREVIEW`] characters.
+    pub prompt: String,
+    pub cwd: String,
+    pub tool_name: String,
+    pub tool_input: Value,
+    /// Whether `toolInput` was too large and is shown cut (as a string).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tool_input_truncated: bool,
+    pub description: String,
+    /// Unix milliseconds on the clock of the task's daemon.
+    pub requested_at: u64,
+    pub state: ApprovalState,
+    /// Who decided: `owner`, `dashboard`, a peer's key (`paired:<name>`, `peer:<name>`),
+    /// `timeout` (expired), or what withdrew it (`agent`, `cancel`, `exit`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_by: Option<String>,
+    /// What the decider said it was (an inbox forwarding the decision names itself here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_via: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_at: Option<u64>,
+    /// The note sent to the agent with the decision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// Characters of a task's prompt shown with its permission requests.
+pub const PROMPT_PREVIEW: usize = 200;
+/// A tool input larger than this (as JSON) is shown cut.
+pub const TOOL_INPUT_LIMIT: usize = 256 * 1024;
+
+/// `tool_input` as it is shown with a request: itself, or when larger than
+/// [`TOOL_INPUT_LIMIT`] its JSON text cut there (and `true`).
+pub fn bounded_tool_input(tool_input: &Value) -> (Value, bool) {
+    let text = tool_input.to_string();
+    if text.len() <= TOOL_INPUT_LIMIT {
+        return (tool_input.clone(), false);
+    }
+    let mut end = TOOL_INPUT_LIMIT;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    (Value::String(format!("{}… [cut, {} bytes in all]", &text[..end], text.len())), true)
+}
+
 /// The task info object of §2.8.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -215,6 +294,19 @@ pub struct ApproveRequest {
     pub approved: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Chosen by the sender for this one decision: the same decision sent again with the same
+    /// id (a retry after a lost answer) is answered 200 again instead of 409.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision_id: Option<String>,
+    /// What the decider is (recorded as `decidedVia`), e.g. the inbox that forwards it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_via: Option<String>,
+}
+
+/// `GET /api/v1/ai-tasks/approvals`: the caller's open requests and the recently decided ones.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PermissionList {
+    pub approvals: Vec<PermissionRecord>,
 }
 
 /// `GET /api/v1/ai-tasks`.

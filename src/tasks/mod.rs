@@ -9,12 +9,12 @@
 
 pub mod agents;
 pub mod api;
+mod env;
 pub mod events;
 pub mod lines;
-pub mod process;
 mod runner;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -23,7 +23,11 @@ use serde_json::{json, Value};
 
 use crate::child_env::Secrets;
 use crate::config::AiTasks;
-use api::{Agent, Approval, DispatchRequest, Event, EventType, PermissionMode, Status, TaskInfo};
+use crate::feed::{Change, Feed};
+use api::{
+    Agent, Approval, ApprovalState, DispatchRequest, Event, EventType, PermissionMode, PermissionRecord, Status,
+    TaskInfo,
+};
 use events::{EventLog, Stored, Subscriber};
 
 pub use agents::Decision;
@@ -47,11 +51,81 @@ pub enum DispatchError {
     Spawn { program: String, reason: String },
 }
 
+/// Decided requests kept per task, to answer a second decision with who made the first.
+const DECIDED_PER_TASK: usize = 256;
+/// Decided requests in a snapshot of the approvals feed (the newest).
+const DECIDED_IN_SNAPSHOT: usize = 200;
+/// Changes the approvals feed keeps for readers resuming with `Last-Event-ID`.
+const FEED_CHANGES: usize = 1000;
+const FEED_BYTES: usize = 8 * 1024 * 1024;
+
 /// Why an approval was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ApproveError {
     #[error("No pending permission request found for this task")]
     NoPending,
+    /// Decided before (or expired, or withdrawn): the first decision stands.
+    #[error("{}", decided_text(.0))]
+    Decided(Box<PermissionRecord>),
+}
+
+/// "this request was already approved by owner (via …) at …".
+pub fn decided_text(record: &PermissionRecord) -> String {
+    let by = record.decided_by.as_deref().unwrap_or("someone");
+    let via = record.decided_via.as_deref().map(|v| format!(" via {v}")).unwrap_or_default();
+    let at = record.decided_at.map(|t| format!(" at {}", crate::clock::iso8601(t))).unwrap_or_default();
+    match record.state {
+        ApprovalState::Expired => format!("this request expired unanswered{at}: the agent was told no"),
+        ApprovalState::Withdrawn => format!("this request was withdrawn ({by}){at}"),
+        state => format!("this request was already {} by {by}{via}{at}", state.as_str()),
+    }
+}
+
+/// A decision on a permission request, and who makes it.
+#[derive(Debug, Clone)]
+pub struct Verdict {
+    pub approved: bool,
+    /// Sent to the agent with the decision.
+    pub message: Option<String>,
+    /// Who decides (`owner`, `dashboard`, the label of a peer's key, `timeout`).
+    pub by: String,
+    /// What the decider says it is (an inbox forwarding the decision).
+    pub via: Option<String>,
+    /// The sender's id for this decision: the same decision sent again is not a second one.
+    pub decision_id: Option<String>,
+}
+
+/// A decision taken.
+#[derive(Debug, Clone)]
+pub struct Settled {
+    pub record: PermissionRecord,
+    /// The same decision (same `decisionId`) was taken before; nothing changed now.
+    pub repeated: bool,
+}
+
+/// A decided request, with the id its decider gave the decision.
+#[derive(Debug, Clone)]
+struct Decided {
+    record: PermissionRecord,
+    decision_id: Option<String>,
+}
+
+/// How a reader of the approvals feed starts.
+pub enum ApprovalStart {
+    /// The changes since its `Last-Event-ID` (already filtered for it).
+    Replay(Vec<Arc<Change<Dispatcher>>>),
+    /// Everything it may see now: open requests and the recently decided ones.
+    Snapshot(Vec<PermissionRecord>),
+}
+
+/// A reader of the approvals feed: how it starts, then the live changes (unfiltered).
+pub struct ApprovalStream {
+    pub start: ApprovalStart,
+    pub live: crate::feed::Subscriber<Dispatcher>,
+    /// The SSE id that marks the reader as up to date.
+    pub synced_id: String,
+    /// The feed's epoch, to make the ids of live changes (`<epoch>.<seq>`).
+    pub epoch: String,
 }
 
 /// Who dispatched a task, and who is asking about one: the owner may see and decide every
@@ -115,10 +189,17 @@ struct Shared {
     supervisors: Mutex<Vec<smol::Task<()>>>,
 }
 
-#[derive(Default)]
 struct Registry {
     tasks: HashMap<String, Entry>,
     created: u64,
+    /// Every change of a permission request, for `/api/v1/ai-tasks/approvals/stream`.
+    feed: Feed<Dispatcher>,
+}
+
+impl Default for Registry {
+    fn default() -> Registry {
+        Registry { tasks: HashMap::new(), created: 0, feed: Feed::new(FEED_CHANGES, FEED_BYTES) }
+    }
 }
 
 struct Entry {
@@ -129,6 +210,8 @@ struct Entry {
     order: u64,
     /// Open permission requests with the driver's key for each, oldest first.
     pending: Vec<(Approval, String)>,
+    /// Requests no longer open, oldest first (at most [`DECIDED_PER_TASK`]).
+    decided: VecDeque<Decided>,
     /// To the supervisor; present exactly while the agent process lives.
     control: Option<smol::channel::Sender<runner::Command>>,
     finished_at: Option<Instant>,
@@ -141,15 +224,77 @@ impl Entry {
         self.log.push(kind, data, now);
     }
 
-    /// Cancelled from now on, whatever the agent's exit says (E2); open requests are dropped.
-    fn mark_cancelled(&mut self) {
+    /// Cancelled from now on, whatever the agent's exit says (E2); open requests are withdrawn.
+    fn mark_cancelled(&mut self, feed: &mut Feed<Dispatcher>) {
         if self.info.status == Status::Cancelled {
             return;
         }
         self.info.status = Status::Cancelled;
-        self.pending.clear();
-        self.refresh_pending();
+        self.withdraw_all("cancel", feed);
         self.emit(EventType::Status, json!({"status": "cancelled"}));
+    }
+
+    /// `approval` of this task as a record in `state`.
+    fn record(&self, approval: &Approval, state: ApprovalState) -> PermissionRecord {
+        let (tool_input, tool_input_truncated) = api::bounded_tool_input(&approval.tool_input);
+        PermissionRecord {
+            task_id: self.info.task_id.clone(),
+            request_id: approval.request_id.clone(),
+            agent: self.info.agent,
+            prompt: self.info.prompt.chars().take(api::PROMPT_PREVIEW).collect(),
+            cwd: self.info.cwd.clone(),
+            tool_name: approval.tool_name.clone(),
+            tool_input,
+            tool_input_truncated,
+            description: approval.description.clone(),
+            requested_at: approval.timestamp,
+            state,
+            decided_by: None,
+            decided_via: None,
+            decided_at: None,
+            message: None,
+        }
+    }
+
+    /// A new open request (the agent asked).
+    fn open(&mut self, approval: Approval, key: String, feed: &mut Feed<Dispatcher>) {
+        publish(feed, &self.dispatcher, &self.record(&approval, ApprovalState::Pending));
+        self.emit(EventType::PermissionRequest, serde_json::to_value(&approval).expect("serialises"));
+        self.pending.push((approval, key));
+        self.refresh_pending();
+    }
+
+    /// Records how `approval` (no longer pending) ended, and tells the feed.
+    #[allow(clippy::too_many_arguments)]
+    fn settle(
+        &mut self,
+        approval: &Approval,
+        state: ApprovalState,
+        by: String,
+        via: Option<String>,
+        message: Option<String>,
+        decision_id: Option<String>,
+        feed: &mut Feed<Dispatcher>,
+    ) -> PermissionRecord {
+        let mut record = self.record(approval, state);
+        record.decided_by = Some(by);
+        record.decided_via = via;
+        record.decided_at = Some(crate::clock::now_ms());
+        record.message = message;
+        publish(feed, &self.dispatcher, &record);
+        if self.decided.len() == DECIDED_PER_TASK {
+            self.decided.pop_front();
+        }
+        self.decided.push_back(Decided { record: record.clone(), decision_id });
+        record
+    }
+
+    /// Every open request is withdrawn (`by`: `cancel`, `exit`).
+    fn withdraw_all(&mut self, by: &str, feed: &mut Feed<Dispatcher>) {
+        for (approval, _) in std::mem::take(&mut self.pending) {
+            self.settle(&approval, ApprovalState::Withdrawn, by.into(), None, None, None, feed);
+        }
+        self.refresh_pending();
     }
 
     fn refresh_pending(&mut self) {
@@ -159,6 +304,12 @@ impl Entry {
             self.info.status = if self.pending.is_empty() { Status::Running } else { Status::WaitingApproval };
         }
     }
+}
+
+/// Tells the approvals feed about `record` of a task `dispatcher` started.
+fn publish(feed: &mut Feed<Dispatcher>, dispatcher: &Dispatcher, record: &PermissionRecord) {
+    let json = serde_json::to_string(&json!({"type": "approval", "approval": record})).expect("records serialise");
+    feed.push(dispatcher.clone(), json);
 }
 
 /// Removes the per-task directories below `dir` (named by task id, a UUID), then `dir` if that
@@ -238,27 +389,74 @@ impl Tasks {
         Some(Subscription { replay, live: entry.log.subscribe(), status: entry.info.status })
     }
 
-    /// Answers the open request `request_id` of `task_id`.
-    pub fn approve(&self, task_id: &str, request_id: &str, decision: Decision) -> Result<(), ApproveError> {
-        self.decide(task_id, request_id, decision, false)
+    /// Answers the open request `request_id` of `task_id`, exactly once: a request decided
+    /// before (expired, withdrawn) is [`ApproveError::Decided`] with the first decision, unless
+    /// this is that same decision again (same `decision_id` and answer).
+    pub fn approve(&self, task_id: &str, request_id: &str, verdict: Verdict) -> Result<Settled, ApproveError> {
+        self.decide(task_id, request_id, verdict, false)
     }
 
-    fn decide(&self, task_id: &str, request_id: &str, decision: Decision, timed_out: bool) -> Result<(), ApproveError> {
-        let mut registry = self.lock();
-        let entry = registry.tasks.get_mut(task_id).ok_or(ApproveError::NoPending)?;
-        let position =
-            entry.pending.iter().position(|(a, _)| a.request_id == request_id).ok_or(ApproveError::NoPending)?;
-        let (_, key) = entry.pending.remove(position);
+    fn decide(
+        &self,
+        task_id: &str,
+        request_id: &str,
+        verdict: Verdict,
+        timed_out: bool,
+    ) -> Result<Settled, ApproveError> {
+        let mut guard = self.lock();
+        let Registry { tasks, feed, .. } = &mut *guard;
+        let entry = tasks.get_mut(task_id).ok_or(ApproveError::NoPending)?;
+        let state = match (timed_out, verdict.approved) {
+            (true, _) => ApprovalState::Expired,
+            (false, true) => ApprovalState::Approved,
+            (false, false) => ApprovalState::Denied,
+        };
+        let Some(position) = entry.pending.iter().position(|(a, _)| a.request_id == request_id) else {
+            let earlier = entry.decided.iter().rev().find(|d| d.record.request_id == request_id);
+            return match earlier {
+                Some(d) if !timed_out && d.decision_id.is_some() && d.decision_id == verdict.decision_id => {
+                    match d.record.state == state {
+                        true => Ok(Settled { record: d.record.clone(), repeated: true }),
+                        false => Err(ApproveError::Decided(Box::new(d.record.clone()))),
+                    }
+                }
+                Some(d) => Err(ApproveError::Decided(Box::new(d.record.clone()))),
+                None => Err(ApproveError::NoPending),
+            };
+        };
+        let (approval, key) = entry.pending.remove(position);
         entry.refresh_pending();
-        let mut data = json!({"status": entry.info.status, "approved": decision.approved, "requestId": request_id});
+        let Verdict { approved, message, by, via, decision_id } = verdict;
+        let record = entry.settle(&approval, state, by, via, message.clone(), decision_id, feed);
+        let mut data = json!({"status": entry.info.status, "approved": approved, "requestId": request_id});
         if timed_out {
             data["reason"] = "timeout".into();
         }
         entry.emit(EventType::Status, data);
         if let Some(control) = &entry.control {
-            let _ = control.try_send(runner::Command::Decide { key, decision });
+            let _ = control.try_send(runner::Command::Decide { key, decision: Decision { approved, message } });
         }
-        Ok(())
+        Ok(Settled { record, repeated: false })
+    }
+
+    /// The permission requests `asker` may see: the open ones and the recently decided ones,
+    /// oldest first.
+    pub fn permission_records(&self, asker: &Dispatcher) -> Vec<PermissionRecord> {
+        records(&self.lock(), asker)
+    }
+
+    /// A reader of the approvals feed for `asker`, resuming after `last_event_id` when the
+    /// feed still can, else starting from a snapshot; taken in one step, so nothing falls in
+    /// between.
+    pub fn subscribe_approvals(&self, asker: &Dispatcher, last_event_id: Option<&str>) -> ApprovalStream {
+        let mut registry = self.lock();
+        let start = match last_event_id.and_then(|id| registry.feed.resume(id)) {
+            Some(changes) => ApprovalStart::Replay(changes.into_iter().filter(|c| asker.may_act_on(&c.tag)).collect()),
+            None => ApprovalStart::Snapshot(records(&registry, asker)),
+        };
+        let synced_id = registry.feed.id(registry.feed.last_seq());
+        let epoch = registry.feed.epoch().to_string();
+        ApprovalStream { start, live: registry.feed.subscribe(), synced_id, epoch }
     }
 
     /// Cancels a running task (`Some(false)`) or forgets a finished one (`Some(true)`).
@@ -268,7 +466,10 @@ impl Tasks {
         match &entry.control {
             Some(control) => {
                 let _ = control.try_send(runner::Command::Cancel);
-                entry.mark_cancelled();
+                let Registry { tasks, feed, .. } = &mut *registry;
+                if let Some(entry) = tasks.get_mut(task_id) {
+                    entry.mark_cancelled(feed);
+                }
                 Some(false)
             }
             None => {
@@ -278,12 +479,14 @@ impl Tasks {
         }
     }
 
-    /// Kills every agent's process group at once; the daemon is exiting.
+    /// Kills every agent's process group at once; the daemon is exiting. Readers of the
+    /// approvals feed are let go.
     pub fn kill_all(&self) {
-        let registry = self.lock();
+        let mut registry = self.lock();
+        registry.feed.close();
         for entry in registry.tasks.values().filter(|e| e.control.is_some()) {
             if let Some(pid) = entry.info.pid {
-                process::signal_group(pid, libc::SIGKILL);
+                crate::process::signal_group(pid, libc::SIGKILL);
             }
         }
         remove_task_dirs(&self.shared.dir);
@@ -292,6 +495,22 @@ impl Tasks {
     fn lock(&self) -> std::sync::MutexGuard<'_, Registry> {
         self.shared.registry.lock().expect("task registry lock")
     }
+}
+
+/// The open requests and the newest decided ones `asker` may see, oldest first.
+fn records(registry: &Registry, asker: &Dispatcher) -> Vec<PermissionRecord> {
+    let visible: Vec<&Entry> = registry.tasks.values().filter(|e| asker.may_act_on(&e.dispatcher)).collect();
+    let mut decided: Vec<&PermissionRecord> =
+        visible.iter().flat_map(|e| e.decided.iter().map(|d| &d.record)).collect();
+    decided.sort_by_key(|r| std::cmp::Reverse(r.decided_at));
+    decided.truncate(DECIDED_IN_SNAPSHOT);
+    let mut all: Vec<PermissionRecord> = visible
+        .iter()
+        .flat_map(|e| e.pending.iter().map(|(a, _)| e.record(a, ApprovalState::Pending)))
+        .chain(decided.into_iter().cloned())
+        .collect();
+    all.sort_by_key(|r| r.requested_at);
+    all
 }
 
 impl Registry {
@@ -319,12 +538,15 @@ impl Registry {
 fn resolve_agent(request: &DispatchRequest) -> Result<(Agent, PathBuf), DispatchError> {
     let path = std::env::var_os("PATH");
     match request.agent.fixed() {
-        Some(agent) => process::find_program(agent.program(), path.as_ref())
+        Some(agent) => crate::process::find_program(agent.program(), None, path.as_deref())
+            .ok()
             .map(|p| (agent, p))
             .ok_or(DispatchError::NotInstalled(agent.program())),
         None => Agent::ALL
             .into_iter()
-            .find_map(|agent| process::find_program(agent.program(), path.as_ref()).map(|p| (agent, p)))
+            .find_map(|agent| {
+                crate::process::find_program(agent.program(), None, path.as_deref()).ok().map(|p| (agent, p))
+            })
             .ok_or(DispatchError::NoAgent),
     }
 }

@@ -18,11 +18,11 @@ use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, FutureExt
 use serde_json::{json, Value};
 
 use super::agents::{self, Decision, Driver, Output};
-use super::api::{Agent, Approval, DispatchRequest, EventType, Status, TaskInfo};
+use super::api::{Agent, Approval, ApprovalState, DispatchRequest, EventType, Status, TaskInfo};
 use super::events::EventLog;
 use super::lines::{clean_terminal_line, LineSplitter};
-use super::process::{self, Launch, Spawned};
-use super::{DispatchError, Entry, Tasks};
+use super::{DispatchError, Entry, Registry, Tasks, Verdict};
+use crate::process::{self, AgentLaunch, Spawned};
 
 /// How long an agent may take to answer the permission-channel handshake (Node start-up).
 const SETUP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -98,6 +98,7 @@ pub(super) fn dispatch(
             log: EventLog::new(&task_id),
             order: registry.created,
             pending: Vec::new(),
+            decided: Default::default(),
             control: Some(control),
             finished_at: None,
         };
@@ -159,13 +160,13 @@ fn start_process(
 ) -> Result<Spawned, String> {
     crate::durable::create_private_dir(task_dir).map_err(|e| format!("{e:#}"))?;
     let secrets = tasks.shared.secrets.current();
-    let mut env = process::agent_env(agent, std::env::vars(), &secrets);
+    let mut env = super::env::agent_env(agent, std::env::vars(), &secrets);
     env.insert("LOOPSY_TASK_ID".into(), task_id.into());
     // The agent's temporary files (Claude's `claude-<uid>`…) go to the private task directory.
     env.insert("TMPDIR".into(), task_dir.to_string_lossy().into_owned());
     let args = driver.args();
-    let launch = Launch { program, args: &args, cwd, env: &env, pty };
-    process::spawn(&launch).map_err(|e| e.to_string())
+    let launch = AgentLaunch { program, args: &args, cwd, env: &env, pty };
+    process::spawn_agent(&launch).map_err(|e| e.to_string())
 }
 
 /// What the supervisor hears.
@@ -343,7 +344,12 @@ impl Supervisor {
             return;
         }
         if matches!(stop, Stop::Cancelled | Stop::TimedOut) {
-            self.with_entry(Entry::mark_cancelled);
+            let mut registry = self.tasks.lock();
+            let Registry { tasks, feed, .. } = &mut *registry;
+            if let Some(entry) = tasks.get_mut(&self.task_id) {
+                entry.mark_cancelled(feed);
+            }
+            drop(registry);
             self.timers.clear();
         }
         self.stop = Some(stop);
@@ -415,17 +421,21 @@ impl Supervisor {
         let request_id = format!("{now}-{}", crate::random::hex(8));
         let approval = Approval { tool_name, tool_input, request_id: request_id.clone(), timestamp: now, description };
         self.keys.insert(request_id.clone(), key.clone());
-        self.with_entry(|entry| {
-            entry.pending.push((approval.clone(), key));
-            entry.refresh_pending();
-            entry.emit(EventType::PermissionRequest, serde_json::to_value(&approval).expect("serialises"));
-        });
+        {
+            let mut registry = self.tasks.lock();
+            let Registry { tasks, feed, .. } = &mut *registry;
+            if let Some(entry) = tasks.get_mut(&self.task_id) {
+                entry.open(approval, key, feed);
+            }
+        }
         let timeout = Duration::from_millis(self.tasks.settings().approval_timeout);
         let (tasks, task_id, id) = (self.tasks.clone(), self.task_id.clone(), request_id.clone());
         let timer = smol::spawn(async move {
             async_io::Timer::after(timeout).await;
             let message = format!("Permission request timed out after {} s", timeout.as_secs_f64());
-            let _ = tasks.decide(&task_id, &id, Decision { approved: false, message: Some(message) }, true);
+            let verdict =
+                Verdict { approved: false, message: Some(message), by: "timeout".into(), via: None, decision_id: None };
+            let _ = tasks.decide(&task_id, &id, verdict, true);
         });
         self.timers.insert(request_id, timer);
     }
@@ -434,14 +444,15 @@ impl Supervisor {
         let Some(request_id) = self.keys.iter().find(|(_, k)| *k == key).map(|(id, _)| id.clone()) else { return };
         self.keys.remove(&request_id);
         self.timers.remove(&request_id);
-        self.with_entry(|entry| {
-            let before = entry.pending.len();
-            entry.pending.retain(|(a, _)| a.request_id != request_id);
-            if entry.pending.len() != before {
-                entry.refresh_pending();
-                entry.emit(EventType::Status, json!({"status": entry.info.status, "withdrawn": request_id}));
-            }
-        });
+        let mut registry = self.tasks.lock();
+        let Registry { tasks, feed, .. } = &mut *registry;
+        let Some(entry) = tasks.get_mut(&self.task_id) else { return };
+        if let Some(position) = entry.pending.iter().position(|(a, _)| a.request_id == request_id) {
+            let (approval, _) = entry.pending.remove(position);
+            entry.refresh_pending();
+            entry.settle(&approval, ApprovalState::Withdrawn, "agent".into(), None, None, None, feed);
+            entry.emit(EventType::Status, json!({"status": entry.info.status, "withdrawn": request_id}));
+        }
     }
 
     fn with_entry(&self, change: impl FnOnce(&mut Entry)) {
@@ -505,9 +516,10 @@ impl Supervisor {
         log::info!("AI task {}: {} ({:?})", self.task_id, status.as_str(), error.as_deref().unwrap_or("no error"));
         let settings = self.tasks.settings().clone();
         let mut registry = self.tasks.lock();
-        if let Some(entry) = registry.tasks.get_mut(&self.task_id) {
+        let Registry { tasks, feed, .. } = &mut *registry;
+        if let Some(entry) = tasks.get_mut(&self.task_id) {
             let now = crate::clock::now_ms();
-            entry.pending.clear();
+            entry.withdraw_all("exit", feed);
             entry.info.status = status;
             entry.refresh_pending();
             entry.info.error = error.or(entry.info.error.take());

@@ -18,6 +18,7 @@ use std::time::Instant;
 
 use multer::{Field, Multipart};
 
+use super::chunks::YieldingChunks;
 use super::journal::{Entry, Journal, Kind};
 use super::policy::PathPolicy;
 use super::receive::{self, Checks, Received, Sink};
@@ -39,6 +40,22 @@ pub struct TransferContext {
     pub journal: Journal,
     /// Part files being written now: one writer per part.
     pub active: Arc<Mutex<HashSet<PathBuf>>>,
+}
+
+impl TransferContext {
+    /// The context of a daemon whose transfer bookkeeping lives in `dir` (`<data>/transfer`),
+    /// after cleaning up what an earlier run left behind: files a crash left in the staging
+    /// directory, temporary files beside destinations, parts unused for [`super::PART_TTL`].
+    pub fn open(dir: &Path, policy: PathPolicy, max_file_size: u64) -> TransferContext {
+        let staging = dir.join("staging");
+        super::journal::remove_staged(&staging);
+        let journal = Journal::new(dir.join("journal"));
+        let removed = journal.recover(super::PART_TTL);
+        if removed > 0 {
+            log::info!("removed {removed} temporary file(s) left by interrupted transfers");
+        }
+        TransferContext { policy, max_file_size, staging, journal, active: Default::default() }
+    }
 }
 
 /// A completed push (the 1.0.21 response members).
@@ -77,12 +94,23 @@ enum Landing {
     Staged { received: Received, entry: Entry },
 }
 
-/// Receives a whole push. `declared` is the `X-Loopsy-Sha256` header, if any.
+/// The multipart boundary a push's `Content-Type` names; `None` when it is not
+/// `multipart/form-data` with a boundary.
+pub fn boundary(content_type: &str) -> Option<String> {
+    multer::parse_boundary(content_type).ok()
+}
+
+/// Receives a whole push: `body` is the request body, multipart with `boundary`, of at most
+/// `limit` bytes; `declared` is the `X-Loopsy-Sha256` header, if any.
 pub async fn receive(
     ctx: &TransferContext,
-    mut multipart: Multipart<'_>,
+    body: impl futures_lite::AsyncRead + Unpin + Send + 'static,
+    boundary: String,
+    limit: u64,
     declared: Option<String>,
 ) -> Result<Pushed, TransferError> {
+    let constraints = multer::Constraints::new().size_limit(multer::SizeLimit::new().whole_stream(limit));
+    let mut multipart = Multipart::with_constraints(YieldingChunks::new(body), boundary, constraints);
     let started = Instant::now();
     let mut fields = Fields::default();
     if let Some(text) = declared {
@@ -241,11 +269,7 @@ async fn stream_into(mut sink: Sink, field: &mut Field<'_>) -> Result<Received, 
 
 async fn copy_chunks(sink: &mut Sink, field: &mut Field<'_>) -> Result<(), TransferError> {
     loop {
-        let next = futures_lite::future::or(async { Some(field.chunk().await) }, async {
-            async_io::Timer::after(STALL).await;
-            None
-        })
-        .await;
+        let next = crate::clock::timeout(STALL, field.chunk()).await;
         let Some(next) = next else {
             // A peer that vanished without closing would otherwise hold the upload forever.
             return Err(TransferError::Failed(format!("no data for {} s: the upload stalled", STALL.as_secs())));

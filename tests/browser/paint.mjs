@@ -4,7 +4,7 @@
 // document of the same daemon, and one animation frame.
 import { config, launch, check, view, run } from './lib.mjs';
 
-const VIEWS = ['overview', 'peers', 'context', 'messages', 'tasks', 'terminal'];
+const VIEWS = ['overview', 'peers', 'context', 'messages', 'tasks', 'approvals', 'terminal'];
 
 function median(samples) {
   const sorted = [...samples].sort((a, b) => a - b);

@@ -87,10 +87,25 @@ await run(async () => {
   timings.terminal = await view(page, 'terminal');
   await page.selectOption('select[name=target]', config.from);
   await page.fill('input[name=command]', 'echo "terminal says hi"');
-  await page.click('form button[type=submit]');
+  await page.click('#run-once button[type=submit]');
   await page.waitForSelector('#terminal-state:text("exited with 0")');
   check((await page.textContent('#terminal-output')).includes('terminal says hi'), 'the output streamed in');
   await shot(page, 'terminal');
+
+  // Locks: a lock taken on a session shows with its holder and token.
+  const lockRes = await fetch(`${config.w1.url}/api/v1/locks/${encodeURIComponent('deploy/prod')}`, {
+    method: 'POST', headers: { Authorization: `Bearer ${config.w1.key}`, 'Content-Type': 'application/json' },
+    body: JSON.stringify({ holder: '<i>agent</i>', ttl: 60 }),
+  });
+  check(lockRes.ok, `taking a lock on w1: ${lockRes.status}`);
+  const lock = await lockRes.json();
+  timings.locks = await view(page, 'locks');
+  await page.selectOption('select[name=target]', config.from);
+  const lockRow = `tr.lock[data-name="deploy/prod"]`;
+  await page.waitForSelector(lockRow);
+  check((await page.textContent(`${lockRow} td.holder`)) === '<i>agent</i>', 'the holder is text');
+  check((await page.textContent(`${lockRow} td.token`)) === String(lock.token), 'the token is shown');
+  await shot(page, 'locks');
 
   check(problems.length === 0, `page problems: ${problems.join('; ')}`);
   // How fast views paint is measured by `cargo xtask bench` (tests/browser/paint.mjs), not here.

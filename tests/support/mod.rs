@@ -30,6 +30,7 @@ pub mod mcp_stdio;
 pub mod process;
 pub mod proxy;
 pub mod recorder;
+pub mod relay;
 pub mod rogue;
 pub mod skip;
 pub mod watchdog;
@@ -255,14 +256,12 @@ impl Home {
         self.path().join("config.yaml")
     }
 
-    pub fn config(&self) -> serde_yaml::Value {
-        serde_yaml::from_str(&std::fs::read_to_string(self.config_path()).unwrap()).unwrap()
+    pub fn config(&self) -> Yaml {
+        read_config(self.path())
     }
 
-    pub fn edit_config(&self, change: impl FnOnce(&mut serde_yaml::Value)) {
-        let mut doc = self.config();
-        change(&mut doc);
-        std::fs::write(self.config_path(), serde_yaml::to_string(&doc).unwrap()).unwrap();
+    pub fn edit_config(&self, change: impl FnOnce(&mut Yaml)) {
+        edit_config_in(self.path(), change)
     }
 
     pub fn key(&self) -> String {
@@ -431,4 +430,28 @@ fn forward(name: &str, stream: impl std::io::Read + Send + 'static, sink: Arc<Mu
 fn unsafe_kill(pid: u32, signal: i32) -> i32 {
     // SAFETY: kill(2) with a PID this harness spawned.
     unsafe { libc::kill(pid as libc::pid_t, signal) }
+}
+
+/// A `config.yaml` document as tests read and change it. These helpers are the one place the
+/// tests know the file's format (`cargo xtask tidy` holds them to it); the product changes it
+/// only through `config`'s operations.
+pub type Yaml = serde_yaml::Value;
+
+/// `value` (a list, a map) as a YAML value, to put into a config.
+pub fn yaml(value: impl serde::Serialize) -> Yaml {
+    serde_yaml::to_value(value).unwrap()
+}
+
+/// The `config.yaml` of data directory `home`.
+pub fn read_config(home: &Path) -> Yaml {
+    let path = home.join("config.yaml");
+    serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
+}
+
+/// Changes the `config.yaml` of data directory `home` (a running daemon reads it at its next
+/// start, or keys at SIGHUP).
+pub fn edit_config_in(home: &Path, change: impl FnOnce(&mut Yaml)) {
+    let mut doc = read_config(home);
+    change(&mut doc);
+    std::fs::write(home.join("config.yaml"), serde_yaml::to_string(&doc).unwrap()).unwrap();
 }

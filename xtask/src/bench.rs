@@ -24,6 +24,20 @@ pub struct Figure {
     pub target: String,
     /// 1.0.21's figure on this kind of machine, where known.
     pub reference: &'static str,
+    /// The physical limit measured beside it in the same run (same unit), if there is one.
+    pub limit: Option<f64>,
+}
+
+impl Figure {
+    /// Sets the limit measured in the same run, printed with the ratio value/limit.
+    pub fn limit(mut self, limit: f64) -> Figure {
+        self.limit = Some(limit);
+        self
+    }
+
+    fn ratio(&self) -> Option<f64> {
+        self.limit.filter(|l| *l > 0.0).map(|l| self.value / l)
+    }
 }
 
 pub fn figure(
@@ -33,7 +47,7 @@ pub fn figure(
     target: impl Into<String>,
     reference: &'static str,
 ) -> Figure {
-    Figure { name: name.to_string(), value, unit, target: target.into(), reference }
+    Figure { name: name.to_string(), value, unit, target: target.into(), reference, limit: None }
 }
 
 type Bench = fn(&Path) -> anyhow::Result<Vec<Figure>>;
@@ -46,6 +60,9 @@ const BENCHES: &[(&str, Bench)] = &[
     ("context", context),
     ("transfer", transfer),
     ("mcp", mcp),
+    ("terminal", crate::terminal_bench::terminal),
+    ("fleet", fleet),
+    ("memory", memory),
     ("slowloris", crate::slowloris::bench),
     ("dashboard", dashboard),
 ];
@@ -53,15 +70,21 @@ const BENCHES: &[(&str, Bench)] = &[
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     let mut json_path = crate::repo_root().join("target/bench.json");
     let mut only: Option<Vec<String>> = None;
+    let mut given_bin: Option<PathBuf> = None;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--json" => json_path = PathBuf::from(it.next().context("--json needs a file")?),
+            // A loopsy binary built elsewhere (an older commit, for before/after figures).
+            "--bin" => given_bin = Some(PathBuf::from(it.next().context("--bin needs a file")?)),
             "--only" => only = Some(it.next().context("--only needs names")?.split(',').map(String::from).collect()),
             other => anyhow::bail!("unknown option '{other}'"),
         }
     }
-    let bin = build_release()?;
+    let bin = match given_bin {
+        Some(bin) => bin,
+        None => build_release()?,
+    };
     let mut figures = Vec::new();
     let mut failed = Vec::new();
     for (name, bench) in BENCHES {
@@ -79,7 +102,8 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     let json = json!({
         "machine": machine(),
         "figures": figures.iter().map(|f| json!({
-            "name": f.name, "value": f.value, "unit": f.unit, "target": f.target, "reference": f.reference
+            "name": f.name, "value": f.value, "unit": f.unit, "target": f.target, "reference": f.reference,
+            "limit": f.limit, "ratio": f.ratio(),
         })).collect::<Vec<_>>(),
     });
     std::fs::write(&json_path, serde_json::to_string_pretty(&json)?)?;
@@ -110,13 +134,46 @@ fn machine() -> String {
     format!("{cores} cores, {cpu}")
 }
 
-fn print_table(figures: &[Figure]) {
-    println!("\n{:<38} {:>12} {:<7} {:<10} 1.0.21", "benchmark", "value", "unit", "target");
-    println!("{}", "-".repeat(80));
-    for f in figures {
-        let value = if f.value >= 100.0 { format!("{:.0}", f.value) } else { format!("{:.2}", f.value) };
-        println!("{:<38} {:>12} {:<7} {:<10} {}", f.name, value, f.unit, f.target, f.reference);
+fn number(value: f64) -> String {
+    if value >= 100.0 {
+        format!("{value:.0}")
+    } else {
+        format!("{value:.2}")
     }
+}
+
+fn print_table(figures: &[Figure]) {
+    println!(
+        "\n{:<46} {:>10} {:<7} {:>10} {:>6}  {:<12} 1.0.21",
+        "figure", "value", "unit", "limit", "ratio", "target"
+    );
+    println!("{}", "-".repeat(106));
+    for f in figures {
+        let limit = f.limit.map(number).unwrap_or_default();
+        let ratio = f.ratio().map(|r| format!("{r:.2}")).unwrap_or_default();
+        println!(
+            "{:<46} {:>10} {:<7} {:>10} {:>6}  {:<12} {}",
+            f.name,
+            number(f.value),
+            f.unit,
+            limit,
+            ratio,
+            f.target,
+            f.reference
+        );
+    }
+}
+
+/// CPU seconds (user + system) a process has used so far.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces): utime and stime are 14 and 15.
+    let rest = stat.rsplit(')').next().unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (ticks(11) + ticks(12)) / hz
 }
 
 /// Percentile of sorted samples.
@@ -253,6 +310,14 @@ fn exec(bin: &Path) -> anyhow::Result<Vec<Figure>> {
         anyhow::ensure!(reply.status == 200, "execute answered {}", reply.status);
         Ok(())
     })?;
+    // Concurrency 32 against the default cap of 10: the queue holds the rest.
+    let (ok_rate, refused, loaded) = exec_load(&node, 32, Duration::from_secs(4))?;
+    // The floor: spawning `echo` directly (posix_spawn, a pipe, wait) from this process.
+    let direct = latencies(500, || {
+        let out = Command::new("echo").arg("hi").output()?;
+        anyhow::ensure!(out.status.success(), "echo failed");
+        Ok(())
+    })?;
     // Time to the first byte of an event stream's answer.
     let mut firsts = Vec::new();
     for _ in 0..300 {
@@ -260,11 +325,54 @@ fn exec(bin: &Path) -> anyhow::Result<Vec<Figure>> {
     }
     firsts.sort_by(|a, b| a.partial_cmp(b).unwrap());
     Ok(vec![
-        figure("exec `echo hi` latency p50", percentile(&times, 0.5), "ms", "≤ 2.5", "9.3"),
+        figure("exec `echo hi` latency p50", percentile(&times, 0.5), "ms", "≤ 1.25 limit", "4.98")
+            .limit(percentile(&direct, 0.5)),
+        figure("  limit: spawn `echo` directly, p50", percentile(&direct, 0.5), "ms", "", ""),
+        figure("exec at concurrency 32: completed", ok_rate, "ok/s", "", "226"),
+        figure("exec at concurrency 32: refused (429)", refused as f64, "", "0", "9620"),
+        figure("exec at concurrency 32: latency p99", percentile(&loaded, 0.99), "ms", "", ""),
         figure("exec `echo hi` latency p99", percentile(&times, 0.99), "ms", "", ""),
         figure("exec throughput, 8 connections", rate, "req/s", "", ""),
         figure("SSE time to first byte p50", percentile(&firsts, 0.5), "ms", "≤ 2", "11.7"),
     ])
+}
+
+/// `workers` connections running `echo` for `duration`: (completed per second, refused,
+/// sorted latencies in ms of the completed ones).
+fn exec_load(node: &Node, workers: usize, duration: Duration) -> anyhow::Result<(f64, u64, Vec<f64>)> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let refused = Arc::new(AtomicU64::new(0));
+    let mut threads = Vec::new();
+    for _ in 0..workers {
+        let (stop, refused, addr, key) = (stop.clone(), refused.clone(), node.addr.clone(), node.key.clone());
+        threads.push(std::thread::spawn(move || -> anyhow::Result<Vec<f64>> {
+            let mut conn = Conn::open(&addr)?;
+            let mut times = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let started = Instant::now();
+                let body = br#"{"command":"echo","args":["hi"]}"#;
+                let reply = conn.call("POST", "/api/v1/execute", Some(&key), Some(body))?;
+                match reply.status {
+                    200 => times.push(started.elapsed().as_secs_f64() * 1000.0),
+                    429 => {
+                        refused.fetch_add(1, Ordering::Relaxed);
+                    }
+                    other => anyhow::bail!("execute answered {other}"),
+                }
+            }
+            Ok(times)
+        }));
+    }
+    let started = Instant::now();
+    std::thread::sleep(duration);
+    stop.store(true, Ordering::Relaxed);
+    let mut all = Vec::new();
+    for thread in threads {
+        all.extend(thread.join().expect("bench worker")?);
+    }
+    let rate = all.len() as f64 / started.elapsed().as_secs_f64();
+    all.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    Ok((rate, refused.load(Ordering::Relaxed), all))
 }
 
 /// Milliseconds from sending a POST to the first byte of its answer.
@@ -288,7 +396,7 @@ fn first_byte(addr: &str, key: &str, path: &str, body: &[u8]) -> anyhow::Result<
 }
 
 fn context(bin: &Path) -> anyhow::Result<Vec<Figure>> {
-    let node = node(bin, "context")?;
+    let mut node = node(bin, "context")?;
     let key = node.key.clone();
     let puts = throughput(&node.addr, 32, Duration::from_secs(4), move |conn, i| {
         let body = format!(r#"{{"value":"value-{i}"}}"#);
@@ -303,11 +411,86 @@ fn context(bin: &Path) -> anyhow::Result<Vec<Figure>> {
         Ok(())
     })?;
     let peak = node.memory_kib("VmHWM") as f64 / 1024.0;
+    // One connection, one request at a time: a PUT of a new key and a GET, with 1,000 entries…
+    let (small_put, small_get) = context_latencies(&node, "small")?;
+    // …and once the store holds 100,000 (the default context.maxEntries).
+    let target = 100_000 - 2 * 1000 - 1000; // what context_latencies adds makes 100,000
+    let fill_took = timed(|| fill(&node, target))?;
+    let (large_put, large_get) = context_latencies(&node, "large")?;
+    let mut conn = Conn::open(&node.addr)?;
+    let status: serde_json::Value =
+        serde_json::from_slice(&conn.call("GET", "/api/v1/status", Some(&node.key), None)?.body)?;
+    let entries = status["context"]["entries"].as_f64().unwrap_or(0.0);
+    let rss = node.memory_kib("VmRSS") as f64 / 1024.0;
+    // A clean stop compacts the store into one snapshot; a start reads it back.
+    let compaction = timed(|| {
+        node.stop();
+        Ok(())
+    })?;
+    let (home, key) = (node.home.clone(), node.key.clone());
+    let (restarted, start) = Node::start(bin, &home, &key)?;
+    drop(restarted);
     Ok(vec![
-        figure("context PUT throughput, 32 conns, fsync'd", puts, "req/s", "≥ 8000", "800"),
+        figure("context PUT throughput, 32 conns, fsync'd", puts, "req/s", "≥ 10× 1.0.21", "800"),
         figure("context GET throughput, 32 conns", gets, "req/s", "≥ 19000", "1950"),
         figure("daemon peak RSS under context load", peak, "MiB", "", ""),
+        figure("context PUT p50 at 100,000 entries", large_put, "ms", "≤ 1.1 limit", "").limit(small_put),
+        figure("  limit: context PUT p50 at 1,000 entries", small_put, "ms", "", ""),
+        figure("context GET p50 at 100,000 entries", large_get, "ms", "≤ 1.1 limit", "").limit(small_get),
+        figure("  limit: context GET p50 at 1,000 entries", small_get, "ms", "", ""),
+        figure("  entries in the store", entries, "", "100000", "1000"),
+        figure("  filling 97,000 new keys, 32 conns", fill_took * 1000.0, "ms", "", ""),
+        figure("  daemon RSS with 100,000 entries", rss, "MiB", "", ""),
+        figure("clean stop with 100,000 entries (compacts)", compaction * 1000.0, "ms", "", ""),
+        figure("start with 100,000 entries to first /health", start.as_secs_f64() * 1000.0, "ms", "", ""),
     ])
+}
+
+/// PUTs `count` new keys over 32 connections, each worker taking the next number until all are in.
+fn fill(node: &Node, count: u64) -> anyhow::Result<()> {
+    let next = Arc::new(AtomicU64::new(0));
+    let threads: Vec<_> = (0..32)
+        .map(|_| {
+            let (next, addr, key) = (next.clone(), node.addr.clone(), node.key.clone());
+            std::thread::spawn(move || -> anyhow::Result<()> {
+                let mut conn = Conn::open(&addr)?;
+                loop {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    if n >= count {
+                        return Ok(());
+                    }
+                    let reply =
+                        conn.call("PUT", &format!("/api/v1/context/fill-{n}"), Some(&key), Some(br#"{"value":"x"}"#))?;
+                    anyhow::ensure!(reply.status == 200, "PUT answered {}", reply.status);
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().expect("fill worker")?;
+    }
+    Ok(())
+}
+
+/// p50 of 1,000 PUTs of new keys and 1,000 GETs, one at a time on one connection, in ms.
+fn context_latencies(node: &Node, label: &str) -> anyhow::Result<(f64, f64)> {
+    let mut conn = Conn::open(&node.addr)?;
+    let key = node.key.clone();
+    let mut i = 0;
+    let puts = latencies(1000, || {
+        i += 1;
+        let reply = conn.call("PUT", &format!("/api/v1/context/{label}-{i}"), Some(&key), Some(br#"{"value":"v"}"#))?;
+        anyhow::ensure!(reply.status == 200, "PUT answered {}", reply.status);
+        Ok(())
+    })?;
+    let mut i = 0;
+    let gets = latencies(1000, || {
+        i += 1;
+        let reply = conn.call("GET", &format!("/api/v1/context/{label}-{i}"), Some(&key), None)?;
+        anyhow::ensure!(reply.status == 200, "GET answered {}", reply.status);
+        Ok(())
+    })?;
+    Ok((percentile(&puts, 0.5), percentile(&gets, 0.5)))
 }
 
 fn transfer(bin: &Path) -> anyhow::Result<Vec<Figure>> {
@@ -315,36 +498,85 @@ fn transfer(bin: &Path) -> anyhow::Result<Vec<Figure>> {
     // Inside the daemon's user home: the default transfer.allowedPaths.
     let dir = user_home(&node.home).join("files");
     std::fs::create_dir_all(&dir)?;
+    // The ceiling of a durable push: this disk's speed for the same bytes written and fsync'd.
+    let ceiling = 512.0
+        / timed(|| {
+            use std::io::Write;
+            let path = dir.join("ceiling");
+            let mut file = std::fs::File::create(&path)?;
+            let block = vec![0x5au8; 1 << 20];
+            for _ in 0..512 {
+                file.write_all(&block)?;
+            }
+            file.sync_all()?;
+            std::fs::remove_file(&path)?;
+            Ok(())
+        })?;
     let mut figures = Vec::new();
     for mib in [64u64, 512] {
         let source = dir.join(format!("source-{mib}"));
         write_random_file(&source, mib * 1024 * 1024)?;
         let dest = dir.join(format!("pushed-{mib}"));
+        let cpu_before = cpu_seconds(node.pid());
         let pushed = timed(|| push(&node, &source, &dest))?;
+        let push_cpu = cpu_seconds(node.pid()) - cpu_before;
+        // The same file served by a minimal sendfile(2) server: what the kernel can do.
+        let floor = timed(|| sendfile_pull(&dest))?;
+        let cpu_before = cpu_seconds(node.pid());
         let pulled = timed(|| pull(&node, &dest))?;
-        figures.push(figure(&format!("push {mib} MiB"), mib as f64 / pushed, "MiB/s", "≥ 600", "77"));
-        figures.push(figure(&format!("pull {mib} MiB"), mib as f64 / pulled, "MiB/s", "≥ 600", ""));
+        let pull_cpu = cpu_seconds(node.pid()) - cpu_before;
+        let name = format!("push {mib} MiB (plain HTTP)");
+        figures.push(figure(&name, mib as f64 / pushed, "MiB/s", "≥ 0.9 limit", "405").limit(ceiling));
+        figures.push(figure("  daemon CPU for that push", push_cpu, "s", "", ""));
+        let name = format!("pull {mib} MiB (plain HTTP)");
+        figures.push(figure(&name, mib as f64 / pulled, "MiB/s", "≥ 0.9 limit", "460").limit(mib as f64 / floor));
+        figures.push(figure("  daemon CPU for that pull", pull_cpu, "s", "", ""));
         let _ = std::fs::remove_file(&dest);
         let _ = std::fs::remove_file(&source);
     }
+    figures.push(figure("  limit of push: 512 MiB written + fsync", ceiling, "MiB/s", "", ""));
     let peak = node.memory_kib("VmHWM") as f64 / 1024.0;
     figures.push(figure("daemon peak RSS during transfers", peak, "MiB", "≤ 32", "245"));
-    // The ceiling of a durable push: this disk's speed for the same bytes written and fsync'd.
-    let ceiling = timed(|| {
-        use std::io::Write;
-        let path = dir.join("ceiling");
-        let mut file = std::fs::File::create(&path)?;
-        let block = vec![0x5au8; 1 << 20];
-        for _ in 0..512 {
-            file.write_all(&block)?;
-        }
-        file.sync_all()?;
-        std::fs::remove_file(&path)?;
-        Ok(())
-    })?;
-    figures.push(figure("disk ceiling: 512 MiB written + fsync", 512.0 / ceiling, "MiB/s", "", ""));
     let _ = std::fs::remove_dir_all(&dir);
     Ok(figures)
+}
+
+/// Downloads `path` from a one-shot server that answers with `sendfile(2)`, as nginx would:
+/// the fastest a daemon could serve it on this machine.
+fn sendfile_pull(path: &Path) -> anyhow::Result<()> {
+    use std::io::{Read, Write};
+    use std::os::fd::AsRawFd;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let path = path.to_path_buf();
+    let server = std::thread::spawn(move || -> anyhow::Result<()> {
+        let (mut socket, _) = listener.accept()?;
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            anyhow::ensure!(socket.read(&mut byte)? == 1, "the client went away");
+            head.push(byte[0]);
+        }
+        let file = std::fs::File::open(&path)?;
+        let len = file.metadata()?.len();
+        write!(socket, "HTTP/1.1 200 OK\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n")?;
+        let mut left = len;
+        while left > 0 {
+            // SAFETY: both descriptors are open for the call; a null offset uses the file's.
+            let n = unsafe {
+                libc::sendfile(socket.as_raw_fd(), file.as_raw_fd(), std::ptr::null_mut(), left.min(1 << 30) as usize)
+            };
+            anyhow::ensure!(n > 0, "sendfile: {}", std::io::Error::last_os_error());
+            left -= n as u64;
+        }
+        Ok(())
+    });
+    let mut stream = std::net::TcpStream::connect(addr)?;
+    write!(stream, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")?;
+    let mut buf = vec![0u8; 1 << 20];
+    while stream.read(&mut buf)? > 0 {}
+    server.join().expect("sendfile server")?;
+    Ok(())
 }
 
 fn timed(f: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<f64> {
@@ -468,7 +700,171 @@ fn mcp(bin: &Path) -> anyhow::Result<Vec<Figure>> {
         let _ = child.wait();
     }
     times.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    Ok(vec![figure("MCP spawn to tools/list answer p50", percentile(&times, 0.5), "ms", "≤ 10", "")])
+    let (through_mcp, direct) = mcp_execute(bin, &node)?;
+    Ok(vec![
+        figure("MCP spawn to tools/list answer p50", percentile(&times, 0.5), "ms", "≤ 10", ""),
+        figure("MCP loopsy_execute `echo` p50, from a client", through_mcp, "ms", "", "9.1"),
+        figure("  the same exec over HTTP p50", direct, "ms", "", ""),
+        figure("  MCP layer's own cost (difference)", through_mcp - direct, "ms", "< 0.5", ""),
+    ])
+}
+
+/// p50 of `loopsy_execute` of `echo` through one MCP server, and of the same exec over HTTP.
+fn mcp_execute(bin: &Path, node: &Node) -> anyhow::Result<(f64, f64)> {
+    use std::io::{BufRead, BufReader, Write};
+    let mut child = crate::node::command(bin, &node.home)
+        .arg("--home")
+        .arg(&node.home)
+        .args(["mcp", "serve"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let mut stdin = child.stdin.take().expect("piped");
+    let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
+    writeln!(
+        stdin,
+        r#"{{"jsonrpc":"2.0","id":0,"method":"initialize","params":{{"protocolVersion":"2025-06-18","capabilities":{{}},"clientInfo":{{"name":"bench","version":"1"}}}}}}"#
+    )?;
+    writeln!(stdin, r#"{{"jsonrpc":"2.0","method":"notifications/initialized"}}"#)?;
+    stdin.flush()?;
+    lines.next().context("the server closed its output")??;
+    let mut id = 0;
+    let mut call = || -> anyhow::Result<()> {
+        id += 1;
+        writeln!(
+            stdin,
+            r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"loopsy_execute","arguments":{{"peer":"local","command":"echo","args":["hi"]}}}}}}"#
+        )?;
+        stdin.flush()?;
+        let line = lines.next().context("the server closed its output")??;
+        anyhow::ensure!(line.contains("exitCode") && !line.contains("isError"), "loopsy_execute failed: {line}");
+        Ok(())
+    };
+    for _ in 0..30 {
+        call()?;
+    }
+    let through_mcp = latencies(300, &mut call)?;
+    drop(stdin);
+    let _ = child.wait();
+    let mut conn = Conn::open(&node.addr)?;
+    let direct = latencies(300, || {
+        let reply =
+            conn.call("POST", "/api/v1/execute", Some(&node.key), Some(br#"{"command":"echo","args":["hi"]}"#))?;
+        anyhow::ensure!(reply.status == 200, "execute answered {}", reply.status);
+        Ok(())
+    })?;
+    Ok((percentile(&through_mcp, 0.5), percentile(&direct, 0.5)))
+}
+
+/// `loopsy session start-fleet --count 20`: total RSS and idle CPU of the sessions, and a
+/// clean stop of all of them.
+fn fleet(bin: &Path) -> anyhow::Result<Vec<Figure>> {
+    const COUNT: usize = 20;
+    let node = node(bin, "fleet")?;
+    let home = node.home.display().to_string();
+    let run = |args: &[&str]| -> anyhow::Result<String> {
+        let out = crate::node::command(bin, &node.home).arg("--home").arg(&home).args(args).output()?;
+        anyhow::ensure!(out.status.success(), "loopsy {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let started = Instant::now();
+    run(&["session", "start-fleet", "--count", &COUNT.to_string()])?;
+    let start_took = started.elapsed().as_secs_f64();
+    let pids: Vec<u32> = std::fs::read_dir(node.home.join("sessions"))?
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("daemon.pid")).ok())
+        .filter_map(|t| t.trim().parse().ok())
+        .collect();
+    let measured = (|| -> anyhow::Result<(f64, f64, f64)> {
+        anyhow::ensure!(pids.len() == COUNT, "{} sessions run, not {COUNT}", pids.len());
+        std::thread::sleep(Duration::from_secs(3)); // let start-up work settle
+        let cpu = |pids: &[u32]| pids.iter().map(|pid| cpu_seconds(*pid)).sum::<f64>();
+        let before = cpu(&pids);
+        let window = Duration::from_secs(20);
+        std::thread::sleep(window);
+        let idle = (cpu(&pids) - before) / window.as_secs_f64() * 100.0;
+        let rss_kib: u64 = pids
+            .iter()
+            .map(|pid| {
+                let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+                status
+                    .lines()
+                    .find(|l| l.starts_with("VmRSS"))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0)
+            })
+            .sum();
+        // Proportional set size: pages shared between the sessions (the binary's code, the
+        // libraries) counted once in total, not once per session as the RSS sum does.
+        let pss_kib: u64 = pids
+            .iter()
+            .map(|pid| {
+                let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+                rollup
+                    .lines()
+                    .find(|l| l.starts_with("Pss:"))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0)
+            })
+            .sum();
+        Ok((idle, rss_kib as f64 / 1024.0, pss_kib as f64 / 1024.0))
+    })();
+    let stopped = Instant::now();
+    let stop = run(&["session", "stop-all"]);
+    let stop_took = stopped.elapsed().as_secs_f64();
+    let (idle, rss, pss) = measured?;
+    stop?;
+    Ok(vec![
+        figure("fleet of 20 sessions: total RSS", rss, "MiB", "≤ 155", "1587"),
+        figure("  total PSS (shared pages counted once)", pss, "MiB", "", ""),
+        figure("fleet of 20 sessions: idle CPU", idle, "% core", "≤ 0.5", ""),
+        figure("fleet of 20 sessions: start-fleet", start_took * 1000.0, "ms", "", ""),
+        figure("fleet of 20 sessions: stop-all", stop_took * 1000.0, "ms", "", ""),
+    ])
+}
+
+/// Memory comes back: RSS idle, then after a burst (a 2 MB body, 1,000 execs, a 512 MiB push
+/// and pull), once things are quiet again.
+fn memory(bin: &Path) -> anyhow::Result<Vec<Figure>> {
+    let node = node(bin, "memory")?;
+    std::thread::sleep(Duration::from_secs(2));
+    let idle = node.memory_kib("VmRSS") as f64 / 1024.0;
+    let idle_anon = node.memory_kib("RssAnon") as f64 / 1024.0;
+    let mut conn = Conn::open(&node.addr)?;
+    let big = format!(r#"{{"value":"{}"}}"#, "x".repeat(2_000_000));
+    let reply = conn.call("PUT", "/api/v1/context/big", Some(&node.key), Some(big.as_bytes()))?;
+    anyhow::ensure!(reply.status < 500, "the 2 MB body answered {}", reply.status);
+    let after_body = {
+        std::thread::sleep(Duration::from_secs(2));
+        node.memory_kib("VmRSS") as f64 / 1024.0
+    };
+    let mut conn = Conn::open(&node.addr)?;
+    for _ in 0..1000 {
+        let reply =
+            conn.call("POST", "/api/v1/execute", Some(&node.key), Some(br#"{"command":"echo","args":["hi"]}"#))?;
+        anyhow::ensure!(reply.status == 200, "execute answered {}", reply.status);
+    }
+    let dir = user_home(&node.home).join("files");
+    std::fs::create_dir_all(&dir)?;
+    let (source, dest) = (dir.join("source"), dir.join("dest"));
+    write_random_file(&source, 512 << 20)?;
+    push(&node, &source, &dest)?;
+    pull(&node, &dest)?;
+    let _ = std::fs::remove_dir_all(&dir);
+    std::thread::sleep(Duration::from_secs(3));
+    let after = node.memory_kib("VmRSS") as f64 / 1024.0;
+    let after_anon = node.memory_kib("RssAnon") as f64 / 1024.0;
+    Ok(vec![
+        figure("idle RSS before the burst", idle, "MiB", "", ""),
+        figure("RSS after one 2 MB body", after_body, "MiB", "≤ idle + 2", "").limit(idle),
+        figure("RSS after 2 MB body, 1000 execs, 512 MiB", after, "MiB", "≤ idle + 2", "").limit(idle),
+        // The rest is the binary's code and libraries, shared by every daemon on the machine.
+        figure("  anonymous RSS (heap, stacks) idle", idle_anon, "MiB", "", ""),
+        figure("  anonymous RSS after the burst", after_anon, "MiB", "", "").limit(idle_anon),
+    ])
 }
 
 /// The dashboard in headless Chromium (`tests/browser/paint.mjs`): the first load and each

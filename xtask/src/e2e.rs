@@ -1,4 +1,5 @@
-//! `cargo xtask e2e`: the multi-daemon scenarios (sessions on one machine, netlab hosts) in one
+//! `cargo xtask e2e`: the multi-daemon scenarios (sessions on one machine, netlab hosts, the
+//! approval inbox across both) in one
 //! run, ending with a summary line `N passed, M failed`.
 //!
 //! The tests run with `CI=true`, so a scenario whose prerequisite is missing (root, netlab,
@@ -9,7 +10,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
 /// The test modules of the scenarios.
-const SCENARIOS: &[&str] = &["sessions::", "netlab::"];
+const SCENARIOS: &[&str] = &["sessions::", "netlab::", "approvals::"];
 
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     let mut command = Command::new(env!("CARGO"));

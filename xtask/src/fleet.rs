@@ -26,7 +26,8 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     }
     if !home.join("config.yaml").exists() {
         crate::build::run(&bin, &["--home", &home_arg, "init"])?;
-        local_only(&home.join("config.yaml"))?;
+        // Loopback only, not announced on the LAN.
+        crate::build::run(&bin, &["generate", "local-config", &home_arg])?;
     }
     let count_arg = count.to_string();
     crate::build::run(&bin, &["--home", &home_arg, "session", "start-fleet", "--count", &count_arg])?;
@@ -45,27 +46,5 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         );
     }
     println!("\nuse one: loopsy --home {home_arg}/sessions/worker-1 status; stop them: cargo xtask fleet --down");
-    Ok(())
-}
-
-/// A fleet home listens on loopback only and does not announce itself on the LAN.
-fn local_only(config: &std::path::Path) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(config)?;
-    let mut section = String::new();
-    let mut out = String::new();
-    for line in text.lines() {
-        if !line.starts_with(' ') {
-            section = line.trim_end_matches(':').to_string();
-        }
-        let key = line.trim_start().split(':').next().unwrap_or("");
-        let replaced = match (section.as_str(), key) {
-            ("server", "host") => "  host: 127.0.0.1".to_string(),
-            ("discovery", "enabled") => "  enabled: false".to_string(),
-            _ => line.to_string(),
-        };
-        out.push_str(&replaced);
-        out.push('\n');
-    }
-    std::fs::write(config, out)?;
     Ok(())
 }

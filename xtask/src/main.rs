@@ -2,7 +2,7 @@
 //!
 //! Tasks: `bench` (every benchmark, printed as a table and written as JSON), `fleet` (local
 //! sessions), `dist` (release archive), `units` (reviewed service units), `e2e` (multi-daemon
-//! scenarios).
+//! scenarios), `tidy` (the owners of ARCHITECTURE.md, checked).
 
 mod bench;
 mod build;
@@ -13,6 +13,8 @@ mod http;
 mod isolation;
 mod node;
 mod slowloris;
+mod terminal_bench;
+mod tidy;
 mod units;
 
 use std::path::PathBuf;
@@ -26,6 +28,7 @@ fn main() -> ExitCode {
         Some("dist") => dist::run(&args[1..]),
         Some("units") => units::run(&args[1..]),
         Some("e2e") => e2e::run(&args[1..]),
+        Some("tidy") => tidy::run(&args[1..]),
         // Started by the slowloris benchmark, one per batch of connections.
         Some("slowloris-worker") => slowloris::worker(&args[1..]),
         Some("help") | Some("--help") | None => {
@@ -35,7 +38,8 @@ fn main() -> ExitCode {
                  fleet [--count N] [--down] [--home DIR]    start (or stop) N local sessions\n  \
                  dist [--debug]                             build target/dist/loopsy-<version>-<target>.tar.gz\n  \
                  units                                      write the generated service units into dist/units/\n  \
-                 e2e [TEST ARGS]                            run the multi-session and netlab scenarios"
+                 e2e [TEST ARGS]                            run the multi-session and netlab scenarios\n  \
+                 tidy                                       check that every stack and format keeps to its owner"
             );
             Ok(())
         }

@@ -35,39 +35,21 @@ pub fn remove_home(home: &Path) {
     let _ = std::fs::remove_dir_all(user_home(home));
 }
 
-/// A fresh home with `loopsy init`, listening on 127.0.0.1:0, mDNS and rate limits off.
+/// A fresh home with `loopsy init`, listening on 127.0.0.1:0, mDNS and rate limits off; with its key.
 pub fn prepare_home(bin: &Path, label: &str) -> anyhow::Result<(PathBuf, String)> {
     let home = std::env::temp_dir().join(format!("loopsy-bench-{label}-{}", std::process::id()));
     remove_home(&home);
     let status = command(bin, &home).arg("--home").arg(&home).arg("init").stdout(Stdio::null()).status()?;
     anyhow::ensure!(status.success(), "loopsy init failed");
-    let config_path = home.join("config.yaml");
-    let text = std::fs::read_to_string(&config_path)?;
-    let mut out = String::new();
-    let mut key = String::new();
-    let mut section = String::new();
-    for line in text.lines() {
-        if !line.starts_with(' ') {
-            section = line.trim_end_matches(':').to_string();
-        }
-        let trimmed = line.trim_start();
-        let replaced = match (section.as_str(), trimmed.split(':').next().unwrap_or("")) {
-            ("server", "host") => "  host: 127.0.0.1".to_string(),
-            ("server", "port") => "  port: 0".to_string(),
-            ("discovery", "enabled") => "  enabled: false".to_string(),
-            ("rateLimits", "execute" | "transfer" | "context") => {
-                format!("  {}: 0", trimmed.split(':').next().unwrap())
-            }
-            ("auth", "apiKey") => {
-                key = trimmed.trim_start_matches("apiKey:").trim().to_string();
-                line.to_string()
-            }
-            _ => line.to_string(),
-        };
-        out.push_str(&replaced);
-        out.push('\n');
-    }
-    std::fs::write(&config_path, out)?;
+    // The config is changed through loopsy's own operations (`generate local-config`), and
+    // its key read with `key show`: only loopsy knows the config's format.
+    let home_arg = home.to_str().context("a UTF-8 temporary directory")?;
+    let status =
+        command(bin, &home).args(["generate", "local-config", home_arg, "--port", "0", "--unlimited"]).status()?;
+    anyhow::ensure!(status.success(), "loopsy generate local-config failed");
+    let output = command(bin, &home).args(["--home", home_arg, "key", "show"]).output()?;
+    anyhow::ensure!(output.status.success(), "loopsy key show failed");
+    let key = String::from_utf8(output.stdout)?.trim().to_string();
     Ok((home, key))
 }
 

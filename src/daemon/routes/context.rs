@@ -9,15 +9,10 @@
 //! `/api/v1/context/watch` is the stream's alone (other methods get 405, see `routes/allow.rs`).
 //! The CLI and the MCP tools encode it that way by themselves (`peer::context_path`).
 
-use std::pin::Pin;
-use std::task::{Context, Poll};
-use std::time::Duration;
-
-use futures_lite::{future, AsyncRead, Stream};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tide::http::Method;
-use tide::{Request, Response};
+use tide::Request;
 
 use super::system::json_response;
 use super::Mount;
@@ -26,14 +21,13 @@ use crate::daemon::error::{ApiError, ErrorCode};
 use crate::daemon::guard::{Access, Caller};
 use crate::daemon::rate_limit::Category;
 use crate::daemon::state::State;
+use crate::locks::api::Fence;
 use crate::store::{self, Change, Entry, Put, StoreError, Subscription, Ttl};
 
 /// Largest PUT body: a value of exactly 1 MiB plus its JSON envelope, with room for escapes
 /// (quotes, newlines) in the value. A body beyond this is a 413; a value that fits in the body
 /// but is over 1 MiB once decoded is a 400 with code 5002.
 pub const MAX_PUT_BODY: u64 = store::MAX_VALUE_BYTES as u64 + 64 * 1024;
-/// How often a quiet watch stream sends a comment, so dead connections are noticed.
-const HEARTBEAT: Duration = Duration::from_secs(10);
 /// Longest `X-Loopsy-Node-Id` accepted.
 const MAX_NODE_ID: usize = 128;
 
@@ -53,6 +47,8 @@ struct PutBody {
     value: Option<String>,
     ttl: Option<serde_json::Number>,
     if_revision: Option<u64>,
+    /// Write only while this lock grant is live (a fenced write, not in 1.0.21).
+    if_fence: Option<Fence>,
 }
 
 /// `GET /api/v1/context` answer.
@@ -100,7 +96,17 @@ async fn put_entry(mut req: Request<State>) -> tide::Result {
         _ => None,
     };
     let put = Put { value: value.into(), ttl, if_revision: body.if_revision, from_node_id };
-    let entry = req.state().context.put(&key, put, now).await.map_err(store_error)?;
+    let state = req.state();
+    let entry = match body.if_fence {
+        None => state.context.put(&key, put, now).await,
+        Some(fence) => {
+            check_fence_lock(&fence)?;
+            // Under the store lock: no grant can change between the check and the write.
+            let guard = || state.locks.check_fence(&fence.lock, fence.token);
+            fenced(state, state.context.put_guarded(&key, put, now, guard).await).await?
+        }
+    }
+    .map_err(store_error)?;
     if let Some((name, value)) = delivered_by {
         req.state().messages.note_sender(&name, &value).await;
     }
@@ -129,35 +135,42 @@ async fn get_entry(req: Request<State>) -> tide::Result {
 
 async fn delete_entry(req: Request<State>) -> tide::Result {
     let key = key_param(&req)?;
-    let if_revision = match query(&req, "ifRevision") {
+    let if_revision = match body::query(&req, "ifRevision") {
         None => None,
         Some(text) => Some(text.parse::<u64>().map_err(|_| {
             ApiError::bad_request(format!("query parameter 'ifRevision' must be a non-negative integer, got '{text}'"))
         })?),
     };
-    let revision = req.state().context.delete(&key, if_revision, crate::clock::now_ms()).await.map_err(store_error)?;
+    let fence = match body::query(&req, "ifFence") {
+        None => None,
+        Some(text) => Some(parse_fence(&text)?),
+    };
+    let (state, now) = (req.state(), crate::clock::now_ms());
+    let revision = match fence {
+        None => state.context.delete(&key, if_revision, now).await,
+        Some(fence) => {
+            let guard = || state.locks.check_fence(&fence.lock, fence.token);
+            fenced(state, state.context.delete_guarded(&key, if_revision, now, guard).await).await?
+        }
+    }
+    .map_err(store_error)?;
     json_response(&Deleted { success: true, key, revision })
 }
 
 async fn list_entries(req: Request<State>) -> tide::Result {
-    let prefix = query(&req, "prefix").unwrap_or_default();
+    let prefix = body::query(&req, "prefix").unwrap_or_default();
     let entries = req.state().context.list(&prefix, crate::clock::now_ms()).await.map_err(store_error)?;
     json_response(&Listing { entries })
 }
 
 async fn watch_entries(req: Request<State>) -> tide::Result {
-    let prefix = query(&req, "prefix").unwrap_or_default();
+    let prefix = body::query(&req, "prefix").unwrap_or_default();
     let subscription = req.state().context.watch(&prefix);
     let (frames, receiver) = smol::channel::bounded(16);
-    // Per-connection work: it ends when the client goes away or the daemon stops.
-    smol::spawn(pump(subscription, prefix, frames)).detach();
-    let reader =
-        futures_lite::io::BufReader::new(Frames { receiver: Box::pin(receiver), current: Vec::new(), offset: 0 });
-    Ok(Response::builder(200)
-        .header("Content-Type", "text/event-stream")
-        .header("Cache-Control", "no-cache")
-        .body(tide::Body::from_reader(reader, None))
-        .build())
+    // Per-connection work, owned by the body: it ends when the client goes away or the daemon
+    // stops (which ends the feed).
+    let producer = smol::spawn(pump(subscription, prefix, frames));
+    Ok(crate::daemon::sse::response(receiver, producer))
 }
 
 /// Turns changes into SSE frames until the feed ends or the client is gone.
@@ -166,30 +179,14 @@ async fn pump(subscription: Subscription, prefix: String, frames: smol::channel:
     if frames.send(hello.into_bytes()).await.is_err() {
         return;
     }
-    // Kept across heartbeats: dropping it could lose a change it has already taken.
-    let mut next = Box::pin(subscription.next());
-    loop {
-        let heartbeat = async {
-            async_io::Timer::after(HEARTBEAT).await;
-            None
-        };
-        let frame = match future::or(async { Some((&mut next).await) }, heartbeat).await {
-            None => b": heartbeat\n\n".to_vec(),
-            Some(Some(change)) => {
-                next = Box::pin(subscription.next());
-                event_frame(&change)
-            }
-            Some(None) => {
-                if subscription.overflowed() {
-                    let data = json!({"type": "overflow", "message": format!("more than {} changes were not read in time; watch again and list to catch up", store::WATCH_BUFFER)});
-                    let _ = frames.send(format!("event: overflow\ndata: {data}\n\n").into_bytes()).await;
-                }
-                return;
-            }
-        };
-        if frames.send(frame).await.is_err() {
+    while let Some(change) = subscription.next().await {
+        if frames.send(event_frame(&change)).await.is_err() {
             return;
         }
+    }
+    if subscription.overflowed() {
+        let data = json!({"type": "overflow", "message": format!("more than {} changes were not read in time; watch again and list to catch up", store::WATCH_BUFFER)});
+        let _ = frames.send(format!("event: overflow\ndata: {data}\n\n").into_bytes()).await;
     }
 }
 
@@ -204,44 +201,11 @@ fn event_frame(change: &Change) -> Vec<u8> {
     format!("event: {kind}\nid: {}\ndata: {data}\n\n", change.revision()).into_bytes()
 }
 
-/// The bytes of the frames sent to a channel, as a response body.
-struct Frames {
-    receiver: Pin<Box<smol::channel::Receiver<Vec<u8>>>>,
-    current: Vec<u8>,
-    offset: usize,
-}
-
-impl AsyncRead for Frames {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<std::io::Result<usize>> {
-        loop {
-            if self.offset < self.current.len() {
-                let n = buf.len().min(self.current.len() - self.offset);
-                buf[..n].copy_from_slice(&self.current[self.offset..self.offset + n]);
-                self.offset += n;
-                return Poll::Ready(Ok(n));
-            }
-            match self.receiver.as_mut().poll_next(cx) {
-                Poll::Ready(Some(frame)) => {
-                    self.current = frame;
-                    self.offset = 0;
-                }
-                Poll::Ready(None) => return Poll::Ready(Ok(0)),
-                Poll::Pending => return Poll::Pending,
-            }
-        }
-    }
-}
-
 /// The `:key` parameter, percent-decoded and checked before any body is read.
 fn key_param(req: &Request<State>) -> Result<String, ApiError> {
     let key = body::param(req, "key")?;
     store::check_key(&key).map_err(store_error)?;
     Ok(key)
-}
-
-/// A query parameter, percent-decoded.
-fn query(req: &Request<State>, name: &str) -> Option<String> {
-    req.url().query_pairs().find(|(key, _)| key == name).map(|(_, value)| value.into_owned())
 }
 
 /// Who wrote an entry: the `X-Loopsy-Node-Id` header (§1.10), else `local`.
@@ -260,6 +224,34 @@ fn from_node_id(req: &Request<State>) -> Result<String, ApiError> {
     Ok(value)
 }
 
+/// The store's answer to a fenced write, or the fence's refusal as a 409 (once the lock state
+/// it names is durable).
+async fn fenced<T>(
+    state: &State,
+    outcome: Result<Result<T, StoreError>, crate::locks::FenceError>,
+) -> Result<Result<T, StoreError>, ApiError> {
+    match outcome {
+        Ok(result) => Ok(result),
+        Err(refusal) => {
+            state.locks.settle_all().await.map_err(super::locks::lock_error)?;
+            Err(super::locks::fence_error(refusal))
+        }
+    }
+}
+
+fn check_fence_lock(fence: &Fence) -> Result<(), ApiError> {
+    crate::locks::check_name(&fence.lock).map_err(|e| ApiError::bad_request(format!("field 'ifFence.lock': {e}")))
+}
+
+/// `?ifFence=<lock>:<token>` of a DELETE (a lock name may contain ':', the token does not).
+fn parse_fence(text: &str) -> Result<Fence, ApiError> {
+    let bad = || ApiError::bad_request(format!("query parameter 'ifFence' must be <lock>:<token>, got '{text}'"));
+    let (lock, token) = text.rsplit_once(':').ok_or_else(bad)?;
+    let fence = Fence { lock: lock.to_string(), token: token.parse().map_err(|_| bad())? };
+    check_fence_lock(&fence)?;
+    Ok(fence)
+}
+
 /// The one mapping from store errors to HTTP errors.
 pub(super) fn store_error(error: StoreError) -> ApiError {
     let message = error.to_string();
@@ -267,7 +259,7 @@ pub(super) fn store_error(error: StoreError) -> ApiError {
         StoreError::NotFound { .. } => ApiError::new(ErrorCode::ContextKeyNotFound, message),
         StoreError::BadKey { .. } => ApiError::bad_request(message),
         StoreError::ValueTooLarge { .. } => ApiError::new(ErrorCode::ContextValueTooLarge, message),
-        StoreError::TooManyEntries => ApiError::new(ErrorCode::ContextMaxEntries, message),
+        StoreError::TooManyEntries { .. } => ApiError::new(ErrorCode::ContextMaxEntries, message),
         StoreError::RevisionConflict { key, current, expected } => {
             ApiError::new(ErrorCode::ContextRevisionConflict, message)
                 .with_details(json!({"key": key, "currentRevision": current, "ifRevision": expected}))
@@ -308,7 +300,7 @@ pub fn openapi() -> serde_json::Value {
             "/api/v1/context/{key}": {
                 "put": {
                     "summary": "Create or replace an entry; acknowledged once durable", "tags": ["context"],
-                    "description": "400 code 9003 for a missing/empty value, a non-string value, a bad ttl or key; 400 code 5002 for a value over 1 MiB (bytes of UTF-8); 413 code 9006 for a body over 1 MiB + 64 KiB; 400 code 5003 when 1000 live entries exist and the key is new; a PUT of an `inbox:` key whose value is an envelope of a message this node acknowledged already is answered 200 with revision 0 and not stored (a re-delivery); 409 code 5004 when ifRevision does not match (error.details.currentRevision); 503 code 5005 when the journal cannot be written.",
+                    "description": "400 code 9003 for a missing/empty value, a non-string value, a bad ttl or key; 400 code 5002 for a value over 1 MiB (bytes of UTF-8); 413 code 9006 for a body over 1 MiB + 64 KiB; 400 code 5003 when `context.maxEntries` (default 100,000; 1.0.21: 1000) live entries exist and the key is new; 409 code 6003 when ifFence names a grant that is not live; a PUT of an `inbox:` key whose value is an envelope of a message this node acknowledged already is answered 200 with revision 0 and not stored (a re-delivery); 409 code 5004 when ifRevision does not match (error.details.currentRevision); 503 code 5005 when the journal cannot be written.",
                     "parameters": [key_param.clone(), {"name": "X-Loopsy-Node-Id", "in": "header", "required": false, "schema": {"type": "string", "maxLength": MAX_NODE_ID, "pattern": "^[ -~]*$"}, "description": "recorded as fromNodeId (default `local`); printable ASCII"}],
                     "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ContextPut"}}}},
                     "responses": put_responses},
@@ -318,7 +310,8 @@ pub fn openapi() -> serde_json::Value {
                     "responses": get_responses},
                 "delete": {
                     "summary": "Delete an entry", "tags": ["context"],
-                    "parameters": [key_param, {"name": "ifRevision", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 0}, "description": "delete only if the key is at this revision (409 code 5004 otherwise)"}],
+                    "parameters": [key_param, {"name": "ifRevision", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 0}, "description": "delete only if the key is at this revision (409 code 5004 otherwise)"},
+                        {"name": "ifFence", "in": "query", "required": false, "schema": {"type": "string", "pattern": "^[A-Za-z0-9._:/@-]+:[0-9]+$"}, "description": "<lock>:<token>: delete only while that grant is live (409 code 6003 otherwise)"}],
                     "responses": delete_responses}
             }
         },
@@ -334,7 +327,8 @@ pub fn openapi() -> serde_json::Value {
             "ContextPut": {"type": "object", "required": ["value"], "properties": {
                 "value": {"type": "string", "minLength": 1, "description": "at most 1048576 bytes of UTF-8"},
                 "ttl": {"type": "number", "minimum": 0, "maximum": store::MAX_TTL_SECS, "description": "seconds until the entry expires; absent or 0: never"},
-                "ifRevision": {"type": "integer", "minimum": 0, "description": "write only if the key is at this revision; 0: only if it does not exist (not in 1.0.21)"}}},
+                "ifRevision": {"type": "integer", "minimum": 0, "description": "write only if the key is at this revision; 0: only if it does not exist (not in 1.0.21)"},
+                "ifFence": {"$ref": "#/components/schemas/Fence", "description": "write only while this grant of a lock of this daemon is live: a holder whose lock passed to another cannot write stale data (409 code 6003, error.details.current); not in 1.0.21"}}},
             "ContextDeleted": {"type": "object", "required": ["success", "key"], "properties": {
                 "success": {"const": true}, "key": {"type": "string"},
                 "revision": {"type": "integer", "description": "store revision of the delete"}}},

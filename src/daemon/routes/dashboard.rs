@@ -20,7 +20,7 @@ use crate::daemon::error::{ApiError, ErrorCode};
 use crate::daemon::guard::{self, Access};
 use crate::daemon::state::State;
 use crate::dashboard::targets::{self, Reach, TargetId, Unreachable};
-use crate::dashboard::{assets, auth, origin, overview, sessions};
+use crate::dashboard::{assets, auth, origin, overview};
 use crate::peer::{Client, ClientError};
 
 /// The Content-Security-Policy of every dashboard response: nothing inline, nothing foreign.
@@ -139,7 +139,7 @@ fn current_config(state: &State) -> Config {
 
 async fn get_overview(req: Request<State>) -> tide::Result {
     let state = req.state();
-    let sessions = overview::sessions(state.paths.home()).await;
+    let sessions = overview::sessions(&state.paths).await;
     let runtime = state.runtime.lock().expect("runtime lock").clone();
     let node = super::system::status(state);
     let running = sessions.iter().filter(|s| s.state == "running").count();
@@ -164,8 +164,8 @@ async fn get_overview(req: Request<State>) -> tide::Result {
 async fn get_targets(req: Request<State>) -> tide::Result {
     let state = req.state();
     let config = current_config(state);
-    let home = state.paths.home().to_path_buf();
-    let found = blocking::unblock(move || sessions::list(&home)).await;
+    let main = (*state.paths).clone();
+    let found = blocking::unblock(move || crate::sessions::local_sessions(&main)).await;
     let mut list = vec![json!({
         "id": "local", "kind": "local", "label": format!("{} (this daemon)", state.node.hostname),
         "hostname": state.node.hostname, "online": true, "reachable": true,
@@ -173,7 +173,7 @@ async fn get_targets(req: Request<State>) -> tide::Result {
     for session in found {
         let running = session.running.is_some();
         list.push(json!({
-            "id": format!("session:{}", session.name), "kind": "session", "label": session.name,
+            "id": format!("session:{}", session.name), "kind": "session", "label": session.name.as_str(),
             "hostname": session.hostname(), "online": running, "reachable": running && session.config.is_some(),
         }));
     }
@@ -224,6 +224,9 @@ async fn proxy_request(mut req: Request<State>) -> tide::Result {
         Some(query) => format!("{forwarded}?{query}"),
         None => forwarded.clone(),
     };
+    if targets::is_websocket(method.as_ref(), &forwarded) {
+        return relay_websocket(&req, &target, &path_and_query).await;
+    }
     let body = match method {
         Method::Post | Method::Put => body::json_or_default::<Option<serde_json::Value>>(&mut req).await?,
         _ => None,
@@ -246,6 +249,62 @@ async fn proxy_request(mut req: Request<State>) -> tide::Result {
     };
     let status = StatusCode::try_from(status).unwrap_or(StatusCode::BadGateway);
     Ok(Response::builder(status).body(body).build())
+}
+
+/// A terminal's WebSocket on a session or peer: this daemon attaches with the credentials it
+/// holds and passes frames both ways. The upstream attach happens first, so its refusal is
+/// this answer.
+async fn relay_websocket(req: &Request<State>, target: &TargetId, path_and_query: &str) -> tide::Result {
+    if req.header("Origin").is_none() && req.ext::<guard::Caller>() == Some(&guard::Caller::Dashboard) {
+        return Err(ApiError::new(ErrorCode::AuthInvalidKey, "a dashboard WebSocket needs an Origin header").into());
+    }
+    let handshake = crate::daemon::websocket::handshake(req)?;
+    let reach = reach(req.state(), target).await?;
+    let client = Client::pinned(&reach.base, Some(reach.key), reach.pin).with_timeout(PROXY_TIMEOUT);
+    let (upstream, downstream) = client.websocket(path_and_query).await.map_err(upstream_error)?;
+    Ok(handshake.accept(move |socket| relay_frames(socket, upstream, downstream)))
+}
+
+/// Browser frames to the target and the target's frames to the browser, until either ends.
+async fn relay_frames(
+    socket: crate::daemon::websocket::Socket,
+    mut upstream: crate::peer::websocket::Sender,
+    mut downstream: crate::peer::websocket::Receiver,
+) {
+    use crate::peer::websocket::Incoming;
+    use async_tungstenite::tungstenite::Message;
+    use futures_lite::StreamExt;
+    let (mut browser_out, mut browser_in) = socket.split();
+    let up = async {
+        while let Some(Ok(message)) = browser_in.next().await {
+            let sent = match message {
+                Message::Binary(bytes) => upstream.send_bytes(&bytes).await,
+                Message::Text(text) => match serde_json::from_str::<serde_json::Value>(&text) {
+                    Ok(value) => upstream.send_control(&value).await,
+                    Err(_) => Ok(()),
+                },
+                Message::Close(_) => break,
+                _ => Ok(()),
+            };
+            if sent.is_err() {
+                break;
+            }
+        }
+        upstream.close().await;
+    };
+    let down = async {
+        while let Some(Ok(incoming)) = downstream.next().await {
+            let message = match incoming {
+                Incoming::Output(bytes) => Message::Binary(bytes.into()),
+                Incoming::Control(value) => Message::Text(value.to_string().into()),
+            };
+            if browser_out.send(message).await.is_err() {
+                return;
+            }
+        }
+        let _ = browser_out.close(None).await;
+    };
+    futures_lite::future::or(up, down).await;
 }
 
 /// The API path after `/api/v1/dashboard/proxy/<target>`, still percent-encoded as sent.
@@ -274,11 +333,12 @@ async fn reach(state: &State, target: &TargetId) -> Result<Reach, ApiError> {
             Ok(Reach { base: url, key: state.keyring.own_key(), pin })
         }
         TargetId::Session(name) => {
-            let (home, name) = (state.paths.home().to_path_buf(), name.clone());
-            let found =
-                blocking::unblock(move || sessions::find(&home, &name).ok_or(Unreachable::UnknownSession(name)))
-                    .await
-                    .map_err(refused)?;
+            let (main, name) = ((*state.paths).clone(), name.clone());
+            let found = blocking::unblock(move || {
+                crate::sessions::local_session(&main, &name).ok_or(Unreachable::UnknownSession(name.to_string()))
+            })
+            .await
+            .map_err(refused)?;
             targets::reach_session(&found).map_err(refused)
         }
         TargetId::Peer(node_id) => {
@@ -333,7 +393,7 @@ pub fn openapi() -> serde_json::Value {
     let proxy = |method: &str| {
         json!({
             "summary": format!("Forward {method} to a local session or a registry peer"), "tags": ["dashboard"],
-            "description": format!("{owner} The path after the target is an API path, forwarded with the query string to the target, with the credentials this node holds for it (a session's own key; a peer's paired or named key, or the own key for a peer added by hand; a peer only discovered gets nothing, 403). Forwarded: GET status, identity, peers; GET/PUT/DELETE context (GET context/watch is relayed as an event stream); POST messages, GET messages/inbox and messages/status, POST messages/ack; POST execute/stream (event stream), GET execute/jobs, DELETE execute/:jobId; GET/POST ai-tasks, GET/DELETE ai-tasks/:id, GET ai-tasks/:id/stream (event stream, Last-Event-ID passed on), GET ai-tasks/:id/events, POST ai-tasks/:id/approve. Anything else is 400. The target's status and JSON body are relayed; a target that does not answer is 502 (2003)."),
+            "description": format!("{owner} The path after the target is an API path, forwarded with the query string to the target, with the credentials this node holds for it (a session's own key; a peer's paired or named key, or the own key for a peer added by hand; a peer only discovered gets nothing, 403). Forwarded: GET status, identity, peers; GET/POST terminals, GET/DELETE terminals/:id, POST terminals/:id/input, GET terminals/:id/screen, and GET terminals/:id/attach as a WebSocket relayed frame by frame (101); GET/PUT/DELETE context (GET context/watch is relayed as an event stream); POST messages, GET messages/inbox and messages/status, POST messages/ack; POST execute/stream (event stream), GET execute/jobs, DELETE execute/:jobId; GET/POST ai-tasks, GET/DELETE ai-tasks/:id, GET ai-tasks/:id/stream (event stream, Last-Event-ID passed on), GET ai-tasks/:id/events, POST ai-tasks/:id/approve. Anything else is 400. The target's status and JSON body are relayed; a target that does not answer is 502 (2003)."),
             "parameters": [
                 {"name": "target", "in": "path", "required": true,
                     "schema": {"type": "string", "pattern": "^(local|session:(?!(\\.|\\.\\.|main)$)[A-Za-z0-9._-]{1,64}|peer:[!-.0-~]{1,300})$"},

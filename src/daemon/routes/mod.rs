@@ -6,14 +6,17 @@
 //! is listed there, and that the OpenAPI document describes every route that exists.
 
 pub mod allow;
+mod approvals;
 mod context;
 mod dashboard;
 mod execute;
+mod locks;
 mod messages;
 mod pairing;
 mod peers;
 mod system;
 mod tasks;
+mod terminals;
 mod transfer;
 
 use tide::http::Method;
@@ -91,8 +94,11 @@ fn mount_areas(mount: &mut Mount<'_>) {
     execute::mount(mount);
     transfer::mount(mount);
     tasks::mount(mount);
+    approvals::mount(mount);
     dashboard::mount(mount);
     messages::mount(mount);
+    locks::mount(mount);
+    terminals::mount(mount);
 }
 
 /// Mounts every route on `app` and returns the table.
@@ -129,8 +135,11 @@ pub fn openapi_parts() -> Vec<serde_json::Value> {
         context::openapi(),
         transfer::openapi(),
         tasks::openapi(),
+        approvals::openapi(),
         dashboard::openapi(),
         messages::openapi(),
+        locks::openapi(),
+        terminals::openapi(),
     ]
 }
 

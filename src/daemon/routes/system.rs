@@ -5,10 +5,10 @@ use tide::http::Method;
 use tide::{Request, Response};
 
 use super::Mount;
-use crate::daemon::api::{ContextCounts, Health, Identity, JobCounts, PeerCounts, Status};
 use crate::daemon::guard::Access;
 use crate::daemon::state::State;
 use crate::identity::{platform, CAPABILITIES, IMPLEMENTATION, PROTOCOL_VERSION};
+use crate::system::{ContextCounts, Health, Identity, JobCounts, PeerCounts, Status};
 
 pub fn mount(m: &mut Mount<'_>) {
     m.route(Method::Get, "/api/v1/health", Access::Public, None, get_health)

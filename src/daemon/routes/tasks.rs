@@ -8,11 +8,8 @@
 //! (`permission-request`, `permission-response`) do not exist: agents ask over their own
 //! protocol's channel.
 
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures_lite::{FutureExt, Stream};
 use serde_json::json;
 use tide::http::{Method, StatusCode};
 use tide::{Request, Response};
@@ -24,13 +21,19 @@ use crate::daemon::error::ApiError;
 use crate::daemon::guard::{self, Access};
 use crate::daemon::rate_limit::Category;
 use crate::daemon::state::State;
-use crate::tasks::api::{ApproveRequest, DispatchRequest, EventList, TaskList};
+use crate::tasks::api::{ApproveRequest, DispatchRequest, EventList, PermissionList, TaskList};
 use crate::tasks::events::Stored;
-use crate::tasks::{Decision, DispatchError, Dispatcher, Since, Subscription};
+use crate::tasks::{ApprovalStart, ApproveError, DispatchError, Dispatcher, Since, Subscription, Verdict};
+
+/// The longest `decisionId` and `decidedVia` accepted.
+const DECISION_ID_LIMIT: usize = 128;
+const DECIDED_VIA_LIMIT: usize = 200;
 
 pub fn mount(m: &mut Mount<'_>) {
     m.route(Method::Post, "/api/v1/ai-tasks", Access::DataPlane, Some(Category::Execute), post_task)
         .route(Method::Get, "/api/v1/ai-tasks", Access::DataPlane, None, list_tasks)
+        .route(Method::Get, "/api/v1/ai-tasks/approvals", Access::DataPlane, None, list_approvals)
+        .route(Method::Get, "/api/v1/ai-tasks/approvals/stream", Access::DataPlane, None, stream_approvals)
         .route(Method::Get, "/api/v1/ai-tasks/:taskId", Access::DataPlane, None, get_task)
         .route(Method::Get, "/api/v1/ai-tasks/:taskId/events", Access::DataPlane, None, get_task_events)
         .route(Method::Get, "/api/v1/ai-tasks/:taskId/stream", Access::DataPlane, None, stream_task)
@@ -105,18 +108,120 @@ async fn get_task_events(req: Request<State>) -> tide::Result {
     json_response(&EventList { count: events.len(), events })
 }
 
+/// Who decides, as a permission record names it: `owner`, `dashboard`, or a peer's key label.
+fn decider(req: &Request<State>) -> String {
+    match guard::caller(req) {
+        Some(caller) if caller.is_owner() && caller.label() == "own" => "owner".into(),
+        Some(caller) => caller.label(),
+        None => "owner".into(),
+    }
+}
+
+/// Decides once: the first decision on a request wins, a later one is a 409 naming it (this
+/// daemon holds the request, so two inboxes forwarding decisions cannot both win).
 async fn approve_task(mut req: Request<State>) -> tide::Result {
     let task_id = own_task(&req)?;
     let request: ApproveRequest = body::json(&mut req).await.map_err(plain)?;
     if request.request_id.trim().is_empty() {
         return Err(ApiError::plain(StatusCode::BadRequest, "requestId: must not be empty").into());
     }
-    let decision = Decision { approved: request.approved, message: request.message };
-    req.state()
-        .tasks
-        .approve(&task_id, &request.request_id, decision)
-        .map_err(|e| ApiError::plain(StatusCode::NotFound, e.to_string()))?;
-    json_response(&json!({"success": true, "taskId": task_id}))
+    let too_long = |field: &str, value: &Option<String>, limit: usize| match value {
+        Some(v) if v.chars().count() > limit || v.contains('\0') => {
+            Err(ApiError::plain(StatusCode::BadRequest, format!("{field}: at most {limit} characters, no NUL")))
+        }
+        _ => Ok(()),
+    };
+    too_long("decisionId", &request.decision_id, DECISION_ID_LIMIT)?;
+    too_long("decidedVia", &request.decided_via, DECIDED_VIA_LIMIT)?;
+    let verdict = Verdict {
+        approved: request.approved,
+        message: request.message,
+        by: decider(&req),
+        via: request.decided_via,
+        decision_id: request.decision_id,
+    };
+    match req.state().tasks.approve(&task_id, &request.request_id, verdict) {
+        Ok(settled) => {
+            let mut body = json!({"success": true, "taskId": task_id, "approval": settled.record});
+            if settled.repeated {
+                body["repeated"] = true.into();
+            }
+            json_response(&body)
+        }
+        // Not a request of this task (or none at all): what the body names is not here.
+        Err(ApproveError::NoPending) => {
+            Err(ApiError::plain(StatusCode::NotFound, ApproveError::NoPending.to_string()).into())
+        }
+        Err(decided @ ApproveError::Decided(_)) => {
+            let message = decided.to_string();
+            let ApproveError::Decided(record) = decided else { unreachable!() };
+            let body = json!({"error": message, "approval": record});
+            Ok(Response::builder(StatusCode::Conflict).body(tide::Body::from_json(&body)?).build())
+        }
+    }
+}
+
+async fn list_approvals(req: Request<State>) -> tide::Result {
+    json_response(&PermissionList { approvals: req.state().tasks.permission_records(&asker(&req)) })
+}
+
+/// The changes of the permission requests the caller may see, as an event stream: first a
+/// `hello` (this daemon's clock), then either the changes since `Last-Event-ID` or, when those
+/// are gone (or the daemon restarted), a snapshot (`reset`, one `approval` per request), then
+/// `synced` and the live changes. Each `approval` after the snapshot carries an SSE id.
+async fn stream_approvals(req: Request<State>) -> tide::Result {
+    let asker = asker(&req);
+    let last = req.header("Last-Event-ID").map(|v| v.last().as_str().to_string());
+    let stream = req.state().tasks.subscribe_approvals(&asker, last.as_deref());
+    let hello = json!({"type": "hello", "now": crate::clock::now_ms(), "nodeId": req.state().node.id.as_str()});
+    let shutdown = req.state().shutdown.clone();
+    let (sender, receiver) = smol::channel::bounded(16);
+    let producer = smol::spawn(async move {
+        let send = |bytes: Vec<u8>| sender.send(bytes);
+        if send(crate::daemon::sse::data_event(&hello)).await.is_err() {
+            return;
+        }
+        match stream.start {
+            ApprovalStart::Snapshot(records) => {
+                if send(crate::daemon::sse::data_event(&json!({"type": "reset"}))).await.is_err() {
+                    return;
+                }
+                for record in records {
+                    let event = json!({"type": "approval", "approval": record});
+                    if send(crate::daemon::sse::data_event(&event)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            ApprovalStart::Replay(changes) => {
+                for change in changes {
+                    let id = format!("{}.{}", stream.epoch, change.seq);
+                    if send(id_frame(&id, &change.json)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+        if send(id_frame(&stream.synced_id, r#"{"type":"synced"}"#)).await.is_err() {
+            return;
+        }
+        // The feed dropped us (we fell behind) or the daemon stops: the client resumes.
+        while let Some(Ok(change)) = shutdown.until(stream.live.recv()).await {
+            if !asker.may_act_on(&change.tag) {
+                continue;
+            }
+            let id = format!("{}.{}", stream.epoch, change.seq);
+            if send(id_frame(&id, &change.json)).await.is_err() {
+                return;
+            }
+        }
+    });
+    Ok(crate::daemon::sse::response(receiver, producer))
+}
+
+/// `id: <id>` and `data: <json>` (one line: the JSON is compact).
+fn id_frame(id: &str, json: &str) -> Vec<u8> {
+    format!("id: {id}\ndata: {json}\n\n").into_bytes()
 }
 
 async fn delete_task(req: Request<State>) -> tide::Result {
@@ -135,14 +240,13 @@ async fn stream_task(req: Request<State>) -> tide::Result {
     let heartbeat = Duration::from_millis(req.state().tasks.settings().heartbeat_interval);
     let (sender, receiver) = smol::channel::bounded(16);
     let shutdown = req.state().shutdown.clone();
-    // Per-connection work: it ends when the task ends, the client goes or the daemon stops.
-    smol::spawn(pump(subscription, sender, heartbeat, shutdown)).detach();
-    let mut res = Response::new(StatusCode::Ok);
-    res.insert_header("Content-Type", "text/event-stream");
-    res.insert_header("Cache-Control", "no-cache");
+    // Per-connection work, owned by the body: it ends when the task ends, the client goes or the
+    // daemon stops.
+    let producer = smol::spawn(pump(subscription, sender, shutdown));
+    let mut res = crate::daemon::sse::response_every(receiver, producer, heartbeat);
+    // 1.0.21's headers of this stream (§2.8.3).
     res.insert_header("Connection", "keep-alive");
     res.insert_header("X-Accel-Buffering", "no");
-    res.set_body(tide::Body::from_reader(ChannelReader::new(receiver), None));
     Ok(res)
 }
 
@@ -160,12 +264,7 @@ fn frame(stored: &Stored) -> Vec<u8> {
     format!("id: {}\ndata: {}\n\n", stored.event.seq, stored.json).into_bytes()
 }
 
-async fn pump(
-    subscription: Subscription,
-    sender: smol::channel::Sender<Vec<u8>>,
-    heartbeat: Duration,
-    shutdown: crate::shutdown::Shutdown,
-) {
+async fn pump(subscription: Subscription, sender: smol::channel::Sender<Vec<u8>>, shutdown: crate::shutdown::Shutdown) {
     let task_id = subscription.replay.first().map(|s| s.event.task_id.clone());
     for stored in &subscription.replay {
         if sender.send(frame(stored)).await.is_err() {
@@ -179,82 +278,14 @@ async fn pump(
         let _ = sender.send(format!("data: {event}\n\n").into_bytes()).await;
         return;
     };
-    loop {
-        let next = async { Some(live.recv().await.ok()) };
-        let beat = async {
-            async_io::Timer::after(heartbeat).await;
-            None
-        };
-        let stop = async {
-            shutdown.wait().await;
-            Some(None)
-        };
-        match next.or(stop).or(beat).await {
-            Some(Some(stored)) => {
-                if sender.send(frame(&stored)).await.is_err() {
-                    return;
-                }
-                if stored.event.kind == crate::tasks::api::EventType::Exit {
-                    return;
-                }
-            }
-            // The task ended, the subscriber fell behind (it can resume) or the daemon stops.
-            Some(None) => return,
-            None => {
-                if sender.send(b": heartbeat\n\n".to_vec()).await.is_err() {
-                    return;
-                }
-            }
+    // The task ended, the subscriber fell behind (it can resume) or the daemon stops: the end.
+    while let Some(Ok(stored)) = shutdown.until(live.recv()).await {
+        if sender.send(frame(&stored)).await.is_err() {
+            return;
         }
-    }
-}
-
-/// The response body: bytes from the pump, as they come.
-struct ChannelReader {
-    receiver: Pin<Box<smol::channel::Receiver<Vec<u8>>>>,
-    buf: Vec<u8>,
-    pos: usize,
-}
-
-impl ChannelReader {
-    fn new(receiver: smol::channel::Receiver<Vec<u8>>) -> ChannelReader {
-        ChannelReader { receiver: Box::pin(receiver), buf: Vec::new(), pos: 0 }
-    }
-}
-
-impl futures_lite::AsyncBufRead for ChannelReader {
-    fn poll_fill_buf(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<&[u8]>> {
-        let this = self.get_mut();
-        if this.pos >= this.buf.len() {
-            match this.receiver.as_mut().poll_next(cx) {
-                Poll::Ready(Some(bytes)) => {
-                    this.buf = bytes;
-                    this.pos = 0;
-                }
-                Poll::Ready(None) => return Poll::Ready(Ok(&[])),
-                Poll::Pending => return Poll::Pending,
-            }
+        if stored.event.kind == crate::tasks::api::EventType::Exit {
+            return;
         }
-        Poll::Ready(Ok(&this.buf[this.pos..]))
-    }
-
-    fn consume(self: Pin<&mut Self>, amt: usize) {
-        self.get_mut().pos += amt;
-    }
-}
-
-impl futures_lite::AsyncRead for ChannelReader {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, out: &mut [u8]) -> Poll<std::io::Result<usize>> {
-        use futures_lite::AsyncBufRead;
-        let available = match self.as_mut().poll_fill_buf(cx) {
-            Poll::Ready(Ok(bytes)) => bytes,
-            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-            Poll::Pending => return Poll::Pending,
-        };
-        let n = available.len().min(out.len());
-        out[..n].copy_from_slice(&available[..n]);
-        self.consume(n);
-        Poll::Ready(Ok(n))
     }
 }
 
@@ -303,9 +334,23 @@ pub fn openapi() -> serde_json::Value {
                     "403": error(other),
                     "404": error("no such task")}}},
             "/api/v1/ai-tasks/{taskId}/approve": {"post": {
-                "summary": "Answer a pending permission request of the task", "tags": ["ai-tasks"], "parameters": [task_id],
+                "summary": "Answer a pending permission request of the task, exactly once", "tags": ["ai-tasks"], "parameters": [task_id],
+                "description": "The first decision wins: a request already decided, expired or withdrawn answers 409 with the first decision (who, when). The same decision sent again with the same `decisionId` (a retry after a lost answer) answers 200 with `repeated: true`.",
                 "requestBody": {"required": true, "content": {"application/json": {"schema": schema("ApproveRequest")}}},
-                "responses": {"200": body("ApproveResult", "answered"), "400": error("an invalid body"), "403": error(other), "404": error("no such task, or no such pending request of the task")}}}
+                "responses": {
+                    "200": body("ApproveResult", "answered"),
+                    "400": error("an invalid body"),
+                    "403": error(other),
+                    "404": error("no such task, or no such pending request of the task"),
+                    "409": {"description": "decided before (or expired, or withdrawn): `error` says by whom and when", "content": {"application/json": {"schema": schema("DecidedError")}}}}}},
+            "/api/v1/ai-tasks/approvals": {"get": {
+                "summary": "The permission requests of the tasks the caller may see: the open ones and the recently decided ones, oldest first", "tags": ["ai-tasks"],
+                "responses": {"200": body("PermissionList", "the requests")}}},
+            "/api/v1/ai-tasks/approvals/stream": {"get": {
+                "summary": "Server-Sent Events of the permission requests the caller may see (what approval inboxes follow)", "tags": ["ai-tasks"],
+                "description": "Data is JSON with `type`: `hello` (`now`: this daemon's clock, `nodeId`) first; then after a `Last-Event-ID` this daemon can still resume, the `approval` changes since it; otherwise `reset` and one `approval` per current request (a snapshot); then `synced` (with an id) and the live `approval` changes, each with an id `<epoch>.<seq>`. Heartbeat comments every 10 s. A reader that falls behind is disconnected and resumes.",
+                "parameters": [{"name": "Last-Event-ID", "in": "header", "schema": {"type": "string"}, "description": "the last id seen"}],
+                "responses": {"200": {"description": "the event stream", "content": crate::daemon::openapi::event_stream(json!({"type": "object", "required": ["type"], "properties": {"type": {"type": "string", "description": "hello, reset, approval or synced"}}}))}}}}
         },
         "schemas": {
             "PlainError": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
@@ -346,8 +391,23 @@ pub fn openapi() -> serde_json::Value {
                 "events": {"type": "array", "items": schema("TaskEvent")}, "count": {"type": "integer"}}},
             "ApproveRequest": {"type": "object", "required": ["requestId", "approved"], "properties": {
                 "requestId": {"type": "string", "pattern": "\\S"}, "approved": {"type": "boolean"},
-                "message": {"type": "string", "description": "shown to the agent with a denial"}}},
-            "ApproveResult": {"type": "object", "properties": {"success": {"const": true}, "taskId": {"type": "string"}}},
+                "message": {"type": "string", "description": "shown to the agent with a denial"},
+                "decisionId": {"type": "string", "maxLength": 128, "pattern": "^[^\\u0000]*$", "description": "the sender's id for this decision: sending it again is not a second decision"},
+                "decidedVia": {"type": "string", "maxLength": 200, "pattern": "^[^\\u0000]*$", "description": "what the decider is (recorded, shown with the decision)"}}},
+            "ApproveResult": {"type": "object", "properties": {"success": {"const": true}, "taskId": {"type": "string"},
+                "approval": schema("PermissionRecord"), "repeated": {"type": "boolean", "description": "the same decision was taken before"}}},
+            "DecidedError": {"type": "object", "required": ["error", "approval"], "properties": {
+                "error": {"type": "string"}, "approval": schema("PermissionRecord")}},
+            "PermissionRecord": {"type": "object", "required": ["taskId", "requestId", "agent", "prompt", "cwd", "toolName", "toolInput", "description", "requestedAt", "state"], "properties": {
+                "taskId": {"type": "string"}, "requestId": {"type": "string"}, "agent": {"enum": ["claude", "gemini", "codex"]},
+                "prompt": {"type": "string", "description": "the task's prompt, first 200 characters"}, "cwd": {"type": "string"},
+                "toolName": {"type": "string"}, "toolInput": {}, "toolInputTruncated": {"type": "boolean", "description": "toolInput was larger than 256 KiB and is its JSON text, cut"},
+                "description": {"type": "string"},
+                "requestedAt": {"type": "integer", "description": "Unix ms, this daemon's clock"},
+                "state": {"enum": ["pending", "approved", "denied", "expired", "withdrawn"], "description": "expired: nobody answered within aiTasks.approvalTimeout and the agent was told no; withdrawn: the agent withdrew it or the task was cancelled or ended"},
+                "decidedBy": {"type": "string", "description": "owner, dashboard, a peer's key (paired:<name>, peer:<name>), timeout, or what withdrew it (agent, cancel, exit)"},
+                "decidedVia": {"type": "string"}, "decidedAt": {"type": "integer"}, "message": {"type": "string"}}},
+            "PermissionList": {"type": "object", "required": ["approvals"], "properties": {"approvals": {"type": "array", "items": schema("PermissionRecord")}}},
             "DeleteResult": {"type": "object", "properties": {"success": {"const": true}, "taskId": {"type": "string"}, "deleted": {"type": "boolean"}}}
         }
     })

@@ -18,7 +18,7 @@ use crate::daemon::error::{ApiError, ErrorCode};
 use crate::daemon::guard::{Access, Caller};
 use crate::daemon::rate_limit::Category;
 use crate::daemon::state::State;
-use crate::transfer::chunks::{YieldingChunks, CHUNK};
+use crate::transfer::chunks::CHUNK;
 use crate::transfer::dirs::{self, ListEntry};
 use crate::transfer::{pull, push, TransferError};
 
@@ -84,7 +84,7 @@ struct UploadReply {
 async fn post_push(mut req: Request<State>) -> tide::Result {
     let ctx = req.state().transfer.clone();
     let content_type = header(&req, "Content-Type").unwrap_or_default();
-    let boundary = multer::parse_boundary(&content_type).map_err(|_| {
+    let boundary = push::boundary(&content_type).ok_or_else(|| {
         ApiError::new(
             ErrorCode::UnsupportedMediaType,
             "the request is not multipart: send Content-Type: multipart/form-data with a boundary",
@@ -102,9 +102,7 @@ async fn post_push(mut req: Request<State>) -> tide::Result {
         .into());
     }
     let declared = header(&req, "X-Loopsy-Sha256");
-    let constraints = multer::Constraints::new().size_limit(multer::SizeLimit::new().whole_stream(limit));
-    let multipart = multer::Multipart::with_constraints(YieldingChunks::new(req.take_body()), boundary, constraints);
-    let pushed = push::receive(&ctx, multipart, declared).await.map_err(api_error)?;
+    let pushed = push::receive(&ctx, req.take_body(), boundary, limit, declared).await.map_err(api_error)?;
     json_response(&PushReply {
         path: pushed.path,
         size: pushed.size,
@@ -207,14 +205,7 @@ fn header(req: &Request<State>, name: &str) -> Option<String> {
 pub fn content_disposition(name: &str) -> String {
     let fallback: String =
         name.chars().map(|c| if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' { c } else { '_' }).collect();
-    let mut encoded = String::new();
-    for byte in name.bytes() {
-        if byte.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&byte) {
-            encoded.push(byte as char);
-        } else {
-            encoded.push_str(&format!("%{byte:02X}"));
-        }
-    }
+    let encoded = crate::percent::encode_keeping(name, b"!#$&+-.^_`|~");
     format!("attachment; filename=\"{fallback}\"; filename*=UTF-8''{encoded}")
 }
 

@@ -60,6 +60,11 @@ impl Args {
         self.0.get(name).and_then(Value::as_u64)
     }
 
+    /// An argument as it was given (numbers passed through unchanged).
+    pub fn value(&self, name: &str) -> Option<&Value> {
+        self.0.get(name).filter(|value| !value.is_null())
+    }
+
     pub fn bool(&self, name: &str) -> Option<bool> {
         self.0.get(name).and_then(Value::as_bool)
     }

@@ -2,12 +2,13 @@
 
 use std::sync::Arc;
 
+use crate::peer::Method;
 use serde_json::{json, Value};
-use surf::http::Method;
 
 use super::{handler, object, peer_property, pretty, target, Args, Outcome, Tool};
 use crate::mcp::daemon::DaemonLocator;
-use crate::peer::{context_path, encode_segment};
+use crate::peer::context_path;
+use crate::percent;
 
 fn key() -> Value {
     json!({"type": "string", "description": "Context key"})
@@ -15,6 +16,11 @@ fn key() -> Value {
 
 fn peer() -> Value {
     peer_property("holding the context (omit for this machine)")
+}
+
+fn fence() -> Value {
+    json!({"type": "object", "description": "Only while this lock grant is live: {\"lock\": name, \"token\": fencing token from loopsy_lock_acquire}; a refusal means the lock passed to another holder",
+           "properties": {"lock": {"type": "string"}, "token": {"type": "integer", "minimum": 1}}, "required": ["lock", "token"], "additionalProperties": false})
 }
 
 fn revision() -> Value {
@@ -26,7 +32,7 @@ pub fn tools() -> Vec<Tool> {
         Tool {
             name: "loopsy_context_set",
             description: "Store a shared key-value pair on a remote Loopsy peer (or locally). Optional TTL in seconds; optional ifRevision for safe updates (locks, counters).",
-            schema: || object(json!({"key": key(), "value": {"type": "string", "description": "Value to store"}, "ttl": {"type": "integer", "minimum": 1, "description": "Time-to-live in seconds"}, "peer": peer(), "ifRevision": revision()}), &["key", "value"]),
+            schema: || object(json!({"key": key(), "value": {"type": "string", "description": "Value to store"}, "ttl": {"type": "integer", "minimum": 1, "description": "Time-to-live in seconds"}, "peer": peer(), "ifRevision": revision(), "ifFence": fence()}), &["key", "value"]),
             run: handler!(set),
         },
         Tool {
@@ -44,7 +50,7 @@ pub fn tools() -> Vec<Tool> {
         Tool {
             name: "loopsy_context_delete",
             description: "Delete a context entry by key on a remote peer or locally; optional ifRevision",
-            schema: || object(json!({"key": key(), "peer": peer(), "ifRevision": revision()}), &["key"]),
+            schema: || object(json!({"key": key(), "peer": peer(), "ifRevision": revision(), "ifFence": fence()}), &["key"]),
             run: handler!(delete),
         },
         Tool {
@@ -63,6 +69,9 @@ fn put_body(args: &Args) -> Value {
     }
     if let Some(revision) = args.u64("ifRevision") {
         body["ifRevision"] = revision.into();
+    }
+    if let Some(fence) = args.value("ifFence") {
+        body["ifFence"] = fence.clone();
     }
     body
 }
@@ -83,7 +92,7 @@ async fn get(daemon: Arc<DaemonLocator>, args: Args) -> Outcome {
 async fn list(daemon: Arc<DaemonLocator>, args: Args) -> Outcome {
     let client = target(&daemon, args.str("peer"), &args)?;
     let path = match args.str("prefix") {
-        Some(prefix) => format!("/api/v1/context?prefix={}", encode_segment(prefix)),
+        Some(prefix) => format!("/api/v1/context?prefix={}", percent::encode(prefix)),
         None => "/api/v1/context".to_string(),
     };
     let entries: Value = client.get(&path).await.map_err(|e| e.to_string())?;
@@ -93,8 +102,16 @@ async fn list(daemon: Arc<DaemonLocator>, args: Args) -> Outcome {
 async fn delete(daemon: Arc<DaemonLocator>, args: Args) -> Outcome {
     let client = target(&daemon, args.str("peer"), &args)?;
     let mut path = context_path(args.req("key"));
+    let mut query = Vec::new();
     if let Some(revision) = args.u64("ifRevision") {
-        path.push_str(&format!("?ifRevision={revision}"));
+        query.push(format!("ifRevision={revision}"));
+    }
+    if let Some(fence) = args.value("ifFence") {
+        let spec = format!("{}:{}", fence["lock"].as_str().unwrap_or_default(), fence["token"]);
+        query.push(format!("ifFence={}", percent::encode(&spec)));
+    }
+    if !query.is_empty() {
+        path = format!("{path}?{}", query.join("&"));
     }
     let answer: Value = client.call(Method::Delete, &path, None::<&()>).await.map_err(|e| e.to_string())?;
     Ok(pretty(&answer))

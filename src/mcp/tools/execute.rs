@@ -1,9 +1,14 @@
 //! `loopsy_execute`: run a program on a peer and return its collected result.
+//!
+//! The request carries an `Idempotency-Key`: when the connection drops (or the answer is slow
+//! to come), the same request is sent again and the daemon answers with the job the first one
+//! started, so the command runs once and the agent still gets its whole output.
 
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use serde_json::{json, Value};
-use surf::http::Method;
 
 use super::{handler, object, peer_property, pretty, target, Args, Outcome, Tool};
 use crate::mcp::daemon::DaemonLocator;
@@ -39,6 +44,14 @@ async fn execute(daemon: Arc<DaemonLocator>, args: Args) -> Outcome {
     if let Some(timeout) = args.u64("timeout") {
         body["timeout"] = timeout.into();
     }
-    let result: Value = client.call(Method::Post, "/api/v1/execute", Some(&body)).await.map_err(|e| e.to_string())?;
+    // One answer may take as long as the job runs (the daemon's default timeout is 5 minutes);
+    // retries go on for some minutes of unreachable daemon beyond that.
+    let wait =
+        args.u64("timeout").map_or(Duration::from_secs(330), |ms| Duration::from_millis(ms) + Duration::from_secs(30));
+    let client = client.with_timeout(wait);
+    let limit = args
+        .u64("timeout")
+        .map_or(Duration::from_secs(1800), |ms| Duration::from_millis(ms) + Duration::from_secs(300));
+    let result: Value = client.post_idempotent("/api/v1/execute", &body, limit).await.map_err(|e| e.to_string())?;
     Ok(pretty(&result))
 }

@@ -4,15 +4,15 @@
 
 use std::sync::Arc;
 
+use crate::peer::Method;
 use serde_json::json;
-use surf::http::Method;
 
 use super::{handler, object, peer_property, Args, Outcome, Tool};
 use crate::mcp::daemon::DaemonLocator;
 use crate::messages::api::{AckRequest, Inbox, SendRequest, Sent, StatusReport};
 use crate::messages::envelope::MessageType;
 use crate::messages::text;
-use crate::peer::encode_segment;
+use crate::percent;
 
 pub fn tools() -> Vec<Tool> {
     vec![
@@ -91,7 +91,7 @@ async fn ack_message(daemon: Arc<DaemonLocator>, args: Args) -> Outcome {
 
 async fn check_ack(daemon: Arc<DaemonLocator>, args: Args) -> Outcome {
     let peer = args.req("peer");
-    let path = format!("/api/v1/messages/status?peer={}", encode_segment(peer));
+    let path = format!("/api/v1/messages/status?peer={}", percent::encode(peer));
     let report: StatusReport = daemon.client()?.get(&path).await.map_err(|e| e.to_string())?;
     Ok(text::status(&report, peer))
 }

@@ -6,14 +6,17 @@
 //! needs or returns an API key (1.0.21 passed `peerApiKey` through the model's context). 1.0.21's
 //! peer arguments are still accepted as deprecated aliases (`legacy.rs`).
 
+mod approvals;
 mod args;
 mod context;
 mod execute;
 mod legacy;
+mod locks;
 mod messages;
 mod peers;
 mod sessions;
 mod tasks;
+mod terminals;
 mod transfer;
 
 use std::future::Future;
@@ -47,9 +50,12 @@ fn all() -> Vec<Tool> {
     tools.extend(execute::tools());
     tools.extend(transfer::tools());
     tools.extend(context::tools());
+    tools.extend(locks::tools());
     tools.extend(sessions::tools());
     tools.extend(messages::tools());
     tools.extend(tasks::tools());
+    tools.extend(approvals::tools());
+    tools.extend(terminals::tools());
     tools
 }
 

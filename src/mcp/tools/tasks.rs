@@ -1,14 +1,16 @@
-//! AI-task tools (beyond 1.0.21's MCP): dispatch a task to a peer's agent CLI, follow it, answer
-//! its permission requests, list tasks. They call the peer's `/api/v1/ai-tasks` (PROTOCOL.md §2.8).
+//! AI-task tools (beyond 1.0.21's MCP): dispatch a task to a peer's agent CLI, follow it, list
+//! tasks. They call the peer's `/api/v1/ai-tasks` (PROTOCOL.md §2.8). No tool answers a permission
+//! request: agents may see them, only a human decides (`loopsy approvals`, the dashboard).
 
 use std::sync::Arc;
 
+use crate::peer::Method;
 use serde_json::{json, Value};
-use surf::http::Method;
 
 use super::{handler, object, peer_property, pretty, target, Args, Outcome, Tool};
 use crate::mcp::daemon::DaemonLocator;
-use crate::peer::{encode_segment, ClientError};
+use crate::peer::ClientError;
+use crate::percent;
 
 /// Events shown by `loopsy_task_status`, newest last.
 const SUMMARY_EVENTS: usize = 10;
@@ -24,8 +26,8 @@ pub fn tools() -> Vec<Tool> {
         Tool {
             name: "loopsy_task_dispatch",
             description: "Start an AI coding agent (Claude Code, Codex or Gemini CLI) on a peer with a prompt. \
-                          Returns the task info; follow it with loopsy_task_status and answer its permission \
-                          requests with loopsy_task_approve.",
+                          Returns the task info; follow it with loopsy_task_status. Its permission requests \
+                          are answered by a human (loopsy approvals, the dashboard), never by an agent.",
             schema: || {
                 object(
                     json!({
@@ -51,24 +53,6 @@ pub fn tools() -> Vec<Tool> {
             run: handler!(status),
         },
         Tool {
-            name: "loopsy_task_approve",
-            description: "Answer an AI task's permission request: allow (approved true) or deny (approved false, \
-                          with an optional message the agent sees).",
-            schema: || {
-                object(
-                    json!({
-                        "peer": peer_property("running the task"),
-                        "taskId": task_id(),
-                        "requestId": {"type": "string", "description": "The requestId of the pending approval"},
-                        "approved": {"type": "boolean", "description": "true to allow, false to deny"},
-                        "message": {"type": "string", "description": "Optional note for the agent"}
-                    }),
-                    &["peer", "taskId", "requestId", "approved"],
-                )
-            },
-            run: handler!(approve),
-        },
-        Tool {
             name: "loopsy_task_list",
             description: "List the AI tasks of a peer (or of this machine), newest first",
             schema: || object(json!({"peer": peer_property("to ask (omit for this machine)")}), &[]),
@@ -92,35 +76,10 @@ async fn dispatch(daemon: Arc<DaemonLocator>, args: Args) -> Outcome {
 async fn status(daemon: Arc<DaemonLocator>, args: Args) -> Outcome {
     let (peer, task_id) = (args.req("peer"), args.req("taskId"));
     let client = target(&daemon, Some(peer), &args)?;
-    let path = format!("/api/v1/ai-tasks/{}", encode_segment(task_id));
+    let path = format!("/api/v1/ai-tasks/{}", percent::encode(task_id));
     let info: Value = client.get(&path).await.map_err(|e| task_error(e, task_id, peer))?;
     let events: Value = client.get(&format!("{path}/events")).await.map_err(|e| e.to_string())?;
     Ok(format!("{}\n\n{}", pretty(&info), summary(&info, &events["events"])))
-}
-
-async fn approve(daemon: Arc<DaemonLocator>, args: Args) -> Outcome {
-    let (peer, task_id, request_id) = (args.req("peer"), args.req("taskId"), args.req("requestId"));
-    let approved = args.bool("approved").unwrap_or(false);
-    let client = target(&daemon, Some(peer), &args)?;
-    let mut body = json!({"requestId": request_id, "approved": approved});
-    if let Some(message) = args.str("message") {
-        body["message"] = message.into();
-    }
-    let path = format!("/api/v1/ai-tasks/{}/approve", encode_segment(task_id));
-    client.call::<Value>(Method::Post, &path, Some(&body)).await.map_err(|e| match e {
-        // 404 (400 before loopsy answered it by what it names).
-        ClientError::Remote { status: 400 | 404, message, .. }
-            if message.starts_with("No pending permission request") =>
-        {
-            format!(
-            "{message}: task {task_id} has no pending request '{request_id}' (it may have been answered or timed out; \
-             see loopsy_task_status)"
-        )
-        }
-        other => task_error(other, task_id, peer),
-    })?;
-    let verdict = if approved { "Approved" } else { "Denied" };
-    Ok(format!("{verdict} request {request_id} of task {task_id}."))
 }
 
 async fn list(daemon: Arc<DaemonLocator>, args: Args) -> Outcome {
@@ -164,7 +123,7 @@ fn summary(info: &Value, events: &Value) -> String {
         .cloned()
         .unwrap_or_else(|| info.get("pendingApproval").filter(|p| p.is_object()).cloned().into_iter().collect());
     if !pending.is_empty() {
-        text.push_str("\nPending approvals (answer with loopsy_task_approve):");
+        text.push_str("\nPending approvals (a human answers them with `loopsy approvals` or the dashboard):");
         for approval in pending {
             text.push_str(&format!(
                 "\n  requestId {}: {} ({} {})",
@@ -202,7 +161,7 @@ mod tests {
         let info = json!({"pendingApprovals": [{"requestId": "r1", "description": "Claude wants to use: Bash", "toolName": "Bash", "toolInput": {"command": "ls"}}]});
         assert_eq!(
             summary(&info, &events),
-            "Latest events:\n  [text] Hello there\n  [result] {\"text\":\"done\"}\nPending approvals (answer with loopsy_task_approve):\n  requestId r1: Claude wants to use: Bash (Bash {\"command\":\"ls\"})"
+            "Latest events:\n  [text] Hello there\n  [result] {\"text\":\"done\"}\nPending approvals (a human answers them with `loopsy approvals` or the dashboard):\n  requestId r1: Claude wants to use: Bash (Bash {\"command\":\"ls\"})"
         );
         assert_eq!(summary(&json!({}), &json!([])), "Latest events:\n  (none yet)");
         let many: Vec<Value> = (0..30).map(|i| json!({"type": "text", "data": format!("t{i}")})).collect();

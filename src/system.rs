@@ -1,4 +1,6 @@
-//! Wire types of the system routes (§2.1–2.3): what 1.0.21 clients parse.
+//! Wire types of the system routes (§2.1–2.3): what 1.0.21 clients parse. The daemon answers
+//! with them (`daemon/routes/system.rs`); the CLI (`loopsy status`) and doctor read them, so
+//! neither needs the daemon's code.
 
 use serde::{Deserialize, Serialize};
 
