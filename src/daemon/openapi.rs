@@ -155,7 +155,7 @@ fn error_schema() -> Value {
         "type": "object", "required": ["error"],
         "properties": {"error": {"oneOf": [
             {"type": "object", "required": ["code", "message"], "properties": {
-                "code": {"type": "integer", "description": "1001 missing key, 1002 invalid key, 9002 rate limited, 9003 invalid request, 9004 route not found, 9005 method not allowed (with `Allow`), 9006 body too large, 9007 unsupported media type, 9009 not for this caller, 9010 method not implemented (501), 9020 plain HTTP from another machine refused (TLS required); 8001-8006 pairing; area codes are listed with each route. A request the schema allows can still be refused for what it names: 403 when a policy says no (3001 the deny/allow list, 4001 the transfer paths), 404 when what it names is not there (3004, 4002, 5001), 409 on a conflict with the current state, 429 when the node is busy"},
+                "code": {"type": "integer", "description": "1001 missing key, 1002 invalid key, 9002 rate limited, 9003 invalid request, 9004 route not found, 9005 method not allowed (with `Allow`), 9006 body too large, 9007 unsupported media type, 9009 not for this caller, 9010 method not implemented (501), 9020 plain HTTP from another machine refused (TLS required); 8101-8106 pairing; area codes are listed with each route. A request the schema allows can still be refused for what it names: 403 when a policy says no (3001 the deny/allow list, 4001 the transfer paths), 404 when what it names is not there (3004, 4002, 5001), 409 on a conflict with the current state, 429 when the node is busy"},
                 "message": {"type": "string"}}},
             {"type": "string"}
         ]}}

@@ -102,7 +102,7 @@ pub fn openapi() -> serde_json::Value {
     let error = |description: &str| json!({"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
     let op = |summary: &str, public: bool, request: Option<serde_json::Value>, response: serde_json::Value| {
         let mut op = json!({"summary": summary, "tags": ["pairing"],
-            "description": "Errors: 8001 no session (404), 8002 expired (410), 8003 wrong code, out of guesses, or a sealed message that does not open (403), 8004 wait for Retry-After (429), 8005 a session is active or was cancelled, or a message that does not fit it (a share that is no curve point, a step out of order) (409), 8006 malformed: not hex, not 6 digits (400), 2003 the other machine cannot be reached (502).",
+            "description": "Errors: 8101 no session (404), 8102 expired (410), 8103 wrong code, out of guesses, or a sealed message that does not open (403), 8104 wait for Retry-After (429), 8105 a session is active or was cancelled, or a message that does not fit it (a share that is no curve point, a step out of order) (409), 8106 malformed: not hex, not 6 digits, not a usable address (400), 2003 the other machine cannot be reached (502).",
             "responses": {"200": {"description": "ok", "content": {"application/json": {"schema": response}}},
                           "400": error("a field is malformed (not hex, not 6 digits)"),
                           "403": error("wrong code, this address used its three guesses, or a sealed message does not open"),
