@@ -106,11 +106,16 @@ fn bad_lock_requests_get_clear_errors() {
         .expect_error(400, 9003);
     daemon.req("POST", "/api/v1/locks/db").send().expect_error(400, 9003);
     daemon.req("DELETE", "/api/v1/locks/db").send().expect_error(400, 9003);
+    // A `?holder=` is never ignored, even beside the body's.
+    daemon.req("DELETE", "/api/v1/locks/db?holder=a%01").json(&json!({"holder": "a"})).send().expect_error(400, 9003);
     Request::new(&daemon.addr, "POST", "/api/v1/locks/db")
         .json(&json!({"holder": "a", "ttl": 30}))
         .send()
         .expect_error(401, 1001);
     assert!(daemon.get("/api/v1/locks").expect(200)["locks"].as_array().unwrap().is_empty(), "nothing was granted");
+    // A holder is counted in characters, as the document's maxLength counts them.
+    let wide = "é".repeat(256);
+    assert_eq!(acquire(&daemon, "wide", &wide, 30.0).expect(200)["holder"], wide.as_str());
 }
 
 #[test]

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use crate::support::{self, skip, Home, TempDir};
 
-/// How long the whole run may take (it takes well under a minute on an idle machine).
+/// How long the whole run may take (about 70 s on this machine: 2,640 cases over 75 operations).
 const LIMIT: Duration = Duration::from_secs(480);
 
 #[test]

@@ -30,6 +30,10 @@ pub async fn json_limited<T: DeserializeOwned>(req: &mut Request<State>, limit: 
 
 /// Decodes the body as JSON into `T`, or `T::default()` when there is no body.
 pub async fn json_or_default<T: DeserializeOwned + Default>(req: &mut Request<State>) -> Result<T, ApiError> {
+    // No body at all has no media type to refuse (the HTTP layer labels it octet-stream).
+    if req.len() == Some(0) {
+        return Ok(T::default());
+    }
     let bytes = read_limited(req, MAX_JSON_BODY).await?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());

@@ -119,6 +119,9 @@ pub fn text_schema(max: usize) -> Value {
     json!({"type": "string", "maxLength": max, "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$"})
 }
 
+/// What `dashboard::targets::TargetId::parse` accepts: `local`, `session:<name>`, `peer:<id>`.
+pub const TARGET_PATTERN: &str = "^(local|session:(?!(\\.|\\.\\.|main)$)[A-Za-z0-9._-]{1,64}|peer:[!-.0-~]{1,300})$";
+
 /// A node id: a UUID in hex (`peers::check_node_id`).
 pub const NODE_ID_PATTERN: &str = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$";
 
@@ -260,6 +263,14 @@ mod tests {
         assert!(op("/api/v1/pair/initiate", "post")["responses"]["426"].is_object());
         assert!(op("/api/v1/execute", "post")["description"].as_str().unwrap().contains("403 code 3001"));
         assert!(op("/api/v1/execute", "post")["responses"]["403"].is_object());
+        // A 429 says when to come back; main's routes state their refusals too.
+        assert_eq!(op("/api/v1/execute", "post")["responses"]["429"]["$ref"], "#/components/responses/Busy");
+        assert!(doc["components"]["responses"]["Busy"]["headers"]["Retry-After"].is_object());
+        for status in ["403", "404", "429"] {
+            assert!(op("/api/v1/terminals", "post")["responses"][status].is_object(), "POST /terminals {status}");
+        }
+        assert!(op("/api/v1/terminals/{id}/attach", "get")["responses"]["426"].is_object());
+        assert_eq!(schema("Fence")["properties"]["lock"]["allOf"][0]["maxLength"], crate::locks::MAX_NAME_BYTES);
         // Optional members of JSON bodies take null (body.rs reads null as absent); required ones do not.
         assert_eq!(schema("ContextPut")["properties"]["ttl"]["type"], json!(["number", "null"]));
         assert_eq!(schema("ContextPut")["properties"]["value"]["type"], "string");

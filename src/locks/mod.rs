@@ -36,7 +36,7 @@ use crate::paths::Paths;
 use crate::store::journal::Journal;
 use crate::store::writer::{Message, Owner, Sequenced, Watermark, Writer};
 pub use table::{
-    check_holder, check_name, ttl_ms, wait_ms, FenceError, Grant, LockError, MAX_HOLDER_BYTES, MAX_LOCKS,
+    check_holder, check_name, ttl_ms, wait_ms, FenceError, Grant, LockError, MAX_HOLDER_CHARS, MAX_LOCKS,
     MAX_NAME_BYTES, MAX_TTL_SECS, MAX_WAIT_SECS, MIN_TTL_SECS,
 };
 use table::{LockTable, Record};

@@ -18,8 +18,8 @@ use crate::store::writer::Sequenced;
 pub const MAX_LOCKS: usize = 10_000;
 /// Longest lock name, in bytes.
 pub const MAX_NAME_BYTES: usize = 128;
-/// Longest holder, in bytes.
-pub const MAX_HOLDER_BYTES: usize = 256;
+/// Longest holder, in characters (as JSON Schema counts `maxLength`).
+pub const MAX_HOLDER_CHARS: usize = 256;
 /// Shortest and longest TTL, in seconds.
 pub const MIN_TTL_SECS: f64 = 0.1;
 pub const MAX_TTL_SECS: f64 = 86_400.0;
@@ -123,11 +123,11 @@ pub fn check_name(name: &str) -> Result<(), LockError> {
     Ok(())
 }
 
-/// Checks a holder: 1 to [`MAX_HOLDER_BYTES`] bytes of printable text.
+/// Checks a holder: 1 to [`MAX_HOLDER_CHARS`] characters, none of them a control character.
 pub fn check_holder(holder: &str) -> Result<(), LockError> {
-    if holder.is_empty() || holder.len() > MAX_HOLDER_BYTES || holder.chars().any(char::is_control) {
+    if holder.is_empty() || holder.chars().count() > MAX_HOLDER_CHARS || holder.chars().any(char::is_control) {
         return Err(LockError::Invalid(format!(
-            "field 'holder' must be 1 to {MAX_HOLDER_BYTES} bytes of printable text"
+            "field 'holder' must be 1 to {MAX_HOLDER_CHARS} characters of printable text"
         )));
     }
     Ok(())
@@ -426,7 +426,7 @@ mod tests {
             check_input(check_name(bad), false);
         }
         check_input(check_holder("host-1:pid 42 ✓"), true);
-        for bad in ["", "a\u{7}", &"h".repeat(MAX_HOLDER_BYTES + 1)] {
+        for bad in ["", "a\u{7}", &"h".repeat(MAX_HOLDER_CHARS + 1)] {
             check_input(check_holder(bad), false);
         }
         let json = |text: &str| serde_json::from_str::<Value>(text).unwrap();

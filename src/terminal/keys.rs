@@ -39,6 +39,71 @@ pub(crate) fn bytes(name: &str) -> Option<Vec<u8>> {
     Some(fixed.to_vec())
 }
 
+/// The names [`bytes`] takes, as a regular expression (the OpenAPI document's pattern): the
+/// fixed names and their aliases, `Ctrl-`/`C-`/`^` with a letter or `@ [ \ ] ^ _ ?`, `Alt-`/`M-`
+/// with one ASCII character, any case, with the white space `trim` removes around them.
+pub fn pattern() -> String {
+    const FIXED: [&str; 38] = [
+        "enter",
+        "return",
+        "cr",
+        "tab",
+        "backtab",
+        "shift-tab",
+        "escape",
+        "esc",
+        "backspace",
+        "bs",
+        "space",
+        "up",
+        "down",
+        "right",
+        "left",
+        "home",
+        "end",
+        "pageup",
+        "page-up",
+        "pgup",
+        "pagedown",
+        "page-down",
+        "pgdn",
+        "insert",
+        "delete",
+        "del",
+        "f1",
+        "f2",
+        "f3",
+        "f4",
+        "f5",
+        "f6",
+        "f7",
+        "f8",
+        "f9",
+        "f10",
+        "f11",
+        "f12",
+    ];
+    let any_case = |word: &str| -> String {
+        word.chars()
+            .map(|c| match c {
+                'a'..='z' => format!("[{}{c}]", c.to_ascii_uppercase()),
+                '+' | '^' => format!("\\{c}"),
+                c => c.to_string(),
+            })
+            .collect()
+    };
+    let fixed: Vec<String> = FIXED.iter().map(|w| any_case(w)).collect();
+    let ctrl: Vec<String> = ["ctrl-", "ctrl+", "c-", "^"].iter().map(|w| any_case(w)).collect();
+    let alt: Vec<String> = ["alt-", "alt+", "m-", "meta-"].iter().map(|w| any_case(w)).collect();
+    let space = "[\\t-\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]*";
+    format!(
+        "^{space}({}|({})[A-Za-z@\\[\\\\\\]^_?]|({})[\\u0000-\\u0008\\u000e-\\u001f!-\\u007f]){space}$",
+        fixed.join("|"),
+        ctrl.join("|"),
+        alt.join("|")
+    )
+}
+
 /// The byte of a control key given as `C-a`/`Ctrl-a` (the CLI's detach prefix), if it is one.
 pub fn prefix_byte(name: &str) -> Option<u8> {
     let lower = name.trim().to_ascii_lowercase();
@@ -79,6 +144,17 @@ fn modified(lower: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_pattern_names_what_bytes_takes() {
+        let pattern = pattern();
+        for name in ["Enter", "shift-tab", "PgDn", "F12", "Ctrl-C", "c-\\", "^?", "Alt-x", "META-."] {
+            assert!(bytes(name).is_some(), "{name}");
+        }
+        for part in ["[Pp][Gg][Dd][Nn]", "[Ff]12", "[Mm][Ee][Tt][Aa]-", "\\^"] {
+            assert!(pattern.contains(part), "{part} in {pattern}");
+        }
+    }
 
     #[track_caller]
     fn check(name: &str, expected: Option<&[u8]>) {

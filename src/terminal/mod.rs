@@ -235,11 +235,15 @@ impl Terminals {
             Some(cwd) => PathBuf::from(cwd),
             None => std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/")),
         };
-        if !cwd.is_absolute() || !cwd.is_dir() {
-            return Err(invalid(format!(
-                "working directory '{}' is not an existing absolute directory",
-                cwd.display()
-            )));
+        if !cwd.is_absolute() {
+            return Err(invalid(format!("working directory '{}' is not an absolute path", cwd.display())));
+        }
+        if !cwd.is_dir() {
+            // Well-formed, but not there: the program cannot be started (404, as for exec).
+            return Err(TerminalError::Spawn {
+                program: command,
+                reason: format!("working directory '{}' is not an existing directory", cwd.display()),
+            });
         }
         let program = find_program(&command, &cwd, env.get("PATH")).ok_or_else(|| TerminalError::Spawn {
             program: command.clone(),

@@ -283,11 +283,13 @@ fn refusals_are_clear_errors() {
         (res.status, res.json())
     };
     let (code, body) = status("POST", "/api/v1/terminals", json!({"command": "rm", "args": ["-rf", "/tmp/x"]}));
-    assert_eq!((code, body["error"]["code"].as_u64()), (400, Some(3001)), "{body}");
+    assert_eq!((code, body["error"]["code"].as_u64()), (403, Some(3001)), "{body}");
     let (code, body) = status("POST", "/api/v1/terminals", json!({"command": "no-such-program-here"}));
-    assert_eq!((code, body["error"]["code"].as_u64()), (400, Some(3004)), "{body}");
+    assert_eq!((code, body["error"]["code"].as_u64()), (404, Some(3004)), "{body}");
     let (code, body) = status("POST", "/api/v1/terminals", json!({"command": "sh", "cwd": "/no/such/dir"}));
-    assert_eq!(code, 400, "{body}");
+    assert_eq!((code, body["error"]["code"].as_u64()), (404, Some(3004)), "{body}");
+    let (code, body) = status("POST", "/api/v1/terminals", json!({"command": "sh", "cwd": "relative/dir"}));
+    assert_eq!((code, body["error"]["code"].as_u64()), (400, Some(9003)), "{body}");
     let (code, body) = status("POST", "/api/v1/terminals", json!({"command": "sh", "env": {"LD_PRELOAD": "/x.so"}}));
     assert_eq!(code, 400, "{body}");
     let (code, body) = status("POST", "/api/v1/terminals", json!({"command": "sh", "cols": 1, "rows": 5000}));
@@ -303,6 +305,9 @@ fn refusals_are_clear_errors() {
     shell(&daemon, "two");
     let (code, body) = status("POST", "/api/v1/terminals", json!({"command": "sh"}));
     assert_eq!((code, body["error"]["code"].as_u64()), (429, Some(8002)), "{body}");
+    // No body at all (no Content-Type either) is the default request, not a media type refused.
+    let bare = daemon.req("POST", "/api/v1/terminals").send();
+    assert_eq!((bare.status, bare.json()["error"]["code"].as_u64()), (429, Some(8002)), "{}", bare.text());
 
     assert_eq!(daemon.get("/api/v1/terminals/nothing").status, 404);
     let (code, body) = status("POST", "/api/v1/terminals/one/input", json!({"keys": ["Hyper-Q"]}));
@@ -311,6 +316,10 @@ fn refusals_are_clear_errors() {
     // WebSocket handshakes: not an upgrade, a bad size, one client too many.
     let plain = daemon.get("/api/v1/terminals/one/attach");
     assert_eq!(plain.status, 426, "{}", plain.text());
+    // The request is judged before it has to be a WebSocket: what is wrong with it comes first.
+    daemon.get("/api/v1/terminals/one/attach?rows=5000").expect_error(400, 9003);
+    daemon.get("/api/v1/terminals/one/attach?readOnly=yes").expect_error(400, 9003);
+    daemon.get("/api/v1/terminals/nothing/attach").expect_error(404, 8001);
     let too_small = TermClient::connect(&daemon, "one", Attach::new(&daemon, 1, 24)).err().unwrap();
     assert_eq!(too_small.0, 400);
     let first = TermClient::connect(&daemon, "one", Attach::new(&daemon, 80, 24)).unwrap();

@@ -100,12 +100,12 @@ async fn decide(mut req: Request<State>) -> tide::Result {
     crate::dashboard::targets::TargetId::parse(&body.target)
         .map_err(|e| ApiError::bad_request(format!("target: {e}")))?;
     for (field, value) in [("taskId", &body.task_id), ("requestId", &body.request_id)] {
-        if value.trim().is_empty() || value.len() > 128 {
+        if value.trim().is_empty() || value.chars().count() > 128 {
             return Err(ApiError::bad_request(format!("{field}: 1 to 128 characters")).into());
         }
     }
-    if body.message.as_ref().is_some_and(|m| m.len() > 4096) {
-        return Err(ApiError::bad_request("message: at most 4096 bytes").into());
+    if body.message.as_ref().is_some_and(|m| m.chars().count() > 4096) {
+        return Err(ApiError::bad_request("message: at most 4096 characters").into());
     }
     let channel = matches!(guard::caller(&req), Some(Caller::Dashboard)).then(|| "dashboard".to_string());
     let decision = Decision {
@@ -149,7 +149,7 @@ pub fn openapi() -> serde_json::Value {
                 "description": "Data is JSON with `type`: without a resumable `Last-Event-ID` a snapshot first (`reset`, one `target` per target, one `approval` per request), then `synced` (with an id), then each change with an id: `approval` (a request added or changed), `removed` (`id` of a request no longer kept), `target` (a target's state or count changed), `targetRemoved` (`id`). Heartbeat comments every 10 s. Owner only.",
                 "tags": ["approvals"],
                 "parameters": [{"name": "Last-Event-ID", "in": "header", "schema": {"type": "string"}, "description": "the last id seen; replays the changes since when still kept"}],
-                "responses": {"200": {"description": "the event stream", "content": {"text/event-stream": {"schema": {"type": "string"}}}}}}},
+                "responses": {"200": {"description": "the event stream", "content": crate::daemon::openapi::event_stream(json!({"type": "object", "required": ["type"], "properties": {"type": {"type": "string"}}}))}}}},
             "/api/v1/approvals/decide": {"post": {
                 "summary": "Approve or deny one request; the decision is forwarded to the daemon that holds it, which takes it exactly once",
                 "description": "409 code 6101 when the request was decided before (by anyone: another inbox, the task's own API, the dashboard), expired or withdrawn; the message says by whom and when, `details.approval` is the request as decided. An expired request is never approved. 404 code 6102 when the target has no such request; 404 code 2001 for an unknown target; 502 code 2003 when the target cannot be reached (deciding again is safe). Owner only.",
@@ -173,7 +173,8 @@ pub fn openapi() -> serde_json::Value {
                 "targets": {"type": "array", "items": {"$ref": "#/components/schemas/ApprovalTarget"}},
                 "pending": {"type": "integer"}, "timestamp": {"type": "integer"}}},
             "ApprovalDecision": {"type": "object", "required": ["target", "taskId", "requestId", "approved"], "additionalProperties": false, "properties": {
-                "target": {"type": "string"}, "taskId": {"type": "string"}, "requestId": {"type": "string"},
+                "target": {"type": "string", "pattern": crate::daemon::openapi::TARGET_PATTERN, "description": "`local`, `session:<name>` or `peer:<nodeId>`"},
+                "taskId": {"type": "string", "maxLength": 128, "pattern": "\\S"}, "requestId": {"type": "string", "maxLength": 128, "pattern": "\\S"},
                 "approved": {"type": "boolean"}, "message": {"type": "string", "maxLength": 4096, "description": "shown to the agent"}}},
             "ApprovalDecided": {"type": "object", "required": ["approval"], "properties": {"approval": {"$ref": "#/components/schemas/ApprovalItem"}}}
         }

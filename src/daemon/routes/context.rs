@@ -311,7 +311,7 @@ pub fn openapi() -> serde_json::Value {
                 "delete": {
                     "summary": "Delete an entry", "tags": ["context"],
                     "parameters": [key_param, {"name": "ifRevision", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 0}, "description": "delete only if the key is at this revision (409 code 5004 otherwise)"},
-                        {"name": "ifFence", "in": "query", "required": false, "schema": {"type": "string", "pattern": "^[A-Za-z0-9._:/@-]+:[0-9]+$"}, "description": "<lock>:<token>: delete only while that grant is live (409 code 6003 otherwise)"}],
+                        {"name": "ifFence", "in": "query", "required": false, "schema": {"type": "string", "pattern": "^[A-Za-z0-9._:/@-]{1,128}:[0-9]{1,19}$"}, "description": "<lock>:<token>: delete only while that grant is live (409 code 6003 otherwise)"}],
                     "responses": delete_responses}
             }
         },

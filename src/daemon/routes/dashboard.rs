@@ -396,7 +396,7 @@ pub fn openapi() -> serde_json::Value {
             "description": format!("{owner} The path after the target is an API path, forwarded with the query string to the target, with the credentials this node holds for it (a session's own key; a peer's paired or named key, or the own key for a peer added by hand; a peer only discovered gets nothing, 403). Forwarded: GET status, identity, peers; GET/POST terminals, GET/DELETE terminals/:id, POST terminals/:id/input, GET terminals/:id/screen, and GET terminals/:id/attach as a WebSocket relayed frame by frame (101); GET/PUT/DELETE context (GET context/watch is relayed as an event stream); POST messages, GET messages/inbox and messages/status, POST messages/ack; POST execute/stream (event stream), GET execute/jobs, DELETE execute/:jobId; GET/POST ai-tasks, GET/DELETE ai-tasks/:id, GET ai-tasks/:id/stream (event stream, Last-Event-ID passed on), GET ai-tasks/:id/events, POST ai-tasks/:id/approve. Anything else is 400. The target's status and JSON body are relayed; a target that does not answer is 502 (2003)."),
             "parameters": [
                 {"name": "target", "in": "path", "required": true,
-                    "schema": {"type": "string", "pattern": "^(local|session:(?!(\\.|\\.\\.|main)$)[A-Za-z0-9._-]{1,64}|peer:[!-.0-~]{1,300})$"},
+                    "schema": {"type": "string", "pattern": crate::daemon::openapi::TARGET_PATTERN},
                     "description": "`local`, `session:<name>` or `peer:<nodeId>` (percent-decoded); an unknown session or peer answers 404"},
                 {"name": "rest", "in": "path", "required": true, "schema": {"type": "string", "minLength": 1}, "description": "the API path, e.g. `api/v1/context`"}
             ],

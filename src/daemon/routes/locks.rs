@@ -71,8 +71,11 @@ async fn delete_lock(mut req: Request<State>) -> tide::Result {
     let name = name_param(&req)?;
     // The holder in the body, or `?holder=` for clients that send no body with DELETE.
     let mut request: LockRequest = body::json_or_default(&mut req).await?;
-    if request.holder.is_none() {
-        request.holder = body::query(&req, "holder");
+    // A `?holder=` is checked even beside a body's holder: the document lists it, so it is
+    // never silently ignored.
+    if let Some(queried) = body::query(&req, "holder") {
+        locks::check_holder(&queried).map_err(lock_error)?;
+        request.holder.get_or_insert(queried);
     }
     if request.ttl.is_some() || request.wait.is_some() {
         return Err(ApiError::bad_request("a release takes only 'holder'").into());
@@ -136,9 +139,7 @@ pub fn openapi() -> serde_json::Value {
     let info = json!({"$ref": "#/components/schemas/LockInfo"});
     let ok = |schema: serde_json::Value, description: &str| json!({"200": {"description": description, "content": {"application/json": {"schema": schema}}}});
     let error = json!({"$ref": "#/components/responses/Error"});
-    let name_param = json!({"name": "name", "in": "path", "required": true,
-        "schema": {"type": "string", "minLength": 1, "maxLength": locks::MAX_NAME_BYTES, "pattern": "^[A-Za-z0-9._:/@-]+$"},
-        "description": "the lock's name; '/' travels as %2F"});
+
     let body = |schema: &str| json!({"required": true, "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}});
     let with = |mut responses: serde_json::Value, codes: &[&str]| {
         for code in codes {
@@ -146,7 +147,10 @@ pub fn openapi() -> serde_json::Value {
         }
         responses
     };
-    let holder = json!({"type": "string", "minLength": 1, "maxLength": locks::MAX_HOLDER_BYTES, "description": "who holds the lock: any printable name the client chooses (e.g. host:pid)"});
+    let holder = json!({"type": "string", "minLength": 1, "maxLength": locks::MAX_HOLDER_CHARS, "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f]*$", "description": "who holds the lock: any printable name the client chooses (e.g. host:pid); no control characters"});
+    let lock_name = json!({"type": "string", "minLength": 1, "maxLength": locks::MAX_NAME_BYTES, "pattern": "^[A-Za-z0-9._:/@-]+$"});
+    let name_param = json!({"name": "name", "in": "path", "required": true, "schema": lock_name.clone(),
+        "description": "the lock's name; '/' travels as %2F"});
     let ttl = json!({"type": "number", "minimum": locks::MIN_TTL_SECS, "maximum": locks::MAX_TTL_SECS, "description": "seconds the grant lasts unless renewed"});
     json!({
         "paths": {
@@ -191,8 +195,8 @@ pub fn openapi() -> serde_json::Value {
             "LockReleased": {"type": "object", "required": ["released", "name", "token"], "properties": {
                 "released": {"const": true}, "name": {"type": "string"}, "token": {"type": "integer"}}},
             "Fence": {"type": "object", "required": ["lock", "token"], "additionalProperties": false, "properties": {
-                "lock": {"type": "string", "description": "a lock of the daemon that holds the context"},
-                "token": {"type": "integer", "minimum": 1, "description": "the token of the caller's grant"}}}
+                "lock": {"description": "a lock of the daemon that holds the context", "allOf": [lock_name]},
+                "token": {"type": "integer", "minimum": 1, "maximum": u64::MAX, "description": "the token of the caller's grant"}}}
         }
     })
 }

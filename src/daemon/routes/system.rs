@@ -65,7 +65,7 @@ pub fn status(state: &State) -> Status {
 }
 
 async fn get_openapi(_req: Request<State>) -> tide::Result {
-    Ok(Response::builder(200).body(crate::daemon::openapi::document()).build())
+    Ok(Response::builder(200).body(crate::daemon::openapi::document()).content_type(tide::http::mime::JSON).build())
 }
 
 /// A 200 with `value` as its JSON body.

@@ -141,7 +141,7 @@ async fn get_attach(req: Request<State>) -> tide::Result {
         // Browsers always send Origin on a WebSocket; without it the cookie is not enough.
         return Err(ApiError::new(ErrorCode::AuthInvalidKey, "a dashboard WebSocket needs an Origin header").into());
     }
-    let handshake = websocket::handshake(&req)?;
+    // The request is judged first (400, 404), then whether it is a WebSocket at all (426).
     let id = body::param(&req, "id")?;
     let query = Query::of(&req);
     let number = |name: &str, default: u16| -> Result<u16, ApiError> {
@@ -153,8 +153,15 @@ async fn get_attach(req: Request<State>) -> tide::Result {
         }
     };
     let (cols, rows) = api::check_size(number("cols", 80)?, number("rows", 24)?).map_err(ApiError::bad_request)?;
-    let read_only = matches!(query.get("readOnly").as_deref(), Some("1" | "true"));
+    let read_only = match query.get("readOnly").as_deref() {
+        None | Some("0" | "false") => false,
+        Some("1" | "true") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!("query 'readOnly': '{other}' is not 1, true, 0 or false")).into())
+        }
+    };
     let session = req.state().terminals.find(&id).map_err(api_error)?;
+    let handshake = websocket::handshake(&req)?;
     let attachment = session.attach(AttachOptions { cols, rows, read_only }).map_err(session_error)?;
     log::info!(
         "{} attached to terminal {} ({cols}x{rows}{})",
@@ -250,9 +257,9 @@ pub fn openapi() -> serde_json::Value {
                     "responses": {"200": {"description": "the terminals", "content": {"application/json": {"schema": {
                         "type": "object", "required": ["terminals"], "properties": {"terminals": {"type": "array", "items": info}}}}}}}},
                 "post": {"summary": "Start a program on a new PTY", "tags": ["terminals"],
-                    "description": format!("{who} Sessions live in memory: they survive clients detaching, not a daemon restart. The daemon's deny/allow list applies to the command; loader variables (LD_*, DYLD_*) are refused; the daemon's keys never reach the environment. 429 (8002) past terminals.maxSessions; 409 (8004) for a name a running terminal has."),
+                    "description": format!("{who} Sessions live in memory: they survive clients detaching, not a daemon restart. The daemon's deny/allow list applies to the command (403 code 3001); a program or cwd that cannot be used is 404 code 3004; loader variables (LD_*, DYLD_*) are refused (400); the daemon's keys never reach the environment. 429 (8002) past terminals.maxSessions; 409 (8004) for a name a running terminal has."),
                     "requestBody": {"required": false, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/TerminalCreate"}}}},
-                    "responses": {"201": {"description": "started", "content": {"application/json": {"schema": info}}}, "400": error, "409": error, "429": error}}
+                    "responses": {"201": {"description": "started", "content": {"application/json": {"schema": info}}}, "400": error, "403": error, "404": error, "409": error, "429": error}}
             },
             "/api/v1/terminals/{id}": {
                 "get": {"summary": "One terminal", "tags": ["terminals"], "description": who, "parameters": [id],
@@ -276,8 +283,9 @@ pub fn openapi() -> serde_json::Value {
                 "post": {"summary": "Type into a terminal: text, then named keys", "tags": ["terminals"], "description": who, "parameters": [id],
                     "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "properties": {
                         "text": {"type": "string"},
-                        "keys": {"type": "array", "items": {"type": "string"}, "description": "Enter, Tab, Escape, Backspace, Up, Down, Left, Right, Home, End, PageUp, PageDown, Delete, F1-F12, Ctrl-<letter>, Alt-<char>"}}}}}},
-                    "responses": {"200": {"description": "sent", "content": {"application/json": {"schema": {"type": "object", "properties": {"id": {"type": "string"}, "sent": {"type": "integer"}}}}}}, "400": error, "409": error}}
+                        "keys": {"type": "array", "items": {"type": "string", "pattern": crate::terminal::keys::pattern()}, "description": "Enter, Tab, Escape, Backspace, Up, Down, Left, Right, Home, End, PageUp, PageDown, Delete, F1-F12, Ctrl-<letter>, Alt-<char> (case-insensitive; the pattern lists every name and alias)"}},
+                        "additionalProperties": false}}}},
+                    "responses": {"200": {"description": "sent", "content": {"application/json": {"schema": {"type": "object", "properties": {"id": {"type": "string"}, "sent": {"type": "integer"}}}}}}, "400": error, "404": error, "409": error}}
             },
             "/api/v1/terminals/{id}/screen": {
                 "get": {"summary": "The screen as text, after an optional wait", "tags": ["terminals"],
@@ -285,8 +293,8 @@ pub fn openapi() -> serde_json::Value {
                     "parameters": [
                         id,
                         {"name": "waitFor", "in": "query", "schema": {"type": "string"}},
-                        {"name": "quietMs", "in": "query", "schema": {"type": "integer"}},
-                        {"name": "timeoutMs", "in": "query", "schema": {"type": "integer"}}
+                        {"name": "quietMs", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": u64::MAX}},
+                        {"name": "timeoutMs", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": u64::MAX}, "description": "more than 120000 waits 120000"}
                     ],
                     "responses": {"200": {"description": "the screen", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/TerminalScreen"}}}}, "404": error}}
             }
@@ -301,10 +309,11 @@ pub fn openapi() -> serde_json::Value {
                 "pid": {"type": "integer"}, "cols": {"type": "integer"}, "rows": {"type": "integer"},
                 "clients": {"type": "integer"}, "title": {"type": ["string", "null"]}}},
             "TerminalCreate": {"type": "object", "additionalProperties": false, "properties": {
-                "command": {"type": "string", "description": "default: the daemon user's $SHELL"},
-                "args": {"type": "array", "items": {"type": "string"}},
-                "cwd": {"type": "string", "description": "default: the daemon user's home"},
-                "env": {"type": "object", "additionalProperties": {"type": "string"}},
+                "command": {"type": "string", "pattern": "^[^\\u0000]*\\S[^\\u0000]*$", "description": "default: the daemon user's $SHELL; not blank, no NUL"},
+                "args": {"type": "array", "items": {"type": "string", "pattern": "^[^\\u0000]*$"}},
+                "cwd": {"type": "string", "pattern": "^/[^\\u0000]*$", "description": "an absolute path (default: the daemon user's home); one that is not an existing directory is 404 code 3004"},
+                "env": {"type": "object", "propertyNames": {"pattern": "^(?!LD_|DYLD_)[^=\\u0000]+$"}, "additionalProperties": {"type": "string", "pattern": "^[^\\u0000]*$"},
+                    "description": "added to the daemon's environment; loader variables (LD_*, DYLD_*) are refused"},
                 "name": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$"},
                 "cols": {"type": "integer", "minimum": 2, "maximum": 1000}, "rows": {"type": "integer", "minimum": 2, "maximum": 1000}}},
             "TerminalScreen": {"type": "object", "required": ["id", "screen", "cols", "rows", "state", "matched", "timedOut"], "properties": {
