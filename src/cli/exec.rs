@@ -22,7 +22,8 @@ use crate::exec::api::{ExecRequest, ExecResult, StreamEvent};
 use crate::paths::Paths;
 use crate::peer::retry::{is_rate_limited, is_transient, Backoff};
 use crate::peer::sse::EventStream;
-use crate::peer::{resolve, Client, ClientError, Method};
+use crate::peer::{Client, ClientError, Method};
+use crate::resolve;
 
 /// How long the daemon may stay out of reach before `loopsy exec` gives up on the job.
 const RECONNECT_LIMIT: Duration = Duration::from_secs(600);
@@ -56,7 +57,7 @@ pub struct Args {
 
 pub fn run(args: Args, paths: &Paths) -> anyhow::Result<ExitCode> {
     let config = super::load_config(paths)?;
-    let target = resolve::resolve(paths, &config, &args.peer, args.key.as_deref())?;
+    let target = smol::block_on(resolve::resolve(paths, &config, &args.peer, args.key.as_deref()))?;
     let Some((command, rest)) = args.command.split_first() else {
         bail!("missing the command to run: loopsy exec <peer> <cmd> [args..]");
     };

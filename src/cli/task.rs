@@ -15,8 +15,8 @@ use argh::FromArgs;
 use serde_json::{json, Value};
 
 use crate::paths::Paths;
-use crate::peer::resolve::{resolve, Target};
 use crate::peer::Client;
+use crate::resolve::{resolve, Target};
 use crate::tasks::api::{DispatchRequest, Event, EventType, Status, TaskInfo, TaskList};
 
 /// run and manage AI agent tasks (Claude Code, Gemini CLI, Codex CLI) on a peer
@@ -162,7 +162,7 @@ pub fn run(args: Args, paths: &Paths) -> anyhow::Result<ExitCode> {
         Command::Deny(a) => &a.peer,
         Command::Cancel(a) => &a.peer,
     };
-    let target = resolve(paths, &config, peer, None)?;
+    let target = smol::block_on(resolve(paths, &config, peer, None))?;
     smol::block_on(async {
         match args.command {
             Command::Run(a) => run_task(a, &target).await,

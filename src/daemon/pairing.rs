@@ -355,7 +355,7 @@ impl Pairing {
             let slot = self.lock();
             let Slot::Joining(joined) = &*slot else { return Err(api_error(PairError::NoSession)) };
             let statement = if confirmed { "confirm" } else { "cancel" };
-            let base = crate::peer::resolve::base_url(&joined.address, joined.port);
+            let base = crate::peer::base_url(&joined.address, joined.port);
             let pin = crate::tls::Fingerprint::parse(&joined.peer.fingerprint);
             (statement, joined.channel.tag(Role::B, statement), base, pin, joined.expires_at)
         };
@@ -393,8 +393,8 @@ impl Pairing {
 async fn pairing_client(address: &str, port: u16) -> Result<Client, ApiError> {
     // Only an IP or a host name becomes a URL (the HTTP client panics on some other hosts).
     let address = crate::peers::check_address("address", address).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let plain = crate::peer::resolve::base_url(&address, port);
-    crate::peer::resolve::check_base_url(&plain).map_err(ApiError::bad_request)?;
+    let plain = crate::peer::base_url(&address, port);
+    crate::peer::check_base_url(&plain).map_err(ApiError::bad_request)?;
     let mut last = String::new();
     for base in [plain.clone(), plain.replacen("http://", "https://", 1)] {
         let client = Client::for_pairing(&base).with_timeout(Duration::from_secs(10));

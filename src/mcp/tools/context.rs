@@ -76,14 +76,14 @@ fn put_body(args: &Args) -> Value {
 }
 
 async fn set(daemon: Arc<DaemonLocator>, args: Args) -> Outcome {
-    let client = target(&daemon, args.str("peer"))?;
+    let client = target(&daemon, args.str("peer")).await?;
     let path = format!("/api/v1/context/{}", percent::encode(args.req("key")));
     let entry: Value = client.call(Method::Put, &path, Some(&put_body(&args))).await.map_err(|e| e.to_string())?;
     Ok(pretty(&entry))
 }
 
 async fn get(daemon: Arc<DaemonLocator>, args: Args) -> Outcome {
-    let client = target(&daemon, args.str("peer"))?;
+    let client = target(&daemon, args.str("peer")).await?;
     let entry: Value = client
         .get(&format!("/api/v1/context/{}", percent::encode(args.req("key"))))
         .await
@@ -92,7 +92,7 @@ async fn get(daemon: Arc<DaemonLocator>, args: Args) -> Outcome {
 }
 
 async fn list(daemon: Arc<DaemonLocator>, args: Args) -> Outcome {
-    let client = target(&daemon, args.str("peer"))?;
+    let client = target(&daemon, args.str("peer")).await?;
     let path = match args.str("prefix") {
         Some(prefix) => format!("/api/v1/context?prefix={}", percent::encode(prefix)),
         None => "/api/v1/context".to_string(),
@@ -102,7 +102,7 @@ async fn list(daemon: Arc<DaemonLocator>, args: Args) -> Outcome {
 }
 
 async fn delete(daemon: Arc<DaemonLocator>, args: Args) -> Outcome {
-    let client = target(&daemon, args.str("peer"))?;
+    let client = target(&daemon, args.str("peer")).await?;
     let mut path = format!("/api/v1/context/{}", percent::encode(args.req("key")));
     let mut query = Vec::new();
     if let Some(revision) = args.u64("ifRevision") {
@@ -136,7 +136,7 @@ async fn broadcast(daemon: Arc<DaemonLocator>, args: Args) -> Outcome {
             );
             continue;
         }
-        let client = target(&daemon, Some(&node_id));
+        let client = target(&daemon, Some(&node_id)).await;
         let (path, body) = (path.clone(), body.clone());
         pending.push(smol::spawn(async move {
             let outcome = match client {

@@ -36,7 +36,7 @@ pub fn tools() -> Vec<Tool> {
 }
 
 async fn execute(daemon: Arc<DaemonLocator>, args: Args) -> Outcome {
-    let client = target(&daemon, Some(args.req("peer")))?;
+    let client = target(&daemon, Some(args.req("peer"))).await?;
     let mut body = json!({"command": args.req("command"), "args": args.strings("args")});
     if let Some(cwd) = args.str("cwd") {
         body["cwd"] = cwd.into();

@@ -100,13 +100,13 @@ macro_rules! handler {
 pub(crate) use handler;
 
 /// The daemon a tool acts on: `peer` when given (and not `local`), else this machine's.
-pub fn target(daemon: &DaemonLocator, peer: Option<&str>) -> Result<crate::peer::Client, String> {
+pub async fn target(daemon: &DaemonLocator, peer: Option<&str>) -> Result<crate::peer::Client, String> {
     match peer.filter(|p| !p.is_empty() && *p != "local") {
         None => daemon.client(),
         Some(spec) => {
             let config = daemon.config()?;
             let target =
-                crate::peer::resolve::resolve(&daemon.paths, &config, spec, None).map_err(|e| format!("{e:#}"))?;
+                crate::resolve::resolve(&daemon.paths, &config, spec, None).await.map_err(|e| format!("{e:#}"))?;
             Ok(target.client)
         }
     }

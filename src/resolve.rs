@@ -11,14 +11,16 @@
 //! (stored by `peers add --key` / `connect`), else this node's own key as in 1.0.21, but only
 //! to peers the user added or named by address: a peer only discovered (mDNS, handshake) has an
 //! unauthenticated hostname and address, so finding it by those never sends a key by itself.
+//!
+//! This module sits above both the client (`peer`) and the registry (`peers`); neither uses it.
+//! It is async and blocks no executor: callers outside one (the CLI) wrap it in `block_on`.
 
 use std::time::Duration;
 
 use crate::config::{Config, DEFAULT_PORT};
 use crate::paths::Paths;
+use crate::peer::{base_url, check_base_url, Client, ClientError};
 use crate::peers::Peer;
-
-use super::{Client, ClientError};
 
 /// A daemon chosen by the user.
 #[derive(Debug)]
@@ -68,18 +70,29 @@ pub fn find(peers: &[Peer], spec: &str) -> Found {
 }
 
 /// The registry as the local daemon has it, or as `peers.json` has it when the daemon is down.
-pub fn registry_peers(paths: &Paths, config: &Config) -> Vec<Peer> {
+pub async fn registry_peers(paths: &Paths, config: &Config) -> Vec<Peer> {
     #[derive(serde::Deserialize)]
     struct List {
         peers: Vec<Peer>,
     }
-    if let Ok(client) = Client::local(paths, &config.auth.api_key) {
+    if let Ok(client) = local_client(paths, &config.auth.api_key).await {
         let client = client.with_timeout(Duration::from_secs(3));
-        if let Ok(list) = smol::block_on(client.get::<List>("/api/v1/peers")) {
+        if let Ok(list) = client.get::<List>("/api/v1/peers").await {
             return list.peers;
         }
     }
-    std::fs::read(paths.peers_file()).ok().and_then(|bytes| serde_json::from_slice(&bytes).ok()).unwrap_or_default()
+    smol::fs::read(paths.peers_file())
+        .await
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or_default()
+}
+
+/// [`Client::local`] off the executor: finding the running daemon asks the kernel about its lock
+/// and reads `daemon.json` (and its certificate), which are blocking calls.
+async fn local_client(paths: &Paths, key: &str) -> Result<Client, ClientError> {
+    let (paths, key) = (paths.clone(), key.to_string());
+    smol::unblock(move || Client::local(&paths, &key)).await
 }
 
 /// The key to send to registry `peer`, found as `spec`; `explicit` is a `--key` flag.
@@ -174,33 +187,15 @@ pub fn split_address(spec: &str) -> Result<(String, Option<u16>), String> {
     Ok((host, port))
 }
 
-/// Whether `base` is a URL the HTTP client can join paths to: some host names that look valid
-/// (punycode labels that do not decode, `xn--…`) fail IDNA, and the client would panic on them.
-pub fn check_base_url(base: &str) -> Result<(), String> {
-    surf::Url::parse(base)
-        .and_then(|url| url.join("/api/v1/health"))
-        .map(drop)
-        .map_err(|e| format!("'{base}' is not a usable address: {e}"))
-}
-
-/// The base URL of `host:port`, bracketing IPv6 literals.
-pub fn base_url(host: &str, port: u16) -> String {
-    if host.contains(':') {
-        format!("http://[{host}]:{port}")
-    } else {
-        format!("http://{host}:{port}")
-    }
-}
-
 /// Resolves `spec` to a client. `key` overrides the key sent (default: the key stored for the
 /// peer's name, else this node's own key).
-pub fn resolve(paths: &Paths, config: &Config, spec: &str, key: Option<&str>) -> anyhow::Result<Target> {
+pub async fn resolve(paths: &Paths, config: &Config, spec: &str, key: Option<&str>) -> anyhow::Result<Target> {
     if matches!(spec.trim(), "local" | "self") {
         let key = key.unwrap_or(&config.auth.api_key);
-        let client = Client::local(paths, key).map_err(|e: ClientError| anyhow::anyhow!(e))?;
+        let client = local_client(paths, key).await.map_err(|e: ClientError| anyhow::anyhow!(e))?;
         return Ok(Target { client, label: "local".into(), peer: None });
     }
-    match find(&registry_peers(paths, config), spec) {
+    match find(&registry_peers(paths, config).await, spec) {
         Found::One(peer) => {
             let key = key_for(&peer, spec, config, key).map_err(|e| anyhow::anyhow!(e))?;
             let label = peer.name.clone().unwrap_or_else(|| peer.hostname.clone());
@@ -249,13 +244,6 @@ pub fn resolve(paths: &Paths, config: &Config, spec: &str, key: Option<&str>) ->
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn a_host_name_that_fails_idna_is_an_error_not_a_panic() {
-        assert!(super::check_base_url("http://127.0.0.1:19532").is_ok());
-        assert!(super::check_base_url("http://bob.lan:19532").is_ok());
-        assert!(super::check_base_url("http://xn--zz:19532").is_err());
-    }
-
     use super::*;
 
     #[track_caller]
