@@ -95,8 +95,7 @@ impl TreeReport {
             }
         }
         if failed > 0 {
-            eprintln!("loopsy: error: {failed} item(s) failed");
-            return Ok(ExitCode::from(2));
+            bail!("{failed} item(s) failed");
         }
         Ok(ExitCode::SUCCESS)
     }
