@@ -24,17 +24,15 @@ use crate::peers::Peer;
 
 /// A daemon chosen by the user.
 #[derive(Debug)]
-pub struct Target {
-    pub client: Client,
+pub(crate) struct Target {
+    pub(crate) client: Client,
     /// How to name it in messages: `local`, the peer's name or hostname, or `host:port`.
-    pub label: String,
-    /// The registry entry it was found as, if any.
-    pub peer: Option<Peer>,
+    pub(crate) label: String,
 }
 
 /// How a `<peer>` argument fits the registry.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Found {
+pub(crate) enum Found {
     One(Peer),
     Several(Vec<Peer>),
     None,
@@ -42,7 +40,7 @@ pub enum Found {
 
 /// Finds `spec` in `peers`: exact name, node id, hostname, address or address:port first;
 /// failing those, a node-id prefix of at least 4 characters.
-pub fn find(peers: &[Peer], spec: &str) -> Found {
+pub(crate) fn find(peers: &[Peer], spec: &str) -> Found {
     let spec = spec.trim();
     let exact: Vec<&Peer> = peers
         .iter()
@@ -70,7 +68,7 @@ pub fn find(peers: &[Peer], spec: &str) -> Found {
 }
 
 /// The registry as the local daemon has it, or as `peers.json` has it when the daemon is down.
-pub async fn registry_peers(paths: &Paths, config: &Config) -> Vec<Peer> {
+pub(crate) async fn registry_peers(paths: &Paths, config: &Config) -> Vec<Peer> {
     #[derive(serde::Deserialize)]
     struct List {
         peers: Vec<Peer>,
@@ -96,7 +94,7 @@ async fn local_client(paths: &Paths, key: &str) -> Result<Client, ClientError> {
 }
 
 /// The key to send to registry `peer`, found as `spec`; `explicit` is a `--key` flag.
-pub fn key_for(peer: &Peer, spec: &str, config: &Config, explicit: Option<&str>) -> Result<String, String> {
+pub(crate) fn key_for(peer: &Peer, spec: &str, config: &Config, explicit: Option<&str>) -> Result<String, String> {
     if let Some(key) = explicit {
         return Ok(key.to_string());
     }
@@ -123,7 +121,7 @@ pub fn key_for(peer: &Peer, spec: &str, config: &Config, explicit: Option<&str>)
 }
 
 /// The certificate pinned for `peer`: its registry entry's, or `tls.pinnedCerts` under its name.
-pub fn pin_for(peer: &Peer, config: &Config) -> Option<crate::tls::Fingerprint> {
+pub(crate) fn pin_for(peer: &Peer, config: &Config) -> Option<crate::tls::Fingerprint> {
     peer.fingerprint
         .as_deref()
         .or_else(|| peer.name.as_ref().and_then(|name| config.tls.pinned_certs.get(name)).map(String::as_str))
@@ -131,20 +129,20 @@ pub fn pin_for(peer: &Peer, config: &Config) -> Option<crate::tls::Fingerprint> 
 }
 
 /// One line per peer, for "which one did you mean" messages.
-pub fn describe(peer: &Peer) -> String {
+pub(crate) fn describe(peer: &Peer) -> String {
     let name = peer.name.as_deref().map(|n| format!(" name={n}")).unwrap_or_default();
     format!("{}  {}  {}{name}", peer.node_id, peer.endpoint(), peer.hostname)
 }
 
 /// A parsed `<peer>` argument.
 #[derive(Debug, PartialEq, Eq)]
-pub enum PeerSpec {
+pub(crate) enum PeerSpec {
     Local,
     Address { host: String, port: u16 },
 }
 
 /// Parses `local`, `host`, `host:port`, `[v6]`, `[v6]:port` or a bare IPv6 literal.
-pub fn parse(spec: &str) -> Result<PeerSpec, String> {
+pub(crate) fn parse(spec: &str) -> Result<PeerSpec, String> {
     if matches!(spec.trim(), "local" | "self") {
         return Ok(PeerSpec::Local);
     }
@@ -154,7 +152,7 @@ pub fn parse(spec: &str) -> Result<PeerSpec, String> {
 
 /// Splits `host`, `host:port`, `[v6]`, `[v6]:port` or a bare IPv6 literal into the host and
 /// the port, if one is written.
-pub fn split_address(spec: &str) -> Result<(String, Option<u16>), String> {
+pub(crate) fn split_address(spec: &str) -> Result<(String, Option<u16>), String> {
     let spec = spec.trim();
     if spec.is_empty() {
         return Err("the peer is empty".into());
@@ -189,11 +187,11 @@ pub fn split_address(spec: &str) -> Result<(String, Option<u16>), String> {
 
 /// Resolves `spec` to a client. `key` overrides the key sent (default: the key stored for the
 /// peer's name, else this node's own key).
-pub async fn resolve(paths: &Paths, config: &Config, spec: &str, key: Option<&str>) -> anyhow::Result<Target> {
+pub(crate) async fn resolve(paths: &Paths, config: &Config, spec: &str, key: Option<&str>) -> anyhow::Result<Target> {
     if matches!(spec.trim(), "local" | "self") {
         let key = key.unwrap_or(&config.auth.api_key);
         let client = local_client(paths, key).await.map_err(|e: ClientError| anyhow::anyhow!(e))?;
-        return Ok(Target { client, label: "local".into(), peer: None });
+        return Ok(Target { client, label: "local".into() });
     }
     match find(&registry_peers(paths, config).await, spec) {
         Found::One(peer) => {
@@ -207,7 +205,7 @@ pub async fn resolve(paths: &Paths, config: &Config, spec: &str, key: Option<&st
                 );
             }
             let client = Client::pinned(&base_url(&peer.address, peer.port), Some(key), pin);
-            Ok(Target { client, label, peer: Some(peer) })
+            Ok(Target { client, label })
         }
         Found::Several(peers) => {
             let lines: Vec<String> = peers.iter().map(|p| format!("  {}", describe(p))).collect();
@@ -237,7 +235,7 @@ pub async fn resolve(paths: &Paths, config: &Config, spec: &str, key: Option<&st
                 );
             }
             let key = key.unwrap_or(&config.auth.api_key).to_string();
-            Ok(Target { client: Client::new(&base_url(&host, port), Some(key)), label, peer: None })
+            Ok(Target { client: Client::new(&base_url(&host, port), Some(key)), label })
         }
     }
 }

@@ -296,7 +296,7 @@ pub(crate) async fn read_body(response: &mut surf::Response, limit: usize, url: 
 
 /// Whether `base` is a URL the HTTP client can join paths to: some host names that look valid
 /// (punycode labels that do not decode, `xn--…`) fail IDNA, and the client would panic on them.
-pub fn check_base_url(base: &str) -> Result<(), String> {
+pub(crate) fn check_base_url(base: &str) -> Result<(), String> {
     surf::Url::parse(base)
         .and_then(|url| url.join("/api/v1/health"))
         .map(drop)
@@ -304,7 +304,7 @@ pub fn check_base_url(base: &str) -> Result<(), String> {
 }
 
 /// The base URL of `host:port`, bracketing IPv6 literals.
-pub fn base_url(host: &str, port: u16) -> String {
+pub(crate) fn base_url(host: &str, port: u16) -> String {
     if host.contains(':') {
         format!("http://[{host}]:{port}")
     } else {
