@@ -316,7 +316,7 @@ fn check_insecure(paths: &Paths, config: &Config) -> Check {
 
 /// Each registry peer: does it answer, as itself, with the pinned certificate.
 fn check_peers(paths: &Paths, config: &Config) -> Vec<Check> {
-    let peers = crate::peer::resolve::registry_peers(paths, config);
+    let peers = smol::block_on(crate::resolve::registry_peers(paths, config));
     if peers.is_empty() {
         return vec![Check::warn("Peers", "none configured", "loopsy pair <address> (or loopsy peers add <address>)")];
     }
@@ -343,7 +343,7 @@ fn check_peers(paths: &Paths, config: &Config) -> Vec<Check> {
 async fn probe_peer(peer: crate::peers::Peer, pin: Option<crate::tls::Fingerprint>) -> Check {
     let label = format!("{} ({})", peer.name.clone().unwrap_or_else(|| peer.hostname.clone()), peer.endpoint());
     let pinned = pin.is_some();
-    let client = Client::pinned(&crate::peer::resolve::base_url(&peer.address, peer.port), None, pin)
+    let client = Client::pinned(&crate::peer::base_url(&peer.address, peer.port), None, pin)
         .with_timeout(CALL_TIMEOUT)
         .with_body_limit(64 * 1024);
     match client.get::<crate::system::Health>("/api/v1/health").await {

@@ -205,10 +205,10 @@ mod tests {
             // `to` of a message, `peer` of a status query: how a caller names a registry peer.
             let mut peer = crate::peers::Peer::manual("10.0.0.2", 19532);
             peer.name = Some("bob".into());
-            if let crate::peer::resolve::Found::One(found) = crate::peer::resolve::find(&[peer.clone()], &text) {
+            if let crate::resolve::Found::One(found) = crate::resolve::find(&[peer.clone()], &text) {
                 assert_eq!(found, peer);
             }
-            let _ = crate::peer::resolve::parse(&text);
+            let _ = crate::resolve::parse(&text);
         }
     }
 

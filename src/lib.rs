@@ -31,6 +31,7 @@ pub mod peers;
 pub mod percent;
 pub mod process;
 pub mod random;
+pub(crate) mod resolve;
 pub mod service;
 pub mod sessions;
 pub mod shutdown;

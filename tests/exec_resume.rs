@@ -309,6 +309,35 @@ fn ctrl_c_on_loopsy_exec_cancels_the_remote_job() {
 }
 
 #[test]
+fn a_second_ctrl_c_ends_loopsy_exec_at_once_with_130() {
+    let daemon = Daemon::start("exec-ctrl-c-twice");
+    let relay = Relay::start(&daemon.addr);
+    let mut cli = Background::spawn(daemon.home.path(), &["exec", &relay.addr, "sh", "-c", "echo started; sleep 60"]);
+    cli.wait_line("started", Duration::from_secs(20));
+    // The cancel request cannot arrive: only the second Ctrl-C can end the command.
+    relay.freeze();
+    cli.signal(libc::SIGINT);
+    cli.wait_line("cancelling job", Duration::from_secs(20));
+    cli.signal(libc::SIGINT);
+    let (code, seen) = cli.wait(Duration::from_secs(20));
+    assert_eq!(code, 130, "{seen:?}");
+    assert!(!seen.iter().any(|l| l.contains("could not cancel")), "ended by the second Ctrl-C: {seen:?}");
+}
+
+#[test]
+fn ctrl_c_ends_loopsy_exec_with_130_when_the_daemon_cannot_take_the_cancel() {
+    let daemon = Daemon::start("exec-ctrl-c-unreachable");
+    let relay = Relay::start(&daemon.addr);
+    let mut cli = Background::spawn(daemon.home.path(), &["exec", &relay.addr, "sh", "-c", "echo started; sleep 60"]);
+    cli.wait_line("started", Duration::from_secs(20));
+    relay.freeze();
+    cli.signal(libc::SIGINT);
+    let (code, seen) = cli.wait(Duration::from_secs(30));
+    assert_eq!(code, 130, "{seen:?}");
+    assert!(seen.iter().any(|l| l.contains("could not cancel job")), "{seen:?}");
+}
+
+#[test]
 fn the_mcp_execute_tool_gets_the_whole_result_of_one_run_across_a_dropped_connection() {
     let daemon = Daemon::start("mcp-exec-drop");
     let relay = Relay::start(&daemon.addr);

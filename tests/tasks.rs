@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use crate::support::relay::Relay;
 use crate::support::{wait_until, Daemon, Home, TempDir};
 
 const AGENTS: [&str; 3] = ["claude", "codex", "gemini"];
@@ -697,6 +698,36 @@ fn task_run_without_a_terminal_waits_for_an_approval_from_elsewhere() {
     assert_eq!(code, 0);
     assert!(work.path().join("out.txt").exists());
     d.loopsy(&["task", "approve", "local", &task]).code(1);
+}
+
+#[test]
+fn ctrl_c_on_task_run_cancels_the_task_and_a_second_one_ends_it_with_130() {
+    let d = plain("ai-cli-ctrl-c");
+    let work = TempDir::new("ai-cli-ctrl-c-ws");
+    let cwd = work.path().to_str().unwrap();
+    // Once: the task is cancelled and the run ends by its outcome.
+    let mut run = crate::support::Background::spawn(
+        d.home.path(),
+        &["task", "run", "local", "tool", "--agent", "codex", "--cwd", cwd],
+    );
+    run.wait_line("waiting for approval", LONG);
+    run.signal(libc::SIGINT);
+    let (code, seen) = run.wait(LONG);
+    assert_eq!(code, 1, "{seen:?}");
+    assert!(seen.iter().any(|l| l.contains("cancelling task")), "{seen:?}");
+    // Twice, with a daemon that cannot be reached any more: the second ends the run at once.
+    let relay = Relay::start(&d.addr);
+    let mut run = crate::support::Background::spawn(
+        d.home.path(),
+        &["task", "run", &relay.addr, "tool", "--agent", "codex", "--cwd", cwd],
+    );
+    run.wait_line("waiting for approval", LONG);
+    relay.freeze();
+    run.signal(libc::SIGINT);
+    run.wait_line("cancelling task", LONG);
+    run.signal(libc::SIGINT);
+    let (code, seen) = run.wait(LONG);
+    assert_eq!(code, 130, "{seen:?}");
 }
 
 #[test]

@@ -15,7 +15,7 @@ use serde_json::json;
 
 use crate::config::{self, Config, DEFAULT_PORT};
 use crate::paths::Paths;
-use crate::peer::resolve::base_url;
+use crate::peer::base_url;
 use crate::peer::{Client, ClientError, Method};
 use crate::peers::{check_address, check_name};
 

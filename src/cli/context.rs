@@ -6,7 +6,8 @@
 use std::process::ExitCode;
 
 use crate::paths::Paths;
-use crate::peer::{self, resolve::Target, ClientError, Method};
+use crate::peer::{ClientError, Method};
+use crate::resolve::{self, Target};
 use argh::FromArgs;
 use serde_json::{json, Value};
 
@@ -102,7 +103,7 @@ struct Delete {
 
 pub fn run(args: Args, paths: &Paths) -> anyhow::Result<ExitCode> {
     let config = super::load_config(paths)?;
-    let target = |spec: &str| peer::resolve::resolve(paths, &config, spec, None);
+    let target = |spec: &str| smol::block_on(resolve::resolve(paths, &config, spec, None));
     let outcome = match args.action {
         Action::Set(cmd) => set(&target(&cmd.peer)?, cmd),
         Action::Get(cmd) => get(&target(&cmd.peer)?, cmd),
@@ -200,7 +201,7 @@ fn parse_fence(text: &str) -> anyhow::Result<(String, u64)> {
 }
 
 fn entry_path(key: &str) -> String {
-    peer::context_path(key)
+    crate::peer::context_path(key)
 }
 
 /// `  <key> = <first 80 chars of value>[...][ (expires in <n>s)]`, as 1.0.21 prints it.

@@ -22,12 +22,15 @@ use crate::exec::api::{ExecRequest, ExecResult, StreamEvent};
 use crate::paths::Paths;
 use crate::peer::retry::{is_rate_limited, is_transient, Backoff};
 use crate::peer::sse::EventStream;
-use crate::peer::{resolve, Client, ClientError, Method};
+use crate::peer::{Client, ClientError, Method};
+use crate::resolve;
 
 /// How long the daemon may stay out of reach before `loopsy exec` gives up on the job.
 const RECONNECT_LIMIT: Duration = Duration::from_secs(600);
 /// How long one reconnection attempt waits for the daemon's answer.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
+/// The exit code after Ctrl-C ended the command (a shell's 128 + SIGINT).
+const INTERRUPTED: i32 = 130;
 
 /// run a command on a peer and stream its output
 #[derive(FromArgs, Debug)]
@@ -56,7 +59,7 @@ pub struct Args {
 
 pub fn run(args: Args, paths: &Paths) -> anyhow::Result<ExitCode> {
     let config = super::load_config(paths)?;
-    let target = resolve::resolve(paths, &config, &args.peer, args.key.as_deref())?;
+    let target = smol::block_on(resolve::resolve(paths, &config, &args.peer, args.key.as_deref()))?;
     let Some((command, rest)) = args.command.split_first() else {
         bail!("missing the command to run: loopsy exec <peer> <cmd> [args..]");
     };
@@ -103,22 +106,27 @@ async fn stream(target: &resolve::Target, request: &ExecRequest) -> anyhow::Resu
     let client = target.client.clone().with_header("Idempotency-Key", &key);
     let mut progress = Progress::default();
     let (cancel, cancelled) = smol::channel::bounded::<()>(1);
-    let interrupts = smol::spawn(forward_interrupts(cancel));
-    let outcome = follow(&client, target, request, &mut progress, &cancelled).await;
-    drop(interrupts);
-    outcome
+    let followed = follow(&client, target, request, &mut progress, &cancelled);
+    future::or(followed, async {
+        forward_interrupts(cancel).await;
+        Ok(INTERRUPTED)
+    })
+    .await
 }
 
-/// Turns the first Ctrl-C into a request to cancel; the second one exits at once.
+/// Turns the first Ctrl-C into a request to cancel; returns at the second one (the command then
+/// ends at once), never when signals cannot be caught.
 async fn forward_interrupts(cancel: smol::channel::Sender<()>) {
     use async_signal::{Signal, Signals};
-    let Ok(mut signals) = Signals::new([Signal::Int]) else { return };
-    if signals.next().await.is_some() {
-        let _ = cancel.send(()).await;
+    if let Ok(mut signals) = Signals::new([Signal::Int]) {
         if signals.next().await.is_some() {
-            std::process::exit(130);
+            let _ = cancel.send(()).await;
+            if signals.next().await.is_some() {
+                return;
+            }
         }
     }
+    future::pending().await
 }
 
 /// Prints the job's events until its exit, reattaching after every dropped connection.
@@ -150,7 +158,9 @@ async fn follow(
             // Ctrl-C: cancel the job; its exit event then ends the stream.
             None => {
                 cancel_sent = true;
-                cancel_job(target, progress).await;
+                if !cancel_job(target, progress).await {
+                    return Ok(INTERRUPTED);
+                }
                 continue;
             }
             Some(Ok(Some(event))) => {
@@ -273,18 +283,20 @@ async fn reconnect(
     }
 }
 
-/// Asks the daemon to cancel the job (Ctrl-C).
-async fn cancel_job(target: &resolve::Target, progress: &Progress) {
+/// Asks the daemon to cancel the job (Ctrl-C); false when there is none to cancel or the daemon
+/// did not take the request (the command then ends at once).
+async fn cancel_job(target: &resolve::Target, progress: &Progress) -> bool {
     let Some(job_id) = &progress.job_id else {
-        std::process::exit(130);
+        return false;
     };
     eprintln!("loopsy: cancelling job {job_id}…");
     let client = target.client.clone().with_timeout(ATTEMPT_TIMEOUT);
     let path = format!("/api/v1/execute/{}", crate::percent::encode(job_id));
     if let Err(e) = client.call::<serde_json::Value>(Method::Delete, &path, None::<&()>).await {
         eprintln!("loopsy: could not cancel job {job_id}: {e}");
-        std::process::exit(130);
+        return false;
     }
+    true
 }
 
 /// `SIGTERM` → 15, for the signals whose numbers are the same on every Unix.

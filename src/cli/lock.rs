@@ -23,8 +23,9 @@ use serde_json::json;
 use crate::locks::api::{LockInfo, LockList, Released};
 use crate::paths::Paths;
 use crate::peer::retry::{is_transient, Backoff};
-use crate::peer::{resolve, Client, ClientError, Method};
+use crate::peer::{Client, ClientError, Method};
 use crate::percent;
+use crate::resolve;
 
 /// run a command while holding a lock on a daemon (like flock across machines)
 #[derive(FromArgs, Debug)]
@@ -91,7 +92,7 @@ pub fn run(args: Args, paths: &Paths) -> anyhow::Result<ExitCode> {
         bail!("--wait must be a number of seconds, 0 or more");
     }
     let config = super::load_config(paths)?;
-    let target = resolve::resolve(paths, &config, &args.peer, args.key.as_deref())?;
+    let target = smol::block_on(resolve::resolve(paths, &config, &args.peer, args.key.as_deref()))?;
     let holder = args.holder.clone().unwrap_or_else(|| format!("{}:{}", config.hostname(), std::process::id()));
     crate::locks::check_holder(&holder)?;
     let lock = Lock { client: target.client.clone(), label: target.label.clone(), name: args.name.clone(), holder };
@@ -100,7 +101,7 @@ pub fn run(args: Args, paths: &Paths) -> anyhow::Result<ExitCode> {
 
 pub fn list(args: ListArgs, paths: &Paths) -> anyhow::Result<ExitCode> {
     let config = super::load_config(paths)?;
-    let target = resolve::resolve(paths, &config, &args.peer, args.key.as_deref())?;
+    let target = smol::block_on(resolve::resolve(paths, &config, &args.peer, args.key.as_deref()))?;
     let list: LockList = smol::block_on(target.client.get("/api/v1/locks"))?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&list)?);

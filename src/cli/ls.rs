@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::progress::human_bytes;
 use crate::paths::Paths;
-use crate::peer::resolve::resolve;
+use crate::resolve::resolve;
 
 /// list a directory on a peer
 #[derive(FromArgs, Debug)]
@@ -30,7 +30,7 @@ pub struct Args {
 
 pub fn run(args: Args, paths: &Paths) -> anyhow::Result<ExitCode> {
     let config = super::load_config(paths)?;
-    let target = resolve(paths, &config, &args.peer, args.key.as_deref())?;
+    let target = smol::block_on(resolve(paths, &config, &args.peer, args.key.as_deref()))?;
     let body = json!({"path": args.path});
     let listing: serde_json::Value =
         smol::block_on(target.client.call_retrying(Method::Post, "/api/v1/transfer/list", &body))?;

@@ -14,8 +14,8 @@ use argh::FromArgs;
 use serde_json::{json, Value};
 
 use crate::paths::Paths;
-use crate::peer::resolve::{parse, PeerSpec};
 use crate::peer::Client;
+use crate::resolve::{parse, PeerSpec};
 
 /// pair with another machine: without an address show a code, with one join using its code
 #[derive(FromArgs, Debug)]

@@ -14,9 +14,9 @@ use serde_json::json;
 use crate::config::{self, Config, DEFAULT_PORT};
 use crate::instance::{self, Signalled};
 use crate::paths::Paths;
-use crate::peer::resolve::{self, Found};
 use crate::peer::{Client, Method};
 use crate::peers::{check_address, check_name, Peer};
+use crate::resolve::{self, Found};
 
 /// list the known peers, or add or remove one
 #[derive(FromArgs, Debug)]
@@ -96,7 +96,7 @@ fn list(paths: &Paths, config: &Config, json: bool) -> anyhow::Result<ExitCode> 
     if Client::local(paths, &config.auth.api_key).is_err() {
         eprintln!("loopsy: the daemon is not running; showing the saved peer list");
     }
-    let peers = resolve::registry_peers(paths, config);
+    let peers = smol::block_on(resolve::registry_peers(paths, config));
     if json {
         println!("{}", serde_json::to_string_pretty(&json!({"peers": peers}))?);
         return Ok(ExitCode::SUCCESS);
@@ -236,7 +236,7 @@ fn confirm(paths: &Paths, config: &Config, args: Confirm) -> anyhow::Result<Exit
 
 /// The one registry peer `spec` names, or an error listing the candidates.
 fn find_one(paths: &Paths, config: &Config, spec: &str) -> anyhow::Result<Peer> {
-    match resolve::find(&resolve::registry_peers(paths, config), spec) {
+    match resolve::find(&smol::block_on(resolve::registry_peers(paths, config)), spec) {
         Found::One(peer) => Ok(peer),
         Found::Several(peers) => {
             eprintln!("loopsy: '{spec}' is ambiguous: it fits {} peers:", peers.len());

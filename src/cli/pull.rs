@@ -17,9 +17,9 @@ use serde_json::json;
 use super::progress::Progress;
 use super::send::TreeReport;
 use crate::paths::Paths;
-use crate::peer::resolve::resolve;
 use crate::peer::transfer::Pulled;
 use crate::peer::{Client, ClientError};
+use crate::resolve::resolve;
 
 /// Attempts per file when the connection breaks (each one resumes).
 const ATTEMPTS: u32 = 3;
@@ -69,7 +69,7 @@ struct Listing {
 
 pub fn run(args: Args, paths: &Paths) -> anyhow::Result<ExitCode> {
     let config = super::load_config(paths)?;
-    let target = resolve(paths, &config, &args.peer, args.key.as_deref())?;
+    let target = smol::block_on(resolve(paths, &config, &args.peer, args.key.as_deref()))?;
     if args.recursive {
         return smol::block_on(pull_tree(&target.client, &args)).finish("pulled", args.json);
     }

@@ -16,9 +16,9 @@ use serde_json::json;
 
 use super::progress::{human_bytes, Progress};
 use crate::paths::Paths;
-use crate::peer::resolve::resolve;
 use crate::peer::transfer::{PushFile, PushReply};
 use crate::peer::{Client, ClientError};
+use crate::resolve::resolve;
 
 /// Attempts per file when the connection breaks (each one resumes).
 const ATTEMPTS: u32 = 3;
@@ -95,8 +95,7 @@ impl TreeReport {
             }
         }
         if failed > 0 {
-            eprintln!("loopsy: error: {failed} item(s) failed");
-            return Ok(ExitCode::from(2));
+            bail!("{failed} item(s) failed");
         }
         Ok(ExitCode::SUCCESS)
     }
@@ -104,7 +103,7 @@ impl TreeReport {
 
 pub fn run(args: Args, paths: &Paths) -> anyhow::Result<ExitCode> {
     let config = super::load_config(paths)?;
-    let target = resolve(paths, &config, &args.peer, args.key.as_deref())?;
+    let target = smol::block_on(resolve(paths, &config, &args.peer, args.key.as_deref()))?;
     let meta = std::fs::metadata(&args.source).with_context(|| format!("cannot read {}", args.source.display()))?;
     if meta.is_dir() {
         if !args.recursive {

@@ -12,11 +12,12 @@ use std::time::Duration;
 use crate::peer::Method;
 use anyhow::{bail, Context};
 use argh::FromArgs;
+use futures_lite::future;
 use serde_json::{json, Value};
 
 use crate::paths::Paths;
-use crate::peer::resolve::{resolve, Target};
 use crate::peer::Client;
+use crate::resolve::{resolve, Target};
 use crate::tasks::api::{DispatchRequest, Event, EventType, Status, TaskInfo, TaskList};
 
 /// run and manage AI agent tasks (Claude Code, Gemini CLI, Codex CLI) on a peer
@@ -162,7 +163,7 @@ pub fn run(args: Args, paths: &Paths) -> anyhow::Result<ExitCode> {
         Command::Deny(a) => &a.peer,
         Command::Cancel(a) => &a.peer,
     };
-    let target = resolve(paths, &config, peer, None)?;
+    let target = smol::block_on(resolve(paths, &config, peer, None))?;
     smol::block_on(async {
         match args.command {
             Command::Run(a) => run_task(a, &target).await,
@@ -194,9 +195,15 @@ async fn run_task(args: RunArgs, target: &Target) -> anyhow::Result<ExitCode> {
     if !args.json {
         eprintln!("task {task_id}: {} on {} ({})", agent_name(&info), target.label, info.cwd);
     }
-    let _interrupt = smol::spawn(cancel_on_interrupt(client.clone(), task_id.clone()));
     let mut watcher = Watcher { args: &args, client, task_id: &task_id, denied: false, label: &target.label };
-    watcher.follow().await?;
+    let interrupted = async {
+        cancel_on_interrupt(client.clone(), task_id.clone()).await;
+        None
+    };
+    match future::or(async { Some(watcher.follow().await) }, interrupted).await {
+        Some(followed) => followed?,
+        None => return Ok(ExitCode::from(INTERRUPTED)),
+    }
     let info: TaskInfo = client.get(&format!("/api/v1/ai-tasks/{task_id}")).await?;
     if !args.json {
         match &info.error {
@@ -214,19 +221,29 @@ fn agent_name(info: &TaskInfo) -> &'static str {
     info.agent.program()
 }
 
-/// Ctrl-C cancels the task on the peer; the stream then shows it ending.
+/// The exit code after a second Ctrl-C ended the command (a shell's 128 + SIGINT).
+const INTERRUPTED: u8 = 130;
+
+/// Ctrl-C cancels the task on the peer; the stream then shows it ending. Returns at a second
+/// Ctrl-C (the command then ends at once), never when signals cannot be caught.
 async fn cancel_on_interrupt(client: Client, task_id: String) {
     use async_signal::{Signal, Signals};
     use futures_lite::StreamExt;
-    let Ok(mut signals) = Signals::new([Signal::Int]) else { return };
-    if signals.next().await.is_some() {
-        eprintln!("cancelling task {task_id}…");
-        let _: Result<Value, _> =
-            client.call(Method::Delete, &format!("/api/v1/ai-tasks/{task_id}"), None::<&()>).await;
+    if let Ok(mut signals) = Signals::new([Signal::Int]) {
         if signals.next().await.is_some() {
-            std::process::exit(130);
+            eprintln!("cancelling task {task_id}…");
+            // Sent beside the wait for a second Ctrl-C, which ends the command even while the
+            // daemon has not answered.
+            let _cancel = smol::spawn(async move {
+                let _: Result<Value, _> =
+                    client.call(Method::Delete, &format!("/api/v1/ai-tasks/{task_id}"), None::<&()>).await;
+            });
+            if signals.next().await.is_some() {
+                return;
+            }
         }
     }
+    future::pending().await
 }
 
 struct Watcher<'a> {

@@ -15,10 +15,10 @@ use futures_lite::{AsyncReadExt, StreamExt};
 use serde_json::json;
 
 use crate::paths::Paths;
-use crate::peer::resolve::{self, Target};
 use crate::peer::websocket::Incoming;
 use crate::peer::Method;
 use crate::percent;
+use crate::resolve::{self, Target};
 use crate::terminal::api::{CreateRequest, TerminalInfo, TerminalList};
 
 /// interactive terminals on a peer: new, attach, list, kill
@@ -103,7 +103,7 @@ struct KillArgs {
 
 pub fn run(args: Args, paths: &Paths) -> anyhow::Result<ExitCode> {
     let config = super::load_config(paths)?;
-    let target = |peer: &str| resolve::resolve(paths, &config, peer, None);
+    let target = |peer: &str| smol::block_on(resolve::resolve(paths, &config, peer, None));
     let prefix = |flag: Option<String>| -> anyhow::Result<u8> {
         let name = flag.unwrap_or_else(|| config.terminals.detach_prefix.clone());
         crate::terminal::keys::prefix_byte(&name)

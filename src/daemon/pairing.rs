@@ -361,7 +361,7 @@ impl Pairing {
             let slot = self.lock();
             let Slot::Joining(joined) = &*slot else { return Err(api_error(PairError::NoSession)) };
             let statement = if confirmed { "confirm" } else { "cancel" };
-            let base = crate::peer::resolve::base_url(&joined.address, joined.port);
+            let base = crate::peer::base_url(&joined.address, joined.port);
             let pin = crate::tls::Fingerprint::parse(&joined.peer.fingerprint);
             (statement, joined.channel.tag(Role::B, statement), base, pin, joined.expires_at)
         };
@@ -403,8 +403,8 @@ async fn pairing_client(address: &str, port: u16) -> Result<Client, ApiError> {
     if port == 0 {
         return Err(ApiError::new(ErrorCode::PairingInvalid, "port must be 1 to 65535"));
     }
-    let plain = crate::peer::resolve::base_url(&address, port);
-    crate::peer::resolve::check_base_url(&plain).map_err(|e| ApiError::new(ErrorCode::PairingInvalid, e))?;
+    let plain = crate::peer::base_url(&address, port);
+    crate::peer::check_base_url(&plain).map_err(|e| ApiError::new(ErrorCode::PairingInvalid, e))?;
     let mut last = String::new();
     for base in [plain.clone(), plain.replacen("http://", "https://", 1)] {
         let client = Client::for_pairing(&base).with_timeout(Duration::from_secs(10));

@@ -90,7 +90,7 @@ pub fn credential_for(peer: &Peer, config: &Config) -> (Credential, Option<Strin
 
 /// The certificate pinned for `peer` (from pairing), if any: then it is reached over TLS only.
 pub fn pin_for(peer: &Peer, config: &Config) -> Option<Fingerprint> {
-    crate::peer::resolve::pin_for(peer, config)
+    crate::resolve::pin_for(peer, config)
 }
 
 /// A base URL, the key to present and the certificate to pin.
@@ -139,7 +139,7 @@ pub fn reach_peer(peer: &Peer, config: &Config) -> Result<Reach, Unreachable> {
     if pin.is_none() && !config.tls.allow_insecure_peers {
         return Err(Unreachable::Unpinned(peer.node_id.clone()));
     }
-    let base = crate::peer::resolve::base_url(&peer.address, peer.port);
+    let base = crate::peer::base_url(&peer.address, peer.port);
     Ok(Reach { base, key, pin })
 }
 

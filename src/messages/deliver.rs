@@ -12,15 +12,15 @@ use super::kept;
 use super::outbox::{Kind, Record};
 use super::{message_put, MessageError, Messages};
 use crate::config::Config;
-use crate::peer::resolve::{base_url, describe, find, key_for, pin_for, Found};
-use crate::peer::{Client, Method};
+use crate::peer::{base_url, Client, Method};
 use crate::peers::Peer;
 use crate::percent;
+use crate::resolve::{describe, find, key_for, pin_for, Found};
 use crate::shutdown::Shutdown;
 
 /// How the user named `peer` (its name, else its address for a peer added by hand), so asking
 /// it for its name sends the key the user meant; `None` for a peer only discovered, which is
-/// never sent a key by itself (see `peer::resolve`).
+/// never sent a key by itself (see `resolve`).
 fn user_spec(peer: &Peer) -> Option<String> {
     match &peer.name {
         Some(name) => Some(name.clone()),
@@ -142,7 +142,7 @@ impl Messages {
         Ok(name.to_string())
     }
 
-    /// A client for `peer` named as `spec`, with the key and pin `peer::resolve` would use.
+    /// A client for `peer` named as `spec`, with the key and pin `resolve` would use.
     /// The config is read again, so peers paired since the start are reached with their key.
     pub(super) fn client_for(&self, peer: &Peer, spec: &str) -> Result<Client, String> {
         let config = self.current_config();

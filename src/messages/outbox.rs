@@ -62,7 +62,7 @@ pub struct Record {
     pub provisional: bool,
     /// The peer's node id in the registry when the record was made.
     pub peer: String,
-    /// How the peer was named (its key depends on it, see `peer::resolve::key_for`).
+    /// How the peer was named (its key depends on it, see `resolve::key_for`).
     pub spec: String,
     /// The message's type (for an ack: the type of the message acknowledged).
     #[serde(rename = "type")]

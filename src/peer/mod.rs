@@ -3,7 +3,6 @@
 //! This is the only module that knows surf. Callers speak in paths and JSON values and get a
 //! [`ClientError`] that says which daemon failed and how.
 
-pub mod resolve;
 pub mod retry;
 pub mod sse;
 pub mod transfer;
@@ -295,6 +294,24 @@ pub(crate) async fn read_body(response: &mut surf::Response, limit: usize, url: 
     Ok(bytes)
 }
 
+/// Whether `base` is a URL the HTTP client can join paths to: some host names that look valid
+/// (punycode labels that do not decode, `xn--…`) fail IDNA, and the client would panic on them.
+pub(crate) fn check_base_url(base: &str) -> Result<(), String> {
+    surf::Url::parse(base)
+        .and_then(|url| url.join("/api/v1/health"))
+        .map(drop)
+        .map_err(|e| format!("'{base}' is not a usable address: {e}"))
+}
+
+/// The base URL of `host:port`, bracketing IPv6 literals.
+pub(crate) fn base_url(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("http://[{host}]:{port}")
+    } else {
+        format!("http://{host}:{port}")
+    }
+}
+
 fn decode_error(url: &str, e: impl std::fmt::Display) -> ClientError {
     ClientError::Decode { url: url.to_string(), reason: e.to_string() }
 }
@@ -350,5 +367,13 @@ mod tests {
             "Body is not valid JSON",
         );
         check("not json", None, "HTTP 400");
+    }
+
+    #[test]
+    fn a_host_name_that_fails_idna_is_an_error_not_a_panic() {
+        assert!(check_base_url("http://127.0.0.1:19532").is_ok());
+        assert!(check_base_url("http://bob.lan:19532").is_ok());
+        assert!(check_base_url("http://xn--zz:19532").is_err());
+        assert_eq!(base_url("::1", 5), "http://[::1]:5");
     }
 }

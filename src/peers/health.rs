@@ -24,7 +24,7 @@ use smol::Task;
 
 use super::registry::{Applied, ProbeOutcome, Registry};
 use super::{check_node_id, Announced, PeerStatus, Via};
-use crate::peer::resolve::base_url;
+use crate::peer::base_url;
 use crate::peer::Client;
 use crate::shutdown::Shutdown;
 

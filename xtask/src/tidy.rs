@@ -9,6 +9,8 @@
 //!   as the schema in `src/config/` declares them, written as consecutive string literals
 //!   (`doc["auth"]["apiKey"]`, `&["tls", "enabled"]`, `("server", "host")`), in `src/` or
 //!   `xtask/` (tests set keys through their support helper);
+//! - code of `src/` other than `main.rs` ends the process (`process::exit`): commands return
+//!   their exit code to `main`, the one exit path;
 //! - a Rust file does not start with its `//!` header.
 //!
 //! Comments and string contents are not code: prose may name anything. Items under
@@ -24,10 +26,7 @@ use anyhow::{bail, Context};
 
 /// Exceptions still to be paid off. Each names a file and what it reaches for; the check fails
 /// on an entry that no longer matches anything, so the list can only shrink.
-const KNOWN: &[(&str, &str)] = &[
-    // peer/ is the client only; resolution moves above peer and peers (issue 15, step 6).
-    ("src/peer/resolve.rs", "crate::peers"),
-];
+const KNOWN: &[(&str, &str)] = &[];
 
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     if !args.is_empty() {
@@ -147,6 +146,9 @@ pub struct Rules {
 /// Where the `config.yaml` schema lives; the only place its key paths may be spelled.
 const CONFIG_OWNER: [&str; 2] = ["src/config.rs", "src/config/"];
 
+/// The one file of `src/` that may end the process: commands return their exit code to it.
+const EXIT_OWNER: &str = "src/main.rs";
+
 impl Rules {
     /// The rules from ARCHITECTURE.md's "Owners" section and the config schema among `files`.
     pub fn read(architecture: &str, files: &[(String, String)]) -> anyhow::Result<Rules> {
@@ -205,6 +207,9 @@ impl Rules {
             let code = without_tests(&tokens);
             self.check_stacks(path, &code, &mut found);
             self.check_edges(path, &code, &mut found);
+            if path.starts_with("src/") && path != EXIT_OWNER {
+                check_exits(path, &code, &mut found);
+            }
             if (path.starts_with("src/") || path.starts_with("xtask/")) && !owned_by(path, &CONFIG_OWNER) {
                 self.check_config_keys(path, &tokens, &mut found);
             }
@@ -485,6 +490,24 @@ fn without_tests(tokens: &[Token]) -> Vec<Token> {
         }
     }
     out
+}
+
+/// `process::exit` (as `std::process::exit`, `process::exit` or `use std::process::exit`).
+fn check_exits(path: &str, code: &[Token], found: &mut Vec<Violation>) {
+    for window in code.windows(4) {
+        if let [Token { tok: Tok::Ident(process), line }, Token { tok: Tok::Punct(':'), .. }, Token { tok: Tok::Punct(':'), .. }, Token { tok: Tok::Ident(exit), .. }] =
+            window
+        {
+            if process == "process" && exit == "exit" {
+                found.push(Violation {
+                    file: path.into(),
+                    line: *line,
+                    subject: "process::exit".into(),
+                    message: format!("ends the process: return the exit code to `{EXIT_OWNER}`, the one exit path"),
+                });
+            }
+        }
+    }
 }
 
 /// Crates named as the first segment of a path (`x::…`), by `use x` or `extern crate x`.
@@ -782,6 +805,45 @@ mod tests {
             ]
         );
         assert!(found[0].message.contains("only the config module"), "{}", found[0].message);
+    }
+
+    #[test]
+    fn the_project_forbids_the_peer_cycle() {
+        let architecture = std::fs::read_to_string(crate::repo_root().join("ARCHITECTURE.md")).unwrap();
+        let mut all: Vec<(String, String)> = vec![("src/config/schema.rs".into(), SCHEMA.into())];
+        let files = [
+            ("src/peer/mod.rs", "//! The client.\nuse crate::peers::Peer;\nfn f() { crate::resolve::resolve(); }\n"),
+            ("src/peers/health.rs", "//! Health.\nuse crate::peer::Client;\nuse crate::resolve::find;\n"),
+            ("src/resolve.rs", "//! Resolution.\nuse crate::{peer::Client, peers::Peer};\n"),
+        ];
+        all.extend(files.iter().map(|(p, t)| (p.to_string(), t.to_string())));
+        let found = Rules::read(&architecture, &all).unwrap().check(&all[1..]);
+        assert_eq!(
+            subjects(&found),
+            [
+                ("src/peer/mod.rs".into(), 2, "crate::peers".into()),
+                ("src/peer/mod.rs".into(), 3, "crate::resolve".into()),
+                ("src/peers/health.rs".into(), 3, "crate::resolve".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn only_main_ends_the_process() {
+        let found = check(&[
+            ("src/cli/exec.rs", "//! Exec.\nfn f() {\n    std::process::exit(130);\n}\n"),
+            ("src/cli/task.rs", "//! Task.\nuse std::process::exit;\nfn g() { let s = \"process::exit\"; }\n"),
+            ("src/main.rs", "//! Main.\nfn main() { std::process::exit(2) }\n"),
+            ("xtask/src/main.rs", "//! Xtask.\nfn main() { std::process::exit(1) }\n"),
+            ("src/x.rs", "//! X.\nfn f() -> std::process::ExitCode { todo!() }\n"),
+        ]);
+        assert_eq!(
+            subjects(&found),
+            [
+                ("src/cli/exec.rs".into(), 3, "process::exit".into()),
+                ("src/cli/task.rs".into(), 2, "process::exit".into()),
+            ]
+        );
     }
 
     #[test]

@@ -77,20 +77,20 @@ fn put_body(args: &Args) -> Value {
 }
 
 async fn set(daemon: Arc<DaemonLocator>, args: Args) -> Outcome {
-    let client = target(&daemon, args.str("peer"), &args)?;
+    let client = target(&daemon, args.str("peer"), &args).await?;
     let path = context_path(args.req("key"));
     let entry: Value = client.call(Method::Put, &path, Some(&put_body(&args))).await.map_err(|e| e.to_string())?;
     Ok(pretty(&entry))
 }
 
 async fn get(daemon: Arc<DaemonLocator>, args: Args) -> Outcome {
-    let client = target(&daemon, args.str("peer"), &args)?;
+    let client = target(&daemon, args.str("peer"), &args).await?;
     let entry: Value = client.get(&context_path(args.req("key"))).await.map_err(|e| e.to_string())?;
     Ok(pretty(&entry))
 }
 
 async fn list(daemon: Arc<DaemonLocator>, args: Args) -> Outcome {
-    let client = target(&daemon, args.str("peer"), &args)?;
+    let client = target(&daemon, args.str("peer"), &args).await?;
     let path = match args.str("prefix") {
         Some(prefix) => format!("/api/v1/context?prefix={}", percent::encode(prefix)),
         None => "/api/v1/context".to_string(),
@@ -100,7 +100,7 @@ async fn list(daemon: Arc<DaemonLocator>, args: Args) -> Outcome {
 }
 
 async fn delete(daemon: Arc<DaemonLocator>, args: Args) -> Outcome {
-    let client = target(&daemon, args.str("peer"), &args)?;
+    let client = target(&daemon, args.str("peer"), &args).await?;
     let mut path = context_path(args.req("key"));
     let mut query = Vec::new();
     if let Some(revision) = args.u64("ifRevision") {
@@ -134,7 +134,7 @@ async fn broadcast(daemon: Arc<DaemonLocator>, args: Args) -> Outcome {
             );
             continue;
         }
-        let client = target(&daemon, Some(&node_id), &args);
+        let client = target(&daemon, Some(&node_id), &args).await;
         let (path, body) = (path.clone(), body.clone());
         pending.push(smol::spawn(async move {
             let outcome = match client {

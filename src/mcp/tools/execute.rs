@@ -36,7 +36,7 @@ pub fn tools() -> Vec<Tool> {
 }
 
 async fn execute(daemon: Arc<DaemonLocator>, args: Args) -> Outcome {
-    let client = target(&daemon, Some(args.req("peer")), &args)?;
+    let client = target(&daemon, Some(args.req("peer")), &args).await?;
     let mut body = json!({"command": args.req("command"), "args": args.strings("args")});
     if let Some(cwd) = args.str("cwd") {
         body["cwd"] = cwd.into();

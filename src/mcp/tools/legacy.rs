@@ -5,7 +5,7 @@
 //! `senderApiKey` for acknowledgements). Before a call is validated, [`translate`] turns them
 //! into `peer`: an address and port become `address:port`, which resolves to the registry peer
 //! there (its stored key and pin are used); `peerHostname` alone is the peer's name. A key in
-//! the arguments is taken out of them at once: it is offered to `peer::resolve` for a peer
+//! the arguments is taken out of them at once: it is offered to `resolve` for a peer
 //! loopsy has no key of its own for, and never echoed, logged or stored. The result then
 //! carries a one-line note that `peer` is the way to go. `tools/list` shows the aliases as
 //! deprecated properties ([`schema_properties`]).

@@ -80,7 +80,7 @@ fn body(args: &Args, with: &[&str]) -> Value {
 }
 
 async fn acquire(daemon: Arc<DaemonLocator>, args: Args) -> Outcome {
-    let client = target(&daemon, args.str("peer"), &args)?;
+    let client = target(&daemon, args.str("peer"), &args).await?;
     // The request may wait up to 600 s for the lock.
     let client = client.with_timeout(std::time::Duration::from_secs(630));
     let grant: Value = client
@@ -91,7 +91,7 @@ async fn acquire(daemon: Arc<DaemonLocator>, args: Args) -> Outcome {
 }
 
 async fn renew(daemon: Arc<DaemonLocator>, args: Args) -> Outcome {
-    let client = target(&daemon, args.str("peer"), &args)?;
+    let client = target(&daemon, args.str("peer"), &args).await?;
     let path = format!("{}/renew", lock_path(&args));
     let grant: Value =
         client.call(Method::Post, &path, Some(&body(&args, &["ttl"]))).await.map_err(|e| e.to_string())?;
@@ -99,7 +99,7 @@ async fn renew(daemon: Arc<DaemonLocator>, args: Args) -> Outcome {
 }
 
 async fn release(daemon: Arc<DaemonLocator>, args: Args) -> Outcome {
-    let client = target(&daemon, args.str("peer"), &args)?;
+    let client = target(&daemon, args.str("peer"), &args).await?;
     let answer: Value =
         client.call(Method::Delete, &lock_path(&args), Some(&body(&args, &[]))).await.map_err(|e| e.to_string())?;
     Ok(pretty(&answer))

@@ -125,15 +125,15 @@ pub(crate) use handler;
 
 /// The daemon a tool acts on: `peer` when given (and not `local`), else this machine's. A key
 /// the caller offered (`peerApiKey`, see `legacy.rs`) goes only to a peer loopsy has no key for.
-pub fn target(daemon: &DaemonLocator, peer: Option<&str>, args: &Args) -> Result<crate::peer::Client, String> {
-    use crate::peer::resolve;
+pub async fn target(daemon: &DaemonLocator, peer: Option<&str>, args: &Args) -> Result<crate::peer::Client, String> {
+    use crate::resolve;
     match peer.filter(|p| !p.is_empty() && *p != "local") {
         None => daemon.client(),
         Some(spec) => {
             let config = daemon.config()?;
             let target = match args.offered_key() {
-                Some(offered) => resolve::resolve_offered(&daemon.paths, &config, spec, offered),
-                None => resolve::resolve(&daemon.paths, &config, spec, None),
+                Some(offered) => resolve::resolve_offered(&daemon.paths, &config, spec, offered).await,
+                None => resolve::resolve(&daemon.paths, &config, spec, None).await,
             };
             Ok(target.map_err(|e| format!("{e:#}"))?.client)
         }

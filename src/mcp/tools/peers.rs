@@ -31,7 +31,7 @@ async fn list_peers(daemon: Arc<DaemonLocator>, _args: Args) -> Outcome {
 }
 
 async fn peer_status(daemon: Arc<DaemonLocator>, args: Args) -> Outcome {
-    let client = target(&daemon, Some(args.req("peer")), &args)?;
+    let client = target(&daemon, Some(args.req("peer")), &args).await?;
     let status: Value = client.get("/api/v1/status").await.map_err(|e| e.to_string())?;
     Ok(pretty(&status))
 }

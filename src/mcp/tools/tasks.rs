@@ -62,7 +62,7 @@ pub fn tools() -> Vec<Tool> {
 }
 
 async fn dispatch(daemon: Arc<DaemonLocator>, args: Args) -> Outcome {
-    let client = target(&daemon, Some(args.req("peer")), &args)?;
+    let client = target(&daemon, Some(args.req("peer")), &args).await?;
     let mut body = json!({"prompt": args.req("prompt")});
     for name in ["agent", "cwd", "model", "permissionMode"] {
         if let Some(value) = args.str(name) {
@@ -75,7 +75,7 @@ async fn dispatch(daemon: Arc<DaemonLocator>, args: Args) -> Outcome {
 
 async fn status(daemon: Arc<DaemonLocator>, args: Args) -> Outcome {
     let (peer, task_id) = (args.req("peer"), args.req("taskId"));
-    let client = target(&daemon, Some(peer), &args)?;
+    let client = target(&daemon, Some(peer), &args).await?;
     let path = format!("/api/v1/ai-tasks/{}", percent::encode(task_id));
     let info: Value = client.get(&path).await.map_err(|e| task_error(e, task_id, peer))?;
     let events: Value = client.get(&format!("{path}/events")).await.map_err(|e| e.to_string())?;
@@ -83,7 +83,7 @@ async fn status(daemon: Arc<DaemonLocator>, args: Args) -> Outcome {
 }
 
 async fn list(daemon: Arc<DaemonLocator>, args: Args) -> Outcome {
-    let client = target(&daemon, args.str("peer"), &args)?;
+    let client = target(&daemon, args.str("peer"), &args).await?;
     let tasks: Value = client.get("/api/v1/ai-tasks").await.map_err(|e| e.to_string())?;
     Ok(pretty(&tasks))
 }

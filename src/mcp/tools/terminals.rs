@@ -109,7 +109,7 @@ fn size(args: &Args, name: &str) -> Option<u16> {
 }
 
 async fn start(daemon: Arc<DaemonLocator>, args: Args) -> Outcome {
-    let client = target(&daemon, Some(args.req("peer")), &args)?;
+    let client = target(&daemon, Some(args.req("peer")), &args).await?;
     let request = CreateRequest {
         command: args.str("command").map(String::from),
         args: args.strings("args"),
@@ -125,7 +125,7 @@ async fn start(daemon: Arc<DaemonLocator>, args: Args) -> Outcome {
 }
 
 async fn send(daemon: Arc<DaemonLocator>, args: Args) -> Outcome {
-    let client = target(&daemon, Some(args.req("peer")), &args)?;
+    let client = target(&daemon, Some(args.req("peer")), &args).await?;
     let input = InputRequest { text: args.str("text").map(String::from), keys: args.strings("keys") };
     if input.text.as_deref().is_none_or(str::is_empty) && input.keys.is_empty() {
         return Err("give text, keys or both".into());
@@ -137,7 +137,8 @@ async fn send(daemon: Arc<DaemonLocator>, args: Args) -> Outcome {
 
 async fn read(daemon: Arc<DaemonLocator>, args: Args) -> Outcome {
     let timeout = args.u64("timeoutMs").unwrap_or(10_000).min(MAX_WAIT_MS);
-    let client = target(&daemon, Some(args.req("peer")), &args)?
+    let client = target(&daemon, Some(args.req("peer")), &args)
+        .await?
         .with_timeout(Duration::from_millis(timeout) + Duration::from_secs(15));
     let mut query = vec![format!("timeoutMs={timeout}")];
     if let Some(text) = args.str("waitFor") {
@@ -170,13 +171,13 @@ fn render(answer: &ScreenAnswer, wait_for: Option<&str>) -> String {
 }
 
 async fn list(daemon: Arc<DaemonLocator>, args: Args) -> Outcome {
-    let client = target(&daemon, Some(args.req("peer")), &args)?;
+    let client = target(&daemon, Some(args.req("peer")), &args).await?;
     let list: Value = client.get("/api/v1/terminals").await.map_err(|e| e.to_string())?;
     Ok(pretty(&list))
 }
 
 async fn kill(daemon: Arc<DaemonLocator>, args: Args) -> Outcome {
-    let client = target(&daemon, Some(args.req("peer")), &args)?;
+    let client = target(&daemon, Some(args.req("peer")), &args).await?;
     let info: Value = client.call(Method::Delete, &path(&args, ""), None::<&()>).await.map_err(|e| e.to_string())?;
     Ok(pretty(&info))
 }

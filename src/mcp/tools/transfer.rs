@@ -44,7 +44,7 @@ pub fn tools() -> Vec<Tool> {
 }
 
 async fn transfer_file(daemon: Arc<DaemonLocator>, args: Args) -> Outcome {
-    let client = target(&daemon, Some(args.req("peer")), &args)?;
+    let client = target(&daemon, Some(args.req("peer")), &args).await?;
     let (source, dest) = (args.req("sourcePath"), args.req("destPath"));
     let quiet: crate::peer::transfer::OnProgress = Arc::new(|_, _| {});
     if args.req("direction") == "push" {
@@ -72,7 +72,7 @@ async fn transfer_file(daemon: Arc<DaemonLocator>, args: Args) -> Outcome {
 }
 
 async fn list_remote_files(daemon: Arc<DaemonLocator>, args: Args) -> Outcome {
-    let client = target(&daemon, Some(args.req("peer")), &args)?;
+    let client = target(&daemon, Some(args.req("peer")), &args).await?;
     let body = json!({"path": args.req("path")});
     let listing: Value =
         client.call(Method::Post, "/api/v1/transfer/list", Some(&body)).await.map_err(|e| e.to_string())?;

@@ -11,28 +11,28 @@
 //! (stored by `peers add --key` / `connect`), else this node's own key as in 1.0.21, but only
 //! to peers the user added or named by address: a peer only discovered (mDNS, handshake) has an
 //! unauthenticated hostname and address, so finding it by those never sends a key by itself.
+//!
+//! This module sits above both the client (`peer`) and the registry (`peers`); neither uses it.
+//! It is async and blocks no executor: callers outside one (the CLI) wrap it in `block_on`.
 
 use std::time::Duration;
 
 use crate::config::{Config, DEFAULT_PORT};
 use crate::paths::Paths;
+use crate::peer::{base_url, check_base_url, Client, ClientError};
 use crate::peers::Peer;
-
-use super::{Client, ClientError};
 
 /// A daemon chosen by the user.
 #[derive(Debug)]
-pub struct Target {
-    pub client: Client,
+pub(crate) struct Target {
+    pub(crate) client: Client,
     /// How to name it in messages: `local`, the peer's name or hostname, or `host:port`.
-    pub label: String,
-    /// The registry entry it was found as, if any.
-    pub peer: Option<Peer>,
+    pub(crate) label: String,
 }
 
 /// How a `<peer>` argument fits the registry.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Found {
+pub(crate) enum Found {
     One(Peer),
     Several(Vec<Peer>),
     None,
@@ -40,7 +40,7 @@ pub enum Found {
 
 /// Finds `spec` in `peers`: exact name, node id, hostname, address or address:port first;
 /// failing those, a node-id prefix of at least 4 characters.
-pub fn find(peers: &[Peer], spec: &str) -> Found {
+pub(crate) fn find(peers: &[Peer], spec: &str) -> Found {
     let spec = spec.trim();
     let exact: Vec<&Peer> = peers
         .iter()
@@ -68,22 +68,33 @@ pub fn find(peers: &[Peer], spec: &str) -> Found {
 }
 
 /// The registry as the local daemon has it, or as `peers.json` has it when the daemon is down.
-pub fn registry_peers(paths: &Paths, config: &Config) -> Vec<Peer> {
+pub(crate) async fn registry_peers(paths: &Paths, config: &Config) -> Vec<Peer> {
     #[derive(serde::Deserialize)]
     struct List {
         peers: Vec<Peer>,
     }
-    if let Ok(client) = Client::local(paths, &config.auth.api_key) {
+    if let Ok(client) = local_client(paths, &config.auth.api_key).await {
         let client = client.with_timeout(Duration::from_secs(3));
-        if let Ok(list) = smol::block_on(client.get::<List>("/api/v1/peers")) {
+        if let Ok(list) = client.get::<List>("/api/v1/peers").await {
             return list.peers;
         }
     }
-    std::fs::read(paths.peers_file()).ok().and_then(|bytes| serde_json::from_slice(&bytes).ok()).unwrap_or_default()
+    smol::fs::read(paths.peers_file())
+        .await
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or_default()
+}
+
+/// [`Client::local`] off the executor: finding the running daemon asks the kernel about its lock
+/// and reads `daemon.json` (and its certificate), which are blocking calls.
+async fn local_client(paths: &Paths, key: &str) -> Result<Client, ClientError> {
+    let (paths, key) = (paths.clone(), key.to_string());
+    smol::unblock(move || Client::local(&paths, &key)).await
 }
 
 /// The key to send to registry `peer`, found as `spec`; `explicit` is a `--key` flag.
-pub fn key_for(peer: &Peer, spec: &str, config: &Config, explicit: Option<&str>) -> Result<String, String> {
+pub(crate) fn key_for(peer: &Peer, spec: &str, config: &Config, explicit: Option<&str>) -> Result<String, String> {
     if let Some(key) = explicit {
         return Ok(key.to_string());
     }
@@ -108,7 +119,7 @@ pub fn key_for(peer: &Peer, spec: &str, config: &Config, explicit: Option<&str>)
 }
 
 /// The certificate pinned for `peer`: its registry entry's, or `tls.pinnedCerts` under its name.
-pub fn pin_for(peer: &Peer, config: &Config) -> Option<crate::tls::Fingerprint> {
+pub(crate) fn pin_for(peer: &Peer, config: &Config) -> Option<crate::tls::Fingerprint> {
     peer.fingerprint
         .as_deref()
         .or_else(|| peer.name.as_ref().and_then(|name| config.tls.pinned_certs.get(name)).map(String::as_str))
@@ -116,20 +127,20 @@ pub fn pin_for(peer: &Peer, config: &Config) -> Option<crate::tls::Fingerprint> 
 }
 
 /// One line per peer, for "which one did you mean" messages.
-pub fn describe(peer: &Peer) -> String {
+pub(crate) fn describe(peer: &Peer) -> String {
     let name = peer.name.as_deref().map(|n| format!(" name={n}")).unwrap_or_default();
     format!("{}  {}  {}{name}", peer.node_id, peer.endpoint(), peer.hostname)
 }
 
 /// A parsed `<peer>` argument.
 #[derive(Debug, PartialEq, Eq)]
-pub enum PeerSpec {
+pub(crate) enum PeerSpec {
     Local,
     Address { host: String, port: u16 },
 }
 
 /// Parses `local`, `host`, `host:port`, `[v6]`, `[v6]:port` or a bare IPv6 literal.
-pub fn parse(spec: &str) -> Result<PeerSpec, String> {
+pub(crate) fn parse(spec: &str) -> Result<PeerSpec, String> {
     if matches!(spec.trim(), "local" | "self") {
         return Ok(PeerSpec::Local);
     }
@@ -139,7 +150,7 @@ pub fn parse(spec: &str) -> Result<PeerSpec, String> {
 
 /// Splits `host`, `host:port`, `[v6]`, `[v6]:port` or a bare IPv6 literal into the host and
 /// the port, if one is written.
-pub fn split_address(spec: &str) -> Result<(String, Option<u16>), String> {
+pub(crate) fn split_address(spec: &str) -> Result<(String, Option<u16>), String> {
     let spec = spec.trim();
     if spec.is_empty() {
         return Err("the peer is empty".into());
@@ -172,24 +183,6 @@ pub fn split_address(spec: &str) -> Result<(String, Option<u16>), String> {
     Ok((host, port))
 }
 
-/// Whether `base` is a URL the HTTP client can join paths to: some host names that look valid
-/// (punycode labels that do not decode, `xn--…`) fail IDNA, and the client would panic on them.
-pub fn check_base_url(base: &str) -> Result<(), String> {
-    surf::Url::parse(base)
-        .and_then(|url| url.join("/api/v1/health"))
-        .map(drop)
-        .map_err(|e| format!("'{base}' is not a usable address: {e}"))
-}
-
-/// The base URL of `host:port`, bracketing IPv6 literals.
-pub fn base_url(host: &str, port: u16) -> String {
-    if host.contains(':') {
-        format!("http://[{host}]:{port}")
-    } else {
-        format!("http://{host}:{port}")
-    }
-}
-
 /// Which key to send, beside the ones stored for a peer.
 #[derive(Clone, Copy)]
 enum Key<'a> {
@@ -202,35 +195,40 @@ enum Key<'a> {
 
 /// The key stored for `peer` under its name: the one pairing minted (`auth.peerKeys`) or the
 /// one `peers add --key` / `connect` stored (`auth.allowedKeys`).
-pub fn stored_key<'a>(peer: &Peer, config: &'a Config) -> Option<&'a String> {
+pub(crate) fn stored_key<'a>(peer: &Peer, config: &'a Config) -> Option<&'a String> {
     let name = peer.name.as_ref()?;
     config.auth.peer_keys.get(name).or_else(|| config.auth.allowed_keys.get(name))
 }
 
 /// Resolves `spec` to a client. `key` overrides the key sent (default: the key stored for the
 /// peer's name, else this node's own key).
-pub fn resolve(paths: &Paths, config: &Config, spec: &str, key: Option<&str>) -> anyhow::Result<Target> {
-    resolve_with(paths, config, spec, Key::Explicit(key))
+pub(crate) async fn resolve(paths: &Paths, config: &Config, spec: &str, key: Option<&str>) -> anyhow::Result<Target> {
+    resolve_with(paths, config, spec, Key::Explicit(key)).await
 }
 
 /// Resolves `spec` like [`resolve`], with a key `offered` by the caller that is used only where
 /// loopsy holds no key of its own for the peer (see [`stored_key`]); the peer's stored key and
 /// pin win. The offered key is never stored or logged.
-pub fn resolve_offered(paths: &Paths, config: &Config, spec: &str, offered: &str) -> anyhow::Result<Target> {
-    resolve_with(paths, config, spec, Key::Offered(offered))
+pub(crate) async fn resolve_offered(
+    paths: &Paths,
+    config: &Config,
+    spec: &str,
+    offered: &str,
+) -> anyhow::Result<Target> {
+    resolve_with(paths, config, spec, Key::Offered(offered)).await
 }
 
-fn resolve_with(paths: &Paths, config: &Config, spec: &str, choice: Key<'_>) -> anyhow::Result<Target> {
+async fn resolve_with(paths: &Paths, config: &Config, spec: &str, choice: Key<'_>) -> anyhow::Result<Target> {
     let (key, offered) = match choice {
         Key::Explicit(key) => (key, None),
         Key::Offered(offered) => (None, Some(offered)),
     };
     if matches!(spec.trim(), "local" | "self") {
         let key = key.unwrap_or(&config.auth.api_key);
-        let client = Client::local(paths, key).map_err(|e: ClientError| anyhow::anyhow!(e))?;
-        return Ok(Target { client, label: "local".into(), peer: None });
+        let client = local_client(paths, key).await.map_err(|e: ClientError| anyhow::anyhow!(e))?;
+        return Ok(Target { client, label: "local".into() });
     }
-    match find(&registry_peers(paths, config), spec) {
+    match find(&registry_peers(paths, config).await, spec) {
         Found::One(peer) => {
             let key = match (offered, stored_key(&peer, config)) {
                 (Some(offered), None) => offered.to_string(),
@@ -245,7 +243,7 @@ fn resolve_with(paths: &Paths, config: &Config, spec: &str, choice: Key<'_>) -> 
                 );
             }
             let client = Client::pinned(&base_url(&peer.address, peer.port), Some(key), pin);
-            Ok(Target { client, label, peer: Some(peer) })
+            Ok(Target { client, label })
         }
         Found::Several(peers) => {
             let lines: Vec<String> = peers.iter().map(|p| format!("  {}", describe(p))).collect();
@@ -275,20 +273,13 @@ fn resolve_with(paths: &Paths, config: &Config, spec: &str, choice: Key<'_>) -> 
                 );
             }
             let key = key.or(offered).unwrap_or(&config.auth.api_key).to_string();
-            Ok(Target { client: Client::new(&base_url(&host, port), Some(key)), label, peer: None })
+            Ok(Target { client: Client::new(&base_url(&host, port), Some(key)), label })
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn a_host_name_that_fails_idna_is_an_error_not_a_panic() {
-        assert!(super::check_base_url("http://127.0.0.1:19532").is_ok());
-        assert!(super::check_base_url("http://bob.lan:19532").is_ok());
-        assert!(super::check_base_url("http://xn--zz:19532").is_err());
-    }
-
     use super::*;
 
     #[track_caller]
