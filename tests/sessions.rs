@@ -134,6 +134,43 @@ fn a_fleet_of_twenty_starts_and_stops_cleanly() {
     main.get("/api/v1/health").expect(200);
 }
 
+/// Local sessions learn each other's liveness from the kernel (the instance lock and a pidfd of
+/// its holder), not from HTTP probes: with a ten-minute health interval, where polling would take
+/// half an hour to notice, a killed session is offline for its peers within seconds.
+#[test]
+fn a_killed_session_is_offline_for_its_peers_at_once_and_online_again_after_a_restart() {
+    let home = Home::new("fleetlive");
+    Fleet::configure(&home);
+    home.edit_config(|doc| doc["discovery"]["healthInterval"] = 600_000u64.into());
+    let main = home.start();
+    let fleet = Fleet::new(main.home.path());
+    main.loopsy(&["session", "start-fleet", "--count", "3"]).success();
+    let status_seen_by = |home: &Path, name: &str| -> String {
+        let peers = loopsy_in(home, &["peers", "--json"]).success().json();
+        let peer = peers["peers"].as_array().and_then(|p| p.iter().find(|p| p["name"] == name).cloned());
+        peer.and_then(|p| p["status"].as_str().map(str::to_string)).unwrap_or_default()
+    };
+    let (w1, main_home) = (fleet.dir("worker-1"), main.home.path().to_path_buf());
+    let online = |name: &str| status_seen_by(&w1, name) == "online" && status_seen_by(&main_home, name) == "online";
+    wait_until(Duration::from_secs(20), "worker-1 and main see worker-2 online", || online("worker-2"));
+
+    for round in 0..2 {
+        let pid = fleet.session("worker-2")["pid"].as_u64().unwrap() as i32;
+        // SAFETY: kill(2) on a session daemon this test started.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+        wait_until(Duration::from_secs(20), "worker-1 and main see the killed worker-2 offline", || {
+            status_seen_by(&w1, "worker-2") == "offline" && status_seen_by(&main_home, "worker-2") == "offline"
+        });
+        assert_eq!(status_seen_by(&w1, "worker-3"), "online", "round {round}: the others stay online");
+        main.loopsy(&["session", "start", "worker-2"]).success().stdout_has("started");
+        wait_until(Duration::from_secs(20), "the restarted worker-2 is online again", || online("worker-2"));
+    }
+    main.loopsy(&["session", "stop-all"]).success().stdout_has("Stopped 3 session(s)");
+    wait_until(Duration::from_secs(20), "main sees the stopped sessions offline", || {
+        (1..=3).all(|i| status_seen_by(&main_home, &format!("worker-{i}")) == "offline")
+    });
+}
+
 #[test]
 fn hostile_session_names_are_refused_and_nothing_outside_is_touched() {
     let home = Home::new("hostile");

@@ -80,7 +80,8 @@ async fn serve(paths: Paths, config: Config, node_id: NodeId, managed_by: Option
 
     let saver = smol::spawn(registry.clone().run_saver(state.shutdown.clone()));
     let interval = Duration::from_millis(state.config.discovery.health_interval);
-    let _health = smol::spawn(crate::peers::health::run(registry, interval, nudges, state.shutdown.clone()));
+    let family = crate::peers::local::Family::of(paths.home());
+    let _health = smol::spawn(crate::peers::health::run(registry, interval, nudges, state.shutdown.clone(), family));
     let discovery = start_discovery(&state, bound);
     let _signals = smol::spawn(handle_signals(state.clone(), signals));
     let _sweeper = smol::spawn(sweep_partial_uploads(transfer, state.shutdown.clone()));

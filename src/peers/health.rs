@@ -15,6 +15,12 @@
 //! bound by the owner (`Peer::is_bound`) is never moved by that: for a pinned one the probe of
 //! the new address is made over TLS with its pin and moves it only when the certificate is
 //! proven; any other claim becomes the entry's sighting. Probes never carry a key.
+//!
+//! A peer on loopback that is a daemon of this data directory's family (the main daemon and its
+//! sessions, `local::Family`) is not polled: once a probe found it online, the checker watches a
+//! pidfd of the process holding its instance lock and marks it offline the moment that process
+//! exits (`kill -9` included); while its lock is free it is offline without an HTTP probe. An API
+//! change or a goodbye about it ends the watch and probes it again.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -22,6 +28,7 @@ use std::time::{Duration, Instant};
 use smol::channel::{Receiver, Sender};
 use smol::Task;
 
+use super::local::{Family, Liveness};
 use super::registry::{Applied, ProbeOutcome, Registry};
 use super::{check_node_id, Announced, PeerStatus, Via};
 use crate::peer::base_url;
@@ -96,6 +103,15 @@ struct Schedule {
     goodbye: bool,
     /// Answers in a row that found the peer online and unchanged.
     steady: u32,
+    /// A daemon of the family watched through its pidfd (and the port it was found on): not
+    /// probed while this runs.
+    watch: Option<(u16, Task<()>)>,
+}
+
+impl Schedule {
+    fn new(next: Instant) -> Schedule {
+        Schedule { next, in_flight: false, goodbye: false, steady: 0, watch: None }
+    }
 }
 
 enum Job {
@@ -106,12 +122,14 @@ enum Job {
 enum Wake {
     Nudge(Nudge),
     Done(Job, ProbeOutcome),
+    /// A watched daemon of the family exited.
+    Exited(String),
     Tick,
     Stop,
 }
 
 /// Runs until shutdown.
-pub async fn run(registry: Registry, interval: Duration, nudges: Receiver<Nudge>, shutdown: Shutdown) {
+pub async fn run(registry: Registry, interval: Duration, nudges: Receiver<Nudge>, shutdown: Shutdown, family: Family) {
     let timeout = probe_timeout(interval);
     // The loop sleeps until the next probe is due (a nudge or a finished probe wakes it
     // earlier), at least this long, and at most one interval (new registry entries come with a
@@ -122,6 +140,7 @@ pub async fn run(registry: Registry, interval: Duration, nudges: Receiver<Nudge>
     // may change (a `manual-…` entry takes the node id it answers with).
     let first_probe = (interval / 10).clamp(min_sleep, Duration::from_millis(500));
     let (done_tx, done_rx) = smol::channel::unbounded::<(Job, ProbeOutcome)>();
+    let (exit_tx, exit_rx) = smol::channel::unbounded::<String>();
     let mut schedules: HashMap<String, Schedule> = HashMap::new();
     let mut candidates: HashMap<String, Instant> = HashMap::new();
     let mut tasks: Vec<Task<()>> = Vec::new();
@@ -131,13 +150,23 @@ pub async fn run(registry: Registry, interval: Duration, nudges: Receiver<Nudge>
         let peers = registry.list();
         schedules.retain(|id, _| peers.iter().any(|p| &p.node_id == id));
         for peer in &peers {
-            let schedule = schedules.entry(peer.node_id.clone()).or_insert_with(|| Schedule {
-                next: now + first_probe,
-                in_flight: false,
-                goodbye: false,
-                steady: 0,
-            });
-            if schedule.in_flight || schedule.next > now || tasks.len() >= MAX_IN_FLIGHT {
+            let schedule = schedules.entry(peer.node_id.clone()).or_insert_with(|| Schedule::new(now + first_probe));
+            if schedule.watch.as_ref().is_some_and(|(port, _)| *port != peer.port || !Family::may_hold(&peer.address)) {
+                schedule.watch = None;
+                schedule.next = now;
+            }
+            if schedule.watch.is_some() || schedule.in_flight || schedule.next > now || tasks.len() >= MAX_IN_FLIGHT {
+                continue;
+            }
+            if Family::may_hold(&peer.address) && family.liveness(&peer.node_id, peer.port) == Liveness::Stopped {
+                // A daemon of the family that does not run: offline, no probe needed; checked
+                // again (a lock query, no HTTP) every interval, so a restart is seen soon.
+                if peer.status != PeerStatus::Offline {
+                    log::info!("peer {} (a daemon on this machine) is not running", peer.node_id);
+                    registry.record_probe(&peer.node_id, &ProbeOutcome::Failed, true);
+                }
+                schedule.steady = 0;
+                schedule.next = now + jitter(interval);
                 continue;
             }
             schedule.in_flight = true;
@@ -147,21 +176,28 @@ pub async fn run(registry: Registry, interval: Duration, nudges: Receiver<Nudge>
         }
 
         let now = Instant::now();
-        let due = schedules.values().filter(|s| !s.in_flight).map(|s| s.next.saturating_duration_since(now)).min();
+        let due = schedules
+            .values()
+            .filter(|s| !s.in_flight && s.watch.is_none())
+            .map(|s| s.next.saturating_duration_since(now))
+            .min();
         let sleep = due.unwrap_or(interval).clamp(min_sleep, interval.max(min_sleep));
         let wake = futures_lite::future::or(
             async { nudges.recv().await.map(Wake::Nudge).unwrap_or(Wake::Stop) },
             futures_lite::future::or(
                 async { done_rx.recv().await.map(|(job, outcome)| Wake::Done(job, outcome)).unwrap_or(Wake::Stop) },
                 futures_lite::future::or(
-                    async {
-                        async_io::Timer::after(sleep).await;
-                        Wake::Tick
-                    },
-                    async {
-                        shutdown.wait().await;
-                        Wake::Stop
-                    },
+                    async { exit_rx.recv().await.map(Wake::Exited).unwrap_or(Wake::Stop) },
+                    futures_lite::future::or(
+                        async {
+                            async_io::Timer::after(sleep).await;
+                            Wake::Tick
+                        },
+                        async {
+                            shutdown.wait().await;
+                            Wake::Stop
+                        },
+                    ),
                 ),
             ),
         )
@@ -173,6 +209,16 @@ pub async fn run(registry: Registry, interval: Duration, nudges: Receiver<Nudge>
                 if let Some(s) = schedules.get_mut(&id) {
                     s.next = Instant::now();
                     s.steady = 0;
+                    s.watch = None;
+                }
+            }
+            Wake::Exited(id) => {
+                if let Some(s) = schedules.get_mut(&id).filter(|s| s.watch.is_some()) {
+                    log::info!("peer {id} (a daemon on this machine) exited");
+                    s.watch = None;
+                    s.steady = 0;
+                    s.next = Instant::now() + jitter(interval);
+                    registry.record_probe(&id, &ProbeOutcome::Failed, true);
                 }
             }
             Wake::Nudge(Nudge::Goodbye(id)) => {
@@ -181,6 +227,7 @@ pub async fn run(registry: Registry, interval: Duration, nudges: Receiver<Nudge>
                     s.next = Instant::now();
                     s.goodbye = true;
                     s.steady = 0;
+                    s.watch = None;
                 }
             }
             Wake::Nudge(Nudge::Candidate(announced, via)) => {
@@ -202,12 +249,7 @@ pub async fn run(registry: Registry, interval: Duration, nudges: Receiver<Nudge>
                 let before = registry.get(&node_id);
                 let Some(id) = registry.record_probe(&node_id, &outcome, goodbye) else { continue };
                 let Some(peer) = registry.get(&id) else { continue };
-                let mut schedule = schedules.remove(&node_id).unwrap_or(Schedule {
-                    next: started,
-                    in_flight: false,
-                    goodbye: false,
-                    steady: 0,
-                });
+                let mut schedule = schedules.remove(&node_id).unwrap_or(Schedule::new(started));
                 schedule.in_flight = false;
                 schedule.goodbye = false;
                 let unchanged = before.is_some_and(|before| {
@@ -219,21 +261,26 @@ pub async fn run(registry: Registry, interval: Duration, nudges: Receiver<Nudge>
                 });
                 schedule.steady = if unchanged { schedule.steady.saturating_add(1) } else { 0 };
                 schedule.next = started + next_delay(interval, peer.status, peer.failure_count, schedule.steady);
+                if peer.status == PeerStatus::Online && schedule.watch.is_none() && Family::may_hold(&peer.address) {
+                    // From now on the kernel tells when it ends.
+                    if let Some(pidfd) = family.watch(&id, peer.port) {
+                        let (exited, id) = (exit_tx.clone(), id.clone());
+                        let task = smol::spawn(async move {
+                            if pidfd.readable().await.is_ok() {
+                                let _ = exited.send(id).await;
+                            }
+                        });
+                        schedule.watch = Some((peer.port, task));
+                    }
+                }
                 schedules.insert(id, schedule);
             }
             Wake::Done(Job::Candidate(announced, via), outcome) => {
                 match registry.apply_announcement(&announced, via, &outcome) {
                     Applied::Recorded(peer) => {
                         log::debug!("peer {} confirmed at {}", peer.node_id, peer.endpoint());
-                        schedules.insert(
-                            peer.node_id,
-                            Schedule {
-                                next: Instant::now() + next_delay(interval, PeerStatus::Online, 0, 0),
-                                in_flight: false,
-                                goodbye: false,
-                                steady: 0,
-                            },
-                        );
+                        let next = Instant::now() + next_delay(interval, PeerStatus::Online, 0, 0);
+                        schedules.insert(peer.node_id, Schedule::new(next));
                     }
                     Applied::Sighted(_) => {}
                     Applied::Ignored => log::debug!(

@@ -6,6 +6,7 @@
 //! validators here first. This module knows no tide and no mDNS library.
 
 pub mod health;
+pub mod local;
 pub mod registry;
 
 use serde::{Deserialize, Serialize};
