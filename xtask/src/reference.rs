@@ -304,6 +304,14 @@ impl Reference {
             anyhow::ensure!(reply.status == 200, "PUT answered {}", reply.status);
             Ok(())
         })?;
+        // Loopsy's PUTs wrote all 1,000 keys in their 4 s; 1.0.21's may not have: the GETs
+        // below must find every key.
+        let mut conn = Conn::open(&node.addr)?;
+        for i in 0..1000 {
+            let reply =
+                conn.call("PUT", &format!("/api/v1/context/k{i}"), Some(&node.key), Some(br#"{"value":"v"}"#))?;
+            anyhow::ensure!(reply.status == 200, "PUT answered {}", reply.status);
+        }
         let key = node.key.clone();
         let gets = throughput(&node.addr, 32, Duration::from_secs(4), move |conn, i| {
             let reply = conn.call("GET", &format!("/api/v1/context/k{}", i % 1000), Some(&key), None)?;
