@@ -130,7 +130,7 @@ pub struct Reference {
 impl Reference {
     /// Checks that `dir` is a built 1.0.21 and finds Node.js.
     pub fn open(dir: &Path) -> anyhow::Result<Reference> {
-        let build = "build it with `npx pnpm@9 install && npx pnpm@9 build` in the checkout (README, Benchmarks)";
+        let build = "build it with `npx pnpm@9 install && npx pnpm@9 build` in the checkout (README, Development)";
         let manifest: serde_json::Value = serde_json::from_str(
             &std::fs::read_to_string(dir.join("package.json"))
                 .with_context(|| format!("{} is not a loopsy checkout (no package.json)", dir.display()))?,
@@ -729,7 +729,7 @@ pub fn annotate(reference: Option<&Reference>, figures: &mut [Figure]) -> Vec<St
         }
         return vec![format!(
             "{VERSION} column: the figures of issue 18, not this run's (marked \"(issue)\"); \
-             measure them with `cargo xtask bench --reference DIR` (README, Benchmarks)"
+             measure them with `cargo xtask bench --reference DIR` (README, Development)"
         )];
     };
     let mut footnotes: Vec<&str> = Vec::new();
