@@ -166,7 +166,10 @@ impl Reference {
             return;
         };
         eprintln!("bench: {name} on {VERSION}…");
-        match measure(self) {
+        let result = measure(self);
+        // Also after a failure: each group's data directory is named after the group.
+        remove_home(&data_dir(name));
+        match result {
             Ok(got) => {
                 for (figure, caveat) in CAVEATS {
                     if got.iter().any(|g| g.name == *figure) {
@@ -200,7 +203,7 @@ impl Reference {
 
     /// A data directory with a config (its user home beside it, as `node::user_home` says).
     fn prepare(&self, label: &str) -> anyhow::Result<Home> {
-        let data = std::env::temp_dir().join(format!("loopsy-bench-ref-{label}-{}", std::process::id()));
+        let data = data_dir(label);
         remove_home(&data);
         std::fs::create_dir_all(&data)?;
         std::fs::create_dir_all(user_home(&data))?;
@@ -516,6 +519,11 @@ impl Reference {
             got(FLEET_STOP, stop_took * 1000.0, "ms"),
         ])
     }
+}
+
+/// Where the data directory of a group's 1.0.21 daemon lives (its user home beside it).
+fn data_dir(label: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("loopsy-bench-ref-{label}-{}", std::process::id()))
 }
 
 /// A 1.0.21 data directory: its config's port and key.
