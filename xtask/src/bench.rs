@@ -22,8 +22,8 @@ pub struct Figure {
     pub unit: &'static str,
     /// e.g. "≤ 8" — what the issue asks for, or the physical limit measured beside it.
     pub target: String,
-    /// 1.0.21's figure on this kind of machine, where known.
-    pub reference: &'static str,
+    /// 1.0.21's figure: issue 18's, or this run's with `--reference` (reference.rs).
+    pub reference: String,
     /// The physical limit measured beside it in the same run (same unit), if there is one.
     pub limit: Option<f64>,
 }
@@ -47,7 +47,7 @@ pub fn figure(
     target: impl Into<String>,
     reference: &'static str,
 ) -> Figure {
-    Figure { name: name.to_string(), value, unit, target: target.into(), reference, limit: None }
+    Figure { name: name.to_string(), value, unit, target: target.into(), reference: reference.into(), limit: None }
 }
 
 type Bench = fn(&Path) -> anyhow::Result<Vec<Figure>>;
@@ -71,12 +71,18 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     let mut json_path = crate::repo_root().join("target/bench.json");
     let mut only: Option<Vec<String>> = None;
     let mut given_bin: Option<PathBuf> = None;
+    let mut reference = None;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--json" => json_path = PathBuf::from(it.next().context("--json needs a file")?),
             // A loopsy binary built elsewhere (an older commit, for before/after figures).
             "--bin" => given_bin = Some(PathBuf::from(it.next().context("--bin needs a file")?)),
+            // A built 1.0.21 checkout: its figures measured in this run (reference.rs).
+            "--reference" => {
+                let dir = it.next().context("--reference needs a directory")?;
+                reference = Some(crate::reference::Reference::open(Path::new(dir))?);
+            }
             "--only" => only = Some(it.next().context("--only needs names")?.split(',').map(String::from).collect()),
             other => anyhow::bail!("unknown option '{other}'"),
         }
@@ -97,14 +103,20 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             Ok(more) => figures.extend(more),
             Err(err) => failed.push(format!("{name}: {err:#}")),
         }
+        if let Some(reference) = reference.as_mut() {
+            reference.bench(name);
+        }
     }
+    let notes = crate::reference::annotate(reference.as_ref(), &mut figures);
     print_table(&figures);
+    println!("\n{}", notes.join("\n"));
     let json = json!({
         "machine": machine(),
         "figures": figures.iter().map(|f| json!({
             "name": f.name, "value": f.value, "unit": f.unit, "target": f.target, "reference": f.reference,
             "limit": f.limit, "ratio": f.ratio(),
         })).collect::<Vec<_>>(),
+        "reference": reference.as_ref().map(crate::reference::Reference::json),
     });
     std::fs::write(&json_path, serde_json::to_string_pretty(&json)?)?;
     println!("\nwritten to {}", json_path.display());
@@ -134,7 +146,7 @@ fn machine() -> String {
     format!("{cores} cores, {cpu}")
 }
 
-fn number(value: f64) -> String {
+pub fn number(value: f64) -> String {
     if value >= 100.0 {
         format!("{value:.0}")
     } else {
@@ -579,14 +591,14 @@ fn sendfile_pull(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn timed(f: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<f64> {
+pub fn timed(f: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<f64> {
     let started = Instant::now();
     f()?;
     Ok(started.elapsed().as_secs_f64())
 }
 
 /// Incompressible bytes from a xorshift generator: hashing and disk see real data.
-fn write_random_file(path: &Path, len: u64) -> anyhow::Result<()> {
+pub fn write_random_file(path: &Path, len: u64) -> anyhow::Result<()> {
     use std::io::Write;
     let mut out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
     let mut state = 0x9e37_79b9_7f4a_7c15u64;
@@ -608,7 +620,7 @@ fn write_random_file(path: &Path, len: u64) -> anyhow::Result<()> {
 }
 
 /// A multipart push streamed from disk, as curl `-F` sends it.
-fn push(node: &Node, source: &Path, dest: &Path) -> anyhow::Result<()> {
+pub fn push(node: &Node, source: &Path, dest: &Path) -> anyhow::Result<()> {
     use std::io::{Read, Write};
     let boundary = "loopsybenchboundary";
     let head = format!(
@@ -633,7 +645,7 @@ fn push(node: &Node, source: &Path, dest: &Path) -> anyhow::Result<()> {
 
 /// A pull read to the end (and thrown away, as a client writing to its page cache would not
 /// be the daemon's cost).
-fn pull(node: &Node, source: &Path) -> anyhow::Result<()> {
+pub fn pull(node: &Node, source: &Path) -> anyhow::Result<()> {
     use std::io::{Read, Write};
     let body = format!(r#"{{"sourcePath":"{}"}}"#, source.display());
     let mut stream = std::net::TcpStream::connect(&node.addr)?;

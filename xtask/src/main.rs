@@ -12,6 +12,7 @@ mod fleet;
 mod http;
 mod isolation;
 mod node;
+mod reference;
 mod slowloris;
 mod terminal_bench;
 mod tidy;
@@ -34,7 +35,8 @@ fn main() -> ExitCode {
         Some("help") | Some("--help") | None => {
             println!(
                 "usage: cargo xtask <task>\n\ntasks:\n  \
-                 bench [--json FILE] [--only NAME,...]      run the benchmarks\n  \
+                 bench [--json FILE] [--only NAME,...] [--reference DIR]\n  \
+                                                            run the benchmarks (DIR: a built 1.0.21 to measure beside)\n  \
                  fleet [--count N] [--down] [--home DIR]    start (or stop) N local sessions\n  \
                  dist [--debug]                             build target/dist/loopsy-<version>-<target>.tar.gz\n  \
                  units                                      write the generated service units into dist/units/\n  \
