@@ -1,12 +1,15 @@
 //! The HTTP boundary's one error type, [`ApiError`], and the one place it becomes a response.
 //!
-//! Handlers return `Err(ApiError)` through `?`; tide turns every error into a 500, and
+//! Handlers return `Err(ApiError)` through `?`, or a domain error, which `domain` maps to its
+//! `ApiError` (the one place that does); tide turns every error into a 500, and
 //! [`render`] (an `After` middleware) maps it to the status and the JSON body of 1.0.21:
 //! `{"error":{"code":N,"message":"..."}}`, or `{"error":"..."}` for the routes where 1.0.21 used
 //! that family. Anything that is not an `ApiError` is a bug and answers 500 with a generic text.
 
 use serde_json::json;
 use tide::http::StatusCode;
+
+mod domain;
 
 /// Numeric error codes of 1.0.21 (§0.1) plus the ones this implementation adds (9004 and up).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -248,7 +251,7 @@ impl ApiError {
 /// Maps whatever the endpoint produced to the final status and JSON body.
 pub async fn render(mut res: tide::Response) -> tide::Result {
     if let Some(err) = res.take_error() {
-        let api_error = match err.downcast::<ApiError>() {
+        let api_error = match domain::recover(err) {
             Ok(api_error) => api_error,
             Err(other) => {
                 log::error!("unexpected error in a handler: {other:?}");

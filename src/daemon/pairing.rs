@@ -50,30 +50,40 @@ struct Joined {
     expires_at: u64,
 }
 
-/// Wire messages between the two daemons.
+/// `POST /pair/spake2` from the joiner: its SPAKE2 share.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Share {
     pub share: String,
 }
+
+/// The host's answer to a share: its own share and its key confirmation.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct ShareAnswer {
     pub share: String,
     pub confirm: String,
 }
+
+/// `POST /pair/exchange` from the joiner: its key confirmation and its sealed offer.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Exchange {
     pub confirm: String,
     pub offer: String,
 }
+
+/// The host's sealed offer.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Sealed {
     pub offer: String,
 }
+
+/// `POST /pair/finish` from the joiner: its human's answer, tagged with the session key.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct FinishRequest {
     pub confirmed: bool,
     pub tag: String,
 }
+
+/// The host's answer to a finish: `waiting`, `cancelled`, or `done` with the host's tag.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct FinishAnswer {
     pub state: String,
@@ -81,32 +91,13 @@ pub struct FinishAnswer {
     pub tag: Option<String>,
 }
 
-/// What the local CLI sends to join.
+/// `POST /pair/join`: what the local CLI sends to join the host at `address`.
 #[derive(Debug, Deserialize)]
 pub struct JoinRequest {
     pub address: String,
     #[serde(default)]
     pub port: Option<u16>,
     pub code: String,
-}
-
-/// Maps a protocol error to its coded error (the pairing routes are new in loopsy, so they use
-/// the one `{"error":{"code","message"}}` shape).
-pub fn api_error(err: PairError) -> ApiError {
-    let code = match err {
-        PairError::NoSession => ErrorCode::PairingNoSession,
-        PairError::Expired => ErrorCode::PairingExpired,
-        PairError::TooManyAttempts | PairError::WrongCode(_) => ErrorCode::PairingRefused,
-        PairError::BackOff(wait_ms) => {
-            return ApiError::new(ErrorCode::PairingBackOff, err.to_string()).with_retry_after(wait_ms.div_ceil(1000))
-        }
-        // Well-formed (the hex was checked first) but not what this session can take: a share
-        // that is no curve point, a step out of order.
-        PairError::Busy | PairError::Cancelled | PairError::Invalid(_) => ErrorCode::PairingConflict,
-        // A sealed message that does not open or verify: the other side does not hold the key.
-        PairError::BadOffer | PairError::Tampered => ErrorCode::PairingRefused,
-    };
-    ApiError::new(code, err.to_string())
 }
 
 fn decode_hex(text: &str, what: &str) -> Result<Vec<u8>, ApiError> {
@@ -190,8 +181,8 @@ impl Pairing {
     fn with_host<T>(&self, f: impl FnOnce(&mut Host, u64) -> Result<T, PairError>) -> Result<T, ApiError> {
         let now = crate::clock::now_ms();
         match &mut *self.lock() {
-            Slot::Hosting { host, .. } => f(host, now).map_err(api_error),
-            _ => Err(api_error(PairError::NoSession)),
+            Slot::Hosting { host, .. } => f(host, now).map_err(ApiError::from),
+            _ => Err(ApiError::from(PairError::NoSession)),
         }
     }
 
@@ -209,12 +200,12 @@ impl Pairing {
         let now = crate::clock::now_ms();
         match &mut *self.lock() {
             Slot::Hosting { host, mine, joiner_address, .. } => {
-                let offer = host.exchange(&confirm, &body.offer, mine, from, now).map_err(api_error)?;
+                let offer = host.exchange(&confirm, &body.offer, mine, from, now)?;
                 // Where the joiner's daemon is reached later: the address it paired from.
                 *joiner_address = Some(from.to_canonical().to_string());
                 Ok(Sealed { offer })
             }
-            _ => Err(api_error(PairError::NoSession)),
+            _ => Err(ApiError::from(PairError::NoSession)),
         }
     }
 
@@ -339,12 +330,12 @@ impl Pairing {
                 // Tell the host, which counts the attempt and says how many remain.
                 let wrong = Exchange { confirm: "00".repeat(32), offer: String::new() };
                 call::<Sealed>(&client, "/api/v1/pair/exchange", &wrong).await?;
-                return Err(api_error(PairError::WrongCode(0)));
+                return Err(ApiError::from(PairError::WrongCode(0)));
             }
         };
         let exchange = Exchange { confirm, offer: mine.seal(&channel, Role::B) };
         let sealed: Sealed = call(&client, "/api/v1/pair/exchange", &exchange).await?;
-        let peer = Offer::open(&channel, Role::A, &sealed.offer).map_err(api_error)?;
+        let peer = Offer::open(&channel, Role::A, &sealed.offer)?;
         let answer = json!({"sas": channel.sas, "peerHostname": peer.hostname, "peerNodeId": peer.node_id});
         let expires_at = crate::clock::now_ms() + lifetime_ms();
         let joined = Joined { channel, peer, mine, address: request.address, port, expires_at };
@@ -359,7 +350,7 @@ impl Pairing {
         }
         let (statement, tag, base, pin, expires_at) = {
             let slot = self.lock();
-            let Slot::Joining(joined) = &*slot else { return Err(api_error(PairError::NoSession)) };
+            let Slot::Joining(joined) = &*slot else { return Err(ApiError::from(PairError::NoSession)) };
             let statement = if confirmed { "confirm" } else { "cancel" };
             let base = crate::peer::base_url(&joined.address, joined.port);
             let pin = crate::tls::Fingerprint::parse(&joined.peer.fingerprint);
@@ -374,7 +365,7 @@ impl Pairing {
                 }
                 "waiting" => {
                     *self.lock() = Slot::Idle;
-                    return Err(api_error(if confirmed { PairError::Expired } else { PairError::Cancelled }));
+                    return Err(ApiError::from(if confirmed { PairError::Expired } else { PairError::Cancelled }));
                 }
                 "done" if statement == "confirm" => return self.finish_joined(state, answer.tag.unwrap_or_default()),
                 _ => {
@@ -387,8 +378,8 @@ impl Pairing {
 
     fn finish_joined(&self, state: &State, host_tag: String) -> Result<serde_json::Value, ApiError> {
         let slot = std::mem::take(&mut *self.lock());
-        let Slot::Joining(joined) = slot else { return Err(api_error(PairError::NoSession)) };
-        joined.channel.check_tag(Role::A, "done", &host_tag).map_err(|_| api_error(PairError::Tampered))?;
+        let Slot::Joining(joined) = slot else { return Err(ApiError::from(PairError::NoSession)) };
+        joined.channel.check_tag(Role::A, "done", &host_tag).map_err(|_| ApiError::from(PairError::Tampered))?;
         let name = apply(state, &joined.peer, &joined.mine, &joined.address)
             .map_err(|e| ApiError::internal(format!("cannot save the pairing: {e:#}")))?;
         Ok(json!({"state": "done", "peer": name, "nodeId": joined.peer.node_id}))
@@ -450,10 +441,7 @@ async fn call<T: serde::de::DeserializeOwned>(
         ClientError::Remote { code: Some(code), message, .. } if code == ErrorCode::TlsRequired as u64 => {
             ApiError::new(ErrorCode::PeerUnreachable, message)
         }
-        ClientError::Remote { status, code, message } => {
-            ApiError::relayed(StatusCode::try_from(status).unwrap_or(StatusCode::BadGateway), code, message)
-        }
-        other => ApiError::new(ErrorCode::PeerUnreachable, other.to_string()),
+        other => other.into(),
     })
 }
 

@@ -17,7 +17,7 @@ use tide::Request;
 use super::system::json_response;
 use super::Mount;
 use crate::daemon::body;
-use crate::daemon::error::{ApiError, ErrorCode};
+use crate::daemon::error::ApiError;
 use crate::daemon::guard::{Access, Caller};
 use crate::daemon::rate_limit::Category;
 use crate::daemon::state::State;
@@ -105,8 +105,7 @@ async fn put_entry(mut req: Request<State>) -> tide::Result {
             let guard = || state.locks.check_fence(&fence.lock, fence.token);
             fenced(state, state.context.put_guarded(&key, put, now, guard).await).await?
         }
-    }
-    .map_err(store_error)?;
+    }?;
     if let Some((name, value)) = delivered_by {
         req.state().messages.note_sender(&name, &value).await;
     }
@@ -129,7 +128,7 @@ fn unstored(key: String, value: String, ttl: Option<Ttl>, from_node_id: String, 
 
 async fn get_entry(req: Request<State>) -> tide::Result {
     let key = key_param(&req)?;
-    let entry = req.state().context.get(&key, crate::clock::now_ms()).await.map_err(store_error)?;
+    let entry = req.state().context.get(&key, crate::clock::now_ms()).await?;
     json_response(&entry)
 }
 
@@ -152,14 +151,13 @@ async fn delete_entry(req: Request<State>) -> tide::Result {
             let guard = || state.locks.check_fence(&fence.lock, fence.token);
             fenced(state, state.context.delete_guarded(&key, if_revision, now, guard).await).await?
         }
-    }
-    .map_err(store_error)?;
+    }?;
     json_response(&Deleted { success: true, key, revision })
 }
 
 async fn list_entries(req: Request<State>) -> tide::Result {
     let prefix = body::query(&req, "prefix").unwrap_or_default();
-    let entries = req.state().context.list(&prefix, crate::clock::now_ms()).await.map_err(store_error)?;
+    let entries = req.state().context.list(&prefix, crate::clock::now_ms()).await?;
     json_response(&Listing { entries })
 }
 
@@ -204,7 +202,7 @@ fn event_frame(change: &Change) -> Vec<u8> {
 /// The `:key` parameter, percent-decoded and checked before any body is read.
 fn key_param(req: &Request<State>) -> Result<String, ApiError> {
     let key = body::param(req, "key")?;
-    store::check_key(&key).map_err(store_error)?;
+    store::check_key(&key)?;
     Ok(key)
 }
 
@@ -233,8 +231,8 @@ async fn fenced<T>(
     match outcome {
         Ok(result) => Ok(result),
         Err(refusal) => {
-            state.locks.settle_all().await.map_err(super::locks::lock_error)?;
-            Err(super::locks::fence_error(refusal))
+            state.locks.settle_all().await?;
+            Err(ApiError::from(refusal))
         }
     }
 }
@@ -250,22 +248,6 @@ fn parse_fence(text: &str) -> Result<Fence, ApiError> {
     let fence = Fence { lock: lock.to_string(), token: token.parse().map_err(|_| bad())? };
     check_fence_lock(&fence)?;
     Ok(fence)
-}
-
-/// The one mapping from store errors to HTTP errors.
-pub(super) fn store_error(error: StoreError) -> ApiError {
-    let message = error.to_string();
-    match error {
-        StoreError::NotFound { .. } => ApiError::new(ErrorCode::ContextKeyNotFound, message),
-        StoreError::BadKey { .. } => ApiError::bad_request(message),
-        StoreError::ValueTooLarge { .. } => ApiError::new(ErrorCode::ContextValueTooLarge, message),
-        StoreError::TooManyEntries { .. } => ApiError::new(ErrorCode::ContextMaxEntries, message),
-        StoreError::RevisionConflict { key, current, expected } => {
-            ApiError::new(ErrorCode::ContextRevisionConflict, message)
-                .with_details(json!({"key": key, "currentRevision": current, "ifRevision": expected}))
-        }
-        StoreError::Storage(_) => ApiError::new(ErrorCode::ContextStorageFailed, message),
-    }
 }
 
 pub fn openapi() -> serde_json::Value {

@@ -21,7 +21,7 @@ use crate::daemon::guard::{self, Access};
 use crate::daemon::state::State;
 use crate::dashboard::targets::{self, Reach, TargetId, Unreachable};
 use crate::dashboard::{assets, auth, origin, overview};
-use crate::peer::{Client, ClientError};
+use crate::peer::Client;
 
 /// The Content-Security-Policy of every dashboard response: nothing inline, nothing foreign.
 pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
@@ -236,13 +236,10 @@ async fn proxy_request(mut req: Request<State>) -> tide::Result {
     let client = Client::pinned(&reach.base, Some(reach.key), reach.pin).with_timeout(PROXY_TIMEOUT);
     if targets::is_event_stream(method.as_ref(), &forwarded) {
         let last_event_id = req.header("Last-Event-ID").map(|v| v.last().as_str().to_string());
-        let stream = client
-            .open_events(method, &path_and_query, body, last_event_id.as_deref())
-            .await
-            .map_err(upstream_error)?;
+        let stream = client.open_events(method, &path_and_query, body, last_event_id.as_deref()).await?;
         return Ok(relay_events(stream));
     }
-    let (status, bytes) = client.forward(method, &path_and_query, body).await.map_err(upstream_error)?;
+    let (status, bytes) = client.forward(method, &path_and_query, body).await?;
     let body = match serde_json::from_slice::<serde_json::Value>(&bytes) {
         Ok(value) => value,
         Err(_) => json!({"error": String::from_utf8_lossy(&bytes)}),
@@ -261,7 +258,7 @@ async fn relay_websocket(req: &Request<State>, target: &TargetId, path_and_query
     let handshake = crate::daemon::websocket::handshake(req)?;
     let reach = reach(req.state(), target).await?;
     let client = Client::pinned(&reach.base, Some(reach.key), reach.pin).with_timeout(PROXY_TIMEOUT);
-    let (upstream, downstream) = client.websocket(path_and_query).await.map_err(upstream_error)?;
+    let (upstream, downstream) = client.websocket(path_and_query).await?;
     Ok(handshake.accept(move |socket| relay_frames(socket, upstream, downstream)))
 }
 
@@ -315,15 +312,6 @@ fn forwarded_path(raw: &str) -> Option<String> {
 
 /// Where `target` is and the credentials for it.
 async fn reach(state: &State, target: &TargetId) -> Result<Reach, ApiError> {
-    let refused = |e: Unreachable| match e {
-        Unreachable::UnknownSession(_) | Unreachable::UnknownPeer(_) => {
-            ApiError::new(ErrorCode::PeerNotFound, e.to_string())
-        }
-        Unreachable::Stopped(_) | Unreachable::NoConfig(_) => ApiError::new(ErrorCode::PeerUnreachable, e.to_string()),
-        Unreachable::NoCredential(_) | Unreachable::Unpinned(_) => {
-            ApiError::new(ErrorCode::AuthInvalidKey, e.to_string())
-        }
-    };
     match target {
         TargetId::Local => {
             let url = state.runtime.lock().expect("runtime lock").as_ref().map(|r| r.url.clone());
@@ -337,25 +325,14 @@ async fn reach(state: &State, target: &TargetId) -> Result<Reach, ApiError> {
             let found = blocking::unblock(move || {
                 crate::sessions::local_session(&main, &name).ok_or(Unreachable::UnknownSession(name.to_string()))
             })
-            .await
-            .map_err(refused)?;
-            targets::reach_session(&found).map_err(refused)
+            .await?;
+            targets::reach_session(&found).map_err(ApiError::from)
         }
         TargetId::Peer(node_id) => {
             let peer = state.peers.list().into_iter().find(|p| &p.node_id == node_id);
-            let peer = peer.ok_or_else(|| refused(Unreachable::UnknownPeer(node_id.clone())))?;
-            targets::reach_peer(&peer, &current_config(state)).map_err(refused)
+            let peer = peer.ok_or_else(|| ApiError::from(Unreachable::UnknownPeer(node_id.clone())))?;
+            targets::reach_peer(&peer, &current_config(state)).map_err(ApiError::from)
         }
-    }
-}
-
-/// A failed call to the target, as this daemon's answer.
-fn upstream_error(error: ClientError) -> ApiError {
-    match error {
-        ClientError::Remote { status, code, message } => {
-            ApiError::relayed(StatusCode::try_from(status).unwrap_or(StatusCode::BadGateway), code, message)
-        }
-        other => ApiError::new(ErrorCode::PeerUnreachable, other.to_string()),
     }
 }
 

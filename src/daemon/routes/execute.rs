@@ -18,7 +18,7 @@ use crate::daemon::rate_limit::Category;
 use crate::daemon::sse;
 use crate::daemon::state::State;
 use crate::exec::api::{CancelResult, ExecRequest, ExecResult, JobEntry, JobList, StreamEvent};
-use crate::exec::{ExecError, Executor, Item, LogEvent, Numbered, Origin, Outcome, Pipe, Reader, Spec, Stop};
+use crate::exec::{Executor, Item, LogEvent, Numbered, Origin, Outcome, Pipe, Reader, Spec, Stop};
 
 pub fn mount(m: &mut Mount<'_>) {
     let limit = Some(Category::Execute);
@@ -37,7 +37,7 @@ const REATTACH_HEARTBEAT: Duration = Duration::from_millis(500);
 async fn post_execute(mut req: Request<State>) -> tide::Result {
     let spec = parse_spec(&mut req, false).await?;
     let origin = origin(&req)?;
-    let started = req.state().executor.start(spec, origin, None).await.map_err(api_error)?;
+    let started = req.state().executor.start(spec, origin, None).await?;
     let (events, dropped) = started.log.collect().await;
     if dropped {
         // Only a retry can get here: a job started by /execute keeps all of its output.
@@ -82,7 +82,7 @@ async fn post_execute_stream(mut req: Request<State>) -> tide::Result {
     // A retry with the same key may say where it stopped reading.
     let from = last_event_id(&req)?.map_or(1, |last| last + 1);
     let executor = req.state().executor.clone();
-    let started = executor.start(spec, origin, Some(from)).await.map_err(api_error)?;
+    let started = executor.start(spec, origin, Some(from)).await?;
     let reader = started.reader.expect("attached at start");
     // Without a key nobody can come back for the job: when its client goes, it goes (1.0.21).
     let on_drop = (!keyed && !started.existing).then(|| StopOnDrop { executor, job_id: started.job_id.clone() });
@@ -188,25 +188,6 @@ fn last_event_id(req: &Request<State>) -> Result<Option<u64>, ApiError> {
         Some(text) => text.parse().map(Some).map_err(|_| {
             ApiError::bad_request(format!("header 'Last-Event-ID' must be an event number, got '{text}'"))
         }),
-    }
-}
-
-/// The one mapping of execution failures to HTTP errors.
-fn api_error(err: ExecError) -> ApiError {
-    let message = err.to_string();
-    match err {
-        ExecError::Invalid(message) => ApiError::bad_request(message),
-        ExecError::Refused(refusal) => ApiError::new(ErrorCode::ExecCommandDenied, refusal.to_string()),
-        // 1.0.21's code with 429: a client may come back after `Retry-After`.
-        busy @ (ExecError::Busy { .. } | ExecError::QueueTimeout { .. }) => {
-            ApiError::new(ErrorCode::ExecMaxConcurrent, busy.to_string()).with_retry_after(1)
-        }
-        ExecError::Spawn(spawn) => ApiError::new(ErrorCode::ExecFailed, format!("Execution failed: {spawn}")),
-        ExecError::KeyReused { job_id, .. } => {
-            ApiError::new(ErrorCode::ExecIdempotencyMismatch, message).with_details(json!({"jobId": job_id}))
-        }
-        ExecError::Expired { job_id, exit_code, .. } => ApiError::new(ErrorCode::ExecJobExpired, message)
-            .with_details(json!({"jobId": job_id, "exitCode": exit_code})),
     }
 }
 

@@ -19,7 +19,7 @@ use crate::daemon::guard::Access;
 use crate::daemon::rate_limit::Category;
 use crate::daemon::state::State;
 use crate::locks::api::{LockInfo, LockList, LockRequest, Released};
-use crate::locks::{self, Acquire, FenceError, LockError};
+use crate::locks::{self, Acquire};
 
 pub fn mount(m: &mut Mount<'_>) {
     let limit = Some(Category::Context);
@@ -35,9 +35,9 @@ async fn post_lock(mut req: Request<State>) -> tide::Result {
     let request: LockRequest = body::json(&mut req).await?;
     let holder = holder(&request)?;
     let ttl = request.ttl.as_ref().ok_or_else(|| ApiError::bad_request("missing field 'ttl' (seconds)"))?;
-    let ttl_ms = locks::ttl_ms("ttl", ttl).map_err(lock_error)?;
+    let ttl_ms = locks::ttl_ms("ttl", ttl)?;
     let wait_ms = match &request.wait {
-        Some(wait) => locks::wait_ms(wait).map_err(lock_error)?,
+        Some(wait) => locks::wait_ms(wait)?,
         None => 0,
     };
     let acquire = Acquire { name, holder, ttl_ms, wait: Duration::from_millis(wait_ms) };
@@ -47,7 +47,7 @@ async fn post_lock(mut req: Request<State>) -> tide::Result {
         state.shutdown.wait().await;
         Err(ApiError::new(ErrorCode::ShuttingDown, "the daemon is stopping"))
     };
-    let acquired = async { state.locks.acquire(&acquire).await.map_err(lock_error) };
+    let acquired = async { state.locks.acquire(&acquire).await.map_err(ApiError::from) };
     let grant = futures_lite::future::or(acquired, stopping).await?;
     json_response(&LockInfo::from(&grant))
 }
@@ -60,10 +60,10 @@ async fn post_renew(mut req: Request<State>) -> tide::Result {
         return Err(ApiError::bad_request("field 'wait' belongs to an acquire, not a renewal").into());
     }
     let ttl_ms = match &request.ttl {
-        Some(ttl) => Some(locks::ttl_ms("ttl", ttl).map_err(lock_error)?),
+        Some(ttl) => Some(locks::ttl_ms("ttl", ttl)?),
         None => None,
     };
-    let grant = req.state().locks.renew(&name, &holder, ttl_ms).await.map_err(lock_error)?;
+    let grant = req.state().locks.renew(&name, &holder, ttl_ms).await?;
     json_response(&LockInfo::from(&grant))
 }
 
@@ -74,65 +74,39 @@ async fn delete_lock(mut req: Request<State>) -> tide::Result {
     // A `?holder=` is checked even beside a body's holder: the document lists it, so it is
     // never silently ignored.
     if let Some(queried) = body::query(&req, "holder") {
-        locks::check_holder(&queried).map_err(lock_error)?;
+        locks::check_holder(&queried)?;
         request.holder.get_or_insert(queried);
     }
     if request.ttl.is_some() || request.wait.is_some() {
         return Err(ApiError::bad_request("a release takes only 'holder'").into());
     }
     let holder = holder(&request)?;
-    let grant = req.state().locks.release(&name, &holder).await.map_err(lock_error)?;
+    let grant = req.state().locks.release(&name, &holder).await?;
     json_response(&Released { released: true, name, token: grant.token })
 }
 
 async fn get_lock(req: Request<State>) -> tide::Result {
     let name = name_param(&req)?;
-    let grant = req.state().locks.get(&name).await.map_err(lock_error)?;
+    let grant = req.state().locks.get(&name).await?;
     json_response(&LockInfo::from(&grant))
 }
 
 async fn list_locks(req: Request<State>) -> tide::Result {
-    let grants = req.state().locks.list().await.map_err(lock_error)?;
+    let grants = req.state().locks.list().await?;
     json_response(&LockList { locks: grants.iter().map(LockInfo::from).collect() })
 }
 
 /// The `:name` parameter, percent-decoded and checked before any body is read.
 fn name_param(req: &Request<State>) -> Result<String, ApiError> {
     let name = body::param(req, "name")?;
-    locks::check_name(&name).map_err(lock_error)?;
+    locks::check_name(&name)?;
     Ok(name)
 }
 
 fn holder(request: &LockRequest) -> Result<String, ApiError> {
     let holder = request.holder.clone().ok_or_else(|| ApiError::bad_request("missing field 'holder'"))?;
-    locks::check_holder(&holder).map_err(lock_error)?;
+    locks::check_holder(&holder)?;
     Ok(holder)
-}
-
-/// The one mapping from lock errors to HTTP errors.
-pub(super) fn lock_error(error: LockError) -> ApiError {
-    let message = error.to_string();
-    match error {
-        LockError::Invalid(_) => ApiError::bad_request(message),
-        LockError::Held(grant) | LockError::NotHolder { grant, .. } => {
-            ApiError::new(ErrorCode::LockHeld, message).with_details(json!(LockInfo::from(&grant)))
-        }
-        LockError::NotHeld { .. } => ApiError::new(ErrorCode::LockNotHeld, message),
-        LockError::TooMany => ApiError::new(ErrorCode::LockLimit, message),
-        LockError::Storage(_) => ApiError::new(ErrorCode::LockStorageFailed, message),
-    }
-}
-
-/// A refused fenced write: 409 with the live grant, if any, in `error.details.current`.
-pub(super) fn fence_error(error: FenceError) -> ApiError {
-    let message = error.to_string();
-    let details = match &error {
-        FenceError::NotHeld { name, token } => json!({"lock": name, "token": token, "current": null}),
-        FenceError::Superseded { token, current } => {
-            json!({"lock": current.name, "token": token, "current": LockInfo::from(current)})
-        }
-    };
-    ApiError::new(ErrorCode::FenceRefused, message).with_details(details)
 }
 
 pub fn openapi() -> serde_json::Value {

@@ -6,16 +6,14 @@ use serde_json::json;
 use tide::http::Method;
 use tide::Request;
 
-use super::context::store_error;
 use super::system::json_response;
 use super::Mount;
 use crate::daemon::body;
-use crate::daemon::error::{ApiError, ErrorCode};
+use crate::daemon::error::ApiError;
 use crate::daemon::guard::Access;
 use crate::daemon::rate_limit::Category;
 use crate::daemon::state::State;
 use crate::messages::api::{AckRequest, SendRequest};
-use crate::messages::MessageError;
 
 pub fn mount(m: &mut Mount<'_>) {
     let limit = Some(Category::Context);
@@ -27,17 +25,17 @@ pub fn mount(m: &mut Mount<'_>) {
 
 async fn post_message(mut req: Request<State>) -> tide::Result {
     let request: SendRequest = body::json(&mut req).await?;
-    let sent = req.state().messages.send(request).await.map_err(message_error)?;
+    let sent = req.state().messages.send(request).await?;
     json_response(&sent)
 }
 
 async fn get_inbox(req: Request<State>) -> tide::Result {
-    json_response(&req.state().messages.inbox().await.map_err(message_error)?)
+    json_response(&req.state().messages.inbox().await?)
 }
 
 async fn post_ack(mut req: Request<State>) -> tide::Result {
     let request: AckRequest = body::json(&mut req).await?;
-    let sent = req.state().messages.ack(request).await.map_err(message_error)?;
+    let sent = req.state().messages.ack(request).await?;
     json_response(&sent)
 }
 
@@ -51,22 +49,7 @@ async fn get_status(req: Request<State>) -> tide::Result {
     let peer = query.peer.filter(|p| !p.trim().is_empty()).ok_or_else(|| {
         ApiError::bad_request("query parameter 'peer' is required (name, hostname, node id or address)")
     })?;
-    json_response(&req.state().messages.status(&peer).await.map_err(message_error)?)
-}
-
-/// The one mapping from messaging errors to HTTP errors.
-fn message_error(error: MessageError) -> ApiError {
-    let message = error.to_string();
-    match error {
-        MessageError::Invalid(_) => ApiError::bad_request(message),
-        // Well-formed, but this node holds no key for that peer: refused, not malformed.
-        MessageError::NoRoute(_) => ApiError::new(ErrorCode::Forbidden, message),
-        MessageError::UnknownPeer(_) => ApiError::new(ErrorCode::PeerNotFound, message),
-        MessageError::NotFound(_) => ApiError::new(ErrorCode::MessageNotFound, message),
-        MessageError::Full(_) => ApiError::new(ErrorCode::OutboxFull, message).with_retry_after(60),
-        MessageError::Store(e) => store_error(e),
-        MessageError::Storage(_) => ApiError::new(ErrorCode::ContextStorageFailed, message),
-    }
+    json_response(&req.state().messages.status(&peer).await?)
 }
 
 pub fn openapi() -> serde_json::Value {

@@ -23,7 +23,7 @@ use crate::daemon::rate_limit::Category;
 use crate::daemon::state::State;
 use crate::tasks::api::{ApproveRequest, DispatchRequest, EventList, PermissionList, TaskList};
 use crate::tasks::events::Stored;
-use crate::tasks::{ApprovalStart, ApproveError, DispatchError, Dispatcher, Since, Subscription, Verdict};
+use crate::tasks::{ApprovalStart, ApproveError, Dispatcher, Since, Subscription, Verdict};
 
 /// The longest `decisionId` and `decidedVia` accepted.
 const DECISION_ID_LIMIT: usize = 128;
@@ -57,18 +57,7 @@ async fn post_task(mut req: Request<State>) -> tide::Result {
         .map(|v| v.last().as_str().trim().to_string())
         .filter(|v| !v.is_empty())
         .unwrap_or_else(|| "remote".into());
-    let info = req.state().tasks.dispatch(request, &from, asker(&req)).map_err(|e| {
-        let status = match &e {
-            DispatchError::Invalid { .. } => StatusCode::BadRequest,
-            // What the request names is not on this node: the working directory, or the agent.
-            DispatchError::NoSuchDirectory(_) => StatusCode::NotFound,
-            DispatchError::NotInstalled(_) | DispatchError::NoAgent => StatusCode::ServiceUnavailable,
-            DispatchError::Forbidden(_) => StatusCode::Forbidden,
-            DispatchError::TooMany(_) => StatusCode::TooManyRequests,
-            DispatchError::Spawn { .. } => StatusCode::ServiceUnavailable,
-        };
-        ApiError::plain(status, e.to_string())
-    })?;
+    let info = req.state().tasks.dispatch(request, &from, asker(&req))?;
     Ok(Response::builder(201).body(tide::Body::from_json(&info)?).build())
 }
 

@@ -22,7 +22,7 @@ use crate::daemon::state::State;
 use crate::daemon::websocket::{self, Socket};
 use crate::terminal::api::{self, ClientControl, CreateRequest, InputRequest, TerminalList};
 use crate::terminal::fanout::Frame;
-use crate::terminal::{AttachOptions, Attachment, SessionError, TerminalError};
+use crate::terminal::{AttachOptions, Attachment, SessionError};
 
 /// The longest a screen read may wait.
 const MAX_WAIT: Duration = Duration::from_secs(120);
@@ -44,32 +44,6 @@ fn caller(req: &Request<State>) -> Result<Caller, ApiError> {
     req.ext::<Caller>().cloned().ok_or_else(|| ApiError::internal("no caller on a keyed route"))
 }
 
-/// Every terminal error as an answer, in one place.
-fn api_error(error: TerminalError) -> ApiError {
-    let message = error.to_string();
-    match error {
-        TerminalError::Invalid(_) => ApiError::bad_request(message),
-        TerminalError::NotFound(_) => ApiError::new(ErrorCode::TerminalNotFound, message),
-        TerminalError::Ambiguous(..) | TerminalError::NameTaken(_) => {
-            ApiError::new(ErrorCode::TerminalConflict, message)
-        }
-        TerminalError::TooMany(_) => ApiError::new(ErrorCode::TerminalLimit, message),
-        TerminalError::Denied(_) => ApiError::new(ErrorCode::ExecCommandDenied, message),
-        TerminalError::Spawn { .. } => ApiError::new(ErrorCode::ExecFailed, message),
-        TerminalError::Session(error) => session_error(error),
-    }
-}
-
-fn session_error(error: SessionError) -> ApiError {
-    let message = error.to_string();
-    match error {
-        SessionError::Exited(_) | SessionError::InputBlocked(_) => ApiError::new(ErrorCode::TerminalExited, message),
-        SessionError::TooManyClients(..) => ApiError::new(ErrorCode::TerminalLimit, message),
-        SessionError::ReadOnly => ApiError::new(ErrorCode::Forbidden, message),
-        SessionError::Io(..) => ApiError::internal(message),
-    }
-}
-
 async fn get_terminals(req: Request<State>) -> tide::Result {
     json_response(&TerminalList { terminals: req.state().terminals.list() })
 }
@@ -77,7 +51,7 @@ async fn get_terminals(req: Request<State>) -> tide::Result {
 async fn post_terminal(mut req: Request<State>) -> tide::Result {
     let caller = caller(&req)?;
     let request: CreateRequest = body::json_or_default(&mut req).await?;
-    let info = req.state().terminals.create(request, &caller.label()).map_err(api_error)?;
+    let info = req.state().terminals.create(request, &caller.label())?;
     let mut res = json_response(&info)?;
     res.set_status(StatusCode::Created);
     Ok(res)
@@ -85,13 +59,13 @@ async fn post_terminal(mut req: Request<State>) -> tide::Result {
 
 async fn get_terminal(req: Request<State>) -> tide::Result {
     let id = body::param(&req, "id")?;
-    json_response(&req.state().terminals.info(&id).map_err(api_error)?)
+    json_response(&req.state().terminals.info(&id)?)
 }
 
 async fn delete_terminal(req: Request<State>) -> tide::Result {
     let caller = caller(&req)?;
     let id = body::param(&req, "id")?;
-    let info = req.state().terminals.kill(&id).await.map_err(api_error)?;
+    let info = req.state().terminals.kill(&id).await?;
     log::info!("terminal {} ({}) killed by {}", info.id, info.name, caller.label());
     json_response(&info)
 }
@@ -109,8 +83,8 @@ async fn post_input(mut req: Request<State>) -> tide::Result {
         })?;
         bytes.extend(key);
     }
-    let session = req.state().terminals.find(&id).map_err(api_error)?;
-    session.write(&bytes).await.map_err(session_error)?;
+    let session = req.state().terminals.find(&id)?;
+    session.write(&bytes).await?;
     json_response(&json!({"id": session.id(), "sent": bytes.len()}))
 }
 
@@ -129,7 +103,7 @@ async fn get_screen(req: Request<State>) -> tide::Result {
     };
     let quiet = millis("quietMs")?;
     let timeout = millis("timeoutMs")?.unwrap_or(Duration::from_secs(10));
-    let session = req.state().terminals.find(&id).map_err(api_error)?;
+    let session = req.state().terminals.find(&id)?;
     let (answer, _) = session.wait_screen(wait_for.as_deref(), quiet, timeout).await;
     json_response(&answer)
 }
@@ -160,9 +134,9 @@ async fn get_attach(req: Request<State>) -> tide::Result {
             return Err(ApiError::bad_request(format!("query 'readOnly': '{other}' is not 1, true, 0 or false")).into())
         }
     };
-    let session = req.state().terminals.find(&id).map_err(api_error)?;
+    let session = req.state().terminals.find(&id)?;
     let handshake = websocket::handshake(&req)?;
-    let attachment = session.attach(AttachOptions { cols, rows, read_only }).map_err(session_error)?;
+    let attachment = session.attach(AttachOptions { cols, rows, read_only })?;
     log::info!(
         "{} attached to terminal {} ({cols}x{rows}{})",
         caller.label(),

@@ -102,7 +102,7 @@ async fn post_push(mut req: Request<State>) -> tide::Result {
         .into());
     }
     let declared = header(&req, "X-Loopsy-Sha256");
-    let pushed = push::receive(&ctx, req.take_body(), boundary, limit, declared).await.map_err(api_error)?;
+    let pushed = push::receive(&ctx, req.take_body(), boundary, limit, declared).await?;
     json_response(&PushReply {
         path: pushed.path,
         size: pushed.size,
@@ -120,11 +120,11 @@ async fn post_pull(mut req: Request<State>) -> tide::Result {
     let plan = match pull::open(&ctx.policy, ctx.max_file_size, &source, range, request.checksum).await {
         Ok(plan) => plan,
         Err(TransferError::RangeNotSatisfiable { size }) => {
-            let mut res = api_error(TransferError::RangeNotSatisfiable { size }).into_response();
+            let mut res = ApiError::from(TransferError::RangeNotSatisfiable { size }).into_response();
             res.insert_header("Content-Range", format!("bytes */{size}"));
             return Ok(res);
         }
-        Err(e) => return Err(api_error(e).into()),
+        Err(e) => return Err(ApiError::from(e).into()),
     };
     let length = plan.length();
     let reader = futures_lite::AsyncReadExt::take(blocking::Unblock::with_capacity(CHUNK, plan.file), length);
@@ -148,21 +148,21 @@ async fn post_pull(mut req: Request<State>) -> tide::Result {
 async fn post_list(mut req: Request<State>) -> tide::Result {
     let request: PathBody = body::json(&mut req).await?;
     let path = request.path.filter(|p| !p.is_empty()).ok_or_else(|| ApiError::bad_request("Missing path"))?;
-    let listing = dirs::list(&req.state().transfer.policy, &path).await.map_err(api_error)?;
+    let listing = dirs::list(&req.state().transfer.policy, &path).await?;
     json_response(&ListReply { files: listing.files, truncated: listing.truncated })
 }
 
 async fn post_mkdir(mut req: Request<State>) -> tide::Result {
     let request: PathBody = body::json(&mut req).await?;
     let path = request.path.filter(|p| !p.is_empty()).ok_or_else(|| ApiError::bad_request("Missing path"))?;
-    let mode = request.mode.as_deref().map(push::parse_mode).transpose().map_err(api_error)?;
-    let created = dirs::make_dir(&req.state().transfer.policy, &path, mode).await.map_err(api_error)?;
+    let mode = request.mode.as_deref().map(push::parse_mode).transpose()?;
+    let created = dirs::make_dir(&req.state().transfer.policy, &path, mode).await?;
     json_response(&json!({"path": path, "created": created}))
 }
 
 async fn get_upload(req: Request<State>) -> tide::Result {
     let (upload_id, dest_path) = upload_params(&req)?;
-    let status = push::status(&req.state().transfer, &dest_path, &upload_id).await.map_err(api_error)?;
+    let status = push::status(&req.state().transfer, &dest_path, &upload_id).await?;
     // Whether a push now would be rate-limited: a client should not start sending gigabytes
     // only to be refused (it cannot read the refusal before it has sent the whole body).
     let retry_after = req.ext::<Caller>().filter(|caller| !caller.is_owner()).and_then(|caller| {
@@ -180,7 +180,7 @@ async fn get_upload(req: Request<State>) -> tide::Result {
 
 async fn delete_upload(req: Request<State>) -> tide::Result {
     let (upload_id, dest_path) = upload_params(&req)?;
-    let deleted = push::cancel(&req.state().transfer, &dest_path, &upload_id).await.map_err(api_error)?;
+    let deleted = push::cancel(&req.state().transfer, &dest_path, &upload_id).await?;
     json_response(&json!({"uploadId": upload_id, "destPath": dest_path, "deleted": deleted}))
 }
 
@@ -207,22 +207,6 @@ pub fn content_disposition(name: &str) -> String {
         name.chars().map(|c| if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' { c } else { '_' }).collect();
     let encoded = crate::percent::encode_keeping(name, b"!#$&+-.^_`|~");
     format!("attachment; filename=\"{fallback}\"; filename*=UTF-8''{encoded}")
-}
-
-/// The one place a transfer error gets its code (and so its HTTP status).
-fn api_error(e: TransferError) -> ApiError {
-    let code = match &e {
-        TransferError::PathDenied { .. } => ErrorCode::TransferPathDenied,
-        TransferError::NotFound(_) => ErrorCode::TransferFileNotFound,
-        TransferError::TooLarge(_) => ErrorCode::TransferTooLarge,
-        TransferError::ChecksumMismatch { .. } => ErrorCode::TransferChecksumMismatch,
-        TransferError::NoFile | TransferError::Failed(_) => ErrorCode::TransferFailed,
-        TransferError::BadDestination(_) => ErrorCode::TransferBadDestination,
-        TransferError::ResumeConflict(_) => ErrorCode::TransferResumeConflict,
-        TransferError::RangeNotSatisfiable { .. } => ErrorCode::TransferRangeNotSatisfiable,
-        TransferError::Invalid(_) => ErrorCode::InvalidRequest,
-    };
-    ApiError::new(code, e.to_string())
 }
 
 pub fn openapi() -> serde_json::Value {
