@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::json;
 use tide::http::StatusCode;
 
@@ -17,6 +17,7 @@ use super::state::State;
 use crate::pairing::channel::{from_hex, Channel};
 use crate::pairing::session::{Code, Finish, Host, Joiner, Offer, PairError, LIFETIME_MS};
 use crate::pairing::spake2::Role;
+use crate::pairing::wire::{Exchange, FinishAnswer, FinishRequest, JoinRequest, Sealed, Share, ShareAnswer};
 use crate::peer::{Client, ClientError, Method};
 
 /// The one pairing slot of a daemon.
@@ -48,56 +49,6 @@ struct Joined {
     address: String,
     port: u16,
     expires_at: u64,
-}
-
-/// `POST /pair/spake2` from the joiner: its SPAKE2 share.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Share {
-    pub share: String,
-}
-
-/// The host's answer to a share: its own share and its key confirmation.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct ShareAnswer {
-    pub share: String,
-    pub confirm: String,
-}
-
-/// `POST /pair/exchange` from the joiner: its key confirmation and its sealed offer.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Exchange {
-    pub confirm: String,
-    pub offer: String,
-}
-
-/// The host's sealed offer.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Sealed {
-    pub offer: String,
-}
-
-/// `POST /pair/finish` from the joiner: its human's answer, tagged with the session key.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct FinishRequest {
-    pub confirmed: bool,
-    pub tag: String,
-}
-
-/// The host's answer to a finish: `waiting`, `cancelled`, or `done` with the host's tag.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct FinishAnswer {
-    pub state: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tag: Option<String>,
-}
-
-/// `POST /pair/join`: what the local CLI sends to join the host at `address`.
-#[derive(Debug, Deserialize)]
-pub struct JoinRequest {
-    pub address: String,
-    #[serde(default)]
-    pub port: Option<u16>,
-    pub code: String,
 }
 
 fn decode_hex(text: &str, what: &str) -> Result<Vec<u8>, ApiError> {

@@ -14,8 +14,8 @@ use super::Mount;
 use crate::daemon::body;
 use crate::daemon::error::ApiError;
 use crate::daemon::guard::Access;
-use crate::daemon::pairing::{Exchange, FinishRequest, JoinRequest, Share};
 use crate::daemon::state::State;
+use crate::pairing::wire::{Exchange, FinishRequest, JoinRequest, Share};
 
 pub fn mount(m: &mut Mount<'_>) {
     m.route(Method::Post, "/api/v1/pair/start", Access::Local, None, start_pairing)
