@@ -10,6 +10,7 @@ use serde_json::json;
 use tide::http::StatusCode;
 
 use super::{ApiError, ErrorCode};
+use crate::approvals::DecideError;
 use crate::dashboard::targets::Unreachable;
 use crate::exec::ExecError;
 use crate::locks::api::LockInfo;
@@ -46,6 +47,7 @@ pub(super) fn recover(error: tide::Error) -> Result<ApiError, tide::Error> {
         .or_else(take::<ClientError>)
         .or_else(take::<Unreachable>)
         .or_else(take::<DispatchError>)
+        .or_else(take::<DecideError>)
 }
 
 /// The context store.
@@ -245,6 +247,24 @@ impl From<DispatchError> for ApiError {
             DispatchError::Spawn { .. } => StatusCode::ServiceUnavailable,
         };
         ApiError::plain(status, error.to_string())
+    }
+}
+
+/// An owner's decision on a permission request of a target, as the approval inbox sent it.
+impl From<DecideError> for ApiError {
+    fn from(error: DecideError) -> ApiError {
+        match error {
+            DecideError::UnknownTarget(m) => ApiError::new(ErrorCode::PeerNotFound, m),
+            DecideError::Unreachable(m) | DecideError::Refused(m) => ApiError::new(ErrorCode::PeerUnreachable, m),
+            DecideError::NoSuchRequest(m) => ApiError::new(ErrorCode::ApprovalNotFound, m),
+            DecideError::Decided { message, item } => {
+                let error = ApiError::new(ErrorCode::ApprovalDecided, message);
+                match item {
+                    Some(item) => error.with_details(json!({"approval": item})),
+                    None => error,
+                }
+            }
+        }
     }
 }
 

@@ -10,9 +10,9 @@ use tide::Request;
 
 use super::system::json_response;
 use super::Mount;
-use crate::approvals::{DecideError, Decision, Start};
+use crate::approvals::{Decision, Start};
 use crate::daemon::body;
-use crate::daemon::error::{ApiError, ErrorCode};
+use crate::daemon::error::ApiError;
 use crate::daemon::guard::{self, Access, Caller};
 use crate::daemon::sse::data_event;
 use crate::daemon::state::State;
@@ -116,22 +116,8 @@ async fn decide(mut req: Request<State>) -> tide::Result {
         message: body.message,
         channel,
     };
-    match req.state().approvals.decide(decision).await {
-        Ok(item) => json_response(&json!({"approval": item})),
-        Err(e) => Err(match e {
-            DecideError::UnknownTarget(m) => ApiError::new(ErrorCode::PeerNotFound, m),
-            DecideError::Unreachable(m) | DecideError::Refused(m) => ApiError::new(ErrorCode::PeerUnreachable, m),
-            DecideError::NoSuchRequest(m) => ApiError::new(ErrorCode::ApprovalNotFound, m),
-            DecideError::Decided { message, item } => {
-                let error = ApiError::new(ErrorCode::ApprovalDecided, message);
-                match item {
-                    Some(item) => error.with_details(json!({"approval": item})),
-                    None => error,
-                }
-            }
-        }
-        .into()),
-    }
+    let item = req.state().approvals.decide(decision).await?;
+    json_response(&json!({"approval": item}))
 }
 
 pub fn openapi() -> serde_json::Value {
