@@ -152,7 +152,9 @@ fn a_killed_session_is_offline_for_its_peers_at_once_and_online_again_after_a_re
     };
     let (w1, main_home) = (fleet.dir("worker-1"), main.home.path().to_path_buf());
     let online = |name: &str| status_seen_by(&w1, name) == "online" && status_seen_by(&main_home, name) == "online";
-    wait_until(Duration::from_secs(20), "worker-1 and main see worker-2 online", || online("worker-2"));
+    wait_until(Duration::from_secs(20), "worker-1 and main see worker-2 and worker-3 online", || {
+        online("worker-2") && status_seen_by(&w1, "worker-3") == "online"
+    });
 
     for round in 0..2 {
         let pid = fleet.session("worker-2")["pid"].as_u64().unwrap() as i32;

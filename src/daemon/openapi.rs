@@ -1,7 +1,10 @@
 //! The OpenAPI 3.1 document served at `/api/v1/openapi.json`, assembled from each route area.
 //!
-//! Every area's file (`routes/*.rs`) describes its own paths next to its handlers; this file
-//! adds what they share: the bearer scheme, the error body and the common error responses.
+//! Every area (`routes/<area>.rs`) describes its paths and schemas as data in
+//! `openapi/<area>.json`, embedded at build time; this file adds what they share: the bearer
+//! scheme, the error body, the common error responses, the nullable optional members of JSON
+//! bodies and `x-loopsy-access` from the route table. Values that mirror a Rust constant (limits,
+//! the terminal key names) are checked against it by the tests below.
 
 use std::sync::OnceLock;
 
@@ -20,7 +23,7 @@ pub fn build() -> Value {
     let mut paths = Map::new();
     let mut schemas = Map::new();
     schemas.insert("Error".into(), error_schema());
-    for part in routes::openapi_parts() {
+    for part in parts() {
         for (path, item) in part["paths"].as_object().cloned().unwrap_or_default() {
             let entry = paths.entry(path).or_insert_with(|| json!({}));
             for (method, mut operation) in item.as_object().cloned().unwrap_or_default() {
@@ -79,6 +82,29 @@ pub fn build() -> Value {
     })
 }
 
+/// Each area's paths and schemas, in the order they are merged.
+const PARTS: [(&str, &str); 12] = [
+    ("system", include_str!("openapi/system.json")),
+    ("pairing", include_str!("openapi/pairing.json")),
+    ("peers", include_str!("openapi/peers.json")),
+    ("execute", include_str!("openapi/execute.json")),
+    ("context", include_str!("openapi/context.json")),
+    ("transfer", include_str!("openapi/transfer.json")),
+    ("tasks", include_str!("openapi/tasks.json")),
+    ("approvals", include_str!("openapi/approvals.json")),
+    ("dashboard", include_str!("openapi/dashboard.json")),
+    ("messages", include_str!("openapi/messages.json")),
+    ("locks", include_str!("openapi/locks.json")),
+    ("terminals", include_str!("openapi/terminals.json")),
+];
+
+/// The parts, parsed (`document` builds once; a part that is not JSON fails every test).
+fn parts() -> impl Iterator<Item = Value> {
+    PARTS.iter().map(|(area, text)| {
+        serde_json::from_str(text).unwrap_or_else(|e| panic!("src/daemon/openapi/{area}.json is not JSON: {e}"))
+    })
+}
+
 /// `/api/v1/context/:key` in tide's syntax is `/api/v1/context/{key}` in OpenAPI's (and a
 /// wildcard `*rest` is `{rest}`).
 fn openapi_path(tide_path: &str) -> String {
@@ -92,38 +118,10 @@ fn openapi_path(tide_path: &str) -> String {
         .join("/")
 }
 
-/// The content of a `text/event-stream` response whose events carry `data` as JSON of
-/// `data_schema` (OpenAPI 3.2's `itemSchema` describes one event: `event`, `id`, `data`).
-pub fn event_stream(data_schema: Value) -> Value {
-    json!({"text/event-stream": {"itemSchema": {"type": "object", "required": ["data"], "properties": {
-        "event": {"type": "string"}, "id": {"type": "string"}, "retry": {"type": "integer"},
-        "data": {"type": "string", "contentMediaType": "application/json", "contentSchema": data_schema}}}}})
-}
-
 /// A 429 answer with `Retry-After`.
-pub fn busy() -> Value {
+fn busy() -> Value {
     json!({"$ref": "#/components/responses/Busy"})
 }
-
-/// What `peers::check_address` accepts: a host name (labels of letters, digits, `_` and `-`,
-/// not starting with `-`; not an unspecified or multicast IPv4 address) or an IPv6 literal.
-pub fn address_schema(description: &str) -> Value {
-    let host = "^\\s*(?!(0+\\.0+\\.0+\\.0+|(22[4-9]|23[0-9])\\.[0-9]+\\.[0-9]+\\.[0-9]+)\\.?\\s*$)(?=[^.]{1}.{0,252}(\\.|)\\s*$)[A-Za-z0-9_][A-Za-z0-9_-]{0,62}(\\.[A-Za-z0-9_][A-Za-z0-9_-]{0,62})*\\.?\\s*$";
-    json!({"description": description, "anyOf": [
-        {"type": "string", "pattern": host},
-        {"type": "string", "format": "ipv6", "not": {"pattern": "^(::|0*:0*:0*:0*:0*:0*:0*:0*|[fF][fF].*)$"}}]})
-}
-
-/// What `peers::check_text` accepts: 1 to `max` characters, not blank, no control characters.
-pub fn text_schema(max: usize) -> Value {
-    json!({"type": "string", "maxLength": max, "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$"})
-}
-
-/// What `dashboard::targets::TargetId::parse` accepts: `local`, `session:<name>`, `peer:<id>`.
-pub const TARGET_PATTERN: &str = "^(local|session:(?!(\\.|\\.\\.|main)$)[A-Za-z0-9._-]{1,64}|peer:[!-.0-~]{1,300})$";
-
-/// A node id: a UUID in hex (`peers::check_node_id`).
-pub const NODE_ID_PATTERN: &str = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$";
 
 /// Makes every property of the object `schema` that is not required also accept null.
 fn nullable_optionals(schema: &mut Value) {
@@ -274,5 +272,99 @@ mod tests {
         // Optional members of JSON bodies take null (body.rs reads null as absent); required ones do not.
         assert_eq!(schema("ContextPut")["properties"]["ttl"]["type"], json!(["number", "null"]));
         assert_eq!(schema("ContextPut")["properties"]["value"]["type"], "string");
+    }
+
+    /// Every value under a member named `name`, anywhere in `value`.
+    fn members<'a>(value: &'a Value, name: &str, out: &mut Vec<&'a Value>) {
+        match value {
+            Value::Object(map) => {
+                for (key, member) in map {
+                    if key == name {
+                        out.push(member);
+                    }
+                    members(member, name, out);
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|item| members(item, name, out)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn the_data_agrees_with_the_constants() {
+        use crate::{locks, messages, store};
+        let doc = build();
+        let at =
+            |pointer: &str| doc.pointer(pointer).cloned().unwrap_or_else(|| panic!("{pointer} is in the document"));
+        let schemas = "/components/schemas";
+        let lock = "/paths/~1api~1v1~1locks~1{name}";
+        for pointer in [
+            format!("{lock}/post/parameters/0/schema/maxLength"),
+            format!("{lock}/get/parameters/0/schema/maxLength"),
+            format!("{lock}/delete/parameters/0/schema/maxLength"),
+            format!("{lock}~1renew/post/parameters/0/schema/maxLength"),
+            format!("{schemas}/Fence/properties/lock/allOf/0/maxLength"),
+        ] {
+            assert_eq!(at(&pointer), locks::MAX_NAME_BYTES, "{pointer}");
+        }
+        for pointer in [
+            format!("{lock}/delete/parameters/1/schema/maxLength"),
+            format!("{schemas}/LockAcquire/properties/holder/maxLength"),
+            format!("{schemas}/LockRenew/properties/holder/maxLength"),
+            format!("{schemas}/LockHolder/properties/holder/maxLength"),
+        ] {
+            assert_eq!(at(&pointer), locks::MAX_HOLDER_CHARS, "{pointer}");
+        }
+        for body in ["LockAcquire", "LockRenew"] {
+            assert_eq!(at(&format!("{schemas}/{body}/properties/ttl/minimum")), locks::MIN_TTL_SECS);
+            assert_eq!(at(&format!("{schemas}/{body}/properties/ttl/maximum")), locks::MAX_TTL_SECS);
+        }
+        assert_eq!(at(&format!("{schemas}/LockAcquire/properties/wait/maximum")), locks::MAX_WAIT_SECS);
+        assert_eq!(at(&format!("{schemas}/MessageSend/properties/body/maxLength")), messages::MAX_BODY_CHARS);
+        assert_eq!(at(&format!("{schemas}/ContextPut/properties/ttl/maximum")), store::MAX_TTL_SECS);
+        for method in ["put", "get", "delete"] {
+            let key = at(&format!("/paths/~1api~1v1~1context~1{{key}}/{method}/parameters/0/description"));
+            assert!(
+                key.as_str().unwrap().starts_with(&format!("1 to {} bytes", store::MAX_KEY_BYTES)),
+                "{method}: {key}"
+            );
+        }
+        let keys = "/paths/~1api~1v1~1terminals~1{id}~1input/post/requestBody/content/application~1json/schema/properties/keys";
+        assert_eq!(at(&format!("{keys}/items/pattern")), crate::terminal::keys::pattern());
+    }
+
+    #[test]
+    fn a_shape_written_in_several_places_is_written_alike() {
+        let doc = build();
+        let mut patterns = Vec::new();
+        members(&doc, "pattern", &mut patterns);
+        let mut addresses = Vec::new();
+        members(&doc, "address", &mut addresses);
+        let addresses: Vec<_> =
+            addresses.into_iter().filter(|a| a.get("anyOf").is_some()).map(|a| &a["anyOf"]).collect();
+        let mut node_ids = Vec::new();
+        members(&doc, "nodeId", &mut node_ids);
+        let node_ids: Vec<_> = node_ids.into_iter().filter_map(|n| n.get("pattern")).collect();
+        let targets: Vec<_> =
+            patterns.iter().filter(|p| p.as_str().is_some_and(|p| p.starts_with("^(local|"))).collect();
+        let texts: Vec<_> = patterns
+            .iter()
+            .filter(|p| p.as_str().is_some_and(|p| p.starts_with("^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s")))
+            .collect();
+        // How many copies each has today: the dashboard proxy's four methods and the approval
+        // decision; the pairing join and the two peer bodies; the two peer bodies' node ids and
+        // the hostnames of both, the platform and version of one.
+        for (what, copies, at_least) in [
+            ("target", targets.len(), 5),
+            ("address", addresses.len(), 3),
+            ("nodeId", node_ids.len(), 2),
+            ("text", texts.len(), 4),
+        ] {
+            assert!(copies >= at_least, "{what}: {copies} copies found");
+        }
+        assert!(targets.windows(2).all(|w| w[0] == w[1]), "the dashboard target pattern differs: {targets:?}");
+        assert!(addresses.windows(2).all(|w| w[0] == w[1]), "the address schema differs: {addresses:?}");
+        assert!(node_ids.windows(2).all(|w| w[0] == w[1]), "the node id pattern differs: {node_ids:?}");
+        assert!(texts.windows(2).all(|w| w[0] == w[1]), "the text pattern differs: {texts:?}");
     }
 }

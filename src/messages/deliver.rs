@@ -170,19 +170,8 @@ impl Messages {
         Duration::from_millis(self.inner.config.messaging.delivery_timeout)
     }
 
-    /// One attempt at a queued record, now, unless one is under way.
-    pub(super) async fn attempt_now(&self, kind: Kind, id: &str) {
-        let claimed = {
-            let mut book = self.book();
-            book.begin(kind, id).then(|| book.get(kind, id).cloned()).flatten()
-        };
-        if let Some(record) = claimed {
-            self.run_attempt(record).await;
-        }
-    }
-
     /// Delivers a claimed record and books the outcome.
-    async fn run_attempt(&self, record: Record) {
+    pub(super) async fn run_attempt(&self, record: Record) {
         let outcome = self.deliver(&record).await;
         if let Err(error) = &outcome {
             log::debug!("delivery of {:?} {} to {} failed: {error}", record.kind, record.id, record.to);

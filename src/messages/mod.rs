@@ -149,17 +149,22 @@ impl Messages {
             delivered_at: None,
             kept: true,
         };
-        let added = self.book().add(record, now);
-        if let Err(full) = added {
-            let _ = self.inner.store.delete(&envelope::outbox_key(&envelope.id), None, now).await;
-            kept::forget(&self.inner.paths.outbox_dir(), &envelope.id);
-            return Err(full.into());
-        }
-        self.save().await?;
-        self.wake_retrier();
-        if unreachable.is_none() {
-            self.attempt_now(Kind::Message, &envelope.id).await;
-        }
+        let added = {
+            let mut book = self.book();
+            // The first attempt is this call's (claimed before the retrier can see the record),
+            // so the answer says what that attempt did.
+            book.add(record, now).map(|()| unreachable.is_none() && book.begin(Kind::Message, &envelope.id))
+        };
+        let claimed = match added {
+            Ok(claimed) => claimed,
+            Err(full) => {
+                let _ = self.inner.store.delete(&envelope::outbox_key(&envelope.id), None, now).await;
+                kept::forget(&self.inner.paths.outbox_dir(), &envelope.id);
+                return Err(full.into());
+            }
+        };
+        let saved = self.save().await;
+        self.first_attempt(Kind::Message, &envelope.id, claimed, saved).await?;
         self.sent(Kind::Message, &envelope.id, peer.endpoint(), envelope::inbox_key)
     }
 
@@ -237,19 +242,21 @@ impl Messages {
             delivered_at: None,
             kept: false,
         };
-        {
+        let claimed = {
             let mut book = self.book();
             book.add(record, now)?;
             // Before the entry goes: a re-delivery from now on is dropped.
             book.mark_seen(&envelope.id, now);
-        }
-        self.save().await?;
-        self.wake_retrier();
-        match self.inner.store.delete(&key, None, now).await {
-            Ok(_) | Err(StoreError::NotFound { .. }) => {}
-            Err(e) => return Err(e.into()),
-        }
-        self.attempt_now(Kind::Ack, &envelope.id).await;
+            book.begin(Kind::Ack, &envelope.id)
+        };
+        let stored = match self.save().await {
+            Ok(()) => match self.inner.store.delete(&key, None, now).await {
+                Ok(_) | Err(StoreError::NotFound { .. }) => Ok(()),
+                Err(e) => Err(e.into()),
+            },
+            Err(e) => Err(e),
+        };
+        self.first_attempt(Kind::Ack, &envelope.id, claimed, stored).await?;
         self.sent(Kind::Ack, &envelope.id, endpoint, |_, _| key.clone())
     }
 
@@ -386,6 +393,30 @@ impl Messages {
             state: record.state.as_str().into(),
             error: if delivered { None } else { record.last_error },
         })
+    }
+
+    /// After a record was added (and claimed by this call when `claimed`): its first attempt
+    /// now if what came before it (`ready`) succeeded, else the claim goes back to the retrier.
+    async fn first_attempt(
+        &self,
+        kind: Kind,
+        id: &str,
+        claimed: bool,
+        ready: Result<(), MessageError>,
+    ) -> Result<(), MessageError> {
+        if ready.is_err() || !claimed {
+            if claimed {
+                self.book().release(kind, id);
+            }
+            self.wake_retrier();
+            return ready;
+        }
+        let record = self.book().get(kind, id).cloned();
+        match record {
+            Some(record) => self.run_attempt(record).await,
+            None => self.book().release(kind, id),
+        }
+        Ok(())
     }
 
     /// Makes the retrier look at the book again (a record was added or its time changed).

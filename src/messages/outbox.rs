@@ -209,6 +209,11 @@ impl Book {
         queued && self.in_flight.insert(key)
     }
 
+    /// Gives up a claim of [`Book::begin`] without an attempt: the retrier may take the record.
+    pub fn release(&mut self, kind: Kind, id: &str) {
+        self.in_flight.remove(&slot(kind, id));
+    }
+
     /// Records the outcome of an attempt claimed with [`Book::begin`]; returns whether it is
     /// worth saving now. A failure is not: after a restart every queued record is due at once
     /// anyway, and rewriting the book for each failed attempt would cost a write per record per
@@ -347,6 +352,16 @@ mod tests {
         assert_eq!(backoff.delay(1_000, 0.0), 60 * SECOND);
         assert_eq!(backoff.delay(1, 1.0), SECOND.mul_f64(1.25));
         assert_eq!(backoff.delay(7, 7.0), (60 * SECOND).mul_f64(1.25), "jitter is clamped");
+    }
+
+    #[test]
+    fn a_claimed_record_is_not_due_until_its_claim_is_released() {
+        let mut book = Book::default();
+        book.add(record(Kind::Ack, "1-a-0001", 1_000), 1_000).unwrap();
+        assert!(book.begin(Kind::Ack, "1-a-0001"), "the call that added it claims it");
+        assert!(book.due(5_000).0.is_empty(), "the retrier does not take a claimed record");
+        book.release(Kind::Ack, "1-a-0001");
+        assert_eq!(book.due(5_000).0.len(), 1, "released, it is the retrier's");
     }
 
     #[test]

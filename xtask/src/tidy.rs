@@ -11,7 +11,10 @@
 //!   `xtask/` (tests set keys through their support helper);
 //! - code of `src/` other than `main.rs` ends the process (`process::exit`): commands return
 //!   their exit code to `main`, the one exit path;
-//! - a Rust file does not start with its `//!` header.
+//! - a Rust file does not start with its `//!` header;
+//! - a route file (`src/daemon/routes/`) spells OpenAPI (`"summary"`, `"requestBody"`,
+//!   `"#/components/…"` as string literals outside its tests): the document is data, in
+//!   `src/daemon/openapi/<area>.json`.
 //!
 //! Comments and string contents are not code: prose may name anything. Items under
 //! `#[cfg(test)]` are skipped for the crate and module rules (a unit test may compare with
@@ -146,6 +149,9 @@ pub struct Rules {
 /// Where the `config.yaml` schema lives; the only place its key paths may be spelled.
 const CONFIG_OWNER: [&str; 2] = ["src/config.rs", "src/config/"];
 
+/// The route files: HTTP plumbing, their OpenAPI description lives in `src/daemon/openapi/`.
+const ROUTES: &str = "src/daemon/routes/";
+
 /// The one file of `src/` that may end the process: commands return their exit code to it.
 const EXIT_OWNER: &str = "src/main.rs";
 
@@ -209,6 +215,9 @@ impl Rules {
             self.check_edges(path, &code, &mut found);
             if path.starts_with("src/") && path != EXIT_OWNER {
                 check_exits(path, &code, &mut found);
+            }
+            if path.starts_with(ROUTES) {
+                check_openapi_prose(path, &code, &mut found);
             }
             if (path.starts_with("src/") || path.starts_with("xtask/")) && !owned_by(path, &CONFIG_OWNER) {
                 self.check_config_keys(path, &tokens, &mut found);
@@ -506,6 +515,22 @@ fn check_exits(path: &str, code: &[Token], found: &mut Vec<Violation>) {
                     message: format!("ends the process: return the exit code to `{EXIT_OWNER}`, the one exit path"),
                 });
             }
+        }
+    }
+}
+
+/// OpenAPI written in a route file: the keys only an OpenAPI description has, or a reference
+/// into its components.
+fn check_openapi_prose(path: &str, code: &[Token], found: &mut Vec<Violation>) {
+    for token in code {
+        let Tok::Str(text) = &token.tok else { continue };
+        if ["summary", "requestBody"].contains(&text.as_str()) || text.starts_with("#/components/") {
+            found.push(Violation {
+                file: path.into(),
+                line: token.line,
+                subject: "OpenAPI".into(),
+                message: format!("spells OpenAPI (`{text}`): describe the route in src/daemon/openapi/<area>.json"),
+            });
         }
     }
 }
@@ -826,6 +851,20 @@ mod tests {
                 ("src/peers/health.rs".into(), 3, "crate::resolve".into()),
             ]
         );
+    }
+
+    #[test]
+    fn route_files_hold_no_openapi() {
+        let found = check(&[
+            (
+                "src/daemon/routes/locks.rs",
+                "//! Locks.\nfn f() -> Value { json!({\"summary\": \"x\", \"schema\": {\"$ref\": \"#/components/schemas/Lock\"}}) }\n",
+            ),
+            ("src/daemon/routes/peers.rs", "//! Peers.\n/// The \"summary\".\nfn f() { let s = \"a summary\"; }\n#[cfg(test)]\nmod tests {\n    fn g() { doc[\"requestBody\"]; }\n}\n"),
+            ("src/daemon/openapi.rs", "//! The document.\nfn f() { json!({\"$ref\": \"#/components/responses/Busy\"}); }\n"),
+        ]);
+        // Both literals of line 2, reported once per line.
+        assert_eq!(subjects(&found), vec![("src/daemon/routes/locks.rs".into(), 2, "OpenAPI".into())]);
     }
 
     #[test]

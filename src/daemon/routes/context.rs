@@ -250,74 +250,15 @@ fn parse_fence(text: &str) -> Result<Fence, ApiError> {
     Ok(fence)
 }
 
-pub fn openapi() -> serde_json::Value {
-    let entry_ref = json!({"$ref": "#/components/schemas/ContextEntry"});
-    let ok = |schema: serde_json::Value, description: &str| json!({"200": {"description": description, "content": {"application/json": {"schema": schema}}}});
-    let error = json!({"$ref": "#/components/responses/Error"});
-    let key_param = json!({"name": "key", "in": "path", "required": true, "schema": {"type": "string", "minLength": 1},
-        "description": format!("1 to {} bytes once percent-decoded; may contain ':' and '/' (as %2F). A key named `watch` is read as `%77atch`.", store::MAX_KEY_BYTES)});
-    let prefix_param = json!({"name": "prefix", "in": "query", "required": false, "schema": {"type": "string"},
-        "description": "only keys that start with this (case-sensitive); absent or empty: all"});
-    let mut put_responses = ok(entry_ref.clone(), "the stored entry, once it is durable");
-    put_responses["409"] = error.clone();
-    put_responses["503"] = error.clone();
-    let mut get_responses = ok(entry_ref.clone(), "the entry");
-    get_responses["404"] = error.clone();
-    let mut delete_responses = ok(json!({"$ref": "#/components/schemas/ContextDeleted"}), "the key was deleted");
-    delete_responses["404"] = error.clone();
-    delete_responses["409"] = error.clone();
-    json!({
-        "paths": {
-            "/api/v1/context": {"get": {
-                "summary": "List live entries in insertion order", "tags": ["context"],
-                "parameters": [prefix_param.clone()],
-                "responses": ok(json!({"type": "object", "required": ["entries"], "properties": {"entries": {"type": "array", "items": entry_ref}}}), "the entries")}},
-            "/api/v1/context/watch": {"get": {
-                "summary": "Stream changes under a prefix as Server-Sent Events",
-                "description": "Events `put`, `delete` and `expire` (SSE `id` = revision, `data` = ContextChange), in revision order, each sent once durable; a comment every 10 s as heartbeat; an `overflow` event and the end of the stream if the client reads too slowly; the stream ends when the daemon stops. Changes before the request are not replayed: list first, then watch. This path shadows GET of a key named `watch` (read it as `/api/v1/context/%77atch`).",
-                "tags": ["context"], "parameters": [prefix_param],
-                "responses": {"200": {"description": "the event stream", "content": crate::daemon::openapi::event_stream(json!({"anyOf": [
-                    {"$ref": "#/components/schemas/ContextChange"},
-                    {"type": "object", "required": ["type", "message"], "properties": {"type": {"const": "overflow"}, "message": {"type": "string"}}}]}))}}}},
-            "/api/v1/context/{key}": {
-                "put": {
-                    "summary": "Create or replace an entry; acknowledged once durable", "tags": ["context"],
-                    "description": "400 code 9003 for a missing/empty value, a non-string value, a bad ttl or key; 400 code 5002 for a value over 1 MiB (bytes of UTF-8); 413 code 9006 for a body over 1 MiB + 64 KiB; 400 code 5003 when `context.maxEntries` (default 100,000; 1.0.21: 1000) live entries exist and the key is new; 409 code 6003 when ifFence names a grant that is not live; a PUT of an `inbox:` key whose value is an envelope of a message this node acknowledged already is answered 200 with revision 0 and not stored (a re-delivery); 409 code 5004 when ifRevision does not match (error.details.currentRevision); 503 code 5005 when the journal cannot be written.",
-                    "parameters": [key_param.clone(), {"name": "X-Loopsy-Node-Id", "in": "header", "required": false, "schema": {"type": "string", "maxLength": MAX_NODE_ID, "pattern": "^[ -~]*$"}, "description": "recorded as fromNodeId (default `local`); printable ASCII"}],
-                    "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ContextPut"}}}},
-                    "responses": put_responses},
-                "get": {
-                    "summary": "Read an entry", "tags": ["context"], "parameters": [key_param.clone()],
-                    "description": "404 code 5001 `Key '<key>' not found` when absent or expired.",
-                    "responses": get_responses},
-                "delete": {
-                    "summary": "Delete an entry", "tags": ["context"],
-                    "parameters": [key_param, {"name": "ifRevision", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 0}, "description": "delete only if the key is at this revision (409 code 5004 otherwise)"},
-                        {"name": "ifFence", "in": "query", "required": false, "schema": {"type": "string", "pattern": "^[A-Za-z0-9._:/@-]{1,128}:[0-9]{1,19}$"}, "description": "<lock>:<token>: delete only while that grant is live (409 code 6003 otherwise)"}],
-                    "responses": delete_responses}
-            }
-        },
-        "schemas": {
-            "ContextEntry": {"type": "object", "required": ["key", "value", "fromNodeId", "createdAt", "updatedAt", "revision"], "properties": {
-                "key": {"type": "string"}, "value": {"type": "string"},
-                "fromNodeId": {"type": "string", "description": "X-Loopsy-Node-Id of the writer, or `local`"},
-                "createdAt": {"type": "integer", "description": "ms since the epoch; kept across overwrites"},
-                "updatedAt": {"type": "integer", "description": "ms since the epoch of the last write"},
-                "ttl": {"type": "number", "description": "seconds, as sent; absent when the entry does not expire"},
-                "expiresAt": {"type": "integer", "description": "updatedAt + ttl * 1000; absent when the entry does not expire"},
-                "revision": {"type": "integer", "description": "store revision of the write that produced this entry (not in 1.0.21)"}}},
-            "ContextPut": {"type": "object", "required": ["value"], "properties": {
-                "value": {"type": "string", "minLength": 1, "description": "at most 1048576 bytes of UTF-8"},
-                "ttl": {"type": "number", "minimum": 0, "maximum": store::MAX_TTL_SECS, "description": "seconds until the entry expires; absent or 0: never"},
-                "ifRevision": {"type": "integer", "minimum": 0, "description": "write only if the key is at this revision; 0: only if it does not exist (not in 1.0.21)"},
-                "ifFence": {"$ref": "#/components/schemas/Fence", "description": "write only while this grant of a lock of this daemon is live: a holder whose lock passed to another cannot write stale data (409 code 6003, error.details.current); not in 1.0.21"}}},
-            "ContextDeleted": {"type": "object", "required": ["success", "key"], "properties": {
-                "success": {"const": true}, "key": {"type": "string"},
-                "revision": {"type": "integer", "description": "store revision of the delete"}}},
-            "ContextChange": {"type": "object", "required": ["type", "key", "revision"], "properties": {
-                "type": {"enum": ["put", "delete", "expire"]}, "key": {"type": "string"},
-                "revision": {"type": "integer", "description": "the change's revision; for expire, the expired entry's"},
-                "entry": {"$ref": "#/components/schemas/ContextEntry"}}}
-        }
-    })
+#[cfg(test)]
+mod tests {
+    use super::MAX_NODE_ID;
+
+    #[test]
+    fn the_documented_node_id_header_has_the_enforced_limit() {
+        let doc = crate::daemon::openapi::build();
+        let header = &doc["paths"]["/api/v1/context/{key}"]["put"]["parameters"][1];
+        assert_eq!(header["name"], "X-Loopsy-Node-Id");
+        assert_eq!(header["schema"]["maxLength"], MAX_NODE_ID);
+    }
 }

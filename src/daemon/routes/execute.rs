@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use serde_json::json;
 use smol::channel::Sender;
 use tide::http::Method;
 use tide::Request;
@@ -268,103 +267,4 @@ fn exit_event(outcome: &Outcome, job_id: &str, at: u64) -> StreamEvent {
         duration: Some(outcome.duration.as_millis() as u64),
         ..StreamEvent::text("exit", outcome.shell_code().to_string(), job_id, at)
     }
-}
-
-pub fn openapi() -> serde_json::Value {
-    let schema = |name: &str| json!({"$ref": format!("#/components/schemas/{name}")});
-    let json_body = |name: &str| json!({"required": true, "content": {"application/json": {"schema": schema(name)}}});
-    let ok = |name: &str, description: &str| json!({"200": {"description": description, "content": {"application/json": {"schema": schema(name)}}}});
-    let policy = "The deny/allow list (`execution.denylist`, `execution.allowlist`) is checked on the base name of every program the request would start: it sees through shells (`sh -c`, `bash -lc`, split at `;`, `&&`, `||`, `|`, newlines and command substitutions), wrappers (`env`, `nohup`, `sudo`, `xargs`, `timeout`, `nice`, `exec`, `command`, `busybox`, `find -exec`) and paths, and ignores case and `.exe`; an entry also covers its family (`mkfs` covers `mkfs.ext4`, `mke2fs` and `mkswap`; `shutdown` covers `poweroff`, `halt` and `systemctl poweroff`). It is a guard-rail against mistakes, not a sandbox: interpreters (`python -c`), script files and shell expansions get past it. Only an OS-level boundary (another user, a container) confines what a caller can run.";
-    let idempotency = "An `Idempotency-Key` header (1 to 255 visible ASCII characters, per caller) makes the request safe to send again: the same key and body name the same job (running or finished, while it is kept), never a second process; the same key with another body is 422 code 3007; a key whose job is no longer kept is 410 code 3008 (with `error.details.exitCode`), the command is not run again. Such a job survives its client: read it again with `GET /api/v1/execute/jobs/{jobId}/stream` (a job nobody reads for `execution.detachedTimeout` ms is stopped). Kept: `execution.keepFinished` finished jobs for `execution.finishedTtl` ms, `execution.keepOutputTotal` bytes of output in all, and of a streamed job the last `execution.keepOutputBytes`.";
-    let idempotency_header = json!({"name": "Idempotency-Key", "in": "header", "required": false, "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]+$"}, "description": "send the request again after a dropped connection without running the command twice"});
-    let semantics = "No shell is involved: `command` is the program, `args` its arguments. stdin is /dev/null; stdout and stderr are each capped at `execution.maxOutputBytes` (the rest is read and dropped, `truncated` reports it); `execution.defaultTimeout` applies without `timeout`, and `timeout` may not exceed `execution.maxTimeout`. The process inherits the daemon's environment without its `LOOPSY_*` variables and without any variable holding one of the daemon's keys; `env` is merged over that. On timeout or cancel the job's whole process group gets SIGTERM, then SIGKILL 2 s later. While `execution.maxConcurrent` jobs run (both endpoints count), a request waits in a first-come-first-served queue of at most `execution.maxQueued` requests (default 64) for at most `execution.queueTimeout` ms (default 30 s); past the queue, or after that wait, the answer is 429 code 3003 with `Retry-After` (1.0.21 answered 400 at once). Errors: 403 code 3001 (the deny/allow list refused it), 404 code 3004 (the program or `cwd` could not be used, e.g. not found), 429 code 3003 (too many jobs), 400 code 9003 (invalid body, a relative `cwd`, a `timeout` over `execution.maxTimeout`, loader variables such as LD_PRELOAD in `env`). 1.0.21 answered 3001 and 3004 with 400; its clients read only the code and message.";
-    json!({
-        "paths": {
-            "/api/v1/execute": {"post": {
-                "summary": "Run a program and wait for its result", "tags": ["execute"],
-                "description": format!("{semantics}\n\n{idempotency} A retried /execute whose job kept only part of its output (it was started by /execute/stream) is 410 code 3008.\n\n{policy}"),
-                "parameters": [idempotency_header.clone()],
-                "requestBody": json_body("ExecRequest"),
-                "responses": {
-                    "200": ok("ExecResult", "the program ended (any exit code, or a signal)")["200"].clone(),
-                    "403": {"$ref": "#/components/responses/Error"},
-                    "404": {"$ref": "#/components/responses/Error"},
-                    "410": {"$ref": "#/components/responses/Error"},
-                    "422": {"$ref": "#/components/responses/Error"},
-                    "429": crate::daemon::openapi::busy()}}},
-            "/api/v1/execute/stream": {"post": {
-                "summary": "Run a program and stream its output as Server-Sent Events", "tags": ["execute"],
-                "description": format!("Same body, checks and limits as /api/v1/execute; errors found before the start are JSON errors. Each event is `id: <seq>`, `data: <StreamEvent JSON>` and a blank line (events are numbered from 1 in the job, the exit last); `: ping` comments come after 10 s of quiet (0.5 s with an Idempotency-Key, announced in `X-Loopsy-Heartbeat`). The stream ends after the `exit` (or `error`) event. The job id is in the `X-Loopsy-Job-Id` header; the job is listed and cancellable while it runs. Without an Idempotency-Key, closing the connection kills its process group (as in 1.0.21); with one, the job runs on and its client reattaches.\n\n{idempotency} A retry may send `Last-Event-ID` to resume after that event.\n\n{policy}"),
-                "parameters": [idempotency_header, {"name": "Last-Event-ID", "in": "header", "required": false, "schema": {"type": "integer", "minimum": 0}, "description": "with an Idempotency-Key naming a job: the last event read; the stream resumes after it"}],
-                "requestBody": json_body("ExecRequest"),
-                "responses": {"200": {"description": "the event stream", "headers": {"X-Loopsy-Job-Id": {"schema": {"type": "string", "format": "uuid"}}, "X-Loopsy-Heartbeat": {"schema": {"type": "integer"}, "description": "milliseconds between heartbeats, with an Idempotency-Key"}},
-                    "content": crate::daemon::openapi::event_stream(schema("StreamEvent"))},
-                    "403": {"$ref": "#/components/responses/Error"},
-                    "404": {"$ref": "#/components/responses/Error"},
-                    "410": {"$ref": "#/components/responses/Error"},
-                    "422": {"$ref": "#/components/responses/Error"},
-                    "429": crate::daemon::openapi::busy()}}},
-            "/api/v1/execute/jobs/{jobId}/stream": {"get": {
-                "summary": "Reattach to a running or finished job's event stream, from an event number", "tags": ["execute"],
-                "description": "The events of a kept job from `from` on (default: after `Last-Event-ID`, else from 1), then live ones until the exit event; the same framing as /execute/stream, heartbeats every 0.5 s (`X-Loopsy-Heartbeat`). If the events asked for are no longer kept, a `gap` event comes first (`seq` = the first missing one, `missed` = how many). Only the caller that started the job, or this node's owner, may read it; anyone else, and an unknown or evicted job, get 404 code 3006. A bad `from` is 400.",
-                "parameters": [
-                    {"name": "jobId", "in": "path", "required": true, "schema": {"type": "string"}},
-                    {"name": "from", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 0}, "description": "the first event number wanted (1 = the beginning)"},
-                    {"name": "Last-Event-ID", "in": "header", "required": false, "schema": {"type": "integer", "minimum": 0}, "description": "the last event read (without `from`)"}],
-                "responses": {
-                    "200": {"description": "the event stream", "headers": {"X-Loopsy-Job-Id": {"schema": {"type": "string"}}, "X-Loopsy-Heartbeat": {"schema": {"type": "integer"}}},
-                        "content": crate::daemon::openapi::event_stream(schema("StreamEvent"))},
-                    "400": {"$ref": "#/components/responses/Error"}, "404": {"$ref": "#/components/responses/Error"}}}},
-            "/api/v1/execute/jobs": {"get": {
-                "summary": "Running jobs of both endpoints", "tags": ["execute"],
-                "description": "A peer sees the jobs it started; this node's owner sees all.",
-                "responses": ok("JobList", "the running jobs, oldest first")}},
-            "/api/v1/execute/{jobId}": {"delete": {
-                "summary": "Cancel a running job: SIGTERM to its process group, SIGKILL after 2 s", "tags": ["execute"],
-                "description": "Answers at once; the job's own request then ends with `killed: true` (`cancelled: true`). Only the caller that started the job, or this node's owner, may cancel it; an unknown id, and another caller's job, get 404 code 3006.",
-                "parameters": [{"name": "jobId", "in": "path", "required": true, "schema": {"type": "string"}}],
-                "responses": {
-                    "200": {"description": "the job was asked to stop", "content": {"application/json": {"schema": schema("CancelResult")}}},
-                    "404": {"$ref": "#/components/responses/Error"}}}}
-        },
-        "schemas": {
-            "ExecRequest": {"type": "object", "required": ["command"], "properties": {
-                "command": {"type": "string", "pattern": "^[^\\u0000]+$", "description": "program name (looked up on PATH) or path; no NUL"},
-                "args": {"type": "array", "items": {"type": "string", "pattern": "^[^\\u0000]*$"}},
-                "cwd": {"type": "string", "pattern": "^/[^\\u0000]*$", "description": "working directory: an absolute path that exists (404 code 3004 otherwise)"},
-                "env": {"type": "object", "additionalProperties": {"type": "string", "pattern": "^[^\\u0000]*$"},
-                    "propertyNames": {"pattern": "^[^=\\u0000]+$", "not": {"pattern": "^(LD_|DYLD_)"}},
-                    "description": "merged over the daemon's environment; names without '=' or NUL; LD_* and DYLD_* are refused"},
-                "timeout": {"type": "number", "exclusiveMinimum": 0, "maximum": 3600000, "description": "milliseconds; default execution.defaultTimeout, at most execution.maxTimeout (3600000 unless configured otherwise)"},
-                "stream": {"type": "boolean", "description": "ignored (1.0.21 compatibility)"}}},
-            "ExecResult": {"type": "object", "required": ["jobId", "exitCode", "stdout", "stderr", "duration", "killed"], "properties": {
-                "jobId": {"type": "string", "format": "uuid"},
-                "exitCode": {"type": ["integer", "null"], "description": "null when a signal ended the process"},
-                "stdout": {"type": "string"}, "stderr": {"type": "string"},
-                "duration": {"type": "integer", "description": "milliseconds"},
-                "killed": {"type": "boolean", "description": "ended by a signal"},
-                "signal": {"type": ["string", "null"], "examples": ["SIGTERM"]},
-                "timedOut": {"type": "boolean"}, "cancelled": {"type": "boolean"},
-                "truncated": {"type": "boolean", "description": "stdout or stderr exceeded execution.maxOutputBytes"},
-                "stdoutTruncated": {"type": "boolean"}, "stderrTruncated": {"type": "boolean"}}},
-            "StreamEvent": {"type": "object", "required": ["type", "data", "jobId", "timestamp"], "properties": {
-                "type": {"enum": ["stdout", "stderr", "exit", "error", "gap"], "description": "gap: on a reattach, events no longer kept"},
-                "seq": {"type": "integer", "minimum": 1, "description": "the event's number in the job (also its SSE id); for gap, the first missing one"},
-                "missed": {"type": "integer", "description": "gap only: how many events are missing"},
-                "cancelled": {"type": "boolean", "description": "exit only: stopped by DELETE"},
-                "data": {"type": "string", "description": "output text; for exit the exit code as a string, 128+N after signal N"},
-                "jobId": {"type": "string", "format": "uuid"}, "timestamp": {"type": "integer", "description": "Unix milliseconds"},
-                "exitCode": {"type": ["integer", "null"], "description": "exit only"}, "signal": {"type": ["string", "null"], "description": "exit only"},
-                "killed": {"type": "boolean"}, "timedOut": {"type": "boolean"}, "truncated": {"type": "boolean"}, "duration": {"type": "integer"}}},
-            "JobList": {"type": "object", "required": ["jobs"], "properties": {
-                "queued": {"type": "integer", "description": "requests waiting for a place under execution.maxConcurrent (not in 1.0.21)"},
-                "jobs": {"type": "array", "items": {"type": "object",
-                "required": ["jobId", "command", "args", "startedAt", "fromNodeId", "pid"], "properties": {
-                "jobId": {"type": "string"}, "command": {"type": "string"}, "args": {"type": "array", "items": {"type": "string"}},
-                "startedAt": {"type": "integer"}, "fromNodeId": {"type": "string", "description": "X-Loopsy-Node-Id of the caller, else unknown"},
-                "pid": {"type": "integer"}, "streamed": {"type": "boolean"}}}}}},
-            "CancelResult": {"type": "object", "required": ["success", "jobId"], "properties": {
-                "success": {"const": true}, "jobId": {"type": "string"}}}
-        }
-    })
 }

@@ -125,24 +125,6 @@ pub fn table() -> Vec<RouteSpec> {
     mount.specs
 }
 
-/// The OpenAPI paths and schemas contributed by each area.
-pub fn openapi_parts() -> Vec<serde_json::Value> {
-    vec![
-        system::openapi(),
-        pairing::openapi(),
-        peers::openapi(),
-        execute::openapi(),
-        context::openapi(),
-        transfer::openapi(),
-        tasks::openapi(),
-        approvals::openapi(),
-        dashboard::openapi(),
-        messages::openapi(),
-        locks::openapi(),
-        terminals::openapi(),
-    ]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

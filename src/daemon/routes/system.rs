@@ -1,6 +1,5 @@
 //! `/health`, `/identity`, `/status` and `/openapi.json`: what a node says about itself.
 
-use serde_json::json;
 use tide::http::Method;
 use tide::{Request, Response};
 
@@ -71,42 +70,4 @@ async fn get_openapi(_req: Request<State>) -> tide::Result {
 /// A 200 with `value` as its JSON body.
 pub fn json_response(value: &impl serde::Serialize) -> tide::Result {
     Ok(Response::builder(200).body(tide::Body::from_json(value)?).build())
-}
-
-pub fn openapi() -> serde_json::Value {
-    let ok = |schema: &str, description: &str| json!({"200": {"description": description, "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}}});
-    json!({
-        "paths": {
-            "/api/v1/health": {"get": {
-                "summary": "Liveness probe; needs no key", "security": [], "tags": ["system"],
-                "responses": ok("Health", "the daemon is up")}},
-            "/api/v1/identity": {"get": {
-                "summary": "Who this node is", "tags": ["system"],
-                "responses": ok("Identity", "this node's identity")}},
-            "/api/v1/status": {"get": {
-                "summary": "Identity plus counts of peers, jobs and context entries", "tags": ["system"],
-                "responses": ok("Status", "this node's status")}},
-            "/api/v1/openapi.json": {"get": {
-                "summary": "This document", "security": [], "tags": ["system"],
-                "responses": {"200": {"description": "the OpenAPI document", "content": {"application/json": {"schema": {"type": "object"}}}}}}}
-        },
-        "schemas": {
-            "Health": {"type": "object", "required": ["status", "nodeId", "uptime", "version"], "properties": {
-                "status": {"const": "ok"}, "nodeId": {"type": "string", "format": "uuid"},
-                "uptime": {"type": "integer", "description": "milliseconds since start"},
-                "version": {"type": "string", "description": "protocol version, 1.0.21"}}},
-            "Identity": {"type": "object", "required": ["nodeId", "hostname", "platform", "version", "port", "capabilities"], "properties": {
-                "nodeId": {"type": "string", "format": "uuid", "description": "stable across restarts"},
-                "hostname": {"type": "string"}, "platform": {"type": "string", "examples": ["linux", "darwin", "win32"]},
-                "version": {"type": "string"}, "port": {"type": "integer"},
-                "capabilities": {"type": "array", "items": {"type": "string"}},
-                "implementation": {"type": "string", "examples": ["loopsy-rs/1.1.0"]}}},
-            "Status": {"type": "object", "required": ["nodeId", "hostname", "platform", "version", "uptime", "peers", "jobs", "context"], "properties": {
-                "nodeId": {"type": "string"}, "hostname": {"type": "string"}, "platform": {"type": "string"},
-                "version": {"type": "string"}, "uptime": {"type": "integer"}, "implementation": {"type": "string"},
-                "peers": {"type": "object", "properties": {"total": {"type": "integer"}, "online": {"type": "integer"}, "offline": {"type": "integer"}}},
-                "jobs": {"type": "object", "properties": {"active": {"type": "integer"}, "total": {"type": "integer"}}},
-                "context": {"type": "object", "properties": {"entries": {"type": "integer"}}}}}
-        }
-    })
 }
