@@ -17,7 +17,7 @@ use crate::paths::Paths;
 
 /// The daemon's keys, read when asked. A cheap-clone handle.
 #[derive(Clone)]
-pub struct Secrets {
+pub(crate) struct Secrets {
     paths: Option<Arc<Paths>>,
     /// The keys at start: still secret after a rotation, and the answer when `config.yaml`
     /// cannot be read.
@@ -29,17 +29,12 @@ pub struct Secrets {
 }
 
 impl Secrets {
-    pub fn new(paths: Arc<Paths>, config: &Config) -> Secrets {
+    pub(crate) fn new(paths: Arc<Paths>, config: &Config) -> Secrets {
         Secrets { paths: Some(paths), at_start: Arc::new(keys_of(config)), read: Arc::default() }
     }
 
-    /// A fixed set of keys (no config file behind it).
-    pub fn fixed(keys: Vec<String>) -> Secrets {
-        Secrets { paths: None, at_start: Arc::new(keys), read: Arc::default() }
-    }
-
     /// Every key this daemon holds now, and every key it held at start.
-    pub fn current(&self) -> Vec<String> {
+    pub(crate) fn current(&self) -> Vec<String> {
         let mut keys = self.at_start.as_ref().clone();
         if let Some(paths) = &self.paths {
             keys.extend(self.keys_in_config(paths));
@@ -79,12 +74,15 @@ fn keys_of(config: &Config) -> Vec<String> {
 }
 
 /// Whether the daemon keeps variable `name` = `value` to itself.
-pub fn is_daemons_own(name: &str, value: &str, secrets: &[String]) -> bool {
+pub(crate) fn is_daemons_own(name: &str, value: &str, secrets: &[String]) -> bool {
     name.starts_with("LOOPSY_") || secrets.iter().any(|secret| !secret.is_empty() && value.contains(secret.as_str()))
 }
 
 /// `vars` (the daemon's environment) without what [`is_daemons_own`] keeps back.
-pub fn inherited(vars: impl IntoIterator<Item = (String, String)>, secrets: &[String]) -> BTreeMap<String, String> {
+pub(crate) fn inherited(
+    vars: impl IntoIterator<Item = (String, String)>,
+    secrets: &[String],
+) -> BTreeMap<String, String> {
     vars.into_iter().filter(|(name, value)| !is_daemons_own(name, value, secrets)).collect()
 }
 

@@ -29,8 +29,10 @@ use simple_dns::{Name, Packet, PacketFlag, Question, ResourceRecord, CLASS, TYPE
 use simple_mdns::sync_discovery::ServiceDiscovery;
 use simple_mdns::{InstanceInformation, NetworkScope};
 
-pub use crate::netif::{ipv4_interfaces, LocalNet};
-pub use browse::SERVICE;
+pub(crate) use crate::netif::ipv4_interfaces;
+#[cfg(test)]
+pub(crate) use crate::netif::LocalNet;
+pub(crate) use browse::SERVICE;
 use browse::{Browser, Event, Query};
 
 use crate::peers::health::{Nudge, Nudger};
@@ -45,7 +47,7 @@ const POLL: Duration = Duration::from_millis(200);
 
 /// What this node advertises.
 #[derive(Debug, Clone)]
-pub struct Advert {
+pub(crate) struct Advert {
     pub node_id: String,
     pub hostname: String,
     pub port: u16,
@@ -55,7 +57,7 @@ pub struct Advert {
 impl Advert {
     /// The node's advert for a listener bound to `bound`: a specific IPv4 address, or every
     /// non-loopback IPv4 address when bound to 0.0.0.0.
-    pub fn for_listener(node_id: &str, hostname: &str, bound: SocketAddr) -> anyhow::Result<Advert> {
+    pub(crate) fn for_listener(node_id: &str, hostname: &str, bound: SocketAddr) -> anyhow::Result<Advert> {
         let addresses = match bound.ip() {
             IpAddr::V4(ip) if ip.is_loopback() => bail!("the daemon listens on loopback only; nobody could reach it"),
             IpAddr::V4(ip) if !ip.is_unspecified() => vec![ip],
@@ -68,20 +70,20 @@ impl Advert {
     }
 
     /// `loopsy-<first 8 characters of the node id>`.
-    pub fn instance(&self) -> String {
+    pub(crate) fn instance(&self) -> String {
         format!("loopsy-{}", &self.node_id[..8.min(self.node_id.len())])
     }
 }
 
 /// The running discovery; [`Discovery::stop`] says goodbye.
-pub struct Discovery {
+pub(crate) struct Discovery {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Discovery {
     /// Starts advertising and browsing; discoveries go to the health checker through `nudger`.
-    pub fn start(advert: Advert, nudger: Nudger) -> anyhow::Result<Discovery> {
+    pub(crate) fn start(advert: Advert, nudger: Nudger) -> anyhow::Result<Discovery> {
         let mut info = InstanceInformation::new(advert.instance()).with_port(advert.port);
         for address in &advert.addresses {
             info = info.with_ip_address(IpAddr::V4(*address));
@@ -103,7 +105,7 @@ impl Discovery {
     }
 
     /// Says goodbye and stops browsing.
-    pub fn stop(mut self) {
+    pub(crate) fn stop(mut self) {
         self.stop.store(true, Ordering::SeqCst);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
@@ -113,7 +115,7 @@ impl Discovery {
 
 /// Whether the mDNS port can be bound, shared with other responders (`loopsy doctor` asks
 /// while no daemon holds it): binds it and lets go.
-pub fn can_share_mdns_port() -> std::io::Result<()> {
+pub(crate) fn can_share_mdns_port() -> std::io::Result<()> {
     shared_mdns_socket().map(drop)
 }
 

@@ -19,7 +19,7 @@ const EXPIRY_WARNING_DAYS: i64 = 30;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Level {
+pub(crate) enum Level {
     Ok,
     Warn,
     Fail,
@@ -27,7 +27,7 @@ pub enum Level {
 
 /// The outcome of one check.
 #[derive(Debug, Clone, Serialize)]
-pub struct Check {
+pub(crate) struct Check {
     pub name: String,
     pub status: Level,
     pub message: String,
@@ -50,7 +50,7 @@ impl Check {
 }
 
 /// Runs every check for the data directory `paths`; `now_ms` is the current time.
-pub fn run(paths: &Paths, now_ms: u64) -> Vec<Check> {
+pub(crate) fn run(paths: &Paths, now_ms: u64) -> Vec<Check> {
     let (config_check, config) = check_config(paths);
     let mut checks = vec![config_check, check_permissions(paths), check_daemon(paths, config.as_ref())];
     match &config {
@@ -284,7 +284,7 @@ fn check_certificate(paths: &Paths, config: &Config, now_ms: u64) -> Check {
 }
 
 /// Whether a certificate valid over `validity` is fine at `now_ms`, and a phrase saying why.
-pub fn judge_validity(validity: crate::x509::Validity, now_ms: u64) -> (Level, String) {
+pub(crate) fn judge_validity(validity: crate::x509::Validity, now_ms: u64) -> (Level, String) {
     let now = (now_ms / 1000) as i64;
     let date = |secs: i64| crate::clock::iso8601(secs.max(0) as u64 * 1000)[..10].to_string();
     let days_left = (validity.not_after - now).div_euclid(86_400);

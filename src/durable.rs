@@ -11,7 +11,7 @@ use anyhow::Context;
 
 /// Who may read the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
+pub(crate) enum Mode {
     /// Readable only by the owner (0600): config, keys, anything with a secret in it.
     Secret,
     /// Default permissions (0644 before the umask).
@@ -19,7 +19,7 @@ pub enum Mode {
 }
 
 /// Atomically replaces `path` with `bytes`.
-pub fn write(path: &Path, bytes: &[u8], mode: Mode) -> anyhow::Result<()> {
+pub(crate) fn write(path: &Path, bytes: &[u8], mode: Mode) -> anyhow::Result<()> {
     let dir = path.parent().context("a file path has a parent directory")?;
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let file_name = path.file_name().context("a file path has a name")?.to_string_lossy();
@@ -52,7 +52,7 @@ fn write_temp(temp: &Path, bytes: &[u8], mode: Mode) -> anyhow::Result<()> {
 }
 
 /// Makes a rename or a new file in `dir` durable. Best effort: some file systems refuse it.
-pub fn sync_dir(dir: &Path) {
+pub(crate) fn sync_dir(dir: &Path) {
     #[cfg(unix)]
     if let Ok(handle) = File::open(dir) {
         let _ = handle.sync_all();
@@ -66,7 +66,7 @@ pub fn sync_dir(dir: &Path) {
 /// A directory that already exists and holds something keeps its mode: it may be the user's
 /// own (`--home ~/project`), and loopsy never changes what is not its own. The files loopsy puts
 /// there that hold secrets are 0600 by themselves. An empty one is made private, as if created.
-pub fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+pub(crate) fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
     let existed_with_content = match fs::read_dir(dir) {
         Ok(mut entries) => entries.next().is_some(),
         Err(_) => false,

@@ -12,20 +12,20 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 /// Changes a live subscriber may lag behind before it is dropped.
-pub const BACKLOG: usize = 256;
+pub(crate) const BACKLOG: usize = 256;
 
 /// One change, with its JSON rendered once.
 #[derive(Debug)]
-pub struct Change<T> {
+pub(crate) struct Change<T> {
     pub seq: u64,
     pub tag: T,
     pub json: String,
 }
 
-pub type Subscriber<T> = smol::channel::Receiver<Arc<Change<T>>>;
+pub(crate) type Subscriber<T> = smol::channel::Receiver<Arc<Change<T>>>;
 
 #[derive(Debug)]
-pub struct Feed<T> {
+pub(crate) struct Feed<T> {
     epoch: String,
     next_seq: u64,
     buffer: VecDeque<Arc<Change<T>>>,
@@ -36,7 +36,7 @@ pub struct Feed<T> {
 }
 
 impl<T> Feed<T> {
-    pub fn new(max_items: usize, max_bytes: usize) -> Feed<T> {
+    pub(crate) fn new(max_items: usize, max_bytes: usize) -> Feed<T> {
         Feed {
             epoch: crate::random::hex(8),
             next_seq: 1,
@@ -49,22 +49,22 @@ impl<T> Feed<T> {
     }
 
     /// What makes this log's ids differ from another process's.
-    pub fn epoch(&self) -> &str {
+    pub(crate) fn epoch(&self) -> &str {
         &self.epoch
     }
 
     /// The sequence number of the latest change (0: none yet).
-    pub fn last_seq(&self) -> u64 {
+    pub(crate) fn last_seq(&self) -> u64 {
         self.next_seq - 1
     }
 
     /// The SSE id of change `seq`.
-    pub fn id(&self, seq: u64) -> String {
+    pub(crate) fn id(&self, seq: u64) -> String {
         format!("{}.{seq}", self.epoch)
     }
 
     /// Numbers, stores and delivers one change; returns its sequence number.
-    pub fn push(&mut self, tag: T, json: String) -> u64 {
+    pub(crate) fn push(&mut self, tag: T, json: String) -> u64 {
         let seq = self.next_seq;
         self.next_seq += 1;
         let change = Arc::new(Change { seq, tag, json });
@@ -80,7 +80,7 @@ impl<T> Feed<T> {
 
     /// The changes after `last_event_id`, or `None` when it cannot be resumed: malformed, of
     /// another epoch, in the future, or older than the buffer.
-    pub fn resume(&self, last_event_id: &str) -> Option<Vec<Arc<Change<T>>>> {
+    pub(crate) fn resume(&self, last_event_id: &str) -> Option<Vec<Arc<Change<T>>>> {
         let (epoch, seq) = last_event_id.trim().split_once('.')?;
         let seq: u64 = seq.parse().ok()?;
         if epoch != self.epoch || seq > self.last_seq() {
@@ -95,7 +95,7 @@ impl<T> Feed<T> {
 
     /// A live subscription from the next change on. Take it under the same lock as the replay
     /// or snapshot, so no change falls in between.
-    pub fn subscribe(&mut self) -> Subscriber<T> {
+    pub(crate) fn subscribe(&mut self) -> Subscriber<T> {
         let (sender, receiver) = smol::channel::bounded(BACKLOG);
         self.subscribers.retain(|s| !s.is_closed());
         self.subscribers.push(sender);
@@ -103,22 +103,19 @@ impl<T> Feed<T> {
     }
 
     /// Whether someone still reads the changes.
-    pub fn has_subscribers(&mut self) -> bool {
+    pub(crate) fn has_subscribers(&mut self) -> bool {
         self.subscribers.retain(|s| !s.is_closed());
         !self.subscribers.is_empty()
     }
 
     /// Ends every subscription (the daemon is stopping).
-    pub fn close(&mut self) {
+    pub(crate) fn close(&mut self) {
         self.subscribers.clear();
     }
 
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.buffer.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.buffer.is_empty()
     }
 }
 

@@ -12,19 +12,19 @@ use crate::durable;
 use crate::paths::Paths;
 
 /// The protocol version spoken on the wire, the one 1.0.21 peers compare against.
-pub const PROTOCOL_VERSION: &str = "1.0.21";
+pub(crate) const PROTOCOL_VERSION: &str = "1.0.21";
 /// This implementation and its version, reported beside the protocol version.
-pub const IMPLEMENTATION: &str = concat!("loopsy-rs/", env!("CARGO_PKG_VERSION"));
+pub(crate) const IMPLEMENTATION: &str = concat!("loopsy-rs/", env!("CARGO_PKG_VERSION"));
 /// The capabilities 1.0.21 advertises, in its order.
-pub const CAPABILITIES: [&str; 4] = ["execute", "transfer", "context", "ai-tasks"];
+pub(crate) const CAPABILITIES: [&str; 4] = ["execute", "transfer", "context", "ai-tasks"];
 
 /// A node's stable identity: a UUID v4 string.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct NodeId(String);
+pub(crate) struct NodeId(String);
 
 impl NodeId {
     /// Reads the persisted id, creating it on first use.
-    pub fn load_or_create(paths: &Paths) -> anyhow::Result<NodeId> {
+    pub(crate) fn load_or_create(paths: &Paths) -> anyhow::Result<NodeId> {
         let file = paths.node_id_file();
         match std::fs::read_to_string(&file) {
             Ok(text) => {
@@ -41,7 +41,7 @@ impl NodeId {
         }
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
 }
@@ -61,7 +61,7 @@ fn is_uuid(s: &str) -> bool {
 }
 
 /// The operating system's host name.
-pub fn os_hostname() -> String {
+pub(crate) fn os_hostname() -> String {
     #[cfg(unix)]
     {
         let mut buf = [0u8; 256];
@@ -79,7 +79,7 @@ pub fn os_hostname() -> String {
 }
 
 /// The platform name as 1.0.21 (Node's `process.platform`) reports it.
-pub fn platform() -> &'static str {
+pub(crate) fn platform() -> &'static str {
     match std::env::consts::OS {
         "macos" => "darwin",
         "windows" => "win32",

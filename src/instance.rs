@@ -17,7 +17,7 @@ use crate::paths::Paths;
 
 /// An exclusive advisory lock on a file, released on drop or when the process exits.
 #[derive(Debug)]
-pub struct FileLock {
+pub(crate) struct FileLock {
     // Invariant: never duplicated or reopened in this process, since closing any descriptor of
     // the file would release an fcntl lock.
     _file: File,
@@ -25,14 +25,14 @@ pub struct FileLock {
 
 impl FileLock {
     /// Waits until the lock is ours.
-    pub fn exclusive(path: &Path) -> anyhow::Result<FileLock> {
+    pub(crate) fn exclusive(path: &Path) -> anyhow::Result<FileLock> {
         let file = open_lock_file(path)?;
         set_lock(&file, true).with_context(|| format!("locking {}", path.display()))?;
         Ok(FileLock { _file: file })
     }
 
     /// Takes the lock if nobody holds it.
-    pub fn try_exclusive(path: &Path) -> anyhow::Result<Option<FileLock>> {
+    pub(crate) fn try_exclusive(path: &Path) -> anyhow::Result<Option<FileLock>> {
         let file = open_lock_file(path)?;
         match set_lock(&file, false) {
             Ok(()) => Ok(Some(FileLock { _file: file })),
@@ -80,7 +80,7 @@ fn set_lock(file: &File, wait: bool) -> std::io::Result<()> {
 }
 
 /// The PID of the process holding the lock on `path`, if another process holds it.
-pub fn lock_holder(path: &Path) -> anyhow::Result<Option<u32>> {
+pub(crate) fn lock_holder(path: &Path) -> anyhow::Result<Option<u32>> {
     use std::os::fd::AsRawFd;
     let file = match OpenOptions::new().read(true).write(true).open(path) {
         Ok(file) => file,
@@ -98,7 +98,7 @@ pub fn lock_holder(path: &Path) -> anyhow::Result<Option<u32>> {
 /// What the running daemon wrote about itself once it was ready (`daemon.json`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct RuntimeInfo {
+pub(crate) struct RuntimeInfo {
     pub pid: u32,
     /// Base URL for local clients, e.g. `http://127.0.0.1:19532`.
     pub url: String,
@@ -112,13 +112,13 @@ pub struct RuntimeInfo {
 }
 
 impl RuntimeInfo {
-    pub fn write(&self, paths: &Paths) -> anyhow::Result<()> {
+    pub(crate) fn write(&self, paths: &Paths) -> anyhow::Result<()> {
         let json = serde_json::to_vec_pretty(self).expect("runtime info serialises");
         durable::write(&paths.runtime_file(), &json, durable::Mode::Public)?;
         durable::write(&paths.pid_file(), self.pid.to_string().as_bytes(), durable::Mode::Public)
     }
 
-    pub fn remove(paths: &Paths) {
+    pub(crate) fn remove(paths: &Paths) {
         let _ = std::fs::remove_file(paths.runtime_file());
         let _ = std::fs::remove_file(paths.pid_file());
     }
@@ -126,7 +126,7 @@ impl RuntimeInfo {
 
 /// The daemon of a data directory as seen from outside.
 #[derive(Debug, Clone)]
-pub enum Daemon {
+pub(crate) enum Daemon {
     NotRunning,
     /// Holds the lock but has not written its runtime file yet.
     Starting {
@@ -136,7 +136,7 @@ pub enum Daemon {
 }
 
 /// Asks the kernel whether a daemon runs for `paths`, and reads where it listens.
-pub fn probe(paths: &Paths) -> anyhow::Result<Daemon> {
+pub(crate) fn probe(paths: &Paths) -> anyhow::Result<Daemon> {
     let Some(pid) = lock_holder(&paths.lock_file())? else {
         return Ok(Daemon::NotRunning);
     };
@@ -152,13 +152,13 @@ pub fn probe(paths: &Paths) -> anyhow::Result<Daemon> {
 
 /// The outcome of [`signal`].
 #[derive(Debug, PartialEq, Eq)]
-pub enum Signalled {
+pub(crate) enum Signalled {
     Sent { pid: u32 },
     NotRunning,
 }
 
 /// Sends `signal` to the daemon of `paths`, and only to it.
-pub fn signal(paths: &Paths, signal: libc::c_int) -> anyhow::Result<Signalled> {
+pub(crate) fn signal(paths: &Paths, signal: libc::c_int) -> anyhow::Result<Signalled> {
     let lock = paths.lock_file();
     let Some(pid) = lock_holder(&lock)? else { return Ok(Signalled::NotRunning) };
     send_to_lock_holder(&lock, pid, signal)
@@ -208,7 +208,7 @@ fn send_to_lock_holder(lock: &Path, pid: u32, signal: libc::c_int) -> anyhow::Re
 
 /// Sends SIGTERM to the daemon of `paths` and waits until it released its lock; returns its
 /// PID, or `None` if none was running (files left by a daemon that died are removed then).
-pub fn terminate(paths: &Paths, timeout: std::time::Duration) -> anyhow::Result<Option<u32>> {
+pub(crate) fn terminate(paths: &Paths, timeout: std::time::Duration) -> anyhow::Result<Option<u32>> {
     let pid = match signal(paths, libc::SIGTERM)? {
         Signalled::Sent { pid } => pid,
         Signalled::NotRunning => {

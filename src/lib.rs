@@ -2,43 +2,45 @@
 //!
 //! One binary with several faces: the CLI ([`cli`]), the daemon with its REST API ([`daemon`]),
 //! and the client every face uses to talk to daemons ([`peer`]). See ARCHITECTURE.md.
+// Items are `pub(crate)` unless a test or main.rs needs them (issue 15): the compiler says so.
+#![warn(unreachable_pub)]
 
-pub mod approvals;
-pub mod child_env;
+pub(crate) mod approvals;
+pub(crate) mod child_env;
 pub mod cli;
 pub mod clock;
-pub mod config;
-pub mod daemon;
-pub mod dashboard;
-pub mod discovery;
-pub mod doctor;
-pub mod durable;
-pub mod exec;
-pub mod feed;
+pub(crate) mod config;
+pub(crate) mod daemon;
+pub(crate) mod dashboard;
+pub(crate) mod discovery;
+pub(crate) mod doctor;
+pub(crate) mod durable;
+pub(crate) mod exec;
+pub(crate) mod feed;
 #[cfg(test)]
 mod fuzz;
-pub mod identity;
-pub mod instance;
-pub mod locks;
-pub mod logger;
-pub mod mcp;
-pub mod messages;
-pub mod netif;
+pub(crate) mod identity;
+pub(crate) mod instance;
+pub(crate) mod locks;
+pub(crate) mod logger;
+pub(crate) mod mcp;
+pub(crate) mod messages;
+pub(crate) mod netif;
 pub mod pairing;
 pub mod paths;
 pub mod peer;
-pub mod peers;
-pub mod percent;
-pub mod process;
-pub mod random;
+pub(crate) mod peers;
+pub(crate) mod percent;
+pub(crate) mod process;
+pub(crate) mod random;
 pub(crate) mod resolve;
-pub mod service;
-pub mod sessions;
-pub mod shutdown;
-pub mod store;
-pub mod system;
-pub mod tasks;
-pub mod terminal;
+pub(crate) mod service;
+pub(crate) mod sessions;
+pub(crate) mod shutdown;
+pub(crate) mod store;
+pub(crate) mod system;
+pub(crate) mod tasks;
+pub(crate) mod terminal;
 pub mod tls;
-pub mod transfer;
-pub mod x509;
+pub(crate) mod transfer;
+pub(crate) mod x509;

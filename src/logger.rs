@@ -36,7 +36,7 @@ fn write_line(out: &mut impl Write, line: &str) {
 }
 
 /// Installs the logger once; later calls are ignored.
-pub fn init(level: LevelFilter) {
+pub(crate) fn init(level: LevelFilter) {
     if log::set_boxed_logger(Box::new(Stderr { level })).is_ok() {
         log::set_max_level(level);
     }

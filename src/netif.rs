@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr};
 const BACKLOG: i32 = 4096;
 
 /// The daemon's listening socket, as std would make it but with a deeper backlog.
-pub fn listen(address: std::net::SocketAddr) -> std::io::Result<async_net::TcpListener> {
+pub(crate) fn listen(address: std::net::SocketAddr) -> std::io::Result<async_net::TcpListener> {
     let socket = socket2::Socket::new(socket2::Domain::for_address(address), socket2::Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
     socket.bind(&address.into())?;
@@ -18,7 +18,7 @@ pub fn listen(address: std::net::SocketAddr) -> std::io::Result<async_net::TcpLi
 
 /// One IPv4 address of an interface that is up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LocalNet {
+pub(crate) struct LocalNet {
     pub addr: Ipv4Addr,
     pub mask: Ipv4Addr,
     pub loopback: bool,
@@ -26,7 +26,7 @@ pub struct LocalNet {
 
 impl LocalNet {
     /// Whether `ip` is on this interface's subnet.
-    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+    pub(crate) fn contains(&self, ip: Ipv4Addr) -> bool {
         let mask = u32::from(self.mask);
         u32::from(self.addr) & mask == u32::from(ip) & mask
     }
@@ -40,7 +40,7 @@ struct Address {
 }
 
 /// The IPv4 addresses of every interface that is up (loopback included, marked).
-pub fn ipv4_interfaces() -> Vec<LocalNet> {
+pub(crate) fn ipv4_interfaces() -> Vec<LocalNet> {
     addresses()
         .into_iter()
         .filter_map(|a| match a.ip {
@@ -53,7 +53,7 @@ pub fn ipv4_interfaces() -> Vec<LocalNet> {
 }
 
 /// The addresses of the interfaces that are up, loopback excluded, IPv4 first.
-pub fn local_addresses() -> Vec<IpAddr> {
+pub(crate) fn local_addresses() -> Vec<IpAddr> {
     let mut ips: Vec<IpAddr> = addresses().into_iter().filter(|a| !a.loopback).map(|a| a.ip).collect();
     ips.sort_by_key(|ip| (ip.is_ipv6(), *ip));
     ips.dedup();

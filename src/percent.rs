@@ -3,13 +3,13 @@
 
 /// Percent-encodes everything but the unreserved characters (`A-Z a-z 0-9 - . _ ~`), so `:`,
 /// `/` and `%` travel inside one path segment or query value, as 1.0.21 expects.
-pub fn encode(text: &str) -> String {
+pub(crate) fn encode(text: &str) -> String {
     encode_keeping(text, b"-._~")
 }
 
 /// Percent-encodes everything but ASCII letters, digits and the bytes of `keep` (for example
 /// RFC 8187's `attr-char` for a header parameter).
-pub fn encode_keeping(text: &str, keep: &[u8]) -> String {
+pub(crate) fn encode_keeping(text: &str, keep: &[u8]) -> String {
     let mut out = String::with_capacity(text.len());
     for byte in text.bytes() {
         if byte.is_ascii_alphanumeric() || keep.contains(&byte) {
@@ -23,7 +23,7 @@ pub fn encode_keeping(text: &str, keep: &[u8]) -> String {
 
 /// Decodes `%XX` escapes (a `%` not followed by two hex digits stays as it is); `None` if the
 /// result is not UTF-8.
-pub fn decode(raw: &str) -> Option<String> {
+pub(crate) fn decode(raw: &str) -> Option<String> {
     let bytes = raw.as_bytes();
     let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
     let mut out = Vec::with_capacity(bytes.len());

@@ -3,19 +3,19 @@
 //! Everything here comes from `getrandom` (the OS CSPRNG); there is no seeded generator.
 
 /// `len` random bytes.
-pub fn bytes(len: usize) -> Vec<u8> {
+pub(crate) fn bytes(len: usize) -> Vec<u8> {
     let mut buf = vec![0u8; len];
     getrandom::fill(&mut buf).expect("the OS random source is available");
     buf
 }
 
 /// `len` random bytes as `2 * len` lowercase hex characters.
-pub fn hex(len: usize) -> String {
+pub(crate) fn hex(len: usize) -> String {
     to_hex(&bytes(len))
 }
 
 /// A random UUID version 4 in its canonical 36-character form.
-pub fn uuid_v4() -> String {
+pub(crate) fn uuid_v4() -> String {
     let mut b = bytes(16);
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
@@ -24,12 +24,12 @@ pub fn uuid_v4() -> String {
 }
 
 /// A new API key: 32 random bytes as 64 lowercase hex characters (the 1.0.21 format).
-pub fn api_key() -> String {
+pub(crate) fn api_key() -> String {
     hex(32)
 }
 
 /// Lowercase hex of `bytes`.
-pub fn to_hex(bytes: &[u8]) -> String {
+pub(crate) fn to_hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);
     for b in bytes {
@@ -40,7 +40,7 @@ pub fn to_hex(bytes: &[u8]) -> String {
 }
 
 /// Compares two byte strings in time that depends only on their lengths.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }

@@ -8,33 +8,33 @@ use smol::channel::{Receiver, Sender};
 
 /// A cheap-clone handle; [`Shutdown::trigger`] wakes every [`Shutdown::wait`].
 #[derive(Clone)]
-pub struct Shutdown {
+pub(crate) struct Shutdown {
     // Invariant: the sender is dropped exactly when shutdown is triggered; nothing is ever sent.
     sender: Arc<Mutex<Option<Sender<()>>>>,
     receiver: Receiver<()>,
 }
 
 impl Shutdown {
-    pub fn new() -> Shutdown {
+    pub(crate) fn new() -> Shutdown {
         let (sender, receiver) = smol::channel::bounded(1);
         Shutdown { sender: Arc::new(Mutex::new(Some(sender))), receiver }
     }
 
-    pub fn trigger(&self) {
+    pub(crate) fn trigger(&self) {
         self.sender.lock().expect("shutdown lock").take();
     }
 
-    pub fn is_triggered(&self) -> bool {
+    pub(crate) fn is_triggered(&self) -> bool {
         self.receiver.is_closed()
     }
 
     /// Completes once shutdown has been triggered.
-    pub async fn wait(&self) {
+    pub(crate) async fn wait(&self) {
         let _ = self.receiver.recv().await;
     }
 
     /// `future`'s output, or `None` once shutdown is triggered first (the future is dropped).
-    pub async fn until<T>(&self, future: impl Future<Output = T>) -> Option<T> {
+    pub(crate) async fn until<T>(&self, future: impl Future<Output = T>) -> Option<T> {
         futures_lite::future::or(async { Some(future.await) }, async {
             self.wait().await;
             None
@@ -43,7 +43,7 @@ impl Shutdown {
     }
 
     /// Sleeps for `period`; false when shutdown came first (for loops that work, then wait).
-    pub async fn sleep(&self, period: Duration) -> bool {
+    pub(crate) async fn sleep(&self, period: Duration) -> bool {
         self.until(async_io::Timer::after(period)).await.is_some()
     }
 }

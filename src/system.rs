@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Health {
+pub(crate) struct Health {
     pub status: String,
     pub node_id: String,
     pub uptime: u64,
@@ -15,7 +15,7 @@ pub struct Health {
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Identity {
+pub(crate) struct Identity {
     pub node_id: String,
     pub hostname: String,
     pub platform: String,
@@ -28,7 +28,7 @@ pub struct Identity {
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Status {
+pub(crate) struct Status {
     pub node_id: String,
     pub hostname: String,
     pub platform: String,
@@ -41,19 +41,19 @@ pub struct Status {
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
-pub struct PeerCounts {
+pub(crate) struct PeerCounts {
     pub total: usize,
     pub online: usize,
     pub offline: usize,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
-pub struct JobCounts {
+pub(crate) struct JobCounts {
     pub active: usize,
     pub total: u64,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
-pub struct ContextCounts {
+pub(crate) struct ContextCounts {
     pub entries: usize,
 }

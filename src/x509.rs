@@ -10,7 +10,7 @@ pub struct Validity {
 }
 
 /// Reads the validity period of a DER certificate.
-pub fn validity(der: &[u8]) -> Result<Validity, String> {
+pub(crate) fn validity(der: &[u8]) -> Result<Validity, String> {
     let (certificate, _) = expect(der, 0x30, "certificate")?;
     let (tbs, _) = expect(certificate, 0x30, "tbsCertificate")?;
     let mut rest = tbs;

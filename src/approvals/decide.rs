@@ -25,7 +25,7 @@ const ATTEMPTS: usize = 3;
 
 /// A decision the owner takes in the inbox.
 #[derive(Debug, Clone)]
-pub struct Decision {
+pub(crate) struct Decision {
     /// `local`, `session:<name>` or `peer:<nodeId>`.
     pub target: String,
     pub task_id: String,
@@ -38,7 +38,7 @@ pub struct Decision {
 
 /// Why a decision was not taken.
 #[derive(Debug, thiserror::Error)]
-pub enum DecideError {
+pub(crate) enum DecideError {
     #[error("{0}")]
     UnknownTarget(String),
     /// Cannot reach the target (it may or may not have the decision when the answer was lost).
@@ -57,7 +57,7 @@ pub enum DecideError {
 
 impl Inbox {
     /// Delivers `decision` to its target; returns the request as decided.
-    pub async fn decide(&self, decision: Decision) -> Result<Item, DecideError> {
+    pub(crate) async fn decide(&self, decision: Decision) -> Result<Item, DecideError> {
         let via = match &decision.channel {
             Some(channel) => format!("the approvals inbox on {} ({channel})", self.hostname()),
             None => format!("the approvals inbox on {}", self.hostname()),

@@ -14,7 +14,7 @@
 //! No tide here; the routes are `daemon/routes/approvals.rs`.
 
 mod decide;
-pub mod state;
+pub(crate) mod state;
 mod watch;
 
 use std::sync::{Arc, Mutex};
@@ -25,13 +25,13 @@ use crate::paths::Paths;
 use crate::peers::Registry;
 use crate::tasks::Tasks;
 
-pub use decide::{DecideError, Decision};
-pub use state::{InboxState, Item, Reader, Start, TargetKind, TargetState, TargetView};
-pub use watch::run;
+pub(crate) use decide::{DecideError, Decision};
+pub(crate) use state::{InboxState, Item, Reader, Start, TargetKind, TargetState, TargetView};
+pub(crate) use watch::run;
 
 /// The inbox; a cheap-clone handle.
 #[derive(Clone)]
-pub struct Inbox {
+pub(crate) struct Inbox {
     shared: Arc<Shared>,
 }
 
@@ -55,10 +55,16 @@ struct Shared {
 
 /// How long the inbox keeps following the other daemons after it was last asked for (or its
 /// last reader left).
-pub const KEEP_FOLLOWING: Duration = Duration::from_secs(600);
+pub(crate) const KEEP_FOLLOWING: Duration = Duration::from_secs(600);
 
 impl Inbox {
-    pub fn new(tasks: Tasks, paths: Arc<Paths>, config: Arc<Config>, registry: Registry, hostname: String) -> Inbox {
+    pub(crate) fn new(
+        tasks: Tasks,
+        paths: Arc<Paths>,
+        config: Arc<Config>,
+        registry: Registry,
+        hostname: String,
+    ) -> Inbox {
         let inbox = Inbox {
             shared: Arc::new(Shared {
                 state: Mutex::new(InboxState::default()),
@@ -76,19 +82,19 @@ impl Inbox {
     }
 
     /// Every request gathered (pending first) and every target.
-    pub fn list(&self) -> (Vec<Item>, Vec<TargetView>) {
+    pub(crate) fn list(&self) -> (Vec<Item>, Vec<TargetView>) {
         self.want();
         self.with(|s| (s.items(), s.targets()))
     }
 
     /// A reader of the changes, resumed after `last_event_id` when possible.
-    pub fn subscribe(&self, last_event_id: Option<&str>) -> Reader {
+    pub(crate) fn subscribe(&self, last_event_id: Option<&str>) -> Reader {
         self.want();
         self.with(|s| s.subscribe(last_event_id))
     }
 
     /// Someone asks for the inbox: follow the other daemons (again) for [`KEEP_FOLLOWING`].
-    pub fn want(&self) {
+    pub(crate) fn want(&self) {
         *self.shared.wanted.lock().expect("inbox lock") = Some(Instant::now());
         let _ = self.shared.wake.0.try_send(());
     }
@@ -109,11 +115,11 @@ impl Inbox {
     }
 
     /// Ends every reader (the daemon stops).
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         self.with(InboxState::close);
     }
 
-    pub fn hostname(&self) -> &str {
+    pub(crate) fn hostname(&self) -> &str {
         &self.shared.hostname
     }
 

@@ -17,9 +17,9 @@ use serde_json::json;
 use crate::feed::{Change, Feed, Subscriber};
 use crate::tasks::api::{bounded_tool_input, ApprovalState, PermissionRecord};
 
-pub const MAX_ITEMS_PER_TARGET: usize = 500;
-pub const MAX_DECIDED_PER_TARGET: usize = 100;
-pub const MAX_BYTES_PER_TARGET: usize = 8 * 1024 * 1024;
+pub(crate) const MAX_ITEMS_PER_TARGET: usize = 500;
+pub(crate) const MAX_DECIDED_PER_TARGET: usize = 100;
+pub(crate) const MAX_BYTES_PER_TARGET: usize = 8 * 1024 * 1024;
 /// Changes kept for readers resuming with `Last-Event-ID`.
 const FEED_CHANGES: usize = 2000;
 const FEED_BYTES: usize = 16 * 1024 * 1024;
@@ -27,7 +27,7 @@ const FEED_BYTES: usize = 16 * 1024 * 1024;
 /// What kind of daemon a target is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum TargetKind {
+pub(crate) enum TargetKind {
     /// This daemon.
     Local,
     /// A local session (`<home>/sessions/<name>`).
@@ -39,7 +39,7 @@ pub enum TargetKind {
 /// How the inbox stands with a target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum TargetState {
+pub(crate) enum TargetState {
     /// Connecting (or reconnecting) to its feed.
     Connecting,
     /// Following its feed: its requests are current.
@@ -55,7 +55,7 @@ pub enum TargetState {
 }
 
 impl TargetState {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             TargetState::Connecting => "connecting",
             TargetState::Live => "live",
@@ -70,7 +70,7 @@ impl TargetState {
 /// A target as listed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct TargetView {
+pub(crate) struct TargetView {
     /// `local`, `session:<name>` or `peer:<nodeId>` (the dashboard's target names).
     pub id: String,
     pub kind: TargetKind,
@@ -88,7 +88,7 @@ pub struct TargetView {
 /// One permission request in the inbox: a target's record, with times on this daemon's clock.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Item {
+pub(crate) struct Item {
     /// `<target>/<taskId>/<requestId>`.
     pub id: String,
     pub target: String,
@@ -99,19 +99,19 @@ pub struct Item {
 }
 
 impl Item {
-    pub fn is_pending(&self) -> bool {
+    pub(crate) fn is_pending(&self) -> bool {
         self.record.state == ApprovalState::Pending
     }
 }
 
 /// How a reader of the inbox's feed starts.
-pub enum Start {
+pub(crate) enum Start {
     Replay(Vec<Arc<Change<()>>>),
     Snapshot { targets: Vec<TargetView>, items: Vec<Item> },
 }
 
 /// A reader of the inbox's feed.
-pub struct Reader {
+pub(crate) struct Reader {
     pub start: Start,
     pub live: Subscriber<()>,
     pub synced_id: String,
@@ -132,7 +132,7 @@ struct Target {
 }
 
 /// The inbox's state.
-pub struct InboxState {
+pub(crate) struct InboxState {
     targets: BTreeMap<String, Target>,
     feed: Feed<()>,
 }
@@ -145,7 +145,7 @@ impl Default for InboxState {
 
 impl InboxState {
     /// Adds a target (connecting) or renames it.
-    pub fn upsert_target(&mut self, id: &str, kind: TargetKind, name: &str, now: u64) {
+    pub(crate) fn upsert_target(&mut self, id: &str, kind: TargetKind, name: &str, now: u64) {
         match self.targets.get_mut(id) {
             Some(target) if target.view.name == name && target.view.kind == kind => return,
             Some(target) => {
@@ -174,17 +174,17 @@ impl InboxState {
     }
 
     /// Forgets a target and its requests.
-    pub fn remove_target(&mut self, id: &str) {
+    pub(crate) fn remove_target(&mut self, id: &str) {
         if self.targets.remove(id).is_some() {
             self.feed.push((), json!({"type": "targetRemoved", "id": id}).to_string());
         }
     }
 
-    pub fn target_ids(&self) -> Vec<String> {
+    pub(crate) fn target_ids(&self) -> Vec<String> {
         self.targets.keys().cloned().collect()
     }
 
-    pub fn set_state(&mut self, id: &str, state: TargetState, error: Option<String>, now: u64) {
+    pub(crate) fn set_state(&mut self, id: &str, state: TargetState, error: Option<String>, now: u64) {
         let Some(target) = self.targets.get_mut(id) else { return };
         if target.view.state == state && target.view.error == error {
             return;
@@ -209,17 +209,13 @@ impl InboxState {
         self.publish_target(id);
     }
 
-    pub fn state_of(&self, id: &str) -> Option<TargetState> {
-        self.targets.get(id).map(|t| t.view.state)
-    }
-
     /// Where to resume the target's feed.
-    pub fn last_event_id(&self, id: &str) -> Option<String> {
+    pub(crate) fn last_event_id(&self, id: &str) -> Option<String> {
         self.targets.get(id).and_then(|t| t.last_event_id.clone())
     }
 
     /// A new connection to the target's feed began; `remote_now` is its clock.
-    pub fn hello(&mut self, id: &str, remote_now: u64, now: u64) {
+    pub(crate) fn hello(&mut self, id: &str, remote_now: u64, now: u64) {
         if let Some(target) = self.targets.get_mut(id) {
             target.skew = clamp(now).saturating_sub(clamp(remote_now));
             target.staging = None;
@@ -227,14 +223,14 @@ impl InboxState {
     }
 
     /// A snapshot begins.
-    pub fn reset(&mut self, id: &str) {
+    pub(crate) fn reset(&mut self, id: &str) {
         if let Some(target) = self.targets.get_mut(id) {
             target.staging = Some(Vec::new());
         }
     }
 
     /// The target's feed id of what was just applied.
-    pub fn seen(&mut self, id: &str, event_id: &str) {
+    pub(crate) fn seen(&mut self, id: &str, event_id: &str) {
         if let Some(target) = self.targets.get_mut(id) {
             if event_id.len() <= 100 {
                 target.last_event_id = Some(event_id.to_string());
@@ -244,7 +240,7 @@ impl InboxState {
 
     /// One record from the target: staged during a snapshot, else applied. Returns the item
     /// as listed now (`None` when staged or refused).
-    pub fn record(&mut self, id: &str, record: PermissionRecord) -> Option<Item> {
+    pub(crate) fn record(&mut self, id: &str, record: PermissionRecord) -> Option<Item> {
         let record = sanitize(record)?;
         let target = self.targets.get_mut(id)?;
         if let Some(staging) = target.staging.as_mut() {
@@ -260,7 +256,7 @@ impl InboxState {
     }
 
     /// The snapshot is complete (or a resume caught up): the target is live.
-    pub fn synced(&mut self, id: &str, now: u64) {
+    pub(crate) fn synced(&mut self, id: &str, now: u64) {
         let Some(target) = self.targets.get_mut(id) else { return };
         if let Some(records) = target.staging.take() {
             let keep: std::collections::BTreeSet<String> =
@@ -279,7 +275,7 @@ impl InboxState {
     }
 
     /// Every request, pending first (oldest first), then decided ones (newest first).
-    pub fn items(&self) -> Vec<Item> {
+    pub(crate) fn items(&self) -> Vec<Item> {
         let mut items: Vec<Item> =
             self.targets.values().flat_map(|t| t.items.values().map(|(item, _)| item.clone())).collect();
         items.sort_by_key(|item| match item.is_pending() {
@@ -289,17 +285,12 @@ impl InboxState {
         items
     }
 
-    pub fn item(&self, target: &str, task_id: &str, request_id: &str) -> Option<Item> {
-        let id = item_id(target, task_id, request_id);
-        self.targets.get(target)?.items.get(&id).map(|(item, _)| item.clone())
-    }
-
-    pub fn targets(&self) -> Vec<TargetView> {
+    pub(crate) fn targets(&self) -> Vec<TargetView> {
         self.targets.values().map(|t| t.view.clone()).collect()
     }
 
     /// A reader of the changes: resumed after `last_event_id` when possible, else a snapshot.
-    pub fn subscribe(&mut self, last_event_id: Option<&str>) -> Reader {
+    pub(crate) fn subscribe(&mut self, last_event_id: Option<&str>) -> Reader {
         let start = match last_event_id.and_then(|id| self.feed.resume(id)) {
             Some(changes) => Start::Replay(changes),
             None => Start::Snapshot { targets: self.targets(), items: self.items() },
@@ -310,12 +301,12 @@ impl InboxState {
     }
 
     /// Ends every reader (the daemon stops).
-    pub fn close(&mut self) {
+    pub(crate) fn close(&mut self) {
         self.feed.close();
     }
 
     /// Whether a reader follows the inbox's changes now.
-    pub fn has_readers(&mut self) -> bool {
+    pub(crate) fn has_readers(&mut self) -> bool {
         self.feed.has_subscribers()
     }
 
@@ -401,7 +392,7 @@ fn clamp(time: u64) -> i64 {
     time.min(i64::MAX as u64) as i64
 }
 
-pub fn item_id(target: &str, task_id: &str, request_id: &str) -> String {
+pub(crate) fn item_id(target: &str, task_id: &str, request_id: &str) -> String {
     format!("{target}/{task_id}/{request_id}")
 }
 

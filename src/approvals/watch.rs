@@ -37,7 +37,7 @@ const UNSUPPORTED_RETRY: Duration = Duration::from_secs(300);
 pub(super) const FEED_PATH: &str = "/api/v1/ai-tasks/approvals/stream";
 
 /// Follows the targets until the daemon stops.
-pub async fn run(inbox: Inbox, shutdown: Shutdown) {
+pub(crate) async fn run(inbox: Inbox, shutdown: Shutdown) {
     let local = smol::spawn(watch_local(inbox.clone(), shutdown.clone()));
     let mut running: HashMap<String, Running> = HashMap::new();
     loop {

@@ -36,7 +36,7 @@ pub struct Args {
     json: bool,
 }
 
-pub fn run(args: Args, paths: &Paths) -> anyhow::Result<ExitCode> {
+pub(super) fn run(args: Args, paths: &Paths) -> anyhow::Result<ExitCode> {
     let config = super::load_config(paths)?;
     let client = Client::local(paths, &config.auth.api_key)?;
     if args.watch && args.json {

@@ -40,7 +40,7 @@ pub struct Args {
     yes: bool,
 }
 
-pub fn run(args: Args, paths: &Paths) -> anyhow::Result<ExitCode> {
+pub(super) fn run(args: Args, paths: &Paths) -> anyhow::Result<ExitCode> {
     let config = super::load_config(paths)?;
     if !args.yes {
         introduce(&config);

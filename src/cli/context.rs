@@ -101,7 +101,7 @@ struct Delete {
     peer: String,
 }
 
-pub fn run(args: Args, paths: &Paths) -> anyhow::Result<ExitCode> {
+pub(super) fn run(args: Args, paths: &Paths) -> anyhow::Result<ExitCode> {
     let config = super::load_config(paths)?;
     let target = |spec: &str| smol::block_on(resolve::resolve(paths, &config, spec, None));
     let outcome = match args.action {

@@ -63,7 +63,7 @@ pub struct RestartArgs {
     host: Option<String>,
 }
 
-pub fn start(args: StartArgs, paths: &Paths) -> anyhow::Result<ExitCode> {
+pub(super) fn start(args: StartArgs, paths: &Paths) -> anyhow::Result<ExitCode> {
     let mut config = super::load_config(paths)?;
     if let Some(port) = args.port {
         config.server.port = port;
@@ -207,7 +207,7 @@ fn read_from(path: &std::path::Path, offset: u64) -> String {
     text
 }
 
-pub fn stop(args: StopArgs, paths: &Paths) -> anyhow::Result<ExitCode> {
+pub(super) fn stop(args: StopArgs, paths: &Paths) -> anyhow::Result<ExitCode> {
     if let Daemon::Running(info) = instance::probe(paths)? {
         if let Some(name) = &info.managed_by {
             stop_managed(paths, name, info.pid, Duration::from_secs(args.timeout))?;
@@ -227,7 +227,7 @@ fn stop_daemon(paths: &Paths, timeout: Duration) -> anyhow::Result<Option<u32>> 
     instance::terminate(paths, timeout)
 }
 
-pub fn restart(args: RestartArgs, paths: &Paths) -> anyhow::Result<ExitCode> {
+pub(super) fn restart(args: RestartArgs, paths: &Paths) -> anyhow::Result<ExitCode> {
     super::load_config(paths)?;
     let managed = match instance::probe(paths)? {
         Daemon::Running(info) => info.managed_by.as_deref().and_then(Manager::from_name),

@@ -28,7 +28,7 @@ struct TokenAnswer {
     login_path: String,
 }
 
-pub fn run(args: Args, paths: &Paths) -> anyhow::Result<ExitCode> {
+pub(super) fn run(args: Args, paths: &Paths) -> anyhow::Result<ExitCode> {
     let config = super::load_config(paths)?;
     let client = Client::local(paths, &config.auth.api_key)?;
     let answer: TokenAnswer = smol::block_on(client.call(Method::Post, "/api/v1/dashboard/token", None::<&()>))?;

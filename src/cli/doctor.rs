@@ -18,7 +18,7 @@ pub struct Args {
     json: bool,
 }
 
-pub fn run(args: Args, paths: &Paths) -> anyhow::Result<ExitCode> {
+pub(super) fn run(args: Args, paths: &Paths) -> anyhow::Result<ExitCode> {
     let checks = doctor::run(paths, crate::clock::now_ms());
     let failed = checks.iter().filter(|c| c.status == Level::Fail).count();
     let warnings = checks.iter().filter(|c| c.status == Level::Warn).count();

@@ -57,7 +57,7 @@ pub struct Args {
     command: Vec<String>,
 }
 
-pub fn run(args: Args, paths: &Paths) -> anyhow::Result<ExitCode> {
+pub(super) fn run(args: Args, paths: &Paths) -> anyhow::Result<ExitCode> {
     let config = super::load_config(paths)?;
     let target = smol::block_on(resolve::resolve(paths, &config, &args.peer, args.key.as_deref()))?;
     let Some((command, rest)) = args.command.split_first() else {

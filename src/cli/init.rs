@@ -18,7 +18,7 @@ pub struct Args {
     force: bool,
 }
 
-pub fn run(args: Args, paths: &Paths) -> anyhow::Result<ExitCode> {
+pub(super) fn run(args: Args, paths: &Paths) -> anyhow::Result<ExitCode> {
     let config_file = paths.config_file();
     let exists = config_file.exists();
     if exists && !args.force {

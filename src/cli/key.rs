@@ -34,7 +34,7 @@ struct Show {}
 #[argh(subcommand, name = "generate")]
 struct Generate {}
 
-pub fn run(args: Args, paths: &Paths) -> anyhow::Result<ExitCode> {
+pub(super) fn run(args: Args, paths: &Paths) -> anyhow::Result<ExitCode> {
     match args.action {
         Action::Show(_) => {
             println!("{}", super::load_config(paths)?.auth.api_key);

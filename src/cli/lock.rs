@@ -80,7 +80,7 @@ const RETRY: Duration = Duration::from_secs(1);
 /// How long an acquire or a release rides out an unreachable daemon.
 const RIDE_OUT: Duration = Duration::from_secs(15);
 
-pub fn run(args: Args, paths: &Paths) -> anyhow::Result<ExitCode> {
+pub(super) fn run(args: Args, paths: &Paths) -> anyhow::Result<ExitCode> {
     if args.command.is_empty() {
         bail!("missing the command to run: loopsy lock <peer> <name> [--ttl S] [--wait S] -- <cmd>...");
     }
@@ -99,7 +99,7 @@ pub fn run(args: Args, paths: &Paths) -> anyhow::Result<ExitCode> {
     smol::block_on(hold(&lock, &args))
 }
 
-pub fn list(args: ListArgs, paths: &Paths) -> anyhow::Result<ExitCode> {
+pub(super) fn list(args: ListArgs, paths: &Paths) -> anyhow::Result<ExitCode> {
     let config = super::load_config(paths)?;
     let target = smol::block_on(resolve::resolve(paths, &config, &args.peer, args.key.as_deref()))?;
     let list: LockList = smol::block_on(target.client.get("/api/v1/locks"))?;

@@ -29,7 +29,7 @@ pub struct Args {
     lines: usize,
 }
 
-pub fn run(args: Args, paths: &Paths) -> anyhow::Result<ExitCode> {
+pub(super) fn run(args: Args, paths: &Paths) -> anyhow::Result<ExitCode> {
     if args.daemon && args.audit {
         anyhow::bail!("--daemon and --audit name different logs: give one");
     }

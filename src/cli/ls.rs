@@ -28,7 +28,7 @@ pub struct Args {
     key: Option<String>,
 }
 
-pub fn run(args: Args, paths: &Paths) -> anyhow::Result<ExitCode> {
+pub(super) fn run(args: Args, paths: &Paths) -> anyhow::Result<ExitCode> {
     let config = super::load_config(paths)?;
     let target = smol::block_on(resolve(paths, &config, &args.peer, args.key.as_deref()))?;
     let body = json!({"path": args.path});

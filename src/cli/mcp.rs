@@ -50,7 +50,7 @@ struct Status {
     json: bool,
 }
 
-pub fn run(args: Args, paths: &Paths) -> anyhow::Result<ExitCode> {
+pub(super) fn run(args: Args, paths: &Paths) -> anyhow::Result<ExitCode> {
     match args.action {
         Action::Serve(_) => {
             crate::logger::init(log::LevelFilter::Warn);
@@ -76,7 +76,7 @@ fn user_home() -> anyhow::Result<std::path::PathBuf> {
 }
 
 /// How agents start our server: this binary, absolute, with `--home` when not the default.
-pub fn server_command(paths: &Paths) -> anyhow::Result<ServerCommand> {
+pub(super) fn server_command(paths: &Paths) -> anyhow::Result<ServerCommand> {
     let exe = std::env::current_exe().context("finding the loopsy binary")?;
     let program = exe.canonicalize().unwrap_or(exe).to_string_lossy().into_owned();
     let mut args = Vec::new();
@@ -88,13 +88,13 @@ pub fn server_command(paths: &Paths) -> anyhow::Result<ServerCommand> {
 }
 
 impl ServerCommand {
-    pub fn display(&self) -> String {
+    pub(crate) fn display(&self) -> String {
         std::iter::once(self.program.as_str()).chain(self.args.iter().map(String::as_str)).collect::<Vec<_>>().join(" ")
     }
 }
 
 /// Registers with every agent present here; prints one line per agent; returns how many.
-pub fn register_present(paths: &Paths) -> anyhow::Result<usize> {
+pub(super) fn register_present(paths: &Paths) -> anyhow::Result<usize> {
     let home = user_home()?;
     let server = server_command(paths)?;
     let mut registered = 0;

@@ -80,7 +80,7 @@ struct StatusArgs {
     json: bool,
 }
 
-pub fn run(args: Args, paths: &Paths) -> anyhow::Result<ExitCode> {
+pub(super) fn run(args: Args, paths: &Paths) -> anyhow::Result<ExitCode> {
     let config = super::load_config(paths)?;
     let client = Client::local(paths, &config.auth.api_key)?;
     smol::block_on(async {

@@ -32,7 +32,7 @@ pub struct Args {
     yes: bool,
 }
 
-pub fn run(args: Args, paths: &Paths) -> anyhow::Result<ExitCode> {
+pub(super) fn run(args: Args, paths: &Paths) -> anyhow::Result<ExitCode> {
     let config = super::load_config(paths)?;
     let key = config.auth.api_key.clone();
     smol::block_on(async {

@@ -82,7 +82,7 @@ struct Confirm {
     json: bool,
 }
 
-pub fn run(args: Args, paths: &Paths) -> anyhow::Result<ExitCode> {
+pub(super) fn run(args: Args, paths: &Paths) -> anyhow::Result<ExitCode> {
     let config = super::load_config(paths)?;
     match args.action {
         None => list(paths, &config, args.json),

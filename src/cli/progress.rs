@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use crate::peer::transfer::OnProgress;
 
 /// The progress line of one transfer.
-pub struct Progress {
+pub(super) struct Progress {
     enabled: bool,
     label: String,
     state: Mutex<Drawn>,
@@ -24,7 +24,7 @@ struct Drawn {
 }
 
 impl Progress {
-    pub fn new(label: impl Into<String>, quiet: bool) -> Arc<Progress> {
+    pub(super) fn new(label: impl Into<String>, quiet: bool) -> Arc<Progress> {
         Arc::new(Progress {
             enabled: !quiet && std::io::stderr().is_terminal(),
             label: label.into(),
@@ -34,7 +34,7 @@ impl Progress {
     }
 
     /// The callback the peer client calls as bytes move.
-    pub fn callback(self: &Arc<Self>) -> OnProgress {
+    pub(super) fn callback(self: &Arc<Self>) -> OnProgress {
         let me = self.clone();
         Arc::new(move |done, total| {
             me.moved.store(true, Ordering::Relaxed);
@@ -44,7 +44,7 @@ impl Progress {
 
     /// A fresh flag that the next bytes moving will set (to tell a broken transfer from a
     /// peer that never answered).
-    pub fn moved(&self) -> Arc<AtomicBool> {
+    pub(super) fn moved(&self) -> Arc<AtomicBool> {
         self.moved.store(false, Ordering::Relaxed);
         self.moved.clone()
     }
@@ -77,7 +77,7 @@ impl Progress {
     }
 
     /// Clears the line.
-    pub fn finish(&self) {
+    pub(super) fn finish(&self) {
         if self.enabled && self.state.lock().expect("progress lock").last.is_some() {
             let _ = write!(std::io::stderr().lock(), "\r\x1b[2K");
         }
@@ -85,7 +85,7 @@ impl Progress {
 }
 
 /// `1.5 MiB` style sizes.
-pub fn human_bytes(bytes: u64) -> String {
+pub(super) fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut value = bytes as f64;
     let mut unit = 0;

@@ -67,7 +67,7 @@ struct Listing {
     files: Vec<RemoteEntry>,
 }
 
-pub fn run(args: Args, paths: &Paths) -> anyhow::Result<ExitCode> {
+pub(super) fn run(args: Args, paths: &Paths) -> anyhow::Result<ExitCode> {
     let config = super::load_config(paths)?;
     let target = smol::block_on(resolve(paths, &config, &args.peer, args.key.as_deref()))?;
     if args.recursive {
@@ -99,7 +99,12 @@ pub fn run(args: Args, paths: &Paths) -> anyhow::Result<ExitCode> {
 }
 
 /// Pulls one file; a broken connection is retried, continuing where it stopped.
-pub async fn pull_with_retries(client: &Client, source: &str, dest: &Path, quiet: bool) -> Result<Pulled, ClientError> {
+pub(super) async fn pull_with_retries(
+    client: &Client,
+    source: &str,
+    dest: &Path,
+    quiet: bool,
+) -> Result<Pulled, ClientError> {
     let progress = Progress::new(source, quiet);
     let mut attempt = 1;
     loop {

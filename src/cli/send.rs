@@ -52,7 +52,7 @@ pub struct Args {
 
 /// The outcome of a recursive copy, in either direction.
 #[derive(Debug, Default, Serialize)]
-pub struct TreeReport {
+pub(super) struct TreeReport {
     /// Files copied: `{path, size, checksum}` (the destination path).
     pub files: Vec<serde_json::Value>,
     pub directories: usize,
@@ -62,13 +62,13 @@ pub struct TreeReport {
 }
 
 #[derive(Debug, Serialize)]
-pub struct Failure {
+pub(super) struct Failure {
     pub path: String,
     pub error: String,
 }
 
 impl TreeReport {
-    pub fn fail(&mut self, path: impl Into<String>, error: impl std::fmt::Display, quiet: bool) {
+    pub(super) fn fail(&mut self, path: impl Into<String>, error: impl std::fmt::Display, quiet: bool) {
         let failure = Failure { path: path.into(), error: error.to_string() };
         if !quiet {
             eprintln!("loopsy: failed: {}: {}", failure.path, failure.error);
@@ -77,7 +77,7 @@ impl TreeReport {
     }
 
     /// Prints the summary (or JSON) and gives the exit code: 2 if anything failed.
-    pub fn finish(self, verb: &str, json: bool) -> anyhow::Result<ExitCode> {
+    pub(super) fn finish(self, verb: &str, json: bool) -> anyhow::Result<ExitCode> {
         let failed = self.failed.len();
         if json {
             println!("{}", serde_json::to_string_pretty(&self)?);
@@ -101,7 +101,7 @@ impl TreeReport {
     }
 }
 
-pub fn run(args: Args, paths: &Paths) -> anyhow::Result<ExitCode> {
+pub(super) fn run(args: Args, paths: &Paths) -> anyhow::Result<ExitCode> {
     let config = super::load_config(paths)?;
     let target = smol::block_on(resolve(paths, &config, &args.peer, args.key.as_deref()))?;
     let meta = std::fs::metadata(&args.source).with_context(|| format!("cannot read {}", args.source.display()))?;
@@ -129,7 +129,7 @@ pub fn run(args: Args, paths: &Paths) -> anyhow::Result<ExitCode> {
 }
 
 /// Pushes one file; a broken connection is retried, continuing where it stopped.
-pub async fn push_with_retries(client: &Client, job: &PushFile, quiet: bool) -> Result<PushReply, ClientError> {
+pub(super) async fn push_with_retries(client: &Client, job: &PushFile, quiet: bool) -> Result<PushReply, ClientError> {
     let progress = Progress::new(job.source.display().to_string(), quiet);
     let mut attempt = 1;
     loop {

@@ -36,7 +36,7 @@ pub struct StatusArgs {
     json: bool,
 }
 
-pub fn enable(args: EnableArgs, paths: &Paths) -> anyhow::Result<ExitCode> {
+pub(super) fn enable(args: EnableArgs, paths: &Paths) -> anyhow::Result<ExitCode> {
     if args.print {
         let manager = match &args.platform {
             Some(os) => Manager::for_os(os)?,
@@ -58,7 +58,7 @@ pub fn enable(args: EnableArgs, paths: &Paths) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn disable(_args: DisableArgs, _paths: &Paths) -> anyhow::Result<ExitCode> {
+pub(super) fn disable(_args: DisableArgs, _paths: &Paths) -> anyhow::Result<ExitCode> {
     if service::disable()? {
         println!("loopsy service disabled and removed");
     } else {
@@ -67,7 +67,7 @@ pub fn disable(_args: DisableArgs, _paths: &Paths) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn status(args: StatusArgs, paths: &Paths) -> anyhow::Result<ExitCode> {
+pub(super) fn status(args: StatusArgs, paths: &Paths) -> anyhow::Result<ExitCode> {
     let state = service::state(paths)?;
     let daemon = instance::probe(paths)?;
     let (running, pid, managed_by) = match &daemon {

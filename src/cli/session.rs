@@ -93,7 +93,7 @@ struct StatusArgs {
     name: String,
 }
 
-pub fn run(args: Args, paths: &Paths) -> anyhow::Result<ExitCode> {
+pub(super) fn run(args: Args, paths: &Paths) -> anyhow::Result<ExitCode> {
     let sessions = Sessions::current(paths)?;
     match args.command {
         Sub::Start(cmd) => {

@@ -153,7 +153,7 @@ struct CancelArgs {
     task: String,
 }
 
-pub fn run(args: Args, paths: &Paths) -> anyhow::Result<ExitCode> {
+pub(super) fn run(args: Args, paths: &Paths) -> anyhow::Result<ExitCode> {
     let config = super::load_config(paths)?;
     let peer = match &args.command {
         Command::Run(a) => &a.peer,

@@ -101,7 +101,7 @@ struct KillArgs {
     terminal: String,
 }
 
-pub fn run(args: Args, paths: &Paths) -> anyhow::Result<ExitCode> {
+pub(super) fn run(args: Args, paths: &Paths) -> anyhow::Result<ExitCode> {
     let config = super::load_config(paths)?;
     let target = |peer: &str| smol::block_on(resolve::resolve(paths, &config, peer, None));
     let prefix = |flag: Option<String>| -> anyhow::Result<u8> {

@@ -14,7 +14,7 @@ use crate::paths::Paths;
 
 /// Writes `config` as the whole file (`loopsy init`, a session's generated config): validated
 /// first, under the lock, 0600.
-pub fn replace(paths: &Paths, config: &Config) -> anyhow::Result<()> {
+pub(crate) fn replace(paths: &Paths, config: &Config) -> anyhow::Result<()> {
     let path = paths.config_file();
     let text = config.to_yaml();
     Config::parse(&text).map_err(|message| ConfigError::Invalid { path: path.clone(), message })?;
@@ -24,7 +24,7 @@ pub fn replace(paths: &Paths, config: &Config) -> anyhow::Result<()> {
 }
 
 /// Makes `key` this node's own key (`loopsy key generate`).
-pub fn set_api_key(paths: &Paths, key: &str) -> anyhow::Result<Config> {
+pub(crate) fn set_api_key(paths: &Paths, key: &str) -> anyhow::Result<Config> {
     edit(paths, |doc| {
         set(doc, &["auth", "apiKey"], key.into());
         Ok(())
@@ -32,7 +32,7 @@ pub fn set_api_key(paths: &Paths, key: &str) -> anyhow::Result<Config> {
 }
 
 /// Accepts `key` from the peer `name` (`loopsy peers add --key`, `loopsy connect`).
-pub fn allow_key(paths: &Paths, name: &str, key: &str) -> anyhow::Result<Config> {
+pub(crate) fn allow_key(paths: &Paths, name: &str, key: &str) -> anyhow::Result<Config> {
     edit(paths, |doc| {
         set(doc, &["auth", "allowedKeys", name], key.into());
         Ok(())
@@ -41,7 +41,7 @@ pub fn allow_key(paths: &Paths, name: &str, key: &str) -> anyhow::Result<Config>
 
 /// Adds `{address, port, name}` to the manual peers, or names the entry already at that
 /// address and port (`loopsy connect`).
-pub fn add_manual_peer(paths: &Paths, address: &str, port: u16, name: &str) -> anyhow::Result<Config> {
+pub(crate) fn add_manual_peer(paths: &Paths, address: &str, port: u16, name: &str) -> anyhow::Result<Config> {
     edit(paths, |doc| {
         let list = manual_peers(doc)?;
         match list.iter_mut().find(|entry| is_at(entry, address, port)) {
@@ -55,7 +55,7 @@ pub fn add_manual_peer(paths: &Paths, address: &str, port: u16, name: &str) -> a
 /// Moves the manual peer entries at `from` (address, port) to `to`, so a peer the owner
 /// confirmed at a new address is registered there after a restart too. Returns whether an
 /// entry was moved (a peer only discovered has none).
-pub fn move_manual_peer(paths: &Paths, from: (&str, u16), to: (&str, u16)) -> anyhow::Result<bool> {
+pub(crate) fn move_manual_peer(paths: &Paths, from: (&str, u16), to: (&str, u16)) -> anyhow::Result<bool> {
     let mut moved = false;
     edit(paths, |doc| {
         for entry in manual_peers(doc)?.iter_mut().filter(|entry| is_at(entry, from.0, from.1)) {
@@ -71,7 +71,7 @@ pub fn move_manual_peer(paths: &Paths, from: (&str, u16), to: (&str, u16)) -> an
 /// Removes what the config holds for a peer: its keys both ways and its pin under any of
 /// `names`, and its manual entries at `address:port` (`loopsy peers remove`). Returns the key
 /// it presented to us, if there was one.
-pub fn forget_peer(paths: &Paths, names: &[&str], address: &str, port: u16) -> anyhow::Result<Option<String>> {
+pub(crate) fn forget_peer(paths: &Paths, names: &[&str], address: &str, port: u16) -> anyhow::Result<Option<String>> {
     let mut accepted = None;
     edit(paths, |doc| {
         for name in names {
@@ -89,7 +89,7 @@ pub fn forget_peer(paths: &Paths, names: &[&str], address: &str, port: u16) -> a
 
 /// A completed pairing, as both daemons save it.
 #[derive(Debug, Clone, Copy)]
-pub struct Pairing<'a> {
+pub(crate) struct Pairing<'a> {
     pub hostname: &'a str,
     /// Where the peer is reached.
     pub address: &'a str,
@@ -107,7 +107,7 @@ pub struct Pairing<'a> {
 /// is saved under, given a test of whether this config already uses a name for another peer (a
 /// pin of another certificate, a 1.0.21 key, a key we present), which must never be
 /// overwritten. Returns the new config and the name.
-pub fn save_pairing(
+pub(crate) fn save_pairing(
     paths: &Paths,
     pairing: &Pairing,
     choose_name: impl FnOnce(&dyn Fn(&str) -> bool) -> String,
@@ -140,7 +140,7 @@ pub fn save_pairing(
 /// A data directory for benchmarks and fleets (`loopsy generate local-config`): listening on
 /// loopback only, not announced on the LAN.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct LocalOnly {
+pub(crate) struct LocalOnly {
     /// The port to listen on (0: any free port); the configured one when `None`.
     pub port: Option<u16>,
     /// Turns the per-key rate limits off (a benchmark measures the daemon, not its limits).
@@ -148,7 +148,7 @@ pub struct LocalOnly {
 }
 
 /// Applies [`LocalOnly`].
-pub fn make_local_only(paths: &Paths, local: LocalOnly) -> anyhow::Result<Config> {
+pub(crate) fn make_local_only(paths: &Paths, local: LocalOnly) -> anyhow::Result<Config> {
     edit(paths, |doc| {
         set(doc, &["server", "host"], "127.0.0.1".into());
         if let Some(port) = local.port {

@@ -12,17 +12,17 @@ mod schema;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-pub use edit::{
+pub(crate) use edit::{
     add_manual_peer, allow_key, forget_peer, make_local_only, move_manual_peer, replace, save_pairing, set_api_key,
     LocalOnly, Pairing,
 };
-pub use schema::*;
+pub(crate) use schema::*;
 
 use crate::paths::Paths;
 
 /// Why a configuration could not be used. Every message names the file.
 #[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
+pub(crate) enum ConfigError {
     #[error("no config at {}: run `loopsy init` first", path.display())]
     Missing { path: PathBuf },
     #[error("cannot read {}: {source}", path.display())]
@@ -33,14 +33,14 @@ pub enum ConfigError {
 
 impl Config {
     /// A fresh configuration with a new key, as `loopsy init` writes it.
-    pub fn new_with_key(api_key: String) -> Config {
+    pub(crate) fn new_with_key(api_key: String) -> Config {
         let mut config = Config::default();
         config.auth.api_key = api_key;
         config
     }
 
     /// Reads, parses and validates `config.yaml`.
-    pub fn load(paths: &Paths) -> Result<Config, ConfigError> {
+    pub(crate) fn load(paths: &Paths) -> Result<Config, ConfigError> {
         let path = paths.config_file();
         let text = match std::fs::read_to_string(&path) {
             Ok(text) => text,
@@ -51,7 +51,7 @@ impl Config {
     }
 
     /// Parses and validates YAML text; the error names the field and what is wrong.
-    pub fn parse(text: &str) -> Result<Config, String> {
+    pub(crate) fn parse(text: &str) -> Result<Config, String> {
         let config: Config = if text.trim().is_empty() {
             return Err("the file is empty".into());
         } else {
@@ -64,13 +64,13 @@ impl Config {
     /// `config.yaml` of `paths` as typed values, without validation: `None` when it is missing
     /// or does not parse. For looking at another data directory's config (a session's), where
     /// what can be read beats nothing; a daemon or command uses [`Config::load`].
-    pub fn read_unchecked(paths: &Paths) -> Option<Config> {
+    pub(crate) fn read_unchecked(paths: &Paths) -> Option<Config> {
         let text = std::fs::read_to_string(paths.config_file()).ok()?;
         serde_yaml::from_str(&text).ok()
     }
 
     /// Keys present in `text` that the schema does not know (typos, newer versions).
-    pub fn unknown_keys(text: &str) -> Vec<String> {
+    pub(crate) fn unknown_keys(text: &str) -> Vec<String> {
         let Ok(doc) = serde_yaml::from_str::<serde_yaml::Value>(text) else { return Vec::new() };
         let known = serde_yaml::to_value(Config::fully_populated()).expect("config serialises");
         let mut unknown = Vec::new();
@@ -232,12 +232,12 @@ impl Config {
     }
 
     /// YAML text of this configuration.
-    pub fn to_yaml(&self) -> String {
+    pub(crate) fn to_yaml(&self) -> String {
         serde_yaml::to_string(self).expect("config serialises")
     }
 
     /// The node's name: `server.hostname`, else the OS hostname.
-    pub fn hostname(&self) -> String {
+    pub(crate) fn hostname(&self) -> String {
         self.server.hostname.clone().unwrap_or_else(crate::identity::os_hostname)
     }
 }

@@ -6,15 +6,15 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-pub const DEFAULT_PORT: u16 = 19532;
+pub(crate) const DEFAULT_PORT: u16 = 19532;
 /// The largest `execution.maxQueued`: each waiter holds its parsed request.
-pub const MAX_QUEUED: u32 = 10_000;
+pub(crate) const MAX_QUEUED: u32 = 10_000;
 
 /// The whole configuration file. Every section and field has the 1.0.21 default, so a file
 /// that names only some keys is merged over the defaults key by key.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase", default)]
-pub struct Config {
+pub(crate) struct Config {
     pub server: Server,
     pub auth: Auth,
     pub tls: Tls,
@@ -32,7 +32,7 @@ pub struct Config {
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase", default)]
-pub struct Server {
+pub(crate) struct Server {
     pub port: u16,
     pub host: String,
     /// The node's name everywhere (identity, messaging, pairing); the OS hostname when absent.
@@ -69,7 +69,7 @@ impl Default for Server {
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase", default)]
-pub struct Auth {
+pub(crate) struct Auth {
     /// This node's own key. Required: there is no silent random fallback.
     pub api_key: String,
     /// Peer name to the key that peer presents to us.
@@ -81,7 +81,7 @@ pub struct Auth {
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase", default)]
-pub struct Tls {
+pub(crate) struct Tls {
     pub enabled: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cert_path: Option<String>,
@@ -107,7 +107,7 @@ impl Default for Tls {
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase", default)]
-pub struct Execution {
+pub(crate) struct Execution {
     pub denylist: Vec<String>,
     /// When present, only these programs may run.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -161,7 +161,7 @@ impl Default for Execution {
 /// The context store (not in 1.0.21's file, which had its limit built in).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase", default)]
-pub struct Context {
+pub(crate) struct Context {
     /// Live entries at most; a new key past it is refused with code 5003. 1.0.21: 1000.
     pub max_entries: u32,
 }
@@ -173,11 +173,11 @@ impl Default for Context {
 }
 
 /// The largest `context.maxEntries`.
-pub const MAX_CONTEXT_ENTRIES: u32 = 10_000_000;
+pub(crate) const MAX_CONTEXT_ENTRIES: u32 = 10_000_000;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase", default)]
-pub struct Transfer {
+pub(crate) struct Transfer {
     pub allowed_paths: Vec<String>,
     pub denied_paths: Vec<String>,
     pub max_file_size: u64,
@@ -198,7 +198,7 @@ impl Default for Transfer {
 /// Requests per minute per key; 0 turns a category's limit off.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase", default)]
-pub struct RateLimits {
+pub(crate) struct RateLimits {
     pub execute: u32,
     pub transfer: u32,
     pub context: u32,
@@ -212,7 +212,7 @@ impl Default for RateLimits {
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase", default)]
-pub struct Discovery {
+pub(crate) struct Discovery {
     pub enabled: bool,
     pub manual_peers: Vec<ManualPeer>,
     /// Milliseconds between health checks of each peer.
@@ -227,7 +227,7 @@ impl Default for Discovery {
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
-pub struct ManualPeer {
+pub(crate) struct ManualPeer {
     pub address: String,
     #[serde(default = "default_port")]
     pub port: u16,
@@ -245,7 +245,7 @@ fn default_port() -> u16 {
 /// AI task dispatch (`/api/v1/ai-tasks`). Times are milliseconds.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase", default)]
-pub struct AiTasks {
+pub(crate) struct AiTasks {
     /// Tasks whose agent process is alive (cancelling ones included); more are answered 429.
     pub max_concurrent: u32,
     /// After this, a task is cancelled with an error event.
@@ -279,7 +279,7 @@ impl Default for AiTasks {
 /// Extra daemons on this machine (`loopsy session`); not in 1.0.21.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase", default)]
-pub struct Sessions {
+pub(crate) struct Sessions {
     /// The first port sessions may take; they use at most 100 ports from here (1.0.21: 19533).
     pub base_port: u16,
 }
@@ -294,7 +294,7 @@ impl Default for Sessions {
 /// Times are milliseconds.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase", default)]
-pub struct Messaging {
+pub(crate) struct Messaging {
     /// The wait after the first failed delivery; it doubles after each failure.
     pub retry_initial: u64,
     /// The longest wait between two attempts.
@@ -312,7 +312,7 @@ impl Default for Messaging {
 /// Interactive terminal sessions (`/api/v1/terminals`, `loopsy term`); not in 1.0.21.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase", default)]
-pub struct Terminals {
+pub(crate) struct Terminals {
     /// Whether a key from `auth.allowedKeys` without a pinned certificate (a 1.0.21-style
     /// shared key, not a pairing) may use terminals.
     pub allow_legacy_peers: bool,
@@ -347,7 +347,7 @@ impl Default for Terminals {
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase", default)]
-pub struct Logging {
+pub(crate) struct Logging {
     pub level: LogLevel,
     /// Accepted for 1.0.21 compatibility; the daemon log lives in `logs/daemon.log`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -362,7 +362,7 @@ impl Default for Logging {
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
-pub enum LogLevel {
+pub(crate) enum LogLevel {
     Trace,
     Debug,
     Info,
@@ -373,7 +373,7 @@ pub enum LogLevel {
 }
 
 impl LogLevel {
-    pub fn filter(self) -> log::LevelFilter {
+    pub(crate) fn filter(self) -> log::LevelFilter {
         match self {
             LogLevel::Trace => log::LevelFilter::Trace,
             LogLevel::Debug => log::LevelFilter::Debug,

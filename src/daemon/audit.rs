@@ -16,7 +16,7 @@ use serde::Serialize;
 /// One audit line, members in 1.0.21's order plus `caller`.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Entry {
+pub(crate) struct Entry {
     pub request_id: String,
     pub method: String,
     pub path: String,
@@ -33,7 +33,7 @@ pub struct Entry {
 
 /// Size bounds of the log.
 #[derive(Debug, Clone, Copy)]
-pub struct Rotation {
+pub(crate) struct Rotation {
     pub max_bytes: u64,
     pub keep: u32,
 }
@@ -46,13 +46,13 @@ impl Default for Rotation {
 
 /// Handle to the writer thread; cheap to clone.
 #[derive(Clone)]
-pub struct Audit {
+pub(crate) struct Audit {
     sender: Arc<Mutex<Option<Sender<Entry>>>>,
     writer: Arc<Mutex<Option<JoinHandle<()>>>>,
 }
 
 impl Audit {
-    pub fn start(path: PathBuf, rotation: Rotation) -> Audit {
+    pub(crate) fn start(path: PathBuf, rotation: Rotation) -> Audit {
         let (sender, receiver) = mpsc::channel();
         let writer = std::thread::Builder::new()
             .name("audit".into())
@@ -61,14 +61,14 @@ impl Audit {
         Audit { sender: Arc::new(Mutex::new(Some(sender))), writer: Arc::new(Mutex::new(Some(writer))) }
     }
 
-    pub fn record(&self, entry: Entry) {
+    pub(crate) fn record(&self, entry: Entry) {
         if let Some(sender) = self.sender.lock().expect("audit lock").as_ref() {
             let _ = sender.send(entry);
         }
     }
 
     /// Writes what is queued and stops the writer.
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         self.sender.lock().expect("audit lock").take();
         if let Some(writer) = self.writer.lock().expect("audit lock").take() {
             let _ = writer.join();

@@ -11,16 +11,16 @@ use super::error::{ApiError, ErrorCode};
 use super::state::State;
 
 /// Largest JSON body accepted (1.0.21's limit).
-pub const MAX_JSON_BODY: u64 = 1024 * 1024;
+pub(crate) const MAX_JSON_BODY: u64 = 1024 * 1024;
 
 /// Decodes the body as JSON into `T`.
-pub async fn json<T: DeserializeOwned>(req: &mut Request<State>) -> Result<T, ApiError> {
+pub(crate) async fn json<T: DeserializeOwned>(req: &mut Request<State>) -> Result<T, ApiError> {
     json_limited(req, MAX_JSON_BODY).await
 }
 
 /// Like [`json`] with a route's own size limit (the context PUT takes a 1 MiB value plus its
 /// JSON envelope).
-pub async fn json_limited<T: DeserializeOwned>(req: &mut Request<State>, limit: u64) -> Result<T, ApiError> {
+pub(crate) async fn json_limited<T: DeserializeOwned>(req: &mut Request<State>, limit: u64) -> Result<T, ApiError> {
     let bytes = read_limited(req, limit).await?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::bad_request("the request body is empty; this route expects a JSON object"));
@@ -29,7 +29,7 @@ pub async fn json_limited<T: DeserializeOwned>(req: &mut Request<State>, limit: 
 }
 
 /// Decodes the body as JSON into `T`, or `T::default()` when there is no body.
-pub async fn json_or_default<T: DeserializeOwned + Default>(req: &mut Request<State>) -> Result<T, ApiError> {
+pub(crate) async fn json_or_default<T: DeserializeOwned + Default>(req: &mut Request<State>) -> Result<T, ApiError> {
     // No body at all has no media type to refuse (the HTTP layer labels it octet-stream).
     if req.len() == Some(0) {
         return Ok(T::default());
@@ -111,12 +111,12 @@ fn too_large(limit: u64) -> ApiError {
 }
 
 /// A query parameter, percent-decoded (`+` read as a space, as in forms).
-pub fn query(req: &Request<State>, name: &str) -> Option<String> {
+pub(crate) fn query(req: &Request<State>, name: &str) -> Option<String> {
     req.url().query_pairs().find(|(key, _)| key == name).map(|(_, value)| value.into_owned())
 }
 
 /// A path parameter, percent-decoded (`%2F` becomes `/`, as in 1.0.21).
-pub fn param(req: &Request<State>, name: &str) -> Result<String, ApiError> {
+pub(crate) fn param(req: &Request<State>, name: &str) -> Result<String, ApiError> {
     let raw = req.param(name).map_err(|_| ApiError::bad_request(format!("missing path parameter '{name}'")))?;
     crate::percent::decode(raw)
         .ok_or_else(|| ApiError::bad_request(format!("path parameter '{name}' is not valid UTF-8")))

@@ -21,11 +21,11 @@ use async_io::Timer;
 use futures_lite::io::{AsyncRead, AsyncWrite};
 
 /// A request head (request line and headers) may not take more than this.
-pub const HEAD_LIMIT: usize = 64 * 1024;
+pub(crate) const HEAD_LIMIT: usize = 64 * 1024;
 
 /// The per-connection rules, from `server.*` in the config.
 #[derive(Debug, Clone, Copy)]
-pub struct Limits {
+pub(crate) struct Limits {
     /// From accepting a connection (or the first byte of a later request) to its complete head.
     pub header_timeout: Duration,
     /// How long a read of the body, or a write of the response, may wait without progress.
@@ -37,7 +37,7 @@ pub struct Limits {
 }
 
 impl Limits {
-    pub fn from_config(server: &crate::config::Server, descriptors: u64) -> Limits {
+    pub(crate) fn from_config(server: &crate::config::Server, descriptors: u64) -> Limits {
         Limits {
             header_timeout: Duration::from_millis(server.header_timeout),
             idle_timeout: Duration::from_millis(server.idle_timeout),
@@ -57,7 +57,7 @@ fn global_cap(configured: usize, descriptors: u64) -> usize {
 
 /// Raises this process's soft descriptor limit to its hard limit (a daemon serving many
 /// clients needs more than the usual 1024) and returns the limit in force.
-pub fn raise_descriptor_limit() -> u64 {
+pub(crate) fn raise_descriptor_limit() -> u64 {
     let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit writes the struct we pass and nothing else.
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
@@ -76,7 +76,7 @@ pub fn raise_descriptor_limit() -> u64 {
 
 /// The open connections, counted in all and per source address.
 #[derive(Clone)]
-pub struct Connections {
+pub(crate) struct Connections {
     inner: Arc<Counts>,
 }
 
@@ -90,13 +90,13 @@ struct Counts {
 }
 
 /// One admitted connection; dropping it frees its place.
-pub struct Permit {
+pub(crate) struct Permit {
     counts: Arc<Counts>,
     address: IpAddr,
 }
 
 impl Connections {
-    pub fn new(limits: &Limits) -> Connections {
+    pub(crate) fn new(limits: &Limits) -> Connections {
         Connections {
             inner: Arc::new(Counts {
                 total: AtomicUsize::new(0),
@@ -109,7 +109,7 @@ impl Connections {
     }
 
     /// A place for a connection from `address`, or `None` when it or everyone is at the cap.
-    pub fn admit(&self, address: IpAddr) -> Option<Permit> {
+    pub(crate) fn admit(&self, address: IpAddr) -> Option<Permit> {
         let address = address.to_canonical();
         let counts = &self.inner;
         let mut by_address = counts.by_address.lock().expect("connection counts lock");
@@ -126,7 +126,8 @@ impl Connections {
     }
 
     /// Connections open now.
-    pub fn open(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn open(&self) -> usize {
         self.inner.total.load(Ordering::SeqCst)
     }
 
@@ -164,7 +165,7 @@ impl Drop for Permit {
 /// [`HeadScan`]); a read or write that makes no progress for the idle timeout fails with
 /// `TimedOut`, which ends the connection. Clones share the state (async-h1 clones the IO).
 #[derive(Clone)]
-pub struct Guarded<IO> {
+pub(crate) struct Guarded<IO> {
     io: IO,
     watch: Arc<Watch>,
 }
@@ -188,7 +189,7 @@ struct Watch {
 /// saying why. The request line is left to httparse; bytes after the blank line that ends the
 /// head are body, and not looked at.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct HeadScan {
+pub(crate) struct HeadScan {
     /// Past the request line: reading header lines.
     header_lines: bool,
     /// Bytes of the current line, not counting the CR of its CRLF.
@@ -203,7 +204,7 @@ pub struct HeadScan {
 
 impl HeadScan {
     /// Scans `bytes`, the next ones read; returns why the head is refused, once it is.
-    pub fn feed(&mut self, bytes: &[u8]) -> Option<&str> {
+    pub(crate) fn feed(&mut self, bytes: &[u8]) -> Option<&str> {
         for &byte in bytes {
             if self.ended || self.refused.is_some() {
                 break;
@@ -242,7 +243,7 @@ impl HeadScan {
 }
 
 impl<IO> Guarded<IO> {
-    pub fn new(io: IO, idle: Duration) -> Guarded<IO> {
+    pub(crate) fn new(io: IO, idle: Duration) -> Guarded<IO> {
         let watch = Watch {
             idle,
             head_left: AtomicUsize::new(usize::MAX),
@@ -255,7 +256,7 @@ impl<IO> Guarded<IO> {
     }
 
     /// A request head starts: count its bytes, and forget stalls of earlier requests.
-    pub fn start_head(&self) {
+    pub(crate) fn start_head(&self) {
         self.watch.head_left.store(HEAD_LIMIT, Ordering::SeqCst);
         *self.watch.read_timer.lock().expect("timer lock") = None;
         *self.watch.write_timer.lock().expect("timer lock") = None;
@@ -263,19 +264,19 @@ impl<IO> Guarded<IO> {
     }
 
     /// The head is complete; the body is not counted.
-    pub fn end_head(&self) {
+    pub(crate) fn end_head(&self) {
         self.watch.head_left.store(usize::MAX, Ordering::SeqCst);
     }
 
     /// Why the head being read was refused (its reading then failed with `InvalidData`): to be
     /// answered with 400.
-    pub fn head_refusal(&self) -> Option<String> {
+    pub(crate) fn head_refusal(&self) -> Option<String> {
         self.watch.scan.lock().expect("head scan lock").refused.clone()
     }
 
     /// The connection switched protocols (a WebSocket, whose client may say nothing for hours):
     /// reads wait without limit from now on; a stalled write still times out.
-    pub fn upgraded(&self) {
+    pub(crate) fn upgraded(&self) {
         self.watch.head_left.store(usize::MAX, Ordering::SeqCst);
         self.watch.upgraded.store(true, Ordering::SeqCst);
         *self.watch.read_timer.lock().expect("timer lock") = None;

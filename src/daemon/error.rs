@@ -14,7 +14,7 @@ mod domain;
 /// Numeric error codes of 1.0.21 (§0.1) plus the ones this implementation adds (9004 and up).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u16)]
-pub enum ErrorCode {
+pub(crate) enum ErrorCode {
     AuthMissingKey = 1001,
     AuthInvalidKey = 1002,
     PeerNotFound = 2001,
@@ -99,7 +99,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// The HTTP status of each code: the one table that decides it.
-    pub fn status(self) -> StatusCode {
+    pub(crate) fn status(self) -> StatusCode {
         use ErrorCode::*;
         match self {
             AuthMissingKey => StatusCode::Unauthorized,
@@ -162,7 +162,7 @@ enum Family {
 /// An error answered to an HTTP client.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
-pub struct ApiError {
+pub(crate) struct ApiError {
     family: Family,
     message: String,
     /// Seconds, sent as `Retry-After`.
@@ -172,61 +172,61 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    pub fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
+    pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
         ApiError { family: Family::Coded(code), message: message.into(), retry_after: None, details: None }
     }
 
     /// An error in the `{"error":"..."}` family, for routes where 1.0.21 used it.
-    pub fn plain(status: StatusCode, message: impl Into<String>) -> ApiError {
+    pub(crate) fn plain(status: StatusCode, message: impl Into<String>) -> ApiError {
         ApiError { family: Family::Plain(status), message: message.into(), retry_after: None, details: None }
     }
 
     /// Another daemon's error, relayed with its status and code (`None`: it sent no code;
     /// 2003 is used).
-    pub fn relayed(status: StatusCode, code: Option<u64>, message: impl Into<String>) -> ApiError {
+    pub(crate) fn relayed(status: StatusCode, code: Option<u64>, message: impl Into<String>) -> ApiError {
         let code = code.and_then(|c| u16::try_from(c).ok()).unwrap_or(ErrorCode::PeerUnreachable as u16);
         ApiError { family: Family::Relayed(status, code), message: message.into(), retry_after: None, details: None }
     }
 
-    pub fn bad_request(message: impl Into<String>) -> ApiError {
+    pub(crate) fn bad_request(message: impl Into<String>) -> ApiError {
         ApiError::new(ErrorCode::InvalidRequest, message)
     }
 
-    pub fn internal(message: impl Into<String>) -> ApiError {
+    pub(crate) fn internal(message: impl Into<String>) -> ApiError {
         ApiError::new(ErrorCode::Internal, message)
     }
 
-    pub fn with_retry_after(mut self, seconds: u64) -> ApiError {
+    pub(crate) fn with_retry_after(mut self, seconds: u64) -> ApiError {
         self.retry_after = Some(seconds);
         self
     }
 
     /// Adds `details` to a coded error's body.
-    pub fn with_details(mut self, details: serde_json::Value) -> ApiError {
+    pub(crate) fn with_details(mut self, details: serde_json::Value) -> ApiError {
         self.details = Some(details);
         self
     }
 
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self.family {
             Family::Coded(code) => code.status(),
             Family::Plain(status) | Family::Relayed(status, _) => status,
         }
     }
 
-    pub fn code(&self) -> Option<ErrorCode> {
+    pub(crate) fn code(&self) -> Option<ErrorCode> {
         match self.family {
             Family::Coded(code) => Some(code),
             Family::Plain(_) | Family::Relayed(..) => None,
         }
     }
 
-    pub fn message(&self) -> &str {
+    pub(crate) fn message(&self) -> &str {
         &self.message
     }
 
     /// The JSON body.
-    pub fn body(&self) -> serde_json::Value {
+    pub(crate) fn body(&self) -> serde_json::Value {
         match self.family {
             Family::Coded(code) => match &self.details {
                 Some(details) => json!({"error": {"code": code as u16, "message": self.message, "details": details}}),
@@ -238,7 +238,7 @@ impl ApiError {
     }
 
     /// This error as a complete response.
-    pub fn into_response(self) -> tide::Response {
+    pub(crate) fn into_response(self) -> tide::Response {
         let mut res = tide::Response::new(self.status());
         res.set_body(self.body());
         if let Some(seconds) = self.retry_after {
@@ -249,7 +249,7 @@ impl ApiError {
 }
 
 /// Maps whatever the endpoint produced to the final status and JSON body.
-pub async fn render(mut res: tide::Response) -> tide::Result {
+pub(crate) async fn render(mut res: tide::Response) -> tide::Result {
     if let Some(err) = res.take_error() {
         let api_error = match domain::recover(err) {
             Ok(api_error) => api_error,

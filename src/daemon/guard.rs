@@ -29,7 +29,7 @@ use crate::random::constant_time_eq;
 
 /// Who a request authenticated as.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Caller {
+pub(crate) enum Caller {
     /// This node's own key from a loopback address: the local CLI, MCP server, sessions.
     Owner,
     /// A browser logged in to the dashboard (`loopsy dashboard`); acts for the owner.
@@ -46,7 +46,7 @@ pub enum Caller {
 
 /// The classes of callers, as the columns of ARCHITECTURE.md's access table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Class {
+pub(crate) enum Class {
     /// The owner at this machine: its own key from a loopback address.
     OwnerKey,
     /// The owner through the dashboard's session cookie.
@@ -60,10 +60,13 @@ pub enum Class {
 }
 
 impl Class {
-    pub const ALL: [Class; 5] = [Class::OwnerKey, Class::OwnerDashboard, Class::Paired, Class::Legacy, Class::Anyone];
+    #[cfg(test)]
+    pub(crate) const ALL: [Class; 5] =
+        [Class::OwnerKey, Class::OwnerDashboard, Class::Paired, Class::Legacy, Class::Anyone];
 
     /// The column heading in ARCHITECTURE.md.
-    pub fn heading(self) -> &'static str {
+    #[cfg(test)]
+    pub(crate) fn heading(self) -> &'static str {
         match self {
             Class::OwnerKey => "Owner (own key, loopback)",
             Class::OwnerDashboard => "Owner (dashboard cookie)",
@@ -75,7 +78,7 @@ impl Class {
 }
 
 impl Caller {
-    pub fn class(&self) -> Class {
+    pub(crate) fn class(&self) -> Class {
         match self {
             Caller::Owner => Class::OwnerKey,
             Caller::Dashboard => Class::OwnerDashboard,
@@ -85,13 +88,13 @@ impl Caller {
     }
 
     /// The owner, by either of its credentials.
-    pub fn is_owner(&self) -> bool {
+    pub(crate) fn is_owner(&self) -> bool {
         matches!(self, Caller::Owner | Caller::Dashboard)
     }
 
     /// The name in the audit log and the rate limiter: `own`, `dashboard`, `paired:<name>`,
     /// `peer:<name>` (a legacy key) or `own-remote`.
-    pub fn label(&self) -> String {
+    pub(crate) fn label(&self) -> String {
         match self {
             Caller::Owner => "own".into(),
             Caller::Dashboard => "dashboard".into(),
@@ -115,12 +118,12 @@ enum Holder {
 
 /// The accepted keys; replaced whole when the config changes (no restart needed).
 #[derive(Clone, Default)]
-pub struct Keyring {
+pub(crate) struct Keyring {
     keys: Arc<RwLock<Vec<(Holder, String)>>>,
 }
 
 impl Keyring {
-    pub fn new(config: &Config) -> Keyring {
+    pub(crate) fn new(config: &Config) -> Keyring {
         let keyring = Keyring::default();
         keyring.replace(config);
         keyring
@@ -132,7 +135,7 @@ impl Keyring {
     /// key we present (`auth.peerKeys`) and a certificate pin (`tls.pinnedCerts`): pairing
     /// writes the three together and nothing else writes `peerKeys`. 1.0.21's pairing wrote a
     /// pin but no `peerKeys`, and `loopsy peers add --key` only `allowedKeys`: both are legacy.
-    pub fn replace(&self, config: &Config) {
+    pub(crate) fn replace(&self, config: &Config) {
         let auth = &config.auth;
         let mut keys = vec![(Holder::Own, auth.api_key.clone())];
         keys.extend(auth.allowed_keys.iter().map(|(name, key)| {
@@ -144,7 +147,7 @@ impl Keyring {
     }
 
     /// This node's current key (it changes when the owner rotates it).
-    pub fn own_key(&self) -> String {
+    pub(crate) fn own_key(&self) -> String {
         let keys = self.keys.read().expect("keyring lock");
         keys.iter().find(|(holder, _)| *holder == Holder::Own).map(|(_, key)| key.clone()).unwrap_or_default()
     }
@@ -181,18 +184,18 @@ impl Keyring {
 }
 
 /// Whether `ip` is this machine's loopback, IPv4-mapped IPv6 (`::ffff:127.0.0.1`) included.
-pub fn is_loopback(ip: IpAddr) -> bool {
+pub(crate) fn is_loopback(ip: IpAddr) -> bool {
     ip.to_canonical().is_loopback()
 }
 
 /// The source address of a request's connection.
-pub fn source_ip(req: &Request<State>) -> Option<IpAddr> {
+pub(crate) fn source_ip(req: &Request<State>) -> Option<IpAddr> {
     req.peer_addr().and_then(|addr| addr.parse::<SocketAddr>().ok()).map(|addr| addr.ip().to_canonical())
 }
 
 /// Whether a class may use a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Grant {
+pub(crate) enum Grant {
     Yes,
     No,
     /// Only while a config switch is on.
@@ -204,19 +207,20 @@ pub enum Grant {
 /// config key in [`Switch::key`] (the text of the ARCHITECTURE.md cell: ``if `key` ``) and its
 /// value in [`Switch::is_on`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Switch {
+pub(crate) enum Switch {
     /// `terminals.allowLegacyPeers`: legacy peers may use terminals.
     LegacyTerminals,
 }
 
 impl Switch {
-    pub fn key(self) -> &'static str {
+    #[cfg(test)]
+    pub(crate) fn key(self) -> &'static str {
         match self {
             Switch::LegacyTerminals => "terminals.allowLegacyPeers",
         }
     }
 
-    pub fn is_on(self, config: &Config) -> bool {
+    pub(crate) fn is_on(self, config: &Config) -> bool {
         match self {
             Switch::LegacyTerminals => config.terminals.allow_legacy_peers,
         }
@@ -227,7 +231,7 @@ impl Switch {
 /// when it is mounted ([`super::routes::Mount::route`]); a new kind of access is a new variant,
 /// a row in that table and its arm in [`Access::grant`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Access {
+pub(crate) enum Access {
     /// Anyone, no key: health, the OpenAPI document, the dashboard's files and the messages of
     /// the pairing protocol (each listed in the table).
     Public,
@@ -246,10 +250,12 @@ pub enum Access {
 }
 
 impl Access {
-    pub const ALL: [Access; 5] = [Access::Public, Access::DataPlane, Access::Owner, Access::Local, Access::Terminal];
+    #[cfg(test)]
+    pub(crate) const ALL: [Access; 5] =
+        [Access::Public, Access::DataPlane, Access::Owner, Access::Local, Access::Terminal];
 
     /// The row name in ARCHITECTURE.md.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Access::Public => "Public",
             Access::DataPlane => "DataPlane",
@@ -260,7 +266,7 @@ impl Access {
     }
 
     /// Whether `class` may use a route with this access.
-    pub fn grant(self, class: Class) -> Grant {
+    pub(crate) fn grant(self, class: Class) -> Grant {
         use Class::*;
         if self == Access::Terminal && class == Legacy {
             return Grant::If(Switch::LegacyTerminals);
@@ -314,14 +320,14 @@ impl Access {
 
 /// Route middleware: authenticate, check the route's access, rate-limit, run the endpoint.
 #[derive(Debug, Clone, Copy)]
-pub struct Guard {
+pub(crate) struct Guard {
     pub access: Access,
     pub limit: Option<Category>,
 }
 
 /// The key of an `Authorization: Bearer <key>` header. A bare key without the scheme is
 /// refused (1.0.21 accepted it, see weakness A8).
-pub fn bearer_key(header: Option<&str>) -> Result<&str, ApiError> {
+pub(crate) fn bearer_key(header: Option<&str>) -> Result<&str, ApiError> {
     let Some(value) = header.map(str::trim).filter(|v| !v.is_empty()) else {
         return Err(ApiError::new(ErrorCode::AuthMissingKey, "Missing Authorization header"));
     };
@@ -353,7 +359,7 @@ fn identify(req: &Request<State>) -> Result<Caller, ApiError> {
 
 /// How the request's connection arrived (plain when the listener did not say, as in tests that
 /// call the app directly).
-pub fn connection(req: &Request<State>) -> Connection {
+pub(crate) fn connection(req: &Request<State>) -> Connection {
     req.ext::<Connection>().copied().unwrap_or(Connection { tls: false })
 }
 
@@ -382,7 +388,7 @@ fn dashboard_session(req: &Request<State>, session: &str) -> Result<Caller, ApiE
 }
 
 /// Refuses a browser request whose `Host` does not name this machine (DNS rebinding).
-pub fn check_browser_host(req: &Request<State>) -> Result<(), ApiError> {
+pub(crate) fn check_browser_host(req: &Request<State>) -> Result<(), ApiError> {
     let host = req.header("Host").map(|v| v.last().as_str()).unwrap_or_default();
     if req.state().host_names.allows(host, crate::netif::local_addresses) {
         Ok(())
@@ -392,7 +398,7 @@ pub fn check_browser_host(req: &Request<State>) -> Result<(), ApiError> {
 }
 
 /// The caller of a request that passed a guard; `None` only on `Access::Public` routes.
-pub fn caller(req: &Request<State>) -> Option<&Caller> {
+pub(crate) fn caller(req: &Request<State>) -> Option<&Caller> {
     req.ext::<Caller>()
 }
 

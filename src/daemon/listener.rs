@@ -36,30 +36,30 @@ const DRAIN_LIMIT: u64 = 256 * 1024;
 /// plain HTTP from other machines is still served beside it (`tls.allowInsecurePeers`, re-read
 /// on SIGHUP).
 #[derive(Clone)]
-pub struct TlsSwitch {
+pub(crate) struct TlsSwitch {
     acceptor: Arc<std::sync::RwLock<Option<crate::tls::Acceptor>>>,
     insecure_peers: Arc<AtomicBool>,
 }
 
 impl TlsSwitch {
-    pub fn new(allow_insecure_peers: bool) -> TlsSwitch {
+    pub(crate) fn new(allow_insecure_peers: bool) -> TlsSwitch {
         TlsSwitch { acceptor: Default::default(), insecure_peers: Arc::new(AtomicBool::new(allow_insecure_peers)) }
     }
 
-    pub fn current(&self) -> Option<crate::tls::Acceptor> {
+    pub(crate) fn current(&self) -> Option<crate::tls::Acceptor> {
         self.acceptor.read().expect("tls switch lock").clone()
     }
 
     /// New connections are served over TLS from now on.
-    pub fn enable(&self, acceptor: crate::tls::Acceptor) {
+    pub(crate) fn enable(&self, acceptor: crate::tls::Acceptor) {
         *self.acceptor.write().expect("tls switch lock") = Some(acceptor);
     }
 
-    pub fn is_on(&self) -> bool {
+    pub(crate) fn is_on(&self) -> bool {
         self.acceptor.read().expect("tls switch lock").is_some()
     }
 
-    pub fn set_insecure_peers(&self, allowed: bool) {
+    pub(crate) fn set_insecure_peers(&self, allowed: bool) {
         self.insecure_peers.store(allowed, Ordering::SeqCst);
     }
 
@@ -72,7 +72,7 @@ impl TlsSwitch {
 
 /// Counts requests being served, from decoded headers to the last byte of the response.
 #[derive(Clone, Default)]
-pub struct InFlight(Arc<AtomicUsize>);
+pub(crate) struct InFlight(Arc<AtomicUsize>);
 
 struct InFlightGuard(Arc<AtomicUsize>);
 
@@ -82,12 +82,12 @@ impl InFlight {
         InFlightGuard(self.0.clone())
     }
 
-    pub fn count(&self) -> usize {
+    pub(crate) fn count(&self) -> usize {
         self.0.load(Ordering::SeqCst)
     }
 
     /// Waits until no request is in flight, or `limit` has passed. Returns how many remain.
-    pub async fn drain(&self, limit: Duration) -> usize {
+    pub(crate) async fn drain(&self, limit: Duration) -> usize {
         let deadline = Instant::now() + limit;
         while self.count() > 0 && Instant::now() < deadline {
             async_io::Timer::after(Duration::from_millis(10)).await;
@@ -104,7 +104,7 @@ impl Drop for InFlightGuard {
 
 /// Accepts connections until shutdown is triggered; with TLS on, a connection that starts a
 /// TLS handshake gets HTTPS and one that speaks plain HTTP is judged by `TlsSwitch`.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     tls: TlsSwitch,
     app: tide::Server<State>,
@@ -157,7 +157,7 @@ pub async fn serve(
 /// How a request's connection arrived; the listener puts it on every request for the guard
 /// (a key minted at pairing is accepted only over TLS) and the dashboard's cookie rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Connection {
+pub(crate) struct Connection {
     pub tls: bool,
 }
 

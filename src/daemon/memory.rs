@@ -3,11 +3,11 @@
 //! the free ones back to the kernel.
 
 /// A request or response at least this large is followed by [`give_back`].
-pub const LARGE_BODY: usize = 1024 * 1024;
+pub(crate) const LARGE_BODY: usize = 1024 * 1024;
 
 /// Returns the allocator's free pages to the kernel (glibc's `malloc_trim`, every arena).
 /// Costs well under a millisecond on a daemon's heap; a no-op elsewhere.
-pub fn give_back() {
+pub(crate) fn give_back() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim has no preconditions; it only releases free memory.
     unsafe {

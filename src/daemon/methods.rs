@@ -18,17 +18,17 @@ use futures_lite::io::{self, AsyncRead, AsyncWrite};
 
 /// The method a client sent that http-types does not know; on the request's extensions.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UnknownMethod(pub String);
+pub(crate) struct UnknownMethod(pub String);
 
 /// The stand-in method the decoder sees for an unknown one.
-pub const STAND_IN: &str = "PRI";
+pub(crate) const STAND_IN: &str = "PRI";
 
 /// The longest method token looked at; a longer first word passes through (and fails to parse).
 const MAX_TOKEN: usize = 32;
 
 /// Wraps a connection's IO; cloned for the decoder like the IO itself.
 #[derive(Clone)]
-pub struct MethodGate<IO> {
+pub(crate) struct MethodGate<IO> {
     io: IO,
     state: Arc<Mutex<Gate>>,
 }
@@ -45,19 +45,19 @@ struct Gate {
 }
 
 impl<IO> MethodGate<IO> {
-    pub fn new(io: IO) -> MethodGate<IO> {
+    pub(crate) fn new(io: IO) -> MethodGate<IO> {
         MethodGate { io, state: Arc::default() }
     }
 
     /// A request head starts with the next byte read.
-    pub fn arm(&self) {
+    pub(crate) fn arm(&self) {
         let mut gate = self.state.lock().expect("method gate lock");
         gate.armed = true;
         gate.unknown = None;
     }
 
     /// The method the last head really had, if the decoder was handed the stand-in.
-    pub fn take_unknown(&self) -> Option<UnknownMethod> {
+    pub(crate) fn take_unknown(&self) -> Option<UnknownMethod> {
         self.state.lock().expect("method gate lock").unknown.take().map(UnknownMethod)
     }
 }

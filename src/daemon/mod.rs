@@ -4,22 +4,22 @@
 //! until SIGTERM/SIGINT, then stops accepting, lets in-flight requests finish for a bounded
 //! time, folds the context journal into `context.json`, flushes the audit log and exits.
 
-pub mod audit;
-pub mod body;
-pub mod conn;
-pub mod error;
-pub mod guard;
-pub mod listener;
-pub mod memory;
-pub mod methods;
-pub mod openapi;
-pub mod pairing;
-pub mod rate_limit;
+pub(crate) mod audit;
+pub(crate) mod body;
+pub(crate) mod conn;
+pub(crate) mod error;
+pub(crate) mod guard;
+pub(crate) mod listener;
+pub(crate) mod memory;
+pub(crate) mod methods;
+pub(crate) mod openapi;
+pub(crate) mod pairing;
+pub(crate) mod rate_limit;
 mod request_log;
-pub mod routes;
-pub mod sse;
-pub mod state;
-pub mod websocket;
+pub(crate) mod routes;
+pub(crate) mod sse;
+pub(crate) mod state;
+pub(crate) mod websocket;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -38,7 +38,7 @@ use state::State;
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Builds the tide application: middleware and every route.
-pub fn app(state: State) -> (tide::Server<State>, Vec<routes::RouteSpec>) {
+pub(crate) fn app(state: State) -> (tide::Server<State>, Vec<routes::RouteSpec>) {
     let mut app = tide::with_state(state);
     app.with(request_log::Record);
     app.with(tide::utils::After(error::render));
@@ -47,7 +47,7 @@ pub fn app(state: State) -> (tide::Server<State>, Vec<routes::RouteSpec>) {
 }
 
 /// Runs the daemon of `paths` in this process until it is told to stop.
-pub fn run(paths: Paths, config: Config, managed_by: Option<String>) -> anyhow::Result<()> {
+pub(crate) fn run(paths: Paths, config: Config, managed_by: Option<String>) -> anyhow::Result<()> {
     crate::durable::create_private_dir(paths.home())?;
     std::fs::create_dir_all(paths.logs_dir()).context("creating the logs directory")?;
     let _instance = FileLock::try_exclusive(&paths.lock_file())?.ok_or_else(|| {
@@ -149,7 +149,7 @@ fn announce(state: &State, bound: SocketAddr, managed_by: Option<String>) -> any
 
 /// Turns HTTPS on for new connections (making the certificate if needed) and says so in
 /// `daemon.json`; returns the certificate's fingerprint.
-pub fn enable_tls(state: &State) -> anyhow::Result<crate::tls::Fingerprint> {
+pub(crate) fn enable_tls(state: &State) -> anyhow::Result<crate::tls::Fingerprint> {
     let identity = crate::tls::Identity::load_or_create(&state.paths, &state.node.hostname)?;
     if !state.tls.is_on() {
         state.tls.enable(crate::tls::acceptor(&identity)?);
@@ -226,7 +226,7 @@ fn reload_keys(state: &State) {
 }
 
 /// Where a local client reaches a daemon bound to `bound`.
-pub fn client_address(bound: SocketAddr) -> SocketAddr {
+pub(crate) fn client_address(bound: SocketAddr) -> SocketAddr {
     let ip = match bound.ip() {
         IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
         IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),

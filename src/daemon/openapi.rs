@@ -13,13 +13,13 @@ use serde_json::{json, Map, Value};
 use super::routes;
 
 /// The document as JSON text, built once.
-pub fn document() -> &'static str {
+pub(crate) fn document() -> &'static str {
     static DOCUMENT: OnceLock<String> = OnceLock::new();
     DOCUMENT.get_or_init(|| serde_json::to_string_pretty(&build()).expect("the document serialises"))
 }
 
 /// The document as a JSON value.
-pub fn build() -> Value {
+pub(crate) fn build() -> Value {
     let mut paths = Map::new();
     let mut schemas = Map::new();
     schemas.insert("Error".into(), error_schema());

@@ -22,7 +22,7 @@ use crate::peer::{Client, ClientError, Method};
 
 /// The one pairing slot of a daemon.
 #[derive(Clone, Default)]
-pub struct Pairing {
+pub(crate) struct Pairing {
     slot: Arc<Mutex<Slot>>,
 }
 
@@ -82,7 +82,7 @@ impl Pairing {
     }
 
     /// `POST /pair/start`: a new session with a fresh code.
-    pub fn start(&self, state: &State) -> Result<serde_json::Value, ApiError> {
+    pub(crate) fn start(&self, state: &State) -> Result<serde_json::Value, ApiError> {
         let now = crate::clock::now_ms();
         let mine = my_offer(state)?;
         let mut slot = self.lock();
@@ -101,7 +101,7 @@ impl Pairing {
     }
 
     /// `GET /pair/status` for the local CLI.
-    pub fn status(&self) -> serde_json::Value {
+    pub(crate) fn status(&self) -> serde_json::Value {
         let now = crate::clock::now_ms();
         match &*self.lock() {
             Slot::Idle => json!({"role": "none"}),
@@ -121,7 +121,7 @@ impl Pairing {
     }
 
     /// `DELETE /pair`: give up whatever is in progress.
-    pub fn cancel(&self) {
+    pub(crate) fn cancel(&self) {
         let mut slot = self.lock();
         match &mut *slot {
             Slot::Hosting { host, .. } => host.cancel(),
@@ -138,14 +138,14 @@ impl Pairing {
     }
 
     /// `POST /pair/spake2` from the joining daemon at address `from`.
-    pub fn host_spake2(&self, body: &Share, from: IpAddr) -> Result<ShareAnswer, ApiError> {
+    pub(crate) fn host_spake2(&self, body: &Share, from: IpAddr) -> Result<ShareAnswer, ApiError> {
         let share = decode_hex(&body.share, "share")?;
         let (share, confirm) = self.with_host(|host, now| host.spake2(&share, from, now))?;
         Ok(ShareAnswer { share, confirm })
     }
 
     /// `POST /pair/exchange` from the joining daemon at address `from`.
-    pub fn host_exchange(&self, body: &Exchange, from: IpAddr) -> Result<Sealed, ApiError> {
+    pub(crate) fn host_exchange(&self, body: &Exchange, from: IpAddr) -> Result<Sealed, ApiError> {
         let confirm = decode_hex(&body.confirm, "confirm")?;
         decode_hex(&body.offer, "offer")?;
         let now = crate::clock::now_ms();
@@ -161,7 +161,7 @@ impl Pairing {
     }
 
     /// `POST /pair/finish` from the joining daemon: its human's answer.
-    pub fn host_finish(&self, state: &State, body: &FinishRequest) -> Result<FinishAnswer, ApiError> {
+    pub(crate) fn host_finish(&self, state: &State, body: &FinishRequest) -> Result<FinishAnswer, ApiError> {
         // A malformed tag is the request's fault whatever the session's state.
         decode_hex(&body.tag, "tag")?;
         let finish = self.with_host(|host, now| host.confirm_remote(body.confirmed, &body.tag, now))?;
@@ -174,7 +174,7 @@ impl Pairing {
     }
 
     /// `POST /pair/confirm` on the host: its human's answer.
-    pub fn host_confirm(&self, state: &State, confirmed: bool) -> Result<serde_json::Value, ApiError> {
+    pub(crate) fn host_confirm(&self, state: &State, confirmed: bool) -> Result<serde_json::Value, ApiError> {
         self.with_host(|host, now| host.confirm_local(confirmed, now))?;
         self.apply_host_result(state)?;
         Ok(self.status())
@@ -263,7 +263,7 @@ fn free_name(hostname: &str, node_id: &str, taken: impl Fn(&str) -> bool) -> Str
 
 /// The joiner's side, driven from `POST /pair/join` and `POST /pair/confirm`.
 impl Pairing {
-    pub async fn join(&self, state: &State, request: JoinRequest) -> Result<serde_json::Value, ApiError> {
+    pub(crate) async fn join(&self, state: &State, request: JoinRequest) -> Result<serde_json::Value, ApiError> {
         let code = Code::parse(&request.code)
             .ok_or_else(|| ApiError::new(ErrorCode::PairingInvalid, "the code has 6 digits"))?;
         let port = request.port.unwrap_or(crate::config::DEFAULT_PORT);
@@ -295,7 +295,7 @@ impl Pairing {
     }
 
     /// `POST /pair/confirm`: the local human's answer, on either side.
-    pub async fn confirm(&self, state: &State, confirmed: bool) -> Result<serde_json::Value, ApiError> {
+    pub(crate) async fn confirm(&self, state: &State, confirmed: bool) -> Result<serde_json::Value, ApiError> {
         if matches!(&*self.lock(), Slot::Hosting { .. }) {
             return self.host_confirm(state, confirmed);
         }

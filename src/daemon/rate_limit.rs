@@ -17,7 +17,7 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 /// Failed authentications an address may make per minute (and in a burst).
-pub const FAILED_AUTH_PER_MINUTE: u32 = 10;
+pub(crate) const FAILED_AUTH_PER_MINUTE: u32 = 10;
 /// Addresses tracked for failed authentication at most; beyond that the least recently seen
 /// one is forgotten.
 const MAX_ADDRESSES: usize = 4096;
@@ -26,14 +26,14 @@ use crate::config::RateLimits;
 
 /// The limited categories of routes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Category {
+pub(crate) enum Category {
     Execute,
     Transfer,
     Context,
 }
 
 impl Category {
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Category::Execute => "execute",
             Category::Transfer => "transfer",
@@ -50,7 +50,7 @@ struct Bucket {
 
 /// The limiter of one daemon.
 #[derive(Debug)]
-pub struct RateLimiter {
+pub(crate) struct RateLimiter {
     limits: RateLimits,
     buckets: Mutex<HashMap<(String, Category), Bucket>>,
     /// Failed authentications per source address (IPv6 by /64).
@@ -59,13 +59,13 @@ pub struct RateLimiter {
 
 /// A refused request: the limit per minute and when to retry.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Refusal {
+pub(crate) struct Refusal {
     pub per_minute: u32,
     pub retry_after_secs: u64,
 }
 
 impl RateLimiter {
-    pub fn new(limits: RateLimits) -> RateLimiter {
+    pub(crate) fn new(limits: RateLimits) -> RateLimiter {
         RateLimiter { limits, buckets: Mutex::new(HashMap::new()), failures: Mutex::new(HashMap::new()) }
     }
 
@@ -78,13 +78,13 @@ impl RateLimiter {
     }
 
     /// Takes one token for `caller` in `category`, or says how long to wait.
-    pub fn check(&self, caller: &str, category: Category, now: Instant) -> Result<(), Refusal> {
+    pub(crate) fn check(&self, caller: &str, category: Category, now: Instant) -> Result<(), Refusal> {
         self.take(caller, category, now, 1.0)
     }
 
     /// Says whether `check` would pass now, without taking a token: lets a client learn, before
     /// it starts a large upload, that the upload would be refused.
-    pub fn peek(&self, caller: &str, category: Category, now: Instant) -> Result<(), Refusal> {
+    pub(crate) fn peek(&self, caller: &str, category: Category, now: Instant) -> Result<(), Refusal> {
         self.take(caller, category, now, 0.0)
     }
 
@@ -99,7 +99,7 @@ impl RateLimiter {
     }
 
     /// Whether `source` may still try a key: refused once it has failed too often.
-    pub fn check_source(&self, source: IpAddr, now: Instant) -> Result<(), Refusal> {
+    pub(crate) fn check_source(&self, source: IpAddr, now: Instant) -> Result<(), Refusal> {
         let mut failures = self.failures.lock().expect("rate limiter lock");
         match failures.get_mut(&address_key(source)) {
             Some(bucket) => bucket.take(FAILED_AUTH_PER_MINUTE, now, 0.0),
@@ -108,7 +108,7 @@ impl RateLimiter {
     }
 
     /// Counts a failed authentication from `source`.
-    pub fn failed_auth(&self, source: IpAddr, now: Instant) {
+    pub(crate) fn failed_auth(&self, source: IpAddr, now: Instant) {
         let key = address_key(source);
         let mut failures = self.failures.lock().expect("rate limiter lock");
         if failures.len() >= MAX_ADDRESSES && !failures.contains_key(&key) {

@@ -9,7 +9,7 @@ use super::guard::Caller;
 use super::state::State;
 
 /// Outermost middleware: times the request and records it in the audit log.
-pub struct Record;
+pub(super) struct Record;
 
 #[async_trait::async_trait]
 impl tide::Middleware<State> for Record {

@@ -16,10 +16,10 @@ use futures_lite::Stream;
 use smol::channel::Receiver;
 
 /// Quiet time after which a comment line is sent.
-pub const HEARTBEAT: Duration = Duration::from_secs(10);
+pub(crate) const HEARTBEAT: Duration = Duration::from_secs(10);
 
 /// `data: <json>\n\n`: one event in the 1.0.21 shape (no `event:` or `id:` field).
-pub fn data_event(json: &impl serde::Serialize) -> Vec<u8> {
+pub(crate) fn data_event(json: &impl serde::Serialize) -> Vec<u8> {
     let mut bytes = b"data: ".to_vec();
     serde_json::to_writer(&mut bytes, json).expect("event JSON serialises");
     bytes.extend_from_slice(b"\n\n");
@@ -27,7 +27,7 @@ pub fn data_event(json: &impl serde::Serialize) -> Vec<u8> {
 }
 
 /// `id: <id>\ndata: <json>\n\n`: a numbered event, so a client can resume after it.
-pub fn numbered_event(id: u64, json: &impl serde::Serialize) -> Vec<u8> {
+pub(crate) fn numbered_event(id: u64, json: &impl serde::Serialize) -> Vec<u8> {
     let mut bytes = format!("id: {id}\n").into_bytes();
     bytes.extend(data_event(json));
     bytes
@@ -35,12 +35,16 @@ pub fn numbered_event(id: u64, json: &impl serde::Serialize) -> Vec<u8> {
 
 /// A 200 `text/event-stream` response whose body is what `events` yields until it closes.
 /// `producer` runs as long as the body exists.
-pub fn response(events: Receiver<Vec<u8>>, producer: smol::Task<()>) -> tide::Response {
+pub(crate) fn response(events: Receiver<Vec<u8>>, producer: smol::Task<()>) -> tide::Response {
     response_every(events, producer, HEARTBEAT)
 }
 
 /// Like [`response`], with a heartbeat after `heartbeat` of quiet.
-pub fn response_every(events: Receiver<Vec<u8>>, producer: smol::Task<()>, heartbeat: Duration) -> tide::Response {
+pub(crate) fn response_every(
+    events: Receiver<Vec<u8>>,
+    producer: smol::Task<()>,
+    heartbeat: Duration,
+) -> tide::Response {
     let body = SseBody {
         events: Box::pin(events),
         current: Vec::new(),

@@ -19,7 +19,7 @@ use crate::transfer::push::TransferContext;
 
 /// Shared by every request; each field owns its own locking.
 #[derive(Clone)]
-pub struct State {
+pub(crate) struct State {
     /// Resolved once at start, never mutated.
     pub config: Arc<Config>,
     pub paths: Arc<Paths>,
@@ -66,7 +66,7 @@ impl State {
     /// Opens everything a daemon serves from: the context store, the peer registry (with the
     /// configured manual peers), the transfer bookkeeping. Returns the health checker's queue of
     /// nudges beside the state; background tasks are started by `daemon::serve`.
-    pub fn open(
+    pub(crate) fn open(
         paths: Arc<Paths>,
         config: Config,
         node_id: NodeId,
@@ -134,7 +134,7 @@ impl State {
 
 /// This daemon as others see it.
 #[derive(Debug)]
-pub struct Node {
+pub(crate) struct Node {
     pub id: NodeId,
     pub hostname: String,
     /// The port actually bound (differs from the config with `--port 0`).
@@ -143,7 +143,7 @@ pub struct Node {
 }
 
 impl Node {
-    pub fn uptime_ms(&self) -> u64 {
+    pub(crate) fn uptime_ms(&self) -> u64 {
         self.started.elapsed().as_millis() as u64
     }
 }

@@ -23,22 +23,22 @@ use super::state::State;
 const MAX_MESSAGE: usize = 1024 * 1024;
 
 /// A connection after the upgrade: plain TCP or TLS.
-pub trait Duplex: AsyncRead + AsyncWrite + Send + Unpin {}
+pub(crate) trait Duplex: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Duplex for T {}
 
 /// The WebSocket a handler gets.
-pub type Socket = WebSocketStream<Box<dyn Duplex>>;
+pub(crate) type Socket = WebSocketStream<Box<dyn Duplex>>;
 
 type Handler = Box<dyn FnOnce(Socket) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
 
 /// The code to run once the listener has switched the connection (a response extension).
 #[derive(Clone)]
-pub struct Upgrade(Arc<Mutex<Option<(Handler, String)>>>);
+pub(crate) struct Upgrade(Arc<Mutex<Option<(Handler, String)>>>);
 
 impl Upgrade {
     /// Sends the 101 head on `io` and runs the handler on it. Returns false when this response
     /// carried no upgrade (or it was taken already).
-    pub async fn run(&self, mut io: Box<dyn Duplex>) -> std::io::Result<bool> {
+    pub(crate) async fn run(&self, mut io: Box<dyn Duplex>) -> std::io::Result<bool> {
         let Some((handler, accept_key)) = self.0.lock().expect("upgrade lock").take() else { return Ok(false) };
         let head = format!(
             "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
@@ -54,13 +54,13 @@ impl Upgrade {
 }
 
 /// A checked WebSocket handshake request, ready to be answered.
-pub struct Handshake {
+pub(crate) struct Handshake {
     accept_key: String,
 }
 
 /// Checks that `req` asks for a WebSocket (RFC 6455 §4.2.1); a request that does not is
 /// refused with 426 (no `Upgrade: websocket`) or 400.
-pub fn handshake(req: &Request<State>) -> Result<Handshake, ApiError> {
+pub(crate) fn handshake(req: &Request<State>) -> Result<Handshake, ApiError> {
     let header = |name: &str| req.header(name).map(|v| v.last().as_str().to_string()).unwrap_or_default();
     let has_token = |value: String, token: &str| value.split(',').any(|t| t.trim().eq_ignore_ascii_case(token));
     if !has_token(header("Upgrade"), "websocket") {
@@ -84,7 +84,7 @@ pub fn handshake(req: &Request<State>) -> Result<Handshake, ApiError> {
 
 impl Handshake {
     /// The 101 answer; `handler` runs on the connection once the listener has switched it.
-    pub fn accept<F, Fut>(self, handler: F) -> Response
+    pub(crate) fn accept<F, Fut>(self, handler: F) -> Response
     where
         F: FnOnce(Socket) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,

@@ -4,7 +4,7 @@
 
 /// One embedded file.
 #[derive(Debug)]
-pub struct Asset {
+pub(crate) struct Asset {
     /// Path below `/dashboard/`.
     pub path: &'static str,
     pub content_type: &'static str,
@@ -22,7 +22,7 @@ macro_rules! asset {
 }
 
 /// Every file, `index.html` first.
-pub const ASSETS: &[Asset] = &[
+pub(crate) const ASSETS: &[Asset] = &[
     asset!("index.html", HTML),
     asset!("style.css", CSS),
     asset!("app.js", JS),
@@ -45,7 +45,7 @@ pub const ASSETS: &[Asset] = &[
 ];
 
 /// The file at `path` (below `/dashboard/`; empty means `index.html`).
-pub fn find(path: &str) -> Option<&'static Asset> {
+pub(crate) fn find(path: &str) -> Option<&'static Asset> {
     let path = if path.is_empty() { "index.html" } else { path };
     ASSETS.iter().find(|asset| asset.path == path)
 }

@@ -12,9 +12,9 @@ use std::sync::{Arc, Mutex};
 use sha2::{Digest, Sha256};
 
 /// How long a login token may wait for its browser.
-pub const TOKEN_TTL_MS: u64 = 60_000;
+pub(crate) const TOKEN_TTL_MS: u64 = 60_000;
 /// How long a browser session lasts (absolute, not sliding).
-pub const SESSION_TTL_MS: u64 = 12 * 3600 * 1000;
+pub(crate) const SESSION_TTL_MS: u64 = 12 * 3600 * 1000;
 /// Bounds on what is kept: the oldest entry makes room for a new one.
 const MAX_TOKENS: usize = 32;
 const MAX_SESSIONS: usize = 64;
@@ -23,7 +23,7 @@ type Digest32 = [u8; 32];
 
 /// Tokens waiting for a browser and live browser sessions; cheap to clone.
 #[derive(Clone, Default)]
-pub struct Logins {
+pub(crate) struct Logins {
     inner: Arc<Mutex<Tables>>,
 }
 
@@ -37,21 +37,20 @@ struct Tables {
 
 /// A new login token and when it stops working.
 #[derive(Debug, Clone)]
-pub struct Token {
+pub(crate) struct Token {
     pub secret: String,
     pub expires_at: u64,
 }
 
 /// A browser session created from a token.
 #[derive(Debug, Clone)]
-pub struct Session {
+pub(crate) struct Session {
     pub secret: String,
-    pub expires_at: u64,
 }
 
 impl Logins {
     /// Mints a single-use login token.
-    pub fn issue_token(&self, now: u64) -> Token {
+    pub(crate) fn issue_token(&self, now: u64) -> Token {
         let secret = crate::random::hex(32);
         let expires_at = now + TOKEN_TTL_MS;
         let mut tables = self.inner.lock().expect("logins lock");
@@ -62,7 +61,7 @@ impl Logins {
     }
 
     /// Consumes `token` (whatever the outcome, it never works twice) and opens a session.
-    pub fn redeem(&self, token: &str, now: u64) -> Option<Session> {
+    pub(crate) fn redeem(&self, token: &str, now: u64) -> Option<Session> {
         let mut tables = self.inner.lock().expect("logins lock");
         let expiry = tables.tokens.remove(&digest(token))?;
         if expiry <= now {
@@ -73,17 +72,17 @@ impl Logins {
         let secret = crate::random::hex(32);
         let expires_at = now + SESSION_TTL_MS;
         tables.sessions.insert(digest(&secret), expires_at);
-        Some(Session { secret, expires_at })
+        Some(Session { secret })
     }
 
     /// Whether `session` is a live session.
-    pub fn check(&self, session: &str, now: u64) -> bool {
+    pub(crate) fn check(&self, session: &str, now: u64) -> bool {
         let tables = self.inner.lock().expect("logins lock");
         tables.sessions.get(&digest(session)).is_some_and(|expiry| *expiry > now)
     }
 
     /// Ends `session` (log out).
-    pub fn end(&self, session: &str) {
+    pub(crate) fn end(&self, session: &str) {
         self.inner.lock().expect("logins lock").sessions.remove(&digest(session));
     }
 }

@@ -6,8 +6,8 @@
 //! with a session cookie instead of a key, and reaches sessions and peers only through the
 //! proxy route, which picks the credentials (never the browser).
 
-pub mod assets;
-pub mod auth;
-pub mod origin;
-pub mod overview;
-pub mod targets;
+pub(crate) mod assets;
+pub(crate) mod auth;
+pub(crate) mod origin;
+pub(crate) mod overview;
+pub(crate) mod targets;

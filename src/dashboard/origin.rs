@@ -10,28 +10,28 @@ use std::net::IpAddr;
 
 /// Cookie names carry the port: cookies are scoped by host, not port, so two daemons on one
 /// machine (main and sessions) would otherwise overwrite each other's cookie.
-pub fn cookie_name(port: u16) -> String {
+pub(crate) fn cookie_name(port: u16) -> String {
     format!("loopsy_dashboard_{port}")
 }
 
 /// The value of cookie `name` in a `Cookie` header (`a=1; b=2`).
-pub fn find_cookie<'a>(header: &'a str, name: &str) -> Option<&'a str> {
+pub(crate) fn find_cookie<'a>(header: &'a str, name: &str) -> Option<&'a str> {
     header.split(';').filter_map(|pair| pair.trim().split_once('=')).find(|(n, _)| *n == name).map(|(_, v)| v.trim())
 }
 
 /// The `Set-Cookie` value of a new session.
-pub fn session_cookie(port: u16, secret: &str, max_age_secs: u64, secure: bool) -> String {
+pub(crate) fn session_cookie(port: u16, secret: &str, max_age_secs: u64, secure: bool) -> String {
     let secure = if secure { "; Secure" } else { "" };
     format!("{}={secret}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age_secs}{secure}", cookie_name(port))
 }
 
 /// The host names (lowercase) that name this machine, besides loopback names and addresses.
 #[derive(Debug, Clone, Default)]
-pub struct HostNames(Vec<String>);
+pub(crate) struct HostNames(Vec<String>);
 
 impl HostNames {
     /// `hostname`, its `.local` mDNS form and the OS hostname likewise.
-    pub fn new(names: &[String]) -> HostNames {
+    pub(crate) fn new(names: &[String]) -> HostNames {
         let mut all = Vec::new();
         for name in names.iter().map(|n| n.trim().trim_end_matches('.').to_ascii_lowercase()) {
             if name.is_empty() {
@@ -47,7 +47,7 @@ impl HostNames {
 
     /// Whether a `Host` header names this machine. `addresses` are its interface addresses
     /// (asked only when the header is an address that is not loopback).
-    pub fn allows(&self, host_header: &str, addresses: impl FnOnce() -> Vec<IpAddr>) -> bool {
+    pub(crate) fn allows(&self, host_header: &str, addresses: impl FnOnce() -> Vec<IpAddr>) -> bool {
         let Some(host) = host_part(host_header) else { return false };
         if let Ok(ip) = host.parse::<IpAddr>() {
             return ip.is_loopback() || ip.to_canonical().is_loopback() || addresses().contains(&ip.to_canonical());
@@ -82,7 +82,7 @@ fn is_port(text: &str) -> bool {
 }
 
 /// Whether `origin` is this daemon's own origin as reached through `host_header`.
-pub fn origin_matches(origin: &str, tls: bool, host_header: &str) -> bool {
+pub(crate) fn origin_matches(origin: &str, tls: bool, host_header: &str) -> bool {
     let scheme = if tls { "https" } else { "http" };
     origin.trim().eq_ignore_ascii_case(&format!("{scheme}://{}", host_header.trim()))
 }

@@ -11,12 +11,12 @@ use crate::paths::Paths;
 use crate::sessions::{self, LocalSession};
 
 /// How long a session's status may take before it counts as unreachable.
-pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// One local session in the overview.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct SessionView {
+pub(crate) struct SessionView {
     pub name: String,
     /// The dashboard target naming it: `session:<name>`.
     pub target: String,
@@ -32,7 +32,7 @@ pub struct SessionView {
 }
 
 /// Every session of `home` with its status, in name order.
-pub async fn sessions(main: &Paths) -> Vec<SessionView> {
+pub(crate) async fn sessions(main: &Paths) -> Vec<SessionView> {
     let found = {
         let main = main.clone();
         blocking::unblock(move || sessions::local_sessions(&main)).await

@@ -17,14 +17,14 @@ use crate::sessions::{LocalSession, SessionName};
 
 /// A target named by the browser.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TargetId {
+pub(crate) enum TargetId {
     Local,
     Session(SessionName),
     Peer(String),
 }
 
 impl TargetId {
-    pub fn parse(text: &str) -> Result<TargetId, String> {
+    pub(crate) fn parse(text: &str) -> Result<TargetId, String> {
         if text == "local" {
             return Ok(TargetId::Local);
         }
@@ -49,7 +49,7 @@ impl TargetId {
 
 /// How a peer's requests are authenticated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Credential {
+pub(crate) enum Credential {
     /// The key pairing minted for us (`auth.peerKeys[name]`).
     Paired,
     /// The key stored under the peer's name (`auth.allowedKeys[name]`).
@@ -61,7 +61,7 @@ pub enum Credential {
 }
 
 impl Credential {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Credential::Paired => "paired",
             Credential::Named => "named-key",
@@ -72,7 +72,7 @@ impl Credential {
 }
 
 /// The credential `config` holds for `peer`, with the key itself.
-pub fn credential_for(peer: &Peer, config: &Config) -> (Credential, Option<String>) {
+pub(crate) fn credential_for(peer: &Peer, config: &Config) -> (Credential, Option<String>) {
     let named = |map: &std::collections::BTreeMap<String, String>| {
         peer.name.as_ref().and_then(|name| map.get(name)).filter(|key| !key.is_empty()).cloned()
     };
@@ -89,13 +89,13 @@ pub fn credential_for(peer: &Peer, config: &Config) -> (Credential, Option<Strin
 }
 
 /// The certificate pinned for `peer` (from pairing), if any: then it is reached over TLS only.
-pub fn pin_for(peer: &Peer, config: &Config) -> Option<Fingerprint> {
+pub(crate) fn pin_for(peer: &Peer, config: &Config) -> Option<Fingerprint> {
     crate::resolve::pin_for(peer, config)
 }
 
 /// A base URL, the key to present and the certificate to pin.
 #[derive(Debug, Clone)]
-pub struct Reach {
+pub(crate) struct Reach {
     pub base: String,
     pub key: String,
     pub pin: Option<Fingerprint>,
@@ -103,7 +103,7 @@ pub struct Reach {
 
 /// Why a target cannot be reached.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Unreachable {
+pub(crate) enum Unreachable {
     #[error("no session named '{0}'")]
     UnknownSession(String),
     #[error("session '{0}' is not running")]
@@ -121,7 +121,7 @@ pub enum Unreachable {
 }
 
 /// How to reach local session `session`.
-pub fn reach_session(session: &LocalSession) -> Result<Reach, Unreachable> {
+pub(crate) fn reach_session(session: &LocalSession) -> Result<Reach, Unreachable> {
     let running = session.running.as_ref().ok_or_else(|| Unreachable::Stopped(session.name.to_string()))?;
     let config = session.config.as_ref().ok_or_else(|| Unreachable::NoConfig(session.name.to_string()))?;
     let pin = match running.tls {
@@ -132,7 +132,7 @@ pub fn reach_session(session: &LocalSession) -> Result<Reach, Unreachable> {
 }
 
 /// How to reach registry peer `peer`.
-pub fn reach_peer(peer: &Peer, config: &Config) -> Result<Reach, Unreachable> {
+pub(crate) fn reach_peer(peer: &Peer, config: &Config) -> Result<Reach, Unreachable> {
     let (_, key) = credential_for(peer, config);
     let key = key.ok_or_else(|| Unreachable::NoCredential(peer.node_id.clone()))?;
     let pin = pin_for(peer, config);
@@ -144,7 +144,7 @@ pub fn reach_peer(peer: &Peer, config: &Config) -> Result<Reach, Unreachable> {
 }
 
 /// Whether the dashboard forwards `method path` (the path after the target, no query).
-pub fn forwardable(method: &str, path: &str) -> bool {
+pub(crate) fn forwardable(method: &str, path: &str) -> bool {
     let Some(rest) = path.strip_prefix("/api/v1/") else { return false };
     let segments: Vec<&str> = rest.split('/').collect();
     let suspicious = |s: &&str| s.is_empty() || s.contains('%') && decodes_to_dots(s) || *s == "." || *s == "..";
@@ -174,7 +174,7 @@ pub fn forwardable(method: &str, path: &str) -> bool {
 }
 
 /// Whether `method path` is a terminal's WebSocket, relayed frame by frame.
-pub fn is_websocket(method: &str, path: &str) -> bool {
+pub(crate) fn is_websocket(method: &str, path: &str) -> bool {
     let segments: Vec<&str> = path.trim_start_matches("/api/v1/").split('/').collect();
     matches!((method, segments.as_slice()), ("GET", ["terminals", _, "attach"]))
 }
@@ -185,7 +185,7 @@ fn decodes_to_dots(segment: &str) -> bool {
 }
 
 /// Whether the answer to `method path` is an event stream.
-pub fn is_event_stream(method: &str, path: &str) -> bool {
+pub(crate) fn is_event_stream(method: &str, path: &str) -> bool {
     let segments: Vec<&str> = path.trim_start_matches("/api/v1/").split('/').collect();
     matches!(
         (method, segments.as_slice()),

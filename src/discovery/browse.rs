@@ -19,7 +19,7 @@ use crate::identity::PROTOCOL_VERSION;
 use crate::netif::LocalNet;
 use crate::peers::Announced;
 
-pub const SERVICE: &str = "_loopsy._tcp.local";
+pub(crate) const SERVICE: &str = "_loopsy._tcp.local";
 /// An instance without an address after this long is reported at its packets' source.
 const ADDRESS_GRACE: Duration = Duration::from_secs(2);
 /// The same unchanged announcement is reported again at most this often.
@@ -32,14 +32,14 @@ const MAX_ADDRESSES: usize = 8;
 
 /// What the browser learned.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Event {
+pub(super) enum Event {
     Seen(Announced),
     Goodbye { node_id: String },
 }
 
 /// A question to multicast.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Query {
+pub(super) enum Query {
     /// A (IPv4) records of a host name.
     Address(String),
     /// SRV and TXT of an instance.
@@ -59,7 +59,7 @@ struct Instance {
 
 /// The browser's cache.
 #[derive(Debug)]
-pub struct Browser {
+pub(super) struct Browser {
     own_id: String,
     instances: HashMap<String, Instance>,
     /// Host name → IPv4 addresses with their expiry.
@@ -73,12 +73,12 @@ fn key(name: &simple_dns::Name<'_>) -> String {
 }
 
 impl Browser {
-    pub fn new(own_id: &str) -> Browser {
+    pub(super) fn new(own_id: &str) -> Browser {
         Browser { own_id: own_id.to_string(), instances: HashMap::new(), hosts: HashMap::new(), asked: HashMap::new() }
     }
 
     /// Takes in one response packet received from `source`.
-    pub fn handle(&mut self, packet: &Packet<'_>, source: Ipv4Addr, nets: &[LocalNet], now: Instant) -> Output {
+    pub(super) fn handle(&mut self, packet: &Packet<'_>, source: Ipv4Addr, nets: &[LocalNet], now: Instant) -> Output {
         let mut out = Output::default();
         let records: Vec<&ResourceRecord<'_>> = packet.answers.iter().chain(&packet.additional_records).collect();
         let suffix = format!(".{SERVICE}");
@@ -142,7 +142,7 @@ impl Browser {
     }
 
     /// Expires old records, and reports instances whose address never came.
-    pub fn tick(&mut self, nets: &[LocalNet], now: Instant) -> Output {
+    pub(super) fn tick(&mut self, nets: &[LocalNet], now: Instant) -> Output {
         let mut out = Output::default();
         self.instances.retain(|_, i| i.expires.is_none_or(|e| e > now));
         for addresses in self.hosts.values_mut() {
@@ -254,7 +254,7 @@ fn usable(ip: Ipv4Addr, source: Ipv4Addr) -> bool {
 
 /// Picks the address to reach a peer: the packet's source if the peer lists it, else one on
 /// the subnet the packet came in on, else one on any of our subnets, else the first usable.
-pub fn choose_address(candidates: &[Ipv4Addr], source: Ipv4Addr, nets: &[LocalNet]) -> Option<Ipv4Addr> {
+pub(super) fn choose_address(candidates: &[Ipv4Addr], source: Ipv4Addr, nets: &[LocalNet]) -> Option<Ipv4Addr> {
     let usable: Vec<Ipv4Addr> = candidates.iter().copied().filter(|ip| usable(*ip, source)).collect();
     if usable.contains(&source) {
         return Some(source);
@@ -268,13 +268,13 @@ pub fn choose_address(candidates: &[Ipv4Addr], source: Ipv4Addr, nets: &[LocalNe
 
 /// What one step produced.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct Output {
+pub(super) struct Output {
     pub events: Vec<Event>,
     pub queries: Vec<Query>,
 }
 
 /// The TXT of this node, as 1.0.21 advertises it (plus `hostname`).
-pub fn own_txt(node_id: &str, hostname: &str) -> Vec<(String, String)> {
+pub(super) fn own_txt(node_id: &str, hostname: &str) -> Vec<(String, String)> {
     vec![
         ("nodeId".into(), node_id.into()),
         ("version".into(), PROTOCOL_VERSION.into()),

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 /// The body of `POST /execute` and `POST /execute/stream`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ExecRequest {
+pub(crate) struct ExecRequest {
     pub command: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub args: Option<Vec<String>>,
@@ -28,7 +28,7 @@ pub struct ExecRequest {
 /// The answer of `POST /execute`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ExecResult {
+pub(crate) struct ExecResult {
     pub job_id: String,
     /// `null` when a signal ended the process.
     pub exit_code: Option<i32>,
@@ -56,7 +56,7 @@ pub struct ExecResult {
 /// One running job in `GET /execute/jobs`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct JobEntry {
+pub(crate) struct JobEntry {
     pub job_id: String,
     pub command: String,
     pub args: Vec<String>,
@@ -69,7 +69,7 @@ pub struct JobEntry {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct JobList {
+pub(crate) struct JobList {
     pub jobs: Vec<JobEntry>,
     /// Requests waiting for a place under `execution.maxConcurrent` (not in 1.0.21).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -79,7 +79,7 @@ pub struct JobList {
 /// The answer of `DELETE /execute/:jobId`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct CancelResult {
+pub(crate) struct CancelResult {
     pub success: bool,
     pub job_id: String,
 }
@@ -89,7 +89,7 @@ pub struct CancelResult {
 /// and the members after `timestamp` say more.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct StreamEvent {
+pub(crate) struct StreamEvent {
     /// `stdout`, `stderr`, `exit`, `error`, or `gap` (events no longer kept, on a reattach).
     #[serde(rename = "type")]
     pub kind: String,
@@ -120,7 +120,7 @@ pub struct StreamEvent {
 
 impl StreamEvent {
     /// A `stdout`, `stderr` or `error` event.
-    pub fn text(kind: &str, data: String, job_id: &str, timestamp: u64) -> StreamEvent {
+    pub(crate) fn text(kind: &str, data: String, job_id: &str, timestamp: u64) -> StreamEvent {
         StreamEvent {
             kind: kind.into(),
             data,
@@ -139,7 +139,7 @@ impl StreamEvent {
     }
 
     /// The exit code a shell would report for an `exit` event: `exitCode`, else `data`.
-    pub fn shell_code(&self) -> Option<i32> {
+    pub(crate) fn shell_code(&self) -> Option<i32> {
         self.exit_code.flatten().or_else(|| self.data.trim().parse().ok())
     }
 }

@@ -13,20 +13,20 @@ use std::sync::Arc;
 use super::log::JobLog;
 
 /// Evicted jobs whose keys are still remembered, at most.
-pub const MAX_FORGOTTEN: usize = 10_000;
+pub(super) const MAX_FORGOTTEN: usize = 10_000;
 /// How long the key of an evicted job is remembered.
-pub const FORGET_AFTER_MS: u64 = 24 * 3600 * 1000;
+pub(super) const FORGET_AFTER_MS: u64 = 24 * 3600 * 1000;
 
 /// An idempotency key, in the namespace of the caller that sent it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct KeyId {
+pub(super) struct KeyId {
     pub caller: String,
     pub key: String,
 }
 
 /// How long and how much history is kept.
 #[derive(Debug, Clone, Copy)]
-pub struct Limits {
+pub(super) struct Limits {
     pub keep_finished: usize,
     pub finished_ttl_ms: u64,
     pub total_bytes: usize,
@@ -34,7 +34,7 @@ pub struct Limits {
 
 /// A job the history keeps.
 #[derive(Debug)]
-pub struct Kept {
+pub(super) struct Kept {
     /// The caller that started it (`Origin::caller`).
     pub owner: String,
     pub key: Option<KeyId>,
@@ -48,7 +48,7 @@ pub struct Kept {
 
 /// A job whose output was evicted, remembered by its key.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Forgotten {
+pub(super) struct Forgotten {
     pub job_id: String,
     pub digest: [u8; 32],
     /// The exit code a shell would show.
@@ -58,7 +58,7 @@ pub struct Forgotten {
 
 /// What a key names.
 #[derive(Debug)]
-pub enum Lookup {
+pub(super) enum Lookup {
     /// A kept job with the same request.
     Kept {
         job_id: String,
@@ -74,7 +74,7 @@ pub enum Lookup {
 }
 
 #[derive(Debug)]
-pub struct History {
+pub(super) struct History {
     limits: Limits,
     jobs: HashMap<String, Kept>,
     /// Finished job ids, oldest first.
@@ -87,7 +87,7 @@ pub struct History {
 }
 
 impl History {
-    pub fn new(limits: Limits) -> History {
+    pub(super) fn new(limits: Limits) -> History {
         History {
             limits,
             jobs: HashMap::new(),
@@ -99,7 +99,7 @@ impl History {
     }
 
     /// What `key` names, for a request with `digest`.
-    pub fn lookup(&self, key: &KeyId, digest: &[u8; 32]) -> Lookup {
+    pub(super) fn lookup(&self, key: &KeyId, digest: &[u8; 32]) -> Lookup {
         if let Some(job_id) = self.keys.get(key) {
             let kept = &self.jobs[job_id];
             return match &kept.digest == digest {
@@ -115,7 +115,7 @@ impl History {
     }
 
     /// Records a job that has just started.
-    pub fn insert(&mut self, job_id: &str, kept: Kept) {
+    pub(super) fn insert(&mut self, job_id: &str, kept: Kept) {
         if let Some(key) = &kept.key {
             // A key reused after it was forgotten names the new job from now on.
             self.forgotten.remove(key);
@@ -124,12 +124,12 @@ impl History {
         self.jobs.insert(job_id.to_string(), kept);
     }
 
-    pub fn get(&self, job_id: &str) -> Option<&Kept> {
+    pub(super) fn get(&self, job_id: &str) -> Option<&Kept> {
         self.jobs.get(job_id)
     }
 
     /// Marks a job finished and evicts what the limits say.
-    pub fn finish(&mut self, job_id: &str, exit_code: Option<i32>, now: u64) {
+    pub(super) fn finish(&mut self, job_id: &str, exit_code: Option<i32>, now: u64) {
         if let Some(kept) = self.jobs.get_mut(job_id) {
             kept.finished_at = Some(now);
             kept.exit_code = exit_code;
@@ -139,7 +139,7 @@ impl History {
     }
 
     /// Applies the limits at `now`.
-    pub fn evict(&mut self, now: u64) {
+    pub(super) fn evict(&mut self, now: u64) {
         let mut total: usize = self.jobs.values().map(|kept| kept.log.bytes()).sum();
         while let Some(oldest) = self.finished.front() {
             let kept = &self.jobs[oldest];
@@ -171,7 +171,7 @@ impl History {
 
     /// Kept jobs, running and finished.
     #[cfg(test)]
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.jobs.len()
     }
 }

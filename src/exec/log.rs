@@ -18,27 +18,27 @@ use std::time::{Duration, Instant};
 use super::{Outcome, Pipe};
 
 /// How long an attached reader that does not move may hold the job back.
-pub const STALL: Duration = Duration::from_secs(30);
+pub(super) const STALL: Duration = Duration::from_secs(30);
 /// What an event costs beyond its text (a rough figure, so tiny events count too).
 const EVENT_OVERHEAD: usize = 64;
 
 /// What happened in a job.
 #[derive(Debug, Clone)]
-pub enum LogEvent {
+pub(crate) enum LogEvent {
     Output { pipe: Pipe, text: String, at: u64 },
     Exit { outcome: Outcome, at: u64 },
 }
 
 /// An event with its sequence number.
 #[derive(Debug, Clone)]
-pub struct Numbered {
+pub(crate) struct Numbered {
     pub seq: u64,
     pub event: Arc<LogEvent>,
 }
 
 /// What a reader gets next.
 #[derive(Debug, Clone)]
-pub enum Item {
+pub(crate) enum Item {
     Event(Numbered),
     /// Events `from..to` are no longer kept; the next item is event `to`.
     Gap {
@@ -49,7 +49,7 @@ pub enum Item {
 
 /// A job's numbered events.
 #[derive(Debug)]
-pub struct JobLog {
+pub(crate) struct JobLog {
     state: Mutex<LogState>,
     /// `None`: keep every event (the job's own output cap bounds them).
     limit: Option<usize>,
@@ -99,23 +99,18 @@ impl LogState {
 }
 
 impl JobLog {
-    pub fn new(limit: Option<usize>) -> JobLog {
+    pub(crate) fn new(limit: Option<usize>) -> JobLog {
         let state = LogState { first: 1, next: 1, detached_since: Some(Instant::now()), ..LogState::default() };
         JobLog { state: Mutex::new(state), limit }
     }
 
     /// Bytes of output held.
-    pub fn bytes(&self) -> usize {
+    pub(crate) fn bytes(&self) -> usize {
         self.locked(|state| state.bytes)
     }
 
-    /// Whether the job has ended.
-    pub fn finished(&self) -> bool {
-        self.locked(|state| state.exit.is_some())
-    }
-
     /// Appends output, after waiting for room while an attached reader needs the oldest event.
-    pub async fn push(&self, pipe: Pipe, text: String, at: u64) {
+    pub(crate) async fn push(&self, pipe: Pipe, text: String, at: u64) {
         let cost = text.len() + EVENT_OVERHEAD;
         loop {
             let wait = self.locked(|state| {
@@ -152,7 +147,7 @@ impl JobLog {
     }
 
     /// Ends the log with the job's outcome.
-    pub fn finish(&self, outcome: Outcome, at: u64) {
+    pub(crate) fn finish(&self, outcome: Outcome, at: u64) {
         self.locked(|state| {
             state.exit = Some(Numbered { seq: state.next, event: Arc::new(LogEvent::Exit { outcome, at }) });
             state.next += 1;
@@ -161,7 +156,7 @@ impl JobLog {
     }
 
     /// Completes once nobody has been attached for `limit` (and never while someone is).
-    pub async fn detached_for(&self, limit: Duration) {
+    pub(crate) async fn detached_for(&self, limit: Duration) {
         loop {
             let (since, wakeup) = self.locked(|state| (state.detached_since, state.waiter()));
             match since {
@@ -177,7 +172,7 @@ impl JobLog {
     }
 
     /// Waits until the job has ended; returns every kept event and whether any were dropped.
-    pub async fn collect(&self) -> (Vec<Numbered>, bool) {
+    pub(crate) async fn collect(&self) -> (Vec<Numbered>, bool) {
         self.locked(|state| {
             state.collectors += 1;
             state.attachment_changed();
@@ -204,7 +199,7 @@ impl JobLog {
     }
 
     /// A reader from event `from` on (1 = the beginning).
-    pub fn attach(self: &Arc<Self>, from: u64) -> Reader {
+    pub(crate) fn attach(self: &Arc<Self>, from: u64) -> Reader {
         let id = self.locked(|state| {
             let id = state.next_reader;
             state.next_reader += 1;
@@ -221,14 +216,14 @@ impl JobLog {
 }
 
 /// An attached reader; dropping it detaches (and no longer holds the job back).
-pub struct Reader {
+pub(crate) struct Reader {
     log: Arc<JobLog>,
     id: u64,
 }
 
 impl Reader {
     /// The next item; `None` once the exit event has been read.
-    pub async fn next(&mut self) -> Option<Item> {
+    pub(crate) async fn next(&mut self) -> Option<Item> {
         loop {
             let (item, wakeup) = self.log.locked(|state| {
                 let (wants, _) = state.readers[&self.id];

@@ -11,11 +11,11 @@
 //! grace period, SIGKILL. Output is capped per stream and decoded as UTF-8 without splitting
 //! characters. This module knows nothing of HTTP.
 
-pub mod api;
+pub(crate) mod api;
 mod history;
 mod log;
 mod output;
-pub mod policy;
+pub(crate) mod policy;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
@@ -32,23 +32,23 @@ use smol::process::{Child, ChildStderr, ChildStdout};
 use crate::child_env::{self, Secrets};
 use crate::config::Execution;
 use crate::process;
-pub use crate::process::SpawnError;
+pub(crate) use crate::process::SpawnError;
 use history::{History, Kept, KeyId, Limits, Lookup};
-pub use log::{Item, JobLog, LogEvent, Numbered, Reader};
+pub(crate) use log::{Item, JobLog, LogEvent, Numbered, Reader};
 use output::{Cap, Utf8Decoder};
-pub use policy::{Policy, Refusal};
+pub(crate) use policy::{Policy, Refusal};
 
 /// Longest idempotency key, in bytes.
-pub const MAX_KEY_BYTES: usize = 255;
+pub(crate) const MAX_KEY_BYTES: usize = 255;
 
 /// Time between SIGTERM and SIGKILL when a job is stopped.
-pub const KILL_GRACE: Duration = Duration::from_secs(2);
+pub(crate) const KILL_GRACE: Duration = Duration::from_secs(2);
 /// Bytes read from a pipe at a time.
 const READ_CHUNK: usize = 64 * 1024;
 
 /// A request to run something, already decoded from the wire.
 #[derive(Debug, Clone, Default)]
-pub struct Spec {
+pub(crate) struct Spec {
     pub command: String,
     pub args: Vec<String>,
     pub cwd: Option<String>,
@@ -66,7 +66,7 @@ pub struct Spec {
 
 /// Why a job was not started.
 #[derive(Debug, thiserror::Error)]
-pub enum ExecError {
+pub(crate) enum ExecError {
     /// A field of the request is unusable; the message names it.
     #[error("{0}")]
     Invalid(String),
@@ -88,7 +88,7 @@ pub enum ExecError {
 
 /// Who asks for a job, and the idempotency key they sent.
 #[derive(Debug, Clone)]
-pub struct Origin {
+pub(crate) struct Origin {
     /// Whose the request is (`owner`, or a peer's `Caller::label`): keys are per caller, and
     /// only this caller (or the owner) may reattach to the job.
     pub caller: String,
@@ -112,7 +112,7 @@ fn known(history: &History, key: &KeyId, digest: &[u8; 32], attach: Option<u64>)
 }
 
 /// A job that runs (or ran) for a request.
-pub struct Started {
+pub(crate) struct Started {
     pub job_id: String,
     pub log: Arc<JobLog>,
     /// Attached from the event asked for, before the job could produce anything.
@@ -123,7 +123,7 @@ pub struct Started {
 
 /// One running job as the job table lists it.
 #[derive(Debug, Clone)]
-pub struct JobInfo {
+pub(crate) struct JobInfo {
     pub job_id: String,
     pub command: String,
     pub args: Vec<String>,
@@ -137,23 +137,23 @@ pub struct JobInfo {
 
 /// Which pipe a piece of output came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Pipe {
+pub(crate) enum Pipe {
     Stdout,
     Stderr,
 }
 
 /// The receiver of a job's output went away; the job is stopped.
 #[derive(Debug)]
-pub struct Gone;
+pub(crate) struct Gone;
 
 /// Where a running job's output goes, as UTF-8 text in arrival order.
-pub trait Sink: Send {
+pub(crate) trait Sink: Send {
     fn output(&mut self, pipe: Pipe, text: String) -> impl Future<Output = Result<(), Gone>> + Send;
 }
 
 /// Why a job was stopped before it ended by itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stop {
+pub(crate) enum Stop {
     Timeout,
     Cancelled,
     ReceiverGone,
@@ -161,7 +161,7 @@ pub enum Stop {
 
 /// How a job ended.
 #[derive(Debug, Clone)]
-pub struct Outcome {
+pub(crate) struct Outcome {
     /// `None` when a signal ended it.
     pub exit_code: Option<i32>,
     pub signal: Option<i32>,
@@ -173,18 +173,18 @@ pub struct Outcome {
 
 impl Outcome {
     /// The exit code a shell would show: the code, or 128 + signal number.
-    pub fn shell_code(&self) -> i32 {
+    pub(crate) fn shell_code(&self) -> i32 {
         self.exit_code.or(self.signal.map(|signal| 128 + signal)).unwrap_or(0)
     }
 
-    pub fn signal_name(&self) -> Option<String> {
+    pub(crate) fn signal_name(&self) -> Option<String> {
         self.signal.map(process::signal_name)
     }
 }
 
 /// The execution service of one daemon: a cheap-clone handle.
 #[derive(Clone)]
-pub struct Executor {
+pub(crate) struct Executor {
     inner: Arc<Inner>,
 }
 
@@ -233,7 +233,7 @@ struct Entry {
 }
 
 impl Executor {
-    pub fn new(config: &Execution, secrets: Secrets) -> Executor {
+    pub(crate) fn new(config: &Execution, secrets: Secrets) -> Executor {
         Executor {
             inner: Arc::new(Inner {
                 policy: Policy::new(&config.denylist, config.allowlist.as_deref()),
@@ -260,7 +260,7 @@ impl Executor {
     /// Checks `spec` and starts it (deny/allow list, then a place under the concurrency cap,
     /// waiting in the queue when all are taken, then spawn), or finds the job its idempotency
     /// key names. `attach` attaches a reader from that event.
-    pub async fn start(&self, spec: Spec, origin: Origin, attach: Option<u64>) -> Result<Started, ExecError> {
+    pub(crate) async fn start(&self, spec: Spec, origin: Origin, attach: Option<u64>) -> Result<Started, ExecError> {
         validate(&spec)?;
         if let Some(timeout) = spec.timeout.filter(|t| *t > self.inner.max_timeout) {
             return Err(ExecError::Invalid(format!(
@@ -335,7 +335,7 @@ impl Executor {
 
     /// A reader of job `job_id` from event `from`, for `caller` (its starter) or the owner.
     /// `None` when there is no such job, or it is not theirs to read.
-    pub fn reattach(&self, job_id: &str, caller: &str, owner: bool, from: u64) -> Option<Reader> {
+    pub(crate) fn reattach(&self, job_id: &str, caller: &str, owner: bool, from: u64) -> Option<Reader> {
         let mut history = self.inner.history.lock().expect("job history lock");
         history.evict(crate::clock::now_ms());
         let kept = history.get(job_id).filter(|kept| owner || kept.owner == caller)?;
@@ -430,18 +430,18 @@ impl Executor {
     }
 
     /// Requests waiting in the queue for a place.
-    pub fn queued(&self) -> usize {
+    pub(crate) fn queued(&self) -> usize {
         self.inner.table.lock().expect("job table lock").waiting.len()
     }
 
     /// Asks a running job to stop; false if there is no such job.
-    pub fn cancel(&self, job_id: &str) -> bool {
+    pub(crate) fn cancel(&self, job_id: &str) -> bool {
         self.stop(job_id, Stop::Cancelled)
     }
 
     /// Asks a running job to stop for the caller `scope` (its starter) or the owner; false if
     /// there is no such job, or it is not theirs.
-    pub fn cancel_for(&self, job_id: &str, scope: &str, owner: bool) -> bool {
+    pub(crate) fn cancel_for(&self, job_id: &str, scope: &str, owner: bool) -> bool {
         let theirs = {
             let table = self.inner.table.lock().expect("job table lock");
             table.jobs.get(job_id).is_some_and(|entry| owner || entry.info.scope == scope)
@@ -450,7 +450,7 @@ impl Executor {
     }
 
     /// Stops a running job for `reason`; false if there is no such job.
-    pub fn stop(&self, job_id: &str, reason: Stop) -> bool {
+    pub(crate) fn stop(&self, job_id: &str, reason: Stop) -> bool {
         let table = self.inner.table.lock().expect("job table lock");
         match table.jobs.get(job_id) {
             Some(entry) => {
@@ -462,7 +462,7 @@ impl Executor {
     }
 
     /// The running jobs, oldest first.
-    pub fn jobs(&self) -> Vec<JobInfo> {
+    pub(crate) fn jobs(&self) -> Vec<JobInfo> {
         let table = self.inner.table.lock().expect("job table lock");
         let mut jobs: Vec<JobInfo> = table.jobs.values().map(|entry| entry.info.clone()).collect();
         jobs.sort_by(|a, b| a.started_at.cmp(&b.started_at).then_with(|| a.job_id.cmp(&b.job_id)));
@@ -470,13 +470,13 @@ impl Executor {
     }
 
     /// (running jobs, jobs started since the daemon started).
-    pub fn counts(&self) -> (usize, u64) {
+    pub(crate) fn counts(&self) -> (usize, u64) {
         let running = self.inner.table.lock().expect("job table lock").jobs.len();
         (running, self.inner.total.load(Ordering::Relaxed))
     }
 
     /// SIGKILLs every running job's process group (the daemon is exiting).
-    pub fn kill_all(&self) {
+    pub(crate) fn kill_all(&self) {
         let table = self.inner.table.lock().expect("job table lock");
         for entry in table.jobs.values() {
             process::signal_group(entry.info.pid, libc::SIGKILL);
@@ -614,7 +614,7 @@ fn validate(spec: &Spec) -> Result<(), ExecError> {
 }
 
 /// A started job. Dropping it before [`Job::run`] finished stops its process group.
-pub struct Job {
+pub(crate) struct Job {
     id: String,
     pgid: u32,
     child: Child,
@@ -666,12 +666,8 @@ impl PipeState {
 }
 
 impl Job {
-    pub fn id(&self) -> &str {
-        &self.id
-    }
-
     /// Runs the job to its end, passing output to `sink`.
-    pub async fn run(mut self, sink: &mut impl Sink) -> Outcome {
+    pub(crate) async fn run(mut self, sink: &mut impl Sink) -> Outcome {
         let mut out = PipeState::new(self.cap);
         let mut err = PipeState::new(self.cap);
         let mut stopped: Option<Stop> = None;

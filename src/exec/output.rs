@@ -6,14 +6,14 @@
 /// Decodes a byte stream chunk by chunk. A character whose bytes straddle two chunks is held
 /// back until it is complete; invalid bytes become U+FFFD, as `String::from_utf8_lossy` does.
 #[derive(Debug, Default)]
-pub struct Utf8Decoder {
+pub(super) struct Utf8Decoder {
     /// The start of a character whose remaining bytes have not arrived (at most 3 bytes).
     pending: Vec<u8>,
 }
 
 impl Utf8Decoder {
     /// The text of `chunk`, plus any character completed by it.
-    pub fn push(&mut self, chunk: &[u8]) -> String {
+    pub(super) fn push(&mut self, chunk: &[u8]) -> String {
         let mut bytes = std::mem::take(&mut self.pending);
         bytes.extend_from_slice(chunk);
         let mut out = String::with_capacity(bytes.len());
@@ -45,7 +45,7 @@ impl Utf8Decoder {
     }
 
     /// The end of the stream: an incomplete character left over becomes U+FFFD.
-    pub fn finish(&mut self) -> String {
+    pub(super) fn finish(&mut self) -> String {
         let pending = std::mem::take(&mut self.pending);
         String::from_utf8_lossy(&pending).into_owned()
     }
@@ -53,25 +53,25 @@ impl Utf8Decoder {
 
 /// Counts the bytes of one stream and lets through at most `limit` of them.
 #[derive(Debug)]
-pub struct Cap {
+pub(super) struct Cap {
     limit: u64,
     seen: u64,
 }
 
 impl Cap {
-    pub fn new(limit: u64) -> Cap {
+    pub(super) fn new(limit: u64) -> Cap {
         Cap { limit, seen: 0 }
     }
 
     /// The part of `chunk` that is within the cap.
-    pub fn admit<'a>(&mut self, chunk: &'a [u8]) -> &'a [u8] {
+    pub(super) fn admit<'a>(&mut self, chunk: &'a [u8]) -> &'a [u8] {
         let room = self.limit.saturating_sub(self.seen);
         self.seen = self.seen.saturating_add(chunk.len() as u64);
         &chunk[..chunk.len().min(usize::try_from(room).unwrap_or(usize::MAX))]
     }
 
     /// Whether bytes beyond the cap were dropped.
-    pub fn truncated(&self) -> bool {
+    pub(super) fn truncated(&self) -> bool {
         self.seen > self.limit
     }
 }

@@ -34,14 +34,14 @@ const FAMILIES: &[(&str, &[&str])] = &[
 
 /// The configured lists, normalised once.
 #[derive(Debug, Clone, Default)]
-pub struct Policy {
+pub(crate) struct Policy {
     denylist: Vec<String>,
     allowlist: Option<Vec<String>>,
 }
 
 /// Why a command is refused; the message keeps 1.0.21's `Command '<name>' is …` prefix.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     #[error("Command '{program}' is denied{}{}", family_text(.program, .entry), via_text(.via))]
     Denied {
         program: String,
@@ -73,14 +73,14 @@ fn via_text(via: &[String]) -> String {
 
 /// One program a command would start, with the wrappers it is reached through.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Invocation {
+pub(crate) struct Invocation {
     /// Normalised base name ([`normalize`]).
     pub program: String,
     pub via: Vec<String>,
 }
 
 impl Policy {
-    pub fn new(denylist: &[String], allowlist: Option<&[String]>) -> Policy {
+    pub(crate) fn new(denylist: &[String], allowlist: Option<&[String]>) -> Policy {
         Policy {
             denylist: denylist.iter().map(|name| normalize(name)).collect(),
             allowlist: allowlist.map(|list| list.iter().map(|name| normalize(name)).collect()),
@@ -88,7 +88,7 @@ impl Policy {
     }
 
     /// Refuses `command args` if any program it would start is denied or not allowed.
-    pub fn check(&self, command: &str, args: &[String]) -> Result<(), Refusal> {
+    pub(crate) fn check(&self, command: &str, args: &[String]) -> Result<(), Refusal> {
         let mut argv = Vec::with_capacity(args.len() + 1);
         argv.push(command.to_string());
         argv.extend(args.iter().cloned());
@@ -109,7 +109,7 @@ impl Policy {
 
 /// The base name a list entry or a program is compared by: after the last `/` or `\`,
 /// lowercase (Windows and macOS file systems ignore case), without `.exe`/`.com`/`.bat`/`.cmd`.
-pub fn normalize(program: &str) -> String {
+pub(crate) fn normalize(program: &str) -> String {
     let base = program.rsplit(['/', '\\']).next().unwrap_or(program).to_lowercase();
     for suffix in [".exe", ".com", ".bat", ".cmd"] {
         if let Some(stem) = base.strip_suffix(suffix).filter(|stem| !stem.is_empty()) {
@@ -122,7 +122,7 @@ pub fn normalize(program: &str) -> String {
 /// Whether `program` (normalised) is what the denylist entry `entry` names: the entry itself,
 /// the entry with a `.`/`_` suffix (file-system variants such as `mkfs.ext4`), or another name
 /// for the same job ([`FAMILIES`]).
-pub fn in_family(entry: &str, program: &str) -> bool {
+pub(crate) fn in_family(entry: &str, program: &str) -> bool {
     program == entry
         || program.strip_prefix(entry).is_some_and(|rest| rest.starts_with(['.', '_']) && rest.len() > 1)
         || FAMILIES
@@ -145,7 +145,7 @@ fn power_action(program: &str, args: &[String]) -> Option<&'static str> {
 }
 
 /// Every program `argv` would start, outermost first.
-pub fn invocations(argv: &[String]) -> Result<Vec<Invocation>, Refusal> {
+pub(crate) fn invocations(argv: &[String]) -> Result<Vec<Invocation>, Refusal> {
     let mut out = Vec::new();
     walk_argv(argv, &[], false, &mut out)?;
     Ok(out)

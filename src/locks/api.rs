@@ -9,7 +9,7 @@ use super::Grant;
 /// A held lock: the answer of acquire, renew and `GET /locks/{name}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct LockInfo {
+pub(crate) struct LockInfo {
     pub name: String,
     pub holder: String,
     /// The fencing token: larger for every grant of this name.
@@ -35,14 +35,14 @@ impl From<&Grant> for LockInfo {
 
 /// `GET /api/v1/locks`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct LockList {
+pub(crate) struct LockList {
     pub locks: Vec<LockInfo>,
 }
 
 /// The answer of `DELETE /api/v1/locks/{name}`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Released {
+pub(crate) struct Released {
     pub released: bool,
     pub name: String,
     pub token: u64,
@@ -52,7 +52,7 @@ pub struct Released {
 /// Everything is optional here so a missing field gets an error that names it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct LockRequest {
+pub(crate) struct LockRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub holder: Option<String>,
     /// Seconds (required to acquire, optional to renew).
@@ -66,7 +66,7 @@ pub struct LockRequest {
 /// `ifFence` of a context write: the write happens only while this grant is live.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Fence {
+pub(crate) struct Fence {
     pub lock: String,
     pub token: u64,
 }

@@ -22,7 +22,7 @@
 //! Context writes can be fenced (`Locks::check_fence`): they happen only while the named grant
 //! is live, checked under the context store's lock so no grant can change in between.
 
-pub mod api;
+pub(crate) mod api;
 mod table;
 
 use std::collections::HashMap;
@@ -35,15 +35,16 @@ use anyhow::Context;
 use crate::paths::Paths;
 use crate::store::journal::Journal;
 use crate::store::writer::{Message, Owner, Sequenced, Watermark, Writer};
-pub use table::{
-    check_holder, check_name, ttl_ms, wait_ms, FenceError, Grant, LockError, MAX_HOLDER_CHARS, MAX_LOCKS,
-    MAX_NAME_BYTES, MAX_TTL_SECS, MAX_WAIT_SECS, MIN_TTL_SECS,
+pub(crate) use table::{
+    check_holder, check_name, ttl_ms, wait_ms, FenceError, Grant, LockError, MAX_TTL_SECS, MAX_WAIT_SECS, MIN_TTL_SECS,
 };
 use table::{LockTable, Record};
+#[cfg(test)]
+pub(crate) use table::{MAX_HOLDER_CHARS, MAX_NAME_BYTES};
 
 /// A cheap-clone handle on the lock table of one data directory.
 #[derive(Clone)]
-pub struct Locks {
+pub(crate) struct Locks {
     inner: Arc<Inner>,
 }
 
@@ -63,7 +64,7 @@ struct Shared {
 
 /// An acquire request, checked by the caller (`check_name`, `check_holder`, `ttl_ms`, `wait_ms`).
 #[derive(Debug, Clone)]
-pub struct Acquire {
+pub(crate) struct Acquire {
     pub name: String,
     pub holder: String,
     pub ttl_ms: u64,
@@ -95,7 +96,7 @@ impl Owner for LockFiles {
 
 impl Locks {
     /// Loads the lock table of `paths` and starts its writer.
-    pub fn open(paths: &Paths) -> anyhow::Result<Locks> {
+    pub(crate) fn open(paths: &Paths) -> anyhow::Result<Locks> {
         let path = paths.locks_journal();
         let mut table = LockTable::default();
         let (mut journal, replay) = Journal::open(&path, |record: Record| {
@@ -139,7 +140,7 @@ impl Locks {
 
     /// Acquires a lock, waiting up to `request.wait` while another holder has it; answers once
     /// the grant is durable.
-    pub async fn acquire(&self, request: &Acquire) -> Result<Grant, LockError> {
+    pub(crate) async fn acquire(&self, request: &Acquire) -> Result<Grant, LockError> {
         let deadline = Instant::now() + request.wait;
         loop {
             let now = crate::clock::now_ms();
@@ -183,7 +184,7 @@ impl Locks {
     }
 
     /// Extends `holder`'s grant of `name` (by `ttl_ms`, or its own TTL).
-    pub async fn renew(&self, name: &str, holder: &str, ttl_ms: Option<u64>) -> Result<Grant, LockError> {
+    pub(crate) async fn renew(&self, name: &str, holder: &str, ttl_ms: Option<u64>) -> Result<Grant, LockError> {
         let now = crate::clock::now_ms();
         let (outcome, revision) = self.locked(|shared| {
             let outcome = shared.table.renew(name, holder, ttl_ms, now);
@@ -196,7 +197,7 @@ impl Locks {
     }
 
     /// Releases `holder`'s grant of `name` and wakes whoever waits for it.
-    pub async fn release(&self, name: &str, holder: &str) -> Result<Grant, LockError> {
+    pub(crate) async fn release(&self, name: &str, holder: &str) -> Result<Grant, LockError> {
         let now = crate::clock::now_ms();
         let (outcome, revision) = self.locked(|shared| {
             let outcome = shared.table.release(name, holder, now);
@@ -212,7 +213,7 @@ impl Locks {
     }
 
     /// The live grant of `name`.
-    pub async fn get(&self, name: &str) -> Result<Grant, LockError> {
+    pub(crate) async fn get(&self, name: &str) -> Result<Grant, LockError> {
         let now = crate::clock::now_ms();
         let (found, revision) = self.locked(|shared| (shared.table.get(name, now).cloned(), shared.table.revision()));
         self.durable(revision).await?;
@@ -220,7 +221,7 @@ impl Locks {
     }
 
     /// Every live grant, by name.
-    pub async fn list(&self) -> Result<Vec<Grant>, LockError> {
+    pub(crate) async fn list(&self) -> Result<Vec<Grant>, LockError> {
         let now = crate::clock::now_ms();
         let (grants, revision) = self.locked(|shared| (shared.table.list(now), shared.table.revision()));
         self.durable(revision).await?;
@@ -229,20 +230,20 @@ impl Locks {
 
     /// Whether a write fenced by `token` of lock `name` may happen now. Meant to run under the
     /// context store's lock (`Store::put_guarded`); it takes only the table's lock.
-    pub fn check_fence(&self, name: &str, token: u64) -> Result<(), FenceError> {
+    pub(crate) fn check_fence(&self, name: &str, token: u64) -> Result<(), FenceError> {
         let now = crate::clock::now_ms();
         self.locked(|shared| shared.table.check_fence(name, token, now))
     }
 
     /// Completes once everything the table has decided so far is durable (before showing a
     /// fence refusal, which names the current grant).
-    pub async fn settle_all(&self) -> Result<(), LockError> {
+    pub(crate) async fn settle_all(&self) -> Result<(), LockError> {
         let revision = self.locked(|shared| shared.table.revision());
         self.durable(revision).await
     }
 
     /// Writes everything pending, compacts, and stops the writer. Blocks; call it last.
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         // Waiters wake up, find the lock still held, and get their answer.
         self.locked(|shared| shared.waiters.clear());
         let (done, finished) = mpsc::channel();

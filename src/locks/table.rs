@@ -15,24 +15,24 @@ use serde_json::Value;
 use crate::store::writer::Sequenced;
 
 /// Most live locks a table holds.
-pub const MAX_LOCKS: usize = 10_000;
+pub(crate) const MAX_LOCKS: usize = 10_000;
 /// Longest lock name, in bytes.
-pub const MAX_NAME_BYTES: usize = 128;
+pub(crate) const MAX_NAME_BYTES: usize = 128;
 /// Longest holder, in characters (as JSON Schema counts `maxLength`).
-pub const MAX_HOLDER_CHARS: usize = 256;
+pub(crate) const MAX_HOLDER_CHARS: usize = 256;
 /// Shortest and longest TTL, in seconds.
-pub const MIN_TTL_SECS: f64 = 0.1;
-pub const MAX_TTL_SECS: f64 = 86_400.0;
+pub(crate) const MIN_TTL_SECS: f64 = 0.1;
+pub(crate) const MAX_TTL_SECS: f64 = 86_400.0;
 /// Longest a request may wait for a lock, in seconds (the request stays open meanwhile).
-pub const MAX_WAIT_SECS: f64 = 600.0;
+pub(crate) const MAX_WAIT_SECS: f64 = 600.0;
 
 /// Version of the record format, written in every base record.
-pub const FORMAT: u32 = 1;
+pub(super) const FORMAT: u32 = 1;
 
 /// One live lock: who holds it, with which token, until when.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Grant {
+pub(crate) struct Grant {
     pub name: String,
     pub holder: String,
     /// The fencing token: the table revision of this grant.
@@ -44,7 +44,7 @@ pub struct Grant {
 }
 
 impl Grant {
-    pub fn is_expired(&self, now: u64) -> bool {
+    pub(crate) fn is_expired(&self, now: u64) -> bool {
         self.expires_at <= now
     }
 }
@@ -52,7 +52,7 @@ impl Grant {
 /// A record of `locks.journal`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "lowercase")]
-pub enum Record {
+pub(super) enum Record {
     /// First record after a compaction: the table's revision then.
     Base { format: u32, revision: u64 },
     /// A new grant (its token is its revision).
@@ -84,7 +84,7 @@ impl Sequenced for Record {
 
 /// Why a lock operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum LockError {
+pub(crate) enum LockError {
     /// A field of the request is unusable; the message names it.
     #[error("{0}")]
     Invalid(String),
@@ -102,7 +102,7 @@ pub enum LockError {
 
 /// Why a fenced write was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum FenceError {
+pub(crate) enum FenceError {
     #[error("fenced write refused: lock '{name}' is not held any more (token {token} expired or was released)")]
     NotHeld { name: String, token: u64 },
     #[error(
@@ -113,7 +113,7 @@ pub enum FenceError {
 }
 
 /// Checks a lock name: 1 to [`MAX_NAME_BYTES`] of `A-Z a-z 0-9 . _ - : / @`.
-pub fn check_name(name: &str) -> Result<(), LockError> {
+pub(crate) fn check_name(name: &str) -> Result<(), LockError> {
     let allowed = |b: u8| b.is_ascii_alphanumeric() || b"._-:/@".contains(&b);
     if name.is_empty() || name.len() > MAX_NAME_BYTES || !name.bytes().all(allowed) {
         return Err(LockError::Invalid(format!(
@@ -124,7 +124,7 @@ pub fn check_name(name: &str) -> Result<(), LockError> {
 }
 
 /// Checks a holder: 1 to [`MAX_HOLDER_CHARS`] characters, none of them a control character.
-pub fn check_holder(holder: &str) -> Result<(), LockError> {
+pub(crate) fn check_holder(holder: &str) -> Result<(), LockError> {
     if holder.is_empty() || holder.chars().count() > MAX_HOLDER_CHARS || holder.chars().any(char::is_control) {
         return Err(LockError::Invalid(format!(
             "field 'holder' must be 1 to {MAX_HOLDER_CHARS} characters of printable text"
@@ -134,12 +134,12 @@ pub fn check_holder(holder: &str) -> Result<(), LockError> {
 }
 
 /// A TTL in seconds (a JSON number) as milliseconds; `field` names it in the error.
-pub fn ttl_ms(field: &str, seconds: &Value) -> Result<u64, LockError> {
+pub(crate) fn ttl_ms(field: &str, seconds: &Value) -> Result<u64, LockError> {
     seconds_ms(field, seconds, MIN_TTL_SECS, MAX_TTL_SECS)
 }
 
 /// A wait in seconds (a JSON number, 0 allowed) as milliseconds.
-pub fn wait_ms(seconds: &Value) -> Result<u64, LockError> {
+pub(crate) fn wait_ms(seconds: &Value) -> Result<u64, LockError> {
     seconds_ms("wait", seconds, 0.0, MAX_WAIT_SECS)
 }
 
@@ -152,7 +152,7 @@ fn seconds_ms(field: &str, seconds: &Value, min: f64, max: f64) -> Result<u64, L
 
 /// The lock table.
 #[derive(Debug, Default)]
-pub struct LockTable {
+pub(super) struct LockTable {
     // Invariant: no entry is known to be expired except between a `now` passing its expiry and
     // the next operation on it (every operation expires what it touches first).
     locks: BTreeMap<String, Grant>,
@@ -161,13 +161,19 @@ pub struct LockTable {
 }
 
 impl LockTable {
-    pub fn revision(&self) -> u64 {
+    pub(super) fn revision(&self) -> u64 {
         self.revision
     }
 
     /// Grants `name` to `holder` for `ttl_ms`. The holder that has it already gets the same
     /// grant (same token) with a new expiry, so a retried acquire is harmless.
-    pub fn acquire(&mut self, name: &str, holder: &str, ttl_ms: u64, now: u64) -> Result<(Grant, Record), LockError> {
+    pub(super) fn acquire(
+        &mut self,
+        name: &str,
+        holder: &str,
+        ttl_ms: u64,
+        now: u64,
+    ) -> Result<(Grant, Record), LockError> {
         self.expire(name, now);
         if let Some(grant) = self.locks.get(name) {
             if grant.holder != holder {
@@ -195,7 +201,7 @@ impl LockTable {
     }
 
     /// Extends `holder`'s grant of `name` by its TTL (or a new one) from `now`.
-    pub fn renew(
+    pub(super) fn renew(
         &mut self,
         name: &str,
         holder: &str,
@@ -208,7 +214,7 @@ impl LockTable {
     }
 
     /// Ends `holder`'s grant of `name`.
-    pub fn release(&mut self, name: &str, holder: &str, now: u64) -> Result<(Grant, Record), LockError> {
+    pub(super) fn release(&mut self, name: &str, holder: &str, now: u64) -> Result<(Grant, Record), LockError> {
         let grant = self.held_by(name, holder, now)?;
         self.locks.remove(name);
         self.revision += 1;
@@ -217,18 +223,18 @@ impl LockTable {
     }
 
     /// The live grant of `name`.
-    pub fn get(&self, name: &str, now: u64) -> Option<&Grant> {
+    pub(super) fn get(&self, name: &str, now: u64) -> Option<&Grant> {
         self.locks.get(name).filter(|grant| !grant.is_expired(now))
     }
 
     /// Every live grant, by name.
-    pub fn list(&self, now: u64) -> Vec<Grant> {
+    pub(super) fn list(&self, now: u64) -> Vec<Grant> {
         self.locks.values().filter(|grant| !grant.is_expired(now)).cloned().collect()
     }
 
     /// Whether a write fenced with `token` of lock `name` may happen at `now`: only while that
     /// very grant is live.
-    pub fn check_fence(&self, name: &str, token: u64, now: u64) -> Result<(), FenceError> {
+    pub(super) fn check_fence(&self, name: &str, token: u64, now: u64) -> Result<(), FenceError> {
         match self.get(name, now) {
             Some(grant) if grant.token == token => Ok(()),
             Some(grant) => Err(FenceError::Superseded { token, current: grant.clone() }),
@@ -237,12 +243,12 @@ impl LockTable {
     }
 
     /// Forgets expired grants (expiry takes no revision: it is derived from `expiresAt`).
-    pub fn sweep(&mut self, now: u64) {
+    pub(super) fn sweep(&mut self, now: u64) {
         self.locks.retain(|_, grant| !grant.is_expired(now));
     }
 
     /// Replays a journalled record (no checks: it was accepted once).
-    pub fn apply(&mut self, record: Record) {
+    pub(super) fn apply(&mut self, record: Record) {
         self.revision = self.revision.max(record.revision());
         match record {
             Record::Base { .. } => {}
@@ -264,7 +270,7 @@ impl LockTable {
     }
 
     /// What a compaction writes: the base and every grant, live at `now`.
-    pub fn image(&self, now: u64) -> Vec<Record> {
+    pub(super) fn image(&self, now: u64) -> Vec<Record> {
         let base = Record::Base { format: FORMAT, revision: self.revision };
         let grants = self.list(now).into_iter().map(|grant| Record::Grant { grant });
         std::iter::once(base).chain(grants).collect()

@@ -12,13 +12,13 @@ use crate::peer::Client;
 
 /// Where the MCP server's daemon is.
 #[derive(Debug, Clone)]
-pub struct DaemonLocator {
+pub(crate) struct DaemonLocator {
     pub paths: Paths,
 }
 
 impl DaemonLocator {
     /// `LOOPSY_DATA_DIR` (1.0.21's variable) wins over the CLI's data directory.
-    pub fn new(paths: Paths) -> DaemonLocator {
+    pub(crate) fn new(paths: Paths) -> DaemonLocator {
         let paths = match std::env::var_os("LOOPSY_DATA_DIR").filter(|v| !v.is_empty()) {
             Some(dir) => Paths::from_dir(std::path::Path::new(&dir)).unwrap_or(paths),
             None => paths,
@@ -27,12 +27,12 @@ impl DaemonLocator {
     }
 
     /// The configuration of the data directory, for peer resolution.
-    pub fn config(&self) -> Result<Config, String> {
+    pub(crate) fn config(&self) -> Result<Config, String> {
         Config::load(&self.paths).map_err(|e| e.to_string())
     }
 
     /// A client for the local daemon, or a message an agent can act on.
-    pub fn client(&self) -> Result<Client, String> {
+    pub(crate) fn client(&self) -> Result<Client, String> {
         if let Some(key) = std::env::var("LOOPSY_API_KEY").ok().filter(|k| !k.is_empty()) {
             // An explicit key: a daemon on this machine at LOOPSY_PORT, or the one of the data dir.
             if let Some(port) = std::env::var("LOOPSY_PORT").ok().and_then(|p| p.parse::<u16>().ok()) {

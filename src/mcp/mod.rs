@@ -7,8 +7,8 @@
 
 mod daemon;
 mod prompts;
-pub mod protocol;
-pub mod register;
+pub(crate) mod protocol;
+pub(crate) mod register;
 mod resources;
 mod tools;
 
@@ -18,11 +18,11 @@ use std::sync::{Arc, Mutex};
 use futures_lite::{AsyncBufReadExt, AsyncWriteExt, StreamExt};
 use serde_json::{json, Value};
 
-pub use daemon::DaemonLocator;
+pub(crate) use daemon::DaemonLocator;
 use protocol::{Incoming, RpcError, METHOD_NOT_FOUND};
 
 /// Serves MCP on stdin/stdout until the input ends.
-pub fn serve(daemon: DaemonLocator) -> anyhow::Result<()> {
+pub(crate) fn serve(daemon: DaemonLocator) -> anyhow::Result<()> {
     smol::block_on(run(Arc::new(daemon)))
 }
 

@@ -45,7 +45,7 @@ loopsy connects this machine to other machines running loopsy on the LAN. Peers 
 Messages are context entries: `inbox:<recipient hostname>:<message id>` on the recipient, `outbox:<message id>` on the sender, and acknowledgements under `ack:<acknowledger hostname>` (the latest id, as loopsy 1.0.21 did) and `ack:<acknowledger hostname>:<message id>` (one per message). The value is the JSON envelope `{from, to, ts, id, type, body}`; ids look like `<ms>-<hostname>-<hex>`. Messages live 3600 s, acknowledgements 7200 s.
 "#;
 
-pub fn list() -> Value {
+pub(super) fn list() -> Value {
     json!({"prompts": [
         {"name": "loopsy_help", "description": "Get help with using Loopsy tools for cross-machine communication"},
         {"name": "loopsy_coordinate", "description": "Start a coordination session with an agent on another machine",
@@ -56,7 +56,7 @@ pub fn list() -> Value {
     ]})
 }
 
-pub fn get(params: &Value) -> Result<Value, RpcError> {
+pub(super) fn get(params: &Value) -> Result<Value, RpcError> {
     let name = params.get("name").and_then(Value::as_str).ok_or_else(|| RpcError::invalid_params("missing 'name'"))?;
     let arguments = params.get("arguments").cloned().unwrap_or(json!({}));
     let argument =

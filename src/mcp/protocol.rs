@@ -5,40 +5,39 @@
 use serde_json::{json, Value};
 
 /// The MCP versions this server speaks, oldest first.
-pub const VERSIONS: [&str; 4] = ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"];
+pub(crate) const VERSIONS: [&str; 4] = ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"];
 
 /// JSON-RPC error codes.
-pub const PARSE_ERROR: i64 = -32700;
-pub const INVALID_REQUEST: i64 = -32600;
-pub const METHOD_NOT_FOUND: i64 = -32601;
-pub const INVALID_PARAMS: i64 = -32602;
-pub const INTERNAL_ERROR: i64 = -32603;
+pub(crate) const PARSE_ERROR: i64 = -32700;
+pub(crate) const INVALID_REQUEST: i64 = -32600;
+pub(crate) const METHOD_NOT_FOUND: i64 = -32601;
+pub(crate) const INVALID_PARAMS: i64 = -32602;
 
 /// The version to answer: the client's when we speak it, else our newest. (Gemini CLI rejects
 /// a newer answer than it asked for, so echoing matters.)
-pub fn negotiate(requested: Option<&str>) -> &'static str {
+pub(crate) fn negotiate(requested: Option<&str>) -> &'static str {
     requested.and_then(|v| VERSIONS.iter().find(|s| **s == v).copied()).unwrap_or(VERSIONS[VERSIONS.len() - 1])
 }
 
 /// A JSON-RPC error for one request.
 #[derive(Debug, Clone, PartialEq)]
-pub struct RpcError {
+pub(crate) struct RpcError {
     pub code: i64,
     pub message: String,
 }
 
 impl RpcError {
-    pub fn new(code: i64, message: impl Into<String>) -> RpcError {
+    pub(crate) fn new(code: i64, message: impl Into<String>) -> RpcError {
         RpcError { code, message: message.into() }
     }
-    pub fn invalid_params(message: impl Into<String>) -> RpcError {
+    pub(crate) fn invalid_params(message: impl Into<String>) -> RpcError {
         RpcError::new(INVALID_PARAMS, message)
     }
 }
 
 /// One incoming message.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Incoming {
+pub(crate) enum Incoming {
     /// Has an id: must be answered.
     Request { id: Value, method: String, params: Value },
     /// No id: never answered.
@@ -50,7 +49,7 @@ pub enum Incoming {
 }
 
 /// Parses one line, which may hold a single message or a batch.
-pub fn parse_line(line: &str) -> Vec<Incoming> {
+pub(crate) fn parse_line(line: &str) -> Vec<Incoming> {
     match serde_json::from_str::<Value>(line) {
         Err(e) => {
             vec![Incoming::Invalid { id: Value::Null, error: RpcError::new(PARSE_ERROR, format!("parse error: {e}")) }]
@@ -95,11 +94,11 @@ fn classify(value: Value) -> Incoming {
     }
 }
 
-pub fn result(id: &Value, result: Value) -> Value {
+pub(crate) fn result(id: &Value, result: Value) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "result": result})
 }
 
-pub fn error(id: &Value, error: &RpcError) -> Value {
+pub(crate) fn error(id: &Value, error: &RpcError) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "error": {"code": error.code, "message": error.message}})
 }
 

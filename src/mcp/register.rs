@@ -13,26 +13,26 @@ use serde_json::{json, Value};
 use crate::durable::{self, Mode};
 
 /// The server name agents see.
-pub const NAME: &str = "loopsy";
+pub(crate) const NAME: &str = "loopsy";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Agent {
+pub(crate) enum Agent {
     Claude,
     Gemini,
     Codex,
 }
 
-pub const AGENTS: [Agent; 3] = [Agent::Claude, Agent::Gemini, Agent::Codex];
+pub(crate) const AGENTS: [Agent; 3] = [Agent::Claude, Agent::Gemini, Agent::Codex];
 
 /// How agents start the server: an absolute program and its arguments.
 #[derive(Debug, Clone)]
-pub struct ServerCommand {
+pub(crate) struct ServerCommand {
     pub program: String,
     pub args: Vec<String>,
 }
 
 impl Agent {
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Agent::Claude => "Claude Code",
             Agent::Gemini => "Gemini CLI",
@@ -49,7 +49,7 @@ impl Agent {
     }
 
     /// The user-scope config file the agent reads its MCP servers from.
-    pub fn config_file(self, home: &Path) -> PathBuf {
+    pub(crate) fn config_file(self, home: &Path) -> PathBuf {
         match self {
             Agent::Claude => home.join(".claude.json"),
             Agent::Gemini => home.join(".gemini/settings.json"),
@@ -62,16 +62,16 @@ impl Agent {
     }
 
     /// The agent's CLI on PATH, if installed.
-    pub fn installed(self) -> Option<PathBuf> {
+    pub(crate) fn installed(self) -> Option<PathBuf> {
         crate::process::find_program(self.binary(), None, std::env::var_os("PATH").as_deref()).ok()
     }
 
     /// Whether this machine has the agent: its CLI, or its config file.
-    pub fn present(self, home: &Path) -> bool {
+    pub(crate) fn present(self, home: &Path) -> bool {
         self.installed().is_some() || self.config_file(home).exists()
     }
 
-    pub fn registered(self, home: &Path) -> anyhow::Result<bool> {
+    pub(crate) fn registered(self, home: &Path) -> anyhow::Result<bool> {
         let file = self.config_file(home);
         let Ok(text) = std::fs::read_to_string(&file) else { return Ok(false) };
         Ok(match self {
@@ -81,7 +81,7 @@ impl Agent {
     }
 
     /// Registers the server; running it twice leaves one registration.
-    pub fn add(self, home: &Path, server: &ServerCommand) -> anyhow::Result<()> {
+    pub(crate) fn add(self, home: &Path, server: &ServerCommand) -> anyhow::Result<()> {
         if let Some(binary) = self.installed() {
             let _ = self.remove_with_cli(&binary);
             return run_cli(&binary, &self.add_args(server));
@@ -99,7 +99,7 @@ impl Agent {
     }
 
     /// Removes the registration; returns whether there was one.
-    pub fn remove(self, home: &Path) -> anyhow::Result<bool> {
+    pub(crate) fn remove(self, home: &Path) -> anyhow::Result<bool> {
         let was = self.registered(home)?;
         if let Some(binary) = self.installed() {
             let _ = self.remove_with_cli(&binary);

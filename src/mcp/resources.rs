@@ -38,7 +38,7 @@ const RESOURCES: [Resource; 3] = [
     },
 ];
 
-pub fn list() -> Value {
+pub(super) fn list() -> Value {
     let resources: Vec<Value> = RESOURCES
         .iter()
         .map(|r| json!({"uri": r.uri, "name": r.name, "description": r.description, "mimeType": "application/json"}))
@@ -46,7 +46,7 @@ pub fn list() -> Value {
     json!({"resources": resources})
 }
 
-pub async fn read(daemon: &DaemonLocator, params: &Value) -> Result<Value, RpcError> {
+pub(super) async fn read(daemon: &DaemonLocator, params: &Value) -> Result<Value, RpcError> {
     let uri = params.get("uri").and_then(Value::as_str).ok_or_else(|| RpcError::invalid_params("missing 'uri'"))?;
     let resource = RESOURCES
         .iter()

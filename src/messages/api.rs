@@ -7,7 +7,7 @@ use super::envelope::MessageType;
 /// `POST /api/v1/messages`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct SendRequest {
+pub(crate) struct SendRequest {
     /// The peer: its name, hostname, node id (or a prefix of at least 4) or address[:port].
     pub to: String,
     #[serde(rename = "type", default = "chat")]
@@ -22,7 +22,7 @@ fn chat() -> MessageType {
 /// What became of a send (or an ack): delivered now, or queued for retries.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Sent {
+pub(crate) struct Sent {
     pub id: String,
     /// `inbox:<to>:<id>` on the peer (for an ack: the inbox key it removed here).
     pub key: String,
@@ -42,7 +42,7 @@ pub struct Sent {
 /// One message of `GET /api/v1/messages/inbox`: the envelope and its key.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct InboxMessage {
+pub(crate) struct InboxMessage {
     pub key: String,
     #[serde(flatten)]
     pub envelope: super::envelope::Envelope,
@@ -50,14 +50,14 @@ pub struct InboxMessage {
 
 /// `GET /api/v1/messages/inbox`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Inbox {
+pub(crate) struct Inbox {
     pub messages: Vec<InboxMessage>,
 }
 
 /// `POST /api/v1/messages/ack`: the inbox key, the message id, or both (they must agree).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct AckRequest {
+pub(crate) struct AckRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -67,7 +67,7 @@ pub struct AckRequest {
 /// `GET /api/v1/messages/status?peer=`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct StatusReport {
+pub(crate) struct StatusReport {
     /// The peer as asked for.
     pub peer: String,
     pub node_id: String,
@@ -83,7 +83,7 @@ pub struct StatusReport {
 /// One message of a [`StatusReport`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct MessageStatus {
+pub(crate) struct MessageStatus {
     pub id: String,
     pub ts: u64,
     #[serde(rename = "type")]

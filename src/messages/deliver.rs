@@ -268,7 +268,7 @@ impl Messages {
 
     /// Retries queued deliveries when they are due, until shutdown. The daemon owns this task;
     /// attempts in flight are dropped with it (their records stay queued in the book).
-    pub async fn run_retries(self, shutdown: Shutdown) {
+    pub(crate) async fn run_retries(self, shutdown: Shutdown) {
         let mut attempts: Vec<smol::Task<()>> = Vec::new();
         loop {
             let now = crate::clock::now_ms();

@@ -7,9 +7,9 @@
 use serde::{Deserialize, Serialize};
 
 /// Seconds an inbox and an outbox entry live (1.0.21's `MESSAGE_TTL`).
-pub const MESSAGE_TTL_SECS: u64 = 3600;
+pub(crate) const MESSAGE_TTL_SECS: u64 = 3600;
 /// Seconds an ack entry lives (1.0.21's `ACK_TTL`).
-pub const ACK_TTL_SECS: u64 = 7200;
+pub(crate) const ACK_TTL_SECS: u64 = 7200;
 /// Longest hostname part of an id: keeps `inbox:<host>:<id>` short (1.0.21's router refused
 /// keys over 100 characters).
 const MAX_ID_HOST: usize = 32;
@@ -17,7 +17,7 @@ const MAX_ID_HOST: usize = 32;
 /// The `type` of a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum MessageType {
+pub(crate) enum MessageType {
     Chat,
     Request,
     Response,
@@ -26,7 +26,7 @@ pub enum MessageType {
 }
 
 impl MessageType {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             MessageType::Chat => "chat",
             MessageType::Request => "request",
@@ -39,7 +39,7 @@ impl MessageType {
 
 /// A message as 1.0.21 stores it: members in this order, compact JSON, as a context value.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Envelope {
+pub(crate) struct Envelope {
     pub from: String,
     pub to: String,
     pub ts: u64,
@@ -51,12 +51,12 @@ pub struct Envelope {
 
 impl Envelope {
     /// The context value: `{"from":…,"to":…,"ts":…,"id":…,"type":…,"body":…}`.
-    pub fn to_value(&self) -> String {
+    pub(crate) fn to_value(&self) -> String {
         serde_json::to_string(self).expect("envelopes serialise")
     }
 
     /// Parses and validates a context value as 1.0.21's `check_inbox` does; `None` if invalid.
-    pub fn parse(value: &str) -> Option<Envelope> {
+    pub(crate) fn parse(value: &str) -> Option<Envelope> {
         let envelope: Envelope = serde_json::from_str(value).ok()?;
         let valid =
             !envelope.from.is_empty() && !envelope.to.is_empty() && envelope.ts > 0 && is_valid_id(&envelope.id);
@@ -65,7 +65,7 @@ impl Envelope {
 }
 
 /// Just the id of a value that looks like an envelope (the duplicate check on context PUTs).
-pub fn envelope_id(value: &str) -> Option<String> {
+pub(crate) fn envelope_id(value: &str) -> Option<String> {
     #[derive(Deserialize)]
     struct IdOnly {
         id: String,
@@ -75,7 +75,7 @@ pub fn envelope_id(value: &str) -> Option<String> {
 
 /// `<ms>-<host>-<4 lowercase hex>`, where `<host>` is `hostname` with every character outside
 /// `[A-Za-z0-9_.-]` replaced by `_` and cut to 32 characters, so 1.0.21 accepts it.
-pub fn new_id(now_ms: u64, hostname: &str, random: u16) -> String {
+pub(crate) fn new_id(now_ms: u64, hostname: &str, random: u16) -> String {
     let mut host: String = hostname
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') { c } else { '_' })
@@ -91,7 +91,7 @@ pub fn new_id(now_ms: u64, hostname: &str, random: u16) -> String {
 ///
 /// Ids come from peers (envelopes in inbox entries, ack requests), so this works on bytes and
 /// never slices a string: any text, ASCII or not, gets an answer instead of a panic.
-pub fn is_valid_id(id: &str) -> bool {
+pub(crate) fn is_valid_id(id: &str) -> bool {
     let bytes = id.as_bytes();
     let Some(first_dash) = bytes.iter().position(|&b| b == b'-') else { return false };
     let (digits, rest) = (&bytes[..first_dash], &bytes[first_dash + 1..]);
@@ -106,27 +106,27 @@ pub fn is_valid_id(id: &str) -> bool {
 }
 
 /// `inbox:<recipient hostname>:<id>`, on the recipient.
-pub fn inbox_key(recipient: &str, id: &str) -> String {
+pub(crate) fn inbox_key(recipient: &str, id: &str) -> String {
     format!("inbox:{recipient}:{id}")
 }
 
 /// The prefix of every message for `recipient`.
-pub fn inbox_prefix(recipient: &str) -> String {
+pub(crate) fn inbox_prefix(recipient: &str) -> String {
     format!("inbox:{recipient}:")
 }
 
 /// `outbox:<id>`, on the sender.
-pub fn outbox_key(id: &str) -> String {
+pub(crate) fn outbox_key(id: &str) -> String {
     format!("outbox:{id}")
 }
 
 /// `ack:<acknowledger hostname>`: the latest id it acknowledged (1.0.21), on the sender.
-pub fn latest_ack_key(acknowledger: &str) -> String {
+pub(crate) fn latest_ack_key(acknowledger: &str) -> String {
     format!("ack:{acknowledger}")
 }
 
 /// `ack:<acknowledger hostname>:<id>`: one per acknowledged message, on the sender.
-pub fn ack_key(acknowledger: &str, id: &str) -> String {
+pub(crate) fn ack_key(acknowledger: &str, id: &str) -> String {
     format!("ack:{acknowledger}:{id}")
 }
 

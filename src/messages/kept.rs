@@ -18,20 +18,20 @@ fn file(dir: &Path, id: &str) -> Option<PathBuf> {
 }
 
 /// Keeps `envelope` (0600: a message may be private).
-pub fn keep(dir: &Path, envelope: &Envelope) -> anyhow::Result<()> {
+pub(super) fn keep(dir: &Path, envelope: &Envelope) -> anyhow::Result<()> {
     let path = file(dir, &envelope.id).ok_or_else(|| anyhow::anyhow!("'{}' is not a message id", envelope.id))?;
     durable::create_private_dir(dir)?;
     durable::write(&path, envelope.to_value().as_bytes(), Mode::Secret)
 }
 
 /// The envelope kept for message `id`, if any (and if it is still a valid envelope of that id).
-pub fn load(dir: &Path, id: &str) -> Option<Envelope> {
+pub(super) fn load(dir: &Path, id: &str) -> Option<Envelope> {
     let text = std::fs::read_to_string(file(dir, id)?).ok()?;
     Envelope::parse(&text).filter(|envelope| envelope.id == id)
 }
 
 /// Forgets the envelope of message `id`.
-pub fn forget(dir: &Path, id: &str) {
+pub(super) fn forget(dir: &Path, id: &str) {
     if let Some(path) = file(dir, id) {
         let _ = std::fs::remove_file(path);
     }
@@ -39,7 +39,7 @@ pub fn forget(dir: &Path, id: &str) {
 
 /// Forgets every kept envelope whose message is not `wanted` any more (delivered, expired or
 /// forgotten); only files named as this module names them are looked at.
-pub fn prune(dir: &Path, wanted: impl Fn(&str) -> bool) {
+pub(super) fn prune(dir: &Path, wanted: impl Fn(&str) -> bool) {
     let Ok(entries) = std::fs::read_dir(dir) else { return };
     for entry in entries.flatten() {
         let name = entry.file_name();

@@ -11,12 +11,12 @@
 //!
 //! No tide here: `daemon/routes/messages.rs` parses and renders.
 
-pub mod api;
+pub(crate) mod api;
 mod deliver;
-pub mod envelope;
+pub(crate) mod envelope;
 mod kept;
-pub mod outbox;
-pub mod text;
+pub(crate) mod outbox;
+pub(crate) mod text;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -33,11 +33,11 @@ use outbox::{Backoff, Book, Delivery, Kind, Record};
 /// document says exactly what is refused). The envelope is JSON-escaped once into the context
 /// value and again into the PUT body: at most 7 bytes per character (a control character as
 /// `\\u0001`), which keeps the worst case under every daemon's 1 MiB body limit.
-pub const MAX_BODY_CHARS: usize = 64 * 1024;
+pub(crate) const MAX_BODY_CHARS: usize = 64 * 1024;
 
 /// Why a messaging operation failed; the message says what to do about it.
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum MessageError {
+pub(crate) enum MessageError {
     #[error("{0}")]
     Invalid(String),
     #[error("{0}")]
@@ -57,7 +57,7 @@ pub enum MessageError {
 
 /// A cheap-clone handle on this daemon's messaging.
 #[derive(Clone)]
-pub struct Messages {
+pub(crate) struct Messages {
     inner: Arc<Inner>,
 }
 
@@ -78,7 +78,13 @@ struct Inner {
 
 impl Messages {
     /// Opens the delivery book of `paths`; a damaged book is set aside and reported.
-    pub fn open(paths: Arc<Paths>, config: Arc<Config>, hostname: &str, store: Store, registry: Registry) -> Messages {
+    pub(crate) fn open(
+        paths: Arc<Paths>,
+        config: Arc<Config>,
+        hostname: &str,
+        store: Store,
+        registry: Registry,
+    ) -> Messages {
         let path = paths.messages_file();
         let now = crate::clock::now_ms();
         let book = Book::load(&path, now).unwrap_or_else(|e| {
@@ -103,7 +109,7 @@ impl Messages {
     }
 
     /// Sends a message: stored in our outbox, then delivered now or queued for retries.
-    pub async fn send(&self, request: SendRequest) -> Result<Sent, MessageError> {
+    pub(crate) async fn send(&self, request: SendRequest) -> Result<Sent, MessageError> {
         let chars = request.body.chars().count();
         if chars > MAX_BODY_CHARS {
             return Err(MessageError::Invalid(format!(
@@ -169,7 +175,7 @@ impl Messages {
     }
 
     /// Messages for this node, oldest first; entries that are not valid envelopes are skipped.
-    pub async fn inbox(&self) -> Result<Inbox, MessageError> {
+    pub(crate) async fn inbox(&self) -> Result<Inbox, MessageError> {
         let prefix = envelope::inbox_prefix(&self.inner.hostname);
         let entries = self.inner.store.list(&prefix, crate::clock::now_ms()).await?;
         let mut messages: Vec<InboxMessage> = entries
@@ -185,7 +191,7 @@ impl Messages {
 
     /// Acknowledges a message of our inbox: the ack goes to its sender (now or later), the
     /// entry is removed here and its id remembered.
-    pub async fn ack(&self, request: AckRequest) -> Result<Sent, MessageError> {
+    pub(crate) async fn ack(&self, request: AckRequest) -> Result<Sent, MessageError> {
         if let Some(id) = request.id.as_deref().filter(|id| !envelope::is_valid_id(id)) {
             return Err(MessageError::Invalid(format!(
                 "'{id}' is not a message id (<ms>-<sender host>-<4 hex>, as the inbox lists them)"
@@ -261,7 +267,7 @@ impl Messages {
     }
 
     /// What became of the messages sent to `spec`, and which of them it acknowledged.
-    pub async fn status(&self, spec: &str) -> Result<StatusReport, MessageError> {
+    pub(crate) async fn status(&self, spec: &str) -> Result<StatusReport, MessageError> {
         let peer = self.find_peer(spec).await?;
         let records: Vec<Record> = self.book().messages().into_iter().filter(|r| r.peer == peer.node_id).collect();
         let hostname = match self.known_name(&peer) {
@@ -317,14 +323,14 @@ impl Messages {
 
     /// Whether a PUT of `key` = `value` re-delivers a message already acknowledged here (it is
     /// then answered without being stored).
-    pub fn is_redelivery(&self, key: &str, value: &str) -> bool {
+    pub(crate) fn is_redelivery(&self, key: &str, value: &str) -> bool {
         key.starts_with("inbox:")
             && envelope::envelope_id(value).is_some_and(|id| self.book().is_seen(&id, crate::clock::now_ms()))
     }
 
     /// Notes who delivered a message: `peer_name` is the name its key is listed under in
     /// `auth.allowedKeys`, so the registry peer of that name is the envelope's sender.
-    pub async fn note_sender(&self, peer_name: &str, value: &str) {
+    pub(crate) async fn note_sender(&self, peer_name: &str, value: &str) {
         let Some(envelope) = Envelope::parse(value) else { return };
         let peers = self.inner.registry.list();
         let mut named = peers.iter().filter(|p| p.name.as_deref() == Some(peer_name));

@@ -15,14 +15,14 @@ use serde::{Deserialize, Serialize};
 use super::envelope::{MessageType, ACK_TTL_SECS, MESSAGE_TTL_SECS};
 
 /// Records kept at most (messages and acks together); beyond that new sends are refused.
-pub const MAX_RECORDS: usize = 1000;
+pub(crate) const MAX_RECORDS: usize = 1000;
 /// Format version of `messages.json`.
 const VERSION: u32 = 1;
 
 /// What a record delivers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Kind {
+pub(crate) enum Kind {
     /// A message of ours, to `inbox:<to>:<id>` on the peer.
     Message,
     /// Our ack of the peer's message `id`, to `ack:<us>:<id>` and `ack:<us>` on the peer.
@@ -32,14 +32,14 @@ pub enum Kind {
 /// Where a delivery stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Delivery {
+pub(crate) enum Delivery {
     Queued,
     Delivered,
     Expired,
 }
 
 impl Delivery {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Delivery::Queued => "queued",
             Delivery::Delivered => "delivered",
@@ -51,7 +51,7 @@ impl Delivery {
 /// One delivery.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Record {
+pub(crate) struct Record {
     pub kind: Kind,
     /// The message id (ours for a message, the peer's for an ack).
     pub id: String,
@@ -83,7 +83,7 @@ pub struct Record {
 
 impl Record {
     /// When an undelivered record gives up: the message (or ack) would have expired anyway.
-    pub fn expires_at(&self) -> u64 {
+    pub(crate) fn expires_at(&self) -> u64 {
         self.created_at + ttl_secs(self.kind) * 1000
     }
 
@@ -102,7 +102,7 @@ fn ttl_secs(kind: Kind) -> u64 {
 
 /// The back-off policy.
 #[derive(Debug, Clone, Copy)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     pub initial: Duration,
     pub max: Duration,
 }
@@ -110,7 +110,7 @@ pub struct Backoff {
 impl Backoff {
     /// The wait after `failures` failed attempts: `initial` doubling up to `max`, plus up to a
     /// quarter more (`jitter` in 0..1), so peers coming back are not hit by everyone at once.
-    pub fn delay(&self, failures: u32, jitter: f64) -> Duration {
+    pub(crate) fn delay(&self, failures: u32, jitter: f64) -> Duration {
         let doubled = self.initial.saturating_mul(1u32 << failures.saturating_sub(1).min(20));
         doubled.min(self.max).mul_f64(1.0 + 0.25 * jitter.clamp(0.0, 1.0))
     }
@@ -119,7 +119,7 @@ impl Backoff {
 /// Everything in `messages.json`.
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Book {
+pub(crate) struct Book {
     version: u32,
     // Invariant: keyed by `(kind, id)`.
     records: BTreeMap<String, Record>,
@@ -138,7 +138,7 @@ pub struct Book {
 /// The book could not take another record.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("the outbox is full ({MAX_RECORDS} deliveries on record); try again once some have expired")]
-pub struct Full;
+pub(crate) struct Full;
 
 fn slot(kind: Kind, id: &str) -> String {
     match kind {
@@ -150,7 +150,7 @@ fn slot(kind: Kind, id: &str) -> String {
 impl Book {
     /// Reads `path`; a missing file is an empty book. A file that cannot be read as a book is an
     /// error (the caller sets it aside).
-    pub fn load(path: &Path, now: u64) -> anyhow::Result<Book> {
+    pub(crate) fn load(path: &Path, now: u64) -> anyhow::Result<Book> {
         let bytes = match std::fs::read(path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Book::default()),
@@ -171,7 +171,7 @@ impl Book {
     }
 
     /// The file's bytes.
-    pub fn to_bytes(&self) -> Vec<u8> {
+    pub(crate) fn to_bytes(&self) -> Vec<u8> {
         let saved = Saved { version: VERSION, records: &self.records, seen: &self.seen, names: &self.names };
         let mut bytes = serde_json::to_vec(&saved).expect("the book serialises");
         bytes.push(b'\n');
@@ -179,7 +179,7 @@ impl Book {
     }
 
     /// Adds a queued record, due now.
-    pub fn add(&mut self, record: Record, now: u64) -> Result<(), Full> {
+    pub(crate) fn add(&mut self, record: Record, now: u64) -> Result<(), Full> {
         let key = slot(record.kind, &record.id);
         if !self.records.contains_key(&key) && self.records.len() >= MAX_RECORDS {
             self.sweep(now);
@@ -191,26 +191,26 @@ impl Book {
         Ok(())
     }
 
-    pub fn get(&self, kind: Kind, id: &str) -> Option<&Record> {
+    pub(crate) fn get(&self, kind: Kind, id: &str) -> Option<&Record> {
         self.records.get(&slot(kind, id))
     }
 
     /// Every message record (not acks), oldest first.
-    pub fn messages(&self) -> Vec<Record> {
+    pub(crate) fn messages(&self) -> Vec<Record> {
         let mut list: Vec<Record> = self.records.values().filter(|r| r.kind == Kind::Message).cloned().collect();
         list.sort_by_key(|r| r.created_at);
         list
     }
 
     /// Claims a queued record for one attempt; false if it is not queued or already claimed.
-    pub fn begin(&mut self, kind: Kind, id: &str) -> bool {
+    pub(crate) fn begin(&mut self, kind: Kind, id: &str) -> bool {
         let key = slot(kind, id);
         let queued = self.records.get(&key).is_some_and(|r| r.state == Delivery::Queued);
         queued && self.in_flight.insert(key)
     }
 
     /// Gives up a claim of [`Book::begin`] without an attempt: the retrier may take the record.
-    pub fn release(&mut self, kind: Kind, id: &str) {
+    pub(crate) fn release(&mut self, kind: Kind, id: &str) {
         self.in_flight.remove(&slot(kind, id));
     }
 
@@ -218,7 +218,7 @@ impl Book {
     /// worth saving now. A failure is not: after a restart every queued record is due at once
     /// anyway, and rewriting the book for each failed attempt would cost a write per record per
     /// retry while a peer is down.
-    pub fn finish(
+    pub(crate) fn finish(
         &mut self,
         kind: Kind,
         id: &str,
@@ -254,7 +254,7 @@ impl Book {
     }
 
     /// Expires what is overdue and forgets what is old; returns whether anything changed.
-    pub fn sweep(&mut self, now: u64) -> bool {
+    pub(crate) fn sweep(&mut self, now: u64) -> bool {
         let before = (self.records.len(), self.seen.len());
         let mut expired = false;
         for record in self.records.values_mut() {
@@ -269,7 +269,7 @@ impl Book {
     }
 
     /// Queued records due at `now` that nobody is attempting, and when the next one is due.
-    pub fn due(&self, now: u64) -> (Vec<Record>, Option<u64>) {
+    pub(crate) fn due(&self, now: u64) -> (Vec<Record>, Option<u64>) {
         let mut due = Vec::new();
         let mut next: Option<u64> = None;
         for (key, record) in &self.records {
@@ -286,26 +286,26 @@ impl Book {
     }
 
     /// Remembers that message `id` was acknowledged here.
-    pub fn mark_seen(&mut self, id: &str, now: u64) {
+    pub(crate) fn mark_seen(&mut self, id: &str, now: u64) {
         self.seen.insert(id.to_string(), now + ACK_TTL_SECS * 1000);
     }
 
     /// Whether message `id` of ours still waits for delivery (its kept envelope is needed).
-    pub fn is_queued_message(&self, id: &str) -> bool {
+    pub(crate) fn is_queued_message(&self, id: &str) -> bool {
         self.get(Kind::Message, id).is_some_and(|r| r.state == Delivery::Queued)
     }
 
-    pub fn is_seen(&self, id: &str, now: u64) -> bool {
+    pub(crate) fn is_seen(&self, id: &str, now: u64) -> bool {
         self.seen.get(id).is_some_and(|until| now < *until)
     }
 
     /// The messaging name learnt for the peer `node_id`.
-    pub fn name_of(&self, node_id: &str) -> Option<&str> {
+    pub(crate) fn name_of(&self, node_id: &str) -> Option<&str> {
         self.names.get(node_id).map(String::as_str)
     }
 
     /// Remembers `name` for `node_id`; returns whether that changed anything.
-    pub fn learn_name(&mut self, node_id: &str, name: &str) -> bool {
+    pub(crate) fn learn_name(&mut self, node_id: &str, name: &str) -> bool {
         self.names.insert(node_id.to_string(), name.to_string()).as_deref() != Some(name)
     }
 }

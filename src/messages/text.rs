@@ -4,7 +4,7 @@
 use super::api::{Inbox, Sent, StatusReport};
 
 /// `loopsy_send_message`: 1.0.21's five lines, then the delivery state.
-pub fn sent(sent: &Sent) -> String {
+pub(crate) fn sent(sent: &Sent) -> String {
     format!(
         "Message sent!\nID: {}\nTo: {} ({})\nType: {}\nInbox key: {}\n{}",
         sent.id,
@@ -17,7 +17,7 @@ pub fn sent(sent: &Sent) -> String {
 }
 
 /// `loopsy_check_inbox`.
-pub fn inbox(inbox: &Inbox) -> String {
+pub(crate) fn inbox(inbox: &Inbox) -> String {
     if inbox.messages.is_empty() {
         return "No new messages in inbox.".into();
     }
@@ -33,7 +33,7 @@ pub fn inbox(inbox: &Inbox) -> String {
 }
 
 /// `loopsy_ack_message`.
-pub fn acked(sent: &Sent) -> String {
+pub(crate) fn acked(sent: &Sent) -> String {
     let mut text = format!("ACK sent for message {} and inbox entry cleaned up.", sent.id);
     if sent.state != "delivered" {
         text.push('\n');
@@ -43,7 +43,7 @@ pub fn acked(sent: &Sent) -> String {
 }
 
 /// `loopsy_check_ack`: 1.0.21's line about the latest ack, then one line per message.
-pub fn status(report: &StatusReport, peer: &str) -> String {
+pub(crate) fn status(report: &StatusReport, peer: &str) -> String {
     let mut text = match &report.last_ack {
         Some(id) => format!("Last ACK from {peer}: {id}"),
         None => format!("No ACK received from {peer} yet."),

@@ -20,7 +20,7 @@ use crate::tls::Fingerprint;
 const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Prefix of the error text of every TLS failure, so the client can tell them apart.
-pub const TLS_ERROR: &str = "tls: ";
+pub(super) const TLS_ERROR: &str = "tls: ";
 
 /// How the server is trusted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,24 +35,24 @@ pub enum Trust {
 }
 
 #[derive(Debug)]
-pub struct Transport {
+pub(super) struct Transport {
     config: Config,
     trust: Trust,
 }
 
 impl Transport {
-    pub fn new(trust: Trust) -> Transport {
+    pub(super) fn new(trust: Trust) -> Transport {
         Transport { config: Config::default(), trust }
     }
 }
 
 /// A connection to a daemon: plain TCP, or TLS checked against the pin.
-pub trait Duplex: futures_lite::AsyncRead + futures_lite::AsyncWrite + Send + Sync + Unpin {}
+pub(super) trait Duplex: futures_lite::AsyncRead + futures_lite::AsyncWrite + Send + Sync + Unpin {}
 impl<T: futures_lite::AsyncRead + futures_lite::AsyncWrite + Send + Sync + Unpin> Duplex for T {}
 
 /// Opens a connection to `url`'s host and port as `trust` allows (the HTTP requests and the
 /// WebSocket share it).
-pub async fn connect(url: &http_client::http_types::Url, trust: &Trust) -> Result<Box<dyn Duplex>, Error> {
+pub(super) async fn connect(url: &http_client::http_types::Url, trust: &Trust) -> Result<Box<dyn Duplex>, Error> {
     let host = url.host_str().ok_or_else(|| Error::from_str(400, format!("no host in {url}")))?;
     let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
     let port = url.port_or_known_default().unwrap_or(80);
@@ -105,7 +105,7 @@ impl HttpClient for Transport {
 }
 
 /// A response head may take at most this many bytes.
-pub const HEAD_LIMIT: usize = 64 * 1024;
+pub(super) const HEAD_LIMIT: usize = 64 * 1024;
 
 /// A connection whose reads fail once `HEAD_LIMIT` bytes came without the blank line that ends
 /// a response head; after it, bytes pass untouched.

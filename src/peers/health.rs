@@ -46,7 +46,7 @@ const CANDIDATE_COOLDOWN: Duration = Duration::from_secs(2);
 
 /// Something that should make the checker look at a peer before its next turn.
 #[derive(Debug, Clone)]
-pub enum Nudge {
+pub(crate) enum Nudge {
     /// A claim that a node is at an address (mDNS, or a handshake for a pinned entry): verify
     /// it, then record it.
     Candidate(Announced, Via),
@@ -58,29 +58,29 @@ pub enum Nudge {
 
 /// The sending side, for routes and discovery; sends never block (a full queue drops).
 #[derive(Clone)]
-pub struct Nudger(Sender<Nudge>);
+pub(crate) struct Nudger(Sender<Nudge>);
 
 impl Nudger {
-    pub fn send(&self, nudge: Nudge) {
+    pub(crate) fn send(&self, nudge: Nudge) {
         if self.0.try_send(nudge).is_err() {
             log::debug!("health checker busy; a nudge was dropped");
         }
     }
 }
 
-pub fn channel() -> (Nudger, Receiver<Nudge>) {
+pub(crate) fn channel() -> (Nudger, Receiver<Nudge>) {
     let (tx, rx) = smol::channel::bounded(256);
     (Nudger(tx), rx)
 }
 
 /// The probe timeout for an interval: shorter than the interval, at most 5 s (1.0.21's value).
-pub fn probe_timeout(interval: Duration) -> Duration {
+pub(crate) fn probe_timeout(interval: Duration) -> Duration {
     (interval * 3 / 4).clamp(Duration::from_millis(100), Duration::from_secs(5))
 }
 
 /// How long after a probe started the next one is due; `steady` counts the answers in a row
 /// that found an online peer unchanged.
-pub fn next_delay(interval: Duration, status: PeerStatus, failure_count: u32, steady: u32) -> Duration {
+pub(crate) fn next_delay(interval: Duration, status: PeerStatus, failure_count: u32, steady: u32) -> Duration {
     let doublings = match status {
         PeerStatus::Offline => failure_count.saturating_sub(super::FAILURES_BEFORE_OFFLINE),
         PeerStatus::Online => steady,
@@ -129,7 +129,13 @@ enum Wake {
 }
 
 /// Runs until shutdown.
-pub async fn run(registry: Registry, interval: Duration, nudges: Receiver<Nudge>, shutdown: Shutdown, family: Family) {
+pub(crate) async fn run(
+    registry: Registry,
+    interval: Duration,
+    nudges: Receiver<Nudge>,
+    shutdown: Shutdown,
+    family: Family,
+) {
     let timeout = probe_timeout(interval);
     // The loop sleeps until the next probe is due (a nudge or a finished probe wakes it
     // earlier), at least this long, and at most one interval (new registry entries come with a
@@ -338,7 +344,12 @@ fn spawn_probe(
 
 /// `GET /api/v1/health` without a key (over pinned TLS for a pinned peer); any 2xx that names a
 /// node id is an answer.
-pub async fn probe(address: &str, port: u16, pin: Option<crate::tls::Fingerprint>, timeout: Duration) -> ProbeOutcome {
+pub(crate) async fn probe(
+    address: &str,
+    port: u16,
+    pin: Option<crate::tls::Fingerprint>,
+    timeout: Duration,
+) -> ProbeOutcome {
     let proven_pin = pin.as_ref().map(ToString::to_string);
     // Any address that was announced is probed: its answer may take only what a health answer
     // needs.

@@ -15,13 +15,13 @@ use crate::paths::Paths;
 
 /// The data directories of one family: a main home and the sessions under it.
 #[derive(Debug, Clone)]
-pub struct Family {
+pub(crate) struct Family {
     root: PathBuf,
 }
 
 /// What the kernel says about a peer.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Liveness {
+pub(crate) enum Liveness {
     /// A daemon of the family with this node id runs on this port: its PID.
     Alive(u32),
     /// The family's daemon with this node id does not run.
@@ -33,7 +33,7 @@ pub enum Liveness {
 impl Family {
     /// The family of the daemon whose data directory is `home`: a session's
     /// (`<main>/sessions/<name>`, with a `config.yaml` in `<main>`) is its main home's.
-    pub fn of(home: &Path) -> Family {
+    pub(crate) fn of(home: &Path) -> Family {
         let main = home
             .parent()
             .filter(|dir| dir.file_name().is_some_and(|n| n == "sessions"))
@@ -43,12 +43,12 @@ impl Family {
     }
 
     /// Whether a peer at `address` could be a daemon of the family (this machine, loopback).
-    pub fn may_hold(address: &str) -> bool {
+    pub(crate) fn may_hold(address: &str) -> bool {
         address == "localhost" || address.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.to_canonical().is_loopback())
     }
 
     /// Asks the kernel about the daemon of node `node_id` said to listen on `port`.
-    pub fn liveness(&self, node_id: &str, port: u16) -> Liveness {
+    pub(crate) fn liveness(&self, node_id: &str, port: u16) -> Liveness {
         let Some(paths) = self.homes().find(|paths| read_node_id(paths).as_deref() == Some(node_id)) else {
             return Liveness::Unknown;
         };
@@ -67,7 +67,7 @@ impl Family {
     /// A pidfd of the daemon of node `node_id` on `port`, opened while it is
     /// confirmed to hold its lock (so a reused PID is never watched), readable once it exits.
     #[cfg(target_os = "linux")]
-    pub fn watch(&self, node_id: &str, port: u16) -> Option<async_io::Async<std::os::fd::OwnedFd>> {
+    pub(crate) fn watch(&self, node_id: &str, port: u16) -> Option<async_io::Async<std::os::fd::OwnedFd>> {
         use std::os::fd::FromRawFd;
         let Liveness::Alive(pid) = self.liveness(node_id, port) else { return None };
         // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.

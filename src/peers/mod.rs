@@ -5,24 +5,24 @@
 //! that comes from outside (HTTP bodies, handshakes, mDNS, an old `peers.json`) goes through the
 //! validators here first. This module knows no tide and no mDNS library.
 
-pub mod health;
-pub mod local;
-pub mod registry;
+pub(crate) mod health;
+pub(crate) mod local;
+pub(crate) mod registry;
 
 use serde::{Deserialize, Serialize};
 
-pub use registry::Registry;
+pub(crate) use registry::Registry;
 
 /// Consecutive failed probes after which a peer is offline (1.0.21's constant).
-pub const FAILURES_BEFORE_OFFLINE: u32 = 3;
+pub(crate) const FAILURES_BEFORE_OFFLINE: u32 = 3;
 
 /// Prefix of the node id given to a manual peer until a probe learns its real one.
-pub const MANUAL_PREFIX: &str = "manual-";
+pub(crate) const MANUAL_PREFIX: &str = "manual-";
 
 /// A peer as 1.0.21 describes it (§2.4), plus an optional user-given `name`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Peer {
+pub(crate) struct Peer {
     pub node_id: String,
     pub hostname: String,
     pub address: String,
@@ -54,7 +54,7 @@ pub struct Peer {
 /// another entry's probe). The owner may move the entry there (`loopsy peers confirm`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Sighting {
+pub(crate) struct Sighting {
     pub address: String,
     pub port: u16,
     /// Unix milliseconds of the latest such evidence.
@@ -67,7 +67,7 @@ pub struct Sighting {
 /// Where a claim that a node is at some address came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Via {
+pub(crate) enum Via {
     /// An mDNS announcement.
     Mdns,
     /// `POST /api/v1/peers/handshake` from that address.
@@ -77,7 +77,7 @@ pub enum Via {
 }
 
 impl Via {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Via::Mdns => "mdns",
             Via::Handshake => "handshake",
@@ -88,14 +88,14 @@ impl Via {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum PeerStatus {
+pub(crate) enum PeerStatus {
     Online,
     Offline,
     Unknown,
 }
 
 impl PeerStatus {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             PeerStatus::Online => "online",
             PeerStatus::Offline => "offline",
@@ -106,7 +106,7 @@ impl PeerStatus {
 
 impl Peer {
     /// A manual peer as 1.0.21 constructs it: `manual-<address>:<port>` until probed.
-    pub fn manual(address: &str, port: u16) -> Peer {
+    pub(crate) fn manual(address: &str, port: u16) -> Peer {
         Peer {
             node_id: manual_id(address, port),
             hostname: address.to_string(),
@@ -130,22 +130,22 @@ impl Peer {
     /// (keys are stored under names) or was added by hand (it gets this node's own key). A bound
     /// entry is sent keys, so unauthenticated evidence never moves it: only the owner does
     /// (`peers confirm`, `peers add`), or a probe that proved its pinned certificate.
-    pub fn is_bound(&self) -> bool {
+    pub(crate) fn is_bound(&self) -> bool {
         self.fingerprint.is_some() || self.name.is_some() || self.manually_added
     }
 
     /// Whether this entry still waits for a probe to learn the real node id.
-    pub fn is_provisional(&self) -> bool {
+    pub(crate) fn is_provisional(&self) -> bool {
         self.node_id.starts_with(MANUAL_PREFIX)
     }
 
     /// Whether this entry is reached at `address:port` (addresses compare case-insensitively).
-    pub fn is_at(&self, address: &str, port: u16) -> bool {
+    pub(crate) fn is_at(&self, address: &str, port: u16) -> bool {
         self.port == port && self.address.eq_ignore_ascii_case(address)
     }
 
     /// `address:port`, with IPv6 literals in brackets.
-    pub fn endpoint(&self) -> String {
+    pub(crate) fn endpoint(&self) -> String {
         if self.address.contains(':') {
             format!("[{}]:{}", self.address, self.port)
         } else {
@@ -154,13 +154,13 @@ impl Peer {
     }
 }
 
-pub fn manual_id(address: &str, port: u16) -> String {
+pub(crate) fn manual_id(address: &str, port: u16) -> String {
     format!("{MANUAL_PREFIX}{address}:{port}")
 }
 
 /// What a peer says about itself (handshake, mDNS TXT), already validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Announced {
+pub(crate) struct Announced {
     pub node_id: String,
     pub hostname: String,
     pub address: String,
@@ -173,7 +173,7 @@ pub struct Announced {
 /// Why a field was refused; the message names the field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {problem}")]
-pub struct Invalid {
+pub(crate) struct Invalid {
     pub field: &'static str,
     pub problem: String,
 }
@@ -183,7 +183,7 @@ fn invalid(field: &'static str, problem: impl Into<String>) -> Invalid {
 }
 
 /// A canonical UUID (any version): the only node ids accepted from the network.
-pub fn check_node_id(field: &'static str, id: &str) -> Result<(), Invalid> {
+pub(crate) fn check_node_id(field: &'static str, id: &str) -> Result<(), Invalid> {
     let ok = id.len() == 36
         && id.char_indices().all(|(i, c)| match i {
             8 | 13 | 18 | 23 => c == '-',
@@ -198,7 +198,7 @@ pub fn check_node_id(field: &'static str, id: &str) -> Result<(), Invalid> {
 
 /// An IP literal (IPv6 with or without brackets) or a DNS host name; returned normalised
 /// (brackets removed, IPv6 in canonical form).
-pub fn check_address(field: &'static str, address: &str) -> Result<String, Invalid> {
+pub(crate) fn check_address(field: &'static str, address: &str) -> Result<String, Invalid> {
     let trimmed = address.trim();
     let unbracketed = trimmed.strip_prefix('[').and_then(|a| a.strip_suffix(']')).unwrap_or(trimmed);
     if let Ok(ip) = unbracketed.parse::<std::net::IpAddr>() {
@@ -217,7 +217,7 @@ pub fn check_address(field: &'static str, address: &str) -> Result<String, Inval
 }
 
 /// RFC 1123 host name: dot-separated labels of letters, digits, '-' and '_', at most 253 bytes.
-pub fn is_host_name(name: &str) -> bool {
+pub(crate) fn is_host_name(name: &str) -> bool {
     let name = name.strip_suffix('.').unwrap_or(name);
     !name.is_empty()
         && name.len() <= 253
@@ -230,7 +230,7 @@ pub fn is_host_name(name: &str) -> bool {
 }
 
 /// A display string from the network: 1..=max printable characters, no control characters.
-pub fn check_text(field: &'static str, text: &str, max: usize) -> Result<(), Invalid> {
+pub(crate) fn check_text(field: &'static str, text: &str, max: usize) -> Result<(), Invalid> {
     if text.trim().is_empty() {
         return Err(invalid(field, "must not be empty"));
     }
@@ -244,7 +244,7 @@ pub fn check_text(field: &'static str, text: &str, max: usize) -> Result<(), Inv
 }
 
 /// Capabilities: at most 16 short tokens of lowercase letters, digits and '-'.
-pub fn check_capabilities(field: &'static str, capabilities: &[String]) -> Result<(), Invalid> {
+pub(crate) fn check_capabilities(field: &'static str, capabilities: &[String]) -> Result<(), Invalid> {
     if capabilities.len() > 16 {
         return Err(invalid(field, "more than 16 entries"));
     }
@@ -260,7 +260,7 @@ pub fn check_capabilities(field: &'static str, capabilities: &[String]) -> Resul
 }
 
 /// A peer name (`--name`, `auth.allowedKeys` key): 1..=64 of letters, digits, '.', '_', '-'.
-pub fn check_name(field: &'static str, name: &str) -> Result<(), Invalid> {
+pub(crate) fn check_name(field: &'static str, name: &str) -> Result<(), Invalid> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
@@ -273,7 +273,7 @@ pub fn check_name(field: &'static str, name: &str) -> Result<(), Invalid> {
 
 impl Announced {
     /// Checks every field; the first problem found is returned, naming its field.
-    pub fn validate(&self) -> Result<(), Invalid> {
+    pub(crate) fn validate(&self) -> Result<(), Invalid> {
         check_node_id("nodeId", &self.node_id)?;
         check_text("hostname", &self.hostname, 253)?;
         check_address("address", &self.address)?;

@@ -25,7 +25,7 @@ const SAVE_DEBOUNCE: Duration = Duration::from_millis(300);
 
 /// A cheap-clone handle on the registry.
 #[derive(Clone)]
-pub struct Registry {
+pub(crate) struct Registry {
     inner: Arc<Inner>,
 }
 
@@ -41,7 +41,7 @@ struct Inner {
 
 /// A manual addition (`POST /api/v1/peers`, `discovery.manualPeers`), already validated.
 #[derive(Debug, Clone, Default)]
-pub struct ManualAdd {
+pub(crate) struct ManualAdd {
     pub address: String,
     pub port: u16,
     pub node_id: Option<String>,
@@ -53,7 +53,7 @@ pub struct ManualAdd {
 
 /// What a health probe found.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ProbeOutcome {
+pub(crate) enum ProbeOutcome {
     /// `/health` answered with this node id.
     Answered {
         node_id: String,
@@ -66,7 +66,7 @@ pub enum ProbeOutcome {
 
 /// What [`Registry::apply_announcement`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Applied {
+pub(crate) enum Applied {
     /// The entry was created, updated or moved (a proven pin, or an unbound entry).
     Recorded(Peer),
     /// A bound entry stays where it is; the claim is its sighting now.
@@ -77,7 +77,7 @@ pub enum Applied {
 
 impl Registry {
     /// Loads `path`; a missing file is an empty registry, a bad one is set aside and reported.
-    pub fn load(path: &Path, own_id: &str) -> Registry {
+    pub(crate) fn load(path: &Path, own_id: &str) -> Registry {
         let peers = match std::fs::read(path) {
             Ok(bytes) => {
                 let (peers, problems) = parse_file(&bytes, own_id);
@@ -114,26 +114,26 @@ impl Registry {
     }
 
     /// Every peer, in insertion order.
-    pub fn list(&self) -> Vec<Peer> {
+    pub(crate) fn list(&self) -> Vec<Peer> {
         self.peers().clone()
     }
 
-    pub fn get(&self, node_id: &str) -> Option<Peer> {
+    pub(crate) fn get(&self, node_id: &str) -> Option<Peer> {
         self.peers().iter().find(|p| p.node_id == node_id).cloned()
     }
 
     /// (total, online).
-    pub fn counts(&self) -> (usize, usize) {
+    pub(crate) fn counts(&self) -> (usize, usize) {
         let peers = self.peers();
         (peers.len(), peers.iter().filter(|p| p.status == PeerStatus::Online).count())
     }
 
-    pub fn own_id(&self) -> &str {
+    pub(crate) fn own_id(&self) -> &str {
         &self.inner.own_id
     }
 
     /// Adds or updates a manual peer; returns the entry as stored.
-    pub fn add_manual(&self, add: ManualAdd) -> Result<Peer, Invalid> {
+    pub(crate) fn add_manual(&self, add: ManualAdd) -> Result<Peer, Invalid> {
         if add.node_id.as_deref() == Some(self.own_id()) {
             return Err(Invalid { field: "nodeId", problem: "is this node's own id".into() });
         }
@@ -183,7 +183,7 @@ impl Registry {
 
     /// `discovery.manualPeers` at start: each becomes (or marks) a manual entry, pinned when
     /// `tls.pinnedCerts` has a fingerprint under its name or hostname.
-    pub fn add_configured(
+    pub(crate) fn add_configured(
         &self,
         manual: &[crate::config::ManualPeer],
         pins: &std::collections::BTreeMap<String, String>,
@@ -207,7 +207,7 @@ impl Registry {
         }
     }
 
-    pub fn remove(&self, node_id: &str) -> Option<Peer> {
+    pub(crate) fn remove(&self, node_id: &str) -> Option<Peer> {
         let mut peers = self.peers();
         let index = peers.iter().position(|p| p.node_id == node_id)?;
         let removed = peers.remove(index);
@@ -223,7 +223,7 @@ impl Registry {
     /// A new or unbound entry follows an answering claim. A bound entry elsewhere (see
     /// [`Peer::is_bound`]) moves only when the probe proved its pinned certificate; otherwise
     /// the claim is kept as its [`Sighting`] for the owner to judge.
-    pub fn apply_announcement(&self, announced: &Announced, via: Via, outcome: &ProbeOutcome) -> Applied {
+    pub(crate) fn apply_announcement(&self, announced: &Announced, via: Via, outcome: &ProbeOutcome) -> Applied {
         if announced.node_id == self.own_id() {
             return Applied::Ignored;
         }
@@ -303,7 +303,7 @@ impl Registry {
 
     /// The owner says `node_id` is now reached at `address:port` (`loopsy peers confirm`): the
     /// entry moves there, its sighting is cleared and it is probed again.
-    pub fn confirm_address(&self, node_id: &str, address: &str, port: u16) -> Option<Peer> {
+    pub(crate) fn confirm_address(&self, node_id: &str, address: &str, port: u16) -> Option<Peer> {
         let mut peers = self.peers();
         let index = peers.iter().position(|p| p.node_id == node_id)?;
         let peer = &mut peers[index];
@@ -324,7 +324,7 @@ impl Registry {
     /// Applies a health probe of the entry `node_id` made at `address:port`.
     /// `goodbye` (the peer said it leaves) makes one failure enough to be offline.
     /// Returns the entry's node id afterwards (a manual entry learns its real one).
-    pub fn record_probe(&self, node_id: &str, outcome: &ProbeOutcome, goodbye: bool) -> Option<String> {
+    pub(crate) fn record_probe(&self, node_id: &str, outcome: &ProbeOutcome, goodbye: bool) -> Option<String> {
         let mut peers = self.peers();
         let index = peers.iter().position(|p| p.node_id == node_id)?;
         let answered = match outcome {
@@ -401,7 +401,7 @@ impl Registry {
     }
 
     /// Writes `peers.json` now (atomically). Called by the saver, API handlers and shutdown.
-    pub fn save_now(&self) -> anyhow::Result<()> {
+    pub(crate) fn save_now(&self) -> anyhow::Result<()> {
         let _writer = self.inner.save_lock.lock().expect("registry save lock");
         let snapshot = self.list();
         let mut text = serde_json::to_vec_pretty(&snapshot)?;
@@ -410,7 +410,7 @@ impl Registry {
     }
 
     /// Saves after each burst of changes until shutdown, then once more.
-    pub async fn run_saver(self, shutdown: Shutdown) {
+    pub(crate) async fn run_saver(self, shutdown: Shutdown) {
         loop {
             let woke = shutdown.until(self.inner.changed_rx.recv()).await.is_some_and(|r| r.is_ok());
             if !woke {

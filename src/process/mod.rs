@@ -17,12 +17,12 @@ use std::ffi::OsStr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-pub use pty::{spawn_interactive, Interactive, PtyIo};
-pub use spawn::{spawn_agent, spawn_job, AgentLaunch, JobLaunch, SpawnError, Spawned};
+pub(crate) use pty::{spawn_interactive, Interactive, PtyIo};
+pub(crate) use spawn::{spawn_agent, spawn_job, AgentLaunch, JobLaunch, SpawnError, Spawned};
 
 /// Sends `signal` to every process of the group `pgid` (0 only asks whether it exists).
 /// Returns false when the group is gone, and refuses the groups 0 and 1.
-pub fn signal_group(pgid: u32, signal: i32) -> bool {
+pub(crate) fn signal_group(pgid: u32, signal: i32) -> bool {
     let Ok(pgid) = libc::pid_t::try_from(pgid) else { return false };
     if pgid <= 1 {
         return false; // never the caller's own group or every process
@@ -34,7 +34,7 @@ pub fn signal_group(pgid: u32, signal: i32) -> bool {
 /// Sends `signal` to every process of the session `sid` (a terminal's programs, whatever
 /// process group a shell put each job in), found through `/proc`. Returns how many were
 /// signalled.
-pub fn signal_session(sid: u32, signal: i32) -> usize {
+pub(crate) fn signal_session(sid: u32, signal: i32) -> usize {
     let mut signalled = 0;
     for pid in session_members(sid) {
         // SAFETY: kill(2) with a pid read from /proc (never 0 or 1: see `session_members`).
@@ -47,7 +47,7 @@ pub fn signal_session(sid: u32, signal: i32) -> usize {
 
 /// The live processes whose session id is `sid` (zombies, already dead, are left out); none
 /// for the sessions 0 and 1.
-pub fn session_members(sid: u32) -> Vec<u32> {
+pub(crate) fn session_members(sid: u32) -> Vec<u32> {
     if sid <= 1 {
         return Vec::new();
     }
@@ -73,7 +73,7 @@ fn stat_session(stat: &str) -> Option<u32> {
 }
 
 /// The name of a signal number, as Node reports it (`SIGTERM`).
-pub fn signal_name(signal: i32) -> String {
+pub(crate) fn signal_name(signal: i32) -> String {
     let name = match signal {
         libc::SIGHUP => "SIGHUP",
         libc::SIGINT => "SIGINT",
@@ -99,7 +99,7 @@ pub fn signal_name(signal: i32) -> String {
 
 /// Why [`find_program`] found nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Missing {
+pub(crate) enum Missing {
     /// No executable file of that name in an absolute directory of `PATH`.
     NotOnPath,
     /// The path names nothing.
@@ -112,7 +112,7 @@ pub enum Missing {
 /// (relative to `cwd`, when given); else the first executable file of that name in an
 /// absolute directory of `path` (a `PATH` value). Relative `PATH` entries, `.` and the empty
 /// entry among them, are skipped: which program runs never depends on the working directory.
-pub fn find_program(command: &str, cwd: Option<&Path>, path: Option<&OsStr>) -> Result<PathBuf, Missing> {
+pub(crate) fn find_program(command: &str, cwd: Option<&Path>, path: Option<&OsStr>) -> Result<PathBuf, Missing> {
     if command.contains('/') {
         let path = match cwd {
             Some(cwd) => cwd.join(command),

@@ -46,7 +46,7 @@ fn pty_error(e: pty_process::Error) -> io::Error {
 
 /// An interactive program on a PTY of its own (the terminal sessions of `terminal/`): stdin,
 /// stdout and stderr are all the terminal, and the program leads a new session (setsid).
-pub struct Interactive {
+pub(crate) struct Interactive {
     /// Also the process group and session id.
     pub pid: u32,
     /// The PTY master; `&PtyIo` reads and writes, so readers and writers can share it.
@@ -55,7 +55,7 @@ pub struct Interactive {
 }
 
 /// Starts `program` on a new PTY of `rows` x `cols`, with exactly the environment `env`.
-pub fn spawn_interactive(
+pub(crate) fn spawn_interactive(
     program: &Path,
     args: &[String],
     cwd: &Path,

@@ -21,7 +21,7 @@ use super::Missing;
 
 /// Why a job could not be started; each message names what is wrong.
 #[derive(Debug, thiserror::Error)]
-pub enum SpawnError {
+pub(crate) enum SpawnError {
     #[error("working directory '{0}' does not exist")]
     NoCwd(String),
     #[error("working directory '{0}' is not a directory")]
@@ -37,7 +37,7 @@ pub enum SpawnError {
 }
 
 /// A job of remote execution to start.
-pub struct JobLaunch<'a> {
+pub(crate) struct JobLaunch<'a> {
     pub command: &'a str,
     pub args: &'a [String],
     pub cwd: Option<&'a str>,
@@ -46,7 +46,7 @@ pub struct JobLaunch<'a> {
 }
 
 /// Starts a job in a new process group; stdin `/dev/null`, stdout and stderr piped.
-pub fn spawn_job(launch: &JobLaunch<'_>) -> Result<Child, SpawnError> {
+pub(crate) fn spawn_job(launch: &JobLaunch<'_>) -> Result<Child, SpawnError> {
     let cwd = check_cwd(launch.cwd)?;
     let path_var = launch.env.get("PATH").map(OsString::from);
     let program = super::find_program(launch.command, cwd.as_deref(), path_var.as_deref()).map_err(|missing| {
@@ -78,7 +78,7 @@ fn check_cwd(cwd: Option<&str>) -> Result<Option<PathBuf>, SpawnError> {
 }
 
 /// A running agent and its streams.
-pub struct Spawned {
+pub(crate) struct Spawned {
     /// Also the process group id.
     pub pid: u32,
     pub stdin: Pin<Box<dyn AsyncWrite + Send>>,
@@ -89,7 +89,7 @@ pub struct Spawned {
 }
 
 /// An AI agent to start.
-pub struct AgentLaunch<'a> {
+pub(crate) struct AgentLaunch<'a> {
     pub program: &'a Path,
     pub args: &'a [String],
     pub cwd: &'a Path,
@@ -102,7 +102,7 @@ pub struct AgentLaunch<'a> {
 /// and workers it spawned. With a PTY, stdout and stderr share the terminal while stdin stays a
 /// pipe: the agents' JSON input modes need a clean stdin (a terminal would echo, interpret
 /// ^C/^D and cap lines at 4 KiB).
-pub fn spawn_agent(launch: &AgentLaunch<'_>) -> io::Result<Spawned> {
+pub(crate) fn spawn_agent(launch: &AgentLaunch<'_>) -> io::Result<Spawned> {
     if launch.pty {
         super::pty::spawn_agent(launch)
     } else {

@@ -5,7 +5,7 @@
 //! `daemon.json` (`managedBy`), so `loopsy start`/`stop` go through the manager instead of
 //! racing it (H3). Every external command gets its arguments as a vector, never a shell string.
 
-pub mod units;
+pub(crate) mod units;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -13,11 +13,11 @@ use std::process::{Command, Stdio};
 use anyhow::{bail, Context};
 
 use crate::paths::Paths;
-pub use units::UnitSpec;
+pub(crate) use units::UnitSpec;
 
 /// A service manager.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Manager {
+pub(crate) enum Manager {
     Systemd,
     Launchd,
     Schtasks,
@@ -25,7 +25,7 @@ pub enum Manager {
 
 /// What the manager knows about our service.
 #[derive(Debug, Clone)]
-pub struct ServiceState {
+pub(crate) struct ServiceState {
     pub manager: Manager,
     /// Where the unit lives (the task name for schtasks).
     pub unit: String,
@@ -38,11 +38,11 @@ pub struct ServiceState {
 
 impl Manager {
     /// The manager of this operating system.
-    pub fn for_this_os() -> anyhow::Result<Manager> {
+    pub(crate) fn for_this_os() -> anyhow::Result<Manager> {
         Manager::for_os(std::env::consts::OS)
     }
 
-    pub fn for_os(os: &str) -> anyhow::Result<Manager> {
+    pub(crate) fn for_os(os: &str) -> anyhow::Result<Manager> {
         match os {
             "linux" => Ok(Manager::Systemd),
             "macos" => Ok(Manager::Launchd),
@@ -52,7 +52,7 @@ impl Manager {
     }
 
     /// The `--managed-by` value units pass, and the name users see.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Manager::Systemd => "systemd",
             Manager::Launchd => "launchd",
@@ -60,12 +60,12 @@ impl Manager {
         }
     }
 
-    pub fn from_name(name: &str) -> Option<Manager> {
+    pub(crate) fn from_name(name: &str) -> Option<Manager> {
         [Manager::Systemd, Manager::Launchd, Manager::Schtasks].into_iter().find(|m| m.name() == name)
     }
 
     /// The unit text for `spec`.
-    pub fn render(self, spec: &UnitSpec) -> anyhow::Result<String> {
+    pub(crate) fn render(self, spec: &UnitSpec) -> anyhow::Result<String> {
         Ok(match self {
             Manager::Systemd => units::systemd_unit(spec),
             Manager::Launchd => units::launchd_plist(spec),
@@ -80,7 +80,7 @@ impl Manager {
     }
 
     /// Where the unit file lives (none for schtasks).
-    pub fn unit_file(self) -> anyhow::Result<Option<PathBuf>> {
+    pub(crate) fn unit_file(self) -> anyhow::Result<Option<PathBuf>> {
         let home = crate::paths::user_home_dir().context("cannot find the home directory (HOME)")?;
         Ok(match self {
             Manager::Systemd => {
@@ -96,7 +96,7 @@ impl Manager {
     }
 
     /// The command that stops the managed daemon, as users would type it.
-    pub fn stop_command(self) -> Vec<String> {
+    pub(crate) fn stop_command(self) -> Vec<String> {
         match self {
             Manager::Systemd => words(&["systemctl", "--user", "stop", "loopsy"]),
             Manager::Launchd => vec!["launchctl".into(), "bootout".into(), launchd_target()],
@@ -105,7 +105,7 @@ impl Manager {
     }
 
     /// The commands that (re)start the managed daemon.
-    pub fn start_commands(self, restart: bool) -> Vec<Vec<String>> {
+    pub(crate) fn start_commands(self, restart: bool) -> Vec<Vec<String>> {
         match self {
             Manager::Systemd => {
                 vec![words(&["systemctl", "--user", if restart { "restart" } else { "start" }, "loopsy"])]
@@ -142,14 +142,14 @@ fn launchd_target() -> String {
 }
 
 /// The unit for the daemon of `paths`, run by the binary running now.
-pub fn spec_for(paths: &Paths) -> anyhow::Result<UnitSpec> {
+pub(crate) fn spec_for(paths: &Paths) -> anyhow::Result<UnitSpec> {
     let exe = std::env::current_exe().context("finding the loopsy binary")?;
     let exe = exe.canonicalize().unwrap_or(exe);
     UnitSpec::new(exe, paths.home().to_path_buf(), std::env::var("PATH").unwrap_or_default())
 }
 
 /// Runs `argv`; returns stdout, or an error with the command and its stderr.
-pub fn run(argv: &[String]) -> anyhow::Result<String> {
+pub(crate) fn run(argv: &[String]) -> anyhow::Result<String> {
     let output = Command::new(&argv[0])
         .args(&argv[1..])
         .stdin(Stdio::null())
@@ -187,7 +187,7 @@ fn names_home(manager: Manager, text: &str, paths: &Paths) -> bool {
 }
 
 /// The manager whose installed unit runs the daemon of `paths`, if any (reads files only).
-pub fn installed_for(paths: &Paths) -> Option<Manager> {
+pub(crate) fn installed_for(paths: &Paths) -> Option<Manager> {
     let manager = Manager::for_this_os().ok()?;
     let file = manager.unit_file().ok()??;
     let text = std::fs::read_to_string(file).ok()?;
@@ -195,7 +195,7 @@ pub fn installed_for(paths: &Paths) -> Option<Manager> {
 }
 
 /// What the manager of this OS knows about the service of `paths`.
-pub fn state(paths: &Paths) -> anyhow::Result<ServiceState> {
+pub(crate) fn state(paths: &Paths) -> anyhow::Result<ServiceState> {
     let manager = Manager::for_this_os()?;
     let (unit, text) = installed_text(manager)?;
     let active = match manager {
@@ -226,7 +226,7 @@ pub fn state(paths: &Paths) -> anyhow::Result<ServiceState> {
 }
 
 /// Installs and starts the service for `paths`; returns notes for the user.
-pub fn enable(paths: &Paths) -> anyhow::Result<Vec<String>> {
+pub(crate) fn enable(paths: &Paths) -> anyhow::Result<Vec<String>> {
     let manager = Manager::for_this_os()?;
     let spec = spec_for(paths)?;
     if manager == Manager::Systemd {
@@ -272,7 +272,7 @@ pub fn enable(paths: &Paths) -> anyhow::Result<Vec<String>> {
 }
 
 /// Stops and uninstalls the service; returns whether one was installed.
-pub fn disable() -> anyhow::Result<bool> {
+pub(crate) fn disable() -> anyhow::Result<bool> {
     let manager = Manager::for_this_os()?;
     match manager {
         Manager::Systemd | Manager::Launchd => {

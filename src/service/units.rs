@@ -12,13 +12,13 @@ use std::path::{Path, PathBuf};
 use anyhow::bail;
 
 /// The systemd unit's name and the launchd label / Task Scheduler task name.
-pub const SYSTEMD_UNIT: &str = "loopsy.service";
-pub const LAUNCHD_LABEL: &str = "com.loopsy.daemon";
-pub const SCHTASKS_TASK: &str = "LoopsyDaemon";
+pub(crate) const SYSTEMD_UNIT: &str = "loopsy.service";
+pub(crate) const LAUNCHD_LABEL: &str = "com.loopsy.daemon";
+pub(crate) const SCHTASKS_TASK: &str = "LoopsyDaemon";
 
 /// What a unit starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UnitSpec {
+pub(crate) struct UnitSpec {
     /// Absolute path of the `loopsy` binary.
     pub exe: PathBuf,
     /// The data directory.
@@ -29,7 +29,7 @@ pub struct UnitSpec {
 
 impl UnitSpec {
     /// Checks what no format can carry: relative paths and control characters.
-    pub fn new(exe: PathBuf, home: PathBuf, path_env: String) -> anyhow::Result<UnitSpec> {
+    pub(crate) fn new(exe: PathBuf, home: PathBuf, path_env: String) -> anyhow::Result<UnitSpec> {
         for (what, value) in [("the loopsy binary", exe.as_path()), ("the data directory", home.as_path())] {
             if !value.is_absolute() {
                 bail!("{what} ({}) is not an absolute path", value.display());
@@ -43,7 +43,7 @@ impl UnitSpec {
     }
 
     /// The fixed example of `dist/units/`.
-    pub fn sample() -> UnitSpec {
+    pub(crate) fn sample() -> UnitSpec {
         UnitSpec {
             exe: PathBuf::from("/home/alice/.cargo/bin/loopsy"),
             home: PathBuf::from("/home/alice/.loopsy"),
@@ -52,7 +52,7 @@ impl UnitSpec {
     }
 
     /// The fixed Windows example of `dist/units/`.
-    pub fn sample_windows() -> UnitSpec {
+    pub(crate) fn sample_windows() -> UnitSpec {
         UnitSpec {
             exe: PathBuf::from(r"C:\Users\alice\.cargo\bin\loopsy.exe"),
             home: PathBuf::from(r"C:\Users\alice\.loopsy"),
@@ -60,7 +60,7 @@ impl UnitSpec {
         }
     }
 
-    pub fn log_file(&self) -> PathBuf {
+    pub(crate) fn log_file(&self) -> PathBuf {
         // Written on one system for another (the Windows sample): keep the home's separator.
         let home = self.home.to_string_lossy();
         if home.contains('\\') && !home.contains('/') {
@@ -79,7 +79,7 @@ impl UnitSpec {
 }
 
 /// A systemd user unit.
-pub fn systemd_unit(spec: &UnitSpec) -> String {
+pub(crate) fn systemd_unit(spec: &UnitSpec) -> String {
     let exec: Vec<String> = spec.args("systemd").iter().map(|a| systemd_quote(a)).collect();
     let log = systemd_escape(&spec.log_file().to_string_lossy());
     format!(
@@ -108,7 +108,7 @@ pub fn systemd_unit(spec: &UnitSpec) -> String {
 }
 
 /// One word of a systemd command line or assignment, double-quoted.
-pub fn systemd_quote(word: &str) -> String {
+pub(crate) fn systemd_quote(word: &str) -> String {
     let mut out = String::from("\"");
     for c in systemd_escape(word).chars() {
         match c {
@@ -127,7 +127,7 @@ fn systemd_escape(text: &str) -> String {
 }
 
 /// A launchd user agent.
-pub fn launchd_plist(spec: &UnitSpec) -> String {
+pub(crate) fn launchd_plist(spec: &UnitSpec) -> String {
     let args: String =
         spec.args("launchd").iter().map(|a| format!("\t\t<string>{}</string>\n", xml_escape(a))).collect();
     let log = xml_escape(&spec.log_file().to_string_lossy());
@@ -167,7 +167,7 @@ pub fn launchd_plist(spec: &UnitSpec) -> String {
     )
 }
 
-pub fn xml_escape(text: &str) -> String {
+pub(crate) fn xml_escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
@@ -184,7 +184,7 @@ pub fn xml_escape(text: &str) -> String {
 
 /// The arguments of `schtasks /create` for a task run at logon. The command goes through
 /// `cmd.exe` only to append the output to the daemon log.
-pub fn schtasks_create(spec: &UnitSpec) -> anyhow::Result<Vec<String>> {
+pub(crate) fn schtasks_create(spec: &UnitSpec) -> anyhow::Result<Vec<String>> {
     let quote = |path: &Path| -> anyhow::Result<String> {
         let text = path.to_string_lossy();
         if text.contains('"') {

@@ -12,7 +12,7 @@ use crate::config::{Config, ManualPeer};
 
 /// What a session config is made from.
 #[derive(Debug, Clone)]
-pub struct SessionConfig<'a> {
+pub(super) struct SessionConfig<'a> {
     pub main: &'a Config,
     /// The main data directory: denied to the session's file transfer.
     pub main_home: &'a Path,
@@ -24,7 +24,7 @@ pub struct SessionConfig<'a> {
 
 impl SessionConfig<'_> {
     /// The session's configuration, merged with `previous` (its last `config.yaml`, if any).
-    pub fn render(&self, previous: Option<&Config>) -> Config {
+    pub(super) fn render(&self, previous: Option<&Config>) -> Config {
         let mut config = self.main.clone();
         config.server.port = self.port;
         config.server.hostname = Some(self.hostname.clone());

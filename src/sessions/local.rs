@@ -11,7 +11,7 @@ use super::name::SessionName;
 
 /// One session directory as found on disk.
 #[derive(Debug, Clone)]
-pub struct LocalSession {
+pub(crate) struct LocalSession {
     pub name: SessionName,
     pub paths: Paths,
     /// Its `config.yaml`, if valid (its key, hostname and port).
@@ -22,14 +22,14 @@ pub struct LocalSession {
 
 impl LocalSession {
     /// The messaging name: `server.hostname`, else the session's name.
-    pub fn hostname(&self) -> String {
+    pub(crate) fn hostname(&self) -> String {
         self.config.as_ref().and_then(|c| c.server.hostname.clone()).unwrap_or_else(|| self.name.to_string())
     }
 }
 
 /// Every session of the data directory `main`, sorted by name naturally (`w2` before `w10`); entries that are not valid
 /// session directories are skipped.
-pub fn local_sessions(main: &Paths) -> Vec<LocalSession> {
+pub(crate) fn local_sessions(main: &Paths) -> Vec<LocalSession> {
     let Ok(entries) = std::fs::read_dir(main.sessions_dir()) else { return Vec::new() };
     let mut sessions: Vec<LocalSession> = entries
         .filter_map(Result::ok)
@@ -41,7 +41,7 @@ pub fn local_sessions(main: &Paths) -> Vec<LocalSession> {
 }
 
 /// The session `name` of the data directory `main`, if its directory exists.
-pub fn local_session(main: &Paths, name: &SessionName) -> Option<LocalSession> {
+pub(crate) fn local_session(main: &Paths, name: &SessionName) -> Option<LocalSession> {
     let dir = main.sessions_dir().join(name.as_str());
     if !dir.is_dir() {
         return None;

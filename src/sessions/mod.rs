@@ -24,8 +24,8 @@ use anyhow::{bail, Context};
 use serde::Serialize;
 use serde_json::json;
 
-pub use local::{local_session, local_sessions, LocalSession};
-pub use name::{natural_cmp, SessionName, MAIN};
+pub(crate) use local::{local_session, local_sessions, LocalSession};
+pub(crate) use name::{natural_cmp, SessionName, MAIN};
 
 use crate::config::{Config, ManualPeer};
 use crate::instance::{self, Daemon, FileLock};
@@ -40,7 +40,7 @@ const PEER_CALL_TIMEOUT: Duration = Duration::from_secs(3);
 /// A session as listings show it (§9.6), plus our `starting`/`crashed` states.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
-pub struct Session {
+pub(crate) struct Session {
     pub name: String,
     pub port: u16,
     pub hostname: String,
@@ -51,7 +51,7 @@ pub struct Session {
 
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
-pub enum Status {
+pub(crate) enum Status {
     Running,
     /// Holds its lock but has not said where it listens yet.
     Starting,
@@ -61,7 +61,7 @@ pub enum Status {
 }
 
 impl Status {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Status::Running => "running",
             Status::Starting => "starting",
@@ -70,7 +70,7 @@ impl Status {
         }
     }
 
-    pub fn is_alive(self) -> bool {
+    pub(crate) fn is_alive(self) -> bool {
         matches!(self, Status::Running | Status::Starting)
     }
 }
@@ -78,14 +78,14 @@ impl Status {
 /// The listing of §9.6: the main daemon and every session, sorted by name naturally
 /// (`worker-2` before `worker-10`).
 #[derive(Debug, Clone, Serialize)]
-pub struct Listing {
+pub(crate) struct Listing {
     pub main: Option<Session>,
     pub sessions: Vec<Session>,
 }
 
 /// The outcome of [`Sessions::start`].
 #[derive(Debug, Clone)]
-pub struct Started {
+pub(crate) struct Started {
     pub session: Session,
     /// It was running already; nothing was done.
     pub already_running: bool,
@@ -95,7 +95,7 @@ pub struct Started {
 
 /// The sessions of one main data directory.
 #[derive(Debug, Clone)]
-pub struct Sessions {
+pub(crate) struct Sessions {
     main: Paths,
     /// The `loopsy` binary that starts session daemons.
     exe: PathBuf,
@@ -108,21 +108,21 @@ pub struct Sessions {
 static START_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl Sessions {
-    pub fn new(main: &Paths, exe: PathBuf) -> Sessions {
+    pub(crate) fn new(main: &Paths, exe: PathBuf) -> Sessions {
         Sessions { main: main.clone(), exe, base_port: None }
     }
 
     /// The sessions of `main`, started with the binary running now.
-    pub fn current(main: &Paths) -> anyhow::Result<Sessions> {
+    pub(crate) fn current(main: &Paths) -> anyhow::Result<Sessions> {
         Ok(Sessions::new(main, std::env::current_exe().context("finding the loopsy binary")?))
     }
 
-    pub fn with_base_port(mut self, base_port: Option<u16>) -> Sessions {
+    pub(crate) fn with_base_port(mut self, base_port: Option<u16>) -> Sessions {
         self.base_port = base_port;
         self
     }
 
-    pub fn dir(&self) -> PathBuf {
+    pub(crate) fn dir(&self) -> PathBuf {
         self.main.sessions_dir()
     }
 
@@ -137,7 +137,7 @@ impl Sessions {
     }
 
     /// Every session, sorted by name naturally, and the main daemon.
-    pub fn list(&self) -> anyhow::Result<Listing> {
+    pub(crate) fn list(&self) -> anyhow::Result<Listing> {
         let main = Config::load(&self.main).ok().map(|config| {
             let (status, pid, port) = observe(&self.main, config.server.port);
             Session {
@@ -154,7 +154,7 @@ impl Sessions {
     }
 
     /// One session's state.
-    pub fn get(&self, name: &SessionName) -> anyhow::Result<Session> {
+    pub(crate) fn get(&self, name: &SessionName) -> anyhow::Result<Session> {
         let paths = self.paths_of(name)?;
         if !paths.home().is_dir() {
             bail!("no session named '{name}' (see `loopsy session list`)");
@@ -186,7 +186,7 @@ impl Sessions {
 
     /// Starts session `name`, or reports it running; then introduces it to the main daemon and
     /// the running sessions, and them to it.
-    pub fn start(&self, name: &SessionName) -> anyhow::Result<Started> {
+    pub(crate) fn start(&self, name: &SessionName) -> anyhow::Result<Started> {
         let main_config = Config::load(&self.main).context("sessions need the main config")?;
         let paths = self.paths_of(name)?;
         let (session, others) = {
@@ -323,7 +323,7 @@ impl Sessions {
     }
 
     /// Stops session `name`; returns its PID, or `None` if it was not running.
-    pub fn stop(&self, name: &SessionName) -> anyhow::Result<Option<u32>> {
+    pub(crate) fn stop(&self, name: &SessionName) -> anyhow::Result<Option<u32>> {
         let paths = self.paths_of(name)?;
         if !paths.home().is_dir() {
             bail!("no session named '{name}' (see `loopsy session list`)");
@@ -332,7 +332,7 @@ impl Sessions {
     }
 
     /// Stops every running session; returns (name, PID) of those stopped.
-    pub fn stop_all(&self) -> anyhow::Result<Vec<(String, u32)>> {
+    pub(crate) fn stop_all(&self) -> anyhow::Result<Vec<(String, u32)>> {
         let mut stopped = Vec::new();
         for (paths, session) in self.scan()? {
             if let Some(pid) = instance::terminate(&paths, STOP_TIMEOUT)? {
@@ -343,7 +343,7 @@ impl Sessions {
     }
 
     /// Deletes a stopped session's directory, and forgets it in the running daemons' registries.
-    pub fn remove(&self, name: &SessionName) -> anyhow::Result<()> {
+    pub(crate) fn remove(&self, name: &SessionName) -> anyhow::Result<()> {
         let node_id = {
             let _lock = self.lock()?;
             let paths = self.paths_of(name)?;
@@ -380,7 +380,7 @@ impl Sessions {
     }
 
     /// A client for a running session, with the main key (sessions share it).
-    pub fn client(&self, name: &SessionName) -> anyhow::Result<Client> {
+    pub(crate) fn client(&self, name: &SessionName) -> anyhow::Result<Client> {
         let main = Config::load(&self.main)?;
         let paths = self.paths_of(name)?;
         Client::local(&paths, &main.auth.api_key).map_err(|_| anyhow::anyhow!("session '{name}' is not running"))
@@ -433,9 +433,4 @@ fn loopback_address(host: IpAddr) -> String {
         IpAddr::V6(v6) if v6.is_unspecified() => "::1".into(),
         other => other.to_string(),
     }
-}
-
-/// The directory a session would use, for messages (validated like every other use).
-pub fn session_dir(main: &Paths, name: &SessionName) -> anyhow::Result<PathBuf> {
-    name::child_dir(&main.sessions_dir(), name)
 }

@@ -10,14 +10,14 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 
 /// The name `main` stands for the main daemon in listings; no session may take it.
-pub const MAIN: &str = "main";
+pub(crate) const MAIN: &str = "main";
 
 /// A validated session name.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct SessionName(String);
+pub(crate) struct SessionName(String);
 
 impl SessionName {
-    pub fn parse(name: &str) -> Result<SessionName, String> {
+    pub(crate) fn parse(name: &str) -> Result<SessionName, String> {
         let allowed = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-');
         if name.is_empty() || name.len() > 64 {
             return Err(format!("invalid session name '{name}': must be 1 to 64 characters"));
@@ -34,7 +34,7 @@ impl SessionName {
         Ok(SessionName(name.to_string()))
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
 }
@@ -49,7 +49,7 @@ impl std::fmt::Display for SessionName {
 ///
 /// When the directory exists it must be a real directory (not a symlink) whose canonical parent
 /// is the canonical sessions directory.
-pub fn child_dir(sessions_dir: &Path, name: &SessionName) -> anyhow::Result<PathBuf> {
+pub(super) fn child_dir(sessions_dir: &Path, name: &SessionName) -> anyhow::Result<PathBuf> {
     let dir = sessions_dir.join(name.as_str());
     if dir.parent() != Some(sessions_dir) || dir.file_name().and_then(|n| n.to_str()) != Some(name.as_str()) {
         bail!("session '{name}' does not name a directory inside {}", sessions_dir.display());
@@ -73,7 +73,7 @@ pub fn child_dir(sessions_dir: &Path, name: &SessionName) -> anyhow::Result<Path
 /// Orders names as people count: runs of digits by their value (`worker-2` before
 /// `worker-10`), everything else by character; equal values with different zeros (`w-01`,
 /// `w-1`) and any other tie fall back to the plain order, so the order is total.
-pub fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+pub(crate) fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
     use std::cmp::Ordering;
     fn runs(text: &str) -> Vec<(bool, &str)> {
         let mut out = Vec::new();

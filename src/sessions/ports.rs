@@ -9,11 +9,11 @@ use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr, TcpListener};
 
 /// Sessions use at most this many ports from the base port.
-pub const RANGE: u16 = 100;
+pub(super) const RANGE: u16 = 100;
 
 /// The port for a session: `preferred` (its previous port) if still free, else the first free
 /// port from `base`. `taken` holds the ports of the other sessions and of the main daemon.
-pub fn choose(
+pub(super) fn choose(
     base: u16,
     preferred: Option<u16>,
     taken: &BTreeSet<u16>,
@@ -33,7 +33,7 @@ pub fn choose(
 
 /// Whether `host:port` can be bound right now (with the address reuse the daemon's listener
 /// gets, so a port in TIME_WAIT still counts as free).
-pub fn bindable(host: IpAddr, port: u16) -> bool {
+pub(super) fn bindable(host: IpAddr, port: u16) -> bool {
     TcpListener::bind(SocketAddr::new(host, port)).is_ok()
 }
 

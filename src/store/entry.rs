@@ -6,19 +6,19 @@ use std::sync::Arc;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Largest value, in bytes of UTF-8 (1.0.21 counted UTF-16 units, weakness C2).
-pub const MAX_VALUE_BYTES: usize = 1024 * 1024;
+pub(crate) const MAX_VALUE_BYTES: usize = 1024 * 1024;
 /// Largest key, in bytes of UTF-8. 1.0.21's router silently 404'd keys over 100 characters.
-pub const MAX_KEY_BYTES: usize = 1024;
+pub(crate) const MAX_KEY_BYTES: usize = 1024;
 /// Most live entries a store holds unless `context.maxEntries` says otherwise (1.0.21: 1000,
 /// a cap it needed because it rewrote the whole file on every write).
-pub const DEFAULT_MAX_ENTRIES: usize = 100_000;
+pub(crate) const DEFAULT_MAX_ENTRIES: usize = 100_000;
 /// Longest TTL, in seconds (about 317 years): keeps `expiresAt` exact in a JavaScript number.
-pub const MAX_TTL_SECS: f64 = 1e10;
+pub(crate) const MAX_TTL_SECS: f64 = 1e10;
 
 /// One key with its value, as 1.0.21 shapes it (§2.7) plus `revision`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Entry {
+pub(crate) struct Entry {
     pub key: String,
     /// Shared, so listing, watching and snapshots copy a pointer, not the bytes.
     #[serde(serialize_with = "serialize_value", deserialize_with = "deserialize_value")]
@@ -38,7 +38,7 @@ pub struct Entry {
 }
 
 impl Entry {
-    pub fn is_expired(&self, now: u64) -> bool {
+    pub(crate) fn is_expired(&self, now: u64) -> bool {
         self.expires_at.is_some_and(|at| at <= now)
     }
 }
@@ -53,7 +53,7 @@ fn deserialize_value<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Arc<s
 
 /// One change to the store, in revision order: journalled (puts and deletes) and watched (all).
 #[derive(Debug, Clone, PartialEq)]
-pub enum Change {
+pub(crate) enum Change {
     /// A key was written; the entry carries the new revision.
     Put(Entry),
     /// A key was deleted by a client; the delete took `revision`.
@@ -63,14 +63,14 @@ pub enum Change {
 }
 
 impl Change {
-    pub fn key(&self) -> &str {
+    pub(crate) fn key(&self) -> &str {
         match self {
             Change::Put(entry) => &entry.key,
             Change::Delete { key, .. } | Change::Expire { key, .. } => key,
         }
     }
 
-    pub fn revision(&self) -> u64 {
+    pub(crate) fn revision(&self) -> u64 {
         match self {
             Change::Put(entry) => entry.revision,
             Change::Delete { revision, .. } | Change::Expire { revision, .. } => *revision,
@@ -80,14 +80,14 @@ impl Change {
 
 /// A validated TTL: the number as sent, and the same in milliseconds.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Ttl {
+pub(crate) struct Ttl {
     pub seconds: serde_json::Number,
     pub millis: u64,
 }
 
 impl Ttl {
     /// `None` for no expiry: an absent TTL, or 0 (1.0.21 treated a falsy TTL as none).
-    pub fn parse(seconds: Option<&serde_json::Number>) -> Result<Option<Ttl>, String> {
+    pub(crate) fn parse(seconds: Option<&serde_json::Number>) -> Result<Option<Ttl>, String> {
         let Some(number) = seconds else { return Ok(None) };
         let value = number.as_f64().unwrap_or(f64::NAN);
         if value == 0.0 {

@@ -30,7 +30,7 @@ use super::entry::{Change, Entry};
 use crate::durable::{self, Mode};
 
 /// Version of the context record format, written in every base record.
-pub const FORMAT: u32 = 1;
+pub(crate) const FORMAT: u32 = 1;
 /// A frame claiming to be larger than this is garbage (the largest real one is a 1 MiB value
 /// with JSON escaping).
 const MAX_FRAME: u32 = 64 * 1024 * 1024;
@@ -41,7 +41,7 @@ const PAYLOAD_START: &[u8] = b"{\"op\":\"";
 /// A record of `context.journal`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "lowercase")]
-pub enum Record {
+pub(crate) enum Record {
     Base { format: u32, revision: u64 },
     Put { entry: Entry },
     Delete { key: String, revision: u64 },
@@ -50,7 +50,7 @@ pub enum Record {
 impl Record {
     /// The journal record of a change; `None` for an expiry (derived from the TTL again when
     /// replaying).
-    pub fn of(change: &Change) -> Option<Record> {
+    pub(crate) fn of(change: &Change) -> Option<Record> {
         match change {
             Change::Put(entry) => Some(Record::Put { entry: entry.clone() }),
             Change::Delete { key, revision } => Some(Record::Delete { key: key.clone(), revision: *revision }),
@@ -70,7 +70,7 @@ impl super::writer::Sequenced for Record {
 
 /// What reading an existing journal found.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct Replay {
+pub(crate) struct Replay {
     pub records: usize,
     /// Bytes cut off the end: a torn or corrupt tail.
     pub dropped_bytes: u64,
@@ -78,7 +78,7 @@ pub struct Replay {
 
 /// The open journal, positioned at its end.
 #[derive(Debug)]
-pub struct Journal<R> {
+pub(crate) struct Journal<R> {
     path: PathBuf,
     file: File,
     bytes: u64,
@@ -88,7 +88,10 @@ pub struct Journal<R> {
 impl<R: Serialize + DeserializeOwned> Journal<R> {
     /// Reads the journal at `path` (creating it if missing), feeding every intact record to
     /// `apply` in order, and cuts off a torn tail. An error from `apply` stops the reading.
-    pub fn open(path: &Path, mut apply: impl FnMut(R) -> anyhow::Result<()>) -> anyhow::Result<(Journal<R>, Replay)> {
+    pub(crate) fn open(
+        path: &Path,
+        mut apply: impl FnMut(R) -> anyhow::Result<()>,
+    ) -> anyhow::Result<(Journal<R>, Replay)> {
         let file = open_append(path)?;
         let mut replay = Replay::default();
         let mut reader = BufReader::with_capacity(256 * 1024, &file);
@@ -121,12 +124,12 @@ impl<R: Serialize + DeserializeOwned> Journal<R> {
     }
 
     /// Size of the journal in bytes.
-    pub fn bytes(&self) -> u64 {
+    pub(crate) fn bytes(&self) -> u64 {
         self.bytes
     }
 
     /// Appends `records` and syncs them to disk.
-    pub fn append(&mut self, records: &[R]) -> io::Result<()> {
+    pub(crate) fn append(&mut self, records: &[R]) -> io::Result<()> {
         let mut buffer = Vec::new();
         for record in records {
             encode(record, &mut buffer);
@@ -141,7 +144,7 @@ impl<R: Serialize + DeserializeOwned> Journal<R> {
     }
 
     /// Replaces the journal, atomically, by one holding only `records` (a compaction).
-    pub fn reset(&mut self, records: &[R]) -> anyhow::Result<()> {
+    pub(crate) fn reset(&mut self, records: &[R]) -> anyhow::Result<()> {
         let mut buffer = Vec::new();
         for record in records {
             encode(record, &mut buffer);
@@ -296,7 +299,7 @@ fn read_some(reader: &mut impl Read, buffer: &mut [u8]) -> anyhow::Result<usize>
 }
 
 /// CRC-32 (IEEE 802.3, as in zlib and PNG).
-pub fn crc32(bytes: &[u8]) -> u32 {
+pub(crate) fn crc32(bytes: &[u8]) -> u32 {
     const TABLE: [u32; 256] = {
         let mut table = [0u32; 256];
         let mut i = 0;

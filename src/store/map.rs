@@ -10,7 +10,7 @@ use super::StoreError;
 
 /// A write as the client asked for it.
 #[derive(Debug, Clone)]
-pub struct Put {
+pub(crate) struct Put {
     pub value: Arc<str>,
     pub ttl: Option<Ttl>,
     /// Compare-and-set: the revision the key must have now; 0 = the key must not exist.
@@ -19,7 +19,7 @@ pub struct Put {
 }
 
 #[derive(Debug)]
-pub struct ContextMap {
+pub(super) struct ContextMap {
     // Invariant: `entries` and `order` hold the same keys; `position` is the key's place in
     // `order`, taken when the key was first inserted and kept across overwrites.
     entries: HashMap<String, Slot>,
@@ -44,7 +44,7 @@ struct Slot {
 }
 
 /// Checks a key's length: 1..=[`MAX_KEY_BYTES`] bytes.
-pub fn check_key(key: &str) -> Result<(), StoreError> {
+pub(crate) fn check_key(key: &str) -> Result<(), StoreError> {
     if key.is_empty() || key.len() > MAX_KEY_BYTES {
         return Err(StoreError::BadKey { len: key.len() });
     }
@@ -52,20 +52,20 @@ pub fn check_key(key: &str) -> Result<(), StoreError> {
 }
 
 impl ContextMap {
-    pub fn with_max_entries(max_entries: usize) -> ContextMap {
+    pub(super) fn with_max_entries(max_entries: usize) -> ContextMap {
         ContextMap { entries: HashMap::new(), order: BTreeMap::new(), next_position: 0, revision: 0, max_entries }
     }
 
-    pub fn revision(&self) -> u64 {
+    pub(super) fn revision(&self) -> u64 {
         self.revision
     }
 
-    pub fn live_count(&self, now: u64) -> usize {
+    pub(super) fn live_count(&self, now: u64) -> usize {
         self.entries.values().filter(|slot| !slot.entry.is_expired(now)).count()
     }
 
     /// Creates or replaces `key`.
-    pub fn put(&mut self, key: &str, put: Put, now: u64) -> Result<(Entry, Vec<Change>), StoreError> {
+    pub(super) fn put(&mut self, key: &str, put: Put, now: u64) -> Result<(Entry, Vec<Change>), StoreError> {
         check_key(key)?;
         if put.value.len() > MAX_VALUE_BYTES {
             return Err(StoreError::ValueTooLarge { len: put.value.len() });
@@ -99,12 +99,17 @@ impl ContextMap {
     }
 
     /// The live entry of `key`; an expired one is removed (and reported in `changes`).
-    pub fn get(&mut self, key: &str, now: u64, changes: &mut Vec<Change>) -> Option<Entry> {
+    pub(super) fn get(&mut self, key: &str, now: u64, changes: &mut Vec<Change>) -> Option<Entry> {
         self.live(key, now, changes).cloned()
     }
 
     /// Deletes `key`; `if_revision` as for [`ContextMap::put`].
-    pub fn delete(&mut self, key: &str, if_revision: Option<u64>, now: u64) -> Result<(u64, Vec<Change>), StoreError> {
+    pub(super) fn delete(
+        &mut self,
+        key: &str,
+        if_revision: Option<u64>,
+        now: u64,
+    ) -> Result<(u64, Vec<Change>), StoreError> {
         let mut changes = Vec::new();
         let current = self.live(key, now, &mut changes).map_or(0, |entry| entry.revision);
         if let Some(expected) = if_revision.filter(|expected| *expected != current) {
@@ -120,18 +125,18 @@ impl ContextMap {
     }
 
     /// Live entries whose key starts with `prefix`, in insertion order; expired ones are removed.
-    pub fn list(&mut self, prefix: &str, now: u64, changes: &mut Vec<Change>) -> Vec<Entry> {
+    pub(super) fn list(&mut self, prefix: &str, now: u64, changes: &mut Vec<Change>) -> Vec<Entry> {
         changes.extend(self.sweep(now));
         self.order.values().filter(|key| key.starts_with(prefix)).map(|key| self.entries[key].entry.clone()).collect()
     }
 
     /// Every entry in insertion order, expired or not (for snapshots).
-    pub fn entries(&self) -> Vec<Entry> {
+    pub(super) fn entries(&self) -> Vec<Entry> {
         self.order.values().map(|key| self.entries[key].entry.clone()).collect()
     }
 
     /// Removes every expired entry.
-    pub fn sweep(&mut self, now: u64) -> Vec<Change> {
+    pub(super) fn sweep(&mut self, now: u64) -> Vec<Change> {
         let expired: Vec<String> =
             self.order.values().filter(|key| self.entries[*key].entry.is_expired(now)).cloned().collect();
         expired
@@ -144,12 +149,12 @@ impl ContextMap {
     }
 
     /// When the next entry expires, if any does.
-    pub fn next_expiry(&self) -> Option<u64> {
+    pub(super) fn next_expiry(&self) -> Option<u64> {
         self.entries.values().filter_map(|slot| slot.entry.expires_at).min()
     }
 
     /// Replays a journalled or snapshotted change (no checks: it was accepted once).
-    pub fn apply(&mut self, change: Change) {
+    pub(super) fn apply(&mut self, change: Change) {
         self.revision = self.revision.max(change.revision());
         match change {
             Change::Put(entry) => self.insert(entry),
@@ -160,12 +165,12 @@ impl ContextMap {
     }
 
     /// Raises the revision counter to at least `revision` (a journal's base).
-    pub fn raise_revision(&mut self, revision: u64) {
+    pub(super) fn raise_revision(&mut self, revision: u64) {
         self.revision = self.revision.max(revision);
     }
 
     /// Gives entries that have no revision yet (imported from 1.0.21) fresh ones, in order.
-    pub fn number_unrevisioned(&mut self) -> usize {
+    pub(super) fn number_unrevisioned(&mut self) -> usize {
         let keys: Vec<String> = self.order.values().filter(|k| self.entries[*k].entry.revision == 0).cloned().collect();
         for key in &keys {
             self.revision += 1;

@@ -50,11 +50,13 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-pub use entry::{Change, Entry, Ttl, DEFAULT_MAX_ENTRIES, MAX_KEY_BYTES, MAX_TTL_SECS, MAX_VALUE_BYTES};
+#[cfg(test)]
+pub(crate) use entry::MAX_TTL_SECS;
+pub(crate) use entry::{Change, Entry, Ttl, DEFAULT_MAX_ENTRIES, MAX_KEY_BYTES, MAX_VALUE_BYTES};
 use journal::{Journal, Record};
 use map::ContextMap;
-pub use map::{check_key, Put};
-pub use watch::BUFFER as WATCH_BUFFER;
+pub(crate) use map::{check_key, Put};
+pub(crate) use watch::BUFFER as WATCH_BUFFER;
 use watch::{Feed, Watchers};
 use writer::{Message, Owner, Watermark, Writer};
 
@@ -65,7 +67,7 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 
 /// What can go wrong with a context operation.
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum StoreError {
+pub(crate) enum StoreError {
     #[error("Key '{key}' not found")]
     NotFound { key: String },
     #[error("a context key must be 1 to {MAX_KEY_BYTES} bytes long, this one has {len}")]
@@ -82,7 +84,7 @@ pub enum StoreError {
 
 /// A cheap-clone handle on the store of one data directory.
 #[derive(Clone)]
-pub struct Store {
+pub(crate) struct Store {
     inner: Arc<Inner>,
 }
 
@@ -134,7 +136,7 @@ impl Store {
     /// Loads the store of `paths` (importing a 1.0.21 `context.json`) and starts its writer.
     /// New keys are refused while `max_entries` live entries exist (what is on disk is loaded
     /// whole, even past it).
-    pub fn open(paths: &Paths, max_entries: usize) -> anyhow::Result<Store> {
+    pub(crate) fn open(paths: &Paths, max_entries: usize) -> anyhow::Result<Store> {
         let now = crate::clock::now_ms();
         let snapshot_path = paths.context_file();
         let mut map = ContextMap::with_max_entries(max_entries);
@@ -214,7 +216,7 @@ impl Store {
     }
 
     /// Creates or replaces `key`; answers once the write is durable.
-    pub async fn put(&self, key: &str, put: Put, now: u64) -> Result<Entry, StoreError> {
+    pub(crate) async fn put(&self, key: &str, put: Put, now: u64) -> Result<Entry, StoreError> {
         let unguarded = self.put_guarded(key, put, now, || Ok::<(), std::convert::Infallible>(()));
         unguarded.await.unwrap_or_else(|never| match never {})
     }
@@ -222,7 +224,7 @@ impl Store {
     /// Like [`Store::put`], but only if `guard` allows it. The guard runs under the store lock,
     /// so no other write comes between its answer and this one (a fencing check). A refusal
     /// (the outer `Err`) writes nothing.
-    pub async fn put_guarded<E>(
+    pub(crate) async fn put_guarded<E>(
         &self,
         key: &str,
         put: Put,
@@ -248,7 +250,7 @@ impl Store {
     }
 
     /// The live entry of `key`.
-    pub async fn get(&self, key: &str, now: u64) -> Result<Entry, StoreError> {
+    pub(crate) async fn get(&self, key: &str, now: u64) -> Result<Entry, StoreError> {
         let outcome = self.locked(|shared| {
             let mut changes = Vec::new();
             let found = shared.map.get(key, now, &mut changes);
@@ -259,13 +261,13 @@ impl Store {
     }
 
     /// Deletes `key`; returns the revision of the delete.
-    pub async fn delete(&self, key: &str, if_revision: Option<u64>, now: u64) -> Result<u64, StoreError> {
+    pub(crate) async fn delete(&self, key: &str, if_revision: Option<u64>, now: u64) -> Result<u64, StoreError> {
         let unguarded = self.delete_guarded(key, if_revision, now, || Ok::<(), std::convert::Infallible>(()));
         unguarded.await.unwrap_or_else(|never| match never {})
     }
 
     /// Like [`Store::delete`], but only if `guard` allows it (see [`Store::put_guarded`]).
-    pub async fn delete_guarded<E>(
+    pub(crate) async fn delete_guarded<E>(
         &self,
         key: &str,
         if_revision: Option<u64>,
@@ -287,7 +289,7 @@ impl Store {
     }
 
     /// Live entries whose key starts with `prefix`, in insertion order.
-    pub async fn list(&self, prefix: &str, now: u64) -> Result<Vec<Entry>, StoreError> {
+    pub(crate) async fn list(&self, prefix: &str, now: u64) -> Result<Vec<Entry>, StoreError> {
         let (entries, revision) = self.locked(|shared| {
             let mut changes = Vec::new();
             let entries = shared.map.list(prefix, now, &mut changes);
@@ -299,28 +301,28 @@ impl Store {
     }
 
     /// Entries that have not expired at `now`.
-    pub fn live_count(&self, now: u64) -> usize {
+    pub(crate) fn live_count(&self, now: u64) -> usize {
         self.locked(|shared| shared.map.live_count(now))
     }
 
     /// Completes once every change up to `revision` is durable.
-    pub async fn wait_durable(&self, revision: u64) -> Result<(), StoreError> {
+    pub(crate) async fn wait_durable(&self, revision: u64) -> Result<(), StoreError> {
         self.inner.watermark.wait(revision).await
     }
 
     /// Changes to keys under `prefix` from now on, until the daemon stops.
-    pub fn watch(&self, prefix: &str) -> Subscription {
+    pub(crate) fn watch(&self, prefix: &str) -> Subscription {
         let feed = self.locked(|shared| shared.watchers.add(prefix));
         Subscription { feed, store: self.clone() }
     }
 
     /// Ends every watch (the daemon is stopping).
-    pub fn close_watchers(&self) {
+    pub(crate) fn close_watchers(&self) {
         self.locked(|shared| shared.watchers.close_all());
     }
 
     /// Removes expired entries as they expire, until dropped. The daemon owns this task.
-    pub async fn expire_entries(self) {
+    pub(crate) async fn expire_entries(self) {
         loop {
             let now = crate::clock::now_ms();
             let interval = SWEEP_INTERVAL.as_millis() as u64;
@@ -340,7 +342,7 @@ impl Store {
     }
 
     /// Writes everything pending, compacts, and stops the writer. Blocks; call it last.
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         self.close_watchers();
         let (done, finished) = mpsc::channel();
         if self.inner.queue.send(Message::Stop(done)).is_ok() {
@@ -377,21 +379,21 @@ impl Store {
 }
 
 /// One watcher's feed of changes; dropping it unsubscribes.
-pub struct Subscription {
+pub(crate) struct Subscription {
     feed: Feed,
     store: Store,
 }
 
 impl Subscription {
     /// The next change, once it is durable; `None` when the feed has ended.
-    pub async fn next(&self) -> Option<Change> {
+    pub(crate) async fn next(&self) -> Option<Change> {
         let change = self.feed.changes.recv().await.ok()?;
         self.store.wait_durable(change.revision()).await.ok()?;
         Some(change)
     }
 
     /// Whether the feed ended because this watcher fell too far behind.
-    pub fn overflowed(&self) -> bool {
+    pub(crate) fn overflowed(&self) -> bool {
         self.feed.overflowed.load(Ordering::SeqCst)
     }
 }

@@ -31,7 +31,7 @@ struct Stored {
 
 /// Reads the snapshot at `path`; entries keep the file's order. Missing file: no entries.
 /// Entries with no revision have revision 0.
-pub fn load(path: &Path, now: u64) -> anyhow::Result<Vec<Entry>> {
+pub(super) fn load(path: &Path, now: u64) -> anyhow::Result<Vec<Entry>> {
     let bytes = match std::fs::read(path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -88,7 +88,7 @@ fn convert(stored: Stored) -> Result<Entry, String> {
 }
 
 /// Replaces the snapshot at `path` atomically and durably; returns its size in bytes.
-pub fn write(path: &Path, entries: &[Entry]) -> anyhow::Result<u64> {
+pub(super) fn write(path: &Path, entries: &[Entry]) -> anyhow::Result<u64> {
     let bytes = serde_json::to_vec_pretty(entries).context("encoding the context snapshot")?;
     durable::write(path, &bytes, Mode::Secret)?;
     Ok(bytes.len() as u64)

@@ -12,10 +12,10 @@ use smol::channel::{Receiver, Sender, TrySendError};
 use super::entry::Change;
 
 /// Unread changes a watcher may have before it is dropped.
-pub const BUFFER: usize = 1024;
+pub(crate) const BUFFER: usize = 1024;
 
 #[derive(Debug, Default)]
-pub struct Watchers {
+pub(super) struct Watchers {
     next_id: u64,
     list: Vec<Watcher>,
 }
@@ -30,7 +30,7 @@ struct Watcher {
 
 /// The receiving end of one watcher.
 #[derive(Debug)]
-pub struct Feed {
+pub(super) struct Feed {
     pub id: u64,
     pub changes: Receiver<Change>,
     /// Set when the watcher was dropped for falling behind.
@@ -38,7 +38,7 @@ pub struct Feed {
 }
 
 impl Watchers {
-    pub fn add(&mut self, prefix: &str) -> Feed {
+    pub(super) fn add(&mut self, prefix: &str) -> Feed {
         let (sender, changes) = smol::channel::bounded(BUFFER);
         let overflowed = Arc::new(AtomicBool::new(false));
         self.next_id += 1;
@@ -47,12 +47,12 @@ impl Watchers {
         Feed { id, changes, overflowed }
     }
 
-    pub fn remove(&mut self, id: u64) {
+    pub(super) fn remove(&mut self, id: u64) {
         self.list.retain(|watcher| watcher.id != id);
     }
 
     /// Queues `change` for every watcher whose prefix matches its key.
-    pub fn broadcast(&mut self, change: &Change) {
+    pub(super) fn broadcast(&mut self, change: &Change) {
         if self.list.is_empty() {
             return;
         }
@@ -72,7 +72,7 @@ impl Watchers {
     }
 
     /// Ends every feed (the daemon is stopping).
-    pub fn close_all(&mut self) {
+    pub(super) fn close_all(&mut self) {
         self.list.clear();
     }
 }

@@ -23,13 +23,13 @@ use super::StoreError;
 const MIN_COMPACT_BYTES: u64 = 4 * 1024 * 1024;
 
 /// A journal record that carries the revision the watermark counts.
-pub trait Sequenced {
+pub(crate) trait Sequenced {
     fn revision(&self) -> u64;
 }
 
 /// What requests send to the writer thread.
 #[derive(Debug)]
-pub enum Message<R> {
+pub(crate) enum Message<R> {
     Record(R),
     /// Write everything queued, compact, answer, and exit.
     Stop(Sender<()>),
@@ -37,7 +37,7 @@ pub enum Message<R> {
 
 /// The table a writer makes durable: the context store, the lock table. It says how to take an
 /// image of itself for compaction and how to write that image.
-pub trait Owner: Send + 'static {
+pub(crate) trait Owner: Send + 'static {
     type Record: Serialize + DeserializeOwned + Sequenced + Send + 'static;
     type Image;
     /// Names the table in log lines (`context`, `locks`).
@@ -54,7 +54,7 @@ pub trait Owner: Send + 'static {
 
 /// The highest revision known to be on disk, and the requests waiting for theirs.
 #[derive(Debug, Default)]
-pub struct Watermark {
+pub(crate) struct Watermark {
     state: Mutex<WatermarkState>,
 }
 
@@ -69,12 +69,12 @@ struct WatermarkState {
 }
 
 impl Watermark {
-    pub fn new(durable: u64) -> Watermark {
+    pub(crate) fn new(durable: u64) -> Watermark {
         Watermark { state: Mutex::new(WatermarkState { durable, ..WatermarkState::default() }) }
     }
 
     /// Completes once `revision` is durable; fails if it never will be.
-    pub async fn wait(&self, revision: u64) -> Result<(), StoreError> {
+    pub(crate) async fn wait(&self, revision: u64) -> Result<(), StoreError> {
         let wakeup = {
             let mut state = self.state.lock().expect("watermark lock");
             if state.durable >= revision {
@@ -95,7 +95,7 @@ impl Watermark {
         Err(StoreError::Storage(state.failed.clone().unwrap_or_else(|| "the journal writer stopped".into())))
     }
 
-    pub fn advance(&self, revision: u64) {
+    pub(crate) fn advance(&self, revision: u64) {
         let mut state = self.state.lock().expect("watermark lock");
         state.durable = state.durable.max(revision);
         let first_pending = state.durable + 1;
@@ -103,7 +103,7 @@ impl Watermark {
         state.waiters = later; // The earlier senders are dropped here, waking their waiters.
     }
 
-    pub fn fail(&self, reason: String) {
+    pub(crate) fn fail(&self, reason: String) {
         let mut state = self.state.lock().expect("watermark lock");
         state.failed.get_or_insert(reason);
         state.waiters.clear();
@@ -111,7 +111,7 @@ impl Watermark {
 }
 
 /// The writer thread's state.
-pub struct Writer<O: Owner> {
+pub(crate) struct Writer<O: Owner> {
     pub owner: O,
     pub watermark: Arc<Watermark>,
     pub journal: Journal<O::Record>,
@@ -124,7 +124,7 @@ pub struct Writer<O: Owner> {
 
 impl<O: Owner> Writer<O> {
     /// Runs until told to stop, or until every sender is gone.
-    pub fn run(mut self) {
+    pub(crate) fn run(mut self) {
         while let Ok(first) = self.queue.recv() {
             let mut stop = None;
             let mut batch = Vec::new();

@@ -7,17 +7,17 @@ use serde_json::Value;
 /// Which agent CLI runs a task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Agent {
+pub(crate) enum Agent {
     Claude,
     Gemini,
     Codex,
 }
 
 impl Agent {
-    pub const ALL: [Agent; 3] = [Agent::Claude, Agent::Gemini, Agent::Codex];
+    pub(crate) const ALL: [Agent; 3] = [Agent::Claude, Agent::Gemini, Agent::Codex];
 
     /// The executable looked up on the daemon's PATH.
-    pub fn program(self) -> &'static str {
+    pub(crate) fn program(self) -> &'static str {
         match self {
             Agent::Claude => "claude",
             Agent::Gemini => "gemini",
@@ -29,7 +29,7 @@ impl Agent {
 /// `agent` in a dispatch request: one agent, or the first one installed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum AgentChoice {
+pub(crate) enum AgentChoice {
     Claude,
     Gemini,
     Codex,
@@ -38,7 +38,7 @@ pub enum AgentChoice {
 }
 
 impl AgentChoice {
-    pub fn fixed(self) -> Option<Agent> {
+    pub(crate) fn fixed(self) -> Option<Agent> {
         match self {
             AgentChoice::Claude => Some(Agent::Claude),
             AgentChoice::Gemini => Some(Agent::Gemini),
@@ -51,7 +51,7 @@ impl AgentChoice {
 /// `permissionMode`: 1.0.21's four values plus Claude Code's `plan`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub enum PermissionMode {
+pub(crate) enum PermissionMode {
     #[default]
     Default,
     AcceptEdits,
@@ -61,7 +61,7 @@ pub enum PermissionMode {
 }
 
 impl PermissionMode {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             PermissionMode::Default => "default",
             PermissionMode::AcceptEdits => "acceptEdits",
@@ -75,7 +75,7 @@ impl PermissionMode {
 /// The body of `POST /api/v1/ai-tasks`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct DispatchRequest {
+pub(crate) struct DispatchRequest {
     pub prompt: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cwd: Option<String>,
@@ -103,7 +103,7 @@ pub struct DispatchRequest {
 /// A task's state; `pending` exists on the wire but is never used (a task runs from creation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Status {
+pub(crate) enum Status {
     Pending,
     Running,
     WaitingApproval,
@@ -113,11 +113,11 @@ pub enum Status {
 }
 
 impl Status {
-    pub fn is_final(self) -> bool {
+    pub(crate) fn is_final(self) -> bool {
         matches!(self, Status::Completed | Status::Failed | Status::Cancelled)
     }
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Status::Pending => "pending",
             Status::Running => "running",
@@ -132,7 +132,7 @@ impl Status {
 /// A permission request waiting for a human.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Approval {
+pub(crate) struct Approval {
     pub tool_name: String,
     pub tool_input: Value,
     pub request_id: String,
@@ -143,7 +143,7 @@ pub struct Approval {
 /// What became of a permission request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum ApprovalState {
+pub(crate) enum ApprovalState {
     /// Waiting for a human.
     Pending,
     Approved,
@@ -155,7 +155,7 @@ pub enum ApprovalState {
 }
 
 impl ApprovalState {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ApprovalState::Pending => "pending",
             ApprovalState::Approved => "approved",
@@ -170,7 +170,7 @@ impl ApprovalState {
 /// on `/api/v1/ai-tasks/approvals` and what the approval inbox gathers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct PermissionRecord {
+pub(crate) struct PermissionRecord {
     pub task_id: String,
     pub request_id: String,
     pub agent: Agent,
@@ -201,13 +201,13 @@ pub struct PermissionRecord {
 }
 
 /// Characters of a task's prompt shown with its permission requests.
-pub const PROMPT_PREVIEW: usize = 200;
+pub(crate) const PROMPT_PREVIEW: usize = 200;
 /// A tool input larger than this (as JSON) is shown cut.
-pub const TOOL_INPUT_LIMIT: usize = 256 * 1024;
+pub(crate) const TOOL_INPUT_LIMIT: usize = 256 * 1024;
 
 /// `tool_input` as it is shown with a request: itself, or when larger than
 /// [`TOOL_INPUT_LIMIT`] its JSON text cut there (and `true`).
-pub fn bounded_tool_input(tool_input: &Value) -> (Value, bool) {
+pub(crate) fn bounded_tool_input(tool_input: &Value) -> (Value, bool) {
     let text = tool_input.to_string();
     if text.len() <= TOOL_INPUT_LIMIT {
         return (tool_input.clone(), false);
@@ -222,7 +222,7 @@ pub fn bounded_tool_input(tool_input: &Value) -> (Value, bool) {
 /// The task info object of §2.8.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct TaskInfo {
+pub(crate) struct TaskInfo {
     pub task_id: String,
     pub prompt: String,
     pub status: Status,
@@ -260,7 +260,7 @@ pub struct TaskInfo {
 /// The kinds of event of §8.6.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum EventType {
+pub(crate) enum EventType {
     Text,
     Thinking,
     ToolUse,
@@ -276,7 +276,7 @@ pub enum EventType {
 /// One event of a task; `seq` increases by one per event of the task, from 1.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Event {
+pub(crate) struct Event {
     #[serde(rename = "type")]
     pub kind: EventType,
     pub task_id: String,
@@ -289,7 +289,7 @@ pub struct Event {
 /// The body of `POST /api/v1/ai-tasks/:taskId/approve`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ApproveRequest {
+pub(crate) struct ApproveRequest {
     pub request_id: String,
     pub approved: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -305,19 +305,19 @@ pub struct ApproveRequest {
 
 /// `GET /api/v1/ai-tasks/approvals`: the caller's open requests and the recently decided ones.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PermissionList {
+pub(crate) struct PermissionList {
     pub approvals: Vec<PermissionRecord>,
 }
 
 /// `GET /api/v1/ai-tasks`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TaskList {
+pub(crate) struct TaskList {
     pub tasks: Vec<TaskInfo>,
 }
 
 /// `GET /api/v1/ai-tasks/:taskId/events`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct EventList {
+pub(crate) struct EventList {
     pub events: Vec<Event>,
     pub count: usize,
 }

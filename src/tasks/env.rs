@@ -10,7 +10,7 @@ use super::api::Agent;
 /// or talk to the wrong parent (PROTOCOL.md §8.3), minus the daemon's own variables and anything
 /// carrying one of `secrets` (`child_env`: the daemon's keys never reach an agent, C3). API keys
 /// the user set for the agent stay.
-pub fn agent_env(
+pub(super) fn agent_env(
     agent: Agent,
     vars: impl IntoIterator<Item = (String, String)>,
     secrets: &[String],

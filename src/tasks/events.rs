@@ -13,25 +13,25 @@ use serde_json::Value;
 use super::api::{Event, EventType};
 
 /// Events kept per task (1.0.21's buffer size).
-pub const MAX_EVENTS: usize = 500;
+pub(crate) const MAX_EVENTS: usize = 500;
 /// Serialised bytes kept per task.
-pub const MAX_BYTES: usize = 2 * 1024 * 1024;
+pub(crate) const MAX_BYTES: usize = 2 * 1024 * 1024;
 /// One event's data larger than this is replaced by a truncated text.
-pub const MAX_EVENT_BYTES: usize = 256 * 1024;
+pub(crate) const MAX_EVENT_BYTES: usize = 256 * 1024;
 /// Events a live subscriber may lag behind before it is dropped.
 const SUBSCRIBER_BACKLOG: usize = 1024;
 
 /// An event with its JSON text, rendered once.
 #[derive(Debug)]
-pub struct Stored {
+pub(crate) struct Stored {
     pub event: Event,
     pub json: String,
 }
 
-pub type Subscriber = smol::channel::Receiver<Arc<Stored>>;
+pub(crate) type Subscriber = smol::channel::Receiver<Arc<Stored>>;
 
 #[derive(Debug)]
-pub struct EventLog {
+pub(crate) struct EventLog {
     task_id: String,
     next_seq: u64,
     buffer: VecDeque<Arc<Stored>>,
@@ -42,7 +42,7 @@ pub struct EventLog {
 }
 
 impl EventLog {
-    pub fn new(task_id: &str) -> EventLog {
+    pub(crate) fn new(task_id: &str) -> EventLog {
         EventLog {
             task_id: task_id.to_string(),
             next_seq: 1,
@@ -54,7 +54,7 @@ impl EventLog {
     }
 
     /// Numbers, stores and delivers one event; an `exit` event ends every subscription.
-    pub fn push(&mut self, kind: EventType, data: Value, now: u64) -> Arc<Stored> {
+    pub(crate) fn push(&mut self, kind: EventType, data: Value, now: u64) -> Arc<Stored> {
         let data = bounded(data);
         let event = Event { kind, task_id: self.task_id.clone(), timestamp: now, data, seq: self.next_seq };
         self.next_seq += 1;
@@ -75,22 +75,22 @@ impl EventLog {
     }
 
     /// Buffered events with `seq > since`.
-    pub fn since(&self, since: u64) -> Vec<Arc<Stored>> {
+    pub(crate) fn since(&self, since: u64) -> Vec<Arc<Stored>> {
         self.buffer.iter().filter(|s| s.event.seq > since).cloned().collect()
     }
 
     /// Buffered events with `timestamp > ms` (1.0.21's lossy resume, kept for its clients).
-    pub fn since_timestamp(&self, ms: u64) -> Vec<Arc<Stored>> {
+    pub(crate) fn since_timestamp(&self, ms: u64) -> Vec<Arc<Stored>> {
         self.buffer.iter().filter(|s| s.event.timestamp > ms).cloned().collect()
     }
 
-    pub fn all(&self) -> Vec<Event> {
+    pub(crate) fn all(&self) -> Vec<Event> {
         self.buffer.iter().map(|s| s.event.clone()).collect()
     }
 
     /// A live subscription, or `None` once the log is closed. Taken under the same lock as
     /// the replay, so no event falls between replay and subscription.
-    pub fn subscribe(&mut self) -> Option<Subscriber> {
+    pub(crate) fn subscribe(&mut self) -> Option<Subscriber> {
         if self.closed {
             return None;
         }
@@ -99,12 +99,9 @@ impl EventLog {
         Some(receiver)
     }
 
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.buffer.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.buffer.is_empty()
     }
 }
 

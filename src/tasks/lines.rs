@@ -5,11 +5,11 @@
 //! daemon's memory beyond [`MAX_LINE`] (1.0.21 buffered it all, E6).
 
 /// Longest line kept; the rest of a longer line is dropped and the line marked truncated.
-pub const MAX_LINE: usize = 4 * 1024 * 1024;
+pub(crate) const MAX_LINE: usize = 4 * 1024 * 1024;
 
 /// Turns chunks of bytes into complete lines.
 #[derive(Debug, Default)]
-pub struct LineSplitter {
+pub(crate) struct LineSplitter {
     partial: Vec<u8>,
     /// Inside a line that already overflowed: drop bytes until its newline.
     skipping: bool,
@@ -17,16 +17,16 @@ pub struct LineSplitter {
 }
 
 impl LineSplitter {
-    pub fn new() -> LineSplitter {
+    pub(crate) fn new() -> LineSplitter {
         LineSplitter::with_limit(MAX_LINE)
     }
 
-    pub fn with_limit(limit: usize) -> LineSplitter {
+    pub(crate) fn with_limit(limit: usize) -> LineSplitter {
         LineSplitter { partial: Vec::new(), skipping: false, limit }
     }
 
     /// The lines completed by `chunk` (without their `\n`).
-    pub fn push(&mut self, chunk: &[u8]) -> Vec<String> {
+    pub(crate) fn push(&mut self, chunk: &[u8]) -> Vec<String> {
         let mut lines = Vec::new();
         let mut rest = chunk;
         while let Some(pos) = rest.iter().position(|&b| b == b'\n') {
@@ -49,7 +49,7 @@ impl LineSplitter {
     }
 
     /// The last line when the stream ends without a newline.
-    pub fn finish(&mut self) -> Option<String> {
+    pub(crate) fn finish(&mut self) -> Option<String> {
         let skipping = std::mem::take(&mut self.skipping);
         (!self.partial.is_empty() && !skipping).then(|| self.take())
     }
@@ -75,7 +75,7 @@ impl LineSplitter {
 
 /// Removes what a terminal adds: `\r`, ANSI CSI/OSC/charset escapes and other C0 controls
 /// (tab kept). JSON lines stay intact; Claude's reset trailer disappears.
-pub fn clean_terminal_line(line: &str) -> String {
+pub(crate) fn clean_terminal_line(line: &str) -> String {
     let mut out = String::with_capacity(line.len());
     let mut chars = line.chars().peekable();
     while let Some(c) = chars.next() {

@@ -7,11 +7,11 @@
 //! bounded event log. Nothing here knows HTTP, and nothing touches the user's agent settings:
 //! each task gets a private directory of its own, removed when it ends (E1).
 
-pub mod agents;
-pub mod api;
+pub(crate) mod agents;
+pub(crate) mod api;
 mod env;
-pub mod events;
-pub mod lines;
+pub(crate) mod events;
+pub(crate) mod lines;
 mod runner;
 
 use std::collections::{HashMap, VecDeque};
@@ -30,11 +30,11 @@ use api::{
 };
 use events::{EventLog, Stored, Subscriber};
 
-pub use agents::Decision;
+pub(crate) use agents::Decision;
 
 /// Why a dispatch was refused.
 #[derive(Debug, thiserror::Error)]
-pub enum DispatchError {
+pub(crate) enum DispatchError {
     #[error("{field}: {problem}")]
     Invalid { field: &'static str, problem: String },
     #[error("cwd: {0}")]
@@ -61,7 +61,7 @@ const FEED_BYTES: usize = 8 * 1024 * 1024;
 
 /// Why an approval was refused.
 #[derive(Debug, thiserror::Error)]
-pub enum ApproveError {
+pub(crate) enum ApproveError {
     #[error("No pending permission request found for this task")]
     NoPending,
     /// Decided before (or expired, or withdrawn): the first decision stands.
@@ -70,7 +70,7 @@ pub enum ApproveError {
 }
 
 /// "this request was already approved by owner (via …) at …".
-pub fn decided_text(record: &PermissionRecord) -> String {
+pub(crate) fn decided_text(record: &PermissionRecord) -> String {
     let by = record.decided_by.as_deref().unwrap_or("someone");
     let via = record.decided_via.as_deref().map(|v| format!(" via {v}")).unwrap_or_default();
     let at = record.decided_at.map(|t| format!(" at {}", crate::clock::iso8601(t))).unwrap_or_default();
@@ -83,7 +83,7 @@ pub fn decided_text(record: &PermissionRecord) -> String {
 
 /// A decision on a permission request, and who makes it.
 #[derive(Debug, Clone)]
-pub struct Verdict {
+pub(crate) struct Verdict {
     pub approved: bool,
     /// Sent to the agent with the decision.
     pub message: Option<String>,
@@ -97,7 +97,7 @@ pub struct Verdict {
 
 /// A decision taken.
 #[derive(Debug, Clone)]
-pub struct Settled {
+pub(crate) struct Settled {
     pub record: PermissionRecord,
     /// The same decision (same `decisionId`) was taken before; nothing changed now.
     pub repeated: bool,
@@ -111,7 +111,7 @@ struct Decided {
 }
 
 /// How a reader of the approvals feed starts.
-pub enum ApprovalStart {
+pub(crate) enum ApprovalStart {
     /// The changes since its `Last-Event-ID` (already filtered for it).
     Replay(Vec<Arc<Change<Dispatcher>>>),
     /// Everything it may see now: open requests and the recently decided ones.
@@ -119,7 +119,7 @@ pub enum ApprovalStart {
 }
 
 /// A reader of the approvals feed: how it starts, then the live changes (unfiltered).
-pub struct ApprovalStream {
+pub(crate) struct ApprovalStream {
     pub start: ApprovalStart,
     pub live: crate::feed::Subscriber<Dispatcher>,
     /// The SSE id that marks the reader as up to date.
@@ -131,7 +131,7 @@ pub struct ApprovalStream {
 /// Who dispatched a task, and who is asking about one: the owner may see and decide every
 /// task; a peer only the tasks its own key dispatched.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Dispatcher {
+pub(crate) enum Dispatcher {
     Owner,
     /// A peer, by the label of the key it presented (`guard::Caller::label`).
     Peer(String),
@@ -139,14 +139,14 @@ pub enum Dispatcher {
 
 impl Dispatcher {
     /// Whether this asker may see and decide a task `dispatcher` started.
-    pub fn may_act_on(&self, dispatcher: &Dispatcher) -> bool {
+    pub(crate) fn may_act_on(&self, dispatcher: &Dispatcher) -> bool {
         *self == Dispatcher::Owner || self == dispatcher
     }
 }
 
 /// Where a stream resumes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Since {
+pub(crate) enum Since {
     /// Events with a sequence number above this.
     Seq(u64),
     /// Events with a timestamp above this (1.0.21 clients send milliseconds).
@@ -155,7 +155,7 @@ pub enum Since {
 
 impl Since {
     /// `?since=` values this large are 1.0.21 millisecond timestamps, not sequence numbers.
-    pub fn parse(value: u64) -> Since {
+    pub(crate) fn parse(value: u64) -> Since {
         if value >= 1_000_000_000_000 {
             Since::Timestamp(value)
         } else {
@@ -165,7 +165,7 @@ impl Since {
 }
 
 /// What a stream starts with.
-pub struct Subscription {
+pub(crate) struct Subscription {
     pub replay: Vec<Arc<Stored>>,
     /// `None` when the task already ended.
     pub live: Option<Subscriber>,
@@ -174,7 +174,7 @@ pub struct Subscription {
 
 /// The registry of AI tasks; a cheap-clone handle.
 #[derive(Clone)]
-pub struct Tasks {
+pub(crate) struct Tasks {
     shared: Arc<Shared>,
 }
 
@@ -328,7 +328,7 @@ fn remove_task_dirs(dir: &Path) {
 
 impl Tasks {
     /// An empty registry; per-task directories go below `dir` (leftovers of a crash are removed).
-    pub fn new(settings: AiTasks, dir: &Path, secrets: Secrets) -> Tasks {
+    pub(crate) fn new(settings: AiTasks, dir: &Path, secrets: Secrets) -> Tasks {
         remove_task_dirs(dir);
         Tasks {
             shared: Arc::new(Shared {
@@ -341,12 +341,12 @@ impl Tasks {
         }
     }
 
-    pub fn settings(&self) -> &AiTasks {
+    pub(crate) fn settings(&self) -> &AiTasks {
         &self.shared.settings
     }
 
     /// Validates, starts the agent and returns the new task (status `running`).
-    pub fn dispatch(
+    pub(crate) fn dispatch(
         &self,
         request: DispatchRequest,
         from_node_id: &str,
@@ -356,7 +356,7 @@ impl Tasks {
     }
 
     /// Every task `asker` may see, newest first.
-    pub fn list(&self, asker: &Dispatcher) -> Vec<TaskInfo> {
+    pub(crate) fn list(&self, asker: &Dispatcher) -> Vec<TaskInfo> {
         let mut registry = self.lock();
         registry.evict(&self.shared.settings);
         let mut entries: Vec<&Entry> = registry.tasks.values().filter(|e| asker.may_act_on(&e.dispatcher)).collect();
@@ -365,21 +365,21 @@ impl Tasks {
     }
 
     /// Who dispatched `task_id`, if it exists.
-    pub fn dispatcher(&self, task_id: &str) -> Option<Dispatcher> {
+    pub(crate) fn dispatcher(&self, task_id: &str) -> Option<Dispatcher> {
         self.lock().tasks.get(task_id).map(|e| e.dispatcher.clone())
     }
 
-    pub fn get(&self, task_id: &str) -> Option<TaskInfo> {
+    pub(crate) fn get(&self, task_id: &str) -> Option<TaskInfo> {
         self.lock().tasks.get(task_id).map(|e| e.info.clone())
     }
 
     /// The buffered events (empty for an unknown task, as in 1.0.21).
-    pub fn events(&self, task_id: &str) -> Vec<Event> {
+    pub(crate) fn events(&self, task_id: &str) -> Vec<Event> {
         self.lock().tasks.get(task_id).map(|e| e.log.all()).unwrap_or_default()
     }
 
     /// Replay and live events in one step, so nothing falls in between.
-    pub fn subscribe(&self, task_id: &str, since: Since) -> Option<Subscription> {
+    pub(crate) fn subscribe(&self, task_id: &str, since: Since) -> Option<Subscription> {
         let mut registry = self.lock();
         let entry = registry.tasks.get_mut(task_id)?;
         let replay = match since {
@@ -392,7 +392,7 @@ impl Tasks {
     /// Answers the open request `request_id` of `task_id`, exactly once: a request decided
     /// before (expired, withdrawn) is [`ApproveError::Decided`] with the first decision, unless
     /// this is that same decision again (same `decision_id` and answer).
-    pub fn approve(&self, task_id: &str, request_id: &str, verdict: Verdict) -> Result<Settled, ApproveError> {
+    pub(crate) fn approve(&self, task_id: &str, request_id: &str, verdict: Verdict) -> Result<Settled, ApproveError> {
         self.decide(task_id, request_id, verdict, false)
     }
 
@@ -441,14 +441,14 @@ impl Tasks {
 
     /// The permission requests `asker` may see: the open ones and the recently decided ones,
     /// oldest first.
-    pub fn permission_records(&self, asker: &Dispatcher) -> Vec<PermissionRecord> {
+    pub(crate) fn permission_records(&self, asker: &Dispatcher) -> Vec<PermissionRecord> {
         records(&self.lock(), asker)
     }
 
     /// A reader of the approvals feed for `asker`, resuming after `last_event_id` when the
     /// feed still can, else starting from a snapshot; taken in one step, so nothing falls in
     /// between.
-    pub fn subscribe_approvals(&self, asker: &Dispatcher, last_event_id: Option<&str>) -> ApprovalStream {
+    pub(crate) fn subscribe_approvals(&self, asker: &Dispatcher, last_event_id: Option<&str>) -> ApprovalStream {
         let mut registry = self.lock();
         let start = match last_event_id.and_then(|id| registry.feed.resume(id)) {
             Some(changes) => ApprovalStart::Replay(changes.into_iter().filter(|c| asker.may_act_on(&c.tag)).collect()),
@@ -460,7 +460,7 @@ impl Tasks {
     }
 
     /// Cancels a running task (`Some(false)`) or forgets a finished one (`Some(true)`).
-    pub fn cancel_or_forget(&self, task_id: &str) -> Option<bool> {
+    pub(crate) fn cancel_or_forget(&self, task_id: &str) -> Option<bool> {
         let mut registry = self.lock();
         let entry = registry.tasks.get_mut(task_id)?;
         match &entry.control {
@@ -481,7 +481,7 @@ impl Tasks {
 
     /// Kills every agent's process group at once; the daemon is exiting. Readers of the
     /// approvals feed are let go.
-    pub fn kill_all(&self) {
+    pub(crate) fn kill_all(&self) {
         let mut registry = self.lock();
         registry.feed.close();
         for entry in registry.tasks.values().filter(|e| e.control.is_some()) {

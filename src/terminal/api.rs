@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 /// `POST /api/v1/terminals`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct CreateRequest {
+pub(crate) struct CreateRequest {
     /// The program; the daemon user's `$SHELL` (else `/bin/sh`) when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<String>,
@@ -32,7 +32,7 @@ pub struct CreateRequest {
 /// One terminal, as listed.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
-pub struct TerminalInfo {
+pub(crate) struct TerminalInfo {
     pub id: String,
     pub name: String,
     pub command: String,
@@ -57,14 +57,14 @@ pub struct TerminalInfo {
 
 /// `GET /api/v1/terminals`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TerminalList {
+pub(crate) struct TerminalList {
     pub terminals: Vec<TerminalInfo>,
 }
 
 /// `POST /api/v1/terminals/:id/input`: text as typed, then named keys (`Enter`, `Ctrl-C`, …).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct InputRequest {
+pub(crate) struct InputRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -74,7 +74,7 @@ pub struct InputRequest {
 /// `GET /api/v1/terminals/:id/screen`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ScreenAnswer {
+pub(crate) struct ScreenAnswer {
     pub id: String,
     /// The visible screen as text, one line per row, trailing blanks trimmed.
     pub screen: String,
@@ -93,7 +93,7 @@ pub struct ScreenAnswer {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Cursor {
+pub(crate) struct Cursor {
     pub row: u16,
     pub col: u16,
 }
@@ -101,17 +101,17 @@ pub struct Cursor {
 /// A control frame a client sends (a WebSocket text frame).
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(tag = "type", rename_all = "camelCase")]
-pub enum ClientControl {
+pub(crate) enum ClientControl {
     /// The client's window size changed.
     Resize { cols: u16, rows: u16 },
 }
 
 /// The smallest and largest terminal accepted, in cells.
-pub const MIN_SIZE: u16 = 2;
-pub const MAX_SIZE: u16 = 1000;
+pub(crate) const MIN_SIZE: u16 = 2;
+pub(crate) const MAX_SIZE: u16 = 1000;
 
 /// Checks a size from a request.
-pub fn check_size(cols: u16, rows: u16) -> Result<(u16, u16), String> {
+pub(crate) fn check_size(cols: u16, rows: u16) -> Result<(u16, u16), String> {
     if !(MIN_SIZE..=MAX_SIZE).contains(&cols) || !(MIN_SIZE..=MAX_SIZE).contains(&rows) {
         return Err(format!("a terminal size is {MIN_SIZE} to {MAX_SIZE} columns and rows, not {cols}x{rows}"));
     }

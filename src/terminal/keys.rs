@@ -42,7 +42,8 @@ pub(crate) fn bytes(name: &str) -> Option<Vec<u8>> {
 /// The names [`bytes`] takes, as a regular expression (the OpenAPI document's pattern): the
 /// fixed names and their aliases, `Ctrl-`/`C-`/`^` with a letter or `@ [ \ ] ^ _ ?`, `Alt-`/`M-`
 /// with one ASCII character, any case, with the white space `trim` removes around them.
-pub fn pattern() -> String {
+#[cfg(test)]
+pub(crate) fn pattern() -> String {
     const FIXED: [&str; 38] = [
         "enter",
         "return",
@@ -105,7 +106,7 @@ pub fn pattern() -> String {
 }
 
 /// The byte of a control key given as `C-a`/`Ctrl-a` (the CLI's detach prefix), if it is one.
-pub fn prefix_byte(name: &str) -> Option<u8> {
+pub(crate) fn prefix_byte(name: &str) -> Option<u8> {
     let lower = name.trim().to_ascii_lowercase();
     if !(lower.starts_with("c-") || lower.starts_with("ctrl")) {
         return None;

@@ -6,9 +6,9 @@
 //! attached client (`fanout.rs`). Sessions live in memory only: a daemon restart ends them, and
 //! stopping the daemon hangs up every program they started. No HTTP here.
 
-pub mod api;
+pub(crate) mod api;
 pub(crate) mod fanout;
-pub mod keys;
+pub(crate) mod keys;
 pub(crate) mod screen;
 pub(crate) mod session;
 
@@ -30,7 +30,7 @@ const KILL_GRACE: Duration = Duration::from_secs(2);
 
 /// The terminals of this daemon; cheap to clone.
 #[derive(Clone)]
-pub struct Terminals {
+pub(crate) struct Terminals {
     entries: Arc<Mutex<Vec<Entry>>>,
     settings: Arc<Settings>,
 }
@@ -50,7 +50,7 @@ struct Settings {
 
 /// Why a terminal request was refused; each message says what to change.
 #[derive(Debug, thiserror::Error)]
-pub enum TerminalError {
+pub(crate) enum TerminalError {
     #[error("{0}")]
     Invalid(String),
     #[error("no terminal '{0}'")]
@@ -70,7 +70,7 @@ pub enum TerminalError {
 }
 
 impl Terminals {
-    pub fn new(config: &config::Config, secrets: crate::child_env::Secrets) -> Terminals {
+    pub(crate) fn new(config: &config::Config, secrets: crate::child_env::Secrets) -> Terminals {
         let execution = &config.execution;
         Terminals {
             entries: Default::default(),
@@ -82,26 +82,17 @@ impl Terminals {
         }
     }
 
-    pub fn allow_legacy_peers(&self) -> bool {
-        self.settings.config.allow_legacy_peers
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Entry>> {
         self.entries.lock().expect("terminals lock")
     }
 
-    pub fn list(&self) -> Vec<TerminalInfo> {
+    pub(crate) fn list(&self) -> Vec<TerminalInfo> {
         let sessions: Vec<Session> = self.lock().iter().map(|e| e.session.clone()).collect();
         sessions.iter().map(Session::info).collect()
     }
 
-    /// How many are running, for the status line.
-    pub fn running(&self) -> usize {
-        self.lock().iter().filter(|e| e.session.is_running()).count()
-    }
-
     /// Starts a program on a new PTY; `started_by` is the caller's label.
-    pub fn create(&self, request: CreateRequest, started_by: &str) -> Result<TerminalInfo, TerminalError> {
+    pub(crate) fn create(&self, request: CreateRequest, started_by: &str) -> Result<TerminalInfo, TerminalError> {
         let launch = self.prepare(&request)?;
         let mut entries = self.lock();
         if entries.len() >= self.settings.config.max_sessions as usize && !evict_one(&mut entries) {
@@ -166,13 +157,13 @@ impl Terminals {
         }
     }
 
-    pub fn info(&self, spec: &str) -> Result<TerminalInfo, TerminalError> {
+    pub(crate) fn info(&self, spec: &str) -> Result<TerminalInfo, TerminalError> {
         Ok(self.find(spec)?.info())
     }
 
     /// Ends a terminal: its whole session gets SIGHUP and SIGTERM, then SIGKILL after a grace
     /// period; then it is removed. Returns its last state.
-    pub async fn kill(&self, spec: &str) -> Result<TerminalInfo, TerminalError> {
+    pub(crate) async fn kill(&self, spec: &str) -> Result<TerminalInfo, TerminalError> {
         let session = self.find(spec)?;
         stop(std::slice::from_ref(&session)).await;
         self.lock().retain(|e| e.session.id() != session.id());
@@ -180,7 +171,7 @@ impl Terminals {
     }
 
     /// Ends every terminal (daemon stop).
-    pub async fn kill_all(&self) {
+    pub(crate) async fn kill_all(&self) {
         let sessions: Vec<Session> = self.lock().iter().map(|e| e.session.clone()).collect();
         stop(&sessions).await;
         self.lock().clear();
@@ -188,7 +179,7 @@ impl Terminals {
 
     /// Removes exited terminals nobody has been attached to for `terminals.reapExitedAfter`,
     /// until `shutdown`.
-    pub async fn run_reaper(self, shutdown: crate::shutdown::Shutdown) {
+    pub(crate) async fn run_reaper(self, shutdown: crate::shutdown::Shutdown) {
         let after = self.settings.config.reap_exited_after;
         let period = Duration::from_millis((after / 2).clamp(100, 30_000));
         loop {

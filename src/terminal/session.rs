@@ -90,7 +90,7 @@ struct Client {
 
 /// Why a session refused something.
 #[derive(Debug, thiserror::Error)]
-pub enum SessionError {
+pub(crate) enum SessionError {
     #[error("terminal '{0}' has exited")]
     Exited(String),
     #[error("terminal '{0}' already has {1} clients attached")]

@@ -19,13 +19,13 @@ use bytes::Bytes;
 use futures_lite::{AsyncRead, Stream};
 
 /// Size of each read.
-pub const CHUNK: usize = 256 * 1024;
+pub(crate) const CHUNK: usize = 256 * 1024;
 
 /// Buffers kept for reuse per stream; more are dropped.
 const KEPT: usize = 2;
 
 /// See the module documentation.
-pub struct YieldingChunks<R> {
+pub(crate) struct YieldingChunks<R> {
     reader: R,
     just_yielded: bool,
     done: bool,
@@ -59,7 +59,7 @@ impl Drop for Lent {
 }
 
 impl<R> YieldingChunks<R> {
-    pub fn new(reader: R) -> YieldingChunks<R> {
+    pub(crate) fn new(reader: R) -> YieldingChunks<R> {
         YieldingChunks { reader, just_yielded: false, done: false, buf: None, free: Free::default() }
     }
 }

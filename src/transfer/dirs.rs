@@ -12,11 +12,11 @@ use super::policy::PathPolicy;
 use super::TransferError;
 
 /// A listing stops after this many entries and sets `truncated`.
-pub const MAX_ENTRIES: usize = 100_000;
+pub(crate) const MAX_ENTRIES: usize = 100_000;
 
 /// One directory entry, as 1.0.21 lists it, plus its permission bits.
 #[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct ListEntry {
+pub(crate) struct ListEntry {
     pub name: String,
     /// The requested path joined with the name.
     pub path: String,
@@ -33,13 +33,13 @@ pub struct ListEntry {
 
 /// A directory's entries.
 #[derive(Debug)]
-pub struct Listing {
+pub(crate) struct Listing {
     pub files: Vec<ListEntry>,
     pub truncated: bool,
 }
 
 /// Lists `requested` (entries whose stat fails, e.g. dangling links, are left out, as in 1.0.21).
-pub async fn list(policy: &PathPolicy, requested: &str) -> Result<Listing, TransferError> {
+pub(crate) async fn list(policy: &PathPolicy, requested: &str) -> Result<Listing, TransferError> {
     let dir = policy.check(requested).map_err(|refusal| TransferError::denied(requested, refusal))?;
     let shown = requested.to_string();
     blocking::unblock(move || {
@@ -89,7 +89,7 @@ fn describe(entry: &std::fs::DirEntry, requested: &Path) -> Option<ListEntry> {
 
 /// Creates `requested` (and missing parents); with `mode`, sets its permission bits (also when it
 /// existed). Returns whether it was created.
-pub async fn make_dir(policy: &PathPolicy, requested: &str, mode: Option<u32>) -> Result<bool, TransferError> {
+pub(crate) async fn make_dir(policy: &PathPolicy, requested: &str, mode: Option<u32>) -> Result<bool, TransferError> {
     let dir = policy.check(requested).map_err(|refusal| TransferError::denied(requested, refusal))?;
     let shown = requested.to_string();
     blocking::unblock(move || {

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 /// What a record protects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Kind {
+pub(crate) enum Kind {
     /// A plain upload's temporary file: garbage as soon as its request is gone.
     Temp,
     /// A resumable upload's partial file: kept until completed, cancelled or expired.
@@ -30,13 +30,13 @@ struct Record {
 
 /// The journal directory of one daemon; cheap to clone.
 #[derive(Debug, Clone)]
-pub struct Journal {
+pub(crate) struct Journal {
     dir: PathBuf,
 }
 
 /// A record that removes itself (and, unless kept, its file) when dropped.
 #[derive(Debug)]
-pub struct Entry {
+pub(crate) struct Entry {
     record: PathBuf,
     file: PathBuf,
     /// Set once the file was renamed into place or must stay (a part to resume).
@@ -44,12 +44,12 @@ pub struct Entry {
 }
 
 impl Journal {
-    pub fn new(dir: PathBuf) -> Journal {
+    pub(crate) fn new(dir: PathBuf) -> Journal {
         Journal { dir }
     }
 
     /// Records `file` before it is created.
-    pub fn enter(&self, file: &Path, kind: Kind) -> std::io::Result<Entry> {
+    pub(crate) fn enter(&self, file: &Path, kind: Kind) -> std::io::Result<Entry> {
         std::fs::create_dir_all(&self.dir)?;
         let id = match kind {
             // One record per part file, however often it is resumed.
@@ -66,12 +66,12 @@ impl Journal {
     }
 
     /// At start: deletes leftover temporary files, and parts older than `ttl`.
-    pub fn recover(&self, ttl: Duration) -> usize {
+    pub(crate) fn recover(&self, ttl: Duration) -> usize {
         self.scan(|kind, age| kind == Kind::Temp || age > ttl)
     }
 
     /// Deletes parts unused for longer than `ttl` (their mtime is their last write).
-    pub fn sweep(&self, ttl: Duration) -> usize {
+    pub(crate) fn sweep(&self, ttl: Duration) -> usize {
         self.scan(|kind, age| kind == Kind::Part && age > ttl)
     }
 
@@ -119,7 +119,7 @@ fn is_record_name(name: &str) -> bool {
 
 /// Removes the files a crash left in the staging directory: only those named as the daemon
 /// names them (`.staged.loopsy-tmp-*`); the directory and anything else in it stay.
-pub fn remove_staged(staging: &Path) {
+pub(crate) fn remove_staged(staging: &Path) {
     let Ok(entries) = std::fs::read_dir(staging) else { return };
     for entry in entries.flatten() {
         if entry.file_name().to_str().is_some_and(|name| name.starts_with(".staged.loopsy-tmp-")) {
@@ -129,18 +129,14 @@ pub fn remove_staged(staging: &Path) {
 }
 
 impl Entry {
-    pub fn file(&self) -> &Path {
-        &self.file
-    }
-
     /// The file was renamed into place (or deleted by its owner): forget the record.
-    pub fn done(mut self) {
+    pub(crate) fn done(mut self) {
         self.settled = true;
         let _ = std::fs::remove_file(&self.record);
     }
 
     /// The file stays (an interrupted part): keep the record for the sweeper.
-    pub fn keep(mut self) {
+    pub(crate) fn keep(mut self) {
         self.settled = true;
     }
 }

@@ -7,22 +7,22 @@
 //! maps [`TransferError`] to HTTP. multer is used because it is runtime-agnostic and works on any
 //! byte stream.
 
-pub mod chunks;
-pub mod dirs;
-pub mod journal;
-pub mod policy;
-pub mod pull;
-pub mod push;
-pub mod receive;
+pub(crate) mod chunks;
+pub(crate) mod dirs;
+pub(crate) mod journal;
+pub(crate) mod policy;
+pub(crate) mod pull;
+pub(crate) mod push;
+pub(crate) mod receive;
 
 use std::path::{Path, PathBuf};
 
 /// Partial uploads (`.<name>.loopsy-part-<uploadId>`) older than this are deleted.
-pub const PART_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 60 * 60);
+pub(crate) const PART_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 60 * 60);
 
 /// Everything a transfer can fail with; each variant has one error code on the wire.
 #[derive(Debug, thiserror::Error)]
-pub enum TransferError {
+pub(crate) enum TransferError {
     /// 4001: the path policy refused the path.
     #[error("Path '{path}' is not allowed: {reason}")]
     PathDenied { path: String, reason: String },
@@ -56,12 +56,12 @@ pub enum TransferError {
 }
 
 impl TransferError {
-    pub fn denied(path: &str, refusal: policy::Refusal) -> TransferError {
+    pub(crate) fn denied(path: &str, refusal: policy::Refusal) -> TransferError {
         TransferError::PathDenied { path: path.to_string(), reason: refusal.0 }
     }
 
     /// An I/O error while working on `path`, worded for the client.
-    pub fn io(doing: &str, path: &Path, e: std::io::Error) -> TransferError {
+    pub(crate) fn io(doing: &str, path: &Path, e: std::io::Error) -> TransferError {
         match e.kind() {
             std::io::ErrorKind::PermissionDenied => TransferError::PathDenied {
                 path: path.display().to_string(),
@@ -73,19 +73,19 @@ impl TransferError {
 }
 
 /// The hidden name of the partial file of upload `upload_id` to `dest`.
-pub fn part_path(dest: &Path, upload_id: &str) -> PathBuf {
+pub(crate) fn part_path(dest: &Path, upload_id: &str) -> PathBuf {
     sibling(dest, &format!("loopsy-part-{upload_id}"))
 }
 
 /// A hidden temporary name beside `dest`: `.<name>.<suffix>`.
-pub fn sibling(dest: &Path, suffix: &str) -> PathBuf {
+pub(crate) fn sibling(dest: &Path, suffix: &str) -> PathBuf {
     let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     dest.with_file_name(format!(".{name}.{suffix}"))
 }
 
 /// Why an existing part file was not opened.
 #[derive(Debug)]
-pub enum PartError {
+pub(crate) enum PartError {
     /// Nothing has the part's name.
     Missing,
     /// Something has the name that is not a part this process wrote: a symlink, a hard link to
@@ -99,7 +99,7 @@ pub enum PartError {
 /// is never trusted blindly: a symlink is never followed, a hard link never truncated, a FIFO
 /// never blocks. A fresh part replaces whatever has the name (removing a name never touches what
 /// a link leads to).
-pub fn open_part_file(path: &Path, fresh: bool) -> Result<std::fs::File, PartError> {
+pub(crate) fn open_part_file(path: &Path, fresh: bool) -> Result<std::fs::File, PartError> {
     use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
     let mut options = std::fs::OpenOptions::new();
     options.read(true).write(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
@@ -126,7 +126,7 @@ pub fn open_part_file(path: &Path, fresh: bool) -> Result<std::fs::File, PartErr
 }
 
 /// The size of the part at `path` if it is one that [`open_part_file`] would continue; else 0.
-pub fn part_len(path: &Path) -> u64 {
+pub(crate) fn part_len(path: &Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
     // SAFETY: geteuid(2) has no preconditions and cannot fail.
     let euid = unsafe { libc::geteuid() };
@@ -137,18 +137,18 @@ pub fn part_len(path: &Path) -> u64 {
 }
 
 /// Whether `name` is one of ours (temporary or partial), so cleanup never deletes anything else.
-pub fn is_our_temp_name(name: &str) -> bool {
+pub(crate) fn is_our_temp_name(name: &str) -> bool {
     name.starts_with('.') && (name.contains(".loopsy-tmp-") || name.contains(".loopsy-part-"))
 }
 
 /// Lowercase hex SHA-256 of what a hasher saw.
-pub fn hex_digest(hasher: sha2::Sha256) -> String {
+pub(crate) fn hex_digest(hasher: sha2::Sha256) -> String {
     use sha2::Digest;
     crate::random::to_hex(&hasher.finalize())
 }
 
 /// A declared SHA-256 (form field or header), normalised to lowercase hex.
-pub fn parse_sha256(text: &str) -> Result<String, TransferError> {
+pub(crate) fn parse_sha256(text: &str) -> Result<String, TransferError> {
     let text = text.trim();
     if text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
         Ok(text.to_ascii_lowercase())

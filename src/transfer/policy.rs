@@ -15,24 +15,24 @@ use std::path::{Component, Path, PathBuf};
 
 /// Why a path was refused. The message completes "Path '<p>' is not allowed: ...".
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal(pub String);
+pub(crate) struct Refusal(pub String);
 
 /// The configured roots.
 #[derive(Debug, Clone, Default)]
-pub struct PathPolicy {
+pub(crate) struct PathPolicy {
     allowed: Vec<PathBuf>,
     denied: Vec<PathBuf>,
 }
 
 impl PathPolicy {
     /// Roots as configured (absolute paths; the config loader checks that).
-    pub fn new(allowed: &[String], denied: &[String]) -> PathPolicy {
+    pub(crate) fn new(allowed: &[String], denied: &[String]) -> PathPolicy {
         let roots = |list: &[String]| list.iter().filter_map(|p| lexical(p).ok()).collect();
         PathPolicy { allowed: roots(allowed), denied: roots(denied) }
     }
 
     /// Adds a denied root (the daemon's data directory).
-    pub fn deny(mut self, root: &Path) -> PathPolicy {
+    pub(crate) fn deny(mut self, root: &Path) -> PathPolicy {
         if let Some(root) = root.to_str().and_then(|r| lexical(r).ok()) {
             self.denied.push(root);
         }
@@ -40,7 +40,7 @@ impl PathPolicy {
     }
 
     /// Checks `requested` and returns the canonical path to operate on.
-    pub fn check(&self, requested: &str) -> Result<PathBuf, Refusal> {
+    pub(crate) fn check(&self, requested: &str) -> Result<PathBuf, Refusal> {
         let lexical_path = lexical(requested)?;
         let canonical = canonicalize(&lexical_path).map_err(|e| Refusal(e.to_string()))?;
         // Roots are resolved per request: a root created (or re-linked) later counts as it is now.
@@ -53,7 +53,7 @@ impl PathPolicy {
 }
 
 /// The purely lexical checks: absolute, no NUL, no `..`; `.` and repeated `/` are dropped.
-pub fn lexical(requested: &str) -> Result<PathBuf, Refusal> {
+pub(crate) fn lexical(requested: &str) -> Result<PathBuf, Refusal> {
     if requested.contains('\0') {
         return Err(Refusal("it contains a NUL byte".into()));
     }
@@ -74,7 +74,7 @@ pub fn lexical(requested: &str) -> Result<PathBuf, Refusal> {
 
 /// Denied if under a denied root (lexically or canonically); else allowed if the allow list is
 /// empty or the canonical path is under an allowed root. Roots are `(lexical, canonical)` pairs.
-pub fn judge(
+pub(crate) fn judge(
     lexical: &Path,
     canonical: &Path,
     allowed: &[(PathBuf, PathBuf)],
@@ -97,7 +97,7 @@ pub fn judge(
 /// The canonical form of `path`: its deepest existing ancestor canonicalised (symlinks resolved),
 /// with the components that do not exist yet appended. A dangling symlink on the way is refused,
 /// since where it leads is decided only when something is created through it.
-pub fn canonicalize(path: &Path) -> io::Result<PathBuf> {
+pub(crate) fn canonicalize(path: &Path) -> io::Result<PathBuf> {
     let mut existing = path.to_path_buf();
     let mut missing = Vec::new();
     loop {

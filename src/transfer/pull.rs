@@ -15,7 +15,7 @@ use super::TransferError;
 
 /// An opened file, positioned at the first byte to send.
 #[derive(Debug)]
-pub struct PullPlan {
+pub(crate) struct PullPlan {
     pub file: File,
     /// The whole file's size.
     pub size: u64,
@@ -29,7 +29,7 @@ pub struct PullPlan {
 
 impl PullPlan {
     /// How many bytes the response body has.
-    pub fn length(&self) -> u64 {
+    pub(crate) fn length(&self) -> u64 {
         match self.range {
             Some((first, last)) => last - first + 1,
             None => self.size,
@@ -38,7 +38,7 @@ impl PullPlan {
 }
 
 /// Opens `source_path` for a pull.
-pub async fn open(
+pub(crate) async fn open(
     policy: &PathPolicy,
     max_file_size: u64,
     source_path: &str,
@@ -92,7 +92,7 @@ fn hash_file(file: &mut File) -> std::io::Result<String> {
 
 /// A single `bytes=` range of a `size`-byte file as `(first, last)`; `Ok(None)` means "serve
 /// the whole file" (no usable range); unsatisfiable ranges are errors (416).
-pub fn parse_range(header: &str, size: u64) -> Result<Option<(u64, u64)>, TransferError> {
+pub(crate) fn parse_range(header: &str, size: u64) -> Result<Option<(u64, u64)>, TransferError> {
     let Some(spec) = header.trim().strip_prefix("bytes=") else { return Ok(None) };
     if spec.contains(',') {
         return Ok(None); // several ranges: serve the whole file

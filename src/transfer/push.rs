@@ -25,14 +25,14 @@ use super::receive::{self, Checks, Received, Sink};
 use super::{part_path, sibling, TransferError};
 
 /// An upload with no data arriving for this long is abandoned (a resumable one is kept).
-pub const STALL: std::time::Duration = std::time::Duration::from_secs(60);
+pub(crate) const STALL: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Text fields are small; anything longer is refused.
 const MAX_TEXT_FIELD: usize = 64 * 1024;
 
 /// What a push needs from the daemon.
 #[derive(Clone)]
-pub struct TransferContext {
+pub(crate) struct TransferContext {
     pub policy: PathPolicy,
     pub max_file_size: u64,
     /// Private directory (inside the data directory) for files that arrive before `destPath`.
@@ -46,7 +46,7 @@ impl TransferContext {
     /// The context of a daemon whose transfer bookkeeping lives in `dir` (`<data>/transfer`),
     /// after cleaning up what an earlier run left behind: files a crash left in the staging
     /// directory, temporary files beside destinations, parts unused for [`super::PART_TTL`].
-    pub fn open(dir: &Path, policy: PathPolicy, max_file_size: u64) -> TransferContext {
+    pub(crate) fn open(dir: &Path, policy: PathPolicy, max_file_size: u64) -> TransferContext {
         let staging = dir.join("staging");
         super::journal::remove_staged(&staging);
         let journal = Journal::new(dir.join("journal"));
@@ -60,7 +60,7 @@ impl TransferContext {
 
 /// A completed push (the 1.0.21 response members).
 #[derive(Debug)]
-pub struct Pushed {
+pub(crate) struct Pushed {
     /// `destPath` as sent.
     pub path: String,
     pub size: u64,
@@ -70,7 +70,7 @@ pub struct Pushed {
 
 /// How far a resumable upload got.
 #[derive(Debug)]
-pub struct UploadStatus {
+pub(crate) struct UploadStatus {
     pub offset: u64,
     /// A request is writing this upload right now.
     pub active: bool,
@@ -96,13 +96,13 @@ enum Landing {
 
 /// The multipart boundary a push's `Content-Type` names; `None` when it is not
 /// `multipart/form-data` with a boundary.
-pub fn boundary(content_type: &str) -> Option<String> {
+pub(crate) fn boundary(content_type: &str) -> Option<String> {
     multer::parse_boundary(content_type).ok()
 }
 
 /// Receives a whole push: `body` is the request body, multipart with `boundary`, of at most
 /// `limit` bytes; `declared` is the `X-Loopsy-Sha256` header, if any.
-pub async fn receive(
+pub(crate) async fn receive(
     ctx: &TransferContext,
     body: impl futures_lite::AsyncRead + Unpin + Send + 'static,
     boundary: String,
@@ -183,7 +183,7 @@ impl Fields {
 }
 
 /// Permission bits from an octal string (`644`, `0755`); set-id and sticky bits are dropped.
-pub fn parse_mode(text: &str) -> Result<u32, TransferError> {
+pub(crate) fn parse_mode(text: &str) -> Result<u32, TransferError> {
     u32::from_str_radix(text.trim(), 8)
         .ok()
         .filter(|mode| *mode <= 0o7777)
@@ -192,7 +192,7 @@ pub fn parse_mode(text: &str) -> Result<u32, TransferError> {
 }
 
 /// Upload ids are chosen by clients: 8 to 64 of `[A-Za-z0-9_-]`, so they are safe in file names.
-pub fn parse_upload_id(text: &str) -> Result<String, TransferError> {
+pub(crate) fn parse_upload_id(text: &str) -> Result<String, TransferError> {
     let ok =
         (8..=64).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     if ok {
@@ -283,7 +283,7 @@ async fn copy_chunks(sink: &mut Sink, field: &mut Field<'_>) -> Result<(), Trans
 
 /// Checks `dest_path` against the policy and that a file can be put there; returns the
 /// canonical destination.
-pub async fn prepare_destination(ctx: &TransferContext, dest_path: &str) -> Result<PathBuf, TransferError> {
+pub(crate) async fn prepare_destination(ctx: &TransferContext, dest_path: &str) -> Result<PathBuf, TransferError> {
     let dest = ctx.policy.check(dest_path).map_err(|refusal| TransferError::denied(dest_path, refusal))?;
     let shown = dest_path.to_string();
     blocking::unblock(move || {
@@ -309,7 +309,11 @@ pub async fn prepare_destination(ctx: &TransferContext, dest_path: &str) -> Resu
 }
 
 /// How many bytes of upload `upload_id` to `dest_path` arrived.
-pub async fn status(ctx: &TransferContext, dest_path: &str, upload_id: &str) -> Result<UploadStatus, TransferError> {
+pub(crate) async fn status(
+    ctx: &TransferContext,
+    dest_path: &str,
+    upload_id: &str,
+) -> Result<UploadStatus, TransferError> {
     let upload_id = parse_upload_id(upload_id)?;
     let dest = prepare_destination(ctx, dest_path).await?;
     let part = part_path(&dest, &upload_id);
@@ -321,7 +325,7 @@ pub async fn status(ctx: &TransferContext, dest_path: &str, upload_id: &str) -> 
 }
 
 /// Deletes what arrived of upload `upload_id`; true if there was something.
-pub async fn cancel(ctx: &TransferContext, dest_path: &str, upload_id: &str) -> Result<bool, TransferError> {
+pub(crate) async fn cancel(ctx: &TransferContext, dest_path: &str, upload_id: &str) -> Result<bool, TransferError> {
     let upload_id = parse_upload_id(upload_id)?;
     let dest = prepare_destination(ctx, dest_path).await?;
     let part = part_path(&dest, &upload_id);

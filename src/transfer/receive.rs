@@ -20,15 +20,15 @@ use sha2::{Digest, Sha256};
 use super::{PartError, TransferError};
 
 /// Bytes collected before they are handed to the writer thread.
-pub const BATCH: usize = 1 << 20;
+pub(crate) const BATCH: usize = 1 << 20;
 
 /// Bytes written between two requests to start writeback.
-pub const WRITEBACK: u64 = 8 << 20;
+pub(crate) const WRITEBACK: u64 = 8 << 20;
 
 type Batch = io::Result<(File, Sha256, Vec<u8>)>;
 
 /// A file being received. See the module documentation.
-pub struct Sink {
+pub(crate) struct Sink {
     path: PathBuf,
     /// `None` while a batch is being written.
     file: Option<(File, Sha256)>,
@@ -43,7 +43,7 @@ pub struct Sink {
 }
 
 /// A completely received file, flushed to disk but not yet in place.
-pub struct Received {
+pub(crate) struct Received {
     pub file: File,
     pub path: PathBuf,
     pub size: u64,
@@ -52,7 +52,7 @@ pub struct Received {
 
 impl Sink {
     /// A new, empty file at `path` (which must not exist), accepting at most `limit` bytes.
-    pub async fn create(path: PathBuf, limit: u64) -> io::Result<Sink> {
+    pub(crate) async fn create(path: PathBuf, limit: u64) -> io::Result<Sink> {
         let file = blocking::unblock({
             let path = path.clone();
             move || OpenOptions::new().write(true).create_new(true).open(path)
@@ -64,7 +64,7 @@ impl Sink {
     /// Continues the partial file at `path` after its first `offset` bytes (created when
     /// `offset` is 0), re-hashing what is there. More bytes than `offset` are cut off; fewer
     /// are a conflict.
-    pub async fn resume(path: PathBuf, offset: u64, limit: u64) -> Result<Sink, TransferError> {
+    pub(crate) async fn resume(path: PathBuf, offset: u64, limit: u64) -> Result<Sink, TransferError> {
         let (file, hasher) = blocking::unblock({
             let path = path.clone();
             move || reopen(&path, offset)
@@ -86,16 +86,8 @@ impl Sink {
         }
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    pub fn size(&self) -> u64 {
-        self.size
-    }
-
     /// Accepts `chunk`; refuses it whole if it would pass the limit.
-    pub async fn write(&mut self, chunk: &[u8]) -> Result<(), TransferError> {
+    pub(crate) async fn write(&mut self, chunk: &[u8]) -> Result<(), TransferError> {
         if self.size + chunk.len() as u64 > self.limit {
             return Err(TransferError::TooLarge(format!(
                 "File exceeds max size: more than {} bytes (transfer.maxFileSize)",
@@ -153,7 +145,7 @@ impl Sink {
 
     /// Writes out everything accepted so far and flushes it: the end of an interrupted resumable
     /// upload, so that the reported offset is what is on disk.
-    pub async fn flush(mut self) -> Result<u64, TransferError> {
+    pub(crate) async fn flush(mut self) -> Result<u64, TransferError> {
         self.submit().await?;
         self.settle().await?;
         let (file, _) = self.file.take().expect("settled");
@@ -163,7 +155,7 @@ impl Sink {
     }
 
     /// Writes out the rest, fsyncs the file and returns it with its size and SHA-256.
-    pub async fn finish(mut self) -> Result<Received, TransferError> {
+    pub(crate) async fn finish(mut self) -> Result<Received, TransferError> {
         self.submit().await?;
         self.settle().await?;
         let (file, hasher) = self.file.take().expect("settled");
@@ -232,7 +224,7 @@ fn reopen(path: &Path, offset: u64) -> Result<(File, Sha256), TransferError> {
 
 /// What must hold before a received file may appear at its destination.
 #[derive(Debug, Default, Clone)]
-pub struct Checks {
+pub(crate) struct Checks {
     /// Declared SHA-256 values (form field, header); each must match.
     pub sha256: Vec<String>,
     /// Permission bits to give the file (`mode` field).
@@ -241,7 +233,7 @@ pub struct Checks {
 
 /// Verifies `received`, applies the mode, and renames it to `dest`, then fsyncs the directory.
 /// On any failure the received file is removed and nothing appears at `dest`.
-pub async fn commit(received: Received, dest: PathBuf, checks: Checks) -> Result<(), TransferError> {
+pub(crate) async fn commit(received: Received, dest: PathBuf, checks: Checks) -> Result<(), TransferError> {
     blocking::unblock(move || {
         let temp = received.path.clone();
         let result = commit_blocking(received, &dest, &checks);
@@ -285,7 +277,7 @@ fn commit_blocking(received: Received, dest: &Path, checks: &Checks) -> Result<(
 
 /// Moves a staged file (received before its destination was known) to `temp`, beside the
 /// destination: a rename when both are on one file system, else a copy (fsync'd).
-pub async fn relocate(received: Received, temp: PathBuf) -> Result<Received, TransferError> {
+pub(crate) async fn relocate(received: Received, temp: PathBuf) -> Result<Received, TransferError> {
     blocking::unblock(move || {
         let Received { file, path, size, sha256 } = received;
         match std::fs::rename(&path, &temp) {

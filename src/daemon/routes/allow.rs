@@ -23,14 +23,14 @@ use crate::daemon::methods::UnknownMethod;
 use crate::daemon::state::State;
 
 /// The route table's paths in one router (tide's matcher), each with its methods.
-pub struct Methods {
+pub(crate) struct Methods {
     router: Router<usize>,
     /// Per path pattern: the pattern and the methods mounted on it.
     patterns: Vec<(&'static str, Vec<Method>)>,
 }
 
 impl Methods {
-    pub fn new(specs: &[RouteSpec]) -> Methods {
+    pub(crate) fn new(specs: &[RouteSpec]) -> Methods {
         let mut patterns: Vec<(&'static str, Vec<Method>)> = Vec::new();
         let mut router = Router::new();
         for spec in specs {
@@ -47,14 +47,14 @@ impl Methods {
 
     /// The pattern that names the resource at `path`: the most specific one that matches, as
     /// tide ranks them (static segments before parameters before wildcards).
-    pub fn resource(&self, path: &str) -> Option<&'static str> {
+    pub(crate) fn resource(&self, path: &str) -> Option<&'static str> {
         self.router.recognize(path).ok().map(|found| self.patterns[*found.handler].0)
     }
 
     /// The methods the resource at `path` answers to, in the order of RFC 9110's list: the
     /// mounted ones, `HEAD` beside `GET` (mounted with it), and `OPTIONS`; none if no route
     /// matches.
-    pub fn allowed(&self, path: &str) -> Vec<Method> {
+    pub(crate) fn allowed(&self, path: &str) -> Vec<Method> {
         let Some(found) = self.router.recognize(path).ok() else { return Vec::new() };
         let mounted = &self.patterns[*found.handler].1;
         let order = [Method::Get, Method::Head, Method::Post, Method::Put, Method::Patch, Method::Delete];
@@ -69,19 +69,19 @@ impl Methods {
 }
 
 /// The methods of the mounted route table.
-pub fn methods() -> &'static Methods {
+pub(crate) fn methods() -> &'static Methods {
     static METHODS: OnceLock<Methods> = OnceLock::new();
     METHODS.get_or_init(|| Methods::new(&super::table()))
 }
 
 /// `GET, HEAD, OPTIONS`
-pub fn allow_header(methods: &[Method]) -> String {
+pub(crate) fn allow_header(methods: &[Method]) -> String {
     methods.iter().map(Method::to_string).collect::<Vec<_>>().join(", ")
 }
 
 /// Each path of the table with the access its fallback is guarded by: public when any route
 /// of the path is public (its methods are no secret), else the data plane's (a key first).
-pub fn fallback_paths(specs: &[RouteSpec]) -> Vec<(&'static str, Access)> {
+pub(crate) fn fallback_paths(specs: &[RouteSpec]) -> Vec<(&'static str, Access)> {
     let mut paths: BTreeMap<&'static str, Access> = BTreeMap::new();
     for spec in specs {
         let access = if spec.access == Access::Public { Access::Public } else { Access::DataPlane };
@@ -94,7 +94,7 @@ pub fn fallback_paths(specs: &[RouteSpec]) -> Vec<(&'static str, Access)> {
 }
 
 /// The endpoint for every method no route of the path takes, and for every path no route has.
-pub async fn fallback(req: Request<State>) -> tide::Result {
+pub(crate) async fn fallback(req: Request<State>) -> tide::Result {
     let path = req.url().path().to_string();
     let unknown = req.ext::<UnknownMethod>().map(|m| m.0.clone());
     let method = unknown.clone().unwrap_or_else(|| req.method().to_string());

@@ -17,7 +17,7 @@ use crate::daemon::guard::{self, Access, Caller};
 use crate::daemon::sse::data_event;
 use crate::daemon::state::State;
 
-pub fn mount(m: &mut Mount<'_>) {
+pub(super) fn mount(m: &mut Mount<'_>) {
     m.route(Method::Get, "/api/v1/approvals", Access::Owner, None, list)
         .route(Method::Get, "/api/v1/approvals/stream", Access::Owner, None, stream)
         .route(Method::Post, "/api/v1/approvals/decide", Access::Owner, None, decide);

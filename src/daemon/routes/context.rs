@@ -27,11 +27,11 @@ use crate::store::{self, Change, Entry, Put, StoreError, Subscription, Ttl};
 /// Largest PUT body: a value of exactly 1 MiB plus its JSON envelope, with room for escapes
 /// (quotes, newlines) in the value. A body beyond this is a 413; a value that fits in the body
 /// but is over 1 MiB once decoded is a 400 with code 5002.
-pub const MAX_PUT_BODY: u64 = store::MAX_VALUE_BYTES as u64 + 64 * 1024;
+pub(super) const MAX_PUT_BODY: u64 = store::MAX_VALUE_BYTES as u64 + 64 * 1024;
 /// Longest `X-Loopsy-Node-Id` accepted.
 const MAX_NODE_ID: usize = 128;
 
-pub fn mount(m: &mut Mount<'_>) {
+pub(super) fn mount(m: &mut Mount<'_>) {
     let limit = Some(Category::Context);
     m.route(Method::Get, "/api/v1/context", Access::DataPlane, limit, list_entries)
         .route(Method::Get, "/api/v1/context/watch", Access::DataPlane, limit, watch_entries)

@@ -24,14 +24,14 @@ use crate::dashboard::{assets, auth, origin, overview};
 use crate::peer::Client;
 
 /// The Content-Security-Policy of every dashboard response: nothing inline, nothing foreign.
-pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+pub(super) const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
                        connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
 /// The path of the proxy; the target and the forwarded API path follow.
 const PROXY_PREFIX: &str = "/api/v1/dashboard/proxy/";
 /// How long a forwarded request (not a stream) may take.
 const PROXY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
-pub fn mount(m: &mut Mount<'_>) {
+pub(super) fn mount(m: &mut Mount<'_>) {
     m.route(Method::Get, "/dashboard", Access::Public, None, get_dashboard)
         .route(Method::Get, "/dashboard/", Access::Public, None, get_asset)
         .route(Method::Get, "/dashboard/login", Access::Public, None, get_login)

@@ -19,7 +19,7 @@ use crate::daemon::state::State;
 use crate::exec::api::{CancelResult, ExecRequest, ExecResult, JobEntry, JobList, StreamEvent};
 use crate::exec::{Executor, Item, LogEvent, Numbered, Origin, Outcome, Pipe, Reader, Spec, Stop};
 
-pub fn mount(m: &mut Mount<'_>) {
+pub(super) fn mount(m: &mut Mount<'_>) {
     let limit = Some(Category::Execute);
     m.route(Method::Post, "/api/v1/execute", Access::DataPlane, limit, post_execute)
         .route(Method::Post, "/api/v1/execute/stream", Access::DataPlane, limit, post_execute_stream)

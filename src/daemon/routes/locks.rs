@@ -20,7 +20,7 @@ use crate::daemon::state::State;
 use crate::locks::api::{LockInfo, LockList, LockRequest, Released};
 use crate::locks::{self, Acquire};
 
-pub fn mount(m: &mut Mount<'_>) {
+pub(super) fn mount(m: &mut Mount<'_>) {
     let limit = Some(Category::Context);
     m.route(Method::Get, "/api/v1/locks", Access::DataPlane, limit, list_locks)
         .route(Method::Post, "/api/v1/locks/:name", Access::DataPlane, limit, post_lock)

@@ -14,7 +14,7 @@ use crate::daemon::rate_limit::Category;
 use crate::daemon::state::State;
 use crate::messages::api::{AckRequest, SendRequest};
 
-pub fn mount(m: &mut Mount<'_>) {
+pub(super) fn mount(m: &mut Mount<'_>) {
     let limit = Some(Category::Context);
     m.route(Method::Post, "/api/v1/messages", Access::Owner, limit, post_message)
         .route(Method::Get, "/api/v1/messages/inbox", Access::Owner, limit, get_inbox)

@@ -5,7 +5,7 @@
 //! tests can check that every route's access is in that table, that every route open to anyone
 //! is listed there, and that the OpenAPI document describes every route that exists.
 
-pub mod allow;
+pub(crate) mod allow;
 mod approvals;
 mod context;
 mod dashboard;
@@ -28,7 +28,7 @@ use super::state::State;
 
 /// One mounted route.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RouteSpec {
+pub(crate) struct RouteSpec {
     pub method: Method,
     /// tide syntax: `/api/v1/context/:key`.
     pub path: &'static str,
@@ -36,7 +36,7 @@ pub struct RouteSpec {
 }
 
 /// Mounts routes and remembers them.
-pub struct Mount<'a> {
+pub(crate) struct Mount<'a> {
     /// `None` when only the table is wanted ([`table`]).
     app: Option<&'a mut tide::Server<State>>,
     specs: Vec<RouteSpec>,
@@ -45,7 +45,7 @@ pub struct Mount<'a> {
 impl Mount<'_> {
     /// Mounts `endpoint` at `method path`, for the callers `access` admits (ARCHITECTURE.md's
     /// access table), rate-limited in `limit` (peers only; the owner is not limited).
-    pub fn route(
+    pub(crate) fn route(
         &mut self,
         method: Method,
         path: &'static str,
@@ -102,7 +102,7 @@ fn mount_areas(mount: &mut Mount<'_>) {
 }
 
 /// Mounts every route on `app` and returns the table.
-pub fn mount(app: &mut tide::Server<State>) -> Vec<RouteSpec> {
+pub(crate) fn mount(app: &mut tide::Server<State>) -> Vec<RouteSpec> {
     let mut mount = Mount { app: Some(&mut *app), specs: Vec::new() };
     mount_areas(&mut mount);
     let specs = mount.specs;
@@ -119,7 +119,7 @@ pub fn mount(app: &mut tide::Server<State>) -> Vec<RouteSpec> {
 }
 
 /// The route table, without a server.
-pub fn table() -> Vec<RouteSpec> {
+pub(crate) fn table() -> Vec<RouteSpec> {
     let mut mount = Mount { app: None, specs: Vec::new() };
     mount_areas(&mut mount);
     mount.specs

@@ -17,7 +17,7 @@ use crate::daemon::guard::Access;
 use crate::daemon::state::State;
 use crate::pairing::wire::{Exchange, FinishRequest, JoinRequest, Share};
 
-pub fn mount(m: &mut Mount<'_>) {
+pub(super) fn mount(m: &mut Mount<'_>) {
     m.route(Method::Post, "/api/v1/pair/start", Access::Local, None, start_pairing)
         .route(Method::Get, "/api/v1/pair/status", Access::Local, None, get_pairing_status)
         .route(Method::Post, "/api/v1/pair/join", Access::Local, None, join_pairing)

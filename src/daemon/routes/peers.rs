@@ -20,7 +20,7 @@ use crate::peers::health::Nudge;
 use crate::peers::registry::{Applied, ManualAdd, ProbeOutcome};
 use crate::peers::{self, check_address, check_capabilities, check_name, check_node_id, check_text, Announced, Via};
 
-pub fn mount(m: &mut Mount<'_>) {
+pub(super) fn mount(m: &mut Mount<'_>) {
     m.route(Method::Get, "/api/v1/peers", Access::DataPlane, None, get_peers)
         .route(Method::Post, "/api/v1/peers", Access::Owner, None, post_peer)
         .route(Method::Post, "/api/v1/peers/handshake", Access::DataPlane, None, post_handshake)

@@ -9,7 +9,7 @@ use crate::daemon::state::State;
 use crate::identity::{platform, CAPABILITIES, IMPLEMENTATION, PROTOCOL_VERSION};
 use crate::system::{ContextCounts, Health, Identity, JobCounts, PeerCounts, Status};
 
-pub fn mount(m: &mut Mount<'_>) {
+pub(super) fn mount(m: &mut Mount<'_>) {
     m.route(Method::Get, "/api/v1/health", Access::Public, None, get_health)
         .route(Method::Get, "/api/v1/identity", Access::DataPlane, None, get_identity)
         .route(Method::Get, "/api/v1/status", Access::DataPlane, None, get_status)
@@ -26,7 +26,7 @@ async fn get_health(req: Request<State>) -> tide::Result {
     })
 }
 
-pub fn identity(state: &State) -> Identity {
+pub(super) fn identity(state: &State) -> Identity {
     Identity {
         node_id: state.node.id.to_string(),
         hostname: state.node.hostname.clone(),
@@ -47,7 +47,7 @@ async fn get_status(req: Request<State>) -> tide::Result {
 }
 
 /// This node's `/status` answer.
-pub fn status(state: &State) -> Status {
+pub(super) fn status(state: &State) -> Status {
     let (total, online) = state.peers.counts();
     let (active, jobs_total) = state.executor.counts();
     Status {
@@ -68,6 +68,6 @@ async fn get_openapi(_req: Request<State>) -> tide::Result {
 }
 
 /// A 200 with `value` as its JSON body.
-pub fn json_response(value: &impl serde::Serialize) -> tide::Result {
+pub(super) fn json_response(value: &impl serde::Serialize) -> tide::Result {
     Ok(Response::builder(200).body(tide::Body::from_json(value)?).build())
 }

@@ -29,7 +29,7 @@ use crate::tasks::{ApprovalStart, ApproveError, Dispatcher, Since, Subscription,
 const DECISION_ID_LIMIT: usize = 128;
 const DECIDED_VIA_LIMIT: usize = 200;
 
-pub fn mount(m: &mut Mount<'_>) {
+pub(super) fn mount(m: &mut Mount<'_>) {
     m.route(Method::Post, "/api/v1/ai-tasks", Access::DataPlane, Some(Category::Execute), post_task)
         .route(Method::Get, "/api/v1/ai-tasks", Access::DataPlane, None, list_tasks)
         .route(Method::Get, "/api/v1/ai-tasks/approvals", Access::DataPlane, None, list_approvals)

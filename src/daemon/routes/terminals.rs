@@ -29,7 +29,7 @@ const MAX_WAIT: Duration = Duration::from_secs(120);
 /// A WebSocket client that sends nothing is pinged this often (dead connections end).
 const PING_INTERVAL: Duration = Duration::from_secs(30);
 
-pub fn mount(m: &mut Mount<'_>) {
+pub(super) fn mount(m: &mut Mount<'_>) {
     m.route(Method::Get, "/api/v1/terminals", Access::Terminal, None, get_terminals)
         .route(Method::Post, "/api/v1/terminals", Access::Terminal, None, post_terminal)
         .route(Method::Get, "/api/v1/terminals/:id", Access::Terminal, None, get_terminal)

@@ -25,7 +25,7 @@ use crate::transfer::{pull, push, TransferError};
 /// Room for the multipart framing and text fields on top of `maxFileSize` in a push body.
 const FORM_ALLOWANCE: u64 = 1024 * 1024;
 
-pub fn mount(m: &mut Mount<'_>) {
+pub(super) fn mount(m: &mut Mount<'_>) {
     let limit = Some(Category::Transfer);
     m.route(Method::Post, "/api/v1/transfer/push", Access::DataPlane, limit, post_push)
         .route(Method::Post, "/api/v1/transfer/pull", Access::DataPlane, limit, post_pull)
@@ -202,7 +202,7 @@ fn header(req: &Request<State>, name: &str) -> Option<String> {
 
 /// `attachment; filename="<ASCII fallback>"; filename*=UTF-8''<percent-encoded>` (RFC 6266):
 /// quotes, backslashes and control characters can never break out of the header.
-pub fn content_disposition(name: &str) -> String {
+pub(super) fn content_disposition(name: &str) -> String {
     let fallback: String =
         name.chars().map(|c| if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' { c } else { '_' }).collect();
     let encoded = crate::percent::encode_keeping(name, b"!#$&+-.^_`|~");

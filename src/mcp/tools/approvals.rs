@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use super::{handler, object, Args, Outcome, Tool};
 use crate::mcp::daemon::DaemonLocator;
 
-pub fn tools() -> Vec<Tool> {
+pub(super) fn tools() -> Vec<Tool> {
     vec![Tool {
         name: "loopsy_approvals_list",
         description: "List the permission requests of AI tasks waiting for a human, on this machine, its \

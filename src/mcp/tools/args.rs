@@ -5,7 +5,7 @@ use serde_json::Value;
 /// Validated arguments, and a key the caller offered through 1.0.21's `peerApiKey` (kept out of
 /// the arguments and out of `Debug`, so it is never echoed or logged).
 #[derive(Clone)]
-pub struct Args(Value, Option<String>);
+pub(crate) struct Args(Value, Option<String>);
 
 impl std::fmt::Debug for Args {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -16,18 +16,18 @@ impl std::fmt::Debug for Args {
 
 impl Args {
     /// With the key the caller offered for a peer loopsy has no key for.
-    pub fn with_offered_key(mut self, key: Option<String>) -> Args {
+    pub(crate) fn with_offered_key(mut self, key: Option<String>) -> Args {
         self.1 = key;
         self
     }
 
     /// The key the caller offered (1.0.21's `peerApiKey`), if any.
-    pub fn offered_key(&self) -> Option<&str> {
+    pub(crate) fn offered_key(&self) -> Option<&str> {
         self.1.as_deref()
     }
 
     /// Checks required properties, unknown properties, types and enums.
-    pub fn validate(arguments: Value, schema: &Value) -> Result<Args, String> {
+    pub(crate) fn validate(arguments: Value, schema: &Value) -> Result<Args, String> {
         let Value::Object(given) = &arguments else { return Err("arguments must be an object".into()) };
         let properties = schema["properties"].as_object().cloned().unwrap_or_default();
         for name in schema["required"].as_array().into_iter().flatten().filter_map(Value::as_str) {
@@ -47,29 +47,29 @@ impl Args {
         Ok(Args(arguments, None))
     }
 
-    pub fn str(&self, name: &str) -> Option<&str> {
+    pub(crate) fn str(&self, name: &str) -> Option<&str> {
         self.0.get(name).and_then(Value::as_str)
     }
 
     /// A required string (the schema guarantees it is there).
-    pub fn req(&self, name: &str) -> &str {
+    pub(crate) fn req(&self, name: &str) -> &str {
         self.str(name).unwrap_or_default()
     }
 
-    pub fn u64(&self, name: &str) -> Option<u64> {
+    pub(crate) fn u64(&self, name: &str) -> Option<u64> {
         self.0.get(name).and_then(Value::as_u64)
     }
 
     /// An argument as it was given (numbers passed through unchanged).
-    pub fn value(&self, name: &str) -> Option<&Value> {
+    pub(crate) fn value(&self, name: &str) -> Option<&Value> {
         self.0.get(name).filter(|value| !value.is_null())
     }
 
-    pub fn bool(&self, name: &str) -> Option<bool> {
+    pub(crate) fn bool(&self, name: &str) -> Option<bool> {
         self.0.get(name).and_then(Value::as_bool)
     }
 
-    pub fn strings(&self, name: &str) -> Vec<String> {
+    pub(crate) fn strings(&self, name: &str) -> Vec<String> {
         self.0
             .get(name)
             .and_then(Value::as_array)

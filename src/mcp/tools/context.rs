@@ -27,7 +27,7 @@ fn revision() -> Value {
     json!({"type": "integer", "minimum": 0, "description": "Only if the entry has this revision (0 = only if it does not exist); a mismatch is an error that says the current revision"})
 }
 
-pub fn tools() -> Vec<Tool> {
+pub(super) fn tools() -> Vec<Tool> {
     vec![
         Tool {
             name: "loopsy_context_set",

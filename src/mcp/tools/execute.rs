@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use super::{handler, object, peer_property, pretty, target, Args, Outcome, Tool};
 use crate::mcp::daemon::DaemonLocator;
 
-pub fn tools() -> Vec<Tool> {
+pub(super) fn tools() -> Vec<Tool> {
     vec![Tool {
         name: "loopsy_execute",
         description: "Run a command on a remote Loopsy peer (or 'local') and return exit code, stdout and stderr. \

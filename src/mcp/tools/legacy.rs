@@ -58,7 +58,7 @@ impl Family {
 
 /// What a call with 1.0.21 arguments carries beside its translated arguments.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Legacy {
+pub(super) struct Legacy {
     /// `peerApiKey` / `senderApiKey`, for a peer loopsy holds no key for.
     pub offered_key: Option<String>,
     /// The one-line note for the result.
@@ -74,7 +74,7 @@ impl std::fmt::Debug for Legacy {
 
 /// Rewrites the 1.0.21 arguments of `tool` in `arguments` into `peer`. `Ok(None)`: there were
 /// none (or the tool never had them: they stay, and validation refuses them as unknown).
-pub fn translate(tool: &str, arguments: &mut Value) -> Result<Option<Legacy>, String> {
+pub(super) fn translate(tool: &str, arguments: &mut Value) -> Result<Option<Legacy>, String> {
     let Some(family) = family(tool) else { return Ok(None) };
     let Some(given) = arguments.as_object_mut() else { return Ok(None) };
     let mut taken = Map::new();
@@ -149,7 +149,7 @@ fn note(family: Family, used: &[&str], derived: Option<&str>, had_peer: bool) ->
 }
 
 /// The deprecated alias properties of `tool`, for `tools/list`.
-pub fn schema_properties(tool: &str) -> Option<Map<String, Value>> {
+pub(super) fn schema_properties(tool: &str) -> Option<Map<String, Value>> {
     let family = family(tool)?;
     let describe = |text: &str| format!("Deprecated (loopsy 1.0.21): {text}");
     let mut properties = Map::new();

@@ -22,7 +22,7 @@ fn peer() -> Value {
     peer_property("that keeps the lock (omit for this machine)")
 }
 
-pub fn tools() -> Vec<Tool> {
+pub(super) fn tools() -> Vec<Tool> {
     vec![
         Tool {
             name: "loopsy_lock_acquire",

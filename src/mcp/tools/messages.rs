@@ -14,7 +14,7 @@ use crate::messages::envelope::MessageType;
 use crate::messages::text;
 use crate::percent;
 
-pub fn tools() -> Vec<Tool> {
+pub(super) fn tools() -> Vec<Tool> {
     vec![
         Tool {
             name: "loopsy_send_message",

@@ -25,17 +25,17 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-pub use args::Args;
+pub(super) use args::Args;
 
 use super::daemon::DaemonLocator;
 use super::protocol::RpcError;
 
 /// What a tool returns: text for the model, or an error message it can act on.
-pub type Outcome = Result<String, String>;
+pub(super) type Outcome = Result<String, String>;
 type Run = fn(Arc<DaemonLocator>, Args) -> Pin<Box<dyn Future<Output = Outcome> + Send>>;
 
 /// One tool.
-pub struct Tool {
+pub(super) struct Tool {
     pub name: &'static str,
     pub description: &'static str,
     /// The JSON Schema of the arguments (an object schema; unknown arguments are refused).
@@ -59,7 +59,7 @@ fn all() -> Vec<Tool> {
     tools
 }
 
-pub fn list() -> Value {
+pub(super) fn list() -> Value {
     let tools: Vec<Value> = all()
         .iter()
         .map(|tool| {
@@ -81,7 +81,7 @@ pub fn list() -> Value {
 }
 
 /// `tools/call`: an unknown tool is a protocol error; anything else is a tool result.
-pub async fn call(daemon: Arc<DaemonLocator>, params: &Value) -> Result<Value, RpcError> {
+pub(super) async fn call(daemon: Arc<DaemonLocator>, params: &Value) -> Result<Value, RpcError> {
     let name =
         params.get("name").and_then(Value::as_str).ok_or_else(|| RpcError::invalid_params("missing tool 'name'"))?;
     let tool = all()
@@ -125,7 +125,11 @@ pub(crate) use handler;
 
 /// The daemon a tool acts on: `peer` when given (and not `local`), else this machine's. A key
 /// the caller offered (`peerApiKey`, see `legacy.rs`) goes only to a peer loopsy has no key for.
-pub async fn target(daemon: &DaemonLocator, peer: Option<&str>, args: &Args) -> Result<crate::peer::Client, String> {
+pub(super) async fn target(
+    daemon: &DaemonLocator,
+    peer: Option<&str>,
+    args: &Args,
+) -> Result<crate::peer::Client, String> {
     use crate::resolve;
     match peer.filter(|p| !p.is_empty() && *p != "local") {
         None => daemon.client(),
@@ -141,16 +145,16 @@ pub async fn target(daemon: &DaemonLocator, peer: Option<&str>, args: &Args) -> 
 }
 
 /// Pretty JSON, as 1.0.21's tools answered.
-pub fn pretty(value: &Value) -> String {
+pub(super) fn pretty(value: &Value) -> String {
     serde_json::to_string_pretty(value).expect("JSON serialises")
 }
 
 /// A JSON Schema object with these properties and required names, refusing anything else.
-pub fn object(properties: Value, required: &[&str]) -> Value {
+pub(super) fn object(properties: Value, required: &[&str]) -> Value {
     json!({"type": "object", "properties": properties, "required": required, "additionalProperties": false})
 }
 
 /// The `peer` argument every remote tool takes.
-pub fn peer_property(what: &str) -> Value {
+pub(super) fn peer_property(what: &str) -> Value {
     json!({"type": "string", "description": format!("The peer {what}: its name, hostname, node-id prefix or address[:port]; 'local' for this machine")})
 }

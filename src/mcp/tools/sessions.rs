@@ -16,7 +16,7 @@ fn name() -> Value {
     json!({"type": "string", "description": "Session name: 1 to 64 letters, digits, '.', '_' or '-' (e.g. worker-1)"})
 }
 
-pub fn tools() -> Vec<Tool> {
+pub(super) fn tools() -> Vec<Tool> {
     vec![
         Tool {
             name: "loopsy_session_list",

@@ -21,7 +21,7 @@ fn task_id() -> Value {
     json!({"type": "string", "description": "The task id (taskId) from loopsy_task_dispatch or loopsy_task_list"})
 }
 
-pub fn tools() -> Vec<Tool> {
+pub(super) fn tools() -> Vec<Tool> {
     vec![
         Tool {
             name: "loopsy_task_dispatch",

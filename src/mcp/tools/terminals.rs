@@ -20,7 +20,7 @@ fn terminal_id() -> Value {
     json!({"type": "string", "description": "The terminal's id (from loopsy_terminal_start or loopsy_terminal_list) or its name"})
 }
 
-pub fn tools() -> Vec<Tool> {
+pub(super) fn tools() -> Vec<Tool> {
     vec![
         Tool {
             name: "loopsy_terminal_start",

@@ -10,7 +10,7 @@ use super::{handler, object, peer_property, pretty, target, Args, Outcome, Tool}
 use crate::mcp::daemon::DaemonLocator;
 use crate::peer::transfer::PushFile;
 
-pub fn tools() -> Vec<Tool> {
+pub(super) fn tools() -> Vec<Tool> {
     vec![
         Tool {
             name: "loopsy_transfer_file",

@@ -16,7 +16,7 @@ use crate::tasks::api::EventType;
 
 const INIT_REQUEST_ID: &str = "loopsy_init";
 
-pub struct Claude {
+pub(super) struct Claude {
     options: Options,
     /// Inputs of open permission requests, by Claude's request id (`allow` must echo them).
     open: HashMap<String, Value>,
@@ -26,7 +26,7 @@ pub struct Claude {
 }
 
 impl Claude {
-    pub fn new(options: Options) -> Claude {
+    pub(super) fn new(options: Options) -> Claude {
         Claude { options, open: HashMap::new(), tools: HashMap::new(), ready: false }
     }
 

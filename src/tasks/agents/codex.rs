@@ -19,7 +19,7 @@ const TURN: u64 = 3;
 /// The app-server's messages carry no `"jsonrpc"` member.
 const RPC: RpcWriter = RpcWriter { jsonrpc: false };
 
-pub struct Codex {
+pub(super) struct Codex {
     options: Options,
     /// Open approval requests: our key to the JSON-RPC id and whether it is a legacy (v1) one.
     open: HashMap<String, (Value, bool)>,
@@ -30,7 +30,7 @@ pub struct Codex {
 }
 
 impl Codex {
-    pub fn new(options: Options) -> Codex {
+    pub(super) fn new(options: Options) -> Codex {
         Codex { options, open: HashMap::new(), items: HashMap::new(), thread_id: None, last_message: None }
     }
 

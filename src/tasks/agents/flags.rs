@@ -68,13 +68,13 @@ fn allowed(agent: Agent) -> &'static [Flag] {
 /// Why `additionalArgs` was refused; the message names the argument.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("'{argument}' {problem}")]
-pub struct Refused {
+pub(crate) struct Refused {
     pub argument: String,
     pub problem: String,
 }
 
 /// Checks `args` (a request's `additionalArgs`) against `agent`'s list.
-pub fn check(agent: Agent, args: &[String]) -> Result<(), Refused> {
+pub(crate) fn check(agent: Agent, args: &[String]) -> Result<(), Refused> {
     let refuse = |argument: &str, problem: String| Err(Refused { argument: argument.to_string(), problem });
     let list = allowed(agent);
     let mut args = args.iter();

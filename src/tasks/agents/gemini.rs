@@ -18,7 +18,7 @@ const SESSION: u64 = 2;
 const PROMPT: u64 = 3;
 const RPC: RpcWriter = RpcWriter { jsonrpc: true };
 
-pub struct Gemini {
+pub(super) struct Gemini {
     options: Options,
     /// Open permission requests: our key to the JSON-RPC id and the offered options.
     open: HashMap<String, (Value, Vec<Value>)>,
@@ -30,7 +30,7 @@ pub struct Gemini {
 }
 
 impl Gemini {
-    pub fn new(options: Options) -> Gemini {
+    pub(super) fn new(options: Options) -> Gemini {
         Gemini { options, open: HashMap::new(), tools: HashMap::new(), session_id: None, message: String::new() }
     }
 

@@ -8,7 +8,7 @@
 
 mod claude;
 mod codex;
-pub mod flags;
+pub(crate) mod flags;
 mod gemini;
 
 use serde_json::{json, Value};
@@ -17,7 +17,7 @@ use super::api::{Agent, DispatchRequest, EventType, PermissionMode};
 
 /// What a driver wants done.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Output {
+pub(crate) enum Output {
     /// One line for the agent's stdin (the newline is added by the writer).
     Write(String),
     Event(EventType, Value),
@@ -47,13 +47,13 @@ pub enum Output {
 
 /// A human's (or the timeout's) answer to a permission request.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Decision {
+pub(crate) struct Decision {
     pub approved: bool,
     pub message: Option<String>,
 }
 
 impl Decision {
-    pub fn reason(&self) -> String {
+    pub(crate) fn reason(&self) -> String {
         self.message
             .clone()
             .filter(|m| !m.is_empty())
@@ -62,7 +62,7 @@ impl Decision {
 }
 
 /// One agent's protocol.
-pub trait Driver: Send {
+pub(crate) trait Driver: Send {
     /// Arguments after the program name.
     fn args(&self) -> Vec<String>;
     /// What to write as soon as the process runs.
@@ -75,7 +75,7 @@ pub trait Driver: Send {
 
 /// What a driver needs from the request.
 #[derive(Debug, Clone)]
-pub struct Options {
+pub(crate) struct Options {
     pub prompt: String,
     pub cwd: String,
     pub model: Option<String>,
@@ -88,7 +88,7 @@ pub struct Options {
 }
 
 impl Options {
-    pub fn from_request(request: &DispatchRequest, cwd: &str) -> Options {
+    pub(crate) fn from_request(request: &DispatchRequest, cwd: &str) -> Options {
         Options {
             prompt: request.prompt.clone(),
             cwd: cwd.to_string(),
@@ -104,7 +104,7 @@ impl Options {
 }
 
 /// The driver for `agent`.
-pub fn driver(agent: Agent, options: Options) -> Box<dyn Driver> {
+pub(crate) fn driver(agent: Agent, options: Options) -> Box<dyn Driver> {
     match agent {
         Agent::Claude => Box::new(claude::Claude::new(options)),
         Agent::Codex => Box::new(codex::Codex::new(options)),
@@ -114,7 +114,7 @@ pub fn driver(agent: Agent, options: Options) -> Box<dyn Driver> {
 
 /// Request options only Claude Code understands; other agents refuse them rather than
 /// silently ignoring them (1.0.21 ignored them, E4).
-pub fn unsupported_option(agent: Agent, request: &DispatchRequest) -> Option<&'static str> {
+pub(crate) fn unsupported_option(agent: Agent, request: &DispatchRequest) -> Option<&'static str> {
     if agent == Agent::Claude {
         return None;
     }
