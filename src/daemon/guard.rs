@@ -354,7 +354,7 @@ fn identify(req: &Request<State>) -> Result<Caller, ApiError> {
     }
     let header = req.header("Authorization").map(|values| values.last().as_str());
     let key = bearer_key(header)?;
-    req.state().keyring.identify(key, connection(req), source_ip(req))
+    req.state().gate.keyring.identify(key, connection(req), source_ip(req))
 }
 
 /// How the request's connection arrived (plain when the listener did not say, as in tests that
@@ -378,7 +378,7 @@ fn dashboard_session(req: &Request<State>, session: &str) -> Result<Caller, ApiE
     if !safe && !marked {
         return refuse("dashboard requests that change something need the header X-Loopsy-Dashboard: 1");
     }
-    if !req.state().logins.check(session, crate::clock::now_ms()) {
+    if !req.state().gate.logins.check(session, crate::clock::now_ms()) {
         return Err(ApiError::new(
             ErrorCode::AuthMissingKey,
             "the dashboard session has expired or the daemon restarted; run `loopsy dashboard` again",
@@ -390,7 +390,7 @@ fn dashboard_session(req: &Request<State>, session: &str) -> Result<Caller, ApiE
 /// Refuses a browser request whose `Host` does not name this machine (DNS rebinding).
 pub(crate) fn check_browser_host(req: &Request<State>) -> Result<(), ApiError> {
     let host = req.header("Host").map(|v| v.last().as_str()).unwrap_or_default();
-    if req.state().host_names.allows(host, crate::netif::local_addresses) {
+    if req.state().gate.host_names.allows(host, crate::netif::local_addresses) {
         Ok(())
     } else {
         Err(ApiError::new(ErrorCode::AuthInvalidKey, "the Host header does not name this daemon"))
@@ -407,7 +407,7 @@ pub(crate) fn caller(req: &Request<State>) -> Option<&Caller> {
 /// that sent too many wrong keys gets 429 before its key is looked at.
 fn identify_limited(req: &Request<State>) -> Result<Caller, ApiError> {
     let source = source_ip(req).filter(|ip| !is_loopback(*ip));
-    let limiter = &req.state().limiter;
+    let limiter = &req.state().gate.limiter;
     if let Some(source) = source {
         if let Err(refusal) = limiter.check_source(source, Instant::now()) {
             let message = format!(
@@ -446,7 +446,7 @@ impl Middleware<State> for Guard {
         // Rate limits are for peers; the owner is not limited by them.
         let limited = caller.as_ref().filter(|caller| !caller.is_owner());
         if let (Some(category), Some(caller)) = (self.limit, limited) {
-            if let Err(refusal) = req.state().limiter.check(&caller.label(), category, Instant::now()) {
+            if let Err(refusal) = req.state().gate.limiter.check(&caller.label(), category, Instant::now()) {
                 let message = format!(
                     "Rate limit exceeded: {} {} requests per minute; retry in {} s",
                     refusal.per_minute,

@@ -66,7 +66,8 @@ async fn serve(paths: Paths, config: Config, node_id: NodeId, managed_by: Option
     let bound = listener.local_addr()?;
     let (state, nudges) = State::open(Arc::new(paths), config, node_id, bound.port())?;
     let paths = state.paths.clone();
-    let (registry, context, transfer) = (state.peers.clone(), state.context.clone(), state.transfer.clone());
+    let (registry, context, transfer) =
+        (state.fleet.peers.clone(), state.data.context.clone(), state.data.transfer.clone());
     // Installed before `daemon.json` says we are up: a SIGTERM right after must stop us
     // cleanly, not kill us with the default action.
     let signals =
@@ -86,9 +87,9 @@ async fn serve(paths: Paths, config: Config, node_id: NodeId, managed_by: Option
     let _signals = smol::spawn(handle_signals(state.clone(), signals));
     let _sweeper = smol::spawn(sweep_partial_uploads(transfer, state.shutdown.clone()));
     let expiry = smol::spawn(context.clone().expire_entries());
-    let retries = smol::spawn(state.messages.clone().run_retries(state.shutdown.clone()));
-    let _approvals = smol::spawn(crate::approvals::run(state.approvals.clone(), state.shutdown.clone()));
-    let _reaper = smol::spawn(state.terminals.clone().run_reaper(state.shutdown.clone()));
+    let retries = smol::spawn(state.fleet.messages.clone().run_retries(state.shutdown.clone()));
+    let _approvals = smol::spawn(crate::approvals::run(state.fleet.approvals.clone(), state.shutdown.clone()));
+    let _reaper = smol::spawn(state.work.terminals.clone().run_reaper(state.shutdown.clone()));
     // Watch streams count as in-flight requests: end them as soon as the stop begins.
     let _end_watches = smol::spawn({
         let (shutdown, context) = (state.shutdown.clone(), context.clone());
@@ -99,13 +100,13 @@ async fn serve(paths: Paths, config: Config, node_id: NodeId, managed_by: Option
     });
     let in_flight = listener::InFlight::default();
     let limits = conn::Limits::from_config(&state.config.server, descriptors);
-    listener::serve(listener, state.tls.clone(), app, state.shutdown.clone(), in_flight.clone(), limits).await;
+    listener::serve(listener, state.gate.tls.clone(), app, state.shutdown.clone(), in_flight.clone(), limits).await;
 
     log::info!("shutting down: {} request(s) in flight", in_flight.count());
     // Agents are not left running unsupervised (and their streams end with them).
-    state.tasks.kill_all();
+    state.work.tasks.kill_all();
     // Terminals do not survive the daemon: their programs are hung up (and their clients told).
-    state.terminals.kill_all().await;
+    state.work.terminals.kill_all().await;
     if let Some(discovery) = discovery {
         blocking::unblock(move || discovery.stop()).await;
     }
@@ -114,15 +115,15 @@ async fn serve(paths: Paths, config: Config, node_id: NodeId, managed_by: Option
         log::warn!("{left} request(s) still running after {} s; stopping anyway", DRAIN_TIMEOUT.as_secs());
     }
     // Jobs do not outlive the daemon (as in 1.0.21); none is left after a drained stop.
-    state.executor.kill_all();
+    state.work.executor.kill_all();
     // Before the store closes: an attempt under way reads the outbox from it.
     retries.await;
     drop(expiry);
     // Writes what is queued and folds the journal into context.json.
     blocking::unblock(move || context.close()).await;
-    let locks = state.locks.clone();
+    let locks = state.data.locks.clone();
     blocking::unblock(move || locks.close()).await;
-    state.audit.close();
+    state.gate.audit.close();
     saver.await;
     RuntimeInfo::remove(&paths);
     log::info!("stopped");
@@ -131,12 +132,12 @@ async fn serve(paths: Paths, config: Config, node_id: NodeId, managed_by: Option
 
 /// Writes `daemon.json` (and `daemon.pid`): from now on clients find this daemon.
 fn announce(state: &State, bound: SocketAddr, managed_by: Option<String>) -> anyhow::Result<()> {
-    let url = runtime_url(bound, state.tls.is_on());
+    let url = runtime_url(bound, state.gate.tls.is_on());
     let runtime = RuntimeInfo {
         pid: std::process::id(),
         url: url.clone(),
         port: bound.port(),
-        tls: state.tls.is_on(),
+        tls: state.gate.tls.is_on(),
         started_at: crate::clock::now_ms(),
         version: crate::identity::IMPLEMENTATION.into(),
         managed_by,
@@ -151,8 +152,8 @@ fn announce(state: &State, bound: SocketAddr, managed_by: Option<String>) -> any
 /// `daemon.json`; returns the certificate's fingerprint.
 pub(crate) fn enable_tls(state: &State) -> anyhow::Result<crate::tls::Fingerprint> {
     let identity = crate::tls::Identity::load_or_create(&state.paths, &state.node.hostname)?;
-    if !state.tls.is_on() {
-        state.tls.enable(crate::tls::acceptor(&identity)?);
+    if !state.gate.tls.is_on() {
+        state.gate.tls.enable(crate::tls::acceptor(&identity)?);
         log::info!("TLS on; certificate fingerprint {}", identity.fingerprint);
         let mut runtime = state.runtime.lock().expect("runtime lock");
         if let Some(info) = runtime.as_mut() {
@@ -174,7 +175,7 @@ fn start_discovery(state: &State, bound: SocketAddr) -> Option<crate::discovery:
         return None;
     }
     let advert = crate::discovery::Advert::for_listener(state.node.id.as_str(), &state.node.hostname, bound);
-    match advert.and_then(|advert| crate::discovery::Discovery::start(advert, state.nudger.clone())) {
+    match advert.and_then(|advert| crate::discovery::Discovery::start(advert, state.fleet.nudger.clone())) {
         Ok(discovery) => Some(discovery),
         Err(e) => {
             log::error!("mDNS discovery is off: {e:#}");
@@ -217,8 +218,8 @@ async fn handle_signals(state: State, mut signals: async_signal::Signals) {
 fn reload_keys(state: &State) {
     match Config::load(&state.paths) {
         Ok(config) => {
-            state.keyring.replace(&config);
-            state.tls.set_insecure_peers(config.tls.allow_insecure_peers);
+            state.gate.keyring.replace(&config);
+            state.gate.tls.set_insecure_peers(config.tls.allow_insecure_peers);
             log::info!("reloaded keys from {}", state.paths.config_file().display());
         }
         Err(e) => log::error!("keeping the current keys: {e}"),

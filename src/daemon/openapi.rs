@@ -230,9 +230,9 @@ mod tests {
         assert!(undocumented.is_empty(), "routes missing from the OpenAPI document: {undocumented:?}");
         let phantom: Vec<_> = documented.difference(&mounted).collect();
         assert!(phantom.is_empty(), "documented routes that do not exist: {phantom:?}");
-        state.context.close();
-        state.locks.close();
-        state.audit.close();
+        state.data.context.close();
+        state.data.locks.close();
+        state.gate.audit.close();
         let _ = std::fs::remove_dir_all(dir);
     }
 

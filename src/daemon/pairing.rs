@@ -210,7 +210,7 @@ fn lifetime_ms() -> u64 {
 /// Writes a completed pairing: keys both ways, the pin, the peer; then takes effect at once.
 /// Returns the name the peer is saved under.
 fn apply(state: &State, peer: &Offer, mine: &Offer, address: &str) -> anyhow::Result<String> {
-    let registry = state.peers.list();
+    let registry = state.fleet.peers.list();
     let pairing = crate::config::Pairing {
         hostname: &peer.hostname,
         address,
@@ -230,7 +230,7 @@ fn apply(state: &State, peer: &Offer, mine: &Offer, address: &str) -> anyhow::Re
     if name != peer.hostname {
         log::warn!("another peer here is already named '{}': the new peer is named '{name}'", peer.hostname);
     }
-    state.keyring.replace(&config);
+    state.gate.keyring.replace(&config);
     super::enable_tls(state)?;
     let add = crate::peers::registry::ManualAdd {
         address: address.to_string(),
@@ -240,8 +240,8 @@ fn apply(state: &State, peer: &Offer, mine: &Offer, address: &str) -> anyhow::Re
         name: Some(name.clone()),
         fingerprint: Some(peer.fingerprint.clone()),
     };
-    match state.peers.add_manual(add) {
-        Ok(entry) => state.nudger.send(crate::peers::health::Nudge::ProbeNow(entry.node_id)),
+    match state.fleet.peers.add_manual(add) {
+        Ok(entry) => state.fleet.nudger.send(crate::peers::health::Nudge::ProbeNow(entry.node_id)),
         Err(e) => log::warn!("the paired peer could not enter the registry: {e}"),
     }
     log::info!("paired with {} ({}) at {address}:{}", name, peer.node_id, peer.port);

@@ -31,7 +31,7 @@ async fn record(req: Request<State>, next: Next<'_, State>) -> tide::Result {
     };
     let path = req.url().path().to_string();
     let from_ip = req.peer_addr().map(strip_port).unwrap_or_default();
-    let audit = req.state().audit.clone();
+    let audit = req.state().gate.audit.clone();
     let res = next.run(req).await;
     audit.record(Entry {
         request_id,

@@ -17,49 +17,78 @@ use crate::store::Store;
 use crate::transfer::policy::PathPolicy;
 use crate::transfer::push::TransferContext;
 
-/// Shared by every request; each field owns its own locking.
+/// Shared by every request: this node, its configuration, and four services of cheap-clone
+/// handles, each of which owns its own locking.
 #[derive(Clone)]
 pub(crate) struct State {
     /// Resolved once at start, never mutated.
     pub config: Arc<Config>,
     pub paths: Arc<Paths>,
     pub node: Arc<Node>,
+    pub shutdown: Shutdown,
+    /// What `daemon.json` says, kept to rewrite it when TLS is turned on.
+    pub runtime: Arc<std::sync::Mutex<Option<crate::instance::RuntimeInfo>>>,
+    /// Who may come in, and what they did.
+    pub gate: Gate,
+    /// What the node keeps for others: context, locks, files.
+    pub data: Data,
+    /// What runs here on request: commands, AI tasks, terminals.
+    pub work: Work,
+    /// The other daemons: registry, health, pairing, messaging, approvals.
+    pub fleet: Fleet,
+}
+
+/// Admission: keys, rate limits, TLS, the dashboard's logins and host names, the audit log.
+#[derive(Clone)]
+pub(crate) struct Gate {
     /// The accepted keys; reloaded from `config.yaml` on SIGHUP.
     pub keyring: Keyring,
     pub limiter: Arc<RateLimiter>,
     pub audit: Audit,
-    pub shutdown: Shutdown,
-    /// The context store (`/api/v1/context`).
-    pub context: Store,
-    /// The lock table (`/api/v1/locks`), which also fences context writes.
-    pub locks: crate::locks::Locks,
     /// Whether new connections get TLS (pairing turns it on at run time) and whether plain
     /// HTTP from other machines is served beside it.
     pub tls: super::listener::TlsSwitch,
-    /// The one pairing session (host or joiner) of this daemon.
-    pub pairing: super::pairing::Pairing,
-    /// The AI tasks (agent processes, their events and approvals).
-    pub tasks: crate::tasks::Tasks,
-    /// What `daemon.json` says, kept to rewrite it when TLS is turned on.
-    pub runtime: Arc<std::sync::Mutex<Option<crate::instance::RuntimeInfo>>>,
-    /// The peer registry (`peers.json`).
-    pub peers: Registry,
-    /// Asks the health checker to look at a peer now.
-    pub nudger: Nudger,
-    /// Running jobs of `/execute` and `/execute/stream`.
-    pub executor: Executor,
-    /// Path policy, size limit and the bookkeeping of uploads in progress.
-    pub transfer: Arc<TransferContext>,
     /// Dashboard login tokens and browser sessions (memory only).
     pub logins: crate::dashboard::auth::Logins,
     /// The names a browser may use for this machine in `Host` (DNS-rebinding check).
     pub host_names: Arc<crate::dashboard::origin::HostNames>,
+}
+
+/// Durable data: the context store, the lock table, transfers.
+#[derive(Clone)]
+pub(crate) struct Data {
+    /// The context store (`/api/v1/context`).
+    pub context: Store,
+    /// The lock table (`/api/v1/locks`), which also fences context writes.
+    pub locks: crate::locks::Locks,
+    /// Path policy, size limit and the bookkeeping of uploads in progress.
+    pub transfer: Arc<TransferContext>,
+}
+
+/// Processes: commands, AI tasks, terminals.
+#[derive(Clone)]
+pub(crate) struct Work {
+    /// Running jobs of `/execute` and `/execute/stream`.
+    pub executor: Executor,
+    /// The AI tasks (agent processes, their events and approvals).
+    pub tasks: crate::tasks::Tasks,
+    /// Interactive terminal sessions (`/api/v1/terminals`), in memory only.
+    pub terminals: crate::terminal::Terminals,
+}
+
+/// The other daemons.
+#[derive(Clone)]
+pub(crate) struct Fleet {
+    /// The peer registry (`peers.json`).
+    pub peers: Registry,
+    /// Asks the health checker to look at a peer now.
+    pub nudger: Nudger,
+    /// The one pairing session (host or joiner) of this daemon.
+    pub pairing: super::pairing::Pairing,
     /// Agent messaging: the outbox, its retries, and acknowledged ids (`/api/v1/messages`).
     pub messages: crate::messages::Messages,
     /// The approval inbox across this daemon, its sessions and its peers (`/api/v1/approvals`).
     pub approvals: crate::approvals::Inbox,
-    /// Interactive terminal sessions (`/api/v1/terminals`), in memory only.
-    pub terminals: crate::terminal::Terminals,
 }
 
 impl State {
@@ -99,32 +128,34 @@ impl State {
         );
         let state = State {
             node: Arc::new(Node { id: node_id, hostname, port, started: Instant::now() }),
-            keyring: Keyring::new(&config),
-            limiter: Arc::new(RateLimiter::new(config.rate_limits.clone())),
-            audit: Audit::start(paths.audit_log(), super::audit::Rotation::default()),
             shutdown: Shutdown::new(),
-            context,
-            locks,
-            tls: super::listener::TlsSwitch::new(config.tls.allow_insecure_peers),
-            pairing: super::pairing::Pairing::default(),
-            tasks,
             runtime: Arc::new(std::sync::Mutex::new(None)),
-            peers: registry,
-            nudger,
-            executor: Executor::new(&config.execution, secrets.clone()),
-            transfer: Arc::new(TransferContext::open(
-                &paths.transfer_dir(),
-                PathPolicy::new(&config.transfer.allowed_paths, &config.transfer.denied_paths).deny(paths.home()),
-                config.transfer.max_file_size,
-            )),
-            logins: Default::default(),
-            host_names: Arc::new(crate::dashboard::origin::HostNames::new(&[
-                config.hostname(),
-                crate::identity::os_hostname(),
-            ])),
-            messages,
-            approvals,
-            terminals: crate::terminal::Terminals::new(&config, secrets),
+            gate: Gate {
+                keyring: Keyring::new(&config),
+                limiter: Arc::new(RateLimiter::new(config.rate_limits.clone())),
+                audit: Audit::start(paths.audit_log(), super::audit::Rotation::default()),
+                tls: super::listener::TlsSwitch::new(config.tls.allow_insecure_peers),
+                logins: Default::default(),
+                host_names: Arc::new(crate::dashboard::origin::HostNames::new(&[
+                    config.hostname(),
+                    crate::identity::os_hostname(),
+                ])),
+            },
+            data: Data {
+                context,
+                locks,
+                transfer: Arc::new(TransferContext::open(
+                    &paths.transfer_dir(),
+                    PathPolicy::new(&config.transfer.allowed_paths, &config.transfer.denied_paths).deny(paths.home()),
+                    config.transfer.max_file_size,
+                )),
+            },
+            work: Work {
+                executor: Executor::new(&config.execution, secrets.clone()),
+                tasks,
+                terminals: crate::terminal::Terminals::new(&config, secrets),
+            },
+            fleet: Fleet { peers: registry, nudger, pairing: super::pairing::Pairing::default(), messages, approvals },
             config,
             paths,
         };

@@ -24,7 +24,7 @@ pub(super) fn mount(m: &mut Mount<'_>) {
 }
 
 async fn list(req: Request<State>) -> tide::Result {
-    let (items, targets) = req.state().approvals.list();
+    let (items, targets) = req.state().fleet.approvals.list();
     let now = crate::clock::now_ms();
     let pending = items.iter().filter(|i| i.is_pending()).count();
     let approvals: Vec<serde_json::Value> = items
@@ -43,7 +43,7 @@ async fn list(req: Request<State>) -> tide::Result {
 /// `Last-Event-ID` can be resumed, then every change with an id.
 async fn stream(req: Request<State>) -> tide::Result {
     let last = req.header("Last-Event-ID").map(|v| v.last().as_str().to_string());
-    let reader = req.state().approvals.subscribe(last.as_deref());
+    let reader = req.state().fleet.approvals.subscribe(last.as_deref());
     let shutdown = req.state().shutdown.clone();
     let (sender, receiver) = smol::channel::bounded(16);
     let producer = smol::spawn(async move {
@@ -116,6 +116,6 @@ async fn decide(mut req: Request<State>) -> tide::Result {
         message: body.message,
         channel,
     };
-    let item = req.state().approvals.decide(decision).await?;
+    let item = req.state().fleet.approvals.decide(decision).await?;
     json_response(&json!({"approval": item}))
 }

@@ -84,7 +84,7 @@ async fn put_entry(mut req: Request<State>) -> tide::Result {
     let value = body.value.filter(|value| !value.is_empty()).ok_or_else(|| ApiError::bad_request("Missing value"))?;
     let ttl = Ttl::parse(body.ttl.as_ref()).map_err(ApiError::bad_request)?;
     let now = crate::clock::now_ms();
-    if req.state().messages.is_redelivery(&key, &value) {
+    if req.state().fleet.messages.is_redelivery(&key, &value) {
         // A retried delivery of a message acknowledged here already: answered as stored, but
         // dropped, so it does not come back into the inbox.
         return json_response(&unstored(key, value, ttl, from_node_id, now));
@@ -98,16 +98,16 @@ async fn put_entry(mut req: Request<State>) -> tide::Result {
     let put = Put { value: value.into(), ttl, if_revision: body.if_revision, from_node_id };
     let state = req.state();
     let entry = match body.if_fence {
-        None => state.context.put(&key, put, now).await,
+        None => state.data.context.put(&key, put, now).await,
         Some(fence) => {
             check_fence_lock(&fence)?;
             // Under the store lock: no grant can change between the check and the write.
-            let guard = || state.locks.check_fence(&fence.lock, fence.token);
-            fenced(state, state.context.put_guarded(&key, put, now, guard).await).await?
+            let guard = || state.data.locks.check_fence(&fence.lock, fence.token);
+            fenced(state, state.data.context.put_guarded(&key, put, now, guard).await).await?
         }
     }?;
     if let Some((name, value)) = delivered_by {
-        req.state().messages.note_sender(&name, &value).await;
+        req.state().fleet.messages.note_sender(&name, &value).await;
     }
     json_response(&entry)
 }
@@ -128,7 +128,7 @@ fn unstored(key: String, value: String, ttl: Option<Ttl>, from_node_id: String, 
 
 async fn get_entry(req: Request<State>) -> tide::Result {
     let key = key_param(&req)?;
-    let entry = req.state().context.get(&key, crate::clock::now_ms()).await?;
+    let entry = req.state().data.context.get(&key, crate::clock::now_ms()).await?;
     json_response(&entry)
 }
 
@@ -146,10 +146,10 @@ async fn delete_entry(req: Request<State>) -> tide::Result {
     };
     let (state, now) = (req.state(), crate::clock::now_ms());
     let revision = match fence {
-        None => state.context.delete(&key, if_revision, now).await,
+        None => state.data.context.delete(&key, if_revision, now).await,
         Some(fence) => {
-            let guard = || state.locks.check_fence(&fence.lock, fence.token);
-            fenced(state, state.context.delete_guarded(&key, if_revision, now, guard).await).await?
+            let guard = || state.data.locks.check_fence(&fence.lock, fence.token);
+            fenced(state, state.data.context.delete_guarded(&key, if_revision, now, guard).await).await?
         }
     }?;
     json_response(&Deleted { success: true, key, revision })
@@ -157,13 +157,13 @@ async fn delete_entry(req: Request<State>) -> tide::Result {
 
 async fn list_entries(req: Request<State>) -> tide::Result {
     let prefix = body::query(&req, "prefix").unwrap_or_default();
-    let entries = req.state().context.list(&prefix, crate::clock::now_ms()).await?;
+    let entries = req.state().data.context.list(&prefix, crate::clock::now_ms()).await?;
     json_response(&Listing { entries })
 }
 
 async fn watch_entries(req: Request<State>) -> tide::Result {
     let prefix = body::query(&req, "prefix").unwrap_or_default();
-    let subscription = req.state().context.watch(&prefix);
+    let subscription = req.state().data.context.watch(&prefix);
     let (frames, receiver) = smol::channel::bounded(16);
     // Per-connection work, owned by the body: it ends when the client goes away or the daemon
     // stops (which ends the feed).
@@ -231,7 +231,7 @@ async fn fenced<T>(
     match outcome {
         Ok(result) => Ok(result),
         Err(refusal) => {
-            state.locks.settle_all().await?;
+            state.data.locks.settle_all().await?;
             Err(ApiError::from(refusal))
         }
     }

@@ -84,7 +84,7 @@ async fn get_login(req: Request<State>) -> tide::Result {
         return Ok(secure(refusal.into_response()));
     }
     let token = req.url().query_pairs().find(|(k, _)| k == "token").map(|(_, v)| v.into_owned()).unwrap_or_default();
-    let Some(session) = state.logins.redeem(&token, crate::clock::now_ms()) else {
+    let Some(session) = state.gate.logins.redeem(&token, crate::clock::now_ms()) else {
         let refusal = ApiError::new(
             ErrorCode::AuthInvalidKey,
             "this dashboard link was used already or has expired; run `loopsy dashboard` again",
@@ -113,7 +113,7 @@ struct TokenAnswer {
 }
 
 async fn post_token(req: Request<State>) -> tide::Result {
-    let token = req.state().logins.issue_token(crate::clock::now_ms());
+    let token = req.state().gate.logins.issue_token(crate::clock::now_ms());
     let login_path = format!("/dashboard/login?token={}", token.secret);
     json_response(&TokenAnswer { token: token.secret, expires_at: token.expires_at, login_path })
 }
@@ -124,7 +124,7 @@ async fn post_logout(req: Request<State>) -> tide::Result {
     let cookies = req.header("Cookie").map(|v| v.iter().map(|v| v.as_str().to_string()).collect::<Vec<_>>());
     for header in cookies.unwrap_or_default() {
         if let Some(session) = origin::find_cookie(&header, &name) {
-            state.logins.end(session);
+            state.gate.logins.end(session);
         }
     }
     let mut res = json_response(&json!({"success": true}))?;
@@ -146,7 +146,7 @@ async fn get_overview(req: Request<State>) -> tide::Result {
     json_response(&json!({
         "node": node,
         "url": runtime.as_ref().map(|r| r.url.clone()),
-        "tls": state.tls.is_on(),
+        "tls": state.gate.tls.is_on(),
         "dataDir": state.paths.home(),
         "sessions": sessions,
         "totals": {
@@ -177,7 +177,7 @@ async fn get_targets(req: Request<State>) -> tide::Result {
             "hostname": session.hostname(), "online": running, "reachable": running && session.config.is_some(),
         }));
     }
-    for peer in state.peers.list() {
+    for peer in state.fleet.peers.list() {
         let (credential, _) = targets::credential_for(&peer, &config);
         list.push(json!({
             "id": format!("peer:{}", peer.node_id), "kind": "peer",
@@ -194,6 +194,7 @@ async fn get_peers(req: Request<State>) -> tide::Result {
     let state = req.state();
     let config = current_config(state);
     let peers: Vec<serde_json::Value> = state
+        .fleet
         .peers
         .list()
         .into_iter()
@@ -316,9 +317,9 @@ async fn reach(state: &State, target: &TargetId) -> Result<Reach, ApiError> {
         TargetId::Local => {
             let url = state.runtime.lock().expect("runtime lock").as_ref().map(|r| r.url.clone());
             let url = url.ok_or_else(|| ApiError::new(ErrorCode::ShuttingDown, "the daemon is not ready"))?;
-            let pin = if state.tls.is_on() { crate::tls::local_fingerprint(&state.paths) } else { None };
+            let pin = if state.gate.tls.is_on() { crate::tls::local_fingerprint(&state.paths) } else { None };
             // The current key: the owner may have rotated it since the daemon started.
-            Ok(Reach { base: url, key: state.keyring.own_key(), pin })
+            Ok(Reach { base: url, key: state.gate.keyring.own_key(), pin })
         }
         TargetId::Session(name) => {
             let (main, name) = ((*state.paths).clone(), name.clone());
@@ -329,7 +330,7 @@ async fn reach(state: &State, target: &TargetId) -> Result<Reach, ApiError> {
             targets::reach_session(&found).map_err(ApiError::from)
         }
         TargetId::Peer(node_id) => {
-            let peer = state.peers.list().into_iter().find(|p| &p.node_id == node_id);
+            let peer = state.fleet.peers.list().into_iter().find(|p| &p.node_id == node_id);
             let peer = peer.ok_or_else(|| ApiError::from(Unreachable::UnknownPeer(node_id.clone())))?;
             targets::reach_peer(&peer, &current_config(state)).map_err(ApiError::from)
         }

@@ -36,7 +36,7 @@ const REATTACH_HEARTBEAT: Duration = Duration::from_millis(500);
 async fn post_execute(mut req: Request<State>) -> tide::Result {
     let spec = parse_spec(&mut req, false).await?;
     let origin = origin(&req)?;
-    let started = req.state().executor.start(spec, origin, None).await?;
+    let started = req.state().work.executor.start(spec, origin, None).await?;
     let (events, dropped) = started.log.collect().await;
     if dropped {
         // Only a retry can get here: a job started by /execute keeps all of its output.
@@ -80,7 +80,7 @@ async fn post_execute_stream(mut req: Request<State>) -> tide::Result {
     let keyed = origin.key.is_some();
     // A retry with the same key may say where it stopped reading.
     let from = last_event_id(&req)?.map_or(1, |last| last + 1);
-    let executor = req.state().executor.clone();
+    let executor = req.state().work.executor.clone();
     let started = executor.start(spec, origin, Some(from)).await?;
     let reader = started.reader.expect("attached at start");
     // Without a key nobody can come back for the job: when its client goes, it goes (1.0.21).
@@ -100,6 +100,7 @@ async fn get_job_stream(req: Request<State>) -> tide::Result {
     // Another caller's job is answered as if it did not exist.
     let reader = req
         .state()
+        .work
         .executor
         .reattach(&job_id, &scope, owner, from)
         .ok_or_else(|| ApiError::new(ErrorCode::ExecJobNotFound, format!("Job {job_id} not found")))?;
@@ -109,23 +110,24 @@ async fn get_job_stream(req: Request<State>) -> tide::Result {
 async fn get_jobs(req: Request<State>) -> tide::Result {
     // A peer sees the jobs it started; the owner sees all.
     let (scope, owner) = scope(&req)?;
-    let jobs = req.state().executor.jobs().into_iter().filter(|job| owner || job.scope == scope).map(|job| JobEntry {
-        job_id: job.job_id,
-        command: job.command,
-        args: job.args,
-        started_at: job.started_at,
-        from_node_id: job.from_node_id,
-        pid: job.pid,
-        streamed: job.streamed,
-    });
-    json_response(&JobList { jobs: jobs.collect(), queued: Some(req.state().executor.queued()) })
+    let jobs =
+        req.state().work.executor.jobs().into_iter().filter(|job| owner || job.scope == scope).map(|job| JobEntry {
+            job_id: job.job_id,
+            command: job.command,
+            args: job.args,
+            started_at: job.started_at,
+            from_node_id: job.from_node_id,
+            pid: job.pid,
+            streamed: job.streamed,
+        });
+    json_response(&JobList { jobs: jobs.collect(), queued: Some(req.state().work.executor.queued()) })
 }
 
 async fn delete_job(req: Request<State>) -> tide::Result {
     let job_id = body::param(&req, "jobId")?;
     // Another caller's job is answered as if it did not exist.
     let (scope, owner) = scope(&req)?;
-    if !req.state().executor.cancel_for(&job_id, &scope, owner) {
+    if !req.state().work.executor.cancel_for(&job_id, &scope, owner) {
         return Err(ApiError::new(ErrorCode::ExecJobNotFound, format!("Job {job_id} not found")).into());
     }
     json_response(&CancelResult { success: true, job_id })

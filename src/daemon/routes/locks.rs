@@ -46,7 +46,7 @@ async fn post_lock(mut req: Request<State>) -> tide::Result {
         state.shutdown.wait().await;
         Err(ApiError::new(ErrorCode::ShuttingDown, "the daemon is stopping"))
     };
-    let acquired = async { state.locks.acquire(&acquire).await.map_err(ApiError::from) };
+    let acquired = async { state.data.locks.acquire(&acquire).await.map_err(ApiError::from) };
     let grant = futures_lite::future::or(acquired, stopping).await?;
     json_response(&LockInfo::from(&grant))
 }
@@ -62,7 +62,7 @@ async fn post_renew(mut req: Request<State>) -> tide::Result {
         Some(ttl) => Some(locks::ttl_ms("ttl", ttl)?),
         None => None,
     };
-    let grant = req.state().locks.renew(&name, &holder, ttl_ms).await?;
+    let grant = req.state().data.locks.renew(&name, &holder, ttl_ms).await?;
     json_response(&LockInfo::from(&grant))
 }
 
@@ -80,18 +80,18 @@ async fn delete_lock(mut req: Request<State>) -> tide::Result {
         return Err(ApiError::bad_request("a release takes only 'holder'").into());
     }
     let holder = holder(&request)?;
-    let grant = req.state().locks.release(&name, &holder).await?;
+    let grant = req.state().data.locks.release(&name, &holder).await?;
     json_response(&Released { released: true, name, token: grant.token })
 }
 
 async fn get_lock(req: Request<State>) -> tide::Result {
     let name = name_param(&req)?;
-    let grant = req.state().locks.get(&name).await?;
+    let grant = req.state().data.locks.get(&name).await?;
     json_response(&LockInfo::from(&grant))
 }
 
 async fn list_locks(req: Request<State>) -> tide::Result {
-    let grants = req.state().locks.list().await?;
+    let grants = req.state().data.locks.list().await?;
     json_response(&LockList { locks: grants.iter().map(LockInfo::from).collect() })
 }
 

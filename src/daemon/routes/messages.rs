@@ -24,17 +24,17 @@ pub(super) fn mount(m: &mut Mount<'_>) {
 
 async fn post_message(mut req: Request<State>) -> tide::Result {
     let request: SendRequest = body::json(&mut req).await?;
-    let sent = req.state().messages.send(request).await?;
+    let sent = req.state().fleet.messages.send(request).await?;
     json_response(&sent)
 }
 
 async fn get_inbox(req: Request<State>) -> tide::Result {
-    json_response(&req.state().messages.inbox().await?)
+    json_response(&req.state().fleet.messages.inbox().await?)
 }
 
 async fn post_ack(mut req: Request<State>) -> tide::Result {
     let request: AckRequest = body::json(&mut req).await?;
-    let sent = req.state().messages.ack(request).await?;
+    let sent = req.state().fleet.messages.ack(request).await?;
     json_response(&sent)
 }
 
@@ -48,5 +48,5 @@ async fn get_status(req: Request<State>) -> tide::Result {
     let peer = query.peer.filter(|p| !p.trim().is_empty()).ok_or_else(|| {
         ApiError::bad_request("query parameter 'peer' is required (name, hostname, node id or address)")
     })?;
-    json_response(&req.state().messages.status(&peer).await?)
+    json_response(&req.state().fleet.messages.status(&peer).await?)
 }

@@ -30,17 +30,17 @@ pub(super) fn mount(m: &mut Mount<'_>) {
 }
 
 async fn start_pairing(req: Request<State>) -> tide::Result {
-    json_response(&req.state().pairing.start(req.state())?)
+    json_response(&req.state().fleet.pairing.start(req.state())?)
 }
 
 async fn get_pairing_status(req: Request<State>) -> tide::Result {
-    json_response(&req.state().pairing.status())
+    json_response(&req.state().fleet.pairing.status())
 }
 
 async fn join_pairing(mut req: Request<State>) -> tide::Result {
     let request: JoinRequest = body::json(&mut req).await?;
     let state = req.state().clone();
-    json_response(&state.pairing.join(&state, request).await?)
+    json_response(&state.fleet.pairing.join(&state, request).await?)
 }
 
 #[derive(Deserialize)]
@@ -51,11 +51,11 @@ struct Confirm {
 async fn confirm_pairing(mut req: Request<State>) -> tide::Result {
     let confirm: Confirm = body::json(&mut req).await?;
     let state = req.state().clone();
-    json_response(&state.pairing.confirm(&state, confirm.confirmed).await?)
+    json_response(&state.fleet.pairing.confirm(&state, confirm.confirmed).await?)
 }
 
 async fn cancel_pairing(req: Request<State>) -> tide::Result {
-    req.state().pairing.cancel();
+    req.state().fleet.pairing.cancel();
     json_response(&json!({"success": true}))
 }
 
@@ -70,19 +70,19 @@ fn source(req: &Request<State>) -> Result<std::net::IpAddr, ApiError> {
 async fn post_spake2(mut req: Request<State>) -> tide::Result {
     let share: Share = body::json(&mut req).await?;
     let from = source(&req)?;
-    json_response(&req.state().pairing.host_spake2(&share, from)?)
+    json_response(&req.state().fleet.pairing.host_spake2(&share, from)?)
 }
 
 async fn post_exchange(mut req: Request<State>) -> tide::Result {
     let exchange: Exchange = body::json(&mut req).await?;
     let from = source(&req)?;
-    json_response(&req.state().pairing.host_exchange(&exchange, from)?)
+    json_response(&req.state().fleet.pairing.host_exchange(&exchange, from)?)
 }
 
 async fn post_finish(mut req: Request<State>) -> tide::Result {
     let finish: FinishRequest = body::json(&mut req).await?;
     let state = req.state().clone();
-    json_response(&state.pairing.host_finish(&state, &finish)?)
+    json_response(&state.fleet.pairing.host_finish(&state, &finish)?)
 }
 
 /// 1.0.21's pairing sent both API keys in clear: refused, with the way forward.

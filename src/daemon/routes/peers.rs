@@ -69,7 +69,7 @@ fn bad(e: peers::Invalid) -> ApiError {
 const OWN_ID: &str = "is this node's own id";
 
 async fn get_peers(req: Request<State>) -> tide::Result {
-    json_response(&json!({"peers": req.state().peers.list()}))
+    json_response(&json!({"peers": req.state().fleet.peers.list()}))
 }
 
 async fn post_peer(mut req: Request<State>) -> tide::Result {
@@ -91,16 +91,16 @@ async fn post_peer(mut req: Request<State>) -> tide::Result {
     let state = req.state();
     let add =
         ManualAdd { address, port, node_id: body.node_id, hostname: body.hostname, name: body.name, fingerprint: None };
-    let peer = state.peers.add_manual(add).map_err(bad)?;
+    let peer = state.fleet.peers.add_manual(add).map_err(bad)?;
     save(state).await?;
-    state.nudger.send(Nudge::ProbeNow(peer.node_id.clone()));
+    state.fleet.nudger.send(Nudge::ProbeNow(peer.node_id.clone()));
     json_response(&peer)
 }
 
 async fn delete_peer(req: Request<State>) -> tide::Result {
     let node_id = body::param(&req, "nodeId")?;
     let state = req.state();
-    if state.peers.remove(&node_id).is_none() {
+    if state.fleet.peers.remove(&node_id).is_none() {
         return Err(ApiError::new(ErrorCode::PeerNotFound, format!("Peer {node_id} not found")).into());
     }
     save(state).await?;
@@ -114,6 +114,7 @@ async fn confirm_peer(mut req: Request<State>) -> tide::Result {
     let body: ConfirmAddress = body::json(&mut req).await?;
     let state = req.state().clone();
     let before = state
+        .fleet
         .peers
         .get(&node_id)
         .ok_or_else(|| ApiError::new(ErrorCode::PeerNotFound, format!("Peer {node_id} not found")))?;
@@ -130,6 +131,7 @@ async fn confirm_peer(mut req: Request<State>) -> tide::Result {
     }
     let address = check_address("address", &body.address).map_err(bad)?;
     let peer = state
+        .fleet
         .peers
         .confirm_address(&node_id, &address, port)
         .ok_or_else(|| ApiError::new(ErrorCode::PeerNotFound, format!("Peer {node_id} not found")))?;
@@ -139,7 +141,7 @@ async fn confirm_peer(mut req: Request<State>) -> tide::Result {
         .await
         .map_err(|e| ApiError::internal(format!("cannot update discovery.manualPeers: {e:#}")))?;
     save(&state).await?;
-    state.nudger.send(Nudge::ProbeNow(peer.node_id.clone()));
+    state.fleet.nudger.send(Nudge::ProbeNow(peer.node_id.clone()));
     log::info!("the owner confirmed peer {} at {}", peer.node_id, peer.endpoint());
     json_response(&peer)
 }
@@ -170,7 +172,7 @@ async fn post_handshake(mut req: Request<State>) -> tide::Result {
         return Err(ApiError::new(ErrorCode::Forbidden, format!("invalid field 'nodeId': {OWN_ID}")).into());
     }
     let caller = guard::caller(&req).cloned().ok_or_else(|| ApiError::internal("the handshake has no caller"))?;
-    check_own_entry(&caller, &announced, &state.peers.list())?;
+    check_own_entry(&caller, &announced, &state.fleet.peers.list())?;
     // The caller is at the source address by definition, but which node it is, only its word
     // says: an entry bound elsewhere keeps its address and records the claim as a sighting; a
     // pinned one is probed there with its pin, which moves it if the certificate is proven.
@@ -179,11 +181,11 @@ async fn post_handshake(mut req: Request<State>) -> tide::Result {
         version: announced.version.clone(),
         proven_pin: None,
     };
-    match state.peers.apply_announcement(&announced, Via::Handshake, &claim) {
+    match state.fleet.peers.apply_announcement(&announced, Via::Handshake, &claim) {
         Applied::Sighted(peer) if peer.fingerprint.is_some() => {
-            state.nudger.send(Nudge::Candidate(announced.clone(), Via::Handshake))
+            state.fleet.nudger.send(Nudge::Candidate(announced.clone(), Via::Handshake))
         }
-        _ => state.nudger.send(Nudge::ProbeNow(announced.node_id.clone())),
+        _ => state.fleet.nudger.send(Nudge::ProbeNow(announced.node_id.clone())),
     }
     save(state).await?;
     json_response(&identity(state))
@@ -226,7 +228,7 @@ fn check_own_entry(caller: &Caller, announced: &Announced, registry: &[peers::Pe
 }
 
 async fn save(state: &State) -> Result<(), ApiError> {
-    let registry = state.peers.clone();
+    let registry = state.fleet.peers.clone();
     blocking::unblock(move || registry.save_now()).await.map_err(|e| {
         log::error!("cannot save the peer list: {e:#}");
         ApiError::internal("cannot save the peer list; see the daemon log")

@@ -48,8 +48,8 @@ async fn get_status(req: Request<State>) -> tide::Result {
 
 /// This node's `/status` answer.
 pub(super) fn status(state: &State) -> Status {
-    let (total, online) = state.peers.counts();
-    let (active, jobs_total) = state.executor.counts();
+    let (total, online) = state.fleet.peers.counts();
+    let (active, jobs_total) = state.work.executor.counts();
     Status {
         node_id: state.node.id.to_string(),
         hostname: state.node.hostname.clone(),
@@ -58,7 +58,7 @@ pub(super) fn status(state: &State) -> Status {
         uptime: state.node.uptime_ms(),
         peers: PeerCounts { total, online, offline: total - online },
         jobs: JobCounts { active, total: jobs_total },
-        context: ContextCounts { entries: state.context.live_count(crate::clock::now_ms()) },
+        context: ContextCounts { entries: state.data.context.live_count(crate::clock::now_ms()) },
         implementation: IMPLEMENTATION.into(),
     }
 }

@@ -57,7 +57,7 @@ async fn post_task(mut req: Request<State>) -> tide::Result {
         .map(|v| v.last().as_str().trim().to_string())
         .filter(|v| !v.is_empty())
         .unwrap_or_else(|| "remote".into());
-    let info = req.state().tasks.dispatch(request, &from, asker(&req))?;
+    let info = req.state().work.tasks.dispatch(request, &from, asker(&req))?;
     Ok(Response::builder(201).body(tide::Body::from_json(&info)?).build())
 }
 
@@ -73,7 +73,7 @@ fn asker(req: &Request<State>) -> Dispatcher {
 /// dispatched it. Another peer's task is a 403 (1.0.21 let any key approve anything).
 fn own_task(req: &Request<State>) -> Result<String, ApiError> {
     let task_id = body::param(req, "taskId").map_err(plain)?;
-    match req.state().tasks.dispatcher(&task_id) {
+    match req.state().work.tasks.dispatcher(&task_id) {
         Some(dispatcher) if !asker(req).may_act_on(&dispatcher) => Err(ApiError::plain(
             StatusCode::Forbidden,
             "this task was dispatched by another caller: only its dispatcher and this node's owner may see or decide it",
@@ -83,17 +83,17 @@ fn own_task(req: &Request<State>) -> Result<String, ApiError> {
 }
 
 async fn list_tasks(req: Request<State>) -> tide::Result {
-    json_response(&TaskList { tasks: req.state().tasks.list(&asker(&req)) })
+    json_response(&TaskList { tasks: req.state().work.tasks.list(&asker(&req)) })
 }
 
 async fn get_task(req: Request<State>) -> tide::Result {
     let task_id = own_task(&req)?;
-    json_response(&req.state().tasks.get(&task_id).ok_or_else(not_found)?)
+    json_response(&req.state().work.tasks.get(&task_id).ok_or_else(not_found)?)
 }
 
 async fn get_task_events(req: Request<State>) -> tide::Result {
     let task_id = own_task(&req)?;
-    let events = req.state().tasks.events(&task_id);
+    let events = req.state().work.tasks.events(&task_id);
     json_response(&EventList { count: events.len(), events })
 }
 
@@ -129,7 +129,7 @@ async fn approve_task(mut req: Request<State>) -> tide::Result {
         via: request.decided_via,
         decision_id: request.decision_id,
     };
-    match req.state().tasks.approve(&task_id, &request.request_id, verdict) {
+    match req.state().work.tasks.approve(&task_id, &request.request_id, verdict) {
         Ok(settled) => {
             let mut body = json!({"success": true, "taskId": task_id, "approval": settled.record});
             if settled.repeated {
@@ -151,7 +151,7 @@ async fn approve_task(mut req: Request<State>) -> tide::Result {
 }
 
 async fn list_approvals(req: Request<State>) -> tide::Result {
-    json_response(&PermissionList { approvals: req.state().tasks.permission_records(&asker(&req)) })
+    json_response(&PermissionList { approvals: req.state().work.tasks.permission_records(&asker(&req)) })
 }
 
 /// The changes of the permission requests the caller may see, as an event stream: first a
@@ -161,7 +161,7 @@ async fn list_approvals(req: Request<State>) -> tide::Result {
 async fn stream_approvals(req: Request<State>) -> tide::Result {
     let asker = asker(&req);
     let last = req.header("Last-Event-ID").map(|v| v.last().as_str().to_string());
-    let stream = req.state().tasks.subscribe_approvals(&asker, last.as_deref());
+    let stream = req.state().work.tasks.subscribe_approvals(&asker, last.as_deref());
     let hello = json!({"type": "hello", "now": crate::clock::now_ms(), "nodeId": req.state().node.id.as_str()});
     let shutdown = req.state().shutdown.clone();
     let (sender, receiver) = smol::channel::bounded(16);
@@ -215,7 +215,7 @@ fn id_frame(id: &str, json: &str) -> Vec<u8> {
 
 async fn delete_task(req: Request<State>) -> tide::Result {
     let task_id = own_task(&req)?;
-    match req.state().tasks.cancel_or_forget(&task_id) {
+    match req.state().work.tasks.cancel_or_forget(&task_id) {
         Some(false) => json_response(&json!({"success": true, "taskId": task_id})),
         Some(true) => json_response(&json!({"success": true, "taskId": task_id, "deleted": true})),
         None => Err(not_found().into()),
@@ -225,8 +225,8 @@ async fn delete_task(req: Request<State>) -> tide::Result {
 async fn stream_task(req: Request<State>) -> tide::Result {
     let task_id = own_task(&req)?;
     let since = resume_point(&req);
-    let subscription = req.state().tasks.subscribe(&task_id, since).ok_or_else(not_found)?;
-    let heartbeat = Duration::from_millis(req.state().tasks.settings().heartbeat_interval);
+    let subscription = req.state().work.tasks.subscribe(&task_id, since).ok_or_else(not_found)?;
+    let heartbeat = Duration::from_millis(req.state().work.tasks.settings().heartbeat_interval);
     let (sender, receiver) = smol::channel::bounded(16);
     let shutdown = req.state().shutdown.clone();
     // Per-connection work, owned by the body: it ends when the task ends, the client goes or the

@@ -45,13 +45,13 @@ fn caller(req: &Request<State>) -> Result<Caller, ApiError> {
 }
 
 async fn get_terminals(req: Request<State>) -> tide::Result {
-    json_response(&TerminalList { terminals: req.state().terminals.list() })
+    json_response(&TerminalList { terminals: req.state().work.terminals.list() })
 }
 
 async fn post_terminal(mut req: Request<State>) -> tide::Result {
     let caller = caller(&req)?;
     let request: CreateRequest = body::json_or_default(&mut req).await?;
-    let info = req.state().terminals.create(request, &caller.label())?;
+    let info = req.state().work.terminals.create(request, &caller.label())?;
     let mut res = json_response(&info)?;
     res.set_status(StatusCode::Created);
     Ok(res)
@@ -59,13 +59,13 @@ async fn post_terminal(mut req: Request<State>) -> tide::Result {
 
 async fn get_terminal(req: Request<State>) -> tide::Result {
     let id = body::param(&req, "id")?;
-    json_response(&req.state().terminals.info(&id)?)
+    json_response(&req.state().work.terminals.info(&id)?)
 }
 
 async fn delete_terminal(req: Request<State>) -> tide::Result {
     let caller = caller(&req)?;
     let id = body::param(&req, "id")?;
-    let info = req.state().terminals.kill(&id).await?;
+    let info = req.state().work.terminals.kill(&id).await?;
     log::info!("terminal {} ({}) killed by {}", info.id, info.name, caller.label());
     json_response(&info)
 }
@@ -83,7 +83,7 @@ async fn post_input(mut req: Request<State>) -> tide::Result {
         })?;
         bytes.extend(key);
     }
-    let session = req.state().terminals.find(&id)?;
+    let session = req.state().work.terminals.find(&id)?;
     session.write(&bytes).await?;
     json_response(&json!({"id": session.id(), "sent": bytes.len()}))
 }
@@ -103,7 +103,7 @@ async fn get_screen(req: Request<State>) -> tide::Result {
     };
     let quiet = millis("quietMs")?;
     let timeout = millis("timeoutMs")?.unwrap_or(Duration::from_secs(10));
-    let session = req.state().terminals.find(&id)?;
+    let session = req.state().work.terminals.find(&id)?;
     let (answer, _) = session.wait_screen(wait_for.as_deref(), quiet, timeout).await;
     json_response(&answer)
 }
@@ -134,7 +134,7 @@ async fn get_attach(req: Request<State>) -> tide::Result {
             return Err(ApiError::bad_request(format!("query 'readOnly': '{other}' is not 1, true, 0 or false")).into())
         }
     };
-    let session = req.state().terminals.find(&id)?;
+    let session = req.state().work.terminals.find(&id)?;
     let handshake = websocket::handshake(&req)?;
     let attachment = session.attach(AttachOptions { cols, rows, read_only })?;
     log::info!(

@@ -82,7 +82,7 @@ struct UploadReply {
 }
 
 async fn post_push(mut req: Request<State>) -> tide::Result {
-    let ctx = req.state().transfer.clone();
+    let ctx = req.state().data.transfer.clone();
     let content_type = header(&req, "Content-Type").unwrap_or_default();
     let boundary = push::boundary(&content_type).ok_or_else(|| {
         ApiError::new(
@@ -115,7 +115,7 @@ async fn post_pull(mut req: Request<State>) -> tide::Result {
     let request: PullBody = body::json(&mut req).await?;
     let source =
         request.source_path.filter(|s| !s.is_empty()).ok_or_else(|| ApiError::bad_request("Missing sourcePath"))?;
-    let ctx = req.state().transfer.clone();
+    let ctx = req.state().data.transfer.clone();
     let range = header(&req, "Range");
     let plan = match pull::open(&ctx.policy, ctx.max_file_size, &source, range, request.checksum).await {
         Ok(plan) => plan,
@@ -148,7 +148,7 @@ async fn post_pull(mut req: Request<State>) -> tide::Result {
 async fn post_list(mut req: Request<State>) -> tide::Result {
     let request: PathBody = body::json(&mut req).await?;
     let path = request.path.filter(|p| !p.is_empty()).ok_or_else(|| ApiError::bad_request("Missing path"))?;
-    let listing = dirs::list(&req.state().transfer.policy, &path).await?;
+    let listing = dirs::list(&req.state().data.transfer.policy, &path).await?;
     json_response(&ListReply { files: listing.files, truncated: listing.truncated })
 }
 
@@ -156,17 +156,22 @@ async fn post_mkdir(mut req: Request<State>) -> tide::Result {
     let request: PathBody = body::json(&mut req).await?;
     let path = request.path.filter(|p| !p.is_empty()).ok_or_else(|| ApiError::bad_request("Missing path"))?;
     let mode = request.mode.as_deref().map(push::parse_mode).transpose()?;
-    let created = dirs::make_dir(&req.state().transfer.policy, &path, mode).await?;
+    let created = dirs::make_dir(&req.state().data.transfer.policy, &path, mode).await?;
     json_response(&json!({"path": path, "created": created}))
 }
 
 async fn get_upload(req: Request<State>) -> tide::Result {
     let (upload_id, dest_path) = upload_params(&req)?;
-    let status = push::status(&req.state().transfer, &dest_path, &upload_id).await?;
+    let status = push::status(&req.state().data.transfer, &dest_path, &upload_id).await?;
     // Whether a push now would be rate-limited: a client should not start sending gigabytes
     // only to be refused (it cannot read the refusal before it has sent the whole body).
     let retry_after = req.ext::<Caller>().filter(|caller| !caller.is_owner()).and_then(|caller| {
-        req.state().limiter.peek(&caller.label(), Category::Transfer, Instant::now()).err().map(|r| r.retry_after_secs)
+        req.state()
+            .gate
+            .limiter
+            .peek(&caller.label(), Category::Transfer, Instant::now())
+            .err()
+            .map(|r| r.retry_after_secs)
     });
     json_response(&UploadReply {
         upload_id,
@@ -180,7 +185,7 @@ async fn get_upload(req: Request<State>) -> tide::Result {
 
 async fn delete_upload(req: Request<State>) -> tide::Result {
     let (upload_id, dest_path) = upload_params(&req)?;
-    let deleted = push::cancel(&req.state().transfer, &dest_path, &upload_id).await?;
+    let deleted = push::cancel(&req.state().data.transfer, &dest_path, &upload_id).await?;
     json_response(&json!({"uploadId": upload_id, "destPath": dest_path, "deleted": deleted}))
 }
 
