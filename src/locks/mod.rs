@@ -34,7 +34,7 @@ use anyhow::Context;
 
 use crate::paths::Paths;
 use crate::store::journal::Journal;
-use crate::store::writer::{Message, Owner, Sequenced, Watermark, Writer};
+use crate::store::writer::{Message, Owner, Sequenced, Started, Watermark, Writer};
 pub(crate) use table::{
     check_holder, check_name, ttl_ms, wait_ms, FenceError, Grant, LockError, MAX_TTL_SECS, MAX_WAIT_SECS, MIN_TTL_SECS,
 };
@@ -121,20 +121,7 @@ impl Locks {
             journal.bytes()
         };
         let revision = shared.lock().expect("lock table lock").table.revision();
-        let watermark = Arc::new(Watermark::new(revision));
-        let (queue, receiver) = mpsc::channel();
-        let writer = Writer {
-            owner: files,
-            watermark: watermark.clone(),
-            journal,
-            snapshot_bytes,
-            queue: receiver,
-            broken: false,
-        };
-        let handle = std::thread::Builder::new()
-            .name("locks-journal".into())
-            .spawn(move || writer.run())
-            .context("starting the lock journal writer")?;
+        let Started { queue, watermark, handle } = Writer::spawn(files, journal, snapshot_bytes, revision)?;
         Ok(Locks { inner: Arc::new(Inner { shared, queue, watermark, writer: Mutex::new(Some(handle)) }) })
     }
 

@@ -58,7 +58,7 @@ use map::ContextMap;
 pub(crate) use map::{check_key, Put};
 pub(crate) use watch::BUFFER as WATCH_BUFFER;
 use watch::{Feed, Watchers};
-use writer::{Message, Owner, Watermark, Writer};
+use writer::{Message, Owner, Started, Watermark, Writer};
 
 use crate::paths::Paths;
 
@@ -189,20 +189,7 @@ impl Store {
         }
         let shared = files.shared.clone();
         let revision = shared.lock().expect("store lock").map.revision();
-        let watermark = Arc::new(Watermark::new(revision));
-        let (queue, receiver) = mpsc::channel();
-        let writer = Writer {
-            owner: files,
-            watermark: watermark.clone(),
-            journal,
-            snapshot_bytes,
-            queue: receiver,
-            broken: false,
-        };
-        let handle = std::thread::Builder::new()
-            .name("context-journal".into())
-            .spawn(move || writer.run())
-            .context("starting the context journal writer")?;
+        let Started { queue, watermark, handle } = Writer::spawn(files, journal, snapshot_bytes, revision)?;
         Ok(Store {
             inner: Arc::new(Inner {
                 shared,

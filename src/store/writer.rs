@@ -122,7 +122,37 @@ pub(crate) struct Writer<O: Owner> {
     pub broken: bool,
 }
 
+/// A started writer, as its table keeps it.
+pub(crate) struct Started<R> {
+    /// Where changes are queued, in revision order.
+    pub queue: Sender<Message<R>>,
+    /// Raised as changes become durable.
+    pub watermark: Arc<Watermark>,
+    /// The thread (`<NAME>-journal`), joined at a clean stop.
+    pub handle: std::thread::JoinHandle<()>,
+}
+
 impl<O: Owner> Writer<O> {
+    /// Starts the writer thread of `owner` over `journal`, whose table is at `revision` and whose
+    /// last compaction took `snapshot_bytes`.
+    pub(crate) fn spawn(
+        owner: O,
+        journal: Journal<O::Record>,
+        snapshot_bytes: u64,
+        revision: u64,
+    ) -> anyhow::Result<Started<O::Record>> {
+        use anyhow::Context;
+        let watermark = Arc::new(Watermark::new(revision));
+        let (queue, receiver) = std::sync::mpsc::channel();
+        let writer =
+            Writer { owner, watermark: watermark.clone(), journal, snapshot_bytes, queue: receiver, broken: false };
+        let handle = std::thread::Builder::new()
+            .name(format!("{}-journal", O::NAME))
+            .spawn(move || writer.run())
+            .with_context(|| format!("starting the {} journal writer", O::NAME))?;
+        Ok(Started { queue, watermark, handle })
+    }
+
     /// Runs until told to stop, or until every sender is gone.
     pub(crate) fn run(mut self) {
         while let Ok(first) = self.queue.recv() {
