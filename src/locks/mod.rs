@@ -233,13 +233,7 @@ impl Locks {
     pub(crate) fn close(&self) {
         // Waiters wake up, find the lock still held, and get their answer.
         self.locked(|shared| shared.waiters.clear());
-        let (done, finished) = mpsc::channel();
-        if self.inner.queue.send(Message::Stop(done)).is_ok() {
-            let _ = finished.recv();
-        }
-        if let Some(handle) = self.inner.writer.lock().expect("writer handle lock").take() {
-            let _ = handle.join();
-        }
+        crate::store::writer::stop(&self.inner.queue, &self.inner.writer);
     }
 
     fn locked<T>(&self, f: impl FnOnce(&mut Shared) -> T) -> T {

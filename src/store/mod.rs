@@ -331,13 +331,7 @@ impl Store {
     /// Writes everything pending, compacts, and stops the writer. Blocks; call it last.
     pub(crate) fn close(&self) {
         self.close_watchers();
-        let (done, finished) = mpsc::channel();
-        if self.inner.queue.send(Message::Stop(done)).is_ok() {
-            let _ = finished.recv();
-        }
-        if let Some(handle) = self.inner.writer.lock().expect("writer handle lock").take() {
-            let _ = handle.join();
-        }
+        writer::stop(&self.inner.queue, &self.inner.writer);
     }
 
     fn locked<T>(&self, f: impl FnOnce(&mut Shared) -> T) -> T {

@@ -132,6 +132,18 @@ pub(crate) struct Started<R> {
     pub handle: std::thread::JoinHandle<()>,
 }
 
+/// Asks the writer behind `queue` to write everything pending, compact and stop, waits for it,
+/// and joins its thread (once: the handle is taken). Blocks; a table calls it last.
+pub(crate) fn stop<R>(queue: &Sender<Message<R>>, handle: &Mutex<Option<std::thread::JoinHandle<()>>>) {
+    let (done, finished) = std::sync::mpsc::channel();
+    if queue.send(Message::Stop(done)).is_ok() {
+        let _ = finished.recv();
+    }
+    if let Some(handle) = handle.lock().expect("writer handle lock").take() {
+        let _ = handle.join();
+    }
+}
+
 impl<O: Owner> Writer<O> {
     /// Starts the writer thread of `owner` over `journal`, whose table is at `revision` and whose
     /// last compaction took `snapshot_bytes`.
