@@ -304,6 +304,42 @@ fn status(bin: &Path) -> anyhow::Result<Vec<Figure>> {
 
 fn exec(bin: &Path) -> anyhow::Result<Vec<Figure>> {
     let node = node(bin, "exec")?;
+    let ExecRun { times, rate, ok_rate, refused, loaded, firsts } = measure_exec(&node)?;
+    // The floor: spawning `echo` directly (posix_spawn, a pipe, wait) from this process.
+    let direct = latencies(500, || {
+        let out = Command::new("echo").arg("hi").output()?;
+        anyhow::ensure!(out.status.success(), "echo failed");
+        Ok(())
+    })?;
+    Ok(vec![
+        figure("exec `echo hi` latency p50", percentile(&times, 0.5), "ms", "≤ 1.25 limit", "4.98")
+            .limit(percentile(&direct, 0.5)),
+        figure("  limit: spawn `echo` directly, p50", percentile(&direct, 0.5), "ms", "", ""),
+        figure("exec at concurrency 32: completed", ok_rate, "ok/s", "", "226"),
+        figure("exec at concurrency 32: refused (429)", refused as f64, "", "0", "9620"),
+        figure("exec at concurrency 32: latency p99", percentile(&loaded, 0.99), "ms", "", ""),
+        figure("exec `echo hi` latency p99", percentile(&times, 0.99), "ms", "", ""),
+        figure("exec throughput, 8 connections", rate, "req/s", "", ""),
+        figure("SSE time to first byte p50", percentile(&firsts, 0.5), "ms", "≤ 2", "11.7"),
+    ])
+}
+
+/// What the exec group measures on a running daemon, loopsy's or 1.0.21's (`reference.rs`).
+pub struct ExecRun {
+    /// Sorted latencies in ms of `echo` over one kept-alive connection.
+    pub times: Vec<f64>,
+    /// Requests per second over 8 connections.
+    pub rate: f64,
+    /// At concurrency 32: completed per second, refused, sorted latencies of the completed.
+    pub ok_rate: f64,
+    pub refused: u64,
+    pub loaded: Vec<f64>,
+    /// Sorted ms to the first byte of an `/execute/stream` answer.
+    pub firsts: Vec<f64>,
+}
+
+/// Runs `echo` on `node` every way the exec group measures.
+pub fn measure_exec(node: &Node) -> anyhow::Result<ExecRun> {
     let body = br#"{"command":"echo","args":["hi"]}"#;
     let mut conn = Conn::open(&node.addr)?;
     let key = node.key.clone();
@@ -322,35 +358,19 @@ fn exec(bin: &Path) -> anyhow::Result<Vec<Figure>> {
         anyhow::ensure!(reply.status == 200, "execute answered {}", reply.status);
         Ok(())
     })?;
-    // Concurrency 32 against the default cap of 10: the queue holds the rest.
-    let (ok_rate, refused, loaded) = exec_load(&node, 32, Duration::from_secs(4))?;
-    // The floor: spawning `echo` directly (posix_spawn, a pipe, wait) from this process.
-    let direct = latencies(500, || {
-        let out = Command::new("echo").arg("hi").output()?;
-        anyhow::ensure!(out.status.success(), "echo failed");
-        Ok(())
-    })?;
-    // Time to the first byte of an event stream's answer.
+    // Concurrency 32 against the default cap of 10: loopsy's queue holds the rest.
+    let (ok_rate, refused, loaded) = exec_load(node, 32, Duration::from_secs(4))?;
     let mut firsts = Vec::new();
     for _ in 0..300 {
-        firsts.push(first_byte(&node.addr, &node.key, "/api/v1/execute/stream", body)?);
+        firsts.push(first_byte(&node.addr, &node.key, body)?);
     }
     firsts.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    Ok(vec![
-        figure("exec `echo hi` latency p50", percentile(&times, 0.5), "ms", "≤ 1.25 limit", "4.98")
-            .limit(percentile(&direct, 0.5)),
-        figure("  limit: spawn `echo` directly, p50", percentile(&direct, 0.5), "ms", "", ""),
-        figure("exec at concurrency 32: completed", ok_rate, "ok/s", "", "226"),
-        figure("exec at concurrency 32: refused (429)", refused as f64, "", "0", "9620"),
-        figure("exec at concurrency 32: latency p99", percentile(&loaded, 0.99), "ms", "", ""),
-        figure("exec `echo hi` latency p99", percentile(&times, 0.99), "ms", "", ""),
-        figure("exec throughput, 8 connections", rate, "req/s", "", ""),
-        figure("SSE time to first byte p50", percentile(&firsts, 0.5), "ms", "≤ 2", "11.7"),
-    ])
+    Ok(ExecRun { times, rate, ok_rate, refused, loaded, firsts })
 }
 
 /// `workers` connections running `echo` for `duration`: (completed per second, refused,
-/// sorted latencies in ms of the completed ones).
+/// sorted latencies in ms of the completed ones). A refusal is code 3003: loopsy answers it
+/// with 429 past its queue, 1.0.21 with 400 at once.
 fn exec_load(node: &Node, workers: usize, duration: Duration) -> anyhow::Result<(f64, u64, Vec<f64>)> {
     let stop = Arc::new(AtomicBool::new(false));
     let refused = Arc::new(AtomicU64::new(0));
@@ -366,10 +386,10 @@ fn exec_load(node: &Node, workers: usize, duration: Duration) -> anyhow::Result<
                 let reply = conn.call("POST", "/api/v1/execute", Some(&key), Some(body))?;
                 match reply.status {
                     200 => times.push(started.elapsed().as_secs_f64() * 1000.0),
-                    429 => {
+                    400 | 429 if is_refusal(&reply.body) => {
                         refused.fetch_add(1, Ordering::Relaxed);
                     }
-                    other => anyhow::bail!("execute answered {other}"),
+                    other => anyhow::bail!("execute answered {other}: {}", String::from_utf8_lossy(&reply.body)),
                 }
             }
             Ok(times)
@@ -387,23 +407,39 @@ fn exec_load(node: &Node, workers: usize, duration: Duration) -> anyhow::Result<
     Ok((rate, refused.load(Ordering::Relaxed), all))
 }
 
-/// Milliseconds from sending a POST to the first byte of its answer.
-fn first_byte(addr: &str, key: &str, path: &str, body: &[u8]) -> anyhow::Result<f64> {
+/// Whether an error body is the "Max concurrent jobs reached" refusal (code 3003).
+pub fn is_refusal(body: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Value>(body).is_ok_and(|v| v["error"]["code"] == 3003)
+}
+
+/// Milliseconds from sending an `/execute/stream` POST to the first byte of its answer, the
+/// stream then read to its last chunk (1.0.21 keeps the connection open after it).
+fn first_byte(addr: &str, key: &str, body: &[u8]) -> anyhow::Result<f64> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(addr)?;
     stream.set_nodelay(true)?;
+    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
     let head = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "POST /api/v1/execute/stream HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
     let started = Instant::now();
     stream.write_all(head.as_bytes())?;
     stream.write_all(body)?;
-    let mut byte = [0u8; 1];
-    stream.read_exact(&mut byte)?;
+    let mut answer = vec![0u8; 1];
+    stream.read_exact(&mut answer)?;
     let took = started.elapsed().as_secs_f64() * 1000.0;
-    let mut rest = Vec::new();
-    let _ = stream.read_to_end(&mut rest);
+    let mut buf = [0u8; 4096];
+    while !answer.ends_with(b"\r\n0\r\n\r\n") {
+        let n = stream.read(&mut buf)?;
+        anyhow::ensure!(n > 0, "the stream ended without its last chunk");
+        answer.extend_from_slice(&buf[..n]);
+    }
+    anyhow::ensure!(
+        answer.starts_with(b"HTTP/1.1 200"),
+        "execute/stream answered {}",
+        String::from_utf8_lossy(&answer)
+    );
     Ok(took)
 }
 

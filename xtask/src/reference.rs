@@ -13,14 +13,12 @@
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use serde_json::json;
 
-use crate::bench::{cpu_seconds, latencies, percentile, throughput, Figure};
+use crate::bench::{cpu_seconds, latencies, measure_exec, percentile, throughput, ExecRun, Figure};
 use crate::http::Conn;
 use crate::node::{remove_home, user_home, Node};
 
@@ -258,30 +256,7 @@ impl Reference {
     fn exec(&self) -> anyhow::Result<Vec<Got>> {
         let home = self.prepare("exec")?;
         let (node, _) = self.start(&home)?;
-        let body = br#"{"command":"echo","args":["hi"]}"#;
-        let mut conn = Conn::open(&node.addr)?;
-        let key = node.key.clone();
-        let run = |conn: &mut Conn| -> anyhow::Result<()> {
-            let reply = conn.call("POST", "/api/v1/execute", Some(&key), Some(body))?;
-            anyhow::ensure!(reply.status == 200, "execute answered {}", reply.status);
-            Ok(())
-        };
-        for _ in 0..50 {
-            run(&mut conn)?;
-        }
-        let times = latencies(1000, || run(&mut conn))?;
-        let key = node.key.clone();
-        let rate = throughput(&node.addr, 8, Duration::from_secs(3), move |conn, _| {
-            let reply = conn.call("POST", "/api/v1/execute", Some(&key), Some(body))?;
-            anyhow::ensure!(reply.status == 200, "execute answered {}", reply.status);
-            Ok(())
-        })?;
-        let (ok_rate, refused, loaded) = exec_load(&node, 32, Duration::from_secs(4))?;
-        let mut firsts = Vec::new();
-        for _ in 0..300 {
-            firsts.push(first_byte(&node.addr, &node.key, body)?);
-        }
-        firsts.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        let ExecRun { times, rate, ok_rate, refused, loaded, firsts } = measure_exec(&node)?;
         drop(node);
         remove_home(&home.data);
         Ok(vec![
@@ -606,37 +581,6 @@ fn wait_healthy(mut node: Node, started: Instant) -> anyhow::Result<(Node, Durat
     }
 }
 
-/// Milliseconds from sending an `/execute/stream` POST to the first byte of its answer, the
-/// stream then read to its last chunk (1.0.21 keeps the connection open after it).
-fn first_byte(addr: &str, key: &str, body: &[u8]) -> anyhow::Result<f64> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr)?;
-    stream.set_nodelay(true)?;
-    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
-    let head = format!(
-        "POST /api/v1/execute/stream HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    let started = Instant::now();
-    stream.write_all(head.as_bytes())?;
-    stream.write_all(body)?;
-    let mut answer = vec![0u8; 1];
-    stream.read_exact(&mut answer)?;
-    let took = started.elapsed().as_secs_f64() * 1000.0;
-    let mut buf = [0u8; 4096];
-    while !answer.ends_with(b"\r\n0\r\n\r\n") {
-        let n = stream.read(&mut buf)?;
-        anyhow::ensure!(n > 0, "the stream ended without its last chunk");
-        answer.extend_from_slice(&buf[..n]);
-    }
-    anyhow::ensure!(
-        answer.starts_with(b"HTTP/1.1 200"),
-        "execute/stream answered {}",
-        String::from_utf8_lossy(&answer)
-    );
-    Ok(took)
-}
-
 /// Waits until the file at `path` holds `len` bytes (1.0.21 answers a push before it is written).
 fn wait_for_size(path: &Path, len: u64) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -645,49 +589,6 @@ fn wait_for_size(path: &Path, len: u64) -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(5));
     }
     Ok(())
-}
-
-/// `workers` connections running `echo` for `duration`: (completed per second, refused,
-/// sorted latencies in ms of the completed ones). 1.0.21 refuses with 400 and code 3003.
-fn exec_load(node: &Node, workers: usize, duration: Duration) -> anyhow::Result<(f64, u64, Vec<f64>)> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let refused = Arc::new(AtomicU64::new(0));
-    let mut threads = Vec::new();
-    for _ in 0..workers {
-        let (stop, refused, addr, key) = (stop.clone(), refused.clone(), node.addr.clone(), node.key.clone());
-        threads.push(std::thread::spawn(move || -> anyhow::Result<Vec<f64>> {
-            let mut conn = Conn::open(&addr)?;
-            let mut times = Vec::new();
-            while !stop.load(Ordering::Relaxed) {
-                let started = Instant::now();
-                let body = br#"{"command":"echo","args":["hi"]}"#;
-                let reply = conn.call("POST", "/api/v1/execute", Some(&key), Some(body))?;
-                match reply.status {
-                    200 => times.push(started.elapsed().as_secs_f64() * 1000.0),
-                    400 | 429 if is_refusal(&reply.body) => {
-                        refused.fetch_add(1, Ordering::Relaxed);
-                    }
-                    other => anyhow::bail!("execute answered {other}: {}", String::from_utf8_lossy(&reply.body)),
-                }
-            }
-            Ok(times)
-        }));
-    }
-    let started = Instant::now();
-    std::thread::sleep(duration);
-    stop.store(true, Ordering::Relaxed);
-    let mut all = Vec::new();
-    for thread in threads {
-        all.extend(thread.join().expect("bench worker")?);
-    }
-    let rate = all.len() as f64 / started.elapsed().as_secs_f64();
-    all.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    Ok((rate, refused.load(Ordering::Relaxed), all))
-}
-
-/// Whether an error body is 1.0.21's "Max concurrent jobs reached" (code 3003).
-fn is_refusal(body: &[u8]) -> bool {
-    serde_json::from_slice::<serde_json::Value>(body).is_ok_and(|v| v["error"]["code"] == 3003)
 }
 
 /// Proportional set size of a process in KiB.
@@ -825,9 +726,9 @@ mod tests {
 
     #[test]
     fn refusals_are_code_3003_only() {
-        assert!(is_refusal(br#"{"error":{"code":3003,"message":"Max concurrent jobs (10) reached"}}"#));
-        assert!(!is_refusal(br#"{"error":{"code":3001,"message":"Command 'rm' is denied"}}"#));
-        assert!(!is_refusal(b"not json"));
+        assert!(crate::bench::is_refusal(br#"{"error":{"code":3003,"message":"Max concurrent jobs (10) reached"}}"#));
+        assert!(!crate::bench::is_refusal(br#"{"error":{"code":3001,"message":"Command 'rm' is denied"}}"#));
+        assert!(!crate::bench::is_refusal(b"not json"));
     }
 
     fn row(name: &str, reference: &'static str) -> Figure {
