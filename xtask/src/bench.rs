@@ -728,20 +728,17 @@ pub fn pull(node: &Node, source: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn mcp(bin: &Path) -> anyhow::Result<Vec<Figure>> {
+/// Sorted ms from spawning an MCP server (`spawn`, stdin and stdout piped) to its answer to
+/// `tools/list` after the handshake, `rounds` times: loopsy's and 1.0.21's (`reference.rs`).
+pub fn mcp_spawn_times(
+    rounds: usize,
+    mut spawn: impl FnMut() -> anyhow::Result<std::process::Child>,
+) -> anyhow::Result<Vec<f64>> {
     use std::io::{BufRead, BufReader, Write};
-    let node = node(bin, "mcp")?;
     let mut times = Vec::new();
-    for _ in 0..30 {
+    for _ in 0..rounds {
         let started = Instant::now();
-        let mut child = crate::node::command(bin, &node.home)
-            .args(["mcp", "serve"])
-            .env("LOOPSY_API_KEY", &node.key)
-            .env("LOOPSY_PORT", node.addr.rsplit(':').next().unwrap_or("19532"))
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()?;
+        let mut child = spawn()?;
         let mut stdin = child.stdin.take().expect("piped");
         writeln!(
             stdin,
@@ -752,7 +749,7 @@ fn mcp(bin: &Path) -> anyhow::Result<Vec<Figure>> {
         stdin.flush()?;
         let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
         loop {
-            let line = lines.next().context("the server closed its output")??;
+            let line = lines.next().context("the MCP server closed its output")??;
             if line.contains(r#""id":2"#) {
                 break;
             }
@@ -762,6 +759,21 @@ fn mcp(bin: &Path) -> anyhow::Result<Vec<Figure>> {
         let _ = child.wait();
     }
     times.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    Ok(times)
+}
+
+fn mcp(bin: &Path) -> anyhow::Result<Vec<Figure>> {
+    let node = node(bin, "mcp")?;
+    let times = mcp_spawn_times(30, || {
+        Ok(crate::node::command(bin, &node.home)
+            .args(["mcp", "serve"])
+            .env("LOOPSY_API_KEY", &node.key)
+            .env("LOOPSY_PORT", node.addr.rsplit(':').next().unwrap_or("19532"))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()?)
+    })?;
     let (through_mcp, direct) = mcp_execute(bin, &node)?;
     Ok(vec![
         figure("MCP spawn to tools/list answer p50", percentile(&times, 0.5), "ms", "≤ 10", ""),

@@ -352,26 +352,7 @@ impl Reference {
         };
         let initialize = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"bench","version":"1"}}}"#;
         let initialized = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
-        let mut spawns = Vec::new();
-        for _ in 0..30 {
-            let started = Instant::now();
-            let mut child = spawn()?;
-            let mut stdin = child.stdin.take().expect("piped");
-            writeln!(stdin, "{initialize}\n{initialized}")?;
-            writeln!(stdin, r#"{{"jsonrpc":"2.0","id":2,"method":"tools/list"}}"#)?;
-            stdin.flush()?;
-            let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
-            loop {
-                let line = lines.next().context("the MCP server closed its output")??;
-                if line.contains(r#""id":2"#) {
-                    break;
-                }
-            }
-            spawns.push(started.elapsed().as_secs_f64() * 1000.0);
-            drop(stdin);
-            let _ = child.wait();
-        }
-        spawns.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        let spawns = crate::bench::mcp_spawn_times(30, &spawn)?;
         let mut child = spawn()?;
         let mut stdin = child.stdin.take().expect("piped");
         let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
