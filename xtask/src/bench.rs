@@ -804,7 +804,7 @@ fn mcp_execute(bin: &Path, node: &Node) -> anyhow::Result<(f64, f64)> {
     stdin.flush()?;
     lines.next().context("the server closed its output")??;
     let mut id = 0;
-    let mut call = || -> anyhow::Result<()> {
+    let call = || -> anyhow::Result<()> {
         id += 1;
         writeln!(
             stdin,
@@ -815,12 +815,22 @@ fn mcp_execute(bin: &Path, node: &Node) -> anyhow::Result<(f64, f64)> {
         anyhow::ensure!(line.contains("exitCode") && !line.contains("isError"), "loopsy_execute failed: {line}");
         Ok(())
     };
+    let through_mcp = mcp_call_p50(call)?;
+    drop(stdin);
+    let _ = child.wait();
+    Ok((through_mcp, http_exec_p50(node)?))
+}
+
+/// p50 in ms of an MCP tool `call` (30 calls to warm up, then 300), loopsy's or 1.0.21's.
+pub fn mcp_call_p50(mut call: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<f64> {
     for _ in 0..30 {
         call()?;
     }
-    let through_mcp = latencies(300, &mut call)?;
-    drop(stdin);
-    let _ = child.wait();
+    Ok(percentile(&latencies(300, &mut call)?, 0.5))
+}
+
+/// p50 in ms of `echo` over HTTP on `node`, the figure an MCP call is compared with.
+pub fn http_exec_p50(node: &Node) -> anyhow::Result<f64> {
     let mut conn = Conn::open(&node.addr)?;
     let direct = latencies(300, || {
         let reply =
@@ -828,7 +838,7 @@ fn mcp_execute(bin: &Path, node: &Node) -> anyhow::Result<(f64, f64)> {
         anyhow::ensure!(reply.status == 200, "execute answered {}", reply.status);
         Ok(())
     })?;
-    Ok((percentile(&through_mcp, 0.5), percentile(&direct, 0.5)))
+    Ok(percentile(&direct, 0.5))
 }
 
 /// `loopsy session start-fleet --count 20`: total RSS and idle CPU of the sessions, and a

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serde_json::json;
 
-use crate::bench::{cpu_seconds, latencies, measure_exec, percentile, throughput, ExecRun, Figure};
+use crate::bench::{cpu_seconds, measure_exec, percentile, throughput, ExecRun, Figure};
 use crate::http::Conn;
 use crate::node::{remove_home, user_home, Node};
 
@@ -360,7 +360,7 @@ impl Reference {
         stdin.flush()?;
         lines.next().context("the MCP server closed its output")??;
         let mut id = 0;
-        let mut call = || -> anyhow::Result<()> {
+        let call = || -> anyhow::Result<()> {
             id += 1;
             let request = json!({
                 "jsonrpc": "2.0", "id": id, "method": "tools/call",
@@ -375,20 +375,10 @@ impl Reference {
             anyhow::ensure!(line.contains("exitCode") && !line.contains("isError"), "loopsy_execute failed: {line}");
             Ok(())
         };
-        for _ in 0..30 {
-            call()?;
-        }
-        let through_mcp = percentile(&latencies(300, &mut call)?, 0.5);
+        let through_mcp = crate::bench::mcp_call_p50(call)?;
         drop(stdin);
         let _ = child.wait();
-        let mut conn = Conn::open(&node.addr)?;
-        let direct = latencies(300, || {
-            let reply =
-                conn.call("POST", "/api/v1/execute", Some(&node.key), Some(br#"{"command":"echo","args":["hi"]}"#))?;
-            anyhow::ensure!(reply.status == 200, "execute answered {}", reply.status);
-            Ok(())
-        })?;
-        let direct = percentile(&direct, 0.5);
+        let direct = crate::bench::http_exec_p50(&node)?;
         drop(node);
         remove_home(&home.data);
         Ok(vec![
