@@ -37,8 +37,17 @@ pub fn create(daemon: &Daemon, body: Value) -> Value {
 }
 
 /// A shell with a fixed prompt and no history or rc files.
+/// A shell terminal, returned once its first prompt is on the screen: input typed
+/// earlier is echoed by the line discipline before the prompt and lands on another line.
 fn shell(daemon: &Daemon, name: &str) -> Value {
-    create(daemon, json!({"command": "sh", "name": name, "env": {"PS1": "$ ", "ENV": ""}, "cwd": daemon.home.path()}))
+    let terminal = create(
+        daemon,
+        json!({"command": "sh", "name": name, "env": {"PS1": "$ ", "ENV": ""}, "cwd": daemon.home.path()}),
+    );
+    let id = terminal["id"].as_str().unwrap();
+    let prompt = daemon.get(&format!("/api/v1/terminals/{id}/screen?waitFor=%24&timeoutMs=10000")).json();
+    assert_eq!(prompt["matched"], true, "no prompt: {prompt}");
+    terminal
 }
 
 /// Live processes of session `sid`, from /proc.
