@@ -208,6 +208,30 @@ fn closing_the_stream_kills_the_job_group() {
 }
 
 #[test]
+fn a_collected_job_runs_to_its_end_after_its_client_hangs_up() {
+    use std::io::Write;
+    let daemon = Daemon::start("exec-collect-hangup");
+    let marker = daemon.home.path().join("finished");
+    let script = format!("sleep 1; echo done > '{}'", marker.display());
+    let body = json!({"command": "sh", "args": ["-c", script]}).to_string();
+    let mut conn = std::net::TcpStream::connect(&daemon.addr).unwrap();
+    write!(
+        conn,
+        "POST {EXECUTE} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        daemon.addr,
+        daemon.key,
+        body.len()
+    )
+    .unwrap();
+    wait_until(Duration::from_secs(5), "the job is listed", || jobs(&daemon).len() == 1);
+    drop(conn);
+    wait_until(Duration::from_secs(10), "the job wrote its file", || {
+        std::fs::read_to_string(&marker).is_ok_and(|text| text == "done\n")
+    });
+    wait_until(Duration::from_secs(5), "the job is no longer listed", || jobs(&daemon).is_empty());
+}
+
+#[test]
 fn a_streamed_job_can_be_cancelled_and_reports_the_signal() {
     let daemon = Daemon::start("exec-stream-cancel");
     let mut stream =

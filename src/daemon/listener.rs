@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use async_h1::server::{decode, Encoder};
 use async_net::{TcpListener, TcpStream};
 use futures_lite::future;
-use futures_lite::io::{self, AsyncRead, AsyncReadExt, AsyncWrite};
+use futures_lite::io::{self, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::conn::{Connections, Guarded, Limits, Permit};
 use super::error::{ApiError, ErrorCode};
@@ -28,6 +28,8 @@ use crate::shutdown::Shutdown;
 
 /// An idle keep-alive connection is closed after this long.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(75);
+/// An answer whose body is at most this long is written with its head in one write.
+const COALESCE_BYTES: u64 = 16 * 1024;
 /// A response with an unread request body bigger than this closes the connection instead of
 /// reading the rest (an oversized upload answered with 413 must not be read to the end).
 const DRAIN_LIMIT: u64 = 256 * 1024;
@@ -295,15 +297,21 @@ impl Accepted {
             }
             let event_stream = res.content_type().is_some_and(|mime| mime.essence() == "text/event-stream");
             let large = declared.max(res.len()).unwrap_or(0) >= super::memory::LARGE_BODY;
+            let small = res.len().filter(|len| !event_stream && *len as u64 <= COALESCE_BYTES);
             let mut encoder = Encoder::new(res, method);
             let mut writer = io.clone();
-            let copy = io::copy(&mut encoder, &mut writer);
-            if event_stream {
+            if let Some(len) = small {
+                // Head and body in one write: one segment, one wake-up of the client.
+                let mut bytes = Vec::with_capacity(len + 1024);
+                encoder.read_to_end(&mut bytes).await?;
+                writer.write_all(&bytes).await?;
+                writer.flush().await?;
+            } else if event_stream {
                 // An event stream may be quiet for long: end it (dropping its producer) as soon as
                 // the client closes the connection, not at the next heartbeat.
-                future::or(copy, client_hangup(&tcp)).await?;
+                future::or(io::copy(&mut encoder, &mut writer), client_hangup(&tcp)).await?;
             } else {
-                copy.await?;
+                io::copy(&mut encoder, &mut writer).await?;
             }
             if large {
                 // Its buffers are freed by now: give their pages back (memory returns after a burst).
