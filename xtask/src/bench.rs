@@ -459,12 +459,15 @@ fn context(bin: &Path) -> anyhow::Result<Vec<Figure>> {
         Ok(())
     })?;
     let peak = node.memory_kib("VmHWM") as f64 / 1024.0;
-    // One connection, one request at a time: a PUT of a new key and a GET, with 1,000 entries…
-    let (small_put, small_get) = context_latencies(&node, "small")?;
-    // …and once the store holds 100,000 (the default context.maxEntries).
-    let target = 100_000 - 2 * 1000 - 1000; // what context_latencies adds makes 100,000
+    // One connection per store, one request at a time: a PUT of a new key and a GET on a store
+    // of 1,000 entries (a second daemon) and on this one once it holds 100,000 (the default
+    // context.maxEntries), taken alternately so both see the same load of this shared machine.
+    let small = self::node(bin, "context-small")?;
+    fill(&small, 1000)?;
+    let target = 100_000 - 1000 - LATENCY_SAMPLES; // with k0…k999 and the measured PUTs: 100,000
     let fill_took = timed(|| fill(&node, target))?;
-    let (large_put, large_get) = context_latencies(&node, "large")?;
+    let [small_put, large_put, small_get, large_get] = context_latencies(&small, &node)?;
+    drop(small);
     let mut conn = Conn::open(&node.addr)?;
     let status: serde_json::Value =
         serde_json::from_slice(&conn.call("GET", "/api/v1/status", Some(&node.key), None)?.body)?;
@@ -520,25 +523,38 @@ fn fill(node: &Node, count: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// p50 of 1,000 PUTs of new keys and 1,000 GETs, one at a time on one connection, in ms.
-fn context_latencies(node: &Node, label: &str) -> anyhow::Result<(f64, f64)> {
-    let mut conn = Conn::open(&node.addr)?;
-    let key = node.key.clone();
-    let mut i = 0;
-    let puts = latencies(1000, || {
-        i += 1;
-        let reply = conn.call("PUT", &format!("/api/v1/context/{label}-{i}"), Some(&key), Some(br#"{"value":"v"}"#))?;
-        anyhow::ensure!(reply.status == 200, "PUT answered {}", reply.status);
-        Ok(())
-    })?;
-    let mut i = 0;
-    let gets = latencies(1000, || {
-        i += 1;
-        let reply = conn.call("GET", &format!("/api/v1/context/{label}-{i}"), Some(&key), None)?;
-        anyhow::ensure!(reply.status == 200, "GET answered {}", reply.status);
-        Ok(())
-    })?;
-    Ok((percentile(&puts, 0.5), percentile(&gets, 0.5)))
+/// PUTs of new keys (then GETs of them) measured per store in [`context_latencies`].
+const LATENCY_SAMPLES: u64 = 2000;
+
+/// p50 in ms of [`LATENCY_SAMPLES`] PUTs of new keys and as many GETs of them, one at a time on
+/// one connection per store, alternating between the stores (which goes first alternates too):
+/// `[small PUT, large PUT, small GET, large GET]`.
+fn context_latencies(small: &Node, large: &Node) -> anyhow::Result<[f64; 4]> {
+    let nodes = [small, large];
+    let mut conns = [Conn::open(&small.addr)?, Conn::open(&large.addr)?];
+    let mut times = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
+    for get in [false, true] {
+        for i in 0..LATENCY_SAMPLES {
+            for turn in 0..2 {
+                let which = (turn + i as usize) % 2;
+                let path = format!("/api/v1/context/latency-{i}");
+                let conn = &mut conns[which];
+                let key = &nodes[which].key;
+                let started = Instant::now();
+                let reply = match get {
+                    false => conn.call("PUT", &path, Some(key), Some(br#"{"value":"v"}"#))?,
+                    true => conn.call("GET", &path, Some(key), None)?,
+                };
+                let took = started.elapsed().as_secs_f64() * 1000.0;
+                anyhow::ensure!(reply.status == 200, "{} answered {}", if get { "GET" } else { "PUT" }, reply.status);
+                times[usize::from(get) * 2 + which].push(took);
+            }
+        }
+    }
+    Ok(times.map(|mut t| {
+        t.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        percentile(&t, 0.5)
+    }))
 }
 
 fn transfer(bin: &Path) -> anyhow::Result<Vec<Figure>> {
