@@ -22,6 +22,7 @@ use futures_lite::io::{self, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt}
 
 use super::conn::{Connections, Guarded, Limits, Permit};
 use super::error::{ApiError, ErrorCode};
+use super::memory::Quiet;
 use super::methods::MethodGate;
 use super::state::State;
 use crate::shutdown::Shutdown;
@@ -72,20 +73,29 @@ impl TlsSwitch {
     }
 }
 
-/// Counts requests being served, from decoded headers to the last byte of the response.
+/// Counts requests being served, from decoded headers to the last byte of the response, and
+/// tells [`Quiet`] of each one finished (memory is trimmed once requests stop).
 #[derive(Clone, Default)]
-pub(crate) struct InFlight(Arc<AtomicUsize>);
+pub(crate) struct InFlight {
+    count: Arc<AtomicUsize>,
+    finished: Quiet,
+}
 
-struct InFlightGuard(Arc<AtomicUsize>);
+struct InFlightGuard(InFlight);
 
 impl InFlight {
     fn enter(&self) -> InFlightGuard {
-        self.0.fetch_add(1, Ordering::SeqCst);
-        InFlightGuard(self.0.clone())
+        self.count.fetch_add(1, Ordering::SeqCst);
+        InFlightGuard(self.clone())
     }
 
     pub(crate) fn count(&self) -> usize {
-        self.0.load(Ordering::SeqCst)
+        self.count.load(Ordering::SeqCst)
+    }
+
+    /// Where finished requests are noted.
+    pub(crate) fn quiet(&self) -> Quiet {
+        self.finished.clone()
     }
 
     /// Waits until no request is in flight, or `limit` has passed. Returns how many remain.
@@ -100,7 +110,8 @@ impl InFlight {
 
 impl Drop for InFlightGuard {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
+        self.0.count.fetch_sub(1, Ordering::SeqCst);
+        self.0.finished.note();
     }
 }
 
@@ -140,8 +151,11 @@ pub(crate) async fn serve(
                     _permit: permit,
                 };
                 let tls = tls.clone();
+                // The task holds the connection's future (tens of KiB) boxed, made on a worker
+                // thread: moved in here, it would be copied through this loop's stack frame on
+                // the main thread, which then stays that deep (resident) for the daemon's life.
                 smol::spawn(async move {
-                    if let Err(e) = connection.run(stream, tls).await {
+                    if let Err(e) = Box::pin(connection.run(stream, tls)).await {
                         log::debug!("connection from {peer}: {e}");
                     }
                 })

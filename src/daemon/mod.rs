@@ -55,6 +55,8 @@ pub(crate) fn run(paths: Paths, config: Config, managed_by: Option<String>) -> a
         anyhow!("a daemon is already running for {} (PID {pid})", paths.home().display())
     })?;
     let node_id = NodeId::load_or_create(&paths)?;
+    // Before any thread of the daemon's exists (they would take arenas of their own).
+    memory::one_arena();
     smol::block_on(serve(paths, config, node_id, managed_by))
 }
 
@@ -99,6 +101,7 @@ async fn serve(paths: Paths, config: Config, node_id: NodeId, managed_by: Option
         }
     });
     let in_flight = listener::InFlight::default();
+    let _trimmer = smol::spawn(in_flight.quiet().trim_when_quiet(memory::QUIET, state.shutdown.clone()));
     let limits = conn::Limits::from_config(&state.config.server, descriptors);
     listener::serve(listener, state.gate.tls.clone(), app, state.shutdown.clone(), in_flight.clone(), limits).await;
 
