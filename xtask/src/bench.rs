@@ -246,7 +246,9 @@ pub fn throughput(
 /// A started daemon with its home, for benchmarks that need one.
 pub fn node(bin: &Path, label: &str) -> anyhow::Result<Node> {
     let (home, key) = prepare_home(bin, label)?;
-    Ok(Node::start(bin, &home, &key)?.0)
+    let mut node = Node::start(bin, &home, &key)?.0;
+    node.owns_home = true;
+    Ok(node)
 }
 
 fn startup(bin: &Path) -> anyhow::Result<Vec<Figure>> {

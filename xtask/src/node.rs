@@ -12,6 +12,8 @@ pub struct Node {
     pub key: String,
     /// The data directory.
     pub home: PathBuf,
+    /// Removed with its user home when the node is dropped (a home made for this node alone).
+    pub owns_home: bool,
 }
 
 /// The user home of the benchmark processes of data directory `home` (its sibling): `init`
@@ -68,7 +70,13 @@ impl Node {
             .spawn()
             .context("spawning the daemon")?;
         let pid = child.id();
-        let mut node = Node { child: Some(child), addr: String::new(), key: key.to_string(), home: home.to_path_buf() };
+        let mut node = Node {
+            child: Some(child),
+            addr: String::new(),
+            key: key.to_string(),
+            home: home.to_path_buf(),
+            owns_home: false,
+        };
         let deadline = started + Duration::from_secs(10);
         loop {
             if node.addr.is_empty() {
@@ -128,5 +136,8 @@ impl Node {
 impl Drop for Node {
     fn drop(&mut self) {
         self.stop();
+        if self.owns_home {
+            remove_home(&self.home);
+        }
     }
 }

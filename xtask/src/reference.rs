@@ -227,6 +227,7 @@ impl Reference {
             addr: format!("127.0.0.1:{}", home.port),
             key: home.key.clone(),
             home: home.data.clone(),
+            owns_home: false,
         };
         let took = wait_healthy(node, started)?;
         Ok(took)
@@ -429,6 +430,7 @@ impl Reference {
                 addr: format!("127.0.0.1:{}", session.port),
                 key: session.key.clone(),
                 home: session.data.clone(),
+                owns_home: false,
             });
         }
         let mut nodes = Vec::new();
