@@ -411,12 +411,21 @@ fn input_takes_named_keys_and_a_screen_read_waits_for_text() {
     let missing = daemon.get(&format!("/api/v1/terminals/{id}/screen?waitFor=never-there&timeoutMs=300")).json();
     assert_eq!((missing["matched"].as_bool(), missing["timedOut"].as_bool()), (Some(false), Some(true)));
 
-    // Ctrl-C interrupts a running program; Ctrl-D ends the shell.
+    // Ctrl-C interrupts a running program; Ctrl-D ends the shell. The keys wait for the sleep
+    // to run (its shell has made it the terminal's foreground before exec) and to end.
+    let sid = terminal["pid"].as_u64().unwrap();
+    let sleeping = || {
+        session_members(sid)
+            .iter()
+            .any(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|comm| comm.trim() == "sleep"))
+    };
     daemon
         .req("POST", &format!("/api/v1/terminals/{id}/input"))
         .json(&json!({"text": "sleep 1000", "keys": ["Enter"]}))
         .send();
+    wait_until(WAIT, "the sleep to run", sleeping);
     daemon.req("POST", &format!("/api/v1/terminals/{id}/input")).json(&json!({"keys": ["Ctrl-C"]})).send();
+    wait_until(WAIT, "Ctrl-C to end the sleep", || !sleeping());
     daemon
         .req("POST", &format!("/api/v1/terminals/{id}/input"))
         .json(&json!({"text": "echo back-$((3*3))", "keys": ["Enter", "Ctrl-D"]}))
