@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use crate::support::mcp_stdio::McpServer;
+use crate::support::relay::Relay;
 use crate::support::{
     command, loopsy_bin, loopsy_in, prerequisite, run_within, wait_child, wait_until, Daemon, Home, Run, TempDir,
     UserHome,
@@ -243,6 +245,85 @@ fn tools_act_on_named_peers_without_ever_seeing_a_key() {
     assert!(!is_error, "{text}");
     assert_eq!(std::fs::read_to_string(&dest).unwrap(), "payload");
     let _ = std::fs::remove_dir_all(std::path::Path::new(&dest).parent().unwrap());
+}
+
+/// `loopsy_execute` of a command that appends a line to `file`: how many times it ran is the
+/// number of lines.
+fn append_once(server: &mut McpServer, file: &std::path::Path) -> (String, bool) {
+    let script = format!("echo ran >> '{}'", file.display());
+    server.tool("loopsy_execute", json!({"peer": "local", "command": "sh", "args": ["-c", script]}))
+}
+
+fn runs(file: &std::path::Path) -> usize {
+    std::fs::read_to_string(file).map(|text| text.lines().count()).unwrap_or(0)
+}
+
+#[test]
+fn sequential_tool_calls_share_one_connection_and_a_closed_one_is_replaced_without_running_twice() {
+    let daemon = Daemon::start("mcpkeep");
+    // The relay counts the connections the MCP server opens to the daemon, and can close them.
+    let relay = Relay::start(&daemon.addr);
+    let port = relay.port.to_string();
+    let mut server =
+        McpServer::spawn_with(daemon.home.path(), &[("LOOPSY_API_KEY", daemon.key.as_str()), ("LOOPSY_PORT", &port)]);
+    let file = daemon.home.path().join("runs.txt");
+    for call in 1..=20 {
+        let (text, is_error) = append_once(&mut server, &file);
+        assert!(!is_error, "{text}");
+        assert_eq!(runs(&file), call);
+    }
+    let text = server.ok("loopsy_context_set", json!({"key": "k", "value": "v"}));
+    assert!(text.contains('k'), "{text}");
+    assert_eq!(relay.connections(), 1, "21 sequential calls over one kept connection");
+    // The kept connection is closed under the server (as a daemon's stop or idle timeout does):
+    // it is noticed before it is used, so even a call that is never retried (a context write)
+    // goes through, on a new connection.
+    relay.cut();
+    server.ok("loopsy_context_set", json!({"key": "k", "value": "w"}));
+    assert_eq!(relay.connections(), 2);
+    let (text, is_error) = append_once(&mut server, &file);
+    assert!(!is_error, "{text}");
+    assert_eq!((runs(&file), relay.connections()), (21, 2));
+    relay.cut();
+    let (text, is_error) = append_once(&mut server, &file);
+    assert!(!is_error, "{text}");
+    assert_eq!(runs(&file), 22, "the command ran exactly once");
+    assert_eq!(relay.connections(), 3);
+}
+
+#[test]
+fn the_mcp_server_rides_a_daemon_restart_on_its_port_and_says_when_it_is_gone() {
+    let home = Home::new("mcprestart");
+    let daemon = home.start();
+    // The restarted daemon listens where the first one did: the client and its kept (now
+    // closed) connection stay the same.
+    let port = daemon.port;
+    daemon.home.edit_config(|doc| doc["server"]["port"] = port.into());
+    let mut server = McpServer::spawn(daemon.home.path());
+    let file = daemon.home.path().join("runs.txt");
+    let (text, is_error) = append_once(&mut server, &file);
+    assert!(!is_error, "{text}");
+    let mut daemon = daemon.restart();
+    assert_eq!(daemon.port, port);
+    let (text, is_error) = append_once(&mut server, &file);
+    assert!(!is_error, "{text}");
+    assert_eq!(runs(&file), 2, "each call ran exactly once");
+    daemon.kill();
+    let text = server.error("loopsy_execute", json!({"peer": "local", "command": "echo", "args": ["x"]}));
+    assert!(text.contains("not running") && text.contains("loopsy start"), "{text}");
+    assert_eq!(runs(&file), 2);
+}
+
+#[test]
+fn a_new_api_key_is_picked_up_by_a_running_mcp_server() {
+    let daemon = Daemon::start("mcpnewkey");
+    let mut server = McpServer::spawn(daemon.home.path());
+    server.ok("loopsy_context_set", json!({"key": "before", "value": "1"}));
+    let _ = daemon.loopsy(&["key", "generate"]).success();
+    assert_ne!(daemon.home.key(), daemon.key, "the key changed");
+    let text = server.ok("loopsy_context_get", json!({"key": "before"}));
+    assert!(text.contains('1'), "{text}");
+    server.ok("loopsy_context_set", json!({"key": "after", "value": "2"}));
 }
 
 #[test]

@@ -52,7 +52,7 @@ pub(super) async fn read(daemon: &DaemonLocator, params: &Value) -> Result<Value
         .iter()
         .find(|r| r.uri == uri)
         .ok_or_else(|| RpcError::new(-32002, format!("unknown resource '{uri}'; see resources/list")))?;
-    let value = match daemon.client() {
+    let value = match daemon.client().await {
         Ok(client) => match client.get::<Value>(resource.path).await {
             Ok(value) => value,
             Err(e) => (resource.fallback)(&e.to_string()),

@@ -122,6 +122,20 @@ impl Client {
         }
     }
 
+    /// This client, keeping a few connections to its daemon open between requests, each for at
+    /// most `idle` (see `transport::Pool`: when a connection goes back, how a closed one is
+    /// recognised). For a client that makes many calls to one daemon (the MCP server's client of
+    /// its local daemon); clones share the kept connections.
+    pub fn keeping_alive(mut self, idle: Duration) -> Client {
+        self.http = surf::Client::with_http_client(transport::Transport::keeping_alive(self.trust.clone(), idle));
+        self
+    }
+
+    /// Whether `other` reaches the same daemon the same way (address, key, trust).
+    pub(crate) fn same_target(&self, other: &Client) -> bool {
+        self.base == other.base && self.key == other.key && self.trust == other.trust
+    }
+
     pub fn with_timeout(mut self, timeout: Duration) -> Client {
         self.timeout = timeout;
         self

@@ -28,7 +28,7 @@ pub(super) fn tools() -> Vec<Tool> {
 }
 
 async fn list(daemon: Arc<DaemonLocator>, args: Args) -> Outcome {
-    let client = daemon.client()?;
+    let client = daemon.client().await?;
     let inbox: Value = client.get("/api/v1/approvals").await.map_err(|e| e.to_string())?;
     Ok(render(&inbox, args.bool("all").unwrap_or(false)))
 }

@@ -119,7 +119,7 @@ async fn delete(daemon: Arc<DaemonLocator>, args: Args) -> Outcome {
 
 /// Sets the key here, then on every online peer (concurrently), and reports each outcome.
 async fn broadcast(daemon: Arc<DaemonLocator>, args: Args) -> Outcome {
-    let local = daemon.client()?;
+    let local = daemon.client().await?;
     let path = context_path(args.req("key"));
     let body = put_body(&args);
     local.call::<Value>(Method::Put, &path, Some(&body)).await.map_err(|e| e.to_string())?;

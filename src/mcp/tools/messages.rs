@@ -70,20 +70,20 @@ async fn send_message(daemon: Arc<DaemonLocator>, args: Args) -> Outcome {
     let kind: MessageType = serde_json::from_value(args.str("type").unwrap_or("chat").into())
         .map_err(|_| "'type' must be chat, request, response or broadcast".to_string())?;
     let request = SendRequest { to: args.req("peer").to_string(), kind, body: args.req("body").to_string() };
-    let client = daemon.client()?;
+    let client = daemon.client().await?;
     let sent: Sent = client.call(Method::Post, "/api/v1/messages", Some(&request)).await.map_err(|e| e.to_string())?;
     Ok(text::sent(&sent))
 }
 
 async fn check_inbox(daemon: Arc<DaemonLocator>, _args: Args) -> Outcome {
-    let inbox: Inbox = daemon.client()?.get("/api/v1/messages/inbox").await.map_err(|e| e.to_string())?;
+    let inbox: Inbox = daemon.client().await?.get("/api/v1/messages/inbox").await.map_err(|e| e.to_string())?;
     Ok(text::inbox(&inbox))
 }
 
 async fn ack_message(daemon: Arc<DaemonLocator>, args: Args) -> Outcome {
     let request =
         AckRequest { key: Some(args.req("messageKey").to_string()), id: args.str("messageId").map(String::from) };
-    let client = daemon.client()?;
+    let client = daemon.client().await?;
     let sent: Sent =
         client.call(Method::Post, "/api/v1/messages/ack", Some(&request)).await.map_err(|e| e.to_string())?;
     Ok(text::acked(&sent))
@@ -92,6 +92,6 @@ async fn ack_message(daemon: Arc<DaemonLocator>, args: Args) -> Outcome {
 async fn check_ack(daemon: Arc<DaemonLocator>, args: Args) -> Outcome {
     let peer = args.req("peer");
     let path = format!("/api/v1/messages/status?peer={}", percent::encode(peer));
-    let report: StatusReport = daemon.client()?.get(&path).await.map_err(|e| e.to_string())?;
+    let report: StatusReport = daemon.client().await?.get(&path).await.map_err(|e| e.to_string())?;
     Ok(text::status(&report, peer))
 }

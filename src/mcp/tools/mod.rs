@@ -132,9 +132,9 @@ pub(super) async fn target(
 ) -> Result<crate::peer::Client, String> {
     use crate::resolve;
     match peer.filter(|p| !p.is_empty() && *p != "local") {
-        None => daemon.client(),
+        None => daemon.client().await,
         Some(spec) => {
-            let config = daemon.config()?;
+            let config = daemon.config().await?;
             let target = match args.offered_key() {
                 Some(offered) => resolve::resolve_offered(&daemon.paths, &config, spec, offered).await,
                 None => resolve::resolve(&daemon.paths, &config, spec, None).await,

@@ -25,7 +25,7 @@ pub(super) fn tools() -> Vec<Tool> {
 }
 
 async fn list_peers(daemon: Arc<DaemonLocator>, _args: Args) -> Outcome {
-    let client = daemon.client()?;
+    let client = daemon.client().await?;
     let peers: Value = client.get("/api/v1/peers").await.map_err(|e| e.to_string())?;
     Ok(pretty(&peers))
 }
