@@ -241,7 +241,13 @@ mod tests {
                         break;
                     }
                 }
-                let failed = failed || pipeline.finish().await.is_err();
+                // Until both threads are gone: the writer may still be on the batches before.
+                let Pipeline { to_hasher, back, .. } = pipeline;
+                drop(to_hasher);
+                while let Ok(message) = back.recv().await {
+                    failed |= matches!(message, Back::Failed(_));
+                    assert!(!matches!(message, Back::Done(..)), "a stopped pipeline never finishes");
+                }
                 assert!(failed, "the push fails");
                 let stopped_at = fail_at.or(panic_at).unwrap() - 1;
                 assert!(*written.lock().unwrap() == input[..stopped_at].concat(), "nothing unhashed is written");
