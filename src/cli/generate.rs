@@ -69,6 +69,9 @@ struct LocalConfig {
     /// turn the per-key rate limits off
     #[argh(switch)]
     unlimited: bool,
+    /// turn TLS on (loopback clients may still use plain HTTP on the same port)
+    #[argh(switch)]
+    tls: bool,
 }
 
 pub fn run(parsed: Args) -> anyhow::Result<()> {
@@ -89,7 +92,7 @@ pub fn run(parsed: Args) -> anyhow::Result<()> {
         What::Units(cmd) => write_units(&cmd.dir)?,
         What::LocalConfig(cmd) => {
             let paths = crate::paths::Paths::from_dir(&cmd.home)?;
-            let local = crate::config::LocalOnly { port: cmd.port, unlimited: cmd.unlimited };
+            let local = crate::config::LocalOnly { port: cmd.port, unlimited: cmd.unlimited, tls: cmd.tls };
             crate::config::make_local_only(&paths, local)?;
         }
     }

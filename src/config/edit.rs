@@ -145,6 +145,8 @@ pub(crate) struct LocalOnly {
     pub port: Option<u16>,
     /// Turns the per-key rate limits off (a benchmark measures the daemon, not its limits).
     pub unlimited: bool,
+    /// Turns TLS on (the daemon makes its certificate at start); loopback clients keep plain HTTP.
+    pub tls: bool,
 }
 
 /// Applies [`LocalOnly`].
@@ -159,6 +161,9 @@ pub(crate) fn make_local_only(paths: &Paths, local: LocalOnly) -> anyhow::Result
             for category in ["execute", "transfer", "context"] {
                 set(doc, &["rateLimits", category], 0u64.into());
             }
+        }
+        if local.tls {
+            set(doc, &["tls", "enabled"], true.into());
         }
         Ok(())
     })
@@ -347,12 +352,15 @@ mod tests {
     #[test]
     fn local_only_listens_on_loopback_without_discovery() {
         let (paths, dir) = home("local", &format!("auth: {{apiKey: {KEY}}}\n"));
-        let config = make_local_only(&paths, LocalOnly { port: Some(0), unlimited: true }).unwrap();
+        let config = make_local_only(&paths, LocalOnly { port: Some(0), unlimited: true, tls: false }).unwrap();
         assert_eq!((config.server.host.as_str(), config.server.port), ("127.0.0.1", 0));
         assert!(!config.discovery.enabled);
+        assert!(!config.tls.enabled);
         assert_eq!((config.rate_limits.execute, config.rate_limits.transfer, config.rate_limits.context), (0, 0, 0));
         let config = make_local_only(&paths, LocalOnly::default()).unwrap();
         assert_eq!(config.server.port, 0, "the port is kept");
+        let config = make_local_only(&paths, LocalOnly { tls: true, ..LocalOnly::default() }).unwrap();
+        assert!(config.tls.enabled);
         let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -10,6 +10,7 @@
 pub(crate) mod chunks;
 pub(crate) mod dirs;
 pub(crate) mod journal;
+mod pipeline;
 pub(crate) mod policy;
 pub(crate) mod pull;
 pub(crate) mod push;

@@ -1,9 +1,10 @@
 //! Receiving bytes into a file that nobody sees yet: counted against a limit, hashed, and written
-//! in batches on a blocking thread while the next batch arrives; then checked, made durable and
-//! renamed into place ([`commit`]).
+//! in batches by the two long-lived threads of a [`Pipeline`] while the next batches arrive;
+//! then checked, made durable and renamed into place ([`commit`]).
 //!
-//! Memory per upload is two batches ([`BATCH`]), whatever the file size. The caller decides what
-//! an unfinished file becomes: a plain temporary file is removed, a resumable part is kept.
+//! Memory per upload is `DEPTH + 1` batches ([`BATCH`]), whatever the file size. The caller
+//! decides what an unfinished file becomes: a plain temporary file is removed, a resumable part
+//! is kept.
 //!
 //! Writeback starts while the upload still arrives: every [`WRITEBACK`] bytes the writer thread
 //! asks the kernel to start writing the range out (`sync_file_range`, Linux). Otherwise nothing
@@ -17,29 +18,54 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+use super::pipeline::{Pipeline, Stage};
 use super::{PartError, TransferError};
 
-/// Bytes collected before they are handed to the writer thread.
+/// Bytes collected before they are handed to the pipeline.
 pub(crate) const BATCH: usize = 1 << 20;
 
 /// Bytes written between two requests to start writeback.
 pub(crate) const WRITEBACK: u64 = 8 << 20;
 
-type Batch = io::Result<(File, Sha256, Vec<u8>)>;
+/// The hashing stage.
+struct Hasher(Sha256);
+
+impl Stage for Hasher {
+    fn take(&mut self, batch: &[u8]) -> io::Result<()> {
+        self.0.update(batch);
+        Ok(())
+    }
+}
+
+/// The writing stage: appends to the file and starts writeback every [`WRITEBACK`] bytes.
+struct Writer {
+    file: File,
+    /// The file offset the next batch is written at (a resumed file is positioned there).
+    offset: u64,
+    /// File offset from which writeback has not been started yet.
+    unstarted: u64,
+}
+
+impl Stage for Writer {
+    fn take(&mut self, batch: &[u8]) -> io::Result<()> {
+        self.file.write_all(batch)?;
+        self.offset += batch.len() as u64;
+        if self.offset - self.unstarted >= WRITEBACK {
+            start_writeback(&self.file, self.unstarted, self.offset);
+            self.unstarted = self.offset;
+        }
+        Ok(())
+    }
+}
 
 /// A file being received. See the module documentation.
 pub(crate) struct Sink {
     path: PathBuf,
-    /// `None` while a batch is being written.
-    file: Option<(File, Sha256)>,
-    in_flight: Option<blocking::Task<Batch>>,
+    pipeline: Pipeline<Hasher, Writer>,
     buffer: Vec<u8>,
-    spare: Vec<u8>,
     /// Bytes accepted so far, including those of an earlier attempt (resume).
     size: u64,
     limit: u64,
-    /// File offset from which writeback has not been started yet.
-    unstarted: u64,
 }
 
 /// A completely received file, flushed to disk but not yet in place.
@@ -58,7 +84,7 @@ impl Sink {
             move || OpenOptions::new().write(true).create_new(true).open(path)
         })
         .await?;
-        Ok(Sink::with(path, file, Sha256::new(), 0, limit))
+        Sink::with(path, file, Sha256::new(), 0, limit)
     }
 
     /// Continues the partial file at `path` after its first `offset` bytes (created when
@@ -70,20 +96,12 @@ impl Sink {
             move || reopen(&path, offset)
         })
         .await?;
-        Ok(Sink::with(path, file, hasher, offset, limit))
+        Sink::with(path.clone(), file, hasher, offset, limit).map_err(|e| TransferError::io("receiving", &path, e))
     }
 
-    fn with(path: PathBuf, file: File, hasher: Sha256, size: u64, limit: u64) -> Sink {
-        Sink {
-            path,
-            file: Some((file, hasher)),
-            in_flight: None,
-            buffer: Vec::with_capacity(BATCH),
-            spare: Vec::with_capacity(BATCH),
-            size,
-            limit,
-            unstarted: size,
-        }
+    fn with(path: PathBuf, file: File, hasher: Sha256, size: u64, limit: u64) -> io::Result<Sink> {
+        let pipeline = Pipeline::start(Hasher(hasher), Writer { file, offset: size, unstarted: size })?;
+        Ok(Sink { path, pipeline, buffer: Vec::with_capacity(BATCH), size, limit })
     }
 
     /// Accepts `chunk`; refuses it whole if it would pass the limit.
@@ -97,73 +115,40 @@ impl Sink {
         self.size += chunk.len() as u64;
         self.buffer.extend_from_slice(chunk);
         if self.buffer.len() >= BATCH {
-            self.submit().await?;
+            let batch = std::mem::take(&mut self.buffer);
+            self.buffer =
+                self.pipeline.send(batch, BATCH).await.map_err(|e| TransferError::io("writing", &self.path, e))?;
         }
         Ok(())
     }
 
-    /// Hands the collected bytes to the writer thread, after the previous batch is done.
-    async fn submit(&mut self) -> Result<(), TransferError> {
-        self.settle().await?;
-        let (mut file, mut hasher) = self.file.take().expect("settled");
-        let batch = std::mem::replace(&mut self.buffer, std::mem::take(&mut self.spare));
-        // The batch ends at `self.size` in the file (a resumed file is positioned at its offset).
-        let writeback = (self.size - self.unstarted >= WRITEBACK).then_some((self.unstarted, self.size));
-        if writeback.is_some() {
-            self.unstarted = self.size;
+    /// Sends the rest through the pipeline and waits for it: the file and the hash of all.
+    async fn drain(mut self) -> Result<(File, Sha256, PathBuf, u64), TransferError> {
+        let path = self.path;
+        if !self.buffer.is_empty() {
+            let batch = std::mem::take(&mut self.buffer);
+            self.pipeline.send(batch, 0).await.map_err(|e| TransferError::io("writing", &path, e))?;
         }
-        self.in_flight = Some(blocking::unblock(move || {
-            // Hashing and writing each take about as long as the other: side by side, a batch
-            // costs the slower of the two instead of their sum.
-            let (written, hasher) = std::thread::scope(|scope| {
-                let hashing = scope.spawn(|| {
-                    hasher.update(&batch);
-                    hasher
-                });
-                let written = file.write_all(&batch);
-                (written, hashing.join().expect("hashing a batch does not panic"))
-            });
-            written?;
-            if let Some((from, to)) = writeback {
-                start_writeback(&file, from, to);
-            }
-            Ok((file, hasher, batch))
-        }));
-        Ok(())
-    }
-
-    /// Waits for the batch being written, if any.
-    async fn settle(&mut self) -> Result<(), TransferError> {
-        if let Some(task) = self.in_flight.take() {
-            let (file, hasher, mut batch) = task.await.map_err(|e| TransferError::io("writing", &self.path, e))?;
-            batch.clear();
-            self.spare = batch;
-            self.file = Some((file, hasher));
-        }
-        Ok(())
+        let (Hasher(hasher), writer) =
+            self.pipeline.finish().await.map_err(|e| TransferError::io("writing", &path, e))?;
+        Ok((writer.file, hasher, path, self.size))
     }
 
     /// Writes out everything accepted so far and flushes it: the end of an interrupted resumable
     /// upload, so that the reported offset is what is on disk.
-    pub(crate) async fn flush(mut self) -> Result<u64, TransferError> {
-        self.submit().await?;
-        self.settle().await?;
-        let (file, _) = self.file.take().expect("settled");
-        let path = self.path.clone();
+    pub(crate) async fn flush(self) -> Result<u64, TransferError> {
+        let (file, _, path, size) = self.drain().await?;
         blocking::unblock(move || file.sync_data()).await.map_err(|e| TransferError::io("syncing", &path, e))?;
-        Ok(self.size)
+        Ok(size)
     }
 
     /// Writes out the rest, fsyncs the file and returns it with its size and SHA-256.
-    pub(crate) async fn finish(mut self) -> Result<Received, TransferError> {
-        self.submit().await?;
-        self.settle().await?;
-        let (file, hasher) = self.file.take().expect("settled");
-        let path = self.path.clone();
+    pub(crate) async fn finish(self) -> Result<Received, TransferError> {
+        let (file, hasher, path, size) = self.drain().await?;
         let file = blocking::unblock(move || file.sync_all().map(|()| file))
             .await
-            .map_err(|e| TransferError::io("syncing", &self.path, e))?;
-        Ok(Received { file, path, size: self.size, sha256: super::hex_digest(hasher) })
+            .map_err(|e| TransferError::io("syncing", &path, e))?;
+        Ok(Received { file, path, size, sha256: super::hex_digest(hasher) })
     }
 }
 

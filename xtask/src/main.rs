@@ -16,6 +16,7 @@ mod reference;
 mod slowloris;
 mod terminal_bench;
 mod tidy;
+mod tls_client;
 mod units;
 
 use std::path::PathBuf;

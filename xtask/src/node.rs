@@ -39,6 +39,11 @@ pub fn remove_home(home: &Path) {
 
 /// A fresh home with `loopsy init`, listening on 127.0.0.1:0, mDNS and rate limits off; with its key.
 pub fn prepare_home(bin: &Path, label: &str) -> anyhow::Result<(PathBuf, String)> {
+    prepare_home_with(bin, label, false)
+}
+
+/// [`prepare_home`], with TLS on when `tls` (the certificate is `tls/cert.pem` once started).
+pub fn prepare_home_with(bin: &Path, label: &str, tls: bool) -> anyhow::Result<(PathBuf, String)> {
     let home = std::env::temp_dir().join(format!("loopsy-bench-{label}-{}", std::process::id()));
     remove_home(&home);
     let status = command(bin, &home).arg("--home").arg(&home).arg("init").stdout(Stdio::null()).status()?;
@@ -46,8 +51,12 @@ pub fn prepare_home(bin: &Path, label: &str) -> anyhow::Result<(PathBuf, String)
     // The config is changed through loopsy's own operations (`generate local-config`), and
     // its key read with `key show`: only loopsy knows the config's format.
     let home_arg = home.to_str().context("a UTF-8 temporary directory")?;
-    let status =
-        command(bin, &home).args(["generate", "local-config", home_arg, "--port", "0", "--unlimited"]).status()?;
+    let mut generate = command(bin, &home);
+    generate.args(["generate", "local-config", home_arg, "--port", "0", "--unlimited"]);
+    if tls {
+        generate.arg("--tls");
+    }
+    let status = generate.status()?;
     anyhow::ensure!(status.success(), "loopsy generate local-config failed");
     let output = command(bin, &home).args(["--home", home_arg, "key", "show"]).output()?;
     anyhow::ensure!(output.status.success(), "loopsy key show failed");
