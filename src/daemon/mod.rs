@@ -55,8 +55,8 @@ pub(crate) fn run(paths: Paths, config: Config, managed_by: Option<String>) -> a
         anyhow!("a daemon is already running for {} (PID {pid})", paths.home().display())
     })?;
     let node_id = NodeId::load_or_create(&paths)?;
-    // Before any thread of the daemon's exists (they would take arenas of their own).
-    memory::one_arena();
+    // Before any thread of the daemon's exists and allocates.
+    memory::fix_thresholds();
     smol::block_on(serve(paths, config, node_id, managed_by))
 }
 
