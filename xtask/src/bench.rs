@@ -445,6 +445,17 @@ fn first_byte(addr: &str, key: &str, body: &[u8]) -> anyhow::Result<f64> {
     Ok(took)
 }
 
+/// GETs per second of keys `k0`..`k999` (all present) over 32 connections for 4 s: the same
+/// measurement for loopsy and 1.0.21.
+pub fn context_gets(addr: &str, key: &str) -> anyhow::Result<f64> {
+    let key = key.to_string();
+    throughput(addr, 32, Duration::from_secs(4), move |conn, i| {
+        let reply = conn.call("GET", &format!("/api/v1/context/k{}", i % 1000), Some(&key), None)?;
+        anyhow::ensure!(reply.status == 200, "GET answered {}", reply.status);
+        Ok(())
+    })
+}
+
 fn context(bin: &Path) -> anyhow::Result<Vec<Figure>> {
     let mut node = node(bin, "context")?;
     let key = node.key.clone();
@@ -454,12 +465,7 @@ fn context(bin: &Path) -> anyhow::Result<Vec<Figure>> {
         anyhow::ensure!(reply.status == 200, "PUT answered {}", reply.status);
         Ok(())
     })?;
-    let key = node.key.clone();
-    let gets = throughput(&node.addr, 32, Duration::from_secs(4), move |conn, i| {
-        let reply = conn.call("GET", &format!("/api/v1/context/k{}", i % 1000), Some(&key), None)?;
-        anyhow::ensure!(reply.status == 200, "GET answered {}", reply.status);
-        Ok(())
-    })?;
+    let gets = context_gets(&node.addr, &node.key)?;
     let peak = node.memory_kib("VmHWM") as f64 / 1024.0;
     // One connection per store, one request at a time: a PUT of a new key and a GET on a store
     // of 1,000 entries (a second daemon) and on this one once it holds 100,000 (the default

@@ -291,12 +291,7 @@ impl Reference {
                 conn.call("PUT", &format!("/api/v1/context/k{i}"), Some(&node.key), Some(br#"{"value":"v"}"#))?;
             anyhow::ensure!(reply.status == 200, "PUT answered {}", reply.status);
         }
-        let key = node.key.clone();
-        let gets = throughput(&node.addr, 32, Duration::from_secs(4), move |conn, i| {
-            let reply = conn.call("GET", &format!("/api/v1/context/k{}", i % 1000), Some(&key), None)?;
-            anyhow::ensure!(reply.status == 200, "GET answered {}", reply.status);
-            Ok(())
-        })?;
+        let gets = crate::bench::context_gets(&node.addr, &node.key)?;
         let peak = node.memory_kib("VmHWM") as f64 / 1024.0;
         drop(node);
         remove_home(&home.data);
