@@ -331,11 +331,22 @@ impl Sessions {
         instance::terminate(&paths, STOP_TIMEOUT)
     }
 
-    /// Stops every running session; returns (name, PID) of those stopped.
+    /// Stops every running session; returns (name, PID) of those stopped. All are told at once
+    /// and each is waited for on its own thread: a fleet stops in the time of its slowest
+    /// member, not the sum of their graceful exits. Every session is asked to stop even when
+    /// another fails; the first failure (in listing order) is returned.
     pub(crate) fn stop_all(&self) -> anyhow::Result<Vec<(String, u32)>> {
+        let sessions = self.scan()?;
+        let outcomes: Vec<anyhow::Result<Option<u32>>> = std::thread::scope(|scope| {
+            let waits: Vec<_> = sessions
+                .iter()
+                .map(|(paths, _)| scope.spawn(move || instance::terminate(paths, STOP_TIMEOUT)))
+                .collect();
+            waits.into_iter().map(|wait| wait.join().unwrap_or_else(|_| bail!("stopping a session panicked"))).collect()
+        });
         let mut stopped = Vec::new();
-        for (paths, session) in self.scan()? {
-            if let Some(pid) = instance::terminate(&paths, STOP_TIMEOUT)? {
+        for ((_, session), outcome) in sessions.into_iter().zip(outcomes) {
+            if let Some(pid) = outcome? {
                 stopped.push((session.name, pid));
             }
         }
