@@ -7,8 +7,8 @@
 //! the names are those of the stripped build), then two daemons of it under valgrind's callgrind
 //! in a temporary home: a session daemon of a fleet of three, from start through `--idle`
 //! seconds of idling (health probes of its siblings, timers), and the main daemon through the
-//! same idle time and a few of the common requests (health, status, context PUT and GET, execute
-//! `echo`, peers, session start). Every function of the binary either ran is kept, those the
+//! same idle time and the common requests (health, status, context PUT and GET, execute `echo`,
+//! peers), one at a time and from 32 connections at once. Every function of the binary either ran is kept, those the
 //! idle session ran first, each group hottest first; names the symbol table does not hold
 //! (callgrind's placeholders) are dropped. Needs valgrind and `nm` (binutils); takes ~5 minutes,
 //! most of it the build. Run it after a rustc or dependency upgrade (`cargo xtask tidy` says
@@ -162,8 +162,20 @@ fn profile(bin: &Path, work: &Path, idle: Duration) -> anyhow::Result<(PathBuf, 
     result
 }
 
-/// The common requests, a few times each.
+/// The common requests, a few times each in turn, then under load (32 connections at once:
+/// the exec queue, group commits of context PUTs), whose code paths serial calls never take.
 fn requests(node: &Node) -> anyhow::Result<()> {
+    serial(node)?;
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..32).map(|_| scope.spawn(|| serial(node))).collect();
+        workers
+            .into_iter()
+            .try_for_each(|w| w.join().unwrap_or_else(|_| Err(anyhow::anyhow!("a load worker panicked"))))
+    })
+}
+
+/// Each common request a few times, on one connection.
+fn serial(node: &Node) -> anyhow::Result<()> {
     let mut conn = Conn::open(&node.addr)?;
     let key = Some(node.key.as_str());
     for round in 0..3 {
