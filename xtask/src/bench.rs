@@ -973,7 +973,7 @@ fn fleet(bin: &Path) -> anyhow::Result<Vec<Figure>> {
         .filter_map(|e| std::fs::read_to_string(e.path().join("daemon.pid")).ok())
         .filter_map(|t| t.trim().parse().ok())
         .collect();
-    let measured = (|| -> anyhow::Result<(f64, f64, f64)> {
+    let measured = (|| -> anyhow::Result<(f64, f64, f64, Split)> {
         anyhow::ensure!(pids.len() == COUNT, "{} sessions run, not {COUNT}", pids.len());
         std::thread::sleep(Duration::from_secs(3)); // let start-up work settle
         let cpu = |pids: &[u32]| pids.iter().map(|pid| cpu_seconds(*pid)).sum::<f64>();
@@ -1007,20 +1007,81 @@ fn fleet(bin: &Path) -> anyhow::Result<Vec<Figure>> {
                     .unwrap_or(0)
             })
             .sum();
-        Ok((idle, rss_kib as f64 / 1024.0, pss_kib as f64 / 1024.0))
+        // What one session's RSS is made of (the mean of the sessions).
+        let splits: Vec<Split> = pids.iter().map(|pid| Split::of(*pid, bin)).collect();
+        let split = Split::mean(&splits);
+        Ok((idle, rss_kib as f64 / 1024.0, pss_kib as f64 / 1024.0, split))
     })();
     let stopped = Instant::now();
     let stop = run(&["session", "stop-all"]);
     let stop_took = stopped.elapsed().as_secs_f64();
-    let (idle, rss, pss) = measured?;
+    let (idle, rss, pss, split) = measured?;
     stop?;
     Ok(vec![
         figure("fleet of 20 sessions: total RSS", rss, "MiB", "≤ 155", "1587"),
         figure("  total PSS (shared pages counted once)", pss, "MiB", "", ""),
+        figure("  per session: the loopsy binary's pages", split.binary, "MiB", "", ""),
+        figure("  per session: libc's pages", split.libc, "MiB", "", ""),
+        figure("  per session: other libraries' pages", split.libraries, "MiB", "", ""),
+        figure("  per session: anonymous memory", split.anon, "MiB", "", ""),
         figure("fleet of 20 sessions: idle CPU", idle, "% core", "≤ 0.5", ""),
         figure("fleet of 20 sessions: start-fleet", start_took * 1000.0, "ms", "", ""),
         figure("fleet of 20 sessions: stop-all", stop_took * 1000.0, "ms", "", ""),
     ])
+}
+
+/// One process's resident memory by where it comes from, in MiB: the pages of the binary
+/// itself (code and read-only data, shared by every process of the same binary), of libc, of
+/// the other shared libraries, and anonymous memory (heap, stacks: its own).
+#[derive(Default, Clone, Copy)]
+struct Split {
+    binary: f64,
+    libc: f64,
+    libraries: f64,
+    anon: f64,
+}
+
+impl Split {
+    fn of(pid: u32, bin: &Path) -> Split {
+        let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+        let bin = std::fs::canonicalize(bin).unwrap_or_else(|_| bin.to_path_buf());
+        let mut split = Split::default();
+        let mut path = String::new();
+        for line in smaps.lines() {
+            let mut words = line.split_whitespace();
+            let first = words.next().unwrap_or("");
+            if first.contains('-') && first.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+                path = words.nth(4).unwrap_or("").to_string();
+                continue;
+            }
+            let mut kib =
+                |name: &str| if first == name { words.next().and_then(|v| v.parse::<f64>().ok()) } else { None };
+            if let Some(rss) = kib("Rss:") {
+                let mib = rss / 1024.0;
+                if Path::new(&path) == bin {
+                    split.binary += mib;
+                } else if path.contains("/libc.so") {
+                    split.libc += mib;
+                } else if path.starts_with('/') {
+                    split.libraries += mib;
+                }
+            } else if let Some(anon) = kib("Anonymous:") {
+                split.anon += anon / 1024.0;
+            }
+        }
+        split
+    }
+
+    fn mean(splits: &[Split]) -> Split {
+        let n = splits.len().max(1) as f64;
+        let sum = |f: fn(&Split) -> f64| splits.iter().map(f).sum::<f64>() / n;
+        Split {
+            binary: sum(|s| s.binary),
+            libc: sum(|s| s.libc),
+            libraries: sum(|s| s.libraries),
+            anon: sum(|s| s.anon),
+        }
+    }
 }
 
 /// Memory comes back: RSS idle, then after a burst (a 2 MB body read whole, 1,000 execs, a

@@ -2,7 +2,8 @@
 //!
 //! Tasks: `bench` (every benchmark, printed as a table and written as JSON), `fleet` (local
 //! sessions), `dist` (release archive), `units` (reviewed service units), `e2e` (multi-daemon
-//! scenarios), `tidy` (the owners of ARCHITECTURE.md, checked).
+//! scenarios), `link-order` (the release binary's hot functions, profiled), `tidy` (the owners
+//! of ARCHITECTURE.md, checked).
 
 mod bench;
 mod build;
@@ -11,6 +12,7 @@ mod e2e;
 mod fleet;
 mod http;
 mod isolation;
+mod link_order;
 mod node;
 mod reference;
 mod slowloris;
@@ -30,6 +32,7 @@ fn main() -> ExitCode {
         Some("dist") => dist::run(&args[1..]),
         Some("units") => units::run(&args[1..]),
         Some("e2e") => e2e::run(&args[1..]),
+        Some("link-order") => link_order::run(&args[1..]),
         Some("tidy") => tidy::run(&args[1..]),
         // Started by the slowloris benchmark, one per batch of connections.
         Some("slowloris-worker") => slowloris::worker(&args[1..]),
@@ -42,6 +45,7 @@ fn main() -> ExitCode {
                  dist [--debug]                             build target/dist/loopsy-<version>-<target>.tar.gz\n  \
                  units                                      write the generated service units into dist/units/\n  \
                  e2e [TEST ARGS]                            run the multi-session and netlab scenarios\n  \
+                 link-order [--idle SECS]                   profile the daemons and rewrite build/link-order.txt\n  \
                  tidy                                       check that every stack and format keeps to its owner"
             );
             Ok(())

@@ -67,9 +67,29 @@ pub fn prepare_home_with(bin: &Path, label: &str, tls: bool) -> anyhow::Result<(
 impl Node {
     /// Spawns `loopsy start --foreground` and waits until `/health` answers.
     pub fn start(bin: &Path, home: &Path, key: &str) -> anyhow::Result<(Node, Duration)> {
+        Node::start_under(&[], bin, home, key, Duration::from_secs(10))
+    }
+
+    /// [`Node::start`] under `wrapper` (a program and its arguments that run the daemon in the
+    /// same process, as valgrind does), waiting at most `patience` for `/health`.
+    pub fn start_under(
+        wrapper: &[String],
+        bin: &Path,
+        home: &Path,
+        key: &str,
+        patience: Duration,
+    ) -> anyhow::Result<(Node, Duration)> {
         let _ = std::fs::remove_file(home.join("daemon.json"));
         let started = Instant::now();
-        let child = command(bin, home)
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = command(Path::new(program), home);
+                command.args(args).arg(bin);
+                command
+            }
+            None => command(bin, home),
+        };
+        let child = command
             .arg("--home")
             .arg(home)
             .args(["start", "--foreground"])
@@ -86,7 +106,7 @@ impl Node {
             home: home.to_path_buf(),
             owns_home: false,
         };
-        let deadline = started + Duration::from_secs(10);
+        let deadline = started + patience;
         loop {
             if node.addr.is_empty() {
                 if let Ok(text) = std::fs::read_to_string(home.join("daemon.json")) {

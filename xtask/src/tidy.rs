@@ -69,7 +69,46 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     if !new.is_empty() || !stale.is_empty() {
         bail!("the tree is not tidy (rules: ARCHITECTURE.md, section Owners)");
     }
+    let text = std::fs::read_to_string(root.join(crate::link_order::LIST)).context("reading the link order")?;
+    let lock = std::fs::read(root.join("Cargo.lock")).context("reading Cargo.lock")?;
+    let rustc = std::process::Command::new(std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into()))
+        .arg("-V")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let (problem, note) = link_order_staleness(&text, &crate::link_order::fingerprint(&lock), &rustc);
+    if let Some(note) = note {
+        println!("tidy: note: {note}");
+    }
+    if let Some(problem) = problem {
+        bail!("{problem}");
+    }
     Ok(())
+}
+
+/// Whether `build/link-order.txt` was made for this lock file (its names' hashes depend on the
+/// dependency graph: with another one, no name matches and the release layout is unordered),
+/// and a note when it was made with another rustc than `rustc_version` (`rustc -V`): a build
+/// with that one links unordered, which breaks nothing.
+fn link_order_staleness(list: &str, lock: &str, rustc_version: &str) -> (Option<String>, Option<String>) {
+    let list = crate::link_order::parse(list);
+    let problem = (list.lock != Some(lock) && !list.symbols.is_empty()).then(|| {
+        format!(
+            "{} was made for another Cargo.lock ({} here, {} there): regenerate it with `cargo xtask link-order`",
+            crate::link_order::LIST,
+            lock,
+            list.lock.unwrap_or("none")
+        )
+    });
+    let made_with = list.rustc.unwrap_or("?");
+    let same = rustc_version.split_whitespace().nth(1) == Some(made_with);
+    let note = (!same).then(|| {
+        format!(
+            "{} was made with rustc {made_with}: release builds with this rustc link without it",
+            crate::link_order::LIST
+        )
+    });
+    (problem, note)
 }
 
 /// The findings split into known exceptions and new problems, and the exceptions that match
@@ -910,5 +949,17 @@ mod tests {
         assert_eq!(tokens.last().unwrap(), &Token { line: 4, tok: Tok::Ident("end".into()) });
         let chars = lex("'\\'' x '\\u{1F600}' y");
         assert_eq!(chars.iter().filter(|t| matches!(t.tok, Tok::Ident(_))).count(), 2, "{chars:?}");
+    }
+
+    #[test]
+    fn the_link_order_is_stale_for_another_lock_file_and_noted_for_another_rustc() {
+        let list = "# target x86_64-unknown-linux-gnu\n# rustc 1.95.0\n# lock 00ff\nf\n";
+        assert_eq!(link_order_staleness(list, "00ff", "rustc 1.95.0 (59807616e 2026-04-14)"), (None, None));
+        let (problem, note) = link_order_staleness(list, "0100", "rustc 1.95.0 (59807616e 2026-04-14)");
+        assert!(problem.unwrap().contains("cargo xtask link-order"));
+        assert_eq!(note, None);
+        let (problem, note) = link_order_staleness(list, "00ff", "rustc 1.96.0 (0 2026-06-01)");
+        assert_eq!(problem, None, "another toolchain builds, without the layout");
+        assert!(note.unwrap().contains("1.95.0"));
     }
 }
