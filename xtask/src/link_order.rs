@@ -1,4 +1,4 @@
-//! `cargo xtask link-order [--idle SECS]`: regenerates `build/link-order.txt`, the functions the
+//! `cargo xtask link-order [--idle SECS]`: regenerates `src/build/link-order.txt`, the functions the
 //! release binary links first (see `build.rs` and ARCHITECTURE.md "Code layout of the release
 //! binary").
 //!
@@ -16,7 +16,7 @@
 
 // `wanted` and `link_args` are build.rs's, unit-tested here.
 #[allow(dead_code)]
-#[path = "../../build/link_order.rs"]
+#[path = "../../src/build/link_order.rs"]
 mod shared;
 
 use std::collections::{HashMap, HashSet};

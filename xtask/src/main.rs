@@ -45,7 +45,7 @@ fn main() -> ExitCode {
                  dist [--debug]                             build target/dist/loopsy-<version>-<target>.tar.gz\n  \
                  units                                      write the generated service units into dist/units/\n  \
                  e2e [TEST ARGS]                            run the multi-session and netlab scenarios\n  \
-                 link-order [--idle SECS]                   profile the daemons and rewrite build/link-order.txt\n  \
+                 link-order [--idle SECS]                   profile the daemons and rewrite src/build/link-order.txt\n  \
                  tidy                                       check that every stack and format keeps to its owner"
             );
             Ok(())

@@ -86,7 +86,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Whether `build/link-order.txt` was made for this lock file (its names' hashes depend on the
+/// Whether `src/build/link-order.txt` was made for this lock file (its names' hashes depend on the
 /// dependency graph: with another one, no name matches and the release layout is unordered),
 /// and a note when it was made with another rustc than `rustc_version` (`rustc -V`): a build
 /// with that one links unordered, which breaks nothing.

@@ -2,7 +2,7 @@
 //! decides whether to pass the list to the linker) and `cargo xtask link-order` / `tidy` (which
 //! write and check it). See ARCHITECTURE.md "Code layout of the release binary".
 //!
-//! `build/link-order.txt` names, one a line, the functions a daemon runs from start through
+//! `src/build/link-order.txt` names, one a line, the functions a daemon runs from start through
 //! idle and its common requests, hottest first, as the linker spells them (mangled). A header of
 //! `# key value` lines says what they were generated from:
 //!
@@ -19,7 +19,7 @@
 //! usual one. Nothing breaks; the benefit is lost until the list is regenerated.
 
 /// The list, relative to the repository root.
-pub const LIST: &str = "build/link-order.txt";
+pub const LIST: &str = "src/build/link-order.txt";
 
 /// The list's header and names.
 #[derive(Debug, PartialEq, Eq, Default)]
