@@ -479,9 +479,15 @@ fn the_browser_logs_in_once_and_strangers_are_refused() {
     }
     assert!(!marker.exists(), "the cross-site command did not run");
     d.get("/api/v1/context/cross-site").expect_error(404, 5001);
-    let audit = std::fs::read_to_string(d.home.path().join("logs/audit.jsonl")).unwrap();
-    let refused = |path: &str| audit.lines().any(|l| l.contains(path) && l.contains("\"statusCode\":403"));
-    assert!(refused("\"/api/v1/execute/stream\""), "the browser sent it, with the cookie, and it was refused: {audit}");
+    let audit = || std::fs::read_to_string(d.home.path().join("logs/audit.jsonl")).unwrap_or_default();
+    let refused = |audit: &str, path: &str| audit.lines().any(|l| l.contains(path) && l.contains("\"statusCode\":403"));
+    // Audit lines are written shortly after their request (`daemon/audit.rs`, GATHER).
+    let _ = crate::support::wait_for(WAIT, || refused(&audit(), "\"/api/v1/execute/stream\""));
+    let audit = audit();
+    assert!(
+        refused(&audit, "\"/api/v1/execute/stream\""),
+        "the browser sent it, with the cookie, and it was refused: {audit}"
+    );
 }
 
 #[test]

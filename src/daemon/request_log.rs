@@ -24,7 +24,7 @@ async fn record(req: Request<State>, next: Next<'_, State>) -> tide::Result {
         .header("X-Request-Id")
         .map(|v| v.last().as_str().to_string())
         .filter(|id| is_sane_request_id(id))
-        .unwrap_or_else(crate::random::uuid_v4);
+        .unwrap_or_else(crate::random::request_uuid);
     let method = match req.ext::<super::methods::UnknownMethod>() {
         Some(unknown) => unknown.0.clone(),
         None => req.method().to_string(),

@@ -11,6 +11,7 @@
 use std::collections::BTreeMap;
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -167,6 +168,8 @@ impl<O: Owner> Writer<O> {
 
     /// Runs until told to stop, or until every sender is gone.
     pub(crate) fn run(mut self) {
+        // Records in the last commit: more than one means several writers are active.
+        let mut last_batch = 0;
         while let Ok(first) = self.queue.recv() {
             let mut stop = None;
             let mut batch = Vec::new();
@@ -174,6 +177,8 @@ impl<O: Owner> Writer<O> {
             while let Ok(next) = self.queue.try_recv() {
                 take(next, &mut batch, &mut stop);
             }
+            gather(&self.queue, &mut batch, &mut stop, last_batch);
+            last_batch = batch.len();
             commit(&mut self.journal, &self.watermark, &mut self.broken, &batch);
             let stop = match stop {
                 // A clean stop compacts, so the next start reads one snapshot and no journal.
@@ -227,6 +232,26 @@ impl<O: Owner> Writer<O> {
             }
         }
         stop
+    }
+}
+
+/// How long the writer waits, after a commit of several records, for more writers to queue
+/// theirs before it commits again (see [`gather`]).
+const GATHER: Duration = Duration::from_micros(100);
+
+/// Group commit under load: when the last commit carried `last_batch` > 1 records, several
+/// writers are active, and the ones just acknowledged are about to queue again. Waiting a
+/// moment ([`GATHER`]) makes the next `write` + `fdatasync` carry more of them: each sync costs
+/// the writer ~80 µs of CPU on a virtual disk, so 32 connections of PUTs paid more in syncs
+/// than in anything else. The writer sleeps meanwhile, so queueing a record does not wake it.
+/// A lone writer (`last_batch` ≤ 1) and a stop request are not delayed.
+fn gather<R>(queue: &Receiver<Message<R>>, batch: &mut Vec<R>, stop: &mut Option<Sender<()>>, last_batch: usize) {
+    if last_batch <= 1 || stop.is_some() {
+        return;
+    }
+    std::thread::sleep(GATHER);
+    while let Ok(next) = queue.try_recv() {
+        take(next, batch, stop);
     }
 }
 
