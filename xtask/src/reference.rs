@@ -625,6 +625,11 @@ pub fn annotate(reference: Option<&Reference>, figures: &mut [Figure]) -> Vec<St
             });
             index + 1
         });
+        // A target relative to 1.0.21 ("≥ 10× 1.0.21") has this run's 1.0.21 figure as its
+        // limit, so the ratio column prints the multiple.
+        if let Some(got) = measured.filter(|_| figure.limit.is_none() && figure.target.ends_with(VERSION)) {
+            figure.limit = Some(got.value);
+        }
         let text = match (measured, note) {
             (Some(got), _) => crate::bench::number(got.value),
             (None, Some(_)) => "n/a".to_string(),
@@ -751,5 +756,25 @@ mod tests {
         assert_eq!(lines.len(), 5, "{lines:?}");
         assert!(lines[3].contains("renamed"), "{lines:?}");
         assert!(lines[4].contains("4.00"), "{lines:?}");
+    }
+
+    #[test]
+    fn a_target_relative_to_1_0_21_gets_its_figure_as_the_limit() {
+        let reference = Reference {
+            dir: PathBuf::new(),
+            node: PathBuf::new(),
+            node_version: "v20".into(),
+            commit: "abc".into(),
+            measured: vec![got(PUT_RATE, 2_000.0, "req/s"), got(EXEC_P50, 5.0, "ms")],
+            notes: Vec::new(),
+        };
+        let relative = crate::bench::figure(PUT_RATE, 21_000.0, "req/s", "≥ 10× 1.0.21", "800");
+        let mut figures = vec![relative, row(EXEC_P50, "4.98")];
+        annotate(Some(&reference), &mut figures);
+        assert_eq!(figures[0].limit, Some(2_000.0));
+        assert_eq!(figures[1].limit, None, "a target not relative to 1.0.21 keeps no limit");
+        let mut alone = vec![crate::bench::figure(PUT_RATE, 21_000.0, "req/s", "≥ 10× 1.0.21", "800")];
+        annotate(None, &mut alone);
+        assert_eq!(alone[0].limit, None, "issue 18's fixed figure is not this run's limit");
     }
 }
