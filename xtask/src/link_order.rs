@@ -27,7 +27,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::http::Conn;
-use crate::node::{prepare_home, remove_home, Node};
+use crate::node::{prepare_home, remove_home, user_home, Node};
 
 pub use shared::{fingerprint, parse, LIST};
 
@@ -163,7 +163,8 @@ fn profile(bin: &Path, work: &Path, idle: Duration) -> anyhow::Result<(PathBuf, 
 }
 
 /// The common requests, a few times each in turn, then under load (32 connections at once:
-/// the exec queue, group commits of context PUTs), whose code paths serial calls never take.
+/// the exec queue, group commits of context PUTs), whose code paths serial calls never take,
+/// then a file sent and fetched back (the transfer path: multipart, hashing, sendfile).
 fn requests(node: &Node) -> anyhow::Result<()> {
     serial(node)?;
     std::thread::scope(|scope| {
@@ -171,7 +172,15 @@ fn requests(node: &Node) -> anyhow::Result<()> {
         workers
             .into_iter()
             .try_for_each(|w| w.join().unwrap_or_else(|_| Err(anyhow::anyhow!("a load worker panicked"))))
-    })
+    })?;
+    let dir = user_home(&node.home).join("link-order-files");
+    std::fs::create_dir_all(&dir)?;
+    let (source, dest) = (dir.join("source"), dir.join("dest"));
+    crate::bench::write_random_file(&source, 4 << 20)?;
+    crate::bench::push(node, &source, &dest)?;
+    crate::bench::pull(node, &dest)?;
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
 }
 
 /// Each common request a few times, on one connection.
