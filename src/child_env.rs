@@ -10,10 +10,9 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
 
 use crate::config::Config;
-use crate::paths::Paths;
+use crate::paths::{FileStamp, Paths};
 
 /// The daemon's keys, read when asked. A cheap-clone handle.
 #[derive(Clone)]
@@ -46,9 +45,7 @@ impl Secrets {
     }
 
     fn keys_in_config(&self, paths: &Paths) -> Vec<String> {
-        use std::os::unix::fs::MetadataExt;
-        let stamp =
-            std::fs::metadata(paths.config_file()).ok().and_then(|m| Some((m.ino(), m.len(), m.modified().ok()?)));
+        let stamp = crate::paths::file_stamp(&paths.config_file());
         let mut read = self.read.lock().expect("secrets lock");
         match (&*read, stamp) {
             (Some((seen, keys)), Some(now)) if *seen == now => keys.clone(),
@@ -61,11 +58,8 @@ impl Secrets {
     }
 }
 
-/// What identifies one version of a file: inode, size, modification time.
-type Stamp = (u64, u64, SystemTime);
-
 /// The keys found in `config.yaml` when it had this stamp.
-type LastRead = (Stamp, Vec<String>);
+type LastRead = (FileStamp, Vec<String>);
 
 /// The own key, the keys peers present (`allowedKeys`) and the keys we present (`peerKeys`).
 fn keys_of(config: &Config) -> Vec<String> {

@@ -113,6 +113,17 @@ impl Paths {
     }
 }
 
+/// What identifies one version of a file: device, inode, length and modification time (ns).
+/// A rewrite, in place or by rename, changes it; `None` when the file cannot be looked at.
+pub(crate) type FileStamp = (u64, u64, u64, i64, i64);
+
+/// The [`FileStamp`] of `path` now.
+pub(crate) fn file_stamp(path: &Path) -> Option<FileStamp> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.dev(), meta.ino(), meta.len(), meta.mtime(), meta.mtime_nsec()))
+}
+
 /// The user's home directory from `HOME` (or `USERPROFILE` on Windows).
 pub fn user_home_dir() -> Option<PathBuf> {
     let var = if cfg!(windows) { "USERPROFILE" } else { "HOME" };

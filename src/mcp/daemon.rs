@@ -12,12 +12,11 @@
 //! stays the same client (its kept connections with it) while the daemon's address, key and
 //! certificate stay the same.
 
-use std::os::unix::fs::MetadataExt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::config::Config;
-use crate::paths::Paths;
+use crate::paths::{file_stamp, FileStamp, Paths};
 use crate::peer::Client;
 
 /// Where the MCP server's daemon is.
@@ -53,14 +52,6 @@ struct Stamps {
     runtime: Option<FileStamp>,
     cert: Option<FileStamp>,
     daemon: Option<u32>,
-}
-
-/// Device, inode, length and modification time (ns): a rewrite (in place or by rename) changes it.
-type FileStamp = (u64, u64, u64, i64, i64);
-
-fn stamp(path: &std::path::Path) -> Option<FileStamp> {
-    let meta = std::fs::metadata(path).ok()?;
-    Some((meta.dev(), meta.ino(), meta.len(), meta.mtime(), meta.mtime_nsec()))
 }
 
 impl DaemonLocator {
@@ -102,9 +93,9 @@ impl Shared {
     /// Blocking (file metadata, and reading the files when they changed).
     fn current(&self) -> (Result<Arc<Config>, String>, Result<Client, String>) {
         let stamps = Stamps {
-            config: stamp(&self.paths.config_file()),
-            runtime: stamp(&self.paths.runtime_file()),
-            cert: stamp(&self.paths.tls_dir().join("cert.pem")),
+            config: file_stamp(&self.paths.config_file()),
+            runtime: file_stamp(&self.paths.runtime_file()),
+            cert: file_stamp(&self.paths.tls_dir().join("cert.pem")),
             daemon: crate::instance::lock_holder(&self.paths.lock_file()).ok().flatten(),
         };
         let mut found = self.found.lock().expect("daemon locator lock");
