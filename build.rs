@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-// `fingerprint` is for `cargo xtask tidy`, which shares the module.
+// The header fields `rustc` and `lock` are read by `cargo xtask tidy`, which shares the module.
 #[allow(dead_code)]
 #[path = "src/build/link_order.rs"]
 mod link_order;

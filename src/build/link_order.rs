@@ -63,14 +63,3 @@ pub fn wanted(profile: &str, target: &str, target_os: &str, list: &List<'_>) -> 
 pub fn link_args(names_file: &str) -> [String; 2] {
     [format!("-Wl,--symbol-ordering-file={names_file}"), "-Wl,--no-warn-symbol-ordering".to_string()]
 }
-
-/// A short stable fingerprint of the lock file (FNV-1a, 64 bits), recorded in the header: the
-/// symbols' hashes change with the dependency graph.
-pub fn fingerprint(bytes: &[u8]) -> String {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in bytes {
-        hash ^= u64::from(*byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("{hash:016x}")
-}

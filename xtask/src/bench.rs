@@ -959,12 +959,7 @@ pub fn http_exec_p50(node: &Node) -> anyhow::Result<f64> {
 fn fleet(bin: &Path) -> anyhow::Result<Vec<Figure>> {
     const COUNT: usize = 20;
     let node = node(bin, "fleet")?;
-    let home = node.home.display().to_string();
-    let run = |args: &[&str]| -> anyhow::Result<String> {
-        let out = crate::node::command(bin, &node.home).arg("--home").arg(&home).args(args).output()?;
-        anyhow::ensure!(out.status.success(), "loopsy {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    };
+    let run = |args: &[&str]| crate::node::loopsy(bin, &node.home, args);
     let started = Instant::now();
     run(&["session", "start-fleet", "--count", &COUNT.to_string()])?;
     let start_took = started.elapsed().as_secs_f64();

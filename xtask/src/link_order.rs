@@ -29,7 +29,7 @@ use anyhow::Context;
 use crate::http::Conn;
 use crate::node::{prepare_home, remove_home, user_home, Node};
 
-pub use shared::{fingerprint, parse, LIST};
+pub use shared::{parse, LIST};
 
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     let mut idle = 45u64;
@@ -57,18 +57,12 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     let symbols = symbol_table(&bin)?;
     let work = std::env::temp_dir().join(format!("loopsy-link-order-{}", std::process::id()));
     std::fs::create_dir_all(&work)?;
-    let profiled = profile(&bin, &work, Duration::from_secs(idle));
-    let (session, main) = match profiled {
-        Ok(files) => files,
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&work);
-            return Err(e);
-        }
-    };
-    let bin_name = bin.to_string_lossy().into_owned();
-    let session = self_costs(&std::fs::read_to_string(&session)?, &bin_name);
-    let main = self_costs(&std::fs::read_to_string(&main)?, &bin_name);
+    let profiles = profile(&bin, &work, Duration::from_secs(idle))
+        .and_then(|(session, main)| Ok((std::fs::read_to_string(session)?, std::fs::read_to_string(main)?)));
     let _ = std::fs::remove_dir_all(&work);
+    let (session, main) = profiles?;
+    let bin_name = bin.to_string_lossy().into_owned();
+    let (session, main) = (self_costs(&session, &bin_name), self_costs(&main, &bin_name));
     let names = order(&session, &main, &symbols);
     anyhow::ensure!(names.len() > 100, "only {} functions profiled: did the daemons run?", names.len());
     let size: u64 = names.iter().map(|n| symbols[*n]).sum();
@@ -140,12 +134,7 @@ fn profile(bin: &Path, work: &Path, idle: Duration) -> anyhow::Result<(PathBuf, 
         let patience = Duration::from_secs(120);
         let (main_out, session_out) = (work.join("main.callgrind"), work.join("session.callgrind"));
         let (mut main, _) = Node::start_under(&valgrind(&main_out), bin, &home, &key, patience)?;
-        let home_arg = home.to_string_lossy().into_owned();
-        let loopsy = |args: &[&str]| -> anyhow::Result<()> {
-            let out = crate::node::command(bin, &home).arg("--home").arg(&home_arg).args(args).output()?;
-            anyhow::ensure!(out.status.success(), "loopsy {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-            Ok(())
-        };
+        let loopsy = |args: &[&str]| crate::node::loopsy(bin, &home, args).map(drop);
         // A fleet of three; one of its sessions is restarted under callgrind, with the same home.
         loopsy(&["session", "start-fleet", "--count", "3"])?;
         let session_home = home.join("sessions/worker-1");
@@ -258,6 +247,17 @@ fn order<'a>(
         }
     }
     names
+}
+
+/// A short stable fingerprint of the lock file (FNV-1a, 64 bits), recorded in the header: the
+/// symbols' hashes change with the dependency graph.
+pub fn fingerprint(bytes: &[u8]) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in bytes {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{hash:016x}")
 }
 
 #[cfg(test)]

@@ -31,6 +31,14 @@ pub fn command(program: &Path, home: &Path) -> Command {
     command
 }
 
+/// Runs `loopsy --home HOME ARGS` isolated as [`command`]; its stdout, or an error with its
+/// stderr when it fails.
+pub fn loopsy(bin: &Path, home: &Path, args: &[&str]) -> anyhow::Result<String> {
+    let out = command(bin, home).arg("--home").arg(home).args(args).output()?;
+    anyhow::ensure!(out.status.success(), "loopsy {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 /// Removes a benchmark's data directory and its user home.
 pub fn remove_home(home: &Path) {
     let _ = std::fs::remove_dir_all(home);
