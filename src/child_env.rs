@@ -9,6 +9,7 @@
 //! them while the daemon runs.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::config::Config;
@@ -67,9 +68,38 @@ fn keys_of(config: &Config) -> Vec<String> {
     std::iter::once(&auth.api_key).chain(auth.allowed_keys.values()).chain(auth.peer_keys.values()).cloned().collect()
 }
 
+/// Set beside `SMOL_THREADS` when loopsy chose the count, so a loopsy process started by
+/// another (the CLI starting its daemon, a session manager its workers) tells its parent's
+/// tuning from a user's choice. A `LOOPSY_` variable: jobs and agents never see it.
+const OWN_MARK: &str = "LOOPSY_SMOL_THREADS";
+
+/// Whether this process set `SMOL_THREADS` itself: then it is loopsy's tuning, not something
+/// a job or agent asked for, and they do not inherit it.
+static OWN_SMOL_THREADS: AtomicBool = AtomicBool::new(false);
+
+/// Sets `SMOL_THREADS` to `threads` unless the user set it (their choice stands, and is
+/// inherited like any variable of theirs). Call before any thread exists.
+pub(crate) fn set_executor_threads(threads: usize) {
+    let inherited = std::env::var("SMOL_THREADS").ok();
+    let mark = std::env::var(OWN_MARK).ok();
+    if loopsy_chooses(inherited.as_deref(), mark.as_deref()) {
+        OWN_SMOL_THREADS.store(true, Ordering::Relaxed);
+        std::env::set_var("SMOL_THREADS", threads.to_string());
+        std::env::set_var(OWN_MARK, threads.to_string());
+    }
+}
+
+/// Whether the thread count is loopsy's to choose: nobody set it, or a loopsy process did
+/// (the mark still names the value).
+fn loopsy_chooses(smol_threads: Option<&str>, mark: Option<&str>) -> bool {
+    smol_threads.is_none() || smol_threads == mark
+}
+
 /// Whether the daemon keeps variable `name` = `value` to itself.
 pub(crate) fn is_daemons_own(name: &str, value: &str, secrets: &[String]) -> bool {
-    name.starts_with("LOOPSY_") || secrets.iter().any(|secret| !secret.is_empty() && value.contains(secret.as_str()))
+    name.starts_with("LOOPSY_")
+        || (name == "SMOL_THREADS" && OWN_SMOL_THREADS.load(Ordering::Relaxed))
+        || secrets.iter().any(|secret| !secret.is_empty() && value.contains(secret.as_str()))
 }
 
 /// `vars` (the daemon's environment) without what [`is_daemons_own`] keeps back.
@@ -98,6 +128,14 @@ mod tests {
         ];
         let kept = inherited(vars.into_iter().map(|(n, v)| (n.to_string(), v)), &secrets);
         assert_eq!(kept.keys().collect::<Vec<_>>(), ["HOME", "OTHER", "PATH"]);
+    }
+
+    #[test]
+    fn the_thread_count_is_loopsys_unless_a_user_set_it() {
+        assert!(loopsy_chooses(None, None), "nobody set it");
+        assert!(loopsy_chooses(Some("2"), Some("2")), "the CLI set it for itself; its daemon chooses again");
+        assert!(!loopsy_chooses(Some("3"), None), "the user's");
+        assert!(!loopsy_chooses(Some("3"), Some("2")), "the user changed what a loopsy process had set");
     }
 
     #[test]

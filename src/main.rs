@@ -6,12 +6,6 @@ use argh::FromArgs;
 use loopsy::cli::{self, Loopsy};
 
 fn main() -> ExitCode {
-    // smol's global executor runs one thread unless told otherwise; the daemon serves every
-    // connection on it, so give it one per core (2 to 8). Set before any thread exists.
-    if std::env::var_os("SMOL_THREADS").is_none() {
-        let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 8);
-        std::env::set_var("SMOL_THREADS", threads.to_string());
-    }
     let args: Vec<String> = std::env::args().collect();
     let words: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
     if asks_version(&words) {
@@ -34,6 +28,8 @@ fn main() -> ExitCode {
             };
         }
     };
+    // Parsing starts no thread: this is still before any thread exists.
+    cli::set_executor_threads(&parsed);
     match cli::run(parsed) {
         Ok(code) => code,
         Err(err) => {

@@ -280,19 +280,36 @@ fn stream_events_have_the_1_0_21_shape() {
 #[test]
 fn a_bad_cwd_or_a_missing_program_is_a_400_that_says_which() {
     let daemon = Daemon::start("exec-spawn");
-    for endpoint in [EXECUTE, STREAM] {
-        let send = |body: Value| daemon.req("POST", endpoint).json(&body).send().expect_error(404, 3004);
-        let message = send(json!({"command": "ls", "cwd": "/no/such/dir"}));
-        assert!(message.contains("working directory '/no/such/dir' does not exist"), "{message}");
-        let message = send(json!({"command": "ls", "cwd": "/etc/passwd"}));
-        assert!(message.contains("'/etc/passwd' is not a directory"), "{message}");
-        let message = send(json!({"command": "no-such-program-xyz"}));
-        assert!(message.contains("program 'no-such-program-xyz' not found on PATH"), "{message}");
-        let message = send(json!({"command": "./nope", "cwd": "/"}));
-        assert!(message.contains("program './nope' does not exist"), "{message}");
+    // The daemon spawns where the request runs when no other job does, and on its blocking pool
+    // while one runs: both ways answer alike.
+    for busy in [false, true] {
+        let other =
+            busy.then(|| daemon.req("POST", STREAM).json(&json!({"command": "sleep", "args": ["100"]})).stream());
+        for endpoint in [EXECUTE, STREAM] {
+            let send = |body: Value| daemon.req("POST", endpoint).json(&body).send().expect_error(404, 3004);
+            let message = send(json!({"command": "ls", "cwd": "/no/such/dir"}));
+            assert!(message.contains("working directory '/no/such/dir' does not exist"), "{message}");
+            let message = send(json!({"command": "ls", "cwd": "/etc/passwd"}));
+            assert!(message.contains("'/etc/passwd' is not a directory"), "{message}");
+            let message = send(json!({"command": "no-such-program-xyz"}));
+            assert!(message.contains("program 'no-such-program-xyz' not found on PATH"), "{message}");
+            let message = send(json!({"command": "./nope", "cwd": "/"}));
+            assert!(message.contains("program './nope' does not exist"), "{message}");
+        }
+        let done = execute(
+            &daemon,
+            json!({"command": "sh", "args": ["-c", "pwd; echo $X >&2"], "cwd": "/tmp", "env": {"X": "y"}}),
+        );
+        assert_eq!(
+            (&done["stdout"], &done["stderr"], &done["exitCode"]),
+            (&json!("/tmp\n"), &json!("y\n"), &json!(0)),
+            "busy: {busy}"
+        );
+        assert_eq!(jobs(&daemon).len(), usize::from(busy), "failed starts leave no job behind (busy: {busy})");
+        if let Some(other) = other {
+            other.close();
+        }
     }
-    assert_eq!(execute(&daemon, json!({"command": "pwd", "cwd": "/tmp"}))["stdout"], "/tmp\n");
-    assert!(jobs(&daemon).is_empty(), "failed starts leave no job behind");
 }
 
 #[test]

@@ -3,7 +3,9 @@
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use crate::support::{loopsy_in, wait_until, Daemon, Home, TempDir};
+use crate::support::{
+    command, loopsy_bin, loopsy_in, run_within, wait_until, Daemon, Home, Request, TempDir, PROCESS_LIMIT,
+};
 
 fn mode(path: &std::path::Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
@@ -375,4 +377,55 @@ fn a_home_that_already_holds_the_users_files_keeps_them_and_its_mode() {
     assert_eq!(mode(&root), 0o755, "the directory's mode is the user's");
     assert_eq!(mode(&root.join("tasks")), 0o755);
     assert_eq!(mode(&root.join("config.yaml")), 0o600, "loopsy's own secrets are still private");
+}
+
+/// The executor threads of process `pid`. smol names them `smol-N`; a thread one of them
+/// starts without a name inherits its name, so the distinct names are counted.
+fn executor_threads(pid: u64) -> usize {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+    let names: std::collections::BTreeSet<String> = tasks
+        .filter_map(|task| std::fs::read_to_string(task.unwrap().path().join("comm")).ok())
+        .map(|name| name.trim().to_string())
+        .filter(|name| name.starts_with("smol-"))
+        .collect();
+    names.len()
+}
+
+#[test]
+fn the_daemon_runs_one_executor_thread_unless_its_user_sets_smol_threads() {
+    let home = Home::new("threads");
+    let key = home.key();
+    // `smol_threads`: the variable as the user's shell has it when they run `loopsy start`.
+    let start = |smol_threads: Option<&str>| {
+        let mut start = command(loopsy_bin());
+        match smol_threads {
+            Some(threads) => start.env("SMOL_THREADS", threads),
+            None => start.env_remove("SMOL_THREADS"),
+        };
+        run_within(start.arg("--home").arg(home.path()).arg("start"), PROCESS_LIMIT).success();
+        let info = home.runtime(None).expect("daemon.json");
+        let pid = info["pid"].as_u64().unwrap();
+        let env = Request::new(&format!("127.0.0.1:{}", info["port"]), "POST", "/api/v1/execute")
+            .key(&key)
+            .json(&serde_json::json!({"command": "env"}))
+            .send()
+            .expect(200)["stdout"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        (executor_threads(pid), env)
+    };
+
+    // The CLI that starts it gives itself a thread per core (at least 2): its daemon still has one.
+    let (threads, env) = start(None);
+    assert_eq!(threads, 1, "the daemon's executor threads");
+    assert!(!env.contains("SMOL_THREADS"), "loopsy's own tuning is not the job's: {env}");
+    home.loopsy(&["stop"]).success();
+
+    // The user's choice stands, for the daemon and (like any variable of theirs) its jobs.
+    let (threads, env) = start(Some("3"));
+    assert_eq!(threads, 3, "the daemon's executor threads");
+    assert!(env.lines().any(|line| line == "SMOL_THREADS=3"), "{env}");
+    assert!(!env.contains("LOOPSY_"), "{env}");
+    home.loopsy(&["stop"]).success();
 }

@@ -42,6 +42,13 @@ pub struct StartArgs {
     managed_by: Option<String>,
 }
 
+impl StartArgs {
+    /// Whether this command runs the daemon in this process.
+    pub(super) fn in_foreground(&self) -> bool {
+        self.foreground
+    }
+}
+
 /// stop the running daemon gracefully
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "stop")]

@@ -57,7 +57,10 @@ pub(crate) fn run(paths: Paths, config: Config, managed_by: Option<String>) -> a
     let node_id = NodeId::load_or_create(&paths)?;
     // Before any thread of the daemon's exists and allocates.
     memory::fix_thresholds();
-    smol::block_on(serve(paths, config, node_id, managed_by))
+    // `serve` runs on the executor's thread; this one only waits for it to end. Were it to run
+    // `serve` itself, it would be a second thread taking turns at waiting for I/O, and every
+    // readiness it picked up would be handed over to the executor's thread.
+    futures_lite::future::block_on(smol::spawn(serve(paths, config, node_id, managed_by)))
 }
 
 async fn serve(paths: Paths, config: Config, node_id: NodeId, managed_by: Option<String>) -> anyhow::Result<()> {

@@ -287,20 +287,29 @@ impl Executor {
         self.inner.policy.check(&spec.command, &spec.args)?;
         // No lock is held while waiting for a place.
         let slot = self.reserve().await?;
-        // Held from the second lookup to the insert for a keyed request, so two retries racing
-        // each other start one process. (Spawning is a fork and exec: this is short.) A request
-        // without a key has nothing to look up and does not hold up others while it spawns.
-        let mut held = None;
-        if let Some(key) = &key {
-            let history = held.insert(self.inner.history.lock().expect("job history lock"));
-            if let Some(found) = known(history, key, &digest, attach)? {
-                return Ok(found); // the place goes back with `slot`
-            }
-        }
         // A streamed job keeps a window of its output for reattaching clients; a collected one
         // keeps all of it (bounded by its cap), since its answer is built from the log.
         let limit = spec.streamed.then_some(self.inner.keep_output_bytes);
-        let job = self.spawn(spec, slot)?;
+        // Held from the second lookup to the insert for a keyed request, so two retries racing
+        // each other start one process. A request without a key has nothing to look up and
+        // does not hold up others while it spawns.
+        //
+        // A spawn (fork and exec) blocks the thread doing it. On an otherwise idle daemon it is
+        // done right here: a hand-off to another thread would cost more than it saves. While
+        // other jobs run, their output and exits would wait behind it on the daemon's one
+        // executor thread, so it is done on the blocking pool. A keyed spawn stays here: the
+        // history lock cannot go along.
+        let (job, held) = match &key {
+            Some(key) => {
+                let history = self.inner.history.lock().expect("job history lock");
+                if let Some(found) = known(&history, key, &digest, attach)? {
+                    return Ok(found); // the place goes back with `slot`
+                }
+                (self.spawn(spec, slot)?, Some(history))
+            }
+            None if self.only_job() => (self.spawn(spec, slot)?, None),
+            None => (self.spawn_on_pool(spec, slot).await?, None),
+        };
         let log = Arc::new(JobLog::new(limit));
         let reader = attach.map(|from| log.attach(from));
         let job_id = job.id.clone();
@@ -343,12 +352,35 @@ impl Executor {
     }
 
     fn spawn(&self, spec: Spec, slot: Slot<'_>) -> Result<Job, ExecError> {
-        // The daemon's environment without its secrets, then what the caller asked for.
-        let mut env = child_env::inherited(std::env::vars(), &self.inner.secrets.current());
-        env.extend(spec.env.iter().map(|(name, value)| (name.clone(), value.clone())));
+        let env = self.job_env(&spec);
         let launch =
             process::JobLaunch { command: &spec.command, args: &spec.args, cwd: spec.cwd.as_deref(), env: &env };
-        let mut child = process::spawn_job(&launch)?;
+        let child = process::spawn_job(&launch)?;
+        self.spawned(spec, slot, child)
+    }
+
+    /// [`Executor::spawn`] on a thread of the blocking pool.
+    async fn spawn_on_pool(&self, spec: Spec, slot: Slot<'_>) -> Result<Job, ExecError> {
+        let env = self.job_env(&spec);
+        let (spec, child) = smol::unblock(move || {
+            let launch =
+                process::JobLaunch { command: &spec.command, args: &spec.args, cwd: spec.cwd.as_deref(), env: &env };
+            let child = process::spawn_job(&launch);
+            (spec, child)
+        })
+        .await;
+        self.spawned(spec, slot, child?)
+    }
+
+    /// The daemon's environment without its secrets, then what the caller asked for.
+    fn job_env(&self, spec: &Spec) -> BTreeMap<String, String> {
+        let mut env = child_env::inherited(std::env::vars(), &self.inner.secrets.current());
+        env.extend(spec.env.iter().map(|(name, value)| (name.clone(), value.clone())));
+        env
+    }
+
+    /// Files a started `child` as job of `spec`, in the place `slot` held for it.
+    fn spawned(&self, spec: Spec, slot: Slot<'_>, mut child: smol::process::Child) -> Result<Job, ExecError> {
         let started = Instant::now();
         let pid = child.id();
         let job_id = crate::random::uuid_v4();
@@ -380,6 +412,11 @@ impl Executor {
             finished: false,
             executor: self.clone(),
         })
+    }
+
+    /// Whether the place being filled is the only one taken: no other job runs or is starting.
+    fn only_job(&self) -> bool {
+        self.inner.table.lock().expect("job table lock").active <= 1
     }
 
     /// A place under `execution.maxConcurrent`: at once when one is free, else after waiting
