@@ -474,7 +474,9 @@ fn context(bin: &Path) -> anyhow::Result<Vec<Figure>> {
     fill(&small, 1000)?;
     let target = 100_000 - 1000 - LATENCY_SAMPLES; // with k0…k999 and the measured PUTs: 100,000
     let fill_took = timed(|| fill(&node, target))?;
+    let placed = SamePlacement::of(&[small.pid(), node.pid()])?;
     let [small_put, large_put, small_get, large_get] = context_latencies(&small, &node)?;
+    drop(placed);
     drop(small);
     let mut conn = Conn::open(&node.addr)?;
     let status: serde_json::Value =
@@ -537,6 +539,68 @@ const LATENCY_SAMPLES: u64 = 2000;
 /// p50 in ms of [`LATENCY_SAMPLES`] PUTs of new keys and as many GETs of them, one at a time on
 /// one connection per store, alternating between the stores (which goes first alternates too):
 /// `[small PUT, large PUT, small GET, large GET]`.
+/// Two daemons compared on equal terms: every thread of both on the last CPU, the measuring
+/// thread on the first, until dropped. Left to the scheduler, whichever daemon happened to be
+/// placed better beside the client answered a GET up to 2× faster than the other, either one
+/// from run to run, which swamped what the stores themselves cost. Nothing on one CPU.
+struct SamePlacement {
+    pids: Vec<u32>,
+    /// The measuring thread's CPUs before, and everyone's after.
+    before: libc::cpu_set_t,
+}
+
+impl SamePlacement {
+    fn of(pids: &[u32]) -> anyhow::Result<Option<SamePlacement>> {
+        // SAFETY: cpu_set_t is plain data; the calls get its real size.
+        let mut before: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        let size = std::mem::size_of::<libc::cpu_set_t>();
+        anyhow::ensure!(unsafe { libc::sched_getaffinity(0, size, &mut before) } == 0, "sched_getaffinity failed");
+        let cpus: Vec<usize> =
+            (0..libc::CPU_SETSIZE as usize).filter(|cpu| unsafe { libc::CPU_ISSET(*cpu, &before) }).collect();
+        let (Some(&first), Some(&last)) = (cpus.first(), cpus.last()) else { return Ok(None) };
+        if first == last {
+            return Ok(None);
+        }
+        let placed = SamePlacement { pids: pids.to_vec(), before };
+        set_affinity(0, &[first])?;
+        for pid in pids {
+            for thread in threads_of(*pid)? {
+                set_affinity(thread, &[last])?;
+            }
+        }
+        Ok(Some(placed))
+    }
+}
+
+impl Drop for SamePlacement {
+    fn drop(&mut self) {
+        let size = std::mem::size_of::<libc::cpu_set_t>();
+        let threads = self.pids.iter().flat_map(|pid| threads_of(*pid).unwrap_or_default());
+        for thread in std::iter::once(0).chain(threads) {
+            // SAFETY: a valid set of the size given; a thread gone since is ignored.
+            unsafe { libc::sched_setaffinity(thread, size, &self.before) };
+        }
+    }
+}
+
+/// The thread ids of process `pid`.
+fn threads_of(pid: u32) -> anyhow::Result<Vec<libc::pid_t>> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))?;
+    Ok(tasks.filter_map(|task| task.ok()?.file_name().to_str()?.parse().ok()).collect())
+}
+
+/// Runs thread `thread` (0: the calling one) on `cpus` only.
+fn set_affinity(thread: libc::pid_t, cpus: &[usize]) -> anyhow::Result<()> {
+    // SAFETY: cpu_set_t is plain data, filled by the libc macros and passed with its size.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    for cpu in cpus {
+        unsafe { libc::CPU_SET(*cpu, &mut set) };
+    }
+    let done = unsafe { libc::sched_setaffinity(thread, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+    anyhow::ensure!(done == 0, "sched_setaffinity({thread}): {}", std::io::Error::last_os_error());
+    Ok(())
+}
+
 fn context_latencies(small: &Node, large: &Node) -> anyhow::Result<[f64; 4]> {
     let nodes = [small, large];
     let mut conns = [Conn::open(&small.addr)?, Conn::open(&large.addr)?];

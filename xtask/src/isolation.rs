@@ -8,8 +8,10 @@ use std::process::Command;
 /// The agent CLIs loopsy registers with and runs.
 const AGENT_CLIS: [&str; 3] = ["claude", "gemini", "codex"];
 
-/// Variables passed through: none of them locates a home or a config.
-const PASSED: &[&str] = &["TMPDIR", "LANG", "LC_ALL", "TZ", "USER", "LOGNAME", "RUST_BACKTRACE", "RUST_LOG"];
+/// Variables passed through: none of them locates a home or a config. (`SMOL_THREADS` lets a
+/// run compare the daemon's executor thread counts.)
+const PASSED: &[&str] =
+    &["TMPDIR", "LANG", "LC_ALL", "TZ", "USER", "LOGNAME", "RUST_BACKTRACE", "RUST_LOG", "SMOL_THREADS"];
 
 /// Clears `command`'s environment and gives it `user_home` and the controlled `PATH`.
 pub fn isolate<'a>(command: &'a mut Command, user_home: &Path) -> &'a mut Command {
