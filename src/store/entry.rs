@@ -54,8 +54,9 @@ fn deserialize_value<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Arc<s
 /// One change to the store, in revision order: journalled (puts and deletes) and watched (all).
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Change {
-    /// A key was written; the entry carries the new revision.
-    Put(Entry),
+    /// A key was written; the entry carries the new revision. Shared with the table, the
+    /// journal's queue and every watcher.
+    Put(Arc<Entry>),
     /// A key was deleted by a client; the delete took `revision`.
     Delete { key: String, revision: u64 },
     /// A key's TTL ran out. Expiry takes no revision of its own: `revision` is the entry's.

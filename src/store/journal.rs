@@ -21,6 +21,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, BufReader, Read, Write};
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::Context;
 use serde::de::DeserializeOwned;
@@ -43,7 +44,7 @@ const PAYLOAD_START: &[u8] = b"{\"op\":\"";
 #[serde(tag = "op", rename_all = "lowercase")]
 pub(crate) enum Record {
     Base { format: u32, revision: u64 },
-    Put { entry: Entry },
+    Put { entry: Arc<Entry> },
     Delete { key: String, revision: u64 },
 }
 
@@ -342,7 +343,7 @@ mod tests {
     }
 
     fn put(key: &str, revision: u64) -> Record {
-        Record::Put { entry: entry(key, revision) }
+        Record::Put { entry: entry(key, revision).into() }
     }
 
     fn read_back(path: &Path) -> (Vec<Record>, Replay) {
@@ -381,7 +382,7 @@ mod tests {
     #[test]
     fn the_record_of_an_expiry_is_none() {
         assert_eq!(Record::of(&Change::Expire { key: "x".into(), revision: 1 }), None);
-        assert_eq!(Record::of(&Change::Put(entry("a", 1))), Some(put("a", 1)));
+        assert_eq!(Record::of(&Change::Put(entry("a", 1).into())), Some(put("a", 1)));
     }
 
     #[test]

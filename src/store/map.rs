@@ -40,7 +40,8 @@ impl Default for ContextMap {
 #[derive(Debug)]
 struct Slot {
     position: u64,
-    entry: Entry,
+    /// Shared with the answer, the journal's queue, watchers and snapshots: none copies it.
+    entry: Arc<Entry>,
 }
 
 /// Checks a key's length: 1..=[`MAX_KEY_BYTES`] bytes.
@@ -65,7 +66,7 @@ impl ContextMap {
     }
 
     /// Creates or replaces `key`.
-    pub(super) fn put(&mut self, key: &str, put: Put, now: u64) -> Result<(Entry, Vec<Change>), StoreError> {
+    pub(super) fn put(&mut self, key: &str, put: Put, now: u64) -> Result<(Arc<Entry>, Vec<Change>), StoreError> {
         check_key(key)?;
         if put.value.len() > MAX_VALUE_BYTES {
             return Err(StoreError::ValueTooLarge { len: put.value.len() });
@@ -83,7 +84,7 @@ impl ContextMap {
             }
         }
         self.revision += 1;
-        let entry = Entry {
+        let entry = Arc::new(Entry {
             key: key.to_string(),
             value: put.value,
             from_node_id: put.from_node_id,
@@ -92,14 +93,14 @@ impl ContextMap {
             expires_at: put.ttl.as_ref().map(|ttl| now.saturating_add(ttl.millis)),
             ttl: put.ttl.map(|ttl| ttl.seconds),
             revision: self.revision,
-        };
+        });
         self.insert(entry.clone());
         changes.push(Change::Put(entry.clone()));
         Ok((entry, changes))
     }
 
     /// The live entry of `key`; an expired one is removed (and reported in `changes`).
-    pub(super) fn get(&mut self, key: &str, now: u64, changes: &mut Vec<Change>) -> Option<Entry> {
+    pub(super) fn get(&mut self, key: &str, now: u64, changes: &mut Vec<Change>) -> Option<Arc<Entry>> {
         self.live(key, now, changes).cloned()
     }
 
@@ -125,13 +126,13 @@ impl ContextMap {
     }
 
     /// Live entries whose key starts with `prefix`, in insertion order; expired ones are removed.
-    pub(super) fn list(&mut self, prefix: &str, now: u64, changes: &mut Vec<Change>) -> Vec<Entry> {
+    pub(super) fn list(&mut self, prefix: &str, now: u64, changes: &mut Vec<Change>) -> Vec<Arc<Entry>> {
         changes.extend(self.sweep(now));
         self.order.values().filter(|key| key.starts_with(prefix)).map(|key| self.entries[key].entry.clone()).collect()
     }
 
     /// Every entry in insertion order, expired or not (for snapshots).
-    pub(super) fn entries(&self) -> Vec<Entry> {
+    pub(super) fn entries(&self) -> Vec<Arc<Entry>> {
         self.order.values().map(|key| self.entries[key].entry.clone()).collect()
     }
 
@@ -174,12 +175,12 @@ impl ContextMap {
         let keys: Vec<String> = self.order.values().filter(|k| self.entries[*k].entry.revision == 0).cloned().collect();
         for key in &keys {
             self.revision += 1;
-            self.entries.get_mut(key).expect("listed keys exist").entry.revision = self.revision;
+            Arc::make_mut(&mut self.entries.get_mut(key).expect("listed keys exist").entry).revision = self.revision;
         }
         keys.len()
     }
 
-    fn live(&mut self, key: &str, now: u64, changes: &mut Vec<Change>) -> Option<&Entry> {
+    fn live(&mut self, key: &str, now: u64, changes: &mut Vec<Change>) -> Option<&Arc<Entry>> {
         if self.entries.get(key).is_some_and(|slot| slot.entry.is_expired(now)) {
             let entry = self.remove(key).expect("checked above");
             changes.push(Change::Expire { key: key.into(), revision: entry.revision });
@@ -187,7 +188,7 @@ impl ContextMap {
         self.entries.get(key).map(|slot| &slot.entry)
     }
 
-    fn insert(&mut self, entry: Entry) {
+    fn insert(&mut self, entry: Arc<Entry>) {
         if let Some(slot) = self.entries.get_mut(&entry.key) {
             slot.entry = entry;
             return;
@@ -198,7 +199,7 @@ impl ContextMap {
         self.entries.insert(entry.key.clone(), Slot { position, entry });
     }
 
-    fn remove(&mut self, key: &str) -> Option<Entry> {
+    fn remove(&mut self, key: &str) -> Option<Arc<Entry>> {
         let slot = self.entries.remove(key)?;
         self.order.remove(&slot.position);
         Some(slot.entry)
@@ -218,7 +219,7 @@ mod tests {
     }
 
     fn keys(map: &mut ContextMap, prefix: &str, now: u64) -> Vec<String> {
-        map.list(prefix, now, &mut Vec::new()).into_iter().map(|e| e.key).collect()
+        map.list(prefix, now, &mut Vec::new()).into_iter().map(|e| e.key.clone()).collect()
     }
 
     #[test]

@@ -114,7 +114,7 @@ struct ContextFiles {
 
 impl Owner for ContextFiles {
     type Record = Record;
-    type Image = (Vec<Entry>, u64);
+    type Image = (Vec<Arc<Entry>>, u64);
     const NAME: &'static str = "context";
 
     fn capture(&self, drain: &mut dyn FnMut()) -> Self::Image {
@@ -125,7 +125,7 @@ impl Owner for ContextFiles {
 
     fn compact(&mut self, journal: &mut Journal<Record>, (entries, revision): Self::Image) -> anyhow::Result<u64> {
         let now = crate::clock::now_ms();
-        let live: Vec<Entry> = entries.into_iter().filter(|entry| !entry.is_expired(now)).collect();
+        let live: Vec<Arc<Entry>> = entries.into_iter().filter(|entry| !entry.is_expired(now)).collect();
         let bytes = snapshot::write(&self.snapshot_path, &live)?;
         journal.reset(&[Record::Base { format: journal::FORMAT, revision }])?;
         Ok(bytes)
@@ -143,7 +143,7 @@ impl Store {
         let snapshot = snapshot::load(&snapshot_path, now)?;
         let snapshot_revision = snapshot.iter().map(|entry| entry.revision).max().unwrap_or(0);
         for entry in snapshot {
-            map.apply(Change::Put(entry));
+            map.apply(Change::Put(Arc::new(entry)));
         }
         let mut base = 0;
         let (mut journal, replay) = Journal::open(&paths.context_journal(), |record| {
@@ -203,7 +203,7 @@ impl Store {
     }
 
     /// Creates or replaces `key`; answers once the write is durable.
-    pub(crate) async fn put(&self, key: &str, put: Put, now: u64) -> Result<Entry, StoreError> {
+    pub(crate) async fn put(&self, key: &str, put: Put, now: u64) -> Result<Arc<Entry>, StoreError> {
         let unguarded = self.put_guarded(key, put, now, || Ok::<(), std::convert::Infallible>(()));
         unguarded.await.unwrap_or_else(|never| match never {})
     }
@@ -217,7 +217,7 @@ impl Store {
         put: Put,
         now: u64,
         guard: impl FnOnce() -> Result<(), E>,
-    ) -> Result<Result<Entry, StoreError>, E> {
+    ) -> Result<Result<Arc<Entry>, StoreError>, E> {
         let outcome = self.locked(|shared| {
             guard()?;
             let outcome = shared.map.put(key, put, now);
@@ -228,8 +228,8 @@ impl Store {
             self.publish(shared, changes);
             Ok((outcome.map(|(entry, _)| entry), shared.map.revision()))
         })?;
-        if let (Ok(Entry { expires_at: Some(at), .. }), _) = &outcome {
-            if *at < self.inner.next_sweep.load(Ordering::SeqCst) {
+        if let (Ok(entry), _) = &outcome {
+            if entry.expires_at.is_some_and(|at| at < self.inner.next_sweep.load(Ordering::SeqCst)) {
                 let _ = self.inner.nudge.0.try_send(());
             }
         }
@@ -237,7 +237,7 @@ impl Store {
     }
 
     /// The live entry of `key`.
-    pub(crate) async fn get(&self, key: &str, now: u64) -> Result<Entry, StoreError> {
+    pub(crate) async fn get(&self, key: &str, now: u64) -> Result<Arc<Entry>, StoreError> {
         let outcome = self.locked(|shared| {
             let mut changes = Vec::new();
             let found = shared.map.get(key, now, &mut changes);
@@ -276,7 +276,7 @@ impl Store {
     }
 
     /// Live entries whose key starts with `prefix`, in insertion order.
-    pub(crate) async fn list(&self, prefix: &str, now: u64) -> Result<Vec<Entry>, StoreError> {
+    pub(crate) async fn list(&self, prefix: &str, now: u64) -> Result<Vec<Arc<Entry>>, StoreError> {
         let (entries, revision) = self.locked(|shared| {
             let mut changes = Vec::new();
             let entries = shared.map.list(prefix, now, &mut changes);
@@ -351,7 +351,7 @@ impl Store {
     }
 
     /// Waits until what `outcome` says is durable, then returns it.
-    async fn settle(&self, outcome: (Result<Entry, StoreError>, u64)) -> Result<Entry, StoreError> {
+    async fn settle(&self, outcome: (Result<Arc<Entry>, StoreError>, u64)) -> Result<Arc<Entry>, StoreError> {
         match outcome {
             (Ok(entry), _) => self.wait_durable(entry.revision).await.map(|()| entry),
             (Err(e), current) => self.wait_durable(current).await.and(Err(e)),
@@ -402,7 +402,7 @@ mod tests {
 
     fn summary(store: &Store) -> Vec<(String, String, u64)> {
         let entries = smol::block_on(store.list("", crate::clock::now_ms())).unwrap();
-        entries.into_iter().map(|e| (e.key, e.value.to_string(), e.revision)).collect()
+        entries.into_iter().map(|e| (e.key.clone(), e.value.to_string(), e.revision)).collect()
     }
 
     fn s(key: &str, value: &str, revision: u64) -> (String, String, u64) {
@@ -482,6 +482,45 @@ mod tests {
         let store = Store::open(&paths, DEFAULT_MAX_ENTRIES).unwrap();
         let entry = smol::block_on(store.get("big", 2)).unwrap();
         assert_eq!((entry.revision, entry.value.as_bytes()[0]), (6, b'5'));
+        std::fs::remove_dir_all(paths.home()).unwrap();
+    }
+
+    #[test]
+    fn writes_acknowledged_while_compactions_run_are_all_kept() {
+        let paths = temp_paths();
+        let store = Store::open(&paths, DEFAULT_MAX_ENTRIES).unwrap();
+        let big = "x".repeat(MAX_VALUE_BYTES - 2);
+        std::thread::scope(|scope| {
+            // 1 MiB values outgrow the snapshot again and again: compaction after compaction,
+            // each one draining and journalling what the small writers queued meanwhile.
+            scope.spawn(|| {
+                for round in 0..24 {
+                    smol::block_on(store.put("big", put(&format!("{round:02}{big}"), None), 1)).unwrap();
+                }
+            });
+            for writer in 0..4 {
+                let store = &store;
+                scope.spawn(move || {
+                    for i in 0..300 {
+                        smol::block_on(store.put(&format!("w{writer}-{i}"), put(&i.to_string(), None), 1)).unwrap();
+                    }
+                });
+            }
+        });
+        drop(store);
+        let store = Store::open(&paths, DEFAULT_MAX_ENTRIES).unwrap();
+        let kept = summary(&store);
+        assert_eq!(kept.len(), 1 + 4 * 300, "every acknowledged key is there");
+        let big = smol::block_on(store.get("big", 2)).unwrap();
+        assert!(big.value.starts_with("23"), "the last big value");
+        for writer in 0..4 {
+            for i in (0..300).step_by(37) {
+                assert_eq!(
+                    smol::block_on(store.get(&format!("w{writer}-{i}"), 2)).unwrap().value.as_ref(),
+                    i.to_string()
+                );
+            }
+        }
         std::fs::remove_dir_all(paths.home()).unwrap();
     }
 

@@ -6,6 +6,7 @@
 //! not a JSON array at all is moved aside, never silently overwritten.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::Context;
 use serde::Deserialize;
@@ -88,7 +89,7 @@ fn convert(stored: Stored) -> Result<Entry, String> {
 }
 
 /// Replaces the snapshot at `path` atomically and durably; returns its size in bytes.
-pub(super) fn write(path: &Path, entries: &[Entry]) -> anyhow::Result<u64> {
+pub(super) fn write(path: &Path, entries: &[Arc<Entry>]) -> anyhow::Result<u64> {
     let bytes = serde_json::to_vec_pretty(entries).context("encoding the context snapshot")?;
     durable::write(path, &bytes, Mode::Secret)?;
     Ok(bytes.len() as u64)
@@ -126,7 +127,7 @@ mod tests {
                 ("kept", "v", None, 9, None),
             ]
         );
-        write(&path, &entries).unwrap();
+        write(&path, &entries.iter().cloned().map(Arc::new).collect::<Vec<_>>()).unwrap();
         assert_eq!(load(&path, 0).unwrap(), entries, "what is written reads back the same");
 
         std::fs::write(&path, "{ not an array").unwrap();

@@ -44,8 +44,9 @@ pub(crate) trait Owner: Send + 'static {
     /// Names the table in log lines (`context`, `locks`).
     const NAME: &'static str;
 
-    /// Takes the table's lock, calls `drain` under it (which journals everything queued, so
-    /// the journal then holds every change the image holds), and returns the image.
+    /// Takes the table's lock, calls `drain` under it (which takes everything queued, to be
+    /// journalled before the image is written), and returns the image. Keep it short: requests
+    /// wait for the lock meanwhile.
     fn capture(&self, drain: &mut dyn FnMut()) -> Self::Image;
 
     /// Writes `image` as the new base (a snapshot file, records in `journal.reset`, or both);
@@ -207,19 +208,21 @@ impl<O: Owner> Writer<O> {
             return None;
         }
         let mut stop = None;
+        let mut batch = Vec::new();
         let image = {
-            let Writer { owner, journal, watermark, broken, queue, .. } = &mut *self;
+            let Writer { owner, queue, .. } = &mut *self;
             // Changes are queued under the owner's lock, so everything up to the image is
-            // queued by now: write it first. Then the journal holds every change the image
-            // holds, and a crash in the middle of the compaction loses nothing.
+            // queued by the time it is taken: drained with it.
             owner.capture(&mut || {
-                let mut batch = Vec::new();
                 while let Ok(next) = queue.try_recv() {
                     take(next, &mut batch, &mut stop);
                 }
-                commit(journal, watermark, broken, &batch);
             })
         };
+        // Written before the image, but outside the owner's lock (requests go on meanwhile):
+        // then the journal holds every change the image holds, and a crash in the middle of
+        // the compaction loses nothing.
+        commit(&mut self.journal, &self.watermark, &mut self.broken, &batch);
         if self.broken {
             return stop;
         }

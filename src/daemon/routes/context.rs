@@ -54,7 +54,7 @@ struct PutBody {
 /// `GET /api/v1/context` answer.
 #[derive(Serialize)]
 struct Listing {
-    entries: Vec<Entry>,
+    entries: Vec<std::sync::Arc<Entry>>,
 }
 
 /// `DELETE /api/v1/context/:key` answer: 1.0.21's plus the delete's revision.
@@ -190,7 +190,7 @@ async fn pump(subscription: Subscription, prefix: String, frames: smol::channel:
 
 fn event_frame(change: &Change) -> Vec<u8> {
     let (kind, entry) = match change {
-        Change::Put(entry) => ("put", Some(entry)),
+        Change::Put(entry) => ("put", Some(&**entry)),
         Change::Delete { .. } => ("delete", None),
         Change::Expire { .. } => ("expire", None),
     };
