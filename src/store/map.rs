@@ -2,7 +2,7 @@
 //! compare-and-set. Pure logic: time comes in as `now`, and every operation returns the
 //! [`Change`]s it made so the caller can journal and broadcast them. No I/O here.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use super::entry::{Change, Entry, Ttl, DEFAULT_MAX_ENTRIES, MAX_KEY_BYTES, MAX_VALUE_BYTES};
@@ -24,6 +24,10 @@ pub(super) struct ContextMap {
     // `order`, taken when the key was first inserted and kept across overwrites.
     entries: HashMap<String, Slot>,
     order: BTreeMap<u64, String>,
+    /// Every entry that has an expiry, as `(expiresAt, position)`: expiring entries are found
+    /// without a scan, so a peer's TTLs cannot make each sweep cost the whole store.
+    // Invariant: holds exactly the entries of `entries` whose `expires_at` is set.
+    expiring: BTreeSet<(u64, u64)>,
     next_position: u64,
     /// The highest revision ever given out (also by deletes): the next write takes one more.
     revision: u64,
@@ -54,7 +58,14 @@ pub(crate) fn check_key(key: &str) -> Result<(), StoreError> {
 
 impl ContextMap {
     pub(super) fn with_max_entries(max_entries: usize) -> ContextMap {
-        ContextMap { entries: HashMap::new(), order: BTreeMap::new(), next_position: 0, revision: 0, max_entries }
+        ContextMap {
+            entries: HashMap::new(),
+            order: BTreeMap::new(),
+            expiring: BTreeSet::new(),
+            next_position: 0,
+            revision: 0,
+            max_entries,
+        }
     }
 
     pub(super) fn revision(&self) -> u64 {
@@ -62,7 +73,7 @@ impl ContextMap {
     }
 
     pub(super) fn live_count(&self, now: u64) -> usize {
-        self.entries.values().filter(|slot| !slot.entry.is_expired(now)).count()
+        self.entries.len() - self.expiring.range(..=(now, u64::MAX)).count()
     }
 
     /// Creates or replaces `key`.
@@ -137,13 +148,13 @@ impl ContextMap {
     }
 
     /// Removes every expired entry.
+    /// Removes every expired entry, in the order they expired.
     pub(super) fn sweep(&mut self, now: u64) -> Vec<Change> {
-        let expired: Vec<String> =
-            self.order.values().filter(|key| self.entries[*key].entry.is_expired(now)).cloned().collect();
-        expired
-            .into_iter()
-            .map(|key| {
-                let entry = self.remove(&key).expect("listed keys exist");
+        let due: Vec<u64> = self.expiring.range(..=(now, u64::MAX)).map(|(_, position)| *position).collect();
+        due.into_iter()
+            .map(|position| {
+                let key = self.order[&position].clone();
+                let entry = self.remove(&key).expect("indexed keys exist");
                 Change::Expire { key, revision: entry.revision }
             })
             .collect()
@@ -151,7 +162,7 @@ impl ContextMap {
 
     /// When the next entry expires, if any does.
     pub(super) fn next_expiry(&self) -> Option<u64> {
-        self.entries.values().filter_map(|slot| slot.entry.expires_at).min()
+        self.expiring.first().map(|(at, _)| *at)
     }
 
     /// Replays a journalled or snapshotted change (no checks: it was accepted once).
@@ -190,11 +201,20 @@ impl ContextMap {
 
     fn insert(&mut self, entry: Arc<Entry>) {
         if let Some(slot) = self.entries.get_mut(&entry.key) {
+            if let Some(at) = slot.entry.expires_at {
+                self.expiring.remove(&(at, slot.position));
+            }
+            if let Some(at) = entry.expires_at {
+                self.expiring.insert((at, slot.position));
+            }
             slot.entry = entry;
             return;
         }
         let position = self.next_position;
         self.next_position += 1;
+        if let Some(at) = entry.expires_at {
+            self.expiring.insert((at, position));
+        }
         self.order.insert(position, entry.key.clone());
         self.entries.insert(entry.key.clone(), Slot { position, entry });
     }
@@ -202,6 +222,9 @@ impl ContextMap {
     fn remove(&mut self, key: &str) -> Option<Arc<Entry>> {
         let slot = self.entries.remove(key)?;
         self.order.remove(&slot.position);
+        if let Some(at) = slot.entry.expires_at {
+            self.expiring.remove(&(at, slot.position));
+        }
         Some(slot.entry)
     }
 }
@@ -260,6 +283,42 @@ mod tests {
         assert!(map.sweep(1100).is_empty());
         assert_eq!(map.live_count(1100), 1);
         assert_eq!(map.sweep(11_000), vec![Change::Expire { key: "long".into(), revision: 2 }]);
+    }
+
+    /// The map's invariants: `order` and `expiring` index exactly what `entries` holds.
+    fn check_indexes(map: &ContextMap) {
+        assert_eq!(map.order.len(), map.entries.len());
+        for (position, key) in &map.order {
+            assert_eq!(map.entries[key].position, *position);
+        }
+        let expiring: BTreeSet<(u64, u64)> =
+            map.entries.values().filter_map(|slot| Some((slot.entry.expires_at?, slot.position))).collect();
+        assert_eq!(map.expiring, expiring);
+    }
+
+    #[test]
+    fn expiry_is_indexed_through_overwrites_deletes_and_sweeps() {
+        let mut map = ContextMap::default();
+        for i in 0..1000u64 {
+            // Expiring 1 ms apart, in reverse order of insertion, every third without a TTL.
+            let value = if i % 3 == 0 { put("x") } else { with_ttl("x", 10_000 - i) };
+            map.put(&format!("k{i}"), value, 0).unwrap();
+        }
+        check_indexes(&map);
+        map.put("k1", put("no ttl now"), 1).unwrap();
+        map.put("k3", with_ttl("a ttl now", 5), 1).unwrap();
+        map.put("k2", with_ttl("later", 20_000), 1).unwrap();
+        map.delete("k4", None, 2).unwrap();
+        check_indexes(&map);
+        assert_eq!(map.next_expiry(), Some(6), "k3's");
+        let swept: Vec<String> = map.sweep(9_500).into_iter().map(|change| change.key().to_string()).collect();
+        assert_eq!(swept[..3], ["k3", "k998", "k997"], "in the order they expired");
+        assert!(swept.iter().all(|key| key != "k1" && key != "k2" && key != "k0"));
+        check_indexes(&map);
+        let live = map.live_count(9_500);
+        assert_eq!(live, map.entries.len());
+        assert_eq!(map.live_count(30_000), map.entries.len() - map.expiring.len());
+        assert!(map.sweep(9_500).is_empty(), "reported once");
     }
 
     #[test]
