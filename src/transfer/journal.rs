@@ -48,8 +48,13 @@ impl Journal {
         Journal { dir }
     }
 
-    /// Records `file` before it is created.
-    pub(crate) fn enter(&self, file: &Path, kind: Kind) -> std::io::Result<Entry> {
+    /// Records `file` before it is created (a durable write: two fsyncs, on the blocking pool).
+    pub(crate) async fn enter(&self, file: &Path, kind: Kind) -> std::io::Result<Entry> {
+        let (journal, file) = (self.clone(), file.to_path_buf());
+        smol::unblock(move || journal.enter_blocking(&file, kind)).await
+    }
+
+    fn enter_blocking(&self, file: &Path, kind: Kind) -> std::io::Result<Entry> {
         std::fs::create_dir_all(&self.dir)?;
         let id = match kind {
             // One record per part file, however often it is resumed.
@@ -167,7 +172,7 @@ mod tests {
         let stranger = base.join("c");
         for (file, kind) in [(&temp, Kind::Temp), (&part, Kind::Part), (&stranger, Kind::Temp)] {
             std::fs::write(file, b"x").unwrap();
-            std::mem::forget(journal.enter(file, kind).unwrap()); // as if the daemon died
+            std::mem::forget(journal.enter_blocking(file, kind).unwrap()); // as if the daemon died
         }
         assert_eq!(journal.recover(PART_TTL_FOR_TEST), 1);
         assert!(!temp.exists() && part.exists() && stranger.exists(), "only our temp file goes");
@@ -183,7 +188,7 @@ mod tests {
         let base = std::env::temp_dir().join(format!("loopsy-journal-{}", crate::random::hex(6)));
         let journal = Journal::new(base.join("journal"));
         let temp = base.join(".a.loopsy-tmp-2");
-        let entry = journal.enter(&temp, Kind::Temp).unwrap();
+        let entry = journal.enter_blocking(&temp, Kind::Temp).unwrap();
         std::fs::write(&temp, b"x").unwrap();
         drop(entry);
         assert!(!temp.exists());

@@ -142,7 +142,8 @@ pub(crate) async fn receive(
         Landing::Staged { received, entry } => {
             let dest = prepare_destination(ctx, &dest_path).await?;
             let temp = sibling(&dest, &format!("loopsy-tmp-{}", crate::random::hex(8)));
-            let beside = ctx.journal.enter(&temp, Kind::Temp).map_err(|e| TransferError::io("recording", &temp, e))?;
+            let beside =
+                ctx.journal.enter(&temp, Kind::Temp).await.map_err(|e| TransferError::io("recording", &temp, e))?;
             let received = receive::relocate(received, temp).await?;
             entry.done();
             let done = (received.size, received.sha256.clone());
@@ -220,7 +221,7 @@ async fn receive_file(ctx: &TransferContext, fields: &Fields, field: &mut Field<
         }
         crate::durable::create_private_dir(&ctx.staging).map_err(|e| TransferError::Failed(format!("{e:#}")))?;
         let temp = ctx.staging.join(format!(".staged.loopsy-tmp-{}", crate::random::hex(8)));
-        let entry = ctx.journal.enter(&temp, Kind::Temp).map_err(|e| TransferError::io("recording", &temp, e))?;
+        let entry = ctx.journal.enter(&temp, Kind::Temp).await.map_err(|e| TransferError::io("recording", &temp, e))?;
         let sink =
             Sink::create(temp.clone(), ctx.max_file_size).await.map_err(|e| TransferError::io("creating", &temp, e))?;
         let received = stream_into(sink, field).await?;
@@ -229,7 +230,7 @@ async fn receive_file(ctx: &TransferContext, fields: &Fields, field: &mut Field<
     let dest = prepare_destination(ctx, dest_path).await?;
     let Some(upload_id) = &fields.upload_id else {
         let temp = sibling(&dest, &format!("loopsy-tmp-{}", crate::random::hex(8)));
-        let entry = ctx.journal.enter(&temp, Kind::Temp).map_err(|e| TransferError::io("recording", &temp, e))?;
+        let entry = ctx.journal.enter(&temp, Kind::Temp).await.map_err(|e| TransferError::io("recording", &temp, e))?;
         let sink =
             Sink::create(temp.clone(), ctx.max_file_size).await.map_err(|e| TransferError::io("creating", &temp, e))?;
         let received = stream_into(sink, field).await?;
@@ -237,7 +238,7 @@ async fn receive_file(ctx: &TransferContext, fields: &Fields, field: &mut Field<
     };
     let part = part_path(&dest, upload_id);
     let claim = Claim::take(&ctx.active, &part)?;
-    let entry = ctx.journal.enter(&part, Kind::Part).map_err(|e| TransferError::io("recording", &part, e))?;
+    let entry = ctx.journal.enter(&part, Kind::Part).await.map_err(|e| TransferError::io("recording", &part, e))?;
     let mut sink = match Sink::resume(part.clone(), fields.offset.unwrap_or(0), ctx.max_file_size).await {
         Ok(sink) => sink,
         Err(e) => {
@@ -330,7 +331,7 @@ pub(crate) async fn cancel(ctx: &TransferContext, dest_path: &str, upload_id: &s
     let dest = prepare_destination(ctx, dest_path).await?;
     let part = part_path(&dest, &upload_id);
     let _claim = Claim::take(&ctx.active, &part)?;
-    let entry = ctx.journal.enter(&part, Kind::Part).map_err(|e| TransferError::io("recording", &part, e))?;
+    let entry = ctx.journal.enter(&part, Kind::Part).await.map_err(|e| TransferError::io("recording", &part, e))?;
     let existed = std::fs::symlink_metadata(&part).is_ok();
     drop(entry); // deletes the part and its record
     Ok(existed)
