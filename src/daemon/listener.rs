@@ -330,7 +330,7 @@ impl Accepted {
             if large {
                 // Its buffers are freed by now: give their pages back (memory returns after a burst).
                 drop(encoder);
-                super::memory::give_back();
+                super::memory::give_back_soon();
             }
             if close {
                 return Ok(());

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use crate::shutdown::Shutdown;
 
-/// A request or response at least this large is followed by [`give_back`].
+/// A request or response at least this large is followed by [`give_back_soon`].
 pub(crate) const LARGE_BODY: usize = 1024 * 1024;
 
 /// How long no request may have finished before the daemon trims after a burst.
@@ -27,6 +27,20 @@ pub(crate) fn give_back() {
     // SAFETY: malloc_trim has no preconditions; it only releases free memory.
     unsafe {
         libc::malloc_trim(0);
+    }
+}
+
+/// [`give_back`] on the blocking pool, unless one is on its way already: it takes every arena's
+/// lock and walks the heap, which the daemon's one executor thread must not wait for (and
+/// anyone can send a large body, so they do not pile up).
+pub(crate) fn give_back_soon() {
+    static PENDING: AtomicBool = AtomicBool::new(false);
+    if !PENDING.swap(true, Ordering::AcqRel) {
+        smol::unblock(|| {
+            PENDING.store(false, Ordering::Release);
+            give_back();
+        })
+        .detach();
     }
 }
 
@@ -108,7 +122,7 @@ impl Quiet {
             // A request finishing from here on arms the next round; whatever it freed before
             // noting is covered by this trim.
             self.0.armed.store(false, Ordering::Release);
-            give_back();
+            smol::unblock(give_back).await;
             self.0.trims.fetch_add(1, Ordering::Relaxed);
         }
     }
