@@ -89,6 +89,31 @@ fn the_same_idempotency_key_twice_runs_one_process_and_another_body_is_422() {
 }
 
 #[test]
+fn retries_racing_each_other_start_one_process_while_other_jobs_run() {
+    let daemon = Daemon::start("idem-race");
+    let dir = TempDir::new("idem-race-runs");
+    let runs = dir.path().join("runs");
+    // With another job running, a start spawns on the daemon's blocking pool: the retries
+    // overlap the spawn.
+    let other = daemon.req("POST", STREAM).json(&json!({"command": "sleep", "args": ["100"]})).stream();
+    let body = script(&format!("echo ran >> {}; sleep 0.2; echo out", runs.display()));
+    let job_ids: Vec<String> = std::thread::scope(|scope| {
+        let retries: Vec<_> = (0..16)
+            .map(|_| {
+                scope.spawn(|| {
+                    let answer = daemon.req("POST", EXECUTE).header("Idempotency-Key", "race").json(&body).send();
+                    answer.expect(200)["jobId"].as_str().unwrap().to_string()
+                })
+            })
+            .collect();
+        retries.into_iter().map(|retry| retry.join().unwrap()).collect()
+    });
+    assert!(job_ids.iter().all(|id| *id == job_ids[0]), "one job: {job_ids:?}");
+    assert_eq!(lines(&runs), ["ran"], "one process for 16 racing requests");
+    other.close();
+}
+
+#[test]
 fn keys_belong_to_the_caller_that_sent_them() {
     let home = Home::new("idem-callers");
     let bob_key = "bob-key-0123456789abcdef";

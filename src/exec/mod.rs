@@ -204,6 +204,8 @@ struct Inner {
     table: Mutex<Table>,
     /// Lock order: `history` before `table`.
     history: Mutex<History>,
+    /// Keyed starts take turns from their second lookup to the insert (see `start`).
+    keyed_turn: smol::lock::Mutex<()>,
     total: AtomicU64,
 }
 
@@ -252,6 +254,7 @@ impl Executor {
                     finished_ttl_ms: config.finished_ttl,
                     total_bytes: usize::try_from(config.keep_output_total).unwrap_or(usize::MAX),
                 })),
+                keyed_turn: smol::lock::Mutex::new(()),
                 total: AtomicU64::new(0),
             }),
         }
@@ -290,33 +293,32 @@ impl Executor {
         // A streamed job keeps a window of its output for reattaching clients; a collected one
         // keeps all of it (bounded by its cap), since its answer is built from the log.
         let limit = spec.streamed.then_some(self.inner.keep_output_bytes);
-        // Held from the second lookup to the insert for a keyed request, so two retries racing
-        // each other start one process. A request without a key has nothing to look up and
+        // A keyed request takes its turn from the second lookup to the insert, so two retries
+        // racing each other start one process. The turn is an async lock: the spawn may wait
+        // for the blocking pool meanwhile. A request without a key has nothing to look up and
         // does not hold up others while it spawns.
-        //
+        let turn = match &key {
+            Some(key) => {
+                let turn = self.inner.keyed_turn.lock().await;
+                if let Some(found) = known(&self.inner.history.lock().expect("job history lock"), key, &digest, attach)?
+                {
+                    return Ok(found); // the place goes back with `slot`
+                }
+                Some(turn)
+            }
+            None => None,
+        };
         // A spawn (fork and exec) blocks the thread doing it. On an otherwise idle daemon it is
         // done right here: a hand-off to another thread would cost more than it saves. While
         // other jobs run, their output and exits would wait behind it on the daemon's one
-        // executor thread, so it is done on the blocking pool. A keyed spawn stays here: the
-        // history lock cannot go along.
-        let (job, held) = match &key {
-            Some(key) => {
-                let history = self.inner.history.lock().expect("job history lock");
-                if let Some(found) = known(&history, key, &digest, attach)? {
-                    return Ok(found); // the place goes back with `slot`
-                }
-                (self.spawn(spec, slot)?, Some(history))
-            }
-            None if self.only_job() => (self.spawn(spec, slot)?, None),
-            None => (self.spawn_on_pool(spec, slot).await?, None),
-        };
+        // executor thread, so it is done on the blocking pool.
+        let job = if self.only_job() { self.spawn(spec, slot)? } else { self.spawn_on_pool(spec, slot).await? };
         let log = Arc::new(JobLog::new(limit));
         let reader = attach.map(|from| log.attach(from));
         let job_id = job.id.clone();
         let kept = Kept { owner: origin.caller, key, digest, log: log.clone(), finished_at: None, exit_code: None };
-        let mut history = held.unwrap_or_else(|| self.inner.history.lock().expect("job history lock"));
-        history.insert(&job_id, kept);
-        drop(history);
+        self.inner.history.lock().expect("job history lock").insert(&job_id, kept);
+        drop(turn);
         // The job ends when its process does, and the daemon kills every process when it stops,
         // so this task cannot outlive the daemon's work.
         smol::spawn(self.clone().drive(job, log.clone())).detach();
