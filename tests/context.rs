@@ -67,6 +67,18 @@ fn listing_keeps_insertion_order_and_filters_by_prefix() {
 }
 
 #[test]
+fn a_long_listing_has_the_same_shape_as_a_short_one() {
+    // Past a few dozen entries the daemon encodes the listing on its blocking pool.
+    let d = Daemon::start("ctx-long-list");
+    let written: Vec<Value> =
+        (0..300).map(|i| put(&d, &format!("k{i:03}"), json!({"value": format!("v{i}")}))).collect();
+    let listing = d.get("/api/v1/context");
+    assert_eq!(listing.header("content-type").map(|v| v.starts_with("application/json")), Some(true));
+    assert_eq!(listing.expect(200), json!({"entries": written}));
+    assert_eq!(d.get("/api/v1/context?prefix=k29").expect(200), json!({"entries": written[290..300]}));
+}
+
+#[test]
 fn keys_may_contain_colons_and_encoded_slashes() {
     let d = Daemon::start("ctx-keys");
     put(&d, "inbox:bob:1", json!({"value": "raw colons"}));

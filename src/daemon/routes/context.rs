@@ -158,8 +158,17 @@ async fn delete_entry(req: Request<State>) -> tide::Result {
 async fn list_entries(req: Request<State>) -> tide::Result {
     let prefix = body::query(&req, "prefix").unwrap_or_default();
     let entries = req.state().data.context.list(&prefix, crate::clock::now_ms()).await?;
-    json_response(&Listing { entries })
+    if entries.len() <= LISTED_INLINE {
+        return json_response(&Listing { entries });
+    }
+    // Up to `context.maxEntries` values of up to 1 MiB: encoded off the daemon's one executor
+    // thread, which would otherwise stop serving everyone else meanwhile.
+    let body = smol::unblock(move || serde_json::to_vec(&Listing { entries })).await?;
+    Ok(tide::Response::builder(200).body(body).content_type(tide::http::mime::JSON).build())
 }
+
+/// Listings of at most this many entries are encoded where the request runs.
+const LISTED_INLINE: usize = 64;
 
 async fn watch_entries(req: Request<State>) -> tide::Result {
     let prefix = body::query(&req, "prefix").unwrap_or_default();
