@@ -330,8 +330,18 @@ async fn stop(sessions: &[Session]) {
         signal_session(session.pid(), libc::SIGHUP);
         signal_session(session.pid(), libc::SIGTERM);
     }
-    // Done when every program has exited, including jobs a shell started in other groups.
-    let all_gone = || running.iter().all(|s| !s.is_running() && crate::process::session_members(s.pid()).is_empty());
+    // Done when every program has exited, including jobs a shell started in other groups. That
+    // takes a walk through /proc, done on the blocking pool: it costs milliseconds on a busy
+    // host, and the daemon's one executor thread serves everyone else meanwhile.
+    let pids: Vec<u32> = running.iter().map(|s| s.pid()).collect();
+    let all_gone = || {
+        let exited = running.iter().all(|s| !s.is_running());
+        let pids = pids.clone();
+        async move {
+            exited
+                && smol::unblock(move || pids.iter().all(|pid| crate::process::session_members(*pid).is_empty())).await
+        }
+    };
     if wait_until(all_gone, KILL_GRACE).await {
         return;
     }
@@ -342,9 +352,9 @@ async fn stop(sessions: &[Session]) {
 }
 
 /// Polls `done` until it holds or `limit` has passed.
-async fn wait_until(done: impl Fn() -> bool, limit: Duration) -> bool {
+async fn wait_until<F: std::future::Future<Output = bool>>(done: impl Fn() -> F, limit: Duration) -> bool {
     let deadline = std::time::Instant::now() + limit;
-    while !done() {
+    while !done().await {
         if std::time::Instant::now() >= deadline {
             return false;
         }

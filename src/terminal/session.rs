@@ -387,8 +387,10 @@ impl Session {
                 -1
             }
         };
-        // Like closing a terminal window: what the program left behind gets a hangup.
-        crate::process::signal_session(self.inner.spec.pid, libc::SIGHUP);
+        // Like closing a terminal window: what the program left behind gets a hangup (found by
+        // a walk through /proc, on the blocking pool).
+        let pid = self.inner.spec.pid;
+        smol::unblock(move || crate::process::signal_session(pid, libc::SIGHUP)).await;
         let mut core = self.core();
         core.exit = Some(code);
         core.exited_at = Some(crate::clock::now_ms());
