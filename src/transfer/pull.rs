@@ -45,7 +45,8 @@ pub(crate) async fn open(
     range: Option<String>,
     want_checksum: bool,
 ) -> Result<PullPlan, TransferError> {
-    let path = policy.check(source_path).map_err(|refusal| TransferError::denied(source_path, refusal))?;
+    let path =
+        policy.check_unblocked(source_path).await.map_err(|refusal| TransferError::denied(source_path, refusal))?;
     let shown = source_path.to_string();
     blocking::unblock(move || {
         let not_found = || TransferError::NotFound(format!("File not found: {shown}"));
