@@ -145,6 +145,21 @@ fn a_program_ignoring_sigterm_is_killed_after_the_grace_period() {
 }
 
 #[test]
+fn a_long_collected_answer_is_whole() {
+    // Past 64 KiB of output the daemon builds the answer on its blocking pool.
+    let daemon = Daemon::start("exec-long");
+    let body =
+        json!({"command": "sh", "args": ["-c", "head -c 300000 /dev/zero | tr '\\0' y; printf 'e\\n' >&2; exit 3"]});
+    let result = execute(&daemon, body);
+    let stdout = result["stdout"].as_str().unwrap();
+    assert!(stdout.len() == 300_000 && stdout.bytes().all(|b| b == b'y'), "{} bytes", stdout.len());
+    assert_eq!(
+        (&result["stderr"], &result["exitCode"], &result["truncated"]),
+        (&json!("e\n"), &json!(3), &json!(false))
+    );
+}
+
+#[test]
 fn output_beyond_the_cap_is_dropped_and_reported() {
     let home = Home::new("exec-cap");
     home.edit_config(|doc| doc["execution"]["maxOutputBytes"] = 1000.into());

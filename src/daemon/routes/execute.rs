@@ -49,17 +49,37 @@ async fn post_execute(mut req: Request<State>) -> tide::Result {
         )
         .into());
     }
+    // Up to `execution.maxOutputBytes` of each pipe to gather and escape: a long answer is
+    // built on the blocking pool, off the daemon's one executor thread.
+    let size: usize = events
+        .iter()
+        .map(|numbered| match &*numbered.event {
+            LogEvent::Output { text, .. } => text.len(),
+            LogEvent::Exit { .. } => 0,
+        })
+        .sum();
+    let job_id = started.job_id;
+    let build = move || serde_json::to_vec(&collected(job_id, &events));
+    let body = if size <= ANSWERED_INLINE { build() } else { smol::unblock(build).await }?;
+    Ok(tide::Response::builder(200).body(body).content_type(tide::http::mime::JSON).build())
+}
+
+/// Collected answers with at most this much output are built where the request runs.
+const ANSWERED_INLINE: usize = 64 * 1024;
+
+/// The answer of `POST /execute` from the whole log of job `job_id`.
+fn collected(job_id: String, events: &[Numbered]) -> ExecResult {
     let (mut stdout, mut stderr, mut outcome) = (String::new(), String::new(), None);
-    for numbered in &events {
+    for numbered in events {
         match &*numbered.event {
             LogEvent::Output { pipe: Pipe::Stdout, text, .. } => stdout.push_str(text),
             LogEvent::Output { pipe: Pipe::Stderr, text, .. } => stderr.push_str(text),
             LogEvent::Exit { outcome: ended, .. } => outcome = Some(ended.clone()),
         }
     }
-    let outcome = outcome.expect("a collected log ends with the exit");
-    json_response(&ExecResult {
-        job_id: started.job_id,
+    let outcome: Outcome = outcome.expect("a collected log ends with the exit");
+    ExecResult {
+        job_id,
         exit_code: outcome.exit_code,
         stdout,
         stderr,
@@ -71,7 +91,7 @@ async fn post_execute(mut req: Request<State>) -> tide::Result {
         truncated: outcome.stdout_truncated || outcome.stderr_truncated,
         stdout_truncated: outcome.stdout_truncated,
         stderr_truncated: outcome.stderr_truncated,
-    })
+    }
 }
 
 async fn post_execute_stream(mut req: Request<State>) -> tide::Result {
