@@ -312,6 +312,10 @@ impl Supervisor {
         }
         drop(readers);
         let status = exited.expect("the loop ends after the exit");
+        // The agent's TMPDIR may hold any tree it left: removed on the blocking pool, before
+        // the task is reported finished.
+        let dir = self.task_dir.clone();
+        smol::unblock(move || std::fs::remove_dir_all(dir)).await.ok();
         self.finish(status);
     }
 
@@ -512,7 +516,6 @@ impl Supervisor {
             Err(_) => (None, None),
         };
         self.timers.clear();
-        let _ = std::fs::remove_dir_all(&self.task_dir);
         log::info!("AI task {}: {} ({:?})", self.task_id, status.as_str(), error.as_deref().unwrap_or("no error"));
         let settings = self.tasks.settings().clone();
         let mut registry = self.tasks.lock();
