@@ -349,6 +349,10 @@ fn the_proxy_reaches_named_targets_with_their_own_credentials_and_nothing_else()
     let listed = proxied("session:w1", "/api/v1/context?prefix=inbox%3A").expect(200);
     assert_eq!(listed["entries"][0]["key"], "inbox:px-w1:1", "the query string is forwarded");
     assert_eq!(proxied("session:w1", "/api/v1/context/inbox%3Apx-w1%3A1").expect(200)["value"], "hi");
+    // A long answer (past 64 KiB it is checked on the daemon's blocking pool) arrives whole.
+    let long = "x".repeat(200_000);
+    w1.req("PUT", "/api/v1/context/long").json(&json!({"value": long})).send().expect(200);
+    assert_eq!(proxied("session:w1", "/api/v1/context/long").expect(200)["value"], long.as_str());
     proxied("session:w1", "/api/v1/context/missing").expect_error(404, 5001);
     proxied("session:nope", "/api/v1/status").expect_error(404, 2001);
     proxied("session:..", "/api/v1/status").expect_error(400, 9003);

@@ -241,13 +241,22 @@ async fn proxy_request(mut req: Request<State>) -> tide::Result {
         return Ok(relay_events(stream));
     }
     let (status, bytes) = client.forward(method, &path_and_query, body).await?;
-    let body = match serde_json::from_slice::<serde_json::Value>(&bytes) {
-        Ok(value) => value,
-        Err(_) => json!({"error": String::from_utf8_lossy(&bytes)}),
+    // Checked as JSON and re-encoded (what is not JSON is wrapped as an error): up to 64 MiB
+    // from the other daemon, so a long answer is done on the blocking pool, off the one
+    // executor thread.
+    let inline = bytes.len() <= PROXIED_INLINE;
+    let answer = move || {
+        let value = serde_json::from_slice::<serde_json::Value>(&bytes)
+            .unwrap_or_else(|_| json!({"error": String::from_utf8_lossy(&bytes)}));
+        serde_json::to_vec(&value).expect("JSON values serialise")
     };
+    let body = if inline { answer() } else { smol::unblock(answer).await };
     let status = StatusCode::try_from(status).unwrap_or(StatusCode::BadGateway);
-    Ok(Response::builder(status).body(body).build())
+    Ok(Response::builder(status).body(body).content_type(tide::http::mime::JSON).build())
 }
+
+/// Proxied answers of at most this many bytes are checked where the request runs.
+const PROXIED_INLINE: usize = 64 * 1024;
 
 /// A terminal's WebSocket on a session or peer: this daemon attaches with the credentials it
 /// holds and passes frames both ways. The upstream attach happens first, so its refusal is
