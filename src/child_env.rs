@@ -89,6 +89,16 @@ pub(crate) fn set_executor_threads(threads: usize) {
     }
 }
 
+/// The variables of loopsy's own tuning, which a program it starts for the user (the command
+/// under `loopsy lock`, a browser) does not inherit.
+pub(crate) fn own_tuning() -> &'static [&'static str] {
+    if OWN_SMOL_THREADS.load(Ordering::Relaxed) {
+        &["SMOL_THREADS", OWN_MARK]
+    } else {
+        &[OWN_MARK]
+    }
+}
+
 /// Whether the thread count is loopsy's to choose: nobody set it, or a loopsy process did
 /// (the mark still names the value).
 fn loopsy_chooses(smol_threads: Option<&str>, mark: Option<&str>) -> bool {

@@ -309,7 +309,7 @@ fn loopsy_lock_holds_the_lock_while_the_command_runs_and_exits_with_its_code() {
     let out = dir.path().join("out");
     // TTL 1 s, a 2.5 s command: renewals keep it held.
     let script = format!(
-        "echo \"$LOOPSY_LOCK_NAME $LOOPSY_LOCK_TOKEN $LOOPSY_LOCK_HOLDER\" > {}; sleep 2.5; exit 7",
+        "echo \"$LOOPSY_LOCK_NAME $LOOPSY_LOCK_TOKEN $LOOPSY_LOCK_HOLDER [${{SMOL_THREADS-}}] [${{LOOPSY_SMOL_THREADS-}}]\" > {}; sleep 2.5; exit 7",
         out.display()
     );
     let cli = Background::spawn(
@@ -321,7 +321,9 @@ fn loopsy_lock_holds_the_lock_while_the_command_runs_and_exits_with_its_code() {
     });
     let seen = std::fs::read_to_string(&out).unwrap();
     let shown = daemon.get(&lock_path("build")).expect(200);
-    assert_eq!(seen.trim(), format!("build {} ci-1", shown["token"]), "the command sees the lock");
+    // ... and not the CLI's own executor tuning (a SMOL_THREADS of the user's it does see).
+    let users = std::env::var("SMOL_THREADS").unwrap_or_default();
+    assert_eq!(seen.trim(), format!("build {} ci-1 [{users}] []", shown["token"]), "the command sees the lock");
     // Another holder is refused at once (exit 1), or waits with --wait.
     daemon.loopsy(&["lock", "local", "build", "--", "true"]).code(1).stderr_has("held by 'ci-1'");
     // Renewals keep it held past the expiry of its first grant (the command runs 2.5 s).

@@ -67,7 +67,11 @@ fn browser() -> Option<String> {
 
 /// Runs `program <url>` (the URL as a single argument) and says whether it succeeded.
 fn open_with(program: &str, url: &str) -> bool {
-    Command::new(program)
+    let mut command = Command::new(program);
+    for name in crate::child_env::own_tuning() {
+        command.env_remove(name);
+    }
+    command
         .arg(url)
         .stdin(Stdio::null())
         .stdout(Stdio::null())

@@ -198,7 +198,11 @@ async fn hold(lock: &Lock, args: &Args) -> anyhow::Result<ExitCode> {
         Some(outcome) => outcome.with_context(|| format!("acquiring lock '{}' on {}", lock.name, lock.label))?,
     };
     let (program, rest) = args.command.split_first().expect("checked non-empty");
-    let spawned = smol::process::Command::new(program)
+    let mut command = smol::process::Command::new(program);
+    for name in crate::child_env::own_tuning() {
+        command.env_remove(name);
+    }
+    let spawned = command
         .args(rest)
         .env("LOOPSY_LOCK_NAME", &lock.name)
         .env("LOOPSY_LOCK_TOKEN", grant.token.to_string())

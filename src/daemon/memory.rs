@@ -35,8 +35,11 @@ pub(crate) fn give_back() {
 /// anyone can send a large body, so they do not pile up).
 pub(crate) fn give_back_soon() {
     static PENDING: AtomicBool = AtomicBool::new(false);
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
     if !PENDING.swap(true, Ordering::AcqRel) {
         smol::unblock(|| {
+            let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            // What is freed from here on is covered by the next trim.
             PENDING.store(false, Ordering::Release);
             give_back();
         })

@@ -59,8 +59,13 @@ pub(crate) fn run(paths: Paths, config: Config, managed_by: Option<String>) -> a
     memory::fix_thresholds();
     // `serve` runs on the executor's thread; this one only waits for it to end. Were it to run
     // `serve` itself, it would be a second thread taking turns at waiting for I/O, and every
-    // readiness it picked up would be handed over to the executor's thread.
-    futures_lite::future::block_on(smol::spawn(serve(paths, config, node_id, managed_by)))
+    // readiness it picked up would be handed over to the executor's thread. A panic of `serve`
+    // is raised again here, as itself.
+    let serving = std::panic::AssertUnwindSafe(serve(paths, config, node_id, managed_by));
+    match futures_lite::future::block_on(smol::spawn(futures_lite::FutureExt::catch_unwind(serving))) {
+        Ok(result) => result,
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
 }
 
 async fn serve(paths: Paths, config: Config, node_id: NodeId, managed_by: Option<String>) -> anyhow::Result<()> {

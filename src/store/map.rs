@@ -147,7 +147,6 @@ impl ContextMap {
         self.order.values().map(|key| self.entries[key].entry.clone()).collect()
     }
 
-    /// Removes every expired entry.
     /// Removes every expired entry, in the order they expired.
     pub(super) fn sweep(&mut self, now: u64) -> Vec<Change> {
         let due: Vec<u64> = self.expiring.range(..=(now, u64::MAX)).map(|(_, position)| *position).collect();
@@ -315,9 +314,12 @@ mod tests {
         assert_eq!(swept[..3], ["k3", "k998", "k997"], "in the order they expired");
         assert!(swept.iter().all(|key| key != "k1" && key != "k2" && key != "k0"));
         check_indexes(&map);
-        let live = map.live_count(9_500);
-        assert_eq!(live, map.entries.len());
-        assert_eq!(map.live_count(30_000), map.entries.len() - map.expiring.len());
+        // 999 keys after the delete: 334 had expired by 9,500 (k3, and k500..k999 but each
+        // third); 334 never expire, k2 expires at 20,001, the rest by 9,999.
+        assert_eq!(swept.len(), 334);
+        assert_eq!(map.live_count(9_500), 665);
+        assert_eq!(map.live_count(10_000), 335);
+        assert_eq!(map.live_count(30_000), 334);
         assert!(map.sweep(9_500).is_empty(), "reported once");
     }
 

@@ -324,16 +324,23 @@ fn find_program(command: &str, cwd: &Path, path: Option<&String>) -> Option<Path
 /// SIGHUP and SIGTERM to every program of `sessions`, SIGKILL to what is left after the grace
 /// period; returns when all have exited (or after the SIGKILL had a moment to work).
 async fn stop(sessions: &[Session]) {
-    use crate::process::signal_session;
     let running: Vec<&Session> = sessions.iter().filter(|s| s.is_running()).collect();
-    for session in &running {
-        signal_session(session.pid(), libc::SIGHUP);
-        signal_session(session.pid(), libc::SIGTERM);
-    }
-    // Done when every program has exited, including jobs a shell started in other groups. That
-    // takes a walk through /proc, done on the blocking pool: it costs milliseconds on a busy
-    // host, and the daemon's one executor thread serves everyone else meanwhile.
+    // Signalling a session and seeing whether anything of it is left both walk /proc, which
+    // costs milliseconds on a busy host: done on the blocking pool, since the daemon's one
+    // executor thread serves everyone else meanwhile.
     let pids: Vec<u32> = running.iter().map(|s| s.pid()).collect();
+    let signal = |signals: &'static [i32]| {
+        let pids = pids.clone();
+        smol::unblock(move || {
+            for pid in pids {
+                for signal in signals {
+                    crate::process::signal_session(pid, *signal);
+                }
+            }
+        })
+    };
+    signal(&[libc::SIGHUP, libc::SIGTERM]).await;
+    // Done when every program has exited, including jobs a shell started in other groups.
     let all_gone = || {
         let exited = running.iter().all(|s| !s.is_running());
         let pids = pids.clone();
@@ -345,9 +352,7 @@ async fn stop(sessions: &[Session]) {
     if wait_until(all_gone, KILL_GRACE).await {
         return;
     }
-    for session in &running {
-        signal_session(session.pid(), libc::SIGKILL);
-    }
+    signal(&[libc::SIGKILL]).await;
     wait_until(all_gone, Duration::from_secs(2)).await;
 }
 

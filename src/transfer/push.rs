@@ -333,8 +333,13 @@ pub(crate) async fn cancel(ctx: &TransferContext, dest_path: &str, upload_id: &s
     let part = part_path(&dest, &upload_id);
     let _claim = Claim::take(&ctx.active, &part)?;
     let entry = ctx.journal.enter(&part, Kind::Part).await.map_err(|e| TransferError::io("recording", &part, e))?;
-    let existed = std::fs::symlink_metadata(&part).is_ok();
-    drop(entry); // deletes the part and its record
+    // Dropping the entry deletes the part (up to maxFileSize) and its record: on the blocking pool.
+    let existed = smol::unblock(move || {
+        let existed = std::fs::symlink_metadata(&part).is_ok();
+        drop(entry);
+        existed
+    })
+    .await;
     Ok(existed)
 }
 

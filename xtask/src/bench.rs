@@ -536,9 +536,6 @@ fn fill(node: &Node, count: u64) -> anyhow::Result<()> {
 /// PUTs of new keys (then GETs of them) measured per store in [`context_latencies`].
 const LATENCY_SAMPLES: u64 = 2000;
 
-/// p50 in ms of [`LATENCY_SAMPLES`] PUTs of new keys and as many GETs of them, one at a time on
-/// one connection per store, alternating between the stores (which goes first alternates too):
-/// `[small PUT, large PUT, small GET, large GET]`.
 /// Two daemons compared on equal terms: every thread of both on the last CPU, the measuring
 /// thread on the first, until dropped. Left to the scheduler, whichever daemon happened to be
 /// placed better beside the client answered a GET up to 2× faster than the other, either one
@@ -562,10 +559,14 @@ impl SamePlacement {
             return Ok(None);
         }
         let placed = SamePlacement { pids: pids.to_vec(), before };
-        set_affinity(0, &[first])?;
+        set_affinity(0, &[first]).map_err(|e| anyhow::anyhow!("sched_setaffinity: {e}"))?;
         for pid in pids {
             for thread in threads_of(*pid)? {
-                set_affinity(thread, &[last])?;
+                match set_affinity(thread, &[last]) {
+                    // A thread that ended meanwhile (an idle pool thread retires) needs no place.
+                    Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
+                    done => done.map_err(|e| anyhow::anyhow!("sched_setaffinity({thread}): {e}"))?,
+                }
             }
         }
         Ok(Some(placed))
@@ -590,17 +591,21 @@ fn threads_of(pid: u32) -> anyhow::Result<Vec<libc::pid_t>> {
 }
 
 /// Runs thread `thread` (0: the calling one) on `cpus` only.
-fn set_affinity(thread: libc::pid_t, cpus: &[usize]) -> anyhow::Result<()> {
+fn set_affinity(thread: libc::pid_t, cpus: &[usize]) -> std::io::Result<()> {
     // SAFETY: cpu_set_t is plain data, filled by the libc macros and passed with its size.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
     for cpu in cpus {
         unsafe { libc::CPU_SET(*cpu, &mut set) };
     }
-    let done = unsafe { libc::sched_setaffinity(thread, std::mem::size_of::<libc::cpu_set_t>(), &set) };
-    anyhow::ensure!(done == 0, "sched_setaffinity({thread}): {}", std::io::Error::last_os_error());
-    Ok(())
+    match unsafe { libc::sched_setaffinity(thread, std::mem::size_of::<libc::cpu_set_t>(), &set) } {
+        0 => Ok(()),
+        _ => Err(std::io::Error::last_os_error()),
+    }
 }
 
+/// p50 in ms of [`LATENCY_SAMPLES`] PUTs of new keys and as many GETs of them, one at a time on
+/// one connection per store, alternating between the stores (which goes first alternates too):
+/// `[small PUT, large PUT, small GET, large GET]`.
 fn context_latencies(small: &Node, large: &Node) -> anyhow::Result<[f64; 4]> {
     let nodes = [small, large];
     let mut conns = [Conn::open(&small.addr)?, Conn::open(&large.addr)?];
