@@ -40,9 +40,9 @@ pub(crate) struct Listing {
 
 /// Lists `requested` (entries whose stat fails, e.g. dangling links, are left out, as in 1.0.21).
 pub(crate) async fn list(policy: &PathPolicy, requested: &str) -> Result<Listing, TransferError> {
-    let dir = policy.check_unblocked(requested).await.map_err(|refusal| TransferError::denied(requested, refusal))?;
-    let shown = requested.to_string();
+    let (policy, shown) = (policy.clone(), requested.to_string());
     blocking::unblock(move || {
+        let dir = policy.check(&shown).map_err(|refusal| TransferError::denied(&shown, refusal))?;
         match std::fs::metadata(&dir) {
             Ok(meta) if meta.is_dir() => {}
             Ok(_) => return Err(TransferError::NotFound(format!("Not a directory: {shown}"))),
@@ -90,9 +90,9 @@ fn describe(entry: &std::fs::DirEntry, requested: &Path) -> Option<ListEntry> {
 /// Creates `requested` (and missing parents); with `mode`, sets its permission bits (also when it
 /// existed). Returns whether it was created.
 pub(crate) async fn make_dir(policy: &PathPolicy, requested: &str, mode: Option<u32>) -> Result<bool, TransferError> {
-    let dir = policy.check_unblocked(requested).await.map_err(|refusal| TransferError::denied(requested, refusal))?;
-    let shown = requested.to_string();
+    let (policy, shown) = (policy.clone(), requested.to_string());
     blocking::unblock(move || {
+        let dir = policy.check(&shown).map_err(|refusal| TransferError::denied(&shown, refusal))?;
         use std::os::unix::fs::PermissionsExt;
         let created = match std::fs::metadata(&dir) {
             Ok(meta) if meta.is_dir() => false,

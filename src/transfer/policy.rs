@@ -39,15 +39,9 @@ impl PathPolicy {
         self
     }
 
-    /// [`PathPolicy::check`] on the blocking pool: resolving the path asks the file system,
-    /// which may take long (a hung network mount), and the daemon's one executor thread serves
-    /// everyone else meanwhile.
-    pub(crate) async fn check_unblocked(&self, requested: &str) -> Result<PathBuf, Refusal> {
-        let (policy, requested) = (self.clone(), requested.to_string());
-        smol::unblock(move || policy.check(&requested)).await
-    }
-
-    /// Checks `requested` and returns the canonical path to operate on.
+    /// Checks `requested` and returns the canonical path to operate on. It asks the file system
+    /// (which may take long: a hung network mount), so the daemon calls it on the blocking pool,
+    /// in the same task as the file work that follows.
     pub(crate) fn check(&self, requested: &str) -> Result<PathBuf, Refusal> {
         let lexical_path = lexical(requested)?;
         let canonical = canonicalize(&lexical_path).map_err(|e| Refusal(e.to_string()))?;

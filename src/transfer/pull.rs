@@ -45,10 +45,9 @@ pub(crate) async fn open(
     range: Option<String>,
     want_checksum: bool,
 ) -> Result<PullPlan, TransferError> {
-    let path =
-        policy.check_unblocked(source_path).await.map_err(|refusal| TransferError::denied(source_path, refusal))?;
-    let shown = source_path.to_string();
+    let (policy, shown) = (policy.clone(), source_path.to_string());
     blocking::unblock(move || {
+        let path = policy.check(&shown).map_err(|refusal| TransferError::denied(&shown, refusal))?;
         let not_found = || TransferError::NotFound(format!("File not found: {shown}"));
         let meta = std::fs::metadata(&path).map_err(|_| not_found())?;
         if !meta.is_file() {

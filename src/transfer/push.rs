@@ -285,10 +285,9 @@ async fn copy_chunks(sink: &mut Sink, field: &mut Field<'_>) -> Result<(), Trans
 /// Checks `dest_path` against the policy and that a file can be put there; returns the
 /// canonical destination.
 pub(crate) async fn prepare_destination(ctx: &TransferContext, dest_path: &str) -> Result<PathBuf, TransferError> {
-    let dest =
-        ctx.policy.check_unblocked(dest_path).await.map_err(|refusal| TransferError::denied(dest_path, refusal))?;
-    let shown = dest_path.to_string();
+    let (policy, shown) = (ctx.policy.clone(), dest_path.to_string());
     blocking::unblock(move || {
+        let dest = policy.check(&shown).map_err(|refusal| TransferError::denied(&shown, refusal))?;
         let Some(parent) = dest.parent() else {
             return Err(TransferError::BadDestination(format!("{shown} is a directory")));
         };
