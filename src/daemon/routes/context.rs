@@ -14,7 +14,7 @@ use serde_json::json;
 use tide::http::Method;
 use tide::Request;
 
-use super::system::json_response;
+use super::system::{json_response, json_response_made};
 use super::Mount;
 use crate::daemon::body;
 use crate::daemon::error::ApiError;
@@ -158,13 +158,8 @@ async fn delete_entry(req: Request<State>) -> tide::Result {
 async fn list_entries(req: Request<State>) -> tide::Result {
     let prefix = body::query(&req, "prefix").unwrap_or_default();
     let entries = req.state().data.context.list(&prefix, crate::clock::now_ms()).await?;
-    if entries.len() <= LISTED_INLINE {
-        return json_response(&Listing { entries });
-    }
-    // Up to `context.maxEntries` values of up to 1 MiB: encoded off the daemon's one executor
-    // thread, which would otherwise stop serving everyone else meanwhile.
-    let body = smol::unblock(move || serde_json::to_vec(&Listing { entries })).await?;
-    Ok(tide::Response::builder(200).body(body).content_type(tide::http::mime::JSON).build())
+    // Up to `context.maxEntries` values of up to 1 MiB.
+    json_response_made(tide::StatusCode::Ok, entries.len() <= LISTED_INLINE, move || Listing { entries }).await
 }
 
 /// Listings of at most this many entries are encoded where the request runs.

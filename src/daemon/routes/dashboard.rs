@@ -242,17 +242,14 @@ async fn proxy_request(mut req: Request<State>) -> tide::Result {
     }
     let (status, bytes) = client.forward(method, &path_and_query, body).await?;
     // Checked as JSON and re-encoded (what is not JSON is wrapped as an error): up to 64 MiB
-    // from the other daemon, so a long answer is done on the blocking pool, off the one
-    // executor thread.
-    let inline = bytes.len() <= PROXIED_INLINE;
-    let answer = move || {
-        let value = serde_json::from_slice::<serde_json::Value>(&bytes)
-            .unwrap_or_else(|_| json!({"error": String::from_utf8_lossy(&bytes)}));
-        serde_json::to_vec(&value).expect("JSON values serialise")
-    };
-    let body = if inline { answer() } else { smol::unblock(answer).await };
+    // from the other daemon.
     let status = StatusCode::try_from(status).unwrap_or(StatusCode::BadGateway);
-    Ok(Response::builder(status).body(body).content_type(tide::http::mime::JSON).build())
+    let small = bytes.len() <= PROXIED_INLINE;
+    super::system::json_response_made(status, small, move || {
+        serde_json::from_slice::<serde_json::Value>(&bytes)
+            .unwrap_or_else(|_| json!({"error": String::from_utf8_lossy(&bytes)}))
+    })
+    .await
 }
 
 /// Proxied answers of at most this many bytes are checked where the request runs.

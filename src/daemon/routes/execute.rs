@@ -8,7 +8,7 @@ use smol::channel::Sender;
 use tide::http::Method;
 use tide::Request;
 
-use super::system::json_response;
+use super::system::{json_response, json_response_made};
 use super::Mount;
 use crate::daemon::body;
 use crate::daemon::error::{ApiError, ErrorCode};
@@ -49,8 +49,7 @@ async fn post_execute(mut req: Request<State>) -> tide::Result {
         )
         .into());
     }
-    // Up to `execution.maxOutputBytes` of each pipe to gather and escape: a long answer is
-    // built on the blocking pool, off the daemon's one executor thread.
+    // Up to `execution.maxOutputBytes` of each pipe to gather and escape.
     let size: usize = events
         .iter()
         .map(|numbered| match &*numbered.event {
@@ -59,9 +58,7 @@ async fn post_execute(mut req: Request<State>) -> tide::Result {
         })
         .sum();
     let job_id = started.job_id;
-    let build = move || serde_json::to_vec(&collected(job_id, &events));
-    let body = if size <= ANSWERED_INLINE { build() } else { smol::unblock(build).await }?;
-    Ok(tide::Response::builder(200).body(body).content_type(tide::http::mime::JSON).build())
+    json_response_made(tide::StatusCode::Ok, size <= ANSWERED_INLINE, move || collected(job_id, &events)).await
 }
 
 /// Collected answers with at most this much output are built where the request runs.

@@ -71,3 +71,16 @@ async fn get_openapi(_req: Request<State>) -> tide::Result {
 pub(super) fn json_response(value: &impl serde::Serialize) -> tide::Result {
     Ok(Response::builder(200).body(tide::Body::from_json(value)?).build())
 }
+
+/// A `status` answer with the JSON of what `make` returns, made and encoded where the request
+/// runs when `small`, else on the blocking pool: a large answer (many entries, megabytes of
+/// output) would hold up the daemon's one executor thread, and everyone else with it.
+pub(super) async fn json_response_made<T: serde::Serialize>(
+    status: tide::StatusCode,
+    small: bool,
+    make: impl FnOnce() -> T + Send + 'static,
+) -> tide::Result {
+    let encode = move || serde_json::to_vec(&make());
+    let body = if small { encode() } else { smol::unblock(encode).await }?;
+    Ok(Response::builder(status).body(body).content_type(tide::http::mime::JSON).build())
+}
