@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_h1::server::{decode, Encoder};
+use async_io::Async;
 use async_net::{TcpListener, TcpStream};
 use futures_lite::future;
 use futures_lite::io::{self, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -240,6 +241,7 @@ impl Accepted {
     {
         let mut deadline = self.deadline;
         let gate = MethodGate::new(io.clone());
+        let socket: Arc<Async<std::net::TcpStream>> = tcp.clone().into();
         loop {
             io.start_head();
             gate.arm();
@@ -336,11 +338,12 @@ impl Accepted {
                 return Ok(());
             }
             drop(_serving);
-            // Keep-alive: wait for the next request's first byte, then give it a head timeout.
-            let peek = async { tcp.peek(&mut [0u8; 1]).await.ok() };
-            let waited = self.shutdown.until(crate::clock::timeout(IDLE_TIMEOUT, peek)).await.flatten().flatten();
-            match waited {
-                Some(n) if n > 0 => deadline = Instant::now() + self.limits.header_timeout,
+            // Keep-alive: wait for the next request's first byte (or the client's close, which
+            // the next decode reads as the end), then give it a head timeout. Waiting for
+            // readiness costs no read: a peek would fail once, wait, then read the byte again.
+            let readable = socket.readable();
+            match self.shutdown.until(crate::clock::timeout(IDLE_TIMEOUT, readable)).await.flatten() {
+                Some(Ok(())) => deadline = Instant::now() + self.limits.header_timeout,
                 _ => return Ok(()),
             }
         }

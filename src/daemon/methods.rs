@@ -116,14 +116,28 @@ impl<IO: AsyncRead + Unpin> AsyncRead for MethodGate<IO> {
                 drop(gate);
                 return Pin::new(&mut this.io).poll_read(cx, buf);
             }
-            let mut chunk = [0u8; MAX_TOKEN + 8];
-            let n = match Pin::new(&mut this.io).poll_read(cx, &mut chunk) {
+            // Straight into the reader's buffer: a head that passes (nearly all) costs one read,
+            // not a small one for the token and another for the rest.
+            let n = match Pin::new(&mut this.io).poll_read(cx, buf) {
                 Poll::Ready(Ok(n)) => n,
                 other => return other,
             };
-            gate.lookahead.extend_from_slice(&chunk[..n]);
-            match judge(&gate.lookahead, n == 0) {
-                Verdict::NeedMore => continue,
+            let seen = if gate.lookahead.is_empty() {
+                &buf[..n]
+            } else {
+                gate.lookahead.extend_from_slice(&buf[..n]);
+                &gate.lookahead[..]
+            };
+            match judge(seen, n == 0) {
+                Verdict::NeedMore => {
+                    if gate.lookahead.is_empty() {
+                        gate.lookahead.extend_from_slice(&buf[..n]);
+                    }
+                }
+                Verdict::Pass if gate.lookahead.is_empty() => {
+                    gate.armed = false;
+                    return Poll::Ready(Ok(n));
+                }
                 Verdict::Pass => {
                     gate.armed = false;
                     gate.pending = std::mem::take(&mut gate.lookahead);
@@ -133,7 +147,10 @@ impl<IO: AsyncRead + Unpin> AsyncRead for MethodGate<IO> {
                 }
                 Verdict::Replace { token, at, len } => {
                     gate.armed = false;
-                    let seen = std::mem::take(&mut gate.lookahead);
+                    let seen = match std::mem::take(&mut gate.lookahead) {
+                        lookahead if lookahead.is_empty() => buf[..n].to_vec(),
+                        lookahead => lookahead,
+                    };
                     let mut replaced = Vec::with_capacity(seen.len());
                     replaced.extend_from_slice(&seen[..at]);
                     replaced.extend_from_slice(STAND_IN.as_bytes());
@@ -195,6 +212,56 @@ mod tests {
             let mut rest = Vec::new();
             reader.read_to_end(&mut rest).await.unwrap();
             assert_eq!(&rest, b"UERY /b HTTP/1.1\r\n\r\n", "not armed: passed through");
+            assert_eq!(gate.take_unknown(), None);
+        });
+    }
+
+    /// Hands out at most `step` bytes per read, like a socket that delivers a head in pieces (only the
+    /// reading clone is read; the gate's own copy is never).
+    #[derive(Clone)]
+    struct Trickle {
+        bytes: Vec<u8>,
+        at: usize,
+        step: usize,
+    }
+
+    impl AsyncRead for Trickle {
+        fn poll_read(mut self: Pin<&mut Self>, _: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+            let n = self.step.min(buf.len()).min(self.bytes.len() - self.at);
+            buf[..n].copy_from_slice(&self.bytes[self.at..self.at + n]);
+            self.at += n;
+            Poll::Ready(Ok(n))
+        }
+    }
+
+    #[test]
+    fn a_head_read_whole_or_in_pieces_is_judged_alike() {
+        let input = b"\r\nQUERY /a HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc".to_vec();
+        let expected = b"\r\nPRI /a HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc".to_vec();
+        for (step, reader_buf) in [(1, 1), (1, 8192), (3, 2), (4096, 1), (4096, 5), (4096, 8192)] {
+            smol::block_on(async {
+                let gate = MethodGate::new(Trickle { bytes: input.clone(), at: 0, step });
+                gate.arm();
+                let (mut reader, mut out, mut chunk) = (gate.clone(), Vec::new(), vec![0u8; reader_buf]);
+                loop {
+                    let n = reader.read(&mut chunk).await.unwrap();
+                    if n == 0 {
+                        break;
+                    }
+                    out.extend_from_slice(&chunk[..n]);
+                }
+                assert_eq!(out, expected, "socket step {step}, reader buffer {reader_buf}");
+                assert_eq!(gate.take_unknown(), Some(UnknownMethod("QUERY".into())));
+            });
+        }
+        // A known method read in one piece is handed on untouched, in that same read.
+        smol::block_on(async {
+            let head = b"PUT /a HTTP/1.1\r\n\r\n".to_vec();
+            let gate = MethodGate::new(Trickle { bytes: head.clone(), at: 0, step: 4096 });
+            gate.arm();
+            let mut chunk = vec![0u8; 8192];
+            let n = gate.clone().read(&mut chunk).await.unwrap();
+            assert_eq!(&chunk[..n], &head[..]);
             assert_eq!(gate.take_unknown(), None);
         });
     }
