@@ -38,8 +38,10 @@ fn a_healthy_node_passes_every_check_that_can_fail() {
     });
     let daemon = home.start();
     let user = TempDir::new("user");
+    // Where Claude Code reads it with CLAUDE_CONFIG_DIR set (the sandbox sets it to ~/.claude).
+    std::fs::create_dir_all(user.path().join(".claude")).unwrap();
     std::fs::write(
-        user.path().join(".claude.json"),
+        user.path().join(".claude/.claude.json"),
         json!({"mcpServers": {"loopsy": {"command": "loopsy"}}}).to_string(),
     )
     .unwrap();

@@ -559,9 +559,13 @@ fn registration_edits_the_agents_config_files_and_keeps_everything_else() {
     let status = loopsy_with_home(user.path(), data.path(), bare_path, &["mcp", "status", "--json"]).success().json();
     assert_eq!(status, json!({"claude": "not installed", "gemini": "not installed", "codex": "not installed"}));
 
-    let claude = user.path().join(".claude.json");
+    // Where the agents started from this environment read them: the sandbox moves Claude
+    // Code's config with CLAUDE_CONFIG_DIR (~/.claude), Gemini's with GEMINI_CLI_HOME (~) and
+    // Codex's with CODEX_HOME (~/.codex).
+    let claude = user.path().join(".claude/.claude.json");
     let gemini = user.path().join(".gemini/settings.json");
     let codex = user.path().join(".codex/config.toml");
+    std::fs::create_dir_all(claude.parent().unwrap()).unwrap();
     std::fs::create_dir_all(gemini.parent().unwrap()).unwrap();
     std::fs::create_dir_all(codex.parent().unwrap()).unwrap();
     std::fs::write(&claude, r#"{"numStartups": 3, "mcpServers": {"other": {"command": "x"}}, "projects": {"/p": {}}}"#)
@@ -629,10 +633,42 @@ fn init_registers_with_the_agents_it_finds() {
     let user = agents_home();
     let data = TempDir::new("initagents");
     std::fs::write(user.path().join(".claude.json"), "{}").unwrap();
-    loopsy_with_home(user.path(), data.path(), &bare_path(), &["init"])
-        .success()
-        .stdout_has("Registered with Claude Code");
+    // Without CLAUDE_CONFIG_DIR, Claude Code's user config is ~/.claude.json.
+    let mut init = command(loopsy_bin());
+    init.arg("--home").arg(data.path()).arg("init").user_home(user.path());
+    init.env("PATH", bare_path()).env_remove("CLAUDE_CONFIG_DIR");
+    run_within(&mut init, crate::support::PROCESS_LIMIT).success().stdout_has("Registered with Claude Code");
     let claude: Value =
         serde_json::from_str(&std::fs::read_to_string(user.path().join(".claude.json")).unwrap()).unwrap();
     assert!(claude["mcpServers"]["loopsy"].is_object());
+}
+
+#[test]
+fn registration_follows_claude_config_dir() {
+    let user = agents_home();
+    let data = TempDir::new("claudedir");
+    let _ = loopsy_in(data.path(), &["init"]).success();
+    let elsewhere = TempDir::new("claudeconfig");
+    let moved = elsewhere.path().join(".claude.json");
+    std::fs::write(&moved, r#"{"numStartups": 1}"#).unwrap();
+    std::fs::write(user.path().join(".claude.json"), "{}").unwrap();
+    let run = |args: &[&str]| {
+        let mut command = command(loopsy_bin());
+        command.arg("--home").arg(data.path()).args(args).user_home(user.path());
+        command.env("PATH", bare_path()).env("CLAUDE_CONFIG_DIR", elsewhere.path());
+        run_within(&mut command, crate::support::PROCESS_LIMIT)
+    };
+    run(&["mcp", "add"]).success().stdout_has("Registered with Claude Code");
+    let claude: Value = serde_json::from_str(&std::fs::read_to_string(&moved).unwrap()).unwrap();
+    assert!(claude["mcpServers"]["loopsy"].is_object(), "{claude}");
+    assert_eq!(claude["numStartups"], 1);
+    assert_eq!(
+        std::fs::read_to_string(user.path().join(".claude.json")).unwrap(),
+        "{}",
+        "the home's file is not Claude's"
+    );
+    assert_eq!(run(&["mcp", "status", "--json"]).success().json()["claude"], "registered");
+    run(&["mcp", "remove"]).success().stdout_has("Unregistered from Claude Code");
+    let claude: Value = serde_json::from_str(&std::fs::read_to_string(&moved).unwrap()).unwrap();
+    assert!(claude["mcpServers"].get("loopsy").is_none(), "{claude}");
 }

@@ -14,8 +14,10 @@ use crate::support::{wait_until, Daemon, Home, TempDir};
 const AGENTS: [&str; 3] = ["claude", "codex", "gemini"];
 const LONG: Duration = Duration::from_secs(20);
 
-/// The user's global agent settings, relative to `HOME`.
-const SETTINGS: [&str; 4] = [".claude/settings.json", ".claude.json", ".gemini/settings.json", ".codex/config.toml"];
+/// The user's global agent settings, relative to `HOME` (Claude Code's user config both where
+/// it is by default and where CLAUDE_CONFIG_DIR=~/.claude, as the sandbox sets it, puts it).
+const SETTINGS: [&str; 5] =
+    [".claude/settings.json", ".claude.json", ".claude/.claude.json", ".gemini/settings.json", ".codex/config.toml"];
 
 /// A daemon whose PATH starts with the stand-ins and whose HOME is a fake user home.
 struct Agents {

@@ -48,16 +48,18 @@ impl Agent {
         }
     }
 
-    /// The user-scope config file the agent reads its MCP servers from.
+    /// The user-scope config file the agent reads its MCP servers from: under `home`, or where
+    /// the agent's own variable moves it (`CLAUDE_CONFIG_DIR` holds `.claude.json` in place of
+    /// the home, `GEMINI_CLI_HOME` stands for the home, `CODEX_HOME` for `~/.codex`), as the
+    /// agent started from this environment reads it.
     pub(crate) fn config_file(self, home: &Path) -> PathBuf {
+        let moved = |variable: &str| std::env::var_os(variable).filter(|v| !v.is_empty()).map(PathBuf::from);
         match self {
-            Agent::Claude => home.join(".claude.json"),
-            Agent::Gemini => home.join(".gemini/settings.json"),
-            Agent::Codex => std::env::var_os("CODEX_HOME")
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from)
-                .unwrap_or_else(|| home.join(".codex"))
-                .join("config.toml"),
+            Agent::Claude => moved("CLAUDE_CONFIG_DIR").unwrap_or_else(|| home.to_path_buf()).join(".claude.json"),
+            Agent::Gemini => {
+                moved("GEMINI_CLI_HOME").unwrap_or_else(|| home.to_path_buf()).join(".gemini/settings.json")
+            }
+            Agent::Codex => moved("CODEX_HOME").unwrap_or_else(|| home.join(".codex")).join("config.toml"),
         }
     }
 
