@@ -13,22 +13,39 @@ use std::thread::JoinHandle;
 
 use serde::Serialize;
 
-/// One audit line, members in 1.0.21's order plus `caller`.
+/// One audit line, members in 1.0.21's order plus `caller`. The request hands over raw values;
+/// the writer thread formats them.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct Entry {
     pub request_id: String,
     pub method: String,
     pub path: String,
+    /// The peer's address as the connection gave it; the line holds its IP.
+    #[serde(serialize_with = "ip_of")]
     pub from_ip: String,
     pub status_code: u16,
     /// Milliseconds, fractional.
     pub duration: f64,
-    pub timestamp: String,
+    /// Milliseconds since the epoch; the line holds it in ISO 8601.
+    #[serde(serialize_with = "iso8601")]
+    pub timestamp: u64,
     /// `guard::Caller::label` (`own`, `dashboard`, `paired:<name>`, `peer:<name>`, `own-remote`),
     /// or absent for unauthenticated requests.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub caller: Option<String>,
+}
+
+fn iso8601<S: serde::Serializer>(ms: &u64, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&crate::clock::iso8601(*ms))
+}
+
+/// `127.0.0.1` of `127.0.0.1:5000` (and of `[::1]:5000` `::1`); anything else as it is.
+fn ip_of<S: serde::Serializer>(addr: &str, serializer: S) -> Result<S::Ok, S::Error> {
+    match addr.parse::<std::net::SocketAddr>() {
+        Ok(socket) => serializer.collect_str(&socket.ip()),
+        Err(_) => serializer.serialize_str(addr),
+    }
 }
 
 /// Size bounds of the log.
@@ -174,9 +191,21 @@ mod tests {
             from_ip: "127.0.0.1".into(),
             status_code: 200,
             duration: 0.5,
-            timestamp: "2026-01-01T00:00:00.000Z".into(),
+            timestamp: 1_767_225_600_000,
             caller: Some("own".into()),
         }
+    }
+
+    #[test]
+    fn a_line_holds_the_peers_ip_and_an_iso_timestamp() {
+        let line = |from_ip: &str| {
+            let entry = Entry { from_ip: from_ip.into(), ..entry(1) };
+            serde_json::to_value(&entry).unwrap()
+        };
+        assert_eq!(line("127.0.0.1:5000")["fromIp"], "127.0.0.1");
+        assert_eq!(line("[::1]:5000")["fromIp"], "::1");
+        assert_eq!(line("")["fromIp"], "");
+        assert_eq!(line("127.0.0.1:5000")["timestamp"], "2026-01-01T00:00:00.000Z");
     }
 
     #[test]

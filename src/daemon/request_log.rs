@@ -30,7 +30,7 @@ async fn record(req: Request<State>, next: Next<'_, State>) -> tide::Result {
         None => req.method().to_string(),
     };
     let path = req.url().path().to_string();
-    let from_ip = req.peer_addr().map(strip_port).unwrap_or_default();
+    let from_ip = req.peer_addr().unwrap_or_default().to_string();
     let audit = req.state().gate.audit.clone();
     let res = next.run(req).await;
     audit.record(Entry {
@@ -40,7 +40,7 @@ async fn record(req: Request<State>, next: Next<'_, State>) -> tide::Result {
         from_ip,
         status_code: res.status() as u16,
         duration: started.elapsed().as_secs_f64() * 1000.0,
-        timestamp: crate::clock::iso8601(crate::clock::now_ms()),
+        timestamp: crate::clock::now_ms(),
         caller: res.ext::<Caller>().map(Caller::label),
     });
     Ok(res)
@@ -49,11 +49,4 @@ async fn record(req: Request<State>, next: Next<'_, State>) -> tide::Result {
 /// Client-chosen ids are logged only if they cannot forge or break a log line.
 fn is_sane_request_id(id: &str) -> bool {
     (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
-}
-
-fn strip_port(addr: &str) -> String {
-    match addr.parse::<std::net::SocketAddr>() {
-        Ok(socket) => socket.ip().to_string(),
-        Err(_) => addr.to_string(),
-    }
 }

@@ -27,6 +27,8 @@ pub(crate) struct Methods {
     router: Router<usize>,
     /// Per path pattern: the pattern and the methods mounted on it.
     patterns: Vec<(&'static str, Vec<Method>)>,
+    /// Per pattern, the other patterns that could match a path it matches (see [`Methods::shadows`]).
+    rivals: BTreeMap<&'static str, Vec<&'static str>>,
 }
 
 impl Methods {
@@ -42,7 +44,27 @@ impl Methods {
                 }
             }
         }
-        Methods { router, patterns }
+        let rivals = patterns
+            .iter()
+            .map(|(pattern, _)| {
+                let rivals = patterns.iter().map(|(other, _)| *other).filter(|other| other != pattern);
+                (*pattern, rivals.filter(|other| could_overlap(pattern, other)).collect())
+            })
+            .collect();
+        Methods { router, patterns, rivals }
+    }
+
+    /// Whether `path`, which tide's router took to `pattern`, names another resource: the
+    /// same answer as [`Methods::resource`] differing from `pattern`, without running the
+    /// router again (it allocates) when no rival of `pattern` matches `path` segment by segment,
+    /// which is nearly every request.
+    pub(crate) fn shadows(&self, pattern: &'static str, path: &str) -> bool {
+        let rivals = self.rivals.get(pattern).map(Vec::as_slice).unwrap_or_default();
+        let plain = |p: &str| !p.contains('*');
+        if plain(pattern) && rivals.iter().all(|rival| plain(rival) && !segments_match(rival, path)) {
+            return false;
+        }
+        self.resource(path).is_some_and(|resource| resource != pattern)
     }
 
     /// The pattern that names the resource at `path`: the most specific one that matches, as
@@ -65,6 +87,35 @@ impl Methods {
         allowed.extend(mounted.iter().filter(|m| !order.contains(m)));
         allowed.push(Method::Options);
         allowed
+    }
+}
+
+/// Whether some path could match both patterns: segment by segment, two static segments
+/// differ only if they are different text; a parameter matches any segment, and from a
+/// wildcard on anything may follow (so patterns with one are rivals of everything their
+/// prefixes allow).
+fn could_overlap(a: &str, b: &str) -> bool {
+    let (mut a, mut b) = (a.split('/'), b.split('/'));
+    loop {
+        match (a.next(), b.next()) {
+            (None, None) => return true,
+            (Some(x), _) | (_, Some(x)) if x.starts_with('*') => return true,
+            (Some(x), Some(y)) if x == y || x.starts_with(':') || y.starts_with(':') => {}
+            _ => return false,
+        }
+    }
+}
+
+/// Whether `path` matches `pattern` (no wildcard) segment by segment: static segments as
+/// they are, a parameter any non-empty segment.
+fn segments_match(pattern: &str, path: &str) -> bool {
+    let (mut pattern, mut path) = (pattern.split('/'), path.split('/'));
+    loop {
+        match (pattern.next(), path.next()) {
+            (None, None) => return true,
+            (Some(p), Some(s)) if p == s || (p.starts_with(':') && !s.is_empty()) => {}
+            _ => return false,
+        }
     }
 }
 
@@ -125,6 +176,57 @@ mod tests {
 
     fn spec(method: Method, path: &'static str, access: Access) -> RouteSpec {
         RouteSpec { method, path, access }
+    }
+
+    #[test]
+    fn the_quick_shadow_check_agrees_with_the_router_on_every_route() {
+        let table = crate::daemon::routes::table();
+        let methods = Methods::new(&table);
+        let patterns: Vec<&'static str> = methods.patterns.iter().map(|(p, _)| *p).collect();
+        // Every static segment of the table, and others, in every parameter's place.
+        let mut words: Vec<String> = patterns
+            .iter()
+            .flat_map(|p| p.split('/'))
+            .filter(|s| !s.starts_with([':', '*']))
+            .map(String::from)
+            .collect();
+        words.extend(["k1", "%77atch", "a%2Fb", "x.y", "inbox:b", ""].map(String::from));
+        words.sort();
+        words.dedup();
+        // tide routes by method, so a request can reach any pattern that matches its path.
+        let alone: Vec<(&'static str, Router<()>)> = patterns
+            .iter()
+            .map(|p| {
+                let mut router = Router::new();
+                router.add(p, ());
+                (*p, router)
+            })
+            .collect();
+        let mut checked = 0;
+        for pattern in &patterns {
+            for word in &words {
+                let path: String = pattern
+                    .split('/')
+                    .map(|s| if s.starts_with([':', '*']) { word.as_str() } else { s })
+                    .collect::<Vec<_>>()
+                    .join("/");
+                for path in [path.clone(), format!("{path}/"), format!("{path}/{word}")] {
+                    for (routed, router) in &alone {
+                        if router.recognize(&path).is_err() {
+                            continue;
+                        }
+                        let slow = methods.resource(&path).is_some_and(|resource| resource != *routed);
+                        assert_eq!(methods.shadows(routed, &path), slow, "{path} routed to {routed}");
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        assert!(checked > 1000, "{checked} paths checked");
+        // A route shadowed by a more specific one: the check still sees it.
+        assert!(methods.shadows("/api/v1/execute/:jobId", "/api/v1/execute/jobs"));
+        assert!(!methods.shadows("/api/v1/context/:key", "/api/v1/context/k1"));
+        assert!(methods.shadows("/api/v1/context/:key", "/api/v1/context/watch"));
     }
 
     #[test]

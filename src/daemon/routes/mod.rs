@@ -78,7 +78,7 @@ struct Shared {
 #[async_trait::async_trait]
 impl Endpoint<State> for Shared {
     async fn call(&self, req: tide::Request<State>) -> tide::Result {
-        if allow::methods().resource(req.url().path()).is_some_and(|resource| resource != self.path) {
+        if allow::methods().shadows(self.path, req.url().path()) {
             return allow::fallback(req).await;
         }
         self.endpoint.call(req).await
