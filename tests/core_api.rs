@@ -140,6 +140,61 @@ fn keep_alive_serves_several_requests_on_one_connection() {
     let _ = Request::new(&daemon.addr, "GET", "/api/v1/health").send();
 }
 
+/// One health request on `stream`, its answer read whole, the connection left open.
+fn health_on(stream: &mut (impl std::io::Read + std::io::Write)) {
+    stream.write_all(b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !answer.ends_with(b"}") {
+        let n = stream.read(&mut buf).unwrap();
+        assert!(n > 0, "the daemon closed the connection: {}", String::from_utf8_lossy(&answer));
+        answer.extend_from_slice(&buf[..n]);
+    }
+    assert!(answer.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&answer));
+}
+
+// A client going away between keep-alive requests is no malformed request: the daemon used to
+// try to write a 400 into the dead connection (the review of the one-read-per-request change).
+#[test]
+fn a_client_leaving_a_kept_alive_connection_abruptly_is_let_go_without_an_answer() {
+    let closed = |d: &Daemon, local: std::net::SocketAddr| {
+        let line = format!("{local}: connection closed before a request");
+        wait_until(Duration::from_secs(5), &line, || d.output_has(&line));
+        assert!(!d.output_has("malformed request"), "no 400 was written: {:?}", d.output.lock().unwrap());
+    };
+
+    // Plain HTTP: the client resets the connection (SO_LINGER 0).
+    let home = Home::new("reset");
+    home.edit_config(|doc| doc["logging"]["level"] = "debug".into());
+    let daemon = home.start();
+    let mut tcp = std::net::TcpStream::connect(&daemon.addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    health_on(&mut tcp);
+    let local = tcp.local_addr().unwrap();
+    socket2::SockRef::from(&tcp).set_linger(Some(Duration::ZERO)).unwrap();
+    drop(tcp);
+    closed(&daemon, local);
+
+    // HTTPS: the client closes TCP without TLS's close_notify, as browsers often do.
+    let home = Home::new("no-close-notify");
+    home.edit_config(|doc| {
+        doc["logging"]["level"] = "debug".into();
+        doc["tls"]["enabled"] = true.into();
+    });
+    let daemon = home.start();
+    let tcp = std::net::TcpStream::connect(&daemon.addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let local = tcp.local_addr().unwrap();
+    let paths = loopsy::paths::Paths::from_dir(daemon.home.path()).unwrap();
+    let pin = loopsy::tls::local_fingerprint(&paths).expect("the daemon's certificate");
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let connection = rustls::ClientConnection::new(loopsy::tls::client_config(&pin), name).unwrap();
+    let mut tls = rustls::StreamOwned::new(connection, tcp);
+    health_on(&mut tls);
+    tls.sock.shutdown(std::net::Shutdown::Both).unwrap();
+    closed(&daemon, local);
+}
+
 #[test]
 fn shutdown_lets_a_request_in_flight_finish_and_refuses_new_connections() {
     let mut daemon = Daemon::start("drain");

@@ -268,6 +268,12 @@ impl<IO> Guarded<IO> {
         self.watch.head_left.store(usize::MAX, Ordering::SeqCst);
     }
 
+    /// Whether a byte of the head being read has arrived (a failed read before that is the client
+    /// going away, not a request to answer).
+    pub(crate) fn head_begun(&self) -> bool {
+        self.watch.head_left.load(Ordering::SeqCst) != HEAD_LIMIT
+    }
+
     /// Why the head being read was refused (its reading then failed with `InvalidData`): to be
     /// answered with 400.
     pub(crate) fn head_refusal(&self) -> Option<String> {

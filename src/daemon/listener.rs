@@ -264,6 +264,12 @@ impl Accepted {
                         io::copy(&mut encoder, &mut io.clone()).await?;
                         return Ok(());
                     }
+                    // Nothing of a request yet: the client went away (a reset, a TLS peer closing
+                    // without close_notify), between requests or before the first. No answer.
+                    None if !io.head_begun() => {
+                        log::debug!("{}: connection closed before a request: {e}", self.peer);
+                        return Ok(());
+                    }
                     None => {
                         // A head the parser refuses (HTTP/1.0, too long, a bad request line)
                         // gets an answer before the connection closes, not silence.
