@@ -75,6 +75,8 @@ async fn serve(paths: Paths, config: Config, node_id: NodeId, managed_by: Option
     let listener = crate::netif::listen(address).with_context(|| format!("cannot listen on {address}"))?;
     let bound = listener.local_addr()?;
     let (state, nudges) = State::open(Arc::new(paths), config, node_id, bound.port())?;
+    // Reading a large context store leaves freed pages between the entries it keeps.
+    memory::give_back_soon();
     let paths = state.paths.clone();
     let (registry, context, transfer) =
         (state.fleet.peers.clone(), state.data.context.clone(), state.data.transfer.clone());

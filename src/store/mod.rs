@@ -143,7 +143,7 @@ impl Store {
         let snapshot = snapshot::load(&snapshot_path, now)?;
         let snapshot_revision = snapshot.iter().map(|entry| entry.revision).max().unwrap_or(0);
         for entry in snapshot {
-            map.apply(Change::Put(Arc::new(entry)));
+            map.apply(Change::Put(entry));
         }
         let mut base = 0;
         let (mut journal, replay) = Journal::open(&paths.context_journal(), |record| {
