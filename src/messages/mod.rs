@@ -182,7 +182,7 @@ impl Messages {
             .into_iter()
             .filter_map(|entry| {
                 let e = Envelope::parse(&entry.value)?;
-                Some(InboxMessage { key: entry.key.clone(), envelope: e })
+                Some(InboxMessage { key: entry.key.to_string(), envelope: e })
             })
             .collect();
         messages.sort_by_key(|m| m.envelope.ts);

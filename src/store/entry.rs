@@ -19,11 +19,13 @@ pub(crate) const MAX_TTL_SECS: f64 = 1e10;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct Entry {
-    pub key: String,
+    /// Shared with the table's indexes (one allocation per key, not three).
+    pub key: Arc<str>,
     /// Shared, so listing, watching and snapshots copy a pointer, not the bytes.
     #[serde(serialize_with = "serialize_value", deserialize_with = "deserialize_value")]
     pub value: Arc<str>,
-    pub from_node_id: String,
+    /// Shared between the entries a node wrote in a row.
+    pub from_node_id: Arc<str>,
     /// Milliseconds; kept when the key is overwritten.
     pub created_at: u64,
     pub updated_at: u64,

@@ -503,7 +503,7 @@ mod tests {
             .0
             .iter()
             .filter_map(|record| match record {
-                Record::Put { entry } => Some(entry.key.clone()),
+                Record::Put { entry } => Some(entry.key.to_string()),
                 _ => None,
             })
             .collect()

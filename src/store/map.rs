@@ -22,8 +22,8 @@ pub(crate) struct Put {
 pub(super) struct ContextMap {
     // Invariant: `entries` and `order` hold the same keys; `position` is the key's place in
     // `order`, taken when the key was first inserted and kept across overwrites.
-    entries: HashMap<String, Slot>,
-    order: BTreeMap<u64, String>,
+    entries: HashMap<Arc<str>, Slot>,
+    order: BTreeMap<u64, Arc<str>>,
     /// Every entry that has an expiry, as `(expiresAt, position)`: expiring entries are found
     /// without a scan, so a peer's TTLs cannot make each sweep cost the whole store.
     // Invariant: holds exactly the entries of `entries` whose `expires_at` is set.
@@ -33,6 +33,8 @@ pub(super) struct ContextMap {
     revision: u64,
     /// New keys are refused while this many entries are live.
     max_entries: usize,
+    /// The writer of the last new entry, shared by the entries it writes next.
+    last_writer: Arc<str>,
 }
 
 impl Default for ContextMap {
@@ -65,6 +67,7 @@ impl ContextMap {
             next_position: 0,
             revision: 0,
             max_entries,
+            last_writer: Arc::from(""),
         }
     }
 
@@ -83,8 +86,8 @@ impl ContextMap {
             return Err(StoreError::ValueTooLarge { len: put.value.len() });
         }
         let mut changes = Vec::new();
-        let current = self.live(key, now, &mut changes).map(|entry| (entry.revision, entry.created_at));
-        let current_revision = current.map_or(0, |(revision, _)| revision);
+        let current = self.live(key, now, &mut changes).cloned();
+        let current_revision = current.as_ref().map_or(0, |entry| entry.revision);
         if let Some(expected) = put.if_revision.filter(|expected| *expected != current_revision) {
             return Err(StoreError::RevisionConflict { key: key.into(), current: current_revision, expected });
         }
@@ -95,11 +98,19 @@ impl ContextMap {
             }
         }
         self.revision += 1;
+        let from_node_id = match &current {
+            Some(entry) if *entry.from_node_id == *put.from_node_id => entry.from_node_id.clone(),
+            _ if *self.last_writer == *put.from_node_id => self.last_writer.clone(),
+            _ => {
+                self.last_writer = Arc::from(put.from_node_id);
+                self.last_writer.clone()
+            }
+        };
         let entry = Arc::new(Entry {
-            key: key.to_string(),
+            key: current.as_ref().map_or_else(|| Arc::from(key), |entry| entry.key.clone()),
             value: put.value,
-            from_node_id: put.from_node_id,
-            created_at: current.map_or(now, |(_, created_at)| created_at),
+            from_node_id,
+            created_at: current.map_or(now, |entry| entry.created_at),
             updated_at: now,
             expires_at: put.ttl.as_ref().map(|ttl| now.saturating_add(ttl.millis)),
             ttl: put.ttl.map(|ttl| ttl.seconds),
@@ -154,7 +165,7 @@ impl ContextMap {
             .map(|position| {
                 let key = self.order[&position].clone();
                 let entry = self.remove(&key).expect("indexed keys exist");
-                Change::Expire { key, revision: entry.revision }
+                Change::Expire { key: key.to_string(), revision: entry.revision }
             })
             .collect()
     }
@@ -182,7 +193,8 @@ impl ContextMap {
 
     /// Gives entries that have no revision yet (imported from 1.0.21) fresh ones, in order.
     pub(super) fn number_unrevisioned(&mut self) -> usize {
-        let keys: Vec<String> = self.order.values().filter(|k| self.entries[*k].entry.revision == 0).cloned().collect();
+        let keys: Vec<Arc<str>> =
+            self.order.values().filter(|k| self.entries[*k].entry.revision == 0).cloned().collect();
         for key in &keys {
             self.revision += 1;
             Arc::make_mut(&mut self.entries.get_mut(key).expect("listed keys exist").entry).revision = self.revision;
@@ -241,7 +253,7 @@ mod tests {
     }
 
     fn keys(map: &mut ContextMap, prefix: &str, now: u64) -> Vec<String> {
-        map.list(prefix, now, &mut Vec::new()).into_iter().map(|e| e.key.clone()).collect()
+        map.list(prefix, now, &mut Vec::new()).into_iter().map(|e| e.key.to_string()).collect()
     }
 
     #[test]
@@ -257,6 +269,25 @@ mod tests {
         map.put("a", put("4"), 60).unwrap();
         assert_eq!(keys(&mut map, "", 70), ["b", "a"], "a deleted key comes back at the end");
         assert_eq!(map.revision(), 5);
+    }
+
+    #[test]
+    fn a_key_is_one_allocation_and_a_writer_is_shared_by_its_entries() {
+        let mut map = ContextMap::default();
+        let from = |node: &str| Put { from_node_id: node.into(), ..put("v") };
+        let (a, _) = map.put("a", from("n1"), 1).unwrap();
+        let (b, _) = map.put("b", from("n1"), 2).unwrap();
+        let (c, _) = map.put("c", from("n2"), 3).unwrap();
+        assert!(Arc::ptr_eq(&a.from_node_id, &b.from_node_id), "one writer in a row: one string");
+        assert_eq!((&*a.from_node_id, &*c.from_node_id), ("n1", "n2"));
+        let (a2, _) = map.put("a", from("n1"), 4).unwrap();
+        assert!(Arc::ptr_eq(&a2.from_node_id, &a.from_node_id), "an overwrite by the same writer keeps it");
+        assert!(Arc::ptr_eq(&a2.key, &a.key), "an overwrite keeps the key's allocation");
+        let (in_table, slot) = map.entries.get_key_value("a").unwrap();
+        assert!(Arc::ptr_eq(in_table, &a2.key) && Arc::ptr_eq(&map.order[&slot.position], &a2.key));
+        let (a3, _) = map.put("a", from("n2"), 5).unwrap();
+        assert_eq!(&*a3.from_node_id, "n2", "another writer is recorded as itself");
+        check_indexes(&map);
     }
 
     #[test]

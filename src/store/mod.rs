@@ -402,7 +402,7 @@ mod tests {
 
     fn summary(store: &Store) -> Vec<(String, String, u64)> {
         let entries = smol::block_on(store.list("", crate::clock::now_ms())).unwrap();
-        entries.into_iter().map(|e| (e.key.clone(), e.value.to_string(), e.revision)).collect()
+        entries.into_iter().map(|e| (e.key.to_string(), e.value.to_string(), e.revision)).collect()
     }
 
     fn s(key: &str, value: &str, revision: u64) -> (String, String, u64) {

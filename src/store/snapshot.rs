@@ -103,9 +103,9 @@ fn convert(stored: Stored) -> Result<Entry, String> {
         (Some(ttl), None) => Some(updated_at.saturating_add(ttl.millis)),
     };
     Ok(Entry {
-        key: stored.key,
+        key: stored.key.into(),
         value: value.into(),
-        from_node_id: stored.from_node_id.unwrap_or_else(|| "local".into()),
+        from_node_id: stored.from_node_id.as_deref().unwrap_or("local").into(),
         created_at: stored.created_at.map_or(updated_at, |at| at as u64),
         updated_at,
         ttl: ttl.map(|ttl| ttl.seconds),
@@ -142,7 +142,7 @@ mod tests {
         let entries = load(&path, 0).unwrap();
         let summary: Vec<_> = entries
             .iter()
-            .map(|e| (e.key.as_str(), &*e.value, e.expires_at, e.revision, e.ttl.as_ref().map(|t| t.to_string())))
+            .map(|e| (&*e.key, &*e.value, e.expires_at, e.revision, e.ttl.as_ref().map(|t| t.to_string())))
             .collect();
         assert_eq!(
             summary,

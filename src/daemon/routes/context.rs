@@ -115,9 +115,9 @@ async fn put_entry(mut req: Request<State>) -> tide::Result {
 /// The answer to a PUT that was dropped: the entry as it would have been, with revision 0.
 fn unstored(key: String, value: String, ttl: Option<Ttl>, from_node_id: String, now: u64) -> Entry {
     Entry {
-        key,
+        key: key.into(),
         value: value.into(),
-        from_node_id,
+        from_node_id: from_node_id.into(),
         created_at: now,
         updated_at: now,
         expires_at: ttl.as_ref().map(|ttl| now.saturating_add(ttl.millis)),
