@@ -353,6 +353,100 @@ fn pull_serves_byte_ranges() {
     assert_eq!((whole.status, whole.body.len()), (200, 10_000), "several ranges: the whole file");
 }
 
+/// A pull of `path` from `d` over pinned TLS: the response body.
+fn pull_over_tls(d: &Daemon, path: &str) -> Vec<u8> {
+    let tcp = std::net::TcpStream::connect(&d.addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let paths = loopsy::paths::Paths::from_dir(d.home.path()).unwrap();
+    let pin = loopsy::tls::local_fingerprint(&paths).expect("the daemon's certificate");
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let connection = rustls::ClientConnection::new(loopsy::tls::client_config(&pin), name).unwrap();
+    let mut tls = rustls::StreamOwned::new(connection, tcp);
+    let body = json!({"sourcePath": path}).to_string();
+    let head = format!(
+        "POST /api/v1/transfer/pull HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        d.key,
+        body.len()
+    );
+    tls.write_all(format!("{head}{body}").as_bytes()).unwrap();
+    let mut answer = Vec::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let (start, length) = loop {
+        let n = tls.read(&mut buf).unwrap();
+        assert!(n > 0, "the answer ended early: {}", String::from_utf8_lossy(&answer[..answer.len().min(300)]));
+        answer.extend_from_slice(&buf[..n]);
+        if let Some(end) = answer.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&answer[..end]).to_lowercase();
+            assert!(head.starts_with("http/1.1 200"), "{head}");
+            let length = head.lines().find_map(|l| l.strip_prefix("content-length: ")).expect("a length").trim();
+            break (end + 4, length.parse::<usize>().unwrap());
+        }
+    };
+    while answer.len() < start + length {
+        let n = tls.read(&mut buf).unwrap();
+        assert!(n > 0, "the body ended after {} of {length} bytes", answer.len() - start);
+        answer.extend_from_slice(&buf[..n]);
+    }
+    answer.split_off(start)
+}
+
+// A pull larger than one coalesced write goes out with sendfile on plain HTTP (a whole file and a
+// range, which starts at its offset), and through the reader over TLS, which must encrypt it.
+#[test]
+fn large_pulls_go_out_with_sendfile_on_plain_connections_and_whole_over_tls() {
+    let s = Setup::with("tx-sendfile", |doc| {
+        doc["logging"]["level"] = "debug".into();
+        doc["tls"]["enabled"] = true.into();
+    });
+    let content = data(3 << 20, 9);
+    let path = s.allowed("big.bin");
+    std::fs::write(&path, &content).unwrap();
+    let sent = || s.daemon.output.lock().unwrap().iter().filter(|line| line.contains("with sendfile")).count();
+
+    let whole = s.pull(json!({"sourcePath": path}));
+    assert_eq!(whole.status, 200);
+    assert!(whole.body == content, "the whole file, {} bytes", whole.body.len());
+    let part = s
+        .daemon
+        .req("POST", "/api/v1/transfer/pull")
+        .header("Range", "bytes=1000001-2999999")
+        .json(&json!({"sourcePath": path}))
+        .send();
+    assert_eq!(part.status, 206);
+    assert!(part.body == content[1_000_001..3_000_000], "the range, {} bytes", part.body.len());
+    wait_until(Duration::from_secs(5), "both sent with sendfile", || sent() == 2);
+
+    assert!(pull_over_tls(&s.daemon, &path) == content, "the file arrives whole over TLS");
+    // Log lines are written in order: had the TLS pull used sendfile, its line would come
+    // before the next plain pull's.
+    assert!(s.pull(json!({"sourcePath": path})).body == content);
+    wait_until(Duration::from_secs(5), "the third plain pull's line", || sent() >= 3);
+    assert_eq!(sent(), 3, "the TLS pull went through the reader");
+}
+
+// The head promised the file's length: when the file shrinks during the pull, the connection
+// closes at once, so the client sees a truncated body instead of waiting for bytes that never come.
+#[test]
+fn a_file_that_shrinks_during_a_pull_ends_the_connection() {
+    let s = Setup::new("tx-shrink");
+    let path = s.allowed("shrinking.bin");
+    std::fs::write(&path, data(64 << 20, 3)).unwrap();
+    let mut stream = s
+        .daemon
+        .req("POST", "/api/v1/transfer/pull")
+        .timeout(Duration::from_secs(30))
+        .json(&json!({"sourcePath": path}))
+        .stream();
+    assert_eq!(stream.status, 200);
+    std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(1 << 20).unwrap();
+    let started = std::time::Instant::now();
+    let mut received = Vec::new();
+    let error = stream.body.read_to_end(&mut received).expect_err("a truncated body is an error");
+    assert!(started.elapsed() < Duration::from_secs(10), "ended after {:?}: {error}", started.elapsed());
+    assert!(received.len() < 64 << 20, "{} bytes", received.len());
+}
+
 #[test]
 fn pull_and_list_report_missing_things_as_4xx() {
     let s = Setup::new("tx-missing");

@@ -25,6 +25,7 @@ use super::conn::{Connections, Guarded, Limits, Permit};
 use super::error::{ApiError, ErrorCode};
 use super::memory::Quiet;
 use super::methods::MethodGate;
+use super::sendfile::FileBody;
 use super::state::State;
 use crate::shutdown::Shutdown;
 
@@ -320,9 +321,20 @@ impl Accepted {
             let event_stream = res.content_type().is_some_and(|mime| mime.essence() == "text/event-stream");
             let large = declared.max(res.len()).unwrap_or(0) >= super::memory::LARGE_BODY;
             let small = res.len().filter(|len| !event_stream && *len as u64 <= COALESCE_BYTES);
-            let mut encoder = Encoder::new(res, method);
+            // A file body goes out with sendfile on plain TCP; the encoder then writes the head
+            // alone (as for HEAD: the body's length, no body).
+            let file_body = res.ext_mut().remove::<FileBody>().filter(|_| {
+                FileBody::SUPPORTED && !connection.tls && small.is_none() && method != tide::http::Method::Head
+            });
+            let encode_as = if file_body.is_some() { tide::http::Method::Head } else { method };
+            let mut encoder = Encoder::new(res, encode_as);
             let mut writer = io.clone();
-            if let Some(len) = small {
+            if let Some(file) = &file_body {
+                io::copy(&mut encoder, &mut writer).await?;
+                writer.flush().await?;
+                file.send(&socket, self.limits.idle_timeout).await?;
+                log::debug!("{}: sent {} bytes of a file with sendfile", self.peer, file.length());
+            } else if let Some(len) = small {
                 // Head and body in one write: one segment, one wake-up of the client.
                 let mut bytes = Vec::with_capacity(len + 1024);
                 encoder.read_to_end(&mut bytes).await?;

@@ -17,6 +17,7 @@ pub(crate) mod pairing;
 pub(crate) mod rate_limit;
 mod request_log;
 pub(crate) mod routes;
+pub(crate) mod sendfile;
 pub(crate) mod sse;
 pub(crate) mod state;
 pub(crate) mod websocket;

@@ -16,7 +16,9 @@ use super::Mount;
 use crate::daemon::body;
 use crate::daemon::error::{ApiError, ErrorCode};
 use crate::daemon::guard::{Access, Caller};
+use crate::daemon::listener::Connection;
 use crate::daemon::rate_limit::Category;
+use crate::daemon::sendfile::FileBody;
 use crate::daemon::state::State;
 use crate::transfer::chunks::CHUNK;
 use crate::transfer::dirs::{self, ListEntry};
@@ -127,6 +129,13 @@ async fn post_pull(mut req: Request<State>) -> tide::Result {
         Err(e) => return Err(ApiError::from(e).into()),
     };
     let length = plan.length();
+    // On a plain connection the listener sends the file with sendfile; the reader body of the
+    // same bytes is what it sends otherwise.
+    let plain = req.ext::<Connection>().is_some_and(|connection| !connection.tls);
+    let file_body = (plain && FileBody::SUPPORTED)
+        .then(|| plan.file.try_clone().ok())
+        .flatten()
+        .map(|file| FileBody::new(file, plan.range.map_or(0, |(first, _)| first), length));
     let reader = futures_lite::AsyncReadExt::take(blocking::Unblock::with_capacity(CHUNK, plan.file), length);
     let body = Body::from_reader(futures_lite::io::BufReader::with_capacity(CHUNK, reader), Some(length as usize));
     let mut res = Response::builder(if plan.range.is_some() { 206 } else { 200 })
@@ -141,6 +150,9 @@ async fn post_pull(mut req: Request<State>) -> tide::Result {
     }
     if let Some(sha256) = plan.sha256 {
         res.insert_header("X-Loopsy-Sha256", sha256);
+    }
+    if let Some(file_body) = file_body {
+        res.insert_ext(file_body);
     }
     Ok(res)
 }
