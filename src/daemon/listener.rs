@@ -332,7 +332,7 @@ impl Accepted {
             if let Some(file) = &file_body {
                 io::copy(&mut encoder, &mut writer).await?;
                 writer.flush().await?;
-                file.send(&socket, self.limits.idle_timeout).await?;
+                file.send(&socket, &mut writer, self.limits.idle_timeout).await?;
                 log::debug!("{}: sent {} bytes of a file with sendfile", self.peer, file.length());
             } else if let Some(len) = small {
                 // Head and body in one write: one segment, one wake-up of the client.
