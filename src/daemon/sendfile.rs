@@ -9,6 +9,8 @@
 
 use std::fs::File;
 use std::io;
+#[cfg(target_os = "linux")]
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,11 +36,12 @@ impl FileBody {
     /// Whether this platform sends it with `sendfile` (else the reader body is used).
     pub(crate) const SUPPORTED: bool = cfg!(target_os = "linux");
 
-    /// Sends the whole range to `socket`, waiting for room in its send buffer at most `idle`
-    /// at a time. A file that got shorter meanwhile is an error: the head promised its length,
-    /// so the connection must close.
+    /// Sends the whole range to `socket`; a client that takes nothing for `idle` is given up on.
+    /// A file that got shorter meanwhile is an error: the head promised its length, so the
+    /// connection must close.
     ///
-    /// Each `sendfile` call runs on the blocking pool: it reads the file, which may be on a slow
+    /// The sending runs on the blocking pool, one task for the whole range (waiting for room in
+    /// the socket's buffer with poll(2) there): `sendfile` reads the file, which may be on a slow
     /// or hung disk, and the daemon's one executor thread must not wait for that. A file system
     /// that cannot send files this way gets the rest through `writer`, read in chunks.
     #[cfg(target_os = "linux")]
@@ -48,35 +51,20 @@ impl FileBody {
         writer: &mut (impl futures_lite::AsyncWrite + Unpin),
         idle: Duration,
     ) -> io::Result<()> {
-        let (mut offset, end) = (self.offset, self.offset + self.length);
-        while offset < end {
-            // The closure holds the socket and the file, so neither descriptor can be closed
-            // (and its number reused) while a call runs, even if this future is dropped.
-            let (socket_held, file) = (socket.clone(), self.file.clone());
-            let count = (end - offset).min(MOST_PER_CALL) as usize;
-            let sent = blocking::unblock(move || sendfile_once(&socket_held, &file, offset, count)).await;
-            match sent {
-                Ok(0) => {
-                    let message = format!("the file ended {} bytes early", end - offset);
-                    return Err(io::Error::new(io::ErrorKind::UnexpectedEof, message));
-                }
-                Ok(n) => {
-                    offset += n as u64;
-                    if n < count {
-                        // The send buffer is full: wait for room rather than ask again.
-                        writable(socket, idle).await?;
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => writable(socket, idle).await?,
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP)) => {
-                    log::debug!("sendfile refused ({e}); sending the rest of the file by reading it");
-                    return self.copy(offset, end, writer).await;
-                }
-                Err(e) => return Err(e),
+        // The task holds the socket and the file, so neither descriptor can be closed (and its
+        // number reused) while it runs; it stops soon after this future is dropped.
+        let abandoned = Arc::new(AtomicBool::new(false));
+        let _abandon = Abandon(abandoned.clone());
+        let (socket_held, file, range) = (socket.clone(), self.file.clone(), (self.offset, self.offset + self.length));
+        let sent = blocking::unblock(move || send_range(&socket_held, &file, range, idle, &abandoned)).await;
+        match sent {
+            Ok(()) => Ok(()),
+            Err(Stop::Refused { at, error }) => {
+                log::debug!("sendfile refused ({error}); sending the rest of the file by reading it");
+                self.copy(at, range.1, writer).await
             }
+            Err(Stop::Failed(error)) => Err(error),
         }
-        Ok(())
     }
 
     /// Bytes `offset..end` of the file through `writer`, read on the blocking pool in chunks.
@@ -125,28 +113,83 @@ impl FileBody {
 #[cfg(target_os = "linux")]
 const MOST_PER_CALL: u64 = 1 << 30;
 
-/// One `sendfile(2)` of up to `count` bytes of `file` from `offset` to `socket` (non-blocking:
-/// it sends what fits in the socket's buffer).
+/// How long one wait for room in the socket's buffer lasts before the sender looks again
+/// whether it was abandoned or the client has been idle too long.
 #[cfg(target_os = "linux")]
-fn sendfile_once(socket: &Async<std::net::TcpStream>, file: &File, offset: u64, count: usize) -> io::Result<usize> {
-    use std::os::fd::AsRawFd;
-    let mut at = offset as libc::off_t;
-    // SAFETY: sendfile(2) on two open descriptors the caller holds, with a valid offset pointer;
-    // it reads no memory of ours but `at`.
-    let sent = unsafe { libc::sendfile(socket.as_raw_fd(), file.as_raw_fd(), &mut at, count) };
-    if sent < 0 {
-        return Err(io::Error::last_os_error());
+const POLL_SLICE_MS: libc::c_int = 100;
+
+/// Tells a sending task that nobody waits for it any more.
+#[cfg(target_os = "linux")]
+struct Abandon(Arc<AtomicBool>);
+
+#[cfg(target_os = "linux")]
+impl Drop for Abandon {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
     }
-    Ok(sent as usize)
 }
 
-/// Waits until `socket` has room to write, at most `idle`.
+/// Why [`send_range`] stopped early.
 #[cfg(target_os = "linux")]
-async fn writable(socket: &Async<std::net::TcpStream>, idle: Duration) -> io::Result<()> {
-    match crate::clock::timeout(idle, socket.writable()).await {
-        Some(ready) => ready,
-        None => Err(io::Error::new(io::ErrorKind::TimedOut, "the client stopped reading")),
+enum Stop {
+    /// The file system does not do `sendfile`: bytes from `at` on are still to send.
+    Refused {
+        at: u64,
+        error: io::Error,
+    },
+    Failed(io::Error),
+}
+
+/// Sends bytes `from..end` of `file` to the non-blocking `socket` with `sendfile(2)`, waiting
+/// for room with poll(2). Blocking: runs on the blocking pool.
+#[cfg(target_os = "linux")]
+fn send_range(
+    socket: &Async<std::net::TcpStream>,
+    file: &File,
+    (from, end): (u64, u64),
+    idle: Duration,
+    abandoned: &AtomicBool,
+) -> Result<(), Stop> {
+    use std::os::fd::AsRawFd;
+    let mut offset = from;
+    let mut progressed = std::time::Instant::now();
+    while offset < end {
+        if abandoned.load(Ordering::Relaxed) {
+            return Err(Stop::Failed(io::Error::new(io::ErrorKind::Interrupted, "the connection was dropped")));
+        }
+        let mut at = offset as libc::off_t;
+        let count = (end - offset).min(MOST_PER_CALL) as usize;
+        // SAFETY: sendfile(2) on two open descriptors we hold, with a valid offset pointer; it
+        // reads no memory of ours but `at`.
+        let sent = unsafe { libc::sendfile(socket.as_raw_fd(), file.as_raw_fd(), &mut at, count) };
+        if sent > 0 {
+            offset += sent as u64;
+            progressed = std::time::Instant::now();
+            continue;
+        }
+        if sent == 0 {
+            let message = format!("the file ended {} bytes early", end - offset);
+            return Err(Stop::Failed(io::Error::new(io::ErrorKind::UnexpectedEof, message)));
+        }
+        let error = io::Error::last_os_error();
+        match error.kind() {
+            io::ErrorKind::Interrupted => {}
+            io::ErrorKind::WouldBlock if progressed.elapsed() >= idle => {
+                return Err(Stop::Failed(io::Error::new(io::ErrorKind::TimedOut, "the client stopped reading")));
+            }
+            io::ErrorKind::WouldBlock => {
+                let mut room = libc::pollfd { fd: socket.as_raw_fd(), events: libc::POLLOUT, revents: 0 };
+                // SAFETY: poll(2) on one valid pollfd; an error or a timeout just means another
+                // round of the loop, which checks everything again.
+                unsafe { libc::poll(&mut room, 1, POLL_SLICE_MS) };
+            }
+            _ if matches!(error.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP)) => {
+                return Err(Stop::Refused { at: offset, error });
+            }
+            _ => return Err(Stop::Failed(error)),
+        }
     }
+    Ok(())
 }
 
 #[cfg(all(test, target_os = "linux"))]
@@ -190,6 +233,22 @@ mod tests {
         let received = reader.join().unwrap();
         assert!(writer.is_empty(), "nothing went the fallback way");
         assert!(received == data[12_345..12_345 + (7 << 20) + 3], "{} bytes arrived", received.len());
+        std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn a_client_that_stops_reading_is_given_up_on_after_the_idle_time() {
+        let (file, _, path) = file_of(32 << 20);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        let socket = Arc::new(Async::new(server).unwrap());
+        let started = std::time::Instant::now();
+        let body = FileBody::new(file, 0, 32 << 20);
+        let error = smol::block_on(body.send(&socket, &mut Vec::new(), Duration::from_millis(300))).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut, "{error}");
+        assert!(started.elapsed() < Duration::from_secs(5), "gave up after {:?}", started.elapsed());
+        drop(client);
         std::fs::remove_file(path).unwrap();
     }
 
