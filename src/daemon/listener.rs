@@ -323,9 +323,10 @@ impl Accepted {
             let small = res.len().filter(|len| !event_stream && *len as u64 <= COALESCE_BYTES);
             // A file body goes out with sendfile on plain TCP; the encoder then writes the head
             // alone (as for HEAD: the body's length, no body).
-            let file_body = res.ext_mut().remove::<FileBody>().filter(|_| {
-                FileBody::SUPPORTED && !connection.tls && small.is_none() && method != tide::http::Method::Head
-            });
+            let file_body = res
+                .ext_mut()
+                .remove::<FileBody>()
+                .filter(|_| !connection.tls && small.is_none() && method != tide::http::Method::Head);
             let encode_as = if file_body.is_some() { tide::http::Method::Head } else { method };
             let mut encoder = Encoder::new(res, encode_as);
             let mut writer = io.clone();

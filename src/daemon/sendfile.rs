@@ -16,6 +16,9 @@ use std::time::Duration;
 
 use async_io::Async;
 
+#[cfg(target_os = "linux")]
+use crate::transfer::chunks::CHUNK;
+
 /// `length` bytes of `file` from `offset`. Cheap to clone (responses' extensions must be).
 #[derive(Debug, Clone)]
 pub(crate) struct FileBody {
@@ -44,68 +47,53 @@ impl FileBody {
     /// the socket's buffer with poll(2) there): `sendfile` reads the file, which may be on a slow
     /// or hung disk, and the daemon's one executor thread must not wait for that. A file system
     /// that cannot send files this way gets the rest through `writer`, read in chunks.
-    #[cfg(target_os = "linux")]
     pub(crate) async fn send(
         &self,
         socket: &Arc<Async<std::net::TcpStream>>,
         writer: &mut (impl futures_lite::AsyncWrite + Unpin),
         idle: Duration,
     ) -> io::Result<()> {
-        // The task holds the socket and the file, so neither descriptor can be closed (and its
-        // number reused) while it runs; it stops soon after this future is dropped.
-        let abandoned = Arc::new(AtomicBool::new(false));
-        let _abandon = Abandon(abandoned.clone());
-        let (socket_held, file, range) = (socket.clone(), self.file.clone(), (self.offset, self.offset + self.length));
-        let sent = blocking::unblock(move || send_range(&socket_held, &file, range, idle, &abandoned)).await;
-        match sent {
-            Ok(()) => Ok(()),
-            Err(Stop::Refused { at, error }) => {
-                log::debug!("sendfile refused ({error}); sending the rest of the file by reading it");
-                self.copy(at, range.1, writer).await
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = (socket, writer, idle);
+            Err(io::Error::new(io::ErrorKind::Unsupported, "sendfile is used on Linux only"))
+        }
+        #[cfg(target_os = "linux")]
+        {
+            // The task holds the socket and the file, so neither descriptor can be closed (and
+            // its number reused) while it runs; it stops soon after this future is dropped.
+            let abandoned = Arc::new(AtomicBool::new(false));
+            let _abandon = Abandon(abandoned.clone());
+            let (socket_held, file) = (socket.clone(), self.file.clone());
+            let range = (self.offset, self.offset + self.length);
+            let sent = blocking::unblock(move || send_range(&socket_held, &file, range, idle, &abandoned)).await;
+            match sent {
+                Ok(()) => Ok(()),
+                Err(Stop::Refused { at, error }) => {
+                    log::debug!("sendfile refused ({error}); sending the rest of the file by reading it");
+                    self.copy(at, range.1, writer).await
+                }
+                Err(Stop::Failed(error)) => Err(error),
             }
-            Err(Stop::Failed(error)) => Err(error),
         }
     }
 
-    /// Bytes `offset..end` of the file through `writer`, read on the blocking pool in chunks.
+    /// Bytes `from..end` of the file through `writer`, read as the pull route's reader body
+    /// reads it (on the blocking pool, in chunks).
     #[cfg(target_os = "linux")]
-    async fn copy(
-        &self,
-        mut offset: u64,
-        end: u64,
-        writer: &mut (impl futures_lite::AsyncWrite + Unpin),
-    ) -> io::Result<()> {
+    async fn copy(&self, from: u64, end: u64, writer: &mut (impl futures_lite::AsyncWrite + Unpin)) -> io::Result<()> {
         use futures_lite::AsyncWriteExt;
-        use std::os::unix::fs::FileExt;
-        const CHUNK: u64 = 256 * 1024;
-        while offset < end {
-            let file = self.file.clone();
-            let want = (end - offset).min(CHUNK) as usize;
-            let chunk = blocking::unblock(move || {
-                let mut chunk = vec![0u8; want];
-                let n = file.read_at(&mut chunk, offset)?;
-                chunk.truncate(n);
-                Ok::<_, io::Error>(chunk)
-            })
-            .await?;
-            if chunk.is_empty() {
-                let message = format!("the file ended {} bytes early", end - offset);
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, message));
-            }
-            writer.write_all(&chunk).await?;
-            offset += chunk.len() as u64;
+        use std::io::{Seek, SeekFrom};
+        let mut file = self.file.try_clone()?;
+        file.seek(SeekFrom::Start(from))?;
+        let left = end - from;
+        let reader = futures_lite::AsyncReadExt::take(blocking::Unblock::with_capacity(CHUNK, file), left);
+        let copied = futures_lite::io::copy(reader, &mut *writer).await?;
+        if copied < left {
+            let message = format!("the file ended {} bytes early", left - copied);
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, message));
         }
         writer.flush().await
-    }
-
-    #[cfg(not(target_os = "linux"))]
-    pub(crate) async fn send(
-        &self,
-        _socket: &Arc<Async<std::net::TcpStream>>,
-        _writer: &mut (impl futures_lite::AsyncWrite + Unpin),
-        _idle: Duration,
-    ) -> io::Result<()> {
-        Err(io::Error::new(io::ErrorKind::Unsupported, "sendfile is used on Linux only"))
     }
 }
 

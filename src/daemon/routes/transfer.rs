@@ -16,7 +16,6 @@ use super::Mount;
 use crate::daemon::body;
 use crate::daemon::error::{ApiError, ErrorCode};
 use crate::daemon::guard::{Access, Caller};
-use crate::daemon::listener::Connection;
 use crate::daemon::rate_limit::Category;
 use crate::daemon::sendfile::FileBody;
 use crate::daemon::state::State;
@@ -129,10 +128,9 @@ async fn post_pull(mut req: Request<State>) -> tide::Result {
         Err(e) => return Err(ApiError::from(e).into()),
     };
     let length = plan.length();
-    // On a plain connection the listener sends the file with sendfile; the reader body of the
-    // same bytes is what it sends otherwise.
-    let plain = req.ext::<Connection>().is_some_and(|connection| !connection.tls);
-    let file_body = (plain && FileBody::SUPPORTED)
+    // The listener sends the file with sendfile where it can (a plain connection); the reader
+    // body of the same bytes is what it sends otherwise.
+    let file_body = FileBody::SUPPORTED
         .then(|| plan.file.try_clone().ok())
         .flatten()
         .map(|file| FileBody::new(file, plan.range.map_or(0, |(first, _)| first), length));
