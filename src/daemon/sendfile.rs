@@ -193,12 +193,18 @@ mod tests {
         (File::open(&path).unwrap(), data, path)
     }
 
-    #[test]
-    fn a_range_arrives_exactly_through_a_full_socket_buffer() {
-        let (file, data, path) = file_of(8 << 20);
+    /// A connected pair on loopback: the client's end, and the server's end as the listener has it.
+    fn loopback_pair() -> (std::net::TcpStream, Arc<Async<std::net::TcpStream>>) {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (server, _) = listener.accept().unwrap();
+        (client, Arc::new(Async::new(server).unwrap()))
+    }
+
+    #[test]
+    fn a_range_arrives_exactly_through_a_full_socket_buffer() {
+        let (file, data, path) = file_of(8 << 20);
+        let (client, socket) = loopback_pair();
         // A slow reader: the sender meets a full buffer (EAGAIN) many times.
         let reader = std::thread::spawn(move || {
             let mut received = Vec::new();
@@ -214,7 +220,6 @@ mod tests {
             }
         });
         let body = FileBody::new(file, 12_345, (7 << 20) + 3);
-        let socket = Arc::new(Async::new(server).unwrap());
         let mut writer = Vec::new();
         smol::block_on(body.send(&socket, &mut writer, Duration::from_secs(10))).unwrap();
         drop(socket);
@@ -227,10 +232,7 @@ mod tests {
     #[test]
     fn a_client_that_stops_reading_is_given_up_on_after_the_idle_time() {
         let (file, _, path) = file_of(32 << 20);
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (server, _) = listener.accept().unwrap();
-        let socket = Arc::new(Async::new(server).unwrap());
+        let (client, socket) = loopback_pair();
         let started = std::time::Instant::now();
         let body = FileBody::new(file, 0, 32 << 20);
         let error = smol::block_on(body.send(&socket, &mut Vec::new(), Duration::from_millis(300))).unwrap_err();
